@@ -1,0 +1,1 @@
+"""The deployer: CLI, OpenWhisk REST client, manifests, the local platform and benchmarks."""

@@ -1,0 +1,133 @@
+"""`deployer`: one entry point for the platform, the ML jobs, FedAvg, hostnet and benchmarks.
+
+Subcommands load lazily so `deployer --help` and `deployer invoke` never import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+# name -> "module:attribute" of a click command or group
+COMMANDS = {
+    "up": "deployer.commands.platform:up",
+    "down": "deployer.commands.platform:down",
+    "status": "deployer.commands.platform:status",
+    "deploy": "deployer.commands.actions:deploy",
+    "undeploy": "deployer.commands.actions:undeploy",
+    "invoke": "deployer.commands.actions:invoke",
+    "actions": "deployer.commands.actions:actions",
+    "activations": "deployer.commands.actions:activations",
+    "bench": "deployer.commands.bench:bench",
+    "data": "deployer.commands.ml:data_group",
+    "model": "deployer.commands.ml:model_group",
+    "serve": "deployer.commands.ml:serve_command",
+    "demo": "deployer.commands.ml:demo_command",
+    "fedavg": "fedavg.cli:fedavg_group",
+    "hostnet": "hostnet.cli:hostnet_group",
+}
+
+HELP = {
+    "up": "Start the local OpenWhisk-compatible platform and embedded S3.",
+    "down": "Stop the local platform.",
+    "status": "Show where the platform runs and what it holds.",
+    "deploy": "Deploy a wskdeploy manifest.",
+    "undeploy": "Remove what a wskdeploy manifest deployed.",
+    "invoke": "Invoke an action.",
+    "actions": "List, get or delete actions.",
+    "activations": "List activations, get one, or show its logs.",
+    "bench": "Benchmarks with a baseline in the same run (JSON out).",
+    "data": "Datasets (real MNIST, offline).",
+    "model": "Train and publish the LeNet-5 model.",
+    "serve": "The web page of the inference demo.",
+    "demo": "The main job: data, model, deploy, classify through the platform.",
+    "fedavg": "Federated learning on MNIST.",
+    "hostnet": "QEMU guests, virtio-net vs OVS-DPDK vhost-user, migration.",
+}
+
+
+def load_command(spec: str) -> click.Command:
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+class LazyGroup(click.Group):
+    """Imports a subcommand's module only when that subcommand runs."""
+
+    def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy or {}
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx, name):
+        if name in self.lazy:
+            try:
+                return load_command(self.lazy[name])
+            except (ImportError, AttributeError) as exc:
+                if ctx.resilient_parsing or "--help" in sys.argv:
+                    return click.Command(name, help=f"(unavailable: {exc})")
+                raise click.ClickException(f"`{name}` is not available: {exc}") from exc
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, HELP.get(name) or self.get_command(ctx, name).get_short_help_str())
+                for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+class RootGroup(LazyGroup):
+    """Turns the project's own errors into one line and exit status 1, never a traceback."""
+
+    def invoke(self, ctx):
+        from mlcore.errors import MLCoreError
+
+        from .errors import DeployerError
+        from .local.supervisor import SupervisorError
+
+        try:
+            return super().invoke(ctx)
+        except (DeployerError, MLCoreError, SupervisorError) as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=RootGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--apihost", envvar=None, help="OpenWhisk API host (else OW_APIHOST, wskprops, or local).")
+@click.option("--auth", envvar=None, help="OpenWhisk auth 'uuid:key' (else OW_AUTH, wskprops, or local).")
+@click.option("-i", "--insecure", is_flag=True, help="Skip TLS verification of the API host.")
+@click.pass_context
+def cli(ctx: click.Context, apihost: str | None, auth: str | None, insecure: bool) -> None:
+    """Machine learning on serverless OpenWhisk, and measurements of the network under it."""
+    ctx.obj = Context(apihost, auth, insecure)
+
+
+class Context:
+    """Holds the target flags; the client is made on first use, so commands without one start nothing."""
+
+    def __init__(self, apihost: str | None, auth: str | None, insecure: bool) -> None:
+        self.apihost, self.auth, self.insecure = apihost, auth, insecure
+        self._target = None
+
+    @property
+    def target(self):
+        if self._target is None:
+            from .target import resolve
+
+            self._target = resolve(self.apihost, self.auth, insecure=self.insecure)
+        return self._target
+
+    @property
+    def client(self):
+        return self.target.client()
+
+
+def main() -> None:
+    cli(prog_name="deployer")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Click commands; each module is a thin layer over library functions."""

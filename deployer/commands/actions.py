@@ -1,0 +1,153 @@
+"""deploy / undeploy / invoke / actions / activations: the everyday OpenWhisk verbs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from .. import manifest as manifest_mod
+from ..errors import ActivationFailedError
+from ..target import storage_env_for
+from .output import emit_json, ms_time, table
+
+
+def _parse_value(raw: str):
+    """Like wsk -p: JSON when it parses, else the plain string."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+@click.command()
+@click.option("-m", "--manifest", "manifest_path", required=True, type=click.Path(dir_okay=False),
+              help="wskdeploy manifest (YAML).")
+@click.option("-d", "--deployment", type=click.Path(dir_okay=False), help="wskdeploy deployment file.")
+@click.pass_obj
+def deploy(obj, manifest_path: str, deployment: str | None) -> None:
+    """Deploy the packages, actions and sequences of a wskdeploy manifest."""
+    target = obj.target
+    env = {**storage_env_for(target), **os.environ}  # what the user exported wins over the embedded S3
+    names = manifest_mod.deploy(target.client(), Path(manifest_path), Path(deployment) if deployment else None, env)
+    click.echo(f"deployed to {target.apihost} ({target.source}): {', '.join(names)}")
+
+
+@click.command()
+@click.option("-m", "--manifest", "manifest_path", required=True, type=click.Path(dir_okay=False))
+@click.pass_obj
+def undeploy(obj, manifest_path: str) -> None:
+    """Delete what a manifest deploys."""
+    removed = manifest_mod.undeploy(obj.client, Path(manifest_path))
+    click.echo(f"removed: {', '.join(removed) if removed else 'nothing'}")
+
+
+@click.command()
+@click.argument("name")
+@click.option("-p", "--param", "params", nargs=2, multiple=True, metavar="KEY VALUE",
+              help="Parameter (JSON values are parsed); repeatable.")
+@click.option("-P", "--param-file", type=click.File(), help="JSON file of parameters.")
+@click.option("-r", "--result", is_flag=True, help="Print only the result (implies --blocking).")
+@click.option("-b", "--blocking", is_flag=True, help="Wait for the activation.")
+@click.pass_obj
+def invoke(obj, name: str, params, param_file, result: bool, blocking: bool) -> None:
+    """Invoke action NAME (package/action)."""
+    payload = json.load(param_file) if param_file else {}
+    payload.update({k: _parse_value(v) for k, v in params})
+    blocking = blocking or result
+    try:
+        out = obj.client.invoke(name, payload, blocking=blocking, result=result)
+    except ActivationFailedError as exc:
+        if result:
+            emit_json(exc.result)
+        elif exc.activation:
+            emit_json(exc.activation)
+        raise click.ClickException(str(exc)) from exc
+    if not blocking:
+        click.echo(f"ok: invoked {name} with id {out['activationId']}")
+        return
+    emit_json(out)
+
+
+@click.group()
+def actions() -> None:
+    """Actions: list, get, delete."""
+
+
+@actions.command("list")
+@click.argument("package", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def actions_list(obj, package: str | None, as_json: bool) -> None:
+    docs = obj.client.list_actions(package)
+    if as_json:
+        emit_json(docs)
+        return
+    table(["name", "kind", "version", "updated"],
+          [(f"{d['namespace'].split('/', 1)[1] + '/' if '/' in d['namespace'] else ''}{d['name']}",
+            d.get("exec", {}).get("kind"), d.get("version"), ms_time(d.get("updated"))) for d in docs])
+
+
+@actions.command("get")
+@click.argument("name")
+@click.option("--code", is_flag=True, help="Include the code.")
+@click.pass_obj
+def actions_get(obj, name: str, code: bool) -> None:
+    emit_json(obj.client.get_action(name, code=code))
+
+
+@actions.command("delete")
+@click.argument("name")
+@click.pass_obj
+def actions_delete(obj, name: str) -> None:
+    obj.client.delete_action(name)
+    click.echo(f"ok: deleted {name}")
+
+
+@click.group()
+def activations() -> None:
+    """Activations: list, get, logs, result."""
+
+
+@activations.command("list")
+@click.argument("name", required=False)
+@click.option("-l", "--limit", default=30, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def activations_list(obj, name: str | None, limit: int, as_json: bool) -> None:
+    docs = obj.client.list_activations(name, limit=limit)
+    if as_json:
+        emit_json(docs)
+        return
+    status = {0: "success", 1: "application error", 2: "developer error", 3: "internal error"}
+    table(["start", "activation id", "name", "status", "duration ms", "init ms", "wait ms"],
+          [(ms_time(d.get("start")), d["activationId"], d["name"], status.get(d.get("statusCode"), "?"),
+            d.get("duration"), _ann(d, "initTime"), _ann(d, "waitTime")) for d in docs])
+
+
+def _ann(doc: dict, key: str):
+    return next((a["value"] for a in doc.get("annotations", []) if a["key"] == key), None)
+
+
+@activations.command("get")
+@click.argument("activation_id")
+@click.pass_obj
+def activations_get(obj, activation_id: str) -> None:
+    emit_json(obj.client.get_activation(activation_id))
+
+
+@activations.command("logs")
+@click.argument("activation_id")
+@click.pass_obj
+def activations_logs(obj, activation_id: str) -> None:
+    for line in obj.client.activation_logs(activation_id):
+        click.echo(line)
+
+
+@activations.command("result")
+@click.argument("activation_id")
+@click.pass_obj
+def activations_result(obj, activation_id: str) -> None:
+    emit_json(obj.client.activation_result(activation_id))

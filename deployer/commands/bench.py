@@ -1,0 +1,47 @@
+"""`deployer bench ...`: each benchmark writes JSON with its baseline measured in the same run."""
+
+from __future__ import annotations
+
+import click
+
+from ..cli import LazyGroup
+from .output import table, write_report
+
+LAZY = {
+    "infer": "deployer.commands.ml:bench_infer_command",
+    "fedavg": "fedavg.cli:bench_command",
+    "hostnet": "hostnet.cli:bench_command",
+}
+
+
+@click.group(cls=LazyGroup, lazy=LAZY)
+def bench() -> None:
+    """Benchmarks (JSON out, baseline side by side)."""
+
+
+@bench.command("platform")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
+@click.option("--concurrency", default="1,4,16", show_default=True, help="Comma-separated levels.")
+@click.option("--requests", "requests_per_worker", default=50, show_default=True, help="Per worker per level.")
+@click.option("--cold-runs", default=5, show_default=True)
+@click.pass_obj
+def bench_platform(obj, json_path, concurrency: str, requests_per_worker: int, cold_runs: int) -> None:
+    """Warm latency and throughput of a no-op action, cold starts, versus an in-process call."""
+    from ..bench import platform as bp
+
+    try:
+        levels = [int(x) for x in concurrency.split(",") if x.strip()]
+    except ValueError as exc:
+        raise click.BadParameter(f"--concurrency must be integers like 1,4,16: {exc}") from exc
+    if not levels or min(levels) < 1:
+        raise click.BadParameter("--concurrency needs positive integers")
+    report = bp.run(levels, requests_per_worker, cold_runs, apihost=obj.apihost, auth=obj.auth,
+                    progress=lambda m: click.echo(f"... {m}", err=True))
+    rows = [("in-process call", 1, report["direct_call"]["p50_ms"], report["direct_call"]["p99_ms"], "")]
+    rows.append(("proxy over HTTP", 1, report["proxy_direct"]["p50_ms"], report["proxy_direct"]["p99_ms"], ""))
+    for level, r in report["warm"].items():
+        rows.append(("platform warm", level, r["p50_ms"], r["p99_ms"], r["throughput_rps"]))
+    rows.append(("platform cold", 1, report["cold_start"]["p50_ms"], report["cold_start"]["p99_ms"], ""))
+    table(["path", "concurrency", "p50 ms", "p99 ms", "req/s"], rows, title="bench platform")
+    click.echo(f"ratios: {report['ratios']}")
+    write_report(json_path, report)

@@ -1,0 +1,42 @@
+"""Human tables by default, JSON for machines."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+import click
+
+
+def emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True))
+
+
+def write_report(path: str | Path | None, report: dict) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(report, indent=2) + "\n")
+        click.echo(f"wrote {path}", err=True)
+
+
+def table(headers: list[str], rows: Iterable[Iterable[Any]], title: str | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)  # pipes and logs get whole ids, not wrapped cells
+    t = Table(title=title, show_edge=False, header_style="bold")
+    for h in headers:
+        t.add_column(h, no_wrap=True)
+    for row in rows:
+        t.add_row(*["" if v is None else str(v) for v in row])
+    console.print(t)
+
+
+def ms_time(ms: int | None) -> str:
+    if not ms:
+        return ""
+    return dt.datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")

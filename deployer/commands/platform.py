@@ -1,0 +1,54 @@
+"""`deployer up | down | status`: the local platform in the background."""
+
+from __future__ import annotations
+
+import click
+
+from ..local import supervisor
+from .output import emit_json
+
+
+@click.command()
+@click.option("--port", default=supervisor.DEFAULT_PORT, show_default=True, help="OpenWhisk API port on 127.0.0.1.")
+@click.option("--s3-port", default=supervisor.DEFAULT_S3_PORT, show_default=True, help="S3 port on 127.0.0.1.")
+@click.option("--max-containers", default=8, show_default=True, help="Cap on concurrent action processes.")
+@click.option("--idle-timeout-s", default=600.0, show_default=True, help="Evict warm containers idle this long.")
+def up(port: int, s3_port: int, max_containers: int, idle_timeout_s: float) -> None:
+    """Start the local platform (OpenWhisk API + embedded S3) in the background."""
+    info, started = supervisor.up(port=port, s3_port=s3_port,
+                                  extra=["--max-containers", str(max_containers),
+                                         "--idle-timeout-s", str(idle_timeout_s)])
+    path = supervisor.write_wskprops(info)
+    click.echo(("started" if started else "already running") + f": OpenWhisk API {info.apihost}, "
+               f"S3 {info.s3_endpoint}, state {info.state_dir}")
+    click.echo(f"APIHOST={info.apihost}\nAUTH={info.auth}")
+    click.echo(f"wskprops written to {path}; for wsk: export WSK_CONFIG_FILE={path}")
+
+
+@click.command()
+def down() -> None:
+    """Stop the local platform; actions, activations and S3 objects stay on disk."""
+    stopped = supervisor.down()
+    click.echo("stopped" if stopped else "the local platform was not running")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(as_json: bool) -> None:
+    """Where the local platform runs and what it holds."""
+    info = supervisor.read_info(supervisor.default_state_dir())
+    if info is None:
+        out = {"running": False, "state_dir": str(supervisor.default_state_dir())}
+    else:
+        import requests
+
+        stats = requests.get(info.apihost + "/api/v1", timeout=5).json().get("invoker", {})
+        client = info.client()
+        out = {"running": True, "pid": info.pid, "apihost": info.apihost, "s3_endpoint": info.s3_endpoint,
+               "state_dir": str(info.state_dir), "wskprops": str(info.wskprops_path),
+               "actions": len(client.list_actions()), "packages": len(client.list_packages()), "invoker": stats}
+    if as_json:
+        emit_json(out)
+        return
+    for key, value in out.items():
+        click.echo(f"{key:12} {value}")

@@ -1,0 +1,1 @@
+"""The local OpenWhisk-compatible platform: controller, invoker, store, embedded S3."""

@@ -1,0 +1,241 @@
+"""One action container: a runtime proxy process, its log streams and its memory watch.
+
+There is no Docker engine here, so a container is a process running `runtimes.proxy`
+with the platform's Python; it dies with the platform (PR_SET_PDEATHSIG) and is killed
+as a whole process group.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import requests
+
+from runtimes import contract
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    os.setsid()
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def _utc_stamp() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class ContainerError(Exception):
+    """The container process failed to start, crashed, or broke the contract."""
+
+
+class ContainerTimeout(ContainerError):
+    pass
+
+
+class ContainerOutOfMemory(ContainerError):
+    pass
+
+
+@dataclass
+class _LogBuffer:
+    """Lines from stdout and stderr, each stream closed per activation by the sentinel."""
+
+    limit_bytes: int
+    lines: list[str] = field(default_factory=list)
+    size: int = 0
+    truncated: bool = False
+    sentinels: dict = field(default_factory=lambda: {"stdout": 0, "stderr": 0})
+    cond: threading.Condition = field(default_factory=threading.Condition)
+
+    def add(self, stream: str, line: str) -> None:
+        with self.cond:
+            if line.rstrip("\n") == contract.SENTINEL:
+                self.sentinels[stream] += 1
+                self.cond.notify_all()
+                return
+            entry = f"{_utc_stamp()} {stream}: {line.rstrip(chr(10))}"
+            if self.size + len(entry) > self.limit_bytes:
+                self.truncated = True
+                return
+            self.size += len(entry)
+            self.lines.append(entry)
+
+    def take(self, expect: int, timeout_s: float) -> list[str]:
+        """Waits until both streams reached `expect` sentinels, then returns and clears the lines."""
+        deadline = time.monotonic() + timeout_s
+        with self.cond:
+            while min(self.sentinels.values()) < expect:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.cond.wait(left)
+            out = self.lines
+            if self.truncated:
+                out.append(f"{_utc_stamp()} stderr: Logs were truncated because the total bytes size "
+                           f"exceeds the limit of {self.limit_bytes} bytes.")
+            self.lines, self.size, self.truncated = [], 0, False
+            return out
+
+
+class Container:
+    """Owns one proxy process. `kill()` is idempotent; `with Container(...)` kills on exit."""
+
+    def __init__(self, key: str, memory_mb: int, log_limit_bytes: int, env: dict[str, str] | None = None,
+                 python: str = sys.executable) -> None:
+        self.key = key
+        self.memory_mb = memory_mb
+        self._env = env or {}
+        self._python = python
+        self._logs = _LogBuffer(limit_bytes=log_limit_bytes)
+        self._proc: subprocess.Popen | None = None
+        self._session = requests.Session()
+        self._activations = 0
+        self.port: int | None = None
+        self.last_used = time.monotonic()
+        self.busy = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        read_fd, write_fd = os.pipe()
+        env = dict(os.environ)
+        env.update(self._env)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        env.setdefault("OMP_NUM_THREADS", "1")
+        cmd = [self._python, "-u", "-m", "runtimes.proxy", "--ready-fd", str(write_fd)]
+        try:
+            self._proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                pass_fds=(write_fd,), env=env, preexec_fn=_die_with_parent, text=True, bufsize=1,
+                cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+            )
+        except OSError as exc:
+            os.close(read_fd)
+            os.close(write_fd)
+            raise ContainerError(f"cannot start the action runtime ({' '.join(cmd)}): {exc}") from exc
+        os.close(write_fd)
+        for name, stream in (("stdout", self._proc.stdout), ("stderr", self._proc.stderr)):
+            threading.Thread(target=self._pump, args=(name, stream), daemon=True).start()
+        ready = self._read_port(read_fd, timeout_s)
+        if ready is None:
+            self.kill()
+            logs = "\n".join(self._logs.take(0, 0)[-20:])
+            raise ContainerError(f"the action runtime did not become ready in {timeout_s:.0f} s; output:\n{logs}")
+        self.port = ready
+
+    def _read_port(self, fd: int, timeout_s: float) -> int | None:
+        import select
+
+        with os.fdopen(fd, "r") as reader:
+            ready, _, _ = select.select([reader], [], [], timeout_s)
+            if not ready:
+                return None
+            line = reader.readline().strip()
+        return int(line) if line.isdigit() else None
+
+    def _pump(self, name: str, stream) -> None:
+        for line in stream:
+            self._logs.add(name, line)
+
+    def _post(self, path: str, body: dict, timeout_s: float) -> tuple[int, dict]:
+        """POSTs while watching memory; raises ContainerTimeout / ContainerOutOfMemory / ContainerError."""
+        oom = threading.Event()
+        done = threading.Event()
+        watcher = threading.Thread(target=self._watch_memory, args=(done, oom), daemon=True)
+        watcher.start()
+        try:
+            resp = self._session.post(f"http://127.0.0.1:{self.port}{path}", data=json.dumps(body),
+                                      headers={"Content-Type": "application/json"}, timeout=timeout_s)
+        except requests.Timeout as exc:
+            self.kill()
+            raise ContainerTimeout(str(exc)) from exc
+        except requests.RequestException as exc:
+            if oom.is_set():
+                raise ContainerOutOfMemory("memory limit exceeded") from exc
+            raise ContainerError(f"the action process exited unexpectedly ({exc.__class__.__name__})") from exc
+        finally:
+            done.set()
+        if oom.is_set():
+            raise ContainerOutOfMemory("memory limit exceeded")
+        try:
+            payload = resp.json()
+        except ValueError as exc:
+            raise ContainerError(f"The action did not produce a valid JSON response: {resp.text[:200]!r}") from exc
+        return resp.status_code, payload
+
+    def _watch_memory(self, done: threading.Event, oom: threading.Event) -> None:
+        limit = self.memory_mb * 1024 * 1024
+        while not done.wait(0.1):
+            if self._rss_bytes() > limit:
+                oom.set()
+                self.kill()
+                return
+
+    def _rss_bytes(self) -> int:
+        """Resident memory of the process and its descendants (the action may fork)."""
+        page = os.sysconf("SC_PAGE_SIZE")
+        total, todo = 0, [self.pid] if self.pid else []
+        while todo:
+            pid = todo.pop()
+            try:
+                with open(f"/proc/{pid}/statm") as fh:
+                    total += int(fh.read().split()[1]) * page
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{task}/children") as fh:
+                        todo.extend(int(c) for c in fh.read().split())
+            except (OSError, ValueError, IndexError):
+                continue
+        return total
+
+    def init(self, value: dict, timeout_s: float) -> tuple[int, dict, list[str]]:
+        status, body = self._post(contract.INIT_PATH, {"value": value}, timeout_s)
+        logs = self._logs.take(self._activations + 1, 2.0) if status != contract.OK else []
+        if status != contract.OK:
+            self._activations += 1
+        return status, body, logs
+
+    def run(self, message: dict, timeout_s: float) -> tuple[int, dict]:
+        self._activations += 1
+        return self._post(contract.RUN_PATH, message, timeout_s)
+
+    def take_logs(self, wait_s: float = 2.0) -> list[str]:
+        """Logs since the last call, waiting for this activation's sentinels when the process lives."""
+        return self._logs.take(self._activations, wait_s if self.alive() else 0.2)
+
+    def kill(self) -> None:
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        self._session.close()
+
+    def __enter__(self) -> "Container":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.kill()

@@ -1,0 +1,219 @@
+"""The invoker: a capped pool of warm action containers and the run of one activation.
+
+Mirrors OpenWhisk's invoker: one activation per container at a time, warm reuse per
+action revision, cold starts recorded as `initTime`, queueing recorded as `waitTime`,
+idle containers evicted, per-action limits enforced, failures classified as OpenWhisk
+classifies them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+
+from runtimes import contract
+
+from .container import Container, ContainerError, ContainerOutOfMemory, ContainerTimeout
+
+MAX_RESULT_BYTES = 1024 * 1024
+
+SUCCESS, APPLICATION_ERROR, DEVELOPER_ERROR, INTERNAL_ERROR = 0, 1, 2, 3
+STATUS_NAMES = {
+    SUCCESS: "success",
+    APPLICATION_ERROR: "application error",
+    DEVELOPER_ERROR: "action developer error",
+    INTERNAL_ERROR: "whisk internal error",
+}
+
+
+@dataclass
+class RunResult:
+    status_code: int
+    result: dict
+    logs: list[str] = field(default_factory=list)
+    start_ms: int = 0
+    end_ms: int = 0
+    wait_ms: int = 0
+    init_ms: int | None = None
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Invoker:
+    """Owns every container; `shutdown()` kills them all."""
+
+    def __init__(self, max_containers: int = 8, idle_timeout_s: float = 600.0,
+                 container_env: dict[str, str] | None = None) -> None:
+        if max_containers < 1:
+            raise ValueError("max_containers must be at least 1")
+        self.max_containers = max_containers
+        self.idle_timeout_s = idle_timeout_s
+        self._env = container_env or {}
+        self._cond = threading.Condition()
+        self._containers: list[Container] = []
+        self._starting = 0
+        self._closed = False
+        self.cold_starts = 0
+        self._reaper = threading.Thread(target=self._reap_idle, daemon=True)
+        self._reaper.start()
+
+    def stats(self) -> dict:
+        with self._cond:
+            return {
+                "containers": len(self._containers),
+                "busy": sum(c.busy for c in self._containers),
+                "max_containers": self.max_containers,
+                "cold_starts": self.cold_starts,
+            }
+
+    def _acquire(self, key: str, deadline: float) -> Container | None:
+        """A warm idle container for `key`, or None with a free slot reserved for a cold start."""
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise ContainerError("the platform is shutting down")
+                for c in self._containers:
+                    if c.key == key and not c.busy and c.alive():
+                        c.busy = True
+                        return c
+                if len(self._containers) + self._starting < self.max_containers:
+                    self._starting += 1
+                    return None
+                victim = next((c for c in sorted(self._containers, key=lambda c: c.last_used) if not c.busy), None)
+                if victim is not None:
+                    self._containers.remove(victim)
+                    victim.kill()
+                    self._starting += 1
+                    return None
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ContainerTimeout("no container became free in time")
+                self._cond.wait(min(left, 1.0))
+
+    def _release(self, c: Container, reusable: bool) -> None:
+        with self._cond:
+            c.busy = False
+            c.last_used = time.monotonic()
+            if not reusable or not c.alive():
+                if c in self._containers:
+                    self._containers.remove(c)
+                c.kill()
+            self._cond.notify_all()
+
+    def _reap_idle(self) -> None:
+        while True:
+            with self._cond:
+                if self._closed:
+                    return
+                now = time.monotonic()
+                for c in [c for c in self._containers if not c.busy and now - c.last_used > self.idle_timeout_s]:
+                    self._containers.remove(c)
+                    c.kill()
+                self._cond.notify_all()
+                self._cond.wait(min(5.0, max(self.idle_timeout_s / 4, 0.1)))
+
+    def run(self, key: str, init_value: dict, run_message: dict, limits: dict) -> RunResult:
+        """Runs one activation to completion; never raises for action faults."""
+        timeout_s = limits["timeout"] / 1000.0
+        start = _now_ms()
+        t0 = time.monotonic()
+        try:
+            container = self._acquire(key, deadline=t0 + max(timeout_s, 60.0))
+        except ContainerError as exc:
+            return RunResult(INTERNAL_ERROR, {"error": f"No container could be scheduled: {exc}"},
+                             start_ms=start, end_ms=_now_ms())
+        wait_ms = int((time.monotonic() - t0) * 1000)
+        init_ms = None
+        if container is None:
+            container, init_ms, failure = self._cold_start(key, init_value, limits, timeout_s)
+            if failure is not None:
+                failure.start_ms, failure.wait_ms = start, wait_ms
+                return failure
+        run_start = time.monotonic()
+        outcome = self._run_in(container, run_message, limits, timeout_s - (init_ms or 0) / 1000.0)
+        outcome.start_ms = start
+        outcome.wait_ms = wait_ms
+        outcome.init_ms = init_ms
+        outcome.end_ms = start + wait_ms + (init_ms or 0) + int((time.monotonic() - run_start) * 1000)
+        return outcome
+
+    def _cold_start(self, key, init_value, limits, timeout_s):
+        container = Container(key, memory_mb=limits["memory"], log_limit_bytes=limits["logs"] * 1024 * 1024,
+                              env=self._env)
+        t_init = time.monotonic()
+        try:
+            container.start()
+            status, body, logs = container.init(init_value, timeout_s)
+        except ContainerTimeout:
+            container.kill()
+            self._unreserve()
+            msg = f"The action exceeded its time limits of {limits['timeout']} milliseconds during initialization."
+            return None, None, RunResult(DEVELOPER_ERROR, {"error": msg}, logs=container.take_logs(0.2),
+                                         end_ms=_now_ms())
+        except ContainerOutOfMemory:
+            self._unreserve()
+            return None, None, RunResult(DEVELOPER_ERROR, {"error": "The action exhausted its memory and was aborted."},
+                                         logs=container.take_logs(0.2), end_ms=_now_ms())
+        except ContainerError as exc:
+            container.kill()
+            self._unreserve()
+            return None, None, RunResult(DEVELOPER_ERROR, {"error": f"The action failed to initialize: {exc}"},
+                                         logs=container.take_logs(0.2), end_ms=_now_ms())
+        init_ms = int((time.monotonic() - t_init) * 1000)
+        if status != contract.OK:
+            container.kill()
+            self._unreserve()
+            return None, None, RunResult(DEVELOPER_ERROR, body if isinstance(body, dict) and "error" in body
+                                         else {"error": f"init failed with status {status}"},
+                                         logs=logs, end_ms=_now_ms(), init_ms=init_ms)
+        with self._cond:
+            self._starting -= 1
+            if self._closed:
+                container.kill()
+                raise ContainerError("the platform is shutting down")
+            container.busy = True
+            self._containers.append(container)
+            self.cold_starts += 1
+        return container, init_ms, None
+
+    def _unreserve(self) -> None:
+        with self._cond:
+            self._starting -= 1
+            self._cond.notify_all()
+
+    def _run_in(self, container: Container, message: dict, limits: dict, timeout_s: float) -> RunResult:
+        try:
+            status, body = container.run(message, max(timeout_s, 0.05))
+        except ContainerError as exc:
+            self._release(container, reusable=False)
+            if isinstance(exc, ContainerTimeout):
+                msg = f"The action exceeded its time limits of {limits['timeout']} milliseconds."
+            elif isinstance(exc, ContainerOutOfMemory):
+                msg = "The action exhausted its memory and was aborted."
+            else:
+                msg = "The action did not produce a valid response and exited unexpectedly."
+            return RunResult(DEVELOPER_ERROR, {"error": msg}, logs=container.take_logs(0.2))
+        logs = container.take_logs()
+        if status != contract.OK:
+            self._release(container, reusable=False)
+            err = body if isinstance(body, dict) and "error" in body else {"error": f"status {status}"}
+            return RunResult(DEVELOPER_ERROR, err, logs=logs)
+        self._release(container, reusable=True)
+        size = len(json.dumps(body))
+        if size > MAX_RESULT_BYTES:
+            return RunResult(DEVELOPER_ERROR, {"error": f"The action produced a response that exceeded the allowed "
+                                                        f"length: {size} > {MAX_RESULT_BYTES} bytes."}, logs=logs)
+        code = APPLICATION_ERROR if "error" in body else SUCCESS
+        return RunResult(code, body, logs=logs)
+
+    def shutdown(self) -> None:
+        with self._cond:
+            self._closed = True
+            containers, self._containers = self._containers, []
+            self._cond.notify_all()
+        for c in containers:
+            c.kill()

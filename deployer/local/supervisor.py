@@ -1,0 +1,231 @@
+"""Starting, finding and stopping the local platform process.
+
+`LocalPlatform` owns a platform for the length of a `with` block (tests, benchmarks);
+`up`/`down`/`status` manage the background one that `deployer up` leaves running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from .server import INFO_FILE
+
+DEFAULT_PORT = 3233
+DEFAULT_S3_PORT = 3234
+
+
+class SupervisorError(Exception):
+    """The platform could not be started or stopped; the message says what to check."""
+
+
+def default_state_dir() -> Path:
+    env = os.environ.get("DEPLOYER_HOME")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "deployer" / "platform"
+
+
+@dataclass(frozen=True)
+class PlatformInfo:
+    pid: int
+    apihost: str
+    auth: str
+    namespace: str
+    s3_endpoint: str
+    s3_access_key: str
+    s3_secret_key: str
+    state_dir: Path
+
+    @property
+    def wskprops_path(self) -> Path:
+        return self.state_dir / "wskprops"
+
+    def storage_env(self, bucket: str | None = None) -> dict[str, str]:
+        from mlcore.storage import DEFAULT_BUCKET
+
+        return {"S3_ENDPOINT_URL": self.s3_endpoint, "AWS_ACCESS_KEY_ID": self.s3_access_key,
+                "AWS_SECRET_ACCESS_KEY": self.s3_secret_key, "S3_BUCKET": bucket or DEFAULT_BUCKET,
+                "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def storage_config(self, bucket: str | None = None):
+        from mlcore.storage import StorageConfig
+
+        return StorageConfig.from_env(self.storage_env(bucket))
+
+    def client(self):
+        from ..client import OpenWhiskClient
+
+        return OpenWhiskClient(self.apihost, self.auth)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_info(state_dir: Path) -> PlatformInfo | None:
+    """The running platform of this state dir, or None (a stale file is ignored)."""
+    path = state_dir / INFO_FILE
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not _alive(raw["pid"]):
+        return None
+    try:
+        requests.get(raw["apihost"] + "/api/v1", timeout=5).raise_for_status()
+    except requests.RequestException:
+        return None
+    return PlatformInfo(raw["pid"], raw["apihost"], raw["auth"], raw["namespace"], raw["s3_endpoint"],
+                        raw["s3_access_key"], raw["s3_secret_key"], state_dir)
+
+
+def write_wskprops(info: PlatformInfo) -> Path:
+    info.wskprops_path.write_text(f"APIHOST={info.apihost}\nAUTH={info.auth}\nNAMESPACE={info.namespace}\n")
+    info.wskprops_path.chmod(0o600)
+    return info.wskprops_path
+
+
+def _spawn(state_dir: Path, port: int, s3_port: int, extra: list[str], detach: bool) -> subprocess.Popen:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / INFO_FILE).unlink(missing_ok=True)
+    log = open(state_dir / "platform.log", "ab")
+    cmd = [sys.executable, "-m", "deployer.local.server", "--state-dir", str(state_dir), "--port", str(port),
+           "--s3-port", str(s3_port), *extra]
+    try:
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=detach)
+    finally:
+        log.close()
+
+
+def _wait_ready(proc: subprocess.Popen, state_dir: Path, timeout_s: float) -> PlatformInfo:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SupervisorError(f"the local platform exited with status {proc.returncode}; "
+                                  f"log:\n{_log_tail(state_dir)}")
+        info = read_info(state_dir)
+        if info is not None and info.pid == proc.pid:
+            return info
+        time.sleep(0.1)
+    proc.kill()
+    raise SupervisorError(f"the local platform did not answer within {timeout_s:.0f} s; log:\n{_log_tail(state_dir)}")
+
+
+def _log_tail(state_dir: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join((state_dir / "platform.log").read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def up(state_dir: Path | None = None, port: int = DEFAULT_PORT, s3_port: int = DEFAULT_S3_PORT,
+       extra: list[str] | None = None, timeout_s: float = 60.0) -> tuple[PlatformInfo, bool]:
+    """Starts the background platform unless one runs; returns (info, started_now)."""
+    state_dir = state_dir or default_state_dir()
+    info = read_info(state_dir)
+    if info is not None:
+        return info, False
+    proc = _spawn(state_dir, port, s3_port, extra or [], detach=True)
+    info = _wait_ready(proc, state_dir, timeout_s)
+    write_wskprops(info)
+    return info, True
+
+
+def down(state_dir: Path | None = None, timeout_s: float = 30.0) -> bool:
+    """Stops the background platform; returns False when none was running."""
+    state_dir = state_dir or default_state_dir()
+    info = read_info(state_dir)
+    if info is None:
+        return False
+    _terminate(info.pid, timeout_s)
+    return True
+
+
+def _terminate(pid: int, timeout_s: float) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+class LocalPlatform:
+    """A platform owned by this process: `with LocalPlatform(tmp) as info:` stops it on exit."""
+
+    def __init__(self, state_dir: Path, port: int = 0, s3_port: int = 0, max_containers: int = 8,
+                 idle_timeout_s: float = 600.0, blocking_timeout_s: float = 60.0) -> None:
+        self.state_dir = Path(state_dir)
+        self.port = port
+        self.s3_port = s3_port
+        self._extra = ["--max-containers", str(max_containers), "--idle-timeout-s", str(idle_timeout_s),
+                       "--blocking-timeout-s", str(blocking_timeout_s)]
+        self._proc: subprocess.Popen | None = None
+        self.info: PlatformInfo | None = None
+
+    def start(self, timeout_s: float = 60.0) -> PlatformInfo:
+        self._proc = _spawn(self.state_dir, self.port, self.s3_port, self._extra, detach=False)
+        try:
+            self.info = _wait_ready(self._proc, self.state_dir, timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        # A restart keeps the same addresses, so clients and stored URLs stay valid.
+        self.port = int(self.info.apihost.rsplit(":", 1)[1])
+        self.s3_port = int(self.info.s3_endpoint.rsplit(":", 1)[1])
+        return self.info
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: nothing is flushed or snapshotted."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait(timeout=10)
+            self._proc = None
+
+    def restart(self) -> PlatformInfo:
+        self.stop()
+        return self.start()
+
+    def __enter__(self) -> PlatformInfo:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,197 @@
+"""S3-compatible object storage through boto3: AWS S3, MinIO, Ceph or the embedded endpoint.
+
+Actions get their settings from invocation parameters (`s3_endpoint`, `s3_bucket`,
+`s3_access_key`, `s3_secret_key`, `s3_region`), the deployer from the environment
+(`S3_ENDPOINT_URL`, `S3_BUCKET`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+`AWS_DEFAULT_REGION`), so no credential is ever written into code or manifests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping
+
+from .errors import ObjectNotFoundError, StorageError
+
+DEFAULT_BUCKET = "deployer"
+DEFAULT_REGION = "us-east-1"
+PARAM_KEYS = ("s3_endpoint", "s3_bucket", "s3_access_key", "s3_secret_key", "s3_region")
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    endpoint_url: str | None = None
+    bucket: str = DEFAULT_BUCKET
+    access_key: str | None = None
+    secret_key: str | None = None
+    region: str = DEFAULT_REGION
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "StorageConfig":
+        env = os.environ if environ is None else environ
+        return cls(
+            endpoint_url=env.get("S3_ENDPOINT_URL") or None,
+            bucket=env.get("S3_BUCKET") or DEFAULT_BUCKET,
+            access_key=env.get("AWS_ACCESS_KEY_ID") or None,
+            secret_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+            region=env.get("AWS_DEFAULT_REGION") or DEFAULT_REGION,
+        )
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> "StorageConfig":
+        """Settings an action received as parameters; missing ones fall back to the environment."""
+        base = cls.from_env()
+        return cls(
+            endpoint_url=params.get("s3_endpoint") or base.endpoint_url,
+            bucket=params.get("s3_bucket") or base.bucket,
+            access_key=params.get("s3_access_key") or base.access_key,
+            secret_key=params.get("s3_secret_key") or base.secret_key,
+            region=params.get("s3_region") or base.region,
+        )
+
+    def as_params(self) -> dict[str, str]:
+        """The inverse of from_params, to pass storage settings on to an action."""
+        out = {"s3_bucket": self.bucket, "s3_region": self.region}
+        if self.endpoint_url:
+            out["s3_endpoint"] = self.endpoint_url
+        if self.access_key:
+            out["s3_access_key"] = self.access_key
+        if self.secret_key:
+            out["s3_secret_key"] = self.secret_key
+        return out
+
+    def as_env(self) -> dict[str, str]:
+        out = {"S3_BUCKET": self.bucket, "AWS_DEFAULT_REGION": self.region}
+        if self.endpoint_url:
+            out["S3_ENDPOINT_URL"] = self.endpoint_url
+        if self.access_key:
+            out["AWS_ACCESS_KEY_ID"] = self.access_key
+        if self.secret_key:
+            out["AWS_SECRET_ACCESS_KEY"] = self.secret_key
+        return out
+
+
+class Storage:
+    """One bucket. Keys are plain strings; values are bytes, JSON or torch state dicts."""
+
+    def __init__(self, config: StorageConfig) -> None:
+        import boto3
+        from botocore.config import Config
+
+        if len(config.bucket) < 3:
+            raise StorageError(f"bucket name {config.bucket!r} is too short: S3 needs at least 3 characters")
+        self.config = config
+        self.bucket = config.bucket
+        self._client = boto3.client(
+            "s3",
+            endpoint_url=config.endpoint_url,
+            aws_access_key_id=config.access_key,
+            aws_secret_access_key=config.secret_key,
+            region_name=config.region,
+            config=Config(
+                retries={"max_attempts": 3, "mode": "standard"},
+                connect_timeout=5,
+                read_timeout=60,
+                s3={"addressing_style": "path"},
+            ),
+        )
+
+    @property
+    def client(self):
+        return self._client
+
+    def _where(self, key: str = "") -> str:
+        endpoint = self.config.endpoint_url or "AWS S3"
+        return f"s3://{self.bucket}/{key} at {endpoint}"
+
+    def _call(self, what: str, key: str, fn, **kwargs):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn(**kwargs)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchKey", "404", "NoSuchBucket", "NotFound"):
+                raise ObjectNotFoundError(f"{what} {self._where(key)}: not found ({code})") from exc
+            raise StorageError(f"{what} {self._where(key)} failed: {code} {exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(
+                f"{what} {self._where(key)} failed: {exc}; check the endpoint and credentials"
+            ) from exc
+
+    def ensure_bucket(self) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+            return
+        except ClientError:
+            pass
+        except Exception as exc:  # noqa: BLE001 - connection errors are reported below
+            raise StorageError(f"cannot reach {self._where()}: {exc}") from exc
+        kwargs: dict[str, Any] = {"Bucket": self.bucket}
+        if self.config.region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.config.region}
+        try:
+            self._call("create bucket", "", self._client.create_bucket, **kwargs)
+        except StorageError as exc:
+            if "BucketAlreadyOwnedByYou" not in str(exc):
+                raise
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        self._call("put", key, self._client.put_object, Bucket=self.bucket, Key=key, Body=data,
+                   ContentType=content_type)
+
+    def get_bytes(self, key: str) -> bytes:
+        resp = self._call("get", key, self._client.get_object, Bucket=self.bucket, Key=key)
+        return resp["Body"].read()
+
+    def put_json(self, key: str, value: Any) -> None:
+        self.put_bytes(key, json.dumps(value).encode(), "application/json")
+
+    def get_json(self, key: str) -> Any:
+        return json.loads(self.get_bytes(key))
+
+    def put_state(self, key: str, state: dict) -> int:
+        """Stores a torch state dict; returns the bytes written."""
+        from .model import state_to_bytes
+
+        blob = state_to_bytes(state)
+        self.put_bytes(key, blob)
+        return len(blob)
+
+    def get_state(self, key: str) -> dict:
+        from .model import state_from_bytes
+
+        return state_from_bytes(self.get_bytes(key))
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._call("head", key, self._client.head_object, Bucket=self.bucket, Key=key)
+            return True
+        except ObjectNotFoundError:
+            return False
+
+    def list_keys(self, prefix: str = "") -> Iterator[str]:
+        paginator = self._client.get_paginator("list_objects_v2")
+        pages = self._call("list", prefix, lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=prefix)))
+        for page in pages:
+            for item in page.get("Contents", []):
+                yield item["Key"]
+
+    def delete(self, key: str) -> None:
+        self._call("delete", key, self._client.delete_object, Bucket=self.bucket, Key=key)
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = list(self.list_keys(prefix))
+        for start in range(0, len(keys), 1000):
+            chunk = [{"Key": k} for k in keys[start:start + 1000]]
+            self._call("delete", prefix, self._client.delete_objects, Bucket=self.bucket,
+                       Delete={"Objects": chunk, "Quiet": True})
+        return len(keys)
+
+
+def storage_from_params(params: Mapping[str, Any]) -> Storage:
+    return Storage(StorageConfig.from_params(params))

@@ -1,0 +1,1 @@
+"""The action runtime: OpenWhisk's container contract (/init, /run) for Python actions."""

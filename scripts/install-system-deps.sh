@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# System packages the tests use: Node.js for the official OpenWhisk JS client, Chromium for the
+# browser test, and (via install-hostnet-deps.sh) QEMU, OVS-DPDK, iperf3 and a guest kernel.
+# Idempotent. Without root or apt it says what is missing and exits 0: those tests then skip.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+
+missing=()
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing: ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
+      || echo "warning: apt-get install ${missing[*]} failed; the tests that need them will skip"
+  else
+    echo "missing (not root or no apt): ${missing[*]}; the tests that need them will skip"
+  fi
+fi
+
+if [ -x "$here/install-hostnet-deps.sh" ]; then
+  "$here/install-hostnet-deps.sh"
+fi
+exit 0

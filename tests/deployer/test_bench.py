@@ -1,0 +1,20 @@
+"""The platform benchmark runs end to end on a small budget and reports what it claims."""
+
+from deployer.bench import platform as bp
+from deployer.bench.stats import percentile
+
+
+def test_percentile_nearest_rank():
+    values = list(range(1, 101))
+    assert percentile(values, 50) == 50
+    assert percentile(values, 99) == 99
+    assert percentile([3.0], 99) == 3.0
+
+
+def test_bench_platform_small_run():
+    report = bp.run([1, 2], requests_per_worker=5, cold_runs=2, direct_iterations=1000)
+    assert report["direct_call"]["p50_ms"] > 0
+    assert set(report["warm"]) == {"1", "2"}
+    assert all(r["errors"] == 0 and r["n"] == r["concurrency"] * 5 for r in report["warm"].values())
+    assert report["cold_start"]["init_time_ms_median"] > 0
+    assert report["ratios"]["warm_p50_over_direct_call"] > 1

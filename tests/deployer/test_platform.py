@@ -1,0 +1,247 @@
+"""The local platform end to end: real controller, invoker and action processes on loopback."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from deployer import manifest
+from deployer.client import OpenWhiskClient
+from deployer.errors import (ActivationFailedError, AuthError, NotFoundError, OpenWhiskError,
+                             PayloadTooLargeError)
+from deployer.local.supervisor import LocalPlatform
+
+ROOT = Path(__file__).resolve().parents[2]
+SLEEPER = "import time\ndef main(a):\n    time.sleep(float(a.get('s', 0)))\n    return {'slept': a.get('s', 0)}\n"
+
+
+def _py(code: str) -> dict:
+    return {"kind": "python:3.11", "code": code}
+
+
+def _annotation(record: dict, key: str):
+    return next((a["value"] for a in record["annotations"] if a["key"] == key), None)
+
+
+def test_hello_manifest_deploys_and_sequence_runs(platform):
+    names = manifest.deploy(platform.client, ROOT / "manifests/hello.yaml")
+    assert names == ["demo", "demo/hello", "demo/upper", "demo/shout"]
+    assert platform.client.invoke("demo/hello", {"name": "Ada"}, result=True) == {"greeting": "Hello, Ada!"}
+    record = platform.client.invoke("demo/shout", {"name": "Ada"})
+    assert record["response"]["result"] == {"greeting": "HELLO, ADA!"}
+    assert len(record["logs"]) == 2  # a sequence's logs are its component activation ids
+    assert platform.client.get_activation(record["logs"][0])["name"] == "hello"
+    removed = manifest.undeploy(platform.client, ROOT / "manifests/hello.yaml")
+    assert "demo" in removed
+    with pytest.raises(NotFoundError):
+        platform.client.get_action("demo/hello")
+
+
+def test_cold_then_warm(platform):
+    c = platform.client
+    c.create_action("coldwarm", _py("def main(a):\n    return {'ok': True}\n"))
+    first = c.invoke("coldwarm", {})
+    second = c.invoke("coldwarm", {})
+    assert _annotation(first, "initTime") is not None and _annotation(first, "initTime") > 0
+    assert _annotation(second, "initTime") is None
+    assert _annotation(second, "waitTime") is not None
+
+
+def test_non_blocking_returns_id_then_record_and_logs(platform):
+    c = platform.client
+    c.create_action("logger", _py("def main(a):\n    print('line', a['n'])\n    return {'n': a['n']}\n"))
+    started = c.invoke("logger", {"n": 7}, blocking=False)
+    assert set(started) == {"activationId"}
+    result = c.wait_activation(started["activationId"], timeout_s=60, result=True)
+    assert result == {"n": 7}
+    logs = c.activation_logs(started["activationId"])
+    assert len(logs) == 1 and logs[0].endswith("stdout: line 7")
+    assert c.activation_result(started["activationId"])["result"] == {"n": 7}
+    assert any(a["activationId"] == started["activationId"] for a in c.list_activations("logger"))
+
+
+def test_application_error_is_502_with_result(platform):
+    c = platform.client
+    c.create_action("fails", _py("def main(a):\n    return {'error': 'no digit in that image'}\n"))
+    with pytest.raises(ActivationFailedError) as info:
+        c.invoke("fails", {}, result=True)
+    assert info.value.status == 502 and info.value.result == {"error": "no digit in that image"}
+    with pytest.raises(ActivationFailedError) as info:
+        c.invoke("fails", {})
+    assert info.value.activation["response"]["status"] == "application error"
+
+
+def test_timeout_kills_and_records_developer_error(platform):
+    c = platform.client
+    c.create_action("slow", _py(SLEEPER), limits={"timeout": 1000})
+    t0 = time.monotonic()
+    with pytest.raises(ActivationFailedError) as info:
+        c.invoke("slow", {"s": 30})
+    assert time.monotonic() - t0 < 15
+    assert info.value.activation["response"]["status"] == "action developer error"
+    assert "exceeded its time limits of 1000 milliseconds" in info.value.result["error"]
+    assert c.invoke("slow", {"s": 0}, result=True) == {"slept": 0}  # a fresh container serves the next one
+
+
+def test_memory_limit_aborts_action(platform):
+    c = platform.client
+    hog = "def main(a):\n    blocks = [bytearray(16 << 20) for _ in range(40)]\n    return {'n': len(blocks)}\n"
+    c.create_action("hog", _py(hog), limits={"memory": 128})
+    with pytest.raises(ActivationFailedError) as info:
+        c.invoke("hog", {})
+    assert info.value.result["error"] == "The action exhausted its memory and was aborted."
+
+
+def test_oversized_payload_and_result(platform):
+    c = platform.client
+    c.create_action("echo", _py("def main(a):\n    return a\n"))
+    with pytest.raises(PayloadTooLargeError, match="1048576"):
+        c.invoke("echo", {"blob": "x" * (1024 * 1024 + 10)})
+    c.create_action("big", _py("def main(a):\n    return {'blob': 'y' * (2 << 20)}\n"))
+    with pytest.raises(ActivationFailedError, match="exceeded the allowed length"):
+        c.invoke("big", {})
+
+
+def test_bad_auth_and_unknown_action(platform):
+    bad = OpenWhiskClient(platform.apihost, platform.auth.split(":")[0] + ":wrong")
+    with pytest.raises(AuthError):
+        bad.list_actions()
+    resp = requests.get(platform.apihost + "/api/v1/namespaces/_/actions", timeout=10)
+    assert resp.status_code == 401 and "error" in resp.json()
+    resp = requests.get(platform.apihost + "/api/v1/namespaces/other/actions",
+                        auth=tuple(platform.auth.split(":", 1)), timeout=10)
+    assert resp.status_code == 403
+    with pytest.raises(NotFoundError):
+        platform.client.invoke("no/such-action", {})
+
+
+def test_bad_definitions_are_rejected(platform):
+    c = platform.client
+    with pytest.raises(OpenWhiskError, match="not supported"):
+        c.create_action("js", {"kind": "nodejs:20", "code": "function main(){}"})
+    with pytest.raises(OpenWhiskError, match="no Docker engine"):
+        c.create_action("img", {"kind": "blackbox", "image": "someone/else:latest", "code": "x"})
+    with pytest.raises(OpenWhiskError, match="out of range"):
+        c.create_action("lim", _py("def main(a):\n    return a\n"), limits={"timeout": 10 ** 9})
+    with pytest.raises(NotFoundError, match="Package"):
+        c.create_action("nopkg/x", _py("def main(a):\n    return a\n"))
+    c.create_package("full")
+    c.create_action("full/x", _py("def main(a):\n    return a\n"))
+    with pytest.raises(OpenWhiskError, match="not empty") as info:
+        c.delete_package("full")
+    assert info.value.status == 409
+
+
+def test_package_parameters_merge_under_action_and_invoke_params(platform):
+    c = platform.client
+    c.create_package("merge", parameters={"a": "pkg", "b": "pkg", "c": "pkg"})
+    c.create_action("merge/show", _py("def main(a):\n    return a\n"), parameters={"b": "action", "c": "action"})
+    assert c.invoke("merge/show", {"c": "invoke"}, result=True) == {"a": "pkg", "b": "action", "c": "invoke"}
+
+
+def test_twenty_concurrent_invocations_all_recorded(platform):
+    c = platform.client
+    c.create_action("conc", _py(SLEEPER))
+    results, errors = [], []
+
+    def one(i: int) -> None:
+        try:
+            results.append(c.invoke("conc", {"s": 0.2, "i": i}))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    ids = {r["activationId"] for r in results}
+    assert len(ids) == 20
+    listed = {a["activationId"] for a in c.list_activations("conc", limit=100)}
+    assert ids <= listed
+
+
+def test_cap_queues_and_records_wait_time(tmp_path):
+    with LocalPlatform(tmp_path, max_containers=1) as info:
+        c = info.client()
+        c.create_action("s", _py(SLEEPER))
+        c.invoke("s", {"s": 0})
+        records = []
+        threads = [threading.Thread(target=lambda: records.append(c.invoke("s", {"s": 1}))) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        waits = sorted(_annotation(r, "waitTime") for r in records)
+        assert waits[1] >= 700  # the second waited for the only container
+
+
+def test_idle_containers_are_evicted(tmp_path):
+    with LocalPlatform(tmp_path, idle_timeout_s=0.5) as info:
+        c = info.client()
+        c.create_action("idle", _py("def main(a):\n    return {}\n"))
+        c.invoke("idle", {})
+        deadline = time.monotonic() + 20
+        while requests.get(info.apihost + "/api/v1", timeout=5).json()["invoker"]["containers"] and \
+                time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert requests.get(info.apihost + "/api/v1", timeout=5).json()["invoker"]["containers"] == 0
+        assert _annotation(c.invoke("idle", {}), "initTime") is not None
+
+
+def test_blocking_invoke_past_wait_turns_into_202(tmp_path):
+    with LocalPlatform(tmp_path, blocking_timeout_s=1) as info:
+        c = info.client()
+        c.create_action("s", _py(SLEEPER))
+        resp = requests.post(info.apihost + "/api/v1/namespaces/_/actions/s?blocking=true", json={"s": 3},
+                             auth=tuple(info.auth.split(":", 1)), timeout=30)
+        assert resp.status_code == 202
+        aid = resp.json()["activationId"]
+        assert c.wait_activation(aid, timeout_s=30, result=True) == {"slept": 3}
+        assert c.invoke("s", {"s": 2}, result=True) == {"slept": 2}  # the client follows the 202 itself
+
+
+def test_state_persists_across_restart(tmp_path):
+    owner = LocalPlatform(tmp_path)
+    info = owner.start()
+    try:
+        c = info.client()
+        c.create_action("keep", _py("def main(a):\n    return {'kept': True}\n"))
+        aid = c.invoke("keep", {})["activationId"]
+        import boto3
+
+        s3 = boto3.client("s3", endpoint_url=info.s3_endpoint, aws_access_key_id=info.s3_access_key,
+                          aws_secret_access_key=info.s3_secret_key, region_name="us-east-1")
+        s3.create_bucket(Bucket="persist")
+        s3.put_object(Bucket="persist", Key="jobs/j/model/1", Body=b"w")
+        info = owner.restart()
+        c = info.client()
+        assert c.get_activation(aid)["response"]["result"] == {"kept": True}
+        assert c.invoke("keep", {}, result=True) == {"kept": True}
+        s3 = boto3.client("s3", endpoint_url=info.s3_endpoint, aws_access_key_id=info.s3_access_key,
+                          aws_secret_access_key=info.s3_secret_key, region_name="us-east-1")
+        assert s3.get_object(Bucket="persist", Key="jobs/j/model/1")["Body"].read() == b"w"
+    finally:
+        owner.stop()
+
+
+def test_activation_in_flight_when_platform_dies_is_closed_not_lost(tmp_path):
+    owner = LocalPlatform(tmp_path)
+    info = owner.start()
+    try:
+        c = info.client()
+        c.create_action("s", _py(SLEEPER))
+        aid = c.invoke("s", {"s": 30}, blocking=False)["activationId"]
+        time.sleep(1.5)
+        owner.kill()
+        info = owner.start()
+        record = info.client().get_activation(aid)
+        assert record["response"]["status"] == "whisk internal error"
+        assert "platform stopped" in record["response"]["result"]["error"]
+    finally:
+        owner.stop()

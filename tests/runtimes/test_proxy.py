@@ -1,0 +1,116 @@
+"""Black-box tests of the action proxy: a real process, real HTTP, the OpenWhisk contract."""
+
+import base64
+import io
+import json
+import zipfile
+
+import pytest
+
+from deployer.local.container import Container
+from runtimes import contract
+
+
+@pytest.fixture
+def proxy():
+    with Container("test", memory_mb=512, log_limit_bytes=1 << 20) as c:
+        c.start()
+        yield c
+
+
+def _init(c, code, main="main", binary=False):
+    return c.init({"name": "t", "main": main, "code": code, "binary": binary, "env": {"GREETING": "hi"}}, 30)
+
+
+def test_init_once_then_403(proxy):
+    status, body, _ = _init(proxy, "def main(a):\n    return a\n")
+    assert status == 200 and body == {"ok": True}
+    status, body, _ = _init(proxy, "def main(a):\n    return a\n")
+    assert status == contract.FORBIDDEN
+    assert body["error"] == contract.ERR_REINIT
+
+
+def test_run_before_init_is_refused(proxy):
+    status, body = proxy.run({"value": {}}, 10)
+    assert status == contract.FORBIDDEN and "uninitialized" in body["error"]
+
+
+def test_run_exports_ow_env_and_sentinels_end_logs(proxy):
+    code = ("import os, sys\n"
+            "def main(a):\n"
+            "    print('out line')\n"
+            "    print('err line', file=sys.stderr)\n"
+            "    return {'aid': os.environ['__OW_ACTIVATION_ID'], 'deadline': os.environ['__OW_DEADLINE'],\n"
+            "            'greeting': os.environ['GREETING'], 'x': a['x']}\n")
+    assert _init(proxy, code)[0] == 200
+    status, body = proxy.run({"value": {"x": 5}, "activation_id": "abc", "deadline": "123"}, 10)
+    assert status == 200
+    assert body == {"aid": "abc", "deadline": "123", "greeting": "hi", "x": 5}
+    logs = proxy.take_logs()
+    assert any(line.endswith("stdout: out line") for line in logs)
+    assert any(line.endswith("stderr: err line") for line in logs)
+    assert not any(contract.SENTINEL in line for line in logs)
+
+
+def test_non_dict_result_is_502(proxy):
+    assert _init(proxy, "def main(a):\n    return [1, 2]\n")[0] == 200
+    status, body = proxy.run({"value": {}}, 10)
+    assert status == contract.BAD_GATEWAY and body["error"] == contract.ERR_NOT_DICT_RESULT
+
+
+def test_exception_in_main_becomes_error_with_traceback(proxy):
+    assert _init(proxy, "def main(a):\n    raise ValueError('bad input x')\n")[0] == 200
+    status, body = proxy.run({"value": {}}, 10)
+    assert status == 200 and body == {"error": "bad input x"}
+    logs = proxy.take_logs()
+    assert any("Traceback" in line for line in logs)
+    status, body = proxy.run({"value": {}}, 10)  # the container keeps serving
+    assert body == {"error": "bad input x"}
+
+
+def test_bad_json_run_body(proxy):
+    import requests
+
+    assert _init(proxy, "def main(a):\n    return a\n")[0] == 200
+    resp = requests.post(f"http://127.0.0.1:{proxy.port}/run", data="{not json", timeout=10)
+    assert resp.status_code == contract.BAD_REQUEST
+    assert resp.json()["error"] == contract.ERR_NOT_DICT_ARG
+    resp = requests.post(f"http://127.0.0.1:{proxy.port}/run", json={"value": [1]}, timeout=10)
+    assert resp.status_code == contract.BAD_REQUEST
+
+
+def test_zip_action_with_custom_main_and_helper_module(proxy):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("__main__.py", "from helper import double\ndef handler(a):\n    return {'y': double(a['x'])}\n")
+        zf.writestr("helper.py", "def double(x):\n    return 2 * x\n")
+    code = base64.b64encode(buf.getvalue()).decode()
+    assert _init(proxy, code, main="handler", binary=True)[0] == 200
+    assert proxy.run({"value": {"x": 21}}, 10) == (200, {"y": 42})
+
+
+def test_zip_without_main_py_fails_init(proxy):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("other.py", "x = 1\n")
+    status, body, _ = _init(proxy, base64.b64encode(buf.getvalue()).decode(), binary=True)
+    assert status == contract.BAD_GATEWAY and "__main__.py" in body["error"]
+
+
+def test_missing_entry_point_and_syntax_error_fail_init(proxy):
+    status, body, logs = _init(proxy, "def main(a):\n    return a\n", main="nope")
+    assert status == contract.BAD_GATEWAY and "nope" in body["error"]
+
+
+def test_syntax_error_fails_init_with_logs():
+    with Container("t2", memory_mb=256, log_limit_bytes=1 << 20) as c:
+        c.start()
+        status, body, logs = _init(c, "def main(a)\n    return a\n")
+        assert status == contract.BAD_GATEWAY and "SyntaxError" in body["error"]
+        assert any("SyntaxError" in line for line in logs)
+
+
+def test_env_for_run_uppercases_and_skips_value():
+    env = contract.env_for_run({"value": {"a": 1}, "api_host": "h", "deadline": 5})
+    assert env == {"__OW_API_HOST": "h", "__OW_DEADLINE": "5"}
+    assert json.dumps(env)
