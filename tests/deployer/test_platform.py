@@ -245,3 +245,34 @@ def test_activation_in_flight_when_platform_dies_is_closed_not_lost(tmp_path):
         assert "platform stopped" in record["response"]["result"]["error"]
     finally:
         owner.stop()
+
+
+def test_action_process_killed_mid_run_is_developer_error_and_next_runs(platform):
+    c = platform.client
+    code = ("import os, signal\n"
+            "def main(a):\n"
+            "    if a.get('die'):\n"
+            "        os.kill(os.getpid(), signal.SIGKILL)\n"
+            "    return {'alive': True}\n")
+    c.create_action("crash", _py(code))
+    with pytest.raises(ActivationFailedError, match="exited unexpectedly"):
+        c.invoke("crash", {"die": True})
+    assert c.invoke("crash", {}, result=True) == {"alive": True}
+
+
+def test_logs_are_truncated_at_log_limit(platform):
+    c = platform.client
+    c.create_action("chatty", _py("def main(a):\n    for i in range(3):\n        print('x' * 100)\n    return {}\n"),
+                    limits={"logs": 0})
+    record = c.invoke("chatty", {})
+    assert len(record["logs"]) == 1 and "Logs were truncated" in record["logs"][0]
+
+
+def test_init_failure_is_developer_error_with_logs(platform):
+    c = platform.client
+    c.create_action("broken", _py("import no_such_module_here\ndef main(a):\n    return {}\n"))
+    with pytest.raises(ActivationFailedError) as info:
+        c.invoke("broken", {})
+    assert info.value.activation["response"]["status"] == "action developer error"
+    assert "no_such_module_here" in info.value.result["error"]
+    assert any("ModuleNotFoundError" in line for line in info.value.activation["logs"])
