@@ -25,6 +25,7 @@ COMMANDS = {
     "model": "deployer.commands.ml:model_group",
     "serve": "deployer.commands.ml:serve_command",
     "demo": "deployer.commands.ml:demo_command",
+    "train": "deployer.commands.train:train_command",
     "fedavg": "fedavg.cli:fedavg_group",
     "hostnet": "hostnet.cli:hostnet_group",
 }
@@ -43,6 +44,7 @@ HELP = {
     "model": "Train and publish the LeNet-5 model.",
     "serve": "The web page of the inference demo.",
     "demo": "The main job: data, model, deploy, classify through the platform.",
+    "train": "Serverless distributed training (parameter server + workers).",
     "fedavg": "Federated learning on MNIST.",
     "hostnet": "QEMU guests, virtio-net vs OVS-DPDK vhost-user, migration.",
 }
@@ -56,9 +58,11 @@ def load_command(spec: str) -> click.Command:
 class LazyGroup(click.Group):
     """Imports a subcommand's module only when that subcommand runs."""
 
-    def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs) -> None:
+    def __init__(self, *args, lazy: dict[str, str] | None = None, help_texts: dict[str, str] | None = None,
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.lazy = lazy or {}
+        self.help_texts = help_texts or {}
 
     def list_commands(self, ctx):
         return sorted(set(super().list_commands(ctx)) | set(self.lazy))
@@ -74,7 +78,7 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, name)
 
     def format_commands(self, ctx, formatter):
-        rows = [(name, HELP.get(name) or self.get_command(ctx, name).get_short_help_str())
+        rows = [(name, self.help_texts.get(name) or self.get_command(ctx, name).get_short_help_str())
                 for name in self.list_commands(ctx)]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
@@ -95,7 +99,7 @@ class RootGroup(LazyGroup):
             raise click.ClickException(str(exc)) from exc
 
 
-@click.group(cls=RootGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=RootGroup, lazy=COMMANDS, help_texts=HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--apihost", envvar=None, help="OpenWhisk API host (else OW_APIHOST, wskprops, or local).")
 @click.option("--auth", envvar=None, help="OpenWhisk auth 'uuid:key' (else OW_AUTH, wskprops, or local).")
 @click.option("-i", "--insecure", is_flag=True, help="Skip TLS verification of the API host.")

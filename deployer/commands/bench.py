@@ -9,12 +9,22 @@ from .output import table, write_report
 
 LAZY = {
     "infer": "deployer.commands.ml:bench_infer_command",
+    "train": "deployer.commands.train:bench_train_command",
     "fedavg": "fedavg.cli:bench_command",
     "hostnet": "hostnet.cli:bench_command",
 }
 
 
-@click.group(cls=LazyGroup, lazy=LAZY)
+HELP = {
+    "platform": "No-op action: warm/cold latency and throughput vs an in-process call.",
+    "infer": "mnist/infer through the platform vs in-process and a plain Flask server.",
+    "train": "Time to accuracy with 1-8 serverless workers vs one process.",
+    "fedavg": "Time per round per executor; rounds to 99% vs the paper.",
+    "hostnet": "virtio-net vs vhost-user throughput/latency, multiqueue, migration.",
+}
+
+
+@click.group(cls=LazyGroup, lazy=LAZY, help_texts=HELP)
 def bench() -> None:
     """Benchmarks (JSON out, baseline side by side)."""
 
