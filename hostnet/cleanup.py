@@ -1,0 +1,62 @@
+"""Undo what a lab left behind when its process died without cleaning up.
+
+Each lab records its pids, namespaces and hugepage state in RUN_ROOT/<id>/state.json;
+only what is recorded there (and namespaces named hn-*) is touched.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+from hostnet.hugepages import NR_HUGEPAGES
+from hostnet.lab import RUN_ROOT
+from hostnet.netns import list_hostnet_namespaces
+from hostnet.process import pid_alive, run
+
+
+def _owned(pid: int, run_dir: Path, lab_id: str) -> bool:
+    """True if the pid's command line names this lab (so we never kill a stranger)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+    return str(run_dir) in cmdline or f"hn-{lab_id}-" in cmdline
+
+
+def clean_leftovers(run_root: Path = RUN_ROOT) -> list[str]:
+    """Stop recorded processes, delete hn-* namespaces, unmount, restore hugepages."""
+    done = []
+    for state_file in sorted(Path(run_root).glob("*/state.json")):
+        run_dir = state_file.parent
+        try:
+            state = json.loads(state_file.read_text())
+        except (OSError, ValueError):
+            continue
+        pids = [p for p in state.get("pids", []) if pid_alive(p)
+                and _owned(p, run_dir, state.get("lab_id", ""))]
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)  # waiting for processes we signalled to exit
+        for pid in pids:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+            done.append(f"stopped pid {pid}")
+        mount = state.get("hugepage_mount")
+        if mount and os.path.ismount(mount):
+            run(["umount", mount], check=False)
+            done.append(f"unmounted {mount}")
+        if state.get("nr_hugepages_before") is not None:
+            NR_HUGEPAGES.write_text(str(state["nr_hugepages_before"]))
+            done.append(f"nr_hugepages restored to {state['nr_hugepages_before']}")
+        shutil.rmtree(run_dir, ignore_errors=True)
+        done.append(f"removed {run_dir}")
+    for name in list_hostnet_namespaces():
+        run(["ip", "netns", "delete", name], check=False)
+        done.append(f"deleted namespace {name}")
+    return done

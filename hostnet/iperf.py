@@ -1,0 +1,149 @@
+"""iperf3: its -J report parsed into a dataclass, and a host-side server owner.
+
+Throughput is read at the receiver (sum_received), so UDP loss is not counted as
+throughput.
+"""
+from __future__ import annotations
+
+import json
+import select
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from hostnet.errors import IperfError
+from hostnet.netns import NetworkNamespace
+from hostnet.process import ManagedProcess
+
+
+@dataclass(frozen=True)
+class IperfResult:
+    protocol: str  # "TCP" or "UDP"
+    duration_s: float
+    streams: int
+    bits_per_second: float  # at the receiver
+    sender_bits_per_second: float
+    retransmits: int | None = None  # TCP
+    lost_percent: float | None = None  # UDP
+    jitter_ms: float | None = None  # UDP
+
+    @property
+    def mbps(self) -> float:
+        return self.bits_per_second / 1e6
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["mbps"] = round(self.mbps, 1)
+        return data
+
+
+def extract_json(text: str) -> str:
+    """The JSON object in text that may carry console noise before or after it."""
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end < start:
+        raise IperfError(f"no JSON object in iperf3 output: {text[-400:]!r}")
+    return text[start:end + 1]
+
+
+def parse_iperf_json(text: str) -> IperfResult:
+    """Parse `iperf3 -c ... -J` output.
+
+    Raises:
+        IperfError: the JSON is malformed, reports an error, or lacks the summary.
+    """
+    try:
+        data = json.loads(extract_json(text))
+    except json.JSONDecodeError as exc:
+        raise IperfError(f"iperf3 output is not JSON ({exc}): {text[-400:]!r}") from exc
+    if data.get("error"):
+        raise IperfError(f"iperf3 reported: {data['error']}")
+    try:
+        test = data["start"]["test_start"]
+        end = data["end"]
+        protocol = test["protocol"]
+        sent, received = end["sum_sent"], end["sum_received"]
+        common = dict(protocol=protocol, duration_s=float(test["duration"]),
+                      streams=int(test["num_streams"]),
+                      bits_per_second=float(received["bits_per_second"]),
+                      sender_bits_per_second=float(sent["bits_per_second"]))
+        if protocol == "UDP":
+            summary = end.get("sum", received)
+            return IperfResult(**common, lost_percent=float(summary["lost_percent"]),
+                               jitter_ms=float(summary["jitter_ms"]))
+        return IperfResult(**common, retransmits=sent.get("retransmits"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IperfError(f"iperf3 JSON lacks {exc} in its summary") from exc
+
+
+def client_command(server_ip: str, *, seconds: float, streams: int = 1, udp: bool = False,
+                   udp_bitrate: str = "1G", port: int = 5201) -> str:
+    """The iperf3 client command line, as run inside a guest."""
+    if seconds <= 0 or streams < 1:
+        raise IperfError(f"iperf3 needs seconds > 0 and streams >= 1, got {seconds}, {streams}")
+    cmd = f"iperf3 -c {server_ip} -p {port} -t {seconds:g} -P {streams} -J"
+    if udp:
+        cmd += f" -u -b {udp_bitrate}"
+    return cmd
+
+
+class IperfServer:
+    """iperf3 -s on a host address (loopback or inside a namespace), stopped on exit."""
+
+    def __init__(self, bind: str, port: int, log_dir: Path, netns: NetworkNamespace | None = None,
+                 on_start=None) -> None:
+        self.bind, self.port = bind, port
+        argv = ["iperf3", "-s", "-B", bind, "-p", str(port), "--forceflush"]
+        if netns is not None:
+            argv = netns.exec_argv(argv)
+        self._process = ManagedProcess(argv, name=f"iperf3 server {bind}:{port}",
+                                       log_path=Path(log_dir) / f"iperf3-{bind}-{port}.log",
+                                       stdout_pipe=True)
+        self._on_start = on_start
+
+    def start(self, timeout_s: float = 30) -> "IperfServer":
+        """Start and wait for 'Server listening'.
+
+        Raises:
+            IperfError: it exited or did not listen within timeout_s.
+        """
+        self._process.start()
+        if self._on_start:
+            self._on_start(self._process)
+        deadline = time.monotonic() + timeout_s
+        seen = b""
+        stdout = self._process.stdout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([stdout], [], [], 0.2)
+            if ready:
+                chunk = stdout.read1(4096)
+                seen += chunk
+                if b"Server listening" in seen:
+                    # Keep draining, or iperf3 blocks once the pipe fills.
+                    threading.Thread(target=self._drain, args=(stdout,), daemon=True).start()
+                    return self
+                if not chunk:
+                    break
+            elif not self._process.running():
+                break
+        self._process.stop()
+        raise IperfError(f"iperf3 server on {self.bind}:{self.port} did not start; output: "
+                         f"{seen.decode(errors='replace')[-300:]} {self._process.log_tail(300)}; "
+                         f"{self._process.describe()}")
+
+    @staticmethod
+    def _drain(stdout) -> None:
+        try:
+            while stdout.read1(65536):
+                pass
+        except (OSError, ValueError):
+            pass
+
+    def stop(self) -> None:
+        self._process.stop()
+
+    def __enter__(self) -> "IperfServer":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()

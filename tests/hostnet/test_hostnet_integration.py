@@ -1,0 +1,129 @@
+"""Real QEMU guests under TCG (or KVM), real OVS-DPDK, real iperf3.
+
+Each test checks afterwards that it left nothing behind: no QEMU or OVS process,
+no hn-* namespace, no hugetlbfs mount, nr_hugepages as it was.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hostnet.bench import parse_ping, wait_iperf_listening
+from hostnet.errors import MigrationError, VMError
+from hostnet.hugepages import NR_HUGEPAGES
+from hostnet.image import GuestImage
+from hostnet.iperf import client_command, parse_iperf_json
+from hostnet.lab import BEYOND_IP, BEYOND_IPERF_PORT, Lab, LabSettings
+from hostnet.migrate import live_migrate, run_migration
+from hostnet.netns import list_hostnet_namespaces
+from hostnet.host import missing_components
+from hostnet.vm import VM, VMConfig
+
+pytestmark = [pytest.mark.hostnet, pytest.mark.timeout(300)]
+
+
+def require(backend: str) -> None:
+    missing = missing_components(backend)
+    if missing:
+        pytest.skip(f"{backend} needs: " + ", ".join(missing) +
+                    " (run scripts/install-hostnet-deps.sh as root)")
+
+
+def _our_processes(run_root: Path) -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if str(run_root) in cmdline:
+                found.append(f"{proc.name}: {cmdline[:120]}")
+    return found
+
+
+def _hugetlb_mounts(run_root: Path) -> list[str]:
+    return [line for line in Path("/proc/mounts").read_text().splitlines()
+            if "hugetlbfs" in line and str(run_root) in line]
+
+
+@pytest.fixture()
+def nothing_left(run_root):
+    """Asserts after the test that the lab cleaned up everything it made."""
+    namespaces = set(list_hostnet_namespaces())
+    hugepages = NR_HUGEPAGES.read_text().strip()
+    yield run_root
+    assert _our_processes(run_root) == []
+    assert set(list_hostnet_namespaces()) - namespaces == set()
+    assert _hugetlb_mounts(run_root) == []
+    assert NR_HUGEPAGES.read_text().strip() == hugepages
+    assert list(run_root.iterdir()) == []
+
+
+def _settings(backend, image, accel, **kw):
+    return LabSettings(backend=backend, image=image, accel=accel.name, **kw)
+
+
+def test_launch_failure_names_command_and_log(tmp_path, accel):
+    require("virtio-net")
+    bad = GuestImage(kernel=tmp_path / "no-kernel", initrd=tmp_path / "no-initrd")
+    with pytest.raises(VMError, match=r"qemu exited 1; command: .*no-kernel.*; log: "):
+        with VM(VMConfig(name="bad", image=bad, accel=accel.name), tmp_path) as vm:
+            vm.launch(timeout_s=60)
+    assert _our_processes(tmp_path) == []
+
+
+def test_guest_reaches_the_network_beyond_through_nat(guest_image, accel, nothing_left):
+    with Lab(_settings("virtio-net", guest_image, accel, max_guests=1), nothing_left) as lab:
+        with lab.guest("g0", 0) as guest:
+            guest.start().vm.wait_ready()
+            ping = parse_ping(guest.vm.run(f"ping -c 3 {BEYOND_IP}", timeout_s=60))
+            assert ping["received"] >= 1
+            result = parse_iperf_json(guest.vm.run(
+                client_command(BEYOND_IP, seconds=1, port=BEYOND_IPERF_PORT), timeout_s=90))
+            assert result.bits_per_second > 0
+            # The beyond namespace has no route to the guests: only NAT makes this work.
+            routes = lab.wan.ip("route").stdout
+            assert "10.66.0" not in routes
+
+
+@pytest.mark.parametrize("backend,queues", [("virtio-net", 1), ("vhost-user", 2)])
+def test_two_guests_ping_and_iperf(guest_image, accel, nothing_left, backend, queues):
+    require(backend)
+    with Lab(_settings(backend, guest_image, accel), nothing_left) as lab:
+        with lab.guest("srv", 0, queues=queues) as server, \
+                lab.guest("cli", 1, queues=queues) as client:
+            server.start()
+            client.start()
+            server.vm.wait_ready()
+            client.vm.wait_ready()
+            ping = parse_ping(client.vm.run(f"ping -c 3 {server.ip}", timeout_s=60))
+            assert ping["received"] >= 2
+            assert client.vm.run("ethtool -l eth0 | tail -n 1").split()[-1] == str(queues)
+            wait_iperf_listening(server.vm)
+            tcp = parse_iperf_json(client.vm.run(
+                client_command(server.ip, seconds=2, streams=queues), timeout_s=120))
+            assert tcp.protocol == "TCP" and tcp.streams == queues
+            assert tcp.bits_per_second > 1e6
+
+
+def test_live_migration_over_vhost_user_keeps_the_guest_answering(guest_image, accel,
+                                                                  nothing_left):
+    require("vhost-user")
+    report = run_migration(guest_image, "vhost-user", accel, run_root=nothing_left)
+    assert report["qemu"]["status"] == "completed"
+    assert report["qemu"]["downtime_ms"] is not None
+    assert report["destination"] == {"status": "running", "answered": True}
+    assert report["network"]["received"] > 0
+    assert report["conditions"]["accelerator"] == accel.name
+
+
+def test_failed_migration_leaves_the_source_running(guest_image, accel, nothing_left):
+    with Lab(_settings("virtio-net", guest_image, accel, max_guests=1), nothing_left) as lab:
+        with lab.guest("src", 0) as src:
+            src.start().vm.wait_ready()
+            with pytest.raises(MigrationError, match="failed"):
+                live_migrate(src.vm, None, "tcp:127.0.0.1:9", timeout_s=60)
+            assert src.vm.qmp("query-status")["status"] == "running"
+            assert "alive" in src.vm.run("echo alive")

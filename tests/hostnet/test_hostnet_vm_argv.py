@@ -1,0 +1,83 @@
+"""QEMU command-line construction: one place, right per backend and accelerator."""
+from pathlib import Path
+
+import pytest
+
+from hostnet.errors import VMError
+from hostnet.image import GuestImage
+from hostnet.vm import BACKEND_TAP, BACKEND_VHOST_USER, VM, NicSpec, VMConfig, nic_vectors
+
+IMAGE = GuestImage(kernel=Path("/img/vmlinuz"), initrd=Path("/img/initrd.img"))
+
+
+def _vm(**overrides) -> VM:
+    config = VMConfig(name="g0", image=IMAGE, **overrides)
+    return VM(config, Path("/run/hn/x"))
+
+
+def _value_after(argv, flag):
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+def test_tap_nic_single_queue_uses_default_vectors_and_no_mq():
+    nic = NicSpec(BACKEND_TAP, "net0", "52:54:00:00:00:01", 1, ifname="tap-g0")
+    argv = _vm(nics=[nic])._argv()
+    assert "tap,id=net0,ifname=tap-g0,script=no,downscript=no,vhost=off" in _value_after(argv, "-netdev")
+    assert "virtio-net-pci,netdev=net0,mac=52:54:00:00:00:01" in _value_after(argv, "-device")
+
+
+def test_tap_multiqueue_sets_queues_mq_and_msix_vectors():
+    nic = NicSpec(BACKEND_TAP, "net0", "52:54:00:00:00:01", 4, ifname="tap-g0", vhost_net=True)
+    argv = _vm(nics=[nic], vcpus=4)._argv()
+    assert _value_after(argv, "-netdev") == [
+        "tap,id=net0,ifname=tap-g0,script=no,downscript=no,vhost=on,queues=4"]
+    assert "virtio-net-pci,netdev=net0,mac=52:54:00:00:00:01,mq=on,vectors=10" in \
+        _value_after(argv, "-device")
+    assert _value_after(argv, "-smp") == ["4"]
+
+
+def test_vhost_user_under_tcg_uses_intx_and_shared_hugepage_memory():
+    nic = NicSpec(BACKEND_VHOST_USER, "net0", "52:54:00:00:00:02", 2,
+                  socket_path=Path("/run/hn/x/g0.vhu"))
+    argv = _vm(nics=[nic], accel="tcg", hugepage_dir=Path("/run/hn/x/huge"))._argv()
+    assert "socket,id=chr-net0,path=/run/hn/x/g0.vhu,server=on" in _value_after(argv, "-chardev")
+    assert _value_after(argv, "-netdev") == ["vhost-user,id=net0,chardev=chr-net0,queues=2"]
+    assert "virtio-net-pci,netdev=net0,mac=52:54:00:00:00:02,mq=on,vectors=0" in \
+        _value_after(argv, "-device")
+    backend = _value_after(argv, "-object")[0]
+    assert "mem-path=/run/hn/x/huge" in backend and "share=on" in backend
+    assert _value_after(argv, "-numa") == ["node,memdev=mem0"]
+
+
+def test_vhost_user_under_kvm_uses_msix():
+    nic = NicSpec(BACKEND_VHOST_USER, "net0", "m", 2, socket_path=Path("/s"))
+    assert nic_vectors(nic, "kvm") == 6
+    assert nic_vectors(nic, "tcg") == 0
+    argv = _vm(nics=[nic], accel="kvm")._argv()
+    assert _value_after(argv, "-accel") == ["kvm"] and _value_after(argv, "-cpu") == ["host"]
+
+
+def test_kernel_cmdline_carries_guest_network_settings():
+    nic = NicSpec(BACKEND_TAP, "net0", "m", 2, ifname="t")
+    vm = _vm(nics=[nic], guest_ip="10.66.0.10/24", gateway="10.66.0.1")
+    append = _value_after(vm._argv(), "-append")[0]
+    for part in ("console=ttyS0", "hostnet.ip=10.66.0.10/24", "hostnet.gw=10.66.0.1",
+                 "hostnet.queues=2", "hostnet.name=g0"):
+        assert part in append.split()
+
+
+def test_incoming_guest_waits_for_deferred_migration():
+    argv = _vm(incoming=True)._argv()
+    assert argv[-2:] == ["-incoming", "defer"]
+
+
+def test_disk_image_boots_from_a_snapshot_drive_without_kernel():
+    vm = VM(VMConfig(name="d", image=GuestImage(disk=Path("/img/debian.qcow2"))), Path("/r"))
+    argv = vm._argv()
+    assert "-kernel" not in argv
+    assert _value_after(argv, "-drive") == ["file=/img/debian.qcow2,if=virtio,snapshot=on"]
+
+
+def test_unknown_backend_is_rejected():
+    with pytest.raises(VMError, match="unknown NIC backend"):
+        _vm(nics=[NicSpec("macvtap", "net0", "m")])._argv()
