@@ -1,0 +1,50 @@
+"""mnist-train/train: the coordinator. Creates or resumes a job and drives its steps through the API.
+
+Input: job settings (see mlcore.dist_job.JobConfig; `job` names it) for a new job, or
+{"job": NAME, "resume": true} to continue one from its newest model version in S3.
+Before its deadline it invokes itself (non-blocking) with {"job", "resume": true}, so
+a job may run longer than one activation's time limit.
+"""
+
+import os
+
+import torch
+
+from mlcore.dist_coordinator import Coordinator
+from mlcore.dist_job import JobConfig, new_job_name
+from mlcore.dist_steps import create_job, load_config
+from mlcore.errors import MLCoreError
+from mlcore.owapi import OpenWhiskInvoker, sibling_action
+from mlcore.storage import PARAM_KEYS, storage_from_params
+
+torch.set_num_threads(1)
+CONTROL_KEYS = {"resume"}
+
+
+def main(args: dict) -> dict:
+    try:
+        storage = storage_from_params(args)
+        settings = {k: v for k, v in args.items() if k not in PARAM_KEYS and k not in CONTROL_KEYS}
+        if args.get("resume"):
+            if "job" not in args:
+                return {"error": "resume needs the job name: {\"job\": NAME, \"resume\": true}"}
+            config = load_config(storage, str(args["job"]))
+        else:
+            config = JobConfig.from_dict({"job": new_job_name(), **settings})
+            storage.ensure_bucket()
+            create_job(storage, config)
+        own_name = os.environ.get("__OW_ACTION_NAME") or "/_/mnist-train/train"
+        invoker = OpenWhiskInvoker.from_environment()
+        deadline = os.environ.get("__OW_DEADLINE")
+
+        def handoff() -> str:
+            reply = invoker.invoke(own_name, {"job": config.job, "resume": True}, blocking=False)
+            return reply.get("activationId", "")
+
+        coordinator = Coordinator(storage, invoker, config, worker_action=sibling_action(own_name, "worker"),
+                                  ps_action=sibling_action(own_name, "ps"),
+                                  owner=os.environ.get("__OW_ACTIVATION_ID", "coordinator"),
+                                  deadline_ms=int(deadline) if deadline else None, handoff=handoff)
+        return {"job": config.job, **coordinator.run()}
+    except MLCoreError as exc:
+        return {"error": str(exc)}

@@ -1,0 +1,158 @@
+"""Training jobs through a real local platform: real action processes, real S3, real MNIST.
+
+Faults are injected at the edge only: a test deploys a worker whose `main` wraps the real
+worker and crashes or stalls once, in its own package, so the coordinator under test is
+the real one, invoking through the real OpenWhisk API.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from deployer import train as training
+from deployer.manifest import PROJECT_ROOT, deploy
+from mlcore import dist_data
+from mlcore.dist_coordinator import read_metrics
+from mlcore.dist_job import JobConfig, JobLayout
+from mlcore.dist_steps import create_job, evaluate_version
+from mlcore.storage import Storage
+
+SMALL = dict(workers=2, epochs=2, batch_size=64, train_limit=2048, test_limit=1000, lr=0.05, eval_every=32)
+
+
+@pytest.fixture(scope="module")
+def deployed(platform, mnist_root):
+    storage = Storage(platform.storage_config)
+    deploy(platform.client, training.MANIFEST, env={**os.environ, **platform.storage_env})
+    dist_data.upload_mnist(storage, mnist_root)
+    return storage
+
+
+def wait_done(platform, storage, job, activation, timeout_s=120.0) -> list[dict]:
+    list(training.follow(platform.client, storage, job, poll_s=0.5, timeout_s=timeout_s,
+                         first_activation=activation))
+    return read_metrics(storage, job)
+
+
+def test_a_short_job_through_the_platform_improves_accuracy(platform, deployed):
+    # Prepare
+    config = JobConfig(job="short", **SMALL)
+    create_job(deployed, config)
+    before = evaluate_version(deployed, config, 0)["accuracy"]
+    # Execute
+    activation = training.start(platform.client, config)
+    events = wait_done(platform, deployed, config.job, activation)
+    # Assert
+    evals = [e for e in events if e["event"] == "eval"]
+    assert [e["step"] for e in evals] == [32, 64]
+    assert before < 0.2 and evals[-1]["accuracy"] > 0.4
+    steps = [e for e in events if e["event"] == "step"]
+    assert [s["step"] for s in steps] == list(range(64))
+    assert all(s["compute_s"] > 0 and s["s3_get_s"] > 0 and s["bytes"] > 0 and s["gb_s"] > 0 for s in steps)
+    summary = training.report(platform.client, deployed, config.job)
+    assert summary["state"] == "done" and summary["gb_s"]["coordinator"] > 0
+    assert deployed.exists(JobLayout(config.job).final)
+    print({k: summary[k] for k in ("elapsed_s", "step_mean", "communication_fraction", "gb_s", "final_accuracy")})
+
+
+FLAKY_WORKER = '''
+import os
+import time
+
+import real_worker
+from mlcore.storage import Storage, StorageConfig
+
+
+def main(args):
+    """Crashes (process exit) or stalls once for the worker and step named in FAULT."""
+    kind, worker, step = "{kind}", {worker}, {step}
+    if int(args["worker"]) == worker and int(args["step"]) == step:
+        storage = Storage(StorageConfig.from_params(args))
+        marker = "jobs/%s/fault-%d-%d" % (args["job"], worker, step)
+        if not storage.exists(marker):
+            storage.put_bytes(marker, b"1")
+            if kind == "crash":
+                os._exit(3)
+            time.sleep({stall_s})
+    return real_worker.main(args)
+'''
+
+
+def deploy_faulty(platform, tmp_path: Path, package: str, kind: str, worker: int, step: int,
+                  stall_s: float = 0.0) -> None:
+    worker_dir = tmp_path / package / "worker"
+    worker_dir.mkdir(parents=True)
+    real = (PROJECT_ROOT / "actions/mnist-train/worker/__main__.py").read_text()
+    (worker_dir / "real_worker.py").write_text(real)
+    (worker_dir / "__main__.py").write_text(FLAKY_WORKER.format(kind=kind, worker=worker, step=step,
+                                                                 stall_s=stall_s))
+    manifest = (PROJECT_ROOT / "manifests/train.yaml").read_text()
+    manifest = manifest.replace("    mnist-train:\n", f"    {package}:\n")
+    manifest = manifest.replace("../actions/mnist-train/worker", str(worker_dir))
+    manifest = manifest.replace("../actions/mnist-train/", str(PROJECT_ROOT / "actions/mnist-train") + "/")
+    path = tmp_path / f"{package}.yaml"
+    path.write_text(manifest)
+    deploy(platform.client, path, env={**os.environ, **platform.storage_env})
+
+
+def test_a_crashed_worker_is_retried_and_the_job_completes(platform, deployed, tmp_path):
+    # Prepare
+    deploy_faulty(platform, tmp_path, "train-crash", "crash", worker=1, step=2)
+    config = JobConfig(job="crash", **{**SMALL, "train_limit": 512, "epochs": 1, "eval_every": 0})
+    # Execute
+    activation = training.start(platform.client, config, package="train-crash")
+    events = wait_done(platform, deployed, config.job, activation)
+    # Assert
+    steps = {e["step"]: e for e in events if e["event"] == "step"}
+    assert steps[2]["retries"] == 1 and "exited unexpectedly" in steps[2]["errors"][0]
+    assert all(steps[s]["retries"] == 0 for s in steps if s != 2)
+    assert steps[2]["included"] == [0, 1] and deployed.get_json(JobLayout("crash").applied(2))["workers"] == [0, 1]
+
+
+def test_quorum_leaves_a_straggler_out_and_records_it(platform, deployed, tmp_path):
+    # Prepare
+    deploy_faulty(platform, tmp_path, "train-slow", "stall", worker=2, step=1, stall_s=6.0)
+    config = JobConfig(job="quorum", **{**SMALL, "workers": 3, "batch_size": 48, "train_limit": 480,
+                                        "quorum": 2, "straggler_wait_s": 0.5, "epochs": 1,
+                                        "eval_every": 0})
+    # Execute
+    activation = training.start(platform.client, config, package="train-slow")
+    events = wait_done(platform, deployed, config.job, activation)
+    # Assert
+    steps = {e["step"]: e for e in events if e["event"] == "step"}
+    assert steps[1]["left_out"] == [2] and steps[1]["included"] == [0, 1]
+    assert deployed.get_json(JobLayout("quorum").applied(1))["workers"] == [0, 1]
+    assert steps[1]["wall_s"] < 5.0
+    assert {"step": 1, "workers": [2]} in training.report(platform.client, deployed, "quorum")["left_out"]
+
+
+def test_resume_after_the_platform_restarts_loses_at_most_the_step_in_flight(platform, deployed):
+    # Prepare
+    config = JobConfig(job="resume", **{**SMALL, "train_limit": 2048, "epochs": 1, "eval_every": 0})
+    layout = JobLayout(config.job)
+    activation = training.start(platform.client, config)
+    deadline = time.monotonic() + 60
+    while (layout.latest_model_step(deployed) or 0) < 5:
+        assert time.monotonic() < deadline, "the job made no progress"
+        time.sleep(0.2)
+    committed = layout.latest_model_step(deployed)
+    # Execute
+    platform.restart()
+    at_restart = layout.latest_model_step(deployed)
+    time.sleep(1.0)
+    assert layout.latest_model_step(deployed) == at_restart, "nothing should run after the restart"
+    resumed = training.resume(platform.client, deployed, config.job)
+    events = wait_done(platform, deployed, config.job, resumed)
+    # Assert
+    starts = [e for e in events if e["event"] == "start"]
+    assert [s["step"] for s in starts] == [0, at_restart]
+    assert committed <= at_restart <= committed + 1 + 1
+    assert layout.latest_model_step(deployed) == 32
+    assert sorted(int(k.rsplit("/", 1)[1]) for k in deployed.list_keys(layout.prefix + "model/")) == list(range(33))
+    assert training.report(platform.client, deployed, config.job)["state"] == "done"
+    assert activation != resumed
