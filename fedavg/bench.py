@@ -1,0 +1,83 @@
+"""`deployer bench fedavg`: executors side by side, and rounds to 99% next to the paper's numbers.
+
+Time per round is measured for every executor on the same configuration in the same
+run (the first round, which includes worker start-up, is reported apart), and the
+final weights of all executors are compared. Rounds-to-target runs under a round
+budget: a run that does not reach the target says so and keeps its accuracy curve.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from typing import Callable, Mapping
+
+from .run import Data, RunConfig, run
+
+# McMahan et al. 2017, Table 2: CNN on MNIST, rounds to 99% test accuracy.
+PAPER_ROUNDS_TO_99 = {
+    "iid": {"fedavg_e5_b10": 20, "fedsgd": 626},
+    "shards": {"fedavg_e5_b10": 229, "fedsgd": 483},
+}
+
+
+def time_executors(factories: Mapping[str, Callable], config: RunConfig, data: Data,
+                   on_round: Callable[[str, dict], None] | None = None) -> dict:
+    """Runs `config` on each executor; per-round times and whether their weights agree."""
+    out: dict = {"config": config.as_dict(), "executors": {}}
+    for name, factory in factories.items():
+        started = time.perf_counter()
+        try:
+            with factory() as executor:
+                report, _ = run(config, executor, data, stop_at_target=False,
+                                on_round=(lambda r, name=name: on_round(name, r)) if on_round else None)
+        except Exception as exc:  # noqa: BLE001 - one executor failing must not hide the others' numbers
+            out["executors"][name] = {"error": f"{type(exc).__name__}: {exc}"}
+            continue
+        times = [r["round_s"] for r in report["rounds"]]
+        steady = times[1:] or times
+        out["executors"][name] = {
+            "first_round_s": times[0] if times else None,
+            "mean_round_s": statistics.fmean(steady) if steady else None,
+            "min_round_s": min(steady) if steady else None,
+            "rounds": len(times),
+            "round_s": times,
+            "eval_s": statistics.fmean(r["eval_s"] for r in report["rounds"]) if times else None,
+            "failed_clients": report["failed_clients"],
+            "final_acc": report["final_acc"],
+            "final_state_sha256": report["final_state_sha256"],
+            "wall_s": time.perf_counter() - started,
+        }
+    digests = {v.get("final_state_sha256") for v in out["executors"].values() if "error" not in v}
+    out["same_weights"] = len(digests) == 1
+    serial = out["executors"].get("serial", {}).get("mean_round_s")
+    if serial:
+        out["speedup_vs_serial"] = {name: serial / v["mean_round_s"] for name, v in out["executors"].items()
+                                    if v.get("mean_round_s")}
+    return out
+
+
+def rounds_to_target(base: RunConfig, partitions: tuple[str, ...], factory: Callable, data: Data,
+                     max_rounds: int, on_round: Callable[[str, dict], None] | None = None) -> dict:
+    """For each partition: rounds until `base.target`, or 'not reached within N rounds' and the curve."""
+    out = {}
+    for kind in partitions:
+        config = dataclasses.replace(base, partition=kind, rounds=max_rounds)
+        with factory() as executor:
+            report, _ = run(config, executor, data,
+                            on_round=(lambda r, kind=kind: on_round(kind, r)) if on_round else None)
+        reached = report["rounds_to_target"]
+        paper = PAPER_ROUNDS_TO_99.get(kind, {})
+        out[kind] = {
+            "rounds_to_target": reached,
+            "verdict": (f"reached {base.target:g} in {reached} rounds" if reached is not None
+                        else f"not reached within {len(report['rounds'])} rounds "
+                             f"(best {report['best_acc']:.4f})"),
+            "paper_fedavg_rounds": paper.get("fedavg_e5_b10"),
+            "paper_fedsgd_rounds": paper.get("fedsgd"),
+            "accuracy": [r["test_acc"] for r in report["rounds"]],
+            "mean_round_s": report["mean_round_s"],
+            "failed_clients": report["failed_clients"],
+        }
+    return {"config": dataclasses.replace(base, rounds=max_rounds).as_dict(), "partitions": out}

@@ -1,0 +1,391 @@
+"""`deployer fedavg run|sweep|partition` and `deployer bench fedavg` (click objects the deployer mounts lazily).
+
+Only the openwhisk executor touches the deployer, imported inside the command, so the
+algorithm and the other executors run without the platform; torch is imported only when
+a command runs, so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from .errors import FedAvgError
+from .executors import EXECUTORS
+from .partition import KINDS
+
+# fedavg.models.MODELS, spelled out so `--help` does not import torch (a test keeps them equal)
+MODEL_NAMES = ("cnn", "2nn", "lenet5")
+
+MANIFEST = Path(__file__).resolve().parent.parent / "manifests" / "fedavg.yaml"
+
+
+def default_checkpoint_dir(run_id: str) -> Path:
+    """Per user, beside the MNIST data, so runs resume from any working directory."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "deployer" / "fedavg" / run_id
+
+
+def _fail(exc: Exception) -> click.ClickException:
+    return click.ClickException(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
+def _ints(text: str, name: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise click.BadParameter(f"{name} must be comma-separated integers like 10,20,50: {text!r}") from exc
+    if not values or min(values) < 1:
+        raise click.BadParameter(f"{name} needs positive integers, got {text!r}")
+    return values
+
+
+def _write_json(path: str | None, report: dict) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(report, indent=2) + "\n")
+        click.echo(f"wrote {path}", err=True)
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _config_options(f, sweep: bool = False):
+    """The options that make a RunConfig; a sweep takes --clients and --partition as lists instead."""
+    options = {
+        "model": click.option("--model", type=click.Choice(list(MODEL_NAMES)), default="cnn", show_default=True),
+        "num_clients": click.option("--clients", "num_clients", default=100, show_default=True,
+                                    help="K, the number of clients."),
+        "frac": click.option("--frac", default=0.1, show_default=True, help="C, the fraction of clients per round."),
+        "epochs": click.option("--epochs", default=5, show_default=True, help="E, local epochs per round."),
+        "batch": click.option("--batch", default=10, show_default=True,
+                              help="B, local batch size; 0 = whole local set."),
+        "lr": click.option("--lr", default=0.05, show_default=True, help="Client SGD learning rate."),
+        "mu": click.option("--mu", default=0.0, show_default=True, help="FedProx proximal term; 0 = plain FedAvg."),
+        "fedsgd": click.option("--fedsgd", is_flag=True, help="The FedSGD baseline: E=1, B=whole local set."),
+        "partition_kind": click.option("--partition", "partition_kind", type=click.Choice(list(KINDS)),
+                                       default="iid", show_default=True),
+        "alpha": click.option("--alpha", default=0.5, show_default=True, help="Dirichlet concentration."),
+        "shards_per_client": click.option("--shards-per-client", default=2, show_default=True),
+        "rounds": click.option("--rounds", default=50, show_default=True, help="Rounds to run (at most)."),
+        "target": click.option("--target", type=float, default=None, help="Test accuracy to reach, e.g. 0.99."),
+        "seed": click.option("--seed", default=0, show_default=True),
+        "train_limit": click.option("--train-limit", type=int, default=None,
+                                    help="Use only the first N training examples."),
+        "test_limit": click.option("--test-limit", type=int, default=None,
+                                   help="Evaluate on the first N test examples."),
+    }
+    if sweep:
+        del options["num_clients"], options["partition_kind"]
+    for option in reversed(list(options.values())):
+        f = option(f)
+    return f
+
+
+def _sweep_config_options(f):
+    return _config_options(f, sweep=True)
+
+
+def _executor_options(f):
+    options = [
+        click.option("--executor", "executor_name", type=click.Choice(list(EXECUTORS)), default="serial",
+                     show_default=True),
+        click.option("--workers", default=2, show_default=True, help="Worker processes (process executor)."),
+        click.option("--threads", default=1, show_default=True,
+                     help="Torch threads per process (this one for serial, each worker for process)."),
+        click.option("--concurrency", default=4, show_default=True,
+                     help="Invocations in flight (openwhisk executor)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _make_config(model, num_clients, frac, epochs, batch, lr, mu, fedsgd, partition_kind, alpha,
+                 shards_per_client, rounds, target, seed, train_limit, test_limit):
+    from .run import RunConfig
+
+    if fedsgd:
+        epochs, batch = 1, 0
+    if num_clients < 1 or not 0 < frac <= 1 or epochs < 1 or batch < 0 or lr <= 0 or mu < 0 or rounds < 0:
+        raise click.BadParameter("need --clients >= 1, 0 < --frac <= 1, --epochs >= 1, --batch >= 0, --lr > 0, "
+                                 "--mu >= 0, --rounds >= 0")
+    if target is not None and not 0 < target <= 1:
+        raise click.BadParameter(f"--target is an accuracy in (0, 1], got {target}")
+    return RunConfig(model=model, clients=num_clients, frac=frac, epochs=epochs, batch_size=batch or None, lr=lr,
+                     mu=mu, partition=partition_kind, alpha=alpha, shards_per_client=shards_per_client,
+                     rounds=rounds, target=target, seed=seed, train_limit=train_limit, test_limit=test_limit)
+
+
+def _openwhisk_parts(obj, run_id: str):
+    """(invoke, Storage) wired to the resolved OpenWhisk and its S3, with the action deployed."""
+    from deployer import target as targets
+    from deployer.manifest import deploy
+    from mlcore.storage import Storage, StorageConfig
+
+    target = obj.target if obj is not None and hasattr(obj, "target") else targets.resolve()
+    client = target.client()
+    env = {**os.environ, **targets.storage_env_for(target)}
+    storage = Storage(StorageConfig.from_env(env))
+    storage.ensure_bucket()
+    deploy(client, MANIFEST, env=env)
+
+    def invoke(name: str, params: dict) -> dict:
+        return client.invoke(name, params, blocking=True, result=True, timeout_s=900)
+
+    return invoke, storage
+
+
+def executor_factory(name: str, data, *, workers: int, threads: int, concurrency: int, obj=None,
+                     run_id: str = "run"):
+    """A zero-argument callable giving a fresh executor context for `name`."""
+    from .executors.process import ProcessExecutor
+    from .executors.serial import SerialExecutor
+
+    if name == "serial":
+        return lambda: SerialExecutor(data.train_images, data.train_labels, num_threads=threads)
+    if name == "process":
+        return lambda: ProcessExecutor(data.train_images, data.train_labels, workers=workers,
+                                       threads_per_worker=threads)
+    from .executors.openwhisk import OpenWhiskExecutor
+
+    invoke, storage = _openwhisk_parts(obj, run_id)
+    return lambda: OpenWhiskExecutor(invoke, storage, data.train_images, data.train_labels, run_id=run_id,
+                                     concurrency=concurrency, threads_per_client=threads)
+
+
+@contextmanager
+def _progress(total: int, description: str):
+    """A rich progress bar on stderr; yields advance(label, record)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[status]}"), console=console) as progress:
+        tasks: dict[str, int] = {}
+
+        def advance(label: str, record: dict) -> None:
+            if label not in tasks:
+                tasks[label] = progress.add_task(f"{description} {label}".strip(), total=total, status="")
+            failed = f" failed {len(record['failed'])}" if record["failed"] else ""
+            status = (f"acc {record['test_acc']:.4f} loss {record['test_loss']:.3f} "
+                      f"{record['round_s']:.1f}s/round{failed}")
+            progress.update(tasks[label], completed=record["round"], status=status)
+            if not console.is_terminal:
+                # logs and pipes get one line per round, since the bar is drawn only on a terminal
+                console.print(f"{description} {label} round {record['round']}: {status}".replace("  ", " "))
+
+        yield advance
+
+
+@click.group("fedavg")
+def fedavg_group() -> None:
+    """Federated averaging on MNIST: runs, client-count sweeps, partitions."""
+
+
+@fedavg_group.command("run")
+@_config_options
+@_executor_options
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None,
+              help="Where each round is checkpointed [default: ~/.local/share/deployer/fedavg/<run id>].")
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint of the same configuration.")
+@click.option("--keep-going", is_flag=True, help="Do not stop when --target is reached.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
+@click.pass_obj
+def run_command(obj, executor_name, workers, threads, concurrency, checkpoint_dir, resume, keep_going, json_path,
+                **options) -> None:
+    """Run FedAvg round by round, evaluating on the MNIST test set after each round."""
+    from . import run as runner
+
+    config = _make_config(**options)
+    _set_threads(threads)
+    checkpoint = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir(config.run_id())
+    try:
+        data = runner.load_data(config.train_limit, config.test_limit)
+        factory = executor_factory(executor_name, data, workers=workers, threads=threads, concurrency=concurrency,
+                                   obj=obj, run_id=config.run_id())
+        with factory() as executor, _progress(config.rounds, f"fedavg {executor_name}") as advance:
+            report, _ = runner.run(config, executor, data, checkpoint_dir=checkpoint, resume=resume,
+                                   stop_at_target=not keep_going, on_round=lambda r: advance("", r))
+    except FedAvgError as exc:
+        raise _fail(exc) from exc
+    report["checkpoint_dir"] = str(checkpoint)
+    reached = report["rounds_to_target"]
+    click.echo(f"rounds {report['rounds_done']}  final acc {report['final_acc']:.4f}  best {report['best_acc']:.4f}"
+               f"  {report['mean_round_s']:.2f} s/round  failed clients {report['failed_clients']}")
+    if config.target is not None:
+        click.echo(f"target {config.target:g}: " + (f"reached in {reached} rounds" if reached is not None
+                                                    else f"not reached within {report['rounds_done']} rounds"))
+    _write_json(json_path, report)
+
+
+@fedavg_group.command("sweep")
+@_sweep_config_options
+@_executor_options
+@click.option("--clients", "clients_list", default="10,20,50,100", show_default=True,
+              help="Comma-separated K values.")
+@click.option("--partition", "partition_list", default="iid,shards", show_default=True,
+              help="Comma-separated partitions.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Accuracy vs round PNG.")
+@click.pass_obj
+def sweep_command(obj, executor_name, workers, threads, concurrency, clients_list, partition_list, json_path,
+                  plot_path, **options) -> None:
+    """The effect of the number of clients (and of non-IID data) on accuracy per round."""
+    from . import run as runner
+    from .plot import plot_curves
+    from .sweep import sweep
+
+    ks = _ints(clients_list, "--clients")
+    kinds = [k.strip() for k in partition_list.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown or not kinds:
+        raise click.BadParameter(f"--partition takes {', '.join(KINDS)}; got {partition_list!r}")
+    base = _make_config(num_clients=ks[0], partition_kind=kinds[0], **options)
+    _set_threads(threads)
+    try:
+        data = runner.load_data(base.train_limit, base.test_limit)
+        factory = executor_factory(executor_name, data, workers=workers, threads=threads, concurrency=concurrency,
+                                   obj=obj, run_id=f"sweep-{base.run_id()}")
+        with _progress(base.rounds, "sweep") as advance:
+            report = sweep(base, ks, kinds, factory, data, on_round=advance)
+    except FedAvgError as exc:
+        raise _fail(exc) from exc
+    _print_table(["setting", "m/round", "final acc", "best acc", "rounds to target", "s/round"],
+                 [(s["label"], s["clients_per_round"], f"{s['final_acc']:.4f}", f"{s['best_acc']:.4f}",
+                   s["rounds_to_target"] if s["rounds_to_target"] is not None else "-",
+                   f"{s['mean_round_s']:.2f}") for s in report["settings"]], "fedavg sweep")
+    if plot_path:
+        plot_curves({s["label"]: s["accuracy"] for s in report["settings"]}, Path(plot_path),
+                    title=f"FedAvg {base.model}, C={base.frac}, E={base.epochs}, B={base.batch_size or 'inf'}",
+                    target=base.target)
+        click.echo(f"wrote {plot_path}", err=True)
+    _write_json(json_path, report)
+
+
+@fedavg_group.command("partition")
+@click.option("--clients", "num_clients", default=100, show_default=True)
+@click.option("--partition", "partition_kind", type=click.Choice(list(KINDS)), default="shards",
+              show_default=True)
+@click.option("--alpha", default=0.5, show_default=True)
+@click.option("--shards-per-client", default=2, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--train-limit", type=int, default=None)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False))
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Labels per client PNG.")
+def partition_command(num_clients, partition_kind, alpha, shards_per_client, seed, train_limit, json_path,
+                      plot_path) -> None:
+    """Show how the training set is split: examples and labels per client."""
+    from . import partition as partitions
+    from .plot import plot_label_counts
+    from .run import load_data
+
+    try:
+        labels = load_data(train_limit, 0).train_labels.numpy()
+        parts = partitions.make_partition(partition_kind, labels, num_clients, seed, alpha=alpha,
+                                          shards_per_client=shards_per_client)
+    except FedAvgError as exc:
+        raise _fail(exc) from exc
+    summary = partitions.summary(parts, labels)
+    e, lab = summary["examples_per_client"], summary["labels_per_client"]
+    click.echo(f"{partition_kind}: {summary['clients']} clients, {summary['examples']} examples; per client "
+               f"examples {e['min']}..{e['max']} (mean {e['mean']:.1f}), labels {lab['min']}..{lab['max']} "
+               f"(mean {lab['mean']:.2f})")
+    if plot_path:
+        title = f"{partition_kind} K={num_clients}" + (f" alpha={alpha:g}" if partition_kind == "dirichlet" else "")
+        plot_label_counts(summary["label_counts"], Path(plot_path), title=title)
+        click.echo(f"wrote {plot_path}", err=True)
+    _write_json(json_path, {"partition": partition_kind, "seed": seed, "alpha": alpha, **summary})
+
+
+def _print_table(headers, rows, title) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)
+    table = Table(title=title, show_edge=False, header_style="bold")
+    for h in headers:
+        table.add_column(h, no_wrap=True)
+    for row in rows:
+        table.add_row(*[str(v) for v in row])
+    console.print(table)
+
+
+@click.command("fedavg")
+@click.option("--executors", default="serial,process,openwhisk", show_default=True,
+              help="Executors to time side by side.")
+@click.option("--timing-rounds", default=3, show_default=True, help="Rounds per executor for timing.")
+@click.option("--timing-epochs", default=1, show_default=True, help="E for the timing runs.")
+@click.option("--max-rounds", default=50, show_default=True, help="Round budget for each rounds-to-target run.")
+@click.option("--partitions", default="iid,shards", show_default=True)
+@click.option("--target", default=0.99, show_default=True)
+@click.option("--lr", default=0.05, show_default=True)
+@click.option("--executor", "executor_name", type=click.Choice(["serial", "process"]), default="process",
+              show_default=True, help="Executor for the rounds-to-target runs.")
+@click.option("--workers", default=2, show_default=True)
+@click.option("--threads", default=1, show_default=True)
+@click.option("--concurrency", default=2, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--skip-target", is_flag=True, help="Only time the executors.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
+@click.pass_obj
+def bench_command(obj, executors, timing_rounds, timing_epochs, max_rounds, partitions, target, lr, executor_name,
+                  workers, threads, concurrency, seed, skip_target, json_path) -> None:
+    """Time per round of each executor, and rounds to 99% (CNN, C=0.1, E=5, B=10) next to the paper."""
+    import dataclasses
+
+    from . import bench
+    from .run import RunConfig, load_data
+
+    names = [n.strip() for n in executors.split(",") if n.strip()]
+    if any(n not in EXECUTORS for n in names) or not names:
+        raise click.BadParameter(f"--executors takes {', '.join(EXECUTORS)}; got {executors!r}")
+    kinds = tuple(k.strip() for k in partitions.split(",") if k.strip())
+    if any(k not in KINDS for k in kinds):
+        raise click.BadParameter(f"--partitions takes {', '.join(KINDS)}; got {partitions!r}")
+    _set_threads(threads)
+    base = RunConfig(model="cnn", clients=100, frac=0.1, epochs=5, batch_size=10, lr=lr, partition="iid",
+                     rounds=max_rounds, target=target, seed=seed)
+    timing = dataclasses.replace(base, epochs=timing_epochs, rounds=timing_rounds, target=None)
+    report: dict = {"paper_rounds_to_99": bench.PAPER_ROUNDS_TO_99}
+    try:
+        data = load_data()
+        factories = {}
+        for name in names:
+            try:
+                factories[name] = executor_factory(name, data, workers=workers, threads=threads,
+                                                   concurrency=concurrency, obj=obj, run_id=f"bench-{timing.run_id()}")
+            except Exception as exc:  # noqa: BLE001 - a missing platform skips that executor, not the bench
+                report.setdefault("skipped", {})[name] = f"{type(exc).__name__}: {exc}"
+        with _progress(timing_rounds, "timing") as advance:
+            report["executors"] = bench.time_executors(factories, timing, data, on_round=advance)
+        if not skip_target:
+            factory = executor_factory(executor_name, data, workers=workers, threads=threads,
+                                       concurrency=concurrency, obj=obj)
+            with _progress(max_rounds, "to target") as advance:
+                report["rounds_to_target"] = bench.rounds_to_target(base, kinds, factory, data, max_rounds,
+                                                                    on_round=advance)
+    except FedAvgError as exc:
+        raise _fail(exc) from exc
+    rows = [(name, f"{v.get('first_round_s', 0):.2f}", f"{v.get('mean_round_s', 0):.2f}", v.get("error", ""))
+            for name, v in report["executors"]["executors"].items()]
+    _print_table(["executor", "first round s", "mean round s", "error"], rows,
+                 f"time per round (CNN, K=100, C=0.1, E={timing_epochs}, B=10); same weights: "
+                 f"{report['executors']['same_weights']}")
+    if "rounds_to_target" in report:
+        _print_table(["partition", "rounds to target", "paper FedAvg", "paper FedSGD", "verdict"],
+                     [(k, v["rounds_to_target"] if v["rounds_to_target"] is not None else "-",
+                       v["paper_fedavg_rounds"], v["paper_fedsgd_rounds"], v["verdict"])
+                      for k, v in report["rounds_to_target"]["partitions"].items()],
+                     f"rounds to {target:g} (CNN, C=0.1, E=5, B=10, lr={lr:g})")
+    _write_json(json_path, report)

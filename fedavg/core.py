@@ -1,0 +1,208 @@
+"""The FedAvg algorithm as plain functions over models and tensors (McMahan et al. 2017, Algorithm 1).
+
+ClientUpdate is `client_update`, the server's weighted average is `fedavg`; FedSGD is
+the special case of one epoch on the whole local set (batch_size=None), FedProx adds
+mu/2 * ||w - w_global||^2 to the local loss. Nothing here knows where a client runs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from mlcore.model import normalize
+
+from .errors import AggregationError, ClientError
+from .models import build_model
+
+State = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """What every client does in a round; batch_size None means the whole local set (B = inf)."""
+
+    model: str = "cnn"
+    epochs: int = 5
+    batch_size: int | None = 10
+    lr: float = 0.05
+    mu: float = 0.0
+
+
+@dataclass(frozen=True)
+class ClientTask:
+    """One ClientUpdate to run: which client, on which examples, with which seed."""
+
+    client_id: int
+    round_index: int
+    seed: int
+    indices: np.ndarray
+    config: ClientConfig
+
+
+@dataclass
+class ClientResult:
+    client_id: int
+    state: State
+    num_examples: int
+    train_loss: float
+    duration_s: float
+
+
+@dataclass
+class ClientFailure:
+    """A client that did not return an update; the round goes on without it."""
+
+    client_id: int
+    error: str
+
+
+@dataclass
+class Update:
+    """Anything with a state and a weight can be averaged."""
+
+    state: State
+    num_examples: int
+    meta: dict = field(default_factory=dict)
+
+
+def client_seed(seed: int, round_index: int, client_id: int) -> int:
+    """A seed per (run, round, client), so results never depend on which executor ran first."""
+    return int(np.random.SeedSequence([seed, round_index, client_id]).generate_state(1)[0])
+
+
+def sample_clients(num_clients: int, frac: float, seed: int, round_index: int) -> list[int]:
+    """m = max(C * K, 1) distinct clients for a round, reproducible from (seed, round)."""
+    m = max(int(round(frac * num_clients)), 1)
+    rng = np.random.default_rng([seed, round_index, 0xC11E])
+    return sorted(int(k) for k in rng.choice(num_clients, size=min(m, num_clients), replace=False))
+
+
+def client_update(model: nn.Module, global_state: Mapping[str, torch.Tensor], images: torch.Tensor,
+                  labels: torch.Tensor, config: ClientConfig, seed: int) -> tuple[State, float]:
+    """E epochs of minibatch SGD from the global weights; returns (new state, mean training loss).
+
+    `images` are already normalised float [n,1,28,28].
+
+    Raises:
+        ClientError: the client has no examples.
+    """
+    n = len(labels)
+    if n == 0:
+        raise ClientError("client has no examples")
+    model.load_state_dict(global_state)
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
+    anchor = [p.detach().clone() for p in model.parameters()] if config.mu > 0 else None
+    batch = n if not config.batch_size else min(config.batch_size, n)
+    generator = torch.Generator().manual_seed(seed)
+    loss_fn = nn.CrossEntropyLoss()
+    total, steps = 0.0, 0
+    for _ in range(config.epochs):
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, batch):
+            idx = order[start:start + batch]
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(images[idx]), labels[idx])
+            if anchor is not None:
+                prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
+                loss = loss + config.mu / 2 * prox
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach())
+            steps += 1
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}, total / steps
+
+
+def run_task(task: ClientTask, model: nn.Module, global_state: Mapping[str, torch.Tensor],
+             images_uint8: torch.Tensor, labels: torch.Tensor) -> ClientResult:
+    """One ClientUpdate on the task's slice of the raw training set (the same code in every executor)."""
+    started = time.perf_counter()
+    idx = torch.as_tensor(np.asarray(task.indices, dtype=np.int64))
+    if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= len(labels)):
+        raise ClientError(f"client {task.client_id}: indices outside the {len(labels)} training examples")
+    state, loss = client_update(model, global_state, normalize(images_uint8[idx]), labels[idx], task.config,
+                                task.seed)
+    return ClientResult(task.client_id, state, len(idx), loss, time.perf_counter() - started)
+
+
+def fedavg(updates: Iterable[Update | ClientResult | tuple[Mapping[str, torch.Tensor], int]]) -> State:
+    """w = sum_k n_k / n * w_k over the given updates (the server step of Algorithm 1).
+
+    Floating tensors are averaged in float64 and cast back; integer buffers are taken
+    from the first update.
+
+    Raises:
+        AggregationError: no updates, a non-positive weight, or states that disagree.
+    """
+    pairs = []
+    for u in updates:
+        state, n = (u[0], u[1]) if isinstance(u, tuple) else (u.state, u.num_examples)
+        pairs.append((state, int(n)))
+    if not pairs:
+        raise AggregationError("no client updates to average")
+    if any(n <= 0 for _, n in pairs):
+        raise AggregationError(f"every update needs num_examples > 0, got {[n for _, n in pairs]}")
+    total = sum(n for _, n in pairs)
+    first = pairs[0][0]
+    out: State = {}
+    for key, ref in first.items():
+        for state, _ in pairs[1:]:
+            if key not in state or state[key].shape != ref.shape:
+                raise AggregationError(f"updates disagree on {key!r}: shapes or keys differ")
+        if not torch.is_floating_point(ref):
+            out[key] = ref.clone()
+            continue
+        acc = torch.zeros(ref.shape, dtype=torch.float64)
+        for state, n in pairs:
+            acc += state[key].to(torch.float64) * (n / total)
+        out[key] = acc.to(ref.dtype)
+    return out
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, state: Mapping[str, torch.Tensor], images_uint8: torch.Tensor,
+             labels: torch.Tensor, batch_size: int = 1000) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of the weights on a labelled set."""
+    model.load_state_dict(state)
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    for start in range(0, len(labels), batch_size):
+        x = normalize(images_uint8[start:start + batch_size])
+        y = labels[start:start + batch_size]
+        logits = model(x)
+        loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(dim=1) == y).sum())
+    n = len(labels)
+    return loss_sum / n, correct / n
+
+
+def initial_state(model_name: str, seed: int) -> State:
+    """The round-0 global weights, a function of (model, seed) only."""
+    torch.manual_seed(seed)
+    return {k: v.detach().clone() for k, v in build_model(model_name).state_dict().items()}
+
+
+def state_distance(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:
+    """L2 distance between two states; 0.0 exactly when equal."""
+    return math.sqrt(sum(float(((a[k].double() - b[k].double()) ** 2).sum()) for k in a))
+
+
+def flatten(state: Mapping[str, torch.Tensor], keys: Sequence[str]) -> torch.Tensor:
+    return torch.cat([state[k].reshape(-1).to(torch.float32) for k in keys])
+
+
+def unflatten(flat: torch.Tensor, template: Mapping[str, torch.Tensor], keys: Sequence[str]) -> State:
+    out, offset = {}, 0
+    for k in keys:
+        ref = template[k]
+        n = ref.numel()
+        out[k] = flat[offset:offset + n].reshape(ref.shape).to(ref.dtype).clone()
+        offset += n
+    return out

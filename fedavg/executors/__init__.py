@@ -1,0 +1,25 @@
+"""Where ClientUpdates run: in this process, in a pool of worker processes, or as OpenWhisk actions.
+
+Every executor has `run_round(tasks, global_state) -> list[ClientResult | ClientFailure]`
+(one entry per task, in task order) and is a context manager; a client that fails comes
+back as a ClientFailure, never as an exception, so the round loop can leave it out.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, Sequence
+
+if TYPE_CHECKING:  # the CLI imports this package for EXECUTORS without paying for torch
+    from ..core import ClientFailure, ClientResult, ClientTask, State
+
+EXECUTORS = ("serial", "process", "openwhisk")
+
+
+class Executor(Protocol):
+    name: str
+
+    def run_round(self, tasks: Sequence[ClientTask], global_state: State) -> list[ClientResult | ClientFailure]:
+        ...
+
+    def close(self) -> None:
+        ...

@@ -1,0 +1,124 @@
+"""Each ClientUpdate as one invocation of the `fedavg/client` action; tensors travel through S3.
+
+OpenWhisk caps payloads at 1 MB, so invocations carry keys only: the global weights of
+round r are written once under `fedavg/<run>/round-<r>/global`, each client's examples
+once per run under `fedavg/<run>/data/client-<k>-<digest>`, and each client writes its
+update under `fedavg/<run>/round-<r>/update/client-<k>` (versioned by round, so a
+retried invocation overwrites the same key with the same bytes). The transport is an
+injected `invoke(name, params) -> dict` callable, so this module never imports the
+deployer and works with any OpenWhisk client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from mlcore.errors import MLCoreError
+from mlcore.storage import Storage
+
+from ..core import ClientFailure, ClientResult, ClientTask, State
+from ..errors import FedAvgError
+
+ACTION = "fedavg/client"
+Invoke = Callable[[str, dict], dict]
+
+
+def run_prefix(run_id: str) -> str:
+    return f"fedavg/{run_id}"
+
+
+class OpenWhiskExecutor:
+    name = "openwhisk"
+
+    def __init__(self, invoke: Invoke, storage: Storage, images_uint8: torch.Tensor, labels: torch.Tensor, *,
+                 run_id: str, storage_params: Mapping[str, str] | None = None, action: str = ACTION,
+                 concurrency: int = 4, threads_per_client: int = 1) -> None:
+        """storage_params: the `s3_*` parameters the action needs to reach the same bucket
+        (defaults to this Storage's settings; differ when the actions see S3 under another address)."""
+        if concurrency < 1:
+            raise FedAvgError(f"concurrency must be at least 1, got {concurrency}")
+        self.invoke = invoke
+        self.storage = storage
+        self.images = images_uint8
+        self.labels = labels
+        self.run_id = run_id
+        self.action = action
+        self.concurrency = concurrency
+        self.threads_per_client = threads_per_client
+        self.storage_params = dict(storage.config.as_params() if storage_params is None else storage_params)
+        self._uploaded: set[str] = set()
+
+    def _data_key(self, task: ClientTask) -> str:
+        indices = np.ascontiguousarray(task.indices, dtype=np.int64)
+        digest = hashlib.sha256(indices.tobytes()).hexdigest()[:16]
+        key = f"{run_prefix(self.run_id)}/data/client-{task.client_id:05d}-{digest}"
+        if key not in self._uploaded:
+            idx = torch.from_numpy(indices)
+            self.storage.put_state(key, {"images": self.images[idx].contiguous(),
+                                         "labels": self.labels[idx].contiguous()})
+            self._uploaded.add(key)
+        return key
+
+    def _params(self, task: ClientTask, global_key: str) -> dict:
+        c = task.config
+        return {
+            **self.storage_params,
+            "client_id": task.client_id,
+            "round": task.round_index,
+            "seed": task.seed,
+            "model": c.model,
+            "epochs": c.epochs,
+            "batch_size": c.batch_size or 0,
+            "lr": c.lr,
+            "mu": c.mu,
+            "threads": self.threads_per_client,
+            "global_key": global_key,
+            "data_key": self._data_key(task),
+            "update_key": f"{run_prefix(self.run_id)}/round-{task.round_index:05d}/update/client-{task.client_id:05d}",
+        }
+
+    def _one(self, task: ClientTask, params: dict) -> ClientResult | ClientFailure:
+        try:
+            answer = self.invoke(self.action, params)
+        except Exception as exc:  # noqa: BLE001 - the transport is injected; any error means no update
+            detail = getattr(exc, "result", None)
+            return ClientFailure(task.client_id, f"{type(exc).__name__}: {exc}" + (f" {detail}" if detail else ""))
+        if not isinstance(answer, dict) or "error" in answer or "update_key" not in answer:
+            return ClientFailure(task.client_id, f"action answered {answer!r}")
+        try:
+            state = self.storage.get_state(answer["update_key"])
+        except MLCoreError as exc:
+            return ClientFailure(task.client_id, f"reading {answer['update_key']}: {exc}")
+        return ClientResult(task.client_id, state, int(answer["num_examples"]), float(answer["train_loss"]),
+                            float(answer.get("duration_s", 0.0)))
+
+    def run_round(self, tasks: Sequence[ClientTask], global_state: State) -> list[ClientResult | ClientFailure]:
+        if not tasks:
+            return []
+        global_key = f"{run_prefix(self.run_id)}/round-{tasks[0].round_index:05d}/global"
+        self.storage.put_state(global_key, dict(global_state))
+        jobs, out = [], {}
+        for task in tasks:
+            try:
+                jobs.append((task, self._params(task, global_key)))
+            except (IndexError, MLCoreError) as exc:
+                out[task.client_id] = ClientFailure(task.client_id, f"uploading its data: {type(exc).__name__}: {exc}")
+        if jobs:
+            with ThreadPoolExecutor(min(self.concurrency, len(jobs))) as pool:
+                for task, result in zip((t for t, _ in jobs), pool.map(lambda j: self._one(*j), jobs)):
+                    out[task.client_id] = result
+        return [out[task.client_id] for task in tasks]
+
+    def close(self) -> None:
+        self._uploaded.clear()
+
+    def __enter__(self) -> "OpenWhiskExecutor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

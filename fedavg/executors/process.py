@@ -1,0 +1,212 @@
+"""ClientUpdates in a pool of worker processes sharing the data and the weights through shared memory.
+
+The training set is copied into shared memory once; each round the global weights are
+written once into a shared flat buffer and each worker writes its update into its own
+slot of a shared result buffer, so only small task descriptions travel through pipes
+(never a pickled model per client). Workers are spawned (not forked: OpenMP in a forked
+child can hang) and each sets its own torch thread count, so N workers times T threads
+can be matched to the cores.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from multiprocessing import shared_memory
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..core import ClientFailure, ClientResult, ClientTask, State, flatten, run_task, unflatten
+from ..errors import FedAvgError
+from ..models import build_model
+from .serial import CLIENT_ERRORS
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """Names and shapes of the shared blocks, small enough to send with every task."""
+
+    images: str
+    labels: str
+    num_examples: int
+    weights: str
+    results: str
+    num_params: int
+
+
+class _Block:
+    """A shared-memory block owned by the parent, viewed as a torch tensor."""
+
+    def __init__(self, num_bytes: int) -> None:
+        self.shm = shared_memory.SharedMemory(create=True, size=max(num_bytes, 1))
+
+    def tensor(self, dtype, shape) -> torch.Tensor:
+        return torch.from_numpy(np.ndarray(shape, dtype=dtype, buffer=self.shm.buf))
+
+    def close(self) -> None:
+        self.shm.close()
+        self.shm.unlink()
+
+
+# Worker side: attachments and models live for the worker's lifetime.
+_attached: dict[str, shared_memory.SharedMemory] = {}
+_models: dict[str, torch.nn.Module] = {}
+_barrier = None
+
+
+def _init_worker(num_threads: int, barrier) -> None:
+    global _barrier
+    torch.set_num_threads(num_threads)
+    torch.set_num_interop_threads(1)
+    # torch.optim's first optimizer imports torch._dynamo (seconds): pay it at start-up, not in round 1
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    _barrier = barrier
+
+
+def _ready(timeout_s: float) -> int:
+    """Returns once every worker runs one of these, so all of them have started."""
+    _barrier.wait(timeout_s)
+    return os.getpid()
+
+
+def _view(name: str, dtype, shape) -> torch.Tensor:
+    if name not in _attached:
+        _attached[name] = shared_memory.SharedMemory(name=name)
+    return torch.from_numpy(np.ndarray(shape, dtype=dtype, buffer=_attached[name].buf))
+
+
+def _worker_run(task: ClientTask, shared: _Shared, slot: int) -> tuple[int, float, float]:
+    model = _models.get(task.config.model)
+    if model is None:
+        model = _models[task.config.model] = build_model(task.config.model)
+    keys = list(model.state_dict())
+    images = _view(shared.images, np.uint8, (shared.num_examples, 28, 28))
+    labels = _view(shared.labels, np.int64, (shared.num_examples,))
+    flat = _view(shared.weights, np.float32, (shared.num_params,))
+    global_state = unflatten(flat, model.state_dict(), keys)
+    result = run_task(task, model, global_state, images, labels)
+    out = _view(shared.results, np.float32, (slot + 1, shared.num_params))
+    out[slot].copy_(flatten(result.state, keys))
+    return result.num_examples, result.train_loss, result.duration_s
+
+
+class ProcessExecutor:
+    name = "process"
+
+    def __init__(self, images_uint8: torch.Tensor, labels: torch.Tensor, workers: int = 2,
+                 threads_per_worker: int = 1) -> None:
+        if workers < 1 or threads_per_worker < 1:
+            raise FedAvgError(f"need at least 1 worker and 1 thread each, got {workers} x {threads_per_worker}")
+        self.workers = workers
+        self.threads_per_worker = threads_per_worker
+        n = len(labels)
+        self._images = _Block(n * 28 * 28)
+        self._labels = _Block(n * 8)
+        self._images.tensor(np.uint8, (n, 28, 28)).copy_(images_uint8.to(torch.uint8))
+        self._labels.tensor(np.int64, (n,)).copy_(labels.to(torch.int64))
+        self._num_examples = n
+        self._weights: _Block | None = None
+        self._results: _Block | None = None
+        self._num_params = 0
+        self._slots = 0
+        self._pool: ProcessPoolExecutor | None = None
+        self.startup_s: float | None = None
+
+    def _ensure_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            context = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker,
+                                             initargs=(self.threads_per_worker, context.Barrier(self.workers)))
+        return self._pool
+
+    def _ensure_buffers(self, num_params: int, slots: int) -> None:
+        if num_params != self._num_params or self._weights is None:
+            if self._weights is not None:
+                self._weights.close()
+            self._weights = _Block(num_params * 4)
+            self._num_params = num_params
+            self._slots = 0
+        if slots > self._slots:
+            if self._results is not None:
+                self._results.close()
+            self._results = _Block(slots * num_params * 4)
+            self._slots = slots
+
+    def run_round(self, tasks: Sequence[ClientTask], global_state: State) -> list[ClientResult | ClientFailure]:
+        if not tasks:
+            return []
+        keys = list(global_state)
+        if any(global_state[k].dtype != torch.float32 for k in keys):
+            raise FedAvgError("the process executor shares float32 weights only")
+        flat = flatten(global_state, keys)
+        self._ensure_buffers(flat.numel(), len(tasks))
+        self._weights.tensor(np.float32, (self._num_params,)).copy_(flat)
+        shared = _Shared(self._images.shm.name, self._labels.shm.name, self._num_examples,
+                         self._weights.shm.name, self._results.shm.name, self._num_params)
+        pool = self._ensure_pool()
+        futures = [pool.submit(_worker_run, task, shared, slot) for slot, task in enumerate(tasks)]
+        results_view = self._results.tensor(np.float32, (self._slots, self._num_params))
+        out: list[ClientResult | ClientFailure] = []
+        broken = False
+        for slot, (task, future) in enumerate(zip(tasks, futures)):
+            try:
+                num_examples, loss, duration_s = future.result()
+            except BrokenProcessPool as exc:
+                broken = True
+                out.append(ClientFailure(task.client_id, f"worker process died: {exc}"))
+                continue
+            except CLIENT_ERRORS as exc:
+                out.append(ClientFailure(task.client_id, f"{type(exc).__name__}: {exc}"))
+                continue
+            state = unflatten(results_view[slot], global_state, keys)
+            out.append(ClientResult(task.client_id, state, num_examples, loss, duration_s))
+        if broken:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        return out
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        for block in (self._images, self._labels, self._weights, self._results):
+            if block is not None:
+                block.close()
+        self._weights = self._results = None
+        self._images = self._labels = None
+
+    def start(self, startup_timeout_s: float = 300.0) -> float:
+        """Spawns the workers and waits until each has imported torch; returns the seconds it took.
+
+        Done up front so the first round's time measures training, not interpreter start-up.
+        """
+        started = time.perf_counter()
+        pool = self._ensure_pool()
+        try:
+            pids = {f.result() for f in [pool.submit(_ready, startup_timeout_s) for _ in range(self.workers)]}
+        except (BrokenProcessPool, threading.BrokenBarrierError) as exc:
+            raise FedAvgError(f"{self.workers} worker processes did not all start within {startup_timeout_s} s: "
+                              f"{exc}") from exc
+        if len(pids) != self.workers:
+            raise FedAvgError(f"expected {self.workers} distinct worker processes, got {len(pids)}")
+        self.startup_s = time.perf_counter() - started
+        return self.startup_s
+
+    def __enter__(self) -> "ProcessExecutor":
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+

@@ -1,0 +1,57 @@
+"""ClientUpdates one after another in this process: the reference every other executor must match."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from mlcore.errors import MLCoreError
+
+from ..core import ClientFailure, ClientResult, ClientTask, State, run_task
+from ..errors import FedAvgError
+from ..models import build_model
+
+# What a client's own computation can raise; anything else is a bug and should surface.
+CLIENT_ERRORS = (FedAvgError, MLCoreError, RuntimeError, ValueError, IndexError, OSError)
+
+
+class SerialExecutor:
+    name = "serial"
+
+    def __init__(self, images_uint8: torch.Tensor, labels: torch.Tensor, num_threads: int | None = None) -> None:
+        """num_threads, when given, is what torch uses while a round runs (restored afterwards)."""
+        self.images = images_uint8
+        self.labels = labels
+        self.num_threads = num_threads
+        self._models: dict[str, torch.nn.Module] = {}
+
+    def _model(self, name: str) -> torch.nn.Module:
+        if name not in self._models:
+            self._models[name] = build_model(name)
+        return self._models[name]
+
+    def run_round(self, tasks: Sequence[ClientTask], global_state: State) -> list[ClientResult | ClientFailure]:
+        before = torch.get_num_threads()
+        if self.num_threads:
+            torch.set_num_threads(self.num_threads)
+        try:
+            out: list[ClientResult | ClientFailure] = []
+            for task in tasks:
+                try:
+                    out.append(run_task(task, self._model(task.config.model), global_state, self.images,
+                                        self.labels))
+                except CLIENT_ERRORS as exc:
+                    out.append(ClientFailure(task.client_id, f"{type(exc).__name__}: {exc}"))
+            return out
+        finally:
+            torch.set_num_threads(before)
+
+    def close(self) -> None:
+        self._models.clear()
+
+    def __enter__(self) -> "SerialExecutor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,219 @@
+"""The FedAvg round loop: sample clients, run their updates on an executor, average, evaluate, checkpoint.
+
+Every random choice is a function of (seed, round, client), so a run is reproducible end
+to end, any executor gives the same weights, and a resumed run equals an uninterrupted
+one. A client that fails is left out and the average re-weighted over the others; the
+failure is recorded in the round's entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import partition as partitions
+from .core import (ClientConfig, ClientFailure, ClientResult, ClientTask, client_seed, evaluate, fedavg,
+                   initial_state, sample_clients)
+from .errors import CheckpointError, FedAvgError
+from .models import build_model
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that decides a run's numbers (not where it runs)."""
+
+    model: str = "cnn"
+    clients: int = 100
+    frac: float = 0.1
+    epochs: int = 5
+    batch_size: int | None = 10
+    lr: float = 0.05
+    mu: float = 0.0
+    partition: str = "iid"
+    alpha: float = 0.5
+    shards_per_client: int = 2
+    rounds: int = 50
+    target: float | None = None
+    seed: int = 0
+    train_limit: int | None = None
+    test_limit: int | None = None
+
+    def client_config(self) -> ClientConfig:
+        return ClientConfig(self.model, self.epochs, self.batch_size, self.lr, self.mu)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def identity(self) -> dict:
+        """The fields a resumed run must share with its checkpoint (rounds and target may grow)."""
+        d = self.as_dict()
+        d.pop("rounds")
+        d.pop("target")
+        return d
+
+    def run_id(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True).encode()
+        return f"{self.model}-{self.partition}-k{self.clients}-{hashlib.sha256(blob).hexdigest()[:10]}"
+
+
+@dataclass
+class Data:
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+
+
+def load_data(train_limit: int | None = None, test_limit: int | None = None, root: Path | None = None) -> Data:
+    """Real MNIST as uint8 images and int64 labels; the limits take the first examples of each split."""
+    from mlcore.mnist import load_mnist
+
+    tx, ty = load_mnist(True, root)
+    sx, sy = load_mnist(False, root)
+    return Data(tx[:train_limit], ty[:train_limit], sx[:test_limit], sy[:test_limit])
+
+
+def _save(directory: Path, state: dict, report: dict) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / (CHECKPOINT + ".tmp")
+    torch.save({"state": state, "report": json.dumps(report)}, tmp)
+    os.replace(tmp, directory / CHECKPOINT)
+
+
+def load_checkpoint(directory: Path) -> tuple[dict, dict]:
+    """(global state, report so far) from a run's checkpoint directory.
+
+    Raises:
+        CheckpointError: nothing there, or the file cannot be read.
+    """
+    path = Path(directory) / CHECKPOINT
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}; run without --resume first")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        return blob["state"], json.loads(blob["report"])
+    except (OSError, RuntimeError, KeyError, ValueError) as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+
+
+def _round_record(round_index: int, outcomes: list, loss_acc: tuple[float, float], round_s: float,
+                  eval_s: float) -> dict:
+    done = [o for o in outcomes if isinstance(o, ClientResult)]
+    failed = [o for o in outcomes if isinstance(o, ClientFailure)]
+    n = sum(r.num_examples for r in done)
+    return {
+        "round": round_index,
+        "clients": [o.client_id for o in outcomes],
+        "failed": [{"client": f.client_id, "error": f.error} for f in failed],
+        "num_examples": n,
+        "train_loss": sum(r.train_loss * r.num_examples for r in done) / n if n else None,
+        "test_loss": loss_acc[0],
+        "test_acc": loss_acc[1],
+        "round_s": round_s,
+        "eval_s": eval_s,
+        "client_s": [r.duration_s for r in done],
+    }
+
+
+def summarize(report: dict) -> dict:
+    """Adds rounds-to-target, best and final accuracy and time per round to a report."""
+    rounds = report["rounds"]
+    target = report["config"].get("target")
+    reached = next((r["round"] for r in rounds if target is not None and r["test_acc"] >= target), None)
+    times = [r["round_s"] for r in rounds]
+    report.update(
+        rounds_done=len(rounds),
+        rounds_to_target=reached,
+        final_acc=rounds[-1]["test_acc"] if rounds else None,
+        best_acc=max((r["test_acc"] for r in rounds), default=None),
+        mean_round_s=sum(times) / len(times) if times else None,
+        failed_clients=sum(len(r["failed"]) for r in rounds),
+    )
+    return report
+
+
+def run(config: RunConfig, executor, data: Data, *, checkpoint_dir: Path | None = None, resume: bool = False,
+        parts: list[np.ndarray] | None = None, stop_at_target: bool = True, max_idle_rounds: int = 3,
+        on_round: Callable[[dict], None] | None = None) -> tuple[dict, dict]:
+    """Runs rounds 1..config.rounds (or continues a checkpointed run); returns (report, final weights).
+
+    `parts` replaces the configured partition (tests, custom splits); it must have
+    config.clients entries. A round where every client fails keeps the weights; after
+    max_idle_rounds such rounds in a row the cause is systemic (a broken executor), so
+    the run stops with FedAvgError instead of burning its budget.
+
+    Raises:
+        CheckpointError: resume was asked but the checkpoint is missing or from another run.
+        FedAvgError: impossible settings.
+    """
+    if not 0 < config.frac <= 1:
+        raise FedAvgError(f"client fraction must be in (0, 1], got {config.frac}")
+    if config.epochs < 1 or config.rounds < 0:
+        raise FedAvgError(f"epochs must be >= 1 and rounds >= 0, got {config.epochs} and {config.rounds}")
+    labels = data.train_labels.numpy()
+    if parts is None:
+        parts = partitions.make_partition(config.partition, labels, config.clients, config.seed,
+                                          alpha=config.alpha, shards_per_client=config.shards_per_client)
+    if len(parts) != config.clients:
+        raise FedAvgError(f"partition has {len(parts)} clients, config says {config.clients}")
+    report = {"config": config.as_dict(), "executor": executor.name, "run_id": config.run_id(),
+              "partition": partitions.summary(parts, labels), "rounds": []}
+    state = initial_state(config.model, config.seed)
+    if resume:
+        state, saved = load_checkpoint(checkpoint_dir)
+        saved_identity = {k: v for k, v in saved["config"].items() if k not in ("rounds", "target")}
+        if saved_identity != config.identity():
+            raise CheckpointError(f"checkpoint in {checkpoint_dir} is from another configuration: {saved_identity}")
+        report["rounds"] = saved["rounds"]
+    model = build_model(config.model)
+    client_config = config.client_config()
+    idle_rounds = 0
+    for round_index in range(len(report["rounds"]) + 1, config.rounds + 1):
+        if stop_at_target and summarize(report)["rounds_to_target"] is not None:
+            break
+        started = time.perf_counter()
+        chosen = sample_clients(config.clients, config.frac, config.seed, round_index)
+        tasks = [ClientTask(k, round_index, client_seed(config.seed, round_index, k), parts[k], client_config)
+                 for k in chosen]
+        outcomes = sorted(executor.run_round(tasks, state), key=lambda o: o.client_id)
+        done = [o for o in outcomes if isinstance(o, ClientResult)]
+        if done:
+            state = fedavg(done)
+            idle_rounds = 0
+        else:
+            idle_rounds += 1
+        round_s = time.perf_counter() - started
+        started = time.perf_counter()
+        loss_acc = evaluate(model, state, data.test_images, data.test_labels)
+        record = _round_record(round_index, outcomes, loss_acc, round_s, time.perf_counter() - started)
+        report["rounds"].append(record)
+        if checkpoint_dir is not None:
+            _save(Path(checkpoint_dir), state, report)
+        if on_round is not None:
+            on_round(record)
+        if idle_rounds >= max_idle_rounds:
+            raise FedAvgError(f"no client returned an update in {idle_rounds} rounds in a row (last round "
+                              f"{round_index}, e.g. client {outcomes[0].client_id}: {outcomes[0].error}); "
+                              f"the checkpoint keeps the rounds before, fix the cause and --resume")
+    report["final_state_sha256"] = state_digest(state)
+    return summarize(report), state
+
+
+def state_digest(state: dict) -> str:
+    """A short fingerprint of weights, to compare executors and resumed runs in reports."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        h.update(key.encode())
+        h.update(state[key].detach().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]

@@ -1,0 +1,38 @@
+"""The client-count study: the same FedAvg settings over several K and partitions, one curve each."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+from .run import Data, RunConfig, run
+
+
+def sweep(base: RunConfig, clients: Sequence[int], partitions: Sequence[str], make_executor: Callable,
+          data: Data, on_round: Callable[[str, dict], None] | None = None) -> dict:
+    """Runs every (partition, K) pair with `base`'s other settings; returns a table and the curves.
+
+    make_executor() gives a fresh executor context per setting.
+    """
+    results = []
+    for kind in partitions:
+        for k in clients:
+            config = dataclasses.replace(base, clients=k, partition=kind)
+            label = f"{kind} K={k}"
+            with make_executor() as executor:
+                report, _ = run(config, executor, data, stop_at_target=False,
+                                on_round=(lambda r, label=label: on_round(label, r)) if on_round else None)
+            results.append({
+                "label": label,
+                "partition": kind,
+                "clients": k,
+                "clients_per_round": max(int(round(base.frac * k)), 1),
+                "rounds_to_target": report["rounds_to_target"],
+                "final_acc": report["final_acc"],
+                "best_acc": report["best_acc"],
+                "mean_round_s": report["mean_round_s"],
+                "failed_clients": report["failed_clients"],
+                "accuracy": [r["test_acc"] for r in report["rounds"]],
+                "test_loss": [r["test_loss"] for r in report["rounds"]],
+            })
+    return {"config": base.as_dict(), "settings": results}

@@ -1,0 +1,59 @@
+"""FedAvg rounds whose clients are `fedavg/client` activations on the real local platform."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deployer.manifest import deploy
+from fedavg.executors.openwhisk import OpenWhiskExecutor
+from fedavg.executors.serial import SerialExecutor
+from fedavg.run import RunConfig, run
+from mlcore.storage import Storage
+
+MANIFEST = Path(__file__).resolve().parents[2] / "manifests" / "fedavg.yaml"
+CONFIG = RunConfig(model="2nn", clients=4, frac=0.5, epochs=1, batch_size=10, lr=0.05, partition="shards", rounds=2,
+                   seed=5)
+
+
+@pytest.fixture(scope="module")
+def deployed(platform):
+    names = deploy(platform.client, MANIFEST, env=platform.storage_env)
+    assert "fedavg/client" in names
+    return platform
+
+
+def make_executor(platform, data, run_id):
+    def invoke(name, params):
+        return platform.client.invoke(name, params, blocking=True, result=True, timeout_s=300)
+
+    return OpenWhiskExecutor(invoke, Storage(platform.storage_config), data.train_images, data.train_labels,
+                             run_id=run_id, concurrency=2)
+
+
+def test_openwhisk_executor_gives_the_serial_weights(deployed, small_mnist):
+    with SerialExecutor(small_mnist.train_images, small_mnist.train_labels, num_threads=1) as executor:
+        expected, _ = run(CONFIG, executor, small_mnist)
+    with make_executor(deployed, small_mnist, "test-same-weights") as executor:
+        got, _ = run(CONFIG, executor, small_mnist)
+    assert got["failed_clients"] == 0, got["rounds"]
+    assert got["final_state_sha256"] == expected["final_state_sha256"]
+    storage = Storage(deployed.storage_config)
+    assert storage.exists("fedavg/test-same-weights/round-00002/global")
+    client = got["rounds"][1]["clients"][0]
+    assert storage.exists(f"fedavg/test-same-weights/round-00002/update/client-{client:05d}")
+
+
+def test_a_client_whose_activation_fails_is_left_out(deployed, small_mnist):
+    config = dataclasses.replace(CONFIG, frac=1.0, rounds=1)
+    parts = [np.arange(k * 100, (k + 1) * 100, dtype=np.int64) for k in range(4)]
+    parts[1] = np.array([], dtype=np.int64)
+    with make_executor(deployed, small_mnist, "test-failing") as executor:
+        report, _ = run(config, executor, small_mnist, parts=parts)
+    record = report["rounds"][0]
+    assert [f["client"] for f in record["failed"]] == [1]
+    assert "no examples" in record["failed"][0]["error"]
+    assert record["num_examples"] == 300

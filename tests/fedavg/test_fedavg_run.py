@@ -1,0 +1,127 @@
+"""The round loop on a small real MNIST slice: learning, executors agreeing, resume, failing clients."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from fedavg.core import ClientConfig, ClientFailure, ClientResult, ClientTask, client_seed, fedavg, initial_state
+from fedavg.errors import CheckpointError, FedAvgError
+from fedavg.executors.process import ProcessExecutor
+from fedavg.executors.serial import SerialExecutor
+from fedavg.partition import make_partition
+from fedavg.run import RunConfig, load_checkpoint, run
+
+SMALL = RunConfig(model="2nn", clients=8, frac=0.5, epochs=1, batch_size=10, lr=0.05, partition="iid", rounds=3,
+                  seed=11)
+
+
+@pytest.fixture(scope="module")
+def process_executor(small_mnist):
+    """One pool for the module: spawning workers (each importing torch) is the slow part."""
+    with ProcessExecutor(small_mnist.train_images, small_mnist.train_labels, workers=2,
+                         threads_per_worker=1) as executor:
+        yield executor
+
+
+def serial(data):
+    return SerialExecutor(data.train_images, data.train_labels, num_threads=1)
+
+
+def test_a_few_rounds_raise_accuracy_well_above_chance(small_mnist):
+    with serial(small_mnist) as executor:
+        report, _ = run(dataclasses.replace(SMALL, epochs=2, lr=0.1, rounds=4), executor, small_mnist)
+    accs = [r["test_acc"] for r in report["rounds"]]
+    assert len(accs) == 4
+    assert accs[-1] > 0.7, accs
+    assert report["failed_clients"] == 0
+    assert all(len(r["clients"]) == 4 for r in report["rounds"])
+
+
+def test_same_seed_same_weights_other_seed_other_weights(small_mnist):
+    with serial(small_mnist) as executor:
+        a, _ = run(dataclasses.replace(SMALL, rounds=2), executor, small_mnist)
+        b, _ = run(dataclasses.replace(SMALL, rounds=2), executor, small_mnist)
+        c, _ = run(dataclasses.replace(SMALL, rounds=2, seed=12), executor, small_mnist)
+    assert a["final_state_sha256"] == b["final_state_sha256"] != c["final_state_sha256"]
+
+
+def test_serial_and_process_executors_give_identical_weights(small_mnist, process_executor):
+    config = dataclasses.replace(SMALL, partition="shards", rounds=2)
+    with serial(small_mnist) as executor:
+        expected, expected_state = run(config, executor, small_mnist)
+    got, got_state = run(config, process_executor, small_mnist)
+    assert got["final_state_sha256"] == expected["final_state_sha256"]
+    assert all((got_state[k] == expected_state[k]).all() for k in expected_state)
+    assert [r["test_acc"] for r in got["rounds"]] == [r["test_acc"] for r in expected["rounds"]]
+
+
+def test_resume_equals_an_uninterrupted_run(small_mnist, tmp_path):
+    config = dataclasses.replace(SMALL, rounds=4)
+    with serial(small_mnist) as executor:
+        whole, _ = run(config, executor, small_mnist, checkpoint_dir=tmp_path / "whole")
+        run(dataclasses.replace(config, rounds=2), executor, small_mnist, checkpoint_dir=tmp_path / "split")
+        _, saved = load_checkpoint(tmp_path / "split")
+        assert len(saved["rounds"]) == 2
+        resumed, _ = run(config, executor, small_mnist, checkpoint_dir=tmp_path / "split", resume=True)
+    assert resumed["final_state_sha256"] == whole["final_state_sha256"]
+    assert [r["test_acc"] for r in resumed["rounds"]] == [r["test_acc"] for r in whole["rounds"]]
+
+
+def test_resume_refuses_another_configuration_or_a_missing_checkpoint(small_mnist, tmp_path):
+    with serial(small_mnist) as executor:
+        run(dataclasses.replace(SMALL, rounds=1), executor, small_mnist, checkpoint_dir=tmp_path)
+        with pytest.raises(CheckpointError, match="another configuration"):
+            run(dataclasses.replace(SMALL, lr=0.2), executor, small_mnist, checkpoint_dir=tmp_path, resume=True)
+        with pytest.raises(CheckpointError, match="no checkpoint"):
+            run(SMALL, executor, small_mnist, checkpoint_dir=tmp_path / "nothing", resume=True)
+
+
+@pytest.mark.parametrize("executor_kind", ["serial", "process"])
+def test_a_failing_client_is_left_out_and_the_average_reweighted(small_mnist, executor_kind, request):
+    # Prepare: every client takes part (C = 1); client 2 has no examples, so its update fails
+    config = dataclasses.replace(SMALL, clients=4, frac=1.0, rounds=1)
+    parts = make_partition("iid", small_mnist.train_labels.numpy(), 4, seed=0)
+    parts[2] = np.array([], dtype=np.int64)
+    if executor_kind == "serial":
+        executor = serial(small_mnist)
+    else:
+        executor = request.getfixturevalue("process_executor")
+    # Execute
+    report, state = run(config, executor, small_mnist, parts=parts)
+    # Assert: recorded, and the average is over the three others, weighted by their sizes
+    record = report["rounds"][0]
+    assert [f["client"] for f in record["failed"]] == [2]
+    assert "no examples" in record["failed"][0]["error"]
+    assert record["num_examples"] == sum(len(parts[k]) for k in (0, 1, 3))
+    start = initial_state(config.model, config.seed)
+    with serial(small_mnist) as reference:
+        tasks = [ClientTask(k, 1, client_seed(config.seed, 1, k), parts[k], config.client_config()) for k in (0, 1, 3)]
+        updates = reference.run_round(tasks, start)
+    assert all(isinstance(u, ClientResult) for u in updates)
+    expected = fedavg(updates)
+    assert all(np.array_equal(state[k].numpy(), expected[k].numpy()) for k in expected)
+
+
+def test_a_round_where_every_client_fails_keeps_the_weights(small_mnist):
+    config = dataclasses.replace(SMALL, clients=2, frac=1.0, rounds=1)
+    parts = [np.array([], dtype=np.int64), np.array([], dtype=np.int64)]
+    with serial(small_mnist) as executor:
+        report, state = run(config, executor, small_mnist, parts=parts)
+        outcome = executor.run_round([ClientTask(0, 1, 0, parts[0], ClientConfig("2nn"))], state)
+    assert isinstance(outcome[0], ClientFailure)
+    start = initial_state(config.model, config.seed)
+    assert all((state[k] == start[k]).all() for k in start)
+    assert len(report["rounds"][0]["failed"]) == 2
+
+
+def test_rounds_where_every_client_fails_stop_the_run_with_the_cause(small_mnist, tmp_path):
+    config = dataclasses.replace(SMALL, clients=2, frac=1.0, rounds=10)
+    parts = [np.array([], dtype=np.int64), np.array([], dtype=np.int64)]
+    with serial(small_mnist) as executor:
+        with pytest.raises(FedAvgError, match="no client returned an update in 2 rounds.*no examples"):
+            run(config, executor, small_mnist, parts=parts, max_idle_rounds=2, checkpoint_dir=tmp_path)
+    _, saved = load_checkpoint(tmp_path)
+    assert len(saved["rounds"]) == 2
