@@ -135,6 +135,7 @@ def worker_step(storage, config: JobConfig, step: int, worker: int) -> dict:
             update = parameters_to_vector(p.grad for p in model.parameters()).detach()
         else:
             optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                        nesterov=config.nesterov and config.momentum > 0,
                                         weight_decay=config.weight_decay)
             for k in range(config.local_steps):
                 for group in optimizer.param_groups:
@@ -157,7 +158,8 @@ def _sync_apply(config: JobConfig, vector: torch.Tensor, mean_grad: torch.Tensor
     """One torch SGD step on the averaged gradient, so the PS is exactly a single-process step."""
     model = model_from_vector(vector.clone())
     params = list(model.parameters())
-    optimizer = torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    optimizer = torch.optim.SGD(params, lr=lr, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0,
+                                weight_decay=config.weight_decay)
     if opt_state is not None:
         optimizer.load_state_dict(opt_state)
     for group in optimizer.param_groups:

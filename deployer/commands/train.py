@@ -125,7 +125,7 @@ def run_job(obj, settings: dict, driver: str = "action", resume_job: str | None 
 @click.option("--mode", type=click.Choice(MODES), default="sync", show_default=True,
               help="sync: average gradients every step; local: K local steps, then average models.")
 @click.option("--local-steps", type=int, default=None, help="K for --mode local  [default: 4]")
-@click.option("--lr", type=float, default=0.05, show_default=True)
+@click.option("--lr", type=float, default=0.1, show_default=True, help="Peak learning rate (warm-up, then cosine).")
 @click.option("--compress", type=click.Choice(("none", "fp16")), default="none", show_default=True)
 @click.option("--quorum", type=int, default=0, help="Apply a step once this many workers delivered (0 = all).")
 @click.option("--straggler-wait-s", type=float, default=1.0, show_default=True,

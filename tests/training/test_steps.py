@@ -59,7 +59,8 @@ def test_two_sync_steps_equal_single_process_sgd_on_the_same_batches(job_storage
     config = small_config(weight_decay=5e-4, momentum=0.9)
     create_job(job_storage, config)
     reference = model_from_vector(model_at(job_storage, config, 0).clone())
-    optimizer = torch.optim.SGD(reference.parameters(), lr=config.lr, momentum=0.9, weight_decay=5e-4)
+    optimizer = torch.optim.SGD(reference.parameters(), lr=config.lr, momentum=0.9, weight_decay=5e-4,
+                                nesterov=config.nesterov)
     images, labels = dist_data.load("s3", job_storage, train=True)
     # Execute
     for step in range(2):
