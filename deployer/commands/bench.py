@@ -47,11 +47,14 @@ def bench_platform(obj, json_path, concurrency: str, requests_per_worker: int, c
         raise click.BadParameter("--concurrency needs positive integers")
     report = bp.run(levels, requests_per_worker, cold_runs, apihost=obj.apihost, auth=obj.auth,
                     progress=lambda m: click.echo(f"... {m}", err=True))
-    rows = [("in-process call", 1, report["direct_call"]["p50_ms"], report["direct_call"]["p99_ms"], "")]
-    rows.append(("proxy over HTTP", 1, report["proxy_direct"]["p50_ms"], report["proxy_direct"]["p99_ms"], ""))
+    def ms(r: dict) -> tuple[str, str]:
+        return f"{r['p50_ms']:.4g}", f"{r['p99_ms']:.4g}"
+
+    rows = [("in-process call", 1, *ms(report["direct_call"]), "")]
+    rows.append(("proxy over HTTP", 1, *ms(report["proxy_direct"]), ""))
     for level, r in report["warm"].items():
-        rows.append(("platform warm", level, r["p50_ms"], r["p99_ms"], r["throughput_rps"]))
-    rows.append(("platform cold", 1, report["cold_start"]["p50_ms"], report["cold_start"]["p99_ms"], ""))
+        rows.append(("platform warm", level, *ms(r), r["throughput_rps"]))
+    rows.append(("platform cold", 1, *ms(report["cold_start"]), ""))
     table(["path", "concurrency", "p50 ms", "p99 ms", "req/s"], rows, title="bench platform")
     click.echo(f"ratios: {report['ratios']}")
     write_report(json_path, report)
