@@ -188,7 +188,7 @@ def model_machines(run: dict, targets: list[float]) -> dict:
 @click.command("train")
 @click.option("--workers", "workers_list", default="1,2,4,8", show_default=True)
 @click.option("--modes", default="sync,local", show_default=True)
-@click.option("--epochs", default=5, show_default=True)
+@click.option("--epochs", default=8, show_default=True)
 @click.option("--batch-size", default=128, show_default=True)
 @click.option("--local-steps", default=4, show_default=True)
 @click.option("--targets", default="0.98,0.99", show_default=True)
