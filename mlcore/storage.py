@@ -195,3 +195,14 @@ class Storage:
 
 def storage_from_params(params: Mapping[str, Any]) -> Storage:
     return Storage(StorageConfig.from_params(params))
+
+
+_warm_storages: dict[StorageConfig, Storage] = {}
+
+
+def warm_storage(params: Mapping[str, Any]) -> Storage:
+    """One boto3 client per settings per warm container: making one costs more than a step's S3 traffic."""
+    config = StorageConfig.from_params(params)
+    if config not in _warm_storages:
+        _warm_storages[config] = Storage(config)
+    return _warm_storages[config]

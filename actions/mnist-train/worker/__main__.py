@@ -8,19 +8,10 @@ import torch
 
 from mlcore.dist_steps import load_config, worker_step
 from mlcore.errors import MLCoreError
-from mlcore.storage import Storage, StorageConfig
+from mlcore.storage import warm_storage
 
 torch.set_num_threads(1)
 _configs = {}
-_storages = {}
-
-
-def _storage(args: dict) -> Storage:
-    """One boto3 client per warm container: making one costs more than a step's S3 traffic."""
-    config = StorageConfig.from_params(args)
-    if config not in _storages:
-        _storages[config] = Storage(config)
-    return _storages[config]
 
 
 def main(args: dict) -> dict:
@@ -29,7 +20,7 @@ def main(args: dict) -> dict:
     except (KeyError, TypeError, ValueError) as exc:
         return {"error": f"give job (name), step (int) and worker (int); {exc.__class__.__name__}: {exc}"}
     try:
-        storage = _storage(args)
+        storage = warm_storage(args)
         if job not in _configs:
             _configs[job] = load_config(storage, job)
         return worker_step(storage, _configs[job], step, worker)
