@@ -236,7 +236,8 @@ def bench_train_command(obj, workers_list, modes, epochs, batch_size, local_step
             events = read_metrics(storage, summary["job"])
             steps = [e for e in events if e.get("event") == "step"]
             run = {"mode": mode, "workers": n, "job": summary["job"], "final_accuracy": summary["final_accuracy"],
-                   "elapsed_s": summary["elapsed_s"], "time_to_accuracy_s": summary["time_to_accuracy_s"],
+                   "elapsed_s": summary["elapsed_s"],
+                   "time_to_accuracy_s": {str(t): training.time_to_accuracy(events, t) for t in goal},
                    "communication_fraction": summary["communication_fraction"], "step_mean": summary["step_mean"],
                    "gb_s": summary["gb_s"], "steps_detail": steps,
                    "steps_to": {str(t): next((e["step"] for e in events if e.get("event") == "eval"
