@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
 
 from deployer.local.s3 import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, EmbeddedS3
 from mlcore import mnist
+from mlcore.model import state_from_bytes, state_to_bytes
 from mlcore.storage import Storage, StorageConfig
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -81,3 +83,42 @@ def platform(tmp_path_factory):
     finally:
         handle.client.close()
         owner.stop()
+
+
+# Trained LeNet-5 models shared by the action and web tests: trained once per configuration and
+# kept in pytest's cache directory, since training is the slow part on 2 cores.
+SMALL = {"epochs": 1, "batch_size": 64, "lr": 0.1, "seed": 0, "train_limit": 10_000, "test_limit": 1_000}
+FULL = {"epochs": 2, "batch_size": 128, "lr": 0.1, "seed": 0}
+
+
+def cached_model(request, mnist_root, config: dict) -> tuple[dict, dict]:
+    """(state, metrics) for `config`, trained now unless pytest's cache holds it."""
+    import torch
+
+    from mlcore.train import train_lenet5
+
+    folder = request.config.cache.mkdir("lenet5")
+    name = "-".join(f"{k}{v}" for k, v in sorted(config.items()))
+    blob_path, meta_path = folder / f"{name}.pt", folder / f"{name}.json"
+    if blob_path.is_file() and meta_path.is_file():
+        return state_from_bytes(blob_path.read_bytes()), json.loads(meta_path.read_text())
+    threads = torch.get_num_threads()
+    try:
+        result = train_lenet5(**config, threads=2, root=mnist_root)
+    finally:
+        torch.set_num_threads(threads)
+    blob_path.write_bytes(state_to_bytes(result.state))
+    meta_path.write_text(json.dumps(result.metrics()))
+    return result.state, result.metrics()
+
+
+@pytest.fixture(scope="session")
+def lenet5_small(request, mnist_root):
+    """One epoch on 10,000 real training images: about 95% on the first 1,000 test images."""
+    return cached_model(request, mnist_root, SMALL)
+
+
+@pytest.fixture(scope="session")
+def lenet5_full(request, mnist_root):
+    """Two epochs on all 60,000 training images: about 98.8% on the 10,000 test images."""
+    return cached_model(request, mnist_root, FULL)
