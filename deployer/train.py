@@ -206,7 +206,9 @@ def report(client, storage: Storage, job: str, targets=(0.98, 0.99)) -> dict:
         "left_out": [{"step": s["step"], "workers": s["left_out"]} for s in steps if s.get("left_out")],
         "retries": sum(s.get("retries", 0) for s in steps),
         "coordinator_runs": len(starts),
-        "gb_s": {"workers_and_ps": round(sum(s.get("gb_s", 0.0) for s in steps), 3),
+        "gb_s": {"workers_and_ps": round(sum(e.get("gb_s", 0.0) for e in events
+                                             if e.get("event") in ("step", "late")), 3),
+                 "late_stragglers": round(sum(e.get("gb_s", 0.0) for e in events if e.get("event") == "late"), 3),
                  "coordinator": round(coordinator_gb_s(client, events), 3)},
         "model_key": JobLayout(job).final,
     }

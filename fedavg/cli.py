@@ -24,10 +24,29 @@ MODEL_NAMES = ("cnn", "2nn", "lenet5")
 MANIFEST = Path(__file__).resolve().parent.parent / "manifests" / "fedavg.yaml"
 
 
-def default_checkpoint_dir(run_id: str) -> Path:
+def checkpoint_root() -> Path:
     """Per user, beside the MNIST data, so runs resume from any working directory."""
     base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "deployer" / "fedavg" / run_id
+    return Path(base) / "deployer" / "fedavg"
+
+
+def default_checkpoint_dir(run_id: str) -> Path:
+    return checkpoint_root() / run_id
+
+
+def _study_options(f):
+    """Where sweeps and benches keep one checkpoint per setting, so a stopped study continues."""
+    f = click.option("--fresh", is_flag=True,
+                     help="Start every setting from round 0 and keep no checkpoints.")(f)
+    return click.option("--checkpoint-root", type=click.Path(file_okay=False), default=None,
+                        help="One checkpoint per setting here; a setting with one continues it "
+                             "[default: ~/.local/share/deployer/fedavg].")(f)
+
+
+def _study_root(checkpoint_root_option: str | None, fresh: bool) -> Path | None:
+    if fresh:
+        return None
+    return Path(checkpoint_root_option) if checkpoint_root_option else checkpoint_root()
 
 
 def _fail(exc: Exception) -> click.ClickException:
@@ -44,11 +63,12 @@ def _ints(text: str, name: str) -> list[int]:
     return values
 
 
-def _write_json(path: str | None, report: dict) -> None:
+def _write_json(path: str | None, report: dict, quiet: bool = False) -> None:
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(report, indent=2) + "\n")
-        click.echo(f"wrote {path}", err=True)
+        if not quiet:
+            click.echo(f"wrote {path}", err=True)
 
 
 def _set_threads(threads: int) -> None:
@@ -236,9 +256,10 @@ def run_command(obj, executor_name, workers, threads, concurrency, checkpoint_di
               help="Comma-separated partitions.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Accuracy vs round PNG.")
+@_study_options
 @click.pass_obj
 def sweep_command(obj, executor_name, workers, threads, concurrency, clients_list, partition_list, json_path,
-                  plot_path, **options) -> None:
+                  plot_path, checkpoint_root, fresh, **options) -> None:
     """The effect of the number of clients (and of non-IID data) on accuracy per round."""
     from . import run as runner
     from .plot import plot_curves
@@ -256,7 +277,9 @@ def sweep_command(obj, executor_name, workers, threads, concurrency, clients_lis
         factory = executor_factory(executor_name, data, workers=workers, threads=threads, concurrency=concurrency,
                                    obj=obj, run_id=f"sweep-{base.run_id()}")
         with _progress(base.rounds, "sweep") as advance:
-            report = sweep(base, ks, kinds, factory, data, on_round=advance)
+            report = sweep(base, ks, kinds, factory, data, on_round=advance,
+                           checkpoint_root=_study_root(checkpoint_root, fresh),
+                           on_setting=lambda partial: _write_json(json_path, partial, quiet=True))
     except FedAvgError as exc:
         raise _fail(exc) from exc
     _print_table(["setting", "m/round", "final acc", "best acc", "rounds to target", "s/round"],
@@ -324,7 +347,8 @@ def _print_table(headers, rows, title) -> None:
 @click.command("fedavg")
 @click.option("--executors", default="serial,process,openwhisk", show_default=True,
               help="Executors to time side by side.")
-@click.option("--timing-rounds", default=3, show_default=True, help="Rounds per executor for timing.")
+@click.option("--timing-rounds", default=3, show_default=True,
+              help="Rounds per executor for timing; 0 skips the timing.")
 @click.option("--timing-epochs", default=1, show_default=True, help="E for the timing runs.")
 @click.option("--max-rounds", default=50, show_default=True, help="Round budget for each rounds-to-target run.")
 @click.option("--partitions", default="iid,shards", show_default=True)
@@ -337,10 +361,14 @@ def _print_table(headers, rows, title) -> None:
 @click.option("--concurrency", default=2, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--skip-target", is_flag=True, help="Only time the executors.")
+@click.option("--train-limit", type=int, default=None, help="First N training images (quick checks only).")
+@click.option("--test-limit", type=int, default=None, help="First N test images (quick checks only).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
+@_study_options
 @click.pass_obj
 def bench_command(obj, executors, timing_rounds, timing_epochs, max_rounds, partitions, target, lr, executor_name,
-                  workers, threads, concurrency, seed, skip_target, json_path) -> None:
+                  workers, threads, concurrency, seed, skip_target, train_limit, test_limit, json_path,
+                  checkpoint_root, fresh) -> None:
     """Time per round of each executor, and rounds to 99% (CNN, C=0.1, E=5, B=10) next to the paper."""
     import dataclasses
 
@@ -355,33 +383,42 @@ def bench_command(obj, executors, timing_rounds, timing_epochs, max_rounds, part
         raise click.BadParameter(f"--partitions takes {', '.join(KINDS)}; got {partitions!r}")
     _set_threads(threads)
     base = RunConfig(model="cnn", clients=100, frac=0.1, epochs=5, batch_size=10, lr=lr, partition="iid",
-                     rounds=max_rounds, target=target, seed=seed)
+                     rounds=max_rounds, target=target, seed=seed, train_limit=train_limit, test_limit=test_limit)
     timing = dataclasses.replace(base, epochs=timing_epochs, rounds=timing_rounds, target=None)
     report: dict = {"paper_rounds_to_99": bench.PAPER_ROUNDS_TO_99}
     try:
-        data = load_data()
+        data = load_data(train_limit, test_limit)
         factories = {}
-        for name in names:
+        for name in names if timing_rounds > 0 else []:
             try:
                 factories[name] = executor_factory(name, data, workers=workers, threads=threads,
                                                    concurrency=concurrency, obj=obj, run_id=f"bench-{timing.run_id()}")
             except Exception as exc:  # noqa: BLE001 - a missing platform skips that executor, not the bench
                 report.setdefault("skipped", {})[name] = f"{type(exc).__name__}: {exc}"
-        with _progress(timing_rounds, "timing") as advance:
-            report["executors"] = bench.time_executors(factories, timing, data, on_round=advance)
+        if timing_rounds > 0:
+            with _progress(timing_rounds, "timing") as advance:
+                report["executors"] = bench.time_executors(factories, timing, data, on_round=advance)
+            _write_json(json_path, report, quiet=True)
         if not skip_target:
             factory = executor_factory(executor_name, data, workers=workers, threads=threads,
                                        concurrency=concurrency, obj=obj)
+
+            def partial(result: dict) -> None:
+                _write_json(json_path, {**report, "rounds_to_target": result}, quiet=True)
+
             with _progress(max_rounds, "to target") as advance:
                 report["rounds_to_target"] = bench.rounds_to_target(base, kinds, factory, data, max_rounds,
-                                                                    on_round=advance)
+                                                                    on_round=advance, on_partition=partial,
+                                                                    checkpoint_root=_study_root(checkpoint_root,
+                                                                                                fresh))
     except FedAvgError as exc:
         raise _fail(exc) from exc
-    rows = [(name, f"{v.get('first_round_s', 0):.2f}", f"{v.get('mean_round_s', 0):.2f}", v.get("error", ""))
-            for name, v in report["executors"]["executors"].items()]
-    _print_table(["executor", "first round s", "mean round s", "error"], rows,
-                 f"time per round (CNN, K=100, C=0.1, E={timing_epochs}, B=10); same weights: "
-                 f"{report['executors']['same_weights']}")
+    if "executors" in report:
+        rows = [(name, f"{v.get('first_round_s', 0):.2f}", f"{v.get('mean_round_s', 0):.2f}", v.get("error", ""))
+                for name, v in report["executors"]["executors"].items()]
+        _print_table(["executor", "first round s", "mean round s", "error"], rows,
+                     f"time per round (CNN, K=100, C=0.1, E={timing_epochs}, B=10); same weights: "
+                     f"{report['executors']['same_weights']}")
     if "rounds_to_target" in report:
         _print_table(["partition", "rounds to target", "paper FedAvg", "paper FedSGD", "verdict"],
                      [(k, v["rounds_to_target"] if v["rounds_to_target"] is not None else "-",

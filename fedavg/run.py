@@ -176,6 +176,7 @@ def run(config: RunConfig, executor, data: Data, *, checkpoint_dir: Path | None 
         if saved_identity != config.identity():
             raise CheckpointError(f"checkpoint in {checkpoint_dir} is from another configuration: {saved_identity}")
         report["rounds"] = saved["rounds"]
+        report["resumed_after_round"] = len(saved["rounds"])
     model = build_model(config.model)
     client_config = config.client_config()
     idle_rounds = 0
@@ -195,7 +196,7 @@ def run(config: RunConfig, executor, data: Data, *, checkpoint_dir: Path | None 
             idle_rounds += 1
         round_s = time.perf_counter() - started
         started = time.perf_counter()
-        loss_acc = evaluate(model, state, data.test_images, data.test_labels)
+        loss_acc = _evaluate(model, state, data, getattr(executor, "eval_threads", None))
         record = _round_record(round_index, outcomes, loss_acc, round_s, time.perf_counter() - started)
         report["rounds"].append(record)
         if checkpoint_dir is not None:
@@ -208,6 +209,34 @@ def run(config: RunConfig, executor, data: Data, *, checkpoint_dir: Path | None 
                               f"the checkpoint keeps the rounds before, fix the cause and --resume")
     report["final_state_sha256"] = state_digest(state)
     return summarize(report), state
+
+
+def run_resumable(config: RunConfig, executor, data: Data, checkpoint_root: Path | None, *,
+                  stop_at_target: bool = True, on_round: Callable[[dict], None] | None = None) -> dict:
+    """`run`, checkpointed under checkpoint_root/<run id> and continuing that checkpoint when there is one.
+
+    Studies of hundreds of rounds (229 for the paper's non-IID CNN) outlast a session; this
+    lets a bench or sweep be stopped and started again without losing the rounds done,
+    and shares checkpoints with `deployer fedavg run` of the same configuration.
+    """
+    directory = Path(checkpoint_root) / config.run_id() if checkpoint_root is not None else None
+    resume = directory is not None and (directory / CHECKPOINT).is_file()
+    report, _ = run(config, executor, data, checkpoint_dir=directory, resume=resume, stop_at_target=stop_at_target,
+                    on_round=on_round)
+    if directory is not None:
+        report["checkpoint_dir"] = str(directory)
+    return report
+
+
+def _evaluate(model, state: dict, data: Data, threads: int | None) -> tuple[float, float]:
+    """Evaluation runs while the executor is idle, so it may use the executor's threads."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return evaluate(model, state, data.test_images, data.test_labels)
+    finally:
+        torch.set_num_threads(before)
 
 
 def state_digest(state: dict) -> str:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Callable, Sequence
 
-from .run import Data, RunConfig, run
+from .run import Data, RunConfig, run_resumable
 
 
 def sweep(base: RunConfig, clients: Sequence[int], partitions: Sequence[str], make_executor: Callable,
-          data: Data, on_round: Callable[[str, dict], None] | None = None) -> dict:
+          data: Data, on_round: Callable[[str, dict], None] | None = None, checkpoint_root: Path | None = None,
+          on_setting: Callable[[dict], None] | None = None) -> dict:
     """Runs every (partition, K) pair with `base`'s other settings; returns a table and the curves.
 
-    make_executor() gives a fresh executor context per setting.
+    make_executor() gives a fresh executor context per setting. With checkpoint_root each
+    setting continues its own checkpoint, so an interrupted sweep picks up where it stopped;
+    on_setting sees the partial result after each setting.
     """
     results = []
     for kind in partitions:
@@ -20,8 +24,8 @@ def sweep(base: RunConfig, clients: Sequence[int], partitions: Sequence[str], ma
             config = dataclasses.replace(base, clients=k, partition=kind)
             label = f"{kind} K={k}"
             with make_executor() as executor:
-                report, _ = run(config, executor, data, stop_at_target=False,
-                                on_round=(lambda r, label=label: on_round(label, r)) if on_round else None)
+                report = run_resumable(config, executor, data, checkpoint_root, stop_at_target=False,
+                                       on_round=(lambda r, label=label: on_round(label, r)) if on_round else None)
             results.append({
                 "label": label,
                 "partition": kind,
@@ -34,5 +38,8 @@ def sweep(base: RunConfig, clients: Sequence[int], partitions: Sequence[str], ma
                 "failed_clients": report["failed_clients"],
                 "accuracy": [r["test_acc"] for r in report["rounds"]],
                 "test_loss": [r["test_loss"] for r in report["rounds"]],
+                "resumed_after_round": report.get("resumed_after_round", 0),
             })
+            if on_setting is not None:
+                on_setting({"config": base.as_dict(), "settings": results})
     return {"config": base.as_dict(), "settings": results}

@@ -10,8 +10,9 @@ stops at its next step instead of racing the new one.
 from __future__ import annotations
 
 import json
+import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -96,6 +97,10 @@ class Coordinator:
         self._pool = ThreadPoolExecutor(max_workers=4 * config.workers + 4, thread_name_prefix="invoke")
         self._step_walls: list[float] = []
         self._eval_s = 0.0
+        # Left-out stragglers keep running and are billed; their GB-s arrive after their step.
+        self._stragglers: set[Future] = set()
+        self._late: list[dict] = []
+        self._late_lock = threading.Lock()
 
     def _status(self, state: str, step: int, **extra) -> None:
         self.storage.put_json(self.layout.status, {"owner": self.owner, "state": state, "step": step,
@@ -120,10 +125,36 @@ class Coordinator:
     def run(self) -> dict:
         """Raises StepFailedError when a step cannot get enough updates even after retries."""
         try:
-            return self._run()
+            outcome = self._run()
+            if outcome["state"] == "done":
+                # a straggler of the last steps ends by its timeout at the latest; its bill belongs to this job
+                with self._late_lock:
+                    running = set(self._stragglers)
+                wait(running, timeout=self.config.worker_timeout_s + 5)
+            return outcome
         finally:
+            self._record_late()
             self.metrics.flush()
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _on_late(self, step: int, worker: int, future: Future) -> None:
+        try:
+            call = future.result()
+            gb_s, ok = call.gb_s, True
+        except StepFailedError as exc:
+            gb_s, ok = getattr(exc, "gb_s", 0.0), False
+        except Exception:  # noqa: BLE001 - cancelled at shutdown: nothing ran, nothing billed
+            return
+        with self._late_lock:
+            self._stragglers.discard(future)
+            self._late.append({"event": "late", "step": step, "worker": worker, "ok": ok, "gb_s": round(gb_s, 6)})
+
+    def _record_late(self) -> None:
+        """Writes the bills of stragglers that finished since the last call (from the driving thread)."""
+        with self._late_lock:
+            late, self._late = self._late, []
+        for event in late:
+            self.metrics.append(event)
 
     def _run(self) -> dict:
         latest = self.layout.latest_model_step(self.storage)
@@ -134,8 +165,10 @@ class Coordinator:
         self.metrics.append({"event": "start", "owner": self.owner, "step": step,
                              "total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch,
                              "config": self.config.as_dict()}, flush=True)
+        first = step
         while step < self.total_steps:
-            if self._time_left_s() < self._margin_s() and self.handoff is not None:
+            # at least one step per activation: a limit shorter than the margin must not hand off forever
+            if step > first and self._time_left_s() < self._margin_s() and self.handoff is not None:
                 self.metrics.append({"event": "handoff", "owner": self.owner, "step": step}, flush=True)
                 self._status("continuing", step)
                 successor = self.handoff()
@@ -181,16 +214,23 @@ class Coordinator:
                 errors.append(str(exc))
                 continue
             return Call(record.get("response", {}).get("result", {}), attempt, gb_s + _gb_s(record), errors)
-        raise StepFailedError(f"{action} {params} failed {retries + 1} times; last error: {errors[-1]}")
+        failure = StepFailedError(f"{action} {params} failed {retries + 1} times; last error: {errors[-1]}")
+        failure.gb_s = gb_s  # failed attempts are billed too
+        raise failure
 
-    def _collect(self, step: int) -> tuple[dict[int, Call], list[int]]:
-        """Waits for every worker, or for a quorum plus `straggler_wait_s`; returns (done, left out)."""
+    def _collect(self, step: int) -> tuple[dict[int, Call], list[int], float]:
+        """Waits for every worker, or for a quorum plus `straggler_wait_s`.
+
+        Returns (done, left out, GB-s of workers that failed every retry); the left-out
+        stragglers report their GB-s later as `late` events.
+        """
         n, quorum = self.config.workers, self.config.effective_quorum
         params = {"job": self.config.job, "step": step}
         pending = {self._pool.submit(self._call, self.worker_action, {**params, "worker": w}, self.config.retries): w
                    for w in range(n)}
         done: dict[int, Call] = {}
         failed: dict[int, str] = {}
+        failed_gb_s = 0.0
         quorum_at = None
         while pending:
             timeout = None if quorum_at is None else max(0.0, quorum_at + self.config.straggler_wait_s - time.monotonic())
@@ -203,16 +243,21 @@ class Coordinator:
                     done[worker] = future.result()
                 except StepFailedError as exc:
                     failed[worker] = str(exc)
+                    failed_gb_s += getattr(exc, "gb_s", 0.0)
             if len(failed) > n - quorum:
                 raise StepFailedError(f"step {step}: workers {sorted(failed)} failed and the quorum is {quorum} of "
                                       f"{n}; {next(iter(failed.values()))}")
             if quorum_at is None and len(done) >= quorum:
                 quorum_at = time.monotonic()
-        return done, sorted(set(range(n)) - set(done))
+        for future, worker in pending.items():
+            with self._late_lock:
+                self._stragglers.add(future)
+            future.add_done_callback(lambda f, worker=worker: self._on_late(step, worker, f))
+        return done, sorted(set(range(n)) - set(done)), failed_gb_s
 
     def _run_step(self, step: int) -> None:
         started = time.perf_counter()
-        done, left_out = self._collect(step)
+        done, left_out, failed_gb_s = self._collect(step)
         ps = self._call(self.ps_action, {"job": self.config.job, "step": step, "workers": sorted(done)},
                         self.config.retries)
         wall_s = time.perf_counter() - started
@@ -230,7 +275,7 @@ class Coordinator:
             "included": sorted(done), "left_out": left_out,
             "retries": sum(c.attempts - 1 for c in done.values()) + ps.attempts - 1,
             "ps_skipped": bool(ps.result.get("skipped")),
-            "gb_s": round(sum(c.gb_s for c in done.values()) + ps.gb_s, 6),
+            "gb_s": round(sum(c.gb_s for c in done.values()) + ps.gb_s + failed_gb_s, 6),
             "ps": {k: ps.result.get(k, 0.0) for k in ("compute_s", "s3_get_s", "s3_put_s")},
         }
         event["wait_s"] = round(max(0.0, wall_s - _busy(slowest) - _busy(ps.result)), 4)
@@ -238,3 +283,4 @@ class Coordinator:
         if errors:
             event["errors"] = errors[:5]
         self.metrics.append(event, flush=bool(left_out or errors))
+        self._record_late()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from pathlib import Path
 
 import click
 
@@ -185,6 +187,12 @@ def model_machines(run: dict, targets: list[float]) -> dict:
     return out
 
 
+NOTE = ("This machine has 2 cores shared by every worker, the PS, the coordinator and the platform: beyond 2 "
+            "workers, adding workers cannot shorten compute, so measured time-to-accuracy shows the cost of "
+            "communication and invocation, not scaling. model_n_machines extrapolates from the measured per-step "
+            "parts (worker compute undone for core sharing, S3 get/put, PS apply, invocation overhead) to N machines.")
+
+
 @click.command("train")
 @click.option("--workers", "workers_list", default="1,2,4,8", show_default=True)
 @click.option("--modes", default="sync,local", show_default=True)
@@ -222,7 +230,14 @@ def bench_train_command(obj, workers_list, modes, epochs, batch_size, local_step
             "final_accuracy": baseline.accuracy,
             "time_to_accuracy_s": {str(t): next((h["seconds"] for h in baseline.history
                                                  if h["test_accuracy"] >= t), None) for t in goal}}
-    runs = []
+    runs: list[dict] = []
+
+    def report(runs: list[dict]) -> dict:
+        return {"baseline": base, "runs": [{k: v for k, v in r.items() if k != "steps_detail"} for r in runs],
+                "targets": goal, "note": NOTE, "complete": len(runs) == len(chosen) * len(counts),
+                "settings": {"epochs": epochs, "batch_size": batch_size, "local_steps": local_steps,
+                             "train_limit": train_limit}}
+
     for mode in chosen:
         for n in counts:
             settings = dict(workers=n, epochs=epochs, batch_size=batch_size, mode=mode,
@@ -244,6 +259,9 @@ def bench_train_command(obj, workers_list, modes, epochs, batch_size, local_step
                                               and e["accuracy"] >= t), None) for t in goal}}
             run["model_n_machines"] = model_machines(run, goal)
             runs.append(run)
+            if json_path:  # a bench of many runs takes an hour; finished runs survive a later failure
+                Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+                Path(json_path).write_text(json.dumps(report(runs), indent=2) + "\n")
     rows = [("baseline (1 process)", "-", *[base["time_to_accuracy_s"][str(t)] for t in goal], "-",
              f"{base['final_accuracy']:.4f}")]
     for r in runs:
@@ -254,13 +272,5 @@ def bench_train_command(obj, workers_list, modes, epochs, batch_size, local_step
                      f"{r['final_accuracy']:.4f}" if r["final_accuracy"] is not None else "-"))
     table(["run", "workers", *[f"s to {t:.0%} (vs baseline)" for t in goal], "communicating", "final acc"], rows,
           title="bench train")
-    note = ("This machine has 2 cores shared by every worker, the PS, the coordinator and the platform: beyond 2 "
-            "workers, adding workers cannot shorten compute, so measured time-to-accuracy shows the cost of "
-            "communication and invocation, not scaling. model_n_machines extrapolates from the measured per-step "
-            "parts (worker compute undone for core sharing, S3 get/put, PS apply, invocation overhead) to N machines.")
-    click.echo(note)
-    for r in runs:
-        r.pop("steps_detail")
-    write_report(json_path, {"baseline": base, "runs": runs, "targets": goal, "note": note,
-                             "settings": {"epochs": epochs, "batch_size": batch_size, "local_steps": local_steps,
-                                          "train_limit": train_limit}})
+    click.echo(NOTE)
+    write_report(json_path, report(runs))

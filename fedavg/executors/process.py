@@ -119,6 +119,38 @@ class ProcessExecutor:
         self._pool: ProcessPoolExecutor | None = None
         self.startup_s: float | None = None
 
+    @property
+    def eval_threads(self) -> int:
+        """Threads the parent may use between rounds, when the workers are idle."""
+        return max(1, min(os.cpu_count() or 1, self.workers * self.threads_per_worker))
+
+    def worker_pids(self) -> list[int]:
+        """The live worker processes (for diagnostics and for tests that kill one)."""
+        processes = getattr(self._pool, "_processes", None) or {}
+        return [pid for pid, p in dict(processes).items() if p.is_alive()]
+
+    def _drop_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def _healthy_pool(self) -> ProcessPoolExecutor:
+        """The pool, rebuilt first when a worker died since the last round (OOM killer, a stray kill)."""
+        processes = getattr(self._pool, "_processes", None)
+        if self._pool is not None and not all(p.is_alive() for p in dict(processes or {}).values()):
+            self._drop_pool()
+        return self._ensure_pool()
+
+    def _submit_all(self, tasks: Sequence[ClientTask], shared: _Shared) -> list:
+        try:
+            pool = self._healthy_pool()
+            return [pool.submit(_worker_run, task, shared, slot) for slot, task in enumerate(tasks)]
+        except BrokenProcessPool:
+            # the pool broke between the health check and the submits: one fresh pool, once
+            self._drop_pool()
+            pool = self._ensure_pool()
+            return [pool.submit(_worker_run, task, shared, slot) for slot, task in enumerate(tasks)]
+
     def _ensure_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             context = multiprocessing.get_context("spawn")
@@ -150,8 +182,7 @@ class ProcessExecutor:
         self._weights.tensor(np.float32, (self._num_params,)).copy_(flat)
         shared = _Shared(self._images.shm.name, self._labels.shm.name, self._num_examples,
                          self._weights.shm.name, self._results.shm.name, self._num_params)
-        pool = self._ensure_pool()
-        futures = [pool.submit(_worker_run, task, shared, slot) for slot, task in enumerate(tasks)]
+        futures = self._submit_all(tasks, shared)
         results_view = self._results.tensor(np.float32, (self._slots, self._num_params))
         out: list[ClientResult | ClientFailure] = []
         broken = False
@@ -168,14 +199,11 @@ class ProcessExecutor:
             state = unflatten(results_view[slot], global_state, keys)
             out.append(ClientResult(task.client_id, state, num_examples, loss, duration_s))
         if broken:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+            self._drop_pool()
         return out
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        self._drop_pool()
         for block in (self._images, self._labels, self._weights, self._results):
             if block is not None:
                 block.close()

@@ -25,6 +25,7 @@ class SerialExecutor:
         self.labels = labels
         self.num_threads = num_threads
         self._models: dict[str, torch.nn.Module] = {}
+        self.eval_threads = num_threads
 
     def _model(self, name: str) -> torch.nn.Module:
         if name not in self._models:

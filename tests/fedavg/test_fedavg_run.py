@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -125,3 +129,44 @@ def test_rounds_where_every_client_fails_stop_the_run_with_the_cause(small_mnist
             run(config, executor, small_mnist, parts=parts, max_idle_rounds=2, checkpoint_dir=tmp_path)
     _, saved = load_checkpoint(tmp_path)
     assert len(saved["rounds"]) == 2
+
+
+class _KillingExecutor:
+    """Wraps a process executor and SIGKILLs one of its workers: during round 1, and between rounds 2 and 3."""
+
+    def __init__(self, inner: ProcessExecutor) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.eval_threads = 1
+        self.rounds = 0
+
+    def _kill_one(self) -> int:
+        pid = self.inner.worker_pids()[0]
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def run_round(self, tasks, state):
+        self.rounds += 1
+        if self.rounds == 1:
+            threading.Timer(0.5, self._kill_one).start()
+        if self.rounds == 3:
+            pid = self._kill_one()
+            deadline = time.monotonic() + 10
+            while pid in self.inner.worker_pids() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return self.inner.run_round(tasks, state)
+
+
+def test_killed_worker_processes_never_crash_a_run(small_mnist):
+    # Prepare: 4 CNN clients per round on 2 workers, so round 1 takes seconds and the kill lands inside it
+    config = dataclasses.replace(SMALL, model="cnn", clients=4, frac=1.0, epochs=2, rounds=3)
+    with ProcessExecutor(small_mnist.train_images, small_mnist.train_labels, workers=2) as executor:
+        # Execute
+        report, _ = run(config, _KillingExecutor(executor), small_mnist)
+        survivors = executor.worker_pids()
+    # Assert: round 1 lost its clients to the dead pool and says so; rounds 2 and 3 ran on fresh workers
+    first, second, third = report["rounds"]
+    assert first["failed"] and all("worker process died" in f["error"] for f in first["failed"])
+    assert second["failed"] == [] and third["failed"] == []
+    assert third["test_acc"] > 0.5
+    assert len(survivors) == 2

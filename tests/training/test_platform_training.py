@@ -83,6 +83,22 @@ def main(args):
 '''
 
 
+def deploy_package(platform, tmp_path: Path, package: str, worker_dir: Path | None = None,
+                   train_timeout_ms: int | None = None) -> None:
+    """manifests/train.yaml under another package name, with a replaced worker or a shorter coordinator limit."""
+    manifest = (PROJECT_ROOT / "manifests/train.yaml").read_text()
+    manifest = manifest.replace("    mnist-train:\n", f"    {package}:\n")
+    if worker_dir is not None:
+        manifest = manifest.replace("../actions/mnist-train/worker", str(worker_dir))
+    if train_timeout_ms is not None:
+        assert "timeout: 300000" in manifest
+        manifest = manifest.replace("timeout: 300000", f"timeout: {train_timeout_ms}")
+    manifest = manifest.replace("../actions/mnist-train/", str(PROJECT_ROOT / "actions/mnist-train") + "/")
+    path = tmp_path / f"{package}.yaml"
+    path.write_text(manifest)
+    deploy(platform.client, path, env={**os.environ, **platform.storage_env})
+
+
 def deploy_faulty(platform, tmp_path: Path, package: str, kind: str, worker: int, step: int,
                   stall_s: float = 0.0) -> None:
     worker_dir = tmp_path / package / "worker"
@@ -91,13 +107,7 @@ def deploy_faulty(platform, tmp_path: Path, package: str, kind: str, worker: int
     (worker_dir / "real_worker.py").write_text(real)
     (worker_dir / "__main__.py").write_text(FLAKY_WORKER.format(kind=kind, worker=worker, step=step,
                                                                  stall_s=stall_s))
-    manifest = (PROJECT_ROOT / "manifests/train.yaml").read_text()
-    manifest = manifest.replace("    mnist-train:\n", f"    {package}:\n")
-    manifest = manifest.replace("../actions/mnist-train/worker", str(worker_dir))
-    manifest = manifest.replace("../actions/mnist-train/", str(PROJECT_ROOT / "actions/mnist-train") + "/")
-    path = tmp_path / f"{package}.yaml"
-    path.write_text(manifest)
-    deploy(platform.client, path, env={**os.environ, **platform.storage_env})
+    deploy_package(platform, tmp_path, package, worker_dir=worker_dir)
 
 
 def test_a_crashed_worker_is_retried_and_the_job_completes(platform, deployed, tmp_path):
@@ -128,7 +138,36 @@ def test_quorum_leaves_a_straggler_out_and_records_it(platform, deployed, tmp_pa
     assert steps[1]["left_out"] == [2] and steps[1]["included"] == [0, 1]
     assert deployed.get_json(JobLayout("quorum").applied(1))["workers"] == [0, 1]
     assert steps[1]["wall_s"] < 5.0
-    assert {"step": 1, "workers": [2]} in training.report(platform.client, deployed, "quorum")["left_out"]
+    summary = training.report(platform.client, deployed, "quorum")
+    assert {"step": 1, "workers": [2]} in summary["left_out"]
+    # the straggler still ran (and is billed): its GB-s arrive as a late event and count in the total
+    late = [e for e in events if e["event"] == "late"]
+    left_out = {(s["step"], w) for s in steps.values() for w in s["left_out"]}
+    assert sorted((e["step"], e["worker"]) for e in late) == sorted(left_out) and (1, 2) in left_out
+    assert all(e["ok"] and e["gb_s"] > 0 for e in late)
+    assert summary["gb_s"]["late_stragglers"] == round(sum(e["gb_s"] for e in late), 3)
+    assert summary["gb_s"]["workers_and_ps"] == round(sum(e["gb_s"] for e in events
+                                                          if e["event"] in ("step", "late")), 3)
+
+
+def test_a_coordinator_hands_off_to_itself_before_its_time_limit(platform, deployed, tmp_path):
+    # Prepare: the coordinator action may live 20 s, the job needs longer
+    deploy_package(platform, tmp_path, "train-handoff", train_timeout_ms=20000)
+    config = JobConfig(job="handoff", **{**SMALL, "epochs": 4, "eval_every": 64, "worker_timeout_s": 10.0})
+    # Execute
+    activation = training.start(platform.client, config, package="train-handoff")
+    events = wait_done(platform, deployed, config.job, activation, timeout_s=240.0)
+    # Assert: several coordinators in a chain, each starting where the last stopped, every step once
+    starts = [e for e in events if e["event"] == "start"]
+    handed = [e for e in events if e["event"] == "handed_off"]
+    assert len(starts) >= 2 and len(handed) == len(starts) - 1
+    assert [s["owner"] for s in starts[1:]] == [h["successor"] for h in handed]
+    assert [s["step"] for s in starts[1:]] == [h["step"] for h in handed]
+    assert [e["step"] for e in events if e["event"] == "step"] == list(range(128))
+    records = [platform.client.get_activation(s["owner"]) for s in starts]
+    assert all(r["response"]["status"] == "success" and r["duration"] < 20000 for r in records)
+    summary = training.report(platform.client, deployed, config.job)
+    assert summary["state"] == "done" and summary["coordinator_runs"] == len(starts)
 
 
 def test_resume_after_the_platform_restarts_loses_at_most_the_step_in_flight(platform, deployed):
