@@ -74,6 +74,7 @@ class JobConfig:
     train_limit: int = 0
     test_limit: int = 0
     eval_every: int = 0
+    keep_versions: int = 2
 
     @classmethod
     def from_dict(cls, raw: dict) -> "JobConfig":
@@ -115,6 +116,7 @@ class JobConfig:
             (self.retries < 0, f"retries must be >= 0, got {self.retries}"),
             (self.data not in DATA_SOURCES, f"data must be one of {DATA_SOURCES}, got {self.data!r}"),
             (self.train_limit < 0 or self.test_limit < 0, "train/test limits must be >= 0 (0 = all)"),
+            (self.keep_versions < 0, f"keep_versions must be >= 0 (0 = keep all), got {self.keep_versions}"),
         ]
         for failed, message in problems:
             if failed:
@@ -202,6 +204,10 @@ class JobLayout:
 
     def applied(self, step: int) -> str:
         return f"{self.prefix}applied/{self.step_name(step)}"
+
+    def version_keys(self, step: int, workers: int) -> list[str]:
+        """What version `step` leaves in storage besides its small `applied` marker."""
+        return [self.model(step), self.opt(step), *(self.grads(step, w) for w in range(workers))]
 
     def latest_model_step(self, storage) -> int | None:
         """The newest published model version, or None for a job never started."""

@@ -186,11 +186,15 @@ class Storage:
 
     def delete_prefix(self, prefix: str) -> int:
         keys = list(self.list_keys(prefix))
+        self.delete_keys(keys, what=prefix)
+        return len(keys)
+
+    def delete_keys(self, keys: list[str], what: str | None = None) -> None:
+        """Deletes known keys in batched requests (absent ones are not an error, as in S3)."""
         for start in range(0, len(keys), 1000):
             chunk = [{"Key": k} for k in keys[start:start + 1000]]
-            self._call("delete", prefix, self._client.delete_objects, Bucket=self.bucket,
+            self._call("delete", what or chunk[0]["Key"], self._client.delete_objects, Bucket=self.bucket,
                        Delete={"Objects": chunk, "Quiet": True})
-        return len(keys)
 
 
 def storage_from_params(params: Mapping[str, Any]) -> Storage:

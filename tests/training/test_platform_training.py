@@ -56,7 +56,12 @@ def test_a_short_job_through_the_platform_improves_accuracy(platform, deployed):
     assert all(s["compute_s"] > 0 and s["s3_get_s"] > 0 and s["bytes"] > 0 and s["gb_s"] > 0 for s in steps)
     summary = training.report(platform.client, deployed, config.job)
     assert summary["state"] == "done" and summary["gb_s"]["coordinator"] > 0
-    assert deployed.exists(JobLayout(config.job).final)
+    layout = JobLayout(config.job)
+    assert deployed.exists(layout.final)
+    # only the newest two versions stay: model and optimizer 63 and 64, the updates that made 64
+    assert sorted(deployed.list_keys(layout.prefix + "model/")) == [layout.model(63), layout.model(64)]
+    assert sorted(deployed.list_keys(layout.prefix + "opt/")) == [layout.opt(63), layout.opt(64)]
+    assert sorted(deployed.list_keys(layout.prefix + "grads/")) == [layout.grads(63, 0), layout.grads(63, 1)]
     print({k: summary[k] for k in ("elapsed_s", "step_mean", "communication_fraction", "gb_s", "final_accuracy")})
 
 
@@ -144,7 +149,8 @@ def test_quorum_leaves_a_straggler_out_and_records_it(platform, deployed, tmp_pa
     late = [e for e in events if e["event"] == "late"]
     left_out = {(s["step"], w) for s in steps.values() for w in s["left_out"]}
     assert sorted((e["step"], e["worker"]) for e in late) == sorted(left_out) and (1, 2) in left_out
-    assert all(e["ok"] and e["gb_s"] > 0 for e in late)
+    # billed, and not retried: the step was applied without them (and may be pruned by now)
+    assert all(e["gb_s"] > 0 and e["attempts"] == 1 for e in late), late
     assert summary["gb_s"]["late_stragglers"] == round(sum(e["gb_s"] for e in late), 3)
     assert summary["gb_s"]["workers_and_ps"] == round(sum(e["gb_s"] for e in events
                                                           if e["event"] in ("step", "late")), 3)
@@ -192,6 +198,7 @@ def test_resume_after_the_platform_restarts_loses_at_most_the_step_in_flight(pla
     assert [s["step"] for s in starts] == [0, at_restart]
     assert committed <= at_restart <= committed + 1 + 1
     assert layout.latest_model_step(deployed) == 32
-    assert sorted(int(k.rsplit("/", 1)[1]) for k in deployed.list_keys(layout.prefix + "model/")) == list(range(33))
+    kept = sorted(int(k.rsplit("/", 1)[1]) for k in deployed.list_keys(layout.prefix + "model/"))
+    assert kept[-2:] == [31, 32] and len(kept) <= 3, kept  # a prune in flight at the restart may be lost
     assert training.report(platform.client, deployed, config.job)["state"] == "done"
     assert activation != resumed
