@@ -136,6 +136,8 @@ def run_job(obj, settings: dict, driver: str = "action", resume_job: str | None 
               help="Where workers read MNIST (local works on the local platform only).")
 @click.option("--train-limit", type=int, default=0, help="Use the first N training images (0 = all).")
 @click.option("--eval-every", type=int, default=0, help="Evaluate every N steps (0 = every epoch).")
+@click.option("--keep-versions", type=int, default=2, show_default=True,
+              help="Model versions kept in S3 while training (0 = all).")
 @click.option("--driver", type=click.Choice(("action", "cli")), default="action", show_default=True,
               help="Run the coordinator as the mnist-train/train action or in this process.")
 @click.option("--job", "job_name", default=None, help="Job name (default: generated).")
@@ -143,14 +145,14 @@ def run_job(obj, settings: dict, driver: str = "action", resume_job: str | None 
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
 @click.pass_obj
 def train_command(obj, workers, epochs, batch_size, mode, local_steps, lr, compress, quorum, straggler_wait_s,
-                  data, train_limit, eval_every, driver, job_name, resume_job, json_path) -> None:
+                  data, train_limit, eval_every, keep_versions, driver, job_name, resume_job, json_path) -> None:
     """Train LeNet-5 on MNIST with serverless workers and a parameter server (tensors through S3)."""
     if mode == "sync" and local_steps not in (None, 1):
         raise click.ClickException("--local-steps applies to --mode local only")
     settings = dict(job=job_name, workers=workers, epochs=epochs, batch_size=batch_size, mode=mode,
                     local_steps=local_steps or (4 if mode == "local" else 1), lr=lr, compress=compress,
                     quorum=quorum, straggler_wait_s=straggler_wait_s, data=data, train_limit=train_limit,
-                    eval_every=eval_every)
+                    eval_every=eval_every, keep_versions=keep_versions)
     summary = run_job(obj, settings, driver, resume_job)
     _show(summary)
     write_report(json_path, summary)

@@ -8,6 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from deployer.cli import cli
+from mlcore.dist_job import JobLayout
+from mlcore.storage import Storage, StorageConfig
 
 
 @pytest.fixture
@@ -23,19 +25,23 @@ def remote_env(platform, mnist_root, monkeypatch):
 def test_train_runs_a_job_and_writes_the_report(remote_env, tmp_path):
     out = tmp_path / "train.json"
     result = CliRunner().invoke(cli, ["train", "--workers", "2", "--epochs", "1", "--batch-size", "64",
-                                      "--train-limit", "512", "--compress", "fp16", "--json", str(out)])
+                                      "--train-limit", "512", "--compress", "fp16", "--keep-versions", "0",
+                                      "--json", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["state"] == "done" and report["steps"] == 8
     assert 0.0 < report["final_accuracy"] <= 1.0 and report["config"]["compress"] == "fp16"
     assert report["step_mean"]["compute_s"] > 0 and report["gb_s"]["workers_and_ps"] > 0
     assert "test accuracy" in result.output and "GB-s billed" in result.output
+    storage = Storage(StorageConfig.from_env(dict(remote_env.storage_env)))
+    assert len(list(storage.list_keys(JobLayout(report["job"]).prefix + "model/"))) == 9  # --keep-versions 0
 
 
 @pytest.mark.parametrize("args, message", [
     (["--mode", "sync", "--local-steps", "3"], "--local-steps applies to --mode local only"),
     (["--workers", "4", "--batch-size", "2"], "must be at least the number of workers"),
     (["--resume", "no-such-job"], "job 'no-such-job' does not exist"),
+    (["--keep-versions", "-1"], "keep_versions must be >= 0"),
 ])
 def test_user_mistakes_end_in_one_line(remote_env, args, message):
     result = CliRunner().invoke(cli, ["train", *args])
