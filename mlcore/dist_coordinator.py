@@ -178,9 +178,6 @@ class Coordinator:
                 successor = self.handoff()
                 self.metrics.append({"event": "handed_off", "step": step, "successor": successor}, flush=True)
                 return {"state": "continued", "step": step, "successor": successor}
-            if not self._still_owner():
-                self.metrics.append({"event": "superseded", "owner": self.owner, "step": step}, flush=True)
-                return {"state": "superseded", "step": step}
             try:
                 self._run_step(step)
                 self._applied_through = step
@@ -191,6 +188,10 @@ class Coordinator:
             step += 1
             if step % self.eval_every == 0 or step == self.total_steps:
                 self._evaluate(step)
+            if not self._still_owner():
+                # checked right before the status write, which would otherwise take the job back
+                self.metrics.append({"event": "superseded", "owner": self.owner, "step": step}, flush=True)
+                return {"state": "superseded", "step": step}
             self._status("running", step)
             self._prune(step)
         wait(self._prunes, timeout=30)

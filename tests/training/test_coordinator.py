@@ -1,0 +1,97 @@
+"""The coordinator's hand-off chain on a real S3 endpoint, with the worker and PS steps run in-process.
+
+An action's deadline is the only thing these tests bend: each coordinator is started with
+one already behind it, the worst case a too-short action limit gives.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from mlcore import dist_data
+from mlcore.dist_coordinator import Coordinator, read_metrics
+from mlcore.dist_job import JobConfig, JobLayout
+from mlcore.dist_steps import create_job, ps_step, worker_step
+
+torch.set_num_threads(1)
+
+
+class InProcessInvoker:
+    """Runs `worker` and `ps` as the actions would, returning activation-shaped records.
+
+    One at a time: the steps keep one model per process, as a warm container does.
+    """
+
+    def __init__(self, storage, config: JobConfig) -> None:
+        self.storage, self.config = storage, config
+        self.lock = threading.Lock()
+
+    def invoke(self, action: str, params: dict, timeout_s: float | None = None) -> dict:
+        with self.lock:
+            return self._invoke(action, params)
+
+    def _invoke(self, action: str, params: dict) -> dict:
+        started = time.perf_counter()
+        if action == "worker":
+            result = worker_step(self.storage, self.config, params["step"], params["worker"])
+        else:
+            result = ps_step(self.storage, self.config, params["step"], params["workers"])
+        duration_ms = int((time.perf_counter() - started) * 1000)
+        return {"response": {"result": result}, "duration": duration_ms,
+                "annotations": [{"key": "limits", "value": {"memory": 512}}]}
+
+
+@pytest.fixture
+def job(storage, mnist_root):
+    dist_data.upload_mnist(storage, mnist_root)
+    config = JobConfig(job="chain", workers=2, epochs=1, batch_size=64, train_limit=512, test_limit=300, lr=0.05)
+    create_job(storage, config)
+    return storage, config
+
+
+def test_a_deadline_shorter_than_the_margin_still_moves_one_step_per_coordinator(job):
+    # Prepare
+    storage, config = job
+    successors: list[str] = []
+
+    def coordinator(index: int) -> Coordinator:
+        return Coordinator(storage, InProcessInvoker(storage, config), config, worker_action="worker",
+                           ps_action="ps", owner=f"c{index}", deadline_ms=int(time.time() * 1000),
+                           handoff=lambda: successors.append(f"c{index + 1}") or f"c{index + 1}", log=lambda _: None)
+
+    # Execute: each hand-off starts the next coordinator, as the action's self-invocation would
+    outcomes = []
+    for index in range(20):
+        outcomes.append(coordinator(index).run())
+        if outcomes[-1]["state"] == "done":
+            break
+    # Assert: 8 steps, one per coordinator, each step once, and the job finished
+    assert [o["state"] for o in outcomes] == ["continued"] * 7 + ["done"]
+    assert [o["step"] for o in outcomes] == list(range(1, 9))
+    events = read_metrics(storage, config.job)
+    assert [e["step"] for e in events if e["event"] == "step"] == list(range(8))
+    assert [e["owner"] for e in events if e["event"] == "start"] == [f"c{i}" for i in range(8)]
+    assert storage.exists(JobLayout(config.job).final)
+
+
+def test_a_superseded_coordinator_stops_instead_of_racing_its_successor(job):
+    # Prepare: while c0 runs step 2, a successor c1 takes the job over (writes the status)
+    storage, config = job
+
+    class TakeoverInvoker(InProcessInvoker):
+        def invoke(self, action, params, timeout_s=None):
+            if action == "ps" and params["step"] == 2:
+                storage.put_json(JobLayout(config.job).status, {"owner": "c1", "state": "running", "step": 2})
+            return super().invoke(action, params, timeout_s)
+
+    old = Coordinator(storage, TakeoverInvoker(storage, config), config, worker_action="worker", ps_action="ps",
+                      owner="c0", log=lambda _: None)
+    # Execute
+    outcome = old.run()
+    # Assert: step 2 finished (it was in flight), nothing after it
+    assert outcome == {"state": "superseded", "step": 3}
+    assert [e["step"] for e in read_metrics(storage, config.job) if e["event"] == "step"] == [0, 1, 2]
