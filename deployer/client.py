@@ -80,6 +80,10 @@ class OpenWhiskClient:
             raise PayloadTooLargeError(detail, resp.status_code, body)
         raise OpenWhiskError(detail, resp.status_code, body)
 
+    def platform_info(self) -> dict:
+        """GET /api/v1: the deployment's description and limits (the local platform adds its invoker)."""
+        return self._request("GET", f"{self.apihost}/api/v1")[1]
+
     # packages
     def create_package(self, name: str, parameters: dict | None = None, annotations: dict | None = None,
                        overwrite: bool = True) -> dict:

@@ -11,7 +11,8 @@ from .output import emit_json
 @click.command()
 @click.option("--port", default=supervisor.DEFAULT_PORT, show_default=True, help="OpenWhisk API port on 127.0.0.1.")
 @click.option("--s3-port", default=supervisor.DEFAULT_S3_PORT, show_default=True, help="S3 port on 127.0.0.1.")
-@click.option("--max-containers", default=8, show_default=True, help="Cap on concurrent action processes.")
+@click.option("--max-containers", default=supervisor.DEFAULT_MAX_CONTAINERS, show_default=True,
+              help="Cap on concurrent action processes.")
 @click.option("--idle-timeout-s", default=600.0, show_default=True, help="Evict warm containers idle this long.")
 def up(port: int, s3_port: int, max_containers: int, idle_timeout_s: float) -> None:
     """Start the local platform (OpenWhisk API + embedded S3) in the background."""

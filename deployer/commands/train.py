@@ -90,9 +90,11 @@ def run_job(obj, settings: dict, driver: str = "action", resume_job: str | None 
         thread, errors, activation = None, [], None
         if resume_job:
             config = load_config(storage, resume_job)
+            training.check_capacity(client, config, driver)
             activation = training.resume(client, storage, resume_job)
         else:
             config = training.new_config(**settings)
+            training.check_capacity(client, config, driver)
         if not resume_job and driver == "cli":
             def drive() -> None:
                 try:

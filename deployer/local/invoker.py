@@ -18,6 +18,8 @@ from runtimes import contract
 from .container import Container, ContainerError, ContainerOutOfMemory, ContainerTimeout
 
 MAX_RESULT_BYTES = 1024 * 1024
+# 8 training workers + the PS + the coordinator + two other actions; more only evicts and cold-starts
+DEFAULT_MAX_CONTAINERS = 12
 
 SUCCESS, APPLICATION_ERROR, DEVELOPER_ERROR, INTERNAL_ERROR = 0, 1, 2, 3
 STATUS_NAMES = {
@@ -46,7 +48,7 @@ def _now_ms() -> int:
 class Invoker:
     """Owns every container; `shutdown()` kills them all."""
 
-    def __init__(self, max_containers: int = 8, idle_timeout_s: float = 600.0,
+    def __init__(self, max_containers: int = DEFAULT_MAX_CONTAINERS, idle_timeout_s: float = 600.0,
                  container_env: dict[str, str] | None = None) -> None:
         if max_containers < 1:
             raise ValueError("max_containers must be at least 1")

@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 
 from .controller import create_app
-from .invoker import Invoker
+from .invoker import DEFAULT_MAX_CONTAINERS, Invoker
 from .platform import Platform
 from .s3 import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, EmbeddedS3
 from .store import Store
@@ -40,7 +40,7 @@ def load_or_create_auth(state_dir: Path) -> str:
 
 
 def serve(state_dir: Path, host: str = "127.0.0.1", port: int = 3233, s3_port: int = 3234,
-          max_containers: int = 8, idle_timeout_s: float = 600.0, blocking_timeout_s: float = 60.0) -> None:
+          max_containers: int = DEFAULT_MAX_CONTAINERS, idle_timeout_s: float = 600.0, blocking_timeout_s: float = 60.0) -> None:
     from werkzeug.serving import make_server
 
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3233)
     parser.add_argument("--s3-port", type=int, default=3234)
-    parser.add_argument("--max-containers", type=int, default=8)
+    parser.add_argument("--max-containers", type=int, default=DEFAULT_MAX_CONTAINERS)
     parser.add_argument("--idle-timeout-s", type=float, default=600.0)
     parser.add_argument("--blocking-timeout-s", type=float, default=60.0)
     opts = parser.parse_args(argv)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import requests
 
+from .invoker import DEFAULT_MAX_CONTAINERS
 from .server import INFO_FILE
 
 DEFAULT_PORT = 3233
@@ -180,7 +181,7 @@ def _terminate(pid: int, timeout_s: float) -> None:
 class LocalPlatform:
     """A platform owned by this process: `with LocalPlatform(tmp) as info:` stops it on exit."""
 
-    def __init__(self, state_dir: Path, port: int = 0, s3_port: int = 0, max_containers: int = 8,
+    def __init__(self, state_dir: Path, port: int = 0, s3_port: int = 0, max_containers: int = DEFAULT_MAX_CONTAINERS,
                  idle_timeout_s: float = 600.0, blocking_timeout_s: float = 60.0) -> None:
         self.state_dir = Path(state_dir)
         self.port = port
