@@ -14,11 +14,12 @@ def emit_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True))
 
 
-def write_report(path: str | Path | None, report: dict) -> None:
+def write_report(path: str | Path | None, report: dict, quiet: bool = False) -> None:
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(report, indent=2) + "\n")
-        click.echo(f"wrote {path}", err=True)
+        if not quiet:
+            click.echo(f"wrote {path}", err=True)
 
 
 def table(headers: list[str], rows: Iterable[Iterable[Any]], title: str | None = None) -> None:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from pathlib import Path
 
 import click
 
@@ -192,9 +190,9 @@ def model_machines(run: dict, targets: list[float]) -> dict:
 
 
 NOTE = ("This machine has 2 cores shared by every worker, the PS, the coordinator and the platform: beyond 2 "
-            "workers, adding workers cannot shorten compute, so measured time-to-accuracy shows the cost of "
-            "communication and invocation, not scaling. model_n_machines extrapolates from the measured per-step "
-            "parts (worker compute undone for core sharing, S3 get/put, PS apply, invocation overhead) to N machines.")
+        "workers, adding workers cannot shorten compute, so measured time-to-accuracy shows the cost of "
+        "communication and invocation, not scaling. model_n_machines extrapolates from the measured per-step "
+        "parts (worker compute undone for core sharing, S3 get/put, PS apply, invocation overhead) to N machines.")
 
 
 @click.command("train")
@@ -263,9 +261,7 @@ def bench_train_command(obj, workers_list, modes, epochs, batch_size, local_step
                                               and e["accuracy"] >= t), None) for t in goal}}
             run["model_n_machines"] = model_machines(run, goal)
             runs.append(run)
-            if json_path:  # a bench of many runs takes an hour; finished runs survive a later failure
-                Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-                Path(json_path).write_text(json.dumps(report(runs), indent=2) + "\n")
+            write_report(json_path, report(runs), quiet=True)  # finished runs survive a later failure
     rows = [("baseline (1 process)", "-", *[base["time_to_accuracy_s"][str(t)] for t in goal], "-",
              f"{base['final_accuracy']:.4f}")]
     for r in runs:
