@@ -4,6 +4,8 @@ Time per round is measured for every executor on the same configuration in the s
 run (the first round, which includes worker start-up, is reported apart), and the
 final weights of all executors are compared. Rounds-to-target runs under a round
 budget: a run that does not reach the target says so and keeps its accuracy curve.
+FedSGD, whose rounds to 99% outlast a 2-core session, is compared the way the paper
+compares it: rounds to the same accuracy, at the best accuracy FedSGD reached in its budget.
 """
 
 from __future__ import annotations
@@ -92,3 +94,37 @@ def rounds_to_target(base: RunConfig, partitions: tuple[str, ...], factory: Call
         if on_partition is not None:
             on_partition({"config": dataclasses.replace(base, rounds=max_rounds).as_dict(), "partitions": out})
     return {"config": dataclasses.replace(base, rounds=max_rounds).as_dict(), "partitions": out}
+
+
+def fedsgd_config(base: RunConfig, lr: float | None = None) -> RunConfig:
+    """The paper's FedSGD baseline for `base`: E=1 and B=inf (one gradient over each client's whole set)."""
+    return dataclasses.replace(base, epochs=1, batch_size=None, lr=base.lr if lr is None else lr)
+
+
+def first_round_at(accuracy: list[float], level: float) -> int | None:
+    return next((i + 1 for i, a in enumerate(accuracy) if a >= level), None)
+
+
+def compare_to_fedsgd(fedavg: Mapping[str, dict], fedsgd: Mapping[str, dict]) -> dict:
+    """Per partition: rounds each algorithm needed to reach one common accuracy, and the ratio.
+
+    The level is the lower of the two best accuracies, so both curves reach it; the paper's
+    speed-ups (Table 2) are the same ratio taken at 99%.
+    """
+    out: dict = {}
+    for kind, sgd in fedsgd.items():
+        avg = fedavg.get(kind)
+        if not avg or not avg["accuracy"] or not sgd["accuracy"]:
+            continue
+        level = min(max(avg["accuracy"]), max(sgd["accuracy"]))
+        sgd_rounds, avg_rounds = first_round_at(sgd["accuracy"], level), first_round_at(avg["accuracy"], level)
+        paper = PAPER_ROUNDS_TO_99.get(kind, {})
+        out[kind] = {
+            "accuracy_level": level,
+            "fedsgd_rounds": sgd_rounds,
+            "fedavg_rounds": avg_rounds,
+            "speedup": sgd_rounds / avg_rounds,
+            "fedsgd_rounds_run": len(sgd["accuracy"]),
+            "paper_speedup_at_99": (paper["fedsgd"] / paper["fedavg_e5_b10"]) if paper else None,
+        }
+    return out

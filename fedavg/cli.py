@@ -361,14 +361,17 @@ def _print_table(headers, rows, title) -> None:
 @click.option("--concurrency", default=2, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--skip-target", is_flag=True, help="Only time the executors.")
+@click.option("--fedsgd-rounds", default=0, show_default=True,
+              help="Round budget for the FedSGD baseline (E=1, B=inf) on each partition; 0 shows the paper's.")
+@click.option("--fedsgd-lr", type=float, default=None, help="FedSGD learning rate [default: --lr].")
 @click.option("--train-limit", type=int, default=None, help="First N training images (quick checks only).")
 @click.option("--test-limit", type=int, default=None, help="First N test images (quick checks only).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
 @_study_options
 @click.pass_obj
 def bench_command(obj, executors, timing_rounds, timing_epochs, max_rounds, partitions, target, lr, executor_name,
-                  workers, threads, concurrency, seed, skip_target, train_limit, test_limit, json_path,
-                  checkpoint_root, fresh) -> None:
+                  workers, threads, concurrency, seed, skip_target, fedsgd_rounds, fedsgd_lr, train_limit, test_limit,
+                  json_path, checkpoint_root, fresh) -> None:
     """Time per round of each executor, and rounds to 99% (CNN, C=0.1, E=5, B=10) next to the paper."""
     import dataclasses
 
@@ -381,6 +384,9 @@ def bench_command(obj, executors, timing_rounds, timing_epochs, max_rounds, part
     kinds = tuple(k.strip() for k in partitions.split(",") if k.strip())
     if any(k not in KINDS for k in kinds):
         raise click.BadParameter(f"--partitions takes {', '.join(KINDS)}; got {partitions!r}")
+    if fedsgd_rounds < 0 or (fedsgd_lr is not None and fedsgd_lr <= 0) or (fedsgd_rounds and skip_target):
+        raise click.BadParameter("--fedsgd-rounds needs a value >= 0, --fedsgd-lr > 0, and no --skip-target "
+                                 "(FedSGD is compared with the rounds-to-target curves)")
     _set_threads(threads)
     base = RunConfig(model="cnn", clients=100, frac=0.1, epochs=5, batch_size=10, lr=lr, partition="iid",
                      rounds=max_rounds, target=target, seed=seed, train_limit=train_limit, test_limit=test_limit)
@@ -406,11 +412,21 @@ def bench_command(obj, executors, timing_rounds, timing_epochs, max_rounds, part
             def partial(result: dict) -> None:
                 _write_json(json_path, {**report, "rounds_to_target": result}, quiet=True)
 
+            root = _study_root(checkpoint_root, fresh)
             with _progress(max_rounds, "to target") as advance:
                 report["rounds_to_target"] = bench.rounds_to_target(base, kinds, factory, data, max_rounds,
                                                                     on_round=advance, on_partition=partial,
-                                                                    checkpoint_root=_study_root(checkpoint_root,
-                                                                                                fresh))
+                                                                    checkpoint_root=root)
+            if fedsgd_rounds:
+                def partial_sgd(result: dict) -> None:
+                    _write_json(json_path, {**report, "fedsgd": result}, quiet=True)
+
+                with _progress(fedsgd_rounds, "fedsgd") as advance:
+                    report["fedsgd"] = bench.rounds_to_target(bench.fedsgd_config(base, fedsgd_lr), kinds, factory,
+                                                              data, fedsgd_rounds, on_round=advance,
+                                                              on_partition=partial_sgd, checkpoint_root=root)
+                report["fedsgd_vs_fedavg"] = bench.compare_to_fedsgd(report["rounds_to_target"]["partitions"],
+                                                                     report["fedsgd"]["partitions"])
     except FedAvgError as exc:
         raise _fail(exc) from exc
     if "executors" in report:
@@ -425,4 +441,10 @@ def bench_command(obj, executors, timing_rounds, timing_epochs, max_rounds, part
                        v["paper_fedavg_rounds"], v["paper_fedsgd_rounds"], v["verdict"])
                       for k, v in report["rounds_to_target"]["partitions"].items()],
                      f"rounds to {target:g} (CNN, C=0.1, E=5, B=10, lr={lr:g})")
+    if "fedsgd_vs_fedavg" in report:
+        _print_table(["partition", "accuracy", "FedSGD rounds", "FedAvg rounds", "speed-up", "paper speed-up at 99%"],
+                     [(k, f"{v['accuracy_level']:.4f}", v["fedsgd_rounds"], v["fedavg_rounds"], f"{v['speedup']:.1f}x",
+                       f"{v['paper_speedup_at_99']:.1f}x" if v["paper_speedup_at_99"] else "-")
+                      for k, v in report["fedsgd_vs_fedavg"].items()],
+                     f"FedSGD (E=1, B=inf, lr={fedsgd_lr or lr:g}, {fedsgd_rounds} rounds) vs FedAvg at FedSGD's best")
     _write_json(json_path, report)

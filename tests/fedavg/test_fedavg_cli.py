@@ -60,6 +60,8 @@ def test_user_mistakes_are_one_line_errors(tmp_path, mnist_root):
     assert "no checkpoint" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(cli, ["fedavg", "sweep", "--clients", "ten"])
     assert result.exit_code == 2 and "comma-separated integers" in result.output
+    result = CliRunner().invoke(cli, ["bench", "fedavg", "--skip-target", "--fedsgd-rounds", "5"])
+    assert result.exit_code == 2 and "--fedsgd-rounds" in result.output
 
 
 def test_sweep_writes_a_table_a_plot_and_json_and_continues_its_checkpoints(tmp_path, mnist_root):
@@ -88,8 +90,16 @@ def test_bench_times_executors_side_by_side_and_continues_rounds_to_target(tmp_p
     assert timing["same_weights"] and set(timing["executors"]) == {"serial", "process"}
     assert all(v["mean_round_s"] > 0 for v in timing["executors"].values())
     assert report["paper_rounds_to_99"]["shards"]["fedavg_e5_b10"] == 229
-    second = invoke(*args, "--timing-rounds", "0", "--max-rounds", "2")
+    second = invoke(*args, "--timing-rounds", "0", "--max-rounds", "2", "--fedsgd-rounds", "3")
     assert second.exit_code == 0, second.output
-    iid = json.loads((tmp_path / "b.json").read_text())["rounds_to_target"]["partitions"]["iid"]
+    report = json.loads((tmp_path / "b.json").read_text())
+    iid = report["rounds_to_target"]["partitions"]["iid"]
     assert iid["resumed_after_round"] == 1 and len(iid["accuracy"]) == 2
     assert iid["verdict"].startswith("not reached within 2 rounds") and iid["paper_fedavg_rounds"] == 20
+    fedsgd = report["fedsgd"]
+    assert (fedsgd["config"]["epochs"], fedsgd["config"]["batch_size"]) == (1, None)
+    assert len(fedsgd["partitions"]["iid"]["accuracy"]) == 3
+    assert fedsgd["partitions"]["iid"]["checkpoint_dir"] != iid["checkpoint_dir"]
+    versus = report["fedsgd_vs_fedavg"]["iid"]
+    assert 1 <= versus["fedsgd_rounds"] <= 3 and 1 <= versus["fedavg_rounds"] <= 2
+    assert "speed-up" in second.output
