@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping
 
-from .run import Data, RunConfig, run, run_resumable
+from .run import Data, RunConfig, first_round_at, run, run_resumable
 
 # McMahan et al. 2017, Table 2: CNN on MNIST, rounds to 99% test accuracy.
 PAPER_ROUNDS_TO_99 = {
@@ -99,10 +99,6 @@ def rounds_to_target(base: RunConfig, partitions: tuple[str, ...], factory: Call
 def fedsgd_config(base: RunConfig, lr: float | None = None) -> RunConfig:
     """The paper's FedSGD baseline for `base`: E=1 and B=inf (one gradient over each client's whole set)."""
     return dataclasses.replace(base, epochs=1, batch_size=None, lr=base.lr if lr is None else lr)
-
-
-def first_round_at(accuracy: list[float], level: float) -> int | None:
-    return next((i + 1 for i, a in enumerate(accuracy) if a >= level), None)
 
 
 def compare_to_fedsgd(fedavg: Mapping[str, dict], fedsgd: Mapping[str, dict]) -> dict:

@@ -11,6 +11,7 @@ import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 import click
 
@@ -409,22 +410,20 @@ def bench_command(obj, executors, timing_rounds, timing_epochs, max_rounds, part
             factory = executor_factory(executor_name, data, workers=workers, threads=threads,
                                        concurrency=concurrency, obj=obj)
 
-            def partial(result: dict) -> None:
-                _write_json(json_path, {**report, "rounds_to_target": result}, quiet=True)
+            def partial(key: str) -> Callable[[dict], None]:
+                return lambda result: _write_json(json_path, {**report, key: result}, quiet=True)
 
             root = _study_root(checkpoint_root, fresh)
             with _progress(max_rounds, "to target") as advance:
                 report["rounds_to_target"] = bench.rounds_to_target(base, kinds, factory, data, max_rounds,
-                                                                    on_round=advance, on_partition=partial,
+                                                                    on_round=advance,
+                                                                    on_partition=partial("rounds_to_target"),
                                                                     checkpoint_root=root)
             if fedsgd_rounds:
-                def partial_sgd(result: dict) -> None:
-                    _write_json(json_path, {**report, "fedsgd": result}, quiet=True)
-
                 with _progress(fedsgd_rounds, "fedsgd") as advance:
                     report["fedsgd"] = bench.rounds_to_target(bench.fedsgd_config(base, fedsgd_lr), kinds, factory,
                                                               data, fedsgd_rounds, on_round=advance,
-                                                              on_partition=partial_sgd, checkpoint_root=root)
+                                                              on_partition=partial("fedsgd"), checkpoint_root=root)
                 report["fedsgd_vs_fedavg"] = bench.compare_to_fedsgd(report["rounds_to_target"]["partitions"],
                                                                      report["fedsgd"]["partitions"])
     except FedAvgError as exc:
@@ -446,5 +445,6 @@ def bench_command(obj, executors, timing_rounds, timing_epochs, max_rounds, part
                      [(k, f"{v['accuracy_level']:.4f}", v["fedsgd_rounds"], v["fedavg_rounds"], f"{v['speedup']:.1f}x",
                        f"{v['paper_speedup_at_99']:.1f}x" if v["paper_speedup_at_99"] else "-")
                       for k, v in report["fedsgd_vs_fedavg"].items()],
-                     f"FedSGD (E=1, B=inf, lr={fedsgd_lr or lr:g}, {fedsgd_rounds} rounds) vs FedAvg at FedSGD's best")
+                     f"FedSGD (E=1, B=inf, lr={report['fedsgd']['config']['lr']:g}, {fedsgd_rounds} rounds) "
+                     "vs FedAvg at FedSGD's best")
     _write_json(json_path, report)

@@ -126,11 +126,16 @@ def _round_record(round_index: int, outcomes: list, loss_acc: tuple[float, float
     }
 
 
+def first_round_at(accuracy: list[float], level: float) -> int | None:
+    """The 1-based round whose test accuracy first reaches `level` (rounds are numbered from 1)."""
+    return next((i + 1 for i, a in enumerate(accuracy) if a >= level), None)
+
+
 def summarize(report: dict) -> dict:
     """Adds rounds-to-target, best and final accuracy and time per round to a report."""
     rounds = report["rounds"]
     target = report["config"].get("target")
-    reached = next((r["round"] for r in rounds if target is not None and r["test_acc"] >= target), None)
+    reached = first_round_at([r["test_acc"] for r in rounds], target) if target is not None else None
     times = [r["round_s"] for r in rounds]
     report.update(
         rounds_done=len(rounds),
