@@ -10,9 +10,9 @@ stops at its next step instead of racing the new one.
 from __future__ import annotations
 
 import json
-import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
+from concurrent.futures import TimeoutError as FuturesTimeoutError
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -98,9 +98,7 @@ class Coordinator:
         self._step_walls: list[float] = []
         self._eval_s = 0.0
         # Left-out stragglers keep running and are billed; their GB-s arrive after their step.
-        self._stragglers: set[Future] = set()
-        self._late: list[dict] = []
-        self._late_lock = threading.Lock()
+        self._stragglers: dict[Future, tuple[int, int]] = {}
         self._prunes: list[Future] = []
         self._applied_through = -1
 
@@ -127,38 +125,50 @@ class Coordinator:
     def run(self) -> dict:
         """Raises StepFailedError when a step cannot get enough updates even after retries."""
         try:
-            outcome = self._run()
-            if outcome["state"] == "done":
-                # a straggler of the last steps ends by its timeout at the latest; its bill belongs to this job
-                with self._late_lock:
-                    running = set(self._stragglers)
-                wait(running, timeout=self.config.worker_timeout_s + 5)
-            return outcome
+            return self._run()
         finally:
             wait(self._prunes, timeout=30)
             self._record_late()
             self.metrics.flush()
             self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _on_late(self, step: int, worker: int, future: Future) -> None:
+    def _late_event(self, step: int, worker: int, future: Future) -> dict | None:
+        """The bill of a finished straggler; None if it was cancelled before it ran."""
         try:
-            call = future.result()
+            call = future.result(timeout=0)
             gb_s, ok, attempts, error = call.gb_s, True, call.attempts, None
         except StepFailedError as exc:
             gb_s, ok, attempts, error = getattr(exc, "gb_s", 0.0), False, getattr(exc, "attempts", 0), str(exc)
         except Exception:  # noqa: BLE001 - cancelled at shutdown: nothing ran, nothing billed
-            return
-        with self._late_lock:
-            self._stragglers.discard(future)
-            self._late.append({"event": "late", "step": step, "worker": worker, "ok": ok, "attempts": attempts,
-                               "gb_s": round(gb_s, 6), **({"error": error[:300]} if error else {})})
+            return None
+        return {"event": "late", "step": step, "worker": worker, "ok": ok, "attempts": attempts,
+                "gb_s": round(gb_s, 6), **({"error": error[:300]} if error else {})}
 
-    def _record_late(self) -> None:
-        """Writes the bills of stragglers that finished since the last call (from the driving thread)."""
-        with self._late_lock:
-            late, self._late = self._late, []
-        for event in late:
-            self.metrics.append(event)
+    def _record_late(self, timeout_s: float = 0.0) -> None:
+        """Writes the bills of finished stragglers, waiting up to `timeout_s` for the rest.
+
+        Runs on the driving thread only, so every bill is in the metrics before the status
+        that follows it: a reader that sees "done" has seen every straggler.
+        """
+        finished = [f for f in self._stragglers if f.done()]
+        if timeout_s > 0 and len(finished) < len(self._stragglers):
+            try:
+                finished = list(as_completed(self._stragglers, timeout=timeout_s))
+            except FuturesTimeoutError:
+                finished = [f for f in self._stragglers if f.done()]
+        for future in sorted(finished, key=self._stragglers.__getitem__):
+            step, worker = self._stragglers.pop(future)
+            event = self._late_event(step, worker, future)
+            if event is not None:
+                self.metrics.append(event)
+
+    def _settle_stragglers(self, limit_s: float) -> None:
+        """Bills every straggler still running, or says which ones outlived `limit_s`."""
+        self._record_late(timeout_s=max(0.0, limit_s))
+        for step, worker in sorted(self._stragglers.values()):
+            self.metrics.append({"event": "late", "step": step, "worker": worker, "ok": False, "attempts": 0,
+                                 "gb_s": 0.0, "error": f"still running after {limit_s:.0f} s; not billed"})
+        self._stragglers.clear()
 
     def _run(self) -> dict:
         latest = self.layout.latest_model_step(self.storage)
@@ -173,6 +183,7 @@ class Coordinator:
         while step < self.total_steps:
             # at least one step per activation: a limit shorter than the margin must not hand off forever
             if step > first and self._time_left_s() < self._margin_s() and self.handoff is not None:
+                self._settle_stragglers(min(self.config.worker_timeout_s + 5, self._time_left_s() - 5))
                 self.metrics.append({"event": "handoff", "owner": self.owner, "step": step}, flush=True)
                 self._status("continuing", step)
                 successor = self.handoff()
@@ -196,6 +207,8 @@ class Coordinator:
             self._prune(step)
         wait(self._prunes, timeout=30)
         self.storage.put_bytes(self.layout.final, dist_steps.final_state_bytes(self.storage, self.config, step))
+        # a straggler of the last steps ends by its timeout at the latest; its bill belongs to this job
+        self._settle_stragglers(self.config.worker_timeout_s + 5)
         self.metrics.append({"event": "done", "step": step}, flush=True)
         self._status("done", step)
         return {"state": "done", "step": step}
@@ -277,9 +290,7 @@ class Coordinator:
             if quorum_at is None and len(done) >= quorum:
                 quorum_at = time.monotonic()
         for future, worker in pending.items():
-            with self._late_lock:
-                self._stragglers.add(future)
-            future.add_done_callback(lambda f, worker=worker: self._on_late(step, worker, f))
+            self._stragglers[future] = (step, worker)
         return done, sorted(set(range(n)) - set(done)), failed_gb_s
 
     def _run_step(self, step: int) -> None:

@@ -74,7 +74,8 @@ def platform(tmp_path_factory):
     """A real local platform process on loopback (controller, invoker, embedded S3)."""
     from deployer.local.supervisor import LocalPlatform
 
-    owner = LocalPlatform(tmp_path_factory.mktemp("platform"), max_containers=6, idle_timeout_s=600)
+    # room for a 3-worker training job with a straggler (3 + 1 workers, PS, coordinator) and a spare
+    owner = LocalPlatform(tmp_path_factory.mktemp("platform"), max_containers=8, idle_timeout_s=600)
     info = owner.start()
     handle = PlatformHandle(owner, info)
     Storage(handle.storage_config).ensure_bucket()

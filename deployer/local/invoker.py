@@ -58,6 +58,7 @@ class Invoker:
         self._cond = threading.Condition()
         self._containers: list[Container] = []
         self._starting = 0
+        self._queued = 0  # activations waiting for a container slot
         self._closed = False
         self.cold_starts = 0
         self._reaper = threading.Thread(target=self._reap_idle, daemon=True)
@@ -68,33 +69,42 @@ class Invoker:
             return {
                 "containers": len(self._containers),
                 "busy": sum(c.busy for c in self._containers),
+                "queued": self._queued,
                 "max_containers": self.max_containers,
                 "cold_starts": self.cold_starts,
             }
 
     def _acquire(self, key: str, deadline: float) -> Container | None:
         """A warm idle container for `key`, or None with a free slot reserved for a cold start."""
+        queued = False
         with self._cond:
-            while True:
-                if self._closed:
-                    raise ContainerError("the platform is shutting down")
-                for c in self._containers:
-                    if c.key == key and not c.busy and c.alive():
-                        c.busy = True
-                        return c
-                if len(self._containers) + self._starting < self.max_containers:
-                    self._starting += 1
-                    return None
-                victim = next((c for c in sorted(self._containers, key=lambda c: c.last_used) if not c.busy), None)
-                if victim is not None:
-                    self._containers.remove(victim)
-                    victim.kill()
-                    self._starting += 1
-                    return None
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise ContainerTimeout("no container became free in time")
-                self._cond.wait(min(left, 1.0))
+            try:
+                while True:
+                    if self._closed:
+                        raise ContainerError("the platform is shutting down")
+                    for c in self._containers:
+                        if c.key == key and not c.busy and c.alive():
+                            c.busy = True
+                            return c
+                    if len(self._containers) + self._starting < self.max_containers:
+                        self._starting += 1
+                        return None
+                    victim = next((c for c in sorted(self._containers, key=lambda c: c.last_used) if not c.busy),
+                                  None)
+                    if victim is not None:
+                        self._containers.remove(victim)
+                        victim.kill()
+                        self._starting += 1
+                        return None
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise ContainerTimeout("no container became free in time")
+                    if not queued:
+                        queued, self._queued = True, self._queued + 1
+                    self._cond.wait(min(left, 1.0))
+            finally:
+                if queued:
+                    self._queued -= 1
 
     def _release(self, c: Container, reusable: bool) -> None:
         with self._cond:

@@ -24,7 +24,7 @@ class ImageHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - the http.server API
         path = self.path.split("?")[0]
         if path == "/stall":
-            self.server.release.wait(30)
+            self.server.release.wait(300)
             return
         if path == "/trickle":
             self.send_response(200)
@@ -32,7 +32,7 @@ class ImageHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "100000")
             self.end_headers()
             try:
-                for _ in range(1000):
+                for _ in range(6000):
                     if self.server.release.wait(0.05):
                         return
                     self.wfile.write(b"\x89")

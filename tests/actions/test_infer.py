@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import importlib.util
 import io
-import time
 from pathlib import Path
 
 import numpy as np
@@ -160,17 +159,15 @@ def test_unreachable_host(action, storage, published, closed_port):
 
 
 def test_server_that_never_answers_hits_the_timeout(action, storage, published, image_server):
-    started = time.monotonic()
+    # the server holds the request until the module ends: only the action's own timeout can answer
     answer = action.main(params(storage, url=image_server.base_url + "/stall", fetch_timeout_s=1))
     assert "did not answer within 1 s" in answer["error"]
-    assert time.monotonic() - started < 5
 
 
 def test_server_that_trickles_hits_the_deadline(action, storage, published, image_server):
-    started = time.monotonic()
+    # a byte every 50 ms for minutes: only the action's own deadline ends the read
     answer = action.main(params(storage, url=image_server.base_url + "/trickle", fetch_timeout_s=1))
     assert "did not finish sending within 1 s" in answer["error"]
-    assert time.monotonic() - started < 5
 
 
 def test_http_error_status(action, storage, published, image_server):

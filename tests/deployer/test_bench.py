@@ -13,8 +13,16 @@ def test_percentile_nearest_rank():
 
 def test_bench_platform_small_run():
     report = bp.run([1, 2], requests_per_worker=5, cold_runs=2, direct_iterations=1000)
-    assert report["direct_call"]["p50_ms"] > 0
+    # every layer measured as many times as asked, without errors
+    assert report["direct_call"]["n"] == 1000 and report["proxy_direct"]["n"] == 200
     assert set(report["warm"]) == {"1", "2"}
     assert all(r["errors"] == 0 and r["n"] == r["concurrency"] * 5 for r in report["warm"].values())
-    assert report["cold_start"]["init_time_ms_median"] > 0
-    assert report["ratios"]["warm_p50_over_direct_call"] > 1
+    # initTime is only present when the invoke paid for /init: each cold run really was cold
+    assert report["cold_start"]["n"] == 2 and report["cold_start"]["init_time_ms_median"] > 0
+    # the ratios are the measured numbers divided, not something else
+    warm1 = report["warm"]["1"]["p50_ms"]
+    assert report["ratios"] == {
+        "warm_p50_over_direct_call": round(warm1 / report["direct_call"]["p50_ms"]),
+        "warm_p50_over_proxy_http": round(warm1 / report["proxy_direct"]["p50_ms"], 2),
+        "cold_p50_over_warm_p50": round(report["cold_start"]["p50_ms"] / warm1, 1),
+    }

@@ -17,6 +17,14 @@ from deployer.local.supervisor import LocalPlatform
 
 ROOT = Path(__file__).resolve().parents[2]
 SLEEPER = "import time\ndef main(a):\n    time.sleep(float(a.get('s', 0)))\n    return {'slept': a.get('s', 0)}\n"
+# Touches `started`, then holds its container until the test creates `release` (or 120 s pass).
+GATE = ("import os, time\n"
+        "def main(a):\n"
+        "    open(a['started'], 'w').close()\n"
+        "    deadline = time.time() + 120\n"
+        "    while not os.path.exists(a['release']) and time.time() < deadline:\n"
+        "        time.sleep(0.01)\n"
+        "    return {'released': os.path.exists(a['release'])}\n")
 
 
 def _py(code: str) -> dict:
@@ -78,11 +86,10 @@ def test_application_error_is_502_with_result(platform):
 def test_timeout_kills_and_records_developer_error(platform):
     c = platform.client
     c.create_action("slow", _py(SLEEPER), limits={"timeout": 1000})
-    t0 = time.monotonic()
     with pytest.raises(ActivationFailedError) as info:
-        c.invoke("slow", {"s": 30})
-    assert time.monotonic() - t0 < 15
+        c.invoke("slow", {"s": 600})  # only the kill at the limit ends it inside pytest's timeout
     assert info.value.activation["response"]["status"] == "action developer error"
+    assert info.value.activation["duration"] >= 1000
     assert "exceeded its time limits of 1000 milliseconds" in info.value.result["error"]
     assert c.invoke("slow", {"s": 0}, result=True) == {"slept": 0}  # a fresh container serves the next one
 
@@ -166,19 +173,36 @@ def test_twenty_concurrent_invocations_all_recorded(platform):
     assert ids <= listed
 
 
+def _wait_for(condition, what: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def _invoker_stats(info) -> dict:
+    return requests.get(info.apihost + "/api/v1", timeout=5).json()["invoker"]
+
+
 def test_cap_queues_and_records_wait_time(tmp_path):
-    with LocalPlatform(tmp_path, max_containers=1) as info:
+    with LocalPlatform(tmp_path / "state", max_containers=1) as info:
         c = info.client()
-        c.create_action("s", _py(SLEEPER))
-        c.invoke("s", {"s": 0})
-        records = []
-        threads = [threading.Thread(target=lambda: records.append(c.invoke("s", {"s": 1}))) for _ in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        waits = sorted(_annotation(r, "waitTime") for r in records)
-        assert waits[1] >= 700  # the second waited for the only container
+        c.create_action("gate", _py(GATE))
+        release = tmp_path / "release"
+        first = c.invoke("gate", {"started": str(tmp_path / "first"), "release": str(release)},
+                         blocking=False)["activationId"]
+        _wait_for((tmp_path / "first").exists, "the first activation to hold the only container")
+        second = c.invoke("gate", {"started": str(tmp_path / "second"), "release": str(release)},
+                          blocking=False)["activationId"]
+        _wait_for(lambda: _invoker_stats(info)["queued"] == 1, "the second activation to queue")
+        assert not (tmp_path / "second").exists()
+        released_ms = time.time() * 1000
+        release.touch()
+        a, b = c.wait_activation(first, timeout_s=60), c.wait_activation(second, timeout_s=60)
+        # the second could only start once the first let go of the container, and waitTime says so
+        assert a["response"]["result"] == b["response"]["result"] == {"released": True}
+        assert b["start"] < released_ms <= b["start"] + _annotation(b, "waitTime") + 1
+        assert _invoker_stats(info)["queued"] == 0
 
 
 def test_idle_containers_are_evicted(tmp_path):
@@ -235,9 +259,11 @@ def test_activation_in_flight_when_platform_dies_is_closed_not_lost(tmp_path):
     info = owner.start()
     try:
         c = info.client()
-        c.create_action("s", _py(SLEEPER))
-        aid = c.invoke("s", {"s": 30}, blocking=False)["activationId"]
-        time.sleep(1.5)
+        c.create_action("gate", _py(GATE))
+        started = tmp_path / "gate-started"
+        aid = c.invoke("gate", {"started": str(started), "release": str(tmp_path / "gate-never")},
+                       blocking=False)["activationId"]
+        _wait_for(started.exists, "the action to start")
         owner.kill()
         info = owner.start()
         record = info.client().get_activation(aid)

@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,14 +132,36 @@ def test_rounds_where_every_client_fails_stop_the_run_with_the_cause(small_mnist
     assert len(saved["rounds"]) == 2
 
 
+def _cpu_ticks(pid: int) -> int:
+    """utime + stime of a process, in clock ticks (/proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
 class _KillingExecutor:
-    """Wraps a process executor and SIGKILLs one of its workers: during round 1, and between rounds 2 and 3."""
+    """Wraps a process executor and SIGKILLs one of its workers: during round 1, and between rounds 2 and 3.
+
+    The round-1 kill waits for a worker to burn CPU, which an idle pool worker never does: the
+    kill then lands inside a client update however fast or slow the machine is.
+    """
 
     def __init__(self, inner: ProcessExecutor) -> None:
         self.inner = inner
         self.name = inner.name
         self.eval_threads = 1
         self.rounds = 0
+        self.killed_mid_round: list[int] = []
+        self._watcher: threading.Thread | None = None
+
+    def _kill_first_busy(self, idle: dict[int, int]) -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            for pid, ticks in idle.items():
+                if _cpu_ticks(pid) > ticks:
+                    os.kill(pid, signal.SIGKILL)
+                    self.killed_mid_round.append(pid)
+                    return
+            time.sleep(0.005)
 
     def _kill_one(self) -> int:
         pid = self.inner.worker_pids()[0]
@@ -148,7 +171,11 @@ class _KillingExecutor:
     def run_round(self, tasks, state):
         self.rounds += 1
         if self.rounds == 1:
-            threading.Timer(0.5, self._kill_one).start()
+            idle = {pid: _cpu_ticks(pid) for pid in self.inner.worker_pids()}
+            self._watcher = threading.Thread(target=self._kill_first_busy, args=(idle,), daemon=True)
+            self._watcher.start()
+        if self.rounds == 2:
+            self._watcher.join()
         if self.rounds == 3:
             pid = self._kill_one()
             deadline = time.monotonic() + 10
@@ -162,10 +189,12 @@ def test_killed_worker_processes_never_crash_a_run(small_mnist):
     config = dataclasses.replace(SMALL, model="cnn", clients=4, frac=1.0, epochs=2, rounds=3)
     with ProcessExecutor(small_mnist.train_images, small_mnist.train_labels, workers=2) as executor:
         # Execute
-        report, _ = run(config, _KillingExecutor(executor), small_mnist)
+        killing = _KillingExecutor(executor)
+        report, _ = run(config, killing, small_mnist)
         survivors = executor.worker_pids()
     # Assert: round 1 lost its clients to the dead pool and says so; rounds 2 and 3 ran on fresh workers
     first, second, third = report["rounds"]
+    assert len(killing.killed_mid_round) == 1
     assert first["failed"] and all("worker process died" in f["error"] for f in first["failed"])
     assert second["failed"] == [] and third["failed"] == []
     assert third["test_acc"] > 0.5

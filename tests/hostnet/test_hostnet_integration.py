@@ -105,7 +105,7 @@ def test_two_guests_ping_and_iperf(guest_image, accel, nothing_left, backend, qu
             tcp = parse_iperf_json(client.vm.run(
                 client_command(server.ip, seconds=2, streams=queues), timeout_s=120))
             assert tcp.protocol == "TCP" and tcp.streams == queues
-            assert tcp.bits_per_second > 1e6
+            assert tcp.bits_per_second > 0  # data crossed the link; speed is for `hostnet bench`
 
 
 def test_live_migration_over_vhost_user_keeps_the_guest_answering(guest_image, accel,

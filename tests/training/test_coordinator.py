@@ -95,3 +95,50 @@ def test_a_superseded_coordinator_stops_instead_of_racing_its_successor(job):
     # Assert: step 2 finished (it was in flight), nothing after it
     assert outcome == {"state": "superseded", "step": 3}
     assert [e["step"] for e in read_metrics(storage, config.job) if e["event"] == "step"] == [0, 1, 2]
+
+
+def test_every_straggler_is_billed_before_the_job_reads_done(job):
+    # Prepare: worker 1 of the last step stalls until the job is marked done or its own
+    # limit ends it, as an OpenWhisk timeout would; the quorum leaves it out
+    storage, config = job
+    config = JobConfig.from_dict({**config.as_dict(), "quorum": 1, "straggler_wait_s": 0.5, "worker_timeout_s": 3.0})
+    layout = JobLayout(config.job)
+    last = config.total_steps(config.train_limit) - 1
+    released = threading.Event()
+    seen_at_done: list[dict] = []
+
+    class StatusWatch:
+        """The real storage; a "done" status write releases the straggler and snapshots the metrics."""
+
+        def __getattr__(self, name):
+            return getattr(storage, name)
+
+        def put_json(self, key, value):
+            if key == layout.status and value.get("state") == "done":
+                seen_at_done.extend(read_metrics(storage, config.job))
+                released.set()
+            return storage.put_json(key, value)
+
+    class StallingInvoker(InProcessInvoker):
+        def invoke(self, action, params, timeout_s=None):
+            if action == "worker" and params["step"] == last and params["worker"] == 1:
+                started = time.perf_counter()
+                released.wait(timeout=config.worker_timeout_s)
+                return {"response": {"result": {}}, "duration": int((time.perf_counter() - started) * 1000),
+                        "annotations": [{"key": "limits", "value": {"memory": 512}}]}
+            return super().invoke(action, params, timeout_s)
+
+    coordinator = Coordinator(StatusWatch(), StallingInvoker(storage, config), config, worker_action="worker",
+                              ps_action="ps", owner="c0", log=lambda _: None)
+    # Execute
+    outcome = coordinator.run()
+    # Assert: when the status said "done", every left-out worker had its bill in the metrics, done last
+    assert outcome["state"] == "done"
+    steps = [e for e in seen_at_done if e["event"] == "step"]
+    left_out = sorted((s["step"], w) for s in steps for w in s["left_out"])
+    assert (last, 1) in left_out
+    late = [e for e in seen_at_done if e["event"] == "late"]
+    assert sorted((e["step"], e["worker"]) for e in late) == left_out
+    assert all(e["ok"] and e["gb_s"] > 0 for e in late), late
+    assert seen_at_done[-1]["event"] == "done"
+    assert read_metrics(storage, config.job) == seen_at_done

@@ -74,16 +74,22 @@ from mlcore.storage import Storage, StorageConfig
 
 
 def main(args):
-    """Crashes (process exit) or stalls once for the worker and step named in FAULT."""
+    """Crashes (process exit) once, or stalls until the job has moved past its step, for one worker and step."""
     kind, worker, step = "{kind}", {worker}, {step}
     if int(args["worker"]) == worker and int(args["step"]) == step:
         storage = Storage(StorageConfig.from_params(args))
-        marker = "jobs/%s/fault-%d-%d" % (args["job"], worker, step)
+        prefix = "jobs/%s/" % args["job"]
+        marker = prefix + "fault-%d-%d" % (worker, step)
         if not storage.exists(marker):
             storage.put_bytes(marker, b"1")
             if kind == "crash":
                 os._exit(3)
-            time.sleep({stall_s})
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                if storage.get_json(prefix + "status.json").get("step", 0) > step:
+                    storage.put_bytes(prefix + "straggler-saw-step-applied", b"1")
+                    break
+                time.sleep(0.05)
     return real_worker.main(args)
 '''
 
@@ -104,14 +110,12 @@ def deploy_package(platform, tmp_path: Path, package: str, worker_dir: Path | No
     deploy(platform.client, path, env={**os.environ, **platform.storage_env})
 
 
-def deploy_faulty(platform, tmp_path: Path, package: str, kind: str, worker: int, step: int,
-                  stall_s: float = 0.0) -> None:
+def deploy_faulty(platform, tmp_path: Path, package: str, kind: str, worker: int, step: int) -> None:
     worker_dir = tmp_path / package / "worker"
     worker_dir.mkdir(parents=True)
     real = (PROJECT_ROOT / "actions/mnist-train/worker/__main__.py").read_text()
     (worker_dir / "real_worker.py").write_text(real)
-    (worker_dir / "__main__.py").write_text(FLAKY_WORKER.format(kind=kind, worker=worker, step=step,
-                                                                 stall_s=stall_s))
+    (worker_dir / "__main__.py").write_text(FLAKY_WORKER.format(kind=kind, worker=worker, step=step))
     deploy_package(platform, tmp_path, package, worker_dir=worker_dir)
 
 
@@ -131,9 +135,11 @@ def test_a_crashed_worker_is_retried_and_the_job_completes(platform, deployed, t
 
 def test_quorum_leaves_a_straggler_out_and_records_it(platform, deployed, tmp_path):
     # Prepare
-    deploy_faulty(platform, tmp_path, "train-slow", "stall", worker=2, step=1, stall_s=6.0)
+    # the straggler of step 1 runs until the job has moved past step 1; the others get a generous
+    # straggler wait, so only a worker that really cannot finish is left out
+    deploy_faulty(platform, tmp_path, "train-slow", "stall", worker=2, step=1)
     config = JobConfig(job="quorum", **{**SMALL, "workers": 3, "batch_size": 48, "train_limit": 480,
-                                        "quorum": 2, "straggler_wait_s": 0.5, "epochs": 1,
+                                        "quorum": 2, "straggler_wait_s": 5.0, "epochs": 1,
                                         "eval_every": 0})
     # Execute
     activation = training.start(platform.client, config, package="train-slow")
@@ -142,7 +148,8 @@ def test_quorum_leaves_a_straggler_out_and_records_it(platform, deployed, tmp_pa
     steps = {e["step"]: e for e in events if e["event"] == "step"}
     assert steps[1]["left_out"] == [2] and steps[1]["included"] == [0, 1]
     assert deployed.get_json(JobLayout("quorum").applied(1))["workers"] == [0, 1]
-    assert steps[1]["wall_s"] < 5.0
+    # step 1 was applied while its straggler was still running
+    assert deployed.exists("jobs/quorum/straggler-saw-step-applied")
     summary = training.report(platform.client, deployed, "quorum")
     assert {"step": 1, "workers": [2]} in summary["left_out"]
     # the straggler still ran (and is billed): its GB-s arrive as a late event and count in the total
@@ -189,8 +196,9 @@ def test_resume_after_the_platform_restarts_loses_at_most_the_step_in_flight(pla
     # Execute
     platform.restart()
     at_restart = layout.latest_model_step(deployed)
-    time.sleep(1.0)
-    assert layout.latest_model_step(deployed) == at_restart, "nothing should run after the restart"
+    # the stop killed the coordinator's container and closed its record; nothing of the old job runs on
+    record = platform.client.get_activation(activation)
+    assert record["response"]["status"] == "whisk internal error", record["response"]
     resumed = training.resume(platform.client, deployed, config.job)
     events = wait_done(platform, deployed, config.job, resumed)
     # Assert
