@@ -117,6 +117,10 @@ class Coordinator:
             return float("inf")
         return self.deadline_ms / 1000.0 - time.time()
 
+    def _should_hand_off(self, steps_done: int) -> bool:
+        limit = self.config.steps_per_run
+        return self._time_left_s() < self._margin_s() or bool(limit and steps_done >= limit)
+
     def _margin_s(self) -> float:
         recent = self._step_walls[-20:]
         step_s = max(recent) if recent else self.config.worker_timeout_s / 4
@@ -182,7 +186,7 @@ class Coordinator:
         first = step
         while step < self.total_steps:
             # at least one step per activation: a limit shorter than the margin must not hand off forever
-            if step > first and self._time_left_s() < self._margin_s() and self.handoff is not None:
+            if step > first and self.handoff is not None and self._should_hand_off(step - first):
                 self._settle_stragglers(min(self.config.worker_timeout_s + 5, self._time_left_s() - 5))
                 self.metrics.append({"event": "handoff", "owner": self.owner, "step": step}, flush=True)
                 self._status("continuing", step)

@@ -45,6 +45,17 @@ def new_job_name() -> str:
     return time.strftime("job-%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
+def _as_bool(value) -> bool:
+    """True/False, or their spellings in a string ('false' is False, not a non-empty string)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "false", "0", "no"):
+        return value.strip().lower() in ("true", "1", "yes")
+    if isinstance(value, int):
+        return bool(value)
+    raise ValueError(f"{value!r} is not a boolean")
+
+
 @dataclass(frozen=True)
 class JobConfig:
     """Everything that decides a job's result; stored as config.json so a resumed job is the same job.
@@ -75,6 +86,7 @@ class JobConfig:
     test_limit: int = 0
     eval_every: int = 0
     keep_versions: int = 2
+    steps_per_run: int = 0  # at most this many steps per coordinator activation; 0: as its time limit allows
 
     @classmethod
     def from_dict(cls, raw: dict) -> "JobConfig":
@@ -89,7 +101,7 @@ class JobConfig:
         for name, value in raw.items():
             kind = type(getattr(cls, name, "")) if name != "job" else str
             try:
-                values[name] = kind(value) if kind is not bool else bool(value)
+                values[name] = kind(value) if kind is not bool else _as_bool(value)
             except (TypeError, ValueError) as exc:
                 raise TrainingError(f"setting {name}={value!r} is not a {kind.__name__}") from exc
         if "job" not in values:
@@ -117,6 +129,7 @@ class JobConfig:
             (self.data not in DATA_SOURCES, f"data must be one of {DATA_SOURCES}, got {self.data!r}"),
             (self.train_limit < 0 or self.test_limit < 0, "train/test limits must be >= 0 (0 = all)"),
             (self.keep_versions < 0, f"keep_versions must be >= 0 (0 = keep all), got {self.keep_versions}"),
+            (self.steps_per_run < 0, f"steps_per_run must be >= 0 (0 = no limit), got {self.steps_per_run}"),
         ]
         for failed, message in problems:
             if failed:

@@ -42,7 +42,7 @@ def test_train_runs_a_job_and_writes_the_report(remote_env, tmp_path):
     (["--workers", "4", "--batch-size", "2"], "must be at least the number of workers"),
     (["--resume", "no-such-job"], "job 'no-such-job' does not exist"),
     (["--keep-versions", "-1"], "keep_versions must be >= 0"),
-    (["--workers", "6"], "runs at most 6 action containers and this job needs 8 at once"),
+    (["--workers", "7"], "runs at most 8 action containers and this job needs 9 at once"),
 ])
 def test_user_mistakes_end_in_one_line(remote_env, args, message):
     result = CliRunner().invoke(cli, ["train", *args])

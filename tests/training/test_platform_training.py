@@ -23,6 +23,9 @@ from mlcore.dist_steps import create_job, evaluate_version
 from mlcore.storage import Storage
 
 SMALL = dict(workers=2, epochs=2, batch_size=64, train_limit=2048, test_limit=1000, lr=0.05, eval_every=32)
+# Deadlines here only tell a hung job from a slow one; a loaded 2-core machine can be very slow.
+JOB_DEADLINE_S = 900.0
+pytestmark = pytest.mark.timeout(1800)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +36,7 @@ def deployed(platform, mnist_root):
     return storage
 
 
-def wait_done(platform, storage, job, activation, timeout_s=120.0) -> list[dict]:
+def wait_done(platform, storage, job, activation, timeout_s=JOB_DEADLINE_S) -> list[dict]:
     list(training.follow(platform.client, storage, job, poll_s=0.5, timeout_s=timeout_s,
                          first_activation=activation))
     return read_metrics(storage, job)
@@ -94,16 +97,12 @@ def main(args):
 '''
 
 
-def deploy_package(platform, tmp_path: Path, package: str, worker_dir: Path | None = None,
-                   train_timeout_ms: int | None = None) -> None:
-    """manifests/train.yaml under another package name, with a replaced worker or a shorter coordinator limit."""
+def deploy_package(platform, tmp_path: Path, package: str, worker_dir: Path | None = None) -> None:
+    """manifests/train.yaml under another package name, optionally with a replaced worker."""
     manifest = (PROJECT_ROOT / "manifests/train.yaml").read_text()
     manifest = manifest.replace("    mnist-train:\n", f"    {package}:\n")
     if worker_dir is not None:
         manifest = manifest.replace("../actions/mnist-train/worker", str(worker_dir))
-    if train_timeout_ms is not None:
-        assert "timeout: 300000" in manifest
-        manifest = manifest.replace("timeout: 300000", f"timeout: {train_timeout_ms}")
     manifest = manifest.replace("../actions/mnist-train/", str(PROJECT_ROOT / "actions/mnist-train") + "/")
     path = tmp_path / f"{package}.yaml"
     path.write_text(manifest)
@@ -163,22 +162,25 @@ def test_quorum_leaves_a_straggler_out_and_records_it(platform, deployed, tmp_pa
                                                           if e["event"] in ("step", "late")), 3)
 
 
-def test_a_coordinator_hands_off_to_itself_before_its_time_limit(platform, deployed, tmp_path):
-    # Prepare: the coordinator action may live 20 s, the job needs longer
-    deploy_package(platform, tmp_path, "train-handoff", train_timeout_ms=20000)
-    config = JobConfig(job="handoff", **{**SMALL, "epochs": 4, "eval_every": 64, "worker_timeout_s": 10.0})
+def test_coordinators_hand_off_to_their_successors_through_the_platform(platform, deployed, tmp_path):
+    # Prepare: each coordinator activation may run 40 steps (the deadline-driven hand-off, which the
+    # machine's speed decides, is tested on its own in test_coordinator.py); the job needs 128
+    deploy_package(platform, tmp_path, "train-handoff")
+    config = JobConfig(job="handoff", **{**SMALL, "epochs": 4, "eval_every": 64, "steps_per_run": 40})
     # Execute
     activation = training.start(platform.client, config, package="train-handoff")
-    events = wait_done(platform, deployed, config.job, activation, timeout_s=240.0)
-    # Assert: several coordinators in a chain, each starting where the last stopped, every step once
+    events = wait_done(platform, deployed, config.job, activation)
+    # Assert: four coordinators in a chain, each starting where the last stopped, every step once
     starts = [e for e in events if e["event"] == "start"]
     handed = [e for e in events if e["event"] == "handed_off"]
-    assert len(starts) >= 2 and len(handed) == len(starts) - 1
+    assert [s["step"] for s in starts] == [0, 40, 80, 120] and len(handed) == 3
     assert [s["owner"] for s in starts[1:]] == [h["successor"] for h in handed]
     assert [s["step"] for s in starts[1:]] == [h["step"] for h in handed]
+    assert starts[0]["owner"] == activation
     assert [e["step"] for e in events if e["event"] == "step"] == list(range(128))
     records = [platform.client.get_activation(s["owner"]) for s in starts]
-    assert all(r["response"]["status"] == "success" and r["duration"] < 20000 for r in records)
+    assert all(r["response"]["status"] == "success" for r in records)
+    assert [r["response"]["result"]["state"] for r in records] == ["continued"] * 3 + ["done"]
     summary = training.report(platform.client, deployed, config.job)
     assert summary["state"] == "done" and summary["coordinator_runs"] == len(starts)
 
@@ -188,7 +190,7 @@ def test_resume_after_the_platform_restarts_loses_at_most_the_step_in_flight(pla
     config = JobConfig(job="resume", **{**SMALL, "train_limit": 2048, "epochs": 1, "eval_every": 0})
     layout = JobLayout(config.job)
     activation = training.start(platform.client, config)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + JOB_DEADLINE_S
     while (layout.latest_model_step(deployed) or 0) < 5:
         assert time.monotonic() < deadline, "the job made no progress"
         time.sleep(0.2)
