@@ -47,7 +47,11 @@ class OpenWhiskClient:
         self._session.close()
 
     def _url(self, collection: str, name: str = "") -> str:
-        base = f"{self.apihost}/api/v1/namespaces/{quote(self.namespace, safe='')}/{collection}"
+        """A fully qualified name ('/ns/pkg/action') addresses its own namespace, as `wsk` does."""
+        namespace = self.namespace
+        if name.startswith("/"):
+            namespace, _, name = name.lstrip("/").partition("/")
+        base = f"{self.apihost}/api/v1/namespaces/{quote(namespace, safe='')}/{collection}"
         return f"{base}/{quote(name, safe='/')}" if name else base
 
     def _request(self, method: str, url: str, *, params=None, json_body=None, timeout_s=None,
@@ -62,7 +66,7 @@ class OpenWhiskClient:
             raise UnreachableError(f"the OpenWhisk API at {self.apihost} did not answer in "
                                    f"{timeout_s or self.timeout_s:.0f} s") from exc
         try:
-            body = resp.json()
+            body = resp.json() if resp.content else {}
         except ValueError:
             body = {"error": resp.text[:500]}
         if resp.status_code in ok:
@@ -88,6 +92,13 @@ class OpenWhiskClient:
     def create_package(self, name: str, parameters: dict | None = None, annotations: dict | None = None,
                        overwrite: bool = True) -> dict:
         body = {"parameters": kv(parameters), "annotations": kv(annotations)}
+        return self._request("PUT", self._url("packages", name), params={"overwrite": str(overwrite).lower()},
+                             json_body=body)[1]
+
+    def bind_package(self, name: str, source: str, parameters: dict | None = None, overwrite: bool = True) -> dict:
+        """A package binding: `source` ('/ns/package' or 'package') seen under `name` with extra parameters."""
+        namespace, _, package = source.lstrip("/").rpartition("/")
+        body = {"binding": {"namespace": namespace or "_", "name": package}, "parameters": kv(parameters)}
         return self._request("PUT", self._url("packages", name), params={"overwrite": str(overwrite).lower()},
                              json_body=body)[1]
 
@@ -159,6 +170,43 @@ class OpenWhiskClient:
             raise ActivationFailedError(f"activation {activation_id} failed: {res.get('error', res)}",
                                         activation_id, res, record)
         return response["result"] if result else record
+
+    # triggers and rules
+    def create_trigger(self, name: str, parameters: dict | None = None, annotations: dict | None = None,
+                       overwrite: bool = True) -> dict:
+        body = {"parameters": kv(parameters), "annotations": kv(annotations)}
+        return self._request("PUT", self._url("triggers", name), params={"overwrite": str(overwrite).lower()},
+                             json_body=body)[1]
+
+    def get_trigger(self, name: str) -> dict:
+        return self._request("GET", self._url("triggers", name))[1]
+
+    def list_triggers(self, limit: int = 200) -> list[dict]:
+        return self._request("GET", self._url("triggers"), params={"limit": limit})[1]
+
+    def delete_trigger(self, name: str) -> dict:
+        return self._request("DELETE", self._url("triggers", name))[1]
+
+    def fire_trigger(self, name: str, params: dict | None = None) -> str | None:
+        """The trigger activation's id, or None when no active rule was there to fire (204)."""
+        status, body = self._request("POST", self._url("triggers", name), json_body=params or {}, ok=(202, 204))
+        return body.get("activationId") if status == 202 else None
+
+    def create_rule(self, name: str, trigger: str, action: str, overwrite: bool = True) -> dict:
+        return self._request("PUT", self._url("rules", name), params={"overwrite": str(overwrite).lower()},
+                             json_body={"trigger": trigger, "action": action})[1]
+
+    def set_rule_status(self, name: str, active: bool) -> None:
+        self._request("POST", self._url("rules", name), json_body={"status": "active" if active else "inactive"})
+
+    def get_rule(self, name: str) -> dict:
+        return self._request("GET", self._url("rules", name))[1]
+
+    def list_rules(self, limit: int = 200) -> list[dict]:
+        return self._request("GET", self._url("rules"), params={"limit": limit})[1]
+
+    def delete_rule(self, name: str) -> dict:
+        return self._request("DELETE", self._url("rules", name))[1]
 
     # activations
     def get_activation(self, activation_id: str) -> dict:

@@ -35,7 +35,9 @@ LIMIT_KEYS = {"timeout": "timeout", "memorySize": "memory", "logSize": "logs",
               "concurrentActivations": "concurrency", "userInvocationRate": None, "codeSize": None,
               "parameterSize": None}
 TYPED_INPUT_KEYS = {"type", "value", "default", "description", "required"}
-UNSUPPORTED = {"triggers", "rules", "apis", "feeds", "dependencies"}
+TRIGGER_KEYS = {"inputs", "annotations", "feed", "source"}
+RULE_KEYS = {"trigger", "action", "annotations", "rule"}
+UNSUPPORTED = {"apis", "feeds", "dependencies"}
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -94,12 +96,28 @@ class ActionSpec:
 
 
 @dataclass
+class TriggerSpec:
+    name: str
+    inputs: dict = field(default_factory=dict)
+    annotations: dict = field(default_factory=dict)
+
+
+@dataclass
+class RuleSpec:
+    name: str
+    trigger: str
+    action: str
+
+
+@dataclass
 class PackageSpec:
     name: str
     inputs: dict = field(default_factory=dict)
     annotations: dict = field(default_factory=dict)
     actions: list[ActionSpec] = field(default_factory=list)
     sequences: list[ActionSpec] = field(default_factory=list)
+    triggers: list[TriggerSpec] = field(default_factory=list)
+    rules: list[RuleSpec] = field(default_factory=list)
 
 
 def _interpolate(doc: _Doc, where: tuple, value: Any, env: Mapping[str, str]) -> Any:
@@ -196,28 +214,55 @@ def _exec_for(doc: _Doc, where: tuple, spec: dict, base: Path) -> dict:
         exec_.setdefault("kind", "python:default")
         exec_.update(code=str(spec["code"]), binary=False)
     else:
-        path = (base / str(function)).resolve()
-        if path.is_dir():
-            if not (path / "__main__.py").is_file():
-                raise doc.fail(where + ("function",), f"folder {function} has no __main__.py (OpenWhisk needs one "
-                                                       "in a Python zip action)")
-            exec_.setdefault("kind", "python:default")
-            exec_.update(code=base64.b64encode(zip_action(path)).decode(), binary=True)
-        elif path.is_file():
-            if path.suffix == ".zip":
-                exec_.setdefault("kind", "python:default")
-                exec_.update(code=base64.b64encode(path.read_bytes()).decode(), binary=True)
-            elif path.suffix == ".py":
-                exec_.setdefault("kind", "python:default")
-                exec_.update(code=path.read_text(), binary=False)
-            else:
-                raise doc.fail(where + ("function",), f"{function}: only .py files, .zip files and folders are "
-                                                       "Python actions")
-        else:
-            raise doc.fail(where + ("function",), f"function {function} does not exist (relative to {base})")
+        exec_.update(_function_code(doc, where + ("function",), base, str(function), exec_.get("kind")))
     if spec.get("main"):
         exec_["main"] = str(spec["main"])
     return exec_
+
+
+def _function_code(doc: _Doc, where: tuple, base: Path, function: str, kind: str | None) -> dict:
+    """kind, code and binary for `function:` — a .py or .js file, a .zip, or a folder (zipped here)."""
+    path = (base / function).resolve()
+    if path.is_dir():
+        nodejs = (path / "package.json").is_file() or (path / "index.js").is_file()
+        if not nodejs and not (path / "__main__.py").is_file():
+            raise doc.fail(where, f"folder {function} has no __main__.py (a Python zip action needs one) nor "
+                                  "package.json or index.js (a Node.js one needs either)")
+        return {"kind": kind or ("nodejs:default" if nodejs else "python:default"),
+                "code": base64.b64encode(zip_action(path)).decode(), "binary": True}
+    if not path.is_file():
+        raise doc.fail(where, f"function {function} does not exist (relative to {base})")
+    if path.suffix == ".zip":
+        return {"kind": kind or "python:default", "code": base64.b64encode(path.read_bytes()).decode(),
+                "binary": True}
+    if path.suffix in (".py", ".js"):
+        default = "python:default" if path.suffix == ".py" else "nodejs:default"
+        return {"kind": kind or default, "code": path.read_text(), "binary": False}
+    raise doc.fail(where, f"{function}: actions are .py or .js files, .zip files or folders")
+
+
+def _events(doc: _Doc, pw: tuple, pspec: dict, env: Mapping[str, str]) -> tuple[list, list]:
+    """The package's `triggers:` and `rules:`; rule actions are relative to the package, as in wskdeploy."""
+    triggers, rules = [], []
+    for tname, tspec in (_check_keys(doc, pw + ("triggers",), pspec.get("triggers"),
+                                     set(pspec.get("triggers") or {}), "triggers")).items():
+        tw = pw + ("triggers", tname)
+        tspec = _check_keys(doc, tw, tspec, TRIGGER_KEYS, f"trigger {tname}")
+        if tspec.get("feed") or tspec.get("source"):
+            raise doc.fail(tw, f"trigger {tname} has a feed: feeds are valid wskdeploy but not supported by "
+                               "deployer (no feed providers here); deploy it with wskdeploy")
+        triggers.append(TriggerSpec(tname, _inputs(doc, tw + ("inputs",), tspec.get("inputs"), env),
+                                    dict(tspec.get("annotations") or {})))
+    for rname, rspec in (_check_keys(doc, pw + ("rules",), pspec.get("rules"),
+                                     set(pspec.get("rules") or {}), "rules")).items():
+        rw = pw + ("rules", rname)
+        rspec = _check_keys(doc, rw, rspec, RULE_KEYS, f"rule {rname}")
+        if not rspec.get("trigger") or not rspec.get("action"):
+            raise doc.fail(rw, f"rule {rname} needs `trigger:` and `action:`")
+        action = str(rspec["action"])
+        action = action if action.startswith("/") else f"/_/{action}" if "/" in action else f"/_/{pw[-1]}/{action}"
+        rules.append(RuleSpec(rname, str(rspec["trigger"]), action))
+    return triggers, rules
 
 
 def _annotations(spec: dict) -> dict:
@@ -283,6 +328,7 @@ def load(manifest: Path, deployment: Path | None = None, env: Mapping[str, str] 
             pkg.sequences.append(ActionSpec(pname, sname, {"kind": "sequence", "components": comps},
                                             _inputs(doc, sw + ("inputs",), sspec.get("inputs"), env),
                                             {}, _annotations(sspec)))
+        pkg.triggers, pkg.rules = _events(doc, pw, pspec, env)
         out.append(pkg)
     return out
 
@@ -317,6 +363,12 @@ def deploy(client, manifest_path: Path, deployment: Path | None = None,
             client.create_action(spec.qualified, spec.exec_, spec.inputs, spec.limits, spec.annotations,
                                  overwrite=True)
             names.append(spec.qualified)
+        for trigger in pkg.triggers:
+            client.create_trigger(trigger.name, trigger.inputs, trigger.annotations, overwrite=True)
+            names.append(f"trigger {trigger.name}")
+        for rule in pkg.rules:
+            client.create_rule(rule.name, rule.trigger, rule.action, overwrite=True)
+            names.append(f"rule {rule.name}")
     return names
 
 
@@ -327,6 +379,14 @@ def undeploy(client, manifest_path: Path, env: Mapping[str, str] | None = None) 
     packages = load(Path(manifest_path), None, _Permissive(os.environ if env is None else env))
     removed = []
     for pkg in packages:
+        for kind, items, delete in (("rule", pkg.rules, client.delete_rule),
+                                    ("trigger", pkg.triggers, client.delete_trigger)):
+            for item in items:
+                try:
+                    delete(item.name)
+                    removed.append(f"{kind} {item.name}")
+                except NotFoundError:
+                    pass
         for spec in pkg.sequences + pkg.actions:
             try:
                 client.delete_action(spec.qualified)

@@ -122,9 +122,10 @@ def activations_list(obj, name: str | None, limit: int, as_json: bool) -> None:
         emit_json(docs)
         return
     status = {0: "success", 1: "application error", 2: "developer error", 3: "internal error"}
-    table(["start", "activation id", "name", "status", "duration ms", "init ms", "wait ms"],
-          [(ms_time(d.get("start")), d["activationId"], d["name"], status.get(d.get("statusCode"), "?"),
-            d.get("duration"), _ann(d, "initTime"), _ann(d, "waitTime")) for d in docs])
+    table(["start", "activation id", "kind", "name", "status", "duration ms", "init ms", "wait ms", "caused by"],
+          [(ms_time(d.get("start")), d["activationId"], _ann(d, "kind"), _ann(d, "path") or d["name"],
+            status.get(d.get("statusCode"), "?"), d.get("duration"), _ann(d, "initTime"), _ann(d, "waitTime"),
+            d.get("cause", "")) for d in docs])
 
 
 def _ann(doc: dict, key: str):
@@ -142,8 +143,21 @@ def activations_get(obj, activation_id: str) -> None:
 @click.argument("activation_id")
 @click.pass_obj
 def activations_logs(obj, activation_id: str) -> None:
-    for line in obj.client.activation_logs(activation_id):
+    """The activation's log lines; for a trigger, the rule activations it started."""
+    record = obj.client.get_activation(activation_id)
+    lines = record.get("logs", [])
+    for line in rule_outcomes(lines) if _ann(record, "kind") == "trigger" else lines:
         click.echo(line)
+
+
+def rule_outcomes(logs: list[str]) -> list[str]:
+    """A trigger activation's logs (one JSON object per rule) as lines a person reads."""
+    out = []
+    for line in logs:
+        rule = json.loads(line)
+        outcome = rule.get("activationId") or f"not started: {rule.get('error')}"
+        out.append(f"rule {rule['rule']} -> {rule['action']}: {outcome}")
+    return out
 
 
 @activations.command("result")

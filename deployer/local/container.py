@@ -17,12 +17,19 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import requests
 
 from runtimes import contract
 
 _PR_SET_PDEATHSIG = 1
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# runtime family -> the command that starts its action proxy (each takes --ready-fd FD)
+RUNTIME_COMMANDS = {
+    "python": lambda python: [python, "-u", "-m", "runtimes.proxy"],
+    "nodejs": lambda _python: ["node", str(_PROJECT_ROOT / "runtimes" / "nodejs" / "launcher.js")],
+}
 
 
 def _die_with_parent() -> None:
@@ -94,8 +101,11 @@ class Container:
     """Owns one proxy process. `kill()` is idempotent; `with Container(...)` kills on exit."""
 
     def __init__(self, key: str, memory_mb: int, log_limit_bytes: int, env: dict[str, str] | None = None,
-                 python: str = sys.executable) -> None:
+                 python: str = sys.executable, runtime: str = "python") -> None:
+        if runtime not in RUNTIME_COMMANDS:
+            raise ContainerError(f"no runtime {runtime!r} here; known: {', '.join(RUNTIME_COMMANDS)}")
         self.key = key
+        self.runtime = runtime
         self.memory_mb = memory_mb
         self._env = env or {}
         self._python = python
@@ -120,12 +130,12 @@ class Container:
         env.update(self._env)
         env.setdefault("PYTHONUNBUFFERED", "1")
         env.setdefault("OMP_NUM_THREADS", "1")
-        cmd = [self._python, "-u", "-m", "runtimes.proxy", "--ready-fd", str(write_fd)]
+        cmd = RUNTIME_COMMANDS[self.runtime](self._python) + ["--ready-fd", str(write_fd)]
         try:
             self._proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 pass_fds=(write_fd,), env=env, preexec_fn=_die_with_parent, text=True, bufsize=1,
-                cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                cwd=str(_PROJECT_ROOT),
             )
         except OSError as exc:
             os.close(read_fd)

@@ -9,6 +9,7 @@ classifies them.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,10 +40,22 @@ class RunResult:
     end_ms: int = 0
     wait_ms: int = 0
     init_ms: int | None = None
+    timed_out: bool = False
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def is_finite_json(value) -> bool:
+    """False when a result holds NaN or an infinity: the proxy's JSON parser accepts them, JSON does not."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(is_finite_json(v) for v in value.values())
+    if isinstance(value, list):
+        return all(is_finite_json(v) for v in value)
+    return True
 
 
 class Invoker:
@@ -128,7 +141,7 @@ class Invoker:
                 self._cond.notify_all()
                 self._cond.wait(min(5.0, max(self.idle_timeout_s / 4, 0.1)))
 
-    def run(self, key: str, init_value: dict, run_message: dict, limits: dict) -> RunResult:
+    def run(self, key: str, init_value: dict, run_message: dict, limits: dict, runtime: str = "python") -> RunResult:
         """Runs one activation to completion; never raises for action faults."""
         timeout_s = limits["timeout"] / 1000.0
         start = _now_ms()
@@ -141,7 +154,7 @@ class Invoker:
         wait_ms = int((time.monotonic() - t0) * 1000)
         init_ms = None
         if container is None:
-            container, init_ms, failure = self._cold_start(key, init_value, limits, timeout_s)
+            container, init_ms, failure = self._cold_start(key, init_value, limits, timeout_s, runtime)
             if failure is not None:
                 failure.start_ms, failure.wait_ms = start, wait_ms
                 return failure
@@ -153,9 +166,9 @@ class Invoker:
         outcome.end_ms = start + wait_ms + (init_ms or 0) + int((time.monotonic() - run_start) * 1000)
         return outcome
 
-    def _cold_start(self, key, init_value, limits, timeout_s):
+    def _cold_start(self, key, init_value, limits, timeout_s, runtime="python"):
         container = Container(key, memory_mb=limits["memory"], log_limit_bytes=limits["logs"] * 1024 * 1024,
-                              env=self._env)
+                              env=self._env, runtime=runtime)
         t_init = time.monotonic()
         try:
             container.start()
@@ -165,7 +178,7 @@ class Invoker:
             self._unreserve()
             msg = f"The action exceeded its time limits of {limits['timeout']} milliseconds during initialization."
             return None, None, RunResult(DEVELOPER_ERROR, {"error": msg}, logs=container.take_logs(0.2),
-                                         end_ms=_now_ms())
+                                         end_ms=_now_ms(), timed_out=True)
         except ContainerOutOfMemory:
             self._unreserve()
             return None, None, RunResult(DEVELOPER_ERROR, {"error": "The action exhausted its memory and was aborted."},
@@ -208,14 +221,19 @@ class Invoker:
                 msg = "The action exhausted its memory and was aborted."
             else:
                 msg = "The action did not produce a valid response and exited unexpectedly."
-            return RunResult(DEVELOPER_ERROR, {"error": msg}, logs=container.take_logs(0.2))
+            return RunResult(DEVELOPER_ERROR, {"error": msg}, logs=container.take_logs(0.2),
+                             timed_out=isinstance(exc, ContainerTimeout))
         logs = container.take_logs()
         if status != contract.OK:
             self._release(container, reusable=False)
             err = body if isinstance(body, dict) and "error" in body else {"error": f"status {status}"}
             return RunResult(DEVELOPER_ERROR, err, logs=logs)
         self._release(container, reusable=True)
-        size = len(json.dumps(body))
+        if not is_finite_json(body):
+            return RunResult(APPLICATION_ERROR, {"error": "The action returned NaN or Infinity, which JSON cannot "
+                                                          "represent; return a number, a string or null instead."},
+                             logs=logs)
+        size = len(json.dumps(body, ensure_ascii=False).encode())
         if size > MAX_RESULT_BYTES:
             return RunResult(DEVELOPER_ERROR, {"error": f"The action produced a response that exceeded the allowed "
                                                         f"length: {size} > {MAX_RESULT_BYTES} bytes."}, logs=logs)

@@ -11,11 +11,14 @@ import secrets
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
-from .errors import BadRequest, Conflict, NotFound, TooLarge
+from . import catalog, kinds, names
+from .errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge
 from .invoker import (APPLICATION_ERROR, DEVELOPER_ERROR, INTERNAL_ERROR, STATUS_NAMES, SUCCESS, Invoker,
                       RunResult)
+from .names import QualifiedName
 from .store import Store
 
 MAX_PAYLOAD_BYTES = 1024 * 1024
@@ -23,7 +26,6 @@ MAX_CODE_BYTES = 48 * 1024 * 1024
 MAX_SEQUENCE_LENGTH = 50
 DEFAULT_LIMITS = {"timeout": 60000, "memory": 256, "logs": 10, "concurrency": 1}
 LIMIT_RANGES = {"timeout": (100, 300000), "memory": (128, 2048), "logs": (0, 10), "concurrency": (1, 1)}
-PYTHON_KINDS = {"python:3", "python:3.11", "python:default", "python:3.10", "python:3.12", "python:3.13"}
 # Images the local runtime stands in for: the official one and the project's own (runtimes/Dockerfile).
 LOCAL_IMAGES = ("openwhisk/action-python-v3.11", "openwhisk/python3action", "deployer/action-python-ml")
 
@@ -44,13 +46,28 @@ def _kv_dict(kv: list[dict]) -> dict:
     return {p["key"]: p.get("value") for p in kv}
 
 
+def _page(docs: list[dict], limit: int | None, skip: int) -> list[dict]:
+    return docs[skip:skip + limit if limit else None]
+
+
 def split_path(path: str) -> tuple[str | None, str]:
+    names.check_path(path)
     parts = path.split("/")
-    if len(parts) == 1:
-        return None, parts[0]
-    if len(parts) == 2 and all(parts):
-        return parts[0], parts[1]
-    raise BadRequest(f"The request content was malformed: bad entity name {path!r}.")
+    return (None, parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+
+
+@dataclass
+class Resolved:
+    """An action found for an invoke: who owns it, the document, and the parameters bound around it."""
+
+    qname: QualifiedName
+    doc: dict
+    package_params: dict
+    binding: str | None = None  # 'ns/binding' when reached through a package binding
+
+    @property
+    def key(self) -> str:
+        return f"{self.qname.namespace}/{self.qname.path}@{self.doc['version']}:{self.doc['updated']}"
 
 
 class Platform:
@@ -65,6 +82,7 @@ class Platform:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="activation")
         self._stopping = False
         self.interrupted_on_start = store.close_interrupted(self._interrupted_doc)
+        catalog.install(self)
 
     @staticmethod
     def _interrupted_doc(doc: dict) -> dict:
@@ -84,36 +102,61 @@ class Platform:
 
     # packages
     def put_package(self, ns: str, name: str, body: dict, overwrite: bool) -> dict:
-        if "/" in name:
-            raise BadRequest("The request content was malformed: package names cannot contain '/'.")
+        names.check_segment(name)
         old = self.store.get(ns, "packages", name)
         if old and not overwrite:
             raise Conflict("resource already exists")
-        if body.get("binding"):
-            raise BadRequest("Package bindings are not supported by the local platform.")
+        binding = self._check_binding(ns, body.get("binding"), old)
         doc = {
             "namespace": ns, "name": name, "version": self._next_version(old),
-            "publish": bool(body.get("publish", False)),
+            "publish": bool(body.get("publish", old.get("publish", False) if old else False)),
             "parameters": _as_kv(body.get("parameters", old.get("parameters") if old else []), "parameters"),
             "annotations": _as_kv(body.get("annotations", old.get("annotations") if old else []), "annotations"),
-            "binding": {}, "updated": _now_ms(),
+            "binding": binding, "updated": _now_ms(),
         }
         self.store.put(ns, "packages", name, doc)
         return doc
 
-    def get_package(self, ns: str, name: str) -> dict:
-        doc = self.store.get(ns, "packages", name)
-        if doc is None:
-            raise NotFound()
+    def _check_binding(self, ns: str, binding: Any, old: dict | None) -> dict:
+        """{} for a package, {namespace, name} for a binding; OpenWhisk's rules and messages."""
+        if old is not None and bool(old.get("binding")) != bool(binding) and binding is not None:
+            raise Conflict("Resource is a package and cannot be converted into a binding." if not old.get("binding")
+                           else "Operation not permitted on package binding.")
+        if not binding:
+            return old.get("binding", {}) if old and binding is None else {}
+        if not isinstance(binding, dict) or not binding.get("name"):
+            raise BadRequest("The request content was malformed: binding must name a package.")
+        owner = ns if binding.get("namespace") in (None, "", "_") else str(binding["namespace"])
+        target = QualifiedName(names.check_namespace(owner), names.check_segment(str(binding["name"])))
+        package = self.store.get(target.namespace, "packages", target.path)
+        if package is None or (target.namespace != ns and not package.get("publish")):
+            raise BadRequest("Binding references a package that does not exist.")
+        if package.get("binding"):
+            raise BadRequest("Cannot bind to another package binding.")
+        return {"namespace": target.namespace, "name": target.path}
+
+    def get_package(self, ns: str, name: str, subject: str | None = None) -> dict:
+        doc = self._readable_package(ns, name, subject or ns)
         doc = dict(doc)
+        source = doc["binding"] and QualifiedName(doc["binding"]["namespace"], doc["binding"]["name"])
+        owner, pkg = (source.namespace, source.path) if source else (ns, name)
         doc["actions"] = [{"name": a["name"], "version": a["version"], "annotations": a["annotations"]}
-                          for a in self.store.list(ns, "actions", prefix=name)]
+                          for a in self.store.list(owner, "actions", prefix=pkg)]
         return doc
 
-    def list_packages(self, ns: str) -> list[dict]:
-        return self.store.list(ns, "packages")
+    def _readable_package(self, ns: str, name: str, subject: str) -> dict:
+        names.check_segment(name)
+        doc = self.store.get(ns, "packages", name)
+        if doc is None or (ns != subject and not doc.get("publish")):
+            raise NotFound()
+        return doc
+
+    def list_packages(self, ns: str, subject: str | None = None, limit: int = 30, skip: int = 0) -> list[dict]:
+        docs = [d for d in self.store.list(ns, "packages") if ns == (subject or ns) or d.get("publish")]
+        return _page(docs, limit, skip)
 
     def delete_package(self, ns: str, name: str) -> dict:
+        names.check_segment(name)
         doc = self.store.get(ns, "packages", name)
         if doc is None:
             raise NotFound()
@@ -136,40 +179,39 @@ class Platform:
             raise BadRequest("The request content was malformed: exec with a kind is required.")
         kind = exec_["kind"]
         if kind == "sequence":
-            comps = exec_.get("components")
-            if not isinstance(comps, list) or not comps or not all(isinstance(c, str) for c in comps):
-                raise BadRequest("The request content was malformed: a sequence needs a list of components.")
-            if len(comps) > MAX_SEQUENCE_LENGTH:
-                raise BadRequest(f"Too many actions in the sequence (limit {MAX_SEQUENCE_LENGTH}).")
-            for c in comps:
-                self._resolve_component(ns, c)
-            return {"kind": "sequence", "components": comps}
+            return self._validate_sequence(ns, exec_.get("components"))
         if kind == "blackbox":
             image = str(exec_.get("image", ""))
             if not any(image == img or image.startswith(img + ":") or image.endswith("/" + img.split("/")[-1])
                        or image.split(":")[0].endswith(img.split("/")[-1]) for img in LOCAL_IMAGES):
                 raise BadRequest(f"The docker image {image!r} cannot run on the local platform (no Docker engine); "
                                  f"use kind python:3.11 or an image based on {', '.join(LOCAL_IMAGES)}.")
-        elif kind not in PYTHON_KINDS:
-            raise BadRequest(f"kind {kind!r} is not supported by the local platform; "
-                             f"use one of {', '.join(sorted(PYTHON_KINDS))} or blackbox.")
+        else:
+            kind = kinds.resolve(kind)
         code = exec_.get("code")
-        if not isinstance(code, str) or not code:
-            raise BadRequest("The request content was malformed: exec.code is required for this kind.")
+        if not isinstance(code, str):  # empty code is stored; its /init then fails, as on OpenWhisk
+            raise BadRequest(f"The request content was malformed: 'code' must be a string defined in 'exec' for "
+                             f"'{kind}' actions")
         if len(code) > MAX_CODE_BYTES:
             raise TooLarge(f"The action code is too large ({len(code)} bytes); the limit is {MAX_CODE_BYTES} bytes.")
-        binary = bool(exec_.get("binary", False))
-        if binary:
-            try:
-                base64.b64decode(code[:64] + "=" * (-len(code[:64]) % 4), validate=False)
-            except ValueError as exc:
-                raise BadRequest("exec.binary is set but exec.code is not base64.") from exc
-        out = {"kind": kind, "code": code, "binary": binary}
+        out = {"kind": kind, "code": code, "binary": kinds.is_binary_code(code)}
         if exec_.get("main"):
             out["main"] = str(exec_["main"])
         if kind == "blackbox":
             out["image"] = exec_["image"]
         return out
+
+    def _validate_sequence(self, ns: str, comps: Any) -> dict:
+        if not isinstance(comps, list) or not comps or not all(isinstance(c, str) for c in comps):
+            raise BadRequest("No component specified for the sequence.")
+        if len(comps) > MAX_SEQUENCE_LENGTH:
+            raise BadRequest("Too many actions in the sequence.")
+        for c in comps:
+            try:
+                self.resolve_action(ns, names.resolve(c, ns))
+            except (NotFound, Forbidden) as exc:
+                raise BadRequest("Sequence component does not exist.") from exc
+        return {"kind": "sequence", "components": comps}
 
     def _validate_limits(self, limits: Any, old: dict | None) -> dict:
         out = dict(old or DEFAULT_LIMITS)
@@ -188,19 +230,19 @@ class Platform:
 
     def put_action(self, ns: str, path: str, body: dict, overwrite: bool) -> dict:
         pkg, name = split_path(path)
-        if pkg is not None and self.store.get(ns, "packages", pkg) is None:
-            raise NotFound(f"Package {pkg!r} does not exist; create it before adding actions to it.")
+        if pkg is not None:
+            package = self.store.get(ns, "packages", pkg)
+            if package is None:
+                raise NotFound(f"Package {pkg!r} does not exist; create it before adding actions to it.")
+            if package.get("binding"):
+                raise BadRequest("Operation not permitted on package binding.")
         old = self.store.get(ns, "actions", path)
         if old and not overwrite:
             raise Conflict("resource already exists")
-        if "exec" not in body and old:
-            exec_ = old["exec"]
-        else:
-            exec_ = self._validate_exec(ns, body.get("exec"))
+        exec_ = old["exec"] if "exec" not in body and old else self._validate_exec(ns, body.get("exec"))
         annotations = _as_kv(body.get("annotations", old.get("annotations") if old else []), "annotations")
-        keys = {a["key"] for a in annotations}
-        if "exec" not in keys:
-            annotations.append({"key": "exec", "value": "sequence" if exec_["kind"] == "sequence" else "python"})
+        annotations = [a for a in annotations if a["key"] != "exec"]
+        annotations.append({"key": "exec", "value": kinds.annotation(exec_["kind"])})
         doc = {
             "namespace": f"{ns}/{pkg}" if pkg else ns, "name": name, "version": self._next_version(old),
             "exec": exec_,
@@ -211,19 +253,24 @@ class Platform:
         self.store.put(ns, "actions", path, doc)
         return doc
 
-    def get_action(self, ns: str, path: str, code: bool = True) -> dict:
+    def get_action(self, ns: str, path: str, code: bool = True, subject: str | None = None) -> dict:
         split_path(path)
-        doc = self.store.get(ns, "actions", path)
-        if doc is None:
-            raise NotFound()
+        doc = dict(self.resolve_action(subject or ns, QualifiedName(ns, path)).doc)
         if not code and "code" in doc["exec"]:
             doc["exec"] = {k: v for k, v in doc["exec"].items() if k != "code"}
         return doc
 
-    def list_actions(self, ns: str, pkg: str | None = None, limit: int = 30, skip: int = 0) -> list[dict]:
-        docs = self.store.list(ns, "actions", prefix=pkg)
+    def list_actions(self, ns: str, pkg: str | None = None, limit: int = 30, skip: int = 0,
+                     subject: str | None = None) -> list[dict]:
+        owner = ns
+        if pkg is not None:
+            package = self._readable_package(ns, pkg, subject or ns)
+            if package.get("binding"):
+                owner, pkg = package["binding"]["namespace"], package["binding"]["name"]
+        elif ns != (subject or ns):
+            return []
         out = []
-        for d in docs[skip:skip + limit if limit else None]:
+        for d in _page(self.store.list(owner, "actions", prefix=pkg), limit, skip):
             d = dict(d)
             d["exec"] = {k: v for k, v in d["exec"].items() if k in ("kind", "binary")}
             d.pop("parameters", None)
@@ -231,71 +278,83 @@ class Platform:
         return out
 
     def delete_action(self, ns: str, path: str) -> dict:
-        doc = self.get_action(ns, path)
+        split_path(path)
+        doc = self.store.get(ns, "actions", path)
+        if doc is None:
+            raise NotFound()
         self.store.delete(ns, "actions", path)
         return doc
 
-    # invocation
-    def _resolve_component(self, ns: str, fqn: str) -> tuple[str, dict]:
-        """'/ns/pkg/name', '/ns/name', 'pkg/name' or 'name' -> (path, action doc)."""
-        parts = [p for p in fqn.split("/") if p]
-        if fqn.startswith("/"):
-            if not parts or parts[0] not in (ns, "_"):
-                raise BadRequest(f"Sequence component {fqn!r} is not in namespace {ns!r}.")
-            parts = parts[1:]
-        path = "/".join(parts)
-        doc = self.store.get(ns, "actions", path) if parts else None
+    # resolution
+    def resolve_action(self, subject: str, qname: QualifiedName) -> Resolved:
+        """The action `qname` as `subject` may reach it: its own, or published (the /whisk.system catalog).
+
+        A package binding stands for the package it binds: its actions are the bound package's,
+        its parameters merge over the bound package's and under the action's.
+
+        Raises:
+            NotFound: no such action, or one `subject` may not see.
+        """
+        if qname.package is None:
+            doc = self.store.get(qname.namespace, "actions", qname.path) if qname.namespace == subject else None
+            if doc is None:
+                raise NotFound()
+            return Resolved(qname, doc, {})
+        package = self._readable_package(qname.namespace, qname.package, subject)
+        params, binding, owner = _kv_dict(package["parameters"]), None, qname
+        if package.get("binding"):
+            bound = package["binding"]
+            source = self._readable_package(bound["namespace"], bound["name"], qname.namespace)
+            params = {**_kv_dict(source["parameters"]), **params}
+            binding = f"{qname.namespace}/{qname.package}"
+            owner = QualifiedName(bound["namespace"], f"{bound['name']}/{qname.name}")
+        doc = self.store.get(owner.namespace, "actions", owner.path)
         if doc is None:
-            raise BadRequest(f"Sequence component {fqn!r} does not exist.")
-        return path, doc
+            raise NotFound()
+        return Resolved(owner, doc, params, binding)
 
-    def _merged_params(self, ns: str, path: str, action: dict, params: dict) -> dict:
-        pkg, _ = split_path(path)
-        merged: dict = {}
-        if pkg:
-            package = self.store.get(ns, "packages", pkg)
-            if package:
-                merged.update(_kv_dict(package["parameters"]))
-        merged.update(_kv_dict(action["parameters"]))
-        merged.update(params)
-        return merged
-
+    # invocation
     def invoke(self, ns: str, path: str, params: Any, blocking: bool, auth: str,
-               wait_s: float | None = None) -> tuple[str, dict | None]:
+               wait_s: float | None = None, subject: str | None = None, cause: str | None = None,
+               annotations: list[dict] | None = None) -> tuple[str, dict | None]:
         """Starts an activation; returns (activationId, record or None if still running)."""
-        action = self.get_action(ns, path)
+        subject = subject or ns
+        split_path(path)
+        target = self.resolve_action(subject, QualifiedName(ns, path))
         if params is None:
             params = {}
         if not isinstance(params, dict):
             raise BadRequest("The request content was malformed: the parameters must be a JSON object.")
-        size = len(json.dumps(params))
+        size = len(json.dumps(params, ensure_ascii=False).encode())  # the limit is on UTF-8 bytes
         if size > MAX_PAYLOAD_BYTES:
             raise TooLarge(f"The request content was too large ({size} bytes); "
                            f"it exceeds the allowed limit of {MAX_PAYLOAD_BYTES} bytes.")
-        doc = self._record(ns, path, action, secrets.token_hex(16), None)
-        activation_id = doc["activationId"]
-        future = self._pool.submit(self._activate, ns, path, action, params, auth, doc)
+        doc = self._record(subject, target, secrets.token_hex(16), cause, annotations)
+        future = self._pool.submit(self._activate, subject, target, params, auth, doc)
         if not blocking:
-            return activation_id, None
+            return doc["activationId"], None
         try:
-            return activation_id, future.result(timeout=self.blocking_timeout_s if wait_s is None else wait_s)
+            return doc["activationId"], future.result(timeout=self.blocking_timeout_s if wait_s is None else wait_s)
         except TimeoutError:
-            return activation_id, None
+            return doc["activationId"], None
 
-    def _record(self, ns: str, path: str, action: dict, activation_id: str, cause: str | None) -> dict:
-        pkg, name = split_path(path)
+    def _record(self, subject: str, target: Resolved, activation_id: str, cause: str | None,
+                extra: list[dict] | None = None) -> dict:
+        action = target.doc
         doc = {
-            "activationId": activation_id, "namespace": ns, "name": name, "version": action["version"],
-            "subject": ns, "start": _now_ms(), "end": 0, "duration": 0, "statusCode": 0,
-            "response": {"status": "pending", "statusCode": 0, "success": False, "result": {}},
+            "activationId": activation_id, "namespace": subject, "name": target.qname.name,
+            "version": action["version"], "subject": subject, "start": _now_ms(), "end": 0, "duration": 0,
+            "statusCode": 0, "response": {"status": "pending", "statusCode": 0, "success": False, "result": {}},
             "logs": [], "publish": False,
-            "annotations": [{"key": "path", "value": f"{ns}/{path}"},
+            "annotations": [{"key": "path", "value": f"{target.qname.namespace}/{target.qname.path}"},
                             {"key": "kind", "value": action["exec"]["kind"]},
-                            {"key": "limits", "value": action["limits"]}],
+                            {"key": "limits", "value": action["limits"]}] + list(extra or []),
         }
+        if target.binding:
+            doc["annotations"].append({"key": "binding", "value": target.binding})
         if cause:
             doc["cause"] = cause
-        self.store.begin_activation(doc, path)
+        self.store.begin_activation(doc, target.qname.path)
         return doc
 
     def _finish(self, doc: dict, status_code: int, result: dict, logs: list, end_ms: int | None = None) -> dict:
@@ -313,39 +372,43 @@ class Platform:
         self.store.end_activation(doc)
         return doc
 
-    def _activate(self, ns, path, action, params, auth, doc) -> dict:
+    def _activate(self, subject: str, target: Resolved, params: dict, auth: str, doc: dict) -> dict:
         try:
-            if action["exec"]["kind"] == "sequence":
-                return self._run_sequence(ns, doc, action, self._merged_params(ns, path, action, params), auth)
-            return self._run_action(ns, path, doc, action, params, auth)
+            merged = {**target.package_params, **_kv_dict(target.doc["parameters"]), **params}
+            if target.doc["exec"]["kind"] == "sequence":
+                return self._run_sequence(subject, target, doc, merged, auth)
+            return self._run_action(subject, target, doc, merged, auth)
         except Exception as exc:  # noqa: BLE001 - any platform fault must still close the record
             return self._finish(doc, INTERNAL_ERROR, {"error": f"internal error: {exc}"}, [])
 
-    def _run_action(self, ns, path, doc, action, params, auth) -> dict:
-        exec_ = action["exec"]
+    def _run_action(self, subject: str, target: Resolved, doc: dict, params: dict, auth: str) -> dict:
+        action, exec_ = target.doc, target.doc["exec"]
         init_value = {"name": action["name"], "main": exec_.get("main", "main"), "code": exec_["code"],
                       "binary": exec_.get("binary", False), "env": {}}
         deadline = doc["start"] + action["limits"]["timeout"]
         message = {
-            "value": self._merged_params(ns, path, action, params),
-            "namespace": ns, "action_name": f"/{ns}/{path}", "action_version": action["version"],
-            "activation_id": doc["activationId"], "transaction_id": doc["activationId"],
-            "deadline": str(deadline), "api_host": self.api_host, "api_key": auth,
+            "value": params, "namespace": subject, "action_name": f"/{target.qname.namespace}/{target.qname.path}",
+            "action_version": action["version"], "activation_id": doc["activationId"],
+            "transaction_id": doc["activationId"], "deadline": str(deadline), "api_host": self.api_host,
+            "api_key": auth,
         }
-        key = f"{ns}/{path}@{action['version']}:{action['updated']}"
-        outcome: RunResult = self.invoker.run(key, init_value, message, action["limits"])
+        runtime = kinds.family(exec_["kind"]) or "python"
+        outcome: RunResult = self.invoker.run(target.key, init_value, message, action["limits"], runtime=runtime)
         doc["start"] = outcome.start_ms or doc["start"]
+        doc["annotations"].append({"key": "timeout", "value": outcome.timed_out})
         doc["annotations"].append({"key": "waitTime", "value": outcome.wait_ms})
         if outcome.init_ms is not None:
             doc["annotations"].append({"key": "initTime", "value": outcome.init_ms})
         return self._finish(doc, outcome.status_code, outcome.result, outcome.logs, outcome.end_ms or None)
 
-    def _run_sequence(self, ns, doc, action, params, auth) -> dict:
+    def _run_sequence(self, subject: str, target: Resolved, doc: dict, params: dict, auth: str) -> dict:
         ids, result, status = [], params, SUCCESS
-        for component in action["exec"]["components"]:
-            path, comp = self._resolve_component(ns, component)
-            child_doc = self._record(ns, path, comp, secrets.token_hex(16), doc["activationId"])
-            child = self._activate(ns, path, comp, result, auth, child_doc)
+        owner = target.qname.namespace
+        for component in target.doc["exec"]["components"]:
+            comp = self.resolve_action(subject, names.resolve(component, owner))
+            child_doc = self._record(subject, comp, secrets.token_hex(16), doc["activationId"],
+                                     [{"key": "causedBy", "value": "sequence"}])
+            child = self._activate(subject, comp, result, auth, child_doc)
             ids.append(child["activationId"])
             result = child["response"]["result"]
             status = child["response"]["statusCode"]

@@ -83,6 +83,21 @@ def test_url_input_through_the_platform(platform, deployed, test_digits, image_s
     assert sum(a["digit"] == y for a, y in zip(answers, labels)) >= 9
 
 
+def test_web_action_classifies_an_image_url_without_the_api_key(platform, deployed, test_digits, image_server):
+    import requests
+
+    version, _ = deployed
+    images, labels = test_digits
+    url = image_server.route("/web0.png", png(images[0]))
+    web = f"{platform.apihost}/api/v1/web/guest/mnist/infer.json"
+    answer = requests.get(web, params={"url": url}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["digit"] == labels[0] and answer.json()["model"] == version
+    # the bound storage settings are final: a caller cannot point the action at another bucket
+    refused = requests.get(web, params={"url": url, "s3_bucket": "elsewhere"}, timeout=60)
+    assert refused.status_code == 400
+
+
 def test_bad_input_is_an_application_error_and_the_container_keeps_serving(platform, deployed, test_digits):
     with pytest.raises(ActivationFailedError) as caught:
         platform.client.invoke("mnist/infer", {"url": "ftp://127.0.0.1/x.png"}, result=True)

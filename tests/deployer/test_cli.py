@@ -47,7 +47,20 @@ def test_up_deploy_invoke_down(cli_env):
     assert "greeting Grace" in logs
     assert "demo/hello" in run(["actions", "list"], cli_env).stdout
     status = json.loads(run(["status", "--json"], cli_env).stdout)
-    assert status["running"] and status["actions"] == 3
+    assert status["running"] and status["actions"] == 4
+    # the manifest's trigger and rule, fired from the CLI; the trigger's logs name the rule's activation
+    fired = run(["triggers", "fire", "greeted", "-p", "name", "Ada"], cli_env).stdout
+    assert "rule guest/shout-when-greeted -> guest/demo/shout:" in fired
+    trigger_id = fired.split(" with id ")[1].split()[0]
+    logs = run(["activations", "logs", trigger_id], cli_env).stdout
+    started = logs.strip().rsplit(": ", 1)[1]
+    assert logs.startswith("rule guest/shout-when-greeted -> guest/demo/shout: ")
+    assert started in run(["activations", "list"], cli_env).stdout
+    assert "active" in run(["rules", "list"], cli_env).stdout
+    run(["rules", "disable", "shout-when-greeted"], cli_env)
+    assert "no active rule" in run(["triggers", "fire", "greeted"], cli_env).stdout
+    run(["packages", "bind", "/whisk.system/utils", "myutils", "-p", "lines", '["b", "a"]'], cli_env)
+    assert json.loads(run(["invoke", "myutils/sort", "--result"], cli_env).stdout)["lines"] == ["a", "b"]
     assert "stopped" in run(["down"], cli_env).stdout
     assert json.loads(run(["status", "--json"], cli_env).stdout)["running"] is False
 

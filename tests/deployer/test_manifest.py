@@ -115,9 +115,43 @@ def test_bad_limit_type_and_unsupported_entities(tmp_path, action_dir):
                         "        limits:\n          timeout: soon\n")
     with pytest.raises(ManifestError, match=r":7: limit timeout must be an integer"):
         manifest.load(m, env={})
-    m = write(tmp_path, "packages:\n  pkg:\n    triggers:\n      t: {}\n")
-    with pytest.raises(ManifestError, match=r":3: triggers are valid wskdeploy but not supported"):
+    m = write(tmp_path, "packages:\n  pkg:\n    apis:\n      a: {}\n")
+    with pytest.raises(ManifestError, match=r":3: apis are valid wskdeploy but not supported"):
         manifest.load(m, env={})
+    m = write(tmp_path, "packages:\n  pkg:\n    triggers:\n      t:\n        feed: /whisk.system/alarms/alarm\n")
+    with pytest.raises(ManifestError, match=r":4: trigger t has a feed: feeds are valid wskdeploy but not supported"):
+        manifest.load(m, env={})
+    m = write(tmp_path, "packages:\n  pkg:\n    rules:\n      r:\n        trigger: t\n")
+    with pytest.raises(ManifestError, match=r":4: rule r needs `trigger:` and `action:`"):
+        manifest.load(m, env={})
+
+
+def test_triggers_rules_and_nodejs_actions(tmp_path, action_dir):
+    (tmp_path / "hi.js").write_text("function main(a) { return a }")
+    m = write(tmp_path, """
+packages:
+  pkg:
+    actions:
+      js:
+        function: hi.js
+    triggers:
+      t:
+        inputs:
+          x: 1
+    rules:
+      r1:
+        trigger: t
+        action: js
+      r2:
+        trigger: t
+        action: /whisk.system/utils/echo
+""")
+    (pkg,) = manifest.load(m, env={})
+    assert pkg.actions[0].exec_ == {"kind": "nodejs:default", "code": "function main(a) { return a }",
+                                    "binary": False}
+    assert [(t.name, t.inputs) for t in pkg.triggers] == [("t", {"x": 1})]
+    assert [(r.name, r.trigger, r.action) for r in pkg.rules] == [("r1", "t", "/_/pkg/js"),
+                                                                  ("r2", "t", "/whisk.system/utils/echo")]
 
 
 def test_sequences_and_docker(tmp_path, action_dir):

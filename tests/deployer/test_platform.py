@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -36,17 +37,26 @@ def _annotation(record: dict, key: str):
 
 
 def test_hello_manifest_deploys_and_sequence_runs(platform):
-    names = manifest.deploy(platform.client, ROOT / "manifests/hello.yaml")
-    assert names == ["demo", "demo/hello", "demo/upper", "demo/shout"]
-    assert platform.client.invoke("demo/hello", {"name": "Ada"}, result=True) == {"greeting": "Hello, Ada!"}
-    record = platform.client.invoke("demo/shout", {"name": "Ada"})
+    c = platform.client
+    names = manifest.deploy(c, ROOT / "manifests/hello.yaml")
+    assert names == ["demo", "demo/hello", "demo/upper", "demo/hello-js", "demo/shout", "trigger greeted",
+                     "rule shout-when-greeted"]
+    assert c.invoke("demo/hello", {"name": "Ada"}, result=True) == {"greeting": "Hello, Ada!"}
+    assert c.invoke("demo/hello-js", {"name": "Ada"}, result=True) == {"greeting": "Hello, Ada!"}
+    record = c.invoke("demo/shout", {"name": "Ada"})
     assert record["response"]["result"] == {"greeting": "HELLO, ADA!"}
     assert len(record["logs"]) == 2  # a sequence's logs are its component activation ids
-    assert platform.client.get_activation(record["logs"][0])["name"] == "hello"
-    removed = manifest.undeploy(platform.client, ROOT / "manifests/hello.yaml")
-    assert "demo" in removed
+    assert c.get_activation(record["logs"][0])["name"] == "hello"
+    # the rule runs the sequence with the trigger's parameters
+    fired = c.get_activation(c.fire_trigger("greeted", {}))
+    started = json.loads(fired["logs"][0])["activationId"]
+    assert c.wait_activation(started, timeout_s=60, result=True) == {"greeting": "HELLO, A TRIGGER!"}
+    removed = manifest.undeploy(c, ROOT / "manifests/hello.yaml")
+    assert "demo" in removed and "rule shout-when-greeted" in removed and "trigger greeted" in removed
     with pytest.raises(NotFoundError):
-        platform.client.get_action("demo/hello")
+        c.get_action("demo/hello")
+    with pytest.raises(NotFoundError):
+        c.get_trigger("greeted")
 
 
 def test_cold_then_warm(platform):
@@ -128,8 +138,8 @@ def test_bad_auth_and_unknown_action(platform):
 
 def test_bad_definitions_are_rejected(platform):
     c = platform.client
-    with pytest.raises(OpenWhiskError, match="not supported"):
-        c.create_action("js", {"kind": "nodejs:20", "code": "function main(){}"})
+    with pytest.raises(OpenWhiskError, match="runtime 'swift:5.7' is not supported by this platform"):
+        c.create_action("swift", {"kind": "swift:5.7", "code": "func main() {}"})
     with pytest.raises(OpenWhiskError, match="no Docker engine"):
         c.create_action("img", {"kind": "blackbox", "image": "someone/else:latest", "code": "x"})
     with pytest.raises(OpenWhiskError, match="out of range"):

@@ -1,0 +1,180 @@
+"""triggers / rules / packages: OpenWhisk's event wiring and package bindings, as `wsk` offers them."""
+
+from __future__ import annotations
+
+import click
+
+from .actions import _parse_value, rule_outcomes
+from .output import emit_json, ms_time, table
+
+_param = click.option("-p", "--param", "params", nargs=2, multiple=True, metavar="KEY VALUE",
+                      help="Parameter (JSON values are parsed); repeatable.")
+_annotation = click.option("-a", "--annotation", "annotations", nargs=2, multiple=True, metavar="KEY VALUE",
+                           help="Annotation (JSON values are parsed); repeatable.")
+_as_json = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def _pairs(pairs) -> dict:
+    return {k: _parse_value(v) for k, v in pairs}
+
+
+@click.group()
+def triggers() -> None:
+    """Triggers: create, fire, list, get, delete."""
+
+
+@triggers.command("create")
+@click.argument("name")
+@_param
+@_annotation
+@click.pass_obj
+def trigger_create(obj, name: str, params, annotations) -> None:
+    """Create or update trigger NAME."""
+    doc = obj.client.create_trigger(name, _pairs(params), _pairs(annotations))
+    click.echo(f"ok: trigger {name} (version {doc['version']})")
+
+
+@triggers.command("fire")
+@click.argument("name")
+@_param
+@click.pass_obj
+def trigger_fire(obj, name: str, params) -> None:
+    """Fire trigger NAME: every active rule starts its action with the merged parameters."""
+    activation_id = obj.client.fire_trigger(name, _pairs(params))
+    if activation_id is None:
+        click.echo(f"ok: fired {name}; no active rule, so nothing ran and nothing was recorded")
+        return
+    click.echo(f"ok: fired {name} with id {activation_id}")
+    for line in rule_outcomes(obj.client.activation_logs(activation_id)):
+        click.echo(f"  {line}")
+
+
+@triggers.command("list")
+@_as_json
+@click.pass_obj
+def trigger_list(obj, as_json: bool) -> None:
+    docs = obj.client.list_triggers()
+    if as_json:
+        emit_json(docs)
+        return
+    table(["name", "version", "updated"], [(d["name"], d.get("version"), ms_time(d.get("updated"))) for d in docs])
+
+
+@triggers.command("get")
+@click.argument("name")
+@click.pass_obj
+def trigger_get(obj, name: str) -> None:
+    emit_json(obj.client.get_trigger(name))
+
+
+@triggers.command("delete")
+@click.argument("name")
+@click.pass_obj
+def trigger_delete(obj, name: str) -> None:
+    obj.client.delete_trigger(name)
+    click.echo(f"ok: deleted trigger {name}")
+
+
+@click.group()
+def rules() -> None:
+    """Rules: create, enable, disable, list, get, delete."""
+
+
+@rules.command("create")
+@click.argument("name")
+@click.argument("trigger")
+@click.argument("action")
+@click.pass_obj
+def rule_create(obj, name: str, trigger: str, action: str) -> None:
+    """Create or update rule NAME: when TRIGGER fires, invoke ACTION."""
+    doc = obj.client.create_rule(name, trigger, action)
+    click.echo(f"ok: rule {name} ({doc['status']}): {trigger} -> {action}")
+
+
+@rules.command("enable")
+@click.argument("name")
+@click.pass_obj
+def rule_enable(obj, name: str) -> None:
+    obj.client.set_rule_status(name, active=True)
+    click.echo(f"ok: rule {name} is active")
+
+
+@rules.command("disable")
+@click.argument("name")
+@click.pass_obj
+def rule_disable(obj, name: str) -> None:
+    obj.client.set_rule_status(name, active=False)
+    click.echo(f"ok: rule {name} is inactive")
+
+
+@rules.command("list")
+@_as_json
+@click.pass_obj
+def rule_list(obj, as_json: bool) -> None:
+    docs = obj.client.list_rules()
+    if as_json:
+        emit_json(docs)
+        return
+    table(["name", "status", "trigger", "action"],
+          [(d["name"], d.get("status"), f"{d['trigger']['path']}/{d['trigger']['name']}",
+            f"{d['action']['path']}/{d['action']['name']}") for d in docs])
+
+
+@rules.command("get")
+@click.argument("name")
+@click.pass_obj
+def rule_get(obj, name: str) -> None:
+    emit_json(obj.client.get_rule(name))
+
+
+@rules.command("delete")
+@click.argument("name")
+@click.pass_obj
+def rule_delete(obj, name: str) -> None:
+    obj.client.delete_rule(name)
+    click.echo(f"ok: deleted rule {name}")
+
+
+@click.group()
+def packages() -> None:
+    """Packages: list, get, bind, delete."""
+
+
+@packages.command("list")
+@_as_json
+@click.pass_obj
+def package_list(obj, as_json: bool) -> None:
+    docs = obj.client.list_packages()
+    if as_json:
+        emit_json(docs)
+        return
+    table(["name", "binding", "published", "updated"],
+          [(d["name"], "/{namespace}/{name}".format(**d["binding"]) if d.get("binding") else "",
+            d.get("publish"), ms_time(d.get("updated"))) for d in docs])
+
+
+@packages.command("get")
+@click.argument("name")
+@click.pass_obj
+def package_get(obj, name: str) -> None:
+    """Show package NAME ('/whisk.system/utils' for the shared catalog)."""
+    emit_json(obj.client.get_package(name))
+
+
+@packages.command("bind")
+@click.argument("source")
+@click.argument("name")
+@_param
+@click.pass_obj
+def package_bind(obj, source: str, name: str, params) -> None:
+    """Bind package SOURCE as NAME with parameters of its own (e.g. /whisk.system/utils myutils)."""
+    obj.client.bind_package(name, source, _pairs(params))
+    click.echo(f"ok: bound {source} as {name}")
+
+
+@packages.command("delete")
+@click.argument("name")
+@click.pass_obj
+def package_delete(obj, name: str) -> None:
+    obj.client.delete_package(name)
+    click.echo(f"ok: deleted package {name}")

@@ -1,0 +1,120 @@
+"""What every REST route of the controller shares: JSON replies, query parsing, Basic auth.
+
+Kept apart from the routes so the trigger, rule and web-action routes use the same rules
+for errors, list windows and credentials as the entity routes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+
+from flask import Response, request
+
+from . import names
+from .errors import BadRequest, Forbidden, TooLarge, Unauthorized
+from .platform import MAX_PAYLOAD_BYTES
+
+MAX_LIST_LIMIT = 200
+
+
+def json_response(body, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(json.dumps(body, allow_nan=False), status=status, mimetype="application/json",
+                    headers=headers)
+
+
+def error_response(status: int, message: str) -> Response:
+    return json_response({"error": message, "code": secrets.token_hex(16)}, status)
+
+
+def flag(name: str) -> bool:
+    return request.args.get(name, "false").lower() == "true"
+
+
+def int_arg(name: str, default: int | None, collection: str = "request") -> int | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise BadRequest(f"The value '{raw}' is not an integer for {collection}.") from exc
+    if not -(2 ** 63) <= value < 2 ** 63:
+        raise BadRequest(f"The value '{raw}' is not an integer for {collection}.")
+    return value
+
+
+def list_window(collection: str) -> tuple[int, int]:
+    """(limit, skip) as OpenWhisk reads them: limit 0..200 (0 means 200), skip >= 0."""
+    limit, skip = int_arg("limit", 30, collection), int_arg("skip", 0, collection)
+    if not 0 <= limit <= MAX_LIST_LIMIT:
+        raise BadRequest(f"The value '{limit}' is not in the range of 0 to {MAX_LIST_LIMIT} for {collection}.")
+    if skip < 0:
+        raise BadRequest(f"The value '{skip}' is not greater than or equal to 0 for {collection}.")
+    return limit or MAX_LIST_LIMIT, skip
+
+
+def json_body(allow_non_object: bool = False):
+    data = request.get_data()
+    if not data:
+        return {}
+    try:
+        parsed = json.loads(data, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"The request content was malformed: {str(exc)[:200]}") from exc
+    if not isinstance(parsed, dict) and not allow_non_object:
+        raise BadRequest("The request content was malformed: expected a JSON object.")
+    return parsed
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+@dataclass
+class Caller:
+    """Who is calling (`subject`, its key) and which namespace the request names (`namespace`)."""
+
+    subject: str
+    key: str
+    namespace: str
+
+
+class Auth:
+    """HTTP Basic auth against `{namespace: 'uuid:key'}`; other namespaces are readable only."""
+
+    def __init__(self, keys: dict[str, str]) -> None:
+        self.keys = keys
+
+    def identify(self) -> tuple[str, str] | None:
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Basic "):
+            return None
+        try:
+            supplied = base64.b64decode(header[6:], validate=True).decode()
+        except (ValueError, UnicodeDecodeError):
+            return None
+        subject = next((n for n, key in self.keys.items() if hmac.compare_digest(key, supplied)), None)
+        return (subject, supplied) if subject else None
+
+    def __call__(self, ns: str, write: bool = False) -> Caller:
+        names.check_namespace(ns)
+        if not request.headers.get("Authorization", "").startswith("Basic "):
+            raise Unauthorized("The resource requires authentication, which was not supplied with the request")
+        found = self.identify()
+        if found is None:
+            raise Unauthorized("The supplied authentication is invalid")
+        subject, key = found
+        namespace = subject if ns == "_" else ns
+        if write and namespace != subject:
+            raise Forbidden(f"The supplied authentication is not authorized to access '{ns}'.")
+        return Caller(subject, key, namespace)
+
+
+def check_payload_size() -> None:
+    if request.content_length and request.content_length > MAX_PAYLOAD_BYTES + 4096:
+        raise TooLarge(f"The request content was too large ({request.content_length} bytes); "
+                       f"it exceeds the allowed limit of {MAX_PAYLOAD_BYTES} bytes.")

@@ -1,0 +1,3 @@
+def main(params):
+    """Returns its parameters unchanged."""
+    return params

@@ -1,0 +1,48 @@
+"""The runtime kinds the local platform runs, resolved and detected as OpenWhisk does.
+
+OpenWhisk stores the concrete kind a `:default` resolves to, and decides whether code is
+a base64 archive from the code itself (`Exec.isBinaryCode`), ignoring the request's
+`binary` flag: the official clients send a zip without the flag.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import BadRequest
+
+# family -> (kinds accepted, the kind `<family>:default` resolves to)
+RUNTIMES = {
+    "python": ({"python:3", "python:3.10", "python:3.11", "python:3.12", "python:3.13"}, "python:3.11"),
+    "nodejs": ({"nodejs:18", "nodejs:20", "nodejs:22"}, "nodejs:20"),
+}
+_BASE64 = re.compile(r"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{2}==)$")
+
+
+def family(kind: str) -> str | None:
+    """'python', 'nodejs', or None for a kind no runtime here serves."""
+    name = kind.split(":", 1)[0]
+    if name in RUNTIMES and (kind == f"{name}:default" or kind in RUNTIMES[name][0]):
+        return name
+    return None
+
+
+def resolve(kind: str) -> str:
+    """The concrete kind, `:default` resolved. Raises BadRequest for an unknown kind."""
+    runtime = family(kind) if isinstance(kind, str) else None
+    if runtime is None:
+        known = "', '".join(sorted(k for kinds, _ in RUNTIMES.values() for k in kinds))
+        raise BadRequest(f"The specified runtime '{kind}' is not supported by this platform. "
+                         f"Valid values are: '{known}'.")
+    return RUNTIMES[runtime][1] if kind.endswith(":default") else kind
+
+
+def is_binary_code(code: str) -> bool:
+    """OpenWhisk's test: the trimmed code is non-empty, a multiple of 4 long, and pure base64."""
+    text = code.strip()
+    return bool(text) and len(text) % 4 == 0 and bool(_BASE64.match(text))
+
+
+def annotation(kind: str) -> str:
+    """The value of the `exec` annotation OpenWhisk puts on an action."""
+    return family(kind) or kind
