@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from deployer.local.s3 import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, EmbeddedS3
+from deployer.local.s3 import EmbeddedS3
 from mlcore import mnist
 from mlcore.model import state_from_bytes, state_to_bytes
 from mlcore.storage import Storage, StorageConfig
@@ -17,7 +17,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 @pytest.fixture(scope="session")
 def s3_server():
-    """One moto S3 server for the session; tests isolate themselves by bucket."""
+    """One embedded S3 server process for the session (its own keys); tests isolate themselves by bucket."""
     with EmbeddedS3() as server:
         yield server
 
@@ -30,8 +30,8 @@ def storage_config(s3_server) -> StorageConfig:
     return StorageConfig(
         endpoint_url=s3_server.endpoint_url,
         bucket=f"test-bucket-{next(_bucket_counter)}",
-        access_key=DEFAULT_ACCESS_KEY,
-        secret_key=DEFAULT_SECRET_KEY,
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
     )
 
 

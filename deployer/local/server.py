@@ -1,18 +1,23 @@
-"""The local platform process: controller + invoker + embedded S3, owned as one unit.
+"""The local platform process: controller + invoker, and the embedded S3 process it owns.
 
 `deployer up` runs this module in the background; tests run it as a subprocess. It writes
 `platform.json` (where to reach it) once everything listens, and on SIGTERM stops the
-HTTP server, kills every container, closes open activation records and snapshots S3.
+HTTP server, kills every container, closes open activation records and stops S3. The
+S3 server runs in its own process (so object traffic never competes with the controller
+for this interpreter) and dies with this one; it writes objects through, so there is
+nothing to flush. State is private: the folder is 0700, every file in it 0600.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
 import secrets
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -21,11 +26,41 @@ from pathlib import Path
 from .controller import create_app
 from .invoker import DEFAULT_MAX_CONTAINERS, Invoker
 from .platform import Platform
-from .s3 import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, EmbeddedS3
+from .errors import PlatformError
+from .objectstore import ObjectStore
+from .s3 import EmbeddedS3
 from .store import Store
 
 NAMESPACE = "guest"
 INFO_FILE = "platform.json"
+LOG_FILE = "platform.log"
+S3_CREDENTIALS_FILE = "s3-credentials.json"
+OBJECTS_DIR = "objects"
+PRIVATE_FILES = ("platform.db", "platform.db-wal", "platform.db-shm", LOG_FILE, "auth.json", "wskprops",
+                 INFO_FILE, S3_CREDENTIALS_FILE)
+
+
+def make_private(state_dir: Path) -> None:
+    """0700 for the folder, 0600 for what it holds: code, bound S3 keys, results and logs live here."""
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    state_dir.chmod(0o700)
+    for name in PRIVATE_FILES:
+        try:
+            (state_dir / name).chmod(0o600)
+        except FileNotFoundError:
+            pass
+    fd = os.open(state_dir / "platform.db", os.O_WRONLY | os.O_CREAT, 0o600)  # WAL and shm inherit its mode
+    os.close(fd)
+
+
+def _migrate_snapshot(state_dir: Path, log: logging.Logger) -> None:
+    """Moves the objects of the old in-memory server's snapshot (`s3/`) into the durable store, once."""
+    old = state_dir / "s3"
+    if not old.is_dir():
+        return
+    count = ObjectStore(state_dir / OBJECTS_DIR).import_snapshot(old)
+    old.rename(state_dir / "s3.imported")
+    log.info("imported %d object(s) from the old S3 snapshot %s", count, old)
 
 
 def load_or_create_auth(state_dir: Path) -> str:
@@ -41,18 +76,18 @@ def load_or_create_auth(state_dir: Path) -> str:
 
 def serve(state_dir: Path, host: str = "127.0.0.1", port: int = 3233, s3_port: int = 3234,
           max_containers: int = DEFAULT_MAX_CONTAINERS, idle_timeout_s: float = 600.0, blocking_timeout_s: float = 60.0) -> None:
-    from werkzeug.serving import make_server
-
-    state_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     log = logging.getLogger("platform")
+    make_private(state_dir)
     auth = load_or_create_auth(state_dir)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     info_path = state_dir / INFO_FILE
-    with EmbeddedS3(host, s3_port, snapshot_dir=state_dir / "s3") as s3:
+    _migrate_snapshot(state_dir, log)
+    s3 = EmbeddedS3(host, s3_port, root=state_dir / OBJECTS_DIR, credentials_file=state_dir / S3_CREDENTIALS_FILE)
+    with s3:
         store = Store(state_dir / "platform.db")
         invoker = Invoker(max_containers=max_containers, idle_timeout_s=idle_timeout_s)
         platform = Platform(store, invoker, blocking_timeout_s=blocking_timeout_s)
@@ -61,16 +96,17 @@ def serve(state_dir: Path, host: str = "127.0.0.1", port: int = 3233, s3_port: i
             if platform.interrupted_on_start:
                 log.warning("closed %d activation(s) left in flight by the previous run",
                             platform.interrupted_on_start)
-            server = make_server(host, port, create_app(platform, {NAMESPACE: auth}), threaded=True)
+            server = _make_server(host, port, create_app(platform, {NAMESPACE: auth}))
             apihost = f"http://{host}:{server.server_port}"
             platform.api_host = apihost
             threading.Thread(target=server.serve_forever, daemon=True).start()
             info = {"pid": os.getpid(), "apihost": apihost, "auth": auth, "namespace": NAMESPACE,
-                    "s3_endpoint": s3.endpoint_url, "s3_access_key": DEFAULT_ACCESS_KEY,
-                    "s3_secret_key": DEFAULT_SECRET_KEY, "started": time.time()}
+                    "s3_endpoint": s3.endpoint_url, "s3_access_key": s3.access_key,
+                    "s3_secret_key": s3.secret_key, "s3_pid": s3.pid, "started": time.time()}
             tmp = info_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(info))
-            tmp.chmod(0o600)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with open(fd, "w") as f:
+                f.write(json.dumps(info))
             tmp.replace(info_path)
             log.info("OpenWhisk API on %s, S3 on %s, state in %s", apihost, s3.endpoint_url, state_dir)
             stop.wait()
@@ -83,6 +119,18 @@ def serve(state_dir: Path, host: str = "127.0.0.1", port: int = 3233, s3_port: i
             store.close()
 
 
+def _make_server(host: str, port: int, app):
+    from werkzeug.serving import make_server
+
+    try:
+        return make_server(host, port, app, threaded=True)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PlatformError(f"port {port} on {host} is taken; stop what listens there or pick another "
+                                f"with --port") from exc
+        raise
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--state-dir", type=Path, required=True)
@@ -93,8 +141,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--idle-timeout-s", type=float, default=600.0)
     parser.add_argument("--blocking-timeout-s", type=float, default=60.0)
     opts = parser.parse_args(argv)
-    serve(opts.state_dir, opts.host, opts.port, opts.s3_port, opts.max_containers, opts.idle_timeout_s,
-          opts.blocking_timeout_s)
+    try:
+        serve(opts.state_dir, opts.host, opts.port, opts.s3_port, opts.max_containers, opts.idle_timeout_s,
+              opts.blocking_timeout_s)
+    except PlatformError as exc:
+        print(f"platform cannot start: {exc.message}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except OSError as exc:
+        print(f"platform cannot start: {exc.filename or opts.state_dir}: {exc.strerror}", file=sys.stderr, flush=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
