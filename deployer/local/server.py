@@ -17,6 +17,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 import threading
 import time
@@ -97,7 +98,7 @@ def serve(state_dir: Path, host: str = "127.0.0.1", port: int = 3233, s3_port: i
                 log.warning("closed %d activation(s) left in flight by the previous run",
                             platform.interrupted_on_start)
             server = _make_server(host, port, create_app(platform, {NAMESPACE: auth}))
-            apihost = f"http://{host}:{server.server_port}"
+            apihost = f"http://{host}:{server.port}"
             platform.api_host = apihost
             threading.Thread(target=server.serve_forever, daemon=True).start()
             info = {"pid": os.getpid(), "apihost": apihost, "auth": auth, "namespace": NAMESPACE,
@@ -120,15 +121,24 @@ def serve(state_dir: Path, host: str = "127.0.0.1", port: int = 3233, s3_port: i
 
 
 def _make_server(host: str, port: int, app):
+    """Binds first, so a taken port is our one-line error (werkzeug would print its own and exit)."""
     from werkzeug.serving import make_server
 
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
-        return make_server(host, port, app, threaded=True)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
     except OSError as exc:
+        sock.close()
         if exc.errno == errno.EADDRINUSE:
             raise PlatformError(f"port {port} on {host} is taken; stop what listens there or pick another "
                                 f"with --port") from exc
         raise
+    try:
+        return make_server(host, sock.getsockname()[1], app, threaded=True, fd=sock.fileno())
+    finally:
+        sock.close()  # the server holds its own duplicate
 
 
 def main(argv: list[str] | None = None) -> None:
