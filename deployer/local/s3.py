@@ -129,6 +129,12 @@ class EmbeddedS3:
             self._tmp, self.root = None, None
         return code
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash would; `stop` still has to be called to reap it and clean up."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait(timeout=10)
+
     def __enter__(self) -> "EmbeddedS3":
         return self.start()
 

@@ -18,6 +18,7 @@ import os
 import secrets
 import signal
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -37,8 +38,9 @@ INFO_FILE = "platform.json"
 LOG_FILE = "platform.log"
 S3_CREDENTIALS_FILE = "s3-credentials.json"
 OBJECTS_DIR = "objects"
+STOP_FILE = "last-stop.json"
 PRIVATE_FILES = ("platform.db", "platform.db-wal", "platform.db-shm", LOG_FILE, "auth.json", "wskprops",
-                 INFO_FILE, S3_CREDENTIALS_FILE)
+                 INFO_FILE, S3_CREDENTIALS_FILE, STOP_FILE)
 
 
 def make_private(state_dir: Path) -> None:
@@ -75,6 +77,37 @@ def load_or_create_auth(state_dir: Path) -> str:
     return key
 
 
+class StopReport:
+    """How the last stop went, where `deployer down` reads it, even when the disk has filled meanwhile.
+
+    The file is written at full size at start, so the outcome overwrites blocks already held.
+    """
+
+    SIZE = 4096
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._write({"state": "running", "pid": os.getpid()})
+
+    def _write(self, doc: dict) -> None:
+        data = json.dumps(doc).encode()[: self.SIZE].ljust(self.SIZE)
+        os.pwrite(self._fd, data, 0)
+        os.fsync(self._fd)
+
+    def stopped(self, problems: list[str]) -> None:
+        try:
+            self._write({"state": "stopped", "pid": os.getpid(), "problems": problems})
+        finally:
+            os.close(self._fd)
+
+
+def read_stop_report(state_dir: Path) -> dict | None:
+    try:
+        return json.loads((state_dir / STOP_FILE).read_bytes().strip() or b"null")
+    except (OSError, ValueError):
+        return None
+
+
 def serve(state_dir: Path, host: str = "127.0.0.1", port: int = 3233, s3_port: int = 3234,
           max_containers: int = DEFAULT_MAX_CONTAINERS, idle_timeout_s: float = 600.0, blocking_timeout_s: float = 60.0) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -85,39 +118,59 @@ def serve(state_dir: Path, host: str = "127.0.0.1", port: int = 3233, s3_port: i
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    info_path = state_dir / INFO_FILE
     _migrate_snapshot(state_dir, log)
+    report = StopReport(state_dir / STOP_FILE)
+    problems: list[str] = []
     s3 = EmbeddedS3(host, s3_port, root=state_dir / OBJECTS_DIR, credentials_file=state_dir / S3_CREDENTIALS_FILE)
-    with s3:
-        store = Store(state_dir / "platform.db")
-        invoker = Invoker(max_containers=max_containers, idle_timeout_s=idle_timeout_s)
-        platform = Platform(store, invoker, blocking_timeout_s=blocking_timeout_s)
-        server = None
+    try:
+        s3.start()
+        invoker = Invoker(max_containers, idle_timeout_s)
+        _serve_api(state_dir, host, port, auth, s3, stop, problems, invoker, blocking_timeout_s)
+    finally:
+        code = s3.stop()
+        if code not in (0, None):
+            problems.append(f"the embedded S3 (pid {s3.pid}) had died (exit status {code}); acknowledged objects "
+                            f"are on disk")
+        for problem in problems:
+            log.error("stop: %s", problem)
+        report.stopped(problems)
+
+
+def _serve_api(state_dir: Path, host: str, port: int, auth: str, s3: EmbeddedS3, stop: threading.Event,
+               problems: list[str], invoker: Invoker, blocking_timeout_s: float) -> None:
+    """The controller until `stop` is set; what went wrong while stopping goes to `problems`."""
+    log = logging.getLogger("platform")
+    info_path = state_dir / INFO_FILE
+    store = Store(state_dir / "platform.db")
+    platform = Platform(store, invoker, blocking_timeout_s=blocking_timeout_s)
+    server = None
+    try:
+        if platform.interrupted_on_start:
+            log.warning("closed %d activation(s) left in flight by the previous run", platform.interrupted_on_start)
+        server = _make_server(host, port, create_app(platform, {NAMESPACE: auth}))
+        apihost = f"http://{host}:{server.port}"
+        platform.api_host = apihost
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        info = {"pid": os.getpid(), "apihost": apihost, "auth": auth, "namespace": NAMESPACE,
+                "s3_endpoint": s3.endpoint_url, "s3_access_key": s3.access_key,
+                "s3_secret_key": s3.secret_key, "s3_pid": s3.pid, "started": time.time()}
+        tmp = info_path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "w") as f:
+            f.write(json.dumps(info))
+        tmp.replace(info_path)
+        log.info("OpenWhisk API on %s, S3 on %s, state in %s", apihost, s3.endpoint_url, state_dir)
+        stop.wait()
+        log.info("stopping")
+    finally:
+        info_path.unlink(missing_ok=True)
+        if server is not None:
+            server.shutdown()
+        platform.shutdown()
         try:
-            if platform.interrupted_on_start:
-                log.warning("closed %d activation(s) left in flight by the previous run",
-                            platform.interrupted_on_start)
-            server = _make_server(host, port, create_app(platform, {NAMESPACE: auth}))
-            apihost = f"http://{host}:{server.port}"
-            platform.api_host = apihost
-            threading.Thread(target=server.serve_forever, daemon=True).start()
-            info = {"pid": os.getpid(), "apihost": apihost, "auth": auth, "namespace": NAMESPACE,
-                    "s3_endpoint": s3.endpoint_url, "s3_access_key": s3.access_key,
-                    "s3_secret_key": s3.secret_key, "s3_pid": s3.pid, "started": time.time()}
-            tmp = info_path.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with open(fd, "w") as f:
-                f.write(json.dumps(info))
-            tmp.replace(info_path)
-            log.info("OpenWhisk API on %s, S3 on %s, state in %s", apihost, s3.endpoint_url, state_dir)
-            stop.wait()
-            log.info("stopping")
-        finally:
-            info_path.unlink(missing_ok=True)
-            if server is not None:
-                server.shutdown()
-            platform.shutdown()
             store.close()
+        except sqlite3.Error as exc:
+            problems.append(f"closing {store.path} failed: {exc}; committed records stay in its WAL")
 
 
 def _make_server(host: str, port: int, app):

@@ -20,7 +20,7 @@ from pathlib import Path
 import requests
 
 from .invoker import DEFAULT_MAX_CONTAINERS
-from .server import INFO_FILE, LOG_FILE
+from .server import INFO_FILE, LOG_FILE, read_stop_report
 
 DEFAULT_PORT = 3233
 DEFAULT_S3_PORT = 3234
@@ -215,6 +215,12 @@ def down(state_dir: Path | None = None, timeout_s: float = 30.0) -> bool:
     if not clean:
         raise SupervisorError(f"the local platform (pid {info.pid}) did not stop within {timeout_s:.0f} s and was "
                               f"killed; objects are on disk, see {state_dir / LOG_FILE}")
+    report = read_stop_report(state_dir) or {}
+    if report.get("pid") == info.pid and report.get("state") != "stopped":
+        raise SupervisorError(f"the local platform (pid {info.pid}) exited without finishing its stop; "
+                              f"see {state_dir / LOG_FILE}")
+    if report.get("pid") == info.pid and report.get("problems"):
+        raise SupervisorError("the local platform stopped, but: " + "; ".join(report["problems"]))
     return True
 
 

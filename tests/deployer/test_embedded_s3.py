@@ -121,7 +121,7 @@ def test_acknowledged_objects_survive_kill_9_of_the_server(tmp_path):
         bodies = {f"k/{i}": os.urandom(1000 + i) for i in range(50)}
         for key, body in bodies.items():
             c.put_object(Bucket="crash", Key=key, Body=body)
-        s3._proc.kill()
+        s3.kill()
     finally:
         s3.stop()
     with EmbeddedS3(root=tmp_path / "objects") as s3:

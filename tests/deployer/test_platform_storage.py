@@ -154,3 +154,22 @@ def test_storage_env_and_status_give_users_the_keys(tmp_path, monkeypatch):
         assert client.get_object(Bucket="from-env", Key="k")["Body"].read() == b"v"
         status = runner.invoke(cli, ["status", "--json"], env={"DEPLOYER_HOME": str(state)})
         assert '"s3_access_key": "%s"' % info.s3_access_key in status.output
+
+
+def test_down_says_so_and_fails_when_storage_had_died(tmp_path, monkeypatch):
+    from deployer.local import supervisor
+
+    state = tmp_path / "state"
+    info, started = supervisor.up(state, port=0, s3_port=0)
+    try:
+        assert started and info.s3_pid
+        os.kill(info.s3_pid, 9)  # the storage process dies under a running platform
+        monkeypatch.setenv("DEPLOYER_HOME", str(state))
+        result = CliRunner().invoke(cli, ["down"])
+        assert result.exit_code == 1
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and "embedded S3" in lines[0] and "had died" in lines[0], result.output
+        assert supervisor.read_info(state) is None
+    finally:
+        if supervisor.read_info(state) is not None:
+            supervisor.down(state)
