@@ -35,7 +35,7 @@ HELP = {
     "up": "Start the local OpenWhisk-compatible platform and embedded S3.",
     "down": "Stop the local platform.",
     "status": "Show where the platform runs and what it holds.",
-    "storage": "The embedded S3: `storage env` prints export lines for aws-cli/boto3.",
+    "storage": "The embedded S3: `storage env` prints its keys as export lines.",
     "deploy": "Deploy a wskdeploy manifest.",
     "undeploy": "Remove what a wskdeploy manifest deployed.",
     "invoke": "Invoke an action.",

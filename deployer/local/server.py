@@ -63,6 +63,7 @@ def _migrate_snapshot(state_dir: Path, log: logging.Logger) -> None:
         return
     count = ObjectStore(state_dir / OBJECTS_DIR).import_snapshot(old)
     old.rename(state_dir / "s3.imported")
+    (state_dir / "s3.imported").chmod(0o700)
     log.info("imported %d object(s) from the old S3 snapshot %s", count, old)
 
 
