@@ -85,7 +85,8 @@ class S3Handler(BaseHTTPRequestHandler):
         self._body_left = None
         self._answered = False
         raw_path, _, self.raw_query = self.path.partition("?")
-        self.query = urllib.parse.parse_qs(self.raw_query, keep_blank_values=True)
+        self.query = {k: v for k, v in urllib.parse.parse_qs(self.raw_query, keep_blank_values=True).items()
+                      if not k.startswith("X-Amz-")}  # a presigned URL's signature is no operation
         parts = urllib.parse.unquote(raw_path).lstrip("/").split("/", 1)
         bucket, key = parts[0], parts[1] if len(parts) > 1 else ""
         headers = {k.lower(): v for k, v in self.headers.items()}
@@ -127,7 +128,7 @@ class S3Handler(BaseHTTPRequestHandler):
             if "x-amz-copy-source" in self.headers:
                 return self._copy(bucket, key)
             return self._put(bucket, key)
-        if m in ("GET", "HEAD") and not q.keys() - {"versionId", "partNumber"} or m == "GET" and "response-content-type" in q:
+        if m in ("GET", "HEAD") and not {k for k in q if not k.startswith("response-")} - {"versionId", "partNumber"}:
             return self._get(bucket, key, head=m == "HEAD")
         if m == "DELETE":
             if "uploadId" in q:

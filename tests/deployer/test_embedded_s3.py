@@ -109,6 +109,10 @@ def test_s3_operations_boto3_and_aws_cli_use(s3_server, storage, tmp_path):
     assert [p["Prefix"] for p in listed["CommonPrefixes"]] == ["dir/", "odd key/"]
     assert sorted(storage.list_keys()) == ["dir/big", "dir/copy", key]
     assert storage.get_bytes(key) == b"long"
+    presigned = _client(s3_server, signature_version="s3v4").generate_presigned_url(
+        "get_object", Params={"Bucket": storage.bucket, "Key": key}, ExpiresIn=300)
+    assert requests.get(presigned, timeout=10).content == b"long"
+    assert requests.get(presigned.replace("X-Amz-Signature=", "X-Amz-Signature=0"), timeout=10).status_code == 403
     storage.delete_keys(["dir/big", "dir/copy", key, "never-there"])
     assert list(storage.list_keys()) == []
 
