@@ -15,6 +15,7 @@ COMMANDS = {
     "up": "deployer.commands.platform:up",
     "down": "deployer.commands.platform:down",
     "status": "deployer.commands.platform:status",
+    "storage": "deployer.commands.platform:storage",
     "deploy": "deployer.commands.actions:deploy",
     "undeploy": "deployer.commands.actions:undeploy",
     "invoke": "deployer.commands.actions:invoke",
@@ -37,6 +38,7 @@ HELP = {
     "up": "Start the local OpenWhisk-compatible platform and embedded S3.",
     "down": "Stop the local platform.",
     "status": "Show where the platform runs and what it holds.",
+    "storage": "The embedded S3: `storage env` prints its keys as export lines.",
     "deploy": "Deploy a wskdeploy manifest.",
     "undeploy": "Remove what a wskdeploy manifest deployed.",
     "invoke": "Invoke an action.",
@@ -97,11 +99,12 @@ class RootGroup(LazyGroup):
         from mlcore.errors import MLCoreError
 
         from .errors import DeployerError
+        from .local.errors import PlatformError
         from .local.supervisor import SupervisorError
 
         try:
             return super().invoke(ctx)
-        except (DeployerError, MLCoreError, SupervisorError) as exc:
+        except (DeployerError, MLCoreError, SupervisorError, PlatformError) as exc:
             raise click.ClickException(str(exc)) from exc
 
 

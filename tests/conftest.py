@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import subprocess
 
 import pytest
 
-from deployer.local.s3 import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, EmbeddedS3
+from deployer.local.s3 import EmbeddedS3
 from mlcore import mnist
 from mlcore.model import state_from_bytes, state_to_bytes
 from mlcore.storage import Storage, StorageConfig
@@ -17,9 +19,52 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 @pytest.fixture(scope="session")
 def s3_server():
-    """One moto S3 server for the session; tests isolate themselves by bucket."""
+    """One embedded S3 server process for the session (its own keys); tests isolate themselves by bucket."""
     with EmbeddedS3() as server:
         yield server
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """mount(name, size, read_only=False) -> a tmpfs of its own under tmp_path, unmounted at teardown.
+
+    A real small (or read-only) file system without touching the machine's disks; needs root,
+    and skips with the reason where mount is refused.
+    """
+    mounted = []
+
+    def mount(name: str, size: str, read_only: bool = False):
+        path = tmp_path / name
+        path.mkdir()
+        opts = f"size={size},mode=0700" + (",ro" if read_only else "")
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs at {path} ({done.stderr.strip() or done.returncode}): needs root")
+        mounted.append(path)
+        return path
+
+    try:
+        yield mount
+    finally:
+        for path in reversed(mounted):
+            if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
+                subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+@pytest.fixture
+def fill_fs():
+    """fill(folder): writes zeros into folder until its file system is full."""
+    def fill(folder) -> None:
+        with open(folder / "filler", "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * (64 << 10))
+                    f.flush()
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+
+    return fill
 
 
 _bucket_counter = iter(range(1_000_000))
@@ -30,8 +75,8 @@ def storage_config(s3_server) -> StorageConfig:
     return StorageConfig(
         endpoint_url=s3_server.endpoint_url,
         bucket=f"test-bucket-{next(_bucket_counter)}",
-        access_key=DEFAULT_ACCESS_KEY,
-        secret_key=DEFAULT_SECRET_KEY,
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
     )
 
 

@@ -1,5 +1,4 @@
 import pytest
-import requests
 import torch
 
 from mlcore.errors import ObjectNotFoundError, StorageError
@@ -41,18 +40,28 @@ def test_short_bucket_rejected():
         Storage(StorageConfig(bucket="ab"))
 
 
-def test_snapshot_survives_restart(tmp_path):
+def test_objects_survive_restart_of_the_server(tmp_path):
     from deployer.local.s3 import EmbeddedS3
 
-    snap = tmp_path / "s3"
-    with EmbeddedS3(snapshot_dir=snap) as s3:
+    root = tmp_path / "objects"
+    with EmbeddedS3(root=root) as s3:
         c = s3.client()
         c.create_bucket(Bucket="keep-me")
         c.put_object(Bucket="keep-me", Key="jobs/x/model/3", Body=b"weights")
-    # moto keeps one in-memory backend per process: wipe it so the restore is what is read.
-    with EmbeddedS3() as s3:
-        requests.post(s3.endpoint_url + "/moto-api/reset", timeout=10).raise_for_status()
-        assert s3.client().list_buckets()["Buckets"] == []
-    with EmbeddedS3(snapshot_dir=snap) as s3:
+        keys = s3.access_key, s3.secret_key
+    with EmbeddedS3(root=root) as s3:
+        assert (s3.access_key, s3.secret_key) == keys  # generated once per folder
         body = s3.client().get_object(Bucket="keep-me", Key="jobs/x/model/3")["Body"].read()
         assert body == b"weights"
+
+
+def test_old_snapshot_is_imported_once(tmp_path):
+    from deployer.local.objectstore import ObjectStore
+
+    old = tmp_path / "s3" / "keep-me"
+    old.mkdir(parents=True)
+    (old / "jobs%2Fx%2Fmodel%2F3").write_bytes(b"weights")
+    store = ObjectStore(tmp_path / "objects")
+    assert store.import_snapshot(tmp_path / "s3") == 1
+    info = store.head("keep-me", "jobs/x/model/3")
+    assert b"".join(store.read_range(info, 0, info.size)) == b"weights"

@@ -21,6 +21,7 @@ HELP = {
     "train": "Time to accuracy with 1-8 serverless workers vs one process.",
     "fedavg": "Time per round per executor; rounds to 99% vs the paper.",
     "hostnet": "virtio-net vs vhost-user throughput/latency, multiqueue, migration.",
+    "storage": "Durable embedded S3 vs in-memory moto: authenticated PUT/GET latency.",
 }
 
 
@@ -58,3 +59,34 @@ def bench_platform(obj, json_path, concurrency: str, requests_per_worker: int, c
     table(["path", "concurrency", "p50 ms", "p99 ms", "req/s"], rows, title="bench platform")
     click.echo(f"ratios: {report['ratios']}")
     write_report(json_path, report)
+
+
+@bench.command("storage")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
+@click.option("--clients", default=4, show_default=True, help="Concurrent boto3 clients.")
+@click.option("--requests", "requests_per_client", default=500, show_default=True, help="PUTs (then GETs) per client.")
+@click.option("--size-kb", default=250, show_default=True, help="Object size in KB (1000 bytes).")
+@click.option("--folder", type=click.Path(file_okay=False), default=None,
+              help="Where the durable store writes (default: the temp folder); put it on the disk you care about.")
+def bench_storage(json_path, clients: int, requests_per_client: int, size_kb: int, folder: str | None) -> None:
+    """Authenticated PUT/GET through the durable embedded S3 and through in-memory moto, same run."""
+    from pathlib import Path
+
+    from ..bench import storage as bs
+
+    if clients < 1 or requests_per_client < 1 or size_kb < 1:
+        raise click.BadParameter("--clients, --requests and --size-kb must be positive")
+    report = bs.run(clients, requests_per_client, size_kb * 1000, Path(folder) if folder else None,
+                    progress=lambda m: click.echo(f"... {m}", err=True))
+    rows = []
+    for server, label in (("moto_in_memory", "moto, in memory (old)"), ("durable", "embedded S3, durable")):
+        for op in ("put", "get"):
+            r = report[server][op]
+            rows.append((label, op.upper(), r.get("n", 0), r.get("p50_ms", ""), r.get("p99_ms", ""),
+                         r.get("throughput_rps", ""), r["errors"]))
+    table(["server", "op", "n", "p50 ms", "p99 ms", "req/s", "errors"], rows, title="bench storage")
+    click.echo(f"ratios: {report['ratios']}")
+    write_report(json_path, report)
+    if report["errors"]:
+        raise click.ClickException(f"{report['errors']} request(s) failed; first: "
+                                   f"{report['durable']['put'].get('first_error') or report['durable']['get'].get('first_error')}")

@@ -1,4 +1,4 @@
-"""`deployer up | down | status`: the local platform in the background."""
+"""`deployer up | down | status | storage env`: the local platform in the background."""
 
 from __future__ import annotations
 
@@ -24,12 +24,13 @@ def up(port: int, s3_port: int, max_containers: int, idle_timeout_s: float) -> N
                f"S3 {info.s3_endpoint}, state {info.state_dir}")
     click.echo(f"APIHOST={info.apihost}\nAUTH={info.auth}")
     click.echo(f"wskprops written to {path}; for wsk: export WSK_CONFIG_FILE={path}")
+    click.echo(f"S3 access key {info.s3_access_key}; for aws-cli and boto3: eval \"$(deployer storage env)\"")
 
 
 @click.command()
 def down() -> None:
     """Stop the local platform; actions, activations and S3 objects stay on disk."""
-    stopped = supervisor.down()
+    stopped = supervisor.down()  # raises, and so exits non-zero, when it did not stop cleanly
     click.echo("stopped" if stopped else "the local platform was not running")
 
 
@@ -46,6 +47,7 @@ def status(as_json: bool) -> None:
         stats = requests.get(info.apihost + "/api/v1", timeout=5).json().get("invoker", {})
         client = info.client()
         out = {"running": True, "pid": info.pid, "apihost": info.apihost, "s3_endpoint": info.s3_endpoint,
+               "s3_access_key": info.s3_access_key, "s3_secret_key": info.s3_secret_key,
                "state_dir": str(info.state_dir), "wskprops": str(info.wskprops_path),
                "actions": len(client.list_actions()), "packages": len(client.list_packages()), "invoker": stats}
     if as_json:
@@ -53,3 +55,32 @@ def status(as_json: bool) -> None:
         return
     for key, value in out.items():
         click.echo(f"{key:12} {value}")
+
+
+def storage_exports(info: supervisor.PlatformInfo, bucket: str | None = None) -> list[str]:
+    """Shell lines for aws-cli, boto3 and the project's own S3 settings (AWS_ENDPOINT_URL_S3 for the first two)."""
+    import shlex
+
+    env = info.storage_env(bucket)
+    env["AWS_ENDPOINT_URL_S3"] = info.s3_endpoint
+    return [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())]
+
+
+@click.group()
+def storage() -> None:
+    """The local platform's embedded S3."""
+
+
+@storage.command("env")
+@click.option("--bucket", default=None, help="S3_BUCKET to export (default: the project's bucket).")
+def storage_env(bucket: str | None) -> None:
+    """Print `export AWS_...` lines for the embedded S3: eval "$(deployer storage env)"."""
+    from ..target import local_target
+
+    local_target(start=True)
+    info = supervisor.read_info(supervisor.default_state_dir())
+    if info is None:
+        raise click.ClickException("the local platform stopped before its storage settings could be read; "
+                                   "run `deployer up`")
+    for line in storage_exports(info, bucket):
+        click.echo(line)

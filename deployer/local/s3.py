@@ -1,54 +1,139 @@
-"""The embedded S3 endpoint: moto's real S3 HTTP server on loopback, with a snapshot on disk.
+"""The embedded S3 endpoint: our own S3 server process over a folder, owned by whoever starts it.
 
-moto keeps objects in memory, so the owner restores a snapshot directory on start and
-writes it back on stop; objects survive `deployer down` / `up` like the platform state.
+`EmbeddedS3` starts `deployer.local.s3server` as a child process on loopback, waits until
+it listens, and stops it on exit; the child also dies if its owner is killed. Objects are
+written through to disk before they are acknowledged, so nothing needs flushing at stop.
+Credentials are generated once per state folder and kept in a 0600 file.
 """
 
 from __future__ import annotations
 
-import logging
+import json
+import os
+import secrets
+import select
 import shutil
-import urllib.parse
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
-DEFAULT_ACCESS_KEY = "deployer"
-DEFAULT_SECRET_KEY = "deployer-secret"
-_SAFE = "-_.~/"
+from .errors import PlatformError
+
+REGION = "us-east-1"
+
+
+class StorageStartError(PlatformError):
+    """The embedded S3 did not start; the message says why (port taken, folder not writable)."""
+
+
+def load_or_create_credentials(path: Path) -> dict[str, str]:
+    """{"access_key", "secret_key"}, generated on first use and kept private (0600)."""
+    path = Path(path)
+    try:
+        creds = json.loads(path.read_text())
+        if creds.get("access_key") and creds.get("secret_key"):
+            path.chmod(0o600)
+            return creds
+    except FileNotFoundError:
+        pass
+    except ValueError:
+        raise StorageStartError(f"{path} is not valid JSON; delete it to generate new storage keys") from None
+    creds = {"access_key": "DPLY" + secrets.token_hex(8).upper(), "secret_key": secrets.token_urlsafe(30)}
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w") as f:
+        f.write(json.dumps(creds))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return creds
 
 
 class EmbeddedS3:
-    """Owns one moto server thread; `with EmbeddedS3(...) as s3:` stops it on exit."""
+    """Owns one S3 server process; `with EmbeddedS3(...) as s3:` stops it on exit.
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, snapshot_dir: Path | None = None) -> None:
+    Without `root`, objects live in a temporary folder removed at stop (tests, benchmarks).
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, root: Path | None = None,
+                 credentials_file: Path | None = None) -> None:
         self.host = host
         self.port = port
-        self.snapshot_dir = Path(snapshot_dir) if snapshot_dir else None
-        self._server = None
+        self.root = Path(root) if root else None
+        self.credentials_file = Path(credentials_file) if credentials_file else None
+        self.access_key = self.secret_key = ""
+        self.pid: int | None = None
+        self._proc: subprocess.Popen | None = None
+        self._tmp: str | None = None
 
     @property
     def endpoint_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> "EmbeddedS3":
-        from moto.server import ThreadedMotoServer
-
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        self._server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
-        self._server.start()
-        self.port = self._server.get_host_and_port()[1]
-        if self.snapshot_dir and self.snapshot_dir.is_dir():
-            self._restore()
+    def start(self, timeout_s: float = 30.0) -> "EmbeddedS3":
+        if self.root is None:
+            self._tmp = tempfile.mkdtemp(prefix="embedded-s3-")
+            self.root = Path(self._tmp) / "objects"
+        self.root.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        creds_path = self.credentials_file or self.root.parent / "s3-credentials.json"
+        creds = load_or_create_credentials(creds_path)
+        self.access_key, self.secret_key = creds["access_key"], creds["secret_key"]
+        cmd = [sys.executable, "-m", "deployer.local.s3server", "--root", str(self.root), "--credentials",
+               str(creds_path), "--host", self.host, "--port", str(self.port), "--parent-pid", str(os.getpid())]
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            ready = self._wait_ready(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        self.port, self.pid = ready["port"], ready["pid"]
+        threading_drain(self._proc.stderr)
         return self
 
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        try:
-            if self.snapshot_dir:
-                self._snapshot()
-        finally:
-            self._server.stop()
-            self._server = None
+    def _wait_ready(self, timeout_s: float) -> dict:
+        deadline = time.monotonic() + timeout_s
+        line = b""
+        while time.monotonic() < deadline and not line.endswith(b"\n"):
+            readable, _, _ = select.select([self._proc.stdout], [], [], 0.2)
+            if readable:
+                piece = os.read(self._proc.stdout.fileno(), 4096)
+                if not piece:
+                    break
+                line += piece
+        if line.endswith(b"\n"):
+            return json.loads(line)
+        self._proc.kill()
+        self._proc.wait(timeout=10)
+        err = self._proc.stderr.read().decode(errors="replace").strip().splitlines()
+        reason = err[-1] if err else f"it did not answer within {timeout_s:.0f} s"
+        raise StorageStartError(reason if reason.startswith("embedded S3") else f"embedded S3 cannot start: {reason}")
+
+    def stop(self, timeout_s: float = 10.0) -> int | None:
+        """Stops the server; returns its exit status (None when it was not running)."""
+        proc, self._proc = self._proc, None
+        code = None
+        if proc is not None:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=timeout_s)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=10)
+            code = proc.returncode
+            proc.stdout.close()  # stderr belongs to its pump thread, which ends at EOF
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp, self.root = None, None
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would; `stop` still has to be called to reap it and clean up."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait(timeout=10)
 
     def __enter__(self) -> "EmbeddedS3":
         return self.start()
@@ -58,35 +143,19 @@ class EmbeddedS3:
 
     def client(self):
         import boto3
+        from botocore.config import Config
 
-        return boto3.client(
-            "s3", endpoint_url=self.endpoint_url, aws_access_key_id=DEFAULT_ACCESS_KEY,
-            aws_secret_access_key=DEFAULT_SECRET_KEY, region_name="us-east-1",
-        )
+        return boto3.client("s3", endpoint_url=self.endpoint_url, aws_access_key_id=self.access_key,
+                            aws_secret_access_key=self.secret_key, region_name=REGION,
+                            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))
 
-    def _snapshot(self) -> None:
-        """Write every object to snapshot_dir/<bucket>/<quoted key>, replacing the old snapshot."""
-        client = self.client()
-        tmp = self.snapshot_dir.with_name(self.snapshot_dir.name + ".new")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for bucket in client.list_buckets().get("Buckets", []):
-            name = bucket["Name"]
-            (tmp / name).mkdir()
-            for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
-                for item in page.get("Contents", []):
-                    body = client.get_object(Bucket=name, Key=item["Key"])["Body"].read()
-                    (tmp / name / urllib.parse.quote(item["Key"], safe="")).write_bytes(body)
-        old = self.snapshot_dir.with_name(self.snapshot_dir.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if self.snapshot_dir.exists():
-            self.snapshot_dir.rename(old)
-        tmp.rename(self.snapshot_dir)
-        shutil.rmtree(old, ignore_errors=True)
 
-    def _restore(self) -> None:
-        client = self.client()
-        for bucket_dir in sorted(p for p in self.snapshot_dir.iterdir() if p.is_dir()):
-            client.create_bucket(Bucket=bucket_dir.name)
-            for f in bucket_dir.iterdir():
-                client.put_object(Bucket=bucket_dir.name, Key=urllib.parse.unquote(f.name), Body=f.read_bytes())
+def threading_drain(stream) -> None:
+    """Forwards the server's stderr (tracebacks of failed requests) to ours, so its pipe never fills."""
+    import threading
+
+    def pump() -> None:
+        for line in iter(stream.readline, b""):
+            sys.stderr.write(line.decode(errors="replace"))
+
+    threading.Thread(target=pump, daemon=True, name="embedded-s3-stderr").start()

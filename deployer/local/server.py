@@ -1,18 +1,25 @@
-"""The local platform process: controller + invoker + embedded S3, owned as one unit.
+"""The local platform process: controller + invoker, and the embedded S3 process it owns.
 
 `deployer up` runs this module in the background; tests run it as a subprocess. It writes
 `platform.json` (where to reach it) once everything listens, and on SIGTERM stops the
-HTTP server, kills every container, closes open activation records and snapshots S3.
+HTTP server, kills every container, closes open activation records and stops S3. The
+S3 server runs in its own process (so object traffic never competes with the controller
+for this interpreter) and dies with this one; it writes objects through, so there is
+nothing to flush. State is private: the folder is 0700, every file in it 0600.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
 import secrets
 import signal
+import socket
+import sqlite3
+import sys
 import threading
 import time
 import uuid
@@ -21,11 +28,43 @@ from pathlib import Path
 from .controller import create_app
 from .invoker import DEFAULT_MAX_CONTAINERS, Invoker
 from .platform import Platform
-from .s3 import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, EmbeddedS3
+from .errors import PlatformError
+from .objectstore import ObjectStore
+from .s3 import EmbeddedS3
 from .store import Store
 
 NAMESPACE = "guest"
 INFO_FILE = "platform.json"
+LOG_FILE = "platform.log"
+S3_CREDENTIALS_FILE = "s3-credentials.json"
+OBJECTS_DIR = "objects"
+STOP_FILE = "last-stop.json"
+PRIVATE_FILES = ("platform.db", "platform.db-wal", "platform.db-shm", LOG_FILE, "auth.json", "wskprops",
+                 INFO_FILE, S3_CREDENTIALS_FILE, STOP_FILE)
+
+
+def make_private(state_dir: Path) -> None:
+    """0700 for the folder, 0600 for what it holds: code, bound S3 keys, results and logs live here."""
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    state_dir.chmod(0o700)
+    for name in PRIVATE_FILES:
+        try:
+            (state_dir / name).chmod(0o600)
+        except FileNotFoundError:
+            pass
+    fd = os.open(state_dir / "platform.db", os.O_WRONLY | os.O_CREAT, 0o600)  # WAL and shm inherit its mode
+    os.close(fd)
+
+
+def _migrate_snapshot(state_dir: Path, log: logging.Logger) -> None:
+    """Moves the objects of the old in-memory server's snapshot (`s3/`) into the durable store, once."""
+    old = state_dir / "s3"
+    if not old.is_dir():
+        return
+    count = ObjectStore(state_dir / OBJECTS_DIR).import_snapshot(old)
+    old.rename(state_dir / "s3.imported")
+    (state_dir / "s3.imported").chmod(0o700)
+    log.info("imported %d object(s) from the old S3 snapshot %s", count, old)
 
 
 def load_or_create_auth(state_dir: Path) -> str:
@@ -39,48 +78,121 @@ def load_or_create_auth(state_dir: Path) -> str:
     return key
 
 
+class StopReport:
+    """How the last stop went, where `deployer down` reads it, even when the disk has filled meanwhile.
+
+    The file is written at full size at start, so the outcome overwrites blocks already held.
+    """
+
+    SIZE = 4096
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._write({"state": "running", "pid": os.getpid()})
+
+    def _write(self, doc: dict) -> None:
+        data = json.dumps(doc).encode()[: self.SIZE].ljust(self.SIZE)
+        os.pwrite(self._fd, data, 0)
+        os.fsync(self._fd)
+
+    def stopped(self, problems: list[str]) -> None:
+        try:
+            self._write({"state": "stopped", "pid": os.getpid(), "problems": problems})
+        finally:
+            os.close(self._fd)
+
+
+def read_stop_report(state_dir: Path) -> dict | None:
+    try:
+        return json.loads((state_dir / STOP_FILE).read_bytes().strip() or b"null")
+    except (OSError, ValueError):
+        return None
+
+
 def serve(state_dir: Path, host: str = "127.0.0.1", port: int = 3233, s3_port: int = 3234,
           max_containers: int = DEFAULT_MAX_CONTAINERS, idle_timeout_s: float = 600.0, blocking_timeout_s: float = 60.0) -> None:
-    from werkzeug.serving import make_server
-
-    state_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     log = logging.getLogger("platform")
+    make_private(state_dir)
     auth = load_or_create_auth(state_dir)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    _migrate_snapshot(state_dir, log)
+    report = StopReport(state_dir / STOP_FILE)
+    problems: list[str] = []
+    s3 = EmbeddedS3(host, s3_port, root=state_dir / OBJECTS_DIR, credentials_file=state_dir / S3_CREDENTIALS_FILE)
+    try:
+        s3.start()
+        invoker = Invoker(max_containers, idle_timeout_s)
+        _serve_api(state_dir, host, port, auth, s3, stop, problems, invoker, blocking_timeout_s)
+    finally:
+        code = s3.stop()
+        if code not in (0, None):
+            problems.append(f"the embedded S3 (pid {s3.pid}) had died (exit status {code}); acknowledged objects "
+                            f"are on disk")
+        for problem in problems:
+            log.error("stop: %s", problem)
+        report.stopped(problems)
+
+
+def _serve_api(state_dir: Path, host: str, port: int, auth: str, s3: EmbeddedS3, stop: threading.Event,
+               problems: list[str], invoker: Invoker, blocking_timeout_s: float) -> None:
+    """The controller until `stop` is set; what went wrong while stopping goes to `problems`."""
+    log = logging.getLogger("platform")
     info_path = state_dir / INFO_FILE
-    with EmbeddedS3(host, s3_port, snapshot_dir=state_dir / "s3") as s3:
-        store = Store(state_dir / "platform.db")
-        invoker = Invoker(max_containers=max_containers, idle_timeout_s=idle_timeout_s)
-        platform = Platform(store, invoker, blocking_timeout_s=blocking_timeout_s)
-        server = None
+    store = Store(state_dir / "platform.db")
+    platform = Platform(store, invoker, blocking_timeout_s=blocking_timeout_s)
+    server = None
+    try:
+        if platform.interrupted_on_start:
+            log.warning("closed %d activation(s) left in flight by the previous run", platform.interrupted_on_start)
+        server = _make_server(host, port, create_app(platform, {NAMESPACE: auth}))
+        apihost = f"http://{host}:{server.port}"
+        platform.api_host = apihost
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        info = {"pid": os.getpid(), "apihost": apihost, "auth": auth, "namespace": NAMESPACE,
+                "s3_endpoint": s3.endpoint_url, "s3_access_key": s3.access_key,
+                "s3_secret_key": s3.secret_key, "s3_pid": s3.pid, "started": time.time()}
+        tmp = info_path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "w") as f:
+            f.write(json.dumps(info))
+        tmp.replace(info_path)
+        log.info("OpenWhisk API on %s, S3 on %s, state in %s", apihost, s3.endpoint_url, state_dir)
+        stop.wait()
+        log.info("stopping")
+    finally:
+        info_path.unlink(missing_ok=True)
+        if server is not None:
+            server.shutdown()
+        platform.shutdown()
         try:
-            if platform.interrupted_on_start:
-                log.warning("closed %d activation(s) left in flight by the previous run",
-                            platform.interrupted_on_start)
-            server = make_server(host, port, create_app(platform, {NAMESPACE: auth}), threaded=True)
-            apihost = f"http://{host}:{server.server_port}"
-            platform.api_host = apihost
-            threading.Thread(target=server.serve_forever, daemon=True).start()
-            info = {"pid": os.getpid(), "apihost": apihost, "auth": auth, "namespace": NAMESPACE,
-                    "s3_endpoint": s3.endpoint_url, "s3_access_key": DEFAULT_ACCESS_KEY,
-                    "s3_secret_key": DEFAULT_SECRET_KEY, "started": time.time()}
-            tmp = info_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(info))
-            tmp.chmod(0o600)
-            tmp.replace(info_path)
-            log.info("OpenWhisk API on %s, S3 on %s, state in %s", apihost, s3.endpoint_url, state_dir)
-            stop.wait()
-            log.info("stopping")
-        finally:
-            info_path.unlink(missing_ok=True)
-            if server is not None:
-                server.shutdown()
-            platform.shutdown()
             store.close()
+        except sqlite3.Error as exc:
+            problems.append(f"closing {store.path} failed: {exc}; committed records stay in its WAL")
+
+
+def _make_server(host: str, port: int, app):
+    """Binds first, so a taken port is our one-line error (werkzeug would print its own and exit)."""
+    from werkzeug.serving import make_server
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PlatformError(f"port {port} on {host} is taken; stop what listens there or pick another "
+                                f"with --port") from exc
+        raise
+    try:
+        return make_server(host, sock.getsockname()[1], app, threaded=True, fd=sock.fileno())
+    finally:
+        sock.close()  # the server holds its own duplicate
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -93,8 +205,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--idle-timeout-s", type=float, default=600.0)
     parser.add_argument("--blocking-timeout-s", type=float, default=60.0)
     opts = parser.parse_args(argv)
-    serve(opts.state_dir, opts.host, opts.port, opts.s3_port, opts.max_containers, opts.idle_timeout_s,
-          opts.blocking_timeout_s)
+    try:
+        serve(opts.state_dir, opts.host, opts.port, opts.s3_port, opts.max_containers, opts.idle_timeout_s,
+              opts.blocking_timeout_s)
+    except PlatformError as exc:
+        print(f"platform cannot start: {exc.message}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except OSError as exc:
+        print(f"platform cannot start: {exc.filename or opts.state_dir}: {exc.strerror}", file=sys.stderr, flush=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,7 +20,7 @@ from pathlib import Path
 import requests
 
 from .invoker import DEFAULT_MAX_CONTAINERS
-from .server import INFO_FILE
+from .server import INFO_FILE, LOG_FILE, read_stop_report
 
 DEFAULT_PORT = 3233
 DEFAULT_S3_PORT = 3234
@@ -46,6 +48,7 @@ class PlatformInfo:
     s3_access_key: str
     s3_secret_key: str
     state_dir: Path
+    s3_pid: int | None = None
 
     @property
     def wskprops_path(self) -> Path:
@@ -93,7 +96,7 @@ def read_info(state_dir: Path) -> PlatformInfo | None:
     except requests.RequestException:
         return None
     return PlatformInfo(raw["pid"], raw["apihost"], raw["auth"], raw["namespace"], raw["s3_endpoint"],
-                        raw["s3_access_key"], raw["s3_secret_key"], state_dir)
+                        raw["s3_access_key"], raw["s3_secret_key"], state_dir, raw.get("s3_pid"))
 
 
 def write_wskprops(info: PlatformInfo) -> Path:
@@ -102,10 +105,56 @@ def write_wskprops(info: PlatformInfo) -> Path:
     return info.wskprops_path
 
 
+def check_state_dir(state_dir: Path, probe_bytes: int = 256 << 10) -> None:
+    """Fails in one line when the state folder cannot be created, is read-only or full.
+
+    A probe file is written and fsync'd, since a full disk still lets one create empty files.
+    """
+    probe = state_dir / ".write-probe"
+    try:
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, b"\0" * probe_bytes)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        what = {errno.EROFS: "is on a read-only file system", errno.ENOSPC: "is full (no space left on device)",
+                errno.EDQUOT: "is over its disk quota", errno.EACCES: "is not writable (permission denied)",
+                errno.EPERM: "is not writable (operation not permitted)"}.get(exc.errno, f"is unusable: {exc.strerror}")
+        raise SupervisorError(f"the platform's state folder {state_dir} {what}; set DEPLOYER_HOME "
+                              f"to another folder or free it") from None
+    finally:
+        try:
+            probe.unlink()
+        except OSError:
+            pass
+
+
+def check_port_free(host: str, port: int, flag: str) -> None:
+    """A taken port fails at once, naming it, instead of after the readiness timeout."""
+    if not port:
+        return
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise SupervisorError(f"port {port} on {host} is taken; stop what listens there or "
+                                      f"choose another with {flag}") from None
+            raise
+
+
 def _spawn(state_dir: Path, port: int, s3_port: int, extra: list[str], detach: bool) -> subprocess.Popen:
-    state_dir.mkdir(parents=True, exist_ok=True)
+    check_state_dir(state_dir)
+    check_port_free("127.0.0.1", port, "--port")
+    check_port_free("127.0.0.1", s3_port, "--s3-port")
     (state_dir / INFO_FILE).unlink(missing_ok=True)
-    log = open(state_dir / "platform.log", "ab")
+    fd = os.open(state_dir / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    log = open(fd, "ab")
     cmd = [sys.executable, "-m", "deployer.local.server", "--state-dir", str(state_dir), "--port", str(port),
            "--s3-port", str(s3_port), *extra]
     try:
@@ -118,8 +167,11 @@ def _wait_ready(proc: subprocess.Popen, state_dir: Path, timeout_s: float) -> Pl
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SupervisorError(f"the local platform exited with status {proc.returncode}; "
-                                  f"log:\n{_log_tail(state_dir)}")
+            tail = _log_tail(state_dir)
+            last = tail.splitlines()[-1] if tail else ""
+            if last.startswith("platform cannot start: "):
+                raise SupervisorError(last.removeprefix("platform cannot start: "))
+            raise SupervisorError(f"the local platform exited with status {proc.returncode}; log:\n{tail}")
         info = read_info(state_dir)
         if info is not None and info.pid == proc.pid:
             return info
@@ -130,7 +182,7 @@ def _wait_ready(proc: subprocess.Popen, state_dir: Path, timeout_s: float) -> Pl
 
 def _log_tail(state_dir: Path, lines: int = 15) -> str:
     try:
-        return "\n".join((state_dir / "platform.log").read_text(errors="replace").splitlines()[-lines:])
+        return "\n".join((state_dir / LOG_FILE).read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
 
@@ -149,33 +201,63 @@ def up(state_dir: Path | None = None, port: int = DEFAULT_PORT, s3_port: int = D
 
 
 def down(state_dir: Path | None = None, timeout_s: float = 30.0) -> bool:
-    """Stops the background platform; returns False when none was running."""
+    """Stops the background platform; returns False when none was running.
+
+    Raises SupervisorError when it did not stop by itself and had to be killed.
+    """
     state_dir = state_dir or default_state_dir()
     info = read_info(state_dir)
     if info is None:
         return False
-    _terminate(info.pid, timeout_s)
+    clean = _terminate(info.pid, timeout_s)
+    if info.s3_pid:
+        _wait_gone(info.s3_pid, 10.0)
+    if not clean:
+        raise SupervisorError(f"the local platform (pid {info.pid}) did not stop within {timeout_s:.0f} s and was "
+                              f"killed; objects are on disk, see {state_dir / LOG_FILE}")
+    report = read_stop_report(state_dir) or {}
+    if report.get("pid") == info.pid and report.get("state") != "stopped":
+        raise SupervisorError(f"the local platform (pid {info.pid}) exited without finishing its stop; "
+                              f"see {state_dir / LOG_FILE}")
+    if report.get("pid") == info.pid and report.get("problems"):
+        raise SupervisorError("the local platform stopped, but: " + "; ".join(report["problems"]))
     return True
 
 
-def _terminate(pid: int, timeout_s: float) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
+def _wait_gone(pid: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not _alive(pid):
-            return
         try:
             os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             pass
+        if not _alive(pid) or _zombie(pid):
+            return True
         time.sleep(0.05)
+    return False
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _terminate(pid: int, timeout_s: float) -> bool:
+    """SIGTERM, then SIGKILL after timeout_s; True when the process stopped by itself."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return True
+    if _wait_gone(pid, timeout_s):
+        return True
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    _wait_gone(pid, 10.0)
+    return False
 
 
 class LocalPlatform:
@@ -215,11 +297,13 @@ class LocalPlatform:
             proc.wait(timeout=10)
 
     def kill(self) -> None:
-        """SIGKILL, as a crash would: nothing is flushed or snapshotted."""
+        """SIGKILL, as a crash would: nothing is flushed. Returns once the S3 process has died with it."""
         if self._proc is not None:
             self._proc.kill()
             self._proc.wait(timeout=10)
             self._proc = None
+            if self.info is not None and self.info.s3_pid:
+                _wait_gone(self.info.s3_pid, 10.0)
 
     def restart(self) -> PlatformInfo:
         self.stop()
