@@ -6,6 +6,7 @@ configuration and reused later; the tests measure what the model does every time
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +24,7 @@ class ImageHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - the http.server API
         path = self.path.split("?")[0]
+        self.server.seen.append((path, self.headers.get("Host")))
         if path == "/stall":
             self.server.release.wait(300)
             return
@@ -72,12 +74,18 @@ class ImageServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), ImageHandler)
         self.httpd.daemon_threads = True
         self.httpd.routes = {}
+        self.httpd.seen = []
         self.httpd.release = threading.Event()
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    @property
+    def allow(self) -> str:
+        """The `allow_hosts` value an action needs to fetch from this loopback server."""
+        return f"127.0.0.1:{self.httpd.server_address[1]}"
 
     def route(self, path: str, body: bytes, status: int = 200, headers: dict | None = None) -> str:
         self.httpd.routes[path] = (status, headers or {"Content-Type": "image/png"}, body)
@@ -106,3 +114,50 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture
+def connects(monkeypatch) -> list:
+    """Every outgoing connect is recorded and refused before a packet leaves: (host, port) in order."""
+    attempts = []
+
+    def refuse(sock, address):
+        attempts.append(address[:2])
+        raise ConnectionRefusedError(f"test guard: no connection to {address[:2]}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    return attempts
+
+
+@pytest.fixture
+def fake_dns(monkeypatch):
+    """`fake_dns({"name": ["1.2.3.4", ...]})`: each lookup of a name takes the next answer (the last repeats).
+
+    IP literals resolve as usual (no packet); any other name fails, so no query leaves the machine.
+    Returns the list of names looked up.
+    """
+    real = socket.getaddrinfo
+    lookups = []
+
+    def install(table: dict[str, list[str]]) -> list[str]:
+        def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
+            name = host.decode() if isinstance(host, bytes) else host
+            try:
+                ipaddress.ip_address(name)
+                return real(host, port, family, type, proto, flags)
+            except ValueError:
+                pass
+            lookups.append(name)
+            answers = table.get(name)
+            if not answers:
+                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+            address = answers[min(lookups.count(name), len(answers)) - 1]
+            fam = socket.AF_INET6 if ":" in address else socket.AF_INET
+            sockaddr = (address, int(port or 0), 0, 0) if fam == socket.AF_INET6 else (address, int(port or 0))
+            return [(fam, socket.SOCK_STREAM, 6, "", sockaddr)]
+
+        monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+        return lookups
+
+    return install

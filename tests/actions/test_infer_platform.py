@@ -77,8 +77,9 @@ def test_accuracy_over_real_test_images_through_the_platform(platform, deployed,
 def test_url_input_through_the_platform(platform, deployed, test_digits, image_server):
     version, _ = deployed
     images, labels = test_digits
-    answers = [platform.client.invoke("mnist/infer", {"url": image_server.route(f"/p{i}.png", png(images[i]))},
-                                      result=True) for i in range(10)]
+    answers = [platform.client.invoke("mnist/infer", {"url": image_server.route(f"/p{i}.png", png(images[i])),
+                                                      "allow_hosts": image_server.allow}, result=True)
+               for i in range(10)]
     assert all(a["model"] == version for a in answers)
     assert sum(a["digit"] == y for a, y in zip(answers, labels)) >= 9
 
