@@ -58,9 +58,9 @@ def create_app(client, storage, *, action: str = "mnist/infer", model: str | Non
     """
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = max_upload_bytes * 4 // 3 + 64 * 1024
-    app.config.update(ACTION=action, MODEL=model, PUBLIC_URL=public_url, BOUND_URL=None)
+    app.config.update(ACTION=action, MODEL=model, PUBLIC_URL=public_url, BOUND_URL=None,
+                      MAX_UPLOAD_BYTES=max_upload_bytes)
     uploads = uploads or Uploads(storage)
-    app.extensions["uploads"] = uploads
     _guard(app)
 
     @app.get("/")
@@ -103,11 +103,6 @@ def create_app(client, storage, *, action: str = "mnist/infer", model: str | Non
         return Response(data, mimetype=_EXT_TYPES[name.rsplit(".", 1)[1]],
                         headers={"Cache-Control": "private, max-age=3600"})
 
-    @app.errorhandler(413)
-    def too_large(_exc):
-        return jsonify(error=f"the upload is larger than the limit of {max_upload_bytes} bytes; "
-                             "send a smaller picture"), 413
-
     return app
 
 
@@ -140,6 +135,11 @@ def _guard(app: Flask) -> None:
         log.warning("page storage failed: %s", exc)
         return jsonify(error="the page's object storage cannot be reached, so the picture was not stored; check "
                              "that the platform is up (`deployer status`) and try again"), 503
+
+    @app.errorhandler(413)
+    def too_large(_exc):
+        return jsonify(error=f"the upload is larger than the limit of {app.config['MAX_UPLOAD_BYTES']} bytes; "
+                             "send a smaller picture"), 413
 
     @app.errorhandler(HTTPException)
     def http_error(exc):

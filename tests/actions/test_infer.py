@@ -254,7 +254,8 @@ def test_redirects_are_checked_on_every_hop(action, storage, published, digits, 
     port = image_server.httpd.server_address[1]
     image_server.route("/secret.png", digits[0][0])
     inside = image_server.route("/hop", b"", status=302, headers={"Location": "/secret.png"})
-    outside = image_server.route("/bounce", b"", status=302, headers={"Location": f"http://localhost:{port}/secret.png"})
+    outside = image_server.route("/bounce", b"", status=302,
+                                 headers={"Location": f"http://localhost:{port}/secret.png"})
     # Execute
     followed = action.main(params(storage, url=inside, allow_hosts=image_server.allow))
     seen = len(image_server.httpd.seen)
@@ -267,7 +268,8 @@ def test_redirects_are_checked_on_every_hop(action, storage, published, digits, 
 
 def test_errors_do_not_echo_fetched_bytes_or_tell_open_ports_from_closed(action, storage, published, image_server,
                                                                        closed_port):
-    banner = image_server.route("/banner", b"SSH-2.0-OpenSSH_9.6 internal-build", headers={"Content-Type": "text/plain"})
+    banner = image_server.route("/banner", b"SSH-2.0-OpenSSH_9.6 internal-build",
+                                headers={"Content-Type": "text/plain"})
     answer = action.main(params(storage, url=banner, allow_hosts=image_server.allow))
     assert "not an image in a supported format" in answer["error"]
     assert "SSH" not in answer["error"] and "internal-build" not in answer["error"]
