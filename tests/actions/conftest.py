@@ -70,8 +70,10 @@ class ImageHandler(BaseHTTPRequestHandler):
 class ImageServer:
     """A real HTTP server on 127.0.0.1 in a thread; `stop()` releases stalled handlers first."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls=None) -> None:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), ImageHandler)
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self.httpd.daemon_threads = True
         self.httpd.routes = {}
         self.httpd.seen = []
@@ -104,6 +106,47 @@ def image_server():
     server.thread.start()
     try:
         yield server
+    finally:
+        server.stop()
+
+
+def self_signed(folder, name: str):
+    """(certificate path, key path) for `name`, valid for a day, made here: nothing is downloaded."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / f"{name}.pem", folder / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+@pytest.fixture(scope="module")
+def tls_image_server(tmp_path_factory):
+    """(an HTTPS image server on 127.0.0.1 whose certificate names img.test, that certificate's path)."""
+    import ssl
+
+    cert, key = self_signed(tmp_path_factory.mktemp("tls"), "img.test")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = ImageServer(tls=context)
+    server.thread.start()
+    try:
+        yield server, cert
     finally:
         server.stop()
 

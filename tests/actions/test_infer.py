@@ -277,3 +277,19 @@ def test_errors_do_not_echo_fetched_bytes_or_tell_open_ports_from_closed(action,
     open_port = action.main(params(storage, url=f"http://127.0.0.1:{port}/missing.png"))["error"]
     closed = action.main(params(storage, url=f"http://127.0.0.1:{closed_port}/missing.png"))["error"]
     assert open_port.replace(str(port), "PORT") == closed.replace(str(closed_port), "PORT")
+
+
+def test_https_is_verified_against_the_urls_name_while_dialling_the_checked_address(
+        action, storage, published, digits, tls_image_server, fake_dns, monkeypatch):
+    # Prepare: both names resolve to the server, whose certificate (trusted here) names only img.test
+    server, cert = tls_image_server
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    fake_dns({"img.test": ["127.0.0.1"], "other.test": ["127.0.0.1"]})
+    port = server.httpd.server_address[1]
+    server.route("/d.png", digits[0][0])
+    # Execute
+    right = action.main(params(storage, url=f"https://img.test:{port}/d.png", allow_hosts=f"img.test:{port}"))
+    wrong = action.main(params(storage, url=f"https://other.test:{port}/d.png", allow_hosts=f"other.test:{port}"))
+    # Assert
+    assert right["model"] == published and server.httpd.seen[-1] == ("/d.png", f"img.test:{port}")
+    assert "TLS certificate was not accepted" in wrong["error"]
