@@ -112,11 +112,11 @@ def model_train(obj, epochs: int, batch_size: int, lr: float, seed: int, threads
 @click.pass_obj
 def serve_command(obj, port: int, public_url: str | None, model: str | None) -> None:
     """Serve the page to draw or upload a digit and classify it through mnist/infer (on 127.0.0.1)."""
+    from urllib.parse import urlsplit
+
     from ..errors import NotFoundError
     from ..web import create_app
     from ..web.server import bind
-
-    from urllib.parse import urlsplit
 
     if public_url and (urlsplit(public_url).scheme not in ("http", "https") or not urlsplit(public_url).netloc):
         raise click.BadParameter(f"{public_url!r} is not an http(s)://host[:port] URL", param_hint="--public-url")
