@@ -7,8 +7,10 @@ sees it: decode safely, grayscale, invert a light background, subtract the paper
 level, crop to the ink, scale to 20x20, centre by mass.
 
 Untrusted bytes arrive here from URLs and uploads, so decoding checks the byte size
-before opening, the pixel count from the header before decoding (a small file can
-declare a huge canvas: a decompression bomb), and accepts only a few formats.
+before opening, the pixel count and the samples (pixels x channels) from the header
+before decoding (a small file can declare a huge canvas: a decompression bomb; an 80 KB
+4096x4096 RGBA PNG needs about 660 MB to preprocess, which kills a 1024 MB action), and
+accepts only a few formats.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from .errors import MLCoreError
 
 MAX_IMAGE_BYTES = 8 * 1024 * 1024
 MAX_IMAGE_PIXELS = 4096 * 4096
+# Preprocessing costs about 20 bytes per sample at its peak: 16 Mi samples stay near 330 MB
+# over a warm action's 550 MB, inside its 1024 MB.
+MAX_IMAGE_SAMPLES = 4096 * 4096
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 BOX_PX = 20
 SIZE_PX = 28
@@ -35,11 +40,12 @@ class PreprocessError(MLCoreError):
     """The bytes are not a usable digit picture; the message says what to send instead."""
 
 
-def decode_image(data: bytes, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+def decode_image(data: bytes, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int = MAX_IMAGE_PIXELS,
+                 max_samples: int = MAX_IMAGE_SAMPLES) -> Image.Image:
     """Decodes PNG/JPEG/GIF/BMP/WEBP bytes into a loaded PIL image (first frame, EXIF-rotated).
 
     Raises:
-        PreprocessError: empty, too many bytes, not an image, too many pixels, or corrupt.
+        PreprocessError: empty, too many bytes, not an image, too many pixels or samples, or corrupt.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise PreprocessError(f"expected image bytes, got {type(data).__name__}")
@@ -53,11 +59,12 @@ def decode_image(data: bytes, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int 
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image = Image.open(io.BytesIO(bytes(data)), formats=FORMATS)
-            _check_pixels(image, max_pixels)
+            _check_pixels(image, max_pixels, max_samples)
             image.load()
         except UnidentifiedImageError as exc:
+            # the bytes are not echoed: fetched from a URL, they would tell a caller what else listens there
             raise PreprocessError(f"the data is not an image in a supported format ({', '.join(FORMATS)}); "
-                                  f"it starts with {bytes(data[:8])!r}") from exc
+                                  "send a PNG or JPEG picture of a digit") from exc
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise PreprocessError(f"the image was refused as a decompression bomb: {exc}") from exc
         except (OSError, ValueError, SyntaxError) as exc:
@@ -66,14 +73,23 @@ def decode_image(data: bytes, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int 
     return image
 
 
-def _check_pixels(image: Image.Image, max_pixels: int) -> None:
-    """The header's size, checked before any pixel is decoded."""
+def _check_pixels(image: Image.Image, max_pixels: int, max_samples: int) -> None:
+    """The header's size and channels, checked before any pixel is decoded.
+
+    Memory grows with pixels x channels, not pixels alone; a palette counts as the RGBA it
+    may expand to.
+    """
     width, height = image.size
     if width < 1 or height < 1:
         raise PreprocessError(f"the image has no pixels ({width}x{height})")
     if width * height > max_pixels:
         raise PreprocessError(f"the image declares {width}x{height} = {width * height} pixels, more than the "
                               f"limit of {max_pixels}; send a smaller picture (this also refuses decompression bombs)")
+    channels = 4 if image.mode in ("P", "PA") else len(image.getbands())
+    if width * height * channels > max_samples:
+        raise PreprocessError(f"the image declares {width}x{height} {image.mode} = {width * height * channels} samples "
+                              f"(pixels x {channels} channels), more than the limit of {max_samples}; send a smaller "
+                              "picture or fewer channels (grayscale)")
 
 
 def to_grayscale(image: Image.Image) -> np.ndarray:
@@ -171,10 +187,11 @@ def to_mnist(image: Image.Image) -> np.ndarray:
     return np.rint(centre_by_mass(fit_box(ink_map(to_grayscale(image))))).astype(np.uint8)
 
 
-def preprocess_bytes(data: bytes, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+def preprocess_bytes(data: bytes, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int = MAX_IMAGE_PIXELS,
+                     max_samples: int = MAX_IMAGE_SAMPLES) -> np.ndarray:
     """Untrusted image bytes -> uint8 [28,28] ready for `mlcore.model.normalize`.
 
     Raises:
         PreprocessError: the message says what was wrong with the input and what to send.
     """
-    return to_mnist(decode_image(data, max_bytes, max_pixels))
+    return to_mnist(decode_image(data, max_bytes, max_pixels, max_samples))

@@ -106,16 +106,20 @@ def model_train(obj, epochs: int, batch_size: int, lr: float, seed: int, threads
 
 @click.command("serve")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--public-url", help="Where the action reaches this server (default: the address the browser used).")
+@click.option("--public-url", help="Where the action reaches this server (default: the address it is bound to, "
+                                   "http://127.0.0.1:PORT); the action is allowed to fetch from this host only.")
 @click.option("--model", help="Published model version (default: latest).")
 @click.pass_obj
 def serve_command(obj, port: int, public_url: str | None, model: str | None) -> None:
     """Serve the page to draw or upload a digit and classify it through mnist/infer (on 127.0.0.1)."""
-    from werkzeug.serving import make_server
+    from urllib.parse import urlsplit
 
     from ..errors import NotFoundError
     from ..web import create_app
+    from ..web.server import bind
 
+    if public_url and (urlsplit(public_url).scheme not in ("http", "https") or not urlsplit(public_url).netloc):
+        raise click.BadParameter(f"{public_url!r} is not an http(s)://host[:port] URL", param_hint="--public-url")
     target = obj.target
     client = target.client()
     try:
@@ -125,7 +129,7 @@ def serve_command(obj, port: int, public_url: str | None, model: str | None) -> 
                                    "`deployer deploy -m manifests/infer.yaml`") from exc
     app = create_app(client, _storage(target), model=model, public_url=public_url)
     try:
-        server = make_server("127.0.0.1", port, app, threaded=True)
+        server = bind(app, "127.0.0.1", port)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}; choose another --port") from exc
     click.echo(f"open http://127.0.0.1:{server.server_address[1]}/  (Ctrl-C stops)")

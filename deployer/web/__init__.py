@@ -9,22 +9,37 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import re
 import time
-import uuid
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, abort, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
 
-from mlcore.errors import MLCoreError, ObjectNotFoundError
+from mlcore.errors import MLCoreError, ObjectNotFoundError, StorageError
 from mlcore.preprocess import decode_image
 
-UPLOAD_PREFIX = "web/uploads"
+from .uploads import UPLOAD_PREFIX, Uploads
+
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 2048 * 2048
 CONTENT_TYPES = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg"), "GIF": ("gif", "image/gif"),
                  "BMP": ("bmp", "image/bmp"), "WEBP": ("webp", "image/webp")}
 _IMAGE_NAME = re.compile(r"^[0-9a-f]{32}\.(png|jpg|gif|bmp|webp)$")
 _EXT_TYPES = {ext: ctype for ext, ctype in CONTENT_TYPES.values()}
+# The page loads only its own script and style; data:/blob: for pictures the user picked or drew.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+                               "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+log = logging.getLogger(__name__)
+
+__all__ = ["UPLOAD_PREFIX", "UploadError", "Uploads", "create_app"]
 
 
 class UploadError(Exception):
@@ -33,20 +48,25 @@ class UploadError(Exception):
 
 def create_app(client, storage, *, action: str = "mnist/infer", model: str | None = None,
                public_url: str | None = None, max_upload_bytes: int = MAX_UPLOAD_BYTES,
-               invoke_timeout_s: float = 60.0) -> Flask:
+               invoke_timeout_s: float = 60.0, uploads: Uploads | None = None) -> Flask:
     """`client` invokes the action; `storage` keeps the uploads it fetches back by URL.
 
     `public_url` is where the action can reach this server; by default the address the
-    browser used, which is right when the action runs on this machine (the local platform).
+    server is bound to (`server.bind` records it), never the request's Host header, which
+    any client chooses. Each invoke allow-lists that host in the action's `allow_hosts`,
+    since the action refuses loopback and private addresses otherwise.
     """
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = max_upload_bytes * 4 // 3 + 64 * 1024
-    app.config.update(ACTION=action, MODEL=model, PUBLIC_URL=public_url)
+    app.config.update(ACTION=action, MODEL=model, PUBLIC_URL=public_url, BOUND_URL=None,
+                      MAX_UPLOAD_BYTES=max_upload_bytes)
+    uploads = uploads or Uploads(storage)
+    _guard(app)
 
     @app.get("/")
     def index():
         return render_template("index.html", action=action, max_upload_bytes=max_upload_bytes,
-                               accepted=", ".join(CONTENT_TYPES))
+                               accepted=", ".join(CONTENT_TYPES), keep_minutes=round(uploads.max_age_s / 60))
 
     @app.get("/api/health")
     def health():
@@ -54,47 +74,93 @@ def create_app(client, storage, *, action: str = "mnist/infer", model: str | Non
 
     @app.post("/api/predict")
     def predict():
+        base = (app.config["PUBLIC_URL"] or app.config["BOUND_URL"] or "").rstrip("/")
+        if not base:
+            return jsonify(error="this server does not know the address the action should fetch from; "
+                                 "start it with `deployer serve` or give it --public-url"), 500
         try:
-            data = _read_upload(max_upload_bytes)
+            data, keep = _read_upload(max_upload_bytes)
             ext, content_type = _check_image(data)
         except UploadError as exc:
             return jsonify(error=str(exc)), 400
-        name = f"{uuid.uuid4().hex}.{ext}"
-        storage.put_bytes(f"{UPLOAD_PREFIX}/{name}", data, content_type)
-        base = (public_url or request.host_url).rstrip("/")
-        image_url = f"{base}/images/{name}"
-        return _invoke(client, action, model, image_url, invoke_timeout_s)
+        name = uploads.put(data, ext, content_type)
+        try:
+            answer, status = _invoke(client, action, model, f"{base}/images/{name}", urlsplit(base).netloc,
+                                     invoke_timeout_s)
+        finally:
+            uploads.release(name, keep=keep)
+        answer["kept"] = keep
+        return jsonify(answer), status
 
     @app.get("/images/<name>")
     def image(name: str):
         if not _IMAGE_NAME.match(name):
             abort(404)
         try:
-            data = storage.get_bytes(f"{UPLOAD_PREFIX}/{name}")
+            data = uploads.get(name)
         except ObjectNotFoundError:
             abort(404)
         return Response(data, mimetype=_EXT_TYPES[name.rsplit(".", 1)[1]],
-                        headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"})
-
-    @app.errorhandler(413)
-    def too_large(_exc):
-        return jsonify(error=f"the upload is larger than the limit of {max_upload_bytes} bytes; "
-                             "send a smaller picture"), 413
-
-    @app.errorhandler(404)
-    def not_found(_exc):
-        return jsonify(error="not found"), 404
+                        headers={"Cache-Control": "private, max-age=3600"})
 
     return app
 
 
-def _read_upload(max_bytes: int) -> bytes:
-    """The picture from a multipart field `image`, or JSON {"image": base64 or data: URL}."""
+def _guard(app: Flask) -> None:
+    """Origin check on posts, security headers on every response, JSON for every error."""
+
+    @app.before_request
+    def same_origin_posts_only():
+        origin = request.headers.get("Origin")
+        if request.method != "POST" or origin is None:
+            return None
+        own = {f"{request.scheme}://{request.host}"}
+        for url in (app.config["PUBLIC_URL"], app.config["BOUND_URL"]):
+            if url:
+                parts = urlsplit(url)
+                own.add(f"{parts.scheme}://{parts.netloc}")
+        if origin.rstrip("/") not in own:
+            return jsonify(error=f"a post from {origin[:100]} was refused: this page accepts posts only from "
+                                 "itself (same origin)"), 403
+        return None
+
+    @app.after_request
+    def security_headers(response):
+        for key, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(key, value)
+        return response
+
+    @app.errorhandler(StorageError)
+    def storage_down(exc):
+        log.warning("page storage failed: %s", exc)
+        return jsonify(error="the page's object storage cannot be reached, so the picture was not stored; check "
+                             "that the platform is up (`deployer status`) and try again"), 503
+
+    @app.errorhandler(413)
+    def too_large(_exc):
+        return jsonify(error=f"the upload is larger than the limit of {app.config['MAX_UPLOAD_BYTES']} bytes; "
+                             "send a smaller picture"), 413
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc):
+        message = "not found" if exc.code == 404 else exc.description
+        return jsonify(error=message), exc.code
+
+    @app.errorhandler(500)
+    def internal_error(exc):
+        log.error("page request failed", exc_info=getattr(exc, "original_exception", None))
+        return jsonify(error="the page's server failed on this request; its log has the details"), 500
+
+
+def _read_upload(max_bytes: int) -> tuple[bytes, bool]:
+    """(picture, keep) from a multipart field `image`, or JSON {"image": base64 or data: URL};
+    `keep` (form field or JSON) asks to host the picture after classification, until it expires."""
     if request.files:
         upload = request.files.get("image")
         if upload is None:
             raise UploadError("send the picture in the multipart field `image`")
         data = upload.read(max_bytes + 1)
+        keep = request.form.get("keep", "").lower() in ("1", "true", "on", "yes")
     else:
         body = request.get_json(silent=True)
         value = body.get("image") if isinstance(body, dict) else None
@@ -106,11 +172,12 @@ def _read_upload(max_bytes: int) -> bytes:
             data = base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise UploadError(f"`image` is not valid base64: {exc}") from exc
+        keep = body.get("keep") is True
     if not data:
         raise UploadError("the picture is empty")
     if len(data) > max_bytes:
         raise UploadError(f"the picture is larger than the limit of {max_bytes} bytes; send a smaller one")
-    return data
+    return data, keep
 
 
 def _check_image(data: bytes) -> tuple[str, str]:
@@ -124,10 +191,12 @@ def _check_image(data: bytes) -> tuple[str, str]:
     return CONTENT_TYPES[image.format]
 
 
-def _invoke(client, action: str, model: str | None, image_url: str, timeout_s: float):
+def _invoke(client, action: str, model: str | None, image_url: str, page_host: str,
+            timeout_s: float) -> tuple[dict, int]:
+    """(answer, HTTP status) of one classification; the page's own host is the one the action may fetch from."""
     from ..errors import ActivationFailedError, OpenWhiskError
 
-    params = {"url": image_url}
+    params = {"url": image_url, "allow_hosts": page_host}
     if model:
         params["model"] = model
     started = time.perf_counter()
@@ -135,11 +204,11 @@ def _invoke(client, action: str, model: str | None, image_url: str, timeout_s: f
         result = client.invoke(action, params, blocking=True, result=True, timeout_s=timeout_s)
     except ActivationFailedError as exc:
         message = exc.result.get("error") if isinstance(exc.result, dict) else None
-        return jsonify(error=message or str(exc), image_url=image_url), 422
+        return {"error": message or str(exc), "image_url": image_url}, 422
     except OpenWhiskError as exc:
-        return jsonify(error=f"the platform could not run {action}: {exc}", image_url=image_url), 502
+        return {"error": f"the platform could not run {action}: {exc}", "image_url": image_url}, 502
     latency_ms = round((time.perf_counter() - started) * 1000, 1)
     if "error" in result:
-        return jsonify(error=result["error"], image_url=image_url), 422
-    return jsonify(digit=result["digit"], probabilities=result["probabilities"], model=result.get("model"),
-                   image_url=image_url, latency_ms=latency_ms)
+        return {"error": result["error"], "image_url": image_url}, 422
+    return {"digit": result["digit"], "probabilities": result["probabilities"], "model": result.get("model"),
+            "image_url": image_url, "latency_ms": latency_ms}, 200

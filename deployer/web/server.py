@@ -1,13 +1,25 @@
-"""A WSGI app on a real HTTP server on loopback, in a background thread, stopped on exit.
+"""The page's HTTP server: bound in one place, in the foreground or a background thread.
 
-`deployer serve` runs in the foreground; tests and `bench infer` need the same server
-while they drive it, so it is owned by an object with `__exit__`.
+`deployer serve` runs in the foreground; tests need the same server while they drive
+it, so it is owned by an object with `__exit__`. Binding records the bound address in the
+app, because that (or --public-url), not a request's Host header, is where the action
+fetches uploads from.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+
+
+def bind(app, host: str = "127.0.0.1", port: int = 0, threaded: bool = True):
+    """A werkzeug server listening on host:port (0: any free port), its address noted in `app.config`."""
+    from werkzeug.serving import make_server
+
+    server = make_server(host, port, app, threaded=threaded)
+    shown = f"[{host}]" if ":" in host else host
+    app.config["BOUND_URL"] = f"http://{shown}:{server.server_address[1]}"
+    return server
 
 
 class BackgroundServer:
@@ -26,10 +38,8 @@ class BackgroundServer:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> "BackgroundServer":
-        from werkzeug.serving import make_server
-
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        self._server = make_server(self.host, self.port, self.app, threaded=self.threaded)
+        self._server = bind(self.app, self.host, self.port, threaded=self.threaded)
         self._server.handle_error = self._log_connection_error
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name=f"http-{self.port}", daemon=True)

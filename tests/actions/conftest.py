@@ -6,6 +6,7 @@ configuration and reused later; the tests measure what the model does every time
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +24,7 @@ class ImageHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - the http.server API
         path = self.path.split("?")[0]
+        self.server.seen.append((path, self.headers.get("Host")))
         if path == "/stall":
             self.server.release.wait(300)
             return
@@ -68,16 +70,24 @@ class ImageHandler(BaseHTTPRequestHandler):
 class ImageServer:
     """A real HTTP server on 127.0.0.1 in a thread; `stop()` releases stalled handlers first."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls=None) -> None:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), ImageHandler)
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self.httpd.daemon_threads = True
         self.httpd.routes = {}
+        self.httpd.seen = []
         self.httpd.release = threading.Event()
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    @property
+    def allow(self) -> str:
+        """The `allow_hosts` value an action needs to fetch from this loopback server."""
+        return f"127.0.0.1:{self.httpd.server_address[1]}"
 
     def route(self, path: str, body: bytes, status: int = 200, headers: dict | None = None) -> str:
         self.httpd.routes[path] = (status, headers or {"Content-Type": "image/png"}, body)
@@ -100,9 +110,97 @@ def image_server():
         server.stop()
 
 
+def self_signed(folder, name: str):
+    """(certificate path, key path) for `name`, valid for a day, made here: nothing is downloaded."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / f"{name}.pem", folder / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+@pytest.fixture(scope="module")
+def tls_image_server(tmp_path_factory):
+    """(an HTTPS image server on 127.0.0.1 whose certificate names img.test, that certificate's path)."""
+    import ssl
+
+    cert, key = self_signed(tmp_path_factory.mktemp("tls"), "img.test")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = ImageServer(tls=context)
+    server.thread.start()
+    try:
+        yield server, cert
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def closed_port() -> int:
     """A loopback port nothing listens on."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture
+def connects(monkeypatch) -> list:
+    """Every outgoing connect is recorded and refused before a packet leaves: (host, port) in order."""
+    attempts = []
+
+    def refuse(sock, address):
+        attempts.append(address[:2])
+        raise ConnectionRefusedError(f"test guard: no connection to {address[:2]}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    return attempts
+
+
+@pytest.fixture
+def fake_dns(monkeypatch):
+    """`fake_dns({"name": ["1.2.3.4", ...]})`: each lookup of a name takes the next answer (the last repeats).
+
+    IP literals resolve as usual (no packet); any other name fails, so no query leaves the machine.
+    Returns the list of names looked up.
+    """
+    real = socket.getaddrinfo
+    lookups = []
+
+    def install(table: dict[str, list[str]]) -> list[str]:
+        def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
+            name = host.decode() if isinstance(host, bytes) else host
+            try:
+                ipaddress.ip_address(name)
+                return real(host, port, family, type, proto, flags)
+            except ValueError:
+                pass
+            lookups.append(name)
+            answers = table.get(name)
+            if not answers:
+                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+            address = answers[min(lookups.count(name), len(answers)) - 1]
+            fam = socket.AF_INET6 if ":" in address else socket.AF_INET
+            sockaddr = (address, int(port or 0), 0, 0) if fam == socket.AF_INET6 else (address, int(port or 0))
+            return [(fam, socket.SOCK_STREAM, 6, "", sockaddr)]
+
+        monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+        return lookups
+
+    return install

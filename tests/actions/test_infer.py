@@ -59,7 +59,7 @@ def test_url_input_classifies_real_digits(action, storage, published, digits, im
     pngs, labels = digits
     urls = [image_server.route(f"/digit-{i}.png", data) for i, data in enumerate(pngs[:20])]
     # Execute
-    answers = [action.main(params(storage, url=url)) for url in urls]
+    answers = [action.main(params(storage, url=url, allow_hosts=image_server.allow)) for url in urls]
     # Assert: valid answers, mostly right, and the same numbers as the model called in-process
     model = load_model(storage, published).model
     expected = predict(model, np.stack([preprocess_bytes(p) for p in pngs[:20]]))
@@ -74,7 +74,7 @@ def test_url_input_classifies_real_digits(action, storage, published, digits, im
 
 def test_base64_image_matches_url_answer(action, storage, published, digits, image_server):
     pngs, _ = digits
-    by_url = action.main(params(storage, url=image_server.route("/same.png", pngs[0])))
+    by_url = action.main(params(storage, url=image_server.route("/same.png", pngs[0]), allow_hosts=image_server.allow))
     assert action.main(params(storage, image=b64(pngs[0]))) == by_url
     assert action.main(params(storage, image="data:image/png;base64," + b64(pngs[0]))) == by_url
 
@@ -154,49 +154,142 @@ def test_empty_and_bomb_images(action, storage, published):
 
 
 def test_unreachable_host(action, storage, published, closed_port):
-    answer = action.main(params(storage, url=f"http://127.0.0.1:{closed_port}/digit.png"))
+    answer = action.main(params(storage, url=f"http://127.0.0.1:{closed_port}/digit.png",
+                                allow_hosts=f"127.0.0.1:{closed_port}"))
     assert f"cannot connect to 127.0.0.1:{closed_port}" in answer["error"]
 
 
 def test_server_that_never_answers_hits_the_timeout(action, storage, published, image_server):
     # the server holds the request until the module ends: only the action's own timeout can answer
-    answer = action.main(params(storage, url=image_server.base_url + "/stall", fetch_timeout_s=1))
+    answer = action.main(params(storage, url=image_server.base_url + "/stall", fetch_timeout_s=1,
+                                allow_hosts=image_server.allow))
     assert "did not answer within 1 s" in answer["error"]
 
 
 def test_server_that_trickles_hits_the_deadline(action, storage, published, image_server):
     # a byte every 50 ms for minutes: only the action's own deadline ends the read
-    answer = action.main(params(storage, url=image_server.base_url + "/trickle", fetch_timeout_s=1))
+    answer = action.main(params(storage, url=image_server.base_url + "/trickle", fetch_timeout_s=1,
+                                allow_hosts=image_server.allow))
     assert "did not finish sending within 1 s" in answer["error"]
 
 
 def test_http_error_status(action, storage, published, image_server):
-    answer = action.main(params(storage, url=image_server.base_url + "/missing.png"))
-    assert "answered HTTP 404" in answer["error"]
+    answer = action.main(params(storage, url=image_server.base_url + "/missing.png", allow_hosts=image_server.allow))
+    assert answer["error"].startswith(f"could not fetch {image_server.base_url}/missing.png (HTTP 404)")
 
 
 def test_non_image_url(action, storage, published, image_server):
     url = image_server.route("/page.html", b"<html>hello</html>", headers={"Content-Type": "text/html"})
-    assert "not an image in a supported format" in action.main(params(storage, url=url))["error"]
+    answer = action.main(params(storage, url=url, allow_hosts=image_server.allow))
+    assert "not an image in a supported format" in answer["error"]
 
 
 def test_declared_size_over_the_cap(action, storage, published, image_server):
     url = image_server.route("/huge.png", b"\x89PNG", headers={"Content-Type": "image/png",
                                                                  "Content-Length": str(10**9)})
-    assert "1000000000 bytes, more than the limit" in action.main(params(storage, url=url))["error"]
+    answer = action.main(params(storage, url=url, allow_hosts=image_server.allow))
+    assert "1000000000 bytes, more than the limit" in answer["error"]
 
 
 def test_streamed_size_over_the_cap(action, storage, published, image_server):
-    answer = action.main(params(storage, url=image_server.base_url + "/endless"))
+    answer = action.main(params(storage, url=image_server.base_url + "/endless", allow_hosts=image_server.allow))
     assert "sent more than the limit of" in answer["error"]
 
 
 def test_redirect_to_another_scheme(action, storage, published, image_server):
     url = image_server.route("/moved", b"", status=302, headers={"Location": "ftp://127.0.0.1/digit.png"})
-    assert "only http and https" in action.main(params(storage, url=url))["error"]
+    assert "only http and https" in action.main(params(storage, url=url, allow_hosts=image_server.allow))["error"]
 
 
 def test_container_keeps_serving_after_bad_inputs(action, storage, published, digits, image_server, closed_port):
     bad = [{"url": f"http://127.0.0.1:{closed_port}/"}, {"image": "%%%"}, {"images": [1, 2]}, {}]
     assert all("error" in action.main(params(storage, **b)) for b in bad)
     assert action.main(params(storage, image=b64(digits[0][0])))["model"] == published
+
+
+INTERNAL = ["http://127.0.0.1:{port}/digit.png", "http://localhost:{port}/digit.png", "http://[::1]:{port}/digit.png",
+            "http://[::ffff:127.0.0.1]:{port}/digit.png", "http://0.0.0.0:{port}/digit.png", "http://[::]:{port}/",
+            "http://10.0.0.1/digit.png", "http://172.16.5.4/", "http://192.168.1.1/", "http://100.64.0.1/",
+            "http://169.254.169.254/latest/meta-data/", "http://[fe80::1]/", "http://[fd00::1]/",
+            "http://224.0.0.1/", "http://[ff02::1]/", "http://[::ffff:10.0.0.1]/", "http://[64:ff9b::7f00:1]/",
+            "http://[2002:7f00:1::]/"]
+
+
+@pytest.mark.parametrize("template", INTERNAL)
+def test_internal_addresses_are_refused_before_connecting(action, storage, image_server, connects, template):
+    # Prepare: the image server listens on the loopback port the URLs name
+    url = template.format(port=image_server.httpd.server_address[1])
+    seen = len(image_server.httpd.seen)
+    # Execute
+    answer = action.main(params(storage, url=url))
+    # Assert: refused by address, and no connection was even attempted
+    assert "internal address" in answer["error"] and "allow_hosts" in answer["error"]
+    assert connects == [] and len(image_server.httpd.seen) == seen
+
+
+def test_a_name_that_resolves_inside_is_refused_and_the_checked_address_is_the_one_dialled(
+        action, storage, connects, fake_dns):
+    lookups = fake_dns({"intranet.test": ["10.1.2.3"], "rebind.test": ["93.184.216.34", "127.0.0.1"]})
+    assert "internal address" in action.main(params(storage, url="http://intranet.test/d.png"))["error"]
+    assert connects == []
+    # a rebinding DNS answers a public address to the check and loopback afterwards: only the checked one is dialled
+    answer = action.main(params(storage, url="http://rebind.test/d.png"))
+    assert "cannot connect to rebind.test:80" in answer["error"]
+    assert connects == [("93.184.216.34", 80)] and lookups.count("rebind.test") == 1
+
+
+def test_allow_hosts_names_the_host_the_deployment_trusts(action, storage, published, digits, image_server, fake_dns):
+    port = image_server.httpd.server_address[1]
+    fake_dns({"page.test": ["127.0.0.1"]})
+    url = image_server.route("/trusted.png", digits[0][0]).replace("127.0.0.1", "page.test")
+    assert "internal address" in action.main(params(storage, url=url, allow_hosts="127.0.0.1"))["error"]
+    answer = action.main(params(storage, url=url, allow_hosts=f" other.test:1, page.test:{port} "))
+    assert answer["model"] == published
+    assert image_server.httpd.seen[-1] == ("/trusted.png", f"page.test:{port}")
+    assert "is not host[:port]" in action.main(params(storage, url=url, allow_hosts="http://page.test/"))["error"]
+
+
+def test_redirects_are_checked_on_every_hop(action, storage, published, digits, image_server):
+    # Prepare: an allow-listed server that redirects once within itself and once to loopback by another name
+    port = image_server.httpd.server_address[1]
+    image_server.route("/secret.png", digits[0][0])
+    inside = image_server.route("/hop", b"", status=302, headers={"Location": "/secret.png"})
+    outside = image_server.route("/bounce", b"", status=302,
+                                 headers={"Location": f"http://localhost:{port}/secret.png"})
+    # Execute
+    followed = action.main(params(storage, url=inside, allow_hosts=image_server.allow))
+    seen = len(image_server.httpd.seen)
+    refused = action.main(params(storage, url=outside, allow_hosts=image_server.allow))
+    # Assert: the second hop to a host not allowed is refused before it is requested
+    assert followed["model"] == published
+    assert "internal address" in refused["error"]
+    assert [path for path, _ in image_server.httpd.seen[seen:]] == ["/bounce"]
+
+
+def test_errors_do_not_echo_fetched_bytes_or_tell_open_ports_from_closed(action, storage, published, image_server,
+                                                                       closed_port):
+    banner = image_server.route("/banner", b"SSH-2.0-OpenSSH_9.6 internal-build",
+                                headers={"Content-Type": "text/plain"})
+    answer = action.main(params(storage, url=banner, allow_hosts=image_server.allow))
+    assert "not an image in a supported format" in answer["error"]
+    assert "SSH" not in answer["error"] and "internal-build" not in answer["error"]
+    port = image_server.httpd.server_address[1]
+    open_port = action.main(params(storage, url=f"http://127.0.0.1:{port}/missing.png"))["error"]
+    closed = action.main(params(storage, url=f"http://127.0.0.1:{closed_port}/missing.png"))["error"]
+    assert open_port.replace(str(port), "PORT") == closed.replace(str(closed_port), "PORT")
+
+
+def test_https_is_verified_against_the_urls_name_while_dialling_the_checked_address(
+        action, storage, published, digits, tls_image_server, fake_dns, monkeypatch):
+    # Prepare: both names resolve to the server, whose certificate (trusted here) names only img.test
+    server, cert = tls_image_server
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    fake_dns({"img.test": ["127.0.0.1"], "other.test": ["127.0.0.1"]})
+    port = server.httpd.server_address[1]
+    server.route("/d.png", digits[0][0])
+    # Execute
+    right = action.main(params(storage, url=f"https://img.test:{port}/d.png", allow_hosts=f"img.test:{port}"))
+    wrong = action.main(params(storage, url=f"https://other.test:{port}/d.png", allow_hosts=f"other.test:{port}"))
+    # Assert
+    assert right["model"] == published and server.httpd.seen[-1] == ("/d.png", f"img.test:{port}")
+    assert "TLS certificate was not accepted" in wrong["error"]

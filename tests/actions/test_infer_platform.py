@@ -77,8 +77,9 @@ def test_accuracy_over_real_test_images_through_the_platform(platform, deployed,
 def test_url_input_through_the_platform(platform, deployed, test_digits, image_server):
     version, _ = deployed
     images, labels = test_digits
-    answers = [platform.client.invoke("mnist/infer", {"url": image_server.route(f"/p{i}.png", png(images[i]))},
-                                      result=True) for i in range(10)]
+    answers = [platform.client.invoke("mnist/infer", {"url": image_server.route(f"/p{i}.png", png(images[i])),
+                                                      "allow_hosts": image_server.allow}, result=True)
+               for i in range(10)]
     assert all(a["model"] == version for a in answers)
     assert sum(a["digit"] == y for a, y in zip(answers, labels)) >= 9
 
@@ -125,3 +126,20 @@ def test_manifest_bundles_mlcore_and_needs_the_storage_variables():
     assert "__main__.py" in names and {"mlcore/inference.py", "mlcore/preprocess.py"} <= set(names)
     with pytest.raises(ManifestError, match=r"\$S3_BUCKET is not set"):
         manifest.load(ROOT / "manifests" / "infer.yaml", env={k: v for k, v in env.items() if k != "S3_BUCKET"})
+
+
+def test_a_small_rgba_canvas_is_refused_by_size_not_killed_by_memory(platform, deployed, test_digits):
+    # Prepare: 75 KB of PNG inside the pixel limit, whose four channels would need more than the action's 1024 MB
+    canvas = Image.new("RGBA", (4096, 4096), (255, 255, 255, 0))
+    for x in range(0, 4096, 512):
+        canvas.paste((0, 0, 0, 255), (x, 0, x + 4, 4096))
+    buf = io.BytesIO()
+    canvas.save(buf, "PNG")
+    # Execute
+    with pytest.raises(ActivationFailedError) as caught:
+        platform.client.invoke("mnist/infer", {"image": base64.b64encode(buf.getvalue()).decode()}, result=True)
+    # Assert: an error naming the size and the limit, and the same container serves the next image
+    assert "4096x4096 RGBA = 67108864 samples" in caught.value.result["error"]
+    assert "limit of 16777216" in caught.value.result["error"]
+    image = base64.b64encode(png(test_digits[0][0])).decode()
+    assert platform.client.invoke("mnist/infer", {"image": image}, result=True)["digit"] == test_digits[1][0]

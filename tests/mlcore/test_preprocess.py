@@ -180,3 +180,26 @@ def test_decoded_image_keeps_its_format_and_exif_rotation_is_applied():
     decoded = decode_image(data)
     assert decoded.format == "JPEG"
     assert decoded.size == (10, 30)
+
+
+def rgba_bomb(side_px: int) -> bytes:
+    """A transparent RGBA canvas with a few strokes: a small file whose preprocessing needs side_px**2 * 40 bytes."""
+    image = Image.new("RGBA", (side_px, side_px), (255, 255, 255, 0))
+    for x in range(0, side_px, side_px // 8):
+        image.paste((0, 0, 0, 255), (x, 0, x + 4, side_px))
+    return encode(image)
+
+
+def test_memory_is_bounded_by_pixels_times_channels_before_decoding():
+    # Prepare: inside the pixel limit, four channels over the samples limit, and its pixel data cut off
+    data = rgba_bomb(4096)
+    assert len(data) < 200_000
+    # Execute / Assert: refused from the header, naming the size and the limit, not as a truncated file
+    with pytest.raises(PreprocessError, match=r"4096x4096 RGBA = 67108864 samples \(pixels x 4 channels\), "
+                                              r"more than the limit of 16777216"):
+        preprocess_bytes(data[:2000])
+    with pytest.raises(PreprocessError, match="more than the limit of 16777216"):
+        preprocess_bytes(data)
+    grey = encode(Image.new("L", (4096, 4096), 255))
+    with pytest.raises(PreprocessError, match="no digit found"):
+        preprocess_bytes(grey)

@@ -19,6 +19,13 @@ pytestmark = [
 ]
 
 
+def expect(locator):
+    """Playwright's waits that run without eval: the page's CSP (rightly) forbids `wait_for_function`'s."""
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(locator)
+
+
 @pytest.fixture(scope="module")
 def browser():
     sync_api = pytest.importorskip("playwright.sync_api")
@@ -30,14 +37,46 @@ def browser():
             chromium.close()
 
 
+def open_page(browser, url: str):
+    """A new tab on `url`; `page.console` collects what the browser logged (CSP violations among it)."""
+    page = browser.new_page()
+    page.console = []
+    page.on("console", lambda message: page.console.append(message.text))
+    page.goto(url)
+    return page
+
+
 @pytest.fixture
 def page(browser, web_server):
-    page = browser.new_page()
-    page.goto(web_server.url + "/")
+    page = open_page(browser, web_server.url + "/")
     try:
         yield page
     finally:
         page.close()
+
+
+@pytest.fixture
+def down_page(browser):
+    """The page of a server whose platform (OpenWhisk API and S3) is down."""
+    import socket
+
+    from deployer.client import OpenWhiskClient
+    from deployer.web import create_app
+    from deployer.web.server import BackgroundServer
+    from mlcore.storage import Storage, StorageConfig
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    client = OpenWhiskClient(down, "user:key", timeout_s=5)
+    storage = Storage(StorageConfig(endpoint_url=down, bucket="gone", access_key="a", secret_key="s"))
+    with BackgroundServer(create_app(client, storage)) as server:
+        page = open_page(browser, server.url + "/")
+        try:
+            yield page
+        finally:
+            page.close()
+            client.close()
 
 
 def stroke(page, points: list[tuple[float, float]]) -> None:
@@ -52,7 +91,7 @@ def stroke(page, points: list[tuple[float, float]]) -> None:
 
 def shown_digit(page) -> str:
     """The digit the page shows once the answer came back (an error shown instead fails the test)."""
-    page.wait_for_function("document.getElementById('status').textContent !== 'classifying...'", timeout=120_000)
+    expect(page.locator("#status")).not_to_have_text("classifying...", timeout=120_000)
     error = page.locator("#error").inner_text()
     assert not error, f"the page showed an error: {error}"
     return page.locator("#digit").inner_text()
@@ -65,6 +104,8 @@ def test_drawing_a_one_shows_1_with_ten_bars(page):
     assert page.locator("#bars .bar").count() == 10
     assert page.locator("#bars .bar.top").get_attribute("data-digit") == "1"
     assert page.locator("#error").inner_text() == ""
+    assert page.locator("#image-link").is_hidden()
+    assert not [m for m in page.console if "Content Security Policy" in m], page.console
 
 
 def test_drawing_a_seven(page):
@@ -92,5 +133,34 @@ def test_uploading_a_non_image_shows_the_error(page, tmp_path):
     path.write_bytes(b"these are notes, not a picture")
     page.set_input_files("#file", str(path))
     page.click("#upload")
-    page.wait_for_function("document.getElementById('error').textContent.length > 0", timeout=30_000)
+    expect(page.locator("#error")).not_to_be_empty(timeout=30_000)
     assert "not an image in a supported format" in page.locator("#error").inner_text()
+
+
+def test_a_kept_picture_is_linked(page):
+    stroke(page, [(140, 40), (140, 240)])
+    page.check("#keep")
+    page.click("#classify")
+    assert shown_digit(page) == "1"
+    href = page.locator("#image-link").get_attribute("href")
+    assert page.locator("#image-link").is_visible() and "/images/" in href
+    assert page.request.get(href).status == 200
+
+
+def test_with_the_platform_down_the_page_says_so_in_words(down_page):
+    stroke(down_page, [(140, 40), (140, 240)])
+    down_page.click("#classify")
+    expect(down_page.locator("#error")).not_to_be_empty(timeout=60_000)
+    error = down_page.locator("#error").inner_text()
+    assert "storage cannot be reached" in error and "deployer status" in error
+    assert "JSON" not in error and "token" not in error
+
+
+def test_a_page_without_an_explanation_is_still_told_in_words(page):
+    # something between the page and its server (a proxy) answers an HTML error
+    page.route("**/api/predict", lambda route: route.fulfill(status=502, content_type="text/html",
+                                                              body="<html><body>Bad Gateway</body></html>"))
+    stroke(page, [(140, 40), (140, 240)])
+    page.click("#classify")
+    expect(page.locator("#error")).not_to_be_empty(timeout=30_000)
+    assert page.locator("#error").inner_text().startswith("the server answered HTTP 502 without an explanation")

@@ -46,3 +46,14 @@ def test_serve_without_the_action_says_what_to_run(platform):
     result = CliRunner().invoke(cli, ["--apihost", platform.apihost, "--auth", platform.auth, "serve"])
     assert result.exit_code == 1
     assert "mnist/infer is not deployed" in result.output and "deployer demo" in result.output
+
+
+def test_serve_refuses_a_public_url_that_is_not_http():
+    from click.testing import CliRunner
+
+    from deployer.cli import cli
+
+    result = CliRunner().invoke(cli, ["--apihost", "http://127.0.0.1:9", "--auth", "u:k", "serve",
+                                      "--public-url", "ftp://box:8080"])
+    assert result.exit_code == 2
+    assert "'ftp://box:8080' is not an http(s)://host[:port] URL" in result.output

@@ -12,7 +12,7 @@ import requests
 from PIL import Image
 
 from deployer.client import OpenWhiskClient
-from deployer.web import create_app
+from deployer.web import Uploads, create_app
 from deployer.web.server import BackgroundServer
 from mlcore.mnist import load_mnist
 
@@ -46,7 +46,7 @@ def test_json_data_url_is_classified_and_hosted(web_server, web_storage, deploye
     # Prepare
     images, labels = digits
     data = encode(canvas_like(images[0]))
-    body = {"image": "data:image/png;base64," + base64.b64encode(data).decode()}
+    body = {"image": "data:image/png;base64," + base64.b64encode(data).decode(), "keep": True}
     # Execute
     answer = requests.post(web_server.url + "/api/predict", json=body, timeout=120)
     # Assert: the digit, 10 probabilities, the model, and the very bytes hosted at the URL the action used
@@ -54,7 +54,7 @@ def test_json_data_url_is_classified_and_hosted(web_server, web_storage, deploye
     result = answer.json()
     assert result["digit"] == labels[0] and len(result["probabilities"]) == 10
     assert result["model"] == deployed_infer
-    assert result["image_url"].startswith(web_server.url + "/images/")
+    assert result["image_url"].startswith(web_server.url + "/images/") and result["kept"] is True
     hosted = requests.get(result["image_url"], timeout=10)
     assert hosted.content == data and hosted.headers["Content-Type"] == "image/png"
 
@@ -108,6 +108,13 @@ def test_images_route_serves_only_stored_uploads(web_server):
     assert requests.get(web_server.url + "/images/" + "0" * 32 + ".png", timeout=10).status_code == 404
 
 
+@pytest.fixture
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_unreachable_platform_is_a_502(web_storage, digits):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -119,3 +126,119 @@ def test_unreachable_platform_is_a_502(web_storage, digits):
     client.close()
     assert answer.status_code == 502
     assert "cannot reach the OpenWhisk API" in answer.json()["error"]
+
+
+def png_upload(digit: np.ndarray) -> dict:
+    return {"image": ("d.png", encode(canvas_like(digit)))}
+
+
+def test_the_action_fetches_from_the_bound_address_never_from_the_host_header(web_server, digits, closed_port):
+    # a client names another loopback port in Host: the action must still fetch from this server
+    headers = {"Host": f"127.0.0.1:{closed_port}"}
+    answer = requests.post(web_server.url + "/api/predict", files=png_upload(digits[0][0]), headers=headers,
+                           timeout=120)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["image_url"].startswith(web_server.url + "/images/")
+
+
+def test_public_url_is_the_address_handed_to_the_action(platform, web_storage, deployed_infer, digits):
+    app = create_app(platform.client, web_storage, public_url="http://localhost:1")
+    with BackgroundServer(app) as server:
+        answer = requests.post(server.url + "/api/predict", files=png_upload(digits[0][0]), timeout=120)
+    assert answer.json()["image_url"].startswith("http://localhost:1/images/")
+    assert answer.status_code == 422 and "cannot connect to localhost:1" in answer.json()["error"]
+
+
+@pytest.mark.parametrize("origin, status", [("http://evil.test", 403), ("null", 403), ("http://127.0.0.1:1", 403),
+                                            ("SELF", 200)])
+def test_posts_from_another_origin_are_refused(web_server, web_storage, digits, origin, status):
+    before = set(web_storage.list_keys("web/uploads/"))
+    headers = {"Origin": web_server.url if origin == "SELF" else origin}
+    answer = requests.post(web_server.url + "/api/predict", files=png_upload(digits[0][0]), headers=headers,
+                           timeout=120)
+    assert answer.status_code == status, answer.text
+    if status == 403:
+        assert "accepts posts only from itself" in answer.json()["error"]
+        assert set(web_storage.list_keys("web/uploads/")) == before
+
+
+@pytest.mark.parametrize("method, path", [("GET", "/"), ("GET", "/api/health"), ("POST", "/api/predict"),
+                                          ("GET", "/images/" + "0" * 32 + ".png"), ("GET", "/static/app.js")])
+def test_every_response_carries_the_security_headers(web_server, method, path):
+    answer = requests.request(method, web_server.url + path, json={}, timeout=30)
+    csp = answer.headers.get("Content-Security-Policy", "")
+    assert "default-src 'none'" in csp and "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert answer.headers.get("X-Content-Type-Options") == "nosniff"
+    assert answer.headers.get("X-Frame-Options") == "DENY"
+
+
+def test_uploads_are_deleted_after_classification_even_failed_ones(web_server, web_storage, digits):
+    before = set(web_storage.list_keys("web/uploads/"))
+    blank = {"image": ("blank.png", encode(Image.new("L", (100, 100), 255)))}
+    answers = [requests.post(web_server.url + "/api/predict", files=files, timeout=120)
+               for files in (png_upload(digits[0][0]), blank)]
+    assert [a.status_code for a in answers] == [200, 422]
+    assert set(web_storage.list_keys("web/uploads/")) == before
+    assert requests.get(answers[0].json()["image_url"], timeout=10).status_code == 404
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_kept_uploads_expire_by_age_and_count(platform, storage, deployed_infer, digits):
+    # Prepare: a page whose uploads live 60 s, at most 2 of them, on a clock the test moves
+    clock = Clock()
+    uploads = Uploads(storage, max_age_s=60, max_count=2, clock=clock)
+    with BackgroundServer(create_app(platform.client, storage, uploads=uploads)) as server:
+        # Execute: three kept uploads
+        urls = []
+        for img in digits[0][:3]:
+            answer = requests.post(server.url + "/api/predict", files=png_upload(img), data={"keep": "1"}, timeout=120)
+            assert answer.status_code == 200 and answer.json()["kept"] is True
+            urls.append(answer.json()["image_url"])
+            clock.now += 10
+        # Assert: the oldest was pushed out by the count cap; the others go once older than 60 s
+        assert [requests.get(u, timeout=10).status_code for u in urls] == [404, 200, 200]
+        assert len(list(storage.list_keys("web/uploads/"))) == 2
+        clock.now += 45
+        assert [requests.get(u, timeout=10).status_code for u in urls] == [404, 404, 200]
+        clock.now += 10
+        assert requests.get(urls[2], timeout=10).status_code == 404
+    assert list(storage.list_keys("web/uploads/")) == []
+
+
+def test_kept_uploads_are_capped_in_bytes_and_leftovers_of_a_previous_run_expire(storage):
+    clock = Clock()
+    uploads = Uploads(storage, max_age_s=60, max_bytes=1_000_000, clock=clock)
+    names = []
+    for _ in range(3):
+        names.append(uploads.put(b"\x89PNG" + b"\0" * 400_000, "png", "image/png"))
+        uploads.release(names[-1], keep=True)
+        clock.now += 1
+    assert uploads.names() == names[1:]
+    # a new server process finds them in storage and lets them expire like its own
+    later = Uploads(storage, max_age_s=60, clock=clock)
+    assert len(later.get(names[2])) == 400_004
+    clock.now += 61
+    later.sweep()
+    assert list(storage.list_keys("web/uploads/")) == []
+
+
+def test_with_the_platform_down_the_endpoints_answer_json_in_words(digits, closed_port):
+    from mlcore.storage import Storage, StorageConfig
+
+    down = f"http://127.0.0.1:{closed_port}"
+    client = OpenWhiskClient(down, "user:key", timeout_s=5)
+    storage = Storage(StorageConfig(endpoint_url=down, bucket="gone", access_key="a", secret_key="s"))
+    with BackgroundServer(create_app(client, storage)) as server:
+        posted = requests.post(server.url + "/api/predict", files=png_upload(digits[0][0]), timeout=60)
+        fetched = requests.get(server.url + "/images/" + "0" * 32 + ".png", timeout=60)
+    client.close()
+    for answer in (posted, fetched):
+        assert answer.status_code == 503 and answer.headers["Content-Type"] == "application/json"
+        assert "storage cannot be reached" in answer.json()["error"] and "deployer status" in answer.json()["error"]

@@ -1,7 +1,9 @@
 """`mnist/infer`: classify a handwritten digit with the published LeNet-5.
 
 Input, exactly one of:
-  {"url": "http(s)://..."}          fetched with a timeout and a byte cap
+  {"url": "http(s)://..."}          fetched with a timeout and a byte cap; internal addresses
+                                    (loopback, private, link-local...) are refused unless
+                                    `allow_hosts` (comma list of host[:port]) names the host
   {"image": "<base64 PNG/JPEG>"}    a data: URL prefix is accepted
   {"images": ["<base64>", ...]}     a batch of at most MAX_BATCH
 plus `model` (a published version, default `latest`) and the storage settings
@@ -15,12 +17,11 @@ of `main`, so the warm container keeps serving.
 import base64
 import binascii
 import os
-import time
-from urllib.parse import urlsplit
 
 import torch
 
 from mlcore.errors import MLCoreError
+from mlcore.fetch import fetch_url, parse_allow_hosts
 from mlcore.inference import ModelCache, predict
 from mlcore.preprocess import MAX_IMAGE_BYTES, preprocess_bytes
 from mlcore.storage import Storage, StorageConfig
@@ -28,7 +29,6 @@ from mlcore.storage import Storage, StorageConfig
 MAX_BATCH = 64
 DEFAULT_FETCH_TIMEOUT_S = 10.0
 MAX_FETCH_TIMEOUT_S = 30.0
-CHUNK_BYTES = 64 * 1024
 
 torch.set_num_threads(int(os.environ.get("ACTION_TORCH_THREADS", "1")))
 # One per warm container: OpenWhisk reuses the process, so the model loads once.
@@ -37,56 +37,6 @@ MODELS = ModelCache()
 
 class BadInput(Exception):
     """The invocation parameters are wrong; the message says what to send instead."""
-
-
-def fetch_url(url: str, timeout_s: float, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
-    """GETs an http(s) URL, streaming, with a whole-request deadline and a byte cap.
-
-    Raises:
-        BadInput: unsupported scheme, unreachable host, HTTP error, too slow, too big.
-    """
-    import requests
-    from urllib3.exceptions import HTTPError as RawHTTPError
-    from urllib3.exceptions import ReadTimeoutError
-
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise BadInput(f"url must be an http:// or https:// address, got {url[:200]!r}")
-    deadline = time.monotonic() + timeout_s
-    try:
-        with requests.get(url, stream=True, timeout=(timeout_s, timeout_s),
-                          headers={"Accept": "image/*"}) as resp:
-            if resp.status_code != 200:
-                raise BadInput(f"fetching {url} answered HTTP {resp.status_code}; give the URL of an image")
-            declared = resp.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > max_bytes:
-                raise BadInput(f"{url} is {declared} bytes, more than the limit of {max_bytes}; "
-                               "give a smaller image")
-            # read1 returns whatever has arrived, so a server trickling bytes still meets the deadline.
-            read1 = getattr(resp.raw, "read1", None)
-            chunks, size = [], 0
-            while True:
-                chunk = read1(CHUNK_BYTES, decode_content=True) if read1 else resp.raw.read(1024, decode_content=True)
-                if not chunk:
-                    break
-                size += len(chunk)
-                if size > max_bytes:
-                    raise BadInput(f"{url} sent more than the limit of {max_bytes} bytes; give a smaller image")
-                if time.monotonic() > deadline:
-                    raise BadInput(f"{url} did not finish sending within {timeout_s:g} s; "
-                                   "check that the server is up and fast, or send the image as base64")
-                chunks.append(chunk)
-            return b"".join(chunks)
-    except requests.exceptions.InvalidSchema as exc:
-        raise BadInput(f"{url} redirected to an unsupported scheme; only http and https are fetched") from exc
-    except (requests.Timeout, ReadTimeoutError) as exc:
-        raise BadInput(f"{url} did not answer within {timeout_s:g} s; check that the server is up and fast, "
-                       "or send the image as base64") from exc
-    except requests.ConnectionError as exc:
-        raise BadInput(f"cannot connect to {parts.netloc} to fetch {url}: check the host name and port "
-                       f"({exc.__class__.__name__})") from exc
-    except (requests.RequestException, RawHTTPError) as exc:
-        raise BadInput(f"fetching {url} failed: {exc}") from exc
 
 
 def decode_base64(value, where: str) -> bytes:
@@ -123,7 +73,8 @@ def images_from(args: dict) -> tuple[list[bytes], bool]:
         url = args["url"]
         if not isinstance(url, str):
             raise BadInput(f"url must be a string, got {type(url).__name__}")
-        return [fetch_url(url.strip(), fetch_timeout(args))], False
+        allow_hosts = parse_allow_hosts(args.get("allow_hosts"))
+        return [fetch_url(url.strip(), fetch_timeout(args), MAX_IMAGE_BYTES, allow_hosts)], False
     if given[0] == "image":
         return [decode_base64(args["image"], "image")], False
     batch = args["images"]

@@ -42,28 +42,56 @@
     document.getElementById("digit").textContent = answer.digit;
     document.getElementById("model").textContent = answer.model;
     document.getElementById("latency").textContent = answer.latency_ms;
-    document.getElementById("image-link").href = answer.image_url;
+    const link = document.getElementById("image-link");
+    link.href = answer.kept ? answer.image_url : "#";
+    link.hidden = !answer.kept;
     const bars = document.getElementById("bars");
-    bars.innerHTML = "";
+    bars.replaceChildren();
     answer.probabilities.forEach((p, d) => {
       const row = document.createElement("div");
       row.className = "bar" + (d === answer.digit ? " top" : "");
       row.dataset.digit = d;
-      row.innerHTML = `<span>${d}</span><span class="fill" style="width:${Math.round(p * 300)}px"></span>` +
-        `<span class="p">${(p * 100).toFixed(1)}%</span>`;
+      const label = document.createElement("span");
+      label.textContent = d;
+      const fill = document.createElement("span");
+      fill.className = "fill";
+      fill.style.width = `${Math.round(p * 300)}px`;  // CSSOM, which the CSP allows; a style attribute it would not
+      const percent = document.createElement("span");
+      percent.className = "p";
+      percent.textContent = `${(p * 100).toFixed(1)}%`;
+      row.append(label, fill, percent);
       bars.appendChild(row);
     });
     document.getElementById("result").hidden = false;
+  }
+
+  // The answer's words, whatever came back: JSON from this server, or an HTML error page from
+  // something in between, or nothing at all.
+  async function post(body, headers) {
+    let response;
+    try {
+      response = await fetch("api/predict", { method: "POST", body, headers });
+    } catch (err) {
+      throw new Error("cannot reach this page's server; check that `deployer serve` is still running");
+    }
+    const type = response.headers.get("Content-Type") || "";
+    let answer = null;
+    if (type.includes("application/json")) {
+      try { answer = await response.json(); } catch (err) { answer = null; }
+    }
+    if (!answer) {
+      throw new Error(`the server answered HTTP ${response.status} without an explanation; ` +
+        "check that `deployer serve` and the platform (`deployer status`) are running");
+    }
+    if (!response.ok) throw new Error(answer.error || `the server answered HTTP ${response.status}`);
+    return answer;
   }
 
   async function send(body, headers) {
     document.getElementById("status").textContent = "classifying...";
     document.getElementById("error").textContent = "";
     try {
-      const response = await fetch("api/predict", { method: "POST", body, headers });
-      const answer = await response.json();
-      if (!response.ok) throw new Error(answer.error || `HTTP ${response.status}`);
-      show(answer);
+      show(await post(body, headers));
       document.getElementById("status").textContent = "done";
     } catch (err) {
       document.getElementById("status").textContent = "";
@@ -76,7 +104,8 @@
       document.getElementById("error").textContent = "draw a digit first";
       return;
     }
-    send(JSON.stringify({ image: pad.toDataURL("image/png") }), { "Content-Type": "application/json" });
+    const keep = document.getElementById("keep").checked;
+    send(JSON.stringify({ image: pad.toDataURL("image/png"), keep }), { "Content-Type": "application/json" });
   });
   document.getElementById("clear").addEventListener("click", clearPad);
   document.getElementById("upload-form").addEventListener("submit", (event) => {
@@ -88,6 +117,7 @@
     }
     const form = new FormData();
     form.append("image", file);
+    if (document.getElementById("keep").checked) form.append("keep", "1");
     send(form, {});
   });
   clearPad();
