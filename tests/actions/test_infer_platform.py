@@ -91,12 +91,23 @@ def test_web_action_classifies_an_image_url_without_the_api_key(platform, deploy
     images, labels = test_digits
     url = image_server.route("/web0.png", png(images[0]))
     web = f"{platform.apihost}/api/v1/web/guest/mnist/infer.json"
+    # anonymous callers can neither widen the fetch allow-list nor point the action at another bucket
+    for extra in ({"allow_hosts": image_server.allow}, {"s3_bucket": "elsewhere"}):
+        refused = requests.get(web, params={"url": url, **extra}, timeout=60)
+        assert refused.status_code == 400, refused.text
+    # an application error's `error` field is what a web action answers (as text with .text)
+    assert "internal address" in requests.get(web.replace(".json", ".text"), params={"url": url}, timeout=60).text
+    # the deployment allow-lists the image host, as a site would its own image server
+    platform.client._request("PUT", platform.client._url("actions", "mnist/infer"), params={"overwrite": "true"},
+                             json_body={"parameters": _bound_with(platform, allow_hosts=image_server.allow)})
     answer = requests.get(web, params={"url": url}, timeout=60)
     assert answer.status_code == 200, answer.text
     assert answer.json()["digit"] == labels[0] and answer.json()["model"] == version
-    # the bound storage settings are final: a caller cannot point the action at another bucket
-    refused = requests.get(web, params={"url": url, "s3_bucket": "elsewhere"}, timeout=60)
-    assert refused.status_code == 400
+
+
+def _bound_with(platform, **extra) -> list[dict]:
+    bound = {p["key"]: p["value"] for p in platform.client.get_action("mnist/infer")["parameters"]}
+    return [{"key": k, "value": v} for k, v in {**bound, **extra}.items()]
 
 
 def test_bad_input_is_an_application_error_and_the_container_keeps_serving(platform, deployed, test_digits):
@@ -121,7 +132,7 @@ def test_manifest_bundles_mlcore_and_needs_the_storage_variables():
     assert action.qualified == "mnist/infer" and action.exec_["kind"] == "python:3.11"
     assert action.limits == {"timeout": 60000, "memory": 1024}
     assert action.inputs == {"s3_endpoint": "http://127.0.0.1:9", "s3_bucket": "b-b", "s3_access_key": "a",
-                             "s3_secret_key": "s"}
+                             "s3_secret_key": "s", "allow_hosts": ""}
     names = zipfile.ZipFile(io.BytesIO(base64.b64decode(action.exec_["code"]))).namelist()
     assert "__main__.py" in names and {"mlcore/inference.py", "mlcore/preprocess.py"} <= set(names)
     with pytest.raises(ManifestError, match=r"\$S3_BUCKET is not set"):
