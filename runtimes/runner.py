@@ -21,6 +21,9 @@ from typing import Any, Callable
 from . import contract
 
 
+DEFAULT_MAX_UNPACKED_BYTES = 512 * 1024 * 1024
+
+
 class InitError(Exception):
     """The action's code could not be prepared; the message goes back to the platform."""
 
@@ -79,14 +82,28 @@ class ActionRunner:
 
     @staticmethod
     def _unzip(code: str, dest: Path) -> None:
+        """Extracts member by member, counting the bytes written: a small zip may claim or hide a huge size."""
+        limit = int(os.environ.get("ACTION_MAX_UNPACKED_BYTES", DEFAULT_MAX_UNPACKED_BYTES))
         try:
             blob = base64.b64decode(code, validate=False)
             with zipfile.ZipFile(io.BytesIO(blob)) as zf:
-                for member in zf.namelist():
-                    target = (dest / member).resolve()
+                written = 0
+                for info in zf.infolist():
+                    target = (dest / info.filename).resolve()
                     if not str(target).startswith(str(dest.resolve())):
-                        raise InitError(f"Initialization has failed due to: zip member {member!r} escapes the folder")
-                zf.extractall(dest)
+                        raise InitError(f"Initialization has failed due to: zip member {info.filename!r} escapes "
+                                        "the folder")
+                    if info.is_dir():
+                        target.mkdir(parents=True, exist_ok=True)
+                        continue
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with zf.open(info) as src, open(target, "wb") as out:
+                        while chunk := src.read(1 << 20):
+                            written += len(chunk)
+                            if written > limit:
+                                raise InitError(f"Initialization has failed due to: the action's zip unpacks to more "
+                                                f"than the limit of {limit} bytes")
+                            out.write(chunk)
         except (binascii.Error, zipfile.BadZipFile) as exc:
             raise InitError(f"Initialization has failed due to: the code is not a base64 zip file ({exc})") from exc
 

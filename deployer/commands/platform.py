@@ -14,11 +14,14 @@ from .output import emit_json
 @click.option("--max-containers", default=supervisor.DEFAULT_MAX_CONTAINERS, show_default=True,
               help="Cap on concurrent action processes.")
 @click.option("--idle-timeout-s", default=600.0, show_default=True, help="Evict warm containers idle this long.")
-def up(port: int, s3_port: int, max_containers: int, idle_timeout_s: float) -> None:
+@click.option("--max-unpacked-mb", default=512, show_default=True, type=click.IntRange(1),
+              help="Cap on what an action's zip may unpack to.")
+def up(port: int, s3_port: int, max_containers: int, idle_timeout_s: float, max_unpacked_mb: int) -> None:
     """Start the local platform (OpenWhisk API + embedded S3) in the background."""
     info, started = supervisor.up(port=port, s3_port=s3_port,
                                   extra=["--max-containers", str(max_containers),
-                                         "--idle-timeout-s", str(idle_timeout_s)])
+                                         "--idle-timeout-s", str(idle_timeout_s),
+                                         "--max-unpacked-mb", str(max_unpacked_mb)])
     path = supervisor.write_wskprops(info)
     click.echo(("started" if started else "already running") + f": OpenWhisk API {info.apihost}, "
                f"S3 {info.s3_endpoint}, state {info.state_dir}")

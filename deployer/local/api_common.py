@@ -115,6 +115,11 @@ class Auth:
 
 
 def check_payload_size() -> None:
-    if request.content_length and request.content_length > MAX_PAYLOAD_BYTES + 4096:
+    """A cheap bound before parsing; the limit itself is on the parsed parameters' UTF-8 bytes.
+
+    JSON may escape each byte of a string as `\\u00XX` (six characters), so only a body more
+    than six times the limit is refused unread.
+    """
+    if request.content_length and request.content_length > 6 * MAX_PAYLOAD_BYTES + 4096:
         raise TooLarge(f"The request content was too large ({request.content_length} bytes); "
                        f"it exceeds the allowed limit of {MAX_PAYLOAD_BYTES} bytes.")

@@ -11,9 +11,11 @@ import ctypes
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ from runtimes import contract
 
 _PR_SET_PDEATHSIG = 1
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_MAX_UNPACKED_BYTES = 512 * 1024 * 1024  # what an action's zip may unpack to
 # runtime family -> the command that starts its action proxy (each takes --ready-fd FD)
 RUNTIME_COMMANDS = {
     "python": lambda python: [python, "-u", "-m", "runtimes.proxy"],
@@ -101,11 +104,17 @@ class Container:
     """Owns one proxy process. `kill()` is idempotent; `with Container(...)` kills on exit."""
 
     def __init__(self, key: str, memory_mb: int, log_limit_bytes: int, env: dict[str, str] | None = None,
-                 python: str = sys.executable, runtime: str = "python") -> None:
+                 python: str = sys.executable, runtime: str = "python", work_root: Path | None = None,
+                 max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES) -> None:
         if runtime not in RUNTIME_COMMANDS:
             raise ContainerError(f"no runtime {runtime!r} here; known: {', '.join(RUNTIME_COMMANDS)}")
         self.key = key
         self.runtime = runtime
+        self.max_unpacked_bytes = max_unpacked_bytes
+        # the container's own folder: its TMPDIR, so unpacked code and the action's temp files go with it
+        if work_root is not None:
+            Path(work_root).mkdir(parents=True, exist_ok=True)
+        self.workdir = Path(tempfile.mkdtemp(prefix="container-", dir=work_root))
         self.memory_mb = memory_mb
         self._env = env or {}
         self._python = python
@@ -128,6 +137,7 @@ class Container:
         read_fd, write_fd = os.pipe()
         env = dict(os.environ)
         env.update(self._env)
+        env.update(TMPDIR=str(self.workdir), ACTION_MAX_UNPACKED_BYTES=str(self.max_unpacked_bytes))
         env.setdefault("PYTHONUNBUFFERED", "1")
         env.setdefault("OMP_NUM_THREADS", "1")
         cmd = RUNTIME_COMMANDS[self.runtime](self._python) + ["--ready-fd", str(write_fd)]
@@ -231,18 +241,19 @@ class Container:
         return self._logs.take(self._activations, wait_s if self.alive() else 0.2)
 
     def kill(self) -> None:
+        """Kills the process group, then removes the container's folder (idempotent)."""
         proc = self._proc
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        self._session.close()
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            self._session.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> "Container":
         return self

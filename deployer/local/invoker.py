@@ -13,10 +13,12 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from runtimes import contract
 
-from .container import Container, ContainerError, ContainerOutOfMemory, ContainerTimeout
+from .container import (DEFAULT_MAX_UNPACKED_BYTES, Container, ContainerError, ContainerOutOfMemory,
+                        ContainerTimeout)
 
 MAX_RESULT_BYTES = 1024 * 1024
 # 8 training workers + the PS + the coordinator + two other actions; more only evicts and cold-starts
@@ -62,12 +64,15 @@ class Invoker:
     """Owns every container; `shutdown()` kills them all."""
 
     def __init__(self, max_containers: int = DEFAULT_MAX_CONTAINERS, idle_timeout_s: float = 600.0,
-                 container_env: dict[str, str] | None = None) -> None:
+                 container_env: dict[str, str] | None = None, work_root: Path | None = None,
+                 max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES) -> None:
         if max_containers < 1:
             raise ValueError("max_containers must be at least 1")
         self.max_containers = max_containers
         self.idle_timeout_s = idle_timeout_s
         self._env = container_env or {}
+        self.work_root = work_root
+        self.max_unpacked_bytes = max_unpacked_bytes
         self._cond = threading.Condition()
         self._containers: list[Container] = []
         self._starting = 0
@@ -168,7 +173,8 @@ class Invoker:
 
     def _cold_start(self, key, init_value, limits, timeout_s, runtime="python"):
         container = Container(key, memory_mb=limits["memory"], log_limit_bytes=limits["logs"] * 1024 * 1024,
-                              env=self._env, runtime=runtime)
+                              env=self._env, runtime=runtime, work_root=self.work_root,
+                              max_unpacked_bytes=self.max_unpacked_bytes)
         t_init = time.monotonic()
         try:
             container.start()

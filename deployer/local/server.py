@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import sqlite3
@@ -38,6 +39,7 @@ INFO_FILE = "platform.json"
 LOG_FILE = "platform.log"
 S3_CREDENTIALS_FILE = "s3-credentials.json"
 OBJECTS_DIR = "objects"
+CONTAINERS_DIR = "containers"  # one folder per live container: its TMPDIR and unpacked code
 STOP_FILE = "last-stop.json"
 PRIVATE_FILES = ("platform.db", "platform.db-wal", "platform.db-shm", LOG_FILE, "auth.json", "wskprops",
                  INFO_FILE, S3_CREDENTIALS_FILE, STOP_FILE)
@@ -109,8 +111,17 @@ def read_stop_report(state_dir: Path) -> dict | None:
         return None
 
 
+def reap_container_folders(state_dir: Path) -> Path:
+    """Empties `containers/` (what a killed platform's containers left) and returns it."""
+    root = state_dir / CONTAINERS_DIR
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(mode=0o700, exist_ok=True)
+    return root
+
+
 def serve(state_dir: Path, host: str = "127.0.0.1", port: int = 3233, s3_port: int = 3234,
-          max_containers: int = DEFAULT_MAX_CONTAINERS, idle_timeout_s: float = 600.0, blocking_timeout_s: float = 60.0) -> None:
+          max_containers: int = DEFAULT_MAX_CONTAINERS, idle_timeout_s: float = 600.0, blocking_timeout_s: float = 60.0,
+          max_unpacked_mb: int = 512) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     log = logging.getLogger("platform")
@@ -125,7 +136,8 @@ def serve(state_dir: Path, host: str = "127.0.0.1", port: int = 3233, s3_port: i
     s3 = EmbeddedS3(host, s3_port, root=state_dir / OBJECTS_DIR, credentials_file=state_dir / S3_CREDENTIALS_FILE)
     try:
         s3.start()
-        invoker = Invoker(max_containers, idle_timeout_s)
+        invoker = Invoker(max_containers, idle_timeout_s, work_root=reap_container_folders(state_dir),
+                          max_unpacked_bytes=max_unpacked_mb * 1024 * 1024)
         _serve_api(state_dir, host, port, auth, s3, stop, problems, invoker, blocking_timeout_s)
     finally:
         code = s3.stop()
@@ -204,10 +216,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-containers", type=int, default=DEFAULT_MAX_CONTAINERS)
     parser.add_argument("--idle-timeout-s", type=float, default=600.0)
     parser.add_argument("--blocking-timeout-s", type=float, default=60.0)
+    parser.add_argument("--max-unpacked-mb", type=int, default=512)
     opts = parser.parse_args(argv)
     try:
         serve(opts.state_dir, opts.host, opts.port, opts.s3_port, opts.max_containers, opts.idle_timeout_s,
-              opts.blocking_timeout_s)
+              opts.blocking_timeout_s, opts.max_unpacked_mb)
     except PlatformError as exc:
         print(f"platform cannot start: {exc.message}", file=sys.stderr, flush=True)
         sys.exit(2)

@@ -29,6 +29,8 @@ function unzip (buffer, dest) {
   const count = buffer.readUInt16LE(eocd + 10)
   let at = buffer.readUInt32LE(eocd + 16)
   const root = path.resolve(dest)
+  const limit = Number(process.env.ACTION_MAX_UNPACKED_BYTES || 512 * 1024 * 1024)
+  let written = 0
   for (let n = 0; n < count; n++) {
     if (buffer.readUInt32LE(at) !== 0x02014b50) throw new Error('corrupt zip central directory')
     const method = buffer.readUInt16LE(at + 10)
@@ -44,9 +46,19 @@ function unzip (buffer, dest) {
     const start = local + 30 + buffer.readUInt16LE(local + 26) + buffer.readUInt16LE(local + 28)
     const data = buffer.subarray(start, start + size)
     fs.mkdirSync(path.dirname(target), { recursive: true })
-    if (method === 0) fs.writeFileSync(target, data)
-    else if (method === 8) fs.writeFileSync(target, zlib.inflateRawSync(data))
-    else throw new Error(`zip member ${name} uses unsupported compression ${method}`)
+    let content
+    if (method === 0) content = data
+    else if (method === 8) {
+      try {
+        content = zlib.inflateRawSync(data, { maxOutputLength: Math.max(1, limit - written + 1) })
+      } catch (err) {
+        if (err.code === 'ERR_BUFFER_TOO_LARGE') content = { length: Infinity }
+        else throw err
+      }
+    } else throw new Error(`zip member ${name} uses unsupported compression ${method}`)
+    written += content.length
+    if (written > limit) throw new Error(`the action's zip unpacks to more than the limit of ${limit} bytes`)
+    fs.writeFileSync(target, content)
   }
 }
 
