@@ -113,6 +113,13 @@ class PlatformHandle:
         self.info = self.owner.restart()
         self.client = self.info.client()
 
+    def crash_and_start(self) -> None:
+        """SIGKILL the platform (its containers and S3 process die with it), then start it again."""
+        self.client.close()
+        self.owner.kill()
+        self.info = self.owner.start()
+        self.client = self.info.client()
+
 
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory):

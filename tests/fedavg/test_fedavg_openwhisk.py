@@ -57,3 +57,34 @@ def test_a_client_whose_activation_fails_is_left_out(deployed, small_mnist):
     assert [f["client"] for f in record["failed"]] == [1]
     assert "no examples" in record["failed"][0]["error"]
     assert record["num_examples"] == 300
+
+
+def test_a_platform_crash_mid_run_loses_no_acknowledged_object_and_the_run_goes_on(deployed, small_mnist):
+    # Prepare: the first invoke of round 2 crashes the platform (kill -9) and starts it again;
+    # every object the run had stored by then must come back byte for byte
+    config = dataclasses.replace(CONFIG, rounds=3)
+    storage = Storage(deployed.storage_config)
+    prefix = "fedavg/test-crash/"
+    seen: dict[str, bytes] = {}
+    lost: list[str] = []
+
+    def invoke(name, params):
+        if params["round"] == 2 and not seen:
+            seen.update({key: storage.get_bytes(key) for key in storage.list_keys(prefix)})
+            deployed.crash_and_start()
+            lost.extend(key for key, blob in seen.items() if not storage.exists(key) or storage.get_bytes(key) != blob)
+            raise ConnectionError("the platform was killed under this invoke")
+        return deployed.client.invoke(name, params, blocking=True, result=True, timeout_s=300)
+
+    executor = OpenWhiskExecutor(invoke, storage, small_mnist.train_images, small_mnist.train_labels,
+                                 run_id="test-crash", concurrency=1)
+    # Execute
+    with executor:
+        report, _ = run(config, executor, small_mnist)
+    # Assert
+    assert len(seen) >= 4 and lost == []
+    assert {k.split("/")[2] for k in seen} >= {"round-00001", "round-00002"}  # round 1's updates, round 2's global
+    first, second, third = report["rounds"]
+    assert first["failed"] == [] and third["failed"] == []
+    assert [f["error"] for f in second["failed"]] == ["ConnectionError: the platform was killed under this invoke"]
+    assert len(second["clients"]) == 2 and second["num_examples"] > 0  # the other client of round 2 ran

@@ -212,3 +212,32 @@ def test_resume_after_the_platform_restarts_loses_at_most_the_step_in_flight(pla
     assert kept[-2:] == [31, 32] and len(kept) <= 3, kept  # a prune in flight at the restart may be lost
     assert training.report(platform.client, deployed, config.job)["state"] == "done"
     assert activation != resumed
+
+
+def test_a_crash_mid_job_loses_no_acknowledged_object_and_the_resumed_job_ends_alike(platform, deployed):
+    # Prepare: the job uninterrupted, for the accuracy to match; then the same job, crashed
+    settings = {**SMALL, "train_limit": 2048, "epochs": 1, "eval_every": 0, "keep_versions": 0}
+    base = JobConfig(job="crash-base", **settings)
+    base_events = wait_done(platform, deployed, base.job, training.start(platform.client, base))
+    config = JobConfig(job="crash-kill", **settings)
+    layout = JobLayout(config.job)
+    training.start(platform.client, config)
+    deadline = time.monotonic() + JOB_DEADLINE_S
+    while (layout.latest_model_step(deployed) or 0) < 8:
+        assert time.monotonic() < deadline, "the job made no progress"
+        time.sleep(0.2)
+    # versioned objects never change once written: each one read now must survive the crash as it is
+    immutable = ("config.json", "model/", "opt/", "grads/", "applied/")
+    acknowledged = {key: deployed.get_bytes(key) for key in deployed.list_keys(layout.prefix)
+                    if key[len(layout.prefix):].startswith(immutable)}
+    # Execute
+    platform.crash_and_start()
+    # Assert
+    assert len(acknowledged) >= 4 * 8
+    lost = [key for key, blob in acknowledged.items() if not deployed.exists(key) or deployed.get_bytes(key) != blob]
+    assert lost == []
+    events = wait_done(platform, deployed, config.job, training.resume(platform.client, deployed, config.job))
+    final = [e for e in events if e["event"] == "eval"][-1]
+    expected = [e for e in base_events if e["event"] == "eval"][-1]
+    assert final["step"] == expected["step"] == 32
+    assert abs(final["accuracy"] - expected["accuracy"]) <= 0.005, (final, expected)
