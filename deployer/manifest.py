@@ -372,6 +372,15 @@ def deploy(client, manifest_path: Path, deployment: Path | None = None,
     return names
 
 
+def check(manifest_path: Path, deployment: Path | None = None) -> list[PackageSpec]:
+    """Reads and checks a manifest before any platform is reached; `$VAR`s are resolved at deploy.
+
+    Raises:
+        ManifestError: missing, unreadable or malformed, naming file and line.
+    """
+    return load(Path(manifest_path), deployment, _Permissive(os.environ))
+
+
 def undeploy(client, manifest_path: Path, env: Mapping[str, str] | None = None) -> list[str]:
     """Deletes what the manifest names (sequences first); missing entities are skipped."""
     from .errors import NotFoundError

@@ -28,7 +28,8 @@ def _parse_value(raw: str):
 @click.option("-d", "--deployment", type=click.Path(dir_okay=False), help="wskdeploy deployment file.")
 @click.pass_obj
 def deploy(obj, manifest_path: str, deployment: str | None) -> None:
-    """Deploy the packages, actions and sequences of a wskdeploy manifest."""
+    """Deploy the packages, actions, sequences, triggers and rules of a wskdeploy manifest."""
+    manifest_mod.check(Path(manifest_path), Path(deployment) if deployment else None)  # before starting anything
     target = obj.target
     env = {**storage_env_for(target), **os.environ}  # what the user exported wins over the embedded S3
     names = manifest_mod.deploy(target.client(), Path(manifest_path), Path(deployment) if deployment else None, env)
@@ -40,6 +41,7 @@ def deploy(obj, manifest_path: str, deployment: str | None) -> None:
 @click.pass_obj
 def undeploy(obj, manifest_path: str) -> None:
     """Delete what a manifest deploys."""
+    manifest_mod.check(Path(manifest_path))
     removed = manifest_mod.undeploy(obj.client, Path(manifest_path))
     click.echo(f"removed: {', '.join(removed) if removed else 'nothing'}")
 

@@ -38,6 +38,13 @@ def create_app(platform: Platform, auth: dict[str, str]) -> Flask:
     triggers_api.register(app, platform, authenticate)
     web_api.register(app, platform, authenticate)
 
+    @app.after_request
+    def no_sniffing(response: Response) -> Response:
+        if not request.path.startswith("/api/v1/web/"):  # a web action's headers are its own
+            response.headers.setdefault("X-Content-Type-Options", "nosniff")
+            response.headers.setdefault("X-Frame-Options", "DENY")
+        return response
+
     @app.route("/api/v1/namespaces/<ns>/<collection>", methods=["GET", "PUT", "POST", "DELETE"])
     @app.route("/api/v1/namespaces/<ns>/<collection>/<path:rest>", methods=["GET", "PUT", "POST", "DELETE"])
     def unknown_collection(ns, collection, rest=None):

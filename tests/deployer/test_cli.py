@@ -109,3 +109,15 @@ def test_target_resolution_order(tmp_path, monkeypatch):
     monkeypatch.setenv("DEPLOYER_HOME", str(tmp_path / "nothing-running"))
     with pytest.raises(ConfigError, match="deployer up"):
         target.resolve(start_local=False)
+
+
+def test_a_bad_manifest_is_refused_before_any_platform_starts(cli_env, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("packages:\n  p:\n    actions:\n      a:\n        functoin: x\n")
+    for args, expected in ((["deploy", "-m", str(tmp_path / "missing.yaml")], "cannot read"),
+                           (["deploy", "-m", str(bad)], "bad.yaml:5: unknown key 'functoin'"),
+                           (["undeploy", "-m", str(bad)], "bad.yaml:5: unknown key 'functoin'")):
+        proc = run(args, cli_env, check=False)
+        assert proc.returncode == 1 and expected in proc.stderr
+    assert not (Path(cli_env["DEPLOYER_HOME"]) / "platform" / "platform.json").exists()
+    assert json.loads(run(["status", "--json"], cli_env).stdout)["running"] is False

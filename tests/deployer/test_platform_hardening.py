@@ -27,6 +27,11 @@ def _is_openwhisk_error(resp: requests.Response, status: int) -> bool:
         set(body) == {"error", "code"}
 
 
+def test_api_replies_are_not_sniffed_or_framed(platform):
+    resp = _api(platform, "GET", "/api/v1/namespaces/_/actions")
+    assert resp.headers["X-Content-Type-Options"] == "nosniff" and resp.headers["X-Frame-Options"] == "DENY"
+
+
 def test_deeply_nested_json_is_a_400_not_an_html_500(platform):
     platform.client.create_action("h-echo", ECHO)
     body = '{"a":' * 5000 + "1" + "}" * 5000

@@ -241,3 +241,5 @@ def test_a_crash_mid_job_loses_no_acknowledged_object_and_the_resumed_job_ends_a
     expected = [e for e in base_events if e["event"] == "eval"][-1]
     assert final["step"] == expected["step"] == 32
     assert abs(final["accuracy"] - expected["accuracy"]) <= 0.005, (final, expected)
+    print(f"crash after step 8: {len(acknowledged)} acknowledged objects intact; accuracy "
+          f"{final['accuracy']:.4f} resumed vs {expected['accuracy']:.4f} uninterrupted")
