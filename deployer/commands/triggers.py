@@ -53,26 +53,12 @@ def trigger_fire(obj, name: str, params) -> None:
 @_as_json
 @click.pass_obj
 def trigger_list(obj, as_json: bool) -> None:
+    """List this namespace's triggers."""
     docs = obj.client.list_triggers()
     if as_json:
         emit_json(docs)
         return
     table(["name", "version", "updated"], [(d["name"], d.get("version"), ms_time(d.get("updated"))) for d in docs])
-
-
-@triggers.command("get")
-@click.argument("name")
-@click.pass_obj
-def trigger_get(obj, name: str) -> None:
-    emit_json(obj.client.get_trigger(name))
-
-
-@triggers.command("delete")
-@click.argument("name")
-@click.pass_obj
-def trigger_delete(obj, name: str) -> None:
-    obj.client.delete_trigger(name)
-    click.echo(f"ok: deleted trigger {name}")
 
 
 @click.group()
@@ -111,6 +97,7 @@ def rule_disable(obj, name: str) -> None:
 @_as_json
 @click.pass_obj
 def rule_list(obj, as_json: bool) -> None:
+    """List this namespace's rules and whether each is active."""
     docs = obj.client.list_rules()
     if as_json:
         emit_json(docs)
@@ -118,21 +105,6 @@ def rule_list(obj, as_json: bool) -> None:
     table(["name", "status", "trigger", "action"],
           [(d["name"], d.get("status"), f"{d['trigger']['path']}/{d['trigger']['name']}",
             f"{d['action']['path']}/{d['action']['name']}") for d in docs])
-
-
-@rules.command("get")
-@click.argument("name")
-@click.pass_obj
-def rule_get(obj, name: str) -> None:
-    emit_json(obj.client.get_rule(name))
-
-
-@rules.command("delete")
-@click.argument("name")
-@click.pass_obj
-def rule_delete(obj, name: str) -> None:
-    obj.client.delete_rule(name)
-    click.echo(f"ok: deleted rule {name}")
 
 
 @click.group()
@@ -144,6 +116,7 @@ def packages() -> None:
 @_as_json
 @click.pass_obj
 def package_list(obj, as_json: bool) -> None:
+    """List this namespace's packages and bindings."""
     docs = obj.client.list_packages()
     if as_json:
         emit_json(docs)
@@ -151,14 +124,6 @@ def package_list(obj, as_json: bool) -> None:
     table(["name", "binding", "published", "updated"],
           [(d["name"], "/{namespace}/{name}".format(**d["binding"]) if d.get("binding") else "",
             d.get("publish"), ms_time(d.get("updated"))) for d in docs])
-
-
-@packages.command("get")
-@click.argument("name")
-@click.pass_obj
-def package_get(obj, name: str) -> None:
-    """Show package NAME ('/whisk.system/utils' for the shared catalog)."""
-    emit_json(obj.client.get_package(name))
 
 
 @packages.command("bind")
@@ -172,9 +137,23 @@ def package_bind(obj, source: str, name: str, params) -> None:
     click.echo(f"ok: bound {source} as {name}")
 
 
-@packages.command("delete")
-@click.argument("name")
-@click.pass_obj
-def package_delete(obj, name: str) -> None:
-    obj.client.delete_package(name)
-    click.echo(f"ok: deleted package {name}")
+def _get_and_delete(group: click.Group, noun: str, get, delete) -> None:
+    """`get NAME` (JSON) and `delete NAME` for one kind of entity."""
+
+    @group.command("get", help=f"Show {noun} NAME as JSON ('/ns/name' for another namespace's public one).")
+    @click.argument("name")
+    @click.pass_obj
+    def get_command(obj, name: str) -> None:
+        emit_json(get(obj.client, name))
+
+    @group.command("delete", help=f"Delete {noun} NAME.")
+    @click.argument("name")
+    @click.pass_obj
+    def delete_command(obj, name: str) -> None:
+        delete(obj.client, name)
+        click.echo(f"ok: deleted {noun} {name}")
+
+
+_get_and_delete(triggers, "trigger", lambda c, n: c.get_trigger(n), lambda c, n: c.delete_trigger(n))
+_get_and_delete(rules, "rule", lambda c, n: c.get_rule(n), lambda c, n: c.delete_rule(n))
+_get_and_delete(packages, "package", lambda c, n: c.get_package(n), lambda c, n: c.delete_package(n))

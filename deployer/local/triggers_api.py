@@ -13,6 +13,23 @@ def _fire_headers() -> dict:
     return {k.lower(): v for k, v in request.headers.items() if k.lower() != "authorization"}
 
 
+def _crud(app: Flask, collection: str, authenticate, put, get, delete, post) -> None:
+    """GET/PUT/DELETE/POST on /namespaces/<ns>/<collection>/<name>, in the caller's own namespace."""
+
+    def handle(ns, name):
+        caller = authenticate(ns, write=True)
+        if request.method == "PUT":
+            return api.json_response(put(caller.namespace, name, api.json_body(), api.flag("overwrite")))
+        if request.method == "DELETE":
+            return api.json_response(delete(caller.namespace, name))
+        if request.method == "GET":
+            return api.json_response(get(caller.namespace, name))
+        return post(caller, name)
+
+    app.add_url_rule(f"/api/v1/namespaces/<ns>/{collection}/<name>", f"{collection}_entity", handle,
+                     methods=["GET", "PUT", "DELETE", "POST"])
+
+
 def register(app: Flask, platform, authenticate) -> None:
     triggers = Triggers(platform)
     platform.triggers = triggers
@@ -22,16 +39,12 @@ def register(app: Flask, platform, authenticate) -> None:
         caller = authenticate(ns, write=True)
         return api.json_response(triggers.list_triggers(caller.namespace, *api.list_window("triggers")))
 
-    @app.route("/api/v1/namespaces/<ns>/triggers/<name>", methods=["GET", "PUT", "DELETE", "POST"])
-    def trigger(ns, name):
+    @app.get("/api/v1/namespaces/<ns>/rules")
+    def list_rules(ns):
         caller = authenticate(ns, write=True)
-        if request.method == "PUT":
-            return api.json_response(triggers.put_trigger(caller.namespace, name, api.json_body(),
-                                                          api.flag("overwrite")))
-        if request.method == "DELETE":
-            return api.json_response(triggers.delete_trigger(caller.namespace, name))
-        if request.method == "GET":
-            return api.json_response(triggers.get_trigger(caller.namespace, name))
+        return api.json_response(triggers.list_rules(caller.namespace, *api.list_window("rules")))
+
+    def fire(caller, name):
         api.check_payload_size()
         activation_id = triggers.fire(caller.namespace, name, api.json_body(), caller.key, _fire_headers())
         if activation_id is None:
@@ -39,18 +52,9 @@ def register(app: Flask, platform, authenticate) -> None:
         return api.json_response({"activationId": activation_id}, 202,
                                  {"x-openwhisk-activation-id": activation_id})
 
-    @app.get("/api/v1/namespaces/<ns>/rules")
-    def list_rules(ns):
-        caller = authenticate(ns, write=True)
-        return api.json_response(triggers.list_rules(caller.namespace, *api.list_window("rules")))
+    def set_status(caller, name):
+        status = api.json_body().get("status")
+        return api.json_response(triggers.set_rule_status(caller.namespace, name, status))
 
-    @app.route("/api/v1/namespaces/<ns>/rules/<name>", methods=["GET", "PUT", "DELETE", "POST"])
-    def rule(ns, name):
-        caller = authenticate(ns, write=True)
-        if request.method == "PUT":
-            return api.json_response(triggers.put_rule(caller.namespace, name, api.json_body(), api.flag("overwrite")))
-        if request.method == "DELETE":
-            return api.json_response(triggers.delete_rule(caller.namespace, name))
-        if request.method == "GET":
-            return api.json_response(triggers.get_rule(caller.namespace, name))
-        return api.json_response(triggers.set_rule_status(caller.namespace, name, api.json_body().get("status")))
+    _crud(app, "triggers", authenticate, triggers.put_trigger, triggers.get_trigger, triggers.delete_trigger, fire)
+    _crud(app, "rules", authenticate, triggers.put_rule, triggers.get_rule, triggers.delete_rule, set_status)
