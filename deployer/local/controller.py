@@ -8,6 +8,7 @@ error, including the ones Flask or the JSON parser raise, is OpenWhisk's JSON bo
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
@@ -62,6 +63,12 @@ def _register_errors(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         return error_response(exc.code or 500, _HTTP_MESSAGES.get(exc.code, exc.description or exc.name))
+
+    @app.errorhandler(sqlite3.Error)
+    def state_not_written(exc: sqlite3.Error):
+        log.error("state database error on %s %s: %s", request.method, request.path, exc)
+        return error_response(500, f"The platform could not read or write its state ({exc}); "
+                                   f"check the state folder's disk.")
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):

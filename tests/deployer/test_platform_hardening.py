@@ -117,3 +117,20 @@ def test_container_folders_go_with_their_containers_and_are_reaped_after_a_crash
         assert list((state / "containers").iterdir()) == []
     finally:
         owner.stop()
+
+
+def test_a_full_state_disk_answers_json_errors_and_the_platform_recovers(tmp_path, small_fs, fill_fs):
+    disk = small_fs("state", "48m")
+    with LocalPlatform(disk / "platform") as info:
+        client = info.client()
+        client.create_action("before", ECHO)
+        fill_fs(disk)
+        for method, path, body in (("PUT", "/api/v1/namespaces/_/actions/after", {"exec": ECHO}),
+                                   ("POST", "/api/v1/namespaces/_/actions/before?blocking=true", {})):
+            resp = requests.request(method, info.apihost + path, json=body, auth=tuple(info.auth.split(":", 1)),
+                                    timeout=60)
+            assert resp.status_code == 500 and resp.headers["Content-Type"] == "application/json", resp.text
+            assert "check the state folder's disk" in resp.json()["error"]
+        (disk / "filler").unlink()
+        assert client.invoke("before", {"text": "ok"}, result=True) == {"n": 2}
+        client.create_action("after", ECHO)
