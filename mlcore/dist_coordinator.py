@@ -84,10 +84,12 @@ class Coordinator:
 
     def __init__(self, storage, invoker, config: JobConfig, *, worker_action: str, ps_action: str,
                  owner: str, deadline_ms: int | None = None,
-                 handoff: Callable[[], str] | None = None, log: Callable[[str], None] = print) -> None:
+                 handoff: Callable[[], str] | None = None, log: Callable[[str], None] = print,
+                 predecessor: str | None = None) -> None:
         self.storage, self.invoker, self.config = storage, invoker, config
         self.worker_action, self.ps_action = worker_action, ps_action
         self.owner, self.deadline_ms, self.handoff, self.log = owner, deadline_ms, handoff, log
+        self.predecessor = predecessor
         self.layout = JobLayout(config.job)
         self.size = dist_data.train_size(config, TRAIN_SIZE)
         self.steps_per_epoch = config.steps_per_epoch(self.size)
@@ -174,7 +176,27 @@ class Coordinator:
                                  "gb_s": 0.0, "error": f"still running after {limit_s:.0f} s; not billed"})
         self._stragglers.clear()
 
+    def _await_predecessor(self, timeout_s: float = 120.0) -> None:
+        """Waits until the coordinator that started this one has named it in the status.
+
+        metrics.jsonl is rewritten whole (S3 has no append), so a successor that wrote before
+        its predecessor's last event would erase that event. The predecessor names its successor
+        in the status only after that last write; a predecessor that died meanwhile is waited
+        for `timeout_s` at most.
+        """
+        deadline = time.monotonic() + timeout_s
+        while self.predecessor and time.monotonic() < deadline:
+            try:
+                status = self.storage.get_json(self.layout.status)
+            except ObjectNotFoundError:
+                return
+            if status.get("successor") == self.owner or status.get("owner") != self.predecessor:
+                break
+            time.sleep(0.1)
+        self.metrics = MetricsLog(self.storage, self.layout)  # now with every event the predecessor wrote
+
     def _run(self) -> dict:
+        self._await_predecessor()
         latest = self.layout.latest_model_step(self.storage)
         if latest is None:
             raise TrainingError(f"job {self.config.job} has no model version 0; create it first")
@@ -192,6 +214,7 @@ class Coordinator:
                 self._status("continuing", step)
                 successor = self.handoff()
                 self.metrics.append({"event": "handed_off", "step": step, "successor": successor}, flush=True)
+                self._status("continuing", step, successor=successor)  # last write: the successor may go on
                 return {"state": "continued", "step": step, "successor": successor}
             try:
                 self._run_step(step)

@@ -142,3 +142,52 @@ def test_every_straggler_is_billed_before_the_job_reads_done(job):
     assert all(e["ok"] and e["gb_s"] > 0 for e in late), late
     assert seen_at_done[-1]["event"] == "done"
     assert read_metrics(storage, config.job) == seen_at_done
+
+
+def test_a_successor_started_at_once_never_erases_its_predecessors_last_events(job):
+    # Prepare: c0 hands off after 4 steps and its successor c1 starts right away in another
+    # thread, as an asynchronous invoke does; c0's hand-off returns only once c1 is running
+    storage, config = job
+    config = JobConfig.from_dict({**config.as_dict(), "steps_per_run": 4})
+    layout = JobLayout(config.job)
+    c1_running = threading.Event()
+
+    class Watched:
+        """The real storage; c1's first look at the job (status or metrics) tells the test it runs."""
+
+        def __getattr__(self, name):
+            return getattr(storage, name)
+
+        def get_json(self, key):
+            c1_running.set()
+            return storage.get_json(key)
+
+        def get_bytes(self, key):
+            c1_running.set()
+            return storage.get_bytes(key)
+
+    def successor(owner: str, predecessor: str) -> Coordinator:
+        return Coordinator(Watched(), InProcessInvoker(storage, config), config, worker_action="worker",
+                           ps_action="ps", owner=owner, log=lambda _: None, predecessor=predecessor)
+
+    outcomes = {}
+
+    def handoff() -> str:
+        thread = threading.Thread(target=lambda: outcomes.setdefault("c1", successor("c1", "c0").run()))
+        thread.start()
+        outcomes["thread"] = thread
+        assert c1_running.wait(60), "the successor did not start"
+        return "c1"
+
+    c0 = Coordinator(storage, InProcessInvoker(storage, config), config, worker_action="worker", ps_action="ps",
+                     owner="c0", handoff=handoff, log=lambda _: None)
+    # Execute
+    outcomes["c0"] = c0.run()
+    outcomes["thread"].join(120)
+    # Assert: both coordinators' events are all there, in order
+    assert outcomes["c0"]["state"] == "continued" and outcomes["c1"]["state"] == "done"
+    events = [e["event"] for e in read_metrics(storage, config.job) if e["event"] in ("start", "handoff",
+                                                                                       "handed_off", "done")]
+    assert events == ["start", "handoff", "handed_off", "start", "done"]
+    assert [e["step"] for e in read_metrics(storage, config.job) if e["event"] == "step"] == list(range(8))
+    assert storage.get_json(layout.status)["owner"] == "c1"

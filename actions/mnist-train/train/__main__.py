@@ -18,7 +18,7 @@ from mlcore.owapi import OpenWhiskInvoker, sibling_action
 from mlcore.storage import PARAM_KEYS, storage_from_params
 
 torch.set_num_threads(1)
-CONTROL_KEYS = {"resume"}
+CONTROL_KEYS = {"resume", "predecessor"}
 
 
 def main(args: dict) -> dict:
@@ -37,14 +37,17 @@ def main(args: dict) -> dict:
         invoker = OpenWhiskInvoker.from_environment()
         deadline = os.environ.get("__OW_DEADLINE")
 
+        owner = os.environ.get("__OW_ACTIVATION_ID", "coordinator")
+
         def handoff() -> str:
-            reply = invoker.invoke(own_name, {"job": config.job, "resume": True}, blocking=False)
+            reply = invoker.invoke(own_name, {"job": config.job, "resume": True, "predecessor": owner},
+                                   blocking=False)
             return reply.get("activationId", "")
 
         coordinator = Coordinator(storage, invoker, config, worker_action=sibling_action(own_name, "worker"),
                                   ps_action=sibling_action(own_name, "ps"),
-                                  owner=os.environ.get("__OW_ACTIVATION_ID", "coordinator"),
-                                  deadline_ms=int(deadline) if deadline else None, handoff=handoff)
+                                  owner=owner, deadline_ms=int(deadline) if deadline else None, handoff=handoff,
+                                  predecessor=args.get("predecessor"))
         return {"job": config.job, **coordinator.run()}
     except MLCoreError as exc:
         return {"error": str(exc)}
