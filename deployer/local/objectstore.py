@@ -83,15 +83,20 @@ def fsync_dir(path: Path) -> None:
 def read_info(path: Path) -> ObjectInfo:
     """The trailer of one object file; raises OSError or ValueError for a file that is not one."""
     with open(path, "rb") as f:
-        st = os.fstat(f.fileno())
-        if st.st_size < _FOOTER.size:
-            raise ValueError(f"{path} is too short to be an object")
-        f.seek(st.st_size - _FOOTER.size)
-        meta_len, magic = _FOOTER.unpack(f.read(_FOOTER.size))
-        if magic != _MAGIC or meta_len > st.st_size - _FOOTER.size:
-            raise ValueError(f"{path} has no object trailer")
-        f.seek(st.st_size - _FOOTER.size - meta_len)
-        meta = json.loads(f.read(meta_len))
+        return _info_of(f, path)
+
+
+def _info_of(f: BinaryIO, path: Path) -> ObjectInfo:
+    """The trailer of the object file open as `f` (this version, whatever has been renamed over it since)."""
+    st = os.fstat(f.fileno())
+    if st.st_size < _FOOTER.size:
+        raise ValueError(f"{path} is too short to be an object")
+    f.seek(st.st_size - _FOOTER.size)
+    meta_len, magic = _FOOTER.unpack(f.read(_FOOTER.size))
+    if magic != _MAGIC or meta_len > st.st_size - _FOOTER.size:
+        raise ValueError(f"{path} has no object trailer")
+    f.seek(st.st_size - _FOOTER.size - meta_len)
+    meta = json.loads(f.read(meta_len))
     size = st.st_size - _FOOTER.size - meta_len
     return ObjectInfo(meta["key"], size, meta["etag"], st.st_mtime, meta.get("content_type", "binary/octet-stream"),
                       meta.get("metadata", {}), path)
@@ -158,6 +163,22 @@ class ObjectStore:
         except FileNotFoundError:
             raise S3Error(404, "NoSuchKey", f"The specified key does not exist: {key}") from None
 
+    def open(self, bucket: str, key: str) -> tuple[ObjectInfo, BinaryIO]:
+        """The object's metadata and body from one open file: a PUT renamed over it meanwhile cannot mix in.
+
+        The caller closes the file (`read_range` does, once it has streamed).
+        """
+        path = self._object_path(bucket, key)
+        try:
+            f = open(path, "rb")
+        except FileNotFoundError:
+            raise S3Error(404, "NoSuchKey", f"The specified key does not exist: {key}") from None
+        try:
+            return _info_of(f, path), f
+        except BaseException:
+            f.close()
+            raise
+
     def put(self, bucket: str, key: str, chunks: Iterable[bytes], content_type: str | None = None,
             metadata: dict | None = None) -> ObjectInfo:
         """Streams `chunks` to disk; the object exists, durably, once this returns."""
@@ -214,14 +235,15 @@ class ObjectStore:
     def copy(self, src_bucket: str, src_key: str, bucket: str, key: str, content_type: str | None = None,
              metadata: dict | None = None) -> ObjectInfo:
         """Copies within the store; new metadata replaces the old when given (MetadataDirective REPLACE)."""
-        src = self.head(src_bucket, src_key)
+        src, f = self.open(src_bucket, src_key)
         replace = content_type is not None or metadata is not None
-        return self.put(bucket, key, self.read_range(src, 0, src.size),
+        return self.put(bucket, key, self.read_range(src, 0, src.size, f),
                         content_type if replace else src.content_type, metadata if replace else src.metadata)
 
     @staticmethod
-    def read_range(info: ObjectInfo, start: int, length: int) -> Iterator[bytes]:
-        with open(info.path, "rb") as f:
+    def read_range(info: ObjectInfo, start: int, length: int, opened: BinaryIO | None = None) -> Iterator[bytes]:
+        """Streams [start, start + length) of the body, from `opened` (then closed) or a fresh open."""
+        with opened or open(info.path, "rb") as f:
             f.seek(start)
             left = length
             while left > 0:

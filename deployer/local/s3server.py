@@ -272,16 +272,22 @@ class S3Handler(BaseHTTPRequestHandler):
 
     def _get(self, bucket: str, key: str, head: bool) -> None:
         store = self.server.store
-        info = store.head(bucket, key)
-        headers = self._object_headers(info)
-        span = _parse_range(self.headers.get("range", ""), info.size)
+        info, body = store.open(bucket, key)  # metadata and body of one version, even under a concurrent PUT
+        try:
+            headers = self._object_headers(info)
+            span = _parse_range(self.headers.get("range", ""), info.size)
+        except BaseException:
+            body.close()
+            raise
         if span is None:
             status, (start, length) = 200, (0, info.size)
         else:
             status, (start, length) = 206, span
             headers["Content-Range"] = f"bytes {start}-{start + length - 1}/{info.size}"
-        stream = None if head else store.read_range(info, start, length)
-        self._send(status, headers=headers, stream=stream, length=length)
+        if head:
+            body.close()
+        self._send(status, headers=headers, stream=None if head else store.read_range(info, start, length, body),
+                   length=length)
 
     def _list_buckets(self) -> None:
         items = "".join("<Bucket>" + _tag("Name", name) + _tag("CreationDate", _iso(ts)) + "</Bucket>"

@@ -154,3 +154,33 @@ def test_full_disk_fails_the_put_and_keeps_earlier_objects(small_fs):
         storage.put_bytes("after", b"room again")  # nothing half-written is left taking space
         assert storage.get_bytes("after") == b"room again"
         assert os.listdir(disk / "objects" / "tmp") == []
+
+
+def test_a_get_racing_overwrites_returns_one_whole_version(s3_server, storage):
+    # a status object rewritten while it is read (training jobs do this every step): every read
+    # must be one version exactly, never one version's length over another's bytes
+    import threading
+
+    versions = [("{" + '"v": %d, "pad": "%s"' % (i, "x" * (i * 37 % 400)) + "}").encode() for i in range(40)]
+    storage.put_bytes("status.json", versions[0])
+    stop, mixed = threading.Event(), []
+
+    def overwrite() -> None:
+        client = _client(s3_server)
+        for n in range(400):
+            if stop.is_set():
+                return
+            client.put_object(Bucket=storage.bucket, Key="status.json", Body=versions[n % len(versions)])
+
+    writer = threading.Thread(target=overwrite)
+    writer.start()
+    try:
+        reader = _client(s3_server)
+        for _ in range(400):
+            body = reader.get_object(Bucket=storage.bucket, Key="status.json")["Body"].read()
+            if body not in versions:
+                mixed.append(body[:80])
+    finally:
+        stop.set()
+        writer.join(60)
+    assert mixed == []
