@@ -297,13 +297,19 @@ class LocalPlatform:
             proc.wait(timeout=10)
 
     def kill(self) -> None:
-        """SIGKILL, as a crash would: nothing is flushed. Returns once the S3 process has died with it."""
+        """SIGKILL, as a crash would: nothing is flushed. Returns once the S3 process has died with it.
+
+        The S3 process gets SIGKILL from the kernel when the platform dies, but acts on it only
+        once an fsync in flight returns, which on a busy disk takes seconds: wait for it, so the
+        next start finds its port free.
+        """
         if self._proc is not None:
             self._proc.kill()
             self._proc.wait(timeout=10)
             self._proc = None
-            if self.info is not None and self.info.s3_pid:
-                _wait_gone(self.info.s3_pid, 10.0)
+            s3_pid = self.info.s3_pid if self.info is not None else None
+            if s3_pid and not _wait_gone(s3_pid, 120.0):
+                raise SupervisorError(f"the embedded S3 (pid {s3_pid}) outlived the platform by 120 s")
 
     def restart(self) -> PlatformInfo:
         self.stop()
