@@ -12,6 +12,7 @@ import io
 import os
 import re
 import zipfile
+from collections import ChainMap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,6 +24,9 @@ from .errors import ManifestError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Project packages bundled into an action zip when its code imports them (real OpenWhisk has no other way to see them).
 BUNDLEABLE = ("mlcore", "fedavg")
+# The project's action runtime image (runtimes/Dockerfile): `docker: $DEPLOYER_RUNTIME_IMAGE` in the
+# manifests. wskdeploy needs the variable exported; deployer falls back to this tag.
+DEFAULT_RUNTIME_IMAGE = "deployer/action-python-ml:0.1.0"
 
 TOP_KEYS = {"project", "packages", "package"}
 PROJECT_KEYS = {"name", "namespace", "credential", "apiHost", "version", "packages", "inputs", "config"}
@@ -201,11 +205,11 @@ def zip_action(folder: Path) -> bytes:
     return buf.getvalue()
 
 
-def _exec_for(doc: _Doc, where: tuple, spec: dict, base: Path) -> dict:
+def _exec_for(doc: _Doc, where: tuple, spec: dict, base: Path, env: Mapping[str, str]) -> dict:
     runtime, docker, function = spec.get("runtime"), spec.get("docker"), spec.get("function")
     exec_: dict[str, Any] = {}
     if docker:
-        exec_ = {"kind": "blackbox", "image": docker}
+        exec_ = {"kind": "blackbox", "image": _interpolate(doc, where + ("docker",), str(docker), env)}
     elif runtime:
         exec_ = {"kind": runtime if ":" in str(runtime) else f"{runtime}:default"}
     if function is None and "code" not in spec:
@@ -278,7 +282,7 @@ def _annotations(spec: dict) -> dict:
 
 def load(manifest: Path, deployment: Path | None = None, env: Mapping[str, str] | None = None) -> list[PackageSpec]:
     """Raises ManifestError naming file and line for anything malformed."""
-    env = os.environ if env is None else env
+    env = ChainMap(os.environ if env is None else env, {"DEPLOYER_RUNTIME_IMAGE": DEFAULT_RUNTIME_IMAGE})
     doc = _Doc(Path(manifest))
     data = _check_keys(doc, (), doc.data, TOP_KEYS, "the manifest")
     where: tuple = ()
@@ -314,7 +318,7 @@ def load(manifest: Path, deployment: Path | None = None, env: Mapping[str, str] 
             aw = pw + ("actions", aname)
             aspec = _check_keys(doc, aw, aspec, ACTION_KEYS, f"action {pname}/{aname}")
             pkg.actions.append(ActionSpec(
-                pname, aname, _exec_for(doc, aw, aspec, base),
+                pname, aname, _exec_for(doc, aw, aspec, base, env),
                 {**_inputs(doc, aw + ("inputs",), aspec.get("inputs"), env), **overrides.get((pname, aname), {})},
                 _limits(doc, aw + ("limits",), aspec.get("limits")), _annotations(aspec)))
         sequences = pspec.get("sequences") or {}

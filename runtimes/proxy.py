@@ -8,6 +8,9 @@ official runtime images implement, so an action that runs here runs there.
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
+import ctypes
 import json
 import logging
 import os
@@ -16,7 +19,9 @@ import sys
 from flask import Flask, Response, request
 
 from . import contract
-from .runner import ActionRunner, InitError
+from .runner import ActionExited, ActionRunner, InitError
+
+_PR_SET_CHILD_SUBREAPER = 36
 
 
 def _reply(status: int, body) -> Response:
@@ -28,6 +33,16 @@ def _end_activation() -> None:
         print(contract.SENTINEL, file=stream, flush=True)
 
 
+def _decode(value: dict) -> dict:
+    """The /init value with binary code checked as base64 the way the official proxy checks it."""
+    if value.get("binary"):
+        try:
+            base64.b64decode(value["code"].replace("\n", "").replace("\r", ""), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError(f"cannot decode the request: {exc}") from exc
+    return value
+
+
 def create_app(runner: ActionRunner) -> Flask:
     app = Flask("action-proxy")
 
@@ -36,10 +51,16 @@ def create_app(runner: ActionRunner) -> Flask:
         if runner.initialized:
             return _reply(contract.FORBIDDEN, {"error": contract.ERR_REINIT})
         message = request.get_json(force=True, silent=True)
-        if not isinstance(message, dict) or not isinstance(message.get("value"), dict):
-            return _reply(contract.BAD_REQUEST, {"error": "The init body must be a JSON object with a 'value' object."})
+        if not isinstance(message, dict) or not isinstance(message.get("value", {}), dict):
+            return _reply(contract.BAD_REQUEST, {"error": "Error unmarshaling request: the body must be a JSON "
+                                                          "object with a 'value' object."})
+        value = message.get("value", {})
+        if not isinstance(value.get("code"), str) or not value["code"]:
+            return _reply(contract.FORBIDDEN, {"error": contract.ERR_NO_CODE})
         try:
-            runner.init(message["value"])
+            runner.init(_decode(value))
+        except ValueError as exc:
+            return _reply(contract.BAD_REQUEST, {"error": str(exc)})
         except InitError as exc:
             _end_activation()
             return _reply(contract.BAD_GATEWAY, {"error": str(exc)})
@@ -48,25 +69,36 @@ def create_app(runner: ActionRunner) -> Flask:
     @app.post(contract.RUN_PATH)
     def run():
         if not runner.initialized:
-            return _reply(contract.FORBIDDEN, {"error": contract.ERR_NOT_INITIALIZED})
+            return _reply(contract.INTERNAL_ERROR, {"error": contract.ERR_NOT_INITIALIZED})
+        if runner.exited():
+            return _reply(contract.INTERNAL_ERROR, {"error": contract.ERR_EXITED})
         message = request.get_json(force=True, silent=True)
-        if not isinstance(message, dict):
+        if not isinstance(message, dict) or not isinstance(message.get("value", {}), dict):
             _end_activation()
             return _reply(contract.BAD_REQUEST, {"error": contract.ERR_NOT_DICT_ARG})
-        args = message.get("value", {})
-        if not isinstance(args, dict):
-            _end_activation()
-            return _reply(contract.BAD_REQUEST, {"error": contract.ERR_NOT_DICT_ARG})
-        result = runner.run(args, contract.env_for_run(message))
-        _end_activation()
-        if not isinstance(result, dict):
-            return _reply(contract.BAD_GATEWAY, {"error": contract.ERR_NOT_DICT_RESULT})
         try:
-            return _reply(contract.OK, result)
-        except (TypeError, ValueError) as exc:
-            return _reply(contract.BAD_GATEWAY, {"error": f"The action did not return a JSON-serialisable dictionary: {exc}"})
+            answer = runner.run(message)
+        except ActionExited:
+            _end_activation()
+            return _reply(contract.BAD_REQUEST, {"error": contract.ERR_EXITED})
+        _end_activation()
+        try:
+            result = json.loads(answer)
+        except ValueError:
+            result = None
+        if not isinstance(result, (dict, list)):
+            return _reply(contract.BAD_GATEWAY, {"error": contract.ERR_NOT_DICT_RESULT})
+        return Response(answer, status=contract.OK, mimetype="application/json")
 
     return app
+
+
+def _become_subreaper() -> None:
+    """Orphans of the action (a daemonised grandchild) stay below the proxy, so killing its tree kills them."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    except (OSError, AttributeError):
+        pass
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -74,14 +106,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--ready-fd", type=int, help="write the bound port to this fd, then close it")
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("ACTION_TORCH_THREADS", "0")))
+    parser.add_argument("--deny", default=os.environ.get("ACTION_DENY_MODULES", ""),
+                        help="comma-separated top-level modules the action may not import unless it ships them")
     opts = parser.parse_args(argv)
-    if opts.threads:
-        os.environ.setdefault("OMP_NUM_THREADS", str(opts.threads))
+    _become_subreaper()
     from werkzeug.serving import make_server
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = make_server(opts.host, opts.port, create_app(ActionRunner()), threaded=False)
+    server = make_server(opts.host, opts.port, create_app(ActionRunner(deny=opts.deny)), threaded=False)
     port = server.server_address[1]
     if opts.ready_fd is not None:
         with os.fdopen(opts.ready_fd, "w") as ready:

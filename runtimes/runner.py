@@ -1,84 +1,167 @@
-"""Loads an action's code as the official Python runtime does and calls its entry point.
+"""Prepares an action's code as the official Python runtime does and runs it in a launcher process.
 
-A plain action is source text saved as `__main__.py`; a binary action is a base64 zip
-whose `__main__.py` defines the entry point, optionally with a `virtualenv/` folder.
+A plain action is source text saved as `main__.py`; a binary action is a base64 zip
+whose `__main__.py` defines the entry point, optionally with a `virtualenv/` folder. The
+code runs in `launcher.py`, a child process with an environment of its own; this class
+owns that child and talks to it over stdin and fd 3, one activation at a time.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import importlib.util
+import ctypes
 import io
+import json
 import os
+import select
+import signal
+import subprocess
 import sys
 import tempfile
-import traceback
 import zipfile
 from pathlib import Path
-from typing import Any, Callable
 
 from . import contract
 
-
 DEFAULT_MAX_UNPACKED_BYTES = 512 * 1024 * 1024
+LAUNCHER = Path(__file__).resolve().with_name("launcher.py")
+# what an action sees besides __OW_* and its /init env: enough to find programs and write temp files
+MINIMAL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_PR_SET_PDEATHSIG = 1
 
 
 class InitError(Exception):
-    """The action's code could not be prepared; the message goes back to the platform."""
+    """The action's code could not be prepared or started; the message goes back to the platform."""
+
+
+class ActionExited(Exception):
+    """The launcher died during a run (killed, crashed, or the action called exit)."""
+
+
+def _child_setup(result_fd: int) -> None:
+    os.dup2(result_fd, 3)  # close_fds runs after this and keeps only fd 3
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def _reap_orphans(keep: int) -> None:
+    """The proxy is a subreaper: collect the exit status of adopted orphans so they do not pile up."""
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/children") as fh:
+                pids = [int(p) for p in fh.read().split()]
+        except OSError:
+            continue
+        for pid in pids:
+            if pid != keep:
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+
+
+def launcher_env(init_env: dict, workdir: Path) -> dict[str, str]:
+    """__OW_* from the proxy's own environment, then the /init env; nothing else of the platform's."""
+    env = {k: v for k, v in os.environ.items() if k.startswith(contract.ENV_PREFIX)}
+    env.update(PATH=MINIMAL_PATH, HOME=str(workdir), LANG="C.UTF-8", TMPDIR=os.environ.get("TMPDIR", "/tmp"))
+    for key, val in (init_env or {}).items():
+        env[str(key)] = val if isinstance(val, str) else json.dumps(val)
+    env["__OW_WAIT_FOR_ACK"] = "1"
+    return env
 
 
 class ActionRunner:
     """Holds one initialised action: init once, then run many times, one at a time."""
 
-    def __init__(self, workdir: Path | None = None) -> None:
+    def __init__(self, workdir: Path | None = None, deny: str = "") -> None:
         self._workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="action-"))
-        self._entry: Callable[[dict], Any] | None = None
+        self._deny = deny
+        self._proc: subprocess.Popen | None = None
+        self._results = None
 
     @property
     def initialized(self) -> bool:
-        return self._entry is not None
+        return self._proc is not None
+
+    def exited(self) -> bool:
+        return self._proc is not None and self._proc.poll() is not None
 
     def init(self, value: dict) -> None:
-        """Raises InitError with a message fit for the activation record."""
-        code = value.get("code")
-        if not code:
-            raise InitError(contract.ERR_NO_CODE)
-        main_name = value.get("main") or "main"
+        """Raises InitError with a message fit for the activation record; the details go to the logs."""
         src = self._workdir / "src"
         src.mkdir(parents=True, exist_ok=True)
         if value.get("binary"):
-            self._unzip(code, src)
+            self._unzip(value["code"], src)
+            if not (src / "__main__.py").is_file() and not (src / "main__.py").is_file():
+                raise InitError("Initialization has failed due to: zip file does not include __main__.py")
+            if (src / "__main__.py").is_file():
+                (src / "__main__.py").rename(src / "main__.py")
         else:
-            (src / "__main__.py").write_text(code)
-        entry_file = src / "__main__.py"
-        if not entry_file.is_file():
-            raise InitError("Initialization has failed due to: zip file does not include __main__.py")
-        for key, val in (value.get("env") or {}).items():
-            os.environ[str(key)] = val if isinstance(val, str) else str(val)
-        self._add_virtualenv(src)
-        sys.path.insert(0, str(src))
+            (src / "main__.py").write_text(value["code"])
+        main_name = value.get("main") or "main"
+        read_fd, write_fd = os.pipe()
+        cmd = [sys.executable, "-u", "-s", str(LAUNCHER), main_name]
+        if self._deny:
+            cmd += ["--deny", self._deny]
         try:
-            spec = importlib.util.spec_from_file_location("main__", entry_file)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules["main__"] = module
-            spec.loader.exec_module(module)
-        except BaseException as exc:  # noqa: BLE001 - any failure in user code is an init failure
-            traceback.print_exc(file=sys.stderr)
-            raise InitError(f"Initialization has failed due to: {exc!r}") from exc
-        entry = getattr(module, main_name, None)
-        if not callable(entry):
-            raise InitError(f"Initialization has failed due to: action has no function named {main_name!r}")
-        self._entry = entry
+            self._proc = subprocess.Popen(cmd, cwd=str(src), env=launcher_env(value.get("env") or {}, self._workdir),
+                                          stdin=subprocess.PIPE, pass_fds=(3,),
+                                          preexec_fn=lambda: _child_setup(write_fd))
+        except OSError as exc:
+            os.close(read_fd)
+            raise InitError(f"Initialization has failed due to: cannot start the launcher: {exc}") from exc
+        finally:
+            os.close(write_fd)
+        self._results = os.fdopen(read_fd, "rb")
+        ack = self._read_line()
+        if ack is None:
+            code = self._proc.wait()
+            self._proc = None
+            raise InitError(f"Initialization has failed due to: the action's code failed to load (exit code "
+                            f"{code}); its traceback is in the logs")
+        try:
+            ack = json.loads(ack)
+        except ValueError:
+            ack = {}
+        if not isinstance(ack, dict) or ack.get("ok") is not True:
+            self._proc.wait()
+            self._proc = None
+            why = ack.get("error") if isinstance(ack, dict) else None
+            raise InitError(f"Initialization has failed due to: {why or 'the action did not initialize properly'}")
 
-    def run(self, args: dict, env: dict[str, str]) -> Any:
-        """Calls the entry point; an exception becomes {"error": ...} with a traceback on stderr."""
-        os.environ.update(env)
+    def _read_line(self) -> bytes | None:
+        """One line from fd 3, or None once the launcher has exited without writing one."""
+        while True:
+            ready, _, _ = select.select([self._results], [], [], 0.5)
+            if ready:
+                line = self._results.readline()
+                return line if line.endswith(b"\n") else None
+            if self._proc.poll() is not None:
+                ready, _, _ = select.select([self._results], [], [], 0)
+                if not ready:
+                    return None
+
+    def run(self, message: dict) -> bytes:
+        """The launcher's answer as raw JSON bytes. Raises ActionExited when it died."""
+        if self.exited():
+            raise ActionExited("command exited")
         try:
-            return self._entry(args)
-        except Exception as exc:  # noqa: BLE001 - the official runtime reports any exception this way
-            traceback.print_exc(file=sys.stderr)
-            return {"error": str(exc) or exc.__class__.__name__}
+            self._proc.stdin.write(json.dumps(message, ensure_ascii=False).encode() + b"\n")
+            self._proc.stdin.flush()
+        except (BrokenPipeError, ValueError) as exc:
+            self._proc.kill()
+            self._proc.wait()
+            raise ActionExited("command exited") from exc
+        line = self._read_line()
+        if line is None:
+            self._proc.kill()  # closed fd 3 or died: either way this launcher is done
+            self._proc.wait()
+            raise ActionExited("command exited")
+        _reap_orphans(keep=self._proc.pid)
+        return line
 
     @staticmethod
     def _unzip(code: str, dest: Path) -> None:
@@ -106,9 +189,3 @@ class ActionRunner:
                             out.write(chunk)
         except (binascii.Error, zipfile.BadZipFile) as exc:
             raise InitError(f"Initialization has failed due to: the code is not a base64 zip file ({exc})") from exc
-
-    @staticmethod
-    def _add_virtualenv(src: Path) -> None:
-        venv = src / "virtualenv"
-        for site in sorted(venv.glob("lib/python3*/site-packages")):
-            sys.path.insert(0, str(site))

@@ -47,6 +47,52 @@ def _utc_stamp() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _children(pid: int) -> list[int]:
+    out = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as fh:
+                out.extend(int(c) for c in fh.read().split())
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    """The process and everything below it; the proxy is a subreaper, so daemonised orphans are included."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo.extend(_children(p))
+    return found
+
+
+def kill_tree(pid: int) -> None:
+    """Stops the whole tree first (a stopped process cannot fork), then kills it and its process group.
+
+    A child that called setsid left the group, so the group kill alone would miss it.
+    """
+    for _ in range(3):
+        tree = descendants(pid)
+        for p in tree:
+            try:
+                os.kill(p, signal.SIGSTOP)
+            except ProcessLookupError:
+                pass
+        if len(descendants(pid)) == len(tree):
+            break
+    for p in tree:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 class ContainerError(Exception):
     """The container process failed to start, crashed, or broke the contract."""
 
@@ -135,7 +181,8 @@ class Container:
 
     def start(self, timeout_s: float = 60.0) -> None:
         read_fd, write_fd = os.pipe()
-        env = dict(os.environ)
+        # a container's __OW_* come from the platform alone, never from whoever started it
+        env = {k: v for k, v in os.environ.items() if not k.startswith(contract.ENV_PREFIX)}
         env.update(self._env)
         env.update(TMPDIR=str(self.workdir), ACTION_MAX_UNPACKED_BYTES=str(self.max_unpacked_bytes))
         env.setdefault("PYTHONUNBUFFERED", "1")
@@ -210,17 +257,13 @@ class Container:
                 return
 
     def _rss_bytes(self) -> int:
-        """Resident memory of the process and its descendants (the action may fork)."""
+        """Resident memory of the process and its descendants (the action runs in a child and may fork)."""
         page = os.sysconf("SC_PAGE_SIZE")
-        total, todo = 0, [self.pid] if self.pid else []
-        while todo:
-            pid = todo.pop()
+        total = 0
+        for pid in descendants(self.pid) if self.pid else []:
             try:
                 with open(f"/proc/{pid}/statm") as fh:
                     total += int(fh.read().split()[1]) * page
-                for task in os.listdir(f"/proc/{pid}/task"):
-                    with open(f"/proc/{pid}/task/{task}/children") as fh:
-                        todo.extend(int(c) for c in fh.read().split())
             except (OSError, ValueError, IndexError):
                 continue
         return total
@@ -241,13 +284,10 @@ class Container:
         return self._logs.take(self._activations, wait_s if self.alive() else 0.2)
 
     def kill(self) -> None:
-        """Kills the process group, then removes the container's folder (idempotent)."""
+        """Kills the whole process tree, then removes the container's folder (idempotent)."""
         proc = self._proc
         if proc is not None and proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            kill_tree(proc.pid)
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:

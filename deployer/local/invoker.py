@@ -21,6 +21,7 @@ from .container import (DEFAULT_MAX_UNPACKED_BYTES, Container, ContainerError, C
                         ContainerTimeout)
 
 MAX_RESULT_BYTES = 1024 * 1024
+ABNORMAL_RUN = "The action did not produce a valid response and exited unexpectedly."
 # 8 training workers + the PS + the coordinator + two other actions; more only evicts and cold-starts
 DEFAULT_MAX_CONTAINERS = 12
 
@@ -146,7 +147,8 @@ class Invoker:
                 self._cond.notify_all()
                 self._cond.wait(min(5.0, max(self.idle_timeout_s / 4, 0.1)))
 
-    def run(self, key: str, init_value: dict, run_message: dict, limits: dict, runtime: str = "python") -> RunResult:
+    def run(self, key: str, init_value: dict, run_message: dict, limits: dict, runtime: str = "python",
+            deny: str = "", env: dict[str, str] | None = None) -> RunResult:
         """Runs one activation to completion; never raises for action faults."""
         timeout_s = limits["timeout"] / 1000.0
         start = _now_ms()
@@ -159,7 +161,7 @@ class Invoker:
         wait_ms = int((time.monotonic() - t0) * 1000)
         init_ms = None
         if container is None:
-            container, init_ms, failure = self._cold_start(key, init_value, limits, timeout_s, runtime)
+            container, init_ms, failure = self._cold_start(key, init_value, limits, timeout_s, runtime, deny, env)
             if failure is not None:
                 failure.start_ms, failure.wait_ms = start, wait_ms
                 return failure
@@ -171,9 +173,10 @@ class Invoker:
         outcome.end_ms = start + wait_ms + (init_ms or 0) + int((time.monotonic() - run_start) * 1000)
         return outcome
 
-    def _cold_start(self, key, init_value, limits, timeout_s, runtime="python"):
+    def _cold_start(self, key, init_value, limits, timeout_s, runtime="python", deny="", env=None):
         container = Container(key, memory_mb=limits["memory"], log_limit_bytes=limits["logs"] * 1024 * 1024,
-                              env=self._env, runtime=runtime, work_root=self.work_root,
+                              env={**self._env, **(env or {}), "ACTION_DENY_MODULES": deny},
+                              runtime=runtime, work_root=self.work_root,
                               max_unpacked_bytes=self.max_unpacked_bytes)
         t_init = time.monotonic()
         try:
@@ -226,13 +229,15 @@ class Invoker:
             elif isinstance(exc, ContainerOutOfMemory):
                 msg = "The action exhausted its memory and was aborted."
             else:
-                msg = "The action did not produce a valid response and exited unexpectedly."
+                msg = ABNORMAL_RUN
             return RunResult(DEVELOPER_ERROR, {"error": msg}, logs=container.take_logs(0.2),
                              timed_out=isinstance(exc, ContainerTimeout))
         logs = container.take_logs()
         if status != contract.OK:
             self._release(container, reusable=False)
             err = body if isinstance(body, dict) and "error" in body else {"error": f"status {status}"}
+            if err["error"] == contract.ERR_EXITED:  # the proxy lives on but the action's process died
+                err = {"error": ABNORMAL_RUN}
             return RunResult(DEVELOPER_ERROR, err, logs=logs)
         self._release(container, reusable=True)
         if not is_finite_json(body):
@@ -243,7 +248,7 @@ class Invoker:
         if size > MAX_RESULT_BYTES:
             return RunResult(DEVELOPER_ERROR, {"error": f"The action produced a response that exceeded the allowed "
                                                         f"length: {size} > {MAX_RESULT_BYTES} bytes."}, logs=logs)
-        code = APPLICATION_ERROR if "error" in body else SUCCESS
+        code = APPLICATION_ERROR if isinstance(body, dict) and "error" in body else SUCCESS
         return RunResult(code, body, logs=logs)
 
     def shutdown(self) -> None:

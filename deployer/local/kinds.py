@@ -46,3 +46,21 @@ def is_binary_code(code: str) -> bool:
 def annotation(kind: str) -> str:
     """The value of the `exec` annotation OpenWhisk puts on an action."""
     return family(kind) or kind
+
+
+# Top-level modules an action may import only if it ships them, per runtime: the platform's Python
+# has them all, OpenWhisk's images do not. The official python runtime has neither the ML stack nor
+# this project; the project's image (runtimes/Dockerfile) adds torch & co. and mlcore/fedavg.
+_PLATFORM_ONLY = ("deployer", "runtimes", "actions", "tests", "click", "yaml", "moto", "flask", "werkzeug")
+_ML_STACK = ("torch", "torchvision", "numpy", "PIL", "boto3", "botocore", "s3transfer", "mlcore", "fedavg")
+PROJECT_IMAGE = "deployer/action-python-ml"
+
+
+def container_profile(exec_: dict) -> tuple[str, str]:
+    """(runtime family, modules denied) for the process that stands in for the action's container."""
+    if exec_["kind"] == "blackbox":
+        image = str(exec_.get("image", "")).rsplit("/", 2)
+        project_image = "/".join(image[-2:]).split(":")[0] == PROJECT_IMAGE
+        return "python", ",".join(_PLATFORM_ONLY if project_image else _PLATFORM_ONLY + _ML_STACK)
+    runtime = family(exec_["kind"]) or "python"
+    return runtime, ",".join(_PLATFORM_ONLY + _ML_STACK) if runtime == "python" else ""

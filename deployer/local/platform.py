@@ -26,6 +26,7 @@ MAX_CODE_BYTES = 48 * 1024 * 1024
 MAX_SEQUENCE_LENGTH = 50
 DEFAULT_LIMITS = {"timeout": 60000, "memory": 256, "logs": 10, "concurrency": 1}
 LIMIT_RANGES = {"timeout": (100, 300000), "memory": (128, 2048), "logs": (0, 10), "concurrency": (1, 1)}
+PROVIDE_API_KEY = "provide-api-key"
 # Images the local runtime stands in for: the official one and the project's own (runtimes/Dockerfile).
 LOCAL_IMAGES = ("openwhisk/action-python-v3.11", "openwhisk/python3action", "deployer/action-python-ml")
 
@@ -44,6 +45,15 @@ def _as_kv(params: Any, what: str) -> list[dict]:
 
 def _kv_dict(kv: list[dict]) -> dict:
     return {p["key"]: p.get("value") for p in kv}
+
+
+def _truthy(annotations: list[dict], key: str, missing: bool) -> bool:
+    """OpenWhisk's Parameters.isTruthy: false, 0, "" and null are false; an absent key is `missing`."""
+    for a in annotations:
+        if a["key"] == key:
+            val = a.get("value")
+            return bool(val) if isinstance(val, (bool, int, float, str)) or val is None else True
+    return missing
 
 
 def _page(docs: list[dict], limit: int | None, skip: int) -> list[dict]:
@@ -74,10 +84,13 @@ class Platform:
     """One namespace per auth subject; entities and activations live in the Store."""
 
     def __init__(self, store: Store, invoker: Invoker, api_host: str = "", blocking_timeout_s: float = 60.0,
-                 workers: int = 64) -> None:
+                 workers: int = 64, require_api_key_annotation: bool = True) -> None:
         self.store = store
         self.invoker = invoker
         self.api_host = api_host
+        # OpenWhisk's feature flag, on by default in its deployments: a new action without the
+        # annotation gets provide-api-key=false, and its activations get no __OW_API_KEY
+        self.require_api_key_annotation = require_api_key_annotation
         self.blocking_timeout_s = blocking_timeout_s
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="activation")
         self._stopping = False
@@ -242,6 +255,9 @@ class Platform:
         exec_ = old["exec"] if "exec" not in body and old else self._validate_exec(ns, body.get("exec"))
         annotations = _as_kv(body.get("annotations", old.get("annotations") if old else []), "annotations")
         annotations = [a for a in annotations if a["key"] != "exec"]
+        if old is None and self.require_api_key_annotation and not any(a["key"] == PROVIDE_API_KEY
+                                                                        for a in annotations):
+            annotations.append({"key": PROVIDE_API_KEY, "value": False})
         annotations.append({"key": "exec", "value": kinds.annotation(exec_["kind"])})
         doc = {
             "namespace": f"{ns}/{pkg}" if pkg else ns, "name": name, "version": self._next_version(old),
@@ -383,17 +399,21 @@ class Platform:
 
     def _run_action(self, subject: str, target: Resolved, doc: dict, params: dict, auth: str) -> dict:
         action, exec_ = target.doc, target.doc["exec"]
-        init_value = {"name": action["name"], "main": exec_.get("main", "main"), "code": exec_["code"],
-                      "binary": exec_.get("binary", False), "env": {}}
-        deadline = doc["start"] + action["limits"]["timeout"]
-        message = {
-            "value": params, "namespace": subject, "action_name": f"/{target.qname.namespace}/{target.qname.path}",
+        context = {
+            "namespace": subject, "action_name": f"/{target.qname.namespace}/{target.qname.path}",
             "action_version": action["version"], "activation_id": doc["activationId"],
-            "transaction_id": doc["activationId"], "deadline": str(deadline), "api_host": self.api_host,
-            "api_key": auth,
+            "transaction_id": doc["activationId"], "deadline": str(doc["start"] + action["limits"]["timeout"]),
         }
-        runtime = kinds.family(exec_["kind"]) or "python"
-        outcome: RunResult = self.invoker.run(target.key, init_value, message, action["limits"], runtime=runtime)
+        if _truthy(action["annotations"], PROVIDE_API_KEY, missing=True):
+            context = {"api_key": auth, **context}
+        # as OpenWhisk's invoker: the context reaches /init as __OW_* env (import time) and every /run
+        init_value = {"name": action["name"], "main": exec_.get("main", "main"), "code": exec_["code"],
+                      "binary": exec_.get("binary", False),
+                      "env": {f"__OW_{key.upper()}": val for key, val in context.items()}}
+        message = {"value": params, **context}
+        runtime, deny = kinds.container_profile(exec_)
+        outcome: RunResult = self.invoker.run(target.key, init_value, message, action["limits"], runtime=runtime,
+                                              deny=deny, env={"__OW_API_HOST": self.api_host})
         doc["start"] = outcome.start_ms or doc["start"]
         doc["annotations"].append({"key": "timeout", "value": outcome.timed_out})
         doc["annotations"].append({"key": "waitTime", "value": outcome.wait_ms})

@@ -173,7 +173,7 @@ function handle (req, res) {
       return reply(res, ...init(value))
     }
     if (req.url === '/run') {
-      if (!entry) return reply(res, 403, { error: 'Cannot invoke an uninitialized action.' })
+      if (!entry) return reply(res, 403, { error: 'System not initialized.' })
       return reply(res, ...await run(message))
     }
     reply(res, 404, { error: 'Not found.' })

@@ -129,7 +129,10 @@ def test_manifest_bundles_mlcore_and_needs_the_storage_variables():
            "AWS_SECRET_ACCESS_KEY": "s"}
     (package,) = manifest.load(ROOT / "manifests" / "infer.yaml", env=env)
     (action,) = package.actions
-    assert action.qualified == "mnist/infer" and action.exec_["kind"] == "python:3.11"
+    assert action.qualified == "mnist/infer" and action.exec_["kind"] == "blackbox"
+    assert action.exec_["image"] == manifest.DEFAULT_RUNTIME_IMAGE  # torch is in the project's image only
+    (package,) = manifest.load(ROOT / "manifests" / "infer.yaml", env={**env, "DEPLOYER_RUNTIME_IMAGE": "r.io/x:1"})
+    assert package.actions[0].exec_["image"] == "r.io/x:1"
     assert action.limits == {"timeout": 60000, "memory": 1024}
     assert action.inputs == {"s3_endpoint": "http://127.0.0.1:9", "s3_bucket": "b-b", "s3_access_key": "a",
                              "s3_secret_key": "s", "allow_hosts": ""}

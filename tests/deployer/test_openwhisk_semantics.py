@@ -199,3 +199,52 @@ def test_a_binding_reaches_the_bound_packages_actions_with_its_parameters(platfo
         c.bind_package("nothing-there", "/whisk.system/no-such-package")
     with pytest.raises(NotFoundError):
         c.invoke("myutils/no-such-action", {})
+
+
+KEY_PROBE = ("import os\n"
+             "AT_IMPORT = os.environ.get('__OW_API_KEY')\n"
+             "def main(a):\n"
+             "    return {'import': AT_IMPORT, 'run': os.environ.get('__OW_API_KEY'),\n"
+             "            'host': os.environ.get('__OW_API_HOST'), 'ns': os.environ.get('__OW_NAMESPACE')}\n")
+
+
+def test_a_new_action_gets_provide_api_key_false_and_no_key(platform):
+    """Controller Actions.amendAnnotations (requireApiKeyAnnotation, on in OpenWhisk's deployments) and
+    ContainerProxy's authEnvironment: an absent annotation means the key is provided, but a create adds false."""
+    c = platform.client
+    created = c.create_action("keyless", {"kind": "python:3.11", "code": KEY_PROBE})
+    assert _annotation(created, "provide-api-key") is False
+    seen = c.invoke("keyless", {}, result=True)
+    assert seen["import"] is None and seen["run"] is None
+    assert seen["host"] == platform.apihost and seen["ns"]  # the rest of the context is there, at import too
+
+    c.create_action("keyed", {"kind": "python:3.11", "code": KEY_PROBE}, annotations={"provide-api-key": True})
+    seen = c.invoke("keyed", {}, result=True)
+    assert seen["import"] == platform.auth and seen["run"] == platform.auth
+
+
+def test_an_update_never_adds_the_annotation(platform):
+    c = platform.client
+    body = {"exec": {"kind": "python:3.11", "code": KEY_PROBE}, "annotations": []}
+    status, _ = _raw(platform, "PUT", "/api/v1/namespaces/_/actions/legacy?overwrite=true", body)
+    assert status == 200
+    status, updated = _raw(platform, "PUT", "/api/v1/namespaces/_/actions/legacy?overwrite=true", body)
+    assert status == 200 and _annotation(updated, "provide-api-key") is None  # an update replaces annotations
+    assert c.invoke("legacy", {}, result=True)["run"] == platform.auth  # absent: provided, as upstream
+
+
+def test_the_official_python_kind_has_no_torch_but_the_project_image_does(platform):
+    """openwhisk/action-python-v3.11 ships no torch and no project code: an action that works here must not
+    lean on the platform's own Python; on the project's image (docker:) torch is there, as on a cluster."""
+    c = platform.client
+    code = "import torch\ndef main(a):\n    return {'torch': torch.__version__}\n"
+    c.create_action("plain-torch", {"kind": "python:3.11", "code": code})
+    with pytest.raises(ActivationFailedError) as info:
+        c.invoke("plain-torch", {})
+    assert "No module named 'torch'" in info.value.result["error"] and "docker:" in info.value.result["error"]
+    c.create_action("image-torch", {"kind": "blackbox", "image": "deployer/action-python-ml:0.1.0", "code": code},
+                    limits={"memory": 1024})  # the CUDA build of torch is ~520 MB resident
+    assert c.invoke("image-torch", {}, result=True)["torch"].startswith("2.")
+    c.create_action("plain-mlcore", {"kind": "python:3.11", "code": "import deployer\ndef main(a):\n    return {}\n"})
+    with pytest.raises(ActivationFailedError, match="No module named 'deployer'"):
+        c.invoke("plain-mlcore", {})

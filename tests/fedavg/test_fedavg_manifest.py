@@ -21,7 +21,8 @@ def test_client_action_takes_storage_from_the_environment_and_bundles_its_code()
     (package,) = manifest.load(MANIFEST, env=ENV)
     (action,) = package.actions
     assert action.qualified == "fedavg/client"
-    assert action.exec_["kind"] == "python:3.11" and action.exec_["binary"]
+    assert action.exec_["kind"] == "blackbox" and action.exec_["binary"]
+    assert action.exec_["image"] == manifest.DEFAULT_RUNTIME_IMAGE
     assert action.inputs == {"s3_endpoint": "http://127.0.0.1:9", "s3_bucket": "fl-bucket", "s3_access_key": "ak",
                              "s3_secret_key": "sk"}
     assert action.limits["timeout"] >= 60_000 and action.limits["memory"] >= 512

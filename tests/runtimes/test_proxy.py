@@ -32,7 +32,15 @@ def test_init_once_then_403(proxy):
 
 def test_run_before_init_is_refused(proxy):
     status, body = proxy.run({"value": {}}, 10)
-    assert status == contract.FORBIDDEN and "uninitialized" in body["error"]
+    assert status == contract.INTERNAL_ERROR and body["error"] == contract.ERR_NOT_INITIALIZED
+
+
+def test_empty_code_is_403_and_bad_base64_is_400(proxy):
+    status, body, _ = _init(proxy, "")
+    assert status == contract.FORBIDDEN and body["error"] == contract.ERR_NO_CODE
+    status, body, _ = _init(proxy, "UEsDB%%%", binary=True)
+    assert status == contract.BAD_REQUEST and body["error"].startswith("cannot decode the request")
+    assert _init(proxy, "def main(a):\n    return a\n")[0] == 200  # neither counted as the one init
 
 
 def test_run_exports_ow_env_and_sentinels_end_logs(proxy):
@@ -52,8 +60,9 @@ def test_run_exports_ow_env_and_sentinels_end_logs(proxy):
     assert not any(contract.SENTINEL in line for line in logs)
 
 
-def test_non_dict_result_is_502(proxy):
-    assert _init(proxy, "def main(a):\n    return [1, 2]\n")[0] == 200
+def test_array_result_is_allowed_but_a_number_is_502(proxy):
+    assert _init(proxy, "def main(a):\n    return [1, 2] if a.get('list') else 5\n")[0] == 200
+    assert proxy.run({"value": {"list": True}}, 10) == (200, [1, 2])
     status, body = proxy.run({"value": {}}, 10)
     assert status == contract.BAD_GATEWAY and body["error"] == contract.ERR_NOT_DICT_RESULT
 
@@ -108,9 +117,3 @@ def test_syntax_error_fails_init_with_logs():
         status, body, logs = _init(c, "def main(a)\n    return a\n")
         assert status == contract.BAD_GATEWAY and "SyntaxError" in body["error"]
         assert any("SyntaxError" in line for line in logs)
-
-
-def test_env_for_run_uppercases_and_skips_value():
-    env = contract.env_for_run({"value": {"a": 1}, "api_host": "h", "deadline": 5})
-    assert env == {"__OW_API_HOST": "h", "__OW_DEADLINE": "5"}
-    assert json.dumps(env)

@@ -1,0 +1,114 @@
+"""The process that runs an action's code, speaking the official Python runtime's launcher protocol.
+
+The proxy starts it once per container, in the action's folder, with nothing in its
+environment but the `__OW_*` variables, the /init `env` and a minimal PATH/HOME/LANG.
+It imports `main__` (the action's `__main__.py`), acknowledges on fd 3, then reads one
+JSON message per line on stdin and writes one JSON result per line on fd 3, exporting
+every field but `value` as `__OW_<FIELD>` first. Keeping the action in its own process
+means it sees what it would see on OpenWhisk: no platform variables, no platform modules.
+
+Usage: python launcher.py MAIN [--deny mod1,mod2,...]
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import json
+import os
+import sys
+import traceback
+
+
+class _Deny(importlib.abc.MetaPathFinder):
+    """Refuses top-level modules the runtime image does not have, unless the action ships them."""
+
+    def __init__(self, names: set[str], action_dir: str) -> None:
+        self.names = names
+        self.action_dir = action_dir
+
+    def find_spec(self, fullname, path=None, target=None):
+        top = fullname.partition(".")[0]
+        if path is not None or top not in self.names:
+            return None
+        from importlib.machinery import PathFinder
+
+        own = PathFinder.find_spec(fullname, [p for p in sys.path if p.startswith(self.action_dir)])
+        if own is not None:
+            return own
+        runtime = os.environ.get("__OW_EXECUTION_ENV") or "this runtime"
+        raise ModuleNotFoundError(
+            f"No module named {fullname!r}: {runtime} does not have it. Bundle it in the action's zip "
+            f"(a virtualenv/ folder) or deploy the action on the project's runtime image (docker: in the "
+            f"manifest).", name=fullname)
+
+
+def _activate_virtualenv(action_dir: str) -> None:
+    venv = os.path.join(action_dir, "virtualenv", "lib")
+    if not os.path.isdir(venv):
+        return
+    for entry in sorted(os.listdir(venv)):
+        site = os.path.join(venv, entry, "site-packages")
+        if entry.startswith("python3") and os.path.isdir(site):
+            sys.path.insert(1, site)
+
+
+def _parse(argv: list[str]) -> tuple[str, set[str]]:
+    main_name, deny = "main", set()
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg == "--deny" and args:
+            deny = {name for name in args.pop(0).split(",") if name}
+        else:
+            main_name = arg
+    return main_name, deny
+
+
+def main(argv: list[str]) -> int:
+    main_name, deny = _parse(argv)
+    action_dir = os.getcwd()
+    sys.path[0] = action_dir  # where this script lies is none of the action's business
+    _activate_virtualenv(action_dir)
+    if deny:
+        sys.meta_path.insert(0, _Deny(deny, action_dir))
+    out = os.fdopen(3, "wb")
+    try:
+        entry = getattr(__import__("main__"), main_name, None)
+        if not callable(entry):
+            raise AttributeError(f"action has no function named {main_name!r}")
+    except BaseException as exc:  # noqa: BLE001 - any failure to load ends the launcher; the traceback is the log
+        traceback.print_exc()
+        # the official proxy reads only "ok"; ours also shows why in the activation's result
+        out.write(json.dumps({"ok": False, "error": repr(exc)}).encode() + b"\n")
+        out.flush()
+        return 1
+    if os.environ.get("__OW_WAIT_FOR_ACK"):
+        out.write(b'{"ok": true}\n')
+        out.flush()
+    for line in sys.stdin:
+        message = json.loads(line)
+        payload = {}
+        for key, val in message.items():
+            if key == "value":
+                payload = val
+            else:
+                os.environ[f"__OW_{key.upper()}"] = val if isinstance(val, str) else json.dumps(val)
+        try:
+            result = entry(payload)
+        except Exception as exc:  # noqa: BLE001 - the official launcher reports any exception this way
+            traceback.print_exc()
+            result = {"error": str(exc)}
+        try:
+            encoded = json.dumps(result, ensure_ascii=False).encode()
+        except (TypeError, ValueError) as exc:
+            print(f"The action did not return a JSON-serialisable result: {exc}", file=sys.stderr)
+            encoded = b"null"
+        sys.stdout.flush()
+        sys.stderr.flush()
+        out.write(encoded + b"\n")
+        out.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

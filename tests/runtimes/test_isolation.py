@@ -1,0 +1,169 @@
+"""Action code sees what it would see on OpenWhisk: its own process, its own environment, no platform modules."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from deployer.local.container import Container
+from runtimes import contract
+
+ENV_AT_IMPORT = ("import os\n"
+                 "AT_IMPORT = dict(os.environ)\n"
+                 "def main(a):\n"
+                 "    return {'import': AT_IMPORT, 'run': dict(os.environ), 'pid': os.getpid()}\n")
+
+
+def _zip(files: dict[str, str]) -> str:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, text in files.items():
+            zf.writestr(name, text)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _container(**env) -> Container:
+    c = Container("iso", memory_mb=512, log_limit_bytes=1 << 20, env=env)
+    c.start()
+    return c
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def _wait_gone(pids: list[int], timeout_s: float = 30.0) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    alive = [p for p in pids if not _gone(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [p for p in alive if not _gone(p)]
+    return alive
+
+
+def test_action_sees_only_ow_variables_its_init_env_and_a_minimal_path(monkeypatch):
+    monkeypatch.setenv("__OW_API_KEY", "leaked:from-the-shell")
+    monkeypatch.setenv("DEPLOYER_SECRET_FOR_TEST", "platform-only")
+    with _container(__OW_API_HOST="http://127.0.0.1:1") as c:
+        init_env = {"__OW_ACTIVATION_ID": "a1", "__OW_NAMESPACE": "guest", "GREETING": "hi", "N": 3}
+        status, body, _ = c.init({"name": "e", "main": "main", "code": ENV_AT_IMPORT, "env": init_env}, 30)
+        assert status == 200, body
+        status, body = c.run({"value": {}, "activation_id": "a2", "deadline": "99"}, 30)
+        assert status == 200
+        seen = body["import"]
+        assert seen["__OW_ACTIVATION_ID"] == "a1" and seen["__OW_NAMESPACE"] == "guest"  # at import time
+        assert seen["__OW_API_HOST"] == "http://127.0.0.1:1"
+        assert seen["GREETING"] == "hi" and seen["N"] == "3"
+        assert "__OW_API_KEY" not in seen  # neither the caller's shell nor the platform's own variables
+        assert "DEPLOYER_SECRET_FOR_TEST" not in seen and "VIRTUAL_ENV" not in seen and "PYTHONPATH" not in seen
+        allowed = {"PATH", "HOME", "LANG", "TMPDIR", "GREETING", "N"}
+        assert {k for k in seen if not k.startswith("__OW_")} <= allowed
+        assert body["run"]["__OW_ACTIVATION_ID"] == "a2" and body["run"]["__OW_DEADLINE"] == "99"
+        assert body["pid"] != c.pid  # a child of the proxy, not the proxy itself
+
+
+def test_platform_modules_are_refused_unless_the_action_ships_them():
+    with _container(ACTION_DENY_MODULES="mlcore,torch") as c:
+        status, body, logs = c.init({"name": "d", "code": "import mlcore\ndef main(a):\n    return {}\n"}, 30)
+        assert status == contract.BAD_GATEWAY
+        assert "No module named 'mlcore'" in body["error"] and "docker:" in body["error"]
+        assert any("ModuleNotFoundError" in line for line in logs)
+    with _container(ACTION_DENY_MODULES="mlcore,torch") as c:
+        code = _zip({"__main__.py": "import mlcore\ndef main(a):\n    return {'v': mlcore.VERSION}\n",
+                     "mlcore/__init__.py": "VERSION = 'bundled'\n"})
+        assert c.init({"name": "d", "code": code, "binary": True}, 30)[0] == 200
+        assert c.run({"value": {}}, 30) == (200, {"v": "bundled"})
+
+
+DAEMONS = ("import os, subprocess, sys\n"
+           "LOOP = 'import time\\nwhile True: time.sleep(1)'\n"
+           "def main(a):\n"
+           "    own = subprocess.Popen([sys.executable, '-c', LOOP], start_new_session=True)\n"
+           "    r, w = os.pipe()\n"
+           "    if os.fork() == 0:\n"
+           "        os.setsid()\n"
+           "        if os.fork() == 0:\n"
+           "            os.write(w, str(os.getpid()).encode())\n"
+           "            os.execv(sys.executable, [sys.executable, '-c', LOOP])\n"
+           "        os._exit(0)\n"
+           "    daemon = int(os.read(r, 32))\n"
+           "    return {'pids': [own.pid, daemon, os.getpid()]}\n")
+
+
+def test_a_killed_container_takes_setsid_children_and_daemons_with_it():
+    c = _container()
+    try:
+        assert c.init({"name": "d", "code": DAEMONS}, 30)[0] == 200
+        status, body = c.run({"value": {}}, 30)
+        assert status == 200
+        pids = body["pids"]
+        assert _wait_gone(pids, timeout_s=0) == pids  # all running before the kill
+    finally:
+        c.kill()
+    assert _wait_gone(pids) == []
+
+
+def test_launcher_speaks_the_official_protocol_on_stdin_and_fd3(tmp_path):
+    """The same wire format the official runtime's launcher uses: ack, then a JSON line in and out."""
+    import json
+    import subprocess
+    import sys
+
+    from runtimes import runner
+
+    (tmp_path / "main__.py").write_text("import os\ndef hi(a):\n    return {'x': a['x'], 'aid': "
+                                        "os.environ['__OW_ACTIVATION_ID']}\n")
+    r, w = os.pipe()
+    proc = subprocess.Popen([sys.executable, str(runner.LAUNCHER), "hi"], cwd=tmp_path, stdin=subprocess.PIPE,
+                            env={"__OW_WAIT_FOR_ACK": "1"}, pass_fds=(3,),
+                            preexec_fn=lambda: os.dup2(w, 3))
+    os.close(w)
+    with os.fdopen(r, "rb") as results:
+        assert json.loads(results.readline()) == {"ok": True}
+        proc.stdin.write(b'{"value": {"x": 7}, "activation_id": "z9"}\n')
+        proc.stdin.flush()
+        assert json.loads(results.readline()) == {"x": 7, "aid": "z9"}
+        proc.stdin.close()
+    assert proc.wait(timeout=30) == 0
+
+
+@pytest.mark.parametrize("exit_code", [0, 3])
+def test_an_action_that_exits_ends_its_container_cleanly(exit_code):
+    with _container() as c:
+        code = f"import sys\ndef main(a):\n    sys.exit({exit_code})\n"
+        assert c.init({"name": "x", "code": code}, 30)[0] == 200
+        status, body = c.run({"value": {}}, 30)
+        assert status == contract.BAD_REQUEST and body["error"] == contract.ERR_EXITED
+        status, body = c.run({"value": {}}, 30)
+        assert status == contract.INTERNAL_ERROR and body["error"] == contract.ERR_EXITED
+
+
+ACTIONS = Path(__file__).resolve().parents[2] / "actions"
+
+
+@pytest.mark.parametrize("folder", sorted(p.parent.relative_to(ACTIONS).as_posix()
+                                          for p in ACTIONS.glob("*/*/__main__.py")))
+def test_every_action_zip_loads_and_answers_with_only_what_its_image_has(folder):
+    """Zipped as `deploy` zips it and loaded by the launcher with the project image's module set: an action
+    that leaned on the platform's Python (its modules, its variables) fails here as it would on a cluster."""
+    from deployer import manifest
+    from deployer.local import kinds
+
+    code = base64.b64encode(manifest.zip_action(ACTIONS / folder)).decode()
+    _, deny = kinds.container_profile({"kind": "blackbox", "image": manifest.DEFAULT_RUNTIME_IMAGE})
+    with Container("zip", memory_mb=2048, log_limit_bytes=1 << 20, env={"ACTION_DENY_MODULES": deny}) as c:
+        c.start()
+        status, body, logs = c.init({"name": folder, "code": code, "binary": True}, 120)
+        assert status == 200, (body, logs[-5:])
+        status, body = c.run({"value": {}, "activation_id": "probe"}, 120)
+        assert status == 200 and isinstance(body, dict), body  # a result or an error naming what is missing
