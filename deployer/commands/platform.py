@@ -5,7 +5,17 @@ from __future__ import annotations
 import click
 
 from ..local import supervisor
+from ..local.prewarm import DEFAULT_PREWARM
+from ..local.prewarm import parse as parse_prewarm
 from .output import emit_json
+
+
+def _check_prewarm(_ctx, _param, value: str) -> str:
+    try:
+        parse_prewarm(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    return value
 
 
 @click.command()
@@ -16,12 +26,15 @@ from .output import emit_json
 @click.option("--idle-timeout-s", default=600.0, show_default=True, help="Evict warm containers idle this long.")
 @click.option("--max-unpacked-mb", default=512, show_default=True, type=click.IntRange(1),
               help="Cap on what an action's zip may unpack to.")
-def up(port: int, s3_port: int, max_containers: int, idle_timeout_s: float, max_unpacked_mb: int) -> None:
+@click.option("--prewarm", default=DEFAULT_PREWARM, show_default=True, callback=_check_prewarm,
+              help="Stem-cell containers started ahead of need, KIND@MEMORY_MBxCOUNT,...; 'none' for none.")
+def up(port: int, s3_port: int, max_containers: int, idle_timeout_s: float, max_unpacked_mb: int,
+       prewarm: str) -> None:
     """Start the local platform (OpenWhisk API + embedded S3) in the background."""
     info, started = supervisor.up(port=port, s3_port=s3_port,
                                   extra=["--max-containers", str(max_containers),
                                          "--idle-timeout-s", str(idle_timeout_s),
-                                         "--max-unpacked-mb", str(max_unpacked_mb)])
+                                         "--max-unpacked-mb", str(max_unpacked_mb), "--prewarm", prewarm])
     path = supervisor.write_wskprops(info)
     click.echo(("started" if started else "already running") + f": OpenWhisk API {info.apihost}, "
                f"S3 {info.s3_endpoint}, state {info.state_dir}")

@@ -165,12 +165,22 @@ class Container:
         self._env = env or {}
         self._python = python
         self._logs = _LogBuffer(limit_bytes=log_limit_bytes)
+        self.stem = None  # the prewarm spec while this is an uninitialised stem cell
+        self.env_signature: frozenset = frozenset()
         self._proc: subprocess.Popen | None = None
         self._session = requests.Session()
         self._activations = 0
         self.port: int | None = None
         self.last_used = time.monotonic()
         self.busy = False
+
+    @property
+    def log_limit_bytes(self) -> int:
+        return self._logs.limit_bytes
+
+    @log_limit_bytes.setter
+    def log_limit_bytes(self, value: int) -> None:
+        self._logs.limit_bytes = value
 
     @property
     def pid(self) -> int | None:

@@ -19,6 +19,7 @@ from runtimes import contract
 
 from .container import (DEFAULT_MAX_UNPACKED_BYTES, Container, ContainerError, ContainerOutOfMemory,
                         ContainerTimeout)
+from .prewarm import StemSpec
 
 MAX_RESULT_BYTES = 1024 * 1024
 ABNORMAL_RUN = "The action did not produce a valid response and exited unexpectedly."
@@ -66,7 +67,8 @@ class Invoker:
 
     def __init__(self, max_containers: int = DEFAULT_MAX_CONTAINERS, idle_timeout_s: float = 600.0,
                  container_env: dict[str, str] | None = None, work_root: Path | None = None,
-                 max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES) -> None:
+                 max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES, stem_cells: list[StemSpec] = (),
+                 container_factory=Container) -> None:
         if max_containers < 1:
             raise ValueError("max_containers must be at least 1")
         self.max_containers = max_containers
@@ -80,21 +82,81 @@ class Invoker:
         self._queued = 0  # activations waiting for a container slot
         self._closed = False
         self.cold_starts = 0
+        self._factory = container_factory
+        self._stem_specs = list(stem_cells)
+        self._stems: list[Container] = []  # started, not initialised: any matching action may take one
+        self._stems_starting: dict[StemSpec, int] = {}
+        self._stem_env: dict[str, str] | None = None
+        self.prewarm_hits = 0
         self._reaper = threading.Thread(target=self._reap_idle, daemon=True)
         self._reaper.start()
 
+    def prewarm(self, env: dict[str, str]) -> None:
+        """Starts filling the stem-cell pool; `env` is what every action container gets (the API host)."""
+        with self._cond:
+            if self._stem_env is not None or not self._stem_specs:
+                return
+            self._stem_env = dict(env)
+        threading.Thread(target=self._refill, daemon=True).start()
+
+    def _container_env(self, deny: str, env: dict[str, str] | None) -> dict[str, str]:
+        return {**self._env, **(env or {}), "ACTION_DENY_MODULES": deny}
+
+    def _new_container(self, key, runtime, memory_mb, log_limit_bytes, env):
+        return self._factory(key, memory_mb=memory_mb, log_limit_bytes=log_limit_bytes, env=env, runtime=runtime,
+                             work_root=self.work_root, max_unpacked_bytes=self.max_unpacked_bytes)
+
+    def _used_slots(self) -> int:
+        return len(self._containers) + self._starting + len(self._stems)
+
+    def _refill(self) -> None:
+        """Keeps each stem spec at its count, in free slots only, and never while an activation waits."""
+        while True:
+            with self._cond:
+                spec = None
+                while spec is None:
+                    if self._closed:
+                        return
+                    if self._queued == 0 and self._used_slots() < self.max_containers:
+                        spec = next((s for s in self._stem_specs
+                                     if sum(c.stem is s for c in self._stems) + self._stems_starting.get(s, 0)
+                                     < s.count), None)
+                    if spec is None:
+                        self._cond.wait(5.0)
+                self._starting += 1
+                self._stems_starting[spec] = self._stems_starting.get(spec, 0) + 1
+                env = self._container_env(spec.deny, self._stem_env)
+            stem = self._new_container(None, spec.runtime, spec.memory_mb, 10 * 1024 * 1024, env)
+            stem.stem, stem.env_signature = spec, frozenset(env.items())
+            try:
+                stem.start()
+            except ContainerError:
+                stem.kill()
+                stem = None
+            with self._cond:
+                self._starting -= 1
+                self._stems_starting[spec] -= 1
+                if stem is not None and not self._closed:
+                    self._stems.append(stem)
+                elif stem is not None:
+                    stem.kill()
+                self._cond.notify_all()
+                if stem is None:
+                    self._cond.wait(5.0)  # a runtime that cannot start: do not spin
     def stats(self) -> dict:
         with self._cond:
             return {
                 "containers": len(self._containers),
+                "prewarmed": len(self._stems),
+                "prewarm_hits": self.prewarm_hits,
                 "busy": sum(c.busy for c in self._containers),
                 "queued": self._queued,
                 "max_containers": self.max_containers,
                 "cold_starts": self.cold_starts,
             }
 
-    def _acquire(self, key: str, deadline: float) -> Container | None:
-        """A warm idle container for `key`, or None with a free slot reserved for a cold start."""
+    def _acquire(self, key: str, deadline: float, stem_match=None) -> tuple[Container | None, Container | None]:
+        """(a warm idle container for `key`, None), or (None, a matching stem cell or None) with a slot reserved."""
         queued = False
         with self._cond:
             try:
@@ -104,17 +166,28 @@ class Invoker:
                     for c in self._containers:
                         if c.key == key and not c.busy and c.alive():
                             c.busy = True
-                            return c
-                    if len(self._containers) + self._starting < self.max_containers:
+                            return c, None
+                    stem = next((c for c in self._stems if stem_match is not None and stem_match(c) and c.alive()),
+                                None)
+                    if stem is not None:  # its slot becomes the reservation
+                        self._stems.remove(stem)
                         self._starting += 1
-                        return None
-                    victim = next((c for c in sorted(self._containers, key=lambda c: c.last_used) if not c.busy),
-                                  None)
+                        self.prewarm_hits += 1
+                        self._cond.notify_all()
+                        return None, stem
+                    if self._used_slots() < self.max_containers:
+                        self._starting += 1
+                        return None, None
+                    idle = [c for c in sorted(self._containers, key=lambda c: c.last_used) if not c.busy]
+                    victim = self._stems[0] if self._stems else (idle[0] if idle else None)
                     if victim is not None:
-                        self._containers.remove(victim)
+                        if victim in self._stems:
+                            self._stems.remove(victim)
+                        else:
+                            self._containers.remove(victim)
                         victim.kill()
                         self._starting += 1
-                        return None
+                        return None, None
                     left = deadline - time.monotonic()
                     if left <= 0:
                         raise ContainerTimeout("no container became free in time")
@@ -153,15 +226,23 @@ class Invoker:
         timeout_s = limits["timeout"] / 1000.0
         start = _now_ms()
         t0 = time.monotonic()
+        container_env = self._container_env(deny, env)
+        signature = frozenset(container_env.items())
+
+        def stem_match(c) -> bool:
+            return (c.stem.runtime == runtime and c.stem.memory_mb == limits["memory"]
+                    and c.env_signature == signature)
+
         try:
-            container = self._acquire(key, deadline=t0 + max(timeout_s, 60.0))
+            container, stem = self._acquire(key, deadline=t0 + max(timeout_s, 60.0), stem_match=stem_match)
         except ContainerError as exc:
             return RunResult(INTERNAL_ERROR, {"error": f"No container could be scheduled: {exc}"},
                              start_ms=start, end_ms=_now_ms())
         wait_ms = int((time.monotonic() - t0) * 1000)
         init_ms = None
         if container is None:
-            container, init_ms, failure = self._cold_start(key, init_value, limits, timeout_s, runtime, deny, env)
+            container, init_ms, failure = self._cold_start(key, init_value, limits, timeout_s, runtime,
+                                                           container_env, stem)
             if failure is not None:
                 failure.start_ms, failure.wait_ms = start, wait_ms
                 return failure
@@ -173,14 +254,17 @@ class Invoker:
         outcome.end_ms = start + wait_ms + (init_ms or 0) + int((time.monotonic() - run_start) * 1000)
         return outcome
 
-    def _cold_start(self, key, init_value, limits, timeout_s, runtime="python", deny="", env=None):
-        container = Container(key, memory_mb=limits["memory"], log_limit_bytes=limits["logs"] * 1024 * 1024,
-                              env={**self._env, **(env or {}), "ACTION_DENY_MODULES": deny},
-                              runtime=runtime, work_root=self.work_root,
-                              max_unpacked_bytes=self.max_unpacked_bytes)
+    def _cold_start(self, key, init_value, limits, timeout_s, runtime, container_env, stem=None):
+        log_limit = limits["logs"] * 1024 * 1024
+        if stem is not None:
+            container = stem
+            container.key, container.log_limit_bytes, container.stem = key, log_limit, None
+        else:
+            container = self._new_container(key, runtime, limits["memory"], log_limit, container_env)
         t_init = time.monotonic()
         try:
-            container.start()
+            if stem is None:
+                container.start()
             status, body, logs = container.init(init_value, timeout_s)
         except ContainerTimeout:
             container.kill()
@@ -254,7 +338,8 @@ class Invoker:
     def shutdown(self) -> None:
         with self._cond:
             self._closed = True
-            containers, self._containers = self._containers, []
+            containers, self._containers = self._containers + self._stems, []
+            self._stems = []
             self._cond.notify_all()
         for c in containers:
             c.kill()

@@ -27,6 +27,8 @@ import uuid
 from pathlib import Path
 
 from .controller import create_app
+from .prewarm import DEFAULT_PREWARM
+from .prewarm import parse as parse_prewarm
 from .invoker import DEFAULT_MAX_CONTAINERS, Invoker
 from .platform import Platform
 from .errors import PlatformError
@@ -121,7 +123,7 @@ def reap_container_folders(state_dir: Path) -> Path:
 
 def serve(state_dir: Path, host: str = "127.0.0.1", port: int = 3233, s3_port: int = 3234,
           max_containers: int = DEFAULT_MAX_CONTAINERS, idle_timeout_s: float = 600.0, blocking_timeout_s: float = 60.0,
-          max_unpacked_mb: int = 512) -> None:
+          max_unpacked_mb: int = 512, prewarm: str = DEFAULT_PREWARM) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     log = logging.getLogger("platform")
@@ -137,7 +139,7 @@ def serve(state_dir: Path, host: str = "127.0.0.1", port: int = 3233, s3_port: i
     try:
         s3.start()
         invoker = Invoker(max_containers, idle_timeout_s, work_root=reap_container_folders(state_dir),
-                          max_unpacked_bytes=max_unpacked_mb * 1024 * 1024)
+                          max_unpacked_bytes=max_unpacked_mb * 1024 * 1024, stem_cells=parse_prewarm(prewarm))
         _serve_api(state_dir, host, port, auth, s3, stop, problems, invoker, blocking_timeout_s)
     finally:
         code = s3.stop()
@@ -163,6 +165,7 @@ def _serve_api(state_dir: Path, host: str, port: int, auth: str, s3: EmbeddedS3,
         server = _make_server(host, port, create_app(platform, {NAMESPACE: auth}))
         apihost = f"http://{host}:{server.port}"
         platform.api_host = apihost
+        invoker.prewarm({"__OW_API_HOST": apihost})
         threading.Thread(target=server.serve_forever, daemon=True).start()
         info = {"pid": os.getpid(), "apihost": apihost, "auth": auth, "namespace": NAMESPACE,
                 "s3_endpoint": s3.endpoint_url, "s3_access_key": s3.access_key,
@@ -217,10 +220,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--idle-timeout-s", type=float, default=600.0)
     parser.add_argument("--blocking-timeout-s", type=float, default=60.0)
     parser.add_argument("--max-unpacked-mb", type=int, default=512)
+    parser.add_argument("--prewarm", default=DEFAULT_PREWARM, help="stem cells: KIND@MBxN,... or none")
     opts = parser.parse_args(argv)
     try:
+        parse_prewarm(opts.prewarm)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
         serve(opts.state_dir, opts.host, opts.port, opts.s3_port, opts.max_containers, opts.idle_timeout_s,
-              opts.blocking_timeout_s, opts.max_unpacked_mb)
+              opts.blocking_timeout_s, opts.max_unpacked_mb, opts.prewarm)
     except PlatformError as exc:
         print(f"platform cannot start: {exc.message}", file=sys.stderr, flush=True)
         sys.exit(2)

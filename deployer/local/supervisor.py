@@ -264,12 +264,15 @@ class LocalPlatform:
     """A platform owned by this process: `with LocalPlatform(tmp) as info:` stops it on exit."""
 
     def __init__(self, state_dir: Path, port: int = 0, s3_port: int = 0, max_containers: int = DEFAULT_MAX_CONTAINERS,
-                 idle_timeout_s: float = 600.0, blocking_timeout_s: float = 60.0, max_unpacked_mb: int = 512) -> None:
+                 idle_timeout_s: float = 600.0, blocking_timeout_s: float = 60.0, max_unpacked_mb: int = 512,
+                 prewarm: str | None = None) -> None:
         self.state_dir = Path(state_dir)
         self.port = port
         self.s3_port = s3_port
         self._extra = ["--max-containers", str(max_containers), "--idle-timeout-s", str(idle_timeout_s),
                        "--blocking-timeout-s", str(blocking_timeout_s), "--max-unpacked-mb", str(max_unpacked_mb)]
+        if prewarm is not None:
+            self._extra += ["--prewarm", prewarm]
         self._proc: subprocess.Popen | None = None
         self.info: PlatformInfo | None = None
 

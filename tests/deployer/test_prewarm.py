@@ -1,0 +1,71 @@
+"""Stem cells: started ahead of need, taken by a matching cold start, refilled, never in the way."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from deployer.local import kinds
+from deployer.local.invoker import SUCCESS, Invoker
+from deployer.local.prewarm import parse
+
+ENV = {"__OW_API_HOST": "http://127.0.0.1:9"}
+LIMITS = {"timeout": 30000, "memory": 256, "logs": 1, "concurrency": 1}
+
+
+def _wait(cond, what: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _run(invoker: Invoker, key: str, memory: int = 256):
+    runtime, deny = kinds.container_profile({"kind": "python:3.11"})
+    init = {"name": key, "code": "def main(a):\n    return {'k': a['k']}\n", "env": {}}
+    return invoker.run(key, init, {"value": {"k": key}}, {**LIMITS, "memory": memory}, runtime=runtime, deny=deny,
+                       env=ENV)
+
+
+def test_specs_parse_and_bad_ones_say_what_is_wrong():
+    specs = parse("python:3.11@256x2,nodejs:default@128x1,deployer/action-python-ml@1024x1")
+    assert [(s.runtime, s.memory_mb, s.count) for s in specs] == [("python", 256, 2), ("nodejs", 128, 1),
+                                                                   ("python", 1024, 1)]
+    assert "torch" in specs[0].deny and "torch" not in specs[2].deny
+    assert parse("none") == []
+    with pytest.raises(ValueError, match="KIND@MEMORY_MBxCOUNT"):
+        parse("python:3.11x2")
+    with pytest.raises(ValueError, match="not supported"):
+        parse("cobol:1@256x1")
+
+
+def test_a_matching_cold_start_takes_a_stem_cell_and_the_pool_refills():
+    invoker = Invoker(max_containers=4, stem_cells=parse("python:3.11@256x1"))
+    try:
+        invoker.prewarm(ENV)
+        _wait(lambda: invoker.stats()["prewarmed"] == 1, "the stem cell")
+        out = _run(invoker, "a")
+        assert out.status_code == SUCCESS and out.result == {"k": "a"} and out.init_ms is not None
+        assert invoker.stats()["prewarm_hits"] == 1
+        _wait(lambda: invoker.stats()["prewarmed"] == 1, "the pool to refill")
+        other = _run(invoker, "b", memory=512)  # no stem cell of that size: an ordinary cold start
+        assert other.status_code == SUCCESS and invoker.stats()["prewarm_hits"] == 1
+        assert invoker.stats()["containers"] == 2
+    finally:
+        invoker.shutdown()
+    assert invoker.stats()["prewarmed"] == 0
+
+
+def test_stem_cells_give_way_when_the_cap_is_reached():
+    invoker = Invoker(max_containers=1, stem_cells=parse("nodejs:20@256x1"))
+    try:
+        invoker.prewarm(ENV)
+        _wait(lambda: invoker.stats()["prewarmed"] == 1, "the stem cell")
+        out = _run(invoker, "py")  # the only slot holds a Node.js stem cell: it is evicted, not waited for
+        assert out.status_code == SUCCESS
+        stats = invoker.stats()
+        assert stats["containers"] == 1 and stats["prewarmed"] == 0 and stats["prewarm_hits"] == 0
+    finally:
+        invoker.shutdown()
