@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--ready-fd", type=int, help="write the bound port to this fd, then close it")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("ACTION_TORCH_THREADS", "0")))
+    parser.add_argument("--quiet", action="store_true",
+                        help="print nothing at start: in a container, output before /init would land in the "
+                             "first activation's logs")
     opts = parser.parse_args(argv)
     if opts.threads:
         os.environ.setdefault("OMP_NUM_THREADS", str(opts.threads))
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     if opts.ready_fd is not None:
         with os.fdopen(opts.ready_fd, "w") as ready:
             ready.write(f"{port}\n")
-    else:
+    elif not opts.quiet:
         print(f"listening on {opts.host}:{port}", file=sys.stderr, flush=True)
     try:
         server.serve_forever()
