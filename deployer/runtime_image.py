@@ -238,8 +238,9 @@ def _free_port(preferred: int) -> int:
 def serve_folder(folder: Path, preferred_port: int) -> Iterator[str]:
     """`python -m http.server` on 127.0.0.1 serving folder; yields its URL, stopped on exit."""
     port = _free_port(preferred_port)
+    log = tempfile.TemporaryFile()  # a line per request: a pipe nobody reads would fill and stall the build
     proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
-                             "--directory", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             "--directory", str(folder)], stdout=subprocess.DEVNULL, stderr=log)
     try:
         deadline = time.monotonic() + 30
         while True:  # wait until it accepts: a build step that cannot reach it fails late and obscurely
@@ -248,7 +249,8 @@ def serve_folder(folder: Path, preferred_port: int) -> Iterator[str]:
                 break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    err = proc.stderr.read().decode(errors="replace") if proc.poll() is not None else "timeout"
+                    log.seek(0)
+                    err = log.read().decode(errors="replace") if proc.poll() is not None else "timeout"
                     raise RuntimeBuildError(f"the wheelhouse server did not start on 127.0.0.1:{port}: {err[-400:]}")
                 time.sleep(0.05)
         yield f"http://127.0.0.1:{port}/"
@@ -259,7 +261,7 @@ def serve_folder(folder: Path, preferred_port: int) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        proc.stderr.close()
+        log.close()
 
 
 # ---------------------------------------------------------------- the build

@@ -74,3 +74,15 @@ def test_the_wheelhouse_key_follows_the_requirements(tmp_path):
     assert ri.requirements_hash(a) == ri.requirements_hash(b)
     b.write_text("torch==2.14.2\n")
     assert ri.requirements_hash(a) != ri.requirements_hash(b)
+
+
+def test_the_wheelhouse_server_is_on_loopback_and_stops_with_the_build(tmp_path):
+    import requests
+
+    (tmp_path / "pkg-1.0-py3-none-any.whl").write_bytes(b"wheel")
+    with ri.serve_folder(tmp_path, preferred_port=0) as url:
+        assert url.startswith("http://127.0.0.1:")
+        assert "pkg-1.0-py3-none-any.whl" in requests.get(url, timeout=10).text
+        assert requests.get(url + "pkg-1.0-py3-none-any.whl", timeout=10).content == b"wheel"
+    with pytest.raises(requests.ConnectionError):
+        requests.get(url, timeout=10)
