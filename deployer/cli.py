@@ -32,6 +32,7 @@ COMMANDS = {
     "train": "deployer.commands.train:train_command",
     "fedavg": "fedavg.cli:fedavg_group",
     "hostnet": "hostnet.cli:hostnet_group",
+    "runtime": "deployer.commands.runtime:runtime",
 }
 
 HELP = {
@@ -55,6 +56,7 @@ HELP = {
     "train": "Serverless distributed training (parameter server + workers).",
     "fedavg": "Federated learning on MNIST.",
     "hostnet": "QEMU guests, virtio-net vs OVS-DPDK vhost-user, migration.",
+    "runtime": "The action runtime image: `runtime build` makes it locally with Docker.",
 }
 
 

@@ -108,6 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ready-fd", type=int, help="write the bound port to this fd, then close it")
     parser.add_argument("--deny", default=os.environ.get("ACTION_DENY_MODULES", ""),
                         help="comma-separated top-level modules the action may not import unless it ships them")
+    parser.add_argument("--quiet", action="store_true",
+                        help="print nothing at start: in a container, output before /init would land in the "
+                             "first activation's logs")
     opts = parser.parse_args(argv)
     _become_subreaper()
     from werkzeug.serving import make_server
@@ -118,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     if opts.ready_fd is not None:
         with os.fdopen(opts.ready_fd, "w") as ready:
             ready.write(f"{port}\n")
-    else:
+    elif not opts.quiet:
         print(f"listening on {opts.host}:{port}", file=sys.stderr, flush=True)
     try:
         server.serve_forever()

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # System packages the tests use: Node.js for the official OpenWhisk JS client, Chromium for the
-# browser test, and (via install-hostnet-deps.sh) QEMU, OVS-DPDK, iperf3 and a guest kernel.
+# browser test, Docker (docker.io) and debootstrap for docker-mode (the runtime image's base is
+# made locally: no image registry here), and (via install-hostnet-deps.sh) QEMU, OVS-DPDK,
+# iperf3 and a guest kernel. Then starts dockerd when it is not running (start-dockerd.sh).
 # Idempotent. Without root or apt it says what is missing and exits 0: those tests then skip.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -9,6 +11,8 @@ missing=()
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v dockerd >/dev/null 2>&1 || [ -x /usr/sbin/dockerd ] || missing+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -18,6 +22,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   else
     echo "missing (not root or no apt): ${missing[*]}; the tests that need them will skip"
   fi
+fi
+
+if [ -x "$here/start-dockerd.sh" ]; then
+  "$here/start-dockerd.sh"
 fi
 
 if [ -x "$here/install-hostnet-deps.sh" ]; then

@@ -116,13 +116,14 @@ class _LogBuffer:
     sentinels: dict = field(default_factory=lambda: {"stdout": 0, "stderr": 0})
     cond: threading.Condition = field(default_factory=threading.Condition)
 
-    def add(self, stream: str, line: str) -> None:
+    def add(self, stream: str, line: str, stamp: str | None = None) -> None:
+        """stamp: when the line was written (a Docker log's own time), else now."""
         with self.cond:
             if line.rstrip("\n") == contract.SENTINEL:
                 self.sentinels[stream] += 1
                 self.cond.notify_all()
                 return
-            entry = f"{_utc_stamp()} {stream}: {line.rstrip(chr(10))}"
+            entry = f"{stamp or _utc_stamp()} {stream}: {line.rstrip(chr(10))}"
             if self.size + len(entry) > self.limit_bytes:
                 self.truncated = True
                 return

@@ -1,0 +1,366 @@
+"""The action runtime image (`runtimes/Dockerfile`), built locally: `deployer runtime build`.
+
+One Dockerfile serves two bases:
+
+- a real cluster: `BASE_IMAGE=openwhisk/action-python-v3.11:...` (its entrypoint, the official Go
+  proxy at /bin/proxy, stays the entrypoint) and CPU torch from PyTorch's index;
+- a machine without an image registry (this one): a Debian base made here with `debootstrap` and
+  `docker import`, the wheels downloaded on the host by pip (`pip download`) and served to the build
+  by `python -m http.server` on 127.0.0.1 (`docker build --network host`); the image then runs the
+  project's own proxy (`runtimes/proxy.py`) on port 8080.
+
+Everything made here is cached: the base image (by a hash of how it is made), the wheelhouse (by a
+hash of the requirements) and Docker's layer cache, so a second build with nothing changed takes
+seconds. Everything carries the label `org.deployer=1`, so leftovers are found with
+`docker images --filter label=org.deployer`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from .errors import DeployerError
+from .manifest import DEFAULT_RUNTIME_IMAGE
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DOCKERFILE = PROJECT_ROOT / "runtimes" / "Dockerfile"
+REQUIREMENTS = PROJECT_ROOT / "runtimes" / "requirements.txt"
+DEFAULT_TAG = DEFAULT_RUNTIME_IMAGE
+BASE_REPO = "deployer/base-bookworm"
+OFFICIAL_BASE = "openwhisk/action-python-v3.11:nightly"
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+LABEL = "org.deployer"  # images carry LABEL=1; containers and networks carry docker_container.LABEL
+SUITE = "bookworm"
+BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+# what the version probe imports inside the image (module -> distribution shown in the report)
+PROBED = {"torch": "torch", "torchvision": "torchvision", "boto3": "boto3", "numpy": "numpy", "PIL": "pillow",
+          "flask": "flask"}
+
+
+class DockerUnavailable(DeployerError):
+    """No docker client, or no engine answering it; the message names the fix."""
+
+
+class RuntimeBuildError(DeployerError):
+    """A step of the image build failed; the message names the step and the tail of its output."""
+
+
+def docker_binary() -> str:
+    return os.environ.get("DEPLOYER_DOCKER") or shutil.which("docker") or "docker"
+
+
+def docker(*args: str, check: bool = True, timeout: float | None = 120, input: bytes | None = None,
+           text: bool = True) -> subprocess.CompletedProcess:
+    """Runs one docker CLI command; with check, a failure raises RuntimeBuildError with its stderr."""
+    try:
+        done = subprocess.run([docker_binary(), *args], capture_output=True, timeout=timeout, input=input,
+                              text=text if input is None else False)
+    except FileNotFoundError as exc:
+        raise DockerUnavailable("docker is not installed: run `./run setup` as root (installs docker.io and "
+                                "starts dockerd)") from exc
+    if check and done.returncode != 0:
+        err = done.stderr if isinstance(done.stderr, str) else done.stderr.decode(errors="replace")
+        raise RuntimeBuildError(f"docker {' '.join(args[:3])} failed: {err.strip()[-800:]}")
+    return done
+
+
+def check_docker() -> str:
+    """The engine's version, or DockerUnavailable saying how to get one."""
+    if shutil.which(docker_binary()) is None and not Path(docker_binary()).is_file():
+        raise DockerUnavailable("docker is not installed: run `./run setup` as root (installs docker.io and "
+                                "starts dockerd)")
+    try:
+        done = docker("info", "--format", "{{.ServerVersion}}", check=False, timeout=30)
+    except subprocess.TimeoutExpired as exc:
+        raise DockerUnavailable("the Docker engine does not answer `docker info` within 30 s: restart dockerd "
+                                "(scripts/start-dockerd.sh as root)") from exc
+    version = done.stdout.strip()
+    if done.returncode != 0 or not version or "error" in version.lower():
+        reason = (done.stderr.strip().splitlines() or ["no answer"])[-1]
+        raise DockerUnavailable(f"the Docker engine is not running ({reason}): start it with "
+                                f"`scripts/start-dockerd.sh` as root")
+    return version
+
+
+def image_id(ref: str) -> str | None:
+    done = docker("image", "inspect", "--format", "{{.Id}}", ref, check=False, timeout=30)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def image_size(ref: str) -> int:
+    return int(docker("image", "inspect", "--format", "{{.Size}}", ref, timeout=30).stdout.strip())
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("DEPLOYER_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME")
+                                                           or os.path.expanduser("~/.cache"), "deployer")
+    return Path(root)
+
+
+# ---------------------------------------------------------------- the base image (debootstrap)
+
+def debian_mirror(apt_dir: Path = Path("/etc/apt")) -> str:
+    """The Debian mirror apt uses for SUITE (one-line or deb822 sources), else deb.debian.org."""
+    files = [apt_dir / "sources.list", *sorted((apt_dir / "sources.list.d").glob("*.list")),
+             *sorted((apt_dir / "sources.list.d").glob("*.sources"))]
+    for path in files:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        if path.suffix == ".sources":
+            for stanza in re.split(r"\n\s*\n", text):
+                fields = dict(re.findall(r"^(\w[\w-]*):\s*(.*)$", stanza, flags=re.M))
+                suites = fields.get("Suites", "").split()
+                if SUITE in suites and "deb" in fields.get("Types", "").split():
+                    for uri in fields.get("URIs", "").split():
+                        if "security" not in uri:
+                            return uri.rstrip("/")
+        else:
+            for line in text.splitlines():
+                words = line.split("#", 1)[0].split()
+                words = [w for w in words if not w.startswith("[")]
+                if len(words) >= 3 and words[0] == "deb" and words[2] == SUITE and "security" not in words[1]:
+                    return words[1].rstrip("/")
+    return DEFAULT_MIRROR
+
+
+def base_image_tag() -> str:
+    """Names the base by how it is made (suite, variant, packages), not by the mirror that served it."""
+    recipe = json.dumps({"suite": SUITE, "variant": "minbase", "include": BASE_PACKAGES})
+    return f"{BASE_REPO}:{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
+
+
+def ensure_base_image(progress: Callable[[str], None] = lambda _m: None) -> tuple[str, bool]:
+    """(tag, reused): the local Debian base, made with debootstrap + docker import when absent."""
+    tag = base_image_tag()
+    if image_id(tag):
+        return tag, True
+    debootstrap = shutil.which("debootstrap") or ("/usr/sbin/debootstrap" if Path("/usr/sbin/debootstrap").exists()
+                                                  else None)
+    if debootstrap is None:
+        raise DockerUnavailable("debootstrap is not installed (the local base image needs it): run `./run setup` "
+                                "as root")
+    if os.geteuid() != 0:
+        raise DockerUnavailable("making the local base image needs root (debootstrap)")
+    mirror = debian_mirror()
+    progress(f"making the base image {tag} with debootstrap from {mirror} (about a minute)")
+    root = Path(tempfile.mkdtemp(prefix="deployer-base-", dir=os.environ.get("DEPLOYER_BUILD_TMP")))
+    try:
+        done = subprocess.run([debootstrap, "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", SUITE,
+                               str(root), mirror], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeBuildError(f"debootstrap failed: {(done.stdout + done.stderr).strip()[-800:]}")
+        # apt's lists and caches are not needed in an image
+        for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for item in (root / junk).glob("*"):
+                if item.is_file():
+                    item.unlink()
+        tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
+        try:
+            imported = subprocess.run([docker_binary(), "import", "--change", f"LABEL {LABEL}=1",
+                                       "--change", f"LABEL {LABEL}.kind=base",
+                                       "--change", 'CMD ["/bin/bash"]', "-", tag],
+                                      stdin=tar.stdout, capture_output=True, text=True)
+        finally:
+            tar.stdout.close()
+            tar.wait()
+        if imported.returncode != 0 or tar.returncode != 0:
+            raise RuntimeBuildError(f"docker import of the base failed: {imported.stderr.strip()[-800:]}")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return tag, False
+
+
+# ---------------------------------------------------------------- the wheelhouse
+
+def requirements_hash(requirements: Path = REQUIREMENTS) -> str:
+    spec = "\n".join(line.split("#", 1)[0].strip() for line in requirements.read_text().splitlines())
+    key = f"{spec.strip()}\npython{sys.version_info.major}.{sys.version_info.minor}\n{os.uname().machine}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def ensure_wheelhouse(requirements: Path = REQUIREMENTS,
+                      progress: Callable[[str], None] = lambda _m: None) -> tuple[Path, bool]:
+    """(folder, reused): every wheel the requirements need, downloaded once by the host's pip."""
+    folder = cache_dir() / "wheelhouse" / requirements_hash(requirements)
+    if (folder / ".complete").is_file():
+        return folder, True
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    progress(f"downloading wheels into {folder} (pip download; first time: minutes, ~5 GB)")
+    done = subprocess.run([sys.executable, "-m", "pip", "download", "--only-binary=:all:", "-r", str(requirements),
+                           "-d", str(partial)], capture_output=True, text=True)
+    if done.returncode != 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise RuntimeBuildError(f"pip download failed: {(done.stdout + done.stderr).strip()[-800:]}")
+    (partial / ".complete").write_text(requirements.read_text())
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.rename(folder)
+    return folder, False
+
+
+def _free_port(preferred: int) -> int:
+    """The preferred port when free (it is part of the build's cache key), else any free one."""
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise RuntimeBuildError("no free port on 127.0.0.1 for the wheelhouse server")
+
+
+@contextlib.contextmanager
+def serve_folder(folder: Path, preferred_port: int) -> Iterator[str]:
+    """`python -m http.server` on 127.0.0.1 serving folder; yields its URL, stopped on exit."""
+    port = _free_port(preferred_port)
+    log = tempfile.TemporaryFile()  # a line per request: a pipe nobody reads would fill and stall the build
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                             "--directory", str(folder)], stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # wait until it accepts: a build step that cannot reach it fails late and obscurely
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    err = log.read().decode(errors="replace") if proc.poll() is not None else "timeout"
+                    raise RuntimeBuildError(f"the wheelhouse server did not start on 127.0.0.1:{port}: {err[-400:]}")
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+# ---------------------------------------------------------------- the build
+
+@dataclass
+class BuildReport:
+    tag: str
+    image_id: str
+    size_bytes: int
+    size_human: str
+    versions: dict
+    build_seconds: float
+    cached: bool
+    base_image: str
+    base_reused: bool
+    wheelhouse: str | None
+    wheelhouse_reused: bool | None
+    layers_cached: bool
+    docker_server: str
+    steps_seconds: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def probe_versions(tag: str) -> dict:
+    """Python and library versions, read by running the image once (no network); kept per image id."""
+    ident = image_id(tag) or tag
+    memo = cache_dir() / "probes" / f"{ident.replace(':', '-').replace('/', '_')}.json"
+    if memo.is_file():
+        return json.loads(memo.read_text())
+    versions = _probe(tag)
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    memo.write_text(json.dumps(versions))
+    return versions
+
+
+def _probe(tag: str) -> dict:
+    code = ("import json, platform, importlib.metadata as m\n"
+            f"mods = {PROBED!r}\n"
+            "out = {'python': platform.python_version()}\n"
+            "for mod, dist in mods.items():\n"
+            "    __import__(mod)\n"
+            "    out[dist] = m.version(dist)\n"
+            "print(json.dumps(out))\n")
+    done = docker("run", "--rm", "--network", "none", "--cpu-shares", "64", "--label", f"{LABEL}=1",
+                  "--entrypoint", "python3", tag, "-c", code, check=False, timeout=300)
+    if done.returncode != 0:
+        raise RuntimeBuildError(f"the built image {tag} cannot import its libraries: {done.stderr.strip()[-800:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def build_runtime_image(tag: str = DEFAULT_TAG, base_image: str | None = None, wheelhouse: bool | None = None,
+                        torch_index_url: str = TORCH_CPU_INDEX, cpu_shares: int = 64,
+                        progress: Callable[[str], None] = lambda _m: None) -> BuildReport:
+    """Builds (or finds cached) the runtime image and reports what it holds.
+
+    base_image None: the local debootstrap base, wheels from a host wheelhouse. A base image such as
+    OFFICIAL_BASE: built on it; its packages come from PyPI + torch_index_url unless wheelhouse=True.
+    """
+    t0 = time.monotonic()
+    steps: dict[str, float] = {}
+    server = check_docker()
+    before = image_id(tag)
+    t = time.monotonic()
+    if base_image is None:
+        base, base_reused = ensure_base_image(progress)
+        wheelhouse = True if wheelhouse is None else wheelhouse
+    else:
+        base, base_reused = base_image, image_id(base_image) is not None
+    steps["base"] = round(time.monotonic() - t, 3)
+    t = time.monotonic()
+    house, house_reused = (ensure_wheelhouse(progress=progress) if wheelhouse else (None, None))
+    steps["wheelhouse"] = round(time.monotonic() - t, 3)
+    t = time.monotonic()
+    progress(f"docker build {tag} from {base}")
+    with contextlib.ExitStack() as stack:
+        args = ["build", "--network", "host", "--force-rm", "--cpu-shares", str(cpu_shares), "-f", str(DOCKERFILE),
+                "-t", tag, "--label", f"{LABEL}=1", "--label", f"{LABEL}.kind=runtime",
+                "--build-arg", f"BASE_IMAGE={base}", "--build-arg", f"TORCH_INDEX_URL={torch_index_url}"]
+        if house is not None:
+            # the URL is part of the pip step's cache key: a port fixed by the wheelhouse keeps it stable
+            url = stack.enter_context(serve_folder(house, 20000 + int(house.name[:8], 16) % 20000))
+            args += ["--build-arg", f"WHEELHOUSE_URL={url}"]
+        env = dict(os.environ, DOCKER_BUILDKIT="0")  # the classic builder: what Debian's docker.io has
+        done = subprocess.run([docker_binary(), *args, str(PROJECT_ROOT)], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeBuildError(f"docker build failed: {(done.stdout + done.stderr).strip()[-1500:]}")
+    steps["docker_build"] = round(time.monotonic() - t, 3)
+    after = image_id(tag)
+    layers_cached = before is not None and before == after
+    t = time.monotonic()
+    versions = probe_versions(tag)
+    steps["probe"] = round(time.monotonic() - t, 3)
+    size = image_size(tag)
+    return BuildReport(tag=tag, image_id=after, size_bytes=size, size_human=human_bytes(size), versions=versions,
+                       build_seconds=round(time.monotonic() - t0, 3),
+                       cached=bool(layers_cached and base_reused and house_reused is not False),
+                       base_image=base, base_reused=base_reused, wheelhouse=str(house) if house else None,
+                       wheelhouse_reused=house_reused, layers_cached=layers_cached, docker_server=server,
+                       steps_seconds=steps)
