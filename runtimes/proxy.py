@@ -18,7 +18,7 @@ import sys
 
 from flask import Flask, Response, request
 
-from . import contract
+from . import contract, relay
 from .runner import ActionExited, ActionRunner, InitError
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
                              "first activation's logs")
     opts = parser.parse_args(argv)
     _become_subreaper()
+    relay.from_spec(os.environ.get("DEPLOYER_RELAYS", ""))  # docker mode: the platform's services on loopback
     from werkzeug.serving import make_server
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)

@@ -28,13 +28,17 @@ def _check_prewarm(_ctx, _param, value: str) -> str:
               help="Cap on what an action's zip may unpack to.")
 @click.option("--prewarm", default=DEFAULT_PREWARM, show_default=True, callback=_check_prewarm,
               help="Stem-cell containers started ahead of need, KIND@MEMORY_MBxCOUNT,...; 'none' for none.")
+@click.option("--containers", type=click.Choice(["process", "docker"]), default="process", show_default=True,
+              help="process: actions run as processes of this machine's Python/node (no Docker needed); docker: "
+                   "Python actions run in the runtime image (deployer runtime build) with cgroup limits.")
 def up(port: int, s3_port: int, max_containers: int, idle_timeout_s: float, max_unpacked_mb: int,
-       prewarm: str) -> None:
+       prewarm: str, containers: str) -> None:
     """Start the local platform (OpenWhisk API + embedded S3) in the background."""
     info, started = supervisor.up(port=port, s3_port=s3_port,
                                   extra=["--max-containers", str(max_containers),
                                          "--idle-timeout-s", str(idle_timeout_s),
-                                         "--max-unpacked-mb", str(max_unpacked_mb), "--prewarm", prewarm])
+                                         "--max-unpacked-mb", str(max_unpacked_mb), "--prewarm", prewarm,
+                                         "--containers", containers])
     path = supervisor.write_wskprops(info)
     click.echo(("started" if started else "already running") + f": OpenWhisk API {info.apihost}, "
                f"S3 {info.s3_endpoint}, state {info.state_dir}")

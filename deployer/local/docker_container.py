@@ -147,7 +147,7 @@ class DockerContainer:
                  network: DockerNetwork | str | None = None, image: str | None = None,
                  images: dict[str, str] | None = None, api_host: str | None = None,
                  cpu_shares: int = DEFAULT_CPU_SHARES, pids_limit: int = DEFAULT_PIDS_LIMIT,
-                 nofile: int = DEFAULT_NOFILE) -> None:
+                 nofile: int = DEFAULT_NOFILE, mounts: dict[str, str] | None = None) -> None:
         # python and work_root are Container's; a container has its own interpreter and file system
         images = images or DEFAULT_IMAGES
         if image is None and runtime not in images:
@@ -161,6 +161,7 @@ class DockerContainer:
         self.network = network.name if isinstance(network, DockerNetwork) else network
         self.api_host = api_host
         self.cpu_shares, self.pids_limit, self.nofile = cpu_shares, pids_limit, nofile
+        self.mounts = mounts or {}  # host folder -> container folder, read-only
         self.name = f"deployer-{_safe_name(platform_id)}-{uuid.uuid4().hex[:12]}"
         self.kill_error: str | None = None  # why the last `docker rm -f` failed (reap() at the next start cleans up)
         self._env = env or {}
@@ -200,6 +201,8 @@ class DockerContainer:
                 "--log-driver", "json-file"]
         if self.network:
             args += ["--network", self.network]
+        for host_dir, inside in self.mounts.items():
+            args += ["-v", f"{host_dir}:{inside}:ro"]
         env = {"ACTION_MAX_UNPACKED_BYTES": str(self.max_unpacked_bytes), "PYTHONUNBUFFERED": "1"}
         if self.api_host:
             env["__OW_API_HOST"] = self.api_host

@@ -19,6 +19,7 @@ from runtimes import contract
 
 from .container import (DEFAULT_MAX_UNPACKED_BYTES, Container, ContainerError, ContainerOutOfMemory,
                         ContainerTimeout)
+from .factory import process_factory
 from .prewarm import StemSpec
 
 MAX_RESULT_BYTES = 1024 * 1024
@@ -68,7 +69,7 @@ class Invoker:
     def __init__(self, max_containers: int = DEFAULT_MAX_CONTAINERS, idle_timeout_s: float = 600.0,
                  container_env: dict[str, str] | None = None, work_root: Path | None = None,
                  max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES, stem_cells: list[StemSpec] = (),
-                 container_factory=Container) -> None:
+                 container_factory=process_factory) -> None:
         if max_containers < 1:
             raise ValueError("max_containers must be at least 1")
         self.max_containers = max_containers
@@ -102,9 +103,11 @@ class Invoker:
     def _container_env(self, deny: str, env: dict[str, str] | None) -> dict[str, str]:
         return {**self._env, **(env or {}), "ACTION_DENY_MODULES": deny}
 
-    def _new_container(self, key, runtime, memory_mb, log_limit_bytes, env):
-        return self._factory(key, memory_mb=memory_mb, log_limit_bytes=log_limit_bytes, env=env, runtime=runtime,
-                             work_root=self.work_root, max_unpacked_bytes=self.max_unpacked_bytes)
+    def _new_container(self, key, runtime, memory_mb, log_limit_bytes, env, image=None):
+        c = self._factory(key, memory_mb=memory_mb, log_limit_bytes=log_limit_bytes, env=env, runtime=runtime,
+                          work_root=self.work_root, max_unpacked_bytes=self.max_unpacked_bytes, image=image)
+        c.requested_image = image
+        return c
 
     def _used_slots(self) -> int:
         return len(self._containers) + self._starting + len(self._stems)
@@ -221,7 +224,7 @@ class Invoker:
                 self._cond.wait(min(5.0, max(self.idle_timeout_s / 4, 0.1)))
 
     def run(self, key: str, init_value: dict, run_message: dict, limits: dict, runtime: str = "python",
-            deny: str = "", env: dict[str, str] | None = None) -> RunResult:
+            deny: str = "", env: dict[str, str] | None = None, image: str | None = None) -> RunResult:
         """Runs one activation to completion; never raises for action faults."""
         timeout_s = limits["timeout"] / 1000.0
         start = _now_ms()
@@ -231,7 +234,7 @@ class Invoker:
 
         def stem_match(c) -> bool:
             return (c.stem.runtime == runtime and c.stem.memory_mb == limits["memory"]
-                    and c.env_signature == signature)
+                    and c.env_signature == signature and c.requested_image == image)
 
         try:
             container, stem = self._acquire(key, deadline=t0 + max(timeout_s, 60.0), stem_match=stem_match)
@@ -242,7 +245,7 @@ class Invoker:
         init_ms = None
         if container is None:
             container, init_ms, failure = self._cold_start(key, init_value, limits, timeout_s, runtime,
-                                                           container_env, stem)
+                                                           container_env, stem, image)
             if failure is not None:
                 failure.start_ms, failure.wait_ms = start, wait_ms
                 return failure
@@ -254,13 +257,13 @@ class Invoker:
         outcome.end_ms = start + wait_ms + (init_ms or 0) + int((time.monotonic() - run_start) * 1000)
         return outcome
 
-    def _cold_start(self, key, init_value, limits, timeout_s, runtime, container_env, stem=None):
+    def _cold_start(self, key, init_value, limits, timeout_s, runtime, container_env, stem=None, image=None):
         log_limit = limits["logs"] * 1024 * 1024
         if stem is not None:
             container = stem
             container.key, container.log_limit_bytes, container.stem = key, log_limit, None
         else:
-            container = self._new_container(key, runtime, limits["memory"], log_limit, container_env)
+            container = self._new_container(key, runtime, limits["memory"], log_limit, container_env, image)
         t_init = time.monotonic()
         try:
             if stem is None:

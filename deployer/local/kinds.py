@@ -54,13 +54,26 @@ def annotation(kind: str) -> str:
 _PLATFORM_ONLY = ("deployer", "runtimes", "actions", "tests", "click", "yaml", "moto", "flask", "werkzeug")
 _ML_STACK = ("torch", "torchvision", "numpy", "PIL", "boto3", "botocore", "s3transfer", "mlcore", "fedavg")
 PROJECT_IMAGE = "deployer/action-python-ml"
+# Images the platform stands in for with its own runtime: the official Python one and the project's.
+LOCAL_IMAGES = ("openwhisk/action-python-v3.11", "openwhisk/python3action", PROJECT_IMAGE)
+
+
+def is_local_image(image: str) -> bool:
+    """True for those images under any registry and tag (REGISTRY/deployer/action-python-ml:0.2 too)."""
+    repo = _repo(image)
+    return any(repo == img or repo.endswith("/" + img) for img in LOCAL_IMAGES)
+
+
+def _repo(image: str) -> str:
+    """The image without its tag (a registry's port is not a tag)."""
+    return image.rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
 
 
 def container_profile(exec_: dict) -> tuple[str, str]:
     """(runtime family, modules denied) for the process that stands in for the action's container."""
     if exec_["kind"] == "blackbox":
-        image = str(exec_.get("image", "")).rsplit("/", 2)
-        project_image = "/".join(image[-2:]).split(":")[0] == PROJECT_IMAGE
+        repo = _repo(str(exec_.get("image", "")))
+        project_image = repo == PROJECT_IMAGE or repo.endswith("/" + PROJECT_IMAGE)
         return "python", ",".join(_PLATFORM_ONLY if project_image else _PLATFORM_ONLY + _ML_STACK)
     runtime = family(exec_["kind"]) or "python"
     return runtime, ",".join(_PLATFORM_ONLY + _ML_STACK) if runtime == "python" else ""

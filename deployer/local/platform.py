@@ -27,8 +27,6 @@ MAX_SEQUENCE_LENGTH = 50
 DEFAULT_LIMITS = {"timeout": 60000, "memory": 256, "logs": 10, "concurrency": 1}
 LIMIT_RANGES = {"timeout": (100, 300000), "memory": (128, 2048), "logs": (0, 10), "concurrency": (1, 1)}
 PROVIDE_API_KEY = "provide-api-key"
-# Images the local runtime stands in for: the official one and the project's own (runtimes/Dockerfile).
-LOCAL_IMAGES = ("openwhisk/action-python-v3.11", "openwhisk/python3action", "deployer/action-python-ml")
 
 
 def _now_ms() -> int:
@@ -84,13 +82,14 @@ class Platform:
     """One namespace per auth subject; entities and activations live in the Store."""
 
     def __init__(self, store: Store, invoker: Invoker, api_host: str = "", blocking_timeout_s: float = 60.0,
-                 workers: int = 64, require_api_key_annotation: bool = True) -> None:
+                 workers: int = 64, require_api_key_annotation: bool = True, any_image: bool = False) -> None:
         self.store = store
         self.invoker = invoker
         self.api_host = api_host
         # OpenWhisk's feature flag, on by default in its deployments: a new action without the
         # annotation gets provide-api-key=false, and its activations get no __OW_API_KEY
         self.require_api_key_annotation = require_api_key_annotation
+        self.any_image = any_image  # docker mode runs any image; process mode only stands in for ours
         self.blocking_timeout_s = blocking_timeout_s
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="activation")
         self._stopping = False
@@ -194,11 +193,13 @@ class Platform:
         if kind == "sequence":
             return self._validate_sequence(ns, exec_.get("components"))
         if kind == "blackbox":
-            image = str(exec_.get("image", ""))
-            if not any(image == img or image.startswith(img + ":") or image.endswith("/" + img.split("/")[-1])
-                       or image.split(":")[0].endswith(img.split("/")[-1]) for img in LOCAL_IMAGES):
-                raise BadRequest(f"The docker image {image!r} cannot run on the local platform (no Docker engine); "
-                                 f"use kind python:3.11 or an image based on {', '.join(LOCAL_IMAGES)}.")
+            image = exec_.get("image")
+            if not isinstance(image, str) or not image:
+                raise BadRequest("The request content was malformed: a blackbox action needs an image.")
+            if not self.any_image and not kinds.is_local_image(image):
+                raise BadRequest(f"The docker image {image!r} cannot run on the local platform in process mode; "
+                                 f"use kind python:3.11, an image based on {', '.join(kinds.LOCAL_IMAGES)}, or "
+                                 f"start it with `deployer up --containers docker`.")
         else:
             kind = kinds.resolve(kind)
         code = exec_.get("code")
@@ -412,8 +413,10 @@ class Platform:
                       "env": {f"__OW_{key.upper()}": val for key, val in context.items()}}
         message = {"value": params, **context}
         runtime, deny = kinds.container_profile(exec_)
+        image = exec_.get("image") if exec_["kind"] == "blackbox" and not kinds.is_local_image(exec_["image"]) \
+            else None  # None: the runtime image, which stands in for the official one too
         outcome: RunResult = self.invoker.run(target.key, init_value, message, action["limits"], runtime=runtime,
-                                              deny=deny, env={"__OW_API_HOST": self.api_host})
+                                              deny=deny, env={"__OW_API_HOST": self.api_host}, image=image)
         doc["start"] = outcome.start_ms or doc["start"]
         doc["annotations"].append({"key": "timeout", "value": outcome.timed_out})
         doc["annotations"].append({"key": "waitTime", "value": outcome.wait_ms})

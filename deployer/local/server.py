@@ -27,6 +27,8 @@ import uuid
 from pathlib import Path
 
 from .controller import create_app
+from .container import ContainerError
+from .factory import MODES, DockerFactory, process_factory
 from .prewarm import DEFAULT_PREWARM
 from .prewarm import parse as parse_prewarm
 from .invoker import DEFAULT_MAX_CONTAINERS, Invoker
@@ -123,7 +125,7 @@ def reap_container_folders(state_dir: Path) -> Path:
 
 def serve(state_dir: Path, host: str = "127.0.0.1", port: int = 3233, s3_port: int = 3234,
           max_containers: int = DEFAULT_MAX_CONTAINERS, idle_timeout_s: float = 600.0, blocking_timeout_s: float = 60.0,
-          max_unpacked_mb: int = 512, prewarm: str = DEFAULT_PREWARM) -> None:
+          max_unpacked_mb: int = 512, prewarm: str = DEFAULT_PREWARM, containers: str = "process") -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     log = logging.getLogger("platform")
@@ -136,12 +138,22 @@ def serve(state_dir: Path, host: str = "127.0.0.1", port: int = 3233, s3_port: i
     report = StopReport(state_dir / STOP_FILE)
     problems: list[str] = []
     s3 = EmbeddedS3(host, s3_port, root=state_dir / OBJECTS_DIR, credentials_file=state_dir / S3_CREDENTIALS_FILE)
+    docker = None
     try:
         s3.start()
+        if containers == "docker":
+            docker = _docker_factory(state_dir)
+            docker.relay("s3", s3.port)
         invoker = Invoker(max_containers, idle_timeout_s, work_root=reap_container_folders(state_dir),
-                          max_unpacked_bytes=max_unpacked_mb * 1024 * 1024, stem_cells=parse_prewarm(prewarm))
-        _serve_api(state_dir, host, port, auth, s3, stop, problems, invoker, blocking_timeout_s)
+                          max_unpacked_bytes=max_unpacked_mb * 1024 * 1024, stem_cells=parse_prewarm(prewarm),
+                          container_factory=docker or process_factory)
+        _serve_api(state_dir, host, port, auth, s3, stop, problems, invoker, blocking_timeout_s, docker)
     finally:
+        if docker is not None:
+            try:
+                docker.close()
+            except ContainerError as exc:
+                problems.append(f"removing the platform's docker network failed: {exc}")
         code = s3.stop()
         if code not in (0, None):
             problems.append(f"the embedded S3 (pid {s3.pid}) had died (exit status {code}); acknowledged objects "
@@ -151,13 +163,22 @@ def serve(state_dir: Path, host: str = "127.0.0.1", port: int = 3233, s3_port: i
         report.stopped(problems)
 
 
+def _docker_factory(state_dir: Path) -> DockerFactory:
+    try:
+        return DockerFactory(state_dir)
+    except ContainerError as exc:
+        raise PlatformError(f"docker mode cannot start: {exc} (scripts/start-dockerd.sh starts the engine; "
+                            f"`deployer runtime build` makes the image; --containers process needs neither)") from exc
+
+
 def _serve_api(state_dir: Path, host: str, port: int, auth: str, s3: EmbeddedS3, stop: threading.Event,
-               problems: list[str], invoker: Invoker, blocking_timeout_s: float) -> None:
+               problems: list[str], invoker: Invoker, blocking_timeout_s: float,
+               docker: DockerFactory | None = None) -> None:
     """The controller until `stop` is set; what went wrong while stopping goes to `problems`."""
     log = logging.getLogger("platform")
     info_path = state_dir / INFO_FILE
     store = Store(state_dir / "platform.db")
-    platform = Platform(store, invoker, blocking_timeout_s=blocking_timeout_s)
+    platform = Platform(store, invoker, blocking_timeout_s=blocking_timeout_s, any_image=docker is not None)
     server = None
     try:
         if platform.interrupted_on_start:
@@ -165,6 +186,8 @@ def _serve_api(state_dir: Path, host: str, port: int, auth: str, s3: EmbeddedS3,
         server = _make_server(host, port, create_app(platform, {NAMESPACE: auth}))
         apihost = f"http://{host}:{server.port}"
         platform.api_host = apihost
+        if docker is not None:
+            docker.relay("api", server.port)
         invoker.prewarm({"__OW_API_HOST": apihost})
         threading.Thread(target=server.serve_forever, daemon=True).start()
         info = {"pid": os.getpid(), "apihost": apihost, "auth": auth, "namespace": NAMESPACE,
@@ -221,6 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--blocking-timeout-s", type=float, default=60.0)
     parser.add_argument("--max-unpacked-mb", type=int, default=512)
     parser.add_argument("--prewarm", default=DEFAULT_PREWARM, help="stem cells: KIND@MBxN,... or none")
+    parser.add_argument("--containers", choices=MODES, default="process")
     opts = parser.parse_args(argv)
     try:
         parse_prewarm(opts.prewarm)
@@ -228,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(exc))
     try:
         serve(opts.state_dir, opts.host, opts.port, opts.s3_port, opts.max_containers, opts.idle_timeout_s,
-              opts.blocking_timeout_s, opts.max_unpacked_mb, opts.prewarm)
+              opts.blocking_timeout_s, opts.max_unpacked_mb, opts.prewarm, opts.containers)
     except PlatformError as exc:
         print(f"platform cannot start: {exc.message}", file=sys.stderr, flush=True)
         sys.exit(2)

@@ -265,7 +265,7 @@ class LocalPlatform:
 
     def __init__(self, state_dir: Path, port: int = 0, s3_port: int = 0, max_containers: int = DEFAULT_MAX_CONTAINERS,
                  idle_timeout_s: float = 600.0, blocking_timeout_s: float = 60.0, max_unpacked_mb: int = 512,
-                 prewarm: str | None = None) -> None:
+                 prewarm: str | None = None, containers: str = "process") -> None:
         self.state_dir = Path(state_dir)
         self.port = port
         self.s3_port = s3_port
@@ -273,6 +273,7 @@ class LocalPlatform:
                        "--blocking-timeout-s", str(blocking_timeout_s), "--max-unpacked-mb", str(max_unpacked_mb)]
         if prewarm is not None:
             self._extra += ["--prewarm", prewarm]
+        self._extra += ["--containers", containers]
         self._proc: subprocess.Popen | None = None
         self.info: PlatformInfo | None = None
 

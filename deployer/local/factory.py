@@ -1,0 +1,66 @@
+"""What an action container is: a process of the platform's (process mode) or a Docker container.
+
+Process mode needs nothing but this machine's Python and node; docker mode runs Python actions
+in the project's runtime image with cgroup limits and a network of their own, as OpenWhisk's
+Docker container factory does. Node.js actions stay processes in both modes: the image is Python's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from runtimes import relay
+
+from .container import Container
+
+MODES = ("process", "docker")
+SOCKETS_IN_CONTAINER = "/run/deployer"
+
+
+def process_factory(key, *, memory_mb, log_limit_bytes, env, runtime, work_root, max_unpacked_bytes, image=None):
+    return Container(key, memory_mb=memory_mb, log_limit_bytes=log_limit_bytes, env=env, runtime=runtime,
+                     work_root=work_root, max_unpacked_bytes=max_unpacked_bytes)
+
+
+def platform_id(state_dir: Path) -> str:
+    """Stable per state folder, so the next start finds and reaps what a killed platform left."""
+    return hashlib.sha256(str(Path(state_dir).resolve()).encode()).hexdigest()[:12]
+
+
+class DockerFactory:
+    """Owns the platform's Docker network and the relays to its API and S3; `close()` removes them."""
+
+    def __init__(self, state_dir: Path) -> None:
+        from . import docker_container as dc
+
+        self._dc = dc
+        self.platform_id = platform_id(state_dir)
+        dc.reap(self.platform_id)  # containers and network a killed platform left
+        self.network = dc.DockerNetwork(self.platform_id).create()
+        self.sockets = Path(state_dir) / "sockets"
+        self.sockets.mkdir(mode=0o755, exist_ok=True)
+        self._relays: list = []
+        self._spec = ""
+
+    def relay(self, name: str, port: int) -> None:
+        """Makes 127.0.0.1:port of the host reachable as 127.0.0.1:port inside every container."""
+        path = self.sockets / f"{name}.sock"
+        self._relays.append(relay.unix_to_tcp(str(path), port))
+        entry = f"{port}={SOCKETS_IN_CONTAINER}/{path.name}"
+        self._spec = f"{self._spec},{entry}" if self._spec else entry
+
+    def __call__(self, key, *, memory_mb, log_limit_bytes, env, runtime, work_root, max_unpacked_bytes, image=None):
+        if runtime != "python":
+            return process_factory(key, memory_mb=memory_mb, log_limit_bytes=log_limit_bytes, env=env,
+                                   runtime=runtime, work_root=work_root, max_unpacked_bytes=max_unpacked_bytes)
+        return self._dc.DockerContainer(
+            key, memory_mb, log_limit_bytes, env={**env, "DEPLOYER_RELAYS": self._spec}, runtime=runtime,
+            max_unpacked_bytes=max_unpacked_bytes, platform_id=self.platform_id, network=self.network,
+            image=image, mounts={str(self.sockets): SOCKETS_IN_CONTAINER})
+
+    def close(self) -> None:
+        for r in self._relays:
+            r.close()
+        self._dc.reap(self.platform_id)
+        self.network.remove()
