@@ -194,7 +194,7 @@ class DockerContainer:
     def _run_args(self) -> list[str]:
         mem = f"{int(self.memory_mb)}m"
         args = ["run", "-d", "--name", self.name, "--label", f"{LABEL}={self.platform_id}",
-                "--label", f"{KEY_LABEL}={self.key[:200]}",
+                "--label", f"{KEY_LABEL}={(self.key or 'stem cell')[:200]}",
                 "--memory", mem, "--memory-swap", mem, "--cpu-shares", str(self.cpu_shares),
                 "--pids-limit", str(self.pids_limit), "--ulimit", f"nofile={self.nofile}:{self.nofile}",
                 "--cap-drop", "NET_RAW", "--cap-drop", "NET_ADMIN", "--restart", "no",

@@ -9,6 +9,7 @@ classifies them.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 import time
@@ -22,6 +23,7 @@ from .container import (DEFAULT_MAX_UNPACKED_BYTES, Container, ContainerError, C
 from .factory import process_factory
 from .prewarm import StemSpec
 
+log = logging.getLogger("invoker")
 MAX_RESULT_BYTES = 1024 * 1024
 ABNORMAL_RUN = "The action did not produce a valid response and exited unexpectedly."
 # 8 training workers + the PS + the coordinator + two other actions; more only evicts and cold-starts
@@ -129,12 +131,15 @@ class Invoker:
                 self._starting += 1
                 self._stems_starting[spec] = self._stems_starting.get(spec, 0) + 1
                 env = self._container_env(spec.deny, self._stem_env)
-            stem = self._new_container(None, spec.runtime, spec.memory_mb, 10 * 1024 * 1024, env)
-            stem.stem, stem.env_signature = spec, frozenset(env.items())
+            stem = None
             try:
+                stem = self._new_container(None, spec.runtime, spec.memory_mb, 10 * 1024 * 1024, env)
+                stem.stem, stem.env_signature = spec, frozenset(env.items())
                 stem.start()
-            except ContainerError:
-                stem.kill()
+            except Exception as exc:  # noqa: BLE001 - a pool that cannot fill must not take the invoker down
+                log.warning("prewarm %s: cannot start a stem cell: %s", spec.label, exc)
+                if stem is not None:
+                    stem.kill()
                 stem = None
             with self._cond:
                 self._starting -= 1

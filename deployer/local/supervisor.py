@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -147,6 +148,31 @@ def check_port_free(host: str, port: int, flag: str) -> None:
             raise
 
 
+def stable_free_port(host: str = "127.0.0.1") -> int:
+    """A free port below the kernel's ephemeral range, or 0 when none is found.
+
+    A platform that restarts must get its ports back (actions and jobs hold its URLs). The kernel
+    hands out ephemeral ports to every outgoing connection on the machine, so one of those can
+    sit on an ephemeral port in the moment between a crash and the restart; below the range only
+    an explicit bind can.
+    """
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            low = int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    if low <= 20001:
+        return 0
+    for port in random.sample(range(20000, low), k=min(200, low - 20000)):
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    return 0
+
+
 def _spawn(state_dir: Path, port: int, s3_port: int, extra: list[str], detach: bool) -> subprocess.Popen:
     check_state_dir(state_dir)
     check_port_free("127.0.0.1", port, "--port")
@@ -267,8 +293,8 @@ class LocalPlatform:
                  idle_timeout_s: float = 600.0, blocking_timeout_s: float = 60.0, max_unpacked_mb: int = 512,
                  prewarm: str | None = None, containers: str = "process") -> None:
         self.state_dir = Path(state_dir)
-        self.port = port
-        self.s3_port = s3_port
+        self.port = port or stable_free_port()
+        self.s3_port = s3_port or stable_free_port()
         self._extra = ["--max-containers", str(max_containers), "--idle-timeout-s", str(idle_timeout_s),
                        "--blocking-timeout-s", str(blocking_timeout_s), "--max-unpacked-mb", str(max_unpacked_mb)]
         if prewarm is not None:

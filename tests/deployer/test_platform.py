@@ -312,3 +312,15 @@ def test_init_failure_is_developer_error_with_logs(platform):
     assert info.value.activation["response"]["status"] == "action developer error"
     assert "no_such_module_here" in info.value.result["error"]
     assert any("ModuleNotFoundError" in line for line in info.value.activation["logs"])
+
+
+def test_a_local_platform_takes_ports_no_outgoing_connection_can_hold():
+    """A restart needs its ports back; the kernel gives ephemeral ports to every connection on the
+    machine, so one could sit on the old port between a crash and the restart (seen under load)."""
+    from deployer.local.supervisor import stable_free_port
+
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    port = stable_free_port()
+    assert 20000 <= port < low
+    owner = LocalPlatform(Path("/nonexistent-never-started"))
+    assert 20000 <= owner.port < low and 20000 <= owner.s3_port < low

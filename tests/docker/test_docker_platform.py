@@ -67,3 +67,25 @@ def test_a_timed_out_action_and_its_setsid_child_are_gone_with_the_container(doc
     labels = [dc._docker("inspect", "--format", "{{index .Config.Labels \"org.deployer.action\"}}", cid).stdout
               for cid in live]
     assert not any("stuck" in label for label in labels)  # removed, and everything in it with it
+
+
+def _invoker(info) -> dict:
+    import requests
+
+    return requests.get(info.apihost + "/api/v1", timeout=10).json()["invoker"]
+
+
+def test_a_stem_cell_container_takes_the_first_cold_start(docker_platform):
+    import time
+
+    deadline = time.monotonic() + 120
+    while _invoker(docker_platform)["prewarmed"] < 1:  # started in the background after `up`
+        assert time.monotonic() < deadline, "no stem cell container came up"
+        time.sleep(0.1)
+    c = docker_platform.client()
+    c.create_action("first", {"kind": "python:3.11", "code": "def main(a):\n    return {'ok': 1}\n"},
+                    limits={"memory": 256})
+    record = c.invoke("first", {})
+    assert record["response"]["result"] == {"ok": 1}
+    assert next(a["value"] for a in record["annotations"] if a["key"] == "initTime") is not None
+    assert _invoker(docker_platform)["prewarm_hits"] == 1
