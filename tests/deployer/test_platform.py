@@ -140,7 +140,7 @@ def test_bad_definitions_are_rejected(platform):
     c = platform.client
     with pytest.raises(OpenWhiskError, match="runtime 'swift:5.7' is not supported by this platform"):
         c.create_action("swift", {"kind": "swift:5.7", "code": "func main() {}"})
-    with pytest.raises(OpenWhiskError, match="no Docker engine"):
+    with pytest.raises(OpenWhiskError, match="cannot run on the local platform in process mode"):
         c.create_action("img", {"kind": "blackbox", "image": "someone/else:latest", "code": "x"})
     with pytest.raises(OpenWhiskError, match="out of range"):
         c.create_action("lim", _py("def main(a):\n    return a\n"), limits={"timeout": 10 ** 9})
