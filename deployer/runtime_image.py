@@ -354,6 +354,8 @@ def build_runtime_image(tag: str = DEFAULT_TAG, base_image: str | None = None, w
     steps["docker_build"] = round(time.monotonic() - t, 3)
     after = image_id(tag)
     layers_cached = before is not None and before == after
+    if before is not None and before != after:  # the old image lost its tag: do not leave its layers behind
+        docker("rmi", before, check=False)
     t = time.monotonic()
     versions = probe_versions(tag)
     steps["probe"] = round(time.monotonic() - t, 3)

@@ -51,21 +51,55 @@ def bench_proxy(iterations: int) -> dict:
     return summarize_ms(samples)
 
 
-def bench_cold(client, runs: int) -> dict:
-    """Each run updates the action (new revision, so no warm container) and times the first invoke."""
-    totals, inits = [], []
+COLD_MEMORY_MB = {"prewarmed": 256, "unprewarmed": 320}  # the platform prewarms python:3.11@256 only
+PREWARM = "python:3.11@256x1"
+
+
+def _invoker_stats(apihost: str) -> dict | None:
+    import requests
+
+    try:
+        return requests.get(apihost + "/api/v1", timeout=10).json().get("invoker")
+    except (requests.RequestException, ValueError):
+        return None
+
+
+def _wait_prewarmed(apihost: str, timeout_s: float = 120.0) -> None:
+    """Until the stem cell is back (the pool refills in the background after each use)."""
+    deadline = time.monotonic() + timeout_s
+    while (_invoker_stats(apihost) or {}).get("prewarmed", 0) < 1:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the stem cell did not come back within the bench's wait")
+        time.sleep(0.05)
+
+
+def bench_cold(client, runs: int, apihost: str | None = None, kind: str = "unprewarmed") -> dict:
+    """Each run updates the action (a new revision, so no warm container) and times its first invoke.
+
+    `prewarmed` runs wait for a stem cell first and fit it (256 MB); `unprewarmed` ones ask for a size
+    no stem cell has, so they start a container from nothing.
+    """
+    totals, inits, hits = [], [], 0
+    name = f"bench-noop-cold-{kind}"
     for i in range(runs):
-        client.create_action("bench-noop-cold", {"kind": "python:3.11", "code": NOOP_SOURCE + f"# rev {i}\n"})
+        client.create_action(name, {"kind": "python:3.11", "code": NOOP_SOURCE + f"# rev {i}\n"},
+                             limits={"memory": COLD_MEMORY_MB[kind]})
+        if kind == "prewarmed" and apihost:
+            _wait_prewarmed(apihost)
+        before = (_invoker_stats(apihost) or {}).get("prewarm_hits", 0) if apihost else 0
         t0 = time.perf_counter()
-        record = client.invoke("bench-noop-cold", {}, blocking=True)
+        record = client.invoke(name, {}, blocking=True)
         totals.append(time.perf_counter() - t0)
+        if apihost:
+            hits += (_invoker_stats(apihost) or {}).get("prewarm_hits", 0) - before
         init = next((a["value"] for a in record["annotations"] if a["key"] == "initTime"), None)
         if init is None:
             raise RuntimeError("a cold invoke carried no initTime annotation")
         inits.append(init)
-    client.delete_action("bench-noop-cold")
+    client.delete_action(name)
     out = summarize_ms(totals)
     out["init_time_ms_median"] = statistics.median(inits)
+    out["stem_cell_hits"] = hits if apihost else None
     return out
 
 
@@ -80,45 +114,81 @@ def bench_warm(client, concurrencies: list[int], requests_per_worker: int) -> di
     return out
 
 
+def bench_target(client, apihost: str | None, concurrencies: list[int], requests_per_worker: int, cold_runs: int,
+                 progress: Callable[[str], None]) -> dict:
+    out = {}
+    if apihost:  # stem cells are visible only on the local platform's /api/v1
+        progress("prewarmed cold starts")
+        out["cold_prewarmed"] = bench_cold(client, cold_runs, apihost, "prewarmed")
+    progress("cold starts without a stem cell")
+    out["cold_start"] = bench_cold(client, cold_runs, apihost, "unprewarmed")
+    progress("warm invokes")
+    out["warm"] = bench_warm(client, concurrencies, requests_per_worker)
+    warm1 = out["warm"][str(concurrencies[0])]["p50_ms"]
+    out["ratios"] = {f"{k}_p50_over_warm_p50": round(out[k]["p50_ms"] / warm1, 1)
+                     for k in ("cold_prewarmed", "cold_start") if k in out}
+    return out
+
+
+def docker_unavailable() -> str | None:
+    """Why docker mode cannot be measured here, or None."""
+    from .. import runtime_image as ri
+
+    try:
+        ri.check_docker()
+    except ri.DockerUnavailable as exc:
+        return str(exc)
+    if not ri.image_id(ri.DEFAULT_TAG):
+        return f"the runtime image {ri.DEFAULT_TAG} is not built (deployer runtime build)"
+    return None
+
+
 def run(concurrencies: list[int], requests_per_worker: int = 50, cold_runs: int = 5,
         direct_iterations: int = 20000, apihost: str | None = None, auth: str | None = None,
-        progress: Callable[[str], None] = lambda _m: None) -> dict:
-    """Against a given OpenWhisk, or an owned local platform in a scratch state dir."""
+        progress: Callable[[str], None] = lambda _m: None, modes: tuple[str, ...] = ("process", "docker")) -> dict:
+    """Against a given OpenWhisk, or an owned local platform per container mode, one after the other."""
     from ..client import OpenWhiskClient
     from ..local.supervisor import LocalPlatform
 
     report: dict = {
         "benchmark": "platform",
         "conditions": {"host_cores": os.cpu_count(), "python": pyplatform.python_version(),
-                       "requests_per_worker": requests_per_worker, "cold_runs": cold_runs},
+                       "requests_per_worker": requests_per_worker, "cold_runs": cold_runs,
+                       "prewarm": PREWARM, "cold_memory_mb": COLD_MEMORY_MB},
+        "modes": {},
     }
     progress("in-process calls")
     report["direct_call"] = bench_direct(direct_iterations)
     progress("runtime proxy over HTTP")
     report["proxy_direct"] = bench_proxy(max(200, requests_per_worker * 4))
-    with tempfile.TemporaryDirectory(prefix="bench-platform-") as tmp:
-        owned = None
-        if apihost and auth:
-            client = OpenWhiskClient(apihost, auth)
-            report["conditions"]["target"] = apihost
-        else:
-            owned = LocalPlatform(Path(tmp), max_containers=max(concurrencies), idle_timeout_s=600)
-            info = owned.start()
-            client = info.client()
-            report["conditions"]["target"] = f"local platform (owned, max_containers={max(concurrencies)})"
+    if apihost and auth:
+        report["conditions"]["target"] = apihost
+        client = OpenWhiskClient(apihost, auth)
         try:
-            progress("cold starts")
-            report["cold_start"] = bench_cold(client, cold_runs)
-            progress("warm invokes")
-            report["warm"] = bench_warm(client, concurrencies, requests_per_worker)
+            report["modes"]["remote"] = bench_target(client, None, concurrencies, requests_per_worker, cold_runs,
+                                                     progress)
         finally:
             client.close()
-            if owned:
-                owned.stop()
-    direct, proxy, warm1 = report["direct_call"], report["proxy_direct"], report["warm"][str(concurrencies[0])]
-    report["ratios"] = {
-        "warm_p50_over_direct_call": round(warm1["p50_ms"] / direct["p50_ms"]),
-        "warm_p50_over_proxy_http": round(warm1["p50_ms"] / proxy["p50_ms"], 2),
-        "cold_p50_over_warm_p50": round(report["cold_start"]["p50_ms"] / warm1["p50_ms"], 1),
-    }
+    for mode in () if apihost and auth else modes:
+        why = docker_unavailable() if mode == "docker" else None
+        if why:
+            report["modes"][mode] = {"skipped": why}
+            continue
+        with tempfile.TemporaryDirectory(prefix=f"bench-platform-{mode}-") as tmp:
+            progress(f"{mode} containers")
+            with LocalPlatform(Path(tmp), max_containers=max(concurrencies) + 2, idle_timeout_s=600,
+                               prewarm=PREWARM, containers=mode) as info:
+                client = info.client()
+                try:
+                    report["modes"][mode] = bench_target(client, info.apihost, concurrencies,
+                                                         requests_per_worker, cold_runs, progress)
+                finally:
+                    client.close()
+    report["conditions"]["target"] = report["conditions"].get("target") or "local platform (owned, per mode)"
+    direct, proxy = report["direct_call"], report["proxy_direct"]
+    for measured in report["modes"].values():
+        if "warm" in measured:
+            warm1 = measured["warm"][str(concurrencies[0])]["p50_ms"]
+            measured["ratios"].update(warm_p50_over_direct_call=round(warm1 / direct["p50_ms"]),
+                                      warm_p50_over_proxy_http=round(warm1 / proxy["p50_ms"], 2))
     return report

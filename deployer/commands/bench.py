@@ -35,9 +35,12 @@ def bench() -> None:
 @click.option("--concurrency", default="1,4,16", show_default=True, help="Comma-separated levels.")
 @click.option("--requests", "requests_per_worker", default=50, show_default=True, help="Per worker per level.")
 @click.option("--cold-runs", default=5, show_default=True)
+@click.option("--modes", default="process,docker", show_default=True,
+              help="Container modes to measure, one owned platform each (docker is skipped, with the reason, "
+                   "where it cannot run).")
 @click.pass_obj
-def bench_platform(obj, json_path, concurrency: str, requests_per_worker: int, cold_runs: int) -> None:
-    """Warm latency and throughput of a no-op action, cold starts, versus an in-process call."""
+def bench_platform(obj, json_path, concurrency: str, requests_per_worker: int, cold_runs: int, modes: str) -> None:
+    """Warm latency and throughput of a no-op action, cold starts with and without a stem cell, per mode."""
     from ..bench import platform as bp
 
     try:
@@ -46,18 +49,30 @@ def bench_platform(obj, json_path, concurrency: str, requests_per_worker: int, c
         raise click.BadParameter(f"--concurrency must be integers like 1,4,16: {exc}") from exc
     if not levels or min(levels) < 1:
         raise click.BadParameter("--concurrency needs positive integers")
+    wanted = tuple(m.strip() for m in modes.split(",") if m.strip())
+    if not wanted or set(wanted) - {"process", "docker"}:
+        raise click.BadParameter("--modes takes process and/or docker")
     report = bp.run(levels, requests_per_worker, cold_runs, apihost=obj.apihost, auth=obj.auth,
-                    progress=lambda m: click.echo(f"... {m}", err=True))
+                    progress=lambda m: click.echo(f"... {m}", err=True), modes=wanted)
+
     def ms(r: dict) -> tuple[str, str]:
         return f"{r['p50_ms']:.4g}", f"{r['p99_ms']:.4g}"
 
-    rows = [("in-process call", 1, *ms(report["direct_call"]), "")]
-    rows.append(("proxy over HTTP", 1, *ms(report["proxy_direct"]), ""))
-    for level, r in report["warm"].items():
-        rows.append(("platform warm", level, *ms(r), r["throughput_rps"]))
-    rows.append(("platform cold", 1, *ms(report["cold_start"]), ""))
-    table(["path", "concurrency", "p50 ms", "p99 ms", "req/s"], rows, title="bench platform")
-    click.echo(f"ratios: {report['ratios']}")
+    rows = [("in-process call", "", 1, *ms(report["direct_call"]), "")]
+    rows.append(("proxy over HTTP", "", 1, *ms(report["proxy_direct"]), ""))
+    for mode, measured in report["modes"].items():
+        if "skipped" in measured:
+            rows.append(("skipped", mode, "", measured["skipped"][:60], "", ""))
+            continue
+        for level, r in measured["warm"].items():
+            rows.append(("warm", mode, level, *ms(r), r["throughput_rps"]))
+        if "cold_prewarmed" in measured:
+            rows.append(("cold, prewarmed", mode, 1, *ms(measured["cold_prewarmed"]), ""))
+        rows.append(("cold, no stem cell", mode, 1, *ms(measured["cold_start"]), ""))
+    table(["path", "mode", "concurrency", "p50 ms", "p99 ms", "req/s"], rows, title="bench platform")
+    for mode, measured in report["modes"].items():
+        if "ratios" in measured:
+            click.echo(f"{mode}: {measured['ratios']}")
     write_report(json_path, report)
 
 

@@ -12,19 +12,23 @@ def test_percentile_nearest_rank():
 
 
 def test_bench_platform_small_run():
-    report = bp.run([1, 2], requests_per_worker=5, cold_runs=2, direct_iterations=1000)
+    report = bp.run([1, 2], requests_per_worker=5, cold_runs=2, direct_iterations=1000, modes=("process",))
     # every layer measured as many times as asked, without errors
     assert report["direct_call"]["n"] == 1000 and report["proxy_direct"]["n"] == 200
-    assert set(report["warm"]) == {"1", "2"}
-    assert all(r["errors"] == 0 and r["n"] == r["concurrency"] * 5 for r in report["warm"].values())
+    measured = report["modes"]["process"]
+    assert set(measured["warm"]) == {"1", "2"}
+    assert all(r["errors"] == 0 and r["n"] == r["concurrency"] * 5 for r in measured["warm"].values())
     # initTime is only present when the invoke paid for /init: each cold run really was cold
-    assert report["cold_start"]["n"] == 2 and report["cold_start"]["init_time_ms_median"] > 0
+    assert measured["cold_start"]["n"] == 2 and measured["cold_start"]["init_time_ms_median"] > 0
+    # and the prewarmed ones each took a stem cell, the others none
+    assert measured["cold_prewarmed"]["stem_cell_hits"] == 2 and measured["cold_start"]["stem_cell_hits"] == 0
     # the ratios are the measured numbers divided, not something else
-    warm1 = report["warm"]["1"]["p50_ms"]
-    assert report["ratios"] == {
+    warm1 = measured["warm"]["1"]["p50_ms"]
+    assert measured["ratios"] == {
+        "cold_prewarmed_p50_over_warm_p50": round(measured["cold_prewarmed"]["p50_ms"] / warm1, 1),
+        "cold_start_p50_over_warm_p50": round(measured["cold_start"]["p50_ms"] / warm1, 1),
         "warm_p50_over_direct_call": round(warm1 / report["direct_call"]["p50_ms"]),
         "warm_p50_over_proxy_http": round(warm1 / report["proxy_direct"]["p50_ms"], 2),
-        "cold_p50_over_warm_p50": round(report["cold_start"]["p50_ms"] / warm1, 1),
     }
 
 

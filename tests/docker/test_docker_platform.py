@@ -89,3 +89,21 @@ def test_a_stem_cell_container_takes_the_first_cold_start(docker_platform):
     assert record["response"]["result"] == {"ok": 1}
     assert next(a["value"] for a in record["annotations"] if a["key"] == "initTime") is not None
     assert _invoker(docker_platform)["prewarm_hits"] == 1
+
+
+def test_a_killed_platforms_containers_are_reaped_by_its_next_start(runtime_image, tmp_path):
+    state = tmp_path / "state"
+    owner = LocalPlatform(state, containers="docker", prewarm="none")
+    try:
+        client = owner.start().client()
+        client.create_action("x", {"kind": "python:3.11", "code": "def main(a):\n    return {}\n"})
+        client.invoke("x", {})
+        client.close()
+        owner.kill()  # SIGKILL: nothing of the platform's got to remove its container or network
+        left = dc.leftovers(platform_id(state))
+        assert len(left["containers"]) == 1 and len(left["networks"]) == 1
+        owner.start()
+        assert set(left["containers"]).isdisjoint(dc.leftovers(platform_id(state))["containers"])
+    finally:
+        owner.stop()
+    assert dc.leftovers(platform_id(state)) == {"containers": [], "networks": []}

@@ -1,0 +1,79 @@
+"""The ML actions in docker mode: each activation in the runtime image, results as in process mode."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from deployer import train as training
+from deployer.local import docker_container as dc
+from deployer.local.factory import platform_id
+from deployer.local.supervisor import LocalPlatform
+from deployer.manifest import deploy
+from mlcore import dist_data
+from mlcore.dist_job import JobConfig
+from mlcore.storage import Storage
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import PlatformHandle  # noqa: E402 - the session platform's handle, reused for this one
+
+pytestmark = pytest.mark.timeout(1800)
+FEDAVG = Path(__file__).resolve().parents[2] / "manifests" / "fedavg.yaml"
+
+
+@pytest.fixture(scope="module")
+def docker_ml(runtime_image, tmp_path_factory):
+    state = tmp_path_factory.mktemp("docker-ml")
+    owner = LocalPlatform(state, containers="docker", max_containers=6, prewarm="none")
+    handle = PlatformHandle(owner, owner.start())
+    Storage(handle.storage_config).ensure_bucket()
+    try:
+        yield handle
+    finally:
+        handle.client.close()
+        owner.stop()
+    assert dc.leftovers(platform_id(state)) == {"containers": [], "networks": []}
+
+
+def _running_images(handle) -> set[str]:
+    ids = dc.leftovers(platform_id(handle.owner.state_dir))["containers"]
+    return {dc._docker("inspect", "--format", "{{.Config.Image}}", cid).stdout.strip() for cid in ids}
+
+
+def test_a_fedavg_round_through_docker_containers_gives_the_serial_weights(docker_ml, small_mnist):
+    from fedavg.executors.openwhisk import OpenWhiskExecutor
+    from fedavg.executors.serial import SerialExecutor
+    from fedavg.run import RunConfig, run
+
+    config = RunConfig(model="2nn", clients=4, frac=0.5, epochs=1, batch_size=10, lr=0.05, partition="shards",
+                       rounds=1, seed=5)
+    deploy(docker_ml.client, FEDAVG, env=docker_ml.storage_env)
+    with SerialExecutor(small_mnist.train_images, small_mnist.train_labels, num_threads=1) as executor:
+        expected, _ = run(config, executor, small_mnist)
+
+    def invoke(name, params):
+        return docker_ml.client.invoke(name, params, blocking=True, result=True, timeout_s=300)
+
+    with OpenWhiskExecutor(invoke, Storage(docker_ml.storage_config), small_mnist.train_images,
+                           small_mnist.train_labels, run_id="docker-fedavg", concurrency=2) as executor:
+        got, _ = run(config, executor, small_mnist)
+    assert got["failed_clients"] == 0, got["rounds"]
+    assert got["final_state_sha256"] == expected["final_state_sha256"]
+    assert "deployer/action-python-ml:0.1.0" in _running_images(docker_ml)
+
+
+def test_a_training_job_runs_its_coordinator_ps_and_workers_in_containers(docker_ml, mnist_root):
+    storage = Storage(docker_ml.storage_config)
+    deploy(docker_ml.client, training.MANIFEST, env={**os.environ, **docker_ml.storage_env})
+    dist_data.upload_mnist(storage, mnist_root)
+    config = JobConfig(job="docker-short", workers=2, epochs=1, batch_size=64, train_limit=1024, test_limit=500,
+                       lr=0.05, eval_every=16)
+    activation = training.start(docker_ml.client, config)
+    list(training.follow(docker_ml.client, storage, config.job, poll_s=0.5, timeout_s=900,
+                         first_activation=activation))
+    summary = training.report(docker_ml.client, storage, config.job)
+    assert summary["state"] == "done" and summary["final_accuracy"] > 0.3
+    assert summary["gb_s"]["coordinator"] > 0  # the coordinator called the API from its container
