@@ -147,7 +147,36 @@ class _LogBuffer:
             return out
 
 
-class Container:
+class ActionContract:
+    """/init, /run and their logs, the same over any transport: subclasses give `_post`, `_logs`, `alive`."""
+
+    _activations: int = 0
+
+    @property
+    def log_limit_bytes(self) -> int:
+        return self._logs.limit_bytes
+
+    @log_limit_bytes.setter
+    def log_limit_bytes(self, value: int) -> None:
+        self._logs.limit_bytes = value
+
+    def init(self, value: dict, timeout_s: float) -> tuple[int, dict, list[str]]:
+        status, body = self._post(contract.INIT_PATH, {"value": value}, timeout_s)
+        logs = self._logs.take(self._activations + 1, 2.0) if status != contract.OK else []
+        if status != contract.OK:
+            self._activations += 1
+        return status, body, logs
+
+    def run(self, message: dict, timeout_s: float) -> tuple[int, dict]:
+        self._activations += 1
+        return self._post(contract.RUN_PATH, message, timeout_s)
+
+    def take_logs(self, wait_s: float = 2.0) -> list[str]:
+        """Logs since the last call, waiting for this activation's sentinels while the container lives."""
+        return self._logs.take(self._activations, wait_s if self.alive() else 0.2)
+
+
+class Container(ActionContract):
     """Owns one proxy process. `kill()` is idempotent; `with Container(...)` kills on exit."""
 
     def __init__(self, key: str, memory_mb: int, log_limit_bytes: int, env: dict[str, str] | None = None,
@@ -174,14 +203,6 @@ class Container:
         self.port: int | None = None
         self.last_used = time.monotonic()
         self.busy = False
-
-    @property
-    def log_limit_bytes(self) -> int:
-        return self._logs.limit_bytes
-
-    @log_limit_bytes.setter
-    def log_limit_bytes(self, value: int) -> None:
-        self._logs.limit_bytes = value
 
     @property
     def pid(self) -> int | None:
@@ -278,21 +299,6 @@ class Container:
             except (OSError, ValueError, IndexError):
                 continue
         return total
-
-    def init(self, value: dict, timeout_s: float) -> tuple[int, dict, list[str]]:
-        status, body = self._post(contract.INIT_PATH, {"value": value}, timeout_s)
-        logs = self._logs.take(self._activations + 1, 2.0) if status != contract.OK else []
-        if status != contract.OK:
-            self._activations += 1
-        return status, body, logs
-
-    def run(self, message: dict, timeout_s: float) -> tuple[int, dict]:
-        self._activations += 1
-        return self._post(contract.RUN_PATH, message, timeout_s)
-
-    def take_logs(self, wait_s: float = 2.0) -> list[str]:
-        """Logs since the last call, waiting for this activation's sentinels when the process lives."""
-        return self._logs.take(self._activations, wait_s if self.alive() else 0.2)
 
     def kill(self) -> None:
         """Kills the whole process tree, then removes the container's folder (idempotent)."""

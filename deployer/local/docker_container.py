@@ -27,7 +27,8 @@ import requests
 from runtimes import contract
 
 from ..runtime_image import DEFAULT_TAG, docker, docker_binary
-from .container import DEFAULT_MAX_UNPACKED_BYTES, ContainerError, ContainerOutOfMemory, ContainerTimeout, _LogBuffer
+from .container import (DEFAULT_MAX_UNPACKED_BYTES, ActionContract, ContainerError, ContainerOutOfMemory,
+                        ContainerTimeout, _LogBuffer)
 
 LABEL = "org.deployer.platform"  # value: the platform id; every container and network made here has it
 KEY_LABEL = "org.deployer.action"
@@ -135,7 +136,7 @@ def _docker_stamp(ts: str) -> str:
         return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class DockerContainer:
+class DockerContainer(ActionContract):
     """Owns one Docker container. `kill()` (docker rm -f) is idempotent; `with DockerContainer(...)` kills on exit.
 
     Same public interface as container.Container, plus `pause()`, `unpause()`, `paused`, `id`, `ip`, `name`.
@@ -180,14 +181,6 @@ class DockerContainer:
         self.stem = None  # the prewarm spec while this is an uninitialised stem cell
         self.env_signature: frozenset = frozenset()
         self.pid = None  # the process lives in the container's own PID namespace
-
-    @property
-    def log_limit_bytes(self) -> int:
-        return self._logs.limit_bytes
-
-    @log_limit_bytes.setter
-    def log_limit_bytes(self, value: int) -> None:
-        self._logs.limit_bytes = value
 
     # ------------------------------------------------------------ lifecycle
 
@@ -367,18 +360,3 @@ class DockerContainer:
             self.kill()
             raise ContainerOutOfMemory("memory limit exceeded")
         return resp.status_code, payload
-
-    def init(self, value: dict, timeout_s: float) -> tuple[int, dict, list[str]]:
-        status, body = self._post(contract.INIT_PATH, {"value": value}, timeout_s)
-        logs = self._logs.take(self._activations + 1, 2.0) if status != contract.OK else []
-        if status != contract.OK:
-            self._activations += 1
-        return status, body, logs
-
-    def run(self, message: dict, timeout_s: float) -> tuple[int, dict]:
-        self._activations += 1
-        return self._post(contract.RUN_PATH, message, timeout_s)
-
-    def take_logs(self, wait_s: float = 2.0) -> list[str]:
-        """Logs since the last call, waiting for this activation's sentinels while the container runs."""
-        return self._logs.take(self._activations, wait_s if self.alive() else 0.2)
