@@ -25,6 +25,8 @@ import requests
 
 from runtimes import contract
 
+from .proctree import descendants, kill_tree
+
 _PR_SET_PDEATHSIG = 1
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MAX_UNPACKED_BYTES = 512 * 1024 * 1024  # what an action's zip may unpack to
@@ -45,52 +47,6 @@ def _die_with_parent() -> None:
 
 def _utc_stamp() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as fh:
-                out.extend(int(c) for c in fh.read().split())
-    except (OSError, ValueError):
-        pass
-    return out
-
-
-def descendants(pid: int) -> list[int]:
-    """The process and everything below it; the proxy is a subreaper, so daemonised orphans are included."""
-    found, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        found.append(p)
-        todo.extend(_children(p))
-    return found
-
-
-def kill_tree(pid: int) -> None:
-    """Stops the whole tree first (a stopped process cannot fork), then kills it and its process group.
-
-    A child that called setsid left the group, so the group kill alone would miss it.
-    """
-    for _ in range(3):
-        tree = descendants(pid)
-        for p in tree:
-            try:
-                os.kill(p, signal.SIGSTOP)
-            except ProcessLookupError:
-                pass
-        if len(descendants(pid)) == len(tree):
-            break
-    for p in tree:
-        try:
-            os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 class ContainerError(Exception):

@@ -21,6 +21,7 @@ from pathlib import Path
 import requests
 
 from .invoker import DEFAULT_MAX_CONTAINERS
+from .proctree import descendants
 from .server import INFO_FILE, LOG_FILE, read_stop_report
 
 DEFAULT_PORT = 3233
@@ -327,19 +328,23 @@ class LocalPlatform:
             proc.wait(timeout=10)
 
     def kill(self) -> None:
-        """SIGKILL, as a crash would: nothing is flushed. Returns once the S3 process has died with it.
+        """SIGKILL, as a crash would: nothing is flushed. Returns once every process it started has died.
 
-        The S3 process gets SIGKILL from the kernel when the platform dies, but acts on it only
-        once an fsync in flight returns, which on a busy disk takes seconds: wait for it, so the
-        next start finds its port free.
+        The kernel kills the S3 process and the action containers when the platform dies, level by
+        level (an action's launcher dies after its proxy), and a process acts on SIGKILL only once an
+        fsync in flight returns. Until the last one is gone the S3 port is not free: the server's
+        side of a connection to a still living action keeps it. So wait for the whole tree.
         """
         if self._proc is not None:
+            tree = descendants(self._proc.pid)[1:]
             self._proc.kill()
             self._proc.wait(timeout=10)
             self._proc = None
             s3_pid = self.info.s3_pid if self.info is not None else None
-            if s3_pid and not _wait_gone(s3_pid, 120.0):
-                raise SupervisorError(f"the embedded S3 (pid {s3_pid}) outlived the platform by 120 s")
+            for pid in ([s3_pid] if s3_pid else []) + [p for p in tree if p != s3_pid]:
+                if not _wait_gone(pid, 120.0):
+                    what = "the embedded S3" if pid == s3_pid else "a process it started"
+                    raise SupervisorError(f"{what} (pid {pid}) outlived the platform by 120 s")
 
     def restart(self) -> PlatformInfo:
         self.stop()
