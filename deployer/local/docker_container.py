@@ -13,9 +13,11 @@ their next use.
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
 import json
 import re
+import signal
 import socket
 import subprocess
 import threading
@@ -126,6 +128,13 @@ class DockerNetwork:
         self.remove()
 
 
+def _die_with_platform() -> None:
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def _docker_stamp(ts: str) -> str:
     """Docker's RFC 3339 nanosecond stamp in container.py's format (microseconds, Z)."""
     try:
@@ -215,9 +224,11 @@ class DockerContainer(ActionContract):
                 raise ContainerError(f"docker run {self.image} failed: {done.stderr.strip()[-500:]}")
             self.id = done.stdout.strip().splitlines()[-1]
             # every line since the container started, stdout and stderr apart; ends when the container does
+            # dies with the platform (the container itself outlives a killed platform until the next start)
             self._follower = subprocess.Popen([docker_binary(), "logs", "--follow", "--timestamps", self.id],
                                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                              stderr=subprocess.PIPE, text=True, bufsize=1, errors="replace")
+                                              stderr=subprocess.PIPE, text=True, bufsize=1, errors="replace",
+                                              preexec_fn=_die_with_platform)
         for name, stream in (("stdout", self._follower.stdout), ("stderr", self._follower.stderr)):
             threading.Thread(target=self._pump, args=(name, stream), daemon=True).start()
         try:
