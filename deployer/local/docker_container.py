@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import datetime as dt
 import json
+import os
 import re
 import signal
 import socket
@@ -102,7 +103,8 @@ class DockerNetwork:
     def create(self) -> "DockerNetwork":
         found = _docker("network", "ls", "-q", "--filter", f"name=^{self.name}$").stdout.strip()
         if not found:
-            args = ["network", "create", "--driver", "bridge", "--label", f"{LABEL}={self.platform_id}"]
+            args = ["network", "create", "--driver", "bridge", "--label", f"{LABEL}={self.platform_id}",
+                    *_run_label()]
             if self.internal:
                 args.append("--internal")
             done = _docker(*args, self.name, check=False)
@@ -126,6 +128,12 @@ class DockerNetwork:
 
     def __exit__(self, *exc) -> None:
         self.remove()
+
+
+def _run_label() -> list[str]:
+    """Under `./run test` everything made carries the run's marker, so the run can tell what it left."""
+    run = os.environ.get("DEPLOYER_TEST_RUN")
+    return ["--label", f"org.deployer.run={run}"] if run else []
 
 
 def _die_with_platform() -> None:
@@ -195,7 +203,7 @@ class DockerContainer(ActionContract):
 
     def _run_args(self) -> list[str]:
         mem = f"{int(self.memory_mb)}m"
-        args = ["run", "-d", "--name", self.name, "--label", f"{LABEL}={self.platform_id}",
+        args = ["run", "-d", "--name", self.name, "--label", f"{LABEL}={self.platform_id}", *_run_label(),
                 "--label", f"{KEY_LABEL}={(self.key or 'stem cell')[:200]}",
                 "--memory", mem, "--memory-swap", mem, "--cpu-shares", str(self.cpu_shares),
                 "--pids-limit", str(self.pids_limit), "--ulimit", f"nofile={self.nofile}:{self.nofile}",
