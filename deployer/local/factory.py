@@ -34,7 +34,15 @@ class DockerFactory:
     def __init__(self, state_dir: Path) -> None:
         from . import docker_container as dc
 
+        from .. import runtime_image as ri
+
         self._dc = dc
+        try:
+            ri.check_docker()
+        except ri.DockerUnavailable as exc:
+            raise dc.ContainerError(str(exc)) from exc
+        if not ri.image_id(ri.DEFAULT_TAG):
+            raise dc.ContainerError(f"the runtime image {ri.DEFAULT_TAG} is not built: run `deployer runtime build`")
         self.platform_id = platform_id(state_dir)
         dc.reap(self.platform_id)  # containers and network a killed platform left
         self.network = dc.DockerNetwork(self.platform_id).create()
