@@ -5,13 +5,13 @@ from __future__ import annotations
 import base64
 import io
 import os
-import time
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from deployer.local.container import Container
+from deployer.local.proctree import wait_gone
 from runtimes import contract
 
 ENV_AT_IMPORT = ("import os\n"
@@ -32,23 +32,6 @@ def _container(**env) -> Container:
     c = Container("iso", memory_mb=512, log_limit_bytes=1 << 20, env=env)
     c.start()
     return c
-
-
-def _gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
-
-
-def _wait_gone(pids: list[int], timeout_s: float = 30.0) -> list[int]:
-    deadline = time.monotonic() + timeout_s
-    alive = [p for p in pids if not _gone(p)]
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.05)
-        alive = [p for p in alive if not _gone(p)]
-    return alive
 
 
 def test_action_sees_only_ow_variables_its_init_env_and_a_minimal_path(monkeypatch):
@@ -107,10 +90,10 @@ def test_a_killed_container_takes_setsid_children_and_daemons_with_it():
         status, body = c.run({"value": {}}, 30)
         assert status == 200
         pids = body["pids"]
-        assert _wait_gone(pids, timeout_s=0) == pids  # all running before the kill
+        assert wait_gone(pids, timeout_s=0) == pids  # all running before the kill
     finally:
         c.kill()
-    assert _wait_gone(pids) == []
+    assert wait_gone(pids, timeout_s=30.0) == []
 
 
 def test_launcher_speaks_the_official_protocol_on_stdin_and_fd3(tmp_path):
