@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import time
+import urllib.request
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -25,6 +27,14 @@ def kv(params: dict | None) -> list[dict]:
     return [{"key": k, "value": v} for k, v in (params or {}).items()]
 
 
+def _proxies_for(apihost: str) -> dict[str, str]:
+    """The environment's proxies (HTTP_PROXY, ..., NO_PROXY honoured) for this one host."""
+    host = urlsplit(apihost).hostname or ""
+    if urllib.request.proxy_bypass(host):
+        return {}
+    return {k: v for k, v in urllib.request.getproxies().items() if k in ("http", "https", "all")}
+
+
 class OpenWhiskClient:
     """Thread-safe enough for concurrent invokes: one pooled requests session."""
 
@@ -38,7 +48,12 @@ class OpenWhiskClient:
         self.timeout_s = timeout_s
         self._session = requests.Session()
         self._session.auth = tuple(auth.split(":", 1))
-        self._session.verify = not insecure
+        # requests re-reads the whole environment for proxies on every request when trust_env is on (a
+        # fifth of a warm invoke here); the client talks to one host, so read it once
+        self._session.trust_env = False
+        self._session.proxies.update(_proxies_for(self.apihost))
+        self._session.verify = False if insecure else (os.environ.get("REQUESTS_CA_BUNDLE")
+                                                       or os.environ.get("CURL_CA_BUNDLE") or True)
         adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)

@@ -48,7 +48,7 @@ BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # what the version probe imports inside the image (module -> distribution shown in the report)
 PROBED = {"torch": "torch", "torchvision": "torchvision", "boto3": "boto3", "numpy": "numpy", "PIL": "pillow",
-          "flask": "flask"}
+          "cheroot": "cheroot"}
 
 
 class DockerUnavailable(DeployerError):

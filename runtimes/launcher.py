@@ -7,7 +7,13 @@ JSON message per line on stdin and writes one JSON result per line on fd 3, expo
 every field but `value` as `__OW_<FIELD>` first. Keeping the action in its own process
 means it sees what it would see on OpenWhisk: no platform variables, no platform modules.
 
-Usage: python launcher.py MAIN [--deny mod1,mod2,...]
+The proxy starts it before /init with `--wait-for-action` (and, on the project's ML image,
+`--preload torch,...`): it imports those modules, says `{"ready": true}` on fd 3 and waits
+for one line naming the action's main function and its environment, so a cold start pays
+for the action's own imports only. The environment it then takes is exactly the one a
+plain start gets.
+
+Usage: python launcher.py MAIN [--deny mod1,...] [--wait-for-action] [--preload mod1,...]
 """
 
 from __future__ import annotations
@@ -52,26 +58,50 @@ def _activate_virtualenv(action_dir: str) -> None:
             sys.path.insert(1, site)
 
 
-def _parse(argv: list[str]) -> tuple[str, set[str]]:
-    main_name, deny = "main", set()
+def _parse(argv: list[str]) -> tuple[str, set[str], list[str] | None]:
+    """(main, denied modules, modules to import before waiting for the action, or None to start at once)."""
+    main_name, deny, preload = "main", set(), None
     args = list(argv)
     while args:
         arg = args.pop(0)
         if arg == "--deny" and args:
             deny = {name for name in args.pop(0).split(",") if name}
+        elif arg == "--wait-for-action":
+            preload = preload or []
+        elif arg == "--preload" and args:
+            preload = [name for name in args.pop(0).split(",") if name]
         else:
             main_name = arg
-    return main_name, deny
+    return main_name, deny, preload
+
+
+def _await_action(preload: list[str], out) -> str:
+    """Imports `preload`, reports ready, and returns the main name the /init line brings (its env applied)."""
+    import importlib
+
+    for name in preload:
+        importlib.import_module(name)
+    out.write(b'{"ready": true}\n')
+    out.flush()
+    line = sys.stdin.readline()
+    if not line:
+        sys.exit(0)
+    action = json.loads(line)
+    os.environ.clear()
+    os.environ.update(action["env"])
+    return action["main"]
 
 
 def main(argv: list[str]) -> int:
-    main_name, deny = _parse(argv)
+    main_name, deny, preload = _parse(argv)
     action_dir = os.getcwd()
     sys.path[0] = action_dir  # where this script lies is none of the action's business
+    out = os.fdopen(3, "wb")
+    if preload is not None:
+        main_name = _await_action(preload, out)
     _activate_virtualenv(action_dir)
     if deny:
         sys.meta_path.insert(0, _Deny(deny, action_dir))
-    out = os.fdopen(3, "wb")
     try:
         entry = getattr(__import__("main__"), main_name, None)
         if not callable(entry):

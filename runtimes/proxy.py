@@ -3,6 +3,10 @@
 The local platform starts one proxy process per container and tells it nothing but a
 file descriptor on which to report its port; everything else follows the contract the
 official runtime images implement, so an action that runs here runs there.
+
+It is a bare WSGI function under cheroot, a production HTTP/1.1 server: the platform
+keeps one connection per container open, so a warm activation costs one request on a
+socket that already exists, and no web framework sits between it and the launcher.
 """
 
 from __future__ import annotations
@@ -12,20 +16,17 @@ import base64
 import binascii
 import ctypes
 import json
-import logging
 import os
 import sys
-
-from flask import Flask, Response, request
+import threading
 
 from . import contract, relay
 from .runner import ActionExited, ActionRunner, InitError
 
 _PR_SET_CHILD_SUBREAPER = 36
-
-
-def _reply(status: int, body) -> Response:
-    return Response(json.dumps(body), status=status, mimetype="application/json")
+_REASONS = {200: "200 OK", 400: "400 Bad Request", 403: "403 Forbidden", 404: "404 Not Found",
+            405: "405 Method Not Allowed", 500: "500 Internal Server Error", 502: "502 Bad Gateway"}
+IDLE_CONNECTION_S = 3600.0  # the platform's kept connection may idle as long as its container does
 
 
 def _end_activation() -> None:
@@ -43,54 +44,80 @@ def _decode(value: dict) -> dict:
     return value
 
 
-def create_app(runner: ActionRunner) -> Flask:
-    app = Flask("action-proxy")
+def _message(body: bytes):
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(message, dict) or not isinstance(message.get("value", {}), dict):
+        return None
+    return message
 
-    @app.post(contract.INIT_PATH)
-    def init():
-        if runner.initialized:
-            return _reply(contract.FORBIDDEN, {"error": contract.ERR_REINIT})
-        message = request.get_json(force=True, silent=True)
-        if not isinstance(message, dict) or not isinstance(message.get("value", {}), dict):
-            return _reply(contract.BAD_REQUEST, {"error": "Error unmarshaling request: the body must be a JSON "
-                                                          "object with a 'value' object."})
+
+class ProxyApp:
+    """The WSGI application: one runner, one activation at a time whatever the server's threads."""
+
+    def __init__(self, runner: ActionRunner) -> None:
+        self.runner = runner
+        self._lock = threading.Lock()
+
+    def __call__(self, environ, start_response):
+        path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "")
+        if path not in (contract.INIT_PATH, contract.RUN_PATH):
+            status, body = 404, {"error": "The requested resource does not exist."}
+        elif method != "POST":
+            status, body = 405, {"error": "Method not allowed."}
+        else:
+            try:
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                length = 0
+            data = environ["wsgi.input"].read(length) if length > 0 else b""
+            with self._lock:
+                status, body = self.init(data) if path == contract.INIT_PATH else self.run(data)
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+        start_response(_REASONS.get(status, f"{status} Error"),
+                       [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
+        return [payload]
+
+    def init(self, data: bytes) -> tuple[int, dict]:
+        if self.runner.initialized:
+            return contract.FORBIDDEN, {"error": contract.ERR_REINIT}
+        message = _message(data)
+        if message is None:
+            return contract.BAD_REQUEST, {"error": "Error unmarshaling request: the body must be a JSON object "
+                                                   "with a 'value' object."}
         value = message.get("value", {})
         if not isinstance(value.get("code"), str) or not value["code"]:
-            return _reply(contract.FORBIDDEN, {"error": contract.ERR_NO_CODE})
+            return contract.FORBIDDEN, {"error": contract.ERR_NO_CODE}
         try:
-            runner.init(_decode(value))
+            self.runner.init(_decode(value))
         except ValueError as exc:
-            return _reply(contract.BAD_REQUEST, {"error": str(exc)})
+            return contract.BAD_REQUEST, {"error": str(exc)}
         except InitError as exc:
             _end_activation()
-            return _reply(contract.BAD_GATEWAY, {"error": str(exc)})
-        return _reply(contract.OK, {"ok": True})
+            return contract.BAD_GATEWAY, {"error": str(exc)}
+        return contract.OK, {"ok": True}
 
-    @app.post(contract.RUN_PATH)
-    def run():
-        if not runner.initialized:
-            return _reply(contract.INTERNAL_ERROR, {"error": contract.ERR_NOT_INITIALIZED})
-        if runner.exited():
-            return _reply(contract.INTERNAL_ERROR, {"error": contract.ERR_EXITED})
-        message = request.get_json(force=True, silent=True)
-        if not isinstance(message, dict) or not isinstance(message.get("value", {}), dict):
+    def run(self, data: bytes) -> tuple[int, dict | bytes]:
+        if not self.runner.initialized:
+            return contract.INTERNAL_ERROR, {"error": contract.ERR_NOT_INITIALIZED}
+        if self.runner.exited():
+            return contract.INTERNAL_ERROR, {"error": contract.ERR_EXITED}
+        message = _message(data)
+        if message is None:
             _end_activation()
-            return _reply(contract.BAD_REQUEST, {"error": contract.ERR_NOT_DICT_ARG})
+            return contract.BAD_REQUEST, {"error": contract.ERR_NOT_DICT_ARG}
         try:
-            answer = runner.run(message)
+            answer = self.runner.run(message)
         except ActionExited:
             _end_activation()
-            return _reply(contract.BAD_REQUEST, {"error": contract.ERR_EXITED})
+            return contract.BAD_REQUEST, {"error": contract.ERR_EXITED}
         _end_activation()
-        try:
-            result = json.loads(answer)
-        except ValueError:
-            result = None
-        if not isinstance(result, (dict, list)):
-            return _reply(contract.BAD_GATEWAY, {"error": contract.ERR_NOT_DICT_RESULT})
-        return Response(answer, status=contract.OK, mimetype="application/json")
-
-    return app
+        stripped = answer.strip()
+        if not stripped[:1] in (b"{", b"["):  # the launcher writes compact JSON: its first byte says the type
+            return contract.BAD_GATEWAY, {"error": contract.ERR_NOT_DICT_RESULT}
+        return contract.OK, stripped
 
 
 def _become_subreaper() -> None:
@@ -99,6 +126,15 @@ def _become_subreaper() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1)
     except (OSError, AttributeError):
         pass
+
+
+def make_server(host: str, port: int, app):
+    """Bound and listening on return; `.bind_addr[1]` is the port."""
+    from cheroot import wsgi
+
+    server = wsgi.Server((host, port), app, numthreads=2, timeout=IDLE_CONNECTION_S, shutdown_timeout=1)
+    server.prepare()
+    return server
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -114,18 +150,16 @@ def main(argv: list[str] | None = None) -> None:
     opts = parser.parse_args(argv)
     _become_subreaper()
     relay.from_spec(os.environ.get("DEPLOYER_RELAYS", ""))  # docker mode: the platform's services on loopback
-    from werkzeug.serving import make_server
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = make_server(opts.host, opts.port, create_app(ActionRunner(deny=opts.deny)), threaded=False)
-    port = server.server_address[1]
+    runner = ActionRunner(deny=opts.deny, preload=os.environ.get("ACTION_PRELOAD_MODULES", ""), prestart=True)
+    server = make_server(opts.host, opts.port, ProxyApp(runner))
+    port = server.bind_addr[1]
     if opts.ready_fd is not None:
         with os.fdopen(opts.ready_fd, "w") as ready:
             ready.write(f"{port}\n")
     elif not opts.quiet:
         print(f"listening on {opts.host}:{port}", file=sys.stderr, flush=True)
     try:
-        server.serve_forever()
+        server.serve()
     except KeyboardInterrupt:
         pass
 

@@ -76,18 +76,50 @@ def launcher_env(init_env: dict, workdir: Path) -> dict[str, str]:
 class ActionRunner:
     """Holds one initialised action: init once, then run many times, one at a time."""
 
-    def __init__(self, workdir: Path | None = None, deny: str = "") -> None:
+    def __init__(self, workdir: Path | None = None, deny: str = "", preload: str = "", prestart: bool = False) -> None:
         self._workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="action-"))
         self._deny = deny
         self._proc: subprocess.Popen | None = None
         self._results = None
+        self._initialized = False
+        self._preload = ",".join(m for m in preload.split(",") if m and m not in deny.split(","))
+        if prestart:
+            self._prestart()
 
     @property
     def initialized(self) -> bool:
-        return self._proc is not None
+        return self._initialized
+
+    def _spawn(self, main_name: str, env: dict[str, str], extra: list[str]) -> None:
+        self._discard()
+        read_fd, write_fd = os.pipe()
+        cmd = [sys.executable, "-u", "-s", str(LAUNCHER), main_name] + extra
+        if self._deny:
+            cmd += ["--deny", self._deny]
+        try:
+            self._proc = subprocess.Popen(cmd, cwd=str(self._workdir / "src"), env=env, stdin=subprocess.PIPE,
+                                          pass_fds=(3,), preexec_fn=lambda: _child_setup(write_fd))
+        except OSError as exc:
+            os.close(read_fd)
+            raise InitError(f"Initialization has failed due to: cannot start the launcher: {exc}") from exc
+        finally:
+            os.close(write_fd)
+        self._results = os.fdopen(read_fd, "rb")
+
+    def _prestart(self) -> None:
+        """The launcher, started before /init (with the preload modules imported), so /init only imports the action.
+
+        It waits for the action's main name and env on stdin; a launcher that dies here is
+        replaced by a plain start at /init, so a broken preload costs time, never the action.
+        """
+        (self._workdir / "src").mkdir(parents=True, exist_ok=True)
+        try:
+            self._spawn("main", launcher_env({}, self._workdir), ["--wait-for-action", "--preload", self._preload])
+        except InitError:
+            self._proc = None
 
     def exited(self) -> bool:
-        return self._proc is not None and self._proc.poll() is not None
+        return self._initialized and (self._proc is None or self._proc.poll() is not None)
 
     def init(self, value: dict) -> None:
         """Raises InitError with a message fit for the activation record; the details go to the logs."""
@@ -102,20 +134,22 @@ class ActionRunner:
         else:
             (src / "main__.py").write_text(value["code"])
         main_name = value.get("main") or "main"
-        read_fd, write_fd = os.pipe()
-        cmd = [sys.executable, "-u", "-s", str(LAUNCHER), main_name]
-        if self._deny:
-            cmd += ["--deny", self._deny]
-        try:
-            self._proc = subprocess.Popen(cmd, cwd=str(src), env=launcher_env(value.get("env") or {}, self._workdir),
-                                          stdin=subprocess.PIPE, pass_fds=(3,),
-                                          preexec_fn=lambda: _child_setup(write_fd))
-        except OSError as exc:
-            os.close(read_fd)
-            raise InitError(f"Initialization has failed due to: cannot start the launcher: {exc}") from exc
-        finally:
-            os.close(write_fd)
-        self._results = os.fdopen(read_fd, "rb")
+        env = launcher_env(value.get("env") or {}, self._workdir)
+        if any(key.startswith("PYTHON") for key in env):  # read by the interpreter at its start: start afresh
+            self._discard()
+        if self._proc is not None:  # a prestarted launcher: once it is ready, hand it the action
+            ready = self._read_line()
+            if ready is None or b'"ready"' not in ready:
+                self._discard()
+        if self._proc is not None:
+            try:
+                line = json.dumps({"main": main_name, "env": env}, ensure_ascii=False).encode() + b"\n"
+                self._proc.stdin.write(line)
+                self._proc.stdin.flush()
+            except (BrokenPipeError, ValueError):
+                self._discard()
+        if self._proc is None or self._proc.poll() is not None:
+            self._spawn(main_name, env, [])
         ack = self._read_line()
         if ack is None:
             code = self._proc.wait()
@@ -131,6 +165,16 @@ class ActionRunner:
             self._proc = None
             why = ack.get("error") if isinstance(ack, dict) else None
             raise InitError(f"Initialization has failed due to: {why or 'the action did not initialize properly'}")
+        self._initialized = True
+
+    def _discard(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
+        if self._results is not None:
+            self._results.close()
+            self._results = None
 
     def _read_line(self) -> bytes | None:
         """One line from fd 3, or None once the launcher has exited without writing one."""

@@ -11,6 +11,7 @@ import ctypes
 import datetime as dt
 import json
 import os
+import selectors
 import shutil
 import signal
 import subprocess
@@ -21,11 +22,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import requests
-
 from runtimes import contract
 
 from .proctree import descendants, kill_tree
+from .proxy_connection import ProxyConnection, ProxyGone
 
 _PR_SET_PDEATHSIG = 1
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -131,6 +131,21 @@ class ActionContract:
         """Logs since the last call, waiting for this activation's sentinels while the container lives."""
         return self._logs.take(self._activations, wait_s if self.alive() else 0.2)
 
+    def _exchange(self, connection: ProxyConnection, path: str, body: dict, timeout_s: float) -> tuple[int, object]:
+        """One POST and its parsed answer. Raises ContainerTimeout (after killing), or ProxyGone for the caller
+        to tell an out-of-memory kill from a crash."""
+        try:
+            status, raw = connection.post(path, json.dumps(body).encode(), timeout_s)
+        except TimeoutError as exc:
+            self.kill()
+            raise ContainerTimeout(f"no answer within {timeout_s:.3f} s") from exc
+        try:
+            return status, json.loads(raw)
+        except ValueError as exc:
+            if status == contract.OK:  # the proxy checks only the first byte of a result: the rest was not JSON
+                return contract.BAD_GATEWAY, {"error": contract.ERR_NOT_DICT_RESULT}
+            raise ContainerError(f"The action did not produce a valid JSON response: {raw[:200]!r}") from exc
+
 
 class Container(ActionContract):
     """Owns one proxy process. `kill()` is idempotent; `with Container(...)` kills on exit."""
@@ -154,8 +169,11 @@ class Container(ActionContract):
         self.stem = None  # the prewarm spec while this is an uninitialised stem cell
         self.env_signature: frozenset = frozenset()
         self._proc: subprocess.Popen | None = None
-        self._session = requests.Session()
+        self._connection: ProxyConnection | None = None
         self._activations = 0
+        self._busy_posting = threading.Event()
+        self._dead = threading.Event()
+        self._oom = threading.Event()
         self.port: int | None = None
         self.last_used = time.monotonic()
         self.busy = False
@@ -179,22 +197,22 @@ class Container(ActionContract):
         try:
             self._proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                pass_fds=(write_fd,), env=env, preexec_fn=_die_with_parent, text=True, bufsize=1,
-                cwd=str(_PROJECT_ROOT),
+                pass_fds=(write_fd,), env=env, preexec_fn=_die_with_parent, cwd=str(_PROJECT_ROOT),
             )
         except OSError as exc:
             os.close(read_fd)
             os.close(write_fd)
             raise ContainerError(f"cannot start the action runtime ({' '.join(cmd)}): {exc}") from exc
         os.close(write_fd)
-        for name, stream in (("stdout", self._proc.stdout), ("stderr", self._proc.stderr)):
-            threading.Thread(target=self._pump, args=(name, stream), daemon=True).start()
+        threading.Thread(target=self._pump, daemon=True).start()
+        threading.Thread(target=self._watch_memory, daemon=True).start()
         ready = self._read_port(read_fd, timeout_s)
         if ready is None:
             self.kill()
             logs = "\n".join(self._logs.take(0, 0)[-20:])
             raise ContainerError(f"the action runtime did not become ready in {timeout_s:.0f} s; output:\n{logs}")
         self.port = ready
+        self._connection = ProxyConnection("127.0.0.1", ready)
 
     def _read_port(self, fd: int, timeout_s: float) -> int | None:
         import select
@@ -206,41 +224,51 @@ class Container(ActionContract):
             line = reader.readline().strip()
         return int(line) if line.isdigit() else None
 
-    def _pump(self, name: str, stream) -> None:
-        for line in stream:
-            self._logs.add(name, line)
+    def _pump(self) -> None:
+        """Both output streams in one thread: lines as they come, until the process closes them."""
+        streams = {self._proc.stdout.fileno(): "stdout", self._proc.stderr.fileno(): "stderr"}
+        partial = {fd: b"" for fd in streams}
+        with selectors.DefaultSelector() as sel:
+            for fd in streams:
+                sel.register(fd, selectors.EVENT_READ)
+            while sel.get_map():
+                for key, _ in sel.select():
+                    chunk = os.read(key.fd, 65536)
+                    if not chunk:
+                        sel.unregister(key.fd)
+                        if partial[key.fd]:
+                            self._logs.add(streams[key.fd], partial[key.fd].decode("utf-8", "replace"))
+                        continue
+                    *lines, partial[key.fd] = (partial[key.fd] + chunk).split(b"\n")
+                    for line in lines:
+                        self._logs.add(streams[key.fd], line.decode("utf-8", "replace"))
 
     def _post(self, path: str, body: dict, timeout_s: float) -> tuple[int, dict]:
-        """POSTs while watching memory; raises ContainerTimeout / ContainerOutOfMemory / ContainerError."""
-        oom = threading.Event()
-        done = threading.Event()
-        watcher = threading.Thread(target=self._watch_memory, args=(done, oom), daemon=True)
-        watcher.start()
+        """POSTs while the memory watch runs; raises ContainerTimeout / ContainerOutOfMemory / ContainerError."""
+        if self._connection is None:
+            raise ContainerError("the container is not running")
+        self._busy_posting.set()
         try:
-            resp = self._session.post(f"http://127.0.0.1:{self.port}{path}", data=json.dumps(body),
-                                      headers={"Content-Type": "application/json"}, timeout=timeout_s)
-        except requests.Timeout as exc:
-            self.kill()
-            raise ContainerTimeout(str(exc)) from exc
-        except requests.RequestException as exc:
-            if oom.is_set():
+            status, payload = self._exchange(self._connection, path, body, timeout_s)
+        except ProxyGone as exc:
+            if self._oom.is_set():
                 raise ContainerOutOfMemory("memory limit exceeded") from exc
-            raise ContainerError(f"the action process exited unexpectedly ({exc.__class__.__name__})") from exc
+            raise ContainerError(f"the action process exited unexpectedly ({exc})") from exc
         finally:
-            done.set()
-        if oom.is_set():
+            self._busy_posting.clear()
+        if self._oom.is_set():
             raise ContainerOutOfMemory("memory limit exceeded")
-        try:
-            payload = resp.json()
-        except ValueError as exc:
-            raise ContainerError(f"The action did not produce a valid JSON response: {resp.text[:200]!r}") from exc
-        return resp.status_code, payload
+        return status, payload
 
-    def _watch_memory(self, done: threading.Event, oom: threading.Event) -> None:
+    def _watch_memory(self) -> None:
+        """While a request is out, checks the tree's resident memory every 100 ms; kills it past the limit."""
         limit = self.memory_mb * 1024 * 1024
-        while not done.wait(0.1):
-            if self._rss_bytes() > limit:
-                oom.set()
+        while not self._dead.is_set():
+            self._busy_posting.wait()
+            if self._dead.wait(0.1):
+                return
+            if self._busy_posting.is_set() and self._rss_bytes() > limit:
+                self._oom.set()
                 self.kill()
                 return
 
@@ -259,13 +287,14 @@ class Container(ActionContract):
     def kill(self) -> None:
         """Kills the whole process tree, then removes the container's folder (idempotent)."""
         proc = self._proc
+        self._dead.set()
+        self._busy_posting.set()  # lets the memory watch see that it is done
         if proc is not None and proc.poll() is None:
             kill_tree(proc.pid)
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-            self._session.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> "Container":

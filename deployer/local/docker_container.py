@@ -25,11 +25,11 @@ import threading
 import time
 import uuid
 
-import requests
 
 from runtimes import contract
 
 from ..runtime_image import DEFAULT_TAG, docker, docker_binary
+from .proxy_connection import ProxyConnection, ProxyGone
 from .container import (DEFAULT_MAX_UNPACKED_BYTES, ActionContract, ContainerError, ContainerOutOfMemory,
                         ContainerTimeout, _LogBuffer)
 
@@ -185,7 +185,7 @@ class DockerContainer(ActionContract):
         self._env = env or {}
         self._logs = _LogBuffer(limit_bytes=log_limit_bytes)
         self._follower: subprocess.Popen | None = None
-        self._session = requests.Session()
+        self._connection: ProxyConnection | None = None
         self._activations = 0
         self._lock = threading.Lock()  # start/kill/pause against each other
         self._killed = False
@@ -242,6 +242,7 @@ class DockerContainer(ActionContract):
         try:
             self.ip = self._address()
             self._wait_for_port(deadline)
+            self._connection = ProxyConnection(self.ip, self.port)
         except ContainerError:
             self.kill()
             raise
@@ -314,7 +315,6 @@ class DockerContainer(ActionContract):
             except subprocess.TimeoutExpired:
                 self._follower.kill()
                 self._follower.wait()
-        self._session.close()
 
     def __enter__(self) -> "DockerContainer":
         return self
@@ -356,26 +356,18 @@ class DockerContainer(ActionContract):
         return 0
 
     def _post(self, path: str, body: dict, timeout_s: float) -> tuple[int, dict]:
-        if self.ip is None or self._killed:
+        if self._connection is None or self._killed:
             raise ContainerError("the container is not running")
         if self.paused:
             self.unpause()
         try:
-            resp = self._session.post(f"http://{self.ip}:{self.port}{path}", data=json.dumps(body),
-                                      headers={"Content-Type": "application/json"}, timeout=timeout_s)
-        except requests.Timeout as exc:
-            self.kill()
-            raise ContainerTimeout(str(exc)) from exc
-        except requests.RequestException as exc:
+            status, payload = self._exchange(self._connection, path, body, timeout_s)
+        except ProxyGone as exc:
             if self._oom_killed():
                 raise ContainerOutOfMemory("memory limit exceeded") from exc
-            raise ContainerError(f"the action process exited unexpectedly ({exc.__class__.__name__})") from exc
-        try:
-            payload = resp.json()
-        except ValueError as exc:
-            raise ContainerError(f"The action did not produce a valid JSON response: {resp.text[:200]!r}") from exc
+            raise ContainerError(f"the action process exited unexpectedly ({exc})") from exc
         # the OOM killer takes the biggest process, the action's, and the proxy answers that it exited
         if isinstance(payload, dict) and payload.get("error") == contract.ERR_EXITED and self._oom_killed(0):
             self.kill()
             raise ContainerOutOfMemory("memory limit exceeded")
-        return resp.status_code, payload
+        return status, payload

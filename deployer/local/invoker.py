@@ -20,6 +20,7 @@ from runtimes import contract
 
 from .container import (DEFAULT_MAX_UNPACKED_BYTES, Container, ContainerError, ContainerOutOfMemory,
                         ContainerTimeout)
+from . import kinds
 from .factory import process_factory
 from .prewarm import StemSpec
 
@@ -102,8 +103,9 @@ class Invoker:
             self._stem_env = dict(env)
         threading.Thread(target=self._refill, daemon=True).start()
 
-    def _container_env(self, deny: str, env: dict[str, str] | None) -> dict[str, str]:
-        return {**self._env, **(env or {}), "ACTION_DENY_MODULES": deny}
+    def _container_env(self, runtime: str, deny: str, env: dict[str, str] | None) -> dict[str, str]:
+        return {**self._env, **(env or {}), "ACTION_DENY_MODULES": deny,
+                "ACTION_PRELOAD_MODULES": kinds.preload(runtime, deny)}
 
     def _new_container(self, key, runtime, memory_mb, log_limit_bytes, env, image=None):
         c = self._factory(key, memory_mb=memory_mb, log_limit_bytes=log_limit_bytes, env=env, runtime=runtime,
@@ -130,7 +132,7 @@ class Invoker:
                         self._cond.wait(5.0)
                 self._starting += 1
                 self._stems_starting[spec] = self._stems_starting.get(spec, 0) + 1
-                env = self._container_env(spec.deny, self._stem_env)
+                env = self._container_env(spec.runtime, spec.deny, self._stem_env)
             stem = None
             try:
                 stem = self._new_container(None, spec.runtime, spec.memory_mb, 10 * 1024 * 1024, env)
@@ -234,7 +236,7 @@ class Invoker:
         timeout_s = limits["timeout"] / 1000.0
         start = _now_ms()
         t0 = time.monotonic()
-        container_env = self._container_env(deny, env)
+        container_env = self._container_env(runtime, deny, env)
         signature = frozenset(container_env.items())
 
         def stem_match(c) -> bool:

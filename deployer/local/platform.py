@@ -158,7 +158,7 @@ class Platform:
 
     def _readable_package(self, ns: str, name: str, subject: str) -> dict:
         names.check_segment(name)
-        doc = self.store.get(ns, "packages", name)
+        doc = self.store.get_shared(ns, "packages", name)
         if doc is None or (ns != subject and not doc.get("publish")):
             raise NotFound()
         return doc
@@ -169,7 +169,7 @@ class Platform:
 
     def delete_package(self, ns: str, name: str) -> dict:
         names.check_segment(name)
-        doc = self.store.get(ns, "packages", name)
+        doc = self.store.get_shared(ns, "packages", name)
         if doc is None:
             raise NotFound()
         inside = self.store.list(ns, "actions", prefix=name)
@@ -313,7 +313,7 @@ class Platform:
             NotFound: no such action, or one `subject` may not see.
         """
         if qname.package is None:
-            doc = self.store.get(qname.namespace, "actions", qname.path) if qname.namespace == subject else None
+            doc = self.store.get_shared(qname.namespace, "actions", qname.path) if qname.namespace == subject else None
             if doc is None:
                 raise NotFound()
             return Resolved(qname, doc, {})
@@ -325,7 +325,7 @@ class Platform:
             params = {**_kv_dict(source["parameters"]), **params}
             binding = f"{qname.namespace}/{qname.package}"
             owner = QualifiedName(bound["namespace"], f"{bound['name']}/{qname.name}")
-        doc = self.store.get(owner.namespace, "actions", owner.path)
+        doc = self.store.get_shared(owner.namespace, "actions", owner.path)
         if doc is None:
             raise NotFound()
         return Resolved(owner, doc, params, binding)

@@ -18,7 +18,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import sqlite3
 import sys
 import threading
@@ -212,25 +211,35 @@ def _serve_api(state_dir: Path, host: str, port: int, auth: str, s3: EmbeddedS3,
             problems.append(f"closing {store.path} failed: {exc}; committed records stay in its WAL")
 
 
-def _make_server(host: str, port: int, app):
-    """Binds first, so a taken port is our one-line error (werkzeug would print its own and exit)."""
-    from werkzeug.serving import make_server
+class _ApiServer:
+    """cheroot serving the controller: HTTP/1.1 keep-alive and a worker pool (werkzeug's is a development
+    server: HTTP/1.0 semantics by default and a new thread per connection)."""
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise PlatformError(f"port {port} on {host} is taken; stop what listens there or pick another "
-                                f"with --port") from exc
-        raise
-    try:
-        return make_server(host, sock.getsockname()[1], app, threaded=True, fd=sock.fileno())
-    finally:
-        sock.close()  # the server holds its own duplicate
+    THREADS = 64  # blocking invokes hold a thread each for up to the blocking timeout
+
+    def __init__(self, host: str, port: int, app) -> None:
+        from cheroot import wsgi
+
+        self._server = wsgi.Server((host, port), app, numthreads=self.THREADS, request_queue_size=128,
+                                   timeout=75, shutdown_timeout=5)
+        try:
+            self._server.prepare()
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE or "Address already in use" in str(exc):
+                raise PlatformError(f"port {port} on {host} is taken; stop what listens there or pick another "
+                                    f"with --port") from exc
+            raise
+        self.port = self._server.bind_addr[1]
+
+    def serve_forever(self) -> None:
+        self._server.serve()
+
+    def shutdown(self) -> None:
+        self._server.stop()
+
+
+def _make_server(host: str, port: int, app) -> _ApiServer:
+    return _ApiServer(host, port, app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,12 +2,19 @@
 
 An activation is written when it starts and again when it ends, so a record is never
 lost: one that was in flight when the platform died is closed on the next start as a
-whisk internal error instead of vanishing.
+whisk internal error instead of vanishing. The start is written before the activation
+runs (a full disk refuses the invoke); the end goes to a writer thread that commits what
+has queued up in one transaction, off the invoke's path, and every read of activations
+and every stop waits for it first, so a caller never misses a record it was answered for.
+
+Entities are read on every invoke; this process is the database's only writer, so their
+parsed documents are cached and dropped on every write of the same key.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -27,6 +34,9 @@ CREATE INDEX IF NOT EXISTS activations_by_start ON activations (namespace, start
 """
 
 
+log = logging.getLogger("store")
+
+
 class Store:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -36,10 +46,67 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._cache: dict[tuple[str, str, str], dict] = {}
+        self._ends: dict[str, dict] = {}  # activation id -> its closed record, not yet committed
+        self._queued = 0  # ends handed to the writer so far
+        self._written = 0  # of those, committed (or given up on)
+        self._write_error: sqlite3.Error | None = None
+        self._wcond = threading.Condition()
+        self._closed = False
+        self._writer = threading.Thread(target=self._write_ends, name="activation-writer", daemon=True)
+        self._writer.start()
 
     def close(self) -> None:
+        self.flush(raise_errors=False)
+        with self._wcond:
+            self._closed = True
+            self._wcond.notify_all()
+        self._writer.join(timeout=30)
         with self._lock:
             self._db.close()
+
+    def _write_ends(self) -> None:
+        while True:
+            with self._wcond:
+                while not self._ends and not self._closed:
+                    self._wcond.wait()
+                if not self._ends:
+                    return
+                batch, self._ends = self._ends, {}
+                upto = self._queued
+            error = None
+            try:
+                with self._lock:
+                    self._db.execute("BEGIN")
+                    try:
+                        self._db.executemany("UPDATE activations SET done=1, doc=? WHERE id=?",
+                                             [(json.dumps(doc), aid) for aid, doc in batch.items()])
+                        self._db.execute("COMMIT")
+                    except sqlite3.Error:
+                        self._db.execute("ROLLBACK")
+                        raise
+            except sqlite3.Error as exc:
+                # the starts are on disk: these close as interrupted at the next start unless a retry lands
+                log.error("could not write %d activation record(s): %s", len(batch), exc)
+                error = exc
+            with self._wcond:
+                if error is not None:
+                    for aid, doc in batch.items():
+                        self._ends.setdefault(aid, doc)
+                self._write_error = error
+                self._written = upto
+                self._wcond.notify_all()
+                if error is not None:
+                    self._wcond.wait(1.0)  # a full disk: retry, but not in a spin
+
+    def flush(self, raise_errors: bool = True) -> None:
+        """Waits until every record closed so far is committed; raises the writer's error if it failed."""
+        with self._wcond:
+            target = self._queued
+            while self._written < target and not self._closed:
+                self._wcond.wait()
+            if raise_errors and self._write_error is not None:
+                raise self._write_error
 
     def _exec(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self._lock:
@@ -51,12 +118,28 @@ class Store:
                           (namespace, collection, path))
         return json.loads(rows[0][0]) if rows else None
 
+    def get_shared(self, namespace: str, collection: str, path: str) -> dict | None:
+        """As `get`, from the cache: the document is shared between callers, who must not change it."""
+        key = (namespace, collection, path)
+        doc = self._cache.get(key)
+        if doc is None:
+            with self._lock:
+                rows = self._db.execute("SELECT doc FROM entities WHERE namespace=? AND collection=? AND path=?",
+                                        key).fetchall()
+                doc = json.loads(rows[0][0]) if rows else None
+                if doc is not None:
+                    self._cache[key] = doc
+        return doc
+
     def put(self, namespace: str, collection: str, path: str, doc: dict) -> None:
-        self._exec("INSERT OR REPLACE INTO entities VALUES (?,?,?,?,?)",
-                   (namespace, collection, path, json.dumps(doc), int(time.time() * 1000)))
+        with self._lock:
+            self._cache.pop((namespace, collection, path), None)
+            self._db.execute("INSERT OR REPLACE INTO entities VALUES (?,?,?,?,?)",
+                             (namespace, collection, path, json.dumps(doc), int(time.time() * 1000)))
 
     def delete(self, namespace: str, collection: str, path: str) -> bool:
         with self._lock:
+            self._cache.pop((namespace, collection, path), None)
             cur = self._db.execute("DELETE FROM entities WHERE namespace=? AND collection=? AND path=?",
                                    (namespace, collection, path))
             return cur.rowcount > 0
@@ -72,14 +155,19 @@ class Store:
                    (doc["activationId"], doc["namespace"], doc["name"], path, doc["start"], json.dumps(doc)))
 
     def end_activation(self, doc: dict) -> None:
-        self._exec("UPDATE activations SET done=1, doc=? WHERE id=?", (json.dumps(doc), doc["activationId"]))
+        with self._wcond:
+            self._ends[doc["activationId"]] = doc
+            self._queued += 1
+            self._wcond.notify_all()
 
     def get_activation(self, namespace: str, activation_id: str) -> dict | None:
+        self.flush()
         rows = self._exec("SELECT doc FROM activations WHERE id=? AND namespace=?", (activation_id, namespace))
         return json.loads(rows[0][0]) if rows else None
 
     def list_activations(self, namespace: str, name: str | None, limit: int, skip: int,
                          since: int | None = None, upto: int | None = None) -> list[dict]:
+        self.flush()
         sql = "SELECT doc FROM activations WHERE namespace=?"
         args: list = [namespace]
         if name:
@@ -96,11 +184,14 @@ class Store:
         return [json.loads(r[0]) for r in self._exec(sql, tuple(args))]
 
     def count_activations(self) -> int:
+        self.flush()
         return self._exec("SELECT COUNT(*) FROM activations")[0][0]
 
     def close_interrupted(self, make_doc) -> int:
         """Closes the records left in flight by a platform that died; returns how many."""
+        self.flush(raise_errors=False)
         rows = self._exec("SELECT doc FROM activations WHERE done=0")
         for (doc,) in rows:
             self.end_activation(make_doc(json.loads(doc)))
+        self.flush()
         return len(rows)
