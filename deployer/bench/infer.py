@@ -161,21 +161,32 @@ def _annotation(record: dict, key: str):
     return next((a["value"] for a in record.get("annotations", []) if a["key"] == key), None)
 
 
-def bench_platform_cold(client, env: dict, payload: dict, runs: int) -> dict:
+def bench_platform_cold(client, env: dict, payload: dict, runs: int, apihost: str | None = None) -> dict:
+    """First invokes after a redeploy; on the local platform each waits for an ML stem cell first (OpenWhisk's
+    prewarmed cold start), and the count of those that found one is reported."""
     from .. import manifest
+    from ..local.prewarm import DEFAULT_PREWARM
+    from .platform import _invoker_stats, _wait_prewarmed
 
-    totals, inits = [], []
+    ml_spec = next((part for part in DEFAULT_PREWARM.split(",") if "action-python-ml" in part), None)
+    totals, inits, hits = [], [], 0
     for _ in range(runs):
         manifest.deploy(client, MANIFEST, env=env)  # a new revision: the next invoke needs a new container
+        if apihost and ml_spec:
+            _wait_prewarmed(apihost, spec=ml_spec)
+        before = (_invoker_stats(apihost) or {}).get("prewarm_hits", 0) if apihost else 0
         t0 = time.perf_counter()
         record = client.invoke("mnist/infer", payload, blocking=True)
         totals.append(time.perf_counter() - t0)
+        if apihost:
+            hits += (_invoker_stats(apihost) or {}).get("prewarm_hits", 0) - before
         init = _annotation(record, "initTime")
         if init is None:
             raise BenchError("a first invoke after a redeploy carried no initTime: it was not a cold start")
         inits.append(init)
     out = summarize_ms(totals)
     out["init_time_ms_median"] = statistics.median(inits)
+    out["stem_cell_hits"] = hits if apihost else None
     return out
 
 
@@ -240,7 +251,8 @@ def run(levels: list[int], requests_per_worker: int = 20, cold_runs: int = 3, in
             report["conditions"]["model"] = version
             payload["model"] = version
             progress("platform cold starts")
-            report["platform_cold"] = bench_platform_cold(client, env, payload, cold_runs)
+            report["platform_cold"] = bench_platform_cold(client, env, payload, cold_runs,
+                                                          None if apihost and auth else info.apihost)
             answer = client.invoke("mnist/infer", payload, blocking=True, result=True)
             if answer.get("digit") != expected:
                 raise BenchError(f"the platform answered {answer}, the in-process model {expected}")

@@ -64,10 +64,14 @@ def _invoker_stats(apihost: str) -> dict | None:
         return None
 
 
-def _wait_prewarmed(apihost: str, timeout_s: float = 120.0) -> None:
-    """Until the stem cell is back (the pool refills in the background after each use)."""
+def _wait_prewarmed(apihost: str, timeout_s: float = 120.0, spec: str | None = None) -> None:
+    """Until the stem cell (of `spec`, a prewarm label, or any) is back: the pool refills in the background."""
+    def ready() -> int:
+        stats = _invoker_stats(apihost) or {}
+        return stats.get("prewarmed_by_spec", {}).get(spec, 0) if spec else stats.get("prewarmed", 0)
+
     deadline = time.monotonic() + timeout_s
-    while (_invoker_stats(apihost) or {}).get("prewarmed", 0) < 1:
+    while ready() < 1:
         if time.monotonic() > deadline:
             raise RuntimeError("the stem cell did not come back within the bench's wait")
         time.sleep(0.05)

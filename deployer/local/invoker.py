@@ -158,6 +158,7 @@ class Invoker:
             return {
                 "containers": len(self._containers),
                 "prewarmed": len(self._stems),
+                "prewarmed_by_spec": {spec.label: sum(c.stem is spec for c in self._stems) for spec in self._stem_specs},
                 "prewarm_hits": self.prewarm_hits,
                 "busy": sum(c.busy for c in self._containers),
                 "queued": self._queued,

@@ -71,13 +71,12 @@ def _repo(image: str) -> str:
 
 # What the ML image's launchers import before /init (as its stem cells wait), so a cold start of an
 # inference action pays for its own code only: the ML stack and the project's storage/inference code.
-ML_PRELOAD = ("torch", "torchvision", "numpy", "PIL.Image", "boto3", "botocore.client", "mlcore.storage",
-              "mlcore.inference", "mlcore.preprocess", "mlcore.fetch")
+ML_PRELOAD = "mlcore.preload"
 
 
 def preload(runtime: str, deny: str) -> str:
     """ACTION_PRELOAD_MODULES for a container: the ML stack where the runtime has it, else nothing."""
-    return ",".join(ML_PRELOAD) if runtime == "python" and "torch" not in deny.split(",") else ""
+    return ML_PRELOAD if runtime == "python" and "torch" not in deny.split(",") else ""
 
 
 def container_profile(exec_: dict) -> tuple[str, str]:

@@ -31,8 +31,21 @@ DEFAULT_FETCH_TIMEOUT_S = 10.0
 MAX_FETCH_TIMEOUT_S = 30.0
 
 torch.set_num_threads(int(os.environ.get("ACTION_TORCH_THREADS", "1")))
-# One per warm container: OpenWhisk reuses the process, so the model loads once.
+# One per warm container: OpenWhisk reuses the process, so the model loads once and the S3 client
+# is made once per storage setting (making one per request costs more than the inference).
 MODELS = ModelCache()
+STORES: dict[StorageConfig, Storage] = {}
+MAX_STORES = 4
+
+
+def storage_for(args: dict) -> Storage:
+    config = StorageConfig.from_params(args)
+    store = STORES.get(config)
+    if store is None:
+        if len(STORES) >= MAX_STORES:
+            STORES.pop(next(iter(STORES)))
+        store = STORES[config] = Storage(config)
+    return store
 
 
 class BadInput(Exception):
@@ -97,7 +110,7 @@ def classify(args: dict) -> dict:
         except MLCoreError as exc:
             where = f"images[{i}]: " if is_batch else ""
             raise BadInput(f"{where}{exc}") from exc
-    loaded = MODELS.get(Storage(StorageConfig.from_params(args)), version)
+    loaded = MODELS.get(storage_for(args), version)
     results = predict(loaded.model, pixels)
     if is_batch:
         return {"predictions": [dict(r, model=loaded.version) for r in results], "model": loaded.version}
