@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 from .errors import MLCoreError
+from .sizes import human_bytes, over_limit
 
 MAX_REDIRECTS = 5
 CHUNK_BYTES = 64 * 1024
@@ -178,7 +179,7 @@ def _read_body(response, deadline: float, timeout_s: float, max_bytes: int, show
 
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > max_bytes:
-        raise FetchError(f"{shown} is {declared} bytes, more than the limit of {max_bytes}; give a smaller image")
+        raise FetchError(f"{shown} is {over_limit(int(declared), max_bytes)}; give a smaller image")
     chunks, size = [], 0
     try:
         while True:
@@ -188,7 +189,7 @@ def _read_body(response, deadline: float, timeout_s: float, max_bytes: int, show
                 return b"".join(chunks)
             size += len(chunk)
             if size > max_bytes:
-                raise FetchError(f"{shown} sent more than the limit of {max_bytes} bytes; give a smaller image")
+                raise FetchError(f"{shown} sent more than the limit of {human_bytes(max_bytes)}; give a smaller image")
             if time.monotonic() > deadline:
                 raise FetchError(f"{shown} did not finish sending within {timeout_s:g} s; "
                                  "check that the server is up and fast, or send the image as base64")

@@ -18,7 +18,7 @@ import torch
 
 from .errors import MLCoreError, ObjectNotFoundError
 from .model import LeNet5, normalize, state_from_bytes
-from .train import LATEST_KEY, MODEL_PREFIX
+from .train import ARCH, LATEST_KEY, MODEL_PREFIX
 
 TRAIN_COMMAND = "deployer model train"
 
@@ -77,6 +77,10 @@ def load_model(storage, version: str = "latest") -> LoadedModel:
     if digest != meta.get("sha256"):
         raise ModelCorruptError(f"model {resolved} has sha256 {digest}, its metadata says {meta.get('sha256')}; "
                                 f"republish it with `{TRAIN_COMMAND}`")
+    arch = meta.get("arch", ARCH)  # models published before `arch` was recorded are all LeNet-5
+    if arch != ARCH:
+        raise ModelCorruptError(f"model {resolved} is a {arch!r} model; this inference builds only {ARCH!r}; "
+                                f"publish a {ARCH} model with `{TRAIN_COMMAND}`")
     model = LeNet5()
     try:
         model.load_state_dict(state_from_bytes(blob))

@@ -45,10 +45,19 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def to_unit(images_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 [N,28,28] -> float [N,1,28,28] in 0..1: the form augmentation works on."""
+    return images_uint8.to(torch.float32).div_(255.0).unsqueeze(1)
+
+
+def standardize(x_unit: torch.Tensor) -> torch.Tensor:
+    """float in 0..1 -> zero mean, unit variance over MNIST's training pixels (in place)."""
+    return x_unit.sub_(MNIST_MEAN).div_(MNIST_STD)
+
+
 def normalize(images_uint8: torch.Tensor) -> torch.Tensor:
     """uint8 [N,28,28] -> float [N,1,28,28] normalised exactly as in training."""
-    x = images_uint8.to(torch.float32).div_(255.0)
-    return x.sub_(MNIST_MEAN).div_(MNIST_STD).unsqueeze(1)
+    return standardize(to_unit(images_uint8))
 
 
 def state_to_bytes(state: dict[str, torch.Tensor]) -> bytes:

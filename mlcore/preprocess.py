@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import MLCoreError
+from .sizes import over_limit
 
 MAX_IMAGE_BYTES = 8 * 1024 * 1024
 MAX_IMAGE_PIXELS = 4096 * 4096
@@ -53,7 +54,7 @@ def decode_image(data: bytes, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int 
     if size == 0:
         raise PreprocessError("the image is empty (0 bytes); send a PNG or JPEG picture of a digit")
     if size > max_bytes:
-        raise PreprocessError(f"the image is {size} bytes, more than the limit of {max_bytes} bytes; "
+        raise PreprocessError(f"the image is {over_limit(size, max_bytes)}; "
                               "send a smaller picture (a digit needs only a few KB)")
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # System packages the tests use: Node.js for the official OpenWhisk JS client, Chromium for the
-# browser test, Docker (docker.io) and debootstrap for docker-mode (the runtime image's base is
-# made locally: no image registry here), and (via install-hostnet-deps.sh) QEMU, OVS-DPDK,
-# iperf3 and a guest kernel. Then starts dockerd when it is not running (start-dockerd.sh).
+# browser test, DejaVu and Liberation fonts for the printed-digit score, Docker (docker.io) and
+# debootstrap for docker-mode (the runtime image's base is made locally: no image registry
+# here), and (via install-hostnet-deps.sh) QEMU, OVS-DPDK, iperf3 and a guest kernel. Then
+# starts dockerd when it is not running (start-dockerd.sh).
 # Idempotent. Without root or apt it says what is missing and exits 0: those tests then skip.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -11,6 +12,9 @@ missing=()
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# fonts for the printed-digit score of `deployer model train` (mlcore/printed.py)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
+ls /usr/share/fonts/truetype/liberation*/LiberationSans-Regular.ttf >/dev/null 2>&1 || missing+=(fonts-liberation)
 command -v dockerd >/dev/null 2>&1 || [ -x /usr/sbin/dockerd ] || missing+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
 

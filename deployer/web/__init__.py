@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 
 from mlcore.errors import MLCoreError, ObjectNotFoundError, StorageError
 from mlcore.preprocess import decode_image
+from mlcore.sizes import human_bytes
 
 from .uploads import UPLOAD_PREFIX, Uploads
 
@@ -65,7 +66,7 @@ def create_app(client, storage, *, action: str = "mnist/infer", model: str | Non
 
     @app.get("/")
     def index():
-        return render_template("index.html", action=action, max_upload_bytes=max_upload_bytes,
+        return render_template("index.html", action=action, max_upload=human_bytes(max_upload_bytes),
                                accepted=", ".join(CONTENT_TYPES), keep_minutes=round(uploads.max_age_s / 60))
 
     @app.get("/api/health")
@@ -138,8 +139,8 @@ def _guard(app: Flask) -> None:
 
     @app.errorhandler(413)
     def too_large(_exc):
-        return jsonify(error=f"the upload is larger than the limit of {app.config['MAX_UPLOAD_BYTES']} bytes; "
-                             "send a smaller picture"), 413
+        limit = human_bytes(app.config["MAX_UPLOAD_BYTES"])
+        return jsonify(error=f"the upload is larger than the limit of {limit}; send a smaller picture"), 413
 
     @app.errorhandler(HTTPException)
     def http_error(exc):
@@ -176,7 +177,8 @@ def _read_upload(max_bytes: int) -> tuple[bytes, bool]:
     if not data:
         raise UploadError("the picture is empty")
     if len(data) > max_bytes:
-        raise UploadError(f"the picture is larger than the limit of {max_bytes} bytes; send a smaller one")
+        # a multipart upload was read only to the limit plus one byte, so its real size is unknown here
+        raise UploadError(f"the picture is larger than the limit of {human_bytes(max_bytes)}; send a smaller one")
     return data, keep
 
 

@@ -119,6 +119,15 @@ def test_cache_loads_once_and_follows_latest_after_its_ttl(storage, tiny_run):
     assert cache.get(storage, "v1").version == first and cache.loads == 2
 
 
+def test_a_model_of_another_architecture_is_refused_by_name(storage, tiny_run):
+    version = publish_model(storage, tiny_run.state, tiny_run.metrics())
+    meta = storage.get_json(f"{MODEL_PREFIX}/{version}.json")
+    assert meta["arch"] == "lenet5"
+    storage.put_json(f"{MODEL_PREFIX}/{version}.json", {**meta, "arch": "resnet"})
+    with pytest.raises(ModelCorruptError, match="'resnet' model; this inference builds only 'lenet5'"):
+        load_model(storage, version)
+
+
 def test_predict_checks_the_shape():
     with pytest.raises(MLCoreError, match=r"\[N,28,28\]"):
         predict(LeNet5(), torch.zeros(2, 32, 32, dtype=torch.uint8))

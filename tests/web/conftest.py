@@ -22,8 +22,9 @@ def web_storage(platform) -> Storage:
 
 
 @pytest.fixture(scope="module")
-def deployed_infer(platform, web_storage, lenet5_full):
-    state, metrics = lenet5_full
+def deployed_infer(platform, web_storage, lenet5_augmented):
+    """The page is for drawn and uploaded digits, so it gets a model trained as `deployer model train` does."""
+    state, metrics = lenet5_augmented
     version = publish_model(web_storage, state, metrics)
     env = {**platform.storage_env, "S3_BUCKET": BUCKET}
     manifest.deploy(platform.client, ROOT / "manifests" / "infer.yaml", env=env)

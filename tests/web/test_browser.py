@@ -9,6 +9,8 @@ from PIL import Image
 
 from mlcore.mnist import load_mnist
 
+from .strokes import DIGIT_STROKES
+
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run"]
@@ -79,14 +81,24 @@ def down_page(browser):
             client.close()
 
 
-def stroke(page, points: list[tuple[float, float]]) -> None:
+def stroke(page, points: list[tuple[float, float]], steps: int = 8) -> None:
     """Drags the mouse through `points`, given in pad coordinates (0..280)."""
     box = page.locator("#pad").bounding_box()
     page.mouse.move(box["x"] + points[0][0], box["y"] + points[0][1])
     page.mouse.down()
     for x, y in points[1:]:
-        page.mouse.move(box["x"] + x, box["y"] + y, steps=8)
+        page.mouse.move(box["x"] + x, box["y"] + y, steps=steps)
     page.mouse.up()
+
+
+def chart(page) -> list[dict]:
+    """Per bar of the probability chart: digit, probability, drawn height, whether marked top, its % label."""
+    bars = page.locator("#bars svg g.bar")
+    return [{"digit": int(bar.get_attribute("data-digit")), "p": float(bar.get_attribute("data-probability")),
+             "height": float(bar.locator("rect.fill").get_attribute("height")),
+             "plot": float(bar.locator("rect.track").get_attribute("height")),
+             "top": "top" in bar.get_attribute("class").split(), "label": bar.locator("text.p").text_content()}
+            for bar in bars.all()]
 
 
 def shown_digit(page) -> str:
@@ -104,6 +116,15 @@ def test_drawing_a_one_shows_1_with_ten_bars(page):
     assert page.locator("#bars .bar").count() == 10
     assert page.locator("#bars .bar.top").get_attribute("data-digit") == "1"
     assert page.locator("#error").inner_text() == ""
+    # the bar chart: heights proportional to the probabilities, the tallest marked, labels in percent
+    bars = chart(page)
+    assert [b["digit"] for b in bars] == list(range(10))
+    assert sum(b["p"] for b in bars) == pytest.approx(1.0, abs=1e-3)
+    assert all(b["height"] == pytest.approx(b["p"] * b["plot"], abs=0.01) for b in bars)
+    assert max(bars, key=lambda b: b["height"])["digit"] == 1 and [b["digit"] for b in bars if b["top"]] == [1]
+    assert bars[1]["label"] == f"{bars[1]['p'] * 100:.{0 if bars[1]['p'] >= 0.995 else 1}f}%"
+    label = page.locator("#bars svg").get_attribute("aria-label")
+    assert label.startswith("probability of each digit: 0 ") and "1 " in label
     assert page.locator("#image-link").is_hidden()
     assert not [m for m in page.console if "Content Security Policy" in m], page.console
 
@@ -112,6 +133,24 @@ def test_drawing_a_seven(page):
     stroke(page, [(60, 50), (220, 50), (120, 250)])
     page.click("#classify")
     assert shown_digit(page) == "7"
+
+
+def test_ten_digits_drawn_with_the_mouse(page):
+    """Each digit drawn stroke by stroke (tests/web/strokes.py), classified through the page, platform and action."""
+    shown = {}
+    for digit, strokes in DIGIT_STROKES.items():
+        page.click("#clear")
+        for points in strokes:
+            stroke(page, points, steps=4)
+        page.click("#classify")
+        shown[digit] = shown_digit(page)
+        assert page.locator("#bars .bar.top").get_attribute("data-digit") == shown[digit]
+    right = [d for d, s in shown.items() if s == str(d)]
+    assert len(right) >= 9, f"drawn -> shown: {shown}"
+
+
+def test_the_upload_limit_is_given_in_words(page):
+    assert "at most 195 KB)" in page.locator("#upload-form").inner_text()
 
 
 def test_classify_without_drawing_says_so(page):

@@ -39,6 +39,7 @@ def test_page_has_the_pad_and_the_upload_form(web_server):
     page = requests.get(web_server.url + "/", timeout=10)
     assert page.status_code == 200
     assert '<canvas id="pad"' in page.text and 'name="image"' in page.text and "mnist/infer" in page.text
+    assert "at most 195 KB)" in page.text and "bytes" not in page.text
     assert requests.get(web_server.url + "/static/app.js", timeout=10).status_code == 200
 
 
@@ -85,8 +86,8 @@ def test_non_image_upload_is_refused_before_storing(web_server, web_storage):
     ({"json": {"image": "@@@"}}, 400, "not valid base64"),
     ({"files": {"other": ("a.png", b"x")}}, 400, "multipart field `image`"),
     ({"files": {"image": ("a.png", b"")}}, 400, "empty"),
-    ({"files": {"image": ("big.png", b"\x89PNG" + b"\0" * 250_000)}}, 400, "larger than the limit of 200000 bytes"),
-    ({"files": {"image": ("big.png", b"\x89PNG" + b"\0" * 600_000)}}, 413, "larger than the limit of 200000 bytes"),
+    ({"files": {"image": ("big.png", b"\x89PNG" + b"\0" * 250_000)}}, 400, "larger than the limit of 195 KB;"),
+    ({"files": {"image": ("big.png", b"\x89PNG" + b"\0" * 600_000)}}, 413, "larger than the limit of 195 KB;"),
     ({"files": {"image": ("a.tif", encode(Image.new("L", (8, 8)), "TIFF"))}}, 400, "PNG, JPEG"),
     ({"files": {"image": ("huge.png", encode(Image.new("1", (3000, 3000))))}}, 400, "more than the limit of 4194304"),
 ])

@@ -24,6 +24,7 @@ from mlcore.errors import MLCoreError
 from mlcore.fetch import fetch_url, parse_allow_hosts
 from mlcore.inference import ModelCache, predict
 from mlcore.preprocess import MAX_IMAGE_BYTES, preprocess_bytes
+from mlcore.sizes import human_bytes
 from mlcore.storage import Storage, StorageConfig
 
 MAX_BATCH = 64
@@ -58,7 +59,7 @@ def decode_base64(value, where: str) -> bytes:
     if value.startswith("data:"):
         value = value.partition(",")[2]
     if len(value) > MAX_IMAGE_BYTES * 4 // 3 + 4:
-        raise BadInput(f"{where} is larger than the limit of {MAX_IMAGE_BYTES} bytes; send a smaller image")
+        raise BadInput(f"{where} is larger than the limit of {human_bytes(MAX_IMAGE_BYTES)}; send a smaller image")
     try:
         return base64.b64decode("".join(value.split()), validate=True)
     except (binascii.Error, ValueError) as exc:
