@@ -151,6 +151,9 @@ def main(argv: list[str] | None = None) -> None:
     _become_subreaper()
     relay.from_spec(os.environ.get("DEPLOYER_RELAYS", ""))  # docker mode: the platform's services on loopback
     runner = ActionRunner(deny=opts.deny, preload=os.environ.get("ACTION_PRELOAD_MODULES", ""), prestart=True)
+    from cheroot import wsgi  # noqa: F401 - imported while the launcher starts
+    # listen only once the launcher has its modules: a stem cell is ready when it accepts, as in docker mode
+    runner.wait_ready()
     server = make_server(opts.host, opts.port, ProxyApp(runner))
     port = server.bind_addr[1]
     if opts.ready_fd is not None:

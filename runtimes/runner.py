@@ -82,6 +82,7 @@ class ActionRunner:
         self._proc: subprocess.Popen | None = None
         self._results = None
         self._initialized = False
+        self._ready = False
         self._preload = ",".join(m for m in preload.split(",") if m and m not in deny.split(","))
         if prestart:
             self._prestart()
@@ -118,6 +119,16 @@ class ActionRunner:
         except InitError:
             self._proc = None
 
+    def wait_ready(self) -> None:
+        """Until a prestarted launcher has imported its modules (or died: then it is dropped)."""
+        if self._proc is None or self._ready:
+            return
+        ready = self._read_line()
+        if ready is None or b'"ready"' not in ready:
+            self._discard()
+        else:
+            self._ready = True
+
     def exited(self) -> bool:
         return self._initialized and (self._proc is None or self._proc.poll() is not None)
 
@@ -137,10 +148,7 @@ class ActionRunner:
         env = launcher_env(value.get("env") or {}, self._workdir)
         if any(key.startswith("PYTHON") for key in env):  # read by the interpreter at its start: start afresh
             self._discard()
-        if self._proc is not None:  # a prestarted launcher: once it is ready, hand it the action
-            ready = self._read_line()
-            if ready is None or b'"ready"' not in ready:
-                self._discard()
+        self.wait_ready()
         if self._proc is not None:
             try:
                 line = json.dumps({"main": main_name, "env": env}, ensure_ascii=False).encode() + b"\n"
@@ -172,6 +180,7 @@ class ActionRunner:
             self._proc.kill()
             self._proc.wait()
         self._proc = None
+        self._ready = False
         if self._results is not None:
             self._results.close()
             self._results = None

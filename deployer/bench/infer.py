@@ -238,11 +238,13 @@ def run(levels: list[int], requests_per_worker: int = 20, cold_runs: int = 3, in
             env = dict(storage_env or StorageConfig.from_env().as_env())
             report["conditions"]["target"] = apihost
         else:
-            owned = LocalPlatform(Path(tmp) / "platform", max_containers=max(levels), idle_timeout_s=600)
+            # room for the warm containers, the default stem cells (4) and each cold run's old revision
+            slots = max(levels) + 4 + cold_runs
+            owned = LocalPlatform(Path(tmp) / "platform", max_containers=slots, idle_timeout_s=600)
             info = owned.start()
             client = info.client()
             env = info.storage_env(BUCKET)
-            report["conditions"]["target"] = f"local platform (owned, max_containers={max(levels)})"
+            report["conditions"]["target"] = f"local platform (owned, max_containers={slots})"
         try:
             storage = Storage(StorageConfig.from_env(env))
             storage.ensure_bucket()
