@@ -109,7 +109,7 @@ class ProxyApp:
             _end_activation()
             return contract.BAD_REQUEST, {"error": contract.ERR_NOT_DICT_ARG}
         try:
-            answer = self.runner.run(message)
+            answer = self.runner.run(message, data)
         except ActionExited:
             _end_activation()
             return contract.BAD_REQUEST, {"error": contract.ERR_EXITED}

@@ -197,12 +197,18 @@ class ActionRunner:
                 if not ready:
                     return None
 
-    def run(self, message: dict) -> bytes:
-        """The launcher's answer as raw JSON bytes. Raises ActionExited when it died."""
+    def run(self, message: dict, raw: bytes | None = None) -> bytes:
+        """The launcher's answer as raw JSON bytes. Raises ActionExited when it died.
+
+        `raw`, the request body `message` was parsed from, goes to the launcher as it is when it fits on one line.
+        """
         if self.exited():
             raise ActionExited("command exited")
+        line = raw.strip() if raw is not None else b""
+        if line[:1] != b"{" or b"\n" in line or b"\r" in line:  # not UTF-8 on one line: write it afresh
+            line = json.dumps(message, ensure_ascii=False).encode()
         try:
-            self._proc.stdin.write(json.dumps(message, ensure_ascii=False).encode() + b"\n")
+            self._proc.stdin.write(line + b"\n")
             self._proc.stdin.flush()
         except (BrokenPipeError, ValueError) as exc:
             self._proc.kill()

@@ -107,6 +107,8 @@ class ActionContract:
     """/init, /run and their logs, the same over any transport: subclasses give `_post`, `_logs`, `alive`."""
 
     _activations: int = 0
+    answer_bytes: int = 0
+    answer_finite: bool = True
 
     @property
     def log_limit_bytes(self) -> int:
@@ -133,18 +135,26 @@ class ActionContract:
 
     def _exchange(self, connection: ProxyConnection, path: str, body: dict, timeout_s: float) -> tuple[int, object]:
         """One POST and its parsed answer. Raises ContainerTimeout (after killing), or ProxyGone for the caller
-        to tell an out-of-memory kill from a crash."""
+        to tell an out-of-memory kill from a crash.
+
+        The answer's size and whether it held NaN or an infinity are kept (`answer_bytes`, `answer_finite`)
+        for the invoker's result checks, so the result is parsed once and never serialised again to measure it.
+        """
         try:
             status, raw = connection.post(path, json.dumps(body).encode(), timeout_s)
         except TimeoutError as exc:
             self.kill()
             raise ContainerTimeout(f"no answer within {timeout_s:.3f} s") from exc
+        constants = []
+        self.answer_bytes = len(raw)
         try:
-            return status, json.loads(raw)
+            payload = json.loads(raw, parse_constant=lambda name: constants.append(name) or float(name))
         except ValueError as exc:
             if status == contract.OK:  # the proxy checks only the first byte of a result: the rest was not JSON
                 return contract.BAD_GATEWAY, {"error": contract.ERR_NOT_DICT_RESULT}
             raise ContainerError(f"The action did not produce a valid JSON response: {raw[:200]!r}") from exc
+        self.answer_finite = not constants
+        return status, payload
 
 
 class Container(ActionContract):

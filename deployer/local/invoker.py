@@ -8,9 +8,7 @@ classifies them.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -53,17 +51,6 @@ class RunResult:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def is_finite_json(value) -> bool:
-    """False when a result holds NaN or an infinity: the proxy's JSON parser accepts them, JSON does not."""
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, dict):
-        return all(is_finite_json(v) for v in value.values())
-    if isinstance(value, list):
-        return all(is_finite_json(v) for v in value)
-    return True
 
 
 class Invoker:
@@ -335,11 +322,11 @@ class Invoker:
                 err = {"error": ABNORMAL_RUN}
             return RunResult(DEVELOPER_ERROR, err, logs=logs)
         self._release(container, reusable=True)
-        if not is_finite_json(body):
+        if not container.answer_finite:
             return RunResult(APPLICATION_ERROR, {"error": "The action returned NaN or Infinity, which JSON cannot "
                                                           "represent; return a number, a string or null instead."},
                              logs=logs)
-        size = len(json.dumps(body, ensure_ascii=False).encode())
+        size = container.answer_bytes  # the launcher's JSON, as json.dumps(result, ensure_ascii=False) writes it
         if size > MAX_RESULT_BYTES:
             return RunResult(DEVELOPER_ERROR, {"error": f"The action produced a response that exceeded the allowed "
                                                         f"length: {size} > {MAX_RESULT_BYTES} bytes."}, logs=logs)
