@@ -190,12 +190,16 @@ def bench_platform_cold(client, env: dict, payload: dict, runs: int, apihost: st
     return out
 
 
-def bench_platform_warm(client, payload: dict, levels: list[int], requests_per_worker: int) -> dict:
+def bench_platform_warm(client, payload: dict, levels: list[int], requests_per_worker: int,
+                        apihost: str | None = None) -> dict:
+    from .platform import warm_up
+
     call = lambda: client.invoke("mnist/infer", payload, blocking=True, result=True)  # noqa: E731
     out = {}
     for c in levels:
-        closed_loop(call, c, 2)  # start c warm containers first
+        rounds = warm_up(call, c, apihost)
         out[str(c)] = closed_loop(call, c, requests_per_worker)
+        out[str(c)]["warm_up_rounds"] = rounds
     return out
 
 
@@ -259,7 +263,8 @@ def run(levels: list[int], requests_per_worker: int = 20, cold_runs: int = 3, in
             if answer.get("digit") != expected:
                 raise BenchError(f"the platform answered {answer}, the in-process model {expected}")
             progress("platform warm invokes")
-            report["platform_warm"] = bench_platform_warm(client, payload, levels, requests_per_worker)
+            report["platform_warm"] = bench_platform_warm(client, payload, levels, requests_per_worker,
+                                                          None if apihost and auth else info.apihost)
         finally:
             client.close()
             if owned:
