@@ -89,6 +89,7 @@ def _await_action(preload: list[str], out) -> str:
     action = json.loads(line)
     os.environ.clear()
     os.environ.update(action["env"])
+    importlib.invalidate_caches()  # the action's folder was listed (empty) by the imports above
     return action["main"]
 
 
