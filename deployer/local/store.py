@@ -74,30 +74,36 @@ class Store:
                     return
                 batch, self._ends = self._ends, {}
                 upto = self._queued
-            error = None
-            try:
-                with self._lock:
-                    self._db.execute("BEGIN")
-                    try:
-                        self._db.executemany("UPDATE activations SET done=1, doc=? WHERE id=?",
-                                             [(json.dumps(doc), aid) for aid, doc in batch.items()])
-                        self._db.execute("COMMIT")
-                    except sqlite3.Error:
-                        self._db.execute("ROLLBACK")
-                        raise
-            except sqlite3.Error as exc:
-                # the starts are on disk: these close as interrupted at the next start unless a retry lands
-                log.error("could not write %d activation record(s): %s", len(batch), exc)
-                error = exc
+            error = self._commit_ends([(json.dumps(doc), aid) for aid, doc in batch.items()])
             with self._wcond:
-                if error is not None:
-                    for aid, doc in batch.items():
-                        self._ends.setdefault(aid, doc)
                 self._write_error = error
                 self._written = upto
                 self._wcond.notify_all()
-                if error is not None:
-                    self._wcond.wait(1.0)  # a full disk: retry, but not in a spin
+                if error is None:
+                    continue
+                if self._closed:  # stopping on a broken disk: the starts are there and close as interrupted
+                    log.error("gave up on %d activation record(s) at stop; the next start closes them as "
+                              "interrupted", len(batch))
+                    return
+                for aid, doc in batch.items():
+                    self._ends.setdefault(aid, doc)
+                self._wcond.wait(1.0)  # a full disk: retry, but not in a spin
+
+    def _commit_ends(self, rows: list[tuple[str, str]]) -> sqlite3.Error | None:
+        try:
+            with self._lock:
+                self._db.execute("BEGIN")
+                try:
+                    self._db.executemany("UPDATE activations SET done=1, doc=? WHERE id=?", rows)
+                    self._db.execute("COMMIT")
+                except sqlite3.Error:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            log.error("could not write %d activation record(s): %s", len(rows), exc)
+            return exc
+        return None
 
     def flush(self, raise_errors: bool = True) -> None:
         """Waits until every record closed so far is committed; raises the writer's error if it failed."""

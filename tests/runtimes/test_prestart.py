@@ -105,3 +105,21 @@ def test_a_read_after_a_close_sees_the_record(tmp_path):
         assert store.list_activations("guest", None, 10, 0)[0]["end"] == 2
     finally:
         store.close()
+
+
+def test_a_store_stopping_on_a_full_disk_gives_up_and_the_next_start_closes_the_record(small_fs, fill_fs):
+    disk = small_fs("state", "4m")
+    store = Store(disk / "p.db")
+    doc = {"activationId": "a1", "namespace": "guest", "name": "x", "start": 1, "end": 0, "big": "x" * 200_000}
+    store.begin_activation({k: v for k, v in doc.items() if k != "big"}, "x")
+    fill_fs(disk)
+    store.end_activation({**doc, "end": 2})  # does not fit
+    store.close()  # returns: the writer gives up once the store is closing
+    assert not store._writer.is_alive()
+    (disk / "filler").unlink()
+    again = Store(disk / "p.db")
+    try:
+        assert again.close_interrupted(lambda d: {**d, "end": 3}) == 1
+        assert again.get_activation("guest", "a1")["end"] == 3
+    finally:
+        again.close()
