@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -127,15 +128,26 @@ def platform(tmp_path_factory):
     from deployer.local.supervisor import LocalPlatform
 
     # room for a 3-worker training job with a straggler (3 + 1 workers, PS, coordinator) and a spare
-    owner = LocalPlatform(tmp_path_factory.mktemp("platform"), max_containers=8, idle_timeout_s=600)
-    info = owner.start()
-    handle = PlatformHandle(owner, info)
+    with running(LocalPlatform(tmp_path_factory.mktemp("platform"), max_containers=8, idle_timeout_s=600)) as handle:
+        yield handle
+
+
+@contextlib.contextmanager
+def running(owner):
+    """Starts `owner` (a LocalPlatform) with its bucket made, as a PlatformHandle; stops it on the way out."""
+    handle = PlatformHandle(owner, owner.start())
     Storage(handle.storage_config).ensure_bucket()
     try:
         yield handle
     finally:
         handle.client.close()
         owner.stop()
+
+
+@pytest.fixture(scope="session")
+def running_platform():
+    """`running`, for fixtures in other folders: with running_platform(LocalPlatform(...)) as handle."""
+    return running
 
 
 # Trained LeNet-5 models shared by the action and web tests: trained once per configuration and

@@ -166,20 +166,19 @@ def bench_platform_cold(client, env: dict, payload: dict, runs: int, apihost: st
     prewarmed cold start), and the count of those that found one is reported."""
     from .. import manifest
     from ..local.prewarm import DEFAULT_PREWARM
-    from .platform import _invoker_stats, _wait_prewarmed
+    from .platform import prewarm_hits, wait_prewarmed
 
     ml_spec = next((part for part in DEFAULT_PREWARM.split(",") if "action-python-ml" in part), None)
     totals, inits, hits = [], [], 0
     for _ in range(runs):
         manifest.deploy(client, MANIFEST, env=env)  # a new revision: the next invoke needs a new container
         if apihost and ml_spec:
-            _wait_prewarmed(apihost, spec=ml_spec)
-        before = (_invoker_stats(apihost) or {}).get("prewarm_hits", 0) if apihost else 0
+            wait_prewarmed(apihost, spec=ml_spec)
+        before = prewarm_hits(apihost)
         t0 = time.perf_counter()
         record = client.invoke("mnist/infer", payload, blocking=True)
         totals.append(time.perf_counter() - t0)
-        if apihost:
-            hits += (_invoker_stats(apihost) or {}).get("prewarm_hits", 0) - before
+        hits += prewarm_hits(apihost) - before
         init = _annotation(record, "initTime")
         if init is None:
             raise BenchError("a first invoke after a redeploy carried no initTime: it was not a cold start")

@@ -55,7 +55,8 @@ COLD_MEMORY_MB = {"prewarmed": 256, "unprewarmed": 320}  # the platform prewarms
 PREWARM = "python:3.11@256x1"
 
 
-def _invoker_stats(apihost: str) -> dict | None:
+def invoker_stats(apihost: str) -> dict | None:
+    """The local platform's invoker counters from GET /api/v1, or None where it does not give them."""
     import requests
 
     try:
@@ -64,10 +65,10 @@ def _invoker_stats(apihost: str) -> dict | None:
         return None
 
 
-def _wait_prewarmed(apihost: str, timeout_s: float = 120.0, spec: str | None = None) -> None:
+def wait_prewarmed(apihost: str, timeout_s: float = 120.0, spec: str | None = None) -> None:
     """Until the stem cell (of `spec`, a prewarm label, or any) is back: the pool refills in the background."""
     def ready() -> int:
-        stats = _invoker_stats(apihost) or {}
+        stats = invoker_stats(apihost) or {}
         return stats.get("prewarmed_by_spec", {}).get(spec, 0) if spec else stats.get("prewarmed", 0)
 
     deadline = time.monotonic() + timeout_s
@@ -75,6 +76,11 @@ def _wait_prewarmed(apihost: str, timeout_s: float = 120.0, spec: str | None = N
         if time.monotonic() > deadline:
             raise RuntimeError("the stem cell did not come back within the bench's wait")
         time.sleep(0.05)
+
+
+def prewarm_hits(apihost: str | None) -> int:
+    """Cold starts that took a stem cell so far (0 where the target does not say)."""
+    return (invoker_stats(apihost) or {}).get("prewarm_hits", 0) if apihost else 0
 
 
 def bench_cold(client, runs: int, apihost: str | None = None, kind: str = "unprewarmed") -> dict:
@@ -89,13 +95,12 @@ def bench_cold(client, runs: int, apihost: str | None = None, kind: str = "unpre
         client.create_action(name, {"kind": "python:3.11", "code": NOOP_SOURCE + f"# rev {i}\n"},
                              limits={"memory": COLD_MEMORY_MB[kind]})
         if kind == "prewarmed" and apihost:
-            _wait_prewarmed(apihost)
-        before = (_invoker_stats(apihost) or {}).get("prewarm_hits", 0) if apihost else 0
+            wait_prewarmed(apihost)
+        before = prewarm_hits(apihost)
         t0 = time.perf_counter()
         record = client.invoke(name, {}, blocking=True)
         totals.append(time.perf_counter() - t0)
-        if apihost:
-            hits += (_invoker_stats(apihost) or {}).get("prewarm_hits", 0) - before
+        hits += prewarm_hits(apihost) - before
         init = next((a["value"] for a in record["annotations"] if a["key"] == "initTime"), None)
         if init is None:
             raise RuntimeError("a cold invoke carried no initTime annotation")
@@ -111,9 +116,9 @@ def warm_up(call: Callable[[], None], concurrency: int, apihost: str | None, max
     """Rounds of load until one starts no container (on the local platform; one round elsewhere): a cold
     start inside the measured loop would be timed as a warm invoke."""
     for rounds in range(1, max_rounds + 1):
-        before = (_invoker_stats(apihost) or {}).get("cold_starts") if apihost else None
+        before = (invoker_stats(apihost) or {}).get("cold_starts") if apihost else None
         closed_loop(call, concurrency, 3)
-        if before is None or (_invoker_stats(apihost) or {}).get("cold_starts") == before:
+        if before is None or (invoker_stats(apihost) or {}).get("cold_starts") == before:
             return rounds
     return max_rounds
 

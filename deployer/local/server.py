@@ -182,7 +182,7 @@ def _serve_api(state_dir: Path, host: str, port: int, auth: str, s3: EmbeddedS3,
     try:
         if platform.interrupted_on_start:
             log.warning("closed %d activation(s) left in flight by the previous run", platform.interrupted_on_start)
-        server = _make_server(host, port, create_app(platform, {NAMESPACE: auth}))
+        server = _ApiServer(host, port, create_app(platform, {NAMESPACE: auth}))
         apihost = f"http://{host}:{server.port}"
         platform.api_host = apihost
         if docker is not None:
@@ -236,10 +236,6 @@ class _ApiServer:
 
     def shutdown(self) -> None:
         self._server.stop()
-
-
-def _make_server(host: str, port: int, app) -> _ApiServer:
-    return _ApiServer(host, port, app)
 
 
 def main(argv: list[str] | None = None) -> None:

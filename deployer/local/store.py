@@ -35,6 +35,7 @@ CREATE INDEX IF NOT EXISTS activations_by_start ON activations (namespace, start
 
 
 log = logging.getLogger("store")
+_SELECT_ENTITY = "SELECT doc FROM entities WHERE namespace=? AND collection=? AND path=?"
 
 
 class Store:
@@ -120,8 +121,7 @@ class Store:
 
     # entities
     def get(self, namespace: str, collection: str, path: str) -> dict | None:
-        rows = self._exec("SELECT doc FROM entities WHERE namespace=? AND collection=? AND path=?",
-                          (namespace, collection, path))
+        rows = self._exec(_SELECT_ENTITY, (namespace, collection, path))
         return json.loads(rows[0][0]) if rows else None
 
     def get_shared(self, namespace: str, collection: str, path: str) -> dict | None:
@@ -130,8 +130,7 @@ class Store:
         doc = self._cache.get(key)
         if doc is None:
             with self._lock:
-                rows = self._db.execute("SELECT doc FROM entities WHERE namespace=? AND collection=? AND path=?",
-                                        key).fetchall()
+                rows = self._db.execute(_SELECT_ENTITY, key).fetchall()
                 doc = json.loads(rows[0][0]) if rows else None
                 if doc is not None:
                     self._cache[key] = doc

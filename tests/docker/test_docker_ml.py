@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -22,18 +21,10 @@ FEDAVG = Path(__file__).resolve().parents[2] / "manifests" / "fedavg.yaml"
 
 
 @pytest.fixture(scope="module")
-def docker_ml(runtime_image, tmp_path_factory):
+def docker_ml(runtime_image, tmp_path_factory, running_platform):
     state = tmp_path_factory.mktemp("docker-ml")
-    owner = LocalPlatform(state, containers="docker", max_containers=6, prewarm="none")
-    info = owner.start()
-    handle = SimpleNamespace(owner=owner, client=info.client(), storage_config=info.storage_config(),
-                             storage_env=info.storage_env())
-    Storage(handle.storage_config).ensure_bucket()
-    try:
+    with running_platform(LocalPlatform(state, containers="docker", max_containers=6, prewarm="none")) as handle:
         yield handle
-    finally:
-        handle.client.close()
-        owner.stop()
     assert dc.leftovers(platform_id(state)) == {"containers": [], "networks": []}
 
 

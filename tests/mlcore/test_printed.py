@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from mlcore.model import LeNet5
 from mlcore.preprocess import preprocess_bytes
@@ -26,19 +25,6 @@ def fonts():
     return found
 
 
-class ConstantModel(nn.Module):
-    """Always answers `digit`."""
-
-    def __init__(self, digit: int) -> None:
-        super().__init__()
-        self.digit = digit
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = torch.zeros(len(x), 10)
-        logits[:, self.digit] = 5.0
-        return logits
-
-
 def test_a_rendered_one_preprocesses_into_a_tall_thin_mnist_digit(fonts):
     _, path = fonts[0]
     out = preprocess_bytes(render_digit(1, path, 48, 0.0))
@@ -47,9 +33,9 @@ def test_a_rendered_one_preprocesses_into_a_tall_thin_mnist_digit(fonts):
     assert rows.max() - rows.min() + 1 >= 18 and cols.max() - cols.min() + 1 <= 14
 
 
-def test_a_model_that_always_says_3_scores_one_digit_per_font(fonts):
+def test_a_model_that_always_says_3_scores_one_digit_per_font(fonts, constant_model):
     # Execute
-    score = score_printed(ConstantModel(3), fonts)
+    score = score_printed(constant_model(3), fonts)
     # Assert: only the 3s are right, each in every variant
     assert (score.right, score.total) == (3, 30)
     assert (score.variants_right, score.variants_total) == (3 * VARIANTS, 30 * VARIANTS)

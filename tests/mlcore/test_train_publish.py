@@ -6,7 +6,6 @@ import hashlib
 
 import pytest
 import torch
-from torch import nn
 
 from mlcore.errors import MLCoreError
 from mlcore.inference import ModelCache, ModelCorruptError, ModelNotFoundError, load_model, predict, resolve_version
@@ -40,23 +39,10 @@ def test_training_is_reproducible_with_a_seed(mnist_root):
     assert runs[0].accuracy == runs[1].accuracy
 
 
-class ConstantModel(nn.Module):
-    """Always answers `digit`: its accuracy is the share of that digit in the labels."""
-
-    def __init__(self, digit: int) -> None:
-        super().__init__()
-        self.digit = digit
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = torch.zeros(len(x), 10)
-        logits[:, self.digit] = 5.0
-        return logits
-
-
-def test_evaluate_counts_correct_answers(mnist_root):
+def test_evaluate_counts_correct_answers(mnist_root, constant_model):
     images, labels = load_mnist(train=False, root=mnist_root)
     images, labels = images[:1000], labels[:1000]
-    result = evaluate(ConstantModel(3), images, labels, batch_size=128)
+    result = evaluate(constant_model(3), images, labels, batch_size=128)
     assert result["n"] == 1000
     assert result["accuracy"] == pytest.approx((labels == 3).float().mean().item())
 
