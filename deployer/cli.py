@@ -53,7 +53,7 @@ HELP = {
     "model": "Train and publish the LeNet-5 model.",
     "serve": "The web page of the inference demo.",
     "demo": "The main job: data, model, deploy, classify through the platform.",
-    "train": "Serverless distributed training (parameter server + workers).",
+    "train": "Serverless distributed training (long-lived workers reducing through S3).",
     "fedavg": "Federated learning on MNIST.",
     "hostnet": "QEMU guests, virtio-net vs OVS-DPDK vhost-user, migration.",
     "runtime": "The action runtime image: `runtime build` makes it locally with Docker.",

@@ -1,8 +1,10 @@
 """`deployer train` as a library: deploy the training actions, start or resume a job, follow it, report.
 
-The job's whole state is in object storage (see mlcore.dist_job), so following a job means
-reading its metrics.jsonl and status.json; the coordinator runs either as the
-`mnist-train/train` action (default) or in this process (`driver="cli"`), same code.
+The training itself is mlcore.training; this module is its edge to a platform. The job's
+whole state is in object storage, so following a job means reading its metrics.jsonl and
+status.json; the coordinator runs as the `mnist-train/train` action (default) or in this
+process (`driver="cli"`), same code. A coordinator that dies is resumed by `follow`: the
+workers it started keep running and the new one adopts them.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from mlcore import dist_data
-from mlcore.dist_coordinator import Coordinator, read_metrics
-from mlcore.dist_job import JobConfig, JobLayout, TrainingError, new_job_name
-from mlcore.dist_steps import create_job, load_config
 from mlcore.errors import ObjectNotFoundError
 from mlcore.owapi import OpenWhiskInvoker
 from mlcore.storage import Storage, StorageConfig
+from mlcore.training import data as training_data
+from mlcore.training.coordinator import Coordinator, create_job, gb_s_of, load_config, read_metrics
+from mlcore.training.job import JobConfig, JobLayout, TrainingError, new_job_name
+from mlcore.training.report import summarise
 
 from .errors import ConfigError, NotFoundError, OpenWhiskError
 from .manifest import PROJECT_ROOT, deploy
@@ -51,7 +53,7 @@ def prepare(target: Target, client, storage: Storage, data: str = "s3", manifest
     env = {**os.environ, **storage_env_for(target)}
     names = deploy(client, manifest, env=env)
     if data == "s3":
-        dist_data.upload_mnist(storage)
+        training_data.upload_mnist(storage)
     return names
 
 
@@ -77,11 +79,11 @@ def check_capacity(client, config: JobConfig, driver: str = "action") -> None:
     except OpenWhiskError:
         return
     capacity = invoker.get("max_containers")
-    needed = config.workers + 1 + (driver == "action")
+    needed = config.workers + (driver == "action")
     if isinstance(capacity, int) and needed > capacity:
         raise TrainingError(f"the local platform runs at most {capacity} action containers and this job needs "
-                            f"{needed} at once ({config.workers} workers, the PS"
-                            f"{', the coordinator' if driver == 'action' else ''}); restart it with "
+                            f"{needed} at once ({config.workers} workers"
+                            f"{' and the coordinator' if driver == 'action' else ''}); restart it with "
                             f"`deployer down && deployer up --max-containers {needed}`")
 
 
@@ -109,8 +111,7 @@ def drive(target: Target, storage: Storage, config: JobConfig, package: str = PA
     invoker = OpenWhiskInvoker(target.apihost, target.auth, insecure=target.insecure)
     try:
         coordinator = Coordinator(storage, invoker, config, worker_action=f"/_/{package}/worker",
-                                  ps_action=f"/_/{package}/ps", owner=f"cli-{os.getpid()}-{time.time():.0f}",
-                                  log=log)
+                                  owner=f"cli-{os.getpid()}-{time.time():.0f}", log=log)
         return coordinator.run()
     finally:
         invoker.close()
@@ -123,12 +124,12 @@ def status(storage: Storage, job: str) -> dict:
         return {}
 
 
-def _coordinator_gone(client, events: list[dict]) -> str | None:
-    """Why the newest coordinator activation ended without finishing the job, or None while it runs."""
-    starts = [e for e in events if e.get("event") == "start"]
-    handoffs = [e for e in events if e.get("event") == "handed_off"]
-    owner = (handoffs[-1]["successor"] if handoffs and (not starts or handoffs[-1]["time"] > starts[-1]["time"])
-             else starts[-1]["owner"] if starts else None)
+def _coordinator_gone(client, storage: Storage, job: str, first_activation: str | None) -> str | None:
+    """Why the coordinator that owns the job ended without finishing it, or None while it runs."""
+    state = status(storage, job)
+    owner = state.get("successor") or state.get("owner")
+    if first_activation and first_activation not in (state.get("owner"), state.get("successor")):
+        owner = first_activation  # started by us and not yet the owner: it is the one to watch
     if not owner or owner.startswith("cli-"):
         return None
     try:
@@ -138,17 +139,20 @@ def _coordinator_gone(client, events: list[dict]) -> str | None:
     except OpenWhiskError as exc:
         return f"cannot read coordinator activation {owner}: {exc}"
     result = record.get("response", {}).get("result", {})
-    if result.get("state") == "continued":
+    if result.get("state") in ("continued", "done"):
         return None
     return f"coordinator activation {owner} ended: {result.get('error') or result or record['response']['status']}"
 
 
 def follow(client, storage: Storage, job: str, poll_s: float = 1.0, timeout_s: float = 24 * 3600,
-           first_activation: str | None = None) -> Iterator[dict]:
+           first_activation: str | None = None, package: str = PACKAGE, resumes: int = 2) -> Iterator[dict]:
     """Yields each new metrics event until the job is done or failed.
 
+    A coordinator that dies (killed container, lost platform) is resumed up to `resumes`
+    times, with a `resumed` event: its workers never depended on it.
+
     Raises:
-        TrainingError: the job failed, or its coordinator died (resume it with --resume).
+        TrainingError: the job failed, or its coordinator kept dying (resume it with --resume).
     """
     seen = 0
     deadline = time.monotonic() + timeout_s
@@ -165,73 +169,40 @@ def follow(client, storage: Storage, job: str, poll_s: float = 1.0, timeout_s: f
             return
         if state == "failed":
             failure = next((e for e in reversed(events) if e.get("event") == "failed"), {})
-            raise TrainingError(f"job {job} failed at step {failure.get('step')}: {failure.get('error')}; "
-                                f"fix the cause, then `deployer train --resume {job}`")
-        if time.monotonic() - idle_since > 5 * poll_s:
-            owners = {e.get("owner") for e in events if e.get("event") == "start"}
-            if first_activation and first_activation not in owners:
-                why = _coordinator_gone(client, [{"event": "start", "owner": first_activation, "time": 0}])
-            else:
-                why = _coordinator_gone(client, events)
-            if why:
+            raise TrainingError(f"job {job} failed: {failure.get('error')}; fix the cause, then "
+                                f"`deployer train --resume {job}`")
+        if time.monotonic() - idle_since > 3 * poll_s:
+            why = _coordinator_gone(client, storage, job, first_activation)
+            if why and resumes > 0:
+                resumes -= 1
+                first_activation = resume(client, storage, job, package)
+                yield {"event": "resumed", "why": why, "activation": first_activation, "time": time.time()}
+                idle_since = time.monotonic()
+            elif why:
                 raise TrainingError(f"job {job} stopped: {why}; continue it with `deployer train --resume {job}`")
         if time.monotonic() > deadline:
             raise TrainingError(f"job {job} did not finish in {timeout_s:.0f} s")
         time.sleep(poll_s)
 
 
-def time_to_accuracy(events: list[dict], target: float) -> float | None:
-    """Seconds from the job's first start to the first evaluation at or above `target`."""
-    starts = [e["time"] for e in events if e.get("event") == "start"]
-    for e in events:
-        if e.get("event") == "eval" and e["accuracy"] >= target and starts:
-            return round(e["time"] - starts[0], 3)
-    return None
-
-
 def coordinator_gb_s(client, events: list[dict]) -> float:
     """GB-seconds of the coordinator activations, read from their records as OpenWhisk bills them."""
-    from mlcore.owapi import record_memory_mb
-
     total = 0.0
     for owner in {e["owner"] for e in events if e.get("event") == "start"}:
         if owner.startswith("cli-"):
             continue
         try:
-            record = client.get_activation(owner)
+            total += gb_s_of(client.get_activation(owner))
         except OpenWhiskError:
             continue
-        total += (record_memory_mb(record) or 256) / 1024.0 * record.get("duration", 0) / 1000.0
     return total
 
 
 def report(client, storage: Storage, job: str, targets=(0.98, 0.99)) -> dict:
-    """Accuracy per evaluation, the per-step breakdown summed and averaged, GB-seconds, time to targets."""
+    """mlcore.training.report.summarise, plus the job's state and the coordinators' bill."""
+    summary = summarise(storage, job, targets)
     events = read_metrics(storage, job)
-    config = load_config(storage, job)
-    steps = [e for e in events if e.get("event") == "step"]
-    evals = [e for e in events if e.get("event") == "eval"]
-    keys = ("wall_s", "compute_s", "s3_get_s", "s3_put_s", "wait_s")
-    totals = {k: round(sum(s.get(k, 0.0) for s in steps), 3) for k in keys}
-    totals["bytes"] = sum(s.get("bytes", 0) for s in steps)
-    per_step = {k: round(totals[k] / len(steps), 5) if steps else None for k in keys + ("bytes",)}
-    wall = totals["wall_s"] or 1.0
-    starts = [e["time"] for e in events if e.get("event") == "start"]
-    ends = [e["time"] for e in events if e.get("event") in ("done", "failed")]
-    return {
-        "job": job, "config": config.as_dict(), "state": status(storage, job).get("state"),
-        "steps": len(steps), "evaluations": [{k: e[k] for k in ("step", "epoch", "accuracy", "loss")} for e in evals],
-        "final_accuracy": evals[-1]["accuracy"] if evals else None,
-        "elapsed_s": round(ends[-1] - starts[0], 3) if starts and ends else None,
-        "time_to_accuracy_s": {str(t): time_to_accuracy(events, t) for t in targets},
-        "step_totals": totals, "step_mean": per_step,
-        "communication_fraction": round(1.0 - totals["compute_s"] / wall, 4) if steps else None,
-        "left_out": [{"step": s["step"], "workers": s["left_out"]} for s in steps if s.get("left_out")],
-        "retries": sum(s.get("retries", 0) for s in steps),
-        "coordinator_runs": len(starts),
-        "gb_s": {"workers_and_ps": round(sum(e.get("gb_s", 0.0) for e in events
-                                             if e.get("event") in ("step", "late")), 3),
-                 "late_stragglers": round(sum(e.get("gb_s", 0.0) for e in events if e.get("event") == "late"), 3),
-                 "coordinator": round(coordinator_gb_s(client, events), 3)},
-        "model_key": JobLayout(job).final,
-    }
+    coordinator = round(coordinator_gb_s(client, events), 3)
+    return {**summary, "config": load_config(storage, job).as_dict(), "state": status(storage, job).get("state"),
+            "gb_s": {"workers": summary["gb_s_workers"], "coordinator": coordinator,
+                     "total": round(summary["gb_s_workers"] + coordinator, 3)}}

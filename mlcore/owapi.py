@@ -123,19 +123,25 @@ class OpenWhiskInvoker:
             raise ActivationError(f"{name} failed: {_error_of(body)}", body if "response" in body else None)
         raise InvokeError(f"invoke {name}: HTTP {resp.status_code} {body.get('error', body)}")
 
+    def activation(self, activation_id: str) -> dict | None:
+        """The activation's record, or None while it runs (OpenWhisk has no record before the end)."""
+        url = f"{self.apihost}/api/v1/namespaces/_/activations/{activation_id}"
+        resp = self._send("GET", url, 30.0)
+        if resp.status_code == 200:
+            return _json(resp)
+        if resp.status_code == 404:
+            return None
+        raise InvokeError(f"GET activation {activation_id}: HTTP {resp.status_code}")
+
     def wait(self, activation_id: str, timeout_s: float, poll_s: float = 0.2) -> dict:
         """Polls until the activation has a record (a blocking call that outlived the API's wait)."""
         deadline = time.monotonic() + timeout_s
-        url = f"{self.apihost}/api/v1/namespaces/_/activations/{activation_id}"
         while time.monotonic() < deadline:
-            resp = self._send("GET", url, min(30.0, timeout_s))
-            if resp.status_code == 200:
-                record = _json(resp)
+            record = self.activation(activation_id)
+            if record is not None:
                 if not record.get("response", {}).get("success"):
                     raise ActivationError(f"activation {activation_id} failed: {_error_of(record)}", record)
                 return record
-            if resp.status_code != 404:
-                raise InvokeError(f"GET activation {activation_id}: HTTP {resp.status_code}")
             time.sleep(poll_s)
         raise ActivationError(f"activation {activation_id} did not finish in {timeout_s:.0f} s")
 

@@ -12,8 +12,8 @@ from deployer.local import docker_container as dc
 from deployer.local.factory import platform_id
 from deployer.local.supervisor import LocalPlatform
 from deployer.manifest import deploy
-from mlcore import dist_data
-from mlcore.dist_job import JobConfig
+from mlcore.training import data as training_data
+from mlcore.training.job import JobConfig
 from mlcore.storage import Storage
 
 pytestmark = pytest.mark.timeout(1800)
@@ -65,15 +65,20 @@ def test_a_fedavg_round_through_docker_containers_gives_the_serial_weights(docke
     assert "deployer/action-python-ml:0.1.0" in _running_images(docker_ml)
 
 
-def test_a_training_job_runs_its_coordinator_ps_and_workers_in_containers(docker_ml, mnist_root):
-    storage = Storage(docker_ml.storage_config)
-    deploy(docker_ml.client, training.MANIFEST, env={**os.environ, **docker_ml.storage_env})
-    dist_data.upload_mnist(storage, mnist_root)
-    config = JobConfig(job="docker-short", workers=2, epochs=2, batch_size=64, train_limit=2048, test_limit=1000,
-                       lr=0.05, eval_every=32)  # the process-mode short job's settings
-    activation = training.start(docker_ml.client, config)
-    list(training.follow(docker_ml.client, storage, config.job, poll_s=0.5, timeout_s=900,
-                         first_activation=activation))
-    summary = training.report(docker_ml.client, storage, config.job)
-    assert summary["state"] == "done" and summary["final_accuracy"] > 0.4  # as in process mode
-    assert summary["gb_s"]["coordinator"] > 0  # the coordinator called the API from its container
+def test_a_training_job_runs_in_containers_and_ends_as_in_process_mode(docker_ml, platform, mnist_root):
+    # the same job on both container modes: the process-mode platform of the session, and Docker
+    config = JobConfig(job="both-modes", workers=2, epochs=2, batch_size=64, train_limit=2048, test_limit=1000,
+                       eval_every=16, mode="sync", precision="fp32", compress="none")
+    accuracy = {}
+    for name, handle in (("process", platform), ("docker", docker_ml)):
+        storage = Storage(handle.storage_config)
+        deploy(handle.client, training.MANIFEST, env={**os.environ, **handle.storage_env})
+        training_data.upload_mnist(storage, mnist_root)
+        activation = training.start(handle.client, config)
+        list(training.follow(handle.client, storage, config.job, poll_s=0.5, timeout_s=900,
+                             first_activation=activation))
+        summary = training.report(handle.client, storage, config.job)
+        assert summary["state"] == "done" and summary["gb_s"]["coordinator"] > 0, name
+        accuracy[name] = summary["final_accuracy"]
+    assert accuracy["docker"] > 0.5 and abs(accuracy["docker"] - accuracy["process"]) <= 0.005, accuracy
+    assert "deployer/action-python-ml:0.1.0" in _running_images(docker_ml)

@@ -1,193 +1,144 @@
-"""The coordinator's hand-off chain on a real S3 endpoint, with the worker and PS steps run in-process.
+"""The coordinator on a real S3 endpoint, with workers run in threads by an invoker shaped like OpenWhisk's.
 
-An action's deadline is the only thing these tests bend: each coordinator is started with
-one already behind it, the worst case a too-short action limit gives.
+The invoker keeps OpenWhisk's contract that matters here: a non-blocking invoke returns an
+activation id at once, and the activation has a record only once it has ended.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
 import pytest
 import torch
 
-from mlcore import dist_data
-from mlcore.dist_coordinator import Coordinator, read_metrics
-from mlcore.dist_job import JobConfig, JobLayout
-from mlcore.dist_steps import create_job, ps_step, worker_step
+from mlcore.storage import Storage
+from mlcore.training import data
+from mlcore.training.coordinator import Coordinator, create_job, read_metrics
+from mlcore.training.job import JobConfig, JobLayout, TrainingError
+from mlcore.training.report import summarise
+from mlcore.training.worker import Worker
 
 torch.set_num_threads(1)
+SMALL = dict(workers=2, epochs=1, batch_size=64, train_limit=1024, test_limit=500, eval_every=8, mode="sync",
+             precision="fp32", compress="none")
 
 
-class InProcessInvoker:
-    """Runs `worker` and `ps` as the actions would, returning activation-shaped records.
+class ThreadInvoker:
+    """Runs each worker activation in a thread; `fail` names activations (by number) that crash at once."""
 
-    One at a time: the steps keep one model per process, as a warm container does.
-    """
+    def __init__(self, storage, config: JobConfig, fail: set[int] = frozenset()) -> None:
+        self.storage, self.config, self.fail = storage, config, fail
+        self.records: dict[str, dict] = {}
+        self.threads: list[threading.Thread] = []
+        self.invoked: list[dict] = []
+        self._ids = itertools.count()
 
-    def __init__(self, storage, config: JobConfig) -> None:
-        self.storage, self.config = storage, config
-        self.lock = threading.Lock()
+    def invoke(self, action: str, params: dict, blocking: bool = True, timeout_s: float | None = None) -> dict:
+        number = next(self._ids)
+        activation = f"act-{number}"
+        self.invoked.append({"activation": activation, **params})
 
-    def invoke(self, action: str, params: dict, timeout_s: float | None = None) -> dict:
-        with self.lock:
-            return self._invoke(action, params)
+        def run() -> None:
+            started = time.time()
+            try:
+                if number in self.fail:
+                    raise RuntimeError("The action did not initialize or run: it exited unexpectedly")
+                result = Worker(Storage(self.storage.config), self.config, params["worker"], owner=activation).run()
+                success = True
+            except Exception as exc:  # noqa: BLE001 - becomes the activation's error, as on OpenWhisk
+                result, success = {"error": str(exc)}, False
+            self.records[activation] = {"response": {"success": success, "result": result,
+                                                     "status": "success" if success else "action developer error"},
+                                        "duration": int((time.time() - started) * 1000),
+                                        "annotations": [{"key": "limits", "value": {"memory": 1024}}]}
 
-    def _invoke(self, action: str, params: dict) -> dict:
-        started = time.perf_counter()
-        if action == "worker":
-            result = worker_step(self.storage, self.config, params["step"], params["worker"])
-        else:
-            result = ps_step(self.storage, self.config, params["step"], params["workers"])
-        duration_ms = int((time.perf_counter() - started) * 1000)
-        return {"response": {"result": result}, "duration": duration_ms,
-                "annotations": [{"key": "limits", "value": {"memory": 512}}]}
+        thread = threading.Thread(target=run)
+        self.threads.append(thread)
+        thread.start()
+        return {"activationId": activation}
+
+    def activation(self, activation_id: str) -> dict | None:
+        return self.records.get(activation_id)
+
+    def join(self) -> None:
+        for thread in self.threads:
+            thread.join(300)
 
 
 @pytest.fixture
 def job(storage, mnist_root):
-    dist_data.upload_mnist(storage, mnist_root)
-    config = JobConfig(job="chain", workers=2, epochs=1, batch_size=64, train_limit=512, test_limit=300, lr=0.05)
-    create_job(storage, config)
-    return storage, config
+    data.upload_mnist(storage, mnist_root)
+    return storage
 
 
-def test_a_deadline_shorter_than_the_margin_still_moves_one_step_per_coordinator(job):
+def coordinator(storage, invoker, config, owner="coord", **kwargs) -> Coordinator:
+    return Coordinator(storage, invoker, config, worker_action="worker", owner=owner, log=lambda _: None,
+                       poll_s=0.05, **kwargs)
+
+
+def test_a_job_runs_to_its_end_with_evaluations_and_a_final_model(job):
     # Prepare
-    storage, config = job
-    successors: list[str] = []
-
-    def coordinator(index: int) -> Coordinator:
-        return Coordinator(storage, InProcessInvoker(storage, config), config, worker_action="worker",
-                           ps_action="ps", owner=f"c{index}", deadline_ms=int(time.time() * 1000),
-                           handoff=lambda: successors.append(f"c{index + 1}") or f"c{index + 1}", log=lambda _: None)
-
-    # Execute: each hand-off starts the next coordinator, as the action's self-invocation would
-    outcomes = []
-    for index in range(20):
-        outcomes.append(coordinator(index).run())
-        if outcomes[-1]["state"] == "done":
-            break
-    # Assert: 8 steps, one per coordinator, each step once, and the job finished
-    assert [o["state"] for o in outcomes] == ["continued"] * 7 + ["done"]
-    assert [o["step"] for o in outcomes] == list(range(1, 9))
-    events = read_metrics(storage, config.job)
-    assert [e["step"] for e in events if e["event"] == "step"] == list(range(8))
-    assert [e["owner"] for e in events if e["event"] == "start"] == [f"c{i}" for i in range(8)]
-    assert storage.exists(JobLayout(config.job).final)
-
-
-def test_a_superseded_coordinator_stops_instead_of_racing_its_successor(job):
-    # Prepare: while c0 runs step 2, a successor c1 takes the job over (writes the status)
-    storage, config = job
-
-    class TakeoverInvoker(InProcessInvoker):
-        def invoke(self, action, params, timeout_s=None):
-            if action == "ps" and params["step"] == 2:
-                storage.put_json(JobLayout(config.job).status, {"owner": "c1", "state": "running", "step": 2})
-            return super().invoke(action, params, timeout_s)
-
-    old = Coordinator(storage, TakeoverInvoker(storage, config), config, worker_action="worker", ps_action="ps",
-                      owner="c0", log=lambda _: None)
+    config = JobConfig(job="plain", **SMALL)
+    create_job(job, config)
+    invoker = ThreadInvoker(job, config)
     # Execute
-    outcome = old.run()
-    # Assert: step 2 finished (it was in flight), nothing after it
-    assert outcome == {"state": "superseded", "step": 3}
-    assert [e["step"] for e in read_metrics(storage, config.job) if e["event"] == "step"] == [0, 1, 2]
+    result = coordinator(job, invoker, config).run()
+    invoker.join()
+    # Assert
+    assert result["state"] == "done" and result["batch"] == 16
+    events = read_metrics(job, "plain")
+    assert [e["batch"] for e in events if e["event"] == "eval"] == [8, 16]
+    assert [e["reason"] for e in events if e["event"] == "launched"] == ["new", "new"]
+    assert job.exists(JobLayout("plain").final)
+    summary = summarise(job, "plain")
+    assert summary["workers"]["totals"]["rounds"] == 32 and summary["gb_s_workers"] > 0
+    assert 0 < summary["workers"]["communication_fraction"] < 1
+    assert summary["evaluations"][-1]["seconds"] > 0
 
 
-def test_every_straggler_is_billed_before_the_job_reads_done(job):
-    # Prepare: worker 1 of the last step stalls until the job is marked done or its own
-    # limit ends it, as an OpenWhisk timeout would; the quorum leaves it out
-    storage, config = job
-    config = JobConfig.from_dict({**config.as_dict(), "quorum": 1, "straggler_wait_s": 0.5, "worker_timeout_s": 3.0})
-    layout = JobLayout(config.job)
-    last = config.total_steps(config.train_limit) - 1
-    released = threading.Event()
-    seen_at_done: list[dict] = []
-
-    class StatusWatch:
-        """The real storage; a "done" status write releases the straggler and snapshots the metrics."""
-
-        def __getattr__(self, name):
-            return getattr(storage, name)
-
-        def put_json(self, key, value):
-            if key == layout.status and value.get("state") == "done":
-                seen_at_done.extend(read_metrics(storage, config.job))
-                released.set()
-            return storage.put_json(key, value)
-
-    class StallingInvoker(InProcessInvoker):
-        def invoke(self, action, params, timeout_s=None):
-            if action == "worker" and params["step"] == last and params["worker"] == 1:
-                started = time.perf_counter()
-                released.wait(timeout=config.worker_timeout_s)
-                return {"response": {"result": {}}, "duration": int((time.perf_counter() - started) * 1000),
-                        "annotations": [{"key": "limits", "value": {"memory": 512}}]}
-            return super().invoke(action, params, timeout_s)
-
-    coordinator = Coordinator(StatusWatch(), StallingInvoker(storage, config), config, worker_action="worker",
-                              ps_action="ps", owner="c0", log=lambda _: None)
+def test_a_crashed_worker_is_replaced_and_a_worker_that_keeps_crashing_fails_the_job(job):
+    # Prepare: activation 1 (worker 1's first) crashes; the replacement finishes the job
+    config = JobConfig(job="replaced", **SMALL)
+    create_job(job, config)
+    invoker = ThreadInvoker(job, config, fail={1})
     # Execute
-    outcome = coordinator.run()
-    # Assert: when the status said "done", every left-out worker had its bill in the metrics, done last
-    assert outcome["state"] == "done"
-    steps = [e for e in seen_at_done if e["event"] == "step"]
-    left_out = sorted((s["step"], w) for s in steps for w in s["left_out"])
-    assert (last, 1) in left_out
-    late = [e for e in seen_at_done if e["event"] == "late"]
-    assert sorted((e["step"], e["worker"]) for e in late) == left_out
-    assert all(e["ok"] and e["gb_s"] > 0 for e in late), late
-    assert seen_at_done[-1]["event"] == "done"
-    assert read_metrics(storage, config.job) == seen_at_done
+    result = coordinator(job, invoker, config).run()
+    invoker.join()
+    # Assert
+    events = read_metrics(job, "replaced")
+    failed = [e for e in events if e["event"] == "worker_failed"]
+    assert result["state"] == "done" and len(failed) == 1 and failed[0]["worker"] == 1
+    assert "exited unexpectedly" in failed[0]["error"]
+    assert [e["reason"] for e in events if e["event"] == "launched"] == ["new", "new", "replace"]
+    # every attempt of worker 1 crashes: retries (1) exhausted -> the job fails, saying why
+    config = JobConfig(job="doomed", retries=1, **SMALL)
+    create_job(job, config)
+    invoker = ThreadInvoker(job, config, fail={1, 2, 3})
+    with pytest.raises(TrainingError, match="worker 1 failed 2 times; last: .*exited unexpectedly"):
+        coordinator(job, invoker, config).run()
+    assert job.get_json(JobLayout("doomed").status)["state"] == "failed"
+    job.put_json(JobLayout("doomed").worker_info(0), {"owner": "stop"})  # release worker 0 from waiting
+    invoker.join()
 
 
-def test_a_successor_started_at_once_never_erases_its_predecessors_last_events(job):
-    # Prepare: c0 hands off after 4 steps and its successor c1 starts right away in another
-    # thread, as an asynchronous invoke does; c0's hand-off returns only once c1 is running
-    storage, config = job
-    config = JobConfig.from_dict({**config.as_dict(), "steps_per_run": 4})
-    layout = JobLayout(config.job)
-    c1_running = threading.Event()
-
-    class Watched:
-        """The real storage; c1's first look at the job (status or metrics) tells the test it runs."""
-
-        def __getattr__(self, name):
-            return getattr(storage, name)
-
-        def get_json(self, key):
-            c1_running.set()
-            return storage.get_json(key)
-
-        def get_bytes(self, key):
-            c1_running.set()
-            return storage.get_bytes(key)
-
-    def successor(owner: str, predecessor: str) -> Coordinator:
-        return Coordinator(Watched(), InProcessInvoker(storage, config), config, worker_action="worker",
-                           ps_action="ps", owner=owner, log=lambda _: None, predecessor=predecessor)
-
-    outcomes = {}
-
-    def handoff() -> str:
-        thread = threading.Thread(target=lambda: outcomes.setdefault("c1", successor("c1", "c0").run()))
-        thread.start()
-        outcomes["thread"] = thread
-        assert c1_running.wait(60), "the successor did not start"
-        return "c1"
-
-    c0 = Coordinator(storage, InProcessInvoker(storage, config), config, worker_action="worker", ps_action="ps",
-                     owner="c0", handoff=handoff, log=lambda _: None)
+def test_a_coordinator_at_its_deadline_hands_off_and_its_successor_adopts_the_running_workers(job):
+    # Prepare
+    config = JobConfig(job="chain", **SMALL)
+    create_job(job, config)
+    invoker = ThreadInvoker(job, config)
+    handed: list[str] = []
+    first = coordinator(job, invoker, config, owner="first", deadline_ms=int(time.time() * 1000),
+                        handoff=lambda: handed.append("second") or "second")
     # Execute
-    outcomes["c0"] = c0.run()
-    outcomes["thread"].join(120)
-    # Assert: both coordinators' events are all there, in order
-    assert outcomes["c0"]["state"] == "continued" and outcomes["c1"]["state"] == "done"
-    events = [e["event"] for e in read_metrics(storage, config.job) if e["event"] in ("start", "handoff",
-                                                                                       "handed_off", "done")]
-    assert events == ["start", "handoff", "handed_off", "start", "done"]
-    assert [e["step"] for e in read_metrics(storage, config.job) if e["event"] == "step"] == list(range(8))
-    assert storage.get_json(layout.status)["owner"] == "c1"
+    assert first.run() == {"state": "continued", "successor": "second"}
+    second = coordinator(job, invoker, config, owner="second", predecessor="first").run()
+    invoker.join()
+    # Assert: no worker was started twice; the successor watched the same activations
+    events = read_metrics(job, "chain")
+    launched = [(e["reason"], e["activation"]) for e in events if e["event"] == "launched"]
+    assert launched == [("new", "act-0"), ("new", "act-1"), ("adopted", "act-0"), ("adopted", "act-1")]
+    assert second["state"] == "done" and len(invoker.invoked) == 2
+    assert [e["event"] for e in events if e["event"] in ("start", "handed_off", "done")] == \
+        ["start", "handed_off", "start", "done"]

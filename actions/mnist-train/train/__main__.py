@@ -1,21 +1,20 @@
-"""mnist-train/train: the coordinator. Creates or resumes a job and drives its steps through the API.
+"""mnist-train/train: the coordinator. Creates or resumes a job, starts and watches its workers.
 
-Input: job settings (see mlcore.dist_job.JobConfig; `job` names it) for a new job, or
-{"job": NAME, "resume": true} to continue one from its newest model version in S3.
-Before its deadline it invokes itself (non-blocking) with {"job", "resume": true}, so
-a job may run longer than one activation's time limit.
+Input: job settings (see mlcore.training.job.JobConfig; `job` names it) for a new job, or
+{"job": NAME, "resume": true} to continue one: the workers still running are adopted, the
+others restarted from the newest checkpoint. Before its deadline it invokes itself
+(non-blocking) with {"job", "resume": true}, so a job may run longer than one activation.
 """
 
 import os
 
 import torch
 
-from mlcore.dist_coordinator import Coordinator
-from mlcore.dist_job import JobConfig, new_job_name
-from mlcore.dist_steps import create_job, load_config
 from mlcore.errors import MLCoreError
 from mlcore.owapi import OpenWhiskInvoker, sibling_action
 from mlcore.storage import PARAM_KEYS, storage_from_params
+from mlcore.training.coordinator import Coordinator, create_job, load_config
+from mlcore.training.job import JobConfig, new_job_name
 
 torch.set_num_threads(1)
 CONTROL_KEYS = {"resume", "predecessor"}
@@ -36,7 +35,6 @@ def main(args: dict) -> dict:
         own_name = os.environ.get("__OW_ACTION_NAME") or "/_/mnist-train/train"
         invoker = OpenWhiskInvoker.from_environment()
         deadline = os.environ.get("__OW_DEADLINE")
-
         owner = os.environ.get("__OW_ACTIVATION_ID", "coordinator")
 
         def handoff() -> str:
@@ -45,7 +43,6 @@ def main(args: dict) -> dict:
             return reply.get("activationId", "")
 
         coordinator = Coordinator(storage, invoker, config, worker_action=sibling_action(own_name, "worker"),
-                                  ps_action=sibling_action(own_name, "ps"),
                                   owner=owner, deadline_ms=int(deadline) if deadline else None, handoff=handoff,
                                   predecessor=args.get("predecessor"))
         return {"job": config.job, **coordinator.run()}

@@ -1,28 +1,41 @@
-"""mnist-train/worker: pull a model version, compute on this worker's shard, push the update to S3.
+"""mnist-train/worker: one worker of a training job, for as many rounds as its time limit allows.
 
-Input: {"job", "step", "worker"} plus the storage settings bound by the manifest.
-Output: the step's timing breakdown (seconds in S3 get/put and compute, bytes moved).
+Input: {"job", "worker"} plus the storage settings bound by the manifest. It reduces with
+its peers through S3 (see mlcore.training.worker); near its deadline it saves its state and
+invokes its successor with the same input, and answers {"state": "continued", "successor"}.
+Output: {"state": "done" | "continued" | "superseded", rounds, batch, the time split}.
 """
 
-import torch
+import os
 
-from mlcore.dist_steps import load_config, worker_step
 from mlcore.errors import MLCoreError
+from mlcore.owapi import OpenWhiskInvoker
 from mlcore.storage import warm_storage
-
-torch.set_num_threads(1)
-_configs = {}
+from mlcore.training.coordinator import load_config
+from mlcore.training.worker import Worker
 
 
 def main(args: dict) -> dict:
     try:
-        job, step, worker = str(args["job"]), int(args["step"]), int(args["worker"])
+        job, worker = str(args["job"]), int(args["worker"])
     except (KeyError, TypeError, ValueError) as exc:
-        return {"error": f"give job (name), step (int) and worker (int); {exc.__class__.__name__}: {exc}"}
+        return {"error": f"give job (name) and worker (int); {exc.__class__.__name__}: {exc}"}
     try:
         storage = warm_storage(args)
-        if job not in _configs:
-            _configs[job] = load_config(storage, job)
-        return worker_step(storage, _configs[job], step, worker)
+        config = load_config(storage, job)
+        deadline = os.environ.get("__OW_DEADLINE")
+        own_name = os.environ.get("__OW_ACTION_NAME") or "/_/mnist-train/worker"
+
+        def handoff() -> str:
+            invoker = OpenWhiskInvoker.from_environment()
+            try:
+                return invoker.invoke(own_name, {"job": job, "worker": worker}, blocking=False)["activationId"]
+            finally:
+                invoker.close()
+
+        runner = Worker(storage, config, worker, owner=os.environ.get("__OW_ACTIVATION_ID", f"worker-{worker}"),
+                        deadline_s=int(deadline) / 1000.0 if deadline else None,
+                        handoff=handoff if os.environ.get("__OW_API_KEY") else None)
+        return runner.run()
     except MLCoreError as exc:
         return {"error": str(exc)}

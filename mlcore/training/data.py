@@ -14,8 +14,8 @@ import threading
 
 import numpy as np
 
-from . import mnist
-from .dist_job import JobConfig, TrainingError
+from .. import mnist
+from .job import JobConfig, TrainingError
 
 S3_PREFIX = "datasets/mnist/raw/"
 TRAIN_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
@@ -62,7 +62,7 @@ def _read(source: str, storage, name: str) -> bytes:
         if not path.is_file():
             mnist.load_mnist(True)  # raises DatasetMissingError naming the command
         return path.read_bytes()
-    from .errors import ObjectNotFoundError
+    from ..errors import ObjectNotFoundError
 
     try:
         return storage.get_bytes(S3_PREFIX + name)

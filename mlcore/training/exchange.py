@@ -1,0 +1,156 @@
+"""Updates through object storage: a self-describing blob format, puts off the critical path, gets that wait.
+
+An update is a small JSON header (round, first batch, local steps, the worker's measured
+compute and communication time) and a flat vector. Every worker reads the same headers,
+so a decision taken from them (the next round's number of local steps) is the same on all
+workers without any message between them.
+
+S3 has no notification, so a reader polls for a key that is not there yet, with a backoff
+that starts at a millisecond (an update usually arrives within one compute step) and is
+capped so that N workers waiting never make a request storm.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..errors import ObjectNotFoundError
+from .job import TrainingError
+
+MAGIC = b"OWT1"
+POLL_FIRST_S = 0.001
+POLL_MAX_S = 0.016
+
+
+def encode(vector: torch.Tensor, header: dict, compress: str = "none") -> bytes:
+    array = vector.detach().cpu().numpy()
+    array = array.astype(np.float16 if compress == "fp16" else np.float32, copy=False)
+    head = json.dumps({**header, "dtype": str(array.dtype), "n": int(array.size)}).encode()
+    return MAGIC + struct.pack("<I", len(head)) + head + array.tobytes()
+
+
+def decode(blob: bytes) -> tuple[dict, torch.Tensor]:
+    """(header, fp32 vector). Raises TrainingError for bytes that are not an update."""
+    if blob[:4] != MAGIC or len(blob) < 8:
+        raise TrainingError("a stored update is not in the training exchange format")
+    (length,) = struct.unpack("<I", blob[4:8])
+    try:
+        header = json.loads(blob[8:8 + length])
+        array = np.frombuffer(blob, dtype=np.dtype(header["dtype"]), offset=8 + length, count=header["n"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise TrainingError(f"a stored update is damaged ({exc})") from exc
+    return header, torch.from_numpy(array.astype(np.float32))
+
+
+class Timer:
+    """Seconds per phase and bytes per direction, summed over a worker's rounds."""
+
+    PHASES = ("compute_s", "get_s", "put_s", "wait_s", "startup_s")
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(self.PHASES, 0.0)
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.seconds[phase] += seconds
+
+    def report(self) -> dict:
+        return {**{k: round(v, 4) for k, v in self.seconds.items()}, "bytes_in": self.bytes_in,
+                "bytes_out": self.bytes_out}
+
+
+class Exchange:
+    """One worker's traffic: puts in the background, gets in parallel, polling for what is not there yet."""
+
+    def __init__(self, storage, timer: Timer, threads: int = 4) -> None:
+        self.storage, self.timer = storage, timer
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="exchange")
+        self._pending: list[Future] = []
+        self._background: list[Future] = []
+
+    def put_async(self, key: str, blob: bytes) -> Future:
+        self.timer.bytes_out += len(blob)
+        future = self._pool.submit(self.storage.put_bytes, key, blob)
+        self._pending.append(future)
+        return future
+
+    def flush(self) -> None:
+        """Waits for every background put; the time it blocks is the put cost on the critical path."""
+        started = time.perf_counter()
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+        self.timer.add("put_s", time.perf_counter() - started)
+
+    def submit(self, fn: Callable, *args) -> Future:
+        """Fire and forget (progress reports): not waited for by `flush`."""
+        return self._pool.submit(fn, *args)
+
+    def background(self, fn: Callable, *args) -> Future:
+        """Work off the critical path that must be done before the worker ends (checkpoints); see `finish`."""
+        future = self._pool.submit(fn, *args)
+        self._background.append(future)
+        return future
+
+    def finish(self) -> None:
+        """Waits for every put and background write; raises the first one's error."""
+        self.flush()
+        background, self._background = self._background, []
+        for future in background:
+            future.result()
+
+    def _poll(self, key: str, deadline: float, stop: Callable[[], bool]) -> tuple[bytes, float]:
+        delay = POLL_FIRST_S
+        while True:
+            started = time.perf_counter()
+            try:
+                return self.storage.get_bytes(key), started
+            except ObjectNotFoundError:
+                pass
+            if time.monotonic() > deadline:
+                raise TrainingError(f"{key} did not appear in time")
+            if stop():
+                raise InterruptedError(key)
+            time.sleep(delay)
+            delay = min(delay * 2, POLL_MAX_S)
+
+    def gather(self, keys: list[str], timeout_s: float, stop: Callable[[], bool] = lambda: False) -> dict[str, bytes]:
+        """Every key's bytes, waiting for the missing ones.
+
+        The time until the last key appeared is waiting (for slower workers); the rest is get.
+
+        Raises:
+            TrainingError: a key did not appear within `timeout_s`.
+            InterruptedError: `stop()` turned true while waiting.
+        """
+        if not keys:
+            return {}
+        started = time.perf_counter()
+        deadline = time.monotonic() + timeout_s
+        futures = {key: self._pool.submit(self._poll, key, deadline, stop) for key in keys}
+        results = {key: future.result() for key, future in futures.items()}
+        ended = time.perf_counter()
+        last_found = max(found for _, found in results.values())
+        self.timer.add("wait_s", max(0.0, last_found - started))
+        self.timer.add("get_s", ended - max(started, last_found))
+        blobs = {key: blob for key, (blob, _) in results.items()}
+        self.timer.bytes_in += sum(len(b) for b in blobs.values())
+        return blobs
+
+    def get(self, key: str) -> bytes:
+        started = time.perf_counter()
+        blob = self.storage.get_bytes(key)
+        self.timer.add("get_s", time.perf_counter() - started)
+        self.timer.bytes_in += len(blob)
+        return blob
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=False)

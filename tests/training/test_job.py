@@ -1,0 +1,81 @@
+"""Job settings, the key layout, the update format and the choice of K: pure functions, no storage."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mlcore.training.exchange import decode, encode
+from mlcore.training.job import JobConfig, JobLayout, TrainingError
+from mlcore.training.worker import next_local_steps
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"workers": 0}, "workers must be >= 1"),
+    ({"workers": 4, "batch_size": 2}, "must be at least the number of workers"),
+    ({"mode": "async"}, "mode must be one of"),
+    ({"mode": "sync", "local_steps": 4}, "local steps apply to mode local only"),
+    ({"comm_target": 1.5}, "comm_target must be between 0 and 1"),
+    ({"precision": "fp8"}, "precision must be one of"),
+    ({"quorum": 5}, "quorum must be between 1 and workers"),
+    ({"compress": "zip"}, "compress must be one of"),
+    ({"lr": "fast"}, "setting lr='fast' is not a float"),
+    ({"nope": 1}, "unknown job settings ['nope']"),
+])
+def test_bad_settings_are_refused_with_the_setting_named(settings, message):
+    with pytest.raises(TrainingError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        JobConfig.from_dict({"job": "j", **settings})
+
+
+def test_settings_survive_the_trip_through_json_with_string_values():
+    config = JobConfig.from_dict({"job": "j", "workers": "4", "nesterov": "false", "lr": "0.05"})
+    assert config.workers == 4 and config.nesterov is False and config.lr == 0.05
+    assert JobConfig.from_dict(config.as_dict()) == config
+
+
+def test_the_schedule_warms_up_then_decays_to_zero():
+    config = JobConfig(job="j", workers=2, epochs=2, batch_size=64, train_limit=6400, lr=0.1, warmup_epochs=0.5)
+    per_epoch = config.batches_per_epoch(6400)
+    lrs = [config.lr_at(i, 6400) for i in range(config.total_batches(6400) + 1)]
+    peak = lrs.index(max(lrs))
+    assert per_epoch == 100 and peak == 49 and lrs[peak] == pytest.approx(0.1)
+    assert lrs[:peak] == sorted(lrs[:peak]) and lrs[peak:] == sorted(lrs[peak:], reverse=True)
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_round_numbers_sort_and_read_back_from_every_kind_of_key():
+    layout = JobLayout("j")
+    assert layout.update(12, 3) == "jobs/j/updates/000000012/3"
+    assert [layout.round_of(k) for k in (layout.update(12, 3), layout.decision(7), layout.checkpoint(40))] == [12, 7, 40]
+    assert sorted([layout.checkpoint(10), layout.checkpoint(9)]) == [layout.checkpoint(9), layout.checkpoint(10)]
+
+
+def test_an_update_keeps_its_header_and_fp16_halves_it():
+    vector = torch.randn(1000)
+    full, half = encode(vector, {"round": 3}), encode(vector, {"round": 3}, "fp16")
+    header, back = decode(full)
+    assert header["round"] == 3 and torch.equal(back, vector)
+    _, approx = decode(half)
+    assert len(half) < 0.6 * len(full) and torch.allclose(approx, vector, atol=1e-2, rtol=1e-3)
+
+
+@pytest.mark.parametrize("blob", [b"", b"garbage bytes here", b"OWT1\x05\x00\x00\x00{bad}"])
+def test_bytes_that_are_not_an_update_are_refused(blob):
+    with pytest.raises(TrainingError, match="not in the training exchange format|damaged"):
+        decode(blob)
+
+
+def test_k_grows_until_communication_is_near_the_target_and_is_bounded():
+    config = JobConfig(job="j", mode="local", local_steps=0, comm_target=0.2, max_local_steps=64)
+    # 40 ms of communication per round, 5 ms per local step: 0.2 needs K = 40*0.8/0.2/5 = 32
+    headers = [{"comm_s": 0.04, "compute_s": 0.005 * 4, "k": 4}, {"comm_s": 0.03, "compute_s": 0.006 * 4, "k": 4}]
+    k, seen = 4, []
+    for _ in range(8):
+        k = next_local_steps(config, [{**h, "k": k, "compute_s": h["compute_s"] / 4 * k} for h in headers], k)
+        seen.append(k)
+    assert seen == sorted(seen) and 26 <= seen[-1] <= 30  # halfway steps towards 40*0.8/0.2/5.5 = 29.1
+    slow = [{"comm_s": 10.0, "compute_s": 0.001, "k": 1}]
+    assert next_local_steps(config, slow, 60) == 64
+    assert next_local_steps(JobConfig(job="j", mode="local", local_steps=8), headers, 4) == 8
+    assert next_local_steps(JobConfig(job="j", mode="sync"), headers, 4) == 1
+    assert next_local_steps(config, [{"comm_s": None, "compute_s": 0.02, "k": 4}], 4) == 4
