@@ -90,7 +90,25 @@ def _await_action(preload: list[str], out) -> str:
     os.environ.clear()
     os.environ.update(action["env"])
     importlib.invalidate_caches()  # the action's folder was listed (empty) by the imports above
+    _forget_shadowed(os.getcwd())
     return action["main"]
+
+
+def _forget_shadowed(action_dir: str) -> None:
+    """Drops preloaded modules the action brings its own copy of, so that its copy is the one it imports.
+
+    An action zip that bundles a newer `mlcore` than the image's must run that code, as it
+    would on a launcher that preloaded nothing; torch and the rest stay loaded.
+    """
+    bundled: dict[str, bool] = {}
+    for name in list(sys.modules):
+        top = name.partition(".")[0]
+        if top not in bundled:
+            bundled[top] = (os.path.isfile(os.path.join(action_dir, top, "__init__.py"))
+                            or os.path.isfile(os.path.join(action_dir, top + ".py")))
+        where = getattr(sys.modules[name], "__file__", None) or ""
+        if bundled[top] and not where.startswith(action_dir + os.sep):
+            del sys.modules[name]
 
 
 def main(argv: list[str]) -> int:

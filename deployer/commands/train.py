@@ -201,7 +201,7 @@ def bench_train_command(obj, workers_list, modes, epochs, batch_size, lr, precis
         plot_path = str(Path(json_path).with_suffix(".png"))
 
     def run_row(mode: str, workers: int) -> dict:
-        return run_job(obj, dict(recipe, workers=workers, mode=mode), quiet=True, targets=goal)
+        return run_job(obj, dict(recipe, workers=workers, mode=mode, eval_live=False), quiet=True, targets=goal)
 
     try:
         result = bench.run(obj.target, run_row, recipe, counts, chosen, goal,

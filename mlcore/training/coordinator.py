@@ -235,8 +235,13 @@ class Coordinator:
     # -- evaluation -------------------------------------------------------------------------------
 
     def _evaluate_new(self) -> int:
-        """Evaluates every checkpoint not evaluated yet; returns the newest checkpoint's batch."""
-        newest = 0
+        """Evaluates every checkpoint not evaluated yet; returns the newest checkpoint's batch.
+
+        With `eval_live` off this runs only once the workers are done: on one machine the
+        evaluation would take a core from them, which on a cluster it would not. The
+        checkpoints are kept until evaluated and carry the time they were written, so
+        the times to accuracy are the same either way.
+        """
         rounds = sorted(self.layout.round_of(k) for k in self.storage.list_keys(self.layout.prefix + "checkpoints/"))
         for number in rounds:
             if number in self.evaluated:
@@ -257,10 +262,11 @@ class Coordinator:
         done = sorted(n for n in rounds if n in self.evaluated)
         if len(done) > 2:  # a replacement starts from the newest; the one before stays for safety
             self.storage.delete_keys([self.layout.checkpoint(n) for n in done[:-2]])
+        return self._newest_batch()
+
+    def _newest_batch(self) -> int:
         pointer = self._get_json(self.layout.checkpoint_pointer)
-        if pointer:
-            newest = pointer["batch"]
-        return newest
+        return pointer["batch"] if pointer else 0
 
     def _progress(self) -> list[dict]:
         return [self._get_json(self.layout.worker_stats(w)) or {} for w in range(self.config.workers)]
@@ -291,8 +297,9 @@ class Coordinator:
         self._adopt_or_launch()
         while True:
             self._watch_workers()
-            newest = self._evaluate_new()
-            if all(slot.done for slot in self.slots) and newest >= self.total:
+            finished = all(slot.done for slot in self.slots)
+            newest = self._evaluate_new() if self.config.eval_live or finished else self._newest_batch()
+            if finished and newest >= self.total:
                 break
             if all(slot.done for slot in self.slots):
                 raise TrainingError(f"every worker ended but the newest checkpoint is at batch {newest} of "

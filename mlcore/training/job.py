@@ -92,6 +92,7 @@ class JobConfig:
     train_limit: int = 0
     test_limit: int = 0
     eval_every: int = 0
+    eval_live: bool = True
     rounds_per_run: int = 0
 
     @classmethod

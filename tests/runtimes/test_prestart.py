@@ -123,3 +123,24 @@ def test_a_store_stopping_on_a_full_disk_gives_up_and_the_next_start_closes_the_
         assert again.get_activation("guest", "a1")["end"] == 3
     finally:
         again.close()
+
+
+def test_an_action_that_bundles_its_own_copy_of_a_preloaded_package_runs_its_copy():
+    import base64
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("__main__.py", "import mlcore\n"
+                                  "def main(a):\n"
+                                  "    return {'mark': getattr(mlcore, 'MARK', None), 'file': mlcore.__file__}\n")
+        z.writestr("mlcore/__init__.py", "MARK = 'bundled'\n")
+    with Container("pre", memory_mb=1024, log_limit_bytes=1 << 20,
+                   env={"ACTION_PRELOAD_MODULES": "mlcore.preload"}) as c:
+        c.start()
+        code = base64.b64encode(buf.getvalue()).decode()
+        status, body, logs = c.init({"name": "s", "main": "main", "code": code, "binary": True}, 60)
+        assert status == 200, (body, logs)
+        status, body = c.run({"value": {}}, 30)
+    assert status == 200 and body["mark"] == "bundled", body
