@@ -140,9 +140,12 @@ class Storage:
             if "BucketAlreadyOwnedByYou" not in str(exc):
                 raise
 
-    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream",
+                  storage_class: str | None = None) -> None:
+        """`storage_class` REDUCED_REDUNDANCY marks reproducible data that need not survive a power loss."""
+        extra = {"StorageClass": storage_class} if storage_class else {}
         self._call("put", key, self._client.put_object, Bucket=self.bucket, Key=key, Body=data,
-                   ContentType=content_type)
+                   ContentType=content_type, **extra)
 
     def get_bytes(self, key: str) -> bytes:
         resp = self._call("get", key, self._client.get_object, Bucket=self.bucket, Key=key)

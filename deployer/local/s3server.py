@@ -250,7 +250,8 @@ class S3Handler(BaseHTTPRequestHandler):
 
     def _put(self, bucket: str, key: str) -> None:
         content_type, meta = self._meta_headers()
-        info = self.server.store.put(bucket, key, self._body_chunks(), content_type, meta)
+        storage_class = self.headers.get("x-amz-storage-class", "STANDARD")
+        info = self.server.store.put(bucket, key, self._body_chunks(), content_type, meta, storage_class)
         self._send(200, headers={"ETag": f'"{info.etag}"'})
 
     def _copy(self, bucket: str, key: str) -> None:
@@ -268,6 +269,8 @@ class S3Handler(BaseHTTPRequestHandler):
                    "Content-Type": self.query.get("response-content-type", [info.content_type])[0],
                    "Accept-Ranges": "bytes"}
         headers.update({f"x-amz-meta-{k}": v for k, v in info.metadata.items()})
+        if info.storage_class != "STANDARD":  # as S3: the header is sent for the other classes only
+            headers["x-amz-storage-class"] = info.storage_class
         return headers
 
     def _get(self, bucket: str, key: str, head: bool) -> None:

@@ -5,6 +5,10 @@ compute and communication time) and a flat vector. Every worker reads the same h
 so a decision taken from them (the next round's number of local steps) is the same on all
 workers without any message between them.
 
+Updates are stored as REDUCED_REDUNDANCY, S3's class for data that can be reproduced: a
+lost update is recomputed by the replay that any restart does. On the embedded endpoint
+that skips the fsyncs that are most of a PUT's latency.
+
 S3 has no notification, so a reader polls for a key that is not there yet, with a backoff
 that starts at a millisecond (an update usually arrives within one compute step) and is
 capped so that N workers waiting never make a request storm.
@@ -21,12 +25,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..errors import ObjectNotFoundError
+from ..errors import ObjectNotFoundError, StorageError
 from .job import TrainingError
 
 MAGIC = b"OWT1"
 POLL_FIRST_S = 0.001
 POLL_MAX_S = 0.016
+SCRATCH_CLASS = "REDUCED_REDUNDANCY"
 
 
 def encode(vector: torch.Tensor, header: dict, compress: str = "none") -> bytes:
@@ -75,12 +80,24 @@ class Exchange:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="exchange")
         self._pending: list[Future] = []
         self._background: list[Future] = []
+        self._scratch_class: str | None = SCRATCH_CLASS
 
-    def put_async(self, key: str, blob: bytes) -> Future:
+    def put_async(self, key: str, blob: bytes, scratch: bool = False) -> Future:
+        """`scratch`: data a replay can recompute, stored as REDUCED_REDUNDANCY where the endpoint has it."""
         self.timer.bytes_out += len(blob)
-        future = self._pool.submit(self.storage.put_bytes, key, blob)
+        future = self._pool.submit(self._put, key, blob, scratch)
         self._pending.append(future)
         return future
+
+    def _put(self, key: str, blob: bytes, scratch: bool) -> None:
+        if scratch and self._scratch_class:
+            try:
+                return self.storage.put_bytes(key, blob, storage_class=self._scratch_class)
+            except StorageError as exc:
+                if "InvalidStorageClass" not in str(exc):
+                    raise
+                self._scratch_class = None  # an endpoint with STANDARD only (Ceph RGW's default)
+        self.storage.put_bytes(key, blob)
 
     def flush(self) -> None:
         """Waits for every background put; the time it blocks is the put cost on the critical path."""

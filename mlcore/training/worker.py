@@ -292,7 +292,7 @@ class Worker:
                           "compute_s": round(compute_s, 6), "comm_s": last_comm_s}
                 blob = encode(update, header, config.compress)
                 own = decode(blob)  # what the peers will read, compression included
-                self.exchange.put_async(layout.update(number, w), blob)
+                self.exchange.put_async(layout.update(number, w), blob, scratch=True)
             comm_started = time.perf_counter()
             try:
                 included = self._included(number)

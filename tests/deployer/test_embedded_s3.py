@@ -184,3 +184,42 @@ def test_a_get_racing_overwrites_returns_one_whole_version(s3_server, storage):
         stop.set()
         writer.join(60)
     assert mixed == []
+
+
+def test_reduced_redundancy_objects_are_reported_as_such_and_other_classes_refused(s3_server, storage):
+    c = storage.client
+    c.put_object(Bucket=storage.bucket, Key="scratch", Body=b"x" * 100, StorageClass="REDUCED_REDUNDANCY")
+    c.put_object(Bucket=storage.bucket, Key="kept", Body=b"y" * 100)
+    assert c.head_object(Bucket=storage.bucket, Key="scratch")["StorageClass"] == "REDUCED_REDUNDANCY"
+    assert "StorageClass" not in c.head_object(Bucket=storage.bucket, Key="kept")  # S3 omits STANDARD
+    assert c.get_object(Bucket=storage.bucket, Key="scratch")["Body"].read() == b"x" * 100
+    with pytest.raises(ClientError) as info:
+        c.put_object(Bucket=storage.bucket, Key="cold", Body=b"z", StorageClass="GLACIER")
+    assert info.value.response["Error"]["Code"] == "InvalidStorageClass"
+    assert not storage.exists("cold")
+
+
+def test_only_standard_objects_pay_for_fsync_and_both_survive_a_killed_server(tmp_path, monkeypatch):
+    from deployer.local import objectstore
+
+    synced = []
+    monkeypatch.setattr(objectstore.os, "fsync", lambda fd: synced.append(fd))
+    store = objectstore.ObjectStore(tmp_path / "objects")
+    store.create_bucket("bkt")
+    synced.clear()
+    store.put("bkt", "standard", [b"a" * 10])
+    assert len(synced) == 2  # the file, then its folder after the rename
+    synced.clear()
+    store.put("bkt", "scratch", [b"b" * 10], storage_class="REDUCED_REDUNDANCY")
+    assert synced == [] and store.head("bkt", "scratch").storage_class == "REDUCED_REDUNDANCY"
+    monkeypatch.undo()
+    s3 = EmbeddedS3(root=tmp_path / "server").start()
+    try:
+        c = s3.client()
+        c.create_bucket(Bucket="crash")
+        c.put_object(Bucket="crash", Key="scratch", Body=b"s" * 5000, StorageClass="REDUCED_REDUNDANCY")
+        s3.kill()  # the process dies; the page cache (and so the object) does not
+    finally:
+        s3.stop()
+    with EmbeddedS3(root=tmp_path / "server") as s3:
+        assert s3.client().get_object(Bucket="crash", Key="scratch")["Body"].read() == b"s" * 5000

@@ -222,3 +222,29 @@ def test_a_worker_waiting_on_a_dead_peer_stops_when_a_replacement_claims_its_slo
     job_storage.put_json(layout.worker_info(0), {"owner": "new", "since": time.time()})
     thread.join(DEADLINE_S)
     assert result["state"] == "superseded" and result["round"] == 0
+
+
+class StandardOnlyStorage(Storage):
+    """An endpoint that knows only STANDARD, as Ceph RGW out of the box."""
+
+    def put_bytes(self, key, data, content_type="application/octet-stream", storage_class=None):
+        if storage_class:
+            from mlcore.errors import StorageError
+
+            raise StorageError(f"put s3://x/{key} failed: InvalidStorageClass The storage class you specified is "
+                               "not valid")
+        super().put_bytes(key, data, content_type)
+
+
+def test_updates_fall_back_to_standard_storage_where_the_endpoint_has_no_other_class(job_storage):
+    from mlcore.training.exchange import Exchange, Timer
+
+    exchange = Exchange(StandardOnlyStorage(job_storage.config), Timer())
+    exchange.put_async("scratch/1", b"one", scratch=True)
+    exchange.flush()
+    exchange.put_async("scratch/2", b"two", scratch=True)
+    exchange.finish()
+    exchange.close()
+    assert job_storage.get_bytes("scratch/1") == b"one" and job_storage.get_bytes("scratch/2") == b"two"
+    assert exchange._scratch_class is None
+    assert "StorageClass" not in job_storage.client.head_object(Bucket=job_storage.bucket, Key="scratch/1")
