@@ -19,9 +19,9 @@ from ..errors import ObjectNotFoundError
 from ..mnist import TRAIN_SIZE
 from ..owapi import InvokeError, record_memory_mb
 from . import data
-from .compute import evaluate_vector, model_from_vector
+from .compute import evaluate_vector, initial_vector, model_from_vector
 from .job import JobConfig, JobLayout, TrainingError
-from .worker import _split_state
+from .worker import split_state, state_blob
 
 DEFAULT_MEMORY_MB = 256
 POLL_S = 0.5
@@ -69,7 +69,10 @@ def gb_s_of(record: dict | None) -> float:
 
 
 def create_job(storage, config: JobConfig) -> bool:
-    """Writes config.json unless the job exists; True when created.
+    """Writes config.json and the initial model as checkpoint 0 unless the job exists; True when created.
+
+    Every worker starts from that stored model rather than from the seed: two torch builds
+    (the deployer's and a runtime image's) need not initialise a model alike.
 
     Raises:
         TrainingError: a job of that name exists with different settings.
@@ -81,6 +84,9 @@ def create_job(storage, config: JobConfig) -> bool:
                                 "another name")
         return False
     storage.put_json(layout.config, config.as_dict())
+    header = {"round": 0, "batch": 0, "k": config.first_local_steps, "time": time.time()}
+    storage.put_bytes(layout.checkpoint(0), state_blob(initial_vector(config.seed), None, header))
+    storage.put_json(layout.checkpoint_pointer, header)
     return True
 
 
@@ -96,7 +102,7 @@ def final_state_bytes(storage, config: JobConfig, number: int) -> bytes:
     """checkpoints/<round> as an ordinary LeNet-5 state dict, loadable by inference."""
     from ..model import state_to_bytes
 
-    _, vector, _ = _split_state(storage.get_bytes(JobLayout(config.job).checkpoint(number)))
+    _, vector, _ = split_state(storage.get_bytes(JobLayout(config.job).checkpoint(number)))
     model = model_from_vector(vector)
     return state_to_bytes({k: v.detach().clone() for k, v in model.state_dict().items()})
 
@@ -127,7 +133,7 @@ class Coordinator:
         self.total = config.total_batches(self.size)
         self.per_epoch = config.batches_per_epoch(self.size)
         self.slots = [Slot(w) for w in range(config.workers)]
-        self.evaluated: set[int] = set()
+        self.evaluated: set[int] = {0}  # the untrained model
         self.metrics = MetricsLog(storage, self.layout)
 
     # -- storage state ------------------------------------------------------------------------
@@ -247,7 +253,7 @@ class Coordinator:
             if number in self.evaluated:
                 continue
             try:
-                header, vector, _ = _split_state(self.storage.get_bytes(self.layout.checkpoint(number)))
+                header, vector, _ = split_state(self.storage.get_bytes(self.layout.checkpoint(number)))
             except ObjectNotFoundError:
                 continue  # pruned since the listing
             self.evaluated.add(number)

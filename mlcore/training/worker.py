@@ -24,7 +24,7 @@ import torch
 
 from ..errors import ObjectNotFoundError
 from . import data
-from .compute import FlatSGD, Trainer, initial_vector
+from .compute import FlatSGD, Trainer
 from .exchange import POLL_FIRST_S, POLL_MAX_S, Exchange, Timer, decode, encode
 from .job import JobConfig, JobLayout, TrainingError
 
@@ -41,36 +41,36 @@ class StartPoint:
     source: str
 
 
-def _state_blob(vector: torch.Tensor, momentum: torch.Tensor | None, header: dict) -> bytes:
+def state_blob(vector: torch.Tensor, momentum: torch.Tensor | None, header: dict) -> bytes:
     parts = [vector] + ([momentum] if momentum is not None else [])
     return encode(torch.cat(parts), {**header, "params": vector.numel(), "momentum": momentum is not None})
 
 
-def _split_state(blob: bytes) -> tuple[dict, torch.Tensor, torch.Tensor | None]:
+def split_state(blob: bytes) -> tuple[dict, torch.Tensor, torch.Tensor | None]:
     header, flat = decode(blob)
     n = header["params"]
     return header, flat[:n].clone(), flat[n:].clone() if header["momentum"] else None
 
 
 def start_point(storage, config: JobConfig, worker: int) -> StartPoint:
-    """Where this worker begins: its predecessor's hand-off, else the newest checkpoint, else round 0."""
+    """Where this worker begins: its predecessor's hand-off, else the newest checkpoint (round 0 at first)."""
     layout = JobLayout(config.job)
     candidates = []
     try:
         pointer = storage.get_json(layout.checkpoint_pointer)
-        header, vector, momentum = _split_state(storage.get_bytes(layout.checkpoint(pointer["round"])))
+        header, vector, momentum = split_state(storage.get_bytes(layout.checkpoint(pointer["round"])))
         # the sync optimizer state is shared; a local worker's own momentum is not in a checkpoint
         candidates.append(StartPoint(header["round"], header["batch"], header["k"], vector,
                                      momentum if config.mode == "sync" else None, "checkpoint"))
     except ObjectNotFoundError:
         pass
     try:
-        header, vector, momentum = _split_state(storage.get_bytes(layout.handoff(worker)))
+        header, vector, momentum = split_state(storage.get_bytes(layout.handoff(worker)))
         candidates.append(StartPoint(header["round"], header["batch"], header["k"], vector, momentum, "handoff"))
     except ObjectNotFoundError:
         pass
     if not candidates:
-        return StartPoint(0, 0, config.first_local_steps, initial_vector(config.seed), None, "new")
+        raise TrainingError(f"job {config.job} has no checkpoint to start from; create it first")
     return max(candidates, key=lambda c: (c.round, c.source == "handoff"))
 
 
@@ -204,7 +204,7 @@ class Worker:
     def _checkpoint(self, number: int, batch: int, k: int, vector: torch.Tensor, momentum) -> None:
         """Writes checkpoints/<round>, then the pointer to it, then drops what no replacement needs any more."""
         header = {"round": number, "batch": batch, "k": k, "time": time.time()}
-        blob = _state_blob(vector, momentum if self.config.mode == "sync" else None, header)
+        blob = state_blob(vector, momentum if self.config.mode == "sync" else None, header)
         previous = self._checkpoints[-1] if self._checkpoints else None
         self._checkpoints.append(number)
         before = self._checkpoint_write
@@ -333,7 +333,7 @@ class Worker:
         """Saves this worker's state at a round boundary and starts its successor, which claims the worker."""
         self.exchange.finish()
         self.storage.put_bytes(self.layout.handoff(self.worker),
-                               _state_blob(vector, momentum, {"round": number, "batch": batch, "k": k}))
+                               state_blob(vector, momentum, {"round": number, "batch": batch, "k": k}))
         successor = self.handoff()
         stats = self._stats("continued", {"round": number, "batch": batch, "k": k}, successor=successor)
         self.storage.put_json(self.layout.worker_stats(self.worker), stats)

@@ -20,7 +20,7 @@ from mlcore.storage import Storage
 from mlcore.training import data
 from mlcore.training.coordinator import create_job
 from mlcore.training.job import JobConfig, JobLayout, TrainingError
-from mlcore.training.worker import Worker, _split_state
+from mlcore.training.worker import Worker, split_state
 
 SMALL = dict(workers=2, epochs=1, batch_size=64, train_limit=1024, test_limit=500, eval_every=4, precision="fp32",
              compress="none", data="s3", worker_timeout_s=120.0)
@@ -57,7 +57,7 @@ def run_workers(storage, config: JobConfig, workers=None, make=None) -> dict[int
 def final_vector(storage, config: JobConfig) -> torch.Tensor:
     layout = JobLayout(config.job)
     pointer = storage.get_json(layout.checkpoint_pointer)
-    _, vector, _ = _split_state(storage.get_bytes(layout.checkpoint(pointer["round"])))
+    _, vector, _ = split_state(storage.get_bytes(layout.checkpoint(pointer["round"])))
     return vector
 
 
@@ -89,7 +89,7 @@ def test_both_sync_workers_end_with_one_model_that_learned(job_storage):
     # Assert: 16 rounds of one step each; checkpoints every 4 batches; only the last two kept
     assert [results[w]["rounds"] for w in (0, 1)] == [16, 16] and results[0]["batch"] == 16
     layout = JobLayout("sync")
-    assert [layout.round_of(k) for k in job_storage.list_keys(layout.prefix + "checkpoints/")] == [4, 8, 12, 16]
+    assert [layout.round_of(k) for k in job_storage.list_keys(layout.prefix + "checkpoints/")] == [0, 4, 8, 12, 16]
     assert min(layout.round_of(k) for k in job_storage.list_keys(layout.prefix + "updates/")) == 12
     assert all(results[w]["compute_s"] > 0 and results[w]["bytes_in"] > 0 for w in (0, 1))
     from mlcore.training.compute import evaluate_vector
@@ -173,10 +173,10 @@ class SlowPutStorage(Storage):
         super().__init__(config)
         self.key, self.until_key = key, until_key
 
-    def put_bytes(self, key, data, content_type="application/octet-stream"):
+    def put_bytes(self, key, data, content_type="application/octet-stream", storage_class=None):
         if key == self.key:
             wait_for(lambda: self.exists(self.until_key), "the peers moving on")
-        super().put_bytes(key, data, content_type)
+        super().put_bytes(key, data, content_type, storage_class)
 
 
 def test_a_quorum_leaves_a_straggler_out_and_it_catches_up(job_storage):
