@@ -54,7 +54,7 @@ def reference(platform, deployed) -> list[dict]:
 
 def test_a_job_through_the_platform_learns_reports_and_cleans_up(platform, deployed):
     # Prepare
-    config = JobConfig(job="short", **{**SMALL, "mode": "local", "local_steps": 0, "precision": "auto",
+    config = JobConfig(job="short", **{**SMALL, "mode": "local", "local_steps": 4, "precision": "auto",
                                        "compress": "fp16"})
     # Execute
     events = wait_done(platform, deployed, config.job, training.start(platform.client, config))
