@@ -185,6 +185,20 @@ def follow(client, storage: Storage, job: str, poll_s: float = 1.0, timeout_s: f
         time.sleep(poll_s)
 
 
+def wait_coordinator_ended(client, storage: Storage, job: str, timeout_s: float = 60.0) -> None:
+    """Until the activation that finished the job has its record: its bill is final, its container free."""
+    owner = status(storage, job).get("owner", "")
+    if not owner or owner.startswith("cli-"):
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            client.get_activation(owner)
+            return
+        except NotFoundError:
+            time.sleep(0.1)
+
+
 def coordinator_gb_s(client, events: list[dict]) -> float:
     """GB-seconds of the coordinator activations, read from their records as OpenWhisk bills them."""
     total = 0.0

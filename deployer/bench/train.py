@@ -3,7 +3,9 @@
 The baseline is mlcore.training.baseline: one process with every core, the same recipe,
 data order and precision. Each row is a real job on the target platform; its times are
 those of the checkpoints that first reached each target, counted from the job's start, so
-start-up, invocation and data loading are in them and evaluation is not (as for the baseline).
+invocation and data loading are in them and evaluation is not (as for the baseline). Each
+worker count is warmed up by a short job first, so containers are warm as for any job but
+a cluster's first.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ NOTE = ("One machine: the workers, the coordinator, the platform and the S3 endp
         "baseline gets all of them. A ratio below 1 means the serverless job reached the target sooner.")
 
 
-def run(target, run_row: Callable[[str, int], dict], recipe: dict, counts: list[int], modes: list[str],
+def run(target, run_row: Callable[..., dict], recipe: dict, counts: list[int], modes: list[str],
         targets: list[float], save: Callable[[dict], None] = lambda _: None,
         log: Callable[[str], None] = lambda _: None) -> dict:
     """The baseline first, then each (mode, workers) row; `save` gets the report after every row."""
@@ -32,8 +34,14 @@ def run(target, run_row: Callable[[str, int], dict], recipe: dict, counts: list[
     report = {"baseline": baseline, "rows": [], "targets": targets, "recipe": recipe,
               "machine": {"cores": os.cpu_count(), "cpu_bf16": cpu_has_bf16(), "python": host_platform.python_version()},
               "started": time.time(), "note": NOTE}
+    warmed: set[int] = set()
     for mode in modes:
         for workers in counts:
+            if workers not in warmed:
+                # a short job first, so the measured one finds warm containers, as a second job on a cluster does
+                log(f"warming {workers} worker containers and the coordinator's")
+                run_row(mode, workers, warm_up=True)
+                warmed.add(workers)
             log(f"{mode}, {workers} workers")
             summary = run_row(mode, workers)
             row = {"mode": mode, "workers": workers, "job": summary["job"],

@@ -114,6 +114,7 @@ def run_job(obj, settings: dict, driver: str = "action", resume_job: str | None 
             thread.join()
             if errors:
                 raise click.ClickException(str(errors[0]))
+        training.wait_coordinator_ended(client, storage, config.job)
         return training.report(client, storage, config.job, targets)
     except TrainingError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -200,8 +201,11 @@ def bench_train_command(obj, workers_list, modes, epochs, batch_size, lr, precis
     if plot_path is None and json_path:
         plot_path = str(Path(json_path).with_suffix(".png"))
 
-    def run_row(mode: str, workers: int) -> dict:
-        return run_job(obj, dict(recipe, workers=workers, mode=mode, eval_live=False), quiet=True, targets=goal)
+    def run_row(mode: str, workers: int, warm_up: bool = False) -> dict:
+        settings = dict(recipe, workers=workers, mode=mode, eval_live=False)
+        if warm_up:
+            settings.update(epochs=1, train_limit=workers * settings["batch_size"] * 4, eval_every=0)
+        return run_job(obj, settings, quiet=True, targets=goal)
 
     try:
         result = bench.run(obj.target, run_row, recipe, counts, chosen, goal,
