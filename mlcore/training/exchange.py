@@ -63,13 +63,14 @@ class Timer:
         self.seconds = dict.fromkeys(self.PHASES, 0.0)
         self.bytes_in = 0
         self.bytes_out = 0
+        self.misses = 0  # polls that found nothing yet: each costs the endpoint a request
 
     def add(self, phase: str, seconds: float) -> None:
         self.seconds[phase] += seconds
 
     def report(self) -> dict:
         return {**{k: round(v, 4) for k, v in self.seconds.items()}, "bytes_in": self.bytes_in,
-                "bytes_out": self.bytes_out}
+                "bytes_out": self.bytes_out, "misses": self.misses}
 
 
 class Exchange:
@@ -81,6 +82,7 @@ class Exchange:
         self._pending: list[Future] = []
         self._background: list[Future] = []
         self._scratch_class: str | None = SCRATCH_CLASS
+        self._lag = 0.0
 
     def put_async(self, key: str, blob: bytes, scratch: bool = False) -> Future:
         """`scratch`: data a replay can recompute, stored as REDUCED_REDUNDANCY where the endpoint has it."""
@@ -124,14 +126,17 @@ class Exchange:
         for future in background:
             future.result()
 
-    def _poll(self, key: str, deadline: float, stop: Callable[[], bool]) -> tuple[bytes, float]:
+    def _poll(self, key: str, deadline: float, stop: Callable[[], bool], head_start: float = 0.0
+              ) -> tuple[bytes, float]:
         delay = POLL_FIRST_S
+        if head_start > 0:
+            time.sleep(head_start)
         while True:
             started = time.perf_counter()
             try:
                 return self.storage.get_bytes(key), started
             except ObjectNotFoundError:
-                pass
+                self.timer.misses += 1
             if time.monotonic() > deadline:
                 raise TrainingError(f"{key} did not appear in time")
             if stop():
@@ -152,10 +157,13 @@ class Exchange:
             return {}
         started = time.perf_counter()
         deadline = time.monotonic() + timeout_s
-        futures = {key: self._pool.submit(self._poll, key, deadline, stop) for key in keys}
+        # the peers' updates took about `_lag` to appear last round: asking much sooner only costs requests
+        head_start = min(0.7 * self._lag, POLL_MAX_S)
+        futures = {key: self._pool.submit(self._poll, key, deadline, stop, head_start) for key in keys}
         results = {key: future.result() for key, future in futures.items()}
         ended = time.perf_counter()
         last_found = max(found for _, found in results.values())
+        self._lag = 0.5 * self._lag + 0.5 * (last_found - started)
         self.timer.add("wait_s", max(0.0, last_found - started))
         self.timer.add("get_s", ended - max(started, last_found))
         blobs = {key: blob for key, (blob, _) in results.items()}
