@@ -123,15 +123,16 @@ def run_job(obj, settings: dict, driver: str = "action", resume_job: str | None 
 def job_options(command):
     """The settings `train` and `bench train` share."""
     options = [
-        click.option("--epochs", default=4, show_default=True),
+        click.option("--epochs", default=3, show_default=True),
         click.option("--batch-size", default=128, show_default=True, help="Global batch per step, split over workers."),
-        click.option("--lr", type=float, default=0.1, show_default=True, help="Peak learning rate (warm-up, then cosine)."),
+        click.option("--lr", type=float, default=0.05, show_default=True, help="Peak learning rate (warm-up, then cosine)."),
         click.option("--precision", type=click.Choice(("auto", "fp32", "bf16")), default="auto", show_default=True,
                      help="bf16 autocast with fp32 master weights; auto = bf16 where the CPU has it."),
         click.option("--compress", type=click.Choice(("none", "fp16")), default="fp16", show_default=True,
                      help="Encoding of the updates in S3."),
         click.option("--train-limit", type=int, default=0, help="Use the first N training images (0 = all)."),
-        click.option("--eval-every", type=int, default=0, help="Checkpoint and evaluate every N batches (0 = every epoch)."),
+        click.option("--eval-every", type=int, default=0,
+                     help="Checkpoint and evaluate every N batches of a worker (0 = every epoch)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -196,6 +197,10 @@ def bench_train_command(obj, workers_list, modes, epochs, batch_size, lr, precis
     chosen = [m.strip() for m in modes.split(",") if m.strip()]
     if not counts or min(counts) < 1 or any(m not in MODES for m in chosen):
         raise click.ClickException(f"--workers needs positive integers and --modes a subset of {MODES}")
+    if not eval_every:  # every half epoch: the times to accuracy are read at the checkpoints
+        from mlcore.mnist import TRAIN_SIZE
+
+        eval_every = max(1, (train_limit or TRAIN_SIZE) // batch_size // 2)
     recipe = dict(epochs=epochs, batch_size=batch_size, lr=lr, precision=precision, compress=compress,
                   train_limit=train_limit, eval_every=eval_every)
     if plot_path is None and json_path:

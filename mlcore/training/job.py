@@ -68,13 +68,13 @@ class JobConfig:
 
     job: str
     workers: int = 2
-    epochs: int = 4
+    epochs: int = 3
     batch_size: int = 128
     mode: str = "local"
     local_steps: int = 0
     comm_target: float = 0.2
     max_local_steps: int = 64
-    lr: float = 0.1
+    lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
     nesterov: bool = True
