@@ -12,7 +12,8 @@ from .output import table, write_report
 MODES = ("sync", "local")
 
 
-def _open(obj, data: str):
+def _open(obj, data: str, deploy: bool = True):
+    """`deploy=False` keeps the deployed actions: a redeploy is a new revision, whose first calls start cold."""
     from mlcore.storage import Storage
 
     from .. import train as training
@@ -20,7 +21,8 @@ def _open(obj, data: str):
     target = obj.target
     client = target.client()
     storage = Storage(training.storage_config_for(target))
-    training.prepare(target, client, storage, data)
+    if deploy:
+        training.prepare(target, client, storage, data)
     return target, client, storage
 
 
@@ -74,7 +76,7 @@ def _show(summary: dict) -> None:
 
 
 def run_job(obj, settings: dict, driver: str = "action", resume_job: str | None = None, quiet: bool = False,
-            targets=(0.98, 0.99)) -> dict:
+            targets=(0.98, 0.99), deploy: bool = True) -> dict:
     """Starts (or resumes) a job, follows it to the end, returns its report."""
     from mlcore.mnist import TRAIN_SIZE
     from mlcore.training import data as training_data
@@ -84,7 +86,7 @@ def run_job(obj, settings: dict, driver: str = "action", resume_job: str | None 
     from .. import train as training
 
     try:
-        target, client, storage = _open(obj, settings.get("data") or "s3")
+        target, client, storage = _open(obj, settings.get("data") or "s3", deploy)
         thread, errors, activation = None, [], None
         if resume_job:
             config = load_config(storage, resume_job)
@@ -206,11 +208,15 @@ def bench_train_command(obj, workers_list, modes, epochs, batch_size, lr, precis
     if plot_path is None and json_path:
         plot_path = str(Path(json_path).with_suffix(".png"))
 
+    deployed: list[bool] = []
+
     def run_row(mode: str, workers: int, warm_up: bool = False) -> dict:
         settings = dict(recipe, workers=workers, mode=mode, eval_live=False)
         if warm_up:
             settings.update(epochs=1, train_limit=workers * settings["batch_size"] * 4, eval_every=0)
-        return run_job(obj, settings, quiet=True, targets=goal)
+        summary = run_job(obj, settings, quiet=True, targets=goal, deploy=not deployed)
+        deployed.append(True)
+        return summary
 
     try:
         result = bench.run(obj.target, run_row, recipe, counts, chosen, goal,
