@@ -67,7 +67,7 @@ def test_a_fedavg_round_through_docker_containers_gives_the_serial_weights(docke
 
 def test_a_training_job_runs_in_containers_and_ends_as_in_process_mode(docker_ml, platform, mnist_root):
     # the same job on both container modes: the process-mode platform of the session, and Docker
-    config = JobConfig(job="both-modes", workers=2, epochs=2, batch_size=64, train_limit=2048, test_limit=1000,
+    config = JobConfig(job="both-modes", workers=2, epochs=2, batch_size=64, lr=0.1, train_limit=2048, test_limit=1000,
                        eval_every=16, mode="sync", precision="fp32", compress="none")
     accuracy = {}
     for name, handle in (("process", platform), ("docker", docker_ml)):

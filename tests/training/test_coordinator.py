@@ -21,7 +21,7 @@ from mlcore.training.report import summarise
 from mlcore.training.worker import Worker
 
 torch.set_num_threads(1)
-SMALL = dict(workers=2, epochs=1, batch_size=64, train_limit=1024, test_limit=500, eval_every=8, mode="sync",
+SMALL = dict(workers=2, epochs=1, batch_size=64, lr=0.1, train_limit=1024, test_limit=500, eval_every=8, mode="sync",
              precision="fp32", compress="none")
 
 

@@ -20,7 +20,7 @@ from mlcore.training import data
 from mlcore.training.coordinator import read_metrics
 from mlcore.training.job import JobConfig, JobLayout
 
-SMALL = dict(workers=2, epochs=2, batch_size=64, train_limit=2048, test_limit=1000, eval_every=16, mode="sync",
+SMALL = dict(workers=2, epochs=2, batch_size=64, lr=0.1, train_limit=2048, test_limit=1000, eval_every=16, mode="sync",
              precision="fp32", compress="none")
 # Deadlines here only tell a hung job from a slow one; a loaded 2-core machine can be very slow.
 JOB_DEADLINE_S = 900.0

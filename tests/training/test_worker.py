@@ -22,7 +22,7 @@ from mlcore.training.coordinator import create_job
 from mlcore.training.job import JobConfig, JobLayout, TrainingError
 from mlcore.training.worker import Worker, split_state
 
-SMALL = dict(workers=2, epochs=1, batch_size=64, train_limit=1024, test_limit=500, eval_every=4, precision="fp32",
+SMALL = dict(workers=2, epochs=1, batch_size=64, lr=0.1, train_limit=1024, test_limit=500, eval_every=4, precision="fp32",
              compress="none", data="s3", worker_timeout_s=120.0)
 DEADLINE_S = 300.0  # tells a hung job from a slow one on a loaded 2-core machine
 
