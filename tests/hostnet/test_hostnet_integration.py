@@ -111,8 +111,10 @@ def test_two_guests_ping_and_iperf(guest_image, accel, nothing_left, backend, qu
 def test_live_migration_over_vhost_user_keeps_the_guest_answering(guest_image, accel,
                                                                   nothing_left):
     require("vhost-user")
-    report = run_migration(guest_image, "vhost-user", accel, run_root=nothing_left)
+    report = run_migration(guest_image, "vhost-user", accel, run_root=nothing_left,
+                           load_seconds=6)
     assert report["qemu"]["status"] == "completed"
+    assert report["load"]["intervals"] > 0 and report["load"]["mbps_after"] > 0
     assert report["qemu"]["downtime_ms"] is not None
     assert report["destination"] == {"status": "running", "answered": True}
     assert report["network"]["received"] > 0
