@@ -14,6 +14,7 @@ from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SATURATED_PERCENT = 90.0
+DISTURBED_PERCENT = 25.0  # CPU used by processes this run did not start, in % of one core
 
 
 @dataclass(frozen=True)
@@ -113,9 +114,14 @@ def summarize(before: dict[int, ThreadSample], after: dict[int, ThreadSample],
         roles[key] = round(roles.get(key, 0.0) + t["cpu_percent"], 1)
     saturated = [f"{t['owner']} {t['thread']}" for t in threads
                  if t["cpu_percent"] >= SATURATED_PERCENT]
+    cores = len(os.sched_getaffinity(0))
+    foreign = round(max(0.0, host_busy * cores - sum(t["cpu_percent"] for t in threads)), 1)
+    bound = bound_statement(threads, host_busy, cores)
+    if foreign >= DISTURBED_PERCENT:
+        bound += f"; disturbed: processes outside this run used {foreign:.0f}% of a core"
     return {"interval_s": round(elapsed_s, 2), "host_busy_percent": host_busy,
-            "threads": threads, "by_role": roles, "saturated": saturated,
-            "bound": bound_statement(threads, host_busy)}
+            "foreign_percent": foreign, "threads": threads, "by_role": roles,
+            "saturated": saturated, "bound": bound}
 
 
 def bound_statement(threads: list[dict], host_busy: float, cores: int | None = None) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 TABLE_HEADER = ["backend", "queues", "vCPUs", "TCP Mbit/s", "TCP kpps", "B/pkt", "TCP retr",
-                "UDP Mbit/s", "UDP loss %", "RTT p50/p99 ms", "TCP bound"]
+                "UDP Mbit/s", "UDP loss %", "RTT p50/p99 ms", "foreign %", "TCP bound"]
 SMALL_HEADER = ["backend", "queues", "offered pps", "sent pps", "delivered pps", "loss %",
                 "bound"]
 
@@ -18,7 +18,7 @@ def format_table(report: dict) -> list[list[str]]:
                      f"{(nic['rx_pps'] or 0) / 1000:.1f}", str(nic["rx_bytes_per_packet"]),
                      str(tcp["retransmits"]), f"{udp['mbps']:.0f}",
                      f"{udp['lost_percent']:.1f}", f"{lat['p50_ms']:.2f}/{lat['p99_ms']:.2f}",
-                     tcp["bound"]])
+                     f"{tcp['host_cpu']['foreign_percent']:.0f}", tcp["bound"]])
     return rows
 
 

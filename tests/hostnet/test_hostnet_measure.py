@@ -46,6 +46,11 @@ def test_summarize_turns_ticks_into_percent_of_a_core():
     assert result["threads"][0]["cpu_percent"] == 100.0
     assert result["saturated"] == ["qemu srv CPU 0/TCG"]
     assert result["by_role"]["qemu srv vcpu"] == 100.0
+    import os
+    cores = len(os.sched_getaffinity(0))
+    ours = sum(t["cpu_percent"] for t in result["threads"])
+    assert result["foreign_percent"] == max(0.0, 80.0 * cores - ours)
+    assert ("disturbed" in result["bound"]) == (result["foreign_percent"] >= 25)
 
 
 def test_pmd_stats_show_from_ovs_3_1():
@@ -120,3 +125,15 @@ def test_stream_intervals_place_the_migration_on_the_timeline():
     assert report["longest_zero_gap_ms"] == 200
     assert report["mbps_min_around_migration"] == 0.0
     assert report["retransmits_total"] == 3 and report["retransmits_around_migration"] == 3
+
+
+def test_the_guest_side_is_named_when_iperf3_ran_out_of_vcpu_or_udp_died_in_the_socket():
+    from hostnet.measure import guest_side
+    run = {"sender_cpu_percent": 93.0, "receiver_cpu_percent": 55.0, "lost_percent": 21.0,
+           "client_nic": {"tx_pps": 22651}, "server_nic": {"rx_pps": 22651}}
+    note = guest_side(run)
+    assert "sender guest's iperf3 used 93%" in note and "socket buffer" in note
+    cpu = {"threads": [], "bound": "latency-bound"}
+    assert bound_line(cpu, None, note).startswith("guest: the sender")
+    assert guest_side({"sender_cpu_percent": 50.0, "lost_percent": 0.0,
+                       "client_nic": {"tx_pps": 1}, "server_nic": {"rx_pps": 1}}) is None
