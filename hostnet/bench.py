@@ -38,6 +38,8 @@ class BenchConfig:
     ping_interval_s: float = 0.02
     small_loads_pps: tuple[int, ...] = (10000, 30000, 100000)  # 64-byte frames offered
     small_seconds: float = 2
+    quiet_busy_percent: float = 35.0  # host counts as quiet below this (2 idle guests: ~10 %)
+    quiet_wait_s: float = 30  # longest wait for a quiet host before each measurement
     ovs: OvsSettings = field(default_factory=OvsSettings)
     guest: GuestTuning = field(default_factory=GuestTuning)
 
@@ -77,6 +79,7 @@ def conditions(config: BenchConfig, accel: Accelerator, image: GuestImage) -> di
             "ping_count": config.ping_count, "ping_interval_s": config.ping_interval_s,
             "small_loads_pps": list(config.small_loads_pps),
             "small_seconds": config.small_seconds,
+            "quiet_busy_percent": config.quiet_busy_percent, "quiet_wait_s": config.quiet_wait_s,
             "ovs_pmd_cpu_mask": hex(config.ovs.pmd_cpu_mask),
             "ovs_pmd_cores": config.ovs.pmd_cores(), "ovs_userspace_tso": config.ovs.tso,
             "ovs_socket_mem_mb": config.ovs.socket_mem_mb, "ovs": config.ovs.as_dict(),
@@ -119,17 +122,18 @@ def _measure_case(lab: Lab, config: BenchConfig, queues: int, progress) -> dict:
         progress(f"{label}: ping latency")
         latency = latency_run(client, server, config.ping_count, config.ping_interval_s)
         timeout = config.iperf_seconds * 4 + 60
+        quiet = (config.quiet_busy_percent, config.quiet_wait_s)
         progress(f"{label}: iperf3 TCP")
         tcp = measured_run(lab, client, server, client_command(
-            server.ip, seconds=config.iperf_seconds, streams=queues), timeout)
+            server.ip, seconds=config.iperf_seconds, streams=queues), timeout, quiet)
         progress(f"{label}: iperf3 UDP")
         udp = measured_run(lab, client, server, client_command(
             server.ip, seconds=config.iperf_seconds, streams=queues, udp=True,
-            udp_bitrate=config.udp_bitrate), timeout)
+            udp_bitrate=config.udp_bitrate), timeout, quiet)
         small = []
         for pps in config.small_loads_pps:
             progress(f"{label}: 64-byte UDP at {pps} pps")
-            small.append(small_packet_run(lab, client, server, pps, config.small_seconds))
+            small.append(small_packet_run(lab, client, server, pps, config.small_seconds, quiet))
         return {"backend": lab.settings.backend, "queues": queues, "vcpus": vcpus,
                 "guest_memory_mb": config.memory_mb,
                 "guest_combined_channels": combined.strip() or None,

@@ -256,6 +256,9 @@ bench_options = [
     click.option("--small-seconds", type=click.FloatRange(1, 600), default=2, show_default=True),
     click.option("--ping-count", type=click.IntRange(10, 100000), default=100, show_default=True,
                  help="Pings (every 20 ms) for the latency percentiles."),
+    click.option("--quiet-wait", type=click.FloatRange(0, 3600), default=30, show_default=True,
+                 help="Before each measurement wait up to this long for the host to be "
+                      "mostly idle (a shared host); 0: do not wait."),
 ]
 
 
@@ -272,6 +275,7 @@ def _bench_config(kw: dict) -> dict:
     return dict(backends=kw.pop("backends"), queues=kw.pop("queues"),
                 iperf_seconds=kw.pop("seconds"), small_loads_pps=kw.pop("small_loads"),
                 small_seconds=kw.pop("small_seconds"), ping_count=kw.pop("ping_count"),
+                quiet_wait_s=kw.pop("quiet_wait"),
                 vcpus=kw.pop("vcpus", None), ovs=ovs, guest=guest)
 
 
@@ -307,8 +311,6 @@ migrate_options = [
 
 def _migrate_options(kw: dict) -> dict:
     ovs, guest = _tuned(kw)
-    if kw["postcopy"]:
-        ovs = ovs.with_postcopy()
     return dict(downtime_limit_ms=kw.pop("downtime_limit_ms"), postcopy=kw.pop("postcopy"),
                 load_seconds=kw.pop("load_seconds"), ovs=ovs, guest=guest)
 

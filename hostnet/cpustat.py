@@ -148,3 +148,20 @@ def bound_statement(threads: list[dict], host_busy: float, cores: int | None = N
         return f"host CPU: all {cores} cores busy, no single thread at a full core"
     return ("no thread at a full core and the host has idle CPU: latency-bound "
             "(a round trip through both guests per window, not a cycle budget)")
+
+
+def wait_quiet(busy_below_percent: float, max_wait_s: float, window_s: float = 1.0) -> dict:
+    """Wait, at most max_wait_s, for a window in which the host is mostly idle.
+
+    Other people's jobs on a shared host move the numbers more than any knob;
+    the result records how long we waited and how busy the host still was.
+    """
+    started = time.monotonic()
+    while True:
+        before = _proc_stat_cpu()
+        time.sleep(window_s)  # the measurement window itself, not a stand-in for an event
+        busy = host_busy_percent(before, _proc_stat_cpu())
+        waited = time.monotonic() - started
+        if busy < busy_below_percent or waited >= max_wait_s:
+            return {"waited_s": round(waited, 1), "host_busy_percent": busy,
+                    "quiet": busy < busy_below_percent}

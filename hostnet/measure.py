@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from hostnet.cpustat import CpuMeter
+from hostnet.cpustat import CpuMeter, wait_quiet
 from hostnet.errors import HostnetError
 from hostnet.guestnet import counter_rates, read_counters
 from hostnet.iperf import client_command, parse_iperf_json
@@ -65,8 +65,13 @@ def bound_line(cpu: dict, pmd: dict | None, guest: str | None = None) -> str:
     return f"guest: {guest}; host: {host}" if guest else host
 
 
-def measured_run(lab, client, server, command: str, timeout_s: float) -> dict:
-    """Run an iperf3 client command in `client`; return the result with its explanation."""
+def measured_run(lab, client, server, command: str, timeout_s: float,
+                 quiet: tuple[float, float] = (35.0, 0.0)) -> dict:
+    """Run an iperf3 client command in `client`; return the result with its explanation.
+
+    quiet: (host busy % below which the host counts as quiet, longest wait in s).
+    """
+    calm = wait_quiet(*quiet) if quiet[1] > 0 else None
     before = {"client": read_counters(client.vm), "server": read_counters(server.vm)}
     if lab.ovs is not None:
         lab.ovs.clear_pmd_stats()
@@ -85,23 +90,25 @@ def measured_run(lab, client, server, command: str, timeout_s: float) -> dict:
     run = {**result.to_dict(),
            "client_nic": counter_rates(before["client"], after["client"], seconds),
            "server_nic": counter_rates(before["server"], after["server"], seconds),
-           "host_cpu": cpu, "pmd": pmd}
+           "host_cpu": cpu, "pmd": pmd, "quiet_wait": calm}
     run["bound"] = bound_line(cpu, pmd, guest_side(run))
     return run
 
 
-def small_packet_run(lab, client, server, offered_pps: int, seconds: float) -> dict:
+def small_packet_run(lab, client, server, offered_pps: int, seconds: float,
+                     quiet: tuple[float, float] = (35.0, 0.0)) -> dict:
     """64-byte frames (18-byte UDP payload) at a fixed offered rate: delivered pps and loss."""
     payload = SMALL_FRAME - FRAME_OVERHEAD
     command = client_command(server.ip, seconds=seconds, udp=True,
                              udp_bitrate=str(offered_pps * payload * 8), length=payload)
-    run = measured_run(lab, client, server, command, timeout_s=seconds * 4 + 60)
+    run = measured_run(lab, client, server, command, timeout_s=seconds * 4 + 60, quiet=quiet)
     packets, lost = run.get("packets") or 0, run.get("lost_packets") or 0
     return {"frame_bytes": SMALL_FRAME, "offered_pps": offered_pps,
             "sent_pps": round(packets / run["duration_s"]) if run["duration_s"] else None,
             "delivered_pps": round((packets - lost) / run["duration_s"]) if run["duration_s"] else None,
             "loss_percent": run["lost_percent"], **{k: run[k] for k in (
-                "client_nic", "server_nic", "host_cpu", "pmd", "bound", "sender_cpu_percent")}}
+                "client_nic", "server_nic", "host_cpu", "pmd", "bound", "sender_cpu_percent",
+                "quiet_wait")}}
 
 
 def percentile(values: list[float], p: float) -> float | None:

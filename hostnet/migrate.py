@@ -103,6 +103,8 @@ def run_migration(image: GuestImage, backend: str, accel: Accelerator, *,
     if not image.controllable:
         raise HostnetError(f"migrate needs a hostnet image (kernel + initrd), got "
                            f"{image.describe()}; build one with `deployer hostnet image`")
+    if postcopy and backend == "vhost-user":
+        ovs = ovs.with_postcopy()  # OVS must register the guest memory with userfaultfd
     settings = LabSettings(backend=backend, image=image, accel=accel.name,
                            memory_mb=memory_mb, max_guests=2, ovs=ovs, guest=guest)
     started = time.time()

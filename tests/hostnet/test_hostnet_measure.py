@@ -137,3 +137,11 @@ def test_the_guest_side_is_named_when_iperf3_ran_out_of_vcpu_or_udp_died_in_the_
     assert bound_line(cpu, None, note).startswith("guest: the sender")
     assert guest_side({"sender_cpu_percent": 50.0, "lost_percent": 0.0,
                        "client_nic": {"tx_pps": 1}, "server_nic": {"rx_pps": 1}}) is None
+
+
+def test_wait_quiet_measures_one_window_and_reports_it():
+    from hostnet.cpustat import wait_quiet
+    calm = wait_quiet(101.0, 0.0, window_s=0.2)
+    assert calm["quiet"] is True and 0 <= calm["host_busy_percent"] <= 100
+    busy = wait_quiet(0.0, 0.0, window_s=0.2)
+    assert busy["quiet"] is False and busy["waited_s"] >= 0.2
