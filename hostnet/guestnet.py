@@ -53,9 +53,11 @@ def parse_counters(output: str) -> dict[str, int]:
 
 
 def read_counters(vm, ifname: str = "eth0") -> dict[str, int]:
+    """Interface counters plus the driver's per-queue statistics (ethtool -S, as 'q.<name>')."""
     base = f"/sys/class/net/{ifname}/statistics"
     out = vm.run("; ".join(f"echo {c}=$(cat {base}/{c})" for c in COUNTERS))
-    return parse_counters(out)
+    driver = parse_ethtool_s(vm.run(f"ethtool -S {ifname}", check=False))
+    return {**parse_counters(out), **{f"q.{k}": v for k, v in driver.items()}}
 
 
 def counter_rates(before: dict[str, int], after: dict[str, int], seconds: float) -> dict:
@@ -68,6 +70,11 @@ def counter_rates(before: dict[str, int], after: dict[str, int], seconds: float)
         rates[f"{way}_mbps"] = round(8 * octets / seconds / 1e6, 1) if seconds > 0 else None
         rates[f"{way}_bytes_per_packet"] = round(octets / packets) if packets else None
         rates[f"{way}_dropped"] = d[f"{way}_dropped"]
+    driver = {k[2:]: after[k] - before.get(k, 0) for k in after if k.startswith("q.")}
+    rates["driver"] = {k: v for k, v in driver.items() if v}
+    packets = sum(v for k, v in driver.items() if k.endswith("_packets") and "tx_queue" in k)
+    kicks = sum(v for k, v in driver.items() if k.endswith("_kicks") and "tx_queue" in k)
+    rates["tx_packets_per_kick"] = round(packets / kicks, 1) if kicks else None
     return rates
 
 

@@ -145,3 +145,16 @@ def test_wait_quiet_measures_one_window_and_reports_it():
     assert calm["quiet"] is True and 0 <= calm["host_busy_percent"] <= 100
     busy = wait_quiet(0.0, 0.0, window_s=0.2)
     assert busy["quiet"] is False and busy["waited_s"] >= 0.2
+
+
+def test_driver_statistics_give_packets_per_notification():
+    from hostnet.guestnet import parse_ethtool_s
+    stats = {f"q.{k}": v for k, v in parse_ethtool_s(
+        "NIC statistics:\n     rx_queue_0_packets: 10\n     tx_queue_0_packets: 400\n"
+        "     tx_queue_0_kicks: 100\n").items()}
+    zero = {"rx_packets": 0, "rx_bytes": 0, "tx_packets": 0, "tx_bytes": 0}
+    rates = counter_rates({**zero, "q.tx_queue_0_packets": 0, "q.tx_queue_0_kicks": 0},
+                          {**zero, **stats}, 1.0)
+    assert rates["tx_packets_per_kick"] == 4.0
+    assert rates["driver"] == {"rx_queue_0_packets": 10, "tx_queue_0_packets": 400,
+                               "tx_queue_0_kicks": 100}
