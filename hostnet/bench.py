@@ -1,27 +1,29 @@
-"""Guest-to-guest benchmark per backend and queue count: iperf3 TCP/UDP and ping.
+"""Guest-to-guest benchmark per backend and queue count: throughput, small packets, latency.
 
 Two guests per case; the client guest runs iperf3 and ping against the server
-guest. Each row records the conditions that shape it (accelerator, vCPUs, PMD
-cores, TSO, MSI-X vectors), since TCG on 2 host cores is nothing like KVM.
+guest. Every number comes with what explains it (host CPU per thread, PMD
+statistics, packets per second, the guests' negotiated offloads) and a one-line
+bound, and every setting that shapes it is recorded, since TCG on 2 host cores
+is nothing like KVM.
 """
 from __future__ import annotations
 
-import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from hostnet.errors import HostnetError
+from hostnet.guestnet import describe_nic
 from hostnet.host import Accelerator, host_cores, host_facts
 from hostnet.image import GuestImage
-from hostnet.iperf import client_command, parse_iperf_json
-from hostnet.lab import RUN_ROOT, Lab, LabSettings
+from hostnet.iperf import client_command
+from hostnet.lab import RUN_ROOT, Lab, LabSettings, guest_cores
+from hostnet.measure import latency_run, measured_run, parse_ping, small_packet_run
 from hostnet.ovs import OvsSettings
-from hostnet.vm import nic_vectors
+from hostnet.vm import GuestTuning, nic_vectors
 
-PING_SUMMARY = re.compile(r"(\d+) packets transmitted, (\d+) packets received.*?"
-                          r"min/avg/max = ([\d.]+)/([\d.]+)/([\d.]+) ms", re.S)
+__all__ = ["BenchConfig", "run_bench", "parse_ping", "wait_iperf_listening", "scaling_note"]
 
 
 @dataclass(frozen=True)
@@ -29,30 +31,37 @@ class BenchConfig:
     backends: tuple[str, ...] = ("virtio-net", "vhost-user")
     queues: tuple[int, ...] = (1, 2)
     iperf_seconds: float = 5
-    vcpus: int | None = None  # None: as many as queues, capped at host cores
+    vcpus: int | None = None  # None: as many as queues
     memory_mb: int = 256
     udp_bitrate: str = "1G"
-    ping_count: int = 10
+    ping_count: int = 100
+    ping_interval_s: float = 0.02
+    small_loads_pps: tuple[int, ...] = (10000, 30000, 100000)  # 64-byte frames offered
+    small_seconds: float = 2
+    quiet_busy_percent: float = 35.0  # host counts as quiet below this (2 idle guests: ~10 %)
+    quiet_wait_s: float = 30  # longest wait for a quiet host before each measurement
     ovs: OvsSettings = field(default_factory=OvsSettings)
+    guest: GuestTuning = field(default_factory=GuestTuning)
 
     def vcpus_for(self, queues: int) -> int:
-        return self.vcpus if self.vcpus else max(1, min(queues, host_cores()))
+        return self.vcpus if self.vcpus else queues
 
 
-def parse_ping(output: str) -> dict:
-    """busybox ping summary -> counts and RTTs in ms.
-
-    Raises:
-        HostnetError: no summary line in the output.
-    """
-    match = PING_SUMMARY.search(output)
-    if not match:
-        raise HostnetError(f"no ping summary in output: {output[-300:]!r}")
-    sent, received = int(match.group(1)), int(match.group(2))
-    return {"sent": sent, "received": received,
-            "loss_percent": round(100 * (sent - received) / sent, 1) if sent else None,
-            "rtt_min_ms": float(match.group(3)), "rtt_avg_ms": float(match.group(4)),
-            "rtt_max_ms": float(match.group(5))}
+def scaling_note(queues: int, vcpus: int, ovs: OvsSettings, cores: int) -> str | None:
+    """Why more queues cannot add throughput on this host, or None when they can."""
+    pmds = len(ovs.pmd_cores())
+    free = len(guest_cores("vhost-user", ovs, cores))
+    if queues <= 1:
+        return None
+    short = []
+    if pmds < queues:
+        short.append(f"{queues} rx queues share {pmds} PMD core(s)")
+    if 2 * vcpus > free:
+        short.append(f"2 guests x {vcpus} vCPUs share {free} core(s) left to guests")
+    if not short:
+        return None
+    return (f"{cores} host cores: " + "; ".join(short) +
+            ", so queues beyond the first add no parallel work here")
 
 
 def wait_iperf_listening(vm, port: int = 5201, timeout_s: float = 30) -> None:
@@ -67,9 +76,14 @@ def conditions(config: BenchConfig, accel: Accelerator, image: GuestImage) -> di
     return {**host_facts(), "accelerator": accel.name, "accelerator_reason": accel.reason,
             "guest_memory_mb": config.memory_mb, "guest_kernel": image.kernel_release,
             "iperf_seconds": config.iperf_seconds, "udp_bitrate": config.udp_bitrate,
+            "ping_count": config.ping_count, "ping_interval_s": config.ping_interval_s,
+            "small_loads_pps": list(config.small_loads_pps),
+            "small_seconds": config.small_seconds,
+            "quiet_busy_percent": config.quiet_busy_percent, "quiet_wait_s": config.quiet_wait_s,
             "ovs_pmd_cpu_mask": hex(config.ovs.pmd_cpu_mask),
             "ovs_pmd_cores": config.ovs.pmd_cores(), "ovs_userspace_tso": config.ovs.tso,
-            "ovs_socket_mem_mb": config.ovs.socket_mem_mb}
+            "ovs_socket_mem_mb": config.ovs.socket_mem_mb, "ovs": config.ovs.as_dict(),
+            "guest": config.guest.as_dict()}
 
 
 def run_bench(image: GuestImage, config: BenchConfig, accel: Accelerator,
@@ -82,7 +96,8 @@ def run_bench(image: GuestImage, config: BenchConfig, accel: Accelerator,
     started = time.time()
     for backend in config.backends:
         settings = LabSettings(backend=backend, image=image, accel=accel.name,
-                               memory_mb=config.memory_mb, max_guests=2, ovs=config.ovs)
+                               memory_mb=config.memory_mb, max_guests=2, ovs=config.ovs,
+                               guest=config.guest)
         progress(f"{backend}: setting up the lab")
         with Lab(settings, run_root) as lab:
             for queues in config.queues:
@@ -101,67 +116,33 @@ def _measure_case(lab: Lab, config: BenchConfig, queues: int, progress) -> dict:
         server.vm.wait_ready()
         client.vm.wait_ready()
         combined = client.vm.run("ethtool -l eth0 | tail -n 1 | awk '{print $2}'", check=False)
+        nics = {"client": describe_nic(client.vm), "server": describe_nic(server.vm)}
         wait_iperf_listening(server.vm)
         label = f"{lab.settings.backend}, {queues} queue(s)"
-        progress(f"{label}: ping")
-        ping = parse_ping(client.vm.run(f"ping -c {config.ping_count} {server.ip}",
-                                        timeout_s=config.ping_count * 3 + 30, check=False))
+        progress(f"{label}: ping latency")
+        latency = latency_run(client, server, config.ping_count, config.ping_interval_s)
         timeout = config.iperf_seconds * 4 + 60
+        quiet = (config.quiet_busy_percent, config.quiet_wait_s)
         progress(f"{label}: iperf3 TCP")
-        tcp = parse_iperf_json(client.vm.run(client_command(
-            server.ip, seconds=config.iperf_seconds, streams=queues), timeout_s=timeout, check=False))
+        tcp = measured_run(lab, client, server, client_command(
+            server.ip, seconds=config.iperf_seconds, streams=queues), timeout, quiet)
         progress(f"{label}: iperf3 UDP")
-        udp = parse_iperf_json(client.vm.run(client_command(
+        udp = measured_run(lab, client, server, client_command(
             server.ip, seconds=config.iperf_seconds, streams=queues, udp=True,
-            udp_bitrate=config.udp_bitrate), timeout_s=timeout, check=False))
+            udp_bitrate=config.udp_bitrate), timeout, quiet)
+        small = []
+        for pps in config.small_loads_pps:
+            progress(f"{label}: 64-byte UDP at {pps} pps")
+            small.append(small_packet_run(lab, client, server, pps, config.small_seconds, quiet))
         return {"backend": lab.settings.backend, "queues": queues, "vcpus": vcpus,
                 "guest_memory_mb": config.memory_mb,
                 "guest_combined_channels": combined.strip() or None,
                 "vectors": nic_vectors(server.nic, lab.settings.accel),
                 "vhost_net": server.nic.vhost_net if lab.settings.backend == "virtio-net" else None,
                 "ovs_n_rxq": queues if lab.settings.backend == "vhost-user" else None,
-                "tcp": tcp.to_dict(), "udp": udp.to_dict(), "ping": ping}
-
-
-def format_table(report: dict) -> list[list[str]]:
-    """Rows for a table: backend, queues, vCPUs, TCP Mbit/s, retr, UDP Mbit/s, loss, RTT."""
-    rows = []
-    for r in report["results"]:
-        rows.append([r["backend"], str(r["queues"]), str(r["vcpus"]),
-                     f"{r['tcp']['mbps']:.0f}", str(r["tcp"]["retransmits"]),
-                     f"{r['udp']['mbps']:.0f}", f"{r['udp']['lost_percent']:.1f}",
-                     f"{r['ping']['rtt_avg_ms']:.2f}"])
-    return rows
-
-
-TABLE_HEADER = ["backend", "queues", "vCPUs", "TCP Mbit/s", "TCP retr", "UDP Mbit/s",
-                "UDP loss %", "ping avg ms"]
-
-
-def plot_bench(report: dict, path: Path) -> Path:
-    """A grouped bar chart of TCP and UDP throughput per backend and queue count."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    results = report["results"]
-    labels = [f"{r['backend']}\nq={r['queues']}" for r in results]
-    xs = range(len(results))
-    fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(results)), 4))
-    ax.bar([x - 0.2 for x in xs], [r["tcp"]["mbps"] for r in results], 0.4, label="TCP")
-    ax.bar([x + 0.2 for x in xs], [r["udp"]["mbps"] for r in results], 0.4, label="UDP")
-    ax.set_xticks(list(xs), labels)
-    ax.set_ylabel("Mbit/s (receiver)")
-    c = report["conditions"]
-    ax.set_title(f"guest to guest, {c['accelerator']}, {c['host_cores']} host cores, "
-                 f"PMD cores {c['ovs_pmd_cores']}, TSO {'on' if c['ovs_userspace_tso'] else 'off'}",
-                 fontsize=9)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
-
-
-def config_as_dict(config: BenchConfig) -> dict:
-    return asdict(config)
+                "ovs_rxq_affinity": lab.settings.ovs.rxq_affinity_for(queues)
+                if lab.settings.backend == "vhost-user" else None,
+                "vcpu_pinning": {g.name: getattr(g, "pinned", None) for g in (server, client)},
+                "scaling_note": scaling_note(queues, vcpus, lab.settings.ovs, host_cores()),
+                "guest_nic": nics, "tcp": tcp, "udp": udp, "small_packets": small,
+                "latency": latency}

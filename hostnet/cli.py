@@ -18,7 +18,7 @@ from hostnet.ovs import OvsSettings
 BACKEND_CHOICES = ("virtio-net", "vhost-user")
 
 
-def _csv(kind, allowed=None):
+def _csv(kind, allowed=None, bounds=(1, 8)):
     def convert(ctx, param, value):
         items = [v.strip() for v in value.split(",") if v.strip()]
         if not items:
@@ -29,8 +29,8 @@ def _csv(kind, allowed=None):
             except ValueError as exc:
                 raise click.BadParameter(f"{value!r} is not a comma-separated list of integers") \
                     from exc
-            if any(v < 1 or v > 8 for v in items):
-                raise click.BadParameter(f"queue counts must be 1..8, got {value}")
+            if any(v < bounds[0] or v > bounds[1] for v in items):
+                raise click.BadParameter(f"values must be {bounds[0]}..{bounds[1]}, got {value}")
         if allowed:
             bad = [v for v in items if v not in allowed]
             if bad:
@@ -73,15 +73,32 @@ def _accel(choice):
     return resolve_accelerator(choice)
 
 
-def _ovs_settings(pmd_cpu_mask: str, tso: bool) -> OvsSettings:
+def _ovs_settings(pmd_cpu_mask: str, tso: bool, queues: int = 1, **tuning) -> OvsSettings:
+    from hostnet.host import host_cores
+    from hostnet.ovs import pmd_mask_for
+    if pmd_cpu_mask == "auto":
+        return OvsSettings(pmd_cpu_mask=pmd_mask_for(queues, host_cores()), tso=tso, **tuning)
     try:
         mask = int(pmd_cpu_mask, 0)
     except ValueError as exc:
-        raise click.BadParameter(f"{pmd_cpu_mask!r} is not a CPU mask such as 0x2",
+        raise click.BadParameter(f"{pmd_cpu_mask!r} is not a CPU mask such as 0x2 or 'auto'",
                                  param_hint="--pmd-cpu-mask") from exc
     if mask <= 0:
         raise click.BadParameter("must name at least one core", param_hint="--pmd-cpu-mask")
-    return OvsSettings(pmd_cpu_mask=mask, tso=tso)
+    return OvsSettings(pmd_cpu_mask=mask, tso=tso, **tuning)
+
+
+def _tuned(kw: dict, queues: int = 1):
+    """(OvsSettings, GuestTuning) from the tuning options, removed from kw."""
+    from hostnet.vm import GuestTuning
+    ovs = _ovs_settings(kw.pop("pmd_cpu_mask"), kw.pop("tso"), queues,
+                        tx_flush_interval_us=kw.pop("tx_flush_interval"),
+                        pmd_max_sleep_us=kw.pop("pmd_max_sleep"),
+                        rxq_affinity=kw.pop("rxq_affinity"))
+    guest = GuestTuning(cpu_model=kw.pop("cpu_model"), rx_queue_size=kw.pop("rx_queue_size"),
+                        tx_queue_size=kw.pop("tx_queue_size"), mrg_rxbuf=kw.pop("mrg_rxbuf"),
+                        pin_vcpus=kw.pop("pin_vcpus"))
+    return ovs, guest
 
 
 def _write_json(path: Path, report: dict) -> None:
@@ -94,25 +111,57 @@ def _write_json(path: Path, report: dict) -> None:
 def _print_bench_table(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
-    from hostnet.bench import TABLE_HEADER, format_table
+    from hostnet.report import SMALL_HEADER, TABLE_HEADER, format_small_table, format_table, notes
     c = report["conditions"]
-    table = Table(title=f"hostnet bench ({c['accelerator']}, {c['host_cores']} host cores, "
-                        f"PMD cores {c['ovs_pmd_cores']}, TSO {c['ovs_userspace_tso']})")
-    for column in TABLE_HEADER:
-        table.add_column(column)
-    for row in format_table(report):
-        table.add_row(*row)
-    Console(width=max(Console().width, 110)).print(table)
+    console = Console(width=max(Console().width, 150))
+    title = (f"({c['accelerator']}, {c['host_cores']} host cores, PMD cores {c['ovs_pmd_cores']}, "
+             f"TSO {c['ovs_userspace_tso']}, cpu {c['guest']['cpu_model']})")
+    for name, header, rows in (("hostnet bench", TABLE_HEADER, format_table(report)),
+                               ("64-byte frames", SMALL_HEADER, format_small_table(report))):
+        table = Table(title=f"{name} {title}")
+        for column in header:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    for line in notes(report):
+        console.print(f"scaling: {line}")
 
 
 image_option = click.option("--image", "image_path", type=click.Path(),
                             help="Guest image dir (kernel+initrd) or qcow2/raw disk; default: build one.")
 accel_option = click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto",
                             show_default=True, help="auto: kvm where it can boot a stock kernel.")
-pmd_option = click.option("--pmd-cpu-mask", default="0x2", show_default=True,
-                          help="OVS PMD cores (vhost-user).")
+pmd_option = click.option("--pmd-cpu-mask", default="auto", show_default=True,
+                          help="OVS PMD cores (vhost-user); auto: one per queue on cores 1.., "
+                               "capped at host cores - 1.")
 tso_option = click.option("--tso/--no-tso", default=True, show_default=True,
                           help="OVS userspace TSO (vhost-user).")
+TUNING_OPTIONS = [
+    click.option("--cpu-model", default="qemu64", show_default=True,
+                 help="Guest CPU model under TCG (KVM uses host)."),
+    click.option("--rx-queue-size", type=click.Choice(["256", "512", "1024"]), default=None,
+                 callback=lambda c, p, v: int(v) if v else None, help="virtqueue rx ring; default QEMU's 256."),
+    click.option("--tx-queue-size", type=click.Choice(["256", "512", "1024"]), default=None,
+                 callback=lambda c, p, v: int(v) if v else None,
+                 help="virtqueue tx ring (above 256: vhost-user only); default 256."),
+    click.option("--mrg-rxbuf/--no-mrg-rxbuf", default=None, help="Mergeable rx buffers; default QEMU's (on)."),
+    click.option("--pin-vcpus/--no-pin-vcpus", default=False, show_default=True,
+                 help="Pin each vCPU thread to one host core, off the PMD cores."),
+    click.option("--tx-flush-interval", type=click.IntRange(0, 1000000), default=0, show_default=True,
+                 help="OVS tx-flush-interval in us (vhost-user)."),
+    click.option("--pmd-max-sleep", type=click.IntRange(0, 10000), default=200, show_default=True,
+                 help="OVS pmd-maxsleep in us: an idle PMD sleeps, freeing its core "
+                      "(vhost-user); 0: busy-poll."),
+    click.option("--rxq-affinity/--no-rxq-affinity", default=True, show_default=True,
+                 help="Pin rx queue i to the i-th PMD core (vhost-user)."),
+]
+
+
+def tuning_options(command):
+    for option in reversed(TUNING_OPTIONS):
+        command = option(command)
+    return pmd_option(tso_option(command))
 
 
 @click.group("hostnet")
@@ -137,22 +186,21 @@ def image_command(cache_dir, force):
 @click.option("--queues", type=click.IntRange(1, 8), default=1, show_default=True)
 @image_option
 @accel_option
-@pmd_option
-@tso_option
-def up_command(backend, guests, queues, image_path, accel, pmd_cpu_mask, tso):
+@tuning_options
+def up_command(backend, guests, queues, image_path, accel, **kw):
     """Start a lab with guests and keep it up until Ctrl-C; then tear everything down."""
     from hostnet.lab import BEYOND_IP, Lab, LabSettings
-    ovs = _ovs_settings(pmd_cpu_mask, tso)
+    ovs, guest = _tuned(kw, queues)
     with _user_errors():
         image = _image(image_path)
         settings = LabSettings(backend=backend, image=image, accel=_accel(accel).name,
-                               max_guests=guests, ovs=ovs)
+                               max_guests=guests, ovs=ovs, guest=guest)
         with Lab(settings) as lab, _progress("hostnet up") as progress:
             members = []
             try:
                 for index in range(guests):
                     progress(f"booting guest g{index}")
-                    member = lab.guest(f"g{index}", index, queues=queues).start()
+                    member = lab.guest(f"g{index}", index, queues=queues, vcpus=queues).start()
                     members.append(member)
                     if image.controllable:
                         member.vm.wait_ready()
@@ -176,98 +224,129 @@ def down_command():
     click.echo("\n".join(done) if done else "nothing to clean")
 
 
-def _run_bench(backends, queues, seconds, vcpus, image_path, accel, ovs):
+def _run_bench(image_path, accel, **config):
     from hostnet.bench import BenchConfig, run_bench
-    config = BenchConfig(backends=backends, queues=queues, iperf_seconds=seconds,
-                         vcpus=vcpus, ovs=ovs)
     image = _image(image_path)
     with _progress("hostnet bench") as progress:
-        return run_bench(image, config, _accel(accel), progress=progress)
+        return run_bench(image, BenchConfig(**config), _accel(accel), progress=progress)
 
 
-def _run_migrate(backend, downtime_limit_ms, postcopy, image_path, accel, ovs):
+def _run_migrate(backend, image_path, accel, **options):
     from hostnet.migrate import run_migration
     image = _image(image_path)
     with _progress("hostnet migrate") as progress:
-        return run_migration(image, backend, _accel(accel), downtime_limit_ms=downtime_limit_ms,
-                             postcopy=postcopy, ovs=ovs, progress=progress)
+        return run_migration(image, backend, _accel(accel), progress=progress, **options)
 
 
 def _print_migration(report: dict) -> None:
-    q, n = report["qemu"], report["network"]
-    click.echo(f"migration {report['conditions']['backend']} ({report['conditions']['accelerator']}): "
-               f"total {q['total_time_ms']} ms, QEMU downtime {q['downtime_ms']} ms, "
-               f"{(q['ram_transferred_bytes'] or 0) / 1e6:.1f} MB sent; network downtime "
-               f"{n.get('network_downtime_ms') or 0:.0f} ms, pings lost {n.get('lost')}/"
-               f"{n.get('sent')}; destination {report['destination']['status']}")
+    from hostnet.migrate import summary_lines
+    for line in summary_lines(report):
+        click.echo(line)
+
+
+bench_options = [
+    click.option("--backends", default="virtio-net,vhost-user", show_default=True,
+                 callback=_csv(str, BACKEND_CHOICES)),
+    click.option("--queues", default="1,2", show_default=True, callback=_csv(int)),
+    click.option("--seconds", type=click.FloatRange(1, 600), default=5, show_default=True,
+                 help="iperf3 duration per TCP/UDP test."),
+    click.option("--small-loads", default="10000,30000,100000", show_default=True,
+                 callback=_csv(int, bounds=(1, 10_000_000)),
+                 help="Offered rates (64-byte frames/s) for the small-packet test."),
+    click.option("--small-seconds", type=click.FloatRange(1, 600), default=2, show_default=True),
+    click.option("--ping-count", type=click.IntRange(10, 100000), default=100, show_default=True,
+                 help="Pings (every 20 ms) for the latency percentiles."),
+    click.option("--quiet-wait", type=click.FloatRange(0, 3600), default=30, show_default=True,
+                 help="Before each measurement wait up to this long for the host to be "
+                      "mostly idle (a shared host); 0: do not wait."),
+]
+
+
+def with_options(options):
+    def apply(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return apply
+
+
+def _bench_config(kw: dict) -> dict:
+    ovs, guest = _tuned(kw, max(kw["queues"]))
+    return dict(backends=kw.pop("backends"), queues=kw.pop("queues"),
+                iperf_seconds=kw.pop("seconds"), small_loads_pps=kw.pop("small_loads"),
+                small_seconds=kw.pop("small_seconds"), ping_count=kw.pop("ping_count"),
+                quiet_wait_s=kw.pop("quiet_wait"),
+                vcpus=kw.pop("vcpus", None), ovs=ovs, guest=guest)
 
 
 @hostnet_group.command("bench")
-@click.option("--backends", default="virtio-net,vhost-user", show_default=True,
-              callback=_csv(str, BACKEND_CHOICES))
-@click.option("--queues", default="1,2", show_default=True, callback=_csv(int))
-@click.option("--seconds", type=click.FloatRange(1, 600), default=5, show_default=True,
-              help="iperf3 duration per test.")
+@with_options(bench_options)
 @click.option("--vcpus", type=click.IntRange(1, 64), default=None,
-              help="vCPUs per guest; default: the queue count, capped at host cores.")
+              help="vCPUs per guest; default: the queue count.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), required=True)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="PNG plot; default: next to the JSON.")
 @image_option
 @accel_option
-@pmd_option
-@tso_option
-def bench_subcommand(backends, queues, seconds, vcpus, json_path, plot_path, image_path, accel,
-                     pmd_cpu_mask, tso):
-    """Guest-to-guest iperf3 TCP/UDP and ping per backend and queue count."""
-    from hostnet.bench import plot_bench
-    ovs = _ovs_settings(pmd_cpu_mask, tso)
+@tuning_options
+def bench_subcommand(json_path, plot_path, image_path, accel, **kw):
+    """Guest-to-guest TCP/UDP throughput, 64-byte frames and latency per backend and queue count."""
+    from hostnet.report import plot_bench
+    config = _bench_config(kw)
     with _user_errors():
-        report = _run_bench(backends, queues, seconds, vcpus, image_path, accel, ovs)
+        report = _run_bench(image_path, accel, **config)
     _write_json(Path(json_path), report)
     plot = Path(plot_path) if plot_path else Path(json_path).with_suffix(".png")
     click.echo(f"wrote {plot_bench(report, plot)}")
     _print_bench_table(report)
 
 
+migrate_options = [
+    click.option("--downtime-limit-ms", type=click.IntRange(1, 100000), default=None),
+    click.option("--postcopy", is_flag=True, help="Switch to postcopy once precopy is running."),
+    click.option("--load-seconds", type=click.FloatRange(0, 600), default=12, show_default=True,
+                 help="TCP stream into the guest across the migration; 0: pings only."),
+]
+
+
+def _migrate_options(kw: dict) -> dict:
+    ovs, guest = _tuned(kw)
+    return dict(downtime_limit_ms=kw.pop("downtime_limit_ms"), postcopy=kw.pop("postcopy"),
+                load_seconds=kw.pop("load_seconds"), ovs=ovs, guest=guest)
+
+
 @hostnet_group.command("migrate")
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="vhost-user", show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), required=True)
-@click.option("--downtime-limit-ms", type=click.IntRange(1, 100000), default=None)
-@click.option("--postcopy", is_flag=True, help="Switch to postcopy once precopy is running.")
+@with_options(migrate_options)
 @image_option
 @accel_option
-@pmd_option
-@tso_option
-def migrate_subcommand(backend, json_path, downtime_limit_ms, postcopy, image_path, accel,
-                       pmd_cpu_mask, tso):
-    """Live-migrate a guest with pings running; report QEMU and network downtime."""
-    ovs = _ovs_settings(pmd_cpu_mask, tso)
+@tuning_options
+def migrate_subcommand(backend, json_path, image_path, accel, **kw):
+    """Live-migrate a guest under a TCP stream and pings; report downtime, gap and dip."""
+    options = _migrate_options(kw)
     with _user_errors():
-        report = _run_migrate(backend, downtime_limit_ms, postcopy, image_path, accel, ovs)
+        report = _run_migrate(backend, image_path, accel, **options)
     _write_json(Path(json_path), report)
     _print_migration(report)
 
 
 @click.command("hostnet")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), required=True)
-@click.option("--backends", default="virtio-net,vhost-user", show_default=True,
-              callback=_csv(str, BACKEND_CHOICES))
-@click.option("--queues", default="1,2", show_default=True, callback=_csv(int))
-@click.option("--seconds", type=click.FloatRange(1, 600), default=5, show_default=True)
+@with_options(bench_options)
 @click.option("--migrate-backend", type=click.Choice(BACKEND_CHOICES), default="vhost-user",
               show_default=True)
 @image_option
 @accel_option
-@pmd_option
-@tso_option
-def bench_command(json_path, backends, queues, seconds, migrate_backend, image_path, accel,
-                  pmd_cpu_mask, tso):
-    """Host networking: bench (backends x queues) plus a live migration, one report."""
-    ovs = _ovs_settings(pmd_cpu_mask, tso)
+@tuning_options
+def bench_command(json_path, migrate_backend, image_path, accel, **kw):
+    """Host networking: bench (backends x queues) plus a live migration under load, one report."""
+    config = _bench_config(kw)
     with _user_errors():
-        bench = _run_bench(backends, queues, seconds, None, image_path, accel, ovs)
-        migration = _run_migrate(migrate_backend, None, False, image_path, accel, ovs)
+        bench = _run_bench(image_path, accel, **config)
+        migration = _run_migrate(migrate_backend, image_path, accel, downtime_limit_ms=None,
+                                 postcopy=False, load_seconds=12,
+                                 ovs=config["ovs"], guest=config["guest"])
     _write_json(Path(json_path), {"kind": "hostnet", "bench": bench, "migration": migration})
     _print_bench_table(bench)
     _print_migration(migration)

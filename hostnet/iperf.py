@@ -27,6 +27,10 @@ class IperfResult:
     retransmits: int | None = None  # TCP
     lost_percent: float | None = None  # UDP
     jitter_ms: float | None = None  # UDP
+    packets: int | None = None  # UDP, sent
+    lost_packets: int | None = None  # UDP
+    sender_cpu_percent: float | None = None  # iperf3's own CPU in the sending guest
+    receiver_cpu_percent: float | None = None
 
     @property
     def mbps(self) -> float:
@@ -67,23 +71,30 @@ def parse_iperf_json(text: str) -> IperfResult:
                       streams=int(test["num_streams"]),
                       bits_per_second=float(received["bits_per_second"]),
                       sender_bits_per_second=float(sent["bits_per_second"]))
+        cpu = end.get("cpu_utilization_percent") or {}
+        common.update(sender_cpu_percent=cpu.get("host_total"),
+                      receiver_cpu_percent=cpu.get("remote_total"))
         if protocol == "UDP":
             summary = end.get("sum", received)
             return IperfResult(**common, lost_percent=float(summary["lost_percent"]),
-                               jitter_ms=float(summary["jitter_ms"]))
+                               jitter_ms=float(summary["jitter_ms"]),
+                               packets=summary.get("packets"),
+                               lost_packets=summary.get("lost_packets"))
         return IperfResult(**common, retransmits=sent.get("retransmits"))
     except (KeyError, TypeError, ValueError) as exc:
         raise IperfError(f"iperf3 JSON lacks {exc} in its summary") from exc
 
 
 def client_command(server_ip: str, *, seconds: float, streams: int = 1, udp: bool = False,
-                   udp_bitrate: str = "1G", port: int = 5201) -> str:
+                   udp_bitrate: str = "1G", port: int = 5201, length: int | None = None) -> str:
     """The iperf3 client command line, as run inside a guest."""
     if seconds <= 0 or streams < 1:
         raise IperfError(f"iperf3 needs seconds > 0 and streams >= 1, got {seconds}, {streams}")
     cmd = f"iperf3 -c {server_ip} -p {port} -t {seconds:g} -P {streams} -J"
     if udp:
         cmd += f" -u -b {udp_bitrate}"
+    if length:
+        cmd += f" -l {length}"
     return cmd
 
 

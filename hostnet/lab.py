@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hostnet.errors import HostnetError, MissingComponentError
-from hostnet.host import missing_components, vhost_net_available
+from hostnet.host import host_cores, missing_components, vhost_net_available
 from hostnet.hugepages import HugepageReservation
 from hostnet.image import GuestImage
 from hostnet.iperf import IperfServer
 from hostnet.netns import NetworkNamespace, add_bridge, add_tap, add_veth_pair, delete_link, enable_nat
 from hostnet.ovs import OvsDpdk, OvsSettings
-from hostnet.vm import BACKEND_TAP, BACKEND_VHOST_USER, VM, NicSpec, VMConfig
+from hostnet.vm import BACKEND_TAP, BACKEND_VHOST_USER, VM, GuestTuning, NicSpec, VMConfig
 
 RUN_ROOT = Path(os.environ.get("HOSTNET_RUN_ROOT", "/run/hostnet"))
 BACKENDS = {"virtio-net": BACKEND_TAP, "vhost-user": BACKEND_VHOST_USER}
@@ -55,6 +55,15 @@ class LabSettings:
     memory_mb: int = 256
     max_guests: int = 2  # sizes the hugepage reservation (vhost-user)
     ovs: OvsSettings = OvsSettings()
+    guest: GuestTuning = GuestTuning()
+
+
+def guest_cores(backend: str, ovs: OvsSettings, cores: int) -> list[int]:
+    """Host cores for vCPU threads: all of them, less a busy-polling PMD's."""
+    if backend != "vhost-user" or ovs.pmd_max_sleep_us > 0:
+        return list(range(cores))
+    free = [c for c in range(cores) if c not in ovs.pmd_cores()]
+    return free or list(range(cores))
 
 
 class Lab:
@@ -132,14 +141,17 @@ class Lab:
 
     def attach(self, name: str, mac: str, queues: int = 1) -> NicSpec:
         """Create the host side of a NIC (tap or OVS port) for guest `name`."""
+        tuning = self.settings.guest
+        rings = dict(rx_queue_size=tuning.rx_queue_size, tx_queue_size=tuning.tx_queue_size,
+                     mrg_rxbuf=tuning.mrg_rxbuf)
         if self.backend == BACKEND_TAP:
             ifname = f"tap-{name}"[:15]
             add_tap(self.lan, ifname, LINUX_BRIDGE, queues)
             return NicSpec(BACKEND_TAP, "net0", mac, queues, ifname=ifname,
-                           vhost_net=vhost_net_available())
+                           vhost_net=vhost_net_available(), **rings)
         socket_path = self.run_dir / f"{name}.vhu"
         self.ovs.add_vhost_user_port(OVS_BRIDGE, f"vhu-{name}"[:15], socket_path, queues)
-        return NicSpec(BACKEND_VHOST_USER, "net0", mac, queues, socket_path=socket_path)
+        return NicSpec(BACKEND_VHOST_USER, "net0", mac, queues, socket_path=socket_path, **rings)
 
     def detach(self, name: str) -> None:
         if self.backend == BACKEND_TAP:
@@ -169,7 +181,8 @@ class LabGuest:
         nic = lab.attach(name, guest_mac(index), queues)
         self.nic = nic
         settings = lab.settings
-        config = VMConfig(name=name, image=settings.image, accel=settings.accel, vcpus=vcpus,
+        config = VMConfig(name=name, image=settings.image, accel=settings.accel,
+                          cpu_model=settings.guest.cpu_model, vcpus=vcpus,
                           memory_mb=settings.memory_mb, nics=[nic], guest_ip=f"{self.ip}/24",
                           gateway=GATEWAY_IP, incoming=incoming,
                           hugepage_dir=lab.hugepages.mount_dir if lab.hugepages else None)
@@ -177,7 +190,21 @@ class LabGuest:
 
     def start(self) -> "LabGuest":
         self.vm.launch()
+        if self.lab.settings.guest.pin_vcpus:
+            self.pin_vcpus()
         return self
+
+    def pin_vcpus(self) -> dict[int, int]:
+        """Each vCPU thread on one host core, guests spread round-robin; {tid: core}."""
+        settings = self.lab.settings
+        cores = guest_cores(settings.backend, settings.ovs, host_cores())
+        placement = {}
+        for j, tid in enumerate(self.vm.vcpu_threads()):
+            core = cores[(self.index * self.vm.config.vcpus + j) % len(cores)]
+            os.sched_setaffinity(tid, {core})
+            placement[tid] = core
+        self.pinned = placement
+        return placement
 
     def close(self) -> None:
         try:

@@ -2,22 +2,27 @@
 
 The destination has its own NIC (its own vhost-user socket and OVS port, or its
 own tap) and waits with `-incoming defer`. A probe in the lab namespace pings the
-guest every 100 ms throughout, so the report carries both QEMU's own downtime and
-the downtime the network saw. A failed migration leaves the source running.
+guest every 100 ms throughout, and a TCP stream from the lab namespace into the
+guest runs across it, so the report carries QEMU's own downtime, the gap the
+network saw, the throughput dip and the retransmits. A failed migration leaves
+the source running.
 """
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable
 
 from hostnet.errors import HostnetError, MigrationError, VMError
 from hostnet.host import Accelerator, host_facts
+from hostnet.bench import wait_iperf_listening
 from hostnet.image import GuestImage
 from hostnet.lab import RUN_ROOT, Lab, LabSettings
 from hostnet.ovs import OvsSettings
 from hostnet.pinger import Pinger
-from hostnet.vm import VM, nic_vectors
+from hostnet.stream import INTERVAL_S, StreamLoad, stream_report
+from hostnet.vm import VM, GuestTuning, nic_vectors
 
 MIGRATION_PORT = 4444
 FINAL_STATES = {"completed", "failed", "cancelled"}
@@ -90,15 +95,18 @@ def _cancel_and_resume(src: VM) -> None:
 def run_migration(image: GuestImage, backend: str, accel: Accelerator, *,
                   downtime_limit_ms: int | None = None, postcopy: bool = False,
                   memory_mb: int = 256, ping_interval_ms: float = 100,
-                  ovs: OvsSettings = OvsSettings(), timeout_s: float = 300,
+                  ovs: OvsSettings = OvsSettings(), guest: GuestTuning = GuestTuning(),
+                  load_seconds: float = 12, timeout_s: float = 300,
                   progress: Callable[[str], None] = lambda _: None,
                   run_root: Path = RUN_ROOT) -> dict:
-    """Boot a guest, migrate it with pings running, check it still answers; report."""
+    """Boot a guest, migrate it under pings and a TCP stream, check it still answers; report."""
     if not image.controllable:
         raise HostnetError(f"migrate needs a hostnet image (kernel + initrd), got "
                            f"{image.describe()}; build one with `deployer hostnet image`")
+    if postcopy and backend == "vhost-user":
+        ovs = ovs.with_postcopy()  # OVS must register the guest memory with userfaultfd
     settings = LabSettings(backend=backend, image=image, accel=accel.name,
-                           memory_mb=memory_mb, max_guests=2, ovs=ovs)
+                           memory_mb=memory_mb, max_guests=2, ovs=ovs, guest=guest)
     started = time.time()
     progress(f"{backend}: setting up the lab")
     with Lab(settings, run_root) as lab:
@@ -107,12 +115,20 @@ def run_migration(image: GuestImage, backend: str, accel: Accelerator, *,
             src.start()
             src.vm.wait_ready()
             with Pinger(lab.lan, src.ip, lab.run_dir, ping_interval_ms,
-                        on_start=lab._register) as pinger:
+                        on_start=lab._register) as pinger, ExitStack() as loads:
                 pinger.wait_reply_after(time.time())
+                stream = None
+                if load_seconds > 0:
+                    wait_iperf_listening(src.vm)
+                    stream = loads.enter_context(StreamLoad(lab.lan, src.ip, load_seconds,
+                                                            lab.run_dir, on_start=lab._register))
+                    progress("TCP stream into the guest running")
+                    stream.wait_intervals(min(20, int(load_seconds / INTERVAL_S) // 3))
                 with lab.guest("dst", 0, incoming=True) as dst:
                     progress("starting the destination QEMU")
                     dst.start()
                     progress("migrating")
+                    migrate_start = time.time()
                     qemu_stats = live_migrate(src.vm, dst.vm, f"tcp:127.0.0.1:{MIGRATION_PORT}",
                                               downtime_limit_ms=downtime_limit_ms,
                                               postcopy=postcopy, timeout_s=timeout_s)
@@ -121,6 +137,12 @@ def run_migration(image: GuestImage, backend: str, accel: Accelerator, *,
                     progress("checking the migrated guest answers")
                     answer = dst.vm.run("echo alive; uptime", timeout_s=60)
                     pinger.wait_reply_after(completed_at, timeout_s=60)
+                    load = None
+                    if stream is not None:
+                        progress("waiting for the TCP stream to end")
+                        stream.wait_done(load_seconds + 60)
+                        load = stream_report(stream.intervals, migrate_start, completed_at,
+                                             stream.sender)
                     network = pinger.stop()
                     state = dst.vm.qmp("query-status")
         return {"kind": "hostnet-migrate",
@@ -132,8 +154,31 @@ def run_migration(image: GuestImage, backend: str, accel: Accelerator, *,
                                "vectors": nic_vectors(dst.nic, accel.name),
                                "ovs_pmd_cores": ovs.pmd_cores() if backend == "vhost-user" else None,
                                "ovs_userspace_tso": ovs.tso if backend == "vhost-user" else None,
-                               "ping_interval_ms": ping_interval_ms},
-                "qemu": qemu_stats, "network": network,
+                               "ping_interval_ms": ping_interval_ms,
+                               "load_seconds": load_seconds,
+                               "load": "iperf3 TCP, lab namespace -> guest, 1 stream" if load_seconds
+                               else None,
+                               "ovs": ovs.as_dict() if backend == "vhost-user" else None,
+                               "guest": guest.as_dict()},
+                "qemu": qemu_stats, "network": network, "load": load,
                 "destination": {"status": (state or {}).get("status"),
                                 "answered": "alive" in answer},
                 "wall_s": round(time.time() - started, 1)}
+
+
+def summary_lines(report: dict) -> list[str]:
+    """The migration report in a few printable lines."""
+    q, n, c = report["qemu"], report["network"], report["conditions"]
+    lines = [f"migration {c['backend']} ({c['accelerator']}{', postcopy' if q.get('postcopy') else ''}): "
+             f"total {q['total_time_ms']} ms, QEMU downtime {q['downtime_ms']} ms, "
+             f"{(q['ram_transferred_bytes'] or 0) / 1e6:.1f} MB sent; network gap (ping) "
+             f"{n.get('network_downtime_ms') or 0:.0f} ms, pings lost {n.get('lost')}/"
+             f"{n.get('sent')}; destination {report['destination']['status']}"]
+    load = report.get("load")
+    if load and load.get("intervals"):
+        lines.append(f"TCP stream: {load['mbps_before']} Mbit/s before, {load['mbps_during']} during, "
+                     f"{load['mbps_after']} after; lowest 100 ms interval "
+                     f"{load['mbps_min_around_migration']:.0f} Mbit/s; longest zero gap "
+                     f"{load['longest_zero_gap_ms']} ms; retransmits {load['retransmits_total']} "
+                     f"({load['retransmits_around_migration']} around the migration)")
+    return lines

@@ -8,7 +8,7 @@ dpdkvhostuserclient: QEMU serves the vhost-user socket, OVS connects to it.
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hostnet.errors import CommandError, OvsError
@@ -26,9 +26,41 @@ class OvsSettings:
     socket_mem_mb: int = 512
     pmd_cpu_mask: int = 0x2  # one PMD thread on core 1
     tso: bool = True  # userspace TSO: without it every segment is MTU-sized
+    tx_flush_interval_us: int = 0  # >0 batches output across iterations (fewer guest kicks)
+    # An idle PMD may sleep up to this long, handing its core back to the guests: on a
+    # host without cores to spare the busy-polling PMD starves them (OVS 3.1 pmd-maxsleep).
+    pmd_max_sleep_us: int = 200
+    rxq_affinity: bool = True  # pin rx queue i to the i-th PMD core instead of cycle-based placement
+    perf_metrics: bool = True  # pmd-perf-show's detailed histograms
+    postcopy: bool = False  # vhost-postcopy-support, for postcopy live migration
 
     def pmd_cores(self) -> list[int]:
         return [bit for bit in range(64) if self.pmd_cpu_mask >> bit & 1]
+
+    def rxq_affinity_for(self, n_rxq: int) -> str | None:
+        """pmd-rxq-affinity value spreading n_rxq queues over the PMD cores, or None."""
+        cores = self.pmd_cores()
+        if not self.rxq_affinity or not cores:
+            return None
+        return ",".join(f"{q}:{cores[q % len(cores)]}" for q in range(n_rxq))
+
+    def with_postcopy(self) -> "OvsSettings":
+        return replace(self, postcopy=True)
+
+    def as_dict(self) -> dict:
+        return {"socket_mem_mb": self.socket_mem_mb, "pmd_cpu_mask": hex(self.pmd_cpu_mask),
+                "pmd_cores": self.pmd_cores(), "userspace_tso": self.tso,
+                "tx_flush_interval_us": self.tx_flush_interval_us,
+                "pmd_max_sleep_us": self.pmd_max_sleep_us, "rxq_affinity": self.rxq_affinity,
+                "perf_metrics": self.perf_metrics, "vhost_postcopy_support": self.postcopy}
+
+
+def pmd_mask_for(queues: int, cores: int) -> int:
+    """One PMD core per queue from core 1 up, leaving core 0 to the guests; at least one."""
+    if cores <= 1:
+        return 0x1
+    count = max(1, min(queues, cores - 1))
+    return sum(1 << core for core in range(1, count + 1))
 
 
 def dpdk_other_config(settings: OvsSettings, huge_dir: Path, file_prefix: str) -> dict[str, str]:
@@ -41,6 +73,10 @@ def dpdk_other_config(settings: OvsSettings, huge_dir: Path, file_prefix: str) -
         "per-port-memory": "true",
         "pmd-cpu-mask": hex(settings.pmd_cpu_mask),
         "userspace-tso-enable": "true" if settings.tso else "false",
+        "tx-flush-interval": str(settings.tx_flush_interval_us),
+        "pmd-maxsleep": str(settings.pmd_max_sleep_us),
+        "pmd-perf-metrics": "true" if settings.perf_metrics else "false",
+        "vhost-postcopy-support": "true" if settings.postcopy else "false",
     }
 
 
@@ -52,13 +88,17 @@ def add_bridge_args(bridge: str) -> list[str]:
     return ["add-br", bridge, "--", "set", "Bridge", bridge, "datapath_type=netdev"]
 
 
-def vhost_user_port_args(bridge: str, port: str, socket_path: Path, n_rxq: int) -> list[str]:
+def vhost_user_port_args(bridge: str, port: str, socket_path: Path, n_rxq: int,
+                         rxq_affinity: str | None = None) -> list[str]:
     """ovs-vsctl arguments adding a dpdkvhostuserclient port with n_rxq rx queues."""
     if n_rxq < 1:
         raise OvsError(f"n_rxq must be at least 1, got {n_rxq}")
-    return ["add-port", bridge, port, "--", "set", "Interface", port,
+    args = ["add-port", bridge, port, "--", "set", "Interface", port,
             "type=dpdkvhostuserclient", f"options:vhost-server-path={socket_path}",
             f"options:n_rxq={n_rxq}"]
+    if rxq_affinity:
+        args.append(f'other_config:pmd-rxq-affinity="{rxq_affinity}"')
+    return args
 
 
 class OvsDpdk:
@@ -148,13 +188,25 @@ class OvsDpdk:
         self.vsctl(*add_bridge_args(bridge))
 
     def add_vhost_user_port(self, bridge: str, port: str, socket_path: Path, n_rxq: int = 1) -> None:
-        self.vsctl(*vhost_user_port_args(bridge, port, socket_path, n_rxq))
+        self.vsctl(*vhost_user_port_args(bridge, port, socket_path, n_rxq,
+                                         self.settings.rxq_affinity_for(n_rxq)))
 
     def delete_port(self, bridge: str, port: str) -> None:
         self.vsctl("--if-exists", "del-port", bridge, port)
 
     def pmd_rxq_show(self) -> str:
         return self.appctl("dpif-netdev/pmd-rxq-show")
+
+    def clear_pmd_stats(self) -> None:
+        self.appctl("dpif-netdev/pmd-stats-clear")
+
+    def pmd_stats(self) -> tuple[str, str]:
+        """(pmd-stats-show, pmd-perf-show) since the last clear_pmd_stats()."""
+        return self.appctl("dpif-netdev/pmd-stats-show"), self.appctl("dpif-netdev/pmd-perf-show")
+
+    @property
+    def vswitchd_pid(self) -> int | None:
+        return self._vswitchd.pid if self._vswitchd else None
 
     def running(self) -> bool:
         return bool(self._vswitchd and self._vswitchd.running())

@@ -111,8 +111,10 @@ def test_two_guests_ping_and_iperf(guest_image, accel, nothing_left, backend, qu
 def test_live_migration_over_vhost_user_keeps_the_guest_answering(guest_image, accel,
                                                                   nothing_left):
     require("vhost-user")
-    report = run_migration(guest_image, "vhost-user", accel, run_root=nothing_left)
+    report = run_migration(guest_image, "vhost-user", accel, run_root=nothing_left,
+                           load_seconds=6)
     assert report["qemu"]["status"] == "completed"
+    assert report["load"]["intervals"] > 0 and report["load"]["mbps_after"] > 0
     assert report["qemu"]["downtime_ms"] is not None
     assert report["destination"] == {"status": "running", "answered": True}
     assert report["network"]["received"] > 0
@@ -127,3 +129,13 @@ def test_failed_migration_leaves_the_source_running(guest_image, accel, nothing_
                 live_migrate(src.vm, None, "tcp:127.0.0.1:9", timeout_s=60)
             assert src.vm.qmp("query-status")["status"] == "running"
             assert "alive" in src.vm.run("echo alive")
+
+
+def test_postcopy_migration_over_vhost_user_completes_with_ovs_postcopy_support(
+        guest_image, accel, nothing_left):
+    require("vhost-user")
+    report = run_migration(guest_image, "vhost-user", accel, run_root=nothing_left,
+                           postcopy=True, load_seconds=0)
+    assert report["qemu"]["status"] == "completed" and report["qemu"]["postcopy"] is True
+    assert report["conditions"]["ovs"]["vhost_postcopy_support"] is True
+    assert report["destination"] == {"status": "running", "answered": True}

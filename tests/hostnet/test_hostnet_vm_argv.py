@@ -81,3 +81,15 @@ def test_disk_image_boots_from_a_snapshot_drive_without_kernel():
 def test_unknown_backend_is_rejected():
     with pytest.raises(VMError, match="unknown NIC backend"):
         _vm(nics=[NicSpec("macvtap", "net0", "m")])._argv()
+
+
+def test_ring_sizes_mergeable_buffers_cpu_model_and_thread_names_reach_qemu():
+    nic = NicSpec(BACKEND_VHOST_USER, "net0", "52:54:00:00:00:02", 1,
+                  socket_path=Path("/run/hn/x/g0.vhu"), rx_queue_size=1024, tx_queue_size=1024,
+                  mrg_rxbuf=False)
+    argv = _vm(nics=[nic], accel="tcg", cpu_model="qemu64", hugepage_dir=Path("/h"))._argv()
+    assert _value_after(argv, "-device")[-1].endswith(
+        "vectors=0,rx_queue_size=1024,tx_queue_size=1024,mrg_rxbuf=off")
+    assert _value_after(argv, "-cpu") == ["qemu64"]
+    assert _value_after(argv, "-name") == ["g0,debug-threads=on"]
+    assert _value_after(_vm(accel="kvm", cpu_model="qemu64")._argv(), "-cpu") == ["host"]
