@@ -14,11 +14,10 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from mlcore.errors import ObjectNotFoundError
 from mlcore.owapi import OpenWhiskInvoker
 from mlcore.storage import Storage, StorageConfig
 from mlcore.training import data as training_data
-from mlcore.training.coordinator import Coordinator, create_job, gb_s_of, load_config, read_metrics
+from mlcore.training.coordinator import Coordinator, create_job, gb_s_of, load_config, read_json, read_metrics
 from mlcore.training.job import JobConfig, JobLayout, TrainingError, new_job_name
 from mlcore.training.report import summarise
 
@@ -118,10 +117,7 @@ def drive(target: Target, storage: Storage, config: JobConfig, package: str = PA
 
 
 def status(storage: Storage, job: str) -> dict:
-    try:
-        return storage.get_json(JobLayout(job).status)
-    except ObjectNotFoundError:
-        return {}
+    return read_json(storage, JobLayout(job).status) or {}
 
 
 def _coordinator_gone(client, storage: Storage, job: str, first_activation: str | None) -> str | None:

@@ -24,7 +24,7 @@ NOTE = ("One machine: the workers, the coordinator, the platform and the S3 endp
         "baseline gets all of them. A ratio below 1 means the serverless job reached the target sooner.")
 
 
-def run(target, run_row: Callable[..., dict], recipe: dict, counts: list[int], modes: list[str],
+def run(run_row: Callable[..., dict], recipe: dict, counts: list[int], modes: list[str],
         targets: list[float], save: Callable[[dict], None] = lambda _: None,
         log: Callable[[str], None] = lambda _: None) -> dict:
     """The baseline first, then each (mode, workers) row; `save` gets the report after every row."""

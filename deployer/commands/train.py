@@ -219,7 +219,7 @@ def bench_train_command(obj, workers_list, modes, epochs, batch_size, lr, precis
         return summary
 
     try:
-        result = bench.run(obj.target, run_row, recipe, counts, chosen, goal,
+        result = bench.run(run_row, recipe, counts, chosen, goal,
                            save=lambda report: write_report(json_path, report, quiet=True),
                            log=lambda line: click.echo(line, err=True))
     except TrainingError as exc:

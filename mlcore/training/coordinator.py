@@ -52,6 +52,14 @@ class MetricsLog:
         self._flushed_at = time.monotonic()
 
 
+def read_json(storage, key: str) -> dict | None:
+    """The JSON object at `key`, or None where there is none (yet)."""
+    try:
+        return storage.get_json(key)
+    except ObjectNotFoundError:
+        return None
+
+
 def read_metrics(storage, job: str) -> list[dict]:
     try:
         text = storage.get_bytes(JobLayout(job).metrics).decode()
@@ -149,10 +157,7 @@ class Coordinator:
             return True
 
     def _get_json(self, key: str) -> dict | None:
-        try:
-            return self.storage.get_json(key)
-        except ObjectNotFoundError:
-            return None
+        return read_json(self.storage, key)
 
     def _await_predecessor(self, timeout_s: float = 120.0) -> None:
         """Waits until the coordinator that started this one has named it in the status.

@@ -170,12 +170,5 @@ class Exchange:
         self.timer.bytes_in += sum(len(b) for b in blobs.values())
         return blobs
 
-    def get(self, key: str) -> bytes:
-        started = time.perf_counter()
-        blob = self.storage.get_bytes(key)
-        self.timer.add("get_s", time.perf_counter() - started)
-        self.timer.bytes_in += len(blob)
-        return blob
-
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=False)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .coordinator import read_metrics
+from .coordinator import read_json, read_metrics
 from .job import JobLayout
 
 PHASES = ("compute_s", "get_s", "put_s", "wait_s", "startup_s")
@@ -31,7 +31,7 @@ def worker_totals(workers: list[dict]) -> dict:
     totals = {k: round(sum(w.get(k, 0.0) for w in workers), 4) for k in PHASES}
     rounds = sum(w.get("rounds", 0) for w in workers)
     active = sum(w.get("active_s", 0.0) for w in workers)
-    totals.update(rounds=rounds, active_s=round(active, 3),
+    totals.update(rounds=rounds, active_s=round(active, 3), misses=sum(w.get("misses", 0) for w in workers),
                   bytes=sum(w.get("bytes_in", 0) + w.get("bytes_out", 0) for w in workers))
     per_round = {k: round(totals[k] / rounds, 5) if rounds else None for k in PHASES + ("bytes",)}
     fraction = round(1.0 - totals["compute_s"] / active, 4) if active else None
@@ -43,7 +43,7 @@ def summarise(storage, job: str, targets=(0.98, 0.99)) -> dict:
     events = read_metrics(storage, job)
     evals = [e for e in events if e.get("event") == "eval"]
     done = next((e for e in reversed(events) if e.get("event") == "done"), None)
-    workers = done["workers"] if done else [storage_json(storage, JobLayout(job).worker_stats(w))
+    workers = done["workers"] if done else [read_json(storage, JobLayout(job).worker_stats(w)) or {}
                                             for w in _worker_range(events)]
     billed = {e["activation"]: e for e in events if e.get("event") == "billed"}
     start = job_start(events)
@@ -64,15 +64,6 @@ def summarise(storage, job: str, targets=(0.98, 0.99)) -> dict:
         "gb_s_workers": round(sum(e["gb_s"] for e in billed.values()), 3),
         "model_key": JobLayout(job).final,
     }
-
-
-def storage_json(storage, key: str) -> dict:
-    from ..errors import ObjectNotFoundError
-
-    try:
-        return storage.get_json(key)
-    except ObjectNotFoundError:
-        return {}
 
 
 def _worker_range(events: list[dict]) -> range:

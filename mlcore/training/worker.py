@@ -97,11 +97,11 @@ class Worker:
     """Runs one worker's rounds until the job ends, its deadline nears, or a newer owner takes over."""
 
     def __init__(self, storage, config: JobConfig, worker: int, *, owner: str, deadline_s: float | None = None,
-                 handoff: Callable[[], str] | None = None, log: Callable[[str], None] = print) -> None:
+                 handoff: Callable[[], str] | None = None) -> None:
         if not 0 <= worker < config.workers:
             raise TrainingError(f"worker {worker} is out of range 0..{config.workers - 1}")
         self.storage, self.config, self.worker, self.owner = storage, config, worker, owner
-        self.deadline_s, self.handoff, self.log = deadline_s, handoff, log
+        self.deadline_s, self.handoff = deadline_s, handoff
         self.layout = JobLayout(config.job)
         self.timer = Timer()
         self.exchange = Exchange(storage, self.timer, threads=config.workers + 3)
@@ -110,7 +110,7 @@ class Worker:
         self._stats_at = 0.0
         self._owner_checked_at = time.monotonic()
         self._left_out: list[dict] = []
-        self._checkpoints: list[int] = []
+        self._last_checkpoint: int | None = None
         self._checkpoint_write = None
         self.rounds_run = 0
 
@@ -139,10 +139,10 @@ class Worker:
                 "active_s": round(time.perf_counter() - self._started, 3), **position, **self.timer.report(),
                 "left_out": self._left_out[-20:], **extra}
 
-    def _report_progress(self, position: dict, force: bool = False) -> None:
+    def _report_progress(self, position: dict) -> None:
         """Progress for the coordinator, and a check that no replacement took over; both off the critical path."""
         now = time.monotonic()
-        if not force and now - self._stats_at < STATS_EVERY_S:
+        if now - self._stats_at < STATS_EVERY_S:
             return
         self._stats_at = now
         stats = self._stats("running", position)
@@ -205,8 +205,7 @@ class Worker:
         """Writes checkpoints/<round>, then the pointer to it, then drops what no replacement needs any more."""
         header = {"round": number, "batch": batch, "k": k, "time": time.time()}
         blob = state_blob(vector, momentum if self.config.mode == "sync" else None, header)
-        previous = self._checkpoints[-1] if self._checkpoints else None
-        self._checkpoints.append(number)
+        previous, self._last_checkpoint = self._last_checkpoint, number
         before = self._checkpoint_write
 
         def write() -> None:
@@ -273,7 +272,7 @@ class Worker:
             if self._superseded.is_set():
                 return {"state": "superseded", **self._stats("superseded", position())}
             if self._should_hand_off():
-                return self._hand_off(number, batch, k, vector, sgd.buffer if config.mode == "sync"
+                return self._hand_off(position(), vector, sgd.buffer if config.mode == "sync"
                                       else trainer.momentum_vector())
             round_started = time.perf_counter()
             k = 1 if config.mode == "sync" else max(1, min(k, total - batch, every - batch % every))
@@ -329,12 +328,11 @@ class Worker:
         self.storage.put_json(layout.worker_stats(w), stats)
         return {"state": "done", **stats}
 
-    def _hand_off(self, number: int, batch: int, k: int, vector: torch.Tensor, momentum) -> dict:
+    def _hand_off(self, position: dict, vector: torch.Tensor, momentum) -> dict:
         """Saves this worker's state at a round boundary and starts its successor, which claims the worker."""
         self.exchange.finish()
-        self.storage.put_bytes(self.layout.handoff(self.worker),
-                               state_blob(vector, momentum, {"round": number, "batch": batch, "k": k}))
+        self.storage.put_bytes(self.layout.handoff(self.worker), state_blob(vector, momentum, position))
         successor = self.handoff()
-        stats = self._stats("continued", {"round": number, "batch": batch, "k": k}, successor=successor)
+        stats = self._stats("continued", position, successor=successor)
         self.storage.put_json(self.layout.worker_stats(self.worker), stats)
         return {**stats, "state": "continued", "successor": successor}
