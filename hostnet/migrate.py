@@ -134,15 +134,16 @@ def run_migration(image: GuestImage, backend: str, accel: Accelerator, *,
                                               postcopy=postcopy, timeout_s=timeout_s)
                     completed_at = time.time()
                     src.close()
-                    progress("checking the migrated guest answers")
-                    answer = dst.vm.run("echo alive; uptime", timeout_s=60)
                     pinger.wait_reply_after(completed_at, timeout_s=60)
                     load = None
                     if stream is not None:
+                        # the stream keeps the guest's one TCG vCPU busy: its console answers after
                         progress("waiting for the TCP stream to end")
                         stream.wait_done(load_seconds + 60)
                         load = stream_report(stream.intervals, migrate_start, completed_at,
                                              stream.sender)
+                    progress("checking the migrated guest answers")
+                    answer = dst.vm.run("echo alive; uptime", timeout_s=60)
                     network = pinger.stop()
                     state = dst.vm.qmp("query-status")
         return {"kind": "hostnet-migrate",
