@@ -1,4 +1,4 @@
-"""`deployer fedavg run|sweep|partition` and `deployer bench fedavg` (click objects the deployer mounts lazily).
+"""`deployer fedavg run|sweep|table|partition` and `deployer bench fedavg` (click objects the deployer mounts lazily).
 
 Only the openwhisk executor touches the deployer, imported inside the command, so the
 algorithm and the other executors run without the platform; torch is imported only when
@@ -114,9 +114,9 @@ def _sweep_config_options(f):
     return _config_options(f, sweep=True)
 
 
-def _executor_options(f):
+def _executor_options(f, executor_default: str = "serial"):
     options = [
-        click.option("--executor", "executor_name", type=click.Choice(list(EXECUTORS)), default="serial",
+        click.option("--executor", "executor_name", type=click.Choice(list(EXECUTORS)), default=executor_default,
                      show_default=True),
         click.option("--workers", default=2, show_default=True, help="Worker processes (process executor)."),
         click.option("--threads", default=1, show_default=True,
@@ -209,7 +209,7 @@ def _progress(total: int, description: str):
 
 @click.group("fedavg")
 def fedavg_group() -> None:
-    """Federated averaging on MNIST: runs, client-count sweeps, partitions."""
+    """Federated averaging on MNIST: runs, client-count sweeps, the paper's tables, partitions."""
 
 
 @fedavg_group.command("run")
@@ -293,6 +293,155 @@ def sweep_command(obj, executor_name, workers, threads, concurrency, clients_lis
                     target=base.target)
         click.echo(f"wrote {plot_path}", err=True)
     _write_json(json_path, report)
+
+
+def _table_executor_options(f):
+    """A table runs for hours: the process pool (2 workers x 1 thread fill 2 cores) is its default."""
+    return _executor_options(f, executor_default="process")
+
+
+def _choices(text: str, name: str, allowed) -> list[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [v for v in values if v not in allowed]
+    if unknown or not values:
+        raise click.BadParameter(f"{name} takes a comma-separated list of {', '.join(allowed)}; got {text!r}")
+    return values
+
+
+def _floats(text: str, name: str, low: float, high: float = float("inf"), low_open: bool = False) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise click.BadParameter(f"{name} must be comma-separated numbers like 0.1,0.2: {text!r}") from exc
+    bad = [v for v in values if not (low < v if low_open else low <= v) or not v <= high]
+    if not values or bad:
+        side = "(" if low_open else "["
+        raise click.BadParameter(f"{name} needs numbers in {side}{low:g}, {high:g}]; got {text!r}")
+    return values
+
+
+def _batches(text: str) -> list[int | None]:
+    try:
+        values = [None if x.strip() == "inf" else int(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise click.BadParameter(f"--batches takes 'inf' or positive integers, like inf,10: {text!r}") from exc
+    if not values or any(v is not None and v < 1 for v in values):
+        raise click.BadParameter(f"--batches takes 'inf' or positive integers, like inf,10: {text!r}")
+    return values
+
+
+def _probe_rounds(text: str, kinds: list[str]) -> dict[str, int]:
+    """'N' for every partition, or 'iid=3,shards=6'; every partition asked for needs a value."""
+    out: dict[str, int] = {}
+    try:
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            kind, _, n = part.rpartition("=")
+            if kind and kind not in KINDS:
+                raise ValueError(kind)
+            for k in ([kind] if kind else kinds):
+                out[k] = int(n)
+    except ValueError as exc:
+        raise click.BadParameter(f"--probe-rounds takes N or PARTITION=N pairs like iid=3,shards=6: {text!r}") from exc
+    missing = [k for k in kinds if k not in out]
+    if missing or any(n < 1 for n in out.values()):
+        raise click.BadParameter(f"--probe-rounds needs a positive count for {', '.join(kinds)}; got {text!r}")
+    return {k: out[k] for k in kinds}
+
+
+def _table_spec(tables, number: str, model: str | None, rows: str | None, batches: str | None):
+    """The TableSpec the options ask for (Table 2 is the CNN's; Table 1 defaults to the 2NN)."""
+    if number == "2":
+        if model not in (None, "cnn") or batches is not None:
+            raise click.BadParameter("table 2 is the CNN's rows at C=0.1: it takes no --model 2nn and no --batches "
+                                     "(pick rows with --rows)")
+        return tables.table2_spec(_choices(rows, "--rows", tables.table2_row_keys()) if rows
+                                  else tables.TABLE2_DEFAULT_ROWS)
+    fracs = _floats(rows, "--rows", 0.0, 1.0) if rows else tables.TABLE1_FRACS
+    return tables.table1_spec(model or "2nn", fracs, _batches(batches) if batches else (None, 10))
+
+
+@contextmanager
+def _table_checkpoints(checkpoint_root_option: str | None, fresh: bool):
+    """--fresh keeps no checkpoints, but the winning lr still continues its probe: from a temporary folder."""
+    import tempfile
+
+    if not fresh:
+        yield _study_root(checkpoint_root_option, fresh)
+        return
+    with tempfile.TemporaryDirectory(prefix="fedavg-table-") as tmp:
+        yield Path(tmp)
+
+
+@fedavg_group.command("table")
+@click.argument("table", type=click.Choice(["1", "2"]))
+@click.option("--model", type=click.Choice(["2nn", "cnn"]), default=None,
+              help="Table 1 only: 2nn (E=1, to 97%) [default], or cnn (E=5, to 99%; at C=1.0 each round trains "
+                   "100 clients x 5 epochs, days on 2 cores). Table 2 is the CNN's.")
+@click.option("--partitions", default="iid,shards", show_default=True, help="iid and/or shards (non-IID).")
+@click.option("--rows", default=None,
+              help="Table 2: row keys [default: fedsgd,e1-b10,e5-b10; also e5-binf, e1-b50, e20-binf, e5-b50, "
+                   "e20-b50, e20-b10]. Table 1: C values [default: 0.0,0.1,0.2,0.5,1.0; 0.0 = one client a round].")
+@click.option("--batches", default=None, help="Table 1 only: the B columns [default: inf,10].")
+@click.option("--lrs", default=None,
+              help="Learning rates to probe in every row [default: 0.0215,0.0464,0.1,0.215; rows with B=inf "
+                   "0.1,0.215,0.464,1].")
+@click.option("--probe-rounds", default="iid=3,shards=6", show_default=True,
+              help="Rounds each lr runs before the best is kept: N, or PARTITION=N pairs.")
+@click.option("--max-rounds", type=int, default=None,
+              help="Round budget per cell, probe included [default: 1000; 3000 for table 1 with the 2nn].")
+@click.option("--clients", "num_clients", default=100, show_default=True,
+              help="K; the paper's is 100 (fewer only for quick checks).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--train-limit", type=int, default=None, help="First N training images (quick checks only).")
+@click.option("--test-limit", type=int, default=None, help="First N test images (quick checks only).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Where tableN.md, tableN.json and tableN.png go [default: out/fedavg-tableN].")
+@_table_executor_options
+@_study_options
+@click.pass_obj
+def table_command(obj, table, model, partitions, rows, batches, lrs, probe_rounds, max_rounds, num_clients, seed,
+                  train_limit, test_limit, out_dir, executor_name, workers, threads, concurrency, checkpoint_root,
+                  fresh) -> None:
+    """The FedAvg paper's Table 1 (client fraction C) or Table 2 (FedSGD vs FedAvg), ours beside the paper's.
+
+    Each cell probes a few learning rates for a few rounds and continues the best to the
+    target; every run is checkpointed, so running the same command again continues where it
+    stopped. The table is rewritten after every finished cell.
+    """
+    from . import run as runner
+    from . import table as tables
+
+    kinds = _choices(partitions, "--partitions", tables.PARTITIONS)
+    spec = _table_spec(tables, table, model, rows, batches)
+    probes = _probe_rounds(probe_rounds, kinds)
+    budget = max_rounds if max_rounds is not None else tables.DEFAULT_MAX_ROUNDS[(spec.number, spec.model)]
+    grid = _floats(lrs, "--lrs", 0.0, low_open=True) if lrs else None
+    if budget < max(probes.values()) or num_clients < 1:
+        raise click.BadParameter(f"--max-rounds ({budget}) must be at least the probe rounds ({max(probes.values())}),"
+                                 f" and --clients at least 1")
+    base = runner.RunConfig(model=spec.model, clients=num_clients, seed=seed, target=spec.target,
+                            train_limit=train_limit, test_limit=test_limit)
+    out = Path(out_dir or f"out/fedavg-table{table}")
+    _set_threads(threads)
+    try:
+        data = runner.load_data(train_limit, test_limit)
+        factory = executor_factory(executor_name, data, workers=workers, threads=threads, concurrency=concurrency,
+                                   obj=obj, run_id=f"table{table}-{base.run_id()}")
+        with _table_checkpoints(checkpoint_root, fresh) as root, _progress(budget, f"table {table}") as advance:
+            report = tables.run_table(spec, base, kinds, factory, data, probe_rounds=probes, max_rounds=budget,
+                                      lrs=grid, checkpoint_root=root, on_round=advance,
+                                      on_cell=lambda partial: tables.write_outputs(partial, out),
+                                      executor_info={"name": executor_name, "workers": workers, "threads": threads})
+    except FedAvgError as exc:
+        raise _fail(exc) from exc
+    paths = tables.write_outputs(report, out)
+    _print_table(["row", "partition", "ours", "lr", "paper", "s/round"],
+                 [(c["label"], c["partition"], c["verdict"], f"{c['chosen_lr']:.3g}",
+                   c["paper_rounds"] if c["paper_rounds"] is not None else "-", f"{c['mean_round_s']:.2f}")
+                  for c in report["cells"]], f"{spec.title} (paper: McMahan et al. 2017)")
+    click.echo(f"rounds run now: {report['rounds_run_now']}", err=True)
+    for path in paths:
+        click.echo(f"wrote {path}", err=True)
 
 
 @fedavg_group.command("partition")

@@ -154,7 +154,7 @@ def run(config: RunConfig, executor, data: Data, *, checkpoint_dir: Path | None 
     """Runs rounds 1..config.rounds (or continues a checkpointed run); returns (report, final weights).
 
     `parts` replaces the configured partition (tests, custom splits); it must have
-    config.clients entries. A round where every client fails keeps the weights; after
+    config.clients entries. C=0 runs one client a round, as the paper's m = max(C*K, 1) does. A round where every client fails keeps the weights; after
     max_idle_rounds such rounds in a row the cause is systemic (a broken executor), so
     the run stops with FedAvgError instead of burning its budget.
 
@@ -162,8 +162,8 @@ def run(config: RunConfig, executor, data: Data, *, checkpoint_dir: Path | None 
         CheckpointError: resume was asked but the checkpoint is missing or from another run.
         FedAvgError: impossible settings.
     """
-    if not 0 < config.frac <= 1:
-        raise FedAvgError(f"client fraction must be in (0, 1], got {config.frac}")
+    if not 0 <= config.frac <= 1:
+        raise FedAvgError(f"client fraction must be in [0, 1] (0: one client a round), got {config.frac}")
     if config.epochs < 1 or config.rounds < 0:
         raise FedAvgError(f"epochs must be >= 1 and rounds >= 0, got {config.epochs} and {config.rounds}")
     labels = data.train_labels.numpy()

@@ -1,0 +1,161 @@
+"""The paper's tables: lr probes continued, a table continuing where it stopped, its outputs and errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from deployer.cli import cli
+from fedavg import bench
+from fedavg.executors.serial import SerialExecutor
+from fedavg.run import RunConfig, load_checkpoint, load_data, run
+from fedavg.table import (PAPER_TABLE1, PAPER_TABLE2_CNN, TableSpec, choose_lr, markdown, new_report, run_cell,
+                          run_table, table1_spec, table2_spec)
+
+BASE = RunConfig(model="2nn", clients=10, seed=1, train_limit=600, test_limit=200)
+TINY = ["--clients", "10", "--train-limit", "600", "--test-limit", "200", "--executor", "serial", "--seed", "1"]
+
+
+@pytest.fixture(scope="module")
+def tiny_mnist(mnist_root):
+    """600 training and 200 test images: a round of the 2NN on 10 clients takes milliseconds."""
+    return load_data(train_limit=600, test_limit=200, root=mnist_root)
+
+
+def serial(data):
+    return SerialExecutor(data.train_images, data.train_labels, num_threads=1)
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_paper_numbers_are_the_published_ones():
+    assert PAPER_TABLE2_CNN[(1, None)] == {"iid": 626, "shards": 483}
+    assert PAPER_TABLE2_CNN[(1, 10)] == {"iid": 34, "shards": 350}
+    assert PAPER_TABLE2_CNN[(5, 10)] == {"iid": 20, "shards": 229}
+    assert bench.PAPER_ROUNDS_TO_99["shards"]["fedavg_e5_b10"] == PAPER_TABLE2_CNN[(5, 10)]["shards"]
+    spec = table2_spec()
+    assert [(r.key, r.epochs, r.batch_size, r.frac) for r in spec.rows] == [
+        ("fedsgd", 1, None, 0.1), ("e1-b10", 1, 10, 0.1), ("e5-b10", 5, 10, 0.1)]
+    rows = {r.key: r for r in table1_spec("2nn").rows}
+    assert rows["c0.1-b10"].paper == {"iid": 87, "shards": 664} and rows["c0.0-binf"].paper["shards"] == 4278
+    assert rows["c0.5-binf"].paper == {"iid": None, "shards": None}
+    assert PAPER_TABLE1["cnn"][None]["iid"][1.0] == 246 and PAPER_TABLE1["cnn"][None]["shards"][1.0] is None
+    assert PAPER_TABLE1["cnn"][10]["shards"][1.0] == 97
+    assert [r.epochs for r in table1_spec("cnn").rows] == [5] * 10 and table1_spec("cnn").target == 0.99
+
+
+def probe(lr, acc, loss, reached=None):
+    return {"lr": lr, "test_acc": acc, "test_loss": loss, "reached_at": reached}
+
+
+def test_choose_lr_prefers_reaching_the_target_then_accuracy_then_lower_loss():
+    assert choose_lr([probe(0.1, 0.90, 0.3), probe(0.2, 0.95, 0.5)])["lr"] == 0.2
+    assert choose_lr([probe(0.1, 0.95, 0.4), probe(0.2, 0.95, 0.3)])["lr"] == 0.2
+    assert choose_lr([probe(0.1, 0.95, math.nan), probe(0.2, 0.95, 9.0)])["lr"] == 0.2
+    assert choose_lr([probe(0.1, 0.99, 0.1), probe(0.2, 0.97, 0.2, reached=2)])["lr"] == 0.2
+
+
+def test_the_best_probe_is_continued_from_its_own_first_rounds(tiny_mnist, tmp_path):
+    row = table1_spec("2nn", [0.5], [10]).rows[0]
+    base = dataclasses.replace(BASE, mu=0.001, target=0.99)
+    with serial(tiny_mnist) as executor:
+        cell = run_cell(base, row, "iid", lrs=(0.001, 0.1), probe_rounds=1, max_rounds=3, executor=executor,
+                        data=tiny_mnist, checkpoint_root=tmp_path)
+    probes = {p["lr"]: p for p in cell["probes"]}
+    assert probes[0.1]["test_acc"] > probes[0.001]["test_acc"] and cell["chosen_lr"] == 0.1
+    assert cell["accuracy"][0] == probes[0.1]["test_acc"]
+    assert cell["rounds_done"] == 3 and cell["rounds_run_now"] == 1 + 3
+    _, loser = load_checkpoint(tmp_path / probes[0.001]["run_id"])
+    assert len(loser["rounds"]) == 1
+    assert (cell["config"]["mu"], cell["config"]["seed"], cell["config"]["frac"]) == (0.001, 1, 0.5)
+    assert cell["verdict"].startswith("not reached in 3 rounds (best 0.")
+
+
+def test_c_zero_trains_one_client_a_round(tiny_mnist):
+    config = dataclasses.replace(BASE, frac=0.0, epochs=1, batch_size=10, rounds=2)
+    with serial(tiny_mnist) as executor:
+        report, _ = run(config, executor, tiny_mnist)
+    assert [len(r["clients"]) for r in report["rounds"]] == [1, 1]
+
+
+def test_a_table_reports_after_every_cell_and_a_reached_cell_gives_its_round(tiny_mnist, tmp_path):
+    spec = TableSpec(1, "2nn", 0.2, table1_spec("2nn", [1.0], [10]).rows, "low-target table")
+    partial = []
+    report = run_table(spec, dataclasses.replace(BASE, model="cnn"), ["iid", "shards"], lambda: serial(tiny_mnist),
+                       tiny_mnist, probe_rounds={"iid": 1, "shards": 2}, max_rounds=4, lrs=[0.1],
+                       checkpoint_root=tmp_path, on_cell=lambda r: partial.append(len(r["cells"])))
+    assert partial == [1, 2]
+    iid = report["cells"][0]
+    assert iid["config"]["model"] == "2nn" and iid["config"]["target"] == 0.2
+    assert iid["rounds_to_target"] is not None and iid["verdict"] == str(iid["rounds_to_target"])
+    assert iid["rounds_done"] == iid["rounds_to_target"] and iid["probes"][0]["reached_at"] is not None
+    assert report["cells"][1]["probe_rounds"] == 2
+
+
+def test_markdown_shows_the_paper_beside_cells_not_run_yet():
+    spec = table2_spec(["fedsgd", "e5-b10"])
+    text = markdown(new_report(spec, RunConfig(), ["iid", "shards"], {"iid": 3, "shards": 6}, 500, None))
+    assert "| FedSGD (E=1, B=inf) | 1 | inf | 0.1 | not run yet |  | 626 | not run yet |  | 483 |" in text
+    assert "| 20 |" in text and "| 229 |" in text and "10^(1/3) or 10^(1/6)" in text
+    one = markdown(new_report(table1_spec("2nn", [0.3, 0.5], [None]), RunConfig(), ["iid"], {"iid": 3}, 9, None))
+    assert "| C=0.3, B=inf | 1 | inf | 0.3 | not run yet |  | not in the paper |" in one
+    assert "| C=0.5, B=inf | 1 | inf | 0.5 | not run yet |  | — (not reached) |" in one
+
+
+def test_table_command_writes_its_files_and_a_second_run_continues_without_redoing_rounds(tmp_path, mnist_root):
+    out = tmp_path / "out"
+    args = ["fedavg", "table", "2", *TINY, "--rows", "e1-b10", "--partitions", "iid", "--lrs", "0.02,0.1",
+            "--probe-rounds", "1", "--checkpoint-root", str(tmp_path / "ckpt"), "--out", str(out)]
+    first = invoke(*args, "--max-rounds", "2")
+    assert first.exit_code == 0, first.output
+    report = json.loads((out / "table2.json").read_text())
+    cell = report["cells"][0]
+    assert cell["rounds_run_now"] == 3 and cell["rounds_done"] == 2 and len(cell["round_s"]) == 2
+    assert [p["lr"] for p in cell["probes"]] == [0.02, 0.1] and all("test_loss" in p for p in cell["probes"])
+    assert report["precision"] == report["config"].get("precision", "fp32")
+    text = (out / "table2.md").read_text()
+    assert "| FedAvg E=1, B=10 | 1 | 10 | 0.1 | not reached in 2 rounds (best 0." in text and "| 34 |" in text
+    assert (out / "table2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    again = invoke(*args, "--max-rounds", "2")
+    assert again.exit_code == 0, again.output
+    second = json.loads((out / "table2.json").read_text())
+    assert second["rounds_run_now"] == 0 and second["cells"][0]["resumed_after_round"] == 2
+    assert second["cells"][0]["accuracy"] == cell["accuracy"]
+    longer = invoke(*args, "--max-rounds", "3")
+    assert longer.exit_code == 0, longer.output
+    third = json.loads((out / "table2.json").read_text())["cells"][0]
+    assert third["rounds_run_now"] == 1 and third["accuracy"][:2] == cell["accuracy"]
+
+
+@pytest.mark.parametrize("args, says", [
+    (["2", "--rows", "e7-b3"], "--rows"),
+    (["2", "--model", "2nn"], "table 2 is the CNN"),
+    (["1", "--rows", "0.1,1.5"], "--rows"),
+    (["1", "--batches", "inf,0"], "--batches"),
+    (["1", "--probe-rounds", "iid=x"], "--probe-rounds"),
+    (["1", "--probe-rounds", "iid=3", "--partitions", "iid,shards"], "--probe-rounds"),
+    (["1", "--partitions", "dirichlet"], "--partitions"),
+    (["2", "--lrs", "0.1,-1"], "--lrs"),
+    (["2", "--probe-rounds", "5", "--max-rounds", "3"], "--max-rounds"),
+    (["3"], "'3' is not one of"),
+])
+def test_table_user_mistakes_are_one_line_click_errors(args, says):
+    result = CliRunner().invoke(cli, ["fedavg", "table", *args])
+    assert result.exit_code == 2, result.output
+    assert says in result.output and "Traceback" not in result.output
+
+
+def test_table_help_does_not_import_torch():
+    code = ("import sys; from click.testing import CliRunner; from deployer.cli import cli; "
+            "r = CliRunner().invoke(cli, ['fedavg', 'table', '--help']); "
+            "print(r.exit_code, 'torch' in sys.modules, 'continues where it' in ' '.join(r.output.split()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["0", "False", "True"], out.stderr
