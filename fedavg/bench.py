@@ -25,40 +25,63 @@ PAPER_ROUNDS_TO_99 = {
 }
 
 
-def time_executors(factories: Mapping[str, Callable], config: RunConfig, data: Data,
+BASELINE = "serial fp32"
+
+
+def timing_label(executor: str, config: RunConfig) -> str:
+    return f"{executor} {config.precision}" + (" channels-last" if config.channels_last else "")
+
+
+def time_executors(entries: Mapping[str, tuple[Callable, RunConfig]], data: Data,
                    on_round: Callable[[str, dict], None] | None = None) -> dict:
-    """Runs `config` on each executor; per-round times and whether their weights agree."""
-    out: dict = {"config": config.as_dict(), "executors": {}}
-    for name, factory in factories.items():
-        started = time.perf_counter()
-        try:
-            with factory() as executor:
-                report, _ = run(config, executor, data, stop_at_target=False,
-                                on_round=(lambda r, name=name: on_round(name, r)) if on_round else None)
-        except Exception as exc:  # noqa: BLE001 - one executor failing must not hide the others' numbers
-            out["executors"][name] = {"error": f"{type(exc).__name__}: {exc}"}
-            continue
-        times = [r["round_s"] for r in report["rounds"]]
-        steady = times[1:] or times
-        out["executors"][name] = {
-            "first_round_s": times[0] if times else None,
-            "mean_round_s": statistics.fmean(steady) if steady else None,
-            "min_round_s": min(steady) if steady else None,
-            "rounds": len(times),
-            "round_s": times,
-            "eval_s": statistics.fmean(r["eval_s"] for r in report["rounds"]) if times else None,
-            "failed_clients": report["failed_clients"],
-            "final_acc": report["final_acc"],
-            "final_state_sha256": report["final_state_sha256"],
-            "wall_s": time.perf_counter() - started,
-        }
-    digests = {v.get("final_state_sha256") for v in out["executors"].values() if "error" not in v}
-    out["same_weights"] = len(digests) == 1
-    serial = out["executors"].get("serial", {}).get("mean_round_s")
-    if serial:
-        out["speedup_vs_serial"] = {name: serial / v["mean_round_s"] for name, v in out["executors"].items()
+    """Runs each (executor factory, config) under its label; per-round times, ratios and weight agreement.
+
+    Ratios are to the BASELINE label when it ran (plain fp32 in one process, the figure the
+    issue's Flower comparison is quoted against), measured in the same run on the same
+    machine, since absolute times on a shared 2-core host drift by tens of percent.
+    """
+    out: dict = {"executors": {}}
+    for label, (factory, config) in entries.items():
+        out["executors"][label] = _time_one(factory, config, data,
+                                            (lambda r, label=label: on_round(label, r)) if on_round else None)
+    groups: dict[tuple, set] = {}
+    for label, (_, config) in entries.items():
+        digest = out["executors"][label].get("final_state_sha256")
+        if digest:
+            groups.setdefault((config.precision, config.channels_last), set()).add(digest)
+    out["same_weights"] = bool(groups) and all(len(d) == 1 for d in groups.values())
+    out["same_weights_by_arithmetic"] = {f"{p}{' channels-last' if cl else ''}": len(d) == 1
+                                         for (p, cl), d in groups.items()}
+    base = out["executors"].get(BASELINE, {}).get("mean_round_s")
+    if base:
+        out["baseline"] = BASELINE
+        out["ratio_to_baseline"] = {label: v["mean_round_s"] / base for label, v in out["executors"].items()
                                     if v.get("mean_round_s")}
     return out
+
+
+def _time_one(factory: Callable, config: RunConfig, data: Data, on_round) -> dict:
+    started = time.perf_counter()
+    try:
+        with factory() as executor:
+            report, _ = run(config, executor, data, stop_at_target=False, on_round=on_round)
+    except Exception as exc:  # noqa: BLE001 - one executor failing must not hide the others' numbers
+        return {"error": f"{type(exc).__name__}: {exc}", "config": config.as_dict()}
+    times = [r["round_s"] for r in report["rounds"]]
+    steady = times[1:] or times
+    return {
+        "config": config.as_dict(),
+        "first_round_s": times[0] if times else None,
+        "mean_round_s": statistics.fmean(steady) if steady else None,
+        "min_round_s": min(steady) if steady else None,
+        "rounds": len(times),
+        "round_s": times,
+        "eval_s": statistics.fmean(r["eval_s"] for r in report["rounds"]) if times else None,
+        "failed_clients": report["failed_clients"],
+        "final_acc": report["final_acc"],
+        "final_state_sha256": report["final_state_sha256"],
+        "wall_s": time.perf_counter() - started,
+    }
 
 
 def rounds_to_target(base: RunConfig, partitions: tuple[str, ...], factory: Callable, data: Data,

@@ -78,6 +78,18 @@ def _set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def _precision_option():
+    return click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto",
+                        show_default=True,
+                        help="Client arithmetic: bf16 autocast with fp32 master weights, or fp32; auto = bf16 "
+                             "where the CPU has native bf16 (AVX512-BF16/AMX).")
+
+
+def _channels_last_option():
+    return click.option("--channels-last/--no-channels-last", default=True, show_default=True,
+                        help="Channels-last memory for the convolutions (faster with bf16 on CPU).")
+
+
 def _config_options(f, sweep: bool = False):
     """The options that make a RunConfig; a sweep takes --clients and --partition as lists instead."""
     options = {
@@ -102,6 +114,8 @@ def _config_options(f, sweep: bool = False):
                                     help="Use only the first N training examples."),
         "test_limit": click.option("--test-limit", type=int, default=None,
                                    help="Evaluate on the first N test examples."),
+        "precision": _precision_option(),
+        "channels_last": _channels_last_option(),
     }
     if sweep:
         del options["num_clients"], options["partition_kind"]
@@ -114,10 +128,10 @@ def _sweep_config_options(f):
     return _config_options(f, sweep=True)
 
 
-def _executor_options(f, executor_default: str = "serial"):
+def _executor_options(f):
     options = [
-        click.option("--executor", "executor_name", type=click.Choice(list(EXECUTORS)), default=executor_default,
-                     show_default=True),
+        click.option("--executor", "executor_name", type=click.Choice(list(EXECUTORS)), default="process",
+                     show_default=True, help="Where client updates run; process keeps both cores busy."),
         click.option("--workers", default=2, show_default=True, help="Worker processes (process executor)."),
         click.option("--threads", default=1, show_default=True,
                      help="Torch threads per process (this one for serial, each worker for process)."),
@@ -130,7 +144,9 @@ def _executor_options(f, executor_default: str = "serial"):
 
 
 def _make_config(model, num_clients, frac, epochs, batch, lr, mu, fedsgd, partition_kind, alpha,
-                 shards_per_client, rounds, target, seed, train_limit, test_limit):
+                 shards_per_client, rounds, target, seed, train_limit, test_limit, precision="fp32",
+                 channels_last=False):
+    from . import precision as precisions
     from .run import RunConfig
 
     if fedsgd:
@@ -142,7 +158,8 @@ def _make_config(model, num_clients, frac, epochs, batch, lr, mu, fedsgd, partit
         raise click.BadParameter(f"--target is an accuracy in (0, 1], got {target}")
     return RunConfig(model=model, clients=num_clients, frac=frac, epochs=epochs, batch_size=batch or None, lr=lr,
                      mu=mu, partition=partition_kind, alpha=alpha, shards_per_client=shards_per_client,
-                     rounds=rounds, target=target, seed=seed, train_limit=train_limit, test_limit=test_limit)
+                     rounds=rounds, target=target, seed=seed, train_limit=train_limit, test_limit=test_limit,
+                     precision=precisions.resolve(precision), channels_last=channels_last)
 
 
 def _openwhisk_parts(obj, run_id: str):
@@ -295,11 +312,6 @@ def sweep_command(obj, executor_name, workers, threads, concurrency, clients_lis
     _write_json(json_path, report)
 
 
-def _table_executor_options(f):
-    """A table runs for hours: the process pool (2 workers x 1 thread fill 2 cores) is its default."""
-    return _executor_options(f, executor_default="process")
-
-
 def _choices(text: str, name: str, allowed) -> list[str]:
     values = [v.strip() for v in text.split(",") if v.strip()]
     unknown = [v for v in values if v not in allowed]
@@ -396,18 +408,21 @@ def _table_checkpoints(checkpoint_root_option: str | None, fresh: bool):
 @click.option("--test-limit", type=int, default=None, help="First N test images (quick checks only).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Where tableN.md, tableN.json and tableN.png go [default: out/fedavg-tableN].")
-@_table_executor_options
+@_precision_option()
+@_channels_last_option()
+@_executor_options
 @_study_options
 @click.pass_obj
 def table_command(obj, table, model, partitions, rows, batches, lrs, probe_rounds, max_rounds, num_clients, seed,
-                  train_limit, test_limit, out_dir, executor_name, workers, threads, concurrency, checkpoint_root,
-                  fresh) -> None:
+                  train_limit, test_limit, out_dir, precision, channels_last, executor_name, workers, threads,
+                  concurrency, checkpoint_root, fresh) -> None:
     """The FedAvg paper's Table 1 (client fraction C) or Table 2 (FedSGD vs FedAvg), ours beside the paper's.
 
     Each cell probes a few learning rates for a few rounds and continues the best to the
     target; every run is checkpointed, so running the same command again continues where it
     stopped. The table is rewritten after every finished cell.
     """
+    from . import precision as precisions
     from . import run as runner
     from . import table as tables
 
@@ -420,7 +435,8 @@ def table_command(obj, table, model, partitions, rows, batches, lrs, probe_round
         raise click.BadParameter(f"--max-rounds ({budget}) must be at least the probe rounds ({max(probes.values())}),"
                                  f" and --clients at least 1")
     base = runner.RunConfig(model=spec.model, clients=num_clients, seed=seed, target=spec.target,
-                            train_limit=train_limit, test_limit=test_limit)
+                            train_limit=train_limit, test_limit=test_limit,
+                            precision=precisions.resolve(precision), channels_last=channels_last)
     out = Path(out_dir or f"out/fedavg-table{table}")
     _set_threads(threads)
     try:
@@ -479,6 +495,37 @@ def partition_command(num_clients, partition_kind, alpha, shards_per_client, see
     _write_json(json_path, {"partition": partition_kind, "seed": seed, "alpha": alpha, **summary})
 
 
+def _timing_entries(names, timing, data, report: dict, **executor_options) -> dict:
+    """(factory, config) per label: the serial fp32 baseline first, then each executor at the bench's arithmetic."""
+    import dataclasses
+
+    from .bench import BASELINE, timing_label
+
+    baseline = dataclasses.replace(timing, precision="fp32", channels_last=False)
+    entries = {BASELINE: (executor_factory("serial", data, **executor_options), baseline)}
+    for name in names:
+        label = timing_label(name, timing)
+        if label in entries:
+            continue
+        try:
+            factory = executor_factory(name, data, run_id=f"bench-{timing.run_id()}", **executor_options)
+        except Exception as exc:  # noqa: BLE001 - a missing platform skips that executor, not the bench
+            report.setdefault("skipped", {})[label] = f"{type(exc).__name__}: {exc}"
+            continue
+        entries[label] = (factory, timing)
+    return entries
+
+
+def _print_timing(timing: dict, epochs: int) -> None:
+    ratios = timing.get("ratio_to_baseline", {})
+    rows = [(label, f"{v.get('first_round_s') or 0:.2f}", f"{v.get('mean_round_s') or 0:.2f}",
+             f"{ratios[label]:.2f}x" if label in ratios else "-", v.get("error", ""))
+            for label, v in timing["executors"].items()]
+    _print_table(["executor", "first round s", "mean round s", f"time vs {timing.get('baseline', '-')}", "error"],
+                 rows, f"time per round (CNN, K=100, C=0.1, E={epochs}, B=10); same weights per arithmetic: "
+                       f"{timing['same_weights']}")
+
+
 def _print_table(headers, rows, title) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -499,7 +546,7 @@ def _print_table(headers, rows, title) -> None:
               help="Executors to time side by side.")
 @click.option("--timing-rounds", default=3, show_default=True,
               help="Rounds per executor for timing; 0 skips the timing.")
-@click.option("--timing-epochs", default=1, show_default=True, help="E for the timing runs.")
+@click.option("--timing-epochs", default=5, show_default=True, help="E for the timing runs.")
 @click.option("--max-rounds", default=50, show_default=True, help="Round budget for each rounds-to-target run.")
 @click.option("--partitions", default="iid,shards", show_default=True)
 @click.option("--target", default=0.99, show_default=True)
@@ -517,15 +564,18 @@ def _print_table(headers, rows, title) -> None:
 @click.option("--train-limit", type=int, default=None, help="First N training images (quick checks only).")
 @click.option("--test-limit", type=int, default=None, help="First N test images (quick checks only).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
+@_precision_option()
+@_channels_last_option()
 @_study_options
 @click.pass_obj
 def bench_command(obj, executors, timing_rounds, timing_epochs, max_rounds, partitions, target, lr, executor_name,
                   workers, threads, concurrency, seed, skip_target, fedsgd_rounds, fedsgd_lr, train_limit, test_limit,
-                  json_path, checkpoint_root, fresh) -> None:
-    """Time per round of each executor, and rounds to 99% (CNN, C=0.1, E=5, B=10) next to the paper."""
+                  json_path, checkpoint_root, fresh, precision, channels_last) -> None:
+    """Time per round of each executor beside serial fp32, and rounds to 99% (CNN, C=0.1, E=5, B=10)."""
     import dataclasses
 
     from . import bench
+    from . import precision as precisions
     from .run import RunConfig, load_data
 
     names = [n.strip() for n in executors.split(",") if n.strip()]
@@ -539,21 +589,17 @@ def bench_command(obj, executors, timing_rounds, timing_epochs, max_rounds, part
                                  "(FedSGD is compared with the rounds-to-target curves)")
     _set_threads(threads)
     base = RunConfig(model="cnn", clients=100, frac=0.1, epochs=5, batch_size=10, lr=lr, partition="iid",
-                     rounds=max_rounds, target=target, seed=seed, train_limit=train_limit, test_limit=test_limit)
+                     rounds=max_rounds, target=target, seed=seed, train_limit=train_limit, test_limit=test_limit,
+                     precision=precisions.resolve(precision), channels_last=channels_last)
     timing = dataclasses.replace(base, epochs=timing_epochs, rounds=timing_rounds, target=None)
-    report: dict = {"paper_rounds_to_99": bench.PAPER_ROUNDS_TO_99}
+    report: dict = {"paper_rounds_to_99": bench.PAPER_ROUNDS_TO_99, "arithmetic": precisions.describe()}
     try:
         data = load_data(train_limit, test_limit)
-        factories = {}
-        for name in names if timing_rounds > 0 else []:
-            try:
-                factories[name] = executor_factory(name, data, workers=workers, threads=threads,
-                                                   concurrency=concurrency, obj=obj, run_id=f"bench-{timing.run_id()}")
-            except Exception as exc:  # noqa: BLE001 - a missing platform skips that executor, not the bench
-                report.setdefault("skipped", {})[name] = f"{type(exc).__name__}: {exc}"
         if timing_rounds > 0:
+            entries = _timing_entries(names, timing, data, report, workers=workers, threads=threads,
+                                      concurrency=concurrency, obj=obj)
             with _progress(timing_rounds, "timing") as advance:
-                report["executors"] = bench.time_executors(factories, timing, data, on_round=advance)
+                report["executors"] = bench.time_executors(entries, data, on_round=advance)
             _write_json(json_path, report, quiet=True)
         if not skip_target:
             factory = executor_factory(executor_name, data, workers=workers, threads=threads,
@@ -578,11 +624,7 @@ def bench_command(obj, executors, timing_rounds, timing_epochs, max_rounds, part
     except FedAvgError as exc:
         raise _fail(exc) from exc
     if "executors" in report:
-        rows = [(name, f"{v.get('first_round_s', 0):.2f}", f"{v.get('mean_round_s', 0):.2f}", v.get("error", ""))
-                for name, v in report["executors"]["executors"].items()]
-        _print_table(["executor", "first round s", "mean round s", "error"], rows,
-                     f"time per round (CNN, K=100, C=0.1, E={timing_epochs}, B=10); same weights: "
-                     f"{report['executors']['same_weights']}")
+        _print_timing(report["executors"], timing_epochs)
     if "rounds_to_target" in report:
         _print_table(["partition", "rounds to target", "paper FedAvg", "paper FedSGD", "verdict"],
                      [(k, v["rounds_to_target"] if v["rounds_to_target"] is not None else "-",

@@ -33,6 +33,8 @@ class ClientConfig:
     batch_size: int | None = 10
     lr: float = 0.05
     mu: float = 0.0
+    precision: str = "fp32"
+    channels_last: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,10 @@ def client_update(model: nn.Module, global_state: Mapping[str, torch.Tensor], im
                   labels: torch.Tensor, config: ClientConfig, seed: int) -> tuple[State, float]:
     """E epochs of minibatch SGD from the global weights; returns (new state, mean training loss).
 
-    `images` are already normalised float [n,1,28,28].
+    `images` are already normalised float [n,1,28,28]. Under bf16 the weights, gradients
+    and optimizer stay fp32 (autocast computes the layers in bf16), so averaging and
+    checkpoints are the same for both precisions; the returned state is contiguous
+    whatever layout the model trained in.
 
     Raises:
         ClientError: the client has no examples.
@@ -96,6 +101,8 @@ def client_update(model: nn.Module, global_state: Mapping[str, torch.Tensor], im
     n = len(labels)
     if n == 0:
         raise ClientError("client has no examples")
+    layout = torch.channels_last if config.channels_last else torch.contiguous_format
+    model.to(memory_format=layout)
     model.load_state_dict(global_state)
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
@@ -103,21 +110,23 @@ def client_update(model: nn.Module, global_state: Mapping[str, torch.Tensor], im
     batch = n if not config.batch_size else min(config.batch_size, n)
     generator = torch.Generator().manual_seed(seed)
     loss_fn = nn.CrossEntropyLoss()
-    total, steps = 0.0, 0
+    total, steps = torch.zeros((), dtype=torch.float64), 0
     for _ in range(config.epochs):
         order = torch.randperm(n, generator=generator)
         for start in range(0, n, batch):
             idx = order[start:start + batch]
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(images[idx]), labels[idx])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+                loss = loss_fn(model(images[idx].contiguous(memory_format=layout)), labels[idx])
             if anchor is not None:
                 prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
                 loss = loss + config.mu / 2 * prox
             loss.backward()
             optimizer.step()
-            total += float(loss.detach())
+            total += loss.detach()
             steps += 1
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}, total / steps
+    state = {k: v.detach().clone(memory_format=torch.contiguous_format) for k, v in model.state_dict().items()}
+    return state, float(total) / steps
 
 
 def run_task(task: ClientTask, model: nn.Module, global_state: Mapping[str, torch.Tensor],

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from . import partition as partitions
+from . import precision
 from .core import (ClientConfig, ClientFailure, ClientResult, ClientTask, client_seed, evaluate, fedavg,
                    initial_state, sample_clients)
 from .errors import CheckpointError, FedAvgError
@@ -48,18 +49,27 @@ class RunConfig:
     seed: int = 0
     train_limit: int | None = None
     test_limit: int | None = None
+    precision: str = "fp32"
+    channels_last: bool = False
 
     def client_config(self) -> ClientConfig:
-        return ClientConfig(self.model, self.epochs, self.batch_size, self.lr, self.mu)
+        return ClientConfig(self.model, self.epochs, self.batch_size, self.lr, self.mu, self.precision,
+                            self.channels_last)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def identity(self) -> dict:
-        """The fields a resumed run must share with its checkpoint (rounds and target may grow)."""
+        """The fields a resumed run must share with its checkpoint (rounds and target may grow).
+
+        fp32 without channels-last is left out, so runs checkpointed before those fields
+        existed keep their id and still resume.
+        """
         d = self.as_dict()
         d.pop("rounds")
         d.pop("target")
+        if d["precision"] == "fp32" and not d["channels_last"]:
+            del d["precision"], d["channels_last"]
         return d
 
     def run_id(self) -> str:
@@ -173,11 +183,15 @@ def run(config: RunConfig, executor, data: Data, *, checkpoint_dir: Path | None 
     if len(parts) != config.clients:
         raise FedAvgError(f"partition has {len(parts)} clients, config says {config.clients}")
     report = {"config": config.as_dict(), "executor": executor.name, "run_id": config.run_id(),
-              "partition": partitions.summary(parts, labels), "rounds": []}
+              "arithmetic": precision.describe(), "partition": partitions.summary(parts, labels), "rounds": []}
     state = initial_state(config.model, config.seed)
     if resume:
         state, saved = load_checkpoint(checkpoint_dir)
-        saved_identity = {k: v for k, v in saved["config"].items() if k not in ("rounds", "target")}
+        try:
+            saved_identity = RunConfig(**saved["config"]).identity()
+        except TypeError as exc:
+            raise CheckpointError(f"checkpoint in {checkpoint_dir} has a configuration this version cannot read: "
+                                  f"{exc}") from exc
         if saved_identity != config.identity():
             raise CheckpointError(f"checkpoint in {checkpoint_dir} is from another configuration: {saved_identity}")
         report["rounds"] = saved["rounds"]

@@ -22,8 +22,8 @@ end of the probe (a probe that already reached the target wins; ties go to the l
 loss), and continues that rate's run to the target or the round budget. A probe is the first
 rounds of that rate's own checkpointed run (same RunConfig apart from `rounds`), so the winner
 continues without repeating them, and a table that was stopped continues where it stopped.
-Fields of the base RunConfig that a table does not set (seed, limits, precision, ...) are
-passed through untouched.
+Fields of the base RunConfig that a table does not set (seed, limits, precision,
+channels-last, ...) are passed through untouched.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+from . import precision as precisions
 from .errors import FedAvgError
 from .run import Data, RunConfig, first_round_at, run_resumable
 
@@ -293,9 +294,8 @@ def new_report(spec: TableSpec, base: RunConfig, partitions: Sequence[str], prob
                   "paper_known": paper_cell_known(spec, row)} for row in spec.rows],
         "partitions": list(partitions), "probe_rounds": dict(probe_rounds), "max_rounds": max_rounds,
         "lrs_override": list(lrs) if lrs else None,
-        "config": base.as_dict(), "precision": getattr(base, "precision", "fp32"),
-        "channels_last": getattr(base, "channels_last", False),
-        "executor": dict(executor or {}), "host": {"cpus": os.cpu_count()},
+        "config": base.as_dict(), "precision": base.precision, "channels_last": base.channels_last,
+        "arithmetic": precisions.describe(), "executor": dict(executor or {}), "host": {"cpus": os.cpu_count()},
         "paper": paper_as_json(), "started_at": now, "updated_at": now, "rounds_run_now": 0, "cells": [],
     }
 
@@ -413,11 +413,15 @@ def markdown_notes(report: dict) -> list[str]:
         f"- Budget: a cell that does not reach the target within {report['max_rounds']} rounds says so, with its "
         "best accuracy. The paper marks five large-batch runs of Table 1 as not reached \"in the allowed time\" "
         "(shown as —).",
-        f"- Arithmetic: {report['precision']}" + (" with channels-last tensors" if report["channels_last"] else "")
-        + " on CPU; the paper does not state its own.",
+        f"- Arithmetic: {_arithmetic(report)} on CPU; the paper does not state its own.",
     ]
     lines += _quick_check_notes(config) + _model_notes(report)
     return lines
+
+
+def _arithmetic(report: dict) -> str:
+    text = "bf16 autocast with fp32 master weights" if report["precision"] == "bf16" else report["precision"]
+    return text + (", channels-last convolutions" if report["channels_last"] else "")
 
 
 def _quick_check_notes(config: dict) -> list[str]:
@@ -450,7 +454,7 @@ def markdown(report: dict) -> str:
     lines = [f"# {report['title']}", "",
              f"Ours beside the paper's: {CITATION}, Table {report['table']}. Rounds to "
              f"{report['target']:.0%} test accuracy; K={config['clients']}, seed {config['seed']}, executor {where}, "
-             f"{report['precision']}. {done} of {total} cells done (updated {report['updated_at']}).", ""]
+             f"{_arithmetic(report)}. {done} of {total} cells done (updated {report['updated_at']}).", ""]
     lines += markdown_table(report)
     if report["cells"]:
         lines += ["", "## Learning-rate probes (test accuracy after the probe; chosen in bold)", ""]

@@ -76,6 +76,8 @@ class OpenWhiskExecutor:
             "batch_size": c.batch_size or 0,
             "lr": c.lr,
             "mu": c.mu,
+            "precision": c.precision,
+            "channels_last": c.channels_last,
             "threads": self.threads_per_client,
             "global_key": global_key,
             "data_key": self._data_key(task),

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from deployer.cli import cli
 
 TINY = ["--model", "2nn", "--clients", "4", "--frac", "0.5", "--epochs", "1", "--batch", "10",
-        "--train-limit", "800", "--test-limit", "300", "--seed", "3"]
+        "--train-limit", "800", "--test-limit", "300", "--seed", "3", "--executor", "serial"]
 
 
 def invoke(*args):
@@ -82,13 +82,17 @@ def test_sweep_writes_a_table_a_plot_and_json_and_continues_its_checkpoints(tmp_
 
 def test_bench_times_executors_side_by_side_and_continues_rounds_to_target(tmp_path, mnist_root):
     args = ["bench", "fedavg", "--executors", "serial,process", "--partitions", "iid", "--train-limit", "1000",
-            "--test-limit", "300", "--checkpoint-root", str(tmp_path / "ckpt"), "--json", str(tmp_path / "b.json")]
-    first = invoke(*args, "--timing-rounds", "1", "--max-rounds", "1")
+            "--test-limit", "300", "--checkpoint-root", str(tmp_path / "ckpt"), "--json", str(tmp_path / "b.json"),
+            "--precision", "bf16"]
+    first = invoke(*args, "--timing-rounds", "1", "--timing-epochs", "1", "--max-rounds", "1")
     assert first.exit_code == 0, first.output
     report = json.loads((tmp_path / "b.json").read_text())
     timing = report["executors"]
-    assert timing["same_weights"] and set(timing["executors"]) == {"serial", "process"}
+    assert timing["same_weights"] and set(timing["executors"]) == {"serial fp32", "serial bf16 channels-last",
+                                                                   "process bf16 channels-last"}
     assert all(v["mean_round_s"] > 0 for v in timing["executors"].values())
+    assert timing["baseline"] == "serial fp32" and timing["ratio_to_baseline"]["serial fp32"] == 1.0
+    assert timing["same_weights_by_arithmetic"] == {"fp32": True, "bf16 channels-last": True}
     assert report["paper_rounds_to_99"]["shards"]["fedavg_e5_b10"] == 229
     second = invoke(*args, "--timing-rounds", "0", "--max-rounds", "2", "--fedsgd-rounds", "3")
     assert second.exit_code == 0, second.output

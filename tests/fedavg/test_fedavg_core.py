@@ -87,3 +87,15 @@ def test_unknown_model_is_a_fedavg_error():
     with pytest.raises(FedAvgError, match="unknown model"):
         build_model("resnet")
     assert set(MODELS) == {"cnn", "2nn", "lenet5"}
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_has_it(monkeypatch):
+    from fedavg import precision
+
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    assert precision.resolve("auto") == "bf16" and precision.describe()["native_bf16"]
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2"}))
+    assert precision.resolve("auto") == "fp32"
+    assert precision.resolve("bf16") == "bf16"
+    with pytest.raises(ValueError, match="precision must be"):
+        precision.resolve("fp16")

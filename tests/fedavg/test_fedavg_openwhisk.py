@@ -34,11 +34,13 @@ def make_executor(platform, data, run_id):
                              run_id=run_id, concurrency=2)
 
 
-def test_openwhisk_executor_gives_the_serial_weights(deployed, small_mnist):
+@pytest.mark.parametrize("config", [CONFIG, dataclasses.replace(CONFIG, model="cnn", precision="bf16",
+                                                                 channels_last=True)], ids=["fp32", "bf16"])
+def test_openwhisk_executor_gives_the_serial_weights(deployed, small_mnist, config):
     with SerialExecutor(small_mnist.train_images, small_mnist.train_labels, num_threads=1) as executor:
-        expected, _ = run(CONFIG, executor, small_mnist)
+        expected, _ = run(config, executor, small_mnist)
     with make_executor(deployed, small_mnist, "test-same-weights") as executor:
-        got, _ = run(CONFIG, executor, small_mnist)
+        got, _ = run(config, executor, small_mnist)
     assert got["failed_clients"] == 0, got["rounds"]
     assert got["final_state_sha256"] == expected["final_state_sha256"]
     storage = Storage(deployed.storage_config)

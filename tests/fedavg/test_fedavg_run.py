@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import threading
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from fedavg.core import ClientConfig, ClientFailure, ClientResult, ClientTask, client_seed, fedavg, initial_state
 from fedavg.errors import CheckpointError, FedAvgError
@@ -199,3 +201,43 @@ def test_killed_worker_processes_never_crash_a_run(small_mnist):
     assert second["failed"] == [] and third["failed"] == []
     assert third["test_acc"] > 0.5
     assert len(survivors) == 2
+
+
+BF16 = RunConfig(model="cnn", clients=8, frac=0.25, epochs=1, batch_size=10, lr=0.05, partition="iid", rounds=2,
+                 seed=4, precision="bf16", channels_last=True)
+
+
+def test_bf16_channels_last_serial_and_process_give_identical_weights(small_mnist, process_executor):
+    with serial(small_mnist) as executor:
+        expected, expected_state = run(BF16, executor, small_mnist)
+    got, got_state = run(BF16, process_executor, small_mnist)
+    assert got["final_state_sha256"] == expected["final_state_sha256"]
+    assert all(got_state[k].is_contiguous() and (got_state[k] == expected_state[k]).all() for k in expected_state)
+    assert got["config"]["precision"] == "bf16" and "native_bf16" in got["arithmetic"]
+
+
+def test_bf16_trains_in_fp32_master_weights_and_learns_like_fp32(small_mnist):
+    fp32 = dataclasses.replace(BF16, precision="fp32", channels_last=False)
+    with serial(small_mnist) as executor:
+        low, low_state = run(BF16, executor, small_mnist)
+        full, _ = run(fp32, executor, small_mnist)
+    assert all(v.dtype == torch.float32 for v in low_state.values())
+    assert low["final_state_sha256"] != full["final_state_sha256"]  # autocast really ran in bf16
+    assert low["final_acc"] > 0.6 and abs(low["final_acc"] - full["final_acc"]) < 0.05, (low["final_acc"],
+                                                                                          full["final_acc"])
+    assert low["run_id"] != full["run_id"]
+
+
+def test_a_checkpoint_from_before_the_precision_fields_still_resumes(small_mnist, tmp_path):
+    with serial(small_mnist) as executor:
+        run(dataclasses.replace(SMALL, rounds=1), executor, small_mnist, checkpoint_dir=tmp_path)
+        state, report = load_checkpoint(tmp_path)
+        for key in ("precision", "channels_last"):
+            del report["config"][key]
+        torch.save({"state": state, "report": json.dumps(report)}, tmp_path / "checkpoint.pt")
+        resumed, _ = run(dataclasses.replace(SMALL, rounds=2), executor, small_mnist, checkpoint_dir=tmp_path,
+                         resume=True)
+        with pytest.raises(CheckpointError, match="another configuration"):
+            run(dataclasses.replace(SMALL, rounds=3, precision="bf16"), executor, small_mnist,
+                checkpoint_dir=tmp_path, resume=True)
+    assert resumed["resumed_after_round"] == 1 and len(resumed["rounds"]) == 2

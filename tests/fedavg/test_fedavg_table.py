@@ -65,7 +65,7 @@ def test_choose_lr_prefers_reaching_the_target_then_accuracy_then_lower_loss():
 
 def test_the_best_probe_is_continued_from_its_own_first_rounds(tiny_mnist, tmp_path):
     row = table1_spec("2nn", [0.5], [10]).rows[0]
-    base = dataclasses.replace(BASE, mu=0.001, target=0.99)
+    base = dataclasses.replace(BASE, mu=0.001, target=0.99, precision="bf16", channels_last=True)
     with serial(tiny_mnist) as executor:
         cell = run_cell(base, row, "iid", lrs=(0.001, 0.1), probe_rounds=1, max_rounds=3, executor=executor,
                         data=tiny_mnist, checkpoint_root=tmp_path)
@@ -76,6 +76,7 @@ def test_the_best_probe_is_continued_from_its_own_first_rounds(tiny_mnist, tmp_p
     _, loser = load_checkpoint(tmp_path / probes[0.001]["run_id"])
     assert len(loser["rounds"]) == 1
     assert (cell["config"]["mu"], cell["config"]["seed"], cell["config"]["frac"]) == (0.001, 1, 0.5)
+    assert (cell["config"]["precision"], cell["config"]["channels_last"]) == ("bf16", True)
     assert cell["verdict"].startswith("not reached in 3 rounds (best 0.")
 
 
@@ -108,11 +109,14 @@ def test_markdown_shows_the_paper_beside_cells_not_run_yet():
     one = markdown(new_report(table1_spec("2nn", [0.3, 0.5], [None]), RunConfig(), ["iid"], {"iid": 3}, 9, None))
     assert "| C=0.3, B=inf | 1 | inf | 0.3 | not run yet |  | not in the paper |" in one
     assert "| C=0.5, B=inf | 1 | inf | 0.5 | not run yet |  | — (not reached) |" in one
+    bf16 = markdown(new_report(spec, RunConfig(precision="bf16", channels_last=True), ["iid"], {"iid": 3}, 9, None))
+    assert "bf16 autocast with fp32 master weights, channels-last convolutions" in bf16
 
 
 def test_table_command_writes_its_files_and_a_second_run_continues_without_redoing_rounds(tmp_path, mnist_root):
     out = tmp_path / "out"
     args = ["fedavg", "table", "2", *TINY, "--rows", "e1-b10", "--partitions", "iid", "--lrs", "0.02,0.1",
+            "--precision", "fp32", "--no-channels-last",
             "--probe-rounds", "1", "--checkpoint-root", str(tmp_path / "ckpt"), "--out", str(out)]
     first = invoke(*args, "--max-rounds", "2")
     assert first.exit_code == 0, first.output
@@ -120,9 +124,10 @@ def test_table_command_writes_its_files_and_a_second_run_continues_without_redoi
     cell = report["cells"][0]
     assert cell["rounds_run_now"] == 3 and cell["rounds_done"] == 2 and len(cell["round_s"]) == 2
     assert [p["lr"] for p in cell["probes"]] == [0.02, 0.1] and all("test_loss" in p for p in cell["probes"])
-    assert report["precision"] == report["config"].get("precision", "fp32")
+    assert report["precision"] == report["config"]["precision"] == "fp32" and "arithmetic" in report
     text = (out / "table2.md").read_text()
     assert "| FedAvg E=1, B=10 | 1 | 10 | 0.1 | not reached in 2 rounds (best 0." in text and "| 34 |" in text
+    assert "Arithmetic: fp32 on CPU" in text
     assert (out / "table2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     again = invoke(*args, "--max-rounds", "2")
     assert again.exit_code == 0, again.output

@@ -13,6 +13,7 @@ import torch
 from fedavg.core import ClientConfig, client_update
 from fedavg.errors import FedAvgError
 from fedavg.models import MODELS, build_model
+from fedavg.precision import PRECISIONS
 from mlcore.errors import MLCoreError, ObjectNotFoundError
 from mlcore.model import normalize
 from mlcore.storage import Storage, StorageConfig
@@ -56,9 +57,16 @@ def _parse(args: dict) -> tuple[ClientConfig, dict]:
     model = args.get("model", "cnn")
     if model not in MODELS:
         raise BadInput(f"parameter 'model' must be one of {', '.join(MODELS)}, got {model!r}")
+    precision = args.get("precision", "fp32")
+    if precision not in PRECISIONS:
+        raise BadInput(f"parameter 'precision' must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    channels_last = args.get("channels_last", False)
+    if not isinstance(channels_last, bool):
+        raise BadInput(f"parameter 'channels_last' must be true or false, got {channels_last!r}")
     config = ClientConfig(model=model, epochs=_int(args, "epochs", 5, 1),
                           batch_size=_int(args, "batch_size", 10) or None,
-                          lr=_float(args, "lr", 0.05, True), mu=_float(args, "mu", 0.0, False))
+                          lr=_float(args, "lr", 0.05, True), mu=_float(args, "mu", 0.0, False),
+                          precision=precision, channels_last=channels_last)
     extra = {"seed": _int(args, "seed", 0), "client_id": _int(args, "client_id", 0),
              "threads": _int(args, "threads", 1, 1)}
     return config, extra
