@@ -164,9 +164,10 @@ def run(config: RunConfig, executor, data: Data, *, checkpoint_dir: Path | None 
     """Runs rounds 1..config.rounds (or continues a checkpointed run); returns (report, final weights).
 
     `parts` replaces the configured partition (tests, custom splits); it must have
-    config.clients entries. C=0 runs one client a round, as the paper's m = max(C*K, 1) does. A round where every client fails keeps the weights; after
-    max_idle_rounds such rounds in a row the cause is systemic (a broken executor), so
-    the run stops with FedAvgError instead of burning its budget.
+    config.clients entries. C=0 runs one client a round, as the paper's m = max(C*K, 1)
+    does. A round where every client fails keeps the weights; after max_idle_rounds such
+    rounds in a row the cause is systemic (a broken executor), so the run stops with
+    FedAvgError instead of burning its budget.
 
     Raises:
         CheckpointError: resume was asked but the checkpoint is missing or from another run.

@@ -360,10 +360,17 @@ def markdown_table(report: dict) -> list[str]:
         out = [row["label"], str(row["epochs"]), _b(row["batch_size"]), _c(row["frac"])]
         for p in report["partitions"]:
             cell = cells.get((row["key"], p))
-            out += ([cell["verdict"], f"{cell['chosen_lr']:.3g}"] if cell else ["not run yet", ""])
+            out += ([cell["verdict"], _lr_text(cell)] if cell else ["not run yet", ""])
             out.append(_paper_text(row, p))
         lines.append("| " + " | ".join(out) + " |")
     return lines
+
+
+def _lr_text(cell: dict) -> str:
+    """The chosen rate, flagged when it lies at an end of the probed grid (the paper widened its grid then)."""
+    probed = [p["lr"] for p in cell["probes"]]
+    edge = len(probed) > 1 and cell["chosen_lr"] in (min(probed), max(probed))
+    return f"{cell['chosen_lr']:.3g}" + (" (grid edge)" if edge else "")
 
 
 def markdown_probes(report: dict) -> list[str]:
@@ -400,7 +407,9 @@ def markdown_notes(report: dict) -> list[str]:
         "the rate with the best test accuracy after its probe is kept (a probe that already reached the target "
         "wins; ties go to the lower test loss) and its run continues to the target or the budget of "
         f"{report['max_rounds']} rounds. The probe rounds are the first rounds of the continued run. A short "
-        "probe favours rates that start fast, which is not always the rate that reaches the target first.", "",
+        "probe favours rates that start fast, which is not always the rate that reaches the target first. "
+        "\"(grid edge)\" marks a chosen rate at an end of its grid, where the paper would have widened the grid: "
+        "try `--lrs` with rates beyond it.", "",
         "## What differs from the paper", "",
         "- Rounds to target: the paper takes the best-so-far accuracy curve and interpolates linearly where it "
         "crosses the target; here it is the first round whose test accuracy reaches the target (the same "
@@ -449,7 +458,8 @@ def markdown(report: dict) -> str:
     """tableN.md: the table, the probes, and the notes; written from the JSON report alone."""
     config, executor = report["config"], report.get("executor") or {}
     done, total = len(report["cells"]), len(report["rows"]) * len(report["partitions"])
-    where = executor.get("name", "?") + (f" ({executor['workers']} workers x {executor['threads']} threads)"
+    where = executor.get("name", "?") + (f" ({executor['workers']} workers x {executor['threads']} thread"
+                                         f"{'s' if executor['threads'] != 1 else ''})"
                                          if executor.get("name") == "process" else "")
     lines = [f"# {report['title']}", "",
              f"Ours beside the paper's: {CITATION}, Table {report['table']}. Rounds to "

@@ -127,6 +127,7 @@ def test_table_command_writes_its_files_and_a_second_run_continues_without_redoi
     assert report["precision"] == report["config"]["precision"] == "fp32" and "arithmetic" in report
     text = (out / "table2.md").read_text()
     assert "| FedAvg E=1, B=10 | 1 | 10 | 0.1 | not reached in 2 rounds (best 0." in text and "| 34 |" in text
+    assert f"| {cell['chosen_lr']:.3g} (grid edge) | 34 |" in text
     assert "Arithmetic: fp32 on CPU" in text
     assert (out / "table2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     again = invoke(*args, "--max-rounds", "2")
@@ -138,6 +139,11 @@ def test_table_command_writes_its_files_and_a_second_run_continues_without_redoi
     assert longer.exit_code == 0, longer.output
     third = json.loads((out / "table2.json").read_text())["cells"][0]
     assert third["rounds_run_now"] == 1 and third["accuracy"][:2] == cell["accuracy"]
+    fresh = invoke(*args, "--max-rounds", "2", "--fresh")
+    assert fresh.exit_code == 0, fresh.output
+    again = json.loads((out / "table2.json").read_text())["cells"][0]
+    assert again["rounds_run_now"] == 3 and again["resumed_after_round"] == 0
+    assert again["accuracy"] == cell["accuracy"]
 
 
 @pytest.mark.parametrize("args, says", [
