@@ -1,8 +1,9 @@
 """`deployer fedavg run|sweep|table|partition` and `deployer bench fedavg` (click objects the deployer mounts lazily).
 
 Only the openwhisk executor touches the deployer, imported inside the command, so the
-algorithm and the other executors run without the platform; torch is imported only when
-a command runs, so `--help` stays fast.
+algorithm and the other executors run without the platform; Ray, an optional extra, is
+imported only by the ray executor; torch is imported only when a command runs, so
+`--help` stays fast.
 """
 
 from __future__ import annotations
@@ -132,11 +133,15 @@ def _executor_options(f):
     options = [
         click.option("--executor", "executor_name", type=click.Choice(list(EXECUTORS)), default="process",
                      show_default=True, help="Where client updates run; process keeps both cores busy."),
-        click.option("--workers", default=2, show_default=True, help="Worker processes (process executor)."),
+        click.option("--workers", default=2, show_default=True,
+                     help="Worker processes (process executor) or Ray actors (ray executor)."),
         click.option("--threads", default=1, show_default=True,
-                     help="Torch threads per process (this one for serial, each worker for process)."),
+                     help="Torch threads per process (this one for serial, each worker for process and ray)."),
         click.option("--concurrency", default=4, show_default=True,
                      help="Invocations in flight (openwhisk executor)."),
+        click.option("--ray-address", default=None, metavar="ADDRESS",
+                     help="Where the Ray cluster is (ray executor): auto, HEAD:6379 or ray://HEAD:10001 "
+                          "[default: a private local Ray]."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -182,7 +187,7 @@ def _openwhisk_parts(obj, run_id: str):
 
 
 def executor_factory(name: str, data, *, workers: int, threads: int, concurrency: int, obj=None,
-                     run_id: str = "run"):
+                     run_id: str = "run", ray_address: str | None = None):
     """A zero-argument callable giving a fresh executor context for `name`."""
     from .executors.process import ProcessExecutor
     from .executors.serial import SerialExecutor
@@ -192,6 +197,13 @@ def executor_factory(name: str, data, *, workers: int, threads: int, concurrency
     if name == "process":
         return lambda: ProcessExecutor(data.train_images, data.train_labels, workers=workers,
                                        threads_per_worker=threads)
+    if name == "ray":
+        try:
+            from .executors.ray import RayExecutor
+        except ImportError as exc:
+            raise click.ClickException(f"the ray executor needs Ray: pip install '.[ray]' ({exc})") from exc
+        return lambda: RayExecutor(data.train_images, data.train_labels, workers=workers, threads_per_worker=threads,
+                                   ray_address=ray_address)
     from .executors.openwhisk import OpenWhiskExecutor
 
     invoke, storage = _openwhisk_parts(obj, run_id)
@@ -238,8 +250,8 @@ def fedavg_group() -> None:
 @click.option("--keep-going", is_flag=True, help="Do not stop when --target is reached.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
 @click.pass_obj
-def run_command(obj, executor_name, workers, threads, concurrency, checkpoint_dir, resume, keep_going, json_path,
-                **options) -> None:
+def run_command(obj, executor_name, workers, threads, concurrency, ray_address, checkpoint_dir, resume, keep_going,
+                json_path, **options) -> None:
     """Run FedAvg round by round, evaluating on the MNIST test set after each round."""
     from . import run as runner
 
@@ -249,7 +261,7 @@ def run_command(obj, executor_name, workers, threads, concurrency, checkpoint_di
     try:
         data = runner.load_data(config.train_limit, config.test_limit)
         factory = executor_factory(executor_name, data, workers=workers, threads=threads, concurrency=concurrency,
-                                   obj=obj, run_id=config.run_id())
+                                   obj=obj, run_id=config.run_id(), ray_address=ray_address)
         with factory() as executor, _progress(config.rounds, f"fedavg {executor_name}") as advance:
             report, _ = runner.run(config, executor, data, checkpoint_dir=checkpoint, resume=resume,
                                    stop_at_target=not keep_going, on_round=lambda r: advance("", r))
@@ -276,8 +288,8 @@ def run_command(obj, executor_name, workers, threads, concurrency, checkpoint_di
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Accuracy vs round PNG.")
 @_study_options
 @click.pass_obj
-def sweep_command(obj, executor_name, workers, threads, concurrency, clients_list, partition_list, json_path,
-                  plot_path, checkpoint_root, fresh, **options) -> None:
+def sweep_command(obj, executor_name, workers, threads, concurrency, ray_address, clients_list, partition_list,
+                  json_path, plot_path, checkpoint_root, fresh, **options) -> None:
     """The effect of the number of clients (and of non-IID data) on accuracy per round."""
     from . import run as runner
     from .plot import plot_curves
@@ -293,7 +305,7 @@ def sweep_command(obj, executor_name, workers, threads, concurrency, clients_lis
     try:
         data = runner.load_data(base.train_limit, base.test_limit)
         factory = executor_factory(executor_name, data, workers=workers, threads=threads, concurrency=concurrency,
-                                   obj=obj, run_id=f"sweep-{base.run_id()}")
+                                   obj=obj, run_id=f"sweep-{base.run_id()}", ray_address=ray_address)
         with _progress(base.rounds, "sweep") as advance:
             report = sweep(base, ks, kinds, factory, data, on_round=advance,
                            checkpoint_root=_study_root(checkpoint_root, fresh),
@@ -415,7 +427,7 @@ def _table_checkpoints(checkpoint_root_option: str | None, fresh: bool):
 @click.pass_obj
 def table_command(obj, table, model, partitions, rows, batches, lrs, probe_rounds, max_rounds, num_clients, seed,
                   train_limit, test_limit, out_dir, precision, channels_last, executor_name, workers, threads,
-                  concurrency, checkpoint_root, fresh) -> None:
+                  concurrency, ray_address, checkpoint_root, fresh) -> None:
     """The FedAvg paper's Table 1 (client fraction C) or Table 2 (FedSGD vs FedAvg), ours beside the paper's.
 
     Each cell probes a few learning rates for a few rounds and continues the best to the
@@ -442,7 +454,7 @@ def table_command(obj, table, model, partitions, rows, batches, lrs, probe_round
     try:
         data = runner.load_data(train_limit, test_limit)
         factory = executor_factory(executor_name, data, workers=workers, threads=threads, concurrency=concurrency,
-                                   obj=obj, run_id=f"table{table}-{base.run_id()}")
+                                   obj=obj, run_id=f"table{table}-{base.run_id()}", ray_address=ray_address)
         with _table_checkpoints(checkpoint_root, fresh) as root, _progress(budget, f"table {table}") as advance:
             report = tables.run_table(spec, base, kinds, factory, data, probe_rounds=probes, max_rounds=budget,
                                       lrs=grid, checkpoint_root=root, on_round=advance,
@@ -542,7 +554,7 @@ def _print_table(headers, rows, title) -> None:
 
 
 @click.command("fedavg")
-@click.option("--executors", default="serial,process,openwhisk", show_default=True,
+@click.option("--executors", default="serial,process,openwhisk,ray", show_default=True,
               help="Executors to time side by side.")
 @click.option("--timing-rounds", default=3, show_default=True,
               help="Rounds per executor for timing; 0 skips the timing.")

@@ -1,4 +1,4 @@
-"""Where ClientUpdates run: in this process, in a pool of worker processes, or as OpenWhisk actions.
+"""Where ClientUpdates run: in this process, in a pool of worker processes, on Ray actors, or as OpenWhisk actions.
 
 Every executor has `run_round(tasks, global_state) -> list[ClientResult | ClientFailure]`
 (one entry per task, in task order) and is a context manager; a client that fails comes
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol, Sequence
 if TYPE_CHECKING:  # the CLI imports this package for EXECUTORS without paying for torch
     from ..core import ClientFailure, ClientResult, ClientTask, State
 
-EXECUTORS = ("serial", "process", "openwhisk")
+EXECUTORS = ("serial", "process", "ray", "openwhisk")
 
 
 class Executor(Protocol):

@@ -64,6 +64,14 @@ def test_user_mistakes_are_one_line_errors(tmp_path, mnist_root):
     assert result.exit_code == 2 and "--fedsgd-rounds" in result.output
 
 
+def test_the_ray_executor_without_ray_is_a_one_line_error(monkeypatch, mnist_root):
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an install without the extra looks like
+    monkeypatch.delitem(sys.modules, "fedavg.executors.ray", raising=False)
+    result = CliRunner().invoke(cli, ["fedavg", "run", *TINY, "--rounds", "1", "--executor", "ray"])
+    assert result.exit_code == 1
+    assert "pip install '.[ray]'" in result.output and "Traceback" not in result.output
+
+
 def test_sweep_writes_a_table_a_plot_and_json_and_continues_its_checkpoints(tmp_path, mnist_root):
     args = ["fedavg", "sweep", *[a for a in TINY if a not in ("--clients", "4")], "--clients", "2,4",
             "--partition", "iid,shards", "--checkpoint-root", str(tmp_path / "ckpt"), "--json", str(tmp_path / "s.json")]
