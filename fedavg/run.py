@@ -216,7 +216,7 @@ def run(config: RunConfig, executor, data: Data, *, checkpoint_dir: Path | None 
             idle_rounds += 1
         round_s = time.perf_counter() - started
         started = time.perf_counter()
-        loss_acc = _evaluate(model, state, data, getattr(executor, "eval_threads", None))
+        loss_acc = _evaluate(model, state, data, getattr(executor, "eval_threads", None), config.channels_last)
         record = _round_record(round_index, outcomes, loss_acc, round_s, time.perf_counter() - started)
         report["rounds"].append(record)
         if checkpoint_dir is not None:
@@ -248,13 +248,13 @@ def run_resumable(config: RunConfig, executor, data: Data, checkpoint_root: Path
     return report
 
 
-def _evaluate(model, state: dict, data: Data, threads: int | None) -> tuple[float, float]:
+def _evaluate(model, state: dict, data: Data, threads: int | None, channels_last: bool) -> tuple[float, float]:
     """Evaluation runs while the executor is idle, so it may use the executor's threads."""
     before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        return evaluate(model, state, data.test_images, data.test_labels)
+        return evaluate(model, state, data.test_images, data.test_labels, channels_last=channels_last)
     finally:
         torch.set_num_threads(before)
 

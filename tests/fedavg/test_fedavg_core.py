@@ -99,3 +99,14 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_it(monkeypatch):
     assert precision.resolve("bf16") == "bf16"
     with pytest.raises(ValueError, match="precision must be"):
         precision.resolve("fp16")
+
+
+def test_evaluation_in_channels_last_scores_the_same_weights_the_same(small_mnist):
+    from fedavg.core import evaluate
+
+    images, labels = small_mnist.train_images[:300], small_mnist.train_labels[:300]
+    state, _ = client_update(build_model("cnn"), initial_state("cnn", 1), normalize(images), labels,
+                             ClientConfig("cnn", 1, 10, 0.05), seed=1)
+    plain = evaluate(build_model("cnn"), state, small_mnist.test_images, small_mnist.test_labels)
+    last = evaluate(build_model("cnn"), state, small_mnist.test_images, small_mnist.test_labels, channels_last=True)
+    assert plain[1] == last[1] and plain[0] == pytest.approx(last[0], rel=1e-5)
