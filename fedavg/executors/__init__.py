@@ -23,3 +23,24 @@ class Executor(Protocol):
 
     def close(self) -> None:
         ...
+
+
+class Managed:
+    """An executor as a context manager: start() on entry, and close() on exit or when start() fails half-way."""
+
+    def start(self):
+        return None
+
+    def close(self) -> None:
+        return None
+
+    def __enter__(self):
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

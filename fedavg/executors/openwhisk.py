@@ -23,6 +23,7 @@ from mlcore.storage import Storage
 
 from ..core import ClientFailure, ClientResult, ClientTask, State
 from ..errors import FedAvgError
+from . import Managed
 
 ACTION = "fedavg/client"
 Invoke = Callable[[str, dict], dict]
@@ -32,7 +33,7 @@ def run_prefix(run_id: str) -> str:
     return f"fedavg/{run_id}"
 
 
-class OpenWhiskExecutor:
+class OpenWhiskExecutor(Managed):
     name = "openwhisk"
 
     def __init__(self, invoke: Invoke, storage: Storage, images_uint8: torch.Tensor, labels: torch.Tensor, *,
@@ -118,9 +119,3 @@ class OpenWhiskExecutor:
 
     def close(self) -> None:
         self._uploaded.clear()
-
-    def __enter__(self) -> "OpenWhiskExecutor":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

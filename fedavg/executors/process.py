@@ -26,6 +26,7 @@ import torch
 from ..core import ClientFailure, ClientResult, ClientTask, State, flatten, run_task, unflatten
 from ..errors import FedAvgError
 from ..models import build_model
+from . import Managed
 from .serial import CLIENT_ERRORS
 
 
@@ -97,7 +98,7 @@ def _worker_run(task: ClientTask, shared: _Shared, slot: int) -> tuple[int, floa
     return result.num_examples, result.train_loss, result.duration_s
 
 
-class ProcessExecutor:
+class ProcessExecutor(Managed):
     name = "process"
 
     def __init__(self, images_uint8: torch.Tensor, labels: torch.Tensor, workers: int = 2,
@@ -226,15 +227,3 @@ class ProcessExecutor:
             raise FedAvgError(f"expected {self.workers} distinct worker processes, got {len(pids)}")
         self.startup_s = time.perf_counter() - started
         return self.startup_s
-
-    def __enter__(self) -> "ProcessExecutor":
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-

@@ -34,6 +34,7 @@ import torch
 from ..core import ClientFailure, ClientResult, ClientTask, State, run_task
 from ..errors import FedAvgError
 from ..models import build_model
+from . import Managed
 from .serial import CLIENT_ERRORS
 
 # What losing a worker looks like from the driver; a RayTaskError (a bug in Worker) is not among them.
@@ -144,7 +145,7 @@ def _loopback_node():
             ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
-class RayExecutor:
+class RayExecutor(Managed):
     name = "ray"
 
     def __init__(self, images_uint8: torch.Tensor, labels: torch.Tensor, *, workers: int = 2,
@@ -322,14 +323,3 @@ class RayExecutor:
                 self._owned = False
                 ray.shutdown()
                 _restore_auth_mode(self._auth_mode)
-
-    def __enter__(self) -> "RayExecutor":
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

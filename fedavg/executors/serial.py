@@ -11,12 +11,13 @@ from mlcore.errors import MLCoreError
 from ..core import ClientFailure, ClientResult, ClientTask, State, run_task
 from ..errors import FedAvgError
 from ..models import build_model
+from . import Managed
 
 # What a client's own computation can raise; anything else is a bug and should surface.
 CLIENT_ERRORS = (FedAvgError, MLCoreError, RuntimeError, ValueError, IndexError, OSError)
 
 
-class SerialExecutor:
+class SerialExecutor(Managed):
     name = "serial"
 
     def __init__(self, images_uint8: torch.Tensor, labels: torch.Tensor, num_threads: int | None = None) -> None:
@@ -50,9 +51,3 @@ class SerialExecutor:
 
     def close(self) -> None:
         self._models.clear()
-
-    def __enter__(self) -> "SerialExecutor":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
