@@ -126,7 +126,8 @@ def _measure_case(lab: Lab, config: BenchConfig, queues: int, progress) -> dict:
         quiet = (config.quiet_busy_percent, config.quiet_wait_s)
         progress(f"{label}: iperf3 TCP")
         tcp = measured_run(lab, client, server, client_command(
-            server.ip, seconds=config.iperf_seconds, streams=queues), timeout, quiet)
+            server.ip, seconds=config.iperf_seconds, streams=queues), timeout, quiet,
+            idle_rtt_ms=latency["p50_ms"])
         progress(f"{label}: iperf3 UDP")
         udp = measured_run(lab, client, server, client_command(
             server.ip, seconds=config.iperf_seconds, streams=queues, udp=True,

@@ -115,27 +115,39 @@ def kb(n_bytes: float) -> str:
     return f"{n_bytes / 1000:.0f} KB"
 
 
-def window_verdict(window: TcpWindow, sender_cpu_percent: float | None = None
-                   ) -> tuple[str, str]:
-    """(kind, line): window-limited, sender-limited, or not explained by the window.
+@dataclass(frozen=True)
+class WindowVerdict:
+    kind: str  # "window-limited", "sender-limited" or "unexplained"
+    line: str  # the bound, when no host CPU ran out
+    brief: str  # the numbers alone, added when a CPU limit is the bound
+
+
+def window_verdict(window: TcpWindow, sender_cpu_percent: float | None = None,
+                   idle_rtt_ms: float | None = None) -> WindowVerdict:
+    """Window-limited, sender-limited, or not explained by the window.
 
     The line says which window was the smaller (cwnd: congestion control;
     receiver window: the receiver's buffer) and gives both means, so a reader
-    sees how far the other one was from binding.
+    sees how far the other one was from binding. The idle ping RTT, when given,
+    shows how much of the RTT under load is data waiting in queues.
     """
     fill = window.fill
-    limit = (f"window {kb(window.window_mean_bytes)} ({fill:.0%}), set by the "
-             f"{window.limiting_window}, per {window.rtt_mean_ms:.1f} ms RTT ({_windows(window)})")
+    rtt = f"{window.rtt_mean_ms:.1f} ms RTT"
+    if idle_rtt_ms:
+        rtt += f" vs {idle_rtt_ms:.1f} ms idle ping"
+    size = f"window {kb(window.window_mean_bytes)} ({fill:.0%})"
+    limit = f"{size}, set by the {window.limiting_window}, per {rtt} ({_windows(window)})"
     in_flight = f"{kb(window.in_flight_bytes)} in flight"
+    brief = f"TCP: {in_flight}, {size} set by the {window.limiting_window}, per {rtt}"
     if abs(fill - 1) <= WINDOW_MATCH:
-        return "window-limited", f"window-limited: {in_flight} ~ {limit}"
+        return WindowVerdict("window-limited", f"window-limited: {in_flight} ~ {limit}", brief)
     if fill < 1 - WINDOW_MATCH:
         cpu = (f"; its iperf3 used {sender_cpu_percent:.0f}% of its vCPU"
                if sender_cpu_percent is not None else "")
-        return "sender-limited", (f"sender-limited: {in_flight}, short of the {limit}: "
-                                  f"the sender does not fill its window{cpu}")
-    return "unexplained", (f"not window-limited as sampled: {in_flight}, above the {limit}: "
-                           "the tcp_info samples miss the window the flow used")
+        return WindowVerdict("sender-limited", f"sender-limited: {in_flight}, short of the "
+                             f"{limit}: the sender does not fill its window{cpu}", brief)
+    return WindowVerdict("unexplained", f"not window-limited as sampled: {in_flight}, above the "
+                         f"{limit}: the tcp_info samples miss the window the flow used", brief)
 
 
 def _windows(window: TcpWindow) -> str:

@@ -88,32 +88,35 @@ def test_a_receiving_client_or_omitted_intervals_give_no_window():
 
 
 def test_bytes_in_flight_filling_the_cwnd_are_window_limited_by_the_cwnd():
-    kind, line = window_verdict(_window())
-    assert kind == "window-limited"
-    assert line == ("window-limited: 840 KB in flight ~ window 830 KB (101%), set by the cwnd, "
-                    "per 2.8 ms RTT (cwnd 830 KB, receiver window 1500 KB)")
+    verdict = window_verdict(_window())
+    assert verdict.kind == "window-limited"
+    assert verdict.line == ("window-limited: 840 KB in flight ~ window 830 KB (101%), set by the "
+                            "cwnd, per 2.8 ms RTT (cwnd 830 KB, receiver window 1500 KB)")
+    with_ping = window_verdict(_window(), idle_rtt_ms=1.37)
+    assert "per 2.8 ms RTT vs 1.4 ms idle ping (cwnd 830 KB" in with_ping.line
 
 
 def test_the_smaller_receiver_window_is_named_when_it_limits():
     window = _window(snd_wnd_mean_bytes=700_000.0, window_mean_bytes=700_000.0,
                      limiting_window=RECEIVER_WINDOW)
-    kind, line = window_verdict(window)
-    assert kind == "window-limited" and "set by the receiver window" in line
-    assert "(120%)" in line
+    verdict = window_verdict(window)
+    assert verdict.kind == "window-limited" and "set by the receiver window" in verdict.line
+    assert "(120%)" in verdict.line
 
 
 def test_a_window_far_larger_than_what_is_in_flight_is_sender_limited():
-    kind, line = window_verdict(_window(in_flight_bytes=300_000.0), sender_cpu_percent=54.2)
-    assert kind == "sender-limited"
+    verdict = window_verdict(_window(in_flight_bytes=300_000.0), sender_cpu_percent=54.2)
+    assert verdict.kind == "sender-limited"
+    line = verdict.line
     assert line.startswith("sender-limited: 300 KB in flight, short of the window 830 KB (36%)")
     assert line.endswith("the sender does not fill its window; its iperf3 used 54% of its vCPU")
 
 
 def test_the_match_is_within_a_quarter_of_the_window_either_side():
-    assert window_verdict(_window(in_flight_bytes=0.76 * 830_000))[0] == "window-limited"
-    assert window_verdict(_window(in_flight_bytes=0.74 * 830_000))[0] == "sender-limited"
-    assert window_verdict(_window(in_flight_bytes=1.24 * 830_000))[0] == "window-limited"
-    assert window_verdict(_window(in_flight_bytes=1.3 * 830_000))[0] == "unexplained"
+    def kind(fill):
+        return window_verdict(_window(in_flight_bytes=fill * 830_000)).kind
+    assert [kind(f) for f in (0.74, 0.76, 1.24, 1.3)] == [
+        "sender-limited", "window-limited", "window-limited", "unexplained"]
 
 
 def _cpu(*threads, cpu_limit=None, disturbed=None):
@@ -127,7 +130,7 @@ IDLE_THREADS = (("qemu cli", "CPU 0/TCG", "vcpu", 61.0), ("qemu srv", "CPU 0/TCG
 
 
 def test_with_cpu_to_spare_the_window_is_the_bound_and_the_busiest_thread_is_named():
-    _, window = window_verdict(_window())
+    window = window_verdict(_window())
     line = bound_line(_cpu(*IDLE_THREADS), None, window=window)
     assert line.startswith("window-limited: 840 KB in flight ~ window 830 KB")
     assert line.endswith("; no thread at a full core (busiest: qemu cli CPU 0/TCG 61%)")
@@ -137,16 +140,18 @@ def test_with_cpu_to_spare_the_window_is_the_bound_and_the_busiest_thread_is_nam
 
 
 def test_a_thread_at_a_full_core_or_starved_guests_still_win_over_the_window():
-    _, window = window_verdict(_window())
+    window = window_verdict(_window())
     hot = _cpu(("qemu cli", "CPU 0/TCG", "vcpu", 99.0),
                cpu_limit="thread at a full core: qemu cli CPU 0/TCG (99%)")
-    assert bound_line(hot, None, window=window) == hot["bound"]
+    assert bound_line(hot, None, window=window) == (
+        "thread at a full core: qemu cli CPU 0/TCG (99%); TCP: 840 KB in flight, "
+        "window 830 KB (101%) set by the cwnd, per 2.8 ms RTT")
     starved = _cpu(*IDLE_THREADS, cpu_limit="CPU-starved: guest threads use 180%")
     assert bound_line(starved, None, window=window).startswith("CPU-starved")
 
 
 def test_a_pmd_out_of_cycles_wins_over_the_window_and_the_guest_note_comes_first():
-    _, window = window_verdict(_window())
+    window = window_verdict(_window())
     pmd = {"busiest_processing_percent": 95.0}
     assert bound_line(_cpu(*IDLE_THREADS), pmd, window=window).startswith("PMD: processing")
     line = bound_line(_cpu(*IDLE_THREADS), None, "the sender guest's iperf3 used 93%", window)
