@@ -5,7 +5,8 @@ peer's advertised window snd_wnd, the smoothed RTT) and per stream at the end
 (max_snd_cwnd, max_snd_wnd, min/mean/max_rtt). By Little's law the bytes in
 flight are throughput x RTT. When they fill the smaller of the two windows the
 flow is window-limited, and throughput is that window per RTT; when they fall
-well short, the sender did not keep its window full (application- or CPU-limited).
+well short, the sender did not keep its window full (its application, its CPU,
+or its send buffer: tcp_wmem's max caps unacknowledged plus unsent data).
 """
 from __future__ import annotations
 
@@ -144,8 +145,9 @@ def window_verdict(window: TcpWindow, sender_cpu_percent: float | None = None,
     if fill < 1 - WINDOW_MATCH:
         cpu = (f"; its iperf3 used {sender_cpu_percent:.0f}% of its vCPU"
                if sender_cpu_percent is not None else "")
-        return WindowVerdict("sender-limited", f"sender-limited: {in_flight}, short of the "
-                             f"{limit}: the sender does not fill its window{cpu}", brief)
+        short = (f"sender-limited: {in_flight}, short of the {limit}: the sender does not fill "
+                 f"its window (its application, CPU or send buffer){cpu}")
+        return WindowVerdict("sender-limited", short, brief)
     return WindowVerdict("unexplained", f"not window-limited as sampled: {in_flight}, above the "
                          f"{limit}: the tcp_info samples miss the window the flow used", brief)
 

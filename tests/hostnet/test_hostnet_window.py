@@ -109,7 +109,8 @@ def test_a_window_far_larger_than_what_is_in_flight_is_sender_limited():
     assert verdict.kind == "sender-limited"
     line = verdict.line
     assert line.startswith("sender-limited: 300 KB in flight, short of the window 830 KB (36%)")
-    assert line.endswith("the sender does not fill its window; its iperf3 used 54% of its vCPU")
+    assert line.endswith("the sender does not fill its window (its application, CPU or send "
+                         "buffer); its iperf3 used 54% of its vCPU")
 
 
 def test_the_match_is_within_a_quarter_of_the_window_either_side():
