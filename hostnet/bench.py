@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from hostnet.errors import HostnetError
-from hostnet.guestnet import describe_nic
+from hostnet.guestnet import describe_nic, tcp_buffers
 from hostnet.host import Accelerator, host_cores, host_facts
 from hostnet.image import GuestImage
 from hostnet.iperf import client_command
@@ -117,6 +117,7 @@ def _measure_case(lab: Lab, config: BenchConfig, queues: int, progress) -> dict:
         client.vm.wait_ready()
         combined = client.vm.run("ethtool -l eth0 | tail -n 1 | awk '{print $2}'", check=False)
         nics = {"client": describe_nic(client.vm), "server": describe_nic(server.vm)}
+        buffers = {"client": tcp_buffers(client.vm), "server": tcp_buffers(server.vm)}
         wait_iperf_listening(server.vm)
         label = f"{lab.settings.backend}, {queues} queue(s)"
         progress(f"{label}: ping latency")
@@ -125,7 +126,8 @@ def _measure_case(lab: Lab, config: BenchConfig, queues: int, progress) -> dict:
         quiet = (config.quiet_busy_percent, config.quiet_wait_s)
         progress(f"{label}: iperf3 TCP")
         tcp = measured_run(lab, client, server, client_command(
-            server.ip, seconds=config.iperf_seconds, streams=queues), timeout, quiet)
+            server.ip, seconds=config.iperf_seconds, streams=queues), timeout, quiet,
+            idle_rtt_ms=latency["p50_ms"])
         progress(f"{label}: iperf3 UDP")
         udp = measured_run(lab, client, server, client_command(
             server.ip, seconds=config.iperf_seconds, streams=queues, udp=True,
@@ -144,5 +146,5 @@ def _measure_case(lab: Lab, config: BenchConfig, queues: int, progress) -> dict:
                 if lab.settings.backend == "vhost-user" else None,
                 "vcpu_pinning": {g.name: getattr(g, "pinned", None) for g in (server, client)},
                 "scaling_note": scaling_note(queues, vcpus, lab.settings.ovs, host_cores()),
-                "guest_nic": nics, "tcp": tcp, "udp": udp, "small_packets": small,
-                "latency": latency}
+                "guest_nic": nics, "guest_tcp_buffers": buffers, "tcp": tcp, "udp": udp,
+                "small_packets": small, "latency": latency}

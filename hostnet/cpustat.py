@@ -15,6 +15,7 @@ from pathlib import Path
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SATURATED_PERCENT = 90.0
 DISTURBED_PERCENT = 25.0  # CPU used by processes this run did not start, in % of one core
+IDLE_CPU = "no thread at a full core and the host has idle CPU: not a host CPU budget"
 
 
 @dataclass(frozen=True)
@@ -116,16 +117,23 @@ def summarize(before: dict[int, ThreadSample], after: dict[int, ThreadSample],
                  if t["cpu_percent"] >= SATURATED_PERCENT]
     cores = len(os.sched_getaffinity(0))
     foreign = round(max(0.0, host_busy * cores - sum(t["cpu_percent"] for t in threads)), 1)
-    bound = bound_statement(threads, host_busy, cores)
-    if foreign >= DISTURBED_PERCENT:
-        bound += f"; disturbed: processes outside this run used {foreign:.0f}% of a core"
+    limit = cpu_limit(threads, host_busy, cores)
+    disturbed = (f"disturbed: processes outside this run used {foreign:.0f}% of a core"
+                 if foreign >= DISTURBED_PERCENT else None)
+    bound = "; ".join(filter(None, [limit or IDLE_CPU, disturbed]))
     return {"interval_s": round(elapsed_s, 2), "host_busy_percent": host_busy,
             "foreign_percent": foreign, "threads": threads, "by_role": roles,
-            "saturated": saturated, "bound": bound}
+            "saturated": saturated, "cpu_limit": limit, "disturbed": disturbed,
+            "bound": bound}
 
 
 def bound_statement(threads: list[dict], host_busy: float, cores: int | None = None) -> str:
-    """One line saying which resource limited the run.
+    """One line saying which host CPU resource limited the run, or that none did."""
+    return cpu_limit(threads, host_busy, cores) or IDLE_CPU
+
+
+def cpu_limit(threads: list[dict], host_busy: float, cores: int | None = None) -> str | None:
+    """The host CPU resource that limited the run, or None when CPU was to spare.
 
     A busy-polling PMD shows a full core whatever its load, so it is never the
     bound here (its processing share in pmd-stats says that); the other threads
@@ -146,8 +154,16 @@ def bound_statement(threads: list[dict], host_busy: float, cores: int | None = N
                 "no single thread at a full core")
     if host_busy >= 95:
         return f"host CPU: all {cores} cores busy, no single thread at a full core"
-    return ("no thread at a full core and the host has idle CPU: latency-bound "
-            "(a round trip through both guests per window, not a cycle budget)")
+    return None
+
+
+def busiest_thread(threads: list[dict]) -> str:
+    """The hottest non-PMD thread, named as a reader looks for it ('qemu cli CPU 0/TCG 61%')."""
+    work = [t for t in threads if t["role"] != "pmd"]
+    if not work:
+        return "no thread measured"
+    top = max(work, key=lambda t: t["cpu_percent"])
+    return f"busiest: {top['owner']} {top['thread']} {top['cpu_percent']:.0f}%"
 
 
 def wait_quiet(busy_below_percent: float, max_wait_s: float, window_s: float = 1.0) -> dict:

@@ -89,6 +89,20 @@ def describe_nic(vm, ifname: str = "eth0") -> dict:
                                                            check=False))}
 
 
+def tcp_buffers(vm) -> dict:
+    """The guest's TCP buffer limits (min, default, max bytes).
+
+    The receive buffer's max caps the window a receiver can advertise (a share
+    of it set by tcp_adv_win_scale), and the kernel sizes it from guest memory.
+    """
+    values = {}
+    for name in ("tcp_rmem", "tcp_wmem", "tcp_adv_win_scale"):
+        text = vm.run(f"cat /proc/sys/net/ipv4/{name}", check=False).strip()
+        last = text.splitlines()[-1].split() if text else []
+        values[name] = [int(v) for v in last] if all(v.lstrip("-").isdigit() for v in last) else None
+    return values
+
+
 def _parse_ring(output: str) -> dict:
     current = output.split("Current hardware settings:")[-1]
     values = {}

@@ -1,7 +1,8 @@
 """iperf3: its -J report parsed into a dataclass, and a host-side server owner.
 
 Throughput is read at the receiver (sum_received), so UDP loss is not counted as
-throughput.
+throughput. A TCP sender's RTT and windows (tcp_info) come along, so the bound
+can be measured rather than inferred (hostnet.tcpwindow).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from hostnet.errors import IperfError
 from hostnet.netns import NetworkNamespace
 from hostnet.process import ManagedProcess
+from hostnet.tcpwindow import TcpWindow, parse_windows
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,8 @@ class IperfResult:
     lost_packets: int | None = None  # UDP
     sender_cpu_percent: float | None = None  # iperf3's own CPU in the sending guest
     receiver_cpu_percent: float | None = None
+    tcp_window: TcpWindow | None = None  # TCP sender: RTT, cwnd, receiver window, in flight
+    tcp_streams: tuple[TcpWindow, ...] = ()  # the same per stream
 
     @property
     def mbps(self) -> float:
@@ -39,6 +43,8 @@ class IperfResult:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["mbps"] = round(self.mbps, 1)
+        if self.tcp_window is not None:
+            data["tcp_window"]["fill"] = round(self.tcp_window.fill, 3)
         return data
 
 
@@ -80,17 +86,24 @@ def parse_iperf_json(text: str) -> IperfResult:
                                jitter_ms=float(summary["jitter_ms"]),
                                packets=summary.get("packets"),
                                lost_packets=summary.get("lost_packets"))
-        return IperfResult(**common, retransmits=sent.get("retransmits"))
+        streams, window = parse_windows(data)
+        return IperfResult(**common, retransmits=sent.get("retransmits"), tcp_window=window,
+                           tcp_streams=tuple(streams))
     except (KeyError, TypeError, ValueError) as exc:
         raise IperfError(f"iperf3 JSON lacks {exc} in its summary") from exc
 
 
 def client_command(server_ip: str, *, seconds: float, streams: int = 1, udp: bool = False,
-                   udp_bitrate: str = "1G", port: int = 5201, length: int | None = None) -> str:
-    """The iperf3 client command line, as run inside a guest."""
+                   udp_bitrate: str = "1G", port: int = 5201, length: int | None = None,
+                   interval_s: float = 0.5) -> str:
+    """The iperf3 client command line, as run inside a guest.
+
+    interval_s is also how often iperf3 samples tcp_info (RTT, cwnd, receiver
+    window): the receiver window swings widely, so a mean needs more samples than 1 s gives.
+    """
     if seconds <= 0 or streams < 1:
         raise IperfError(f"iperf3 needs seconds > 0 and streams >= 1, got {seconds}, {streams}")
-    cmd = f"iperf3 -c {server_ip} -p {port} -t {seconds:g} -P {streams} -J"
+    cmd = f"iperf3 -c {server_ip} -p {port} -t {seconds:g} -i {interval_s:g} -P {streams} -J"
     if udp:
         cmd += f" -u -b {udp_bitrate}"
     if length:

@@ -2,17 +2,20 @@
 
 Around each iperf3 run we read the guests' interface counters (packets per
 second next to bits per second), every host thread's CPU (vCPUs, QEMU main
-loops, the PMD) and OVS's PMD statistics, and name the bound in one line.
+loops, the PMD) and OVS's PMD statistics, and name the bound in one line. For
+TCP, when no CPU ran out, the sender's window against its bytes in flight says
+what did.
 """
 from __future__ import annotations
 
 import re
 
-from hostnet.cpustat import CpuMeter, wait_quiet
+from hostnet.cpustat import CpuMeter, busiest_thread, wait_quiet
 from hostnet.errors import HostnetError
 from hostnet.guestnet import counter_rates, read_counters
 from hostnet.iperf import client_command, parse_iperf_json
 from hostnet.pmdstats import parse_perf_show, parse_pmd_stats, pmd_summary
+from hostnet.tcpwindow import WindowVerdict, window_verdict
 
 PING_SUMMARY = re.compile(r"(\d+) packets transmitted, (\d+) packets received.*?"
                           r"min/avg/max = ([\d.]+)/([\d.]+)/([\d.]+) ms", re.S)
@@ -46,30 +49,42 @@ def guest_side(result: dict) -> str | None:
     return "; ".join(notes) or None
 
 
-def bound_line(cpu: dict, pmd: dict | None, guest: str | None = None) -> str:
+def bound_line(cpu: dict, pmd: dict | None, guest: str | None = None,
+               window: WindowVerdict | None = None) -> str:
     """The one-line bound: a PMD out of processing cycles beats what thread CPU says.
 
     A sleeping PMD (pmd-maxsleep) reports shares of the cycles it ran, so its
     processing share is scaled by the CPU its thread actually got. A guest
     whose iperf3 used its whole vCPU is named before host threads, which cannot
-    show it under TCG (a halted vCPU thread waits, it does not spin).
+    show it under TCG (a halted vCPU thread waits, it does not spin). A thread
+    at a full core, starved guests or busy cores still win over the TCP window
+    (its numbers follow them); only when the host had CPU to spare does the
+    window verdict replace "idle CPU".
     """
     host = cpu["bound"]
+    pmd_bound = False
     if pmd:
         pmd_cpu = sum(t["cpu_percent"] for t in cpu["threads"] if t["role"] == "pmd")
         busy = pmd["busiest_processing_percent"] * min(pmd_cpu, 100) / 100
         pmd["busy_percent_of_core"] = round(busy, 1)
-        pmd["pmd_bound"] = busy >= 90
-        if pmd["pmd_bound"]:
+        pmd["pmd_bound"] = pmd_bound = busy >= 90
+        if pmd_bound:
             host = f"PMD: processing packets {busy:.0f}% of a core (PMD-bound); threads: {host}"
+    if window and (pmd_bound or cpu.get("cpu_limit")):
+        host = f"{host}; {window.brief}"
+    elif window:
+        idle = f"no thread at a full core ({busiest_thread(cpu['threads'])})"
+        host = "; ".join(filter(None, [window.line, idle, cpu.get("disturbed")]))
     return f"guest: {guest}; host: {host}" if guest else host
 
 
 def measured_run(lab, client, server, command: str, timeout_s: float,
-                 quiet: tuple[float, float] = (35.0, 0.0)) -> dict:
+                 quiet: tuple[float, float] = (35.0, 0.0), idle_rtt_ms: float | None = None
+                 ) -> dict:
     """Run an iperf3 client command in `client`; return the result with its explanation.
 
     quiet: (host busy % below which the host counts as quiet, longest wait in s).
+    idle_rtt_ms: the unloaded ping RTT, set beside TCP's RTT under load.
     """
     calm = wait_quiet(*quiet) if quiet[1] > 0 else None
     before = {"client": read_counters(client.vm), "server": read_counters(server.vm)}
@@ -91,7 +106,11 @@ def measured_run(lab, client, server, command: str, timeout_s: float,
            "client_nic": counter_rates(before["client"], after["client"], seconds),
            "server_nic": counter_rates(before["server"], after["server"], seconds),
            "host_cpu": cpu, "pmd": pmd, "quiet_wait": calm}
-    run["bound"] = bound_line(cpu, pmd, guest_side(run))
+    window = None
+    if result.tcp_window is not None:
+        window = window_verdict(result.tcp_window, result.sender_cpu_percent, idle_rtt_ms)
+        run["tcp_window"]["verdict"] = window.kind
+    run["bound"] = bound_line(cpu, pmd, guest_side(run), window)
     return run
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 TABLE_HEADER = ["backend", "queues", "vCPUs", "TCP Mbit/s", "TCP kpps", "B/pkt", "TCP retr",
-                "UDP Mbit/s", "UDP loss %", "RTT p50/p99 ms", "foreign %", "TCP bound"]
+                "TCP RTT ms", "in flight/window KB", "UDP Mbit/s", "UDP loss %",
+                "RTT p50/p99 ms", "foreign %", "TCP bound"]
+WINDOW_NAMES = {"cwnd": "cwnd", "receiver window": "rwnd"}
 SMALL_HEADER = ["backend", "queues", "offered pps", "sent pps", "delivered pps", "loss %",
                 "bound"]
 
@@ -16,10 +18,20 @@ def format_table(report: dict) -> list[list[str]]:
         nic = tcp["server_nic"]
         rows.append([r["backend"], str(r["queues"]), str(r["vcpus"]), f"{tcp['mbps']:.0f}",
                      f"{(nic['rx_pps'] or 0) / 1000:.1f}", str(nic["rx_bytes_per_packet"]),
-                     str(tcp["retransmits"]), f"{udp['mbps']:.0f}",
+                     str(tcp["retransmits"]), *window_cells(tcp.get("tcp_window")),
+                     f"{udp['mbps']:.0f}",
                      f"{udp['lost_percent']:.1f}", f"{lat['p50_ms']:.2f}/{lat['p99_ms']:.2f}",
                      f"{tcp['host_cpu']['foreign_percent']:.0f}", tcp["bound"]])
     return rows
+
+
+def window_cells(window: dict | None) -> list[str]:
+    """TCP's mean RTT and its bytes in flight against the window that limits it."""
+    if not window:
+        return ["-", "-"]
+    name = WINDOW_NAMES.get(window["limiting_window"], "both")
+    in_flight, size = window["in_flight_bytes"] / 1000, window["window_mean_bytes"] / 1000
+    return [f"{window['rtt_mean_ms']:.1f}", f"{in_flight:.0f}/{size:.0f} {name}"]
 
 
 def format_small_table(report: dict) -> list[list[str]]:

@@ -33,8 +33,9 @@ def test_guests_sharing_the_core_a_polling_pmd_leaves_are_cpu_starved():
     assert bound_statement(threads, 98, cores=2).startswith("CPU-starved")
 
 
-def test_idle_cpu_and_no_hot_thread_is_latency_bound():
-    assert "latency-bound" in bound_statement(_threads(**{"CPU 0/TCG_vcpu": 70.0}), 60, cores=2)
+def test_idle_cpu_and_no_hot_thread_claims_no_cpu_bound():
+    line = bound_statement(_threads(**{"CPU 0/TCG_vcpu": 70.0}), 60, cores=2)
+    assert line.startswith("no thread at a full core and the host has idle CPU")
 
 
 def test_summarize_turns_ticks_into_percent_of_a_core():
@@ -51,6 +52,7 @@ def test_summarize_turns_ticks_into_percent_of_a_core():
     ours = sum(t["cpu_percent"] for t in result["threads"])
     assert result["foreign_percent"] == max(0.0, 80.0 * cores - ours)
     assert ("disturbed" in result["bound"]) == (result["foreign_percent"] >= 25)
+    assert result["cpu_limit"] == "thread at a full core: qemu srv CPU 0/TCG (100%)"
 
 
 def test_pmd_stats_show_from_ovs_3_1():

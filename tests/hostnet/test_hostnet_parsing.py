@@ -46,7 +46,7 @@ def test_iperf_json_with_console_noise_around_it_and_missing_summary():
 
 def test_client_command_rejects_nonsense():
     assert client_command("10.0.0.1", seconds=2, streams=2, udp=True, udp_bitrate="500M") == \
-        "iperf3 -c 10.0.0.1 -p 5201 -t 2 -P 2 -J -u -b 500M"
+        "iperf3 -c 10.0.0.1 -p 5201 -t 2 -i 0.5 -P 2 -J -u -b 500M"
     with pytest.raises(IperfError):
         client_command("10.0.0.1", seconds=0)
 
@@ -63,6 +63,9 @@ def test_real_iperf3_on_loopback_parses(tmp_path, udp):
     assert result.protocol == ("UDP" if udp else "TCP")
     assert result.bits_per_second > 0
     assert (result.lost_percent is not None) == udp
+    assert (result.tcp_window is not None) == (not udp)
+    if not udp:
+        assert result.tcp_window.rtt_mean_ms > 0 and result.tcp_window.cwnd_mean_bytes > 0
     assert json.dumps(result.to_dict())
 
 
