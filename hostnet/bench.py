@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from hostnet.errors import HostnetError
-from hostnet.guestnet import describe_nic, tcp_buffers
+from hostnet.guestnet import buffer_max_in_effect, describe_nic, tcp_buffers
 from hostnet.host import Accelerator, host_cores, host_facts
 from hostnet.image import GuestImage
 from hostnet.iperf import client_command
@@ -118,6 +118,12 @@ def _measure_case(lab: Lab, config: BenchConfig, queues: int, progress) -> dict:
         combined = client.vm.run("ethtool -l eth0 | tail -n 1 | awk '{print $2}'", check=False)
         nics = {"client": describe_nic(client.vm), "server": describe_nic(server.vm)}
         buffers = {"client": tcp_buffers(client.vm), "server": tcp_buffers(server.vm)}
+        in_effect = {side: buffer_max_in_effect(b) for side, b in buffers.items()}
+        wanted = config.guest.tcp_buffer_max
+        if wanted and any(v != wanted for v in in_effect.values()):
+            raise HostnetError(f"guests run with TCP buffer max {in_effect}, not the "
+                               f"{wanted} asked for (hostnet.tcp_buffer_max=); check "
+                               f"{server.vm.control_log} and {client.vm.control_log}")
         wait_iperf_listening(server.vm)
         label = f"{lab.settings.backend}, {queues} queue(s)"
         progress(f"{label}: ping latency")
@@ -146,5 +152,6 @@ def _measure_case(lab: Lab, config: BenchConfig, queues: int, progress) -> dict:
                 if lab.settings.backend == "vhost-user" else None,
                 "vcpu_pinning": {g.name: getattr(g, "pinned", None) for g in (server, client)},
                 "scaling_note": scaling_note(queues, vcpus, lab.settings.ovs, host_cores()),
-                "guest_nic": nics, "guest_tcp_buffers": buffers, "tcp": tcp, "udp": udp,
+                "guest_nic": nics, "guest_tcp_buffers": buffers,
+                "guest_tcp_buffer_max": in_effect, "tcp": tcp, "udp": udp,
                 "small_packets": small, "latency": latency}

@@ -97,8 +97,34 @@ def _tuned(kw: dict, queues: int = 1):
                         rxq_affinity=kw.pop("rxq_affinity"))
     guest = GuestTuning(cpu_model=kw.pop("cpu_model"), rx_queue_size=kw.pop("rx_queue_size"),
                         tx_queue_size=kw.pop("tx_queue_size"), mrg_rxbuf=kw.pop("mrg_rxbuf"),
-                        pin_vcpus=kw.pop("pin_vcpus"))
+                        pin_vcpus=kw.pop("pin_vcpus"), tcp_buffer_max=kw.pop("tcp_buffer_max"))
     return ovs, guest
+
+
+SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+TCP_BUFFER_MIN = 64 << 10  # a smaller max is a typo more likely than an experiment
+
+
+def parse_buffer_size(text: str) -> int | None:
+    """'6M' -> 6291456 (K, M, G are powers of 1024); '0', 'default' or 'kernel' -> None.
+
+    Raises:
+        click.BadParameter: not a size, or above 0 but under 64K, or 2G and more
+            (the sysctls are C ints).
+    """
+    value = text.strip().upper().removesuffix("B").removesuffix("I")
+    if value in ("0", "DEFAULT", "KERNEL"):
+        return None
+    number, unit = (value[:-1], value[-1]) if value[-1:] in SIZE_UNITS else (value, "")
+    if not number.isdigit():
+        raise click.BadParameter(f"{text!r} is not a size in bytes such as 6291456 or 6M, "
+                                 "or 0/default for the kernel's")
+    size = int(number) * SIZE_UNITS[unit]
+    if size < TCP_BUFFER_MIN:
+        raise click.BadParameter(f"{text!r} is under 64K; 0 or default keeps the kernel's")
+    if size >= 1 << 31:
+        raise click.BadParameter(f"{text!r} does not fit the kernel's int sysctl (under 2G)")
+    return size
 
 
 def _write_json(path: Path, report: dict) -> None:
@@ -115,7 +141,8 @@ def _print_bench_table(report: dict) -> None:
     c = report["conditions"]
     console = Console(width=max(Console().width, 150))
     title = (f"({c['accelerator']}, {c['host_cores']} host cores, PMD cores {c['ovs_pmd_cores']}, "
-             f"TSO {c['ovs_userspace_tso']}, cpu {c['guest']['cpu_model']})")
+             f"TSO {c['ovs_userspace_tso']}, cpu {c['guest']['cpu_model']}, "
+             f"TCP buffer max {c['guest'].get('tcp_buffer_max', 'kernel default')})")
     for name, header, rows in (("hostnet bench", TABLE_HEADER, format_table(report)),
                                ("64-byte frames", SMALL_HEADER, format_small_table(report))):
         table = Table(title=f"{name} {title}")
@@ -146,6 +173,11 @@ TUNING_OPTIONS = [
                  callback=lambda c, p, v: int(v) if v else None,
                  help="virtqueue tx ring (above 256: vhost-user only); default 256."),
     click.option("--mrg-rxbuf/--no-mrg-rxbuf", default=None, help="Mergeable rx buffers; default QEMU's (on)."),
+    click.option("--tcp-buffer-max", default="16M", show_default=True,
+                 callback=lambda c, p, v: parse_buffer_size(v), metavar="BYTES",
+                 help="Guests' tcp_rmem/tcp_wmem max (and net.core rmem_max/wmem_max), "
+                      "e.g. 6M; 0 or default (or kernel): the kernel's own (1.5 MB at "
+                      "256 MB). Hostnet image only."),
     click.option("--pin-vcpus/--no-pin-vcpus", default=False, show_default=True,
                  help="Pin each vCPU thread to one host core, off the PMD cores."),
     click.option("--tx-flush-interval", type=click.IntRange(0, 1000000), default=0, show_default=True,

@@ -90,17 +90,26 @@ def describe_nic(vm, ifname: str = "eth0") -> dict:
 
 
 def tcp_buffers(vm) -> dict:
-    """The guest's TCP buffer limits (min, default, max bytes).
+    """The guest's TCP buffer limits (min, default, max bytes) and socket buffer caps.
 
     The receive buffer's max caps the window a receiver can advertise (a share
-    of it set by tcp_adv_win_scale), and the kernel sizes it from guest memory.
+    of it set by tcp_adv_win_scale), and the kernel sizes it from guest memory
+    unless hostnet.tcp_buffer_max set it. rmem_max/wmem_max cap SO_RCVBUF/SO_SNDBUF.
     """
     values = {}
-    for name in ("tcp_rmem", "tcp_wmem", "tcp_adv_win_scale"):
-        text = vm.run(f"cat /proc/sys/net/ipv4/{name}", check=False).strip()
+    for path in ("ipv4/tcp_rmem", "ipv4/tcp_wmem", "ipv4/tcp_adv_win_scale", "core/rmem_max",
+                 "core/wmem_max"):
+        name = path.split("/")[-1]
+        text = vm.run(f"cat /proc/sys/net/{path}", check=False).strip()
         last = text.splitlines()[-1].split() if text else []
         values[name] = [int(v) for v in last] if all(v.lstrip("-").isdigit() for v in last) else None
     return values
+
+
+def buffer_max_in_effect(buffers: dict) -> int | None:
+    """The tcp_rmem/tcp_wmem max the guest runs with, or None when the two differ or are unread."""
+    maxes = {(buffers.get(name) or [None])[-1] for name in ("tcp_rmem", "tcp_wmem")}
+    return maxes.pop() if len(maxes) == 1 else None
 
 
 def _parse_ring(output: str) -> dict:

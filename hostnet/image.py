@@ -3,9 +3,9 @@
 No cloud image is downloaded: the kernel comes from the Debian package registry
 (`apt-get download`), busybox, iperf3 and ethtool from the host's packages. The
 guest configures itself from the kernel command line (hostnet.ip=, hostnet.gw=,
-hostnet.queues=) and is then driven over a virtio console (hvc0); ttyS0 carries
-the kernel log. A user image (qcow2
-or raw disk) can be used instead, for `hostnet up` only.
+hostnet.queues=, hostnet.tcp_buffer_max=) and is then driven over a virtio console
+(hvc0); ttyS0 carries the kernel log. A user image (qcow2 or raw disk) can be used
+instead, for `hostnet up` only.
 """
 from __future__ import annotations
 
@@ -46,15 +46,27 @@ while [ ! -e /dev/hvc0 ] && [ $n -lt 300 ]; do sleep 0.1; n=$((n+1)); done
 exec 0</dev/hvc0 1>/dev/hvc0 2>&1
 stty raw -echo
 ip link set lo up
-IP=; GW=; QUEUES=1
+IP=; GW=; QUEUES=1; TCPBUF=
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     hostnet.ip=*) IP=${arg#hostnet.ip=} ;;
     hostnet.gw=*) GW=${arg#hostnet.gw=} ;;
     hostnet.queues=*) QUEUES=${arg#hostnet.queues=} ;;
     hostnet.name=*) hostname ${arg#hostnet.name=} ;;
+    hostnet.tcp_buffer_max=*) TCPBUF=${arg#hostnet.tcp_buffer_max=} ;;
   esac
 done
+# TCP buffer max: keep the kernel's min and default (the default capped at the new max).
+if [ -n "$TCPBUF" ]; then
+  for f in /proc/sys/net/ipv4/tcp_rmem /proc/sys/net/ipv4/tcp_wmem; do
+    set -- $(cat $f)
+    d=$2; [ "$d" -gt "$TCPBUF" ] && d=$TCPBUF
+    echo "$1 $d $TCPBUF" > $f || echo "__ERROR__ $f max $TCPBUF"
+  done
+  for f in /proc/sys/net/core/rmem_max /proc/sys/net/core/wmem_max; do
+    echo "$TCPBUF" > $f || echo "__ERROR__ $f $TCPBUF"
+  done
+fi
 n=0
 while [ -n "$IP" ] && [ ! -e /sys/class/net/eth0 ] && [ $n -lt 300 ]; do sleep 0.1; n=$((n+1)); done
 if [ -e /sys/class/net/eth0 ]; then

@@ -185,6 +185,7 @@ class LabGuest:
                           cpu_model=settings.guest.cpu_model, vcpus=vcpus,
                           memory_mb=settings.memory_mb, nics=[nic], guest_ip=f"{self.ip}/24",
                           gateway=GATEWAY_IP, incoming=incoming,
+                          tcp_buffer_max=settings.guest.tcp_buffer_max,
                           hugepage_dir=lab.hugepages.mount_dir if lab.hugepages else None)
         self.vm = VM(config, lab.run_dir, lab.lan, on_start=lab._register)
 

@@ -17,6 +17,7 @@ from typing import Callable
 from hostnet.errors import HostnetError, MigrationError, VMError
 from hostnet.host import Accelerator, host_facts
 from hostnet.bench import wait_iperf_listening
+from hostnet.guestnet import buffer_max_in_effect, tcp_buffers
 from hostnet.image import GuestImage
 from hostnet.lab import RUN_ROOT, Lab, LabSettings
 from hostnet.ovs import OvsSettings
@@ -114,6 +115,7 @@ def run_migration(image: GuestImage, backend: str, accel: Accelerator, *,
             progress("booting the source guest")
             src.start()
             src.vm.wait_ready()
+            buffers = tcp_buffers(src.vm)
             with Pinger(lab.lan, src.ip, lab.run_dir, ping_interval_ms,
                         on_start=lab._register) as pinger, ExitStack() as loads:
                 pinger.wait_reply_after(time.time())
@@ -161,6 +163,8 @@ def run_migration(image: GuestImage, backend: str, accel: Accelerator, *,
                                else None,
                                "ovs": ovs.as_dict() if backend == "vhost-user" else None,
                                "guest": guest.as_dict()},
+                "guest_tcp_buffers": buffers,
+                "guest_tcp_buffer_max": buffer_max_in_effect(buffers),
                 "qemu": qemu_stats, "network": network, "load": load,
                 "destination": {"status": (state or {}).get("status"),
                                 "answered": "alive" in answer},

@@ -11,6 +11,7 @@ import pytest
 
 from hostnet.bench import parse_ping, wait_iperf_listening
 from hostnet.errors import MigrationError, VMError
+from hostnet.guestnet import tcp_buffers
 from hostnet.hugepages import NR_HUGEPAGES
 from hostnet.image import GuestImage
 from hostnet.iperf import client_command, parse_iperf_json
@@ -18,7 +19,7 @@ from hostnet.lab import BEYOND_IP, BEYOND_IPERF_PORT, Lab, LabSettings
 from hostnet.migrate import live_migrate, run_migration
 from hostnet.netns import list_hostnet_namespaces
 from hostnet.host import missing_components
-from hostnet.vm import VM, VMConfig
+from hostnet.vm import VM, GuestTuning, VMConfig
 
 pytestmark = [pytest.mark.hostnet, pytest.mark.timeout(300)]
 
@@ -88,10 +89,13 @@ def test_guest_reaches_the_network_beyond_through_nat(guest_image, accel, nothin
             assert "10.66.0" not in routes
 
 
-@pytest.mark.parametrize("backend,queues", [("virtio-net", 1), ("vhost-user", 2)])
-def test_two_guests_ping_and_iperf(guest_image, accel, nothing_left, backend, queues):
+@pytest.mark.parametrize("backend,queues,tcp_buffer_max", [("virtio-net", 1, None),
+                                                           ("vhost-user", 2, 6 << 20)])
+def test_two_guests_ping_and_iperf(guest_image, accel, nothing_left, backend, queues,
+                                   tcp_buffer_max):
     require(backend)
-    with Lab(_settings(backend, guest_image, accel), nothing_left) as lab:
+    guest = GuestTuning(tcp_buffer_max=tcp_buffer_max)
+    with Lab(_settings(backend, guest_image, accel, guest=guest), nothing_left) as lab:
         with lab.guest("srv", 0, queues=queues) as server, \
                 lab.guest("cli", 1, queues=queues) as client:
             server.start()
@@ -100,6 +104,13 @@ def test_two_guests_ping_and_iperf(guest_image, accel, nothing_left, backend, qu
             client.vm.wait_ready()
             ping = parse_ping(client.vm.run(f"ping -c 3 {server.ip}", timeout_s=60))
             assert ping["received"] >= 2
+            buffers = tcp_buffers(server.vm)
+            if tcp_buffer_max:
+                assert buffers["tcp_rmem"][2] == buffers["tcp_wmem"][2] == tcp_buffer_max
+                assert buffers["rmem_max"] == buffers["wmem_max"] == [tcp_buffer_max]
+            else:  # the kernel's, sized from guest memory
+                assert buffers["tcp_rmem"][2] not in (0, 6 << 20)
+            assert buffers["tcp_rmem"][:2] == [4096, 131072]  # min and default kept
             assert client.vm.run("ethtool -l eth0 | tail -n 1").split()[-1] == str(queues)
             wait_iperf_listening(server.vm)
             tcp = parse_iperf_json(client.vm.run(

@@ -4,8 +4,9 @@ from pathlib import Path
 import pytest
 
 from hostnet.errors import VMError
-from hostnet.image import GuestImage
-from hostnet.vm import BACKEND_TAP, BACKEND_VHOST_USER, VM, NicSpec, VMConfig, nic_vectors
+from hostnet.image import ERROR_MARKER, GuestImage, init_script
+from hostnet.vm import (BACKEND_TAP, BACKEND_VHOST_USER, VM, GuestTuning, NicSpec, VMConfig,
+                        nic_vectors)
 
 IMAGE = GuestImage(kernel=Path("/img/vmlinuz"), initrd=Path("/img/initrd.img"))
 
@@ -59,11 +60,29 @@ def test_vhost_user_under_kvm_uses_msix():
 
 def test_kernel_cmdline_carries_guest_network_settings():
     nic = NicSpec(BACKEND_TAP, "net0", "m", 2, ifname="t")
-    vm = _vm(nics=[nic], guest_ip="10.66.0.10/24", gateway="10.66.0.1")
+    vm = _vm(nics=[nic], guest_ip="10.66.0.10/24", gateway="10.66.0.1", tcp_buffer_max=6 << 20)
     append = _value_after(vm._argv(), "-append")[0]
     for part in ("console=ttyS0", "hostnet.ip=10.66.0.10/24", "hostnet.gw=10.66.0.1",
-                 "hostnet.queues=2", "hostnet.name=g0"):
+                 "hostnet.queues=2", "hostnet.name=g0", "hostnet.tcp_buffer_max=6291456"):
         assert part in append.split()
+    # None: the guest keeps the kernel's buffer sizes, nothing on the command line.
+    assert "hostnet.tcp_buffer_max" not in _value_after(_vm(nics=[nic])._argv(), "-append")[0]
+
+
+def test_init_script_sets_tcp_buffer_max_keeping_min_and_default():
+    script = init_script()
+    assert "hostnet.tcp_buffer_max=*) TCPBUF=${arg#hostnet.tcp_buffer_max=} ;;" in script
+    for path in ("/proc/sys/net/ipv4/tcp_rmem", "/proc/sys/net/ipv4/tcp_wmem",
+                 "/proc/sys/net/core/rmem_max", "/proc/sys/net/core/wmem_max"):
+        assert path in script
+    assert 'echo "$1 $d $TCPBUF" > $f' in script  # kernel's min, its default (capped), new max
+    assert ERROR_MARKER in script and "__ERROR__" not in script
+
+
+def test_guest_tuning_records_the_tcp_buffer_max_asked_for():
+    assert GuestTuning().as_dict()["tcp_buffer_max"] == 16 << 20  # the measured default
+    assert GuestTuning(tcp_buffer_max=None).as_dict()["tcp_buffer_max"] == "kernel default"
+    assert GuestTuning(tcp_buffer_max=6 << 20).as_dict()["tcp_buffer_max"] == 6291456
 
 
 def test_incoming_guest_waits_for_deferred_migration():

@@ -165,12 +165,17 @@ def test_without_a_window_idle_cpu_says_so_and_claims_nothing_more():
 
 
 def test_guest_tcp_buffers_are_read_from_proc():
-    from hostnet.guestnet import tcp_buffers
+    from hostnet.guestnet import buffer_max_in_effect, tcp_buffers
 
     class Guest:
         def run(self, command, check=True):
             return {"tcp_rmem": "4096\t131072\t1512000\n", "tcp_wmem": "4096 16384 1512000",
-                    "tcp_adv_win_scale": "1"}.get(command.rsplit("/", 1)[-1], "")
+                    "tcp_adv_win_scale": "1", "rmem_max": "212992",
+                    "wmem_max": "212992"}.get(command.rsplit("/", 1)[-1], "")
 
-    assert tcp_buffers(Guest()) == {"tcp_rmem": [4096, 131072, 1512000],
-                                    "tcp_wmem": [4096, 16384, 1512000], "tcp_adv_win_scale": [1]}
+    buffers = tcp_buffers(Guest())
+    assert buffers == {"tcp_rmem": [4096, 131072, 1512000], "tcp_wmem": [4096, 16384, 1512000],
+                       "tcp_adv_win_scale": [1], "rmem_max": [212992], "wmem_max": [212992]}
+    assert buffer_max_in_effect(buffers) == 1512000
+    assert buffer_max_in_effect({**buffers, "tcp_wmem": [4096, 16384, 6291456]}) is None
+    assert buffer_max_in_effect({"tcp_rmem": None, "tcp_wmem": None}) is None
