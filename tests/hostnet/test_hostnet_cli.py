@@ -65,8 +65,8 @@ def test_tcp_buffer_max_is_a_usage_error_on_every_guest_command():
 
 def test_tcp_buffer_max_reaches_the_guest_tuning():
     kw = {"pmd_cpu_mask": "0x2", "tso": True, "tx_flush_interval": 0, "pmd_max_sleep": 200,
-          "rxq_affinity": True, "cpu_model": "qemu64", "rx_queue_size": None,
-          "tx_queue_size": None, "mrg_rxbuf": None, "pin_vcpus": False,
+          "rxq_affinity": True, "cpu_model": "qemu64", "rx_queue_size": 1024,
+          "tx_queue_size": 1024, "mrg_rxbuf": None, "pin_vcpus": False,
           "tcp_buffer_max": 6 << 20}
     _, guest = _tuned(kw)
     assert guest.tcp_buffer_max == 6 << 20 and kw == {}
