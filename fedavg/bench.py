@@ -17,19 +17,22 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from .run import Data, RunConfig, first_round_at, run, run_resumable
+from .table import PAPER_TABLE2_CNN, PARTITIONS
 
 # McMahan et al. 2017, Table 2: CNN on MNIST, rounds to 99% test accuracy.
-PAPER_ROUNDS_TO_99 = {
-    "iid": {"fedavg_e5_b10": 20, "fedsgd": 626},
-    "shards": {"fedavg_e5_b10": 229, "fedsgd": 483},
-}
+PAPER_ROUNDS_TO_99 = {kind: {"fedavg_e5_b10": PAPER_TABLE2_CNN[(5, 10)][kind],
+                             "fedsgd": PAPER_TABLE2_CNN[(1, None)][kind]} for kind in PARTITIONS}
 
 
 BASELINE = "serial fp32"
 
 
+def arithmetic_label(precision: str, channels_last: bool) -> str:
+    return precision + (" channels-last" if channels_last else "")
+
+
 def timing_label(executor: str, config: RunConfig) -> str:
-    return f"{executor} {config.precision}" + (" channels-last" if config.channels_last else "")
+    return f"{executor} {arithmetic_label(config.precision, config.channels_last)}"
 
 
 def time_executors(entries: Mapping[str, tuple[Callable, RunConfig]], data: Data,
@@ -50,8 +53,7 @@ def time_executors(entries: Mapping[str, tuple[Callable, RunConfig]], data: Data
         if digest:
             groups.setdefault((config.precision, config.channels_last), set()).add(digest)
     out["same_weights"] = bool(groups) and all(len(d) == 1 for d in groups.values())
-    out["same_weights_by_arithmetic"] = {f"{p}{' channels-last' if cl else ''}": len(d) == 1
-                                         for (p, cl), d in groups.items()}
+    out["same_weights_by_arithmetic"] = {arithmetic_label(*key): len(d) == 1 for key, d in groups.items()}
     base = out["executors"].get(BASELINE, {}).get("mean_round_s")
     if base:
         out["baseline"] = BASELINE

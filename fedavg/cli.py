@@ -296,10 +296,7 @@ def sweep_command(obj, executor_name, workers, threads, concurrency, ray_address
     from .sweep import sweep
 
     ks = _ints(clients_list, "--clients")
-    kinds = [k.strip() for k in partition_list.split(",") if k.strip()]
-    unknown = [k for k in kinds if k not in KINDS]
-    if unknown or not kinds:
-        raise click.BadParameter(f"--partition takes {', '.join(KINDS)}; got {partition_list!r}")
+    kinds = _choices(partition_list, "--partition", KINDS)
     base = _make_config(num_clients=ks[0], partition_kind=kinds[0], **options)
     _set_threads(threads)
     try:
@@ -590,12 +587,8 @@ def bench_command(obj, executors, timing_rounds, timing_epochs, max_rounds, part
     from . import precision as precisions
     from .run import RunConfig, load_data
 
-    names = [n.strip() for n in executors.split(",") if n.strip()]
-    if any(n not in EXECUTORS for n in names) or not names:
-        raise click.BadParameter(f"--executors takes {', '.join(EXECUTORS)}; got {executors!r}")
-    kinds = tuple(k.strip() for k in partitions.split(",") if k.strip())
-    if any(k not in KINDS for k in kinds):
-        raise click.BadParameter(f"--partitions takes {', '.join(KINDS)}; got {partitions!r}")
+    names = _choices(executors, "--executors", EXECUTORS)
+    kinds = tuple(_choices(partitions, "--partitions", KINDS))
     if fedsgd_rounds < 0 or (fedsgd_lr is not None and fedsgd_lr <= 0) or (fedsgd_rounds and skip_target):
         raise click.BadParameter("--fedsgd-rounds needs a value >= 0, --fedsgd-lr > 0, and no --skip-target "
                                  "(FedSGD is compared with the rounds-to-target curves)")
