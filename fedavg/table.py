@@ -326,7 +326,7 @@ def run_table(spec: TableSpec, base: RunConfig, partitions: Sequence[str], facto
                 cell = run_cell(base, row, partition, lrs=lrs or row.lrs(), probe_rounds=probe_rounds[partition],
                                 max_rounds=max_rounds, executor=executor, data=data,
                                 checkpoint_root=checkpoint_root, on_round=on_round)
-            report["cells"].append(cell)
+            report["cells"].append({**cell, "executor": dict(executor_info or {})})
             report["rounds_run_now"] += cell["rounds_run_now"]
             report["updated_at"] = _now()
             if on_cell is not None:
@@ -405,8 +405,8 @@ def markdown_notes(report: dict) -> list[str]:
         "resolution 10^(1/3) or 10^(1/6)), checked that the best rates lay inside the grid, and reported the "
         f"best rate's curve. Here each cell probes {_grids_text(report)}, for a few rounds each ({probes}); "
         "the rate with the best test accuracy after its probe is kept (a probe that already reached the target "
-        "wins; ties go to the lower test loss) and its run continues to the target or the budget of "
-        f"{report['max_rounds']} rounds. The probe rounds are the first rounds of the continued run. A short "
+        "wins; ties go to the lower test loss) and its run continues to the target or "
+        f"{_budget_text(report)}. The probe rounds are the first rounds of the continued run. A short "
         "probe favours rates that start fast, which is not always the rate that reaches the target first. "
         "\"(grid edge)\" marks a chosen rate at an end of its grid, where the paper would have widened the grid: "
         "try `--lrs` with rates beyond it.", "",
@@ -419,13 +419,28 @@ def markdown_notes(report: dict) -> list[str]:
         "- Non-IID: the paper sorts the training set by label and cuts 200 shards of 300, two per client; here "
         "the shards are cut inside each label (in proportion to its examples), so no shard straddles two labels "
         "and every client holds at most two digits.",
-        f"- Budget: a cell that does not reach the target within {report['max_rounds']} rounds says so, with its "
+        f"- Budget: a cell that does not reach the target within {_budget_text(report)} says so, with its "
         "best accuracy. The paper marks five large-batch runs of Table 1 as not reached \"in the allowed time\" "
         "(shown as —).",
         f"- Arithmetic: {_arithmetic(report)} on CPU; the paper does not state its own.",
     ]
     lines += _quick_check_notes(config) + _model_notes(report)
     return lines
+
+
+def _budget_text(report: dict) -> str:
+    """One budget, or the range where the study's cells were run with several (each verdict names its own)."""
+    budgets = sorted({c["max_rounds"] for c in report["cells"]} or {report["max_rounds"]})
+    if len(budgets) == 1:
+        return f"the budget of {budgets[0]} rounds"
+    return f"its own budget ({budgets[0]} to {budgets[-1]} rounds; an unreached cell names the rounds it ran)"
+
+
+def _executor_text(executor: dict) -> str:
+    name = executor.get("name", "?")
+    if name != "process":
+        return name
+    return f"process ({executor['workers']} workers x {executor['threads']} thread{'s' if executor['threads'] != 1 else ''})"
 
 
 def _arithmetic(report: dict) -> str:
@@ -456,11 +471,10 @@ def _model_notes(report: dict) -> list[str]:
 
 def markdown(report: dict) -> str:
     """tableN.md: the table, the probes, and the notes; written from the JSON report alone."""
-    config, executor = report["config"], report.get("executor") or {}
+    config = report["config"]
     done, total = len(report["cells"]), len(report["rows"]) * len(report["partitions"])
-    where = executor.get("name", "?") + (f" ({executor['workers']} workers x {executor['threads']} thread"
-                                         f"{'s' if executor['threads'] != 1 else ''})"
-                                         if executor.get("name") == "process" else "")
+    used = {_executor_text(c.get("executor") or report.get("executor") or {}) for c in report["cells"]}
+    where = " and ".join(sorted(used or {_executor_text(report.get("executor") or {})}))
     lines = [f"# {report['title']}", "",
              f"Ours beside the paper's: {CITATION}, Table {report['table']}. Rounds to "
              f"{report['target']:.0%} test accuracy; K={config['clients']}, seed {config['seed']}, executor {where}, "
@@ -490,12 +504,57 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+# RunConfig fields a table sets per cell; the rest say which study a cell belongs to.
+CELL_FIELDS = ("epochs", "batch_size", "frac", "partition", "lr", "rounds")
+
+
+def _study(report: dict) -> tuple:
+    config = {k: v for k, v in report["config"].items() if k not in CELL_FIELDS}
+    return report["table"], report["model"], report["target"], json.dumps(config, sort_keys=True)
+
+
+def _row_rank(report: dict, row: dict) -> tuple:
+    if report["table"] == 2:
+        keys = table2_row_keys()
+        return (keys.index(row["key"]) if row["key"] in keys else len(keys), row["key"])
+    return row["batch_size"] is not None, row["batch_size"] or 0, row["frac"]
+
+
+def merge_earlier(report: dict, earlier: dict | None) -> dict:
+    """This invocation's cells plus the cells an earlier one of the same study wrote and this one did not run.
+
+    A study is run in pieces (some rows or one partition at a time, each with its own round
+    budget, even two at once into the same folder); the table on disk stays the whole study.
+    An earlier report of another study (other K, seed, limits or arithmetic) is replaced.
+    """
+    if not earlier or earlier.get("table") != report["table"] or _study(earlier) != _study(report):
+        return report
+    ran = {(c["row"], c["partition"]) for c in report["cells"]}
+    kept = [c for c in earlier.get("cells", []) if (c["row"], c["partition"]) not in ran]
+    rows = {r["key"]: r for r in earlier["rows"]} | {r["key"]: r for r in report["rows"]}
+    partitions = [p for p in PARTITIONS if p in earlier["partitions"] or p in report["partitions"]]
+    return {**report, "rows": sorted(rows.values(), key=lambda r: _row_rank(report, r)),
+            "partitions": partitions, "cells": kept + report["cells"]}
+
+
+def read_report(path: Path) -> dict | None:
+    """The JSON a table wrote, or None where there is none or it does not parse (it is rewritten whole)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def write_outputs(report: dict, out_dir: Path, plot: bool = True) -> list[Path]:
-    """tableN.json, tableN.md and (with plot) tableN.png under out_dir; returns the paths written."""
+    """tableN.json, tableN.md and (with plot) tableN.png under out_dir, with the earlier cells of the same study.
+
+    Returns the paths written.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"table{report['table']}"
     paths = [stem.with_suffix(".json"), stem.with_suffix(".md")]
+    report = merge_earlier(report, read_report(paths[0]))
     _write_text(paths[0], json.dumps(report, indent=2) + "\n")
     _write_text(paths[1], markdown(report))
     if plot and report["cells"]:

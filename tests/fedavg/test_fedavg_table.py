@@ -146,6 +146,27 @@ def test_table_command_writes_its_files_and_a_second_run_continues_without_redoi
     assert again["accuracy"] == cell["accuracy"]
 
 
+def test_a_study_run_in_pieces_keeps_one_table_and_another_study_replaces_it(tmp_path, mnist_root):
+    out = tmp_path / "out"
+    args = ["fedavg", "table", "2", *TINY, "--partitions", "iid", "--lrs", "0.1", "--precision", "fp32",
+            "--no-channels-last", "--probe-rounds", "1", "--checkpoint-root", str(tmp_path / "ckpt"), "--out", str(out)]
+    assert invoke(*args, "--rows", "e1-b10", "--max-rounds", "2").exit_code == 0
+    assert invoke(*args, "--rows", "fedsgd", "--max-rounds", "3", "--partitions", "shards",
+                  "--probe-rounds", "shards=1").exit_code == 0
+    report = json.loads((out / "table2.json").read_text())
+    assert sorted((c["row"], c["partition"], c["rounds_done"]) for c in report["cells"]) == [
+        ("e1-b10", "iid", 2), ("fedsgd", "shards", 3)]
+    assert [r["key"] for r in report["rows"]] == ["fedsgd", "e1-b10"] and report["partitions"] == ["iid", "shards"]
+    assert report["rounds_run_now"] == 3 and all(c["executor"]["name"] == "serial" for c in report["cells"])
+    text = (out / "table2.md").read_text()
+    assert "| FedSGD (E=1, B=inf) | 1 | inf | 0.1 | not run yet |  | 626 | not reached in 3 rounds" in text
+    assert "| FedAvg E=1, B=10 | 1 | 10 | 0.1 | not reached in 2 rounds" in text
+    assert "2 of 4 cells done" in text and "its own budget (2 to 3 rounds" in text and "executor serial," in text
+    assert invoke(*args, "--rows", "e1-b10", "--max-rounds", "2", "--seed", "2").exit_code == 0
+    other = json.loads((out / "table2.json").read_text())
+    assert [(c["row"], c["config"]["seed"]) for c in other["cells"]] == [("e1-b10", 2)]
+
+
 @pytest.mark.parametrize("args, says", [
     (["2", "--rows", "e7-b3"], "--rows"),
     (["2", "--model", "2nn"], "table 2 is the CNN"),
