@@ -48,19 +48,22 @@ def _child_setup(result_fd: int) -> None:
 
 
 def _reap_orphans(keep: int) -> None:
-    """The proxy is a subreaper: collect the exit status of adopted orphans so they do not pile up."""
-    for task in os.listdir("/proc/self/task"):
+    """The proxy is a subreaper: collect the exit status of adopted orphans so they do not pile up.
+
+    waitid with WNOWAIT names a finished child without collecting it, so the launcher's own status
+    stays for its Popen; one call when there is nothing to collect (every /run ends here).
+    """
+    while True:
         try:
-            with open(f"/proc/self/task/{task}/children") as fh:
-                pids = [int(p) for p in fh.read().split()]
-        except OSError:
-            continue
-        for pid in pids:
-            if pid != keep:
-                try:
-                    os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    pass
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return
+        if info is None or info.si_pid == keep:
+            return
+        try:
+            os.waitpid(info.si_pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
 
 
 def launcher_env(init_env: dict, workdir: Path) -> dict[str, str]:

@@ -150,3 +150,35 @@ def test_every_action_zip_loads_and_answers_with_only_what_its_image_has(folder)
         assert status == 200, (body, logs[-5:])
         status, body = c.run({"value": {}, "activation_id": "probe"}, 120)
         assert status == 200 and isinstance(body, dict), body  # a result or an error naming what is missing
+
+
+ORPHAN = ("import os, sys, time\n"
+          "def main(a):\n"
+          "    r, w = os.pipe()\n"
+          "    first = os.fork()\n"
+          "    if first == 0:\n"
+          "        if os.fork() == 0:\n"
+          "            os.write(w, str(os.getpid()).encode())\n"
+          "            os._exit(0)\n"
+          "        os._exit(0)\n"
+          "    os.waitpid(first, 0)\n"
+          "    orphan = int(os.read(r, 32))\n"
+          "    deadline = time.monotonic() + 30\n"
+          "    while time.monotonic() < deadline:\n"
+          "        with open(f'/proc/{orphan}/stat') as fh:\n"
+          "            fields = fh.read().rsplit(')', 1)[1].split()\n"
+          "        if fields[0] == 'Z':\n"
+          "            return {'orphan': orphan, 'parent': int(fields[1])}\n"
+          "        time.sleep(0.01)\n"
+          "    return {'error': 'the orphan did not exit'}\n")
+
+
+def test_an_orphan_that_exited_is_collected_by_the_proxy_before_it_answers():
+    """The proxy is the subreaper: an action's daemon that exits must not stay a zombie in the container."""
+    with _container() as c:
+        assert c.init({"name": "o", "code": ORPHAN}, 30)[0] == 200
+        for _ in range(3):
+            status, body = c.run({"value": {}}, 30)
+            assert status == 200, body
+            assert body["parent"] == c.pid  # adopted by the proxy, not by init
+            assert not os.path.exists(f"/proc/{body['orphan']}")
