@@ -73,10 +73,10 @@ def test_a_kept_connection_closed_by_the_server_is_replaced_before_the_next_requ
     try:
         conn = ProxyConnection("127.0.0.1", server.bind_addr[1])
         assert conn.post("/run", b"{}", 5) == (200, b"{}")
-        first = conn._conn.sock
+        first = conn._sock
         select.select([first], [], [], 10)  # the server closes the idle connection: EOF arrives
         assert conn.post("/run", b"{}", 5) == (200, b"{}")
-        assert conn._conn.sock is not first
+        assert conn._sock is not first
         conn.close()
     finally:
         server.stop()
