@@ -203,33 +203,18 @@ class JobLayout:
     def __init__(self, job: str) -> None:
         self.job = job
         self.prefix = f"jobs/{job}/"
+        self.config = self.prefix + "config.json"
+        self.status = self.prefix + "status.json"
+        self.metrics = self.prefix + "metrics.jsonl"
+        self.final = self.prefix + "final.pt"
+        self.checkpoint_pointer = self.prefix + "checkpoint.json"
 
     @staticmethod
     def round_name(number: int) -> str:
         return f"{number:0{ROUND_DIGITS}d}"
 
-    @property
-    def config(self) -> str:
-        return self.prefix + "config.json"
-
-    @property
-    def status(self) -> str:
-        return self.prefix + "status.json"
-
-    @property
-    def metrics(self) -> str:
-        return self.prefix + "metrics.jsonl"
-
-    @property
-    def final(self) -> str:
-        return self.prefix + "final.pt"
-
-    @property
-    def checkpoint_pointer(self) -> str:
-        return self.prefix + "checkpoint.json"
-
     def update(self, number: int, worker: int) -> str:
-        return f"{self.prefix}updates/{self.round_name(number)}/{worker}"
+        return f"{self.updates_of(number)}{worker}"
 
     def updates_of(self, number: int) -> str:
         return f"{self.prefix}updates/{self.round_name(number)}/"
