@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .errors import DeployerError
+from .local.proctree import stop_process
 from .manifest import DEFAULT_RUNTIME_IMAGE
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -256,12 +257,7 @@ def serve_folder(folder: Path, preferred_port: int) -> Iterator[str]:
                 time.sleep(0.05)
         yield f"http://127.0.0.1:{port}/"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 

@@ -173,47 +173,24 @@ def run(config: RunConfig, executor, data: Data, *, checkpoint_dir: Path | None 
         CheckpointError: resume was asked but the checkpoint is missing or from another run.
         FedAvgError: impossible settings.
     """
-    if not 0 <= config.frac <= 1:
-        raise FedAvgError(f"client fraction must be in [0, 1] (0: one client a round), got {config.frac}")
-    if config.epochs < 1 or config.rounds < 0:
-        raise FedAvgError(f"epochs must be >= 1 and rounds >= 0, got {config.epochs} and {config.rounds}")
+    _check(config)
     labels = data.train_labels.numpy()
-    if parts is None:
-        parts = partitions.make_partition(config.partition, labels, config.clients, config.seed,
-                                          alpha=config.alpha, shards_per_client=config.shards_per_client)
-    if len(parts) != config.clients:
-        raise FedAvgError(f"partition has {len(parts)} clients, config says {config.clients}")
+    parts = _partition(config, labels, parts)
     report = {"config": config.as_dict(), "executor": executor.name, "run_id": config.run_id(),
               "arithmetic": precision.describe(), "partition": partitions.summary(parts, labels), "rounds": []}
     state = initial_state(config.model, config.seed)
     if resume:
-        state, saved = load_checkpoint(checkpoint_dir)
-        try:
-            saved_identity = RunConfig(**saved["config"]).identity()
-        except TypeError as exc:
-            raise CheckpointError(f"checkpoint in {checkpoint_dir} has a configuration this version cannot read: "
-                                  f"{exc}") from exc
-        if saved_identity != config.identity():
-            raise CheckpointError(f"checkpoint in {checkpoint_dir} is from another configuration: {saved_identity}")
-        report["rounds"] = saved["rounds"]
-        report["resumed_after_round"] = len(saved["rounds"])
+        state = _resume(config, checkpoint_dir, report)
     model = build_model(config.model)
-    client_config = config.client_config()
     idle_rounds = 0
     for round_index in range(len(report["rounds"]) + 1, config.rounds + 1):
         if stop_at_target and summarize(report)["rounds_to_target"] is not None:
             break
         started = time.perf_counter()
-        chosen = sample_clients(config.clients, config.frac, config.seed, round_index)
-        tasks = [ClientTask(k, round_index, client_seed(config.seed, round_index, k), parts[k], client_config)
-                 for k in chosen]
-        outcomes = sorted(executor.run_round(tasks, state), key=lambda o: o.client_id)
-        done = [o for o in outcomes if isinstance(o, ClientResult)]
-        if done:
-            state = fedavg(done)
-            idle_rounds = 0
-        else:
-            idle_rounds += 1
+        outcomes = sorted(executor.run_round(configure_round(config, parts, round_index), state),
+                          key=lambda o: o.client_id)
+        state, updated = aggregate_round(state, outcomes)
+        idle_rounds = 0 if updated else idle_rounds + 1
         round_s = time.perf_counter() - started
         started = time.perf_counter()
         loss_acc = _evaluate(model, state, data, getattr(executor, "eval_threads", None), config.channels_last)
@@ -229,6 +206,53 @@ def run(config: RunConfig, executor, data: Data, *, checkpoint_dir: Path | None 
                               f"the checkpoint keeps the rounds before, fix the cause and --resume")
     report["final_state_sha256"] = state_digest(state)
     return summarize(report), state
+
+
+def _check(config: RunConfig) -> None:
+    if not 0 <= config.frac <= 1:
+        raise FedAvgError(f"client fraction must be in [0, 1] (0: one client a round), got {config.frac}")
+    if config.epochs < 1 or config.rounds < 0:
+        raise FedAvgError(f"epochs must be >= 1 and rounds >= 0, got {config.epochs} and {config.rounds}")
+
+
+def _partition(config: RunConfig, labels: np.ndarray, parts: list[np.ndarray] | None) -> list[np.ndarray]:
+    if parts is None:
+        parts = partitions.make_partition(config.partition, labels, config.clients, config.seed,
+                                          alpha=config.alpha, shards_per_client=config.shards_per_client)
+    if len(parts) != config.clients:
+        raise FedAvgError(f"partition has {len(parts)} clients, config says {config.clients}")
+    return parts
+
+
+def _resume(config: RunConfig, checkpoint_dir: Path | None, report: dict) -> dict:
+    """The checkpointed weights; its rounds go into `report`, so the loop continues after them."""
+    state, saved = load_checkpoint(checkpoint_dir)
+    try:
+        saved_identity = RunConfig(**saved["config"]).identity()
+    except TypeError as exc:
+        raise CheckpointError(f"checkpoint in {checkpoint_dir} has a configuration this version cannot read: "
+                              f"{exc}") from exc
+    if saved_identity != config.identity():
+        raise CheckpointError(f"checkpoint in {checkpoint_dir} is from another configuration: {saved_identity}")
+    report["rounds"] = saved["rounds"]
+    report["resumed_after_round"] = len(saved["rounds"])
+    return state
+
+
+def configure_round(config: RunConfig, parts: list[np.ndarray], round_index: int) -> list[ClientTask]:
+    """The round's ClientUpdates (Flower's configure_fit): which clients, on which examples, with which seeds."""
+    client_config = config.client_config()
+    return [ClientTask(k, round_index, client_seed(config.seed, round_index, k), parts[k], client_config)
+            for k in sample_clients(config.clients, config.frac, config.seed, round_index)]
+
+
+def aggregate_round(state: dict, outcomes: list) -> tuple[dict, bool]:
+    """(new global weights, True) from the clients that returned (Flower's aggregate_fit, failures as data).
+
+    A round where every client failed keeps the weights: (state, False).
+    """
+    done = [o for o in outcomes if isinstance(o, ClientResult)]
+    return (fedavg(done), True) if done else (state, False)
 
 
 def run_resumable(config: RunConfig, executor, data: Data, checkpoint_root: Path | None, *,

@@ -19,11 +19,11 @@ from hostnet.host import Accelerator, host_facts
 from hostnet.bench import wait_iperf_listening
 from hostnet.guestnet import buffer_max_in_effect, tcp_buffers
 from hostnet.image import GuestImage
-from hostnet.lab import RUN_ROOT, Lab, LabSettings
+from hostnet.lab import RUN_ROOT, Lab, LabGuest, LabSettings
 from hostnet.ovs import OvsSettings
 from hostnet.pinger import Pinger
 from hostnet.stream import INTERVAL_S, StreamLoad, stream_report
-from hostnet.vm import VM, GuestTuning, nic_vectors
+from hostnet.vm import VM, GuestTuning, NicSpec, nic_vectors
 
 MIGRATION_PORT = 4444
 FINAL_STATES = {"completed", "failed", "cancelled"}
@@ -119,56 +119,74 @@ def run_migration(image: GuestImage, backend: str, accel: Accelerator, *,
             with Pinger(lab.lan, src.ip, lab.run_dir, ping_interval_ms,
                         on_start=lab._register) as pinger, ExitStack() as loads:
                 pinger.wait_reply_after(time.time())
-                stream = None
-                if load_seconds > 0:
-                    wait_iperf_listening(src.vm)
-                    stream = loads.enter_context(StreamLoad(lab.lan, src.ip, load_seconds,
-                                                            lab.run_dir, on_start=lab._register))
-                    progress("TCP stream into the guest running")
-                    stream.wait_intervals(min(20, int(load_seconds / INTERVAL_S) // 3))
-                with lab.guest("dst", 0, incoming=True) as dst:
-                    progress("starting the destination QEMU")
-                    dst.start()
-                    progress("migrating")
-                    migrate_start = time.time()
-                    qemu_stats = live_migrate(src.vm, dst.vm, f"tcp:127.0.0.1:{MIGRATION_PORT}",
-                                              downtime_limit_ms=downtime_limit_ms,
-                                              postcopy=postcopy, timeout_s=timeout_s)
-                    completed_at = time.time()
-                    src.close()
-                    pinger.wait_reply_after(completed_at, timeout_s=60)
-                    load = None
-                    if stream is not None:
-                        # the stream keeps the guest's one TCG vCPU busy: its console answers after
-                        progress("waiting for the TCP stream to end")
-                        stream.wait_done(load_seconds + 60)
-                        load = stream_report(stream.intervals, migrate_start, completed_at,
-                                             stream.sender)
-                    progress("checking the migrated guest answers")
-                    answer = dst.vm.run("echo alive; uptime", timeout_s=60)
-                    network = pinger.stop()
-                    state = dst.vm.qmp("query-status")
-        return {"kind": "hostnet-migrate",
-                "conditions": {**host_facts(), "accelerator": accel.name,
-                               "accelerator_reason": accel.reason, "backend": backend,
-                               "vcpus": 1, "guest_memory_mb": memory_mb,
-                               "guest_kernel": image.kernel_release,
-                               "downtime_limit_ms": downtime_limit_ms, "postcopy": postcopy,
-                               "vectors": nic_vectors(dst.nic, accel.name),
-                               "ovs_pmd_cores": ovs.pmd_cores() if backend == "vhost-user" else None,
-                               "ovs_userspace_tso": ovs.tso if backend == "vhost-user" else None,
-                               "ping_interval_ms": ping_interval_ms,
-                               "load_seconds": load_seconds,
-                               "load": "iperf3 TCP, lab namespace -> guest, 1 stream" if load_seconds
-                               else None,
-                               "ovs": ovs.as_dict() if backend == "vhost-user" else None,
-                               "guest": guest.as_dict()},
+                stream = _start_stream(lab, src, load_seconds, loads, progress)
+                outcome, dst_nic = _migrate_watched(lab, src, pinger, stream, load_seconds, progress,
+                                                    downtime_limit_ms=downtime_limit_ms, postcopy=postcopy,
+                                                    timeout_s=timeout_s)
+        conditions = {**host_facts(), "accelerator": accel.name,
+                      "accelerator_reason": accel.reason, "backend": backend,
+                      "vcpus": 1, "guest_memory_mb": memory_mb,
+                      "guest_kernel": image.kernel_release,
+                      "downtime_limit_ms": downtime_limit_ms, "postcopy": postcopy,
+                      "vectors": nic_vectors(dst_nic, accel.name),
+                      **_load_conditions(backend, ovs, ping_interval_ms, load_seconds),
+                      "guest": guest.as_dict()}
+        return {"kind": "hostnet-migrate", "conditions": conditions,
                 "guest_tcp_buffers": buffers,
                 "guest_tcp_buffer_max": buffer_max_in_effect(buffers),
-                "qemu": qemu_stats, "network": network, "load": load,
-                "destination": {"status": (state or {}).get("status"),
-                                "answered": "alive" in answer},
+                **outcome,
                 "wall_s": round(time.time() - started, 1)}
+
+
+def _load_conditions(backend: str, ovs: OvsSettings, ping_interval_ms: float, load_seconds: float) -> dict:
+    vhost_user = backend == "vhost-user"
+    return {"ovs_pmd_cores": ovs.pmd_cores() if vhost_user else None,
+            "ovs_userspace_tso": ovs.tso if vhost_user else None,
+            "ping_interval_ms": ping_interval_ms,
+            "load_seconds": load_seconds,
+            "load": "iperf3 TCP, lab namespace -> guest, 1 stream" if load_seconds else None,
+            "ovs": ovs.as_dict() if vhost_user else None}
+
+
+def _start_stream(lab: Lab, src: LabGuest, load_seconds: float, loads: ExitStack,
+                  progress: Callable[[str], None]) -> StreamLoad | None:
+    """The TCP stream into the guest, running steadily before the migration starts; None without load."""
+    if load_seconds <= 0:
+        return None
+    wait_iperf_listening(src.vm)
+    stream = loads.enter_context(StreamLoad(lab.lan, src.ip, load_seconds, lab.run_dir, on_start=lab._register))
+    progress("TCP stream into the guest running")
+    stream.wait_intervals(min(20, int(load_seconds / INTERVAL_S) // 3))
+    return stream
+
+
+def _migrate_watched(lab: Lab, src: LabGuest, pinger: Pinger, stream: StreamLoad | None, load_seconds: float,
+                     progress: Callable[[str], None], *, downtime_limit_ms: int | None, postcopy: bool,
+                     timeout_s: float) -> tuple[dict, NicSpec]:
+    """Migrates src to a new destination guest while pinger and stream watch; (report parts, its NIC)."""
+    with lab.guest("dst", 0, incoming=True) as dst:
+        progress("starting the destination QEMU")
+        dst.start()
+        progress("migrating")
+        migrate_start = time.time()
+        qemu_stats = live_migrate(src.vm, dst.vm, f"tcp:127.0.0.1:{MIGRATION_PORT}",
+                                  downtime_limit_ms=downtime_limit_ms,
+                                  postcopy=postcopy, timeout_s=timeout_s)
+        completed_at = time.time()
+        src.close()
+        pinger.wait_reply_after(completed_at, timeout_s=60)
+        load = None
+        if stream is not None:
+            # the stream keeps the guest's one TCG vCPU busy: its console answers after
+            progress("waiting for the TCP stream to end")
+            stream.wait_done(load_seconds + 60)
+            load = stream_report(stream.intervals, migrate_start, completed_at, stream.sender)
+        progress("checking the migrated guest answers")
+        answer = dst.vm.run("echo alive; uptime", timeout_s=60)
+        network = pinger.stop()
+        state = dst.vm.qmp("query-status")
+    return {"qemu": qemu_stats, "network": network, "load": load,
+            "destination": {"status": (state or {}).get("status"), "answered": "alive" in answer}}, dst.nic
 
 
 def summary_lines(report: dict) -> list[str]:

@@ -17,7 +17,12 @@ from .errors import ObjectNotFoundError, StorageError
 
 DEFAULT_BUCKET = "deployer"
 DEFAULT_REGION = "us-east-1"
-PARAM_KEYS = ("s3_endpoint", "s3_bucket", "s3_access_key", "s3_secret_key", "s3_region")
+# each setting's name as an action parameter and in the environment
+_PARAM_NAMES = {"bucket": "s3_bucket", "region": "s3_region", "endpoint_url": "s3_endpoint",
+                "access_key": "s3_access_key", "secret_key": "s3_secret_key"}
+_ENV_NAMES = {"bucket": "S3_BUCKET", "region": "AWS_DEFAULT_REGION", "endpoint_url": "S3_ENDPOINT_URL",
+              "access_key": "AWS_ACCESS_KEY_ID", "secret_key": "AWS_SECRET_ACCESS_KEY"}
+PARAM_KEYS = tuple(_PARAM_NAMES.values())
 
 
 @dataclass(frozen=True)
@@ -31,46 +36,25 @@ class StorageConfig:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "StorageConfig":
         env = os.environ if environ is None else environ
-        return cls(
-            endpoint_url=env.get("S3_ENDPOINT_URL") or None,
-            bucket=env.get("S3_BUCKET") or DEFAULT_BUCKET,
-            access_key=env.get("AWS_ACCESS_KEY_ID") or None,
-            secret_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
-            region=env.get("AWS_DEFAULT_REGION") or DEFAULT_REGION,
-        )
+        return cls(**{field: env.get(name) or getattr(cls, field) for field, name in _ENV_NAMES.items()})
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "StorageConfig":
         """Settings an action received as parameters; missing ones fall back to the environment."""
         base = cls.from_env()
-        return cls(
-            endpoint_url=params.get("s3_endpoint") or base.endpoint_url,
-            bucket=params.get("s3_bucket") or base.bucket,
-            access_key=params.get("s3_access_key") or base.access_key,
-            secret_key=params.get("s3_secret_key") or base.secret_key,
-            region=params.get("s3_region") or base.region,
-        )
+        return cls(**{field: params.get(name) or getattr(base, field) for field, name in _PARAM_NAMES.items()})
 
     def as_params(self) -> dict[str, str]:
         """The inverse of from_params, to pass storage settings on to an action."""
-        out = {"s3_bucket": self.bucket, "s3_region": self.region}
-        if self.endpoint_url:
-            out["s3_endpoint"] = self.endpoint_url
-        if self.access_key:
-            out["s3_access_key"] = self.access_key
-        if self.secret_key:
-            out["s3_secret_key"] = self.secret_key
-        return out
+        return self._named(_PARAM_NAMES)
 
     def as_env(self) -> dict[str, str]:
-        out = {"S3_BUCKET": self.bucket, "AWS_DEFAULT_REGION": self.region}
-        if self.endpoint_url:
-            out["S3_ENDPOINT_URL"] = self.endpoint_url
-        if self.access_key:
-            out["AWS_ACCESS_KEY_ID"] = self.access_key
-        if self.secret_key:
-            out["AWS_SECRET_ACCESS_KEY"] = self.secret_key
-        return out
+        return self._named(_ENV_NAMES)
+
+    def _named(self, names: dict[str, str]) -> dict[str, str]:
+        """Bucket and region, and the other settings only when set (an empty one would override a default)."""
+        return {name: getattr(self, field) for field, name in names.items()
+                if field in ("bucket", "region") or getattr(self, field)}
 
 
 class Storage:

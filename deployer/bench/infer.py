@@ -18,14 +18,17 @@ import base64
 import io
 import os
 import platform as pyplatform
+import select
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
+from ..local.proctree import stop_process
 from .stats import closed_loop, summarize_ms
 
 BUCKET = "bench-infer"
@@ -93,12 +96,18 @@ class BaselineServer:
         self.url = ""
 
     def start(self, timeout_s: float = 120.0) -> "BaselineServer":
+        """Raises BenchError when the server exits, or prints no URL within timeout_s (it is stopped then)."""
         env = {**os.environ, "OMP_NUM_THREADS": str(self.threads)}
         log_path = self.state_path.with_suffix(".log")
         with open(log_path, "wb") as log:
             self._proc = subprocess.Popen([sys.executable, "-m", "deployer.bench.infer", "--serve-baseline",
                                            str(self.state_path), "--threads", str(self.threads)],
                                           stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+        readable, _, _ = select.select([self._proc.stdout], [], [], timeout_s)
+        if not readable:
+            self.stop()
+            raise BenchError(f"the Flask baseline server did not print its URL within {timeout_s:.0f} s; "
+                             f"log: {log_path.read_text()[-500:]}")
         line = self._proc.stdout.readline().strip()
         if not line.startswith("http://"):
             self.stop()
@@ -108,14 +117,8 @@ class BaselineServer:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout_s)
+        if proc is not None:
+            stop_process(proc, timeout_s)
 
     def __enter__(self) -> "BaselineServer":
         return self.start()
@@ -208,68 +211,98 @@ def run(levels: list[int], requests_per_worker: int = 20, cold_runs: int = 3, in
     """Against a given OpenWhisk (with `storage_env` for its S3), or an owned local platform."""
     import torch
 
-    from mlcore.storage import Storage, StorageConfig
-    from mlcore.train import publish_model
-
-    from ..client import OpenWhiskClient
-    from ..local.supervisor import LocalPlatform
-
     torch.set_num_threads(1)
     state = state if state is not None else default_state()
     data, label = sample_png(root)
     payload = {"image": base64.b64encode(data).decode()}
     classify = make_classifier(state)
     expected = classify(data)["digit"]
-    report: dict = {
-        "benchmark": "infer",
-        "conditions": {"host_cores": os.cpu_count(), "python": pyplatform.python_version(),
-                       "torch_threads_per_request": 1, "requests_per_worker": requests_per_worker,
-                       "cold_runs": cold_runs, "input": f"MNIST test image 0 (label {label}) as a "
-                                                       f"{len(data)}-byte PNG, base64 in the payload"},
-    }
+    report: dict = {"benchmark": "infer", "conditions": _conditions(data, label, requests_per_worker, cold_runs)}
     progress("in-process calls")
     report["in_process"] = bench_in_process(classify, data, levels, in_process_iterations, requests_per_worker)
     with tempfile.TemporaryDirectory(prefix="bench-infer-") as tmp:
-        state_path = Path(tmp) / "model.pt"
-        torch.save(state, state_path)
         progress("plain Flask + torch server over HTTP")
-        with BaselineServer(state_path) as baseline:
-            report["flask_torch"] = bench_baseline(baseline.url, payload, levels, requests_per_worker)
-        owned = None
-        if apihost and auth:
-            client = OpenWhiskClient(apihost, auth)
-            env = dict(storage_env or StorageConfig.from_env().as_env())
-            report["conditions"]["target"] = apihost
-        else:
-            # room for the warm containers, the default stem cells (4) and each cold run's old revision
-            slots = max(levels) + 4 + cold_runs
-            owned = LocalPlatform(Path(tmp) / "platform", max_containers=slots, idle_timeout_s=600)
-            info = owned.start()
-            client = info.client()
-            env = info.storage_env(BUCKET)
-            report["conditions"]["target"] = f"local platform (owned, max_containers={slots})"
-        try:
-            storage = Storage(StorageConfig.from_env(env))
-            storage.ensure_bucket()
-            # by name, not as latest: a benchmark must not replace the model users are served
-            version = publish_model(storage, state, {"accuracy": None, "note": "bench infer"}, mark_latest=False)
-            report["conditions"]["model"] = version
-            payload["model"] = version
-            progress("platform cold starts")
-            report["platform_cold"] = bench_platform_cold(client, env, payload, cold_runs,
-                                                          None if apihost and auth else info.apihost)
-            answer = client.invoke("mnist/infer", payload, blocking=True, result=True)
-            if answer.get("digit") != expected:
-                raise BenchError(f"the platform answered {answer}, the in-process model {expected}")
-            progress("platform warm invokes")
-            report["platform_warm"] = bench_platform_warm(client, payload, levels, requests_per_worker,
-                                                          None if apihost and auth else info.apihost)
-        finally:
-            client.close()
-            if owned:
-                owned.stop()
+        report["flask_torch"] = bench_flask_torch(state, Path(tmp), payload, levels, requests_per_worker)
+        # room for the warm containers, the default stem cells (4) and each cold run's old revision
+        slots = max(levels) + 4 + cold_runs
+        with _platform(apihost, auth, storage_env, Path(tmp), slots) as (client, env, owned_apihost, target):
+            report["conditions"]["target"] = target
+            report["conditions"]["model"], measured = bench_platform(
+                client, env, state, payload, expected, levels, requests_per_worker, cold_runs, owned_apihost, progress)
+            report.update(measured)
     report["ratios"] = ratios(report, levels)
     return report
+
+
+def _conditions(data: bytes, label: int, requests_per_worker: int, cold_runs: int) -> dict:
+    return {"host_cores": os.cpu_count(), "python": pyplatform.python_version(),
+            "torch_threads_per_request": 1, "requests_per_worker": requests_per_worker,
+            "cold_runs": cold_runs, "input": f"MNIST test image 0 (label {label}) as a "
+                                            f"{len(data)}-byte PNG, base64 in the payload"}
+
+
+def bench_flask_torch(state: dict, workdir: Path, payload: dict, levels: list[int], requests_per_worker: int) -> dict:
+    """The plain Flask + torch server, started for this measurement from the same weights."""
+    import torch
+
+    state_path = workdir / "model.pt"
+    torch.save(state, state_path)
+    with BaselineServer(state_path) as baseline:
+        return bench_baseline(baseline.url, payload, levels, requests_per_worker)
+
+
+@contextmanager
+def _platform(apihost: str | None, auth: str | None, storage_env: dict | None, workdir: Path, slots: int):
+    """(client, storage env, the owned platform's API host or None, what the target is); stops what it started.
+
+    With an API host and a key, that OpenWhisk; else a local platform of `slots` containers in `workdir`.
+    """
+    from mlcore.storage import StorageConfig
+
+    from ..client import OpenWhiskClient
+    from ..local.supervisor import LocalPlatform
+
+    if apihost and auth:
+        client = OpenWhiskClient(apihost, auth)
+        try:
+            yield client, dict(storage_env or StorageConfig.from_env().as_env()), None, apihost
+        finally:
+            client.close()
+        return
+    owned = LocalPlatform(workdir / "platform", max_containers=slots, idle_timeout_s=600)
+    info = owned.start()
+    client = info.client()
+    try:
+        yield client, info.storage_env(BUCKET), info.apihost, f"local platform (owned, max_containers={slots})"
+    finally:
+        client.close()
+        owned.stop()
+
+
+def bench_platform(client, env: dict, state: dict, payload: dict, expected: int, levels: list[int],
+                   requests_per_worker: int, cold_runs: int, apihost: str | None,
+                   progress: Callable[[str], None]) -> tuple[str, dict]:
+    """Cold starts and warm invokes of mnist/infer serving `state`: (the model version it served, the results).
+
+    Raises:
+        BenchError: the platform's answer differs from the in-process model's `expected` digit.
+    """
+    from mlcore.storage import Storage, StorageConfig
+    from mlcore.train import publish_model
+
+    storage = Storage(StorageConfig.from_env(env))
+    storage.ensure_bucket()
+    # by name, not as latest: a benchmark must not replace the model users are served
+    version = publish_model(storage, state, {"accuracy": None, "note": "bench infer"}, mark_latest=False)
+    payload = {**payload, "model": version}
+    progress("platform cold starts")
+    cold = bench_platform_cold(client, env, payload, cold_runs, apihost)
+    answer = client.invoke("mnist/infer", payload, blocking=True, result=True)
+    if answer.get("digit") != expected:
+        raise BenchError(f"the platform answered {answer}, the in-process model {expected}")
+    progress("platform warm invokes")
+    return version, {"platform_cold": cold,
+                     "platform_warm": bench_platform_warm(client, payload, levels, requests_per_worker, apihost)}
 
 
 def ratios(report: dict, levels: list[int]) -> dict:

@@ -70,6 +70,7 @@ class Invoker:
         self._cond = threading.Condition()
         self._containers: list[Container] = []
         self._starting = 0
+        self._dying = 0  # taken out of the pool, being killed outside the lock: their slots are not free yet
         self._queued = 0  # activations waiting for a container slot
         self._closed = False
         self.cold_starts = 0
@@ -101,7 +102,21 @@ class Invoker:
         return c
 
     def _used_slots(self) -> int:
-        return len(self._containers) + self._starting + len(self._stems)
+        return len(self._containers) + self._starting + len(self._stems) + self._dying
+
+    def _retire(self, containers: list[Container]) -> None:
+        """Kills containers already taken out of the pool (and counted in `_dying` under the lock).
+
+        Called without the lock: a kill can wait 10 s for a process tree to die, and nothing else may
+        wait for that. Their slots are freed once they are gone, so the cap holds.
+        """
+        try:
+            for c in containers:
+                c.kill()
+        finally:
+            with self._cond:
+                self._dying -= len(containers)
+                self._cond.notify_all()
 
     def _refill(self) -> None:
         """Keeps each stem spec at its count, in free slots only, and never while an activation waits."""
@@ -133,13 +148,15 @@ class Invoker:
             with self._cond:
                 self._starting -= 1
                 self._stems_starting[spec] -= 1
-                if stem is not None and not self._closed:
+                closed = self._closed
+                if stem is not None and not closed:
                     self._stems.append(stem)
-                elif stem is not None:
-                    stem.kill()
                 self._cond.notify_all()
                 if stem is None:
                     self._cond.wait(5.0)  # a runtime that cannot start: do not spin
+            if stem is not None and closed:
+                stem.kill()
+
     def stats(self) -> dict:
         with self._cond:
             return {
@@ -155,6 +172,17 @@ class Invoker:
 
     def _acquire(self, key: str, deadline: float, stem_match=None) -> tuple[Container | None, Container | None]:
         """(a warm idle container for `key`, None), or (None, a matching stem cell or None) with a slot reserved."""
+        victim, found = self._reserve(key, deadline, stem_match)
+        if victim is not None:
+            try:
+                victim.kill()  # outside the lock; the slot it frees is already this activation's reservation
+            except BaseException:
+                self._unreserve()
+                raise
+        return found
+
+    def _reserve(self, key: str, deadline: float, stem_match) -> tuple[Container | None, tuple]:
+        """(a container to kill or None, what `_acquire` returns), decided under the lock."""
         queued = False
         with self._cond:
             try:
@@ -164,7 +192,7 @@ class Invoker:
                     for c in self._containers:
                         if c.key == key and not c.busy and c.alive():
                             c.busy = True
-                            return c, None
+                            return None, (c, None)
                     stem = next((c for c in self._stems if stem_match is not None and stem_match(c) and c.alive()),
                                 None)
                     if stem is not None:  # its slot becomes the reservation
@@ -172,10 +200,10 @@ class Invoker:
                         self._starting += 1
                         self.prewarm_hits += 1
                         self._cond.notify_all()
-                        return None, stem
+                        return None, (None, stem)
                     if self._used_slots() < self.max_containers:
                         self._starting += 1
-                        return None, None
+                        return None, (None, None)
                     idle = [c for c in sorted(self._containers, key=lambda c: c.last_used) if not c.busy]
                     victim = self._stems[0] if self._stems else (idle[0] if idle else None)
                     if victim is not None:
@@ -183,9 +211,8 @@ class Invoker:
                             self._stems.remove(victim)
                         else:
                             self._containers.remove(victim)
-                        victim.kill()
                         self._starting += 1
-                        return None, None
+                        return victim, (None, None)
                     left = deadline - time.monotonic()
                     if left <= 0:
                         raise ContainerTimeout("no container became free in time")
@@ -200,11 +227,16 @@ class Invoker:
         with self._cond:
             c.busy = False
             c.last_used = time.monotonic()
-            if not reusable or not c.alive():
-                if c in self._containers:
-                    self._containers.remove(c)
-                c.kill()
+            dead = not reusable or not c.alive()
+            taken = dead and c in self._containers
+            if taken:
+                self._containers.remove(c)
+                self._dying += 1
             self._cond.notify_all()
+        if taken:
+            self._retire([c])
+        elif dead:
+            c.kill()  # shutdown took it out of the pool already
 
     def _reap_idle(self) -> None:
         while True:
@@ -212,10 +244,14 @@ class Invoker:
                 if self._closed:
                     return
                 now = time.monotonic()
-                for c in [c for c in self._containers if not c.busy and now - c.last_used > self.idle_timeout_s]:
+                idle = [c for c in self._containers if not c.busy and now - c.last_used > self.idle_timeout_s]
+                for c in idle:
                     self._containers.remove(c)
-                    c.kill()
-                self._cond.notify_all()
+                self._dying += len(idle)
+            self._retire(idle)
+            with self._cond:
+                if self._closed:
+                    return
                 self._cond.wait(min(5.0, max(self.idle_timeout_s / 4, 0.1)))
 
     def run(self, key: str, init_value: dict, run_message: dict, limits: dict, runtime: str = "python",
@@ -288,12 +324,14 @@ class Invoker:
                                          logs=logs, end_ms=_now_ms(), init_ms=init_ms)
         with self._cond:
             self._starting -= 1
-            if self._closed:
-                container.kill()
-                raise ContainerError("the platform is shutting down")
-            container.busy = True
-            self._containers.append(container)
-            self.cold_starts += 1
+            closed = self._closed
+            if not closed:
+                container.busy = True
+                self._containers.append(container)
+                self.cold_starts += 1
+        if closed:
+            container.kill()
+            raise ContainerError("the platform is shutting down")
         return container, init_ms, None
 
     def _unreserve(self) -> None:

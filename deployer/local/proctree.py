@@ -1,9 +1,11 @@
-"""Process trees: what a container or the platform started, found through /proc, killed as a whole."""
+"""Process trees: what a container or the platform started, found through /proc, killed as a whole;
+and the polite stop of one child process that every owner of a child in the deployer uses."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 
 
@@ -71,3 +73,19 @@ def wait_gone(pids: list[int], timeout_s: float) -> list[int]:
         time.sleep(0.02)
         left = [p for p in left if not gone(p)]
     return left
+
+
+def stop_process(proc: subprocess.Popen, timeout_s: float = 10.0) -> int:
+    """SIGTERM, up to timeout_s to exit cleanly, then SIGKILL; returns the exit status.
+
+    Raises:
+        subprocess.TimeoutExpired: it outlived SIGKILL by 10 s (stuck in the kernel).
+    """
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    return proc.returncode

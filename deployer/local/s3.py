@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from .errors import PlatformError
+from .proctree import stop_process
 
 REGION = "us-east-1"
 
@@ -115,14 +116,7 @@ class EmbeddedS3:
         proc, self._proc = self._proc, None
         code = None
         if proc is not None:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=timeout_s)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
-            code = proc.returncode
+            code = stop_process(proc, timeout_s)
             proc.stdout.close()  # stderr belongs to its pump thread, which ends at EOF
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 import requests
 
 from .invoker import DEFAULT_MAX_CONTAINERS
-from .proctree import descendants
+from .proctree import descendants, stop_process
 from .server import INFO_FILE, LOG_FILE, read_stop_report
 
 DEFAULT_PORT = 3233
@@ -318,14 +318,8 @@ class LocalPlatform:
 
     def stop(self, timeout_s: float = 30.0) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        if proc is not None:
+            stop_process(proc, timeout_s)
 
     def kill(self) -> None:
         """SIGKILL, as a crash would: nothing is flushed. Returns once every process it started has died.

@@ -44,14 +44,18 @@ def new_job_name() -> str:
 
 
 def _as_bool(value) -> bool:
-    """True/False, or their spellings in a string ('false' is False, not a non-empty string)."""
+    """A bool, or its spelling in JSON or on a command line: true/false or 1/0 (bool("false") would be True).
+
+    Raises:
+        ValueError: anything else, "yes" and 2 included.
+    """
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "false", "0", "no"):
-        return value.strip().lower() in ("true", "1", "yes")
-    if isinstance(value, int):
-        return bool(value)
-    raise ValueError(f"{value!r} is not a boolean")
+    if isinstance(value, str) and value.strip().lower() in ("true", "1", "false", "0"):
+        return value.strip().lower() in ("true", "1")
+    if isinstance(value, int) and value in (0, 1):
+        return value == 1
+    raise ValueError(f"{value!r} is not true, false, 1 or 0")
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,8 @@ class JobConfig:
             try:
                 values[name] = kind(value) if kind is not bool else _as_bool(value)
             except (TypeError, ValueError) as exc:
-                raise TrainingError(f"setting {name}={value!r} is not a {kind.__name__}") from exc
+                spellings = " (true, false, 1 or 0)" if kind is bool else ""
+                raise TrainingError(f"setting {name}={value!r} is not a {kind.__name__}{spellings}") from exc
         if "job" not in values:
             raise TrainingError("a job needs a name (`job`)")
         config = cls(**values)
@@ -198,33 +203,18 @@ class JobLayout:
     def __init__(self, job: str) -> None:
         self.job = job
         self.prefix = f"jobs/{job}/"
+        self.config = self.prefix + "config.json"
+        self.status = self.prefix + "status.json"
+        self.metrics = self.prefix + "metrics.jsonl"
+        self.final = self.prefix + "final.pt"
+        self.checkpoint_pointer = self.prefix + "checkpoint.json"
 
     @staticmethod
     def round_name(number: int) -> str:
         return f"{number:0{ROUND_DIGITS}d}"
 
-    @property
-    def config(self) -> str:
-        return self.prefix + "config.json"
-
-    @property
-    def status(self) -> str:
-        return self.prefix + "status.json"
-
-    @property
-    def metrics(self) -> str:
-        return self.prefix + "metrics.jsonl"
-
-    @property
-    def final(self) -> str:
-        return self.prefix + "final.pt"
-
-    @property
-    def checkpoint_pointer(self) -> str:
-        return self.prefix + "checkpoint.json"
-
     def update(self, number: int, worker: int) -> str:
-        return f"{self.prefix}updates/{self.round_name(number)}/{worker}"
+        return f"{self.updates_of(number)}{worker}"
 
     def updates_of(self, number: int) -> str:
         return f"{self.prefix}updates/{self.round_name(number)}/"

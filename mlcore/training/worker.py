@@ -41,6 +41,21 @@ class StartPoint:
     source: str
 
 
+@dataclass
+class _Cursor:
+    """Where a worker is: replaying until it first computes an update that storage lacks."""
+
+    round: int
+    batch: int
+    k: int
+    vector: torch.Tensor
+    replaying: bool = True
+    last_comm_s: float | None = None
+
+    def position(self) -> dict:
+        return {"round": self.round, "batch": self.batch, "k": self.k}
+
+
 def state_blob(vector: torch.Tensor, momentum: torch.Tensor | None, header: dict) -> bytes:
     parts = [vector] + ([momentum] if momentum is not None else [])
     return encode(torch.cat(parts), {**header, "params": vector.numel(), "momentum": momentum is not None})
@@ -250,83 +265,115 @@ class Worker:
             self.exchange.close()
 
     def _run(self) -> dict:
-        config, layout, w = self.config, self.layout, self.worker
+        config = self.config
         self._claim()
+        trainer, sgd, cursor, size = self._prepare()
+        total, every = config.total_batches(size), config.checkpoint_every(size)
+        while cursor.batch < total:
+            if self._superseded.is_set():
+                return {"state": "superseded", **self._stats("superseded", cursor.position())}
+            if self._should_hand_off():
+                return self._hand_off(cursor.position(), cursor.vector, sgd.buffer if config.mode == "sync"
+                                      else trainer.momentum_vector())
+            round_started = time.perf_counter()
+            if config.mode == "sync":
+                cursor.k = 1
+            else:
+                cursor.k = max(1, min(cursor.k, total - cursor.batch, every - cursor.batch % every))
+            own = self._compute(trainer, cursor)
+            comm_started = time.perf_counter()
+            try:
+                included = self._included(cursor.round)
+                keys = [self.layout.update(cursor.round, j) for j in included
+                        if not (j == self.worker and own is not None)]
+                blobs = self.exchange.gather(keys, config.worker_timeout_s, self._stopping)
+            except InterruptedError:
+                continue
+            headers = self._apply(cursor, sgd, size, self._round_updates(cursor, included, blobs, own))
+            cursor.last_comm_s = round(time.perf_counter() - comm_started, 6)
+            self._advance(cursor, next_local_steps(config, headers, cursor.k), sgd, total, every)
+            self._round_walls.append(time.perf_counter() - round_started)
+            self._report_progress(cursor.position())
+        self.exchange.finish()
+        stats = self._stats("done", cursor.position())
+        self.storage.put_json(self.layout.worker_stats(self.worker), stats)
+        return {"state": "done", **stats}
+
+    def _prepare(self) -> tuple[Trainer, FlatSGD, _Cursor, int]:
+        """Loads the data and takes over from the start point: (trainer, optimizer, cursor, train size)."""
+        config, w = self.config, self.worker
         images, labels = data.load(config.data, self.storage, train=True)
         size = data.train_size(config, len(labels))
-        total, every = config.total_batches(size), config.checkpoint_every(size)
         torch.set_num_threads(config.threads)
         trainer = Trainer(config, w, images, labels, size)
         start = start_point(self.storage, config, w)
         if start.source == "handoff":
-            self.storage.delete(layout.handoff(w))
-        number, batch, k, vector = start.round, start.batch, start.k, start.vector
+            self.storage.delete(self.layout.handoff(w))
         sgd = FlatSGD(config, start.momentum if config.mode == "sync" else None)
         if config.mode == "local":
             trainer.set_momentum(start.momentum)
         self.timer.add("startup_s", time.perf_counter() - self._started)
-        replaying = True
-        last_comm_s = None
-        position = lambda: {"round": number, "batch": batch, "k": k}  # noqa: E731
-        while batch < total:
-            if self._superseded.is_set():
-                return {"state": "superseded", **self._stats("superseded", position())}
-            if self._should_hand_off():
-                return self._hand_off(position(), vector, sgd.buffer if config.mode == "sync"
-                                      else trainer.momentum_vector())
-            round_started = time.perf_counter()
-            k = 1 if config.mode == "sync" else max(1, min(k, total - batch, every - batch % every))
-            own = None
-            check = replaying or config.effective_quorum < config.workers
-            if not (check and self._done_already(number)):
-                replaying = False
-                compute_started = time.perf_counter()
-                if config.mode == "sync":
-                    update, loss = trainer.gradient(vector, batch)
-                else:
-                    update, loss = trainer.local_steps(vector, batch, k)
-                compute_s = time.perf_counter() - compute_started
-                self.timer.add("compute_s", compute_s)
-                header = {"round": number, "worker": w, "batch": batch, "k": k, "loss": round(loss, 5),
-                          "compute_s": round(compute_s, 6), "comm_s": last_comm_s}
-                blob = encode(update, header, config.compress)
-                own = decode(blob)  # what the peers will read, compression included
-                self.exchange.put_async(layout.update(number, w), blob, scratch=True)
-            comm_started = time.perf_counter()
-            try:
-                included = self._included(number)
-                keys = [layout.update(number, j) for j in included if not (j == w and own is not None)]
-                blobs = self.exchange.gather(keys, config.worker_timeout_s, self._stopping)
-            except InterruptedError:
-                continue
-            updates = {int(key.rsplit("/", 1)[1]): decode(blob) for key, blob in blobs.items()}
-            if own is not None and w in included:
-                updates[w] = own
-            self.exchange.flush()
-            headers = [updates[j][0] for j in sorted(updates)]
-            if any(h["batch"] != batch or h["k"] != k for h in headers):
-                raise TrainingError(f"round {number}: the updates disagree on the batch or K "
-                                    f"({[(h['worker'], h['batch'], h['k']) for h in headers]}); "
-                                    "the job's storage holds updates of another run")
-            mean = torch.stack([updates[j][1] for j in sorted(updates)]).mean(dim=0)
-            if config.mode == "sync":
-                vector = sgd.step(vector, mean, config.lr_at(batch, size))
-            else:
-                vector = vector + mean
-            last_comm_s = round(time.perf_counter() - comm_started, 6)
-            next_k = next_local_steps(config, headers, k)
-            batch += k
-            number += 1
-            if w == 0 and (batch % every == 0 or batch >= total):
-                self._checkpoint(number, batch, next_k, vector, sgd.buffer)
-            k = next_k
-            self.rounds_run += 1
-            self._round_walls.append(time.perf_counter() - round_started)
-            self._report_progress(position())
-        self.exchange.finish()
-        stats = self._stats("done", position())
-        self.storage.put_json(layout.worker_stats(w), stats)
-        return {"state": "done", **stats}
+        return trainer, sgd, _Cursor(start.round, start.batch, start.k, start.vector), size
+
+    def _compute(self, trainer: Trainer, cursor: _Cursor) -> tuple[dict, torch.Tensor] | None:
+        """This worker's update of the round, put to storage and returned as the peers will read it.
+
+        None when storage holds it already (a replay) or a quorum decision left this worker out.
+        """
+        config = self.config
+        check = cursor.replaying or config.effective_quorum < config.workers
+        if check and self._done_already(cursor.round):
+            return None
+        cursor.replaying = False
+        compute_started = time.perf_counter()
+        if config.mode == "sync":
+            update, loss = trainer.gradient(cursor.vector, cursor.batch)
+        else:
+            update, loss = trainer.local_steps(cursor.vector, cursor.batch, cursor.k)
+        compute_s = time.perf_counter() - compute_started
+        self.timer.add("compute_s", compute_s)
+        header = {"round": cursor.round, "worker": self.worker, "batch": cursor.batch, "k": cursor.k,
+                  "loss": round(loss, 5), "compute_s": round(compute_s, 6), "comm_s": cursor.last_comm_s}
+        blob = encode(update, header, config.compress)
+        own = decode(blob)  # what the peers will read, compression included
+        self.exchange.put_async(self.layout.update(cursor.round, self.worker), blob, scratch=True)
+        return own
+
+    def _round_updates(self, cursor: _Cursor, included: list[int], blobs: dict[str, bytes],
+                       own: tuple[dict, torch.Tensor] | None) -> list[tuple[dict, torch.Tensor]]:
+        """The round's updates in worker order, this worker's own included.
+
+        Raises TrainingError when they disagree on the batch or K: storage holds another run's updates.
+        """
+        updates = {int(key.rsplit("/", 1)[1]): decode(blob) for key, blob in blobs.items()}
+        if own is not None and self.worker in included:
+            updates[self.worker] = own
+        self.exchange.flush()
+        ordered = [updates[j] for j in sorted(updates)]
+        if any(h["batch"] != cursor.batch or h["k"] != cursor.k for h, _ in ordered):
+            raise TrainingError(f"round {cursor.round}: the updates disagree on the batch or K "
+                                f"({[(h['worker'], h['batch'], h['k']) for h, _ in ordered]}); "
+                                "the job's storage holds updates of another run")
+        return ordered
+
+    def _apply(self, cursor: _Cursor, sgd: FlatSGD, size: int,
+               updates: list[tuple[dict, torch.Tensor]]) -> list[dict]:
+        """Averages the round's updates into the model (an SGD step in sync mode); returns their headers."""
+        mean = torch.stack([vector for _, vector in updates]).mean(dim=0)
+        if self.config.mode == "sync":
+            cursor.vector = sgd.step(cursor.vector, mean, self.config.lr_at(cursor.batch, size))
+        else:
+            cursor.vector = cursor.vector + mean
+        return [header for header, _ in updates]
+
+    def _advance(self, cursor: _Cursor, next_k: int, sgd: FlatSGD, total: int, every: int) -> None:
+        """Moves past the round; worker 0 checkpoints at each evaluation point and at the end."""
+        cursor.batch += cursor.k
+        cursor.round += 1
+        if self.worker == 0 and (cursor.batch % every == 0 or cursor.batch >= total):
+            self._checkpoint(cursor.round, cursor.batch, next_k, cursor.vector, sgd.buffer)
+        cursor.k = next_k
+        self.rounds_run += 1
 
     def _hand_off(self, position: dict, vector: torch.Tensor, momentum) -> dict:
         """Saves this worker's state at a round boundary and starts its successor, which claims the worker."""

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
+
 from deployer.bench import infer as bi
 from mlcore.storage import Storage, StorageConfig
 from mlcore.train import LATEST_KEY
@@ -25,3 +29,13 @@ def test_bench_infer_measures_all_three_paths(platform, lenet5_small, mnist_root
     cold = report["platform_cold"]["p50_ms"]
     assert report["ratios"]["platform_cold_p50_over_warm_p50"] == round(cold / warm, 1)
     assert not Storage(StorageConfig.from_env(env)).exists(LATEST_KEY), "a benchmark must not replace latest"
+
+
+def test_the_baseline_server_is_given_up_after_its_timeout(tmp_path):
+    # Prepare: a model file nobody writes, so the server blocks reading it and never prints its URL
+    state_path = tmp_path / "model.pt"
+    os.mkfifo(state_path)
+    server = bi.BaselineServer(state_path)
+    # Execute / Assert
+    with pytest.raises(bi.BenchError, match="did not print its URL within 1 s"):
+        server.start(timeout_s=1)

@@ -33,6 +33,20 @@ def test_settings_survive_the_trip_through_json_with_string_values():
     assert JobConfig.from_dict(config.as_dict()) == config
 
 
+@pytest.mark.parametrize("spelled, meant", [
+    (True, True), (False, False), ("true", True), ("false", False), ("False", False), (" TRUE ", True),
+    ("1", True), ("0", False), (1, True), (0, False),
+])
+def test_a_boolean_setting_reads_each_spelling_of_true_and_false(spelled, meant):
+    assert JobConfig.from_dict({"job": "j", "nesterov": spelled}).nesterov is meant
+
+
+@pytest.mark.parametrize("spelled", ["yes", "no", "maybe", "", 2, -1, 0.5, None])
+def test_a_boolean_setting_refuses_anything_else_naming_the_spellings(spelled):
+    with pytest.raises(TrainingError, match=r"setting eval_live=.* is not a bool \(true, false, 1 or 0\)"):
+        JobConfig.from_dict({"job": "j", "eval_live": spelled})
+
+
 def test_the_schedule_warms_up_then_decays_to_zero():
     config = JobConfig(job="j", workers=2, epochs=2, batch_size=64, train_limit=6400, lr=0.1, warmup_epochs=0.5)
     per_epoch = config.batches_per_epoch(6400)
