@@ -171,14 +171,13 @@ def _openwhisk_parts(obj, run_id: str):
     """(invoke, Storage) wired to the resolved OpenWhisk and its S3, with the action deployed."""
     from deployer import target as targets
     from deployer.manifest import deploy
-    from mlcore.storage import Storage, StorageConfig
+    from mlcore.storage import Storage
 
     target = obj.target if obj is not None and hasattr(obj, "target") else targets.resolve()
     client = target.client()
-    env = {**os.environ, **targets.storage_env_for(target)}
-    storage = Storage(StorageConfig.from_env(env))
+    storage = Storage(target.storage.config)
     storage.ensure_bucket()
-    deploy(client, MANIFEST, env=env)
+    deploy(client, MANIFEST, env=target.storage.manifest_env())
 
     def invoke(name: str, params: dict) -> dict:
         return client.invoke(name, params, blocking=True, result=True, timeout_s=900)
