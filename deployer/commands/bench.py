@@ -11,8 +11,8 @@ from .params import choices, ints
 LAZY = {
     "infer": "deployer.commands.ml:bench_infer_command",
     "train": "deployer.commands.train:bench_train_command",
-    "fedavg": "fedavg.cli:bench_command",
-    "hostnet": "hostnet.cli:bench_command",
+    "fedavg": "deployer.commands.fedavg_bench:bench_command",
+    "hostnet": "deployer.commands.hostnet:bench_command",
 }
 
 
