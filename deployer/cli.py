@@ -30,8 +30,8 @@ COMMANDS = {
     "serve": "deployer.commands.ml:serve_command",
     "demo": "deployer.commands.ml:demo_command",
     "train": "deployer.commands.train:train_command",
-    "fedavg": "fedavg.cli:fedavg_group",
-    "hostnet": "hostnet.cli:hostnet_group",
+    "fedavg": "deployer.commands.fedavg:fedavg_group",
+    "hostnet": "deployer.commands.hostnet:hostnet_group",
     "runtime": "deployer.commands.runtime:runtime",
 }
 

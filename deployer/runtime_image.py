@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from . import folders
 from .errors import DeployerError
 from .local.proctree import stop_process
 from .manifest import DEFAULT_RUNTIME_IMAGE
@@ -115,9 +116,8 @@ def human_bytes(n: float) -> str:
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("DEPLOYER_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME")
-                                                           or os.path.expanduser("~/.cache"), "deployer")
-    return Path(root)
+    env = os.environ.get("DEPLOYER_CACHE")
+    return Path(env) if env else folders.cache_dir()
 
 
 # ---------------------------------------------------------------- the base image (debootstrap)

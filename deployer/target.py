@@ -1,18 +1,39 @@
-"""Which OpenWhisk to talk to: flags, then OW_APIHOST/OW_AUTH, then wskprops, else the local platform.
+"""Where the OpenWhisk API and the object storage are: one Target, resolved once, for every command.
 
-The same resolution serves `deploy`, `invoke`, `train`, `fedavg --executor openwhisk`
+The API: flags, then OW_APIHOST/OW_AUTH, then wskprops, else the local platform. The
+same resolution serves `deploy`, `invoke`, `train`, `fedavg --executor openwhisk`
 and the web page, so one command works against a real cluster or the embedded default.
+The storage: see `resolve_storage`.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
+
+from mlcore.storage import StorageConfig
 
 from .client import OpenWhiskClient
 from .errors import ConfigError
+
+EMBEDDED = "local platform"
+ENVIRONMENT = "environment"
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """The S3 the commands and the deployed actions use, and where its settings came from."""
+
+    config: StorageConfig
+    source: str = ENVIRONMENT
+    env: Mapping[str, str] = field(default_factory=dict)  # the settings as S3_*/AWS_* variables
+
+    def manifest_env(self) -> dict[str, str]:
+        """What manifests' `$VAR`s are read from: the user's environment, with the embedded S3's settings over it."""
+        return {**os.environ, **self.env}
 
 
 @dataclass(frozen=True)
@@ -22,9 +43,31 @@ class Target:
     source: str
     local: bool = False
     insecure: bool = False
+    storage: S3Settings = field(default_factory=lambda: resolve_storage(None))
 
     def client(self) -> OpenWhiskClient:
         return OpenWhiskClient(self.apihost, self.auth, insecure=self.insecure)
+
+
+def resolve_storage(embedded_env: Mapping[str, str] | None, environ: Mapping[str, str] | None = None) -> S3Settings:
+    """One rule for every command: the user's S3 when the environment names an endpoint, else the embedded S3.
+
+    In order: the environment, when it sets S3_ENDPOINT_URL (taken whole: endpoint, keys,
+    region); else the embedded S3 of the local platform (`embedded_env`, given only when the
+    target is the local platform); else the environment as it is (AWS S3 through boto3's
+    own credential chain). The bucket is S3_BUCKET wherever it is set, else the project's.
+    There are no S3 flags: exporting the variables is the explicit choice.
+
+    Why this order: what a user exports is what they asked for (as `deployer deploy` and the
+    ML commands always did), yet AWS keys exported for other work must not be sent to the
+    embedded endpoint (as `deployer train` and `fedavg --executor openwhisk` avoided by
+    preferring the embedded S3): keys without an endpoint do not select an S3.
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get("S3_ENDPOINT_URL") or not embedded_env:
+        return S3Settings(StorageConfig.from_env(environ))
+    env = {**embedded_env, **({"S3_BUCKET": environ["S3_BUCKET"]} if environ.get("S3_BUCKET") else {})}
+    return S3Settings(StorageConfig.from_env(env), EMBEDDED, env)
 
 
 def read_wskprops(path: Path) -> dict[str, str]:
@@ -59,7 +102,7 @@ def resolve(apihost: str | None = None, auth: str | None = None, *, start_local:
     if env_host or env_auth:
         if not (env_host and env_auth):
             raise ConfigError("set both OW_APIHOST and OW_AUTH (or neither)")
-        return Target(env_host, env_auth, "environment", insecure=insecure)
+        return Target(env_host, env_auth, ENVIRONMENT, insecure=insecure)
     path = _wskprops_path()
     if path is not None:
         props = read_wskprops(path)
@@ -80,27 +123,8 @@ def local_target(start: bool = True) -> Target:
         info, started = supervisor.up()
         if started:
             print(f"started the local platform on {info.apihost} (stop it with `deployer down`)", file=sys.stderr)
-    return Target(info.apihost, info.auth, "local platform", local=True)
+    return Target(info.apihost, info.auth, EMBEDDED, local=True, storage=resolve_storage(info.storage_env()))
 
 
 def resolve_client(apihost: str | None = None, auth: str | None = None, start_local: bool = True) -> OpenWhiskClient:
     return resolve(apihost, auth, start_local=start_local).client()
-
-
-def local_storage_config(bucket: str | None = None):
-    """The embedded S3 of the running local platform (started on demand)."""
-    from .local import supervisor
-
-    local_target(start=True)
-    info = supervisor.read_info(supervisor.default_state_dir())
-    return info.storage_config(bucket)
-
-
-def storage_env_for(target: Target) -> dict[str, str]:
-    """S3 settings for manifest `$VAR`s: the embedded S3 of the local platform; elsewhere, the user's env."""
-    if not target.local:
-        return {}
-    from .local import supervisor
-
-    info = supervisor.read_info(supervisor.default_state_dir())
-    return info.storage_env(os.environ.get("S3_BUCKET")) if info else {}

@@ -23,7 +23,7 @@ from mlcore.training.report import summarise
 
 from .errors import ConfigError, NotFoundError, OpenWhiskError
 from .manifest import PROJECT_ROOT, deploy
-from .target import Target, storage_env_for
+from .target import Target
 
 MANIFEST = PROJECT_ROOT / "manifests" / "train.yaml"
 PACKAGE = "mnist-train"
@@ -31,16 +31,9 @@ FINAL_STATES = ("done", "failed")
 
 
 def storage_config_for(target: Target) -> StorageConfig:
-    """The embedded S3 of the local platform, else the S3 named by the user's environment."""
-    if target.local:
-        from .local import supervisor
-
-        info = supervisor.read_info(supervisor.default_state_dir())
-        if info is None:
-            raise ConfigError("the local platform stopped; run `deployer up`")
-        return info.storage_config(os.environ.get("S3_BUCKET"))
-    config = StorageConfig.from_env()
-    if not config.endpoint_url and not config.access_key:
+    """The target's S3; a remote OpenWhisk's actions cannot reach it without settings, so those are required."""
+    config = target.storage.config
+    if not target.local and not config.endpoint_url and not config.access_key:
         raise ConfigError("a remote OpenWhisk needs S3 settings: export S3_ENDPOINT_URL, S3_BUCKET, "
                           "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
     return config
@@ -49,8 +42,7 @@ def storage_config_for(target: Target) -> StorageConfig:
 def prepare(target: Target, client, storage: Storage, data: str = "s3", manifest: Path = MANIFEST) -> list[str]:
     """Deploys train.yaml (idempotent) and puts MNIST in S3 when workers read it from there."""
     storage.ensure_bucket()
-    env = {**os.environ, **storage_env_for(target)}
-    names = deploy(client, manifest, env=env)
+    names = deploy(client, manifest, env=target.storage.manifest_env())
     if data == "s3":
         training_data.upload_mnist(storage)
     return names

@@ -35,6 +35,27 @@ def timing_label(executor: str, config: RunConfig) -> str:
     return f"{executor} {arithmetic_label(config.precision, config.channels_last)}"
 
 
+def timing_entries(names, timing: RunConfig, make_factory: Callable[..., Callable], report: dict) -> dict:
+    """(factory, config) per label: the serial fp32 BASELINE first, then each executor at the bench's arithmetic.
+
+    make_factory(name, run_id=None) gives an executor factory; one that raises (no platform,
+    no Ray) skips that executor, with the reason under report["skipped"], not the bench.
+    """
+    baseline = dataclasses.replace(timing, precision="fp32", channels_last=False)
+    entries = {BASELINE: (make_factory("serial"), baseline)}
+    for name in names:
+        label = timing_label(name, timing)
+        if label in entries:
+            continue
+        try:
+            factory = make_factory(name, run_id=f"bench-{timing.run_id()}")
+        except Exception as exc:  # noqa: BLE001 - a missing platform skips that executor, not the bench
+            report.setdefault("skipped", {})[label] = f"{type(exc).__name__}: {exc}"
+            continue
+        entries[label] = (factory, timing)
+    return entries
+
+
 def time_executors(entries: Mapping[str, tuple[Callable, RunConfig]], data: Data,
                    on_round: Callable[[str, dict], None] | None = None) -> dict:
     """Runs each (executor factory, config) under its label; per-round times, ratios and weight agreement.

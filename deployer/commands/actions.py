@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
 
 from .. import manifest as manifest_mod
 from ..errors import ActivationFailedError
-from ..target import storage_env_for
 from .output import emit_json, ms_time, table
 
 
@@ -31,7 +29,7 @@ def deploy(obj, manifest_path: str, deployment: str | None) -> None:
     """Deploy the packages, actions, sequences, triggers and rules of a wskdeploy manifest."""
     manifest_mod.check(Path(manifest_path), Path(deployment) if deployment else None)  # before starting anything
     target = obj.target
-    env = {**storage_env_for(target), **os.environ}  # what the user exported wins over the embedded S3
+    env = target.storage.manifest_env()
     names = manifest_mod.deploy(target.client(), Path(manifest_path), Path(deployment) if deployment else None, env)
     click.echo(f"deployed to {target.apihost} ({target.source}): {', '.join(names)}")
 

@@ -6,12 +6,13 @@ import click
 
 from ..cli import LazyGroup
 from .output import table, write_report
+from .params import choices, ints
 
 LAZY = {
     "infer": "deployer.commands.ml:bench_infer_command",
     "train": "deployer.commands.train:bench_train_command",
-    "fedavg": "fedavg.cli:bench_command",
-    "hostnet": "hostnet.cli:bench_command",
+    "fedavg": "deployer.commands.fedavg_bench:bench_command",
+    "hostnet": "deployer.commands.hostnet:bench_command",
 }
 
 
@@ -32,28 +33,21 @@ def bench() -> None:
 
 @bench.command("platform")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
-@click.option("--concurrency", default="1,4,16", show_default=True, help="Comma-separated levels.")
+@click.option("--concurrency", type=ints(example="1,4,16"), default="1,4,16", show_default=True,
+              help="Comma-separated levels.")
 @click.option("--requests", "requests_per_worker", default=50, show_default=True, help="Per worker per level.")
 @click.option("--cold-runs", default=5, show_default=True)
-@click.option("--modes", default="process,docker", show_default=True,
+@click.option("--modes", type=choices(("process", "docker")), default="process,docker", show_default=True,
               help="Container modes to measure, one owned platform each (docker is skipped, with the reason, "
                    "where it cannot run).")
 @click.pass_obj
-def bench_platform(obj, json_path, concurrency: str, requests_per_worker: int, cold_runs: int, modes: str) -> None:
+def bench_platform(obj, json_path, concurrency: tuple[int, ...], requests_per_worker: int, cold_runs: int,
+                   modes: tuple[str, ...]) -> None:
     """Warm latency and throughput of a no-op action, cold starts with and without a stem cell, per mode."""
     from ..bench import platform as bp
 
-    try:
-        levels = [int(x) for x in concurrency.split(",") if x.strip()]
-    except ValueError as exc:
-        raise click.BadParameter(f"--concurrency must be integers like 1,4,16: {exc}") from exc
-    if not levels or min(levels) < 1:
-        raise click.BadParameter("--concurrency needs positive integers")
-    wanted = tuple(m.strip() for m in modes.split(",") if m.strip())
-    if not wanted or set(wanted) - {"process", "docker"}:
-        raise click.BadParameter("--modes takes process and/or docker")
-    report = bp.run(levels, requests_per_worker, cold_runs, apihost=obj.apihost, auth=obj.auth,
-                    progress=lambda m: click.echo(f"... {m}", err=True), modes=wanted)
+    report = bp.run(list(concurrency), requests_per_worker, cold_runs, apihost=obj.apihost, auth=obj.auth,
+                    progress=lambda m: click.echo(f"... {m}", err=True), modes=modes)
 
     def ms(r: dict) -> tuple[str, str]:
         return f"{r['p50_ms']:.4g}", f"{r['p99_ms']:.4g}"

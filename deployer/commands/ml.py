@@ -1,19 +1,19 @@
 """`deployer data|model|serve|demo` and `deployer bench infer`: the MNIST inference job.
 
 Each command uses the target of the root group (flags, env, wskprops, else the local
-platform) and the S3 the deployed action sees: the user's exported settings over the
-local platform's embedded endpoint, exactly as `deployer deploy` binds them.
+platform) and its S3 (deployer.target.resolve_storage), exactly as `deployer deploy` binds it.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import click
 
 from .output import table, write_report
+from .params import ints
+from .progress import bar
 
 MANIFEST = Path(__file__).resolve().parents[2] / "manifests" / "infer.yaml"
 ACTION = "mnist/infer"
@@ -22,25 +22,12 @@ ACTION = "mnist/infer"
 EPOCHS = 6
 
 
-def _storage_env(target) -> dict[str, str]:
-    from ..target import storage_env_for
-
-    return {**storage_env_for(target), **os.environ}
-
-
 def _storage(target):
-    from mlcore.storage import Storage, StorageConfig
+    from mlcore.storage import Storage
 
-    storage = Storage(StorageConfig.from_env(_storage_env(target)))
+    storage = Storage(target.storage.config)
     storage.ensure_bucket()
     return storage
-
-
-def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    transient=False)
 
 
 @click.group("data")
@@ -83,7 +70,7 @@ def train_and_publish(storage, epochs: int, batch_size: int, lr: float, seed: in
     from mlcore.printed import FontsMissingError, score_printed
     from mlcore.train import publish_model, train_lenet5
 
-    with _progress() as progress:
+    with bar() as progress:
         task = progress.add_task(f"training LeNet-5, epoch 1/{epochs}", total=TRAIN_SIZE * epochs)
 
         def on_epoch(entry: dict) -> None:
@@ -183,25 +170,21 @@ def serve_command(obj, port: int, public_url: str | None, model: str | None) -> 
 
 @click.command("infer")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
-@click.option("--concurrency", default="1,4,16", show_default=True, help="Comma-separated levels.")
+@click.option("--concurrency", type=ints(example="1,4,16"), default="1,4,16", show_default=True,
+              help="Comma-separated levels.")
 @click.option("--requests", "requests_per_worker", default=20, show_default=True, type=click.IntRange(1),
               help="Per worker per level.")
 @click.option("--cold-runs", default=3, show_default=True, type=click.IntRange(1))
 @click.pass_obj
-def bench_infer_command(obj, json_path: str | None, concurrency: str, requests_per_worker: int,
+def bench_infer_command(obj, json_path: str | None, concurrency: tuple[int, ...], requests_per_worker: int,
                         cold_runs: int) -> None:
     """mnist/infer through the platform vs in-process and a plain Flask + torch server."""
     from ..bench import infer as bi
 
-    try:
-        levels = [int(x) for x in concurrency.split(",") if x.strip()]
-    except ValueError as exc:
-        raise click.BadParameter(f"--concurrency must be integers like 1,4,16: {exc}") from exc
-    if not levels or min(levels) < 1:
-        raise click.BadParameter("--concurrency needs positive integers")
+    levels = list(concurrency)
     storage_env = None
     if obj.apihost and obj.auth:
-        storage_env = _storage_env(obj.target)
+        storage_env = obj.target.storage.manifest_env()
     try:
         report = bi.run(levels, requests_per_worker, cold_runs, apihost=obj.apihost, auth=obj.auth,
                         storage_env=storage_env, progress=lambda m: click.echo(f"... {m}", err=True))
@@ -234,7 +217,7 @@ def classify_test_images(client, count: int, batch_size: int = 64, root=None) ->
     images, labels = images[:count].numpy(), labels[:count].tolist()
     correct, model = 0, None
     started = time.perf_counter()
-    with _progress() as progress:
+    with bar() as progress:
         task = progress.add_task(f"classifying {count} test images through {ACTION}", total=count)
         for start in range(0, count, batch_size):
             encoded = []
@@ -284,7 +267,7 @@ def demo_command(obj, count: int, retrain: bool, epochs: int, json_path: str | N
         click.echo(f"2/4 model: trained and published {version} (test accuracy {accuracy:.4f})")
     client = target.client()
     try:
-        names = manifest.deploy(client, MANIFEST, env=_storage_env(target))
+        names = manifest.deploy(client, MANIFEST, env=target.storage.manifest_env())
         click.echo(f"3/4 deployed to {target.apihost} ({target.source}): {', '.join(names)}")
         result = classify_test_images(client, count)
     finally:

@@ -14,24 +14,27 @@ def emit_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True))
 
 
-def write_report(path: str | Path | None, report: dict, quiet: bool = False) -> None:
+def write_report(path: str | Path | None, report: dict, quiet: bool = False, err: bool = True) -> None:
+    """The `--json PATH` report; `wrote PATH` goes to stderr unless `err` is False (hostnet's stdout)."""
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(report, indent=2) + "\n")
         if not quiet:
-            click.echo(f"wrote {path}", err=True)
+            click.echo(f"wrote {path}", err=err)
 
 
-def table(headers: list[str], rows: Iterable[Iterable[Any]], title: str | None = None) -> None:
+def table(headers: list[str], rows: Iterable[Iterable[Any]], title: str | None = None, *,
+          width: int | None = None, boxed: bool = False) -> None:
+    """A rich table on stdout; `boxed` draws rich's default frame and wraps cells, as hostnet's tables do."""
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
-    if not console.is_terminal:
+    console = Console(width=width) if width else Console()
+    if not width and not console.is_terminal:
         console = Console(width=200)  # pipes and logs get whole ids, not wrapped cells
-    t = Table(title=title, show_edge=False, header_style="bold")
+    t = Table(title=title) if boxed else Table(title=title, show_edge=False, header_style="bold")
     for h in headers:
-        t.add_column(h, no_wrap=True)
+        t.add_column(h, no_wrap=not boxed)
     for row in rows:
         t.add_row(*["" if v is None else str(v) for v in row])
     console.print(t)

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .output import table, write_report
+from .progress import bar
 
 MODES = ("sync", "local")
 
@@ -29,14 +30,11 @@ def _open(obj, data: str, deploy: bool = True):
 def _watch(client, storage, job: str, activation: str | None, total_steps: int, label: str,
            driver_thread: threading.Thread | None = None, errors: list | None = None) -> None:
     """Progress bar over steps; prints each evaluation. Raises ClickException when the job stops."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from mlcore.training.job import TrainingError
 
     from .. import train as training
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[info]}")) as progress:
+    with bar("info") as progress:
         task = progress.add_task(label, total=total_steps, info="")
         try:
             for event in training.follow(client, storage, job, poll_s=1.0, first_activation=activation):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import requests
 
+from ..folders import data_dir
 from .invoker import DEFAULT_MAX_CONTAINERS
 from .proctree import descendants, stop_process
 from .server import INFO_FILE, LOG_FILE, read_stop_report
@@ -36,8 +37,7 @@ def default_state_dir() -> Path:
     env = os.environ.get("DEPLOYER_HOME")
     if env:
         return Path(env).expanduser()
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "deployer" / "platform"
+    return data_dir("platform")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ back as a ClientFailure, never as an exception, so the round loop can leave it o
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 if TYPE_CHECKING:  # the CLI imports this package for EXECUTORS without paying for torch
     from ..core import ClientFailure, ClientResult, ClientTask, State
@@ -44,3 +44,35 @@ class Managed:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def make_factory(name: str, data, *, workers: int, threads: int, concurrency: int = 4, run_id: str = "run",
+                 ray_address: str | None = None, openwhisk: tuple[Callable, object] | None = None) -> Callable:
+    """A zero-argument callable giving a fresh executor context for `name`.
+
+    The openwhisk executor needs `openwhisk`, an (invoke, Storage) pair wired to a deployed
+    `fedavg/client`: the caller knows where the platform is, this package does not.
+
+    Raises:
+        ImportError: `name` is ray and Ray is not installed.
+    """
+    from .process import ProcessExecutor
+    from .serial import SerialExecutor
+
+    if name == "serial":
+        return lambda: SerialExecutor(data.train_images, data.train_labels, num_threads=threads)
+    if name == "process":
+        return lambda: ProcessExecutor(data.train_images, data.train_labels, workers=workers,
+                                       threads_per_worker=threads)
+    if name == "ray":
+        from .ray import RayExecutor
+
+        return lambda: RayExecutor(data.train_images, data.train_labels, workers=workers, threads_per_worker=threads,
+                                   ray_address=ray_address)
+    if openwhisk is None:
+        raise ValueError(f"the {name} executor needs an (invoke, storage) pair")
+    from .openwhisk import OpenWhiskExecutor
+
+    invoke, storage = openwhisk
+    return lambda: OpenWhiskExecutor(invoke, storage, data.train_images, data.train_labels, run_id=run_id,
+                                     concurrency=concurrency, threads_per_client=threads)

@@ -19,7 +19,7 @@ def invoke(*args):
 
 
 def test_cli_offers_every_model_without_importing_torch_for_help():
-    from fedavg.cli import MODEL_NAMES
+    from deployer.commands.fedavg_options import MODEL_NAMES
     from fedavg.models import MODELS
 
     assert MODEL_NAMES == tuple(MODELS)

@@ -3,7 +3,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from hostnet.cli import _tuned, bench_command, hostnet_group, parse_buffer_size
+from deployer.commands.hostnet import _tuned, bench_command, hostnet_group, parse_buffer_size
 
 
 def test_group_lists_its_subcommands():

@@ -1,11 +1,10 @@
 """Click commands for `deployer hostnet ...` and `deployer bench hostnet`.
 
-The lead's deployer/cli.py mounts hostnet_group and bench_command. Every
-HostnetError becomes one ClickException line; long jobs show rich progress.
+deployer/cli.py mounts hostnet_group, deployer/commands/bench.py bench_command. Every
+HostnetError becomes one ClickException line; long jobs show a spinner.
 """
 from __future__ import annotations
 
-import json
 import signal
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,29 +14,11 @@ import click
 from hostnet.errors import HostnetError
 from hostnet.ovs import OvsSettings
 
+from .output import table, write_report
+from .params import choices, ints
+from .progress import spinner
+
 BACKEND_CHOICES = ("virtio-net", "vhost-user")
-
-
-def _csv(kind, allowed=None, bounds=(1, 8)):
-    def convert(ctx, param, value):
-        items = [v.strip() for v in value.split(",") if v.strip()]
-        if not items:
-            raise click.BadParameter("give at least one value")
-        if kind is int:
-            try:
-                items = [int(v) for v in items]
-            except ValueError as exc:
-                raise click.BadParameter(f"{value!r} is not a comma-separated list of integers") \
-                    from exc
-            if any(v < bounds[0] or v > bounds[1] for v in items):
-                raise click.BadParameter(f"values must be {bounds[0]}..{bounds[1]}, got {value}")
-        if allowed:
-            bad = [v for v in items if v not in allowed]
-            if bad:
-                raise click.BadParameter(f"unknown {', '.join(bad)}; choose from "
-                                         f"{', '.join(allowed)}")
-        return tuple(items)
-    return convert
 
 
 @contextmanager
@@ -52,15 +33,6 @@ def _user_errors():
         raise click.ClickException("interrupted; everything started was stopped") from exc
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-@contextmanager
-def _progress(title: str):
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  transient=False) as progress:
-        task = progress.add_task(title, total=None)
-        yield lambda text: progress.update(task, description=f"{title}: {text}")
 
 
 def _image(image_path):
@@ -127,30 +99,19 @@ def parse_buffer_size(text: str) -> int | None:
     return size
 
 
-def _write_json(path: Path, report: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    click.echo(f"wrote {path}")
-
-
 def _print_bench_table(report: dict) -> None:
     from rich.console import Console
-    from rich.table import Table
+
     from hostnet.report import SMALL_HEADER, TABLE_HEADER, format_small_table, format_table, notes
     c = report["conditions"]
-    console = Console(width=max(Console().width, 150))
+    width = max(Console().width, 150)
     title = (f"({c['accelerator']}, {c['host_cores']} host cores, PMD cores {c['ovs_pmd_cores']}, "
              f"TSO {c['ovs_userspace_tso']}, cpu {c['guest']['cpu_model']}, "
              f"TCP buffer max {c['guest'].get('tcp_buffer_max', 'kernel default')})")
     for name, header, rows in (("hostnet bench", TABLE_HEADER, format_table(report)),
                                ("64-byte frames", SMALL_HEADER, format_small_table(report))):
-        table = Table(title=f"{name} {title}")
-        for column in header:
-            table.add_column(column)
-        for row in rows:
-            table.add_row(*row)
-        console.print(table)
+        table(header, rows, f"{name} {title}", width=width, boxed=True)
+    console = Console(width=width)
     for line in notes(report):
         console.print(f"scaling: {line}")
 
@@ -227,7 +188,7 @@ def up_command(backend, guests, queues, image_path, accel, **kw):
         image = _image(image_path)
         settings = LabSettings(backend=backend, image=image, accel=_accel(accel).name,
                                max_guests=guests, ovs=ovs, guest=guest)
-        with Lab(settings) as lab, _progress("hostnet up") as progress:
+        with Lab(settings) as lab, spinner("hostnet up") as progress:
             members = []
             try:
                 for index in range(guests):
@@ -259,14 +220,14 @@ def down_command():
 def _run_bench(image_path, accel, **config):
     from hostnet.bench import BenchConfig, run_bench
     image = _image(image_path)
-    with _progress("hostnet bench") as progress:
+    with spinner("hostnet bench") as progress:
         return run_bench(image, BenchConfig(**config), _accel(accel), progress=progress)
 
 
 def _run_migrate(backend, image_path, accel, **options):
     from hostnet.migrate import run_migration
     image = _image(image_path)
-    with _progress("hostnet migrate") as progress:
+    with spinner("hostnet migrate") as progress:
         return run_migration(image, backend, _accel(accel), progress=progress, **options)
 
 
@@ -277,13 +238,12 @@ def _print_migration(report: dict) -> None:
 
 
 bench_options = [
-    click.option("--backends", default="virtio-net,vhost-user", show_default=True,
-                 callback=_csv(str, BACKEND_CHOICES)),
-    click.option("--queues", default="1,2", show_default=True, callback=_csv(int)),
+    click.option("--backends", type=choices(BACKEND_CHOICES), default="virtio-net,vhost-user", show_default=True),
+    click.option("--queues", type=ints(1, 8, example="1,2"), default="1,2", show_default=True),
     click.option("--seconds", type=click.FloatRange(1, 600), default=5, show_default=True,
                  help="iperf3 duration per TCP/UDP test."),
-    click.option("--small-loads", default="10000,30000,100000", show_default=True,
-                 callback=_csv(int, bounds=(1, 10_000_000)),
+    click.option("--small-loads", type=ints(1, 10_000_000, example="10000,30000"), default="10000,30000,100000",
+                 show_default=True,
                  help="Offered rates (64-byte frames/s) for the small-packet test."),
     click.option("--small-seconds", type=click.FloatRange(1, 600), default=2, show_default=True),
     click.option("--ping-count", type=click.IntRange(10, 100000), default=100, show_default=True,
@@ -327,7 +287,7 @@ def bench_subcommand(json_path, plot_path, image_path, accel, **kw):
     config = _bench_config(kw)
     with _user_errors():
         report = _run_bench(image_path, accel, **config)
-    _write_json(Path(json_path), report)
+    write_report(json_path, report, err=False)
     plot = Path(plot_path) if plot_path else Path(json_path).with_suffix(".png")
     click.echo(f"wrote {plot_bench(report, plot)}")
     _print_bench_table(report)
@@ -359,7 +319,7 @@ def migrate_subcommand(backend, json_path, image_path, accel, **kw):
     options = _migrate_options(kw)
     with _user_errors():
         report = _run_migrate(backend, image_path, accel, **options)
-    _write_json(Path(json_path), report)
+    write_report(json_path, report, err=False)
     _print_migration(report)
 
 
@@ -379,6 +339,6 @@ def bench_command(json_path, migrate_backend, image_path, accel, **kw):
         migration = _run_migrate(migrate_backend, image_path, accel, downtime_limit_ms=None,
                                  postcopy=False, load_seconds=12,
                                  ovs=config["ovs"], guest=config["guest"])
-    _write_json(Path(json_path), {"kind": "hostnet", "bench": bench, "migration": migration})
+    write_report(json_path, {"kind": "hostnet", "bench": bench, "migration": migration}, err=False)
     _print_bench_table(bench)
     _print_migration(migration)
