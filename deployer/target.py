@@ -11,7 +11,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .client import OpenWhiskClient
+from mlcore.openwhisk import OpenWhiskClient
+
 from .errors import ConfigError
 
 

@@ -168,7 +168,7 @@ def _make_config(model, num_clients, frac, epochs, batch, lr, mu, fedsgd, partit
 
 
 def _openwhisk_parts(obj, run_id: str):
-    """(invoke, Storage) wired to the resolved OpenWhisk and its S3, with the action deployed."""
+    """(OpenWhiskClient, Storage) wired to the resolved OpenWhisk and its S3, with the action deployed."""
     from deployer import target as targets
     from deployer.manifest import deploy
     from mlcore.storage import Storage, StorageConfig
@@ -179,11 +179,7 @@ def _openwhisk_parts(obj, run_id: str):
     storage = Storage(StorageConfig.from_env(env))
     storage.ensure_bucket()
     deploy(client, MANIFEST, env=env)
-
-    def invoke(name: str, params: dict) -> dict:
-        return client.invoke(name, params, blocking=True, result=True, timeout_s=900)
-
-    return invoke, storage
+    return client, storage
 
 
 def executor_factory(name: str, data, *, workers: int, threads: int, concurrency: int, obj=None,
@@ -206,8 +202,8 @@ def executor_factory(name: str, data, *, workers: int, threads: int, concurrency
                                    ray_address=ray_address)
     from .executors.openwhisk import OpenWhiskExecutor
 
-    invoke, storage = _openwhisk_parts(obj, run_id)
-    return lambda: OpenWhiskExecutor(invoke, storage, data.train_images, data.train_labels, run_id=run_id,
+    client, storage = _openwhisk_parts(obj, run_id)
+    return lambda: OpenWhiskExecutor(client, storage, data.train_images, data.train_labels, run_id=run_id,
                                      concurrency=concurrency, threads_per_client=threads)
 
 

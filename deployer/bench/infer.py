@@ -208,10 +208,10 @@ def run(levels: list[int], requests_per_worker: int = 20, cold_runs: int = 3, in
     """Against a given OpenWhisk (with `storage_env` for its S3), or an owned local platform."""
     import torch
 
+    from mlcore.openwhisk import OpenWhiskClient
     from mlcore.storage import Storage, StorageConfig
     from mlcore.train import publish_model
 
-    from ..client import OpenWhiskClient
     from ..local.supervisor import LocalPlatform
 
     torch.set_num_threads(1)

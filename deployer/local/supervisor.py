@@ -69,7 +69,7 @@ class PlatformInfo:
         return StorageConfig.from_env(self.storage_env(bucket))
 
     def client(self):
-        from ..client import OpenWhiskClient
+        from mlcore.openwhisk import OpenWhiskClient
 
         return OpenWhiskClient(self.apihost, self.auth)
 
