@@ -26,13 +26,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from ..errors import DeployerError
 from .stats import closed_loop, summarize_ms
 
 BUCKET = "bench-infer"
 MANIFEST = Path(__file__).resolve().parents[2] / "manifests" / "infer.yaml"
 
 
-class BenchError(Exception):
+class BenchError(DeployerError):
     """A path of the benchmark failed; the message says which and why."""
 
 

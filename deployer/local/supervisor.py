@@ -20,6 +20,7 @@ from pathlib import Path
 
 import requests
 
+from ..errors import DeployerError
 from .invoker import DEFAULT_MAX_CONTAINERS
 from .proctree import descendants
 from .server import INFO_FILE, LOG_FILE, read_stop_report
@@ -28,7 +29,7 @@ DEFAULT_PORT = 3233
 DEFAULT_S3_PORT = 3234
 
 
-class SupervisorError(Exception):
+class SupervisorError(DeployerError):
     """The platform could not be started or stopped; the message says what to check."""
 
 
