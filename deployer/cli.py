@@ -95,18 +95,21 @@ class LazyGroup(click.Group):
 
 
 class RootGroup(LazyGroup):
-    """Turns the project's own errors into one line and exit status 1, never a traceback."""
+    """Turns the project's own errors into one line and exit status 1, never a traceback.
+
+    Each package has one root error, so these four are all there is to catch.
+    """
 
     def invoke(self, ctx):
+        from fedavg.errors import FedAvgError
+        from hostnet.errors import HostnetError
         from mlcore.errors import MLCoreError
 
         from .errors import DeployerError
-        from .local.errors import PlatformError
-        from .local.supervisor import SupervisorError
 
         try:
             return super().invoke(ctx)
-        except (DeployerError, MLCoreError, SupervisorError, PlatformError) as exc:
+        except (DeployerError, MLCoreError, FedAvgError, HostnetError) as exc:
             raise click.ClickException(str(exc)) from exc
 
 

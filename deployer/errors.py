@@ -1,6 +1,38 @@
-"""The deployer's exceptions; the CLI turns each into one line and a non-zero exit."""
+"""The deployer's exceptions, all rooted at DeployerError; the CLI turns each into one line and a non-zero exit.
+
+    DeployerError
+     ├── ConfigError              missing or contradictory settings (apihost, auth, wskprops)
+     ├── ManifestError            a manifest or deployment file is malformed
+     ├── DockerUnavailable        deployer.runtime_image: no docker client or engine
+     ├── RuntimeBuildError        deployer.runtime_image: a step of the image build failed
+     ├── SupervisorError          deployer.local.supervisor: the platform cannot be started or stopped
+     ├── BenchError               deployer.bench.infer: a path of the benchmark failed
+     ├── UploadError              deployer.web: a picture sent to the page is unusable
+     ├── ContainerError           deployer.local.container: an action container failed or broke the contract
+     │    ├── ContainerTimeout
+     │    └── ContainerOutOfMemory
+     └── PlatformError            deployer.local.errors: what the local platform answers as an HTTP status
+          ├── BadRequest (400), Unauthorized (401), Forbidden (403), NotFound (404), Conflict (409),
+          │   TooLarge (413)
+          ├── S3Error             deployer.local.objectstore: an S3 error answer (its own status and code)
+          └── StorageStartError   deployer.local.s3: the embedded S3 did not start
+
+The OpenWhisk client's errors are mlcore's (the client is mlcore.openwhisk, which actions
+bundle too) and are re-exported here under their names:
+
+    mlcore.errors.MLCoreError
+     └── OpenWhiskError           the API answered an error (.status, .body)
+          ├── AuthError, NotFoundError, ConflictError, PayloadTooLargeError, UnreachableError
+          └── ActivationFailedError   the action ran and answered an error (.activation_id, .result, .activation)
+"""
 
 from __future__ import annotations
+
+from mlcore.errors import (ActivationFailedError, AuthError, ConflictError, NotFoundError, OpenWhiskError,
+                           PayloadTooLargeError, UnreachableError)
+
+__all__ = ["DeployerError", "ConfigError", "ManifestError", "OpenWhiskError", "AuthError", "NotFoundError",
+           "ConflictError", "PayloadTooLargeError", "UnreachableError", "ActivationFailedError"]
 
 
 class DeployerError(Exception):
@@ -13,43 +45,3 @@ class ConfigError(DeployerError):
 
 class ManifestError(DeployerError):
     """A manifest or deployment file is malformed; the message names file and line."""
-
-
-class OpenWhiskError(DeployerError):
-    """The OpenWhisk API answered an error."""
-
-    def __init__(self, message: str, status: int | None = None, body: dict | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = body or {}
-
-
-class AuthError(OpenWhiskError):
-    pass
-
-
-class NotFoundError(OpenWhiskError):
-    pass
-
-
-class ConflictError(OpenWhiskError):
-    pass
-
-
-class PayloadTooLargeError(OpenWhiskError):
-    pass
-
-
-class UnreachableError(OpenWhiskError):
-    """No answer from the API host at all."""
-
-
-class ActivationFailedError(OpenWhiskError):
-    """The action ran and answered an error (application or developer error)."""
-
-    def __init__(self, message: str, activation_id: str | None, result: dict, activation: dict | None = None,
-                 status: int | None = None) -> None:
-        super().__init__(message, status, result)
-        self.activation_id = activation_id
-        self.result = result
-        self.activation = activation

@@ -16,7 +16,8 @@ from typing import Mapping
 
 from mlcore.storage import StorageConfig
 
-from .client import OpenWhiskClient
+from mlcore.openwhisk import OpenWhiskClient
+
 from .errors import ConfigError
 
 EMBEDDED = "local platform"

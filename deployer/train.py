@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from mlcore.owapi import OpenWhiskInvoker
 from mlcore.storage import Storage, StorageConfig
 from mlcore.training import data as training_data
 from mlcore.training.coordinator import Coordinator, create_job, gb_s_of, load_config, read_json, read_metrics
@@ -99,13 +98,10 @@ def drive(target: Target, storage: Storage, config: JobConfig, package: str = PA
           log: Callable[[str], None] = lambda _: None) -> dict:
     """Runs the coordinator in this process: no 300 s limit to hand off around, same steps and metrics."""
     create_job(storage, config)
-    invoker = OpenWhiskInvoker(target.apihost, target.auth, insecure=target.insecure)
-    try:
-        coordinator = Coordinator(storage, invoker, config, worker_action=f"/_/{package}/worker",
+    with target.client() as client:
+        coordinator = Coordinator(storage, client, config, worker_action=f"/_/{package}/worker",
                                   owner=f"cli-{os.getpid()}-{time.time():.0f}", log=log)
         return coordinator.run()
-    finally:
-        invoker.close()
 
 
 def status(storage: Storage, job: str) -> dict:

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
+from ..errors import DeployerError
 from ..local.proctree import stop_process
 from .stats import closed_loop, summarize_ms
 
@@ -35,7 +36,7 @@ BUCKET = "bench-infer"
 MANIFEST = Path(__file__).resolve().parents[2] / "manifests" / "infer.yaml"
 
 
-class BenchError(Exception):
+class BenchError(DeployerError):
     """A path of the benchmark failed; the message says which and why."""
 
 
@@ -259,7 +260,8 @@ def _platform(apihost: str | None, auth: str | None, storage_env: dict | None, w
     """
     from mlcore.storage import StorageConfig
 
-    from ..client import OpenWhiskClient
+    from mlcore.openwhisk import OpenWhiskClient
+
     from ..local.supervisor import LocalPlatform
 
     if apihost and auth:

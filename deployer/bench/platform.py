@@ -168,7 +168,8 @@ def run(concurrencies: list[int], requests_per_worker: int = 50, cold_runs: int 
         direct_iterations: int = 20000, apihost: str | None = None, auth: str | None = None,
         progress: Callable[[str], None] = lambda _m: None, modes: tuple[str, ...] = ("process", "docker")) -> dict:
     """Against a given OpenWhisk, or an owned local platform per container mode, one after the other."""
-    from ..client import OpenWhiskClient
+    from mlcore.openwhisk import OpenWhiskClient
+
     from ..local.supervisor import LocalPlatform
 
     report: dict = {

@@ -147,7 +147,7 @@ def make_config(model, num_clients, frac, epochs, batch, lr, mu, fedsgd, partiti
 
 
 def _openwhisk_parts(obj, run_id: str):
-    """(invoke, Storage) wired to the resolved OpenWhisk and its S3, with the action deployed."""
+    """(OpenWhiskClient, Storage) wired to the resolved OpenWhisk and its S3, with the action deployed."""
     from mlcore.storage import Storage
 
     from .. import target as targets
@@ -158,11 +158,7 @@ def _openwhisk_parts(obj, run_id: str):
     storage = Storage(target.storage.config)
     storage.ensure_bucket()
     deploy(client, MANIFEST, env=target.storage.manifest_env())
-
-    def invoke(name: str, params: dict) -> dict:
-        return client.invoke(name, params, blocking=True, result=True, timeout_s=900)
-
-    return invoke, storage
+    return client, storage
 
 
 def executor_factory(name: str, data, *, workers: int, threads: int, concurrency: int, obj=None,

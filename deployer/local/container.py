@@ -24,6 +24,7 @@ from pathlib import Path
 
 from runtimes import contract
 
+from ..errors import DeployerError
 from .proctree import descendants, kill_tree
 from .proxy_connection import ProxyConnection, ProxyGone
 
@@ -49,7 +50,7 @@ def _utc_stamp() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class ContainerError(Exception):
+class ContainerError(DeployerError):
     """The container process failed to start, crashed, or broke the contract."""
 
 

@@ -50,7 +50,7 @@ def _safe_name(text: str) -> str:
 
 def _docker(*args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
     """docker CLI; a failure raises ContainerError with the CLI's last line (the runtime_image errors are
-    DeployerErrors, which the invoker would not classify)."""
+    other DeployerErrors, which the invoker would not classify)."""
     try:
         done = docker(*args, check=False, timeout=timeout)
     except subprocess.TimeoutExpired as exc:

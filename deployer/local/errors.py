@@ -1,7 +1,9 @@
-"""Errors the controller turns into OpenWhisk's JSON error bodies and status codes."""
+"""Errors the controller turns into OpenWhisk's JSON error bodies and status codes (`status`)."""
+
+from ..errors import DeployerError
 
 
-class PlatformError(Exception):
+class PlatformError(DeployerError):
     status = 500
 
     def __init__(self, message: str) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import requests
 
+from ..errors import DeployerError
 from ..folders import data_dir
 from .invoker import DEFAULT_MAX_CONTAINERS
 from .proctree import descendants, stop_process
@@ -29,7 +30,7 @@ DEFAULT_PORT = 3233
 DEFAULT_S3_PORT = 3234
 
 
-class SupervisorError(Exception):
+class SupervisorError(DeployerError):
     """The platform could not be started or stopped; the message says what to check."""
 
 
@@ -69,7 +70,7 @@ class PlatformInfo:
         return StorageConfig.from_env(self.storage_env(bucket))
 
     def client(self):
-        from ..client import OpenWhiskClient
+        from mlcore.openwhisk import OpenWhiskClient
 
         return OpenWhiskClient(self.apihost, self.auth)
 

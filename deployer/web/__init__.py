@@ -21,6 +21,7 @@ from mlcore.errors import MLCoreError, ObjectNotFoundError, StorageError
 from mlcore.preprocess import decode_image
 from mlcore.sizes import human_bytes
 
+from ..errors import DeployerError
 from .uploads import UPLOAD_PREFIX, Uploads
 
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 __all__ = ["UPLOAD_PREFIX", "UploadError", "Uploads", "create_app"]
 
 
-class UploadError(Exception):
+class UploadError(DeployerError):
     """The uploaded file is missing, too big or not an accepted image."""
 
 

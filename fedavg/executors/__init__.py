@@ -47,10 +47,10 @@ class Managed:
 
 
 def make_factory(name: str, data, *, workers: int, threads: int, concurrency: int = 4, run_id: str = "run",
-                 ray_address: str | None = None, openwhisk: tuple[Callable, object] | None = None) -> Callable:
+                 ray_address: str | None = None, openwhisk: tuple[object, object] | None = None) -> Callable:
     """A zero-argument callable giving a fresh executor context for `name`.
 
-    The openwhisk executor needs `openwhisk`, an (invoke, Storage) pair wired to a deployed
+    The openwhisk executor needs `openwhisk`, an (OpenWhiskClient, Storage) pair wired to a deployed
     `fedavg/client`: the caller knows where the platform is, this package does not.
 
     Raises:
@@ -70,9 +70,9 @@ def make_factory(name: str, data, *, workers: int, threads: int, concurrency: in
         return lambda: RayExecutor(data.train_images, data.train_labels, workers=workers, threads_per_worker=threads,
                                    ray_address=ray_address)
     if openwhisk is None:
-        raise ValueError(f"the {name} executor needs an (invoke, storage) pair")
+        raise ValueError(f"the {name} executor needs a (client, storage) pair")
     from .openwhisk import OpenWhiskExecutor
 
-    invoke, storage = openwhisk
-    return lambda: OpenWhiskExecutor(invoke, storage, data.train_images, data.train_labels, run_id=run_id,
+    client, storage = openwhisk
+    return lambda: OpenWhiskExecutor(client, storage, data.train_images, data.train_labels, run_id=run_id,
                                      concurrency=concurrency, threads_per_client=threads)

@@ -4,21 +4,22 @@ OpenWhisk caps payloads at 1 MB, so invocations carry keys only: the global weig
 round r are written once under `fedavg/<run>/round-<r>/global`, each client's examples
 once per run under `fedavg/<run>/data/client-<k>-<digest>`, and each client writes its
 update under `fedavg/<run>/round-<r>/update/client-<k>` (versioned by round, so a
-retried invocation overwrites the same key with the same bytes). The transport is an
-injected `invoke(name, params) -> dict` callable, so this module never imports the
-deployer and works with any OpenWhisk client.
+retried invocation overwrites the same key with the same bytes). The transport is
+mlcore's OpenWhisk client, the one the deployer uses too, so this module never imports
+the deployer; an invocation that fails leaves its FedAvg client out of the round.
 """
 
 from __future__ import annotations
 
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 
-from mlcore.errors import MLCoreError
+from mlcore.errors import ActivationFailedError, MLCoreError
+from mlcore.openwhisk import OpenWhiskClient
 from mlcore.storage import Storage
 
 from ..core import ClientFailure, ClientResult, ClientTask, State
@@ -26,7 +27,7 @@ from ..errors import FedAvgError
 from . import Managed
 
 ACTION = "fedavg/client"
-Invoke = Callable[[str, dict], dict]
+INVOKE_TIMEOUT_S = 900.0
 
 
 def run_prefix(run_id: str) -> str:
@@ -36,14 +37,16 @@ def run_prefix(run_id: str) -> str:
 class OpenWhiskExecutor(Managed):
     name = "openwhisk"
 
-    def __init__(self, invoke: Invoke, storage: Storage, images_uint8: torch.Tensor, labels: torch.Tensor, *,
-                 run_id: str, storage_params: Mapping[str, str] | None = None, action: str = ACTION,
-                 concurrency: int = 4, threads_per_client: int = 1) -> None:
+    def __init__(self, client: OpenWhiskClient, storage: Storage, images_uint8: torch.Tensor, labels: torch.Tensor,
+                 *, run_id: str, storage_params: Mapping[str, str] | None = None, action: str = ACTION,
+                 concurrency: int = 4, threads_per_client: int = 1,
+                 invoke_timeout_s: float = INVOKE_TIMEOUT_S) -> None:
         """storage_params: the `s3_*` parameters the action needs to reach the same bucket
         (defaults to this Storage's settings; differ when the actions see S3 under another address)."""
         if concurrency < 1:
             raise FedAvgError(f"concurrency must be at least 1, got {concurrency}")
-        self.invoke = invoke
+        self.client = client
+        self.invoke_timeout_s = invoke_timeout_s
         self.storage = storage
         self.images = images_uint8
         self.labels = labels
@@ -87,9 +90,10 @@ class OpenWhiskExecutor(Managed):
 
     def _one(self, task: ClientTask, params: dict) -> ClientResult | ClientFailure:
         try:
-            answer = self.invoke(self.action, params)
-        except Exception as exc:  # noqa: BLE001 - the transport is injected; any error means no update
-            detail = getattr(exc, "result", None)
+            answer = self.client.invoke(self.action, params, blocking=True, result=True,
+                                        timeout_s=self.invoke_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - whatever failed, this client has no update and the round goes on
+            detail = exc.result if isinstance(exc, ActivationFailedError) else None
             return ClientFailure(task.client_id, f"{type(exc).__name__}: {exc}" + (f" {detail}" if detail else ""))
         if not isinstance(answer, dict) or "error" in answer or "update_key" not in answer:
             return ClientFailure(task.client_id, f"action answered {answer!r}")

@@ -2,7 +2,9 @@
 
 It is not on any round's path: the workers reduce among themselves through storage. It
 runs inside the `mnist-train/train` action (invoking the workers through the OpenWhisk
-API) or inside `deployer train` itself; the code is the same. Its state is only in
+API) or inside `deployer train` itself; the code is the same. It is the one place that
+decides to invoke a worker again (the client never re-sends an invoke): a replacement
+is safe because every key a worker writes is versioned. Its state is only in
 storage (status.json names the coordinator that owns the job, workers/<w>.json the
 activation that owns each worker), so a coordinator that dies loses nothing: a resumed
 one adopts the workers still running and replaces the others.
@@ -15,9 +17,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import ObjectNotFoundError
+from ..errors import ObjectNotFoundError, OpenWhiskError
 from ..mnist import TRAIN_SIZE
-from ..owapi import InvokeError, record_memory_mb
+from ..openwhisk import OpenWhiskClient, record_memory_mb
 from . import data
 from .compute import evaluate_vector, initial_vector, model_from_vector
 from .job import JobConfig, JobLayout, TrainingError
@@ -129,10 +131,10 @@ class Slot:
 class Coordinator:
     """Runs a job to its end (or to this activation's deadline); `run()` returns why it stopped."""
 
-    def __init__(self, storage, invoker, config: JobConfig, *, worker_action: str, owner: str,
+    def __init__(self, storage, client: OpenWhiskClient, config: JobConfig, *, worker_action: str, owner: str,
                  deadline_ms: int | None = None, handoff: Callable[[], str] | None = None,
                  log: Callable[[str], None] = print, predecessor: str | None = None, poll_s: float = POLL_S) -> None:
-        self.storage, self.invoker, self.config = storage, invoker, config
+        self.storage, self.client, self.config = storage, client, config
         self.worker_action, self.owner = worker_action, owner
         self.deadline_ms, self.handoff, self.log, self.predecessor = deadline_ms, handoff, log, predecessor
         self.poll_s = poll_s
@@ -176,7 +178,7 @@ class Coordinator:
     # -- workers --------------------------------------------------------------------------------
 
     def _launch(self, slot: Slot, reason: str) -> None:
-        reply = self.invoker.invoke(self.worker_action, {"job": self.config.job, "worker": slot.worker},
+        reply = self.client.invoke(self.worker_action, {"job": self.config.job, "worker": slot.worker},
                                     blocking=False)
         slot.activation, slot.launched_at = reply["activationId"], time.time()
         self.metrics.append({"event": "launched", "worker": slot.worker, "activation": slot.activation,
@@ -230,8 +232,8 @@ class Coordinator:
             if slot.done or slot.activation is None:
                 continue
             try:
-                record = self.invoker.activation(slot.activation)
-            except InvokeError as exc:
+                record = self.client.find_activation(slot.activation)
+            except OpenWhiskError as exc:
                 self.log(f"cannot read activation {slot.activation}: {exc}")
                 continue
             if record is not None:

@@ -11,10 +11,10 @@ import pytest
 import requests
 
 from deployer import manifest
-from deployer.client import OpenWhiskClient
 from deployer.errors import (ActivationFailedError, AuthError, NotFoundError, OpenWhiskError,
                              PayloadTooLargeError)
 from deployer.local.supervisor import LocalPlatform
+from mlcore.openwhisk import OpenWhiskClient
 
 ROOT = Path(__file__).resolve().parents[2]
 SLEEPER = "import time\ndef main(a):\n    time.sleep(float(a.get('s', 0)))\n    return {'slept': a.get('s', 0)}\n"

@@ -54,11 +54,9 @@ def test_a_fedavg_round_through_docker_containers_gives_the_serial_weights(docke
     with SerialExecutor(small_mnist.train_images, small_mnist.train_labels, num_threads=1) as executor:
         expected, _ = run(config, executor, small_mnist)
 
-    def invoke(name, params):
-        return docker_ml.client.invoke(name, params, blocking=True, result=True, timeout_s=300)
-
-    with OpenWhiskExecutor(invoke, Storage(docker_ml.storage_config), small_mnist.train_images,
-                           small_mnist.train_labels, run_id="docker-fedavg", concurrency=2) as executor:
+    with OpenWhiskExecutor(docker_ml.client, Storage(docker_ml.storage_config), small_mnist.train_images,
+                           small_mnist.train_labels, run_id="docker-fedavg", concurrency=2,
+                           invoke_timeout_s=300) as executor:
         got, _ = run(config, executor, small_mnist)
     assert got["failed_clients"] == 0, got["rounds"]
     assert got["final_state_sha256"] == expected["final_state_sha256"]

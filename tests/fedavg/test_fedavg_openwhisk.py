@@ -12,6 +12,7 @@ from deployer.manifest import deploy
 from fedavg.executors.openwhisk import OpenWhiskExecutor
 from fedavg.executors.serial import SerialExecutor
 from fedavg.run import RunConfig, run
+from mlcore.openwhisk import OpenWhiskClient
 from mlcore.storage import Storage
 
 MANIFEST = Path(__file__).resolve().parents[2] / "manifests" / "fedavg.yaml"
@@ -27,11 +28,8 @@ def deployed(platform):
 
 
 def make_executor(platform, data, run_id):
-    def invoke(name, params):
-        return platform.client.invoke(name, params, blocking=True, result=True, timeout_s=300)
-
-    return OpenWhiskExecutor(invoke, Storage(platform.storage_config), data.train_images, data.train_labels,
-                             run_id=run_id, concurrency=2)
+    return OpenWhiskExecutor(platform.client, Storage(platform.storage_config), data.train_images, data.train_labels,
+                             run_id=run_id, concurrency=2, invoke_timeout_s=300)
 
 
 @pytest.mark.parametrize("config", [CONFIG, dataclasses.replace(CONFIG, model="cnn", precision="bf16",
@@ -70,16 +68,18 @@ def test_a_platform_crash_mid_run_loses_no_acknowledged_object_and_the_run_goes_
     seen: dict[str, bytes] = {}
     lost: list[str] = []
 
-    def invoke(name, params):
-        if params["round"] == 2 and not seen:
-            seen.update({key: storage.get_bytes(key) for key in storage.list_keys(prefix)})
-            deployed.crash_and_start()
-            lost.extend(key for key, blob in seen.items() if not storage.exists(key) or storage.get_bytes(key) != blob)
-            raise ConnectionError("the platform was killed under this invoke")
-        return deployed.client.invoke(name, params, blocking=True, result=True, timeout_s=300)
+    class CrashingClient(OpenWhiskClient):
+        def invoke(self, name, params=None, **kwargs):
+            if params["round"] == 2 and not seen:
+                seen.update({key: storage.get_bytes(key) for key in storage.list_keys(prefix)})
+                deployed.crash_and_start()
+                lost.extend(key for key, blob in seen.items()
+                            if not storage.exists(key) or storage.get_bytes(key) != blob)
+                raise ConnectionError("the platform was killed under this invoke")
+            return deployed.client.invoke(name, params, **kwargs)
 
-    executor = OpenWhiskExecutor(invoke, storage, small_mnist.train_images, small_mnist.train_labels,
-                                 run_id="test-crash", concurrency=1)
+    executor = OpenWhiskExecutor(CrashingClient(deployed.apihost, deployed.auth), storage, small_mnist.train_images,
+                                 small_mnist.train_labels, run_id="test-crash", concurrency=1, invoke_timeout_s=300)
     # Execute
     with executor:
         report, _ = run(config, executor, small_mnist)

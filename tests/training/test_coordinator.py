@@ -59,7 +59,7 @@ class ThreadInvoker:
         thread.start()
         return {"activationId": activation}
 
-    def activation(self, activation_id: str) -> dict | None:
+    def find_activation(self, activation_id: str) -> dict | None:
         return self.records.get(activation_id)
 
     def join(self) -> None:

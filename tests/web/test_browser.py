@@ -62,9 +62,9 @@ def down_page(browser):
     """The page of a server whose platform (OpenWhisk API and S3) is down."""
     import socket
 
-    from deployer.client import OpenWhiskClient
     from deployer.web import create_app
     from deployer.web.server import BackgroundServer
+    from mlcore.openwhisk import OpenWhiskClient
     from mlcore.storage import Storage, StorageConfig
 
     with socket.socket() as sock:

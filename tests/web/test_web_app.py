@@ -11,10 +11,10 @@ import pytest
 import requests
 from PIL import Image
 
-from deployer.client import OpenWhiskClient
 from deployer.web import Uploads, create_app
 from deployer.web.server import BackgroundServer
 from mlcore.mnist import load_mnist
+from mlcore.openwhisk import OpenWhiskClient
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:

@@ -11,7 +11,7 @@ import os
 import torch
 
 from mlcore.errors import MLCoreError
-from mlcore.owapi import OpenWhiskInvoker, sibling_action
+from mlcore.openwhisk import OpenWhiskClient, sibling_action
 from mlcore.storage import PARAM_KEYS, storage_from_params
 from mlcore.training.coordinator import Coordinator, create_job, load_config
 from mlcore.training.job import JobConfig, new_job_name
@@ -33,16 +33,16 @@ def main(args: dict) -> dict:
             storage.ensure_bucket()
             create_job(storage, config)
         own_name = os.environ.get("__OW_ACTION_NAME") or "/_/mnist-train/train"
-        invoker = OpenWhiskInvoker.from_environment()
+        client = OpenWhiskClient.from_environment()
         deadline = os.environ.get("__OW_DEADLINE")
         owner = os.environ.get("__OW_ACTIVATION_ID", "coordinator")
 
         def handoff() -> str:
-            reply = invoker.invoke(own_name, {"job": config.job, "resume": True, "predecessor": owner},
-                                   blocking=False)
+            reply = client.invoke(own_name, {"job": config.job, "resume": True, "predecessor": owner},
+                                  blocking=False)
             return reply.get("activationId", "")
 
-        coordinator = Coordinator(storage, invoker, config, worker_action=sibling_action(own_name, "worker"),
+        coordinator = Coordinator(storage, client, config, worker_action=sibling_action(own_name, "worker"),
                                   owner=owner, deadline_ms=int(deadline) if deadline else None, handoff=handoff,
                                   predecessor=args.get("predecessor"))
         return {"job": config.job, **coordinator.run()}

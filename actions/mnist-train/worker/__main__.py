@@ -9,7 +9,7 @@ Output: {"state": "done" | "continued" | "superseded", rounds, batch, the time s
 import os
 
 from mlcore.errors import MLCoreError
-from mlcore.owapi import OpenWhiskInvoker
+from mlcore.openwhisk import OpenWhiskClient
 from mlcore.storage import warm_storage
 from mlcore.training.coordinator import load_config
 from mlcore.training.worker import Worker
@@ -27,11 +27,8 @@ def main(args: dict) -> dict:
         own_name = os.environ.get("__OW_ACTION_NAME") or "/_/mnist-train/worker"
 
         def handoff() -> str:
-            invoker = OpenWhiskInvoker.from_environment()
-            try:
-                return invoker.invoke(own_name, {"job": job, "worker": worker}, blocking=False)["activationId"]
-            finally:
-                invoker.close()
+            with OpenWhiskClient.from_environment() as client:
+                return client.invoke(own_name, {"job": job, "worker": worker}, blocking=False)["activationId"]
 
         runner = Worker(storage, config, worker, owner=os.environ.get("__OW_ACTIVATION_ID", f"worker-{worker}"),
                         deadline_s=int(deadline) / 1000.0 if deadline else None,

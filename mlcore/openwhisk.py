@@ -1,4 +1,26 @@
-"""One OpenWhisk REST client for both targets: a real Apache OpenWhisk and the local platform."""
+"""The OpenWhisk REST client of the whole project: the deployer, fedavg and the actions themselves.
+
+It lives in mlcore because actions bundle mlcore and nothing else of the project: the
+training coordinator invokes its workers through the same client that `deployer deploy`
+creates them with. Inside an activation, `OpenWhiskClient.from_environment()` reaches the
+API with the `__OW_API_HOST` / `__OW_API_KEY` OpenWhisk gives every activation.
+
+Retries are urllib3's, on the session's adapter, and never repeat work that may have run:
+
+  * a connection that could not be made (refused, no route, name not resolved) is retried
+    for every method, since the request never left;
+  * an answer that broke off (reset, closed) or a 502/503/504 is retried only for
+    idempotent requests: GET, HEAD, DELETE and PUT with overwrite (a PUT with
+    overwrite=false answers 409 the second time, so it is not);
+  * 429 is retried for every method: OpenWhisk throttles an invoke before it creates an
+    activation;
+  * a timeout is never retried: `timeout_s` bounds one wait, and waiting again would
+    multiply it (and a POST invoke that timed out may be running).
+
+So a POST invoke that was sent is never sent again by the client: whoever knows that a
+second run is harmless (the training coordinator: its storage keys are versioned) decides
+to invoke again.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +28,73 @@ import os
 import time
 import urllib.request
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import NewConnectionError, ProxyError, TimeoutError as Urllib3Timeout
+from urllib3.util.retry import Retry
 
 from .errors import (ActivationFailedError, AuthError, ConflictError, NotFoundError, OpenWhiskError,
                      PayloadTooLargeError, UnreachableError)
+
+__all__ = ["OpenWhiskClient", "RetryPolicy", "ActivationFailedError", "AuthError", "ConflictError", "NotFoundError",
+           "OpenWhiskError", "PayloadTooLargeError", "UnreachableError", "kv", "normalize_apihost",
+           "record_memory_mb", "sibling_action", "split_name"]
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+RETRY_STATUSES = frozenset({502, 503, 504})  # a gateway's or a restarting controller's; an invoke's 502 is a POST's
+THROTTLED = 429
+
+
+class RetryPolicy(Retry):
+    """urllib3's Retry that repeats a request only where a second copy cannot do the work twice.
+
+    See the module docstring for the rules; `allowed_methods` and `status_forcelist` keep
+    their urllib3 meaning, and a PUT whose query says overwrite=false counts as not idempotent.
+    """
+
+    RETRY_AFTER_STATUS_CODES = frozenset({THROTTLED, 503})  # urllib3's also has 413, which no retry mends
+
+    @classmethod
+    def default(cls, attempts: int = 3, backoff_s: float = 0.25) -> "RetryPolicy":
+        """Up to `attempts` retries; sleeps 0, 2*backoff_s, 4*backoff_s... between them."""
+        return cls(total=attempts, connect=attempts, read=attempts, status=attempts, other=0,
+                   allowed_methods=IDEMPOTENT_METHODS, status_forcelist=RETRY_STATUSES, backoff_factor=backoff_s,
+                   raise_on_status=False)
+
+    def idempotent(self, method: str | None, url: str | None) -> bool:
+        if method is None or not self._is_method_retryable(method):
+            return False
+        if method.upper() == "PUT":
+            overwrite = parse_qs(urlsplit(url or "").query).get("overwrite", ["true"])[-1]
+            return overwrite.lower() != "false"
+        return True
+
+    def may_repeat(self, method: str | None, url: str | None, response=None, error: Exception | None = None) -> bool:
+        """Whether this failure may be answered by sending the request again."""
+        if error is not None:
+            cause = error.original_error if isinstance(error, ProxyError) else error
+            if isinstance(cause, NewConnectionError):
+                return True  # never connected: nothing was sent
+            if isinstance(cause, Urllib3Timeout):
+                return False  # the caller's bound on one wait; a POST that timed out may be running
+            return self.idempotent(method, url)
+        if response is not None and response.status == THROTTLED:
+            return True
+        return self.idempotent(method, url)
+
+    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
+        if status_code == THROTTLED:
+            return True
+        return super().is_retry(method, status_code, has_retry_after)
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        if not self.may_repeat(method, url, response, error):
+            # what urllib3 does with no retries left: re-raise a read error or timeout as it is,
+            # wrap a connect failure, hand back the response
+            return Retry.increment(self.new(total=0, read=False), method, url, response, error, _pool, _stacktrace)
+        return super().increment(method, url, response, error, _pool, _stacktrace)
 
 
 def normalize_apihost(apihost: str) -> str:
@@ -27,6 +109,27 @@ def kv(params: dict | None) -> list[dict]:
     return [{"key": k, "value": v} for k, v in (params or {}).items()]
 
 
+def split_name(name: str, default_namespace: str = "_") -> tuple[str, str]:
+    """'/ns/pkg/act' -> ('ns', 'pkg/act'); 'pkg/act' -> (default, 'pkg/act')."""
+    if name.startswith("/"):
+        namespace, _, path = name.lstrip("/").partition("/")
+        return namespace, path
+    return default_namespace, name
+
+
+def sibling_action(own_name: str, action: str) -> str:
+    """The action `action` in the same package as `own_name` ('/_/mnist-train/train' -> '/_/mnist-train/worker')."""
+    return own_name.rsplit("/", 1)[0] + "/" + action
+
+
+def record_memory_mb(record: dict) -> int | None:
+    """The memory limit an activation ran with, from its record's `limits` annotation."""
+    for item in record.get("annotations", []):
+        if item.get("key") == "limits" and isinstance(item.get("value"), dict):
+            return item["value"].get("memory")
+    return None
+
+
 def _proxies_for(apihost: str) -> dict[str, str]:
     """The environment's proxies (HTTP_PROXY, ..., NO_PROXY honoured) for this one host."""
     host = urlsplit(apihost).hostname or ""
@@ -36,10 +139,19 @@ def _proxies_for(apihost: str) -> dict[str, str]:
 
 
 class OpenWhiskClient:
-    """Thread-safe enough for concurrent invokes: one pooled requests session."""
+    """The OpenWhisk REST API; thread-safe enough for concurrent invokes: one pooled keep-alive session.
+
+    A fully qualified name ('/ns/pkg/action') addresses its own namespace, as `wsk` does;
+    any other name is in `namespace` ('_': the auth key's own).
+    """
 
     def __init__(self, apihost: str, auth: str, namespace: str = "_", insecure: bool = False,
-                 timeout_s: float = 90.0, pool_size: int = 32) -> None:
+                 timeout_s: float = 90.0, pool_size: int = 32, retry: Retry | None = None) -> None:
+        """retry: the adapter's policy (default RetryPolicy.default()); Retry(0, read=False) turns retries off.
+
+        Raises:
+            AuthError: `auth` is not shaped 'uuid:key'.
+        """
         if ":" not in auth:
             raise AuthError("the auth key must look like 'uuid:key'")
         self.apihost = normalize_apihost(apihost)
@@ -54,32 +166,52 @@ class OpenWhiskClient:
         self._session.proxies.update(_proxies_for(self.apihost))
         self._session.verify = False if insecure else (os.environ.get("REQUESTS_CA_BUNDLE")
                                                        or os.environ.get("CURL_CA_BUNDLE") or True)
-        adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
+        adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size,
+                              max_retries=retry if retry is not None else RetryPolicy.default())
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
+
+    @classmethod
+    def from_environment(cls, **kwargs) -> "OpenWhiskClient":
+        """The client of the activation this code runs in (its __OW_API_HOST and __OW_API_KEY).
+
+        Raises:
+            OpenWhiskError: outside an activation (or one whose action was not given an API key).
+        """
+        host, key = os.environ.get("__OW_API_HOST"), os.environ.get("__OW_API_KEY")
+        if not host or not key:
+            raise OpenWhiskError("__OW_API_HOST and __OW_API_KEY are not set: this code must run inside an "
+                                 "OpenWhisk action (or be given apihost and auth)")
+        return cls(host, key, **kwargs)
 
     def close(self) -> None:
         self._session.close()
 
+    def __enter__(self) -> "OpenWhiskClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def _url(self, collection: str, name: str = "") -> str:
-        """A fully qualified name ('/ns/pkg/action') addresses its own namespace, as `wsk` does."""
         namespace = self.namespace
         if name.startswith("/"):
-            namespace, _, name = name.lstrip("/").partition("/")
+            namespace, name = split_name(name)
         base = f"{self.apihost}/api/v1/namespaces/{quote(namespace, safe='')}/{collection}"
         return f"{base}/{quote(name, safe='/')}" if name else base
 
     def _request(self, method: str, url: str, *, params=None, json_body=None, timeout_s=None,
                  ok=(200,)) -> tuple[int, Any]:
+        timeout = timeout_s or self.timeout_s
         try:
-            resp = self._session.request(method, url, params=params, json=json_body,
-                                         timeout=timeout_s or self.timeout_s)
+            resp = self._session.request(method, url, params=params, json=json_body, timeout=timeout)
         except requests.ConnectionError as exc:
             raise UnreachableError(f"cannot reach the OpenWhisk API at {self.apihost}: {exc.__class__.__name__}; "
                                    "check --apihost (or start the local platform with `deployer up`)") from exc
         except requests.Timeout as exc:
-            raise UnreachableError(f"the OpenWhisk API at {self.apihost} did not answer in "
-                                   f"{timeout_s or self.timeout_s:.0f} s") from exc
+            raise UnreachableError(f"the OpenWhisk API at {self.apihost} did not answer in {timeout:.0f} s") from exc
+        except requests.RequestException as exc:
+            raise OpenWhiskError(f"{method} {url.replace(self.apihost, '')}: {exc.__class__.__name__}: {exc}") from exc
         try:
             body = resp.json() if resp.content else {}
         except ValueError:
@@ -149,8 +281,12 @@ class OpenWhiskClient:
                timeout_s: float | None = None) -> dict:
         """Blocking: the result (result=True) or the activation record; non-blocking: {"activationId"}.
 
+        Sent once: a failure after the request left is raised, never retried (see the module docstring).
+
         Raises:
             ActivationFailedError: the action answered an error (its result is attached).
+            UnreachableError: no answer, or none in `timeout_s` (the action may still run).
+            OpenWhiskError: the API refused the invoke (its subclasses name the common reasons).
         """
         query = {"blocking": str(blocking).lower(), "result": str(result).lower()}
         status, body = self._request("POST", self._url("actions", name), params=query, json_body=params or {},
@@ -167,15 +303,17 @@ class OpenWhiskClient:
 
     def wait_activation(self, activation_id: str, timeout_s: float | None = None, result: bool = False,
                         poll_s: float = 0.2) -> dict:
-        """Polls until the record exists (a blocking invoke that outlived the API's wait)."""
+        """Polls until the record exists (a blocking invoke that outlived the API's wait).
+
+        Raises:
+            ActivationFailedError: the activation ended unsuccessfully (its record is attached).
+            OpenWhiskError: it did not end within `timeout_s` (default 600).
+        """
         deadline = time.monotonic() + (timeout_s or 600)
         while True:
-            try:
-                record = self.get_activation(activation_id)
-                if record.get("response", {}).get("status") != "pending":
-                    break
-            except NotFoundError:
-                pass
+            record = self.find_activation(activation_id)
+            if record is not None:
+                break
             if time.monotonic() > deadline:
                 raise OpenWhiskError(f"activation {activation_id} did not finish in time")
             time.sleep(poll_s)
@@ -225,7 +363,16 @@ class OpenWhiskClient:
 
     # activations
     def get_activation(self, activation_id: str) -> dict:
+        """Raises NotFoundError while the activation runs: OpenWhisk writes its record when it ends."""
         return self._request("GET", self._url("activations", activation_id))[1]
+
+    def find_activation(self, activation_id: str) -> dict | None:
+        """The activation's record once it has ended, None while it runs (or where it is unknown)."""
+        try:
+            record = self.get_activation(activation_id)
+        except NotFoundError:
+            return None
+        return None if record.get("response", {}).get("status") == "pending" else record
 
     def activation_logs(self, activation_id: str) -> list[str]:
         return self._request("GET", self._url("activations", activation_id) + "/logs")[1].get("logs", [])
