@@ -68,8 +68,9 @@ def load_command(spec: str) -> click.Command:
 class LazyGroup(click.Group):
     """Imports a subcommand's module only when that subcommand runs."""
 
-    def __init__(self, *args, lazy: dict[str, str] | None = None, help_texts: dict[str, str] | None = None,
-                 **kwargs) -> None:
+    def __init__(
+        self, *args, lazy: dict[str, str] | None = None, help_texts: dict[str, str] | None = None, **kwargs
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.lazy = lazy or {}
         self.help_texts = help_texts or {}
@@ -88,8 +89,10 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, name)
 
     def format_commands(self, ctx, formatter):
-        rows = [(name, self.help_texts.get(name) or self.get_command(ctx, name).get_short_help_str())
-                for name in self.list_commands(ctx)]
+        rows = [
+            (name, self.help_texts.get(name) or self.get_command(ctx, name).get_short_help_str())
+            for name in self.list_commands(ctx)
+        ]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 

@@ -28,11 +28,28 @@ bundle too) and are re-exported here under their names:
 
 from __future__ import annotations
 
-from mlcore.errors import (ActivationFailedError, AuthError, ConflictError, NotFoundError, OpenWhiskError,
-                           PayloadTooLargeError, UnreachableError)
+from mlcore.errors import (
+    ActivationFailedError,
+    AuthError,
+    ConflictError,
+    NotFoundError,
+    OpenWhiskError,
+    PayloadTooLargeError,
+    UnreachableError,
+)
 
-__all__ = ["DeployerError", "ConfigError", "ManifestError", "OpenWhiskError", "AuthError", "NotFoundError",
-           "ConflictError", "PayloadTooLargeError", "UnreachableError", "ActivationFailedError"]
+__all__ = [
+    "DeployerError",
+    "ConfigError",
+    "ManifestError",
+    "OpenWhiskError",
+    "AuthError",
+    "NotFoundError",
+    "ConflictError",
+    "PayloadTooLargeError",
+    "UnreachableError",
+    "ActivationFailedError",
+]
 
 
 class DeployerError(Exception):

@@ -13,9 +13,10 @@ import os
 import re
 import zipfile
 from collections import ChainMap
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -30,14 +31,53 @@ DEFAULT_RUNTIME_IMAGE = "deployer/action-python-ml:0.1.0"
 
 TOP_KEYS = {"project", "packages", "package"}
 PROJECT_KEYS = {"name", "namespace", "credential", "apiHost", "version", "packages", "inputs", "config"}
-PACKAGE_KEYS = {"version", "license", "namespace", "credential", "apiHost", "dependencies", "inputs", "actions",
-                "sequences", "triggers", "rules", "apis", "feeds", "annotations", "public"}
-ACTION_KEYS = {"function", "code", "runtime", "docker", "native", "main", "inputs", "outputs", "limits",
-               "annotations", "web", "web-export", "raw", "version", "license", "include", "exclude", "conductor"}
+PACKAGE_KEYS = {
+    "version",
+    "license",
+    "namespace",
+    "credential",
+    "apiHost",
+    "dependencies",
+    "inputs",
+    "actions",
+    "sequences",
+    "triggers",
+    "rules",
+    "apis",
+    "feeds",
+    "annotations",
+    "public",
+}
+ACTION_KEYS = {
+    "function",
+    "code",
+    "runtime",
+    "docker",
+    "native",
+    "main",
+    "inputs",
+    "outputs",
+    "limits",
+    "annotations",
+    "web",
+    "web-export",
+    "raw",
+    "version",
+    "license",
+    "include",
+    "exclude",
+    "conductor",
+}
 SEQUENCE_KEYS = {"actions", "web", "web-export", "annotations", "inputs"}
-LIMIT_KEYS = {"timeout": "timeout", "memorySize": "memory", "logSize": "logs",
-              "concurrentActivations": "concurrency", "userInvocationRate": None, "codeSize": None,
-              "parameterSize": None}
+LIMIT_KEYS = {
+    "timeout": "timeout",
+    "memorySize": "memory",
+    "logSize": "logs",
+    "concurrentActivations": "concurrency",
+    "userInvocationRate": None,
+    "codeSize": None,
+    "parameterSize": None,
+}
 TYPED_INPUT_KEYS = {"type", "value", "default", "description", "required"}
 TRIGGER_KEYS = {"inputs", "annotations", "feed", "source"}
 RULE_KEYS = {"trigger", "action", "annotations", "rule"}
@@ -156,8 +196,12 @@ def _inputs(doc: _Doc, where: tuple, raw: Any, env: Mapping[str, str]) -> dict:
     raw = _check_keys(doc, where, raw, set(raw) if isinstance(raw, dict) else set(), "inputs")
     out = {}
     for key, val in raw.items():
-        if isinstance(val, dict) and val and set(val) <= TYPED_INPUT_KEYS and ("value" in val or "default" in val
-                                                                                 or "type" in val):
+        if (
+            isinstance(val, dict)
+            and val
+            and set(val) <= TYPED_INPUT_KEYS
+            and ("value" in val or "default" in val or "type" in val)
+        ):
             val = val.get("value", val.get("default"))
         out[key] = _interpolate(doc, where + (key,), val, env)
     return out
@@ -230,15 +274,20 @@ def _function_code(doc: _Doc, where: tuple, base: Path, function: str, kind: str
     if path.is_dir():
         nodejs = (path / "package.json").is_file() or (path / "index.js").is_file()
         if not nodejs and not (path / "__main__.py").is_file():
-            raise doc.fail(where, f"folder {function} has no __main__.py (a Python zip action needs one) nor "
-                                  "package.json or index.js (a Node.js one needs either)")
-        return {"kind": kind or ("nodejs:default" if nodejs else "python:default"),
-                "code": base64.b64encode(zip_action(path)).decode(), "binary": True}
+            raise doc.fail(
+                where,
+                f"folder {function} has no __main__.py (a Python zip action needs one) nor "
+                "package.json or index.js (a Node.js one needs either)",
+            )
+        return {
+            "kind": kind or ("nodejs:default" if nodejs else "python:default"),
+            "code": base64.b64encode(zip_action(path)).decode(),
+            "binary": True,
+        }
     if not path.is_file():
         raise doc.fail(where, f"function {function} does not exist (relative to {base})")
     if path.suffix == ".zip":
-        return {"kind": kind or "python:default", "code": base64.b64encode(path.read_bytes()).decode(),
-                "binary": True}
+        return {"kind": kind or "python:default", "code": base64.b64encode(path.read_bytes()).decode(), "binary": True}
     if path.suffix in (".py", ".js"):
         default = "python:default" if path.suffix == ".py" else "nodejs:default"
         return {"kind": kind or default, "code": path.read_text(), "binary": False}
@@ -248,17 +297,25 @@ def _function_code(doc: _Doc, where: tuple, base: Path, function: str, kind: str
 def _events(doc: _Doc, pw: tuple, pspec: dict, env: Mapping[str, str]) -> tuple[list, list]:
     """The package's `triggers:` and `rules:`; rule actions are relative to the package, as in wskdeploy."""
     triggers, rules = [], []
-    for tname, tspec in (_check_keys(doc, pw + ("triggers",), pspec.get("triggers"),
-                                     set(pspec.get("triggers") or {}), "triggers")).items():
+    for tname, tspec in (
+        _check_keys(doc, pw + ("triggers",), pspec.get("triggers"), set(pspec.get("triggers") or {}), "triggers")
+    ).items():
         tw = pw + ("triggers", tname)
         tspec = _check_keys(doc, tw, tspec, TRIGGER_KEYS, f"trigger {tname}")
         if tspec.get("feed") or tspec.get("source"):
-            raise doc.fail(tw, f"trigger {tname} has a feed: feeds are valid wskdeploy but not supported by "
-                               "deployer (no feed providers here); deploy it with wskdeploy")
-        triggers.append(TriggerSpec(tname, _inputs(doc, tw + ("inputs",), tspec.get("inputs"), env),
-                                    dict(tspec.get("annotations") or {})))
-    for rname, rspec in (_check_keys(doc, pw + ("rules",), pspec.get("rules"),
-                                     set(pspec.get("rules") or {}), "rules")).items():
+            raise doc.fail(
+                tw,
+                f"trigger {tname} has a feed: feeds are valid wskdeploy but not supported by "
+                "deployer (no feed providers here); deploy it with wskdeploy",
+            )
+        triggers.append(
+            TriggerSpec(
+                tname, _inputs(doc, tw + ("inputs",), tspec.get("inputs"), env), dict(tspec.get("annotations") or {})
+            )
+        )
+    for rname, rspec in (
+        _check_keys(doc, pw + ("rules",), pspec.get("rules"), set(pspec.get("rules") or {}), "rules")
+    ).items():
         rw = pw + ("rules", rname)
         rspec = _check_keys(doc, rw, rspec, RULE_KEYS, f"rule {rname}")
         if not rspec.get("trigger") or not rspec.get("action"):
@@ -307,20 +364,28 @@ def load(manifest: Path, deployment: Path | None = None, env: Mapping[str, str] 
         pw = where + (pname,)
         pspec = _check_keys(doc, pw, pspec, PACKAGE_KEYS, f"package {pname}")
         for key in UNSUPPORTED & set(pspec):
-            raise doc.fail(pw + (key,), f"{key} are valid wskdeploy but not supported by deployer; "
-                                        "deploy them with wskdeploy")
-        pkg = PackageSpec(pname, {**_inputs(doc, pw + ("inputs",), pspec.get("inputs"), env),
-                                  **overrides.get((pname, None), {})},
-                          dict(pspec.get("annotations") or {}))
-        actions = _check_keys(doc, pw + ("actions",), pspec.get("actions"),
-                              set(pspec.get("actions") or {}), "actions")
+            raise doc.fail(
+                pw + (key,), f"{key} are valid wskdeploy but not supported by deployer; deploy them with wskdeploy"
+            )
+        pkg = PackageSpec(
+            pname,
+            {**_inputs(doc, pw + ("inputs",), pspec.get("inputs"), env), **overrides.get((pname, None), {})},
+            dict(pspec.get("annotations") or {}),
+        )
+        actions = _check_keys(doc, pw + ("actions",), pspec.get("actions"), set(pspec.get("actions") or {}), "actions")
         for aname, aspec in actions.items():
             aw = pw + ("actions", aname)
             aspec = _check_keys(doc, aw, aspec, ACTION_KEYS, f"action {pname}/{aname}")
-            pkg.actions.append(ActionSpec(
-                pname, aname, _exec_for(doc, aw, aspec, base, env),
-                {**_inputs(doc, aw + ("inputs",), aspec.get("inputs"), env), **overrides.get((pname, aname), {})},
-                _limits(doc, aw + ("limits",), aspec.get("limits")), _annotations(aspec)))
+            pkg.actions.append(
+                ActionSpec(
+                    pname,
+                    aname,
+                    _exec_for(doc, aw, aspec, base, env),
+                    {**_inputs(doc, aw + ("inputs",), aspec.get("inputs"), env), **overrides.get((pname, aname), {})},
+                    _limits(doc, aw + ("limits",), aspec.get("limits")),
+                    _annotations(aspec),
+                )
+            )
         sequences = pspec.get("sequences") or {}
         for sname, sspec in sequences.items():
             sw = pw + ("sequences", sname)
@@ -329,9 +394,16 @@ def load(manifest: Path, deployment: Path | None = None, env: Mapping[str, str] 
             if not names:
                 raise doc.fail(sw, "a sequence needs `actions: a, b, ...`")
             comps = [f"/_/{n}" if "/" in n else f"/_/{pname}/{n}" for n in names]
-            pkg.sequences.append(ActionSpec(pname, sname, {"kind": "sequence", "components": comps},
-                                            _inputs(doc, sw + ("inputs",), sspec.get("inputs"), env),
-                                            {}, _annotations(sspec)))
+            pkg.sequences.append(
+                ActionSpec(
+                    pname,
+                    sname,
+                    {"kind": "sequence", "components": comps},
+                    _inputs(doc, sw + ("inputs",), sspec.get("inputs"), env),
+                    {},
+                    _annotations(sspec),
+                )
+            )
         pkg.triggers, pkg.rules = _events(doc, pw, pspec, env)
         out.append(pkg)
     return out
@@ -355,8 +427,9 @@ def _deployment_inputs(path: Path, env: Mapping[str, str]) -> dict[tuple, dict]:
     return out
 
 
-def deploy(client, manifest_path: Path, deployment: Path | None = None,
-           env: Mapping[str, str] | None = None) -> list[str]:
+def deploy(
+    client, manifest_path: Path, deployment: Path | None = None, env: Mapping[str, str] | None = None
+) -> list[str]:
     """Creates or updates every package, action and sequence; returns their names."""
     packages = load(Path(manifest_path), deployment, env)
     names = []
@@ -364,8 +437,7 @@ def deploy(client, manifest_path: Path, deployment: Path | None = None,
         client.create_package(pkg.name, pkg.inputs, pkg.annotations, overwrite=True)
         names.append(pkg.name)
         for spec in pkg.actions + pkg.sequences:
-            client.create_action(spec.qualified, spec.exec_, spec.inputs, spec.limits, spec.annotations,
-                                 overwrite=True)
+            client.create_action(spec.qualified, spec.exec_, spec.inputs, spec.limits, spec.annotations, overwrite=True)
             names.append(spec.qualified)
         for trigger in pkg.triggers:
             client.create_trigger(trigger.name, trigger.inputs, trigger.annotations, overwrite=True)
@@ -392,8 +464,10 @@ def undeploy(client, manifest_path: Path, env: Mapping[str, str] | None = None) 
     packages = load(Path(manifest_path), None, _Permissive(os.environ if env is None else env))
     removed = []
     for pkg in packages:
-        for kind, items, delete in (("rule", pkg.rules, client.delete_rule),
-                                    ("trigger", pkg.triggers, client.delete_trigger)):
+        for kind, items, delete in (
+            ("rule", pkg.rules, client.delete_rule),
+            ("trigger", pkg.triggers, client.delete_trigger),
+        ):
             for item in items:
                 try:
                     delete(item.name)

@@ -28,9 +28,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 from . import folders
 from .errors import DeployerError
@@ -49,8 +49,14 @@ SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # what the version probe imports inside the image (module -> distribution shown in the report)
-PROBED = {"torch": "torch", "torchvision": "torchvision", "boto3": "boto3", "numpy": "numpy", "PIL": "pillow",
-          "cheroot": "cheroot"}
+PROBED = {
+    "torch": "torch",
+    "torchvision": "torchvision",
+    "boto3": "boto3",
+    "numpy": "numpy",
+    "PIL": "pillow",
+    "cheroot": "cheroot",
+}
 
 
 class DockerUnavailable(DeployerError):
@@ -65,15 +71,22 @@ def docker_binary() -> str:
     return os.environ.get("DEPLOYER_DOCKER") or shutil.which("docker") or "docker"
 
 
-def docker(*args: str, check: bool = True, timeout: float | None = 120, input: bytes | None = None,
-           text: bool = True) -> subprocess.CompletedProcess:
+def docker(
+    *args: str, check: bool = True, timeout: float | None = 120, input: bytes | None = None, text: bool = True
+) -> subprocess.CompletedProcess:
     """Runs one docker CLI command; with check, a failure raises RuntimeBuildError with its stderr."""
     try:
-        done = subprocess.run([docker_binary(), *args], capture_output=True, timeout=timeout, input=input,
-                              text=text if input is None else False)
+        done = subprocess.run(
+            [docker_binary(), *args],
+            capture_output=True,
+            timeout=timeout,
+            input=input,
+            text=text if input is None else False,
+        )
     except FileNotFoundError as exc:
-        raise DockerUnavailable("docker is not installed: run `./run setup` as root (installs docker.io and "
-                                "starts dockerd)") from exc
+        raise DockerUnavailable(
+            "docker is not installed: run `./run setup` as root (installs docker.io and starts dockerd)"
+        ) from exc
     if check and done.returncode != 0:
         err = done.stderr if isinstance(done.stderr, str) else done.stderr.decode(errors="replace")
         raise RuntimeBuildError(f"docker {' '.join(args[:3])} failed: {err.strip()[-800:]}")
@@ -83,18 +96,22 @@ def docker(*args: str, check: bool = True, timeout: float | None = 120, input: b
 def check_docker() -> str:
     """The engine's version, or DockerUnavailable saying how to get one."""
     if shutil.which(docker_binary()) is None and not Path(docker_binary()).is_file():
-        raise DockerUnavailable("docker is not installed: run `./run setup` as root (installs docker.io and "
-                                "starts dockerd)")
+        raise DockerUnavailable(
+            "docker is not installed: run `./run setup` as root (installs docker.io and starts dockerd)"
+        )
     try:
         done = docker("info", "--format", "{{.ServerVersion}}", check=False, timeout=30)
     except subprocess.TimeoutExpired as exc:
-        raise DockerUnavailable("the Docker engine does not answer `docker info` within 30 s: restart dockerd "
-                                "(scripts/start-dockerd.sh as root)") from exc
+        raise DockerUnavailable(
+            "the Docker engine does not answer `docker info` within 30 s: restart dockerd "
+            "(scripts/start-dockerd.sh as root)"
+        ) from exc
     version = done.stdout.strip()
     if done.returncode != 0 or not version or "error" in version.lower():
         reason = (done.stderr.strip().splitlines() or ["no answer"])[-1]
-        raise DockerUnavailable(f"the Docker engine is not running ({reason}): start it with "
-                                f"`scripts/start-dockerd.sh` as root")
+        raise DockerUnavailable(
+            f"the Docker engine is not running ({reason}): start it with `scripts/start-dockerd.sh` as root"
+        )
     return version
 
 
@@ -122,10 +139,14 @@ def cache_dir() -> Path:
 
 # ---------------------------------------------------------------- the base image (debootstrap)
 
+
 def debian_mirror(apt_dir: Path = Path("/etc/apt")) -> str:
     """The Debian mirror apt uses for SUITE (one-line or deb822 sources), else deb.debian.org."""
-    files = [apt_dir / "sources.list", *sorted((apt_dir / "sources.list.d").glob("*.list")),
-             *sorted((apt_dir / "sources.list.d").glob("*.sources"))]
+    files = [
+        apt_dir / "sources.list",
+        *sorted((apt_dir / "sources.list.d").glob("*.list")),
+        *sorted((apt_dir / "sources.list.d").glob("*.sources")),
+    ]
     for path in files:
         try:
             text = path.read_text()
@@ -159,19 +180,24 @@ def ensure_base_image(progress: Callable[[str], None] = lambda _m: None) -> tupl
     tag = base_image_tag()
     if image_id(tag):
         return tag, True
-    debootstrap = shutil.which("debootstrap") or ("/usr/sbin/debootstrap" if Path("/usr/sbin/debootstrap").exists()
-                                                  else None)
+    debootstrap = shutil.which("debootstrap") or (
+        "/usr/sbin/debootstrap" if Path("/usr/sbin/debootstrap").exists() else None
+    )
     if debootstrap is None:
-        raise DockerUnavailable("debootstrap is not installed (the local base image needs it): run `./run setup` "
-                                "as root")
+        raise DockerUnavailable(
+            "debootstrap is not installed (the local base image needs it): run `./run setup` as root"
+        )
     if os.geteuid() != 0:
         raise DockerUnavailable("making the local base image needs root (debootstrap)")
     mirror = debian_mirror()
     progress(f"making the base image {tag} with debootstrap from {mirror} (about a minute)")
     root = Path(tempfile.mkdtemp(prefix="deployer-base-", dir=os.environ.get("DEPLOYER_BUILD_TMP")))
     try:
-        done = subprocess.run([debootstrap, "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", SUITE,
-                               str(root), mirror], capture_output=True, text=True)
+        done = subprocess.run(
+            [debootstrap, "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", SUITE, str(root), mirror],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
             raise RuntimeBuildError(f"debootstrap failed: {(done.stdout + done.stderr).strip()[-800:]}")
         # apt's lists and caches are not needed in an image
@@ -181,10 +207,23 @@ def ensure_base_image(progress: Callable[[str], None] = lambda _m: None) -> tupl
                     item.unlink()
         tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
         try:
-            imported = subprocess.run([docker_binary(), "import", "--change", f"LABEL {LABEL}=1",
-                                       "--change", f"LABEL {LABEL}.kind=base",
-                                       "--change", 'CMD ["/bin/bash"]', "-", tag],
-                                      stdin=tar.stdout, capture_output=True, text=True)
+            imported = subprocess.run(
+                [
+                    docker_binary(),
+                    "import",
+                    "--change",
+                    f"LABEL {LABEL}=1",
+                    "--change",
+                    f"LABEL {LABEL}.kind=base",
+                    "--change",
+                    'CMD ["/bin/bash"]',
+                    "-",
+                    tag,
+                ],
+                stdin=tar.stdout,
+                capture_output=True,
+                text=True,
+            )
         finally:
             tar.stdout.close()
             tar.wait()
@@ -197,14 +236,16 @@ def ensure_base_image(progress: Callable[[str], None] = lambda _m: None) -> tupl
 
 # ---------------------------------------------------------------- the wheelhouse
 
+
 def requirements_hash(requirements: Path = REQUIREMENTS) -> str:
     spec = "\n".join(line.split("#", 1)[0].strip() for line in requirements.read_text().splitlines())
     key = f"{spec.strip()}\npython{sys.version_info.major}.{sys.version_info.minor}\n{os.uname().machine}"
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def ensure_wheelhouse(requirements: Path = REQUIREMENTS,
-                      progress: Callable[[str], None] = lambda _m: None) -> tuple[Path, bool]:
+def ensure_wheelhouse(
+    requirements: Path = REQUIREMENTS, progress: Callable[[str], None] = lambda _m: None
+) -> tuple[Path, bool]:
     """(folder, reused): every wheel the requirements need, downloaded once by the host's pip."""
     folder = cache_dir() / "wheelhouse" / requirements_hash(requirements)
     if (folder / ".complete").is_file():
@@ -213,8 +254,11 @@ def ensure_wheelhouse(requirements: Path = REQUIREMENTS,
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     progress(f"downloading wheels into {folder} (pip download; first time: minutes, ~5 GB)")
-    done = subprocess.run([sys.executable, "-m", "pip", "download", "--only-binary=:all:", "-r", str(requirements),
-                           "-d", str(partial)], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "-r", str(requirements), "-d", str(partial)],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         shutil.rmtree(partial, ignore_errors=True)
         raise RuntimeBuildError(f"pip download failed: {(done.stdout + done.stderr).strip()[-800:]}")
@@ -241,19 +285,24 @@ def serve_folder(folder: Path, preferred_port: int) -> Iterator[str]:
     """`python -m http.server` on 127.0.0.1 serving folder; yields its URL, stopped on exit."""
     port = _free_port(preferred_port)
     log = tempfile.TemporaryFile()  # a line per request: a pipe nobody reads would fill and stall the build
-    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
-                             "--directory", str(folder)], stdout=subprocess.DEVNULL, stderr=log)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(folder)],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:  # wait until it accepts: a build step that cannot reach it fails late and obscurely
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
-            except OSError:
+            except OSError as exc:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     log.seek(0)
                     err = log.read().decode(errors="replace") if proc.poll() is not None else "timeout"
-                    raise RuntimeBuildError(f"the wheelhouse server did not start on 127.0.0.1:{port}: {err[-400:]}")
+                    raise RuntimeBuildError(
+                        f"the wheelhouse server did not start on 127.0.0.1:{port}: {err[-400:]}"
+                    ) from exc
                 time.sleep(0.05)
         yield f"http://127.0.0.1:{port}/"
     finally:
@@ -262,6 +311,7 @@ def serve_folder(folder: Path, preferred_port: int) -> Iterator[str]:
 
 
 # ---------------------------------------------------------------- the build
+
 
 @dataclass
 class BuildReport:
@@ -297,23 +347,45 @@ def probe_versions(tag: str) -> dict:
 
 
 def _probe(tag: str) -> dict:
-    code = ("import json, platform, importlib.metadata as m\n"
-            f"mods = {PROBED!r}\n"
-            "out = {'python': platform.python_version()}\n"
-            "for mod, dist in mods.items():\n"
-            "    __import__(mod)\n"
-            "    out[dist] = m.version(dist)\n"
-            "print(json.dumps(out))\n")
-    done = docker("run", "--rm", "--network", "none", "--cpu-shares", "64", "--label", f"{LABEL}=1",
-                  "--entrypoint", "python3", tag, "-c", code, check=False, timeout=300)
+    code = (
+        "import json, platform, importlib.metadata as m\n"
+        f"mods = {PROBED!r}\n"
+        "out = {'python': platform.python_version()}\n"
+        "for mod, dist in mods.items():\n"
+        "    __import__(mod)\n"
+        "    out[dist] = m.version(dist)\n"
+        "print(json.dumps(out))\n"
+    )
+    done = docker(
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--cpu-shares",
+        "64",
+        "--label",
+        f"{LABEL}=1",
+        "--entrypoint",
+        "python3",
+        tag,
+        "-c",
+        code,
+        check=False,
+        timeout=300,
+    )
     if done.returncode != 0:
         raise RuntimeBuildError(f"the built image {tag} cannot import its libraries: {done.stderr.strip()[-800:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def build_runtime_image(tag: str = DEFAULT_TAG, base_image: str | None = None, wheelhouse: bool | None = None,
-                        torch_index_url: str = TORCH_CPU_INDEX, cpu_shares: int = 64,
-                        progress: Callable[[str], None] = lambda _m: None) -> BuildReport:
+def build_runtime_image(
+    tag: str = DEFAULT_TAG,
+    base_image: str | None = None,
+    wheelhouse: bool | None = None,
+    torch_index_url: str = TORCH_CPU_INDEX,
+    cpu_shares: int = 64,
+    progress: Callable[[str], None] = lambda _m: None,
+) -> BuildReport:
     """Builds (or finds cached) the runtime image and reports what it holds.
 
     base_image None: the local debootstrap base, wheels from a host wheelhouse. A base image such as
@@ -331,14 +403,31 @@ def build_runtime_image(tag: str = DEFAULT_TAG, base_image: str | None = None, w
         base, base_reused = base_image, image_id(base_image) is not None
     steps["base"] = round(time.monotonic() - t, 3)
     t = time.monotonic()
-    house, house_reused = (ensure_wheelhouse(progress=progress) if wheelhouse else (None, None))
+    house, house_reused = ensure_wheelhouse(progress=progress) if wheelhouse else (None, None)
     steps["wheelhouse"] = round(time.monotonic() - t, 3)
     t = time.monotonic()
     progress(f"docker build {tag} from {base}")
     with contextlib.ExitStack() as stack:
-        args = ["build", "--network", "host", "--force-rm", "--cpu-shares", str(cpu_shares), "-f", str(DOCKERFILE),
-                "-t", tag, "--label", f"{LABEL}=1", "--label", f"{LABEL}.kind=runtime",
-                "--build-arg", f"BASE_IMAGE={base}", "--build-arg", f"TORCH_INDEX_URL={torch_index_url}"]
+        args = [
+            "build",
+            "--network",
+            "host",
+            "--force-rm",
+            "--cpu-shares",
+            str(cpu_shares),
+            "-f",
+            str(DOCKERFILE),
+            "-t",
+            tag,
+            "--label",
+            f"{LABEL}=1",
+            "--label",
+            f"{LABEL}.kind=runtime",
+            "--build-arg",
+            f"BASE_IMAGE={base}",
+            "--build-arg",
+            f"TORCH_INDEX_URL={torch_index_url}",
+        ]
         if house is not None:
             # the URL is part of the pip step's cache key: a port fixed by the wheelhouse keeps it stable
             url = stack.enter_context(serve_folder(house, 20000 + int(house.name[:8], 16) % 20000))
@@ -356,9 +445,19 @@ def build_runtime_image(tag: str = DEFAULT_TAG, base_image: str | None = None, w
     versions = probe_versions(tag)
     steps["probe"] = round(time.monotonic() - t, 3)
     size = image_size(tag)
-    return BuildReport(tag=tag, image_id=after, size_bytes=size, size_human=human_bytes(size), versions=versions,
-                       build_seconds=round(time.monotonic() - t0, 3),
-                       cached=bool(layers_cached and base_reused and house_reused is not False),
-                       base_image=base, base_reused=base_reused, wheelhouse=str(house) if house else None,
-                       wheelhouse_reused=house_reused, layers_cached=layers_cached, docker_server=server,
-                       steps_seconds=steps)
+    return BuildReport(
+        tag=tag,
+        image_id=after,
+        size_bytes=size,
+        size_human=human_bytes(size),
+        versions=versions,
+        build_seconds=round(time.monotonic() - t0, 3),
+        cached=bool(layers_cached and base_reused and house_reused is not False),
+        base_image=base,
+        base_reused=base_reused,
+        wheelhouse=str(house) if house else None,
+        wheelhouse_reused=house_reused,
+        layers_cached=layers_cached,
+        docker_server=server,
+        steps_seconds=steps,
+    )

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
-
-from mlcore.storage import StorageConfig
 
 from mlcore.openwhisk import OpenWhiskClient
+from mlcore.storage import StorageConfig
 
 from .errors import ConfigError
 
@@ -92,8 +91,9 @@ def _wskprops_path() -> Path | None:
     return home if home.is_file() else None
 
 
-def resolve(apihost: str | None = None, auth: str | None = None, *, start_local: bool = True,
-            insecure: bool = False) -> Target:
+def resolve(
+    apihost: str | None = None, auth: str | None = None, *, start_local: bool = True, insecure: bool = False
+) -> Target:
     """Raises ConfigError when settings are half given or nothing can be reached."""
     if apihost or auth:
         if not (apihost and auth):
@@ -109,8 +109,12 @@ def resolve(apihost: str | None = None, auth: str | None = None, *, start_local:
         props = read_wskprops(path)
         if not props.get("APIHOST") or not props.get("AUTH"):
             raise ConfigError(f"{path} lacks APIHOST or AUTH")
-        return Target(props["APIHOST"], props["AUTH"], str(path),
-                      insecure=insecure or props.get("INSECURE_SSL", "").lower() == "true")
+        return Target(
+            props["APIHOST"],
+            props["AUTH"],
+            str(path),
+            insecure=insecure or props.get("INSECURE_SSL", "").lower() == "true",
+        )
     return local_target(start=start_local)
 
 

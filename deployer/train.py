@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from mlcore.storage import Storage, StorageConfig
 from mlcore.training import data as training_data
@@ -33,8 +33,10 @@ def storage_config_for(target: Target) -> StorageConfig:
     """The target's S3; a remote OpenWhisk's actions cannot reach it without settings, so those are required."""
     config = target.storage.config
     if not target.local and not config.endpoint_url and not config.access_key:
-        raise ConfigError("a remote OpenWhisk needs S3 settings: export S3_ENDPOINT_URL, S3_BUCKET, "
-                          "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+        raise ConfigError(
+            "a remote OpenWhisk needs S3 settings: export S3_ENDPOINT_URL, S3_BUCKET, "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        )
     return config
 
 
@@ -71,10 +73,12 @@ def check_capacity(client, config: JobConfig, driver: str = "action") -> None:
     capacity = invoker.get("max_containers")
     needed = config.workers + (driver == "action")
     if isinstance(capacity, int) and needed > capacity:
-        raise TrainingError(f"the local platform runs at most {capacity} action containers and this job needs "
-                            f"{needed} at once ({config.workers} workers"
-                            f"{' and the coordinator' if driver == 'action' else ''}); restart it with "
-                            f"`deployer down && deployer up --max-containers {needed}`")
+        raise TrainingError(
+            f"the local platform runs at most {capacity} action containers and this job needs "
+            f"{needed} at once ({config.workers} workers"
+            f"{' and the coordinator' if driver == 'action' else ''}); restart it with "
+            f"`deployer down && deployer up --max-containers {needed}`"
+        )
 
 
 def start(client, config: JobConfig, package: str = PACKAGE) -> str:
@@ -94,13 +98,24 @@ def resume(client, storage: Storage, job: str, package: str = PACKAGE) -> str:
     return reply["activationId"]
 
 
-def drive(target: Target, storage: Storage, config: JobConfig, package: str = PACKAGE,
-          log: Callable[[str], None] = lambda _: None) -> dict:
+def drive(
+    target: Target,
+    storage: Storage,
+    config: JobConfig,
+    package: str = PACKAGE,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict:
     """Runs the coordinator in this process: no 300 s limit to hand off around, same steps and metrics."""
     create_job(storage, config)
     with target.client() as client:
-        coordinator = Coordinator(storage, client, config, worker_action=f"/_/{package}/worker",
-                                  owner=f"cli-{os.getpid()}-{time.time():.0f}", log=log)
+        coordinator = Coordinator(
+            storage,
+            client,
+            config,
+            worker_action=f"/_/{package}/worker",
+            owner=f"cli-{os.getpid()}-{time.time():.0f}",
+            log=log,
+        )
         return coordinator.run()
 
 
@@ -128,8 +143,16 @@ def _coordinator_gone(client, storage: Storage, job: str, first_activation: str 
     return f"coordinator activation {owner} ended: {result.get('error') or result or record['response']['status']}"
 
 
-def follow(client, storage: Storage, job: str, poll_s: float = 1.0, timeout_s: float = 24 * 3600,
-           first_activation: str | None = None, package: str = PACKAGE, resumes: int = 2) -> Iterator[dict]:
+def follow(
+    client,
+    storage: Storage,
+    job: str,
+    poll_s: float = 1.0,
+    timeout_s: float = 24 * 3600,
+    first_activation: str | None = None,
+    package: str = PACKAGE,
+    resumes: int = 2,
+) -> Iterator[dict]:
     """Yields each new metrics event until the job is done or failed.
 
     A coordinator that dies (killed container, lost platform) is resumed up to `resumes`
@@ -143,8 +166,7 @@ def follow(client, storage: Storage, job: str, poll_s: float = 1.0, timeout_s: f
     idle_since = time.monotonic()
     while True:
         events = read_metrics(storage, job)
-        for event in events[seen:]:
-            yield event
+        yield from events[seen:]
         if len(events) > seen:
             idle_since = time.monotonic()
         seen = len(events)
@@ -153,8 +175,9 @@ def follow(client, storage: Storage, job: str, poll_s: float = 1.0, timeout_s: f
             return
         if state == "failed":
             failure = next((e for e in reversed(events) if e.get("event") == "failed"), {})
-            raise TrainingError(f"job {job} failed: {failure.get('error')}; fix the cause, then "
-                                f"`deployer train --resume {job}`")
+            raise TrainingError(
+                f"job {job} failed: {failure.get('error')}; fix the cause, then `deployer train --resume {job}`"
+            )
         if time.monotonic() - idle_since > 3 * poll_s:
             why = _coordinator_gone(client, storage, job, first_activation)
             if why and resumes > 0:
@@ -201,6 +224,13 @@ def report(client, storage: Storage, job: str, targets=(0.98, 0.99)) -> dict:
     summary = summarise(storage, job, targets)
     events = read_metrics(storage, job)
     coordinator = round(coordinator_gb_s(client, events), 3)
-    return {**summary, "config": load_config(storage, job).as_dict(), "state": status(storage, job).get("state"),
-            "gb_s": {"workers": summary["gb_s_workers"], "coordinator": coordinator,
-                     "total": round(summary["gb_s_workers"] + coordinator, 3)}}
+    return {
+        **summary,
+        "config": load_config(storage, job).as_dict(),
+        "state": status(storage, job).get("state"),
+        "gb_s": {
+            "workers": summary["gb_s_workers"],
+            "coordinator": coordinator,
+            "total": round(summary["gb_s_workers"] + coordinator, 3),
+        },
+    }

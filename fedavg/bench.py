@@ -13,15 +13,17 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 from .run import Data, RunConfig, first_round_at, run, run_resumable
 from .table import PAPER_TABLE2_CNN, PARTITIONS
 
 # McMahan et al. 2017, Table 2: CNN on MNIST, rounds to 99% test accuracy.
-PAPER_ROUNDS_TO_99 = {kind: {"fedavg_e5_b10": PAPER_TABLE2_CNN[(5, 10)][kind],
-                             "fedsgd": PAPER_TABLE2_CNN[(1, None)][kind]} for kind in PARTITIONS}
+PAPER_ROUNDS_TO_99 = {
+    kind: {"fedavg_e5_b10": PAPER_TABLE2_CNN[(5, 10)][kind], "fedsgd": PAPER_TABLE2_CNN[(1, None)][kind]}
+    for kind in PARTITIONS
+}
 
 
 BASELINE = "serial fp32"
@@ -49,15 +51,16 @@ def timing_entries(names, timing: RunConfig, make_factory: Callable[..., Callabl
             continue
         try:
             factory = make_factory(name, run_id=f"bench-{timing.run_id()}")
-        except Exception as exc:  # noqa: BLE001 - a missing platform skips that executor, not the bench
+        except Exception as exc:
             report.setdefault("skipped", {})[label] = f"{type(exc).__name__}: {exc}"
             continue
         entries[label] = (factory, timing)
     return entries
 
 
-def time_executors(entries: Mapping[str, tuple[Callable, RunConfig]], data: Data,
-                   on_round: Callable[[str, dict], None] | None = None) -> dict:
+def time_executors(
+    entries: Mapping[str, tuple[Callable, RunConfig]], data: Data, on_round: Callable[[str, dict], None] | None = None
+) -> dict:
     """Runs each (executor factory, config) under its label; per-round times, ratios and weight agreement.
 
     Ratios are to the BASELINE label when it ran (plain fp32 in one process, the figure the
@@ -66,8 +69,9 @@ def time_executors(entries: Mapping[str, tuple[Callable, RunConfig]], data: Data
     """
     out: dict = {"executors": {}}
     for label, (factory, config) in entries.items():
-        out["executors"][label] = _time_one(factory, config, data,
-                                            (lambda r, label=label: on_round(label, r)) if on_round else None)
+        out["executors"][label] = _time_one(
+            factory, config, data, (lambda r, label=label: on_round(label, r)) if on_round else None
+        )
     groups: dict[tuple, set] = {}
     for label, (_, config) in entries.items():
         digest = out["executors"][label].get("final_state_sha256")
@@ -78,8 +82,9 @@ def time_executors(entries: Mapping[str, tuple[Callable, RunConfig]], data: Data
     base = out["executors"].get(BASELINE, {}).get("mean_round_s")
     if base:
         out["baseline"] = BASELINE
-        out["ratio_to_baseline"] = {label: v["mean_round_s"] / base for label, v in out["executors"].items()
-                                    if v.get("mean_round_s")}
+        out["ratio_to_baseline"] = {
+            label: v["mean_round_s"] / base for label, v in out["executors"].items() if v.get("mean_round_s")
+        }
     return out
 
 
@@ -88,7 +93,7 @@ def _time_one(factory: Callable, config: RunConfig, data: Data, on_round) -> dic
     try:
         with factory() as executor:
             report, _ = run(config, executor, data, stop_at_target=False, on_round=on_round)
-    except Exception as exc:  # noqa: BLE001 - one executor failing must not hide the others' numbers
+    except Exception as exc:
         return {"error": f"{type(exc).__name__}: {exc}", "config": config.as_dict()}
     times = [r["round_s"] for r in report["rounds"]]
     steady = times[1:] or times
@@ -107,9 +112,16 @@ def _time_one(factory: Callable, config: RunConfig, data: Data, on_round) -> dic
     }
 
 
-def rounds_to_target(base: RunConfig, partitions: tuple[str, ...], factory: Callable, data: Data,
-                     max_rounds: int, on_round: Callable[[str, dict], None] | None = None,
-                     checkpoint_root: Path | None = None, on_partition: Callable[[dict], None] | None = None) -> dict:
+def rounds_to_target(
+    base: RunConfig,
+    partitions: tuple[str, ...],
+    factory: Callable,
+    data: Data,
+    max_rounds: int,
+    on_round: Callable[[str, dict], None] | None = None,
+    checkpoint_root: Path | None = None,
+    on_partition: Callable[[dict], None] | None = None,
+) -> dict:
     """For each partition: rounds until `base.target`, or 'not reached within N rounds' and the curve.
 
     With checkpoint_root each partition continues its checkpoint (a non-IID run to 99% takes
@@ -119,15 +131,22 @@ def rounds_to_target(base: RunConfig, partitions: tuple[str, ...], factory: Call
     for kind in partitions:
         config = dataclasses.replace(base, partition=kind, rounds=max_rounds)
         with factory() as executor:
-            report = run_resumable(config, executor, data, checkpoint_root,
-                                   on_round=(lambda r, kind=kind: on_round(kind, r)) if on_round else None)
+            report = run_resumable(
+                config,
+                executor,
+                data,
+                checkpoint_root,
+                on_round=(lambda r, kind=kind: on_round(kind, r)) if on_round else None,
+            )
         reached = report["rounds_to_target"]
         paper = PAPER_ROUNDS_TO_99.get(kind, {})
         out[kind] = {
             "rounds_to_target": reached,
-            "verdict": (f"reached {base.target:g} in {reached} rounds" if reached is not None
-                        else f"not reached within {len(report['rounds'])} rounds "
-                             f"(best {report['best_acc']:.4f})"),
+            "verdict": (
+                f"reached {base.target:g} in {reached} rounds"
+                if reached is not None
+                else f"not reached within {len(report['rounds'])} rounds (best {report['best_acc']:.4f})"
+            ),
             "paper_fedavg_rounds": paper.get("fedavg_e5_b10"),
             "paper_fedsgd_rounds": paper.get("fedsgd"),
             "accuracy": [r["test_acc"] for r in report["rounds"]],

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -86,8 +86,14 @@ def sample_clients(num_clients: int, frac: float, seed: int, round_index: int) -
     return sorted(int(k) for k in rng.choice(num_clients, size=min(m, num_clients), replace=False))
 
 
-def client_update(model: nn.Module, global_state: Mapping[str, torch.Tensor], images: torch.Tensor,
-                  labels: torch.Tensor, config: ClientConfig, seed: int) -> tuple[State, float]:
+def client_update(
+    model: nn.Module,
+    global_state: Mapping[str, torch.Tensor],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    config: ClientConfig,
+    seed: int,
+) -> tuple[State, float]:
     """E epochs of minibatch SGD from the global weights; returns (new state, mean training loss).
 
     `images` are already normalised float [n,1,28,28]. Under bf16 the weights, gradients
@@ -114,7 +120,7 @@ def client_update(model: nn.Module, global_state: Mapping[str, torch.Tensor], im
     for _ in range(config.epochs):
         order = torch.randperm(n, generator=generator)
         for start in range(0, n, batch):
-            idx = order[start:start + batch]
+            idx = order[start : start + batch]
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
                 loss = loss_fn(model(images[idx].contiguous(memory_format=layout)), labels[idx])
@@ -129,15 +135,19 @@ def client_update(model: nn.Module, global_state: Mapping[str, torch.Tensor], im
     return state, float(total) / steps
 
 
-def run_task(task: ClientTask, model: nn.Module, global_state: Mapping[str, torch.Tensor],
-             images_uint8: torch.Tensor, labels: torch.Tensor) -> ClientResult:
+def run_task(
+    task: ClientTask,
+    model: nn.Module,
+    global_state: Mapping[str, torch.Tensor],
+    images_uint8: torch.Tensor,
+    labels: torch.Tensor,
+) -> ClientResult:
     """One ClientUpdate on the task's slice of the raw training set (the same code in every executor)."""
     started = time.perf_counter()
     idx = torch.as_tensor(np.asarray(task.indices, dtype=np.int64))
     if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= len(labels)):
         raise ClientError(f"client {task.client_id}: indices outside the {len(labels)} training examples")
-    state, loss = client_update(model, global_state, normalize(images_uint8[idx]), labels[idx], task.config,
-                                task.seed)
+    state, loss = client_update(model, global_state, normalize(images_uint8[idx]), labels[idx], task.config, task.seed)
     return ClientResult(task.client_id, state, len(idx), loss, time.perf_counter() - started)
 
 
@@ -176,8 +186,14 @@ def fedavg(updates: Iterable[Update | ClientResult | tuple[Mapping[str, torch.Te
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, state: Mapping[str, torch.Tensor], images_uint8: torch.Tensor,
-             labels: torch.Tensor, batch_size: int = 1000, channels_last: bool = False) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    images_uint8: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int = 1000,
+    channels_last: bool = False,
+) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of the weights on a labelled set.
 
     Always fp32, whatever the clients trained in, so accuracy is that of the averaged
@@ -189,8 +205,8 @@ def evaluate(model: nn.Module, state: Mapping[str, torch.Tensor], images_uint8: 
     model.eval()
     loss_sum, correct = 0.0, 0
     for start in range(0, len(labels), batch_size):
-        x = normalize(images_uint8[start:start + batch_size]).contiguous(memory_format=layout)
-        y = labels[start:start + batch_size]
+        x = normalize(images_uint8[start : start + batch_size]).contiguous(memory_format=layout)
+        y = labels[start : start + batch_size]
         logits = model(x)
         loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
         correct += int((logits.argmax(dim=1) == y).sum())
@@ -218,6 +234,6 @@ def unflatten(flat: torch.Tensor, template: Mapping[str, torch.Tensor], keys: Se
     for k in keys:
         ref = template[k]
         n = ref.numel()
-        out[k] = flat[offset:offset + n].reshape(ref.shape).to(ref.dtype).clone()
+        out[k] = flat[offset : offset + n].reshape(ref.shape).to(ref.dtype).clone()
         offset += n
     return out

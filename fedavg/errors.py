@@ -1,10 +1,10 @@
 """The one root exception of fedavg.
 
-    FedAvgError
-     +-- PartitionError      a partition cannot be built from the given settings
-     +-- AggregationError    the updates to average are empty or disagree in shape
-     +-- ClientError         one client's update could not be computed
-     +-- CheckpointError     a checkpoint is missing, corrupt or from another run
+FedAvgError
+ +-- PartitionError      a partition cannot be built from the given settings
+ +-- AggregationError    the updates to average are empty or disagree in shape
+ +-- ClientError         one client's update could not be computed
+ +-- CheckpointError     a checkpoint is missing, corrupt or from another run
 """
 
 

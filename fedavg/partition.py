@@ -38,8 +38,9 @@ def _shards_per_label(counts: np.ndarray, num_shards: int) -> np.ndarray:
     return out
 
 
-def shards(labels: np.ndarray, num_clients: int, rng: np.random.Generator,
-           shards_per_client: int = 2) -> list[np.ndarray]:
+def shards(
+    labels: np.ndarray, num_clients: int, rng: np.random.Generator, shards_per_client: int = 2
+) -> list[np.ndarray]:
     """The paper's pathological non-IID split, generalised to any K.
 
     Sorted by label, cut into K * shards_per_client shards, shards_per_client random
@@ -64,15 +65,23 @@ def shards(labels: np.ndarray, num_clients: int, rng: np.random.Generator,
     pieces: list[np.ndarray] = []
     start = 0
     for count, n_shards in zip(counts, per_label):
-        pieces.extend(np.array_split(order[start:start + count], n_shards))
+        pieces.extend(np.array_split(order[start : start + count], n_shards))
         start += count
     assignment = rng.permutation(num_shards)
-    return [np.sort(np.concatenate([pieces[s] for s in assignment[k::num_clients]])).astype(np.int64)
-            for k in range(num_clients)]
+    return [
+        np.sort(np.concatenate([pieces[s] for s in assignment[k::num_clients]])).astype(np.int64)
+        for k in range(num_clients)
+    ]
 
 
-def dirichlet(labels: np.ndarray, num_clients: int, rng: np.random.Generator, alpha: float = 0.5,
-              min_examples: int = 1, max_attempts: int = 100) -> list[np.ndarray]:
+def dirichlet(
+    labels: np.ndarray,
+    num_clients: int,
+    rng: np.random.Generator,
+    alpha: float = 0.5,
+    min_examples: int = 1,
+    max_attempts: int = 100,
+) -> list[np.ndarray]:
     """Label skew: each label's examples go to clients in Dirichlet(alpha) proportions.
 
     Small alpha gives each client few labels, large alpha approaches IID. Draws are
@@ -102,8 +111,9 @@ def dirichlet(labels: np.ndarray, num_clients: int, rng: np.random.Generator, al
     )
 
 
-def make_partition(kind: str, labels: np.ndarray, num_clients: int, seed: int, *, alpha: float = 0.5,
-                   shards_per_client: int = 2) -> list[np.ndarray]:
+def make_partition(
+    kind: str, labels: np.ndarray, num_clients: int, seed: int, *, alpha: float = 0.5, shards_per_client: int = 2
+) -> list[np.ndarray]:
     """The partition named `kind`, reproducible from `seed` alone.
 
     Raises:
@@ -135,7 +145,10 @@ def summary(parts: list[np.ndarray], labels: np.ndarray, num_classes: int = 10) 
         "clients": len(parts),
         "examples": int(sizes.sum()),
         "examples_per_client": {"min": int(sizes.min()), "mean": float(sizes.mean()), "max": int(sizes.max())},
-        "labels_per_client": {"min": int(labels_per_client.min()), "mean": float(labels_per_client.mean()),
-                              "max": int(labels_per_client.max())},
+        "labels_per_client": {
+            "min": int(labels_per_client.min()),
+            "mean": float(labels_per_client.mean()),
+            "max": int(labels_per_client.max()),
+        },
         "label_counts": counts.tolist(),
     }

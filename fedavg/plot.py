@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -26,8 +26,9 @@ def plot_label_counts(counts: np.ndarray, path: Path, title: str = "labels per c
     bottom = np.zeros(clients)
     colours = plt.get_cmap("tab10")
     for label in range(classes):
-        ax.bar(np.arange(clients), counts[:, label], bottom=bottom, width=0.9, color=colours(label % 10),
-               label=str(label))
+        ax.bar(
+            np.arange(clients), counts[:, label], bottom=bottom, width=0.9, color=colours(label % 10), label=str(label)
+        )
         bottom += counts[:, label]
     ax.set_xlabel("client")
     ax.set_ylabel("examples")
@@ -37,8 +38,9 @@ def plot_label_counts(counts: np.ndarray, path: Path, title: str = "labels per c
     return _save(fig, plt, path)
 
 
-def plot_curves(curves: Mapping[str, Sequence[float]], path: Path, title: str = "test accuracy",
-                target: float | None = None) -> Path:
+def plot_curves(
+    curves: Mapping[str, Sequence[float]], path: Path, title: str = "test accuracy", target: float | None = None
+) -> Path:
     """Accuracy after each round, one line per setting."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.0, 4.5))

@@ -13,17 +13,26 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 from . import partition as partitions
 from . import precision
-from .core import (ClientConfig, ClientFailure, ClientResult, ClientTask, client_seed, evaluate, fedavg,
-                   initial_state, sample_clients)
+from .core import (
+    ClientConfig,
+    ClientFailure,
+    ClientResult,
+    ClientTask,
+    client_seed,
+    evaluate,
+    fedavg,
+    initial_state,
+    sample_clients,
+)
 from .errors import CheckpointError, FedAvgError
 from .models import build_model
 
@@ -53,8 +62,9 @@ class RunConfig:
     channels_last: bool = False
 
     def client_config(self) -> ClientConfig:
-        return ClientConfig(self.model, self.epochs, self.batch_size, self.lr, self.mu, self.precision,
-                            self.channels_last)
+        return ClientConfig(
+            self.model, self.epochs, self.batch_size, self.lr, self.mu, self.precision, self.channels_last
+        )
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -117,8 +127,9 @@ def load_checkpoint(directory: Path) -> tuple[dict, dict]:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
 
 
-def _round_record(round_index: int, outcomes: list, loss_acc: tuple[float, float], round_s: float,
-                  eval_s: float) -> dict:
+def _round_record(
+    round_index: int, outcomes: list, loss_acc: tuple[float, float], round_s: float, eval_s: float
+) -> dict:
     done = [o for o in outcomes if isinstance(o, ClientResult)]
     failed = [o for o in outcomes if isinstance(o, ClientFailure)]
     n = sum(r.num_examples for r in done)
@@ -158,9 +169,18 @@ def summarize(report: dict) -> dict:
     return report
 
 
-def run(config: RunConfig, executor, data: Data, *, checkpoint_dir: Path | None = None, resume: bool = False,
-        parts: list[np.ndarray] | None = None, stop_at_target: bool = True, max_idle_rounds: int = 3,
-        on_round: Callable[[dict], None] | None = None) -> tuple[dict, dict]:
+def run(
+    config: RunConfig,
+    executor,
+    data: Data,
+    *,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    parts: list[np.ndarray] | None = None,
+    stop_at_target: bool = True,
+    max_idle_rounds: int = 3,
+    on_round: Callable[[dict], None] | None = None,
+) -> tuple[dict, dict]:
     """Runs rounds 1..config.rounds (or continues a checkpointed run); returns (report, final weights).
 
     `parts` replaces the configured partition (tests, custom splits); it must have
@@ -176,8 +196,14 @@ def run(config: RunConfig, executor, data: Data, *, checkpoint_dir: Path | None 
     _check(config)
     labels = data.train_labels.numpy()
     parts = _partition(config, labels, parts)
-    report = {"config": config.as_dict(), "executor": executor.name, "run_id": config.run_id(),
-              "arithmetic": precision.describe(), "partition": partitions.summary(parts, labels), "rounds": []}
+    report = {
+        "config": config.as_dict(),
+        "executor": executor.name,
+        "run_id": config.run_id(),
+        "arithmetic": precision.describe(),
+        "partition": partitions.summary(parts, labels),
+        "rounds": [],
+    }
     state = initial_state(config.model, config.seed)
     if resume:
         state = _resume(config, checkpoint_dir, report)
@@ -187,8 +213,9 @@ def run(config: RunConfig, executor, data: Data, *, checkpoint_dir: Path | None 
         if stop_at_target and summarize(report)["rounds_to_target"] is not None:
             break
         started = time.perf_counter()
-        outcomes = sorted(executor.run_round(configure_round(config, parts, round_index), state),
-                          key=lambda o: o.client_id)
+        outcomes = sorted(
+            executor.run_round(configure_round(config, parts, round_index), state), key=lambda o: o.client_id
+        )
         state, updated = aggregate_round(state, outcomes)
         idle_rounds = 0 if updated else idle_rounds + 1
         round_s = time.perf_counter() - started
@@ -201,9 +228,11 @@ def run(config: RunConfig, executor, data: Data, *, checkpoint_dir: Path | None 
         if on_round is not None:
             on_round(record)
         if idle_rounds >= max_idle_rounds:
-            raise FedAvgError(f"no client returned an update in {idle_rounds} rounds in a row (last round "
-                              f"{round_index}, e.g. client {outcomes[0].client_id}: {outcomes[0].error}); "
-                              f"the checkpoint keeps the rounds before, fix the cause and --resume")
+            raise FedAvgError(
+                f"no client returned an update in {idle_rounds} rounds in a row (last round "
+                f"{round_index}, e.g. client {outcomes[0].client_id}: {outcomes[0].error}); "
+                f"the checkpoint keeps the rounds before, fix the cause and --resume"
+            )
     report["final_state_sha256"] = state_digest(state)
     return summarize(report), state
 
@@ -217,8 +246,14 @@ def _check(config: RunConfig) -> None:
 
 def _partition(config: RunConfig, labels: np.ndarray, parts: list[np.ndarray] | None) -> list[np.ndarray]:
     if parts is None:
-        parts = partitions.make_partition(config.partition, labels, config.clients, config.seed,
-                                          alpha=config.alpha, shards_per_client=config.shards_per_client)
+        parts = partitions.make_partition(
+            config.partition,
+            labels,
+            config.clients,
+            config.seed,
+            alpha=config.alpha,
+            shards_per_client=config.shards_per_client,
+        )
     if len(parts) != config.clients:
         raise FedAvgError(f"partition has {len(parts)} clients, config says {config.clients}")
     return parts
@@ -230,8 +265,9 @@ def _resume(config: RunConfig, checkpoint_dir: Path | None, report: dict) -> dic
     try:
         saved_identity = RunConfig(**saved["config"]).identity()
     except TypeError as exc:
-        raise CheckpointError(f"checkpoint in {checkpoint_dir} has a configuration this version cannot read: "
-                              f"{exc}") from exc
+        raise CheckpointError(
+            f"checkpoint in {checkpoint_dir} has a configuration this version cannot read: {exc}"
+        ) from exc
     if saved_identity != config.identity():
         raise CheckpointError(f"checkpoint in {checkpoint_dir} is from another configuration: {saved_identity}")
     report["rounds"] = saved["rounds"]
@@ -242,8 +278,10 @@ def _resume(config: RunConfig, checkpoint_dir: Path | None, report: dict) -> dic
 def configure_round(config: RunConfig, parts: list[np.ndarray], round_index: int) -> list[ClientTask]:
     """The round's ClientUpdates (Flower's configure_fit): which clients, on which examples, with which seeds."""
     client_config = config.client_config()
-    return [ClientTask(k, round_index, client_seed(config.seed, round_index, k), parts[k], client_config)
-            for k in sample_clients(config.clients, config.frac, config.seed, round_index)]
+    return [
+        ClientTask(k, round_index, client_seed(config.seed, round_index, k), parts[k], client_config)
+        for k in sample_clients(config.clients, config.frac, config.seed, round_index)
+    ]
 
 
 def aggregate_round(state: dict, outcomes: list) -> tuple[dict, bool]:
@@ -255,8 +293,15 @@ def aggregate_round(state: dict, outcomes: list) -> tuple[dict, bool]:
     return (fedavg(done), True) if done else (state, False)
 
 
-def run_resumable(config: RunConfig, executor, data: Data, checkpoint_root: Path | None, *,
-                  stop_at_target: bool = True, on_round: Callable[[dict], None] | None = None) -> dict:
+def run_resumable(
+    config: RunConfig,
+    executor,
+    data: Data,
+    checkpoint_root: Path | None,
+    *,
+    stop_at_target: bool = True,
+    on_round: Callable[[dict], None] | None = None,
+) -> dict:
     """`run`, checkpointed under checkpoint_root/<run id> and continuing that checkpoint when there is one.
 
     Studies of hundreds of rounds (229 for the paper's non-IID CNN) outlast a session; this
@@ -265,8 +310,15 @@ def run_resumable(config: RunConfig, executor, data: Data, checkpoint_root: Path
     """
     directory = Path(checkpoint_root) / config.run_id() if checkpoint_root is not None else None
     resume = directory is not None and (directory / CHECKPOINT).is_file()
-    report, _ = run(config, executor, data, checkpoint_dir=directory, resume=resume, stop_at_target=stop_at_target,
-                    on_round=on_round)
+    report, _ = run(
+        config,
+        executor,
+        data,
+        checkpoint_dir=directory,
+        resume=resume,
+        stop_at_target=stop_at_target,
+        on_round=on_round,
+    )
     if directory is not None:
         report["checkpoint_dir"] = str(directory)
     return report

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from .run import Data, RunConfig, run_resumable
 
 
-def sweep(base: RunConfig, clients: Sequence[int], partitions: Sequence[str], make_executor: Callable,
-          data: Data, on_round: Callable[[str, dict], None] | None = None, checkpoint_root: Path | None = None,
-          on_setting: Callable[[dict], None] | None = None) -> dict:
+def sweep(
+    base: RunConfig,
+    clients: Sequence[int],
+    partitions: Sequence[str],
+    make_executor: Callable,
+    data: Data,
+    on_round: Callable[[str, dict], None] | None = None,
+    checkpoint_root: Path | None = None,
+    on_setting: Callable[[dict], None] | None = None,
+) -> dict:
     """Runs every (partition, K) pair with `base`'s other settings; returns a table and the curves.
 
     make_executor() gives a fresh executor context per setting. With checkpoint_root each
@@ -24,22 +31,30 @@ def sweep(base: RunConfig, clients: Sequence[int], partitions: Sequence[str], ma
             config = dataclasses.replace(base, clients=k, partition=kind)
             label = f"{kind} K={k}"
             with make_executor() as executor:
-                report = run_resumable(config, executor, data, checkpoint_root, stop_at_target=False,
-                                       on_round=(lambda r, label=label: on_round(label, r)) if on_round else None)
-            results.append({
-                "label": label,
-                "partition": kind,
-                "clients": k,
-                "clients_per_round": max(int(round(base.frac * k)), 1),
-                "rounds_to_target": report["rounds_to_target"],
-                "final_acc": report["final_acc"],
-                "best_acc": report["best_acc"],
-                "mean_round_s": report["mean_round_s"],
-                "failed_clients": report["failed_clients"],
-                "accuracy": [r["test_acc"] for r in report["rounds"]],
-                "test_loss": [r["test_loss"] for r in report["rounds"]],
-                "resumed_after_round": report.get("resumed_after_round", 0),
-            })
+                report = run_resumable(
+                    config,
+                    executor,
+                    data,
+                    checkpoint_root,
+                    stop_at_target=False,
+                    on_round=(lambda r, label=label: on_round(label, r)) if on_round else None,
+                )
+            results.append(
+                {
+                    "label": label,
+                    "partition": kind,
+                    "clients": k,
+                    "clients_per_round": max(int(round(base.frac * k)), 1),
+                    "rounds_to_target": report["rounds_to_target"],
+                    "final_acc": report["final_acc"],
+                    "best_acc": report["best_acc"],
+                    "mean_round_s": report["mean_round_s"],
+                    "failed_clients": report["failed_clients"],
+                    "accuracy": [r["test_acc"] for r in report["rounds"]],
+                    "test_loss": [r["test_loss"] for r in report["rounds"]],
+                    "resumed_after_round": report.get("resumed_after_round", 0),
+                }
+            )
             if on_setting is not None:
                 on_setting({"config": base.as_dict(), "settings": results})
     return {"config": base.as_dict(), "settings": results}

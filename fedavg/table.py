@@ -33,16 +33,18 @@ import datetime
 import json
 import math
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 from . import precision as precisions
 from .errors import FedAvgError
 from .run import Data, RunConfig, first_round_at, run_resumable
 
-CITATION = ("McMahan, Moore, Ramage, Hampson, Agüera y Arcas: Communication-Efficient Learning of Deep "
-            "Networks from Decentralized Data, AISTATS 2017 (arXiv:1602.05629)")
+CITATION = (
+    "McMahan, Moore, Ramage, Hampson, Agüera y Arcas: Communication-Efficient Learning of Deep "
+    "Networks from Decentralized Data, AISTATS 2017 (arXiv:1602.05629)"
+)
 PARTITIONS = ("iid", "shards")
 
 # Table 2, MNIST CNN, C=0.1, rounds to 99% test accuracy; (E, B) -> rounds per partition, B None = inf.
@@ -64,16 +66,24 @@ PAPER_TABLE2_CNN: dict[tuple[int, int | None], dict[str, int]] = {
 # accuracy in the allowed time". Every other cell was found in the paper.
 PAPER_TABLE1: dict[str, dict[int | None, dict[str, dict[float, int | None]]]] = {
     "2nn": {
-        None: {"iid": {0.0: 1455, 0.1: 1474, 0.2: 1658, 0.5: None, 1.0: None},
-               "shards": {0.0: 4278, 0.1: 1796, 0.2: 1528, 0.5: None, 1.0: None}},
-        10: {"iid": {0.0: 316, 0.1: 87, 0.2: 77, 0.5: 75, 1.0: 70},
-             "shards": {0.0: 3275, 0.1: 664, 0.2: 619, 0.5: 443, 1.0: 380}},
+        None: {
+            "iid": {0.0: 1455, 0.1: 1474, 0.2: 1658, 0.5: None, 1.0: None},
+            "shards": {0.0: 4278, 0.1: 1796, 0.2: 1528, 0.5: None, 1.0: None},
+        },
+        10: {
+            "iid": {0.0: 316, 0.1: 87, 0.2: 77, 0.5: 75, 1.0: 70},
+            "shards": {0.0: 3275, 0.1: 664, 0.2: 619, 0.5: 443, 1.0: 380},
+        },
     },
     "cnn": {
-        None: {"iid": {0.0: 387, 0.1: 339, 0.2: 337, 0.5: 164, 1.0: 246},
-               "shards": {0.0: 1181, 0.1: 1100, 0.2: 978, 0.5: 1067, 1.0: None}},
-        10: {"iid": {0.0: 50, 0.1: 18, 0.2: 18, 0.5: 18, 1.0: 16},
-             "shards": {0.0: 956, 0.1: 206, 0.2: 200, 0.5: 261, 1.0: 97}},
+        None: {
+            "iid": {0.0: 387, 0.1: 339, 0.2: 337, 0.5: 164, 1.0: 246},
+            "shards": {0.0: 1181, 0.1: 1100, 0.2: 978, 0.5: 1067, 1.0: None},
+        },
+        10: {
+            "iid": {0.0: 50, 0.1: 18, 0.2: 18, 0.5: 18, 1.0: 16},
+            "shards": {0.0: 956, 0.1: 206, 0.2: 200, 0.5: 261, 1.0: 97},
+        },
     },
 }
 TABLE1_MODELS = {"2nn": {"epochs": 1, "target": 0.97}, "cnn": {"epochs": 5, "target": 0.99}}
@@ -83,8 +93,8 @@ DEFAULT_MAX_ROUNDS = {(2, "cnn"): 1000, (1, "2nn"): 3000, (1, "cnn"): 1000}
 DEFAULT_PROBE_ROUNDS = {"iid": 3, "shards": 6}
 
 # 10^(k/3): the paper's coarser grid resolution, four steps each.
-MINIBATCH_LRS = tuple(round(10 ** (k / 3), 4) for k in (-5, -4, -3, -2))   # 0.0215 .. 0.215
-FULL_BATCH_LRS = tuple(round(10 ** (k / 3), 4) for k in (-3, -2, -1, 0))   # 0.1 .. 1.0
+MINIBATCH_LRS = tuple(round(10 ** (k / 3), 4) for k in (-5, -4, -3, -2))  # 0.0215 .. 0.215
+FULL_BATCH_LRS = tuple(round(10 ** (k / 3), 4) for k in (-3, -2, -1, 0))  # 0.1 .. 1.0
 
 
 @dataclass(frozen=True)
@@ -147,8 +157,9 @@ def table2_spec(keys: Sequence[str] = TABLE2_DEFAULT_ROWS) -> TableSpec:
     return TableSpec(2, "cnn", 0.99, tuple(rows), "Table 2: MNIST CNN, rounds to 99% test accuracy, C=0.1")
 
 
-def table1_spec(model: str = "2nn", fracs: Sequence[float] = TABLE1_FRACS,
-                batches: Sequence[int | None] = (None, 10)) -> TableSpec:
+def table1_spec(
+    model: str = "2nn", fracs: Sequence[float] = TABLE1_FRACS, batches: Sequence[int | None] = (None, 10)
+) -> TableSpec:
     """Table 1's rows: every (C, B) pair; C=0.0 is one client per round.
 
     Raises:
@@ -181,13 +192,16 @@ def paper_as_json() -> dict:
         "citation": CITATION,
         "table2_cnn_rounds_to_99": [{"E": e, "B": _b(b), **cells} for (e, b), cells in PAPER_TABLE2_CNN.items()],
         "table1_rounds_to_target": {
-            model: {f"B={_b(b)}": {kind: {_c(c): n for c, n in by_c.items()} for kind, by_c in parts.items()}
-                    for b, parts in by_b.items()}
-            for model, by_b in PAPER_TABLE1.items()},
+            model: {
+                f"B={_b(b)}": {kind: {_c(c): n for c, n in by_c.items()} for kind, by_c in parts.items()}
+                for b, parts in by_b.items()
+            }
+            for model, by_b in PAPER_TABLE1.items()
+        },
         "table1_none_means": "the paper's '—': did not reach the target in the allowed time",
         "lr_procedure": "a grid of typically 11-13 learning rates, multiplicative resolution 10^(1/3) or 10^(1/6), "
-                        "best rate per setting; rounds read where the monotone (best-so-far) curve crosses the "
-                        "target, interpolated linearly",
+        "best rate per setting; rounds read where the monotone (best-so-far) curve crosses the "
+        "target, interpolated linearly",
     }
 
 
@@ -199,11 +213,18 @@ def probe_record(lr: float, report: dict, probe_rounds: int, target: float) -> d
     at = rounds[min(probe_rounds, len(rounds)) - 1]
     accuracy = [r["test_acc"] for r in rounds[:probe_rounds]]
     reached = first_round_at(accuracy, target)
-    return {"lr": lr, "round": at["round"], "test_acc": at["test_acc"], "test_loss": at["test_loss"],
-            "reached_at": reached, "accuracy": accuracy,
-            "test_loss_curve": [r["test_loss"] for r in rounds[:probe_rounds]],
-            "rounds_done": len(rounds), "run_id": report["run_id"],
-            "resumed_after_round": report.get("resumed_after_round", 0)}
+    return {
+        "lr": lr,
+        "round": at["round"],
+        "test_acc": at["test_acc"],
+        "test_loss": at["test_loss"],
+        "reached_at": reached,
+        "accuracy": accuracy,
+        "test_loss_curve": [r["test_loss"] for r in rounds[:probe_rounds]],
+        "rounds_done": len(rounds),
+        "run_id": report["run_id"],
+        "resumed_after_round": report.get("resumed_after_round", 0),
+    }
 
 
 def choose_lr(probes: Sequence[dict]) -> dict:
@@ -230,9 +251,19 @@ def _labelled(on_round: Callable[[str, dict], None] | None, label: str) -> Calla
     return (lambda record: on_round(label, record)) if on_round else None
 
 
-def run_cell(base: RunConfig, row: Row, partition: str, *, lrs: Sequence[float], probe_rounds: int,
-             max_rounds: int, executor, data: Data, checkpoint_root: Path | None,
-             on_round: Callable[[str, dict], None] | None = None) -> dict:
+def run_cell(
+    base: RunConfig,
+    row: Row,
+    partition: str,
+    *,
+    lrs: Sequence[float],
+    probe_rounds: int,
+    max_rounds: int,
+    executor,
+    data: Data,
+    checkpoint_root: Path | None,
+    on_round: Callable[[str, dict], None] | None = None,
+) -> dict:
     """Probes each lr for probe_rounds, then continues the best one to base.target or max_rounds.
 
     Without a checkpoint_root the winner starts again from round 0, so callers that want no
@@ -242,68 +273,140 @@ def run_cell(base: RunConfig, row: Row, partition: str, *, lrs: Sequence[float],
         raise FedAvgError(f"need 1 <= probe rounds <= max rounds, got {probe_rounds} and {max_rounds}")
 
     def config(lr: float, rounds: int) -> RunConfig:
-        return dataclasses.replace(base, epochs=row.epochs, batch_size=row.batch_size, frac=row.frac,
-                                   partition=partition, lr=lr, rounds=rounds)
+        return dataclasses.replace(
+            base, epochs=row.epochs, batch_size=row.batch_size, frac=row.frac, partition=partition, lr=lr, rounds=rounds
+        )
 
     probes, new_rounds = [], 0
     for lr in lrs:
-        report = run_resumable(config(lr, probe_rounds), executor, data, checkpoint_root,
-                               on_round=_labelled(on_round, f"{row.key} {partition} lr={lr:.3g} (probe)"))
+        report = run_resumable(
+            config(lr, probe_rounds),
+            executor,
+            data,
+            checkpoint_root,
+            on_round=_labelled(on_round, f"{row.key} {partition} lr={lr:.3g} (probe)"),
+        )
         probes.append(probe_record(lr, report, probe_rounds, base.target))
         new_rounds += _new_rounds(report)
     best = choose_lr(probes)
-    final = run_resumable(config(best["lr"], max_rounds), executor, data, checkpoint_root,
-                          on_round=_labelled(on_round, f"{row.key} {partition} lr={best['lr']:.3g}"))
+    final = run_resumable(
+        config(best["lr"], max_rounds),
+        executor,
+        data,
+        checkpoint_root,
+        on_round=_labelled(on_round, f"{row.key} {partition} lr={best['lr']:.3g}"),
+    )
     new_rounds += _new_rounds(final)
     return _cell(row, partition, probes, best, final, probe_rounds, max_rounds, new_rounds)
 
 
-def _cell(row: Row, partition: str, probes: list[dict], best: dict, final: dict, probe_rounds: int,
-          max_rounds: int, new_rounds: int) -> dict:
+def _cell(
+    row: Row,
+    partition: str,
+    probes: list[dict],
+    best: dict,
+    final: dict,
+    probe_rounds: int,
+    max_rounds: int,
+    new_rounds: int,
+) -> dict:
     """One cell of the JSON; resumed_after_round counts the winner's rounds that existed before this call."""
     rounds = final["rounds"]
     reached = final["rounds_to_target"]
     return {
-        "row": row.key, "label": row.label, "partition": partition,
-        "epochs": row.epochs, "batch_size": row.batch_size, "frac": row.frac,
+        "row": row.key,
+        "label": row.label,
+        "partition": partition,
+        "epochs": row.epochs,
+        "batch_size": row.batch_size,
+        "frac": row.frac,
         "paper_rounds": row.paper.get(partition),
-        "probes": probes, "chosen_lr": best["lr"], "probe_rounds": probe_rounds,
-        "max_rounds": max_rounds, "target": final["config"]["target"],
+        "probes": probes,
+        "chosen_lr": best["lr"],
+        "probe_rounds": probe_rounds,
+        "max_rounds": max_rounds,
+        "target": final["config"]["target"],
         "rounds_to_target": reached,
-        "verdict": str(reached) if reached is not None
+        "verdict": str(reached)
+        if reached is not None
         else f"not reached in {_rounds(len(rounds))} (best {final['best_acc']:.4f})",
-        "rounds_done": len(rounds), "best_acc": final["best_acc"], "final_acc": final["final_acc"],
-        "accuracy": [r["test_acc"] for r in rounds], "test_loss": [r["test_loss"] for r in rounds],
-        "train_loss": [r["train_loss"] for r in rounds], "round_s": [r["round_s"] for r in rounds],
-        "eval_s": [r["eval_s"] for r in rounds], "mean_round_s": final["mean_round_s"],
+        "rounds_done": len(rounds),
+        "best_acc": final["best_acc"],
+        "final_acc": final["final_acc"],
+        "accuracy": [r["test_acc"] for r in rounds],
+        "test_loss": [r["test_loss"] for r in rounds],
+        "train_loss": [r["train_loss"] for r in rounds],
+        "round_s": [r["round_s"] for r in rounds],
+        "eval_s": [r["eval_s"] for r in rounds],
+        "mean_round_s": final["mean_round_s"],
         "failed_clients": final["failed_clients"],
         "resumed_after_round": best["resumed_after_round"],
         "rounds_run_now": new_rounds,
-        "run_id": final["run_id"], "checkpoint_dir": final.get("checkpoint_dir"),
-        "config": final["config"], "final_state_sha256": final.get("final_state_sha256"),
+        "run_id": final["run_id"],
+        "checkpoint_dir": final.get("checkpoint_dir"),
+        "config": final["config"],
+        "final_state_sha256": final.get("final_state_sha256"),
     }
 
 
-def new_report(spec: TableSpec, base: RunConfig, partitions: Sequence[str], probe_rounds: Mapping[str, int],
-               max_rounds: int, lrs: Sequence[float] | None, executor: Mapping | None = None) -> dict:
+def new_report(
+    spec: TableSpec,
+    base: RunConfig,
+    partitions: Sequence[str],
+    probe_rounds: Mapping[str, int],
+    max_rounds: int,
+    lrs: Sequence[float] | None,
+    executor: Mapping | None = None,
+) -> dict:
     """The report before any cell has run: what will run, the paper's numbers, and how ours are made."""
     now = _now()
     return {
-        "table": spec.number, "title": spec.title, "model": spec.model, "target": spec.target,
-        "rows": [{**dataclasses.asdict(row), "paper": dict(row.paper), "lrs": list(lrs or row.lrs()),
-                  "paper_known": paper_cell_known(spec, row)} for row in spec.rows],
-        "partitions": list(partitions), "probe_rounds": dict(probe_rounds), "max_rounds": max_rounds,
+        "table": spec.number,
+        "title": spec.title,
+        "model": spec.model,
+        "target": spec.target,
+        "rows": [
+            {
+                **dataclasses.asdict(row),
+                "paper": dict(row.paper),
+                "lrs": list(lrs or row.lrs()),
+                "paper_known": paper_cell_known(spec, row),
+            }
+            for row in spec.rows
+        ],
+        "partitions": list(partitions),
+        "probe_rounds": dict(probe_rounds),
+        "max_rounds": max_rounds,
         "lrs_override": list(lrs) if lrs else None,
-        "config": base.as_dict(), "precision": base.precision, "channels_last": base.channels_last,
-        "arithmetic": precisions.describe(), "executor": dict(executor or {}), "host": {"cpus": os.cpu_count()},
-        "paper": paper_as_json(), "started_at": now, "updated_at": now, "rounds_run_now": 0, "cells": [],
+        "config": base.as_dict(),
+        "precision": base.precision,
+        "channels_last": base.channels_last,
+        "arithmetic": precisions.describe(),
+        "executor": dict(executor or {}),
+        "host": {"cpus": os.cpu_count()},
+        "paper": paper_as_json(),
+        "started_at": now,
+        "updated_at": now,
+        "rounds_run_now": 0,
+        "cells": [],
     }
 
 
-def run_table(spec: TableSpec, base: RunConfig, partitions: Sequence[str], factory: Callable, data: Data, *,
-              probe_rounds: Mapping[str, int], max_rounds: int, lrs: Sequence[float] | None = None,
-              checkpoint_root: Path | None, on_round: Callable[[str, dict], None] | None = None,
-              on_cell: Callable[[dict], None] | None = None, executor_info: Mapping | None = None) -> dict:
+def run_table(
+    spec: TableSpec,
+    base: RunConfig,
+    partitions: Sequence[str],
+    factory: Callable,
+    data: Data,
+    *,
+    probe_rounds: Mapping[str, int],
+    max_rounds: int,
+    lrs: Sequence[float] | None = None,
+    checkpoint_root: Path | None,
+    on_round: Callable[[str, dict], None] | None = None,
+    on_cell: Callable[[dict], None] | None = None,
+    executor_info: Mapping | None = None,
+) -> dict:
     """Runs every (partition, row) cell, IID first so the cheap cells fill the table early.
 
     `base` gives everything a table does not set (K, seed, limits, precision, ...); the spec
@@ -316,16 +419,27 @@ def run_table(spec: TableSpec, base: RunConfig, partitions: Sequence[str], facto
     """
     unknown = [p for p in partitions if p not in PARTITIONS or p not in probe_rounds]
     if unknown or not partitions:
-        raise FedAvgError(f"partitions must be among {', '.join(PARTITIONS)}, each with probe rounds; "
-                          f"got {list(partitions)} and {dict(probe_rounds)}")
+        raise FedAvgError(
+            f"partitions must be among {', '.join(PARTITIONS)}, each with probe rounds; "
+            f"got {list(partitions)} and {dict(probe_rounds)}"
+        )
     base = dataclasses.replace(base, model=spec.model, target=spec.target)
     report = new_report(spec, base, partitions, probe_rounds, max_rounds, lrs, executor_info)
     for partition in partitions:
         for row in spec.rows:
             with factory() as executor:
-                cell = run_cell(base, row, partition, lrs=lrs or row.lrs(), probe_rounds=probe_rounds[partition],
-                                max_rounds=max_rounds, executor=executor, data=data,
-                                checkpoint_root=checkpoint_root, on_round=on_round)
+                cell = run_cell(
+                    base,
+                    row,
+                    partition,
+                    lrs=lrs or row.lrs(),
+                    probe_rounds=probe_rounds[partition],
+                    max_rounds=max_rounds,
+                    executor=executor,
+                    data=data,
+                    checkpoint_root=checkpoint_root,
+                    on_round=on_round,
+                )
             report["cells"].append({**cell, "executor": dict(executor_info or {})})
             report["rounds_run_now"] += cell["rounds_run_now"]
             report["updated_at"] = _now()
@@ -335,7 +449,7 @@ def run_table(spec: TableSpec, base: RunConfig, partitions: Sequence[str], facto
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 PARTITION_NAMES = {"iid": "IID", "shards": "non-IID (shards)"}
@@ -360,7 +474,7 @@ def markdown_table(report: dict) -> list[str]:
         out = [row["label"], str(row["epochs"]), _b(row["batch_size"]), _c(row["frac"])]
         for p in report["partitions"]:
             cell = cells.get((row["key"], p))
-            out += ([cell["verdict"], _lr_text(cell)] if cell else ["not run yet", ""])
+            out += [cell["verdict"], _lr_text(cell)] if cell else ["not run yet", ""]
             out.append(_paper_text(row, p))
         lines.append("| " + " | ".join(out) + " |")
     return lines
@@ -383,16 +497,22 @@ def markdown_probes(report: dict) -> list[str]:
             if p["reached_at"] is not None:
                 text += f", target at round {p['reached_at']}"
             shown.append(f"**{text}**" if p["lr"] == cell["chosen_lr"] else text)
-        lines.append(f"- {cell['label']}, {PARTITION_NAMES.get(cell['partition'], cell['partition'])}, after "
-                     f"{_rounds(cell['probe_rounds'])}: " + "; ".join(shown))
+        lines.append(
+            f"- {cell['label']}, {PARTITION_NAMES.get(cell['partition'], cell['partition'])}, after "
+            f"{_rounds(cell['probe_rounds'])}: " + "; ".join(shown)
+        )
     return lines
 
 
 def _grids_text(report: dict) -> str:
     if report["lrs_override"]:
         return ", ".join(f"{lr:.3g}" for lr in report["lrs_override"]) + " (given with --lrs)"
-    return (", ".join(f"{lr:.3g}" for lr in MINIBATCH_LRS) + " for minibatch rows and "
-            + ", ".join(f"{lr:.3g}" for lr in FULL_BATCH_LRS) + " for B=inf rows")
+    return (
+        ", ".join(f"{lr:.3g}" for lr in MINIBATCH_LRS)
+        + " for minibatch rows and "
+        + ", ".join(f"{lr:.3g}" for lr in FULL_BATCH_LRS)
+        + " for B=inf rows"
+    )
 
 
 def markdown_notes(report: dict) -> list[str]:
@@ -400,7 +520,8 @@ def markdown_notes(report: dict) -> list[str]:
     config = report["config"]
     probes = ", ".join(f"{PARTITION_NAMES.get(p, p)} {n}" for p, n in report["probe_rounds"].items())
     lines = [
-        "## How the learning rate was chosen", "",
+        "## How the learning rate was chosen",
+        "",
         "The paper trained each setting over a grid of typically 11-13 learning rates (multiplicative "
         "resolution 10^(1/3) or 10^(1/6)), checked that the best rates lay inside the grid, and reported the "
         f"best rate's curve. Here each cell probes {_grids_text(report)}, for a few rounds each ({probes}); "
@@ -408,9 +529,11 @@ def markdown_notes(report: dict) -> list[str]:
         "wins; ties go to the lower test loss) and its run continues to the target or "
         f"{_budget_text(report)}. The probe rounds are the first rounds of the continued run. A short "
         "probe favours rates that start fast, which is not always the rate that reaches the target first. "
-        "\"(grid edge)\" marks a chosen rate at an end of its grid, where the paper would have widened the grid: "
-        "try `--lrs` with rates beyond it.", "",
-        "## What differs from the paper", "",
+        '"(grid edge)" marks a chosen rate at an end of its grid, where the paper would have widened the grid: '
+        "try `--lrs` with rates beyond it.",
+        "",
+        "## What differs from the paper",
+        "",
         "- Rounds to target: the paper takes the best-so-far accuracy curve and interpolates linearly where it "
         "crosses the target; here it is the first round whose test accuracy reaches the target (the same "
         "crossing, in whole rounds). Test accuracy is measured on the test set after every round, as in the paper.",
@@ -420,7 +543,7 @@ def markdown_notes(report: dict) -> list[str]:
         "the shards are cut inside each label (in proportion to its examples), so no shard straddles two labels "
         "and every client holds at most two digits.",
         f"- Budget: a cell that does not reach the target within {_budget_text(report)} says so, with its "
-        "best accuracy. The paper marks five large-batch runs of Table 1 as not reached \"in the allowed time\" "
+        'best accuracy. The paper marks five large-batch runs of Table 1 as not reached "in the allowed time" '
         "(shown as —).",
         f"- Arithmetic: {_arithmetic(report)} on CPU; the paper does not state its own.",
     ]
@@ -440,7 +563,8 @@ def _executor_text(executor: dict) -> str:
     name = executor.get("name", "?")
     if name != "process":
         return name
-    return f"process ({executor['workers']} workers x {executor['threads']} thread{'s' if executor['threads'] != 1 else ''})"
+    threads = executor["threads"]
+    return f"process ({executor['workers']} workers x {threads} thread{'s' if threads != 1 else ''})"
 
 
 def _arithmetic(report: dict) -> str:
@@ -459,14 +583,20 @@ def _quick_check_notes(config: dict) -> list[str]:
 
 def _model_notes(report: dict) -> list[str]:
     if report["table"] == 2:
-        return ["- Rows: the paper's Table 2 has nine CNN rows; the others run with `--rows` "
-                f"({', '.join(table2_row_keys())})."]
+        return [
+            "- Rows: the paper's Table 2 has nine CNN rows; the others run with `--rows` "
+            f"({', '.join(table2_row_keys())})."
+        ]
     if report["model"] == "2nn":
-        return ["- Table 1 is run here for the 2NN (E=1, to 97%), the default: the CNN version (`--model cnn`, "
-                "E=5, to 99%) trains 100 clients x 5 local epochs (300 steps each) every round at C=1.0, for "
-                "hundreds of rounds, which takes days on 2 cores."]
-    return ["- Table 1 for the CNN (E=5, to 99%): at C=1.0 every round trains all 100 clients for 5 epochs; "
-            "expect days on 2 cores for the whole table."]
+        return [
+            "- Table 1 is run here for the 2NN (E=1, to 97%), the default: the CNN version (`--model cnn`, "
+            "E=5, to 99%) trains 100 clients x 5 local epochs (300 steps each) every round at C=1.0, for "
+            "hundreds of rounds, which takes days on 2 cores."
+        ]
+    return [
+        "- Table 1 for the CNN (E=5, to 99%): at C=1.0 every round trains all 100 clients for 5 epochs; "
+        "expect days on 2 cores for the whole table."
+    ]
 
 
 def markdown(report: dict) -> str:
@@ -475,10 +605,14 @@ def markdown(report: dict) -> str:
     done, total = len(report["cells"]), len(report["rows"]) * len(report["partitions"])
     used = {_executor_text(c.get("executor") or report.get("executor") or {}) for c in report["cells"]}
     where = " and ".join(sorted(used or {_executor_text(report.get("executor") or {})}))
-    lines = [f"# {report['title']}", "",
-             f"Ours beside the paper's: {CITATION}, Table {report['table']}. Rounds to "
-             f"{report['target']:.0%} test accuracy; K={config['clients']}, seed {config['seed']}, executor {where}, "
-             f"{_arithmetic(report)}. {done} of {total} cells done (updated {report['updated_at']}).", ""]
+    lines = [
+        f"# {report['title']}",
+        "",
+        f"Ours beside the paper's: {CITATION}, Table {report['table']}. Rounds to "
+        f"{report['target']:.0%} test accuracy; K={config['clients']}, seed {config['seed']}, executor {where}, "
+        f"{_arithmetic(report)}. {done} of {total} cells done (updated {report['updated_at']}).",
+        "",
+    ]
     lines += markdown_table(report)
     if report["cells"]:
         lines += ["", "## Learning-rate probes (test accuracy after the probe; chosen in bold)", ""]
@@ -491,10 +625,16 @@ def plot_table(report: dict, path: Path) -> Path:
     """Test accuracy per round of every finished cell's chosen rate, with the target line."""
     from .plot import plot_curves
 
-    curves = {f"{c['label']}, {PARTITION_NAMES.get(c['partition'], c['partition'])}, lr {c['chosen_lr']:.3g}":
-              c["accuracy"] for c in report["cells"]}
-    return plot_curves(curves, path, title=report["title"].split(":")[0] + f": MNIST {report['model'].upper()}",
-                       target=report["target"])
+    curves = {
+        f"{c['label']}, {PARTITION_NAMES.get(c['partition'], c['partition'])}, lr {c['chosen_lr']:.3g}": c["accuracy"]
+        for c in report["cells"]
+    }
+    return plot_curves(
+        curves,
+        path,
+        title=report["title"].split(":")[0] + f": MNIST {report['model'].upper()}",
+        target=report["target"],
+    )
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -533,8 +673,12 @@ def merge_earlier(report: dict, earlier: dict | None) -> dict:
     kept = [c for c in earlier.get("cells", []) if (c["row"], c["partition"]) not in ran]
     rows = {r["key"]: r for r in earlier["rows"]} | {r["key"]: r for r in report["rows"]}
     partitions = [p for p in PARTITIONS if p in earlier["partitions"] or p in report["partitions"]]
-    return {**report, "rows": sorted(rows.values(), key=lambda r: _row_rank(report, r)),
-            "partitions": partitions, "cells": kept + report["cells"]}
+    return {
+        **report,
+        "rows": sorted(rows.values(), key=lambda r: _row_rank(report, r)),
+        "partitions": partitions,
+        "cells": kept + report["cells"],
+    }
 
 
 def read_report(path: Path) -> dict | None:

@@ -6,12 +6,13 @@ statistics, packets per second, the guests' negotiated offloads) and a one-line
 bound, and every setting that shapes it is recorded, since TCG on 2 host cores
 is nothing like KVM.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from hostnet.errors import HostnetError
 from hostnet.guestnet import buffer_max_in_effect, describe_nic, tcp_buffers
@@ -60,57 +61,88 @@ def scaling_note(queues: int, vcpus: int, ovs: OvsSettings, cores: int) -> str |
         short.append(f"2 guests x {vcpus} vCPUs share {free} core(s) left to guests")
     if not short:
         return None
-    return (f"{cores} host cores: " + "; ".join(short) +
-            ", so queues beyond the first add no parallel work here")
+    return f"{cores} host cores: " + "; ".join(short) + ", so queues beyond the first add no parallel work here"
 
 
 def wait_iperf_listening(vm, port: int = 5201, timeout_s: float = 30) -> None:
     """Start iperf3 -s in a guest and wait until its port is open (inside the guest)."""
     vm.run("iperf3 -s -D")
     tenths = int(timeout_s * 10)
-    vm.run(f"i=0; while ! netstat -ltn | grep -q ':{port} '; do i=$((i+1)); "
-           f"[ $i -gt {tenths} ] && exit 1; sleep 0.1; done", timeout_s=timeout_s + 30)
+    vm.run(
+        f"i=0; while ! netstat -ltn | grep -q ':{port} '; do i=$((i+1)); "
+        f"[ $i -gt {tenths} ] && exit 1; sleep 0.1; done",
+        timeout_s=timeout_s + 30,
+    )
 
 
 def conditions(config: BenchConfig, accel: Accelerator, image: GuestImage) -> dict:
-    return {**host_facts(), "accelerator": accel.name, "accelerator_reason": accel.reason,
-            "guest_memory_mb": config.memory_mb, "guest_kernel": image.kernel_release,
-            "iperf_seconds": config.iperf_seconds, "udp_bitrate": config.udp_bitrate,
-            "ping_count": config.ping_count, "ping_interval_s": config.ping_interval_s,
-            "small_loads_pps": list(config.small_loads_pps),
-            "small_seconds": config.small_seconds,
-            "quiet_busy_percent": config.quiet_busy_percent, "quiet_wait_s": config.quiet_wait_s,
-            "ovs_pmd_cpu_mask": hex(config.ovs.pmd_cpu_mask),
-            "ovs_pmd_cores": config.ovs.pmd_cores(), "ovs_userspace_tso": config.ovs.tso,
-            "ovs_socket_mem_mb": config.ovs.socket_mem_mb, "ovs": config.ovs.as_dict(),
-            "guest": config.guest.as_dict()}
+    return {
+        **host_facts(),
+        "accelerator": accel.name,
+        "accelerator_reason": accel.reason,
+        "guest_memory_mb": config.memory_mb,
+        "guest_kernel": image.kernel_release,
+        "iperf_seconds": config.iperf_seconds,
+        "udp_bitrate": config.udp_bitrate,
+        "ping_count": config.ping_count,
+        "ping_interval_s": config.ping_interval_s,
+        "small_loads_pps": list(config.small_loads_pps),
+        "small_seconds": config.small_seconds,
+        "quiet_busy_percent": config.quiet_busy_percent,
+        "quiet_wait_s": config.quiet_wait_s,
+        "ovs_pmd_cpu_mask": hex(config.ovs.pmd_cpu_mask),
+        "ovs_pmd_cores": config.ovs.pmd_cores(),
+        "ovs_userspace_tso": config.ovs.tso,
+        "ovs_socket_mem_mb": config.ovs.socket_mem_mb,
+        "ovs": config.ovs.as_dict(),
+        "guest": config.guest.as_dict(),
+    }
 
 
-def run_bench(image: GuestImage, config: BenchConfig, accel: Accelerator,
-              progress: Callable[[str], None] = lambda _: None, run_root: Path = RUN_ROOT) -> dict:
+def run_bench(
+    image: GuestImage,
+    config: BenchConfig,
+    accel: Accelerator,
+    progress: Callable[[str], None] = lambda _: None,
+    run_root: Path = RUN_ROOT,
+) -> dict:
     """Run every backend x queue case and return the report (a JSON-ready dict)."""
     if not image.controllable:
-        raise HostnetError(f"bench needs a hostnet image (kernel + initrd), got {image.describe()}; "
-                           "build one with `deployer hostnet image`")
+        raise HostnetError(
+            f"bench needs a hostnet image (kernel + initrd), got {image.describe()}; "
+            "build one with `deployer hostnet image`"
+        )
     rows = []
     started = time.time()
     for backend in config.backends:
-        settings = LabSettings(backend=backend, image=image, accel=accel.name,
-                               memory_mb=config.memory_mb, max_guests=2, ovs=config.ovs,
-                               guest=config.guest)
+        settings = LabSettings(
+            backend=backend,
+            image=image,
+            accel=accel.name,
+            memory_mb=config.memory_mb,
+            max_guests=2,
+            ovs=config.ovs,
+            guest=config.guest,
+        )
         progress(f"{backend}: setting up the lab")
         with Lab(settings, run_root) as lab:
             for queues in config.queues:
                 progress(f"{backend}, {queues} queue(s): booting two guests")
                 rows.append(_measure_case(lab, config, queues, progress))
-    return {"kind": "hostnet-bench", "conditions": conditions(config, accel, image),
-            "results": rows, "wall_s": round(time.time() - started, 1)}
+    return {
+        "kind": "hostnet-bench",
+        "conditions": conditions(config, accel, image),
+        "results": rows,
+        "wall_s": round(time.time() - started, 1),
+    }
 
 
 def _measure_case(lab: Lab, config: BenchConfig, queues: int, progress) -> dict:
     vcpus = config.vcpus_for(queues)
-    with lab.guest("srv", 0, queues=queues, vcpus=vcpus) as server, \
-            lab.guest("cli", 1, queues=queues, vcpus=vcpus) as client:
+    with (
+        lab.guest("srv", 0, queues=queues, vcpus=vcpus) as server,
+        lab.guest("cli", 1, queues=queues, vcpus=vcpus) as client,
+    ):
         server.start()
         client.start()
         server.vm.wait_ready()
@@ -121,9 +153,11 @@ def _measure_case(lab: Lab, config: BenchConfig, queues: int, progress) -> dict:
         in_effect = {side: buffer_max_in_effect(b) for side, b in buffers.items()}
         wanted = config.guest.tcp_buffer_max
         if wanted and any(v != wanted for v in in_effect.values()):
-            raise HostnetError(f"guests run with TCP buffer max {in_effect}, not the "
-                               f"{wanted} asked for (hostnet.tcp_buffer_max=); check "
-                               f"{server.vm.control_log} and {client.vm.control_log}")
+            raise HostnetError(
+                f"guests run with TCP buffer max {in_effect}, not the "
+                f"{wanted} asked for (hostnet.tcp_buffer_max=); check "
+                f"{server.vm.control_log} and {client.vm.control_log}"
+            )
         wait_iperf_listening(server.vm)
         label = f"{lab.settings.backend}, {queues} queue(s)"
         progress(f"{label}: ping latency")
@@ -131,27 +165,49 @@ def _measure_case(lab: Lab, config: BenchConfig, queues: int, progress) -> dict:
         timeout = config.iperf_seconds * 4 + 60
         quiet = (config.quiet_busy_percent, config.quiet_wait_s)
         progress(f"{label}: iperf3 TCP")
-        tcp = measured_run(lab, client, server, client_command(
-            server.ip, seconds=config.iperf_seconds, streams=queues), timeout, quiet,
-            idle_rtt_ms=latency["p50_ms"])
+        tcp = measured_run(
+            lab,
+            client,
+            server,
+            client_command(server.ip, seconds=config.iperf_seconds, streams=queues),
+            timeout,
+            quiet,
+            idle_rtt_ms=latency["p50_ms"],
+        )
         progress(f"{label}: iperf3 UDP")
-        udp = measured_run(lab, client, server, client_command(
-            server.ip, seconds=config.iperf_seconds, streams=queues, udp=True,
-            udp_bitrate=config.udp_bitrate), timeout, quiet)
+        udp = measured_run(
+            lab,
+            client,
+            server,
+            client_command(
+                server.ip, seconds=config.iperf_seconds, streams=queues, udp=True, udp_bitrate=config.udp_bitrate
+            ),
+            timeout,
+            quiet,
+        )
         small = []
         for pps in config.small_loads_pps:
             progress(f"{label}: 64-byte UDP at {pps} pps")
             small.append(small_packet_run(lab, client, server, pps, config.small_seconds, quiet))
-        return {"backend": lab.settings.backend, "queues": queues, "vcpus": vcpus,
-                "guest_memory_mb": config.memory_mb,
-                "guest_combined_channels": combined.strip() or None,
-                "vectors": nic_vectors(server.nic, lab.settings.accel),
-                "vhost_net": server.nic.vhost_net if lab.settings.backend == "virtio-net" else None,
-                "ovs_n_rxq": queues if lab.settings.backend == "vhost-user" else None,
-                "ovs_rxq_affinity": lab.settings.ovs.rxq_affinity_for(queues)
-                if lab.settings.backend == "vhost-user" else None,
-                "vcpu_pinning": {g.name: getattr(g, "pinned", None) for g in (server, client)},
-                "scaling_note": scaling_note(queues, vcpus, lab.settings.ovs, host_cores()),
-                "guest_nic": nics, "guest_tcp_buffers": buffers,
-                "guest_tcp_buffer_max": in_effect, "tcp": tcp, "udp": udp,
-                "small_packets": small, "latency": latency}
+        return {
+            "backend": lab.settings.backend,
+            "queues": queues,
+            "vcpus": vcpus,
+            "guest_memory_mb": config.memory_mb,
+            "guest_combined_channels": combined.strip() or None,
+            "vectors": nic_vectors(server.nic, lab.settings.accel),
+            "vhost_net": server.nic.vhost_net if lab.settings.backend == "virtio-net" else None,
+            "ovs_n_rxq": queues if lab.settings.backend == "vhost-user" else None,
+            "ovs_rxq_affinity": lab.settings.ovs.rxq_affinity_for(queues)
+            if lab.settings.backend == "vhost-user"
+            else None,
+            "vcpu_pinning": {g.name: getattr(g, "pinned", None) for g in (server, client)},
+            "scaling_note": scaling_note(queues, vcpus, lab.settings.ovs, host_cores()),
+            "guest_nic": nics,
+            "guest_tcp_buffers": buffers,
+            "guest_tcp_buffer_max": in_effect,
+            "tcp": tcp,
+            "udp": udp,
+            "small_packets": small,
+            "latency": latency,
+        }

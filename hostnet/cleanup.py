@@ -3,6 +3,7 @@
 Each lab records its pids, namespaces and hugepage state in RUN_ROOT/<id>/state.json;
 only what is recorded there (and namespaces named hn-*) is touched.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,7 @@ def clean_leftovers(run_root: Path = RUN_ROOT) -> list[str]:
             state = json.loads(state_file.read_text())
         except (OSError, ValueError):
             continue
-        pids = [p for p in state.get("pids", []) if pid_alive(p)
-                and _owned(p, run_dir, state.get("lab_id", ""))]
+        pids = [p for p in state.get("pids", []) if pid_alive(p) and _owned(p, run_dir, state.get("lab_id", ""))]
         for pid in pids:
             os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10

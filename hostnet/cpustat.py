@@ -5,6 +5,7 @@ under TCG a guest's vCPU thread, QEMU's main loop (which moves tap packets when
 vhost-net is absent) and the OVS PMD thread each can be the bound. A thread
 that used nearly a whole core over the interval is reported as the bound.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,8 +45,8 @@ def _read_stat(path: Path) -> tuple[str, int] | None:
     except OSError:
         return None
     # comm may hold spaces and parentheses; the fields after the last ')' are fixed.
-    comm = text[text.index("(") + 1:text.rindex(")")]
-    fields = text[text.rindex(")") + 2:].split()
+    comm = text[text.index("(") + 1 : text.rindex(")")]
+    fields = text[text.rindex(")") + 2 :].split()
     return comm, int(fields[11]) + int(fields[12])  # utime + stime
 
 
@@ -83,7 +84,7 @@ class CpuMeter:
     def __init__(self, owners: dict[str, int]) -> None:
         self.owners = {k: v for k, v in owners.items() if v}
 
-    def start(self) -> "CpuMeter":
+    def start(self) -> CpuMeter:
         self._t0 = time.monotonic()
         self._cpu0 = _proc_stat_cpu()
         self._before = snapshot(self.owners)
@@ -96,8 +97,9 @@ class CpuMeter:
         return summarize(self._before, after, elapsed, busy)
 
 
-def summarize(before: dict[int, ThreadSample], after: dict[int, ThreadSample],
-              elapsed_s: float, host_busy: float) -> dict:
+def summarize(
+    before: dict[int, ThreadSample], after: dict[int, ThreadSample], elapsed_s: float, host_busy: float
+) -> dict:
     """Per-thread and per-role CPU %, the saturated threads, and what bounds the run."""
     threads = []
     for tid, sample in after.items():
@@ -105,26 +107,39 @@ def summarize(before: dict[int, ThreadSample], after: dict[int, ThreadSample],
         used = sample.ticks - (start.ticks if start else 0)
         percent = round(100 * used / CLOCK_TICKS / elapsed_s, 1) if elapsed_s > 0 else 0.0
         if percent >= 1.0:
-            threads.append({"owner": sample.owner, "thread": sample.comm, "tid": tid,
-                            "role": thread_role(sample.pid, tid, sample.comm),
-                            "cpu_percent": percent})
+            threads.append(
+                {
+                    "owner": sample.owner,
+                    "thread": sample.comm,
+                    "tid": tid,
+                    "role": thread_role(sample.pid, tid, sample.comm),
+                    "cpu_percent": percent,
+                }
+            )
     threads.sort(key=lambda t: -t["cpu_percent"])
     roles: dict[str, float] = {}
     for t in threads:
         key = f"{t['owner']} {t['role']}"
         roles[key] = round(roles.get(key, 0.0) + t["cpu_percent"], 1)
-    saturated = [f"{t['owner']} {t['thread']}" for t in threads
-                 if t["cpu_percent"] >= SATURATED_PERCENT]
+    saturated = [f"{t['owner']} {t['thread']}" for t in threads if t["cpu_percent"] >= SATURATED_PERCENT]
     cores = len(os.sched_getaffinity(0))
     foreign = round(max(0.0, host_busy * cores - sum(t["cpu_percent"] for t in threads)), 1)
     limit = cpu_limit(threads, host_busy, cores)
-    disturbed = (f"disturbed: processes outside this run used {foreign:.0f}% of a core"
-                 if foreign >= DISTURBED_PERCENT else None)
+    disturbed = (
+        f"disturbed: processes outside this run used {foreign:.0f}% of a core" if foreign >= DISTURBED_PERCENT else None
+    )
     bound = "; ".join(filter(None, [limit or IDLE_CPU, disturbed]))
-    return {"interval_s": round(elapsed_s, 2), "host_busy_percent": host_busy,
-            "foreign_percent": foreign, "threads": threads, "by_role": roles,
-            "saturated": saturated, "cpu_limit": limit, "disturbed": disturbed,
-            "bound": bound}
+    return {
+        "interval_s": round(elapsed_s, 2),
+        "host_busy_percent": host_busy,
+        "foreign_percent": foreign,
+        "threads": threads,
+        "by_role": roles,
+        "saturated": saturated,
+        "cpu_limit": limit,
+        "disturbed": disturbed,
+        "bound": bound,
+    }
 
 
 def bound_statement(threads: list[dict], host_busy: float, cores: int | None = None) -> str:
@@ -149,9 +164,11 @@ def cpu_limit(threads: list[dict], host_busy: float, cores: int | None = None) -
     left = max(100.0, cores * 100 - pmd_used)
     used = sum(t["cpu_percent"] for t in work)
     if used >= 0.9 * left:
-        return (f"CPU-starved: guest threads (vCPUs + QEMU main loops) use {used:.0f}% of the "
-                f"{left:.0f}% of a core the PMD ({pmd_used:.0f}%) leaves on {cores} cores; "
-                "no single thread at a full core")
+        return (
+            f"CPU-starved: guest threads (vCPUs + QEMU main loops) use {used:.0f}% of the "
+            f"{left:.0f}% of a core the PMD ({pmd_used:.0f}%) leaves on {cores} cores; "
+            "no single thread at a full core"
+        )
     if host_busy >= 95:
         return f"host CPU: all {cores} cores busy, no single thread at a full core"
     return None
@@ -179,5 +196,4 @@ def wait_quiet(busy_below_percent: float, max_wait_s: float, window_s: float = 1
         busy = host_busy_percent(before, _proc_stat_cpu())
         waited = time.monotonic() - started
         if busy < busy_below_percent or waited >= max_wait_s:
-            return {"waited_s": round(waited, 1), "host_busy_percent": busy,
-                    "quiet": busy < busy_below_percent}
+            return {"waited_s": round(waited, 1), "host_busy_percent": busy, "quiet": busy < busy_below_percent}

@@ -1,13 +1,13 @@
 """The exceptions of hostnet, all rooted at HostnetError.
 
-    HostnetError
-     ├── CommandError        a host command failed or timed out
-     ├── MissingComponentError  QEMU, OVS, iperf3, root or hugepages not available
-     ├── ImageError          the guest image cannot be built or is unusable
-     ├── VMError             a guest failed to launch, boot, answer or stop
-     ├── OvsError            OVS-DPDK failed to start or to be configured
-     ├── IperfError          iperf3 failed or its JSON cannot be read
-     └── MigrationError      a live migration failed or timed out
+HostnetError
+ ├── CommandError        a host command failed or timed out
+ ├── MissingComponentError  QEMU, OVS, iperf3, root or hugepages not available
+ ├── ImageError          the guest image cannot be built or is unusable
+ ├── VMError             a guest failed to launch, boot, answer or stop
+ ├── OvsError            OVS-DPDK failed to start or to be configured
+ ├── IperfError          iperf3 failed or its JSON cannot be read
+ └── MigrationError      a live migration failed or timed out
 """
 
 

@@ -5,19 +5,37 @@ agreed on them, so results carry the negotiated feature bits, ethtool's offload
 switches and the interface counters (packets per second and bytes per packet
 show whether 64 KB segments actually crossed the link).
 """
+
 from __future__ import annotations
 
 import re
 
 # virtio-net feature bits (virtio spec 5.1.3) worth reporting.
 VIRTIO_NET_FEATURES = {
-    0: "csum", 1: "guest_csum", 7: "guest_tso4", 8: "guest_tso6", 10: "guest_ufo",
-    11: "host_tso4", 12: "host_tso6", 14: "host_ufo", 15: "mrg_rxbuf", 17: "ctrl_vq",
-    22: "mq", 28: "indirect_desc", 29: "event_idx", 32: "version_1",
+    0: "csum",
+    1: "guest_csum",
+    7: "guest_tso4",
+    8: "guest_tso6",
+    10: "guest_ufo",
+    11: "host_tso4",
+    12: "host_tso6",
+    14: "host_ufo",
+    15: "mrg_rxbuf",
+    17: "ctrl_vq",
+    22: "mq",
+    28: "indirect_desc",
+    29: "event_idx",
+    32: "version_1",
 }
-ETHTOOL_K_KEYS = ("rx-checksumming", "tx-checksumming", "scatter-gather",
-                  "tcp-segmentation-offload", "generic-segmentation-offload",
-                  "generic-receive-offload", "large-receive-offload")
+ETHTOOL_K_KEYS = (
+    "rx-checksumming",
+    "tx-checksumming",
+    "scatter-gather",
+    "tcp-segmentation-offload",
+    "generic-segmentation-offload",
+    "generic-receive-offload",
+    "large-receive-offload",
+)
 COUNTERS = ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "rx_dropped", "tx_dropped")
 
 
@@ -83,10 +101,12 @@ def describe_nic(vm, ifname: str = "eth0") -> dict:
     features = vm.run(f"cat /sys/class/net/{ifname}/device/features", check=False)
     offloads = vm.run(f"ethtool -k {ifname}", check=False)
     ring = vm.run(f"ethtool -g {ifname}", check=False)
-    return {"negotiated": decode_features(features.splitlines()[-1] if features else ""),
-            "ethtool_k": parse_ethtool_k(offloads),
-            "ring": _parse_ring(ring), "mtu": _int(vm.run(f"cat /sys/class/net/{ifname}/mtu",
-                                                           check=False))}
+    return {
+        "negotiated": decode_features(features.splitlines()[-1] if features else ""),
+        "ethtool_k": parse_ethtool_k(offloads),
+        "ring": _parse_ring(ring),
+        "mtu": _int(vm.run(f"cat /sys/class/net/{ifname}/mtu", check=False)),
+    }
 
 
 def tcp_buffers(vm) -> dict:
@@ -97,8 +117,7 @@ def tcp_buffers(vm) -> dict:
     unless hostnet.tcp_buffer_max set it. rmem_max/wmem_max cap SO_RCVBUF/SO_SNDBUF.
     """
     values = {}
-    for path in ("ipv4/tcp_rmem", "ipv4/tcp_wmem", "ipv4/tcp_adv_win_scale", "core/rmem_max",
-                 "core/wmem_max"):
+    for path in ("ipv4/tcp_rmem", "ipv4/tcp_wmem", "ipv4/tcp_adv_win_scale", "core/rmem_max", "core/wmem_max"):
         name = path.split("/")[-1]
         text = vm.run(f"cat /proc/sys/net/{path}", check=False).strip()
         last = text.splitlines()[-1].split() if text else []

@@ -3,6 +3,7 @@
 Results record these facts, because TCG versus KVM or the number of host cores
 changes the numbers by an order of magnitude.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,7 @@ def detect_accelerator(sys_root: Path = Path("/"), dev_kvm: Path = Path("/dev/kv
     if not dev_kvm.exists() or not os.access(dev_kvm, os.R_OK | os.W_OK):
         return Accelerator("tcg", f"{dev_kvm} missing or not accessible")
     if (modules / "kvm_pvm").exists():
-        return Accelerator("tcg", "/dev/kvm is the PVM nested hypervisor (kvm_pvm), "
-                                  "which hangs a stock guest kernel")
+        return Accelerator("tcg", "/dev/kvm is the PVM nested hypervisor (kvm_pvm), which hangs a stock guest kernel")
     if not ((modules / "kvm_intel").exists() or (modules / "kvm_amd").exists()):
         return Accelerator("tcg", "neither kvm_intel nor kvm_amd is loaded")
     return Accelerator("kvm", "kvm_intel or kvm_amd loaded and /dev/kvm accessible")
@@ -57,8 +57,7 @@ def vhost_net_available() -> bool:
 
 def qemu_version() -> str:
     try:
-        out = subprocess.run([QEMU_BINARY, "--version"], capture_output=True, text=True,
-                             timeout=10).stdout
+        out = subprocess.run([QEMU_BINARY, "--version"], capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return out.splitlines()[0] if out else "unknown"

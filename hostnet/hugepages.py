@@ -3,6 +3,7 @@
 OVS-DPDK and vhost-user guests need shared hugepage memory; the reservation
 restores nr_hugepages to its previous value so nothing is held after the lab.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -47,23 +48,24 @@ class HugepageReservation:
         self.previous: int | None = None
         self.mounted = False
 
-    def reserve(self) -> "HugepageReservation":
+    def reserve(self) -> HugepageReservation:
         pages = pages_for(self.megabytes)
         try:
             self.previous = int(NR_HUGEPAGES.read_text())
             NR_HUGEPAGES.write_text(str(self.previous + pages))
         except OSError as exc:
-            raise MissingComponentError(f"cannot reserve {pages} hugepages via {NR_HUGEPAGES}: "
-                                        f"{exc}; run as root") from exc
+            raise MissingComponentError(
+                f"cannot reserve {pages} hugepages via {NR_HUGEPAGES}: {exc}; run as root"
+            ) from exc
         if free_hugepages() < pages:
             got = free_hugepages()
             self.release()
             raise MissingComponentError(
                 f"asked for {pages} free hugepages ({self.megabytes} MB) but the kernel gave "
-                f"{got}; free memory or reserve hugepages at boot")
+                f"{got}; free memory or reserve hugepages at boot"
+            )
         self.mount_dir.mkdir(parents=True, exist_ok=True)
-        run(["mount", "-t", "hugetlbfs", "-o", f"pagesize={hugepage_size_kb()}K",
-             "hostnet", self.mount_dir])
+        run(["mount", "-t", "hugetlbfs", "-o", f"pagesize={hugepage_size_kb()}K", "hostnet", self.mount_dir])
         self.mounted = True
         return self
 
@@ -76,7 +78,7 @@ class HugepageReservation:
             NR_HUGEPAGES.write_text(str(self.previous))
             self.previous = None
 
-    def __enter__(self) -> "HugepageReservation":
+    def __enter__(self) -> HugepageReservation:
         return self.reserve()
 
     def __exit__(self, *exc_info) -> None:

@@ -7,6 +7,7 @@ hostnet.queues=, hostnet.tcp_buffer_max=) and is then driven over a virtio conso
 (hvc0); ttyS0 carries the kernel log. A user image (qcow2 or raw disk) can be used
 instead, for `hostnet up` only.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,8 +24,17 @@ from hostnet.host import busybox_path
 from hostnet.process import run
 
 KERNEL_PACKAGE = os.environ.get("HOSTNET_KERNEL_PACKAGE", "linux-image-6.1.0-50-amd64")
-VIRTIO_MODULES = ("virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev",
-                  "virtio_pci", "virtio_console", "failover", "net_failover", "virtio_net")
+VIRTIO_MODULES = (
+    "virtio_ring",
+    "virtio",
+    "virtio_pci_legacy_dev",
+    "virtio_pci_modern_dev",
+    "virtio_pci",
+    "virtio_console",
+    "failover",
+    "net_failover",
+    "virtio_net",
+)
 GUEST_BINARIES = ("/usr/bin/iperf3", "/usr/sbin/ethtool")
 READY_MARKER = "HOSTNET-READY"
 ERROR_MARKER = "HOSTNET-ERROR"
@@ -85,8 +95,11 @@ poweroff -f
 
 
 def init_script() -> str:
-    return (INIT_SCRIPT.replace("__MODULES__", " ".join(VIRTIO_MODULES))
-            .replace("__ERROR__", ERROR_MARKER).replace("__READY__", READY_MARKER))
+    return (
+        INIT_SCRIPT.replace("__MODULES__", " ".join(VIRTIO_MODULES))
+        .replace("__ERROR__", ERROR_MARKER)
+        .replace("__READY__", READY_MARKER)
+    )
 
 
 @dataclass(frozen=True)
@@ -107,7 +120,7 @@ class GuestImage:
         return str(self.disk) if self.disk else f"{self.kernel} + {self.initrd}"
 
     @classmethod
-    def from_path(cls, path: Path) -> "GuestImage":
+    def from_path(cls, path: Path) -> GuestImage:
         """An image directory built by build_image, or a qcow2/raw disk image file.
 
         Raises:
@@ -117,16 +130,15 @@ class GuestImage:
         if path.is_dir():
             kernel, initrd = path / "vmlinuz", path / "initrd.img"
             if not (kernel.exists() and initrd.exists()):
-                raise ImageError(f"image directory {path} lacks vmlinuz and initrd.img; "
-                                 "build one with `deployer hostnet image`")
+                raise ImageError(
+                    f"image directory {path} lacks vmlinuz and initrd.img; build one with `deployer hostnet image`"
+                )
             meta = path / "image.json"
-            release = json.loads(meta.read_text()).get("kernel_release", "unknown") \
-                if meta.exists() else "unknown"
+            release = json.loads(meta.read_text()).get("kernel_release", "unknown") if meta.exists() else "unknown"
             return cls(kernel=kernel, initrd=initrd, kernel_release=release)
         if path.is_file():
             return cls(disk=path)
-        raise ImageError(f"guest image {path} does not exist; pass an image directory "
-                         "or a qcow2/raw disk file")
+        raise ImageError(f"guest image {path} does not exist; pass an image directory or a qcow2/raw disk file")
 
 
 def default_cache_dir() -> Path:
@@ -148,14 +160,14 @@ def find_kernel_deb(cache_dir: Path, package: str = KERNEL_PACKAGE) -> Path:
     if found:
         return found[-1]
     if shutil.which("apt-get") is None:
-        raise ImageError(f"no {package} .deb in {debs} and no apt-get; "
-                         "run scripts/install-hostnet-deps.sh")
+        raise ImageError(f"no {package} .deb in {debs} and no apt-get; run scripts/install-hostnet-deps.sh")
     debs.mkdir(parents=True, exist_ok=True)
     try:
         run(["apt-get", "download", package], timeout_s=600, cwd=debs)
     except CommandError as exc:
-        raise ImageError(f"apt-get download {package} into {debs} failed: {exc}; "
-                         "run scripts/install-hostnet-deps.sh") from exc
+        raise ImageError(
+            f"apt-get download {package} into {debs} failed: {exc}; run scripts/install-hostnet-deps.sh"
+        ) from exc
     found = sorted(debs.glob(f"{package}_*.deb"))
     if not found:
         raise ImageError(f"apt-get download {package} left no .deb in {debs}")
@@ -184,8 +196,7 @@ def build_image(cache_dir: Path | None = None, *, force: bool = False) -> GuestI
         return GuestImage.from_path(out)
     busybox = busybox_path()
     if busybox is None:
-        raise ImageError("busybox not found; install busybox-static "
-                         "(scripts/install-hostnet-deps.sh)")
+        raise ImageError("busybox not found; install busybox-static (scripts/install-hostnet-deps.sh)")
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_dir, prefix="build-") as tmp:
         tmp_path = Path(tmp)
@@ -196,9 +207,17 @@ def build_image(cache_dir: Path | None = None, *, force: bool = False) -> GuestI
         staging.mkdir()
         shutil.copy2(kernel, staging / "vmlinuz")
         _write_cpio(root, staging / "initrd.img")
-        (staging / "image.json").write_text(json.dumps({
-            "kernel_package": deb.name, "kernel_release": release,
-            "modules": list(VIRTIO_MODULES), "binaries": list(GUEST_BINARIES)}, indent=2))
+        (staging / "image.json").write_text(
+            json.dumps(
+                {
+                    "kernel_package": deb.name,
+                    "kernel_release": release,
+                    "modules": list(VIRTIO_MODULES),
+                    "binaries": list(GUEST_BINARIES),
+                },
+                indent=2,
+            )
+        )
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)
@@ -209,18 +228,37 @@ def _extract_kernel(deb: Path, dest: Path) -> tuple[Path, dict[str, Path], str]:
     dest.mkdir(parents=True)
     try:
         fsys = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
-        tar = subprocess.run(["tar", "-x", "-C", str(dest), "--wildcards", "./boot/vmlinuz-*",
-                              *[f"./lib/modules/*/{m}.ko" for m in
-                                ("kernel/drivers/virtio/*", "kernel/drivers/net/*", "kernel/drivers/char/*",
-                                 "kernel/net/core/*")]],
-                             stdin=fsys.stdout, capture_output=True, text=True, timeout=300)
+        tar = subprocess.run(
+            [
+                "tar",
+                "-x",
+                "-C",
+                str(dest),
+                "--wildcards",
+                "./boot/vmlinuz-*",
+                *[
+                    f"./lib/modules/*/{m}.ko"
+                    for m in (
+                        "kernel/drivers/virtio/*",
+                        "kernel/drivers/net/*",
+                        "kernel/drivers/char/*",
+                        "kernel/net/core/*",
+                    )
+                ],
+            ],
+            stdin=fsys.stdout,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         fsys.stdout.close()
         fsys.wait(timeout=60)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ImageError(f"cannot unpack kernel package {deb}: {exc}") from exc
     if tar.returncode != 0 or fsys.returncode != 0:
-        raise ImageError(f"unpacking {deb} failed (dpkg-deb {fsys.returncode}, tar "
-                         f"{tar.returncode}): {tar.stderr.strip()[-500:]}")
+        raise ImageError(
+            f"unpacking {deb} failed (dpkg-deb {fsys.returncode}, tar {tar.returncode}): {tar.stderr.strip()[-500:]}"
+        )
     kernels = sorted((dest / "boot").glob("vmlinuz-*"))
     if not kernels:
         raise ImageError(f"{deb} holds no /boot/vmlinuz-*; is it a linux-image package?")
@@ -235,8 +273,7 @@ def _extract_kernel(deb: Path, dest: Path) -> tuple[Path, dict[str, Path], str]:
 
 
 def _populate_root(root: Path, busybox: Path, modules: dict[str, Path]) -> None:
-    for sub in ("bin", "sbin", "usr/bin", "usr/sbin", "lib/modules", "proc", "sys", "dev",
-                "tmp", "run", "etc"):
+    for sub in ("bin", "sbin", "usr/bin", "usr/sbin", "lib/modules", "proc", "sys", "dev", "tmp", "run", "etc"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     shutil.copy2(busybox, root / "bin/busybox")
     init = root / "init"
@@ -270,9 +307,15 @@ def _write_cpio(root: Path, target: Path) -> None:
     """Uncompressed newc cpio: decompressing under TCG costs seconds of boot."""
     files = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
     with open(target, "wb") as out:
-        proc = subprocess.run(["cpio", "--quiet", "-o", "-H", "newc", "-R", "0:0"],
-                              input="\n".join(files).encode(), stdout=out,
-                              stderr=subprocess.PIPE, cwd=root, timeout=120)
+        proc = subprocess.run(
+            ["cpio", "--quiet", "-o", "-H", "newc", "-R", "0:0"],
+            input="\n".join(files).encode(),
+            stdout=out,
+            stderr=subprocess.PIPE,
+            cwd=root,
+            timeout=120,
+        )
     if proc.returncode != 0:
-        raise ImageError(f"cpio exited {proc.returncode} building {target}: "
-                         f"{proc.stderr.decode(errors='replace')[-500:]}")
+        raise ImageError(
+            f"cpio exited {proc.returncode} building {target}: {proc.stderr.decode(errors='replace')[-500:]}"
+        )

@@ -4,6 +4,7 @@ Throughput is read at the receiver (sum_received), so UDP loss is not counted as
 throughput. A TCP sender's RTT and windows (tcp_info) come along, so the bound
 can be measured rather than inferred (hostnet.tcpwindow).
 """
+
 from __future__ import annotations
 
 import json
@@ -53,7 +54,7 @@ def extract_json(text: str) -> str:
     start, end = text.find("{"), text.rfind("}")
     if start < 0 or end < start:
         raise IperfError(f"no JSON object in iperf3 output: {text[-400:]!r}")
-    return text[start:end + 1]
+    return text[start : end + 1]
 
 
 def parse_iperf_json(text: str) -> IperfResult:
@@ -73,29 +74,41 @@ def parse_iperf_json(text: str) -> IperfResult:
         end = data["end"]
         protocol = test["protocol"]
         sent, received = end["sum_sent"], end["sum_received"]
-        common = dict(protocol=protocol, duration_s=float(test["duration"]),
-                      streams=int(test["num_streams"]),
-                      bits_per_second=float(received["bits_per_second"]),
-                      sender_bits_per_second=float(sent["bits_per_second"]))
+        common = dict(
+            protocol=protocol,
+            duration_s=float(test["duration"]),
+            streams=int(test["num_streams"]),
+            bits_per_second=float(received["bits_per_second"]),
+            sender_bits_per_second=float(sent["bits_per_second"]),
+        )
         cpu = end.get("cpu_utilization_percent") or {}
-        common.update(sender_cpu_percent=cpu.get("host_total"),
-                      receiver_cpu_percent=cpu.get("remote_total"))
+        common.update(sender_cpu_percent=cpu.get("host_total"), receiver_cpu_percent=cpu.get("remote_total"))
         if protocol == "UDP":
             summary = end.get("sum", received)
-            return IperfResult(**common, lost_percent=float(summary["lost_percent"]),
-                               jitter_ms=float(summary["jitter_ms"]),
-                               packets=summary.get("packets"),
-                               lost_packets=summary.get("lost_packets"))
+            return IperfResult(
+                **common,
+                lost_percent=float(summary["lost_percent"]),
+                jitter_ms=float(summary["jitter_ms"]),
+                packets=summary.get("packets"),
+                lost_packets=summary.get("lost_packets"),
+            )
         streams, window = parse_windows(data)
-        return IperfResult(**common, retransmits=sent.get("retransmits"), tcp_window=window,
-                           tcp_streams=tuple(streams))
+        return IperfResult(**common, retransmits=sent.get("retransmits"), tcp_window=window, tcp_streams=tuple(streams))
     except (KeyError, TypeError, ValueError) as exc:
         raise IperfError(f"iperf3 JSON lacks {exc} in its summary") from exc
 
 
-def client_command(server_ip: str, *, seconds: float, streams: int = 1, udp: bool = False,
-                   udp_bitrate: str = "1G", port: int = 5201, length: int | None = None,
-                   interval_s: float = 0.5) -> str:
+def client_command(
+    server_ip: str,
+    *,
+    seconds: float,
+    streams: int = 1,
+    udp: bool = False,
+    udp_bitrate: str = "1G",
+    port: int = 5201,
+    length: int | None = None,
+    interval_s: float = 0.5,
+) -> str:
     """The iperf3 client command line, as run inside a guest.
 
     interval_s is also how often iperf3 samples tcp_info (RTT, cwnd, receiver
@@ -114,18 +127,22 @@ def client_command(server_ip: str, *, seconds: float, streams: int = 1, udp: boo
 class IperfServer:
     """iperf3 -s on a host address (loopback or inside a namespace), stopped on exit."""
 
-    def __init__(self, bind: str, port: int, log_dir: Path, netns: NetworkNamespace | None = None,
-                 on_start=None) -> None:
+    def __init__(
+        self, bind: str, port: int, log_dir: Path, netns: NetworkNamespace | None = None, on_start=None
+    ) -> None:
         self.bind, self.port = bind, port
         argv = ["iperf3", "-s", "-B", bind, "-p", str(port), "--forceflush"]
         if netns is not None:
             argv = netns.exec_argv(argv)
-        self._process = ManagedProcess(argv, name=f"iperf3 server {bind}:{port}",
-                                       log_path=Path(log_dir) / f"iperf3-{bind}-{port}.log",
-                                       stdout_pipe=True)
+        self._process = ManagedProcess(
+            argv,
+            name=f"iperf3 server {bind}:{port}",
+            log_path=Path(log_dir) / f"iperf3-{bind}-{port}.log",
+            stdout_pipe=True,
+        )
         self._on_start = on_start
 
-    def start(self, timeout_s: float = 30) -> "IperfServer":
+    def start(self, timeout_s: float = 30) -> IperfServer:
         """Start and wait for 'Server listening'.
 
         Raises:
@@ -151,9 +168,11 @@ class IperfServer:
             elif not self._process.running():
                 break
         self._process.stop()
-        raise IperfError(f"iperf3 server on {self.bind}:{self.port} did not start; output: "
-                         f"{seen.decode(errors='replace')[-300:]} {self._process.log_tail(300)}; "
-                         f"{self._process.describe()}")
+        raise IperfError(
+            f"iperf3 server on {self.bind}:{self.port} did not start; output: "
+            f"{seen.decode(errors='replace')[-300:]} {self._process.log_tail(300)}; "
+            f"{self._process.describe()}"
+        )
 
     @staticmethod
     def _drain(stdout) -> None:
@@ -166,7 +185,7 @@ class IperfServer:
     def stop(self) -> None:
         self._process.stop()
 
-    def __enter__(self) -> "IperfServer":
+    def __enter__(self) -> IperfServer:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:

@@ -7,6 +7,7 @@
 Guests get 10.66.0.<10+index>/24. Nothing is routed to the host's interfaces.
 The lab owns everything it starts and tears it all down on exit, in reverse order.
 """
+
 from __future__ import annotations
 
 import json
@@ -71,8 +72,7 @@ class Lab:
 
     def __init__(self, settings: LabSettings, run_root: Path = RUN_ROOT) -> None:
         if settings.backend not in BACKENDS:
-            raise HostnetError(f"unknown backend {settings.backend!r}; use one of "
-                               f"{', '.join(BACKENDS)}")
+            raise HostnetError(f"unknown backend {settings.backend!r}; use one of {', '.join(BACKENDS)}")
         self.settings = settings
         self.lab_id = secrets.token_hex(3)
         self.run_dir = Path(run_root) / self.lab_id
@@ -87,11 +87,12 @@ class Lab:
     def backend(self) -> str:
         return BACKENDS[self.settings.backend]
 
-    def __enter__(self) -> "Lab":
+    def __enter__(self) -> Lab:
         missing = missing_components(self.settings.backend)
         if missing:
-            raise MissingComponentError("missing for the hostnet lab: " + ", ".join(missing) +
-                                        "; run scripts/install-hostnet-deps.sh as root")
+            raise MissingComponentError(
+                "missing for the hostnet lab: " + ", ".join(missing) + "; run scripts/install-hostnet-deps.sh as root"
+            )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._stack.callback(shutil.rmtree, self.run_dir, ignore_errors=True)
         try:
@@ -104,8 +105,9 @@ class Lab:
             else:
                 self._start_ovs()
             enable_nat(self.lan, LAN_SUBNET, "up0")
-            self._stack.enter_context(IperfServer(BEYOND_IP, BEYOND_IPERF_PORT, self.run_dir,
-                                                  netns=self.wan, on_start=self._register))
+            self._stack.enter_context(
+                IperfServer(BEYOND_IP, BEYOND_IPERF_PORT, self.run_dir, netns=self.wan, on_start=self._register)
+            )
         except BaseException:
             self._stack.close()
             raise
@@ -117,9 +119,14 @@ class Lab:
         self.hugepages = HugepageReservation(ovs_mb + guests_mb + 64, self.run_dir / "huge")
         self._stack.enter_context(self.hugepages)
         self._write_state()
-        self.ovs = OvsDpdk(self.run_dir / "ovs", self.lan, self.hugepages.mount_dir,
-                           self.settings.ovs, file_prefix=f"hostnet-{self.lab_id}",
-                           on_start=self._register)
+        self.ovs = OvsDpdk(
+            self.run_dir / "ovs",
+            self.lan,
+            self.hugepages.mount_dir,
+            self.settings.ovs,
+            file_prefix=f"hostnet-{self.lab_id}",
+            on_start=self._register,
+        )
         self._stack.enter_context(self.ovs)
         self.ovs.add_bridge(OVS_BRIDGE)
         # The bridge's internal port is a tap in the lan namespace: the guests' gateway.
@@ -133,22 +140,23 @@ class Lab:
 
     def _write_state(self) -> None:
         """Record what `hostnet down` must undo if this process dies without cleanup."""
-        state = {"lab_id": self.lab_id, "pids": self._pids,
-                 "namespaces": [self.lan.name, self.wan.name],
-                 "nr_hugepages_before": self.hugepages.previous if self.hugepages else None,
-                 "hugepage_mount": str(self.hugepages.mount_dir) if self.hugepages else None}
+        state = {
+            "lab_id": self.lab_id,
+            "pids": self._pids,
+            "namespaces": [self.lan.name, self.wan.name],
+            "nr_hugepages_before": self.hugepages.previous if self.hugepages else None,
+            "hugepage_mount": str(self.hugepages.mount_dir) if self.hugepages else None,
+        }
         (self.run_dir / "state.json").write_text(json.dumps(state))
 
     def attach(self, name: str, mac: str, queues: int = 1) -> NicSpec:
         """Create the host side of a NIC (tap or OVS port) for guest `name`."""
         tuning = self.settings.guest
-        rings = dict(rx_queue_size=tuning.rx_queue_size, tx_queue_size=tuning.tx_queue_size,
-                     mrg_rxbuf=tuning.mrg_rxbuf)
+        rings = dict(rx_queue_size=tuning.rx_queue_size, tx_queue_size=tuning.tx_queue_size, mrg_rxbuf=tuning.mrg_rxbuf)
         if self.backend == BACKEND_TAP:
             ifname = f"tap-{name}"[:15]
             add_tap(self.lan, ifname, LINUX_BRIDGE, queues)
-            return NicSpec(BACKEND_TAP, "net0", mac, queues, ifname=ifname,
-                           vhost_net=vhost_net_available(), **rings)
+            return NicSpec(BACKEND_TAP, "net0", mac, queues, ifname=ifname, vhost_net=vhost_net_available(), **rings)
         socket_path = self.run_dir / f"{name}.vhu"
         self.ovs.add_vhost_user_port(OVS_BRIDGE, f"vhu-{name}"[:15], socket_path, queues)
         return NicSpec(BACKEND_VHOST_USER, "net0", mac, queues, socket_path=socket_path, **rings)
@@ -159,8 +167,7 @@ class Lab:
         elif self.ovs is not None and self.ovs.running():
             self.ovs.delete_port(OVS_BRIDGE, f"vhu-{name}"[:15])
 
-    def guest(self, name: str, index: int, *, queues: int = 1, vcpus: int = 1,
-              incoming: bool = False) -> "LabGuest":
+    def guest(self, name: str, index: int, *, queues: int = 1, vcpus: int = 1, incoming: bool = False) -> LabGuest:
         """A guest on this lab's switch with address guest_ip(index); not yet launched."""
         return LabGuest(self, name, index, queues=queues, vcpus=vcpus, incoming=incoming)
 
@@ -171,8 +178,7 @@ class Lab:
 class LabGuest:
     """A VM plus its NIC's host side; both removed on exit."""
 
-    def __init__(self, lab: Lab, name: str, index: int, *, queues: int, vcpus: int,
-                 incoming: bool) -> None:
+    def __init__(self, lab: Lab, name: str, index: int, *, queues: int, vcpus: int, incoming: bool) -> None:
         self.lab = lab
         self.name = name
         self.index = index
@@ -181,15 +187,23 @@ class LabGuest:
         nic = lab.attach(name, guest_mac(index), queues)
         self.nic = nic
         settings = lab.settings
-        config = VMConfig(name=name, image=settings.image, accel=settings.accel,
-                          cpu_model=settings.guest.cpu_model, vcpus=vcpus,
-                          memory_mb=settings.memory_mb, nics=[nic], guest_ip=f"{self.ip}/24",
-                          gateway=GATEWAY_IP, incoming=incoming,
-                          tcp_buffer_max=settings.guest.tcp_buffer_max,
-                          hugepage_dir=lab.hugepages.mount_dir if lab.hugepages else None)
+        config = VMConfig(
+            name=name,
+            image=settings.image,
+            accel=settings.accel,
+            cpu_model=settings.guest.cpu_model,
+            vcpus=vcpus,
+            memory_mb=settings.memory_mb,
+            nics=[nic],
+            guest_ip=f"{self.ip}/24",
+            gateway=GATEWAY_IP,
+            incoming=incoming,
+            tcp_buffer_max=settings.guest.tcp_buffer_max,
+            hugepage_dir=lab.hugepages.mount_dir if lab.hugepages else None,
+        )
         self.vm = VM(config, lab.run_dir, lab.lan, on_start=lab._register)
 
-    def start(self) -> "LabGuest":
+    def start(self) -> LabGuest:
         self.vm.launch()
         if self.lab.settings.guest.pin_vcpus:
             self.pin_vcpus()
@@ -213,7 +227,7 @@ class LabGuest:
         finally:
             self.lab.detach(self.name)
 
-    def __enter__(self) -> "LabGuest":
+    def __enter__(self) -> LabGuest:
         return self
 
     def __exit__(self, *exc_info) -> None:

@@ -6,6 +6,7 @@ loops, the PMD) and OVS's PMD statistics, and name the bound in one line. For
 TCP, when no CPU ran out, the sender's window against its bytes in flight says
 what did.
 """
+
 from __future__ import annotations
 
 import re
@@ -17,8 +18,11 @@ from hostnet.iperf import client_command, parse_iperf_json
 from hostnet.pmdstats import parse_perf_show, parse_pmd_stats, pmd_summary
 from hostnet.tcpwindow import WindowVerdict, window_verdict
 
-PING_SUMMARY = re.compile(r"(\d+) packets transmitted, (\d+) packets received.*?"
-                          r"min/avg/max = ([\d.]+)/([\d.]+)/([\d.]+) ms", re.S)
+PING_SUMMARY = re.compile(
+    r"(\d+) packets transmitted, (\d+) packets received.*?"
+    r"min/avg/max = ([\d.]+)/([\d.]+)/([\d.]+) ms",
+    re.S,
+)
 PING_TIME = re.compile(r"seq=\d+ ttl=\d+ time=([\d.]+) ms")
 FRAME_OVERHEAD = 14 + 20 + 8 + 4  # Ethernet header + IPv4 + UDP + FCS
 SMALL_FRAME = 64
@@ -44,13 +48,13 @@ def guest_side(result: dict) -> str | None:
     lost = result.get("lost_percent")
     sent, arrived = result["client_nic"]["tx_pps"], result["server_nic"]["rx_pps"]
     if lost and lost >= 1 and sent and arrived and arrived >= 0.99 * sent:
-        notes.append(f"{lost:.0f}% UDP loss although every frame reached the receiver's NIC: "
-                     "dropped in its socket buffer")
+        notes.append(
+            f"{lost:.0f}% UDP loss although every frame reached the receiver's NIC: dropped in its socket buffer"
+        )
     return "; ".join(notes) or None
 
 
-def bound_line(cpu: dict, pmd: dict | None, guest: str | None = None,
-               window: WindowVerdict | None = None) -> str:
+def bound_line(cpu: dict, pmd: dict | None, guest: str | None = None, window: WindowVerdict | None = None) -> str:
     """The one-line bound: a PMD out of processing cycles beats what thread CPU says.
 
     A sleeping PMD (pmd-maxsleep) reports shares of the cycles it ran, so its
@@ -78,9 +82,15 @@ def bound_line(cpu: dict, pmd: dict | None, guest: str | None = None,
     return f"guest: {guest}; host: {host}" if guest else host
 
 
-def measured_run(lab, client, server, command: str, timeout_s: float,
-                 quiet: tuple[float, float] = (35.0, 0.0), idle_rtt_ms: float | None = None
-                 ) -> dict:
+def measured_run(
+    lab,
+    client,
+    server,
+    command: str,
+    timeout_s: float,
+    quiet: tuple[float, float] = (35.0, 0.0),
+    idle_rtt_ms: float | None = None,
+) -> dict:
     """Run an iperf3 client command in `client`; return the result with its explanation.
 
     quiet: (host busy % below which the host counts as quiet, longest wait in s).
@@ -98,14 +108,21 @@ def measured_run(lab, client, server, command: str, timeout_s: float,
     pmd = None
     if lab.ovs is not None:
         stats_text, perf_text = lab.ovs.pmd_stats()
-        pmd = {**pmd_summary(parse_pmd_stats(stats_text), cpu["interval_s"]),
-               "perf": parse_perf_show(perf_text), "pmd_stats_show": stats_text,
-               "pmd_perf_show": perf_text}
+        pmd = {
+            **pmd_summary(parse_pmd_stats(stats_text), cpu["interval_s"]),
+            "perf": parse_perf_show(perf_text),
+            "pmd_stats_show": stats_text,
+            "pmd_perf_show": perf_text,
+        }
     after = {"client": read_counters(client.vm), "server": read_counters(server.vm)}
-    run = {**result.to_dict(),
-           "client_nic": counter_rates(before["client"], after["client"], seconds),
-           "server_nic": counter_rates(before["server"], after["server"], seconds),
-           "host_cpu": cpu, "pmd": pmd, "quiet_wait": calm}
+    run = {
+        **result.to_dict(),
+        "client_nic": counter_rates(before["client"], after["client"], seconds),
+        "server_nic": counter_rates(before["server"], after["server"], seconds),
+        "host_cpu": cpu,
+        "pmd": pmd,
+        "quiet_wait": calm,
+    }
     window = None
     if result.tcp_window is not None:
         window = window_verdict(result.tcp_window, result.sender_cpu_percent, idle_rtt_ms)
@@ -114,20 +131,27 @@ def measured_run(lab, client, server, command: str, timeout_s: float,
     return run
 
 
-def small_packet_run(lab, client, server, offered_pps: int, seconds: float,
-                     quiet: tuple[float, float] = (35.0, 0.0)) -> dict:
+def small_packet_run(
+    lab, client, server, offered_pps: int, seconds: float, quiet: tuple[float, float] = (35.0, 0.0)
+) -> dict:
     """64-byte frames (18-byte UDP payload) at a fixed offered rate: delivered pps and loss."""
     payload = SMALL_FRAME - FRAME_OVERHEAD
-    command = client_command(server.ip, seconds=seconds, udp=True,
-                             udp_bitrate=str(offered_pps * payload * 8), length=payload)
+    command = client_command(
+        server.ip, seconds=seconds, udp=True, udp_bitrate=str(offered_pps * payload * 8), length=payload
+    )
     run = measured_run(lab, client, server, command, timeout_s=seconds * 4 + 60, quiet=quiet)
     packets, lost = run.get("packets") or 0, run.get("lost_packets") or 0
-    return {"frame_bytes": SMALL_FRAME, "offered_pps": offered_pps,
-            "sent_pps": round(packets / run["duration_s"]) if run["duration_s"] else None,
-            "delivered_pps": round((packets - lost) / run["duration_s"]) if run["duration_s"] else None,
-            "loss_percent": run["lost_percent"], **{k: run[k] for k in (
-                "client_nic", "server_nic", "host_cpu", "pmd", "bound", "sender_cpu_percent",
-                "quiet_wait")}}
+    return {
+        "frame_bytes": SMALL_FRAME,
+        "offered_pps": offered_pps,
+        "sent_pps": round(packets / run["duration_s"]) if run["duration_s"] else None,
+        "delivered_pps": round((packets - lost) / run["duration_s"]) if run["duration_s"] else None,
+        "loss_percent": run["lost_percent"],
+        **{
+            k: run[k]
+            for k in ("client_nic", "server_nic", "host_cpu", "pmd", "bound", "sender_cpu_percent", "quiet_wait")
+        },
+    }
 
 
 def percentile(values: list[float], p: float) -> float | None:
@@ -149,10 +173,14 @@ def parse_ping(output: str) -> dict:
     if not match:
         raise HostnetError(f"no ping summary in output: {output[-300:]!r}")
     sent, received = int(match.group(1)), int(match.group(2))
-    return {"sent": sent, "received": received,
-            "loss_percent": round(100 * (sent - received) / sent, 1) if sent else None,
-            "rtt_min_ms": float(match.group(3)), "rtt_avg_ms": float(match.group(4)),
-            "rtt_max_ms": float(match.group(5))}
+    return {
+        "sent": sent,
+        "received": received,
+        "loss_percent": round(100 * (sent - received) / sent, 1) if sent else None,
+        "rtt_min_ms": float(match.group(3)),
+        "rtt_avg_ms": float(match.group(4)),
+        "rtt_max_ms": float(match.group(5)),
+    }
 
 
 def parse_ping_times(output: str) -> dict:
@@ -164,12 +192,15 @@ def parse_ping_times(output: str) -> dict:
     times = [float(t) for t in PING_TIME.findall(output)]
     if not times:
         raise HostnetError(f"no ping replies in output: {output[-300:]!r}")
-    return {"replies": len(times), **{f"p{p}_ms": percentile(times, p) for p in (50, 90, 99)},
-            "max_ms": max(times), "min_ms": min(times)}
+    return {
+        "replies": len(times),
+        **{f"p{p}_ms": percentile(times, p) for p in (50, 90, 99)},
+        "max_ms": max(times),
+        "min_ms": min(times),
+    }
 
 
 def latency_run(client, server, count: int, interval_s: float) -> dict:
     timeout = count * (interval_s + 1) + 30
-    output = client.vm.run(f"ping -c {count} -i {interval_s:g} {server.ip}", timeout_s=timeout,
-                           check=False)
+    output = client.vm.run(f"ping -c {count} -i {interval_s:g} {server.ip}", timeout_s=timeout, check=False)
     return {"interval_s": interval_s, **parse_ping(output), **parse_ping_times(output)}

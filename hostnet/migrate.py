@@ -7,17 +7,18 @@ guest runs across it, so the report carries QEMU's own downtime, the gap the
 network saw, the throughput dip and the retransmits. A failed migration leaves
 the source running.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable
 
-from hostnet.errors import HostnetError, MigrationError, VMError
-from hostnet.host import Accelerator, host_facts
 from hostnet.bench import wait_iperf_listening
+from hostnet.errors import HostnetError, MigrationError, VMError
 from hostnet.guestnet import buffer_max_in_effect, tcp_buffers
+from hostnet.host import Accelerator, host_facts
 from hostnet.image import GuestImage
 from hostnet.lab import RUN_ROOT, Lab, LabGuest, LabSettings
 from hostnet.ovs import OvsSettings
@@ -29,8 +30,15 @@ MIGRATION_PORT = 4444
 FINAL_STATES = {"completed", "failed", "cancelled"}
 
 
-def live_migrate(src: VM, dst: VM | None, uri: str, *, downtime_limit_ms: int | None = None,
-                 postcopy: bool = False, timeout_s: float = 300) -> dict:
+def live_migrate(
+    src: VM,
+    dst: VM | None,
+    uri: str,
+    *,
+    downtime_limit_ms: int | None = None,
+    postcopy: bool = False,
+    timeout_s: float = 300,
+) -> dict:
     """Migrate src to dst (started with incoming=True) and return QEMU's statistics.
 
     dst None means something else already listens at uri.
@@ -43,16 +51,16 @@ def live_migrate(src: VM, dst: VM | None, uri: str, *, downtime_limit_ms: int | 
         if postcopy:
             for vm in (src, dst):
                 if vm is not None:
-                    vm.qmp("migrate-set-capabilities",
-                           capabilities=[{"capability": "postcopy-ram", "state": True}])
+                    vm.qmp("migrate-set-capabilities", capabilities=[{"capability": "postcopy-ram", "state": True}])
         if dst is not None:
             dst.qmp("migrate-incoming", uri=uri)
         if downtime_limit_ms is not None:
             src.qmp("migrate-set-parameters", **{"downtime-limit": downtime_limit_ms})
         src.qmp("migrate", uri=uri)
     except VMError as exc:
-        raise MigrationError(f"starting migration {src.name} -> {dst.name if dst else uri} at {uri} failed: "
-                             f"{exc}") from exc
+        raise MigrationError(
+            f"starting migration {src.name} -> {dst.name if dst else uri} at {uri} failed: {exc}"
+        ) from exc
     deadline = time.monotonic() + timeout_s
     postcopy_started = False
     info: dict = {}
@@ -61,26 +69,35 @@ def live_migrate(src: VM, dst: VM | None, uri: str, *, downtime_limit_ms: int | 
         status = info.get("status")
         if status in FINAL_STATES:
             break
-        if postcopy and not postcopy_started and status == "active" \
-                and info.get("ram", {}).get("transferred", 0) > 0:
+        if postcopy and not postcopy_started and status == "active" and info.get("ram", {}).get("transferred", 0) > 0:
             src.qmp("migrate-start-postcopy")
             postcopy_started = True
         time.sleep(0.05)  # query-migrate is the documented way to follow progress
     else:
         _cancel_and_resume(src)
-        raise MigrationError(f"migration {src.name} -> {dst.name if dst else uri} not finished in {timeout_s}s; "
-                             f"last status: {info}")
+        raise MigrationError(
+            f"migration {src.name} -> {dst.name if dst else uri} not finished in {timeout_s}s; last status: {info}"
+        )
     if info.get("status") != "completed":
         _cancel_and_resume(src)
-        raise MigrationError(f"migration {src.name} -> {dst.name if dst else uri} {info.get('status')}: "
-                             f"{info.get('error-desc', 'no error description')}; QEMU log: "
-                             f"{src.qemu_log}")
+        raise MigrationError(
+            f"migration {src.name} -> {dst.name if dst else uri} {info.get('status')}: "
+            f"{info.get('error-desc', 'no error description')}; QEMU log: "
+            f"{src.qemu_log}"
+        )
     ram = info.get("ram", {})
-    return {"status": "completed", "total_time_ms": info.get("total-time"),
-            "downtime_ms": info.get("downtime"), "setup_time_ms": info.get("setup-time"),
-            "ram_transferred_bytes": ram.get("transferred"), "ram_total_bytes": ram.get("total"),
-            "ram_mbps": ram.get("mbps"), "dirty_sync_count": ram.get("dirty-sync-count"),
-            "postcopy_requests": ram.get("postcopy-requests"), "postcopy": postcopy_started}
+    return {
+        "status": "completed",
+        "total_time_ms": info.get("total-time"),
+        "downtime_ms": info.get("downtime"),
+        "setup_time_ms": info.get("setup-time"),
+        "ram_transferred_bytes": ram.get("transferred"),
+        "ram_total_bytes": ram.get("total"),
+        "ram_mbps": ram.get("mbps"),
+        "dirty_sync_count": ram.get("dirty-sync-count"),
+        "postcopy_requests": ram.get("postcopy-requests"),
+        "postcopy": postcopy_started,
+    }
 
 
 def _cancel_and_resume(src: VM) -> None:
@@ -93,21 +110,33 @@ def _cancel_and_resume(src: VM) -> None:
         pass  # the MigrationError being raised says more than this would
 
 
-def run_migration(image: GuestImage, backend: str, accel: Accelerator, *,
-                  downtime_limit_ms: int | None = None, postcopy: bool = False,
-                  memory_mb: int = 256, ping_interval_ms: float = 100,
-                  ovs: OvsSettings = OvsSettings(), guest: GuestTuning = GuestTuning(),
-                  load_seconds: float = 12, timeout_s: float = 300,
-                  progress: Callable[[str], None] = lambda _: None,
-                  run_root: Path = RUN_ROOT) -> dict:
+def run_migration(
+    image: GuestImage,
+    backend: str,
+    accel: Accelerator,
+    *,
+    downtime_limit_ms: int | None = None,
+    postcopy: bool = False,
+    memory_mb: int = 256,
+    ping_interval_ms: float = 100,
+    ovs: OvsSettings = OvsSettings(),
+    guest: GuestTuning = GuestTuning(),
+    load_seconds: float = 12,
+    timeout_s: float = 300,
+    progress: Callable[[str], None] = lambda _: None,
+    run_root: Path = RUN_ROOT,
+) -> dict:
     """Boot a guest, migrate it under pings and a TCP stream, check it still answers; report."""
     if not image.controllable:
-        raise HostnetError(f"migrate needs a hostnet image (kernel + initrd), got "
-                           f"{image.describe()}; build one with `deployer hostnet image`")
+        raise HostnetError(
+            f"migrate needs a hostnet image (kernel + initrd), got "
+            f"{image.describe()}; build one with `deployer hostnet image`"
+        )
     if postcopy and backend == "vhost-user":
         ovs = ovs.with_postcopy()  # OVS must register the guest memory with userfaultfd
-    settings = LabSettings(backend=backend, image=image, accel=accel.name,
-                           memory_mb=memory_mb, max_guests=2, ovs=ovs, guest=guest)
+    settings = LabSettings(
+        backend=backend, image=image, accel=accel.name, memory_mb=memory_mb, max_guests=2, ovs=ovs, guest=guest
+    )
     started = time.time()
     progress(f"{backend}: setting up the lab")
     with Lab(settings, run_root) as lab:
@@ -116,40 +145,62 @@ def run_migration(image: GuestImage, backend: str, accel: Accelerator, *,
             src.start()
             src.vm.wait_ready()
             buffers = tcp_buffers(src.vm)
-            with Pinger(lab.lan, src.ip, lab.run_dir, ping_interval_ms,
-                        on_start=lab._register) as pinger, ExitStack() as loads:
+            with (
+                Pinger(lab.lan, src.ip, lab.run_dir, ping_interval_ms, on_start=lab._register) as pinger,
+                ExitStack() as loads,
+            ):
                 pinger.wait_reply_after(time.time())
                 stream = _start_stream(lab, src, load_seconds, loads, progress)
-                outcome, dst_nic = _migrate_watched(lab, src, pinger, stream, load_seconds, progress,
-                                                    downtime_limit_ms=downtime_limit_ms, postcopy=postcopy,
-                                                    timeout_s=timeout_s)
-        conditions = {**host_facts(), "accelerator": accel.name,
-                      "accelerator_reason": accel.reason, "backend": backend,
-                      "vcpus": 1, "guest_memory_mb": memory_mb,
-                      "guest_kernel": image.kernel_release,
-                      "downtime_limit_ms": downtime_limit_ms, "postcopy": postcopy,
-                      "vectors": nic_vectors(dst_nic, accel.name),
-                      **_load_conditions(backend, ovs, ping_interval_ms, load_seconds),
-                      "guest": guest.as_dict()}
-        return {"kind": "hostnet-migrate", "conditions": conditions,
-                "guest_tcp_buffers": buffers,
-                "guest_tcp_buffer_max": buffer_max_in_effect(buffers),
-                **outcome,
-                "wall_s": round(time.time() - started, 1)}
+                outcome, dst_nic = _migrate_watched(
+                    lab,
+                    src,
+                    pinger,
+                    stream,
+                    load_seconds,
+                    progress,
+                    downtime_limit_ms=downtime_limit_ms,
+                    postcopy=postcopy,
+                    timeout_s=timeout_s,
+                )
+        conditions = {
+            **host_facts(),
+            "accelerator": accel.name,
+            "accelerator_reason": accel.reason,
+            "backend": backend,
+            "vcpus": 1,
+            "guest_memory_mb": memory_mb,
+            "guest_kernel": image.kernel_release,
+            "downtime_limit_ms": downtime_limit_ms,
+            "postcopy": postcopy,
+            "vectors": nic_vectors(dst_nic, accel.name),
+            **_load_conditions(backend, ovs, ping_interval_ms, load_seconds),
+            "guest": guest.as_dict(),
+        }
+        return {
+            "kind": "hostnet-migrate",
+            "conditions": conditions,
+            "guest_tcp_buffers": buffers,
+            "guest_tcp_buffer_max": buffer_max_in_effect(buffers),
+            **outcome,
+            "wall_s": round(time.time() - started, 1),
+        }
 
 
 def _load_conditions(backend: str, ovs: OvsSettings, ping_interval_ms: float, load_seconds: float) -> dict:
     vhost_user = backend == "vhost-user"
-    return {"ovs_pmd_cores": ovs.pmd_cores() if vhost_user else None,
-            "ovs_userspace_tso": ovs.tso if vhost_user else None,
-            "ping_interval_ms": ping_interval_ms,
-            "load_seconds": load_seconds,
-            "load": "iperf3 TCP, lab namespace -> guest, 1 stream" if load_seconds else None,
-            "ovs": ovs.as_dict() if vhost_user else None}
+    return {
+        "ovs_pmd_cores": ovs.pmd_cores() if vhost_user else None,
+        "ovs_userspace_tso": ovs.tso if vhost_user else None,
+        "ping_interval_ms": ping_interval_ms,
+        "load_seconds": load_seconds,
+        "load": "iperf3 TCP, lab namespace -> guest, 1 stream" if load_seconds else None,
+        "ovs": ovs.as_dict() if vhost_user else None,
+    }
 
 
-def _start_stream(lab: Lab, src: LabGuest, load_seconds: float, loads: ExitStack,
-                  progress: Callable[[str], None]) -> StreamLoad | None:
+def _start_stream(
+    lab: Lab, src: LabGuest, load_seconds: float, loads: ExitStack, progress: Callable[[str], None]
+) -> StreamLoad | None:
     """The TCP stream into the guest, running steadily before the migration starts; None without load."""
     if load_seconds <= 0:
         return None
@@ -160,18 +211,32 @@ def _start_stream(lab: Lab, src: LabGuest, load_seconds: float, loads: ExitStack
     return stream
 
 
-def _migrate_watched(lab: Lab, src: LabGuest, pinger: Pinger, stream: StreamLoad | None, load_seconds: float,
-                     progress: Callable[[str], None], *, downtime_limit_ms: int | None, postcopy: bool,
-                     timeout_s: float) -> tuple[dict, NicSpec]:
+def _migrate_watched(
+    lab: Lab,
+    src: LabGuest,
+    pinger: Pinger,
+    stream: StreamLoad | None,
+    load_seconds: float,
+    progress: Callable[[str], None],
+    *,
+    downtime_limit_ms: int | None,
+    postcopy: bool,
+    timeout_s: float,
+) -> tuple[dict, NicSpec]:
     """Migrates src to a new destination guest while pinger and stream watch; (report parts, its NIC)."""
     with lab.guest("dst", 0, incoming=True) as dst:
         progress("starting the destination QEMU")
         dst.start()
         progress("migrating")
         migrate_start = time.time()
-        qemu_stats = live_migrate(src.vm, dst.vm, f"tcp:127.0.0.1:{MIGRATION_PORT}",
-                                  downtime_limit_ms=downtime_limit_ms,
-                                  postcopy=postcopy, timeout_s=timeout_s)
+        qemu_stats = live_migrate(
+            src.vm,
+            dst.vm,
+            f"tcp:127.0.0.1:{MIGRATION_PORT}",
+            downtime_limit_ms=downtime_limit_ms,
+            postcopy=postcopy,
+            timeout_s=timeout_s,
+        )
         completed_at = time.time()
         src.close()
         pinger.wait_reply_after(completed_at, timeout_s=60)
@@ -185,23 +250,31 @@ def _migrate_watched(lab: Lab, src: LabGuest, pinger: Pinger, stream: StreamLoad
         answer = dst.vm.run("echo alive; uptime", timeout_s=60)
         network = pinger.stop()
         state = dst.vm.qmp("query-status")
-    return {"qemu": qemu_stats, "network": network, "load": load,
-            "destination": {"status": (state or {}).get("status"), "answered": "alive" in answer}}, dst.nic
+    return {
+        "qemu": qemu_stats,
+        "network": network,
+        "load": load,
+        "destination": {"status": (state or {}).get("status"), "answered": "alive" in answer},
+    }, dst.nic
 
 
 def summary_lines(report: dict) -> list[str]:
     """The migration report in a few printable lines."""
     q, n, c = report["qemu"], report["network"], report["conditions"]
-    lines = [f"migration {c['backend']} ({c['accelerator']}{', postcopy' if q.get('postcopy') else ''}): "
-             f"total {q['total_time_ms']} ms, QEMU downtime {q['downtime_ms']} ms, "
-             f"{(q['ram_transferred_bytes'] or 0) / 1e6:.1f} MB sent; network gap (ping) "
-             f"{n.get('network_downtime_ms') or 0:.0f} ms, pings lost {n.get('lost')}/"
-             f"{n.get('sent')}; destination {report['destination']['status']}"]
+    lines = [
+        f"migration {c['backend']} ({c['accelerator']}{', postcopy' if q.get('postcopy') else ''}): "
+        f"total {q['total_time_ms']} ms, QEMU downtime {q['downtime_ms']} ms, "
+        f"{(q['ram_transferred_bytes'] or 0) / 1e6:.1f} MB sent; network gap (ping) "
+        f"{n.get('network_downtime_ms') or 0:.0f} ms, pings lost {n.get('lost')}/"
+        f"{n.get('sent')}; destination {report['destination']['status']}"
+    ]
     load = report.get("load")
     if load and load.get("intervals"):
-        lines.append(f"TCP stream: {load['mbps_before']} Mbit/s before, {load['mbps_during']} during, "
-                     f"{load['mbps_after']} after; lowest 100 ms interval "
-                     f"{load['mbps_min_around_migration']:.0f} Mbit/s; longest zero gap "
-                     f"{load['longest_zero_gap_ms']} ms; retransmits {load['retransmits_total']} "
-                     f"({load['retransmits_around_migration']} around the migration)")
+        lines.append(
+            f"TCP stream: {load['mbps_before']} Mbit/s before, {load['mbps_during']} during, "
+            f"{load['mbps_after']} after; lowest 100 ms interval "
+            f"{load['mbps_min_around_migration']:.0f} Mbit/s; longest zero gap "
+            f"{load['longest_zero_gap_ms']} ms; retransmits {load['retransmits_total']} "
+            f"({load['retransmits_around_migration']} around the migration)"
+        )
     return lines

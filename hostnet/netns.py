@@ -3,10 +3,11 @@
 Guest networks never touch the host's own interfaces: every link hostnet makes
 lives in a namespace it created, and deleting the namespace removes the links.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from hostnet.process import run
 
@@ -26,7 +27,7 @@ class NetworkNamespace:
     def exists(self) -> bool:
         return (NETNS_DIR / self.name).exists()
 
-    def create(self) -> "NetworkNamespace":
+    def create(self) -> NetworkNamespace:
         run(["ip", "netns", "add", self.name])
         self.created = True
         self.ip("link", "set", "lo", "up")
@@ -51,7 +52,7 @@ class NetworkNamespace:
     def sysctl(self, key: str, value: str) -> None:
         self.run(["sysctl", "-q", "-w", f"{key}={value}"])
 
-    def __enter__(self) -> "NetworkNamespace":
+    def __enter__(self) -> NetworkNamespace:
         return self.create()
 
     def __exit__(self, *exc_info) -> None:
@@ -79,11 +80,11 @@ def delete_link(ns: NetworkNamespace, name: str) -> None:
     ns.ip("link", "delete", name, check=False)
 
 
-def add_veth_pair(ns_a: NetworkNamespace, name_a: str, cidr_a: str,
-                  ns_b: NetworkNamespace, name_b: str, cidr_b: str) -> None:
+def add_veth_pair(
+    ns_a: NetworkNamespace, name_a: str, cidr_a: str, ns_b: NetworkNamespace, name_b: str, cidr_b: str
+) -> None:
     """A veth pair between two namespaces, created directly inside them."""
-    run(["ip", "link", "add", name_a, "netns", ns_a.name, "type", "veth",
-         "peer", "name", name_b, "netns", ns_b.name])
+    run(["ip", "link", "add", name_a, "netns", ns_a.name, "type", "veth", "peer", "name", name_b, "netns", ns_b.name])
     for ns, name, cidr in ((ns_a, name_a, cidr_a), (ns_b, name_b, cidr_b)):
         ns.ip("addr", "add", cidr, "dev", name)
         ns.ip("link", "set", name, "up")
@@ -92,8 +93,7 @@ def add_veth_pair(ns_a: NetworkNamespace, name_a: str, cidr_a: str,
 def enable_nat(ns: NetworkNamespace, subnet: str, out_dev: str) -> None:
     """Forward and masquerade `subnet` out of `out_dev`, inside `ns` only."""
     ns.sysctl("net.ipv4.ip_forward", "1")
-    ns.run(["iptables", "-t", "nat", "-A", "POSTROUTING", "-s", subnet, "-o", out_dev,
-            "-j", "MASQUERADE"])
+    ns.run(["iptables", "-t", "nat", "-A", "POSTROUTING", "-s", subnet, "-o", out_dev, "-j", "MASQUERADE"])
 
 
 def list_hostnet_namespaces() -> list[str]:

@@ -5,6 +5,7 @@ sockets, database and logs under run_dir, DPDK with --no-pci (so it cannot grab
 the host's NIC), a private hugetlbfs mount and its own --file-prefix. Ports are
 dpdkvhostuserclient: QEMU serves the vhost-user socket, OVS connects to it.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -44,15 +45,21 @@ class OvsSettings:
             return None
         return ",".join(f"{q}:{cores[q % len(cores)]}" for q in range(n_rxq))
 
-    def with_postcopy(self) -> "OvsSettings":
+    def with_postcopy(self) -> OvsSettings:
         return replace(self, postcopy=True)
 
     def as_dict(self) -> dict:
-        return {"socket_mem_mb": self.socket_mem_mb, "pmd_cpu_mask": hex(self.pmd_cpu_mask),
-                "pmd_cores": self.pmd_cores(), "userspace_tso": self.tso,
-                "tx_flush_interval_us": self.tx_flush_interval_us,
-                "pmd_max_sleep_us": self.pmd_max_sleep_us, "rxq_affinity": self.rxq_affinity,
-                "perf_metrics": self.perf_metrics, "vhost_postcopy_support": self.postcopy}
+        return {
+            "socket_mem_mb": self.socket_mem_mb,
+            "pmd_cpu_mask": hex(self.pmd_cpu_mask),
+            "pmd_cores": self.pmd_cores(),
+            "userspace_tso": self.tso,
+            "tx_flush_interval_us": self.tx_flush_interval_us,
+            "pmd_max_sleep_us": self.pmd_max_sleep_us,
+            "rxq_affinity": self.rxq_affinity,
+            "perf_metrics": self.perf_metrics,
+            "vhost_postcopy_support": self.postcopy,
+        }
 
 
 def pmd_mask_for(queues: int, cores: int) -> int:
@@ -88,14 +95,24 @@ def add_bridge_args(bridge: str) -> list[str]:
     return ["add-br", bridge, "--", "set", "Bridge", bridge, "datapath_type=netdev"]
 
 
-def vhost_user_port_args(bridge: str, port: str, socket_path: Path, n_rxq: int,
-                         rxq_affinity: str | None = None) -> list[str]:
+def vhost_user_port_args(
+    bridge: str, port: str, socket_path: Path, n_rxq: int, rxq_affinity: str | None = None
+) -> list[str]:
     """ovs-vsctl arguments adding a dpdkvhostuserclient port with n_rxq rx queues."""
     if n_rxq < 1:
         raise OvsError(f"n_rxq must be at least 1, got {n_rxq}")
-    args = ["add-port", bridge, port, "--", "set", "Interface", port,
-            "type=dpdkvhostuserclient", f"options:vhost-server-path={socket_path}",
-            f"options:n_rxq={n_rxq}"]
+    args = [
+        "add-port",
+        bridge,
+        port,
+        "--",
+        "set",
+        "Interface",
+        port,
+        "type=dpdkvhostuserclient",
+        f"options:vhost-server-path={socket_path}",
+        f"options:n_rxq={n_rxq}",
+    ]
     if rxq_affinity:
         args.append(f'other_config:pmd-rxq-affinity="{rxq_affinity}"')
     return args
@@ -109,9 +126,15 @@ class OvsDpdk:
     :param huge_dir: a hugetlbfs mount with at least settings.socket_mem_mb free.
     """
 
-    def __init__(self, run_dir: Path, netns: NetworkNamespace, huge_dir: Path,
-                 settings: OvsSettings = OvsSettings(), file_prefix: str = "hostnet",
-                 on_start=None) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        netns: NetworkNamespace,
+        huge_dir: Path,
+        settings: OvsSettings = OvsSettings(),
+        file_prefix: str = "hostnet",
+        on_start=None,
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.netns = netns
         self.huge_dir = Path(huge_dir)
@@ -122,11 +145,15 @@ class OvsDpdk:
         self._on_start = on_start
         self._ovsdb: ManagedProcess | None = None
         self._vswitchd: ManagedProcess | None = None
-        self.env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "OVS_RUNDIR": str(self.run_dir),
-                    "OVS_DBDIR": str(self.run_dir), "OVS_LOGDIR": str(self.run_dir),
-                    "OVS_SYSCONFDIR": str(self.run_dir)}
+        self.env = {
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            "OVS_RUNDIR": str(self.run_dir),
+            "OVS_DBDIR": str(self.run_dir),
+            "OVS_LOGDIR": str(self.run_dir),
+            "OVS_SYSCONFDIR": str(self.run_dir),
+        }
 
-    def start(self, timeout_s: float = 120) -> "OvsDpdk":
+    def start(self, timeout_s: float = 120) -> OvsDpdk:
         """Create the db, start both daemons, wait until DPDK reports initialized.
 
         Raises:
@@ -134,27 +161,47 @@ class OvsDpdk:
         """
         for binary in (OVS_VSWITCHD_DPDK, OVS_SCHEMA):
             if not binary.exists():
-                raise OvsError(f"{binary} not found; install openvswitch-switch-dpdk "
-                               "(scripts/install-hostnet-deps.sh)")
+                raise OvsError(f"{binary} not found; install openvswitch-switch-dpdk (scripts/install-hostnet-deps.sh)")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         db = self.run_dir / "conf.db"
         try:
             run(["ovsdb-tool", "create", db, OVS_SCHEMA], env=self.env)
-            self._ovsdb = self._start_daemon("ovsdb-server", [
-                "ovsdb-server", db, f"--remote=punix:{self.db_sock}",
-                f"--unixctl={self.run_dir / 'ovsdb.ctl'}", "--log-file=" + str(
-                    self.run_dir / "ovsdb-server.log")])
+            self._ovsdb = self._start_daemon(
+                "ovsdb-server",
+                [
+                    "ovsdb-server",
+                    db,
+                    f"--remote=punix:{self.db_sock}",
+                    f"--unixctl={self.run_dir / 'ovsdb.ctl'}",
+                    "--log-file=" + str(self.run_dir / "ovsdb-server.log"),
+                ],
+            )
             self.vsctl("--no-wait", "init", retry_timeout_s=timeout_s)
             config = dpdk_other_config(self.settings, self.huge_dir, self.file_prefix)
             self.vsctl("--no-wait", *other_config_args(config))
-            self._vswitchd = self._start_daemon("ovs-vswitchd", self.netns.exec_argv([
-                OVS_VSWITCHD_DPDK, f"unix:{self.db_sock}", f"--unixctl={self.vswitchd_ctl}",
-                "--log-file=" + str(self.run_dir / "ovs-vswitchd.log")]))
-            self.vsctl(f"--timeout={int(timeout_s)}", "wait-until", "Open_vSwitch", ".",
-                       "dpdk_initialized=true", timeout_s=timeout_s + 10)
+            self._vswitchd = self._start_daemon(
+                "ovs-vswitchd",
+                self.netns.exec_argv(
+                    [
+                        OVS_VSWITCHD_DPDK,
+                        f"unix:{self.db_sock}",
+                        f"--unixctl={self.vswitchd_ctl}",
+                        "--log-file=" + str(self.run_dir / "ovs-vswitchd.log"),
+                    ]
+                ),
+            )
+            self.vsctl(
+                f"--timeout={int(timeout_s)}",
+                "wait-until",
+                "Open_vSwitch",
+                ".",
+                "dpdk_initialized=true",
+                timeout_s=timeout_s + 10,
+            )
         except CommandError as exc:
-            failure = OvsError(f"OVS-DPDK failed to start in {self.run_dir}: {exc}; "
-                               f"vswitchd log: {self._vswitchd_log_tail()}")
+            failure = OvsError(
+                f"OVS-DPDK failed to start in {self.run_dir}: {exc}; vswitchd log: {self._vswitchd_log_tail()}"
+            )
             self.stop()
             raise failure from exc
         except BaseException:
@@ -163,8 +210,7 @@ class OvsDpdk:
         return self
 
     def _start_daemon(self, name: str, argv: list) -> ManagedProcess:
-        proc = ManagedProcess(argv, name=name, log_path=self.run_dir / f"{name}.out",
-                              env=self.env).start()
+        proc = ManagedProcess(argv, name=name, log_path=self.run_dir / f"{name}.out", env=self.env).start()
         if self._on_start:
             self._on_start(proc)
         return proc
@@ -188,8 +234,7 @@ class OvsDpdk:
         self.vsctl(*add_bridge_args(bridge))
 
     def add_vhost_user_port(self, bridge: str, port: str, socket_path: Path, n_rxq: int = 1) -> None:
-        self.vsctl(*vhost_user_port_args(bridge, port, socket_path, n_rxq,
-                                         self.settings.rxq_affinity_for(n_rxq)))
+        self.vsctl(*vhost_user_port_args(bridge, port, socket_path, n_rxq, self.settings.rxq_affinity_for(n_rxq)))
 
     def delete_port(self, bridge: str, port: str) -> None:
         self.vsctl("--if-exists", "del-port", bridge, port)
@@ -221,7 +266,7 @@ class OvsDpdk:
             self._ovsdb = None
         shutil.rmtree(DPDK_RUNTIME_ROOT / self.file_prefix, ignore_errors=True)
 
-    def __enter__(self) -> "OvsDpdk":
+    def __enter__(self) -> OvsDpdk:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:

@@ -4,6 +4,7 @@ The PMD thread always shows 100 % host CPU (it busy-polls); only its split of
 cycles into processing and idle says whether it was the bound. Stats are cleared
 before a measurement, so the numbers cover that measurement alone.
 """
+
 from __future__ import annotations
 
 import re
@@ -38,23 +39,35 @@ def pmd_summary(stats: dict[str, dict[str, float]], seconds: float) -> dict:
         if not name.startswith("pmd"):
             continue
         packets = values.get("packets received", 0)
-        pmds[name] = {"packets_received": packets,
-                      "pps": round(packets / seconds) if seconds > 0 else None,
-                      "processing_cycles_percent": values.get("processing cycles %"),
-                      "avg_processing_cycles_per_packet":
-                          values.get("avg processing cycles per packet"),
-                      "avg_packets_per_output_batch": values.get("avg. packets per output batch")}
+        pmds[name] = {
+            "packets_received": packets,
+            "pps": round(packets / seconds) if seconds > 0 else None,
+            "processing_cycles_percent": values.get("processing cycles %"),
+            "avg_processing_cycles_per_packet": values.get("avg processing cycles per packet"),
+            "avg_packets_per_output_batch": values.get("avg. packets per output batch"),
+        }
     busiest = max((p["processing_cycles_percent"] or 0 for p in pmds.values()), default=0)
-    return {"pmds": pmds, "busiest_processing_percent": busiest,
-            "pmd_bound": busiest >= PMD_BOUND_PERCENT}
+    return {"pmds": pmds, "busiest_processing_percent": busiest, "pmd_bound": busiest >= PMD_BOUND_PERCENT}
 
 
 def parse_perf_show(text: str) -> dict[str, float]:
     """The headline numbers of pmd-perf-show (iterations, cycles, packets per batch)."""
-    wanted = {"Iterations", "- Used TSC cycles", "- idle iterations", "- busy iterations",
-              "Rx packets", "- Used TSC cycles per packet", "- Upcalls", "Tx packets",
-              "- Rx batches", "- Tx batches", "- packets per Rx batch", "- packets per Tx batch",
-              "Datapath passes", "- Used TSC cycles per iteration"}
+    wanted = {
+        "Iterations",
+        "- Used TSC cycles",
+        "- idle iterations",
+        "- busy iterations",
+        "Rx packets",
+        "- Used TSC cycles per packet",
+        "- Upcalls",
+        "Tx packets",
+        "- Rx batches",
+        "- Tx batches",
+        "- packets per Rx batch",
+        "- packets per Tx batch",
+        "Datapath passes",
+        "- Used TSC cycles per iteration",
+    }
     found = {}
     for line in text.splitlines():
         key, sep, rest = line.strip().partition(":")

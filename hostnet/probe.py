@@ -4,6 +4,7 @@ It timestamps every reply with the host clock (a TCG guest's clock is not one to
 trust for gaps) and keeps writing a JSON summary, so the largest gap between
 replies during a migration is the downtime the network saw.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,7 @@ def checksum(data: bytes) -> int:
 def echo_request(ident: int, seq: int) -> bytes:
     payload = b"hostnet-probe".ljust(32, b".")
     header = struct.pack("!BBHHH", ICMP_ECHO_REQUEST, 0, 0, ident, seq)
-    return struct.pack("!BBHHH", ICMP_ECHO_REQUEST, 0, checksum(header + payload), ident, seq) \
-        + payload
+    return struct.pack("!BBHHH", ICMP_ECHO_REQUEST, 0, checksum(header + payload), ident, seq) + payload
 
 
 def summarize(sent: dict[int, float], replies: dict[int, float], interval_s: float) -> dict:
@@ -43,7 +43,9 @@ def summarize(sent: dict[int, float], replies: dict[int, float], interval_s: flo
     rtts = [(replies[s] - sent[s]) * 1000 for s in replies if s in sent]
     max_gap_ms = max(gaps) * 1000 if gaps else None
     return {
-        "sent": len(sent), "received": len(replies), "lost": len(sent) - len(replies),
+        "sent": len(sent),
+        "received": len(replies),
+        "lost": len(sent) - len(replies),
         "interval_ms": interval_s * 1000,
         "rtt_avg_ms": sum(rtts) / len(rtts) if rtts else None,
         "rtt_max_ms": max(rtts) if rtts else None,
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         if ready:
             packet, _ = sock.recvfrom(2048)
             received = time.time()
-            header = packet[(packet[0] & 0x0F) * 4:][:8]
+            header = packet[(packet[0] & 0x0F) * 4 :][:8]
             kind, _, _, rid, rseq = struct.unpack("!BBHHH", header)
             if kind == ICMP_ECHO_REPLY and rid == ident and rseq in sent:
                 replies.setdefault(rseq, received)

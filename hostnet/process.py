@@ -3,20 +3,27 @@
 Every long-lived process hostnet starts (QEMU, OVS, iperf3, probes) is held by a
 ManagedProcess so that it is stopped on exit and on error: terminate, wait, kill.
 """
+
 from __future__ import annotations
 
 import os
 import shlex
 import subprocess
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from hostnet.errors import CommandError
 
 
-def run(argv: Sequence[str], *, timeout_s: float = 60, check: bool = True,
-        env: Mapping[str, str] | None = None, input_text: str | None = None,
-        cwd: Path | None = None) -> subprocess.CompletedProcess:
+def run(
+    argv: Sequence[str],
+    *,
+    timeout_s: float = 60,
+    check: bool = True,
+    env: Mapping[str, str] | None = None,
+    input_text: str | None = None,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess:
     """Run a short command and return its result.
 
     Raises:
@@ -24,17 +31,26 @@ def run(argv: Sequence[str], *, timeout_s: float = 60, check: bool = True,
     """
     argv = [str(a) for a in argv]
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s,
-                              env=dict(env) if env is not None else None, input=input_text,
-                              cwd=cwd)
+        proc = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            env=dict(env) if env is not None else None,
+            input=input_text,
+            cwd=cwd,
+        )
     except FileNotFoundError as exc:
-        raise CommandError(f"{argv[0]} not found; command: {shlex.join(argv)}; "
-                           "run scripts/install-hostnet-deps.sh") from exc
+        raise CommandError(
+            f"{argv[0]} not found; command: {shlex.join(argv)}; run scripts/install-hostnet-deps.sh"
+        ) from exc
     except subprocess.TimeoutExpired as exc:
         raise CommandError(f"timed out after {timeout_s}s; command: {shlex.join(argv)}") from exc
     if check and proc.returncode != 0:
-        raise CommandError(f"{Path(argv[0]).name} exited {proc.returncode}; command: "
-                           f"{shlex.join(argv)}; stderr: {proc.stderr.strip()[-1500:]}")
+        raise CommandError(
+            f"{Path(argv[0]).name} exited {proc.returncode}; command: "
+            f"{shlex.join(argv)}; stderr: {proc.stderr.strip()[-1500:]}"
+        )
     return proc
 
 
@@ -44,8 +60,15 @@ class ManagedProcess:
     stop() is idempotent: terminate, wait, kill, wait.
     """
 
-    def __init__(self, argv: Sequence[str], *, name: str, log_path: Path,
-                 env: Mapping[str, str] | None = None, stdout_pipe: bool = False) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        name: str,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        stdout_pipe: bool = False,
+    ) -> None:
         self.argv = [str(a) for a in argv]
         self.name = name
         self.log_path = Path(log_path)
@@ -62,20 +85,23 @@ class ManagedProcess:
     def stdout(self):
         return self._proc.stdout if self._proc else None
 
-    def start(self) -> "ManagedProcess":
+    def start(self) -> ManagedProcess:
         """Start the process; its stderr (and stdout unless piped) go to log_path."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
         try:
             # Own session: a Ctrl-C in the terminal reaches us, and we stop children in order.
             self._proc = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL,
+                self.argv,
+                stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE if self._stdout_pipe else self._log,
-                stderr=self._log, env=self._env, start_new_session=True)
+                stderr=self._log,
+                env=self._env,
+                start_new_session=True,
+            )
         except OSError as exc:
             self._log.close()
-            raise CommandError(f"cannot start {self.name}: {exc}; command: "
-                               f"{shlex.join(self.argv)}") from exc
+            raise CommandError(f"cannot start {self.name}: {exc}; command: {shlex.join(self.argv)}") from exc
         return self
 
     def returncode(self) -> int | None:
@@ -118,7 +144,7 @@ class ManagedProcess:
     def describe(self) -> str:
         return f"command: {shlex.join(self.argv)}; log: {self.log_path}"
 
-    def __enter__(self) -> "ManagedProcess":
+    def __enter__(self) -> ManagedProcess:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:

@@ -5,6 +5,7 @@ output is missed. A reader thread drains the socket into a buffer, which keeps t
 guest's UART from stalling; commands are framed with a unique end marker that
 carries their exit status.
 """
+
 from __future__ import annotations
 
 import re
@@ -13,8 +14,8 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from hostnet.errors import VMError
 
@@ -45,8 +46,7 @@ class SerialConsole:
             ready, _, _ = select.select([self._listener], [], [], 0.2)
             if ready:
                 self._conn, _ = self._listener.accept()
-                self._reader = threading.Thread(target=self._read_loop, daemon=True,
-                                                name=f"serial-{self.path.name}")
+                self._reader = threading.Thread(target=self._read_loop, daemon=True, name=f"serial-{self.path.name}")
                 self._reader.start()
                 return
             if not alive():
@@ -86,11 +86,14 @@ class SerialConsole:
                     return match
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise VMError(f"no {pattern!r} on serial {self.path} within {timeout_s}s; "
-                                  f"last output: {self._buffer[-600:]!r}")
+                    raise VMError(
+                        f"no {pattern!r} on serial {self.path} within {timeout_s}s; "
+                        f"last output: {self._buffer[-600:]!r}"
+                    )
                 if self._closed:
-                    raise VMError(f"serial {self.path} closed while waiting for {pattern!r}; "
-                                  f"last output: {self._buffer[-600:]!r}")
+                    raise VMError(
+                        f"serial {self.path} closed while waiting for {pattern!r}; last output: {self._buffer[-600:]!r}"
+                    )
                 self._cond.wait(min(remaining, 1.0))
 
     def send(self, text: str) -> None:
@@ -105,14 +108,13 @@ class SerialConsole:
         """Run a shell command in the guest; return (exit status, output)."""
         token = uuid.uuid4().hex[:10]
         start = len(self.text)
-        self.send(f"{{ {command}\n}} 2>&1; echo \"@@{token}:$?@@\"\n")
+        self.send(f'{{ {command}\n}} 2>&1; echo "@@{token}:$?@@"\n')
         try:
             match = self.wait_for(rf"@@{token}:(\d+)@@", timeout_s, start)
         except VMError as exc:
-            raise VMError(f"guest command {command!r} did not finish in {timeout_s}s: {exc}") \
-                from exc
+            raise VMError(f"guest command {command!r} did not finish in {timeout_s}s: {exc}") from exc
         with self._cond:
-            output = self._buffer[start:match.start()]
+            output = self._buffer[start : match.start()]
         return int(match.group(1)), output.strip("\n")
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ flow is window-limited, and throughput is that window per RTT; when they fall
 well short, the sender did not keep its window full (its application, its CPU,
 or its send buffer: tcp_wmem's max caps unacknowledged plus unsent data).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -59,14 +60,19 @@ def stream_window(sender: dict, receiver_bps: float, intervals: list[dict]) -> T
     by_receiver = sum(w < c for c, w in zip(cwnds, wnds) if w > 0)
     rtt_ms = sender["mean_rtt"] / 1000
     return TcpWindow(
-        bits_per_second=receiver_bps, rtt_mean_ms=rtt_ms,
-        rtt_min_ms=sender.get("min_rtt", 0) / 1000, rtt_max_ms=sender.get("max_rtt", 0) / 1000,
-        cwnd_mean_bytes=_mean(cwnds), cwnd_max_bytes=sender.get("max_snd_cwnd", max(cwnds)),
+        bits_per_second=receiver_bps,
+        rtt_mean_ms=rtt_ms,
+        rtt_min_ms=sender.get("min_rtt", 0) / 1000,
+        rtt_max_ms=sender.get("max_rtt", 0) / 1000,
+        cwnd_mean_bytes=_mean(cwnds),
+        cwnd_max_bytes=sender.get("max_snd_cwnd", max(cwnds)),
         snd_wnd_mean_bytes=_mean(wnds) if has_wnd else None,
         snd_wnd_max_bytes=sender.get("max_snd_wnd", max(wnds)) if has_wnd else None,
         window_mean_bytes=_mean(windows),
         limiting_window=RECEIVER_WINDOW if 2 * by_receiver > len(samples) else CWND,
-        in_flight_bytes=receiver_bps * rtt_ms / 1000 / 8, samples=len(samples))
+        in_flight_bytes=receiver_bps * rtt_ms / 1000 / 8,
+        samples=len(samples),
+    )
 
 
 def _mean(values: list[float]) -> float:
@@ -84,7 +90,8 @@ def combine(streams: list[TcpWindow]) -> TcpWindow | None:
     wnd_known = all(s.snd_wnd_mean_bytes is not None for s in streams)
     limits = {s.limiting_window for s in streams}
     return replace(
-        streams[0], bits_per_second=bps,
+        streams[0],
+        bits_per_second=bps,
         rtt_mean_ms=in_flight * 8 / bps * 1000 if bps else 0.0,
         rtt_min_ms=min(s.rtt_min_ms for s in streams),
         rtt_max_ms=max(s.rtt_max_ms for s in streams),
@@ -94,7 +101,9 @@ def combine(streams: list[TcpWindow]) -> TcpWindow | None:
         snd_wnd_max_bytes=sum(s.snd_wnd_max_bytes for s in streams) if wnd_known else None,
         window_mean_bytes=sum(s.window_mean_bytes for s in streams),
         limiting_window=limits.pop() if len(limits) == 1 else f"{CWND} and {RECEIVER_WINDOW}",
-        in_flight_bytes=in_flight, samples=min(s.samples for s in streams))
+        in_flight_bytes=in_flight,
+        samples=min(s.samples for s in streams),
+    )
 
 
 def parse_windows(data: dict) -> tuple[list[TcpWindow], TcpWindow | None]:
@@ -104,8 +113,9 @@ def parse_windows(data: dict) -> tuple[list[TcpWindow], TcpWindow | None]:
     for stream in data["end"].get("streams", []):
         sender, receiver = stream.get("sender") or {}, stream.get("receiver") or {}
         socket = sender.get("socket")
-        window = stream_window(sender, float(receiver.get("bits_per_second", 0)),
-                               [s for s in intervals if s.get("socket") == socket])
+        window = stream_window(
+            sender, float(receiver.get("bits_per_second", 0)), [s for s in intervals if s.get("socket") == socket]
+        )
         if window is None:
             return [], None
         streams.append(window)
@@ -123,8 +133,9 @@ class WindowVerdict:
     brief: str  # the numbers alone, added when a CPU limit is the bound
 
 
-def window_verdict(window: TcpWindow, sender_cpu_percent: float | None = None,
-                   idle_rtt_ms: float | None = None) -> WindowVerdict:
+def window_verdict(
+    window: TcpWindow, sender_cpu_percent: float | None = None, idle_rtt_ms: float | None = None
+) -> WindowVerdict:
     """Window-limited, sender-limited, or not explained by the window.
 
     The line says which window was the smaller (cwnd: congestion control;
@@ -143,16 +154,20 @@ def window_verdict(window: TcpWindow, sender_cpu_percent: float | None = None,
     if abs(fill - 1) <= WINDOW_MATCH:
         return WindowVerdict("window-limited", f"window-limited: {in_flight} ~ {limit}", brief)
     if fill < 1 - WINDOW_MATCH:
-        cpu = (f"; its iperf3 used {sender_cpu_percent:.0f}% of its vCPU"
-               if sender_cpu_percent is not None else "")
-        short = (f"sender-limited: {in_flight}, short of the {limit}: the sender does not fill "
-                 f"its window (its application, CPU or send buffer){cpu}")
+        cpu = f"; its iperf3 used {sender_cpu_percent:.0f}% of its vCPU" if sender_cpu_percent is not None else ""
+        short = (
+            f"sender-limited: {in_flight}, short of the {limit}: the sender does not fill "
+            f"its window (its application, CPU or send buffer){cpu}"
+        )
         return WindowVerdict("sender-limited", short, brief)
-    return WindowVerdict("unexplained", f"not window-limited as sampled: {in_flight}, above the "
-                         f"{limit}: the tcp_info samples miss the window the flow used", brief)
+    return WindowVerdict(
+        "unexplained",
+        f"not window-limited as sampled: {in_flight}, above the "
+        f"{limit}: the tcp_info samples miss the window the flow used",
+        brief,
+    )
 
 
 def _windows(window: TcpWindow) -> str:
-    receiver = ("not reported" if window.snd_wnd_mean_bytes is None
-                else kb(window.snd_wnd_mean_bytes))
+    receiver = "not reported" if window.snd_wnd_mean_bytes is None else kb(window.snd_wnd_mean_bytes)
     return f"cwnd {kb(window.cwnd_mean_bytes)}, receiver window {receiver}"

@@ -4,6 +4,7 @@ The command line is assembled in one place, VM._argv(). QMP goes through the
 qemu.qmp library; hostnet listens and QEMU connects, so the greeting is the
 readiness signal. shutdown() is idempotent and always runs on __exit__.
 """
+
 from __future__ import annotations
 
 import shlex
@@ -65,11 +66,14 @@ class GuestTuning:
     tcp_buffer_max: int | None = DEFAULT_TCP_BUFFER_MAX
 
     def as_dict(self) -> dict:
-        return {"cpu_model": self.cpu_model, "rx_queue_size": self.rx_queue_size or 256,
-                "tx_queue_size": self.tx_queue_size or 256,
-                "mrg_rxbuf": True if self.mrg_rxbuf is None else self.mrg_rxbuf,
-                "pin_vcpus": self.pin_vcpus,
-                "tcp_buffer_max": self.tcp_buffer_max or "kernel default"}
+        return {
+            "cpu_model": self.cpu_model,
+            "rx_queue_size": self.rx_queue_size or 256,
+            "tx_queue_size": self.tx_queue_size or 256,
+            "mrg_rxbuf": True if self.mrg_rxbuf is None else self.mrg_rxbuf,
+            "pin_vcpus": self.pin_vcpus,
+            "tcp_buffer_max": self.tcp_buffer_max or "kernel default",
+        }
 
 
 def nic_vectors(nic: NicSpec, accel: str) -> int | None:
@@ -89,8 +93,10 @@ def nic_args(nic: NicSpec, accel: str) -> list[str]:
     """-chardev/-netdev/-device arguments for one NIC."""
     args = []
     if nic.backend == BACKEND_TAP:
-        netdev = (f"tap,id={nic.netdev_id},ifname={nic.ifname},script=no,downscript=no,"
-                  f"vhost={'on' if nic.vhost_net else 'off'}")
+        netdev = (
+            f"tap,id={nic.netdev_id},ifname={nic.ifname},script=no,downscript=no,"
+            f"vhost={'on' if nic.vhost_net else 'off'}"
+        )
     elif nic.backend == BACKEND_VHOST_USER:
         chardev = f"chr-{nic.netdev_id}"
         args += ["-chardev", f"socket,id={chardev},path={nic.socket_path},server=on"]
@@ -140,8 +146,7 @@ class VM:
     :param netns: the namespace QEMU runs in (its taps live there), or None.
     """
 
-    def __init__(self, config: VMConfig, run_dir: Path, netns: NetworkNamespace | None = None,
-                 on_start=None) -> None:
+    def __init__(self, config: VMConfig, run_dir: Path, netns: NetworkNamespace | None = None, on_start=None) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
         self.netns = netns
@@ -161,8 +166,14 @@ class VM:
 
     def kernel_cmdline(self) -> str:
         cfg = self.config
-        parts = ["console=ttyS0", "loglevel=1", "panic=-1", "mitigations=off",
-                 f"hostnet.name={cfg.name}", f"hostnet.queues={max(n.queues for n in cfg.nics) if cfg.nics else 1}"]
+        parts = [
+            "console=ttyS0",
+            "loglevel=1",
+            "panic=-1",
+            "mitigations=off",
+            f"hostnet.name={cfg.name}",
+            f"hostnet.queues={max(n.queues for n in cfg.nics) if cfg.nics else 1}",
+        ]
         if cfg.guest_ip:
             parts.append(f"hostnet.ip={cfg.guest_ip}")
         if cfg.gateway:
@@ -174,27 +185,59 @@ class VM:
     def _argv(self) -> list[str]:
         """The whole QEMU command line, built here and nowhere else."""
         cfg = self.config
-        argv = [QEMU_BINARY, "-name", f"{cfg.name},debug-threads=on", "-machine", "pc", "-accel", cfg.accel,
-                "-cpu", "host" if cfg.accel == "kvm" else cfg.cpu_model,
-                "-smp", str(cfg.vcpus), "-m", f"{cfg.memory_mb}M",
-                "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none",
-                "-no-reboot",
-                "-chardev", f"socket,id=qmp0,path={self.qmp_path},server=off",
-                "-mon", "chardev=qmp0,mode=control",
-                "-chardev", f"file,id=serial0,path={self.serial_log}",
-                "-serial", "chardev:serial0",
-                # The control shell: a virtio console, reliable where the UART drops input.
-                "-device", "virtio-serial-pci,id=vser0",
-                "-chardev", f"socket,id=ctl0,path={self.serial_path},server=off,"
-                            f"logfile={self.control_log},logappend=on",
-                "-device", "virtconsole,chardev=ctl0,id=ctl0"]
+        argv = [
+            QEMU_BINARY,
+            "-name",
+            f"{cfg.name},debug-threads=on",
+            "-machine",
+            "pc",
+            "-accel",
+            cfg.accel,
+            "-cpu",
+            "host" if cfg.accel == "kvm" else cfg.cpu_model,
+            "-smp",
+            str(cfg.vcpus),
+            "-m",
+            f"{cfg.memory_mb}M",
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-vga",
+            "none",
+            "-no-reboot",
+            "-chardev",
+            f"socket,id=qmp0,path={self.qmp_path},server=off",
+            "-mon",
+            "chardev=qmp0,mode=control",
+            "-chardev",
+            f"file,id=serial0,path={self.serial_log}",
+            "-serial",
+            "chardev:serial0",
+            # The control shell: a virtio console, reliable where the UART drops input.
+            "-device",
+            "virtio-serial-pci,id=vser0",
+            "-chardev",
+            f"socket,id=ctl0,path={self.serial_path},server=off,logfile={self.control_log},logappend=on",
+            "-device",
+            "virtconsole,chardev=ctl0,id=ctl0",
+        ]
         if cfg.hugepage_dir is not None:
-            argv += ["-object", f"memory-backend-file,id=mem0,size={cfg.memory_mb}M,"
-                                f"mem-path={cfg.hugepage_dir},share=on,prealloc=off",
-                     "-numa", "node,memdev=mem0"]
+            argv += [
+                "-object",
+                f"memory-backend-file,id=mem0,size={cfg.memory_mb}M,mem-path={cfg.hugepage_dir},share=on,prealloc=off",
+                "-numa",
+                "node,memdev=mem0",
+            ]
         if cfg.image.controllable:
-            argv += ["-kernel", str(cfg.image.kernel), "-initrd", str(cfg.image.initrd),
-                     "-append", self.kernel_cmdline()]
+            argv += [
+                "-kernel",
+                str(cfg.image.kernel),
+                "-initrd",
+                str(cfg.image.initrd),
+                "-append",
+                self.kernel_cmdline(),
+            ]
         elif cfg.image.disk is not None:
             argv += ["-drive", f"file={cfg.image.disk},if=virtio,snapshot=on"]
         for nic in cfg.nics:
@@ -206,13 +249,14 @@ class VM:
     def command_line(self) -> str:
         return shlex.join(self._argv())
 
-    def launch(self, timeout_s: float = 120) -> "VM":
+    def launch(self, timeout_s: float = 120) -> VM:
         """Start QEMU and connect serial and QMP (QMP greeting = QEMU is up).
 
         Raises:
             VMError: QEMU exited or did not connect; the message has the command and log.
         """
         from hostnet.serial import SerialConsole  # keeps the module import light for unit tests
+
         if self._process is not None:
             raise VMError(f"VM {self.name} already launched")
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -242,10 +286,12 @@ class VM:
     def _failure(self, what: str) -> VMError:
         rc = self._process.wait(2) if self._process else None
         state = f"qemu exited {rc}" if rc is not None else "qemu still running"
-        return VMError(f"{what}; {state}; command: {self.command_line()}; log: {self.qemu_log}: "
-                       f"{self._process.log_tail(800) if self._process else ''}")
+        return VMError(
+            f"{what}; {state}; command: {self.command_line()}; log: {self.qemu_log}: "
+            f"{self._process.log_tail(800) if self._process else ''}"
+        )
 
-    def wait_ready(self, timeout_s: float = 180) -> "VM":
+    def wait_ready(self, timeout_s: float = 180) -> VM:
         """Wait until the guest's init has configured the network and offers a shell.
 
         Raises:
@@ -256,19 +302,17 @@ class VM:
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                match = self.serial.wait_for(f"{READY_MARKER}|{ERROR_MARKER}[^\n]*\n",
-                                             timeout_s=min(5.0, max(0.1, deadline - time.monotonic())))
+                match = self.serial.wait_for(
+                    f"{READY_MARKER}|{ERROR_MARKER}[^\n]*\n", timeout_s=min(5.0, max(0.1, deadline - time.monotonic()))
+                )
                 break
             except VMError as exc:
                 if not self._process.running():
-                    raise self._failure(f"{self.name} died while booting; "
-                                        f"{self._console_tail()}") from exc
+                    raise self._failure(f"{self.name} died while booting; {self._console_tail()}") from exc
                 if time.monotonic() >= deadline:
-                    raise self._failure(f"{self.name} not ready in {timeout_s}s; "
-                                        f"{self._console_tail()}") from exc
+                    raise self._failure(f"{self.name} not ready in {timeout_s}s; {self._console_tail()}") from exc
         if match.group(0).startswith(ERROR_MARKER):
-            raise VMError(f"guest {self.name} init failed: {match.group(0).strip()}; "
-                          f"{self._console_tail()}")
+            raise VMError(f"guest {self.name} init failed: {match.group(0).strip()}; {self._console_tail()}")
         return self
 
     def _console_tail(self) -> str:
@@ -305,8 +349,9 @@ class VM:
         except (QMPError, OSError, EOFError, TimeoutError) as exc:
             raise VMError(f"QMP {command} on {self.name} failed: {exc}") from exc
         if "error" in response:
-            raise VMError(f"QMP {command} {arguments} on {self.name}: "
-                          f"{response['error'].get('desc', response['error'])}")
+            raise VMError(
+                f"QMP {command} {arguments} on {self.name}: {response['error'].get('desc', response['error'])}"
+            )
         return response.get("return")
 
     def running(self) -> bool:
@@ -344,7 +389,7 @@ class VM:
                 self.serial = None
             self.qmp_path.unlink(missing_ok=True)
 
-    def __enter__(self) -> "VM":
+    def __enter__(self) -> VM:
         return self
 
     def __exit__(self, *exc_info) -> None:

@@ -79,8 +79,9 @@ def affine_matrices(n: int, config: AugmentConfig, generator: torch.Generator | 
     return theta
 
 
-def elastic_offsets(n: int, size_px: int, config: AugmentConfig,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
+def elastic_offsets(
+    n: int, size_px: int, config: AugmentConfig, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """[n,H,W,2] smooth random displacements in normalised units (Simard et al. 2003).
 
     White noise on a coarse 7x7 grid, upsampled bicubically, is a smooth field without a

@@ -77,8 +77,14 @@ class ActivationFailedError(OpenWhiskError):
     blocking invoke asked for the result only has none).
     """
 
-    def __init__(self, message: str, activation_id: str | None, result: dict, activation: dict | None = None,
-                 status: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        activation_id: str | None,
+        result: dict,
+        activation: dict | None = None,
+        status: int | None = None,
+    ) -> None:
         super().__init__(message, status, result)
         self.activation_id = activation_id
         self.result = result

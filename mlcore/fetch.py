@@ -42,7 +42,7 @@ class _Hop:
     target: str
 
     @classmethod
-    def parse(cls, url: str, shown: str) -> "_Hop":
+    def parse(cls, url: str, shown: str) -> _Hop:
         parts = urlsplit(url)
         try:
             host, port = parts.hostname, parts.port
@@ -89,8 +89,12 @@ def is_internal(address: str) -> bool:
     """
     ip = ipaddress.ip_address(address)
     if isinstance(ip, ipaddress.IPv6Address):
-        embedded = [ip.ipv4_mapped, ip.sixtofour, ip.teredo[1] if ip.teredo else None,
-                    ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF) if ip in _NAT64 else None]
+        embedded = [
+            ip.ipv4_mapped,
+            ip.sixtofour,
+            ip.teredo[1] if ip.teredo else None,
+            ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF) if ip in _NAT64 else None,
+        ]
         if any(e is not None and is_internal(str(e)) for e in embedded):
             return True
     return not ip.is_global or ip.is_multicast or ip.is_unspecified
@@ -101,13 +105,14 @@ def _addresses(hop: _Hop, allow_hosts, shown: str) -> list[str]:
     try:
         infos = socket.getaddrinfo(hop.host, hop.port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise FetchError(f"could not fetch {shown}: the host {hop.host!r} does not resolve; "
-                         "check the URL") from exc
+        raise FetchError(f"could not fetch {shown}: the host {hop.host!r} does not resolve; check the URL") from exc
     addresses = list(dict.fromkeys(info[4][0] for info in infos))
     allowed = (hop.host, hop.port) in allow_hosts or (hop.host, None) in allow_hosts
     if not allowed and (not addresses or any(is_internal(a) for a in addresses)):
-        raise FetchError(f"could not fetch {shown}: it leads to an internal address, which this action does "
-                         "not fetch; give a public image URL, or allow the host in the action's `allow_hosts`")
+        raise FetchError(
+            f"could not fetch {shown}: it leads to an internal address, which this action does "
+            "not fetch; give a public image URL, or allow the host in the action's `allow_hosts`"
+        )
     return addresses
 
 
@@ -148,13 +153,25 @@ def _open(hop: _Hop, addresses: list[str], deadline: float, timeout_s: float, sh
             break
         kwargs = {"timeout": urllib3.Timeout(connect=left, read=left), "retries": False, "maxsize": 1}
         if hop.scheme == "https":
-            pool = urllib3.HTTPSConnectionPool(address, hop.port, server_hostname=hop.host,
-                                               assert_hostname=hop.host, cert_reqs="CERT_REQUIRED", **kwargs)
+            pool = urllib3.HTTPSConnectionPool(
+                address,
+                hop.port,
+                server_hostname=hop.host,
+                assert_hostname=hop.host,
+                cert_reqs="CERT_REQUIRED",
+                **kwargs,
+            )
         else:
             pool = urllib3.HTTPConnectionPool(address, hop.port, **kwargs)
         try:
-            return pool, pool.urlopen("GET", hop.target, headers={"Host": hop.host_header, "Accept": "image/*"},
-                                      redirect=False, preload_content=False, assert_same_host=False)
+            return pool, pool.urlopen(
+                "GET",
+                hop.target,
+                headers={"Host": hop.host_header, "Accept": "image/*"},
+                redirect=False,
+                preload_content=False,
+                assert_same_host=False,
+            )
         except NewConnectionError:
             pool.close()
             continue
@@ -170,8 +187,10 @@ def _open(hop: _Hop, addresses: list[str], deadline: float, timeout_s: float, sh
 
 
 def _too_slow(shown: str, timeout_s: float) -> FetchError:
-    return FetchError(f"{shown} did not answer within {timeout_s:g} s; check that the server is up and fast, "
-                      "or send the image as base64")
+    return FetchError(
+        f"{shown} did not answer within {timeout_s:g} s; check that the server is up and fast, "
+        "or send the image as base64"
+    )
 
 
 def _read_body(response, deadline: float, timeout_s: float, max_bytes: int, shown: str) -> bytes:
@@ -191,8 +210,10 @@ def _read_body(response, deadline: float, timeout_s: float, max_bytes: int, show
             if size > max_bytes:
                 raise FetchError(f"{shown} sent more than the limit of {human_bytes(max_bytes)}; give a smaller image")
             if time.monotonic() > deadline:
-                raise FetchError(f"{shown} did not finish sending within {timeout_s:g} s; "
-                                 "check that the server is up and fast, or send the image as base64")
+                raise FetchError(
+                    f"{shown} did not finish sending within {timeout_s:g} s; "
+                    "check that the server is up and fast, or send the image as base64"
+                )
             chunks.append(chunk)
     except ReadTimeoutError as exc:
         raise _too_slow(shown, timeout_s) from exc

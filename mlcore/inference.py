@@ -50,8 +50,9 @@ def resolve_version(storage, version: str = "latest") -> str:
     try:
         pointer = storage.get_json(LATEST_KEY)
     except ObjectNotFoundError as exc:
-        raise ModelNotFoundError(f"no model is published at s3://{storage.bucket}/{LATEST_KEY}; "
-                                 f"train and publish one with `{TRAIN_COMMAND}`") from exc
+        raise ModelNotFoundError(
+            f"no model is published at s3://{storage.bucket}/{LATEST_KEY}; train and publish one with `{TRAIN_COMMAND}`"
+        ) from exc
     return pointer["version"]
 
 
@@ -64,23 +65,31 @@ def load_model(storage, version: str = "latest") -> LoadedModel:
         StorageError: storage could not be reached.
     """
     if not isinstance(version, str) or not version.strip() or "/" in version:
-        raise ModelNotFoundError(f"model version {version!r} is not a valid name; use `latest` or a published "
-                                 f"version listed under s3://{storage.bucket}/{MODEL_PREFIX}/")
+        raise ModelNotFoundError(
+            f"model version {version!r} is not a valid name; use `latest` or a published "
+            f"version listed under s3://{storage.bucket}/{MODEL_PREFIX}/"
+        )
     resolved = resolve_version(storage, version)
     try:
         meta = storage.get_json(f"{MODEL_PREFIX}/{resolved}.json")
         blob = storage.get_bytes(f"{MODEL_PREFIX}/{resolved}")
     except ObjectNotFoundError as exc:
-        raise ModelNotFoundError(f"model version {resolved!r} is not published in s3://{storage.bucket}/"
-                                 f"{MODEL_PREFIX}/; use `latest` or publish it with `{TRAIN_COMMAND}`") from exc
+        raise ModelNotFoundError(
+            f"model version {resolved!r} is not published in s3://{storage.bucket}/"
+            f"{MODEL_PREFIX}/; use `latest` or publish it with `{TRAIN_COMMAND}`"
+        ) from exc
     digest = hashlib.sha256(blob).hexdigest()
     if digest != meta.get("sha256"):
-        raise ModelCorruptError(f"model {resolved} has sha256 {digest}, its metadata says {meta.get('sha256')}; "
-                                f"republish it with `{TRAIN_COMMAND}`")
+        raise ModelCorruptError(
+            f"model {resolved} has sha256 {digest}, its metadata says {meta.get('sha256')}; "
+            f"republish it with `{TRAIN_COMMAND}`"
+        )
     arch = meta.get("arch", ARCH)  # models published before `arch` was recorded are all LeNet-5
     if arch != ARCH:
-        raise ModelCorruptError(f"model {resolved} is a {arch!r} model; this inference builds only {ARCH!r}; "
-                                f"publish a {ARCH} model with `{TRAIN_COMMAND}`")
+        raise ModelCorruptError(
+            f"model {resolved} is a {arch!r} model; this inference builds only {ARCH!r}; "
+            f"publish a {ARCH} model with `{TRAIN_COMMAND}`"
+        )
     model = LeNet5()
     try:
         model.load_state_dict(state_from_bytes(blob))

@@ -120,8 +120,7 @@ def verify_mnist(root: Path | None = None) -> None:
         expected = RAW_SHA256[name]
         if digest != expected:
             raise MLCoreError(
-                f"{raw_dir(root) / name} has sha256 {digest}, expected {expected}; "
-                f"rerun `{FETCH_COMMAND} --force`"
+                f"{raw_dir(root) / name} has sha256 {digest}, expected {expected}; rerun `{FETCH_COMMAND} --force`"
             )
 
 
@@ -135,8 +134,6 @@ def load_mnist(train: bool = True, root: Path | None = None):
 
     root = root or default_root()
     if not is_prepared(root):
-        raise DatasetMissingError(
-            f"MNIST is not under {raw_dir(root)}; run `{FETCH_COMMAND}` (or set MNIST_ROOT)"
-        )
+        raise DatasetMissingError(f"MNIST is not under {raw_dir(root)}; run `{FETCH_COMMAND}` (or set MNIST_ROOT)")
     ds = torchvision.datasets.MNIST(str(root), train=train, download=False)
     return ds.data, ds.targets

@@ -32,15 +32,36 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import NewConnectionError, ProxyError, TimeoutError as Urllib3Timeout
+from urllib3.exceptions import NewConnectionError, ProxyError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from urllib3.util.retry import Retry
 
-from .errors import (ActivationFailedError, AuthError, ConflictError, NotFoundError, OpenWhiskError,
-                     PayloadTooLargeError, UnreachableError)
+from .errors import (
+    ActivationFailedError,
+    AuthError,
+    ConflictError,
+    NotFoundError,
+    OpenWhiskError,
+    PayloadTooLargeError,
+    UnreachableError,
+)
 
-__all__ = ["OpenWhiskClient", "RetryPolicy", "ActivationFailedError", "AuthError", "ConflictError", "NotFoundError",
-           "OpenWhiskError", "PayloadTooLargeError", "UnreachableError", "kv", "normalize_apihost",
-           "record_memory_mb", "sibling_action", "split_name"]
+__all__ = [
+    "OpenWhiskClient",
+    "RetryPolicy",
+    "ActivationFailedError",
+    "AuthError",
+    "ConflictError",
+    "NotFoundError",
+    "OpenWhiskError",
+    "PayloadTooLargeError",
+    "UnreachableError",
+    "kv",
+    "normalize_apihost",
+    "record_memory_mb",
+    "sibling_action",
+    "split_name",
+]
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 RETRY_STATUSES = frozenset({502, 503, 504})  # a gateway's or a restarting controller's; an invoke's 502 is a POST's
@@ -57,11 +78,19 @@ class RetryPolicy(Retry):
     RETRY_AFTER_STATUS_CODES = frozenset({THROTTLED, 503})  # urllib3's also has 413, which no retry mends
 
     @classmethod
-    def default(cls, attempts: int = 3, backoff_s: float = 0.25) -> "RetryPolicy":
+    def default(cls, attempts: int = 3, backoff_s: float = 0.25) -> RetryPolicy:
         """Up to `attempts` retries; sleeps 0, 2*backoff_s, 4*backoff_s... between them."""
-        return cls(total=attempts, connect=attempts, read=attempts, status=attempts, other=0,
-                   allowed_methods=IDEMPOTENT_METHODS, status_forcelist=RETRY_STATUSES, backoff_factor=backoff_s,
-                   raise_on_status=False)
+        return cls(
+            total=attempts,
+            connect=attempts,
+            read=attempts,
+            status=attempts,
+            other=0,
+            allowed_methods=IDEMPOTENT_METHODS,
+            status_forcelist=RETRY_STATUSES,
+            backoff_factor=backoff_s,
+            raise_on_status=False,
+        )
 
     def idempotent(self, method: str | None, url: str | None) -> bool:
         if method is None or not self._is_method_retryable(method):
@@ -145,8 +174,16 @@ class OpenWhiskClient:
     any other name is in `namespace` ('_': the auth key's own).
     """
 
-    def __init__(self, apihost: str, auth: str, namespace: str = "_", insecure: bool = False,
-                 timeout_s: float = 90.0, pool_size: int = 32, retry: Retry | None = None) -> None:
+    def __init__(
+        self,
+        apihost: str,
+        auth: str,
+        namespace: str = "_",
+        insecure: bool = False,
+        timeout_s: float = 90.0,
+        pool_size: int = 32,
+        retry: Retry | None = None,
+    ) -> None:
         """retry: the adapter's policy (default RetryPolicy.default()); Retry(0, read=False) turns retries off.
 
         Raises:
@@ -164,15 +201,19 @@ class OpenWhiskClient:
         # fifth of a warm invoke here); the client talks to one host, so read it once
         self._session.trust_env = False
         self._session.proxies.update(_proxies_for(self.apihost))
-        self._session.verify = False if insecure else (os.environ.get("REQUESTS_CA_BUNDLE")
-                                                       or os.environ.get("CURL_CA_BUNDLE") or True)
-        adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size,
-                              max_retries=retry if retry is not None else RetryPolicy.default())
+        self._session.verify = (
+            False if insecure else (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True)
+        )
+        adapter = HTTPAdapter(
+            pool_connections=pool_size,
+            pool_maxsize=pool_size,
+            max_retries=retry if retry is not None else RetryPolicy.default(),
+        )
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
 
     @classmethod
-    def from_environment(cls, **kwargs) -> "OpenWhiskClient":
+    def from_environment(cls, **kwargs) -> OpenWhiskClient:
         """The client of the activation this code runs in (its __OW_API_HOST and __OW_API_KEY).
 
         Raises:
@@ -180,14 +221,16 @@ class OpenWhiskClient:
         """
         host, key = os.environ.get("__OW_API_HOST"), os.environ.get("__OW_API_KEY")
         if not host or not key:
-            raise OpenWhiskError("__OW_API_HOST and __OW_API_KEY are not set: this code must run inside an "
-                                 "OpenWhisk action (or be given apihost and auth)")
+            raise OpenWhiskError(
+                "__OW_API_HOST and __OW_API_KEY are not set: this code must run inside an "
+                "OpenWhisk action (or be given apihost and auth)"
+            )
         return cls(host, key, **kwargs)
 
     def close(self) -> None:
         self._session.close()
 
-    def __enter__(self) -> "OpenWhiskClient":
+    def __enter__(self) -> OpenWhiskClient:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -200,14 +243,17 @@ class OpenWhiskClient:
         base = f"{self.apihost}/api/v1/namespaces/{quote(namespace, safe='')}/{collection}"
         return f"{base}/{quote(name, safe='/')}" if name else base
 
-    def _request(self, method: str, url: str, *, params=None, json_body=None, timeout_s=None,
-                 ok=(200,)) -> tuple[int, Any]:
+    def _request(
+        self, method: str, url: str, *, params=None, json_body=None, timeout_s=None, ok=(200,)
+    ) -> tuple[int, Any]:
         timeout = timeout_s or self.timeout_s
         try:
             resp = self._session.request(method, url, params=params, json=json_body, timeout=timeout)
         except requests.ConnectionError as exc:
-            raise UnreachableError(f"cannot reach the OpenWhisk API at {self.apihost}: {exc.__class__.__name__}; "
-                                   "check --apihost (or start the local platform with `deployer up`)") from exc
+            raise UnreachableError(
+                f"cannot reach the OpenWhisk API at {self.apihost}: {exc.__class__.__name__}; "
+                "check --apihost (or start the local platform with `deployer up`)"
+            ) from exc
         except requests.Timeout as exc:
             raise UnreachableError(f"the OpenWhisk API at {self.apihost} did not answer in {timeout:.0f} s") from exc
         except requests.RequestException as exc:
@@ -221,8 +267,9 @@ class OpenWhiskClient:
         message = body.get("error") if isinstance(body, dict) else str(body)
         detail = f"{method} {url.replace(self.apihost, '')}: {resp.status_code} {message}"
         if resp.status_code in (401, 403):
-            raise AuthError(f"authentication refused ({detail}); check --auth / OW_AUTH / wskprops",
-                            resp.status_code, body)
+            raise AuthError(
+                f"authentication refused ({detail}); check --auth / OW_AUTH / wskprops", resp.status_code, body
+            )
         if resp.status_code == 404:
             raise NotFoundError(f"not found: {detail}", resp.status_code, body)
         if resp.status_code == 409:
@@ -236,18 +283,21 @@ class OpenWhiskClient:
         return self._request("GET", f"{self.apihost}/api/v1")[1]
 
     # packages
-    def create_package(self, name: str, parameters: dict | None = None, annotations: dict | None = None,
-                       overwrite: bool = True) -> dict:
+    def create_package(
+        self, name: str, parameters: dict | None = None, annotations: dict | None = None, overwrite: bool = True
+    ) -> dict:
         body = {"parameters": kv(parameters), "annotations": kv(annotations)}
-        return self._request("PUT", self._url("packages", name), params={"overwrite": str(overwrite).lower()},
-                             json_body=body)[1]
+        return self._request(
+            "PUT", self._url("packages", name), params={"overwrite": str(overwrite).lower()}, json_body=body
+        )[1]
 
     def bind_package(self, name: str, source: str, parameters: dict | None = None, overwrite: bool = True) -> dict:
         """A package binding: `source` ('/ns/package' or 'package') seen under `name` with extra parameters."""
         namespace, _, package = source.lstrip("/").rpartition("/")
         body = {"binding": {"namespace": namespace or "_", "name": package}, "parameters": kv(parameters)}
-        return self._request("PUT", self._url("packages", name), params={"overwrite": str(overwrite).lower()},
-                             json_body=body)[1]
+        return self._request(
+            "PUT", self._url("packages", name), params={"overwrite": str(overwrite).lower()}, json_body=body
+        )[1]
 
     def get_package(self, name: str) -> dict:
         return self._request("GET", self._url("packages", name))[1]
@@ -259,13 +309,21 @@ class OpenWhiskClient:
         return self._request("DELETE", self._url("packages", name))[1]
 
     # actions
-    def create_action(self, name: str, exec_: dict, parameters: dict | None = None, limits: dict | None = None,
-                      annotations: dict | None = None, overwrite: bool = True) -> dict:
+    def create_action(
+        self,
+        name: str,
+        exec_: dict,
+        parameters: dict | None = None,
+        limits: dict | None = None,
+        annotations: dict | None = None,
+        overwrite: bool = True,
+    ) -> dict:
         body: dict[str, Any] = {"exec": exec_, "parameters": kv(parameters), "annotations": kv(annotations)}
         if limits:
             body["limits"] = limits
-        return self._request("PUT", self._url("actions", name), params={"overwrite": str(overwrite).lower()},
-                             json_body=body)[1]
+        return self._request(
+            "PUT", self._url("actions", name), params={"overwrite": str(overwrite).lower()}, json_body=body
+        )[1]
 
     def get_action(self, name: str, code: bool = False) -> dict:
         return self._request("GET", self._url("actions", name), params={"code": str(code).lower()})[1]
@@ -277,8 +335,15 @@ class OpenWhiskClient:
     def delete_action(self, name: str) -> dict:
         return self._request("DELETE", self._url("actions", name))[1]
 
-    def invoke(self, name: str, params: dict | None = None, *, blocking: bool = True, result: bool = False,
-               timeout_s: float | None = None) -> dict:
+    def invoke(
+        self,
+        name: str,
+        params: dict | None = None,
+        *,
+        blocking: bool = True,
+        result: bool = False,
+        timeout_s: float | None = None,
+    ) -> dict:
         """Blocking: the result (result=True) or the activation record; non-blocking: {"activationId"}.
 
         Sent once: a failure after the request left is raised, never retried (see the module docstring).
@@ -289,8 +354,14 @@ class OpenWhiskClient:
             OpenWhiskError: the API refused the invoke (its subclasses name the common reasons).
         """
         query = {"blocking": str(blocking).lower(), "result": str(result).lower()}
-        status, body = self._request("POST", self._url("actions", name), params=query, json_body=params or {},
-                                     timeout_s=timeout_s, ok=(200, 202, 502))
+        status, body = self._request(
+            "POST",
+            self._url("actions", name),
+            params=query,
+            json_body=params or {},
+            timeout_s=timeout_s,
+            ok=(200, 202, 502),
+        )
         if status == 502:
             record = None if result else body
             res = body if result else body.get("response", {}).get("result", {})
@@ -301,8 +372,9 @@ class OpenWhiskClient:
             return self.wait_activation(body["activationId"], timeout_s=timeout_s, result=result)
         return body
 
-    def wait_activation(self, activation_id: str, timeout_s: float | None = None, result: bool = False,
-                        poll_s: float = 0.2) -> dict:
+    def wait_activation(
+        self, activation_id: str, timeout_s: float | None = None, result: bool = False, poll_s: float = 0.2
+    ) -> dict:
         """Polls until the record exists (a blocking invoke that outlived the API's wait).
 
         Raises:
@@ -320,16 +392,19 @@ class OpenWhiskClient:
         response = record["response"]
         if not response.get("success"):
             res = response.get("result", {})
-            raise ActivationFailedError(f"activation {activation_id} failed: {res.get('error', res)}",
-                                        activation_id, res, record)
+            raise ActivationFailedError(
+                f"activation {activation_id} failed: {res.get('error', res)}", activation_id, res, record
+            )
         return response["result"] if result else record
 
     # triggers and rules
-    def create_trigger(self, name: str, parameters: dict | None = None, annotations: dict | None = None,
-                       overwrite: bool = True) -> dict:
+    def create_trigger(
+        self, name: str, parameters: dict | None = None, annotations: dict | None = None, overwrite: bool = True
+    ) -> dict:
         body = {"parameters": kv(parameters), "annotations": kv(annotations)}
-        return self._request("PUT", self._url("triggers", name), params={"overwrite": str(overwrite).lower()},
-                             json_body=body)[1]
+        return self._request(
+            "PUT", self._url("triggers", name), params={"overwrite": str(overwrite).lower()}, json_body=body
+        )[1]
 
     def get_trigger(self, name: str) -> dict:
         return self._request("GET", self._url("triggers", name))[1]
@@ -346,8 +421,12 @@ class OpenWhiskClient:
         return body.get("activationId") if status == 202 else None
 
     def create_rule(self, name: str, trigger: str, action: str, overwrite: bool = True) -> dict:
-        return self._request("PUT", self._url("rules", name), params={"overwrite": str(overwrite).lower()},
-                             json_body={"trigger": trigger, "action": action})[1]
+        return self._request(
+            "PUT",
+            self._url("rules", name),
+            params={"overwrite": str(overwrite).lower()},
+            json_body={"trigger": trigger, "action": action},
+        )[1]
 
     def set_rule_status(self, name: str, active: bool) -> None:
         self._request("POST", self._url("rules", name), json_body={"status": "active" if active else "inactive"})
@@ -380,8 +459,9 @@ class OpenWhiskClient:
     def activation_result(self, activation_id: str) -> dict:
         return self._request("GET", self._url("activations", activation_id) + "/result")[1]
 
-    def list_activations(self, name: str | None = None, limit: int = 30, skip: int = 0,
-                         docs: bool = False) -> list[dict]:
+    def list_activations(
+        self, name: str | None = None, limit: int = 30, skip: int = 0, docs: bool = False
+    ) -> list[dict]:
         params: dict[str, Any] = {"limit": limit, "skip": skip, "docs": str(docs).lower()}
         if name:
             params["name"] = name

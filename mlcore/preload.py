@@ -10,15 +10,20 @@ Nothing here reaches the network.
 import boto3
 import numpy  # noqa: F401
 import PIL.Image  # noqa: F401
-import torch  # noqa: F401
+import torch
 import torchvision  # noqa: F401
 
 from . import fetch, inference, preprocess, storage  # noqa: F401
 from .training import coordinator, worker  # noqa: F401
 
 # the default session's loader caches the service model; clients made later by the action reuse it
-boto3.client("s3", region_name="us-east-1", endpoint_url="http://127.0.0.1:9", aws_access_key_id="preload",
-             aws_secret_access_key="preload")
+boto3.client(
+    "s3",
+    region_name="us-east-1",
+    endpoint_url="http://127.0.0.1:9",
+    aws_access_key_id="preload",
+    aws_secret_access_key="preload",
+)
 
 # an optimizer's first construction imports torch._dynamo (about a second): a training worker's cold start
 _param = torch.nn.Parameter(torch.zeros(1))

@@ -41,8 +41,12 @@ class PreprocessError(MLCoreError):
     """The bytes are not a usable digit picture; the message says what to send instead."""
 
 
-def decode_image(data: bytes, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int = MAX_IMAGE_PIXELS,
-                 max_samples: int = MAX_IMAGE_SAMPLES) -> Image.Image:
+def decode_image(
+    data: bytes,
+    max_bytes: int = MAX_IMAGE_BYTES,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    max_samples: int = MAX_IMAGE_SAMPLES,
+) -> Image.Image:
     """Decodes PNG/JPEG/GIF/BMP/WEBP bytes into a loaded PIL image (first frame, EXIF-rotated).
 
     Raises:
@@ -54,8 +58,9 @@ def decode_image(data: bytes, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int 
     if size == 0:
         raise PreprocessError("the image is empty (0 bytes); send a PNG or JPEG picture of a digit")
     if size > max_bytes:
-        raise PreprocessError(f"the image is {over_limit(size, max_bytes)}; "
-                              "send a smaller picture (a digit needs only a few KB)")
+        raise PreprocessError(
+            f"the image is {over_limit(size, max_bytes)}; send a smaller picture (a digit needs only a few KB)"
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
@@ -64,8 +69,10 @@ def decode_image(data: bytes, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int 
             image.load()
         except UnidentifiedImageError as exc:
             # the bytes are not echoed: fetched from a URL, they would tell a caller what else listens there
-            raise PreprocessError(f"the data is not an image in a supported format ({', '.join(FORMATS)}); "
-                                  "send a PNG or JPEG picture of a digit") from exc
+            raise PreprocessError(
+                f"the data is not an image in a supported format ({', '.join(FORMATS)}); "
+                "send a PNG or JPEG picture of a digit"
+            ) from exc
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise PreprocessError(f"the image was refused as a decompression bomb: {exc}") from exc
         except (OSError, ValueError, SyntaxError) as exc:
@@ -84,13 +91,17 @@ def _check_pixels(image: Image.Image, max_pixels: int, max_samples: int) -> None
     if width < 1 or height < 1:
         raise PreprocessError(f"the image has no pixels ({width}x{height})")
     if width * height > max_pixels:
-        raise PreprocessError(f"the image declares {width}x{height} = {width * height} pixels, more than the "
-                              f"limit of {max_pixels}; send a smaller picture (this also refuses decompression bombs)")
+        raise PreprocessError(
+            f"the image declares {width}x{height} = {width * height} pixels, more than the "
+            f"limit of {max_pixels}; send a smaller picture (this also refuses decompression bombs)"
+        )
     channels = 4 if image.mode in ("P", "PA") else len(image.getbands())
     if width * height * channels > max_samples:
-        raise PreprocessError(f"the image declares {width}x{height} {image.mode} = {width * height * channels} samples "
-                              f"(pixels x {channels} channels), more than the limit of {max_samples}; send a smaller "
-                              "picture or fewer channels (grayscale)")
+        raise PreprocessError(
+            f"the image declares {width}x{height} {image.mode} = {width * height * channels} samples "
+            f"(pixels x {channels} channels), more than the limit of {max_samples}; send a smaller "
+            "picture or fewer channels (grayscale)"
+        )
 
 
 def to_grayscale(image: Image.Image) -> np.ndarray:
@@ -132,16 +143,20 @@ def ink_map(gray: np.ndarray) -> np.ndarray:
     np.clip(ink, 0.0, None, out=ink)
     peak = float(ink.max())
     if peak < MIN_CONTRAST:
-        raise PreprocessError("no digit found: the image is blank or has too little contrast; "
-                              "send a dark digit on a light background or a light digit on a dark one")
+        raise PreprocessError(
+            "no digit found: the image is blank or has too little contrast; "
+            "send a dark digit on a light background or a light digit on a dark one"
+        )
     # Paper grain and sensor noise would stretch the crop to the whole page: drop what the
     # border's own spread (a robust sigma) explains, and pixels with no inked neighbour.
     noise_sigma = 1.4826 * float(np.median(np.abs(border - paper)))
     ink[ink < max(NOISE_FLOOR * peak, NOISE_SIGMAS * noise_sigma)] = 0.0
     ink[_neighbours(ink > 0) == 0] = 0.0
     if not ink.any():
-        raise PreprocessError("no digit found: only noise stands out from the background; "
-                              "send a clearer picture with a thicker, darker digit")
+        raise PreprocessError(
+            "no digit found: only noise stands out from the background; "
+            "send a clearer picture with a thicker, darker digit"
+        )
     return ink * (255.0 / float(ink.max()))
 
 
@@ -149,14 +164,13 @@ def _neighbours(mask: np.ndarray) -> np.ndarray:
     """How many of the 8 neighbours of each pixel are set."""
     padded = np.pad(mask.astype(np.int8), 1)
     h, w = mask.shape
-    return sum(padded[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
-               for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx)
+    return sum(padded[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx)
 
 
 def fit_box(ink: np.ndarray, box_px: int = BOX_PX) -> np.ndarray:
     """Crops to the ink's bounding box and scales its longer side to `box_px`, keeping aspect."""
     rows, cols = np.nonzero(ink)
-    crop = ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    crop = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     h, w = crop.shape
     scale = box_px / max(h, w)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
@@ -175,7 +189,7 @@ def centre_by_mass(patch: np.ndarray, size_px: int = SIZE_PX) -> np.ndarray:
     top = int(np.clip(round(centre - cy), 0, size_px - h))
     left = int(np.clip(round(centre - cx), 0, size_px - w))
     out = np.zeros((size_px, size_px), dtype=np.float32)
-    out[top:top + h, left:left + w] = patch
+    out[top : top + h, left : left + w] = patch
     return out
 
 
@@ -188,8 +202,12 @@ def to_mnist(image: Image.Image) -> np.ndarray:
     return np.rint(centre_by_mass(fit_box(ink_map(to_grayscale(image))))).astype(np.uint8)
 
 
-def preprocess_bytes(data: bytes, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int = MAX_IMAGE_PIXELS,
-                     max_samples: int = MAX_IMAGE_SAMPLES) -> np.ndarray:
+def preprocess_bytes(
+    data: bytes,
+    max_bytes: int = MAX_IMAGE_BYTES,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    max_samples: int = MAX_IMAGE_SAMPLES,
+) -> np.ndarray:
     """Untrusted image bytes -> uint8 [28,28] ready for `mlcore.model.normalize`.
 
     Raises:

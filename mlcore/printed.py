@@ -52,8 +52,10 @@ class PrintedScore:
     misses: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        return (f"printed digits: {self.right} of {self.total} (majority of {len(SIZES_PX) * len(ANGLES_DEG)} "
-                f"sizes/angles each; {self.variants_right} of {self.variants_total} renderings)")
+        return (
+            f"printed digits: {self.right} of {self.total} (majority of {len(SIZES_PX) * len(ANGLES_DEG)} "
+            f"sizes/angles each; {self.variants_right} of {self.variants_total} renderings)"
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,8 +80,10 @@ def available_fonts(dirs: tuple[Path, ...] = FONT_DIRS) -> list[tuple[str, Path]
     """
     fonts = [(name, path) for name, files in FONTS if (path := find_font(files, dirs)) is not None]
     if not fonts:
-        raise FontsMissingError(f"none of the fonts {', '.join(n for n, _ in FONTS)} is installed; "
-                                f"install {FONT_PACKAGES} (apt-get install -y {FONT_PACKAGES})")
+        raise FontsMissingError(
+            f"none of the fonts {', '.join(n for n, _ in FONTS)} is installed; "
+            f"install {FONT_PACKAGES} (apt-get install -y {FONT_PACKAGES})"
+        )
     return fonts
 
 
@@ -121,6 +125,11 @@ def score_printed(model: torch.nn.Module, fonts: list[tuple[str, Path]] | None =
     for key, answer, label in zip(keys, answers, labels):
         per_pair.setdefault(key, []).append(answer == label)
     misses = [f"{name} {digit}" for (name, digit), hits in per_pair.items() if 2 * sum(hits) <= len(hits)]
-    return PrintedScore(right=len(per_pair) - len(misses), total=len(per_pair),
-                        variants_right=sum(a == y for a, y in zip(answers, labels)), variants_total=len(labels),
-                        fonts=[name for name, _ in fonts], misses=misses)
+    return PrintedScore(
+        right=len(per_pair) - len(misses),
+        total=len(per_pair),
+        variants_right=sum(a == y for a, y in zip(answers, labels)),
+        variants_total=len(labels),
+        fonts=[name for name, _ in fonts],
+        misses=misses,
+    )

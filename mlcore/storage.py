@@ -10,18 +10,29 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from .errors import ObjectNotFoundError, StorageError
 
 DEFAULT_BUCKET = "deployer"
 DEFAULT_REGION = "us-east-1"
 # each setting's name as an action parameter and in the environment
-_PARAM_NAMES = {"bucket": "s3_bucket", "region": "s3_region", "endpoint_url": "s3_endpoint",
-                "access_key": "s3_access_key", "secret_key": "s3_secret_key"}
-_ENV_NAMES = {"bucket": "S3_BUCKET", "region": "AWS_DEFAULT_REGION", "endpoint_url": "S3_ENDPOINT_URL",
-              "access_key": "AWS_ACCESS_KEY_ID", "secret_key": "AWS_SECRET_ACCESS_KEY"}
+_PARAM_NAMES = {
+    "bucket": "s3_bucket",
+    "region": "s3_region",
+    "endpoint_url": "s3_endpoint",
+    "access_key": "s3_access_key",
+    "secret_key": "s3_secret_key",
+}
+_ENV_NAMES = {
+    "bucket": "S3_BUCKET",
+    "region": "AWS_DEFAULT_REGION",
+    "endpoint_url": "S3_ENDPOINT_URL",
+    "access_key": "AWS_ACCESS_KEY_ID",
+    "secret_key": "AWS_SECRET_ACCESS_KEY",
+}
 PARAM_KEYS = tuple(_PARAM_NAMES.values())
 
 
@@ -34,12 +45,12 @@ class StorageConfig:
     region: str = DEFAULT_REGION
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "StorageConfig":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> StorageConfig:
         env = os.environ if environ is None else environ
         return cls(**{field: env.get(name) or getattr(cls, field) for field, name in _ENV_NAMES.items()})
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> "StorageConfig":
+    def from_params(cls, params: Mapping[str, Any]) -> StorageConfig:
         """Settings an action received as parameters; missing ones fall back to the environment."""
         base = cls.from_env()
         return cls(**{field: params.get(name) or getattr(base, field) for field, name in _PARAM_NAMES.items()})
@@ -53,8 +64,11 @@ class StorageConfig:
 
     def _named(self, names: dict[str, str]) -> dict[str, str]:
         """Bucket and region, and the other settings only when set (an empty one would override a default)."""
-        return {name: getattr(self, field) for field, name in names.items()
-                if field in ("bucket", "region") or getattr(self, field)}
+        return {
+            name: getattr(self, field)
+            for field, name in names.items()
+            if field in ("bucket", "region") or getattr(self, field)
+        }
 
 
 class Storage:
@@ -101,9 +115,7 @@ class Storage:
                 raise ObjectNotFoundError(f"{what} {self._where(key)}: not found ({code})") from exc
             raise StorageError(f"{what} {self._where(key)} failed: {code} {exc}") from exc
         except BotoCoreError as exc:
-            raise StorageError(
-                f"{what} {self._where(key)} failed: {exc}; check the endpoint and credentials"
-            ) from exc
+            raise StorageError(f"{what} {self._where(key)} failed: {exc}; check the endpoint and credentials") from exc
 
     def ensure_bucket(self) -> None:
         from botocore.exceptions import ClientError
@@ -113,7 +125,7 @@ class Storage:
             return
         except ClientError:
             pass
-        except Exception as exc:  # noqa: BLE001 - connection errors are reported below
+        except Exception as exc:
             raise StorageError(f"cannot reach {self._where()}: {exc}") from exc
         kwargs: dict[str, Any] = {"Bucket": self.bucket}
         if self.config.region != "us-east-1":
@@ -124,12 +136,21 @@ class Storage:
             if "BucketAlreadyOwnedByYou" not in str(exc):
                 raise
 
-    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream",
-                  storage_class: str | None = None) -> None:
+    def put_bytes(
+        self, key: str, data: bytes, content_type: str = "application/octet-stream", storage_class: str | None = None
+    ) -> None:
         """`storage_class` REDUCED_REDUNDANCY marks reproducible data that need not survive a power loss."""
         extra = {"StorageClass": storage_class} if storage_class else {}
-        self._call("put", key, self._client.put_object, Bucket=self.bucket, Key=key, Body=data,
-                   ContentType=content_type, **extra)
+        self._call(
+            "put",
+            key,
+            self._client.put_object,
+            Bucket=self.bucket,
+            Key=key,
+            Body=data,
+            ContentType=content_type,
+            **extra,
+        )
 
     def get_bytes(self, key: str) -> bytes:
         resp = self._call("get", key, self._client.get_object, Bucket=self.bucket, Key=key)
@@ -179,9 +200,14 @@ class Storage:
     def delete_keys(self, keys: list[str], what: str | None = None) -> None:
         """Deletes known keys in batched requests (absent ones are not an error, as in S3)."""
         for start in range(0, len(keys), 1000):
-            chunk = [{"Key": k} for k in keys[start:start + 1000]]
-            self._call("delete", what or chunk[0]["Key"], self._client.delete_objects, Bucket=self.bucket,
-                       Delete={"Objects": chunk, "Quiet": True})
+            chunk = [{"Key": k} for k in keys[start : start + 1000]]
+            self._call(
+                "delete",
+                what or chunk[0]["Key"],
+                self._client.delete_objects,
+                Bucket=self.bucket,
+                Delete={"Objects": chunk, "Quiet": True},
+            )
 
 
 def storage_from_params(params: Mapping[str, Any]) -> Storage:

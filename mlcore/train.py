@@ -11,8 +11,8 @@ import datetime as dt
 import hashlib
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
@@ -63,21 +63,33 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
     def metrics(self) -> dict:
-        return {"accuracy": self.accuracy, "test_loss": self.test_loss, "train_seconds": round(self.train_seconds, 2),
-                "config": asdict(self.config), "history": self.history}
+        return {
+            "accuracy": self.accuracy,
+            "test_loss": self.test_loss,
+            "train_seconds": round(self.train_seconds, 2),
+            "config": asdict(self.config),
+            "history": self.history,
+        }
 
 
 def batches(n: int, batch_size: int, generator: torch.Generator | None = None):
     """Index tensors covering range(n) in batches; shuffled when a generator is given."""
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     for start in range(0, n, batch_size):
-        yield order[start:start + batch_size]
+        yield order[start : start + batch_size]
 
 
-def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor,
-                batch_size: int, generator: torch.Generator | None = None,
-                on_batch: Callable[[int], None] | None = None, scheduler=None,
-                augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> float:
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    generator: torch.Generator | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    scheduler=None,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> float:
     """One pass over (uint8 images, labels); returns the mean training loss.
 
     `augment` maps a batch of ink in 0..1 [N,1,28,28] to a transformed one (mlcore.augment).
@@ -115,11 +127,20 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     return {"accuracy": correct / n if n else 0.0, "loss": loss / n if n else 0.0, "n": n}
 
 
-def train_lenet5(epochs: int = 4, batch_size: int = 128, lr: float = 0.1, seed: int = 0, *,
-                 threads: int = 2, train_limit: int | None = None, test_limit: int | None = None,
-                 root=None, on_batch: Callable[[int], None] | None = None,
-                 on_epoch: Callable[[dict], None] | None = None,
-                 augment: AugmentConfig | None = None) -> TrainResult:
+def train_lenet5(
+    epochs: int = 4,
+    batch_size: int = 128,
+    lr: float = 0.1,
+    seed: int = 0,
+    *,
+    threads: int = 2,
+    train_limit: int | None = None,
+    test_limit: int | None = None,
+    root=None,
+    on_batch: Callable[[int], None] | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+    augment: AugmentConfig | None = None,
+) -> TrainResult:
     """SGD with Nesterov momentum and a one-cycle schedule (peak `lr`) on the real MNIST; tested on the test set.
 
     The defaults reach 99.29% test accuracy in 4 epochs (seed 0, measured on 2 cores).
@@ -135,8 +156,16 @@ def train_lenet5(epochs: int = 4, batch_size: int = 128, lr: float = 0.1, seed: 
     """
     from .mnist import load_mnist
 
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, threads=threads,
-                         train_limit=train_limit, test_limit=test_limit, augment=augment)
+    config = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        threads=threads,
+        train_limit=train_limit,
+        test_limit=test_limit,
+        augment=augment,
+    )
     config.check()
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -147,32 +176,46 @@ def train_lenet5(epochs: int = 4, batch_size: int = 128, lr: float = 0.1, seed: 
     if test_limit:
         test_x, test_y = test_x[:test_limit], test_y[:test_limit]
     model = LeNet5()
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay, nesterov=True)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=True
+    )
     steps_per_epoch = (len(train_y) + batch_size - 1) // batch_size
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, epochs=epochs,
-                                                    steps_per_epoch=steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, epochs=epochs, steps_per_epoch=steps_per_epoch
+    )
     generator = torch.Generator().manual_seed(seed)
     augmenter = Augmenter(augment, seed) if augment is not None else None
     history = []
     started = time.perf_counter()
     for epoch in range(1, epochs + 1):
-        train_loss = train_epoch(model, optimizer, train_x, train_y, batch_size, generator, on_batch, scheduler,
-                                 augmenter)
+        train_loss = train_epoch(
+            model, optimizer, train_x, train_y, batch_size, generator, on_batch, scheduler, augmenter
+        )
         result = evaluate(model, test_x, test_y)
-        entry = {"epoch": epoch, "train_loss": round(train_loss, 5), "test_accuracy": result["accuracy"],
-                 "test_loss": round(result["loss"], 5), "seconds": round(time.perf_counter() - started, 2)}
+        entry = {
+            "epoch": epoch,
+            "train_loss": round(train_loss, 5),
+            "test_accuracy": result["accuracy"],
+            "test_loss": round(result["loss"], 5),
+            "seconds": round(time.perf_counter() - started, 2),
+        }
         history.append(entry)
         if on_epoch is not None:
             on_epoch(entry)
     elapsed = time.perf_counter() - started
-    return TrainResult({k: v.detach().clone() for k, v in model.state_dict().items()}, result["accuracy"],
-                       result["loss"], elapsed, config, history)
+    return TrainResult(
+        {k: v.detach().clone() for k, v in model.state_dict().items()},
+        result["accuracy"],
+        result["loss"],
+        elapsed,
+        config,
+        history,
+    )
 
 
 def new_version() -> str:
     """Sortable and unique: UTC time plus a short random suffix."""
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
 def publish_model(storage, state: dict, metrics: dict, version: str | None = None, mark_latest: bool = True) -> str:
@@ -196,7 +239,7 @@ def publish_model(storage, state: dict, metrics: dict, version: str | None = Non
         "accuracy": metrics.get("accuracy"),
         "sha256": hashlib.sha256(blob).hexdigest(),
         "bytes": len(blob),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "params": count_parameters(model),
         "arch": ARCH,
         "printed_digits": metrics.get("printed_digits"),

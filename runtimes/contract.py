@@ -22,4 +22,3 @@ ERR_EXITED = "command exited"
 ERR_NOT_DICT_ARG = "The action did not receive a dictionary as an argument."
 ERR_NOT_DICT_RESULT = "The action did not return a dictionary or array."
 ERR_NO_CODE = "Missing main/no code to execute."
-

@@ -45,7 +45,9 @@ class _Deny(importlib.abc.MetaPathFinder):
         raise ModuleNotFoundError(
             f"No module named {fullname!r}: {runtime} does not have it. Bundle it in the action's zip "
             f"(a virtualenv/ folder) or deploy the action on the project's runtime image (docker: in the "
-            f"manifest).", name=fullname)
+            f"manifest).",
+            name=fullname,
+        )
 
 
 def _activate_virtualenv(action_dir: str) -> None:
@@ -104,8 +106,9 @@ def _forget_shadowed(action_dir: str) -> None:
     for name in list(sys.modules):
         top = name.partition(".")[0]
         if top not in bundled:
-            bundled[top] = (os.path.isfile(os.path.join(action_dir, top, "__init__.py"))
-                            or os.path.isfile(os.path.join(action_dir, top + ".py")))
+            bundled[top] = os.path.isfile(os.path.join(action_dir, top, "__init__.py")) or os.path.isfile(
+                os.path.join(action_dir, top + ".py")
+            )
         where = getattr(sys.modules[name], "__file__", None) or ""
         if bundled[top] and not where.startswith(action_dir + os.sep):
             del sys.modules[name]
@@ -125,7 +128,7 @@ def main(argv: list[str]) -> int:
         entry = getattr(__import__("main__"), main_name, None)
         if not callable(entry):
             raise AttributeError(f"action has no function named {main_name!r}")
-    except BaseException as exc:  # noqa: BLE001 - any failure to load ends the launcher; the traceback is the log
+    except BaseException as exc:
         traceback.print_exc()
         # the official proxy reads only "ok"; ours also shows why in the activation's result
         out.write(json.dumps({"ok": False, "error": repr(exc)}).encode() + b"\n")
@@ -144,7 +147,7 @@ def main(argv: list[str]) -> int:
                 os.environ[f"__OW_{key.upper()}"] = val if isinstance(val, str) else json.dumps(val)
         try:
             result = entry(payload)
-        except Exception as exc:  # noqa: BLE001 - the official launcher reports any exception this way
+        except Exception as exc:
             traceback.print_exc()
             result = {"error": str(exc)}
         try:

@@ -24,8 +24,15 @@ from . import contract, relay
 from .runner import ActionExited, ActionRunner, InitError
 
 _PR_SET_CHILD_SUBREAPER = 36
-_REASONS = {200: "200 OK", 400: "400 Bad Request", 403: "403 Forbidden", 404: "404 Not Found",
-            405: "405 Method Not Allowed", 500: "500 Internal Server Error", 502: "502 Bad Gateway"}
+_REASONS = {
+    200: "200 OK",
+    400: "400 Bad Request",
+    403: "403 Forbidden",
+    404: "404 Not Found",
+    405: "405 Method Not Allowed",
+    500: "500 Internal Server Error",
+    502: "502 Bad Gateway",
+}
 IDLE_CONNECTION_S = 3600.0  # the platform's kept connection may idle as long as its container does
 
 
@@ -76,8 +83,10 @@ class ProxyApp:
             with self._lock:
                 status, body = self.init(data) if path == contract.INIT_PATH else self.run(data)
         payload = body if isinstance(body, bytes) else json.dumps(body).encode()
-        start_response(_REASONS.get(status, f"{status} Error"),
-                       [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
+        start_response(
+            _REASONS.get(status, f"{status} Error"),
+            [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))],
+        )
         return [payload]
 
     def init(self, data: bytes) -> tuple[int, dict]:
@@ -85,8 +94,9 @@ class ProxyApp:
             return contract.FORBIDDEN, {"error": contract.ERR_REINIT}
         message = _message(data)
         if message is None:
-            return contract.BAD_REQUEST, {"error": "Error unmarshaling request: the body must be a JSON object "
-                                                   "with a 'value' object."}
+            return contract.BAD_REQUEST, {
+                "error": "Error unmarshaling request: the body must be a JSON object with a 'value' object."
+            }
         value = message.get("value", {})
         if not isinstance(value.get("code"), str) or not value["code"]:
             return contract.FORBIDDEN, {"error": contract.ERR_NO_CODE}
@@ -115,7 +125,7 @@ class ProxyApp:
             return contract.BAD_REQUEST, {"error": contract.ERR_EXITED}
         _end_activation()
         stripped = answer.strip()
-        if not stripped[:1] in (b"{", b"["):  # the launcher writes compact JSON: its first byte says the type
+        if stripped[:1] not in (b"{", b"["):  # the launcher writes compact JSON: its first byte says the type
             return contract.BAD_GATEWAY, {"error": contract.ERR_NOT_DICT_RESULT}
         return contract.OK, stripped
 
@@ -142,16 +152,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--ready-fd", type=int, help="write the bound port to this fd, then close it")
-    parser.add_argument("--deny", default=os.environ.get("ACTION_DENY_MODULES", ""),
-                        help="comma-separated top-level modules the action may not import unless it ships them")
-    parser.add_argument("--quiet", action="store_true",
-                        help="print nothing at start: in a container, output before /init would land in the "
-                             "first activation's logs")
+    parser.add_argument(
+        "--deny",
+        default=os.environ.get("ACTION_DENY_MODULES", ""),
+        help="comma-separated top-level modules the action may not import unless it ships them",
+    )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print nothing at start: in a container, output before /init would land in the first activation's logs",
+    )
     opts = parser.parse_args(argv)
     _become_subreaper()
     relay.from_spec(os.environ.get("DEPLOYER_RELAYS", ""))  # docker mode: the platform's services on loopback
     runner = ActionRunner(deny=opts.deny, preload=os.environ.get("ACTION_PRELOAD_MODULES", ""), prestart=True)
     from cheroot import wsgi  # noqa: F401 - imported while the launcher starts
+
     # listen only once the launcher has its modules: a stem cell is ready when it accepts, as in docker mode
     runner.wait_ready()
     server = make_server(opts.host, opts.port, ProxyApp(runner))

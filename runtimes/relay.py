@@ -75,6 +75,7 @@ def unix_to_tcp(path: str, port: int, host: str = "127.0.0.1") -> Relay:
     listener.bind(path)
     os.chmod(path, 0o666)
     listener.listen(128)
+
     def connect() -> socket.socket:
         s = socket.create_connection((host, port), timeout=30)
         s.settimeout(None)  # a blocking invoke or a long download may be quiet for minutes

@@ -101,8 +101,14 @@ class ActionRunner:
         if self._deny:
             cmd += ["--deny", self._deny]
         try:
-            self._proc = subprocess.Popen(cmd, cwd=str(self._workdir / "src"), env=env, stdin=subprocess.PIPE,
-                                          pass_fds=(3,), preexec_fn=lambda: _child_setup(write_fd))
+            self._proc = subprocess.Popen(
+                cmd,
+                cwd=str(self._workdir / "src"),
+                env=env,
+                stdin=subprocess.PIPE,
+                pass_fds=(3,),
+                preexec_fn=lambda: _child_setup(write_fd),
+            )
         except OSError as exc:
             os.close(read_fd)
             raise InitError(f"Initialization has failed due to: cannot start the launcher: {exc}") from exc
@@ -165,8 +171,10 @@ class ActionRunner:
         if ack is None:
             code = self._proc.wait()
             self._proc = None
-            raise InitError(f"Initialization has failed due to: the action's code failed to load (exit code "
-                            f"{code}); its traceback is in the logs")
+            raise InitError(
+                f"Initialization has failed due to: the action's code failed to load (exit code "
+                f"{code}); its traceback is in the logs"
+            )
         try:
             ack = json.loads(ack)
         except ValueError:
@@ -236,8 +244,9 @@ class ActionRunner:
                 for info in zf.infolist():
                     target = (dest / info.filename).resolve()
                     if not str(target).startswith(str(dest.resolve())):
-                        raise InitError(f"Initialization has failed due to: zip member {info.filename!r} escapes "
-                                        "the folder")
+                        raise InitError(
+                            f"Initialization has failed due to: zip member {info.filename!r} escapes the folder"
+                        )
                     if info.is_dir():
                         target.mkdir(parents=True, exist_ok=True)
                         continue
@@ -246,8 +255,10 @@ class ActionRunner:
                         while chunk := src.read(1 << 20):
                             written += len(chunk)
                             if written > limit:
-                                raise InitError(f"Initialization has failed due to: the action's zip unpacks to more "
-                                                f"than the limit of {limit} bytes")
+                                raise InitError(
+                                    f"Initialization has failed due to: the action's zip unpacks to more "
+                                    f"than the limit of {limit} bytes"
+                                )
                             out.write(chunk)
         except (binascii.Error, zipfile.BadZipFile) as exc:
             raise InitError(f"Initialization has failed due to: the code is not a base64 zip file ({exc})") from exc

@@ -55,6 +55,7 @@ def small_fs(tmp_path):
 @pytest.fixture
 def fill_fs():
     """fill(folder): writes zeros into folder until its file system is full."""
+
     def fill(folder) -> None:
         with open(folder / "filler", "wb") as f:
             try:

@@ -24,9 +24,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
 
 from ..errors import DeployerError
 from ..local.proctree import stop_process
@@ -96,19 +96,33 @@ class BaselineServer:
         self._proc: subprocess.Popen | None = None
         self.url = ""
 
-    def start(self, timeout_s: float = 120.0) -> "BaselineServer":
+    def start(self, timeout_s: float = 120.0) -> BaselineServer:
         """Raises BenchError when the server exits, or prints no URL within timeout_s (it is stopped then)."""
         env = {**os.environ, "OMP_NUM_THREADS": str(self.threads)}
         log_path = self.state_path.with_suffix(".log")
         with open(log_path, "wb") as log:
-            self._proc = subprocess.Popen([sys.executable, "-m", "deployer.bench.infer", "--serve-baseline",
-                                           str(self.state_path), "--threads", str(self.threads)],
-                                          stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+            self._proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "deployer.bench.infer",
+                    "--serve-baseline",
+                    str(self.state_path),
+                    "--threads",
+                    str(self.threads),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env=env,
+            )
         readable, _, _ = select.select([self._proc.stdout], [], [], timeout_s)
         if not readable:
             self.stop()
-            raise BenchError(f"the Flask baseline server did not print its URL within {timeout_s:.0f} s; "
-                             f"log: {log_path.read_text()[-500:]}")
+            raise BenchError(
+                f"the Flask baseline server did not print its URL within {timeout_s:.0f} s; "
+                f"log: {log_path.read_text()[-500:]}"
+            )
         line = self._proc.stdout.readline().strip()
         if not line.startswith("http://"):
             self.stop()
@@ -121,15 +135,16 @@ class BaselineServer:
         if proc is not None:
             stop_process(proc, timeout_s)
 
-    def __enter__(self) -> "BaselineServer":
+    def __enter__(self) -> BaselineServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
 
-def bench_in_process(classify: Callable[[bytes], dict], data: bytes, levels: list[int], iterations: int,
-                     requests_per_worker: int) -> dict:
+def bench_in_process(
+    classify: Callable[[bytes], dict], data: bytes, levels: list[int], iterations: int, requests_per_worker: int
+) -> dict:
     samples = []
     for _ in range(iterations):
         t0 = time.perf_counter()
@@ -193,8 +208,9 @@ def bench_platform_cold(client, env: dict, payload: dict, runs: int, apihost: st
     return out
 
 
-def bench_platform_warm(client, payload: dict, levels: list[int], requests_per_worker: int,
-                        apihost: str | None = None) -> dict:
+def bench_platform_warm(
+    client, payload: dict, levels: list[int], requests_per_worker: int, apihost: str | None = None
+) -> dict:
     from .platform import warm_up
 
     call = lambda: client.invoke("mnist/infer", payload, blocking=True, result=True)  # noqa: E731
@@ -206,9 +222,18 @@ def bench_platform_warm(client, payload: dict, levels: list[int], requests_per_w
     return out
 
 
-def run(levels: list[int], requests_per_worker: int = 20, cold_runs: int = 3, in_process_iterations: int = 200,
-        state: dict | None = None, apihost: str | None = None, auth: str | None = None,
-        storage_env: dict | None = None, root=None, progress: Callable[[str], None] = lambda _m: None) -> dict:
+def run(
+    levels: list[int],
+    requests_per_worker: int = 20,
+    cold_runs: int = 3,
+    in_process_iterations: int = 200,
+    state: dict | None = None,
+    apihost: str | None = None,
+    auth: str | None = None,
+    storage_env: dict | None = None,
+    root=None,
+    progress: Callable[[str], None] = lambda _m: None,
+) -> dict:
     """Against a given OpenWhisk (with `storage_env` for its S3), or an owned local platform."""
     import torch
 
@@ -229,17 +254,22 @@ def run(levels: list[int], requests_per_worker: int = 20, cold_runs: int = 3, in
         with _platform(apihost, auth, storage_env, Path(tmp), slots) as (client, env, owned_apihost, target):
             report["conditions"]["target"] = target
             report["conditions"]["model"], measured = bench_platform(
-                client, env, state, payload, expected, levels, requests_per_worker, cold_runs, owned_apihost, progress)
+                client, env, state, payload, expected, levels, requests_per_worker, cold_runs, owned_apihost, progress
+            )
             report.update(measured)
     report["ratios"] = ratios(report, levels)
     return report
 
 
 def _conditions(data: bytes, label: int, requests_per_worker: int, cold_runs: int) -> dict:
-    return {"host_cores": os.cpu_count(), "python": pyplatform.python_version(),
-            "torch_threads_per_request": 1, "requests_per_worker": requests_per_worker,
-            "cold_runs": cold_runs, "input": f"MNIST test image 0 (label {label}) as a "
-                                            f"{len(data)}-byte PNG, base64 in the payload"}
+    return {
+        "host_cores": os.cpu_count(),
+        "python": pyplatform.python_version(),
+        "torch_threads_per_request": 1,
+        "requests_per_worker": requests_per_worker,
+        "cold_runs": cold_runs,
+        "input": f"MNIST test image 0 (label {label}) as a {len(data)}-byte PNG, base64 in the payload",
+    }
 
 
 def bench_flask_torch(state: dict, workdir: Path, payload: dict, levels: list[int], requests_per_worker: int) -> dict:
@@ -258,9 +288,8 @@ def _platform(apihost: str | None, auth: str | None, storage_env: dict | None, w
 
     With an API host and a key, that OpenWhisk; else a local platform of `slots` containers in `workdir`.
     """
-    from mlcore.storage import StorageConfig
-
     from mlcore.openwhisk import OpenWhiskClient
+    from mlcore.storage import StorageConfig
 
     from ..local.supervisor import LocalPlatform
 
@@ -281,9 +310,18 @@ def _platform(apihost: str | None, auth: str | None, storage_env: dict | None, w
         owned.stop()
 
 
-def bench_platform(client, env: dict, state: dict, payload: dict, expected: int, levels: list[int],
-                   requests_per_worker: int, cold_runs: int, apihost: str | None,
-                   progress: Callable[[str], None]) -> tuple[str, dict]:
+def bench_platform(
+    client,
+    env: dict,
+    state: dict,
+    payload: dict,
+    expected: int,
+    levels: list[int],
+    requests_per_worker: int,
+    cold_runs: int,
+    apihost: str | None,
+    progress: Callable[[str], None],
+) -> tuple[str, dict]:
     """Cold starts and warm invokes of mnist/infer serving `state`: (the model version it served, the results).
 
     Raises:
@@ -303,8 +341,10 @@ def bench_platform(client, env: dict, state: dict, payload: dict, expected: int,
     if answer.get("digit") != expected:
         raise BenchError(f"the platform answered {answer}, the in-process model {expected}")
     progress("platform warm invokes")
-    return version, {"platform_cold": cold,
-                     "platform_warm": bench_platform_warm(client, payload, levels, requests_per_worker, apihost)}
+    return version, {
+        "platform_cold": cold,
+        "platform_warm": bench_platform_warm(client, payload, levels, requests_per_worker, apihost),
+    }
 
 
 def ratios(report: dict, levels: list[int]) -> dict:
@@ -317,7 +357,8 @@ def ratios(report: dict, levels: list[int]) -> dict:
         "flask_torch_p50_over_in_process": round(flask["p50_ms"] / direct, 1),
         "platform_cold_p50_over_warm_p50": round(report["platform_cold"]["p50_ms"] / warm["p50_ms"], 1),
         f"platform_over_flask_throughput_at_{last}": round(
-            report["platform_warm"][last]["throughput_rps"] / report["flask_torch"][last]["throughput_rps"], 2),
+            report["platform_warm"][last]["throughput_rps"] / report["flask_torch"][last]["throughput_rps"], 2
+        ),
     }
 
 

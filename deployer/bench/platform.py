@@ -13,8 +13,8 @@ import platform as pyplatform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .stats import closed_loop, summarize_ms
 
@@ -67,6 +67,7 @@ def invoker_stats(apihost: str) -> dict | None:
 
 def wait_prewarmed(apihost: str, timeout_s: float = 120.0, spec: str | None = None) -> None:
     """Until the stem cell (of `spec`, a prewarm label, or any) is back: the pool refills in the background."""
+
     def ready() -> int:
         stats = invoker_stats(apihost) or {}
         return stats.get("prewarmed_by_spec", {}).get(spec, 0) if spec else stats.get("prewarmed", 0)
@@ -92,8 +93,9 @@ def bench_cold(client, runs: int, apihost: str | None = None, kind: str = "unpre
     totals, inits, hits = [], [], 0
     name = f"bench-noop-cold-{kind}"
     for i in range(runs):
-        client.create_action(name, {"kind": "python:3.11", "code": NOOP_SOURCE + f"# rev {i}\n"},
-                             limits={"memory": COLD_MEMORY_MB[kind]})
+        client.create_action(
+            name, {"kind": "python:3.11", "code": NOOP_SOURCE + f"# rev {i}\n"}, limits={"memory": COLD_MEMORY_MB[kind]}
+        )
         if kind == "prewarmed" and apihost:
             wait_prewarmed(apihost)
         before = prewarm_hits(apihost)
@@ -135,8 +137,14 @@ def bench_warm(client, concurrencies: list[int], requests_per_worker: int, apiho
     return out
 
 
-def bench_target(client, apihost: str | None, concurrencies: list[int], requests_per_worker: int, cold_runs: int,
-                 progress: Callable[[str], None]) -> dict:
+def bench_target(
+    client,
+    apihost: str | None,
+    concurrencies: list[int],
+    requests_per_worker: int,
+    cold_runs: int,
+    progress: Callable[[str], None],
+) -> dict:
     out = {}
     if apihost:  # stem cells are visible only on the local platform's /api/v1
         progress("prewarmed cold starts")
@@ -146,8 +154,11 @@ def bench_target(client, apihost: str | None, concurrencies: list[int], requests
     progress("warm invokes")
     out["warm"] = bench_warm(client, concurrencies, requests_per_worker, apihost)
     warm1 = out["warm"][str(concurrencies[0])]["p50_ms"]
-    out["ratios"] = {f"{k}_p50_over_warm_p50": round(out[k]["p50_ms"] / warm1, 1)
-                     for k in ("cold_prewarmed", "cold_start") if k in out}
+    out["ratios"] = {
+        f"{k}_p50_over_warm_p50": round(out[k]["p50_ms"] / warm1, 1)
+        for k in ("cold_prewarmed", "cold_start")
+        if k in out
+    }
     return out
 
 
@@ -164,9 +175,16 @@ def docker_unavailable() -> str | None:
     return None
 
 
-def run(concurrencies: list[int], requests_per_worker: int = 50, cold_runs: int = 5,
-        direct_iterations: int = 20000, apihost: str | None = None, auth: str | None = None,
-        progress: Callable[[str], None] = lambda _m: None, modes: tuple[str, ...] = ("process", "docker")) -> dict:
+def run(
+    concurrencies: list[int],
+    requests_per_worker: int = 50,
+    cold_runs: int = 5,
+    direct_iterations: int = 20000,
+    apihost: str | None = None,
+    auth: str | None = None,
+    progress: Callable[[str], None] = lambda _m: None,
+    modes: tuple[str, ...] = ("process", "docker"),
+) -> dict:
     """Against a given OpenWhisk, or an owned local platform per container mode, one after the other."""
     from mlcore.openwhisk import OpenWhiskClient
 
@@ -174,9 +192,14 @@ def run(concurrencies: list[int], requests_per_worker: int = 50, cold_runs: int 
 
     report: dict = {
         "benchmark": "platform",
-        "conditions": {"host_cores": os.cpu_count(), "python": pyplatform.python_version(),
-                       "requests_per_worker": requests_per_worker, "cold_runs": cold_runs,
-                       "prewarm": PREWARM, "cold_memory_mb": COLD_MEMORY_MB},
+        "conditions": {
+            "host_cores": os.cpu_count(),
+            "python": pyplatform.python_version(),
+            "requests_per_worker": requests_per_worker,
+            "cold_runs": cold_runs,
+            "prewarm": PREWARM,
+            "cold_memory_mb": COLD_MEMORY_MB,
+        },
         "modes": {},
     }
     progress("in-process calls")
@@ -187,8 +210,9 @@ def run(concurrencies: list[int], requests_per_worker: int = 50, cold_runs: int 
         report["conditions"]["target"] = apihost
         client = OpenWhiskClient(apihost, auth)
         try:
-            report["modes"]["remote"] = bench_target(client, None, concurrencies, requests_per_worker, cold_runs,
-                                                     progress)
+            report["modes"]["remote"] = bench_target(
+                client, None, concurrencies, requests_per_worker, cold_runs, progress
+            )
         finally:
             client.close()
     for mode in () if apihost and auth else modes:
@@ -198,12 +222,14 @@ def run(concurrencies: list[int], requests_per_worker: int = 50, cold_runs: int 
             continue
         with tempfile.TemporaryDirectory(prefix=f"bench-platform-{mode}-") as tmp:
             progress(f"{mode} containers")
-            with LocalPlatform(Path(tmp), max_containers=max(concurrencies) + 2, idle_timeout_s=600,
-                               prewarm=PREWARM, containers=mode) as info:
+            with LocalPlatform(
+                Path(tmp), max_containers=max(concurrencies) + 2, idle_timeout_s=600, prewarm=PREWARM, containers=mode
+            ) as info:
                 client = info.client()
                 try:
-                    report["modes"][mode] = bench_target(client, info.apihost, concurrencies,
-                                                         requests_per_worker, cold_runs, progress)
+                    report["modes"][mode] = bench_target(
+                        client, info.apihost, concurrencies, requests_per_worker, cold_runs, progress
+                    )
                 finally:
                     client.close()
     report["conditions"]["target"] = report["conditions"].get("target") or "local platform (owned, per mode)"
@@ -211,6 +237,8 @@ def run(concurrencies: list[int], requests_per_worker: int = 50, cold_runs: int 
     for measured in report["modes"].values():
         if "warm" in measured:
             warm1 = measured["warm"][str(concurrencies[0])]["p50_ms"]
-            measured["ratios"].update(warm_p50_over_direct_call=round(warm1 / direct["p50_ms"]),
-                                      warm_p50_over_proxy_http=round(warm1 / proxy["p50_ms"], 2))
+            measured["ratios"].update(
+                warm_p50_over_direct_call=round(warm1 / direct["p50_ms"]),
+                warm_p50_over_proxy_http=round(warm1 / proxy["p50_ms"], 2),
+            )
     return report

@@ -6,7 +6,7 @@ import math
 import statistics
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -20,8 +20,13 @@ def percentile(values: list[float], q: float) -> float:
 
 def summarize_ms(samples_s: list[float]) -> dict:
     ms = [s * 1000.0 for s in samples_s]
-    return {"n": len(ms), "p50_ms": round(percentile(ms, 50), 6), "p99_ms": round(percentile(ms, 99), 6),
-            "mean_ms": round(statistics.fmean(ms), 6), "min_ms": round(min(ms), 6)}
+    return {
+        "n": len(ms),
+        "p50_ms": round(percentile(ms, 50), 6),
+        "p99_ms": round(percentile(ms, 99), 6),
+        "mean_ms": round(statistics.fmean(ms), 6),
+        "min_ms": round(min(ms), 6),
+    }
 
 
 def closed_loop(call: Callable[[], None], concurrency: int, requests_per_worker: int) -> dict:
@@ -38,7 +43,7 @@ def closed_loop(call: Callable[[], None], concurrency: int, requests_per_worker:
             t0 = time.perf_counter()
             try:
                 call()
-            except Exception as exc:  # noqa: BLE001 - counted and reported, the bench goes on
+            except Exception as exc:
                 with lock:
                     errors.append(str(exc)[:200])
                 continue
@@ -55,8 +60,12 @@ def closed_loop(call: Callable[[], None], concurrency: int, requests_per_worker:
         t.join()
     wall = time.perf_counter() - t0
     out = summarize_ms(latencies) if latencies else {"n": 0}
-    out.update(concurrency=concurrency, wall_s=round(wall, 3), errors=len(errors),
-               throughput_rps=round(len(latencies) / wall, 2) if wall > 0 else None)
+    out.update(
+        concurrency=concurrency,
+        wall_s=round(wall, 3),
+        errors=len(errors),
+        throughput_rps=round(len(latencies) / wall, 2) if wall > 0 else None,
+    )
     if errors:
         out["first_error"] = errors[0]
     return out

@@ -14,8 +14,8 @@ import os
 import platform as pyplatform
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .stats import closed_loop
 
@@ -26,14 +26,19 @@ def _client(endpoint: str, access_key: str, secret_key: str):
     import boto3
     from botocore.config import Config
 
-    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=access_key, aws_secret_access_key=secret_key,
-                        region_name="us-east-1",
-                        config=Config(retries={"max_attempts": 1}, s3={"addressing_style": "path"},
-                                      max_pool_connections=4))
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name="us-east-1",
+        config=Config(retries={"max_attempts": 1}, s3={"addressing_style": "path"}, max_pool_connections=4),
+    )
 
 
-def drive(endpoint: str, access_key: str, secret_key: str, clients: int, requests_per_client: int,
-          size_bytes: int) -> dict:
+def drive(
+    endpoint: str, access_key: str, secret_key: str, clients: int, requests_per_client: int, size_bytes: int
+) -> dict:
     """PUT then GET `clients` x `requests_per_client` objects; latencies, throughput and errors of each."""
     _client(endpoint, access_key, secret_key).create_bucket(Bucket=BUCKET)
     body = os.urandom(size_bytes)
@@ -54,8 +59,10 @@ def drive(endpoint: str, access_key: str, secret_key: str, clients: int, request
 
         return call
 
-    return {"put": closed_loop(op("put"), clients, requests_per_client),
-            "get": closed_loop(op("get"), clients, requests_per_client)}
+    return {
+        "put": closed_loop(op("put"), clients, requests_per_client),
+        "get": closed_loop(op("get"), clients, requests_per_client),
+    }
 
 
 def bench_durable(clients: int, requests_per_client: int, size_bytes: int, folder: Path | None) -> dict:
@@ -81,16 +88,26 @@ def bench_moto(clients: int, requests_per_client: int, size_bytes: int) -> dict:
         server.stop()
 
 
-def run(clients: int = 4, requests_per_client: int = 500, size_bytes: int = 250_000, folder: Path | None = None,
-        progress: Callable[[str], None] = lambda _m: None) -> dict:
+def run(
+    clients: int = 4,
+    requests_per_client: int = 500,
+    size_bytes: int = 250_000,
+    folder: Path | None = None,
+    progress: Callable[[str], None] = lambda _m: None,
+) -> dict:
     """Both servers, one after the other, in this run; `folder` is where the durable store writes."""
     report: dict = {
         "benchmark": "storage",
-        "conditions": {"host_cores": os.cpu_count(), "python": pyplatform.python_version(), "clients": clients,
-                       "requests_per_client": requests_per_client, "object_bytes": size_bytes,
-                       "store_folder": str(folder or tempfile.gettempdir()),
-                       "durable": "own process; write, fsync, rename, fsync folder before 200; SigV4 checked",
-                       "baseline": "moto ThreadedMotoServer in this process, objects in memory"},
+        "conditions": {
+            "host_cores": os.cpu_count(),
+            "python": pyplatform.python_version(),
+            "clients": clients,
+            "requests_per_client": requests_per_client,
+            "object_bytes": size_bytes,
+            "store_folder": str(folder or tempfile.gettempdir()),
+            "durable": "own process; write, fsync, rename, fsync folder before 200; SigV4 checked",
+            "baseline": "moto ThreadedMotoServer in this process, objects in memory",
+        },
     }
     progress("moto in memory (baseline)")
     report["moto_in_memory"] = bench_moto(clients, requests_per_client, size_bytes)

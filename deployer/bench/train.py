@@ -13,27 +13,41 @@ from __future__ import annotations
 import os
 import platform as host_platform
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from mlcore.training.baseline import run_baseline
 from mlcore.training.compute import cpu_has_bf16
 from mlcore.training.job import JobConfig
 
-NOTE = ("One machine: the workers, the coordinator, the platform and the S3 endpoint share its cores, and the "
-        "baseline gets all of them. A ratio below 1 means the serverless job reached the target sooner.")
+NOTE = (
+    "One machine: the workers, the coordinator, the platform and the S3 endpoint share its cores, and the "
+    "baseline gets all of them. A ratio below 1 means the serverless job reached the target sooner."
+)
 
 
-def run(run_row: Callable[..., dict], recipe: dict, counts: list[int], modes: list[str],
-        targets: list[float], save: Callable[[dict], None] = lambda _: None,
-        log: Callable[[str], None] = lambda _: None) -> dict:
+def run(
+    run_row: Callable[..., dict],
+    recipe: dict,
+    counts: list[int],
+    modes: list[str],
+    targets: list[float],
+    save: Callable[[dict], None] = lambda _: None,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict:
     """The baseline first, then each (mode, workers) row; `save` gets the report after every row."""
     config = JobConfig(job="baseline", workers=1, data="local", **recipe)
     log(f"baseline: one process, {os.cpu_count()} threads")
     baseline = run_baseline(config, threads=os.cpu_count(), targets=targets)
-    report = {"baseline": baseline, "rows": [], "targets": targets, "recipe": recipe,
-              "machine": {"cores": os.cpu_count(), "cpu_bf16": cpu_has_bf16(), "python": host_platform.python_version()},
-              "started": time.time(), "note": NOTE}
+    report = {
+        "baseline": baseline,
+        "rows": [],
+        "targets": targets,
+        "recipe": recipe,
+        "machine": {"cores": os.cpu_count(), "cpu_bf16": cpu_has_bf16(), "python": host_platform.python_version()},
+        "started": time.time(),
+        "note": NOTE,
+    }
     warmed: set[int] = set()
     for mode in modes:
         for workers in counts:
@@ -44,16 +58,25 @@ def run(run_row: Callable[..., dict], recipe: dict, counts: list[int], modes: li
                 warmed.add(workers)
             log(f"{mode}, {workers} workers")
             summary = run_row(mode, workers)
-            row = {"mode": mode, "workers": workers, "job": summary["job"],
-                   "final_accuracy": summary["final_accuracy"], "elapsed_s": summary["elapsed_s"],
-                   "time_to_accuracy_s": summary["time_to_accuracy_s"],
-                   "ratio_to_baseline": {t: _ratio(summary["time_to_accuracy_s"].get(t),
-                                                   baseline["time_to_accuracy_s"].get(t))
-                                         for t in map(str, targets)},
-                   "communication_fraction": summary["workers"]["communication_fraction"],
-                   "per_round": summary["workers"]["per_round"], "totals": summary["workers"]["totals"],
-                   "local_steps": summary["local_steps"], "gb_s": summary["gb_s"],
-                   "replacements": summary["replacements"], "evaluations": summary["evaluations"]}
+            row = {
+                "mode": mode,
+                "workers": workers,
+                "job": summary["job"],
+                "final_accuracy": summary["final_accuracy"],
+                "elapsed_s": summary["elapsed_s"],
+                "time_to_accuracy_s": summary["time_to_accuracy_s"],
+                "ratio_to_baseline": {
+                    t: _ratio(summary["time_to_accuracy_s"].get(t), baseline["time_to_accuracy_s"].get(t))
+                    for t in map(str, targets)
+                },
+                "communication_fraction": summary["workers"]["communication_fraction"],
+                "per_round": summary["workers"]["per_round"],
+                "totals": summary["workers"]["totals"],
+                "local_steps": summary["local_steps"],
+                "gb_s": summary["gb_s"],
+                "replacements": summary["replacements"],
+                "evaluations": summary["evaluations"],
+            }
             report["rows"].append(row)
             save(report)
     report["complete"] = True
@@ -67,23 +90,47 @@ def _ratio(value, base) -> float | None:
 def rows(report: dict) -> tuple[list[str], list[tuple]]:
     targets = [str(t) for t in report["targets"]]
     base = report["baseline"]
-    headers = ["run", "workers", *[f"s to {float(t):.0%} (× baseline)" for t in targets], "communicating",
-               "per round: compute / get / put / wait ms", "K", "GB-s", "final acc"]
+    headers = [
+        "run",
+        "workers",
+        *[f"s to {float(t):.0%} (× baseline)" for t in targets],
+        "communicating",
+        "per round: compute / get / put / wait ms",
+        "K",
+        "GB-s",
+        "final acc",
+    ]
 
     def cell(value, ratio) -> str:
         return "not reached" if value is None else f"{value:.1f}" + (f" ({ratio:.2f}×)" if ratio else "")
 
-    out = [(f"baseline ({base['threads']} threads, {base['precision']})", 1,
-            *[cell(base["time_to_accuracy_s"][t], None) for t in targets], "-", "-", "-", "-",
-            f"{base['final_accuracy']:.4f}")]
+    out = [
+        (
+            f"baseline ({base['threads']} threads, {base['precision']})",
+            1,
+            *[cell(base["time_to_accuracy_s"][t], None) for t in targets],
+            "-",
+            "-",
+            "-",
+            "-",
+            f"{base['final_accuracy']:.4f}",
+        )
+    ]
     for r in report["rows"]:
         per = r["per_round"]
         split = " / ".join(f"{(per[k] or 0) * 1000:.1f}" for k in ("compute_s", "get_s", "put_s", "wait_s"))
-        out.append((r["mode"], r["workers"], *[cell(r["time_to_accuracy_s"][t], r["ratio_to_baseline"][t])
-                                               for t in targets],
-                    f"{r['communication_fraction']:.0%}" if r["communication_fraction"] is not None else "-", split,
-                    ",".join(map(str, r["local_steps"])) or "-", f"{r['gb_s']['total']:.1f}",
-                    f"{r['final_accuracy']:.4f}" if r["final_accuracy"] is not None else "-"))
+        out.append(
+            (
+                r["mode"],
+                r["workers"],
+                *[cell(r["time_to_accuracy_s"][t], r["ratio_to_baseline"][t]) for t in targets],
+                f"{r['communication_fraction']:.0%}" if r["communication_fraction"] is not None else "-",
+                split,
+                ",".join(map(str, r["local_steps"])) or "-",
+                f"{r['gb_s']['total']:.1f}",
+                f"{r['final_accuracy']:.4f}" if r["final_accuracy"] is not None else "-",
+            )
+        )
     return headers, out
 
 
@@ -96,8 +143,9 @@ def plot(report: dict, path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     base = report["baseline"]["history"]
-    ax.plot([h["seconds"] for h in base], [h["accuracy"] for h in base], "k-o", label="baseline (1 process)",
-            linewidth=2)
+    ax.plot(
+        [h["seconds"] for h in base], [h["accuracy"] for h in base], "k-o", label="baseline (1 process)", linewidth=2
+    )
     for r in report["rows"]:
         points = [(e["seconds"], e["accuracy"]) for e in r["evaluations"] if e.get("seconds") is not None]
         if points:

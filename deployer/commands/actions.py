@@ -21,8 +21,14 @@ def _parse_value(raw: str):
 
 
 @click.command()
-@click.option("-m", "--manifest", "manifest_path", required=True, type=click.Path(dir_okay=False),
-              help="wskdeploy manifest (YAML).")
+@click.option(
+    "-m",
+    "--manifest",
+    "manifest_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="wskdeploy manifest (YAML).",
+)
 @click.option("-d", "--deployment", type=click.Path(dir_okay=False), help="wskdeploy deployment file.")
 @click.pass_obj
 def deploy(obj, manifest_path: str, deployment: str | None) -> None:
@@ -46,8 +52,15 @@ def undeploy(obj, manifest_path: str) -> None:
 
 @click.command()
 @click.argument("name")
-@click.option("-p", "--param", "params", nargs=2, multiple=True, metavar="KEY VALUE",
-              help="Parameter (JSON values are parsed); repeatable.")
+@click.option(
+    "-p",
+    "--param",
+    "params",
+    nargs=2,
+    multiple=True,
+    metavar="KEY VALUE",
+    help="Parameter (JSON values are parsed); repeatable.",
+)
 @click.option("-P", "--param-file", type=click.File(), help="JSON file of parameters.")
 @click.option("-r", "--result", is_flag=True, help="Print only the result (implies --blocking).")
 @click.option("-b", "--blocking", is_flag=True, help="Wait for the activation.")
@@ -85,9 +98,18 @@ def actions_list(obj, package: str | None, as_json: bool) -> None:
     if as_json:
         emit_json(docs)
         return
-    table(["name", "kind", "version", "updated"],
-          [(f"{d['namespace'].split('/', 1)[1] + '/' if '/' in d['namespace'] else ''}{d['name']}",
-            d.get("exec", {}).get("kind"), d.get("version"), ms_time(d.get("updated"))) for d in docs])
+    table(
+        ["name", "kind", "version", "updated"],
+        [
+            (
+                f"{d['namespace'].split('/', 1)[1] + '/' if '/' in d['namespace'] else ''}{d['name']}",
+                d.get("exec", {}).get("kind"),
+                d.get("version"),
+                ms_time(d.get("updated")),
+            )
+            for d in docs
+        ],
+    )
 
 
 @actions.command("get")
@@ -122,10 +144,23 @@ def activations_list(obj, name: str | None, limit: int, as_json: bool) -> None:
         emit_json(docs)
         return
     status = {0: "success", 1: "application error", 2: "developer error", 3: "internal error"}
-    table(["start", "activation id", "kind", "name", "status", "duration ms", "init ms", "wait ms", "caused by"],
-          [(ms_time(d.get("start")), d["activationId"], _ann(d, "kind"), _ann(d, "path") or d["name"],
-            status.get(d.get("statusCode"), "?"), d.get("duration"), _ann(d, "initTime"), _ann(d, "waitTime"),
-            d.get("cause", "")) for d in docs])
+    table(
+        ["start", "activation id", "kind", "name", "status", "duration ms", "init ms", "wait ms", "caused by"],
+        [
+            (
+                ms_time(d.get("start")),
+                d["activationId"],
+                _ann(d, "kind"),
+                _ann(d, "path") or d["name"],
+                status.get(d.get("statusCode"), "?"),
+                d.get("duration"),
+                _ann(d, "initTime"),
+                _ann(d, "waitTime"),
+                d.get("cause", ""),
+            )
+            for d in docs
+        ],
+    )
 
 
 def _ann(doc: dict, key: str):

@@ -33,21 +33,35 @@ def bench() -> None:
 
 @bench.command("platform")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
-@click.option("--concurrency", type=ints(example="1,4,16"), default="1,4,16", show_default=True,
-              help="Comma-separated levels.")
+@click.option(
+    "--concurrency", type=ints(example="1,4,16"), default="1,4,16", show_default=True, help="Comma-separated levels."
+)
 @click.option("--requests", "requests_per_worker", default=50, show_default=True, help="Per worker per level.")
 @click.option("--cold-runs", default=5, show_default=True)
-@click.option("--modes", type=choices(("process", "docker")), default="process,docker", show_default=True,
-              help="Container modes to measure, one owned platform each (docker is skipped, with the reason, "
-                   "where it cannot run).")
+@click.option(
+    "--modes",
+    type=choices(("process", "docker")),
+    default="process,docker",
+    show_default=True,
+    help="Container modes to measure, one owned platform each (docker is skipped, with the reason, "
+    "where it cannot run).",
+)
 @click.pass_obj
-def bench_platform(obj, json_path, concurrency: tuple[int, ...], requests_per_worker: int, cold_runs: int,
-                   modes: tuple[str, ...]) -> None:
+def bench_platform(
+    obj, json_path, concurrency: tuple[int, ...], requests_per_worker: int, cold_runs: int, modes: tuple[str, ...]
+) -> None:
     """Warm latency and throughput of a no-op action, cold starts with and without a stem cell, per mode."""
     from ..bench import platform as bp
 
-    report = bp.run(list(concurrency), requests_per_worker, cold_runs, apihost=obj.apihost, auth=obj.auth,
-                    progress=lambda m: click.echo(f"... {m}", err=True), modes=modes)
+    report = bp.run(
+        list(concurrency),
+        requests_per_worker,
+        cold_runs,
+        apihost=obj.apihost,
+        auth=obj.auth,
+        progress=lambda m: click.echo(f"... {m}", err=True),
+        modes=modes,
+    )
 
     def ms(r: dict) -> tuple[str, str]:
         return f"{r['p50_ms']:.4g}", f"{r['p99_ms']:.4g}"
@@ -75,8 +89,12 @@ def bench_platform(obj, json_path, concurrency: tuple[int, ...], requests_per_wo
 @click.option("--clients", default=4, show_default=True, help="Concurrent boto3 clients.")
 @click.option("--requests", "requests_per_client", default=500, show_default=True, help="PUTs (then GETs) per client.")
 @click.option("--size-kb", default=250, show_default=True, help="Object size in KB (1000 bytes).")
-@click.option("--folder", type=click.Path(file_okay=False), default=None,
-              help="Where the durable store writes (default: the temp folder); put it on the disk you care about.")
+@click.option(
+    "--folder",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where the durable store writes (default: the temp folder); put it on the disk you care about.",
+)
 def bench_storage(json_path, clients: int, requests_per_client: int, size_kb: int, folder: str | None) -> None:
     """Authenticated PUT/GET through the durable embedded S3 and through in-memory moto, same run."""
     from pathlib import Path
@@ -85,17 +103,33 @@ def bench_storage(json_path, clients: int, requests_per_client: int, size_kb: in
 
     if clients < 1 or requests_per_client < 1 or size_kb < 1:
         raise click.BadParameter("--clients, --requests and --size-kb must be positive")
-    report = bs.run(clients, requests_per_client, size_kb * 1000, Path(folder) if folder else None,
-                    progress=lambda m: click.echo(f"... {m}", err=True))
+    report = bs.run(
+        clients,
+        requests_per_client,
+        size_kb * 1000,
+        Path(folder) if folder else None,
+        progress=lambda m: click.echo(f"... {m}", err=True),
+    )
     rows = []
     for server, label in (("moto_in_memory", "moto, in memory (old)"), ("durable", "embedded S3, durable")):
         for op in ("put", "get"):
             r = report[server][op]
-            rows.append((label, op.upper(), r.get("n", 0), r.get("p50_ms", ""), r.get("p99_ms", ""),
-                         r.get("throughput_rps", ""), r["errors"]))
+            rows.append(
+                (
+                    label,
+                    op.upper(),
+                    r.get("n", 0),
+                    r.get("p50_ms", ""),
+                    r.get("p99_ms", ""),
+                    r.get("throughput_rps", ""),
+                    r["errors"],
+                )
+            )
     table(["server", "op", "n", "p50 ms", "p99 ms", "req/s", "errors"], rows, title="bench storage")
     click.echo(f"ratios: {report['ratios']}")
     write_report(json_path, report)
     if report["errors"]:
-        raise click.ClickException(f"{report['errors']} request(s) failed; first: "
-                                   f"{report['durable']['put'].get('first_error') or report['durable']['get'].get('first_error')}")
+        raise click.ClickException(
+            f"{report['errors']} request(s) failed; first: "
+            f"{report['durable']['put'].get('first_error') or report['durable']['get'].get('first_error')}"
+        )

@@ -13,9 +13,19 @@ import click
 from fedavg.errors import FedAvgError
 from fedavg.partition import KINDS
 
-from .fedavg_options import (config_options, default_checkpoint_dir, executor_factory, executor_options, fail,
-                             make_config, rounds_progress, set_threads, study_options, study_root,
-                             sweep_config_options)
+from .fedavg_options import (
+    config_options,
+    default_checkpoint_dir,
+    executor_factory,
+    executor_options,
+    fail,
+    make_config,
+    rounds_progress,
+    set_threads,
+    study_options,
+    study_root,
+    sweep_config_options,
+)
 from .fedavg_table import table_command
 from .output import table, write_report
 from .params import choices, ints
@@ -32,14 +42,29 @@ fedavg_group.add_command(table_command)
 @fedavg_group.command("run")
 @config_options
 @executor_options
-@click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None,
-              help="Where each round is checkpointed [default: ~/.local/share/deployer/fedavg/<run id>].")
+@click.option(
+    "--checkpoint-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where each round is checkpointed [default: ~/.local/share/deployer/fedavg/<run id>].",
+)
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint of the same configuration.")
 @click.option("--keep-going", is_flag=True, help="Do not stop when --target is reached.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
 @click.pass_obj
-def run_command(obj, executor_name, workers, threads, concurrency, ray_address, checkpoint_dir, resume, keep_going,
-                json_path, **options) -> None:
+def run_command(
+    obj,
+    executor_name,
+    workers,
+    threads,
+    concurrency,
+    ray_address,
+    checkpoint_dir,
+    resume,
+    keep_going,
+    json_path,
+    **options,
+) -> None:
     """Run FedAvg round by round, evaluating on the MNIST test set after each round."""
     from fedavg import run as runner
 
@@ -48,36 +73,84 @@ def run_command(obj, executor_name, workers, threads, concurrency, ray_address, 
     checkpoint = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir(config.run_id())
     try:
         data = runner.load_data(config.train_limit, config.test_limit)
-        factory = executor_factory(executor_name, data, workers=workers, threads=threads, concurrency=concurrency,
-                                   obj=obj, run_id=config.run_id(), ray_address=ray_address)
+        factory = executor_factory(
+            executor_name,
+            data,
+            workers=workers,
+            threads=threads,
+            concurrency=concurrency,
+            obj=obj,
+            run_id=config.run_id(),
+            ray_address=ray_address,
+        )
         with factory() as executor, rounds_progress(config.rounds, f"fedavg {executor_name}") as advance:
-            report, _ = runner.run(config, executor, data, checkpoint_dir=checkpoint, resume=resume,
-                                   stop_at_target=not keep_going, on_round=lambda r: advance("", r))
+            report, _ = runner.run(
+                config,
+                executor,
+                data,
+                checkpoint_dir=checkpoint,
+                resume=resume,
+                stop_at_target=not keep_going,
+                on_round=lambda r: advance("", r),
+            )
     except FedAvgError as exc:
         raise fail(exc) from exc
     report["checkpoint_dir"] = str(checkpoint)
     reached = report["rounds_to_target"]
-    click.echo(f"rounds {report['rounds_done']}  final acc {report['final_acc']:.4f}  best {report['best_acc']:.4f}"
-               f"  {report['mean_round_s']:.2f} s/round  failed clients {report['failed_clients']}")
+    click.echo(
+        f"rounds {report['rounds_done']}  final acc {report['final_acc']:.4f}  best {report['best_acc']:.4f}"
+        f"  {report['mean_round_s']:.2f} s/round  failed clients {report['failed_clients']}"
+    )
     if config.target is not None:
-        click.echo(f"target {config.target:g}: " + (f"reached in {reached} rounds" if reached is not None
-                                                    else f"not reached within {report['rounds_done']} rounds"))
+        click.echo(
+            f"target {config.target:g}: "
+            + (
+                f"reached in {reached} rounds"
+                if reached is not None
+                else f"not reached within {report['rounds_done']} rounds"
+            )
+        )
     write_report(json_path, report)
 
 
 @fedavg_group.command("sweep")
 @sweep_config_options
 @executor_options
-@click.option("--clients", "clients_list", type=ints(example="10,20,50"), default="10,20,50,100", show_default=True,
-              help="Comma-separated K values.")
-@click.option("--partition", "partition_list", type=choices(KINDS), default="iid,shards", show_default=True,
-              help="Comma-separated partitions.")
+@click.option(
+    "--clients",
+    "clients_list",
+    type=ints(example="10,20,50"),
+    default="10,20,50,100",
+    show_default=True,
+    help="Comma-separated K values.",
+)
+@click.option(
+    "--partition",
+    "partition_list",
+    type=choices(KINDS),
+    default="iid,shards",
+    show_default=True,
+    help="Comma-separated partitions.",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Accuracy vs round PNG.")
 @study_options
 @click.pass_obj
-def sweep_command(obj, executor_name, workers, threads, concurrency, ray_address, clients_list, partition_list,
-                  json_path, plot_path, checkpoint_root, fresh, **options) -> None:
+def sweep_command(
+    obj,
+    executor_name,
+    workers,
+    threads,
+    concurrency,
+    ray_address,
+    clients_list,
+    partition_list,
+    json_path,
+    plot_path,
+    checkpoint_root,
+    fresh,
+    **options,
+) -> None:
     """The effect of the number of clients (and of non-IID data) on accuracy per round."""
     from fedavg import run as runner
     from fedavg.plot import plot_curves
@@ -88,38 +161,67 @@ def sweep_command(obj, executor_name, workers, threads, concurrency, ray_address
     set_threads(threads)
     try:
         data = runner.load_data(base.train_limit, base.test_limit)
-        factory = executor_factory(executor_name, data, workers=workers, threads=threads, concurrency=concurrency,
-                                   obj=obj, run_id=f"sweep-{base.run_id()}", ray_address=ray_address)
+        factory = executor_factory(
+            executor_name,
+            data,
+            workers=workers,
+            threads=threads,
+            concurrency=concurrency,
+            obj=obj,
+            run_id=f"sweep-{base.run_id()}",
+            ray_address=ray_address,
+        )
         with rounds_progress(base.rounds, "sweep") as advance:
-            report = sweep(base, ks, kinds, factory, data, on_round=advance,
-                           checkpoint_root=study_root(checkpoint_root, fresh),
-                           on_setting=lambda partial: write_report(json_path, partial, quiet=True))
+            report = sweep(
+                base,
+                ks,
+                kinds,
+                factory,
+                data,
+                on_round=advance,
+                checkpoint_root=study_root(checkpoint_root, fresh),
+                on_setting=lambda partial: write_report(json_path, partial, quiet=True),
+            )
     except FedAvgError as exc:
         raise fail(exc) from exc
-    table(["setting", "m/round", "final acc", "best acc", "rounds to target", "s/round"],
-          [(s["label"], s["clients_per_round"], f"{s['final_acc']:.4f}", f"{s['best_acc']:.4f}",
-            s["rounds_to_target"] if s["rounds_to_target"] is not None else "-",
-            f"{s['mean_round_s']:.2f}") for s in report["settings"]], "fedavg sweep")
+    table(
+        ["setting", "m/round", "final acc", "best acc", "rounds to target", "s/round"],
+        [
+            (
+                s["label"],
+                s["clients_per_round"],
+                f"{s['final_acc']:.4f}",
+                f"{s['best_acc']:.4f}",
+                s["rounds_to_target"] if s["rounds_to_target"] is not None else "-",
+                f"{s['mean_round_s']:.2f}",
+            )
+            for s in report["settings"]
+        ],
+        "fedavg sweep",
+    )
     if plot_path:
-        plot_curves({s["label"]: s["accuracy"] for s in report["settings"]}, Path(plot_path),
-                    title=f"FedAvg {base.model}, C={base.frac}, E={base.epochs}, B={base.batch_size or 'inf'}",
-                    target=base.target)
+        plot_curves(
+            {s["label"]: s["accuracy"] for s in report["settings"]},
+            Path(plot_path),
+            title=f"FedAvg {base.model}, C={base.frac}, E={base.epochs}, B={base.batch_size or 'inf'}",
+            target=base.target,
+        )
         click.echo(f"wrote {plot_path}", err=True)
     write_report(json_path, report)
 
 
 @fedavg_group.command("partition")
 @click.option("--clients", "num_clients", default=100, show_default=True)
-@click.option("--partition", "partition_kind", type=click.Choice(list(KINDS)), default="shards",
-              show_default=True)
+@click.option("--partition", "partition_kind", type=click.Choice(list(KINDS)), default="shards", show_default=True)
 @click.option("--alpha", default=0.5, show_default=True)
 @click.option("--shards-per-client", default=2, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--train-limit", type=int, default=None)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False))
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Labels per client PNG.")
-def partition_command(num_clients, partition_kind, alpha, shards_per_client, seed, train_limit, json_path,
-                      plot_path) -> None:
+def partition_command(
+    num_clients, partition_kind, alpha, shards_per_client, seed, train_limit, json_path, plot_path
+) -> None:
     """Show how the training set is split: examples and labels per client."""
     from fedavg import partition as partitions
     from fedavg.plot import plot_label_counts
@@ -127,15 +229,18 @@ def partition_command(num_clients, partition_kind, alpha, shards_per_client, see
 
     try:
         labels = load_data(train_limit, 0).train_labels.numpy()
-        parts = partitions.make_partition(partition_kind, labels, num_clients, seed, alpha=alpha,
-                                          shards_per_client=shards_per_client)
+        parts = partitions.make_partition(
+            partition_kind, labels, num_clients, seed, alpha=alpha, shards_per_client=shards_per_client
+        )
     except FedAvgError as exc:
         raise fail(exc) from exc
     summary = partitions.summary(parts, labels)
     e, lab = summary["examples_per_client"], summary["labels_per_client"]
-    click.echo(f"{partition_kind}: {summary['clients']} clients, {summary['examples']} examples; per client "
-               f"examples {e['min']}..{e['max']} (mean {e['mean']:.1f}), labels {lab['min']}..{lab['max']} "
-               f"(mean {lab['mean']:.2f})")
+    click.echo(
+        f"{partition_kind}: {summary['clients']} clients, {summary['examples']} examples; per client "
+        f"examples {e['min']}..{e['max']} (mean {e['mean']:.1f}), labels {lab['min']}..{lab['max']} "
+        f"(mean {lab['mean']:.2f})"
+    )
     if plot_path:
         title = f"{partition_kind} K={num_clients}" + (f" alpha={alpha:g}" if partition_kind == "dirichlet" else "")
         plot_label_counts(summary["label_counts"], Path(plot_path), title=title)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import click
 
@@ -12,8 +12,17 @@ from fedavg.errors import FedAvgError
 from fedavg.executors import EXECUTORS
 from fedavg.partition import KINDS
 
-from .fedavg_options import (apply, channels_last_option, executor_factory, fail, precision_option, rounds_progress,
-                             set_threads, study_options, study_root)
+from .fedavg_options import (
+    apply,
+    channels_last_option,
+    executor_factory,
+    fail,
+    precision_option,
+    rounds_progress,
+    set_threads,
+    study_options,
+    study_root,
+)
 from .output import table, write_report
 from .params import choices
 
@@ -46,43 +55,72 @@ class BenchOptions:
     channels_last: bool
 
     def check(self) -> None:
-        if (self.fedsgd_rounds < 0 or (self.fedsgd_lr is not None and self.fedsgd_lr <= 0)
-                or (self.fedsgd_rounds and self.skip_target)):
-            raise click.BadParameter("--fedsgd-rounds needs a value >= 0, --fedsgd-lr > 0, and no --skip-target "
-                                     "(FedSGD is compared with the rounds-to-target curves)")
+        if (
+            self.fedsgd_rounds < 0
+            or (self.fedsgd_lr is not None and self.fedsgd_lr <= 0)
+            or (self.fedsgd_rounds and self.skip_target)
+        ):
+            raise click.BadParameter(
+                "--fedsgd-rounds needs a value >= 0, --fedsgd-lr > 0, and no --skip-target "
+                "(FedSGD is compared with the rounds-to-target curves)"
+            )
 
     def executor_options(self, obj) -> dict:
         return {"workers": self.workers, "threads": self.threads, "concurrency": self.concurrency, "obj": obj}
 
 
 def bench_options(f):
-    return apply([
-        click.option("--executors", type=choices(EXECUTORS), default="serial,process,openwhisk,ray",
-                     show_default=True, help="Executors to time side by side."),
-        click.option("--timing-rounds", default=3, show_default=True,
-                     help="Rounds per executor for timing; 0 skips the timing."),
-        click.option("--timing-epochs", default=5, show_default=True, help="E for the timing runs."),
-        click.option("--max-rounds", default=50, show_default=True, help="Round budget for each rounds-to-target run."),
-        click.option("--partitions", type=choices(KINDS), default="iid,shards", show_default=True),
-        click.option("--target", default=0.99, show_default=True),
-        click.option("--lr", default=0.05, show_default=True),
-        click.option("--executor", "executor_name", type=click.Choice(["serial", "process"]), default="process",
-                     show_default=True, help="Executor for the rounds-to-target runs."),
-        click.option("--workers", default=2, show_default=True),
-        click.option("--threads", default=1, show_default=True),
-        click.option("--concurrency", default=2, show_default=True),
-        click.option("--seed", default=0, show_default=True),
-        click.option("--skip-target", is_flag=True, help="Only time the executors."),
-        click.option("--fedsgd-rounds", default=0, show_default=True,
-                     help="Round budget for the FedSGD baseline (E=1, B=inf) on each partition; 0 shows the paper's."),
-        click.option("--fedsgd-lr", type=float, default=None, help="FedSGD learning rate [default: --lr]."),
-        click.option("--train-limit", type=int, default=None, help="First N training images (quick checks only)."),
-        click.option("--test-limit", type=int, default=None, help="First N test images (quick checks only)."),
-        click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here."),
-        precision_option(),
-        channels_last_option(),
-        study_options,
-    ], f)
+    return apply(
+        [
+            click.option(
+                "--executors",
+                type=choices(EXECUTORS),
+                default="serial,process,openwhisk,ray",
+                show_default=True,
+                help="Executors to time side by side.",
+            ),
+            click.option(
+                "--timing-rounds",
+                default=3,
+                show_default=True,
+                help="Rounds per executor for timing; 0 skips the timing.",
+            ),
+            click.option("--timing-epochs", default=5, show_default=True, help="E for the timing runs."),
+            click.option(
+                "--max-rounds", default=50, show_default=True, help="Round budget for each rounds-to-target run."
+            ),
+            click.option("--partitions", type=choices(KINDS), default="iid,shards", show_default=True),
+            click.option("--target", default=0.99, show_default=True),
+            click.option("--lr", default=0.05, show_default=True),
+            click.option(
+                "--executor",
+                "executor_name",
+                type=click.Choice(["serial", "process"]),
+                default="process",
+                show_default=True,
+                help="Executor for the rounds-to-target runs.",
+            ),
+            click.option("--workers", default=2, show_default=True),
+            click.option("--threads", default=1, show_default=True),
+            click.option("--concurrency", default=2, show_default=True),
+            click.option("--seed", default=0, show_default=True),
+            click.option("--skip-target", is_flag=True, help="Only time the executors."),
+            click.option(
+                "--fedsgd-rounds",
+                default=0,
+                show_default=True,
+                help="Round budget for the FedSGD baseline (E=1, B=inf) on each partition; 0 shows the paper's.",
+            ),
+            click.option("--fedsgd-lr", type=float, default=None, help="FedSGD learning rate [default: --lr]."),
+            click.option("--train-limit", type=int, default=None, help="First N training images (quick checks only)."),
+            click.option("--test-limit", type=int, default=None, help="First N test images (quick checks only)."),
+            click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here."),
+            precision_option(),
+            channels_last_option(),
+            study_options,
+        ],
+        f,
+    )
 
 
 @click.command("fedavg")
@@ -97,10 +135,22 @@ def bench_command(obj, **options) -> None:
     opts = BenchOptions(**options)
     opts.check()
     set_threads(opts.threads)
-    base = RunConfig(model="cnn", clients=100, frac=0.1, epochs=5, batch_size=10, lr=opts.lr, partition="iid",
-                     rounds=opts.max_rounds, target=opts.target, seed=opts.seed, train_limit=opts.train_limit,
-                     test_limit=opts.test_limit, precision=precisions.resolve(opts.precision),
-                     channels_last=opts.channels_last)
+    base = RunConfig(
+        model="cnn",
+        clients=100,
+        frac=0.1,
+        epochs=5,
+        batch_size=10,
+        lr=opts.lr,
+        partition="iid",
+        rounds=opts.max_rounds,
+        target=opts.target,
+        seed=opts.seed,
+        train_limit=opts.train_limit,
+        test_limit=opts.test_limit,
+        precision=precisions.resolve(opts.precision),
+        channels_last=opts.channels_last,
+    )
     report: dict = {"paper_rounds_to_99": bench.PAPER_ROUNDS_TO_99, "arithmetic": precisions.describe()}
     try:
         data = load_data(opts.train_limit, opts.test_limit)
@@ -139,41 +189,84 @@ def _rounds_to_target(obj, opts: BenchOptions, base, data, report: dict) -> None
         return lambda result: write_report(opts.json_path, {**report, key: result}, quiet=True)
 
     with rounds_progress(opts.max_rounds, "to target") as advance:
-        report["rounds_to_target"] = bench.rounds_to_target(base, kinds, factory, data, opts.max_rounds,
-                                                            on_round=advance, on_partition=partial("rounds_to_target"),
-                                                            checkpoint_root=root)
+        report["rounds_to_target"] = bench.rounds_to_target(
+            base,
+            kinds,
+            factory,
+            data,
+            opts.max_rounds,
+            on_round=advance,
+            on_partition=partial("rounds_to_target"),
+            checkpoint_root=root,
+        )
     if opts.fedsgd_rounds:
         with rounds_progress(opts.fedsgd_rounds, "fedsgd") as advance:
-            report["fedsgd"] = bench.rounds_to_target(bench.fedsgd_config(base, opts.fedsgd_lr), kinds, factory,
-                                                      data, opts.fedsgd_rounds, on_round=advance,
-                                                      on_partition=partial("fedsgd"), checkpoint_root=root)
-        report["fedsgd_vs_fedavg"] = bench.compare_to_fedsgd(report["rounds_to_target"]["partitions"],
-                                                             report["fedsgd"]["partitions"])
+            report["fedsgd"] = bench.rounds_to_target(
+                bench.fedsgd_config(base, opts.fedsgd_lr),
+                kinds,
+                factory,
+                data,
+                opts.fedsgd_rounds,
+                on_round=advance,
+                on_partition=partial("fedsgd"),
+                checkpoint_root=root,
+            )
+        report["fedsgd_vs_fedavg"] = bench.compare_to_fedsgd(
+            report["rounds_to_target"]["partitions"], report["fedsgd"]["partitions"]
+        )
 
 
 def _print_report(opts: BenchOptions, report: dict) -> None:
     if "executors" in report:
         _print_timing(report["executors"], opts.timing_epochs)
     if "rounds_to_target" in report:
-        table(["partition", "rounds to target", "paper FedAvg", "paper FedSGD", "verdict"],
-              [(k, v["rounds_to_target"] if v["rounds_to_target"] is not None else "-",
-                v["paper_fedavg_rounds"], v["paper_fedsgd_rounds"], v["verdict"])
-               for k, v in report["rounds_to_target"]["partitions"].items()],
-              f"rounds to {opts.target:g} (CNN, C=0.1, E=5, B=10, lr={opts.lr:g})")
+        table(
+            ["partition", "rounds to target", "paper FedAvg", "paper FedSGD", "verdict"],
+            [
+                (
+                    k,
+                    v["rounds_to_target"] if v["rounds_to_target"] is not None else "-",
+                    v["paper_fedavg_rounds"],
+                    v["paper_fedsgd_rounds"],
+                    v["verdict"],
+                )
+                for k, v in report["rounds_to_target"]["partitions"].items()
+            ],
+            f"rounds to {opts.target:g} (CNN, C=0.1, E=5, B=10, lr={opts.lr:g})",
+        )
     if "fedsgd_vs_fedavg" in report:
-        table(["partition", "accuracy", "FedSGD rounds", "FedAvg rounds", "speed-up", "paper speed-up at 99%"],
-              [(k, f"{v['accuracy_level']:.4f}", v["fedsgd_rounds"], v["fedavg_rounds"], f"{v['speedup']:.1f}x",
-                f"{v['paper_speedup_at_99']:.1f}x" if v["paper_speedup_at_99"] else "-")
-               for k, v in report["fedsgd_vs_fedavg"].items()],
-              f"FedSGD (E=1, B=inf, lr={report['fedsgd']['config']['lr']:g}, {opts.fedsgd_rounds} rounds) "
-              "vs FedAvg at FedSGD's best")
+        table(
+            ["partition", "accuracy", "FedSGD rounds", "FedAvg rounds", "speed-up", "paper speed-up at 99%"],
+            [
+                (
+                    k,
+                    f"{v['accuracy_level']:.4f}",
+                    v["fedsgd_rounds"],
+                    v["fedavg_rounds"],
+                    f"{v['speedup']:.1f}x",
+                    f"{v['paper_speedup_at_99']:.1f}x" if v["paper_speedup_at_99"] else "-",
+                )
+                for k, v in report["fedsgd_vs_fedavg"].items()
+            ],
+            f"FedSGD (E=1, B=inf, lr={report['fedsgd']['config']['lr']:g}, {opts.fedsgd_rounds} rounds) "
+            "vs FedAvg at FedSGD's best",
+        )
 
 
 def _print_timing(timing: dict, epochs: int) -> None:
     ratios = timing.get("ratio_to_baseline", {})
-    rows = [(label, f"{v.get('first_round_s') or 0:.2f}", f"{v.get('mean_round_s') or 0:.2f}",
-             f"{ratios[label]:.2f}x" if label in ratios else "-", v.get("error", ""))
-            for label, v in timing["executors"].items()]
-    table(["executor", "first round s", "mean round s", f"time vs {timing.get('baseline', '-')}", "error"],
-          rows, f"time per round (CNN, K=100, C=0.1, E={epochs}, B=10); same weights per arithmetic: "
-                f"{timing['same_weights']}")
+    rows = [
+        (
+            label,
+            f"{v.get('first_round_s') or 0:.2f}",
+            f"{v.get('mean_round_s') or 0:.2f}",
+            f"{ratios[label]:.2f}x" if label in ratios else "-",
+            v.get("error", ""),
+        )
+        for label, v in timing["executors"].items()
+    ]
+    table(
+        ["executor", "first round s", "mean round s", f"time vs {timing.get('baseline', '-')}", "error"],
+        rows,
+        f"time per round (CNN, K=100, C=0.1, E={epochs}, B=10); same weights per arithmetic: {timing['same_weights']}",
+    )

@@ -34,11 +34,14 @@ def default_checkpoint_dir(run_id: str) -> Path:
 
 def study_options(f):
     """Where sweeps and benches keep one checkpoint per setting, so a stopped study continues."""
-    f = click.option("--fresh", is_flag=True,
-                     help="Start every setting from round 0 and keep no checkpoints.")(f)
-    return click.option("--checkpoint-root", type=click.Path(file_okay=False), default=None,
-                        help="One checkpoint per setting here; a setting with one continues it "
-                             "[default: ~/.local/share/deployer/fedavg].")(f)
+    f = click.option("--fresh", is_flag=True, help="Start every setting from round 0 and keep no checkpoints.")(f)
+    return click.option(
+        "--checkpoint-root",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="One checkpoint per setting here; a setting with one continues it "
+        "[default: ~/.local/share/deployer/fedavg].",
+    )(f)
 
 
 def study_root(checkpoint_root_option: str | None, fresh: bool) -> Path | None:
@@ -58,15 +61,23 @@ def set_threads(threads: int) -> None:
 
 
 def precision_option():
-    return click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto",
-                        show_default=True,
-                        help="Client arithmetic: bf16 autocast with fp32 master weights, or fp32; auto = bf16 "
-                             "where the CPU has native bf16 (AVX512-BF16/AMX).")
+    return click.option(
+        "--precision",
+        type=click.Choice(["auto", "bf16", "fp32"]),
+        default="auto",
+        show_default=True,
+        help="Client arithmetic: bf16 autocast with fp32 master weights, or fp32; auto = bf16 "
+        "where the CPU has native bf16 (AVX512-BF16/AMX).",
+    )
 
 
 def channels_last_option():
-    return click.option("--channels-last/--no-channels-last", default=True, show_default=True,
-                        help="Channels-last memory for the convolutions (faster with bf16 on CPU).")
+    return click.option(
+        "--channels-last/--no-channels-last",
+        default=True,
+        show_default=True,
+        help="Channels-last memory for the convolutions (faster with bf16 on CPU).",
+    )
 
 
 def apply(options, f):
@@ -79,26 +90,31 @@ def config_options(f, sweep: bool = False):
     """The options that make a RunConfig; a sweep takes --clients and --partition as lists instead."""
     options = {
         "model": click.option("--model", type=click.Choice(list(MODEL_NAMES)), default="cnn", show_default=True),
-        "num_clients": click.option("--clients", "num_clients", default=100, show_default=True,
-                                    help="K, the number of clients."),
+        "num_clients": click.option(
+            "--clients", "num_clients", default=100, show_default=True, help="K, the number of clients."
+        ),
         "frac": click.option("--frac", default=0.1, show_default=True, help="C, the fraction of clients per round."),
         "epochs": click.option("--epochs", default=5, show_default=True, help="E, local epochs per round."),
-        "batch": click.option("--batch", default=10, show_default=True,
-                              help="B, local batch size; 0 = whole local set."),
+        "batch": click.option(
+            "--batch", default=10, show_default=True, help="B, local batch size; 0 = whole local set."
+        ),
         "lr": click.option("--lr", default=0.05, show_default=True, help="Client SGD learning rate."),
         "mu": click.option("--mu", default=0.0, show_default=True, help="FedProx proximal term; 0 = plain FedAvg."),
         "fedsgd": click.option("--fedsgd", is_flag=True, help="The FedSGD baseline: E=1, B=whole local set."),
-        "partition_kind": click.option("--partition", "partition_kind", type=click.Choice(list(KINDS)),
-                                       default="iid", show_default=True),
+        "partition_kind": click.option(
+            "--partition", "partition_kind", type=click.Choice(list(KINDS)), default="iid", show_default=True
+        ),
         "alpha": click.option("--alpha", default=0.5, show_default=True, help="Dirichlet concentration."),
         "shards_per_client": click.option("--shards-per-client", default=2, show_default=True),
         "rounds": click.option("--rounds", default=50, show_default=True, help="Rounds to run (at most)."),
         "target": click.option("--target", type=float, default=None, help="Test accuracy to reach, e.g. 0.99."),
         "seed": click.option("--seed", default=0, show_default=True),
-        "train_limit": click.option("--train-limit", type=int, default=None,
-                                    help="Use only the first N training examples."),
-        "test_limit": click.option("--test-limit", type=int, default=None,
-                                   help="Evaluate on the first N test examples."),
+        "train_limit": click.option(
+            "--train-limit", type=int, default=None, help="Use only the first N training examples."
+        ),
+        "test_limit": click.option(
+            "--test-limit", type=int, default=None, help="Evaluate on the first N test examples."
+        ),
         "precision": precision_option(),
         "channels_last": channels_last_option(),
     }
@@ -112,38 +128,93 @@ def sweep_config_options(f):
 
 
 def executor_options(f):
-    return apply([
-        click.option("--executor", "executor_name", type=click.Choice(list(EXECUTORS)), default="process",
-                     show_default=True, help="Where client updates run; process keeps both cores busy."),
-        click.option("--workers", default=2, show_default=True,
-                     help="Worker processes (process executor) or Ray actors (ray executor)."),
-        click.option("--threads", default=1, show_default=True,
-                     help="Torch threads per process (this one for serial, each worker for process and ray)."),
-        click.option("--concurrency", default=4, show_default=True,
-                     help="Invocations in flight (openwhisk executor)."),
-        click.option("--ray-address", default=None, metavar="ADDRESS",
-                     help="Where the Ray cluster is (ray executor): auto, HEAD:6379 or ray://HEAD:10001 "
-                          "[default: a private local Ray]."),
-    ], f)
+    return apply(
+        [
+            click.option(
+                "--executor",
+                "executor_name",
+                type=click.Choice(list(EXECUTORS)),
+                default="process",
+                show_default=True,
+                help="Where client updates run; process keeps both cores busy.",
+            ),
+            click.option(
+                "--workers",
+                default=2,
+                show_default=True,
+                help="Worker processes (process executor) or Ray actors (ray executor).",
+            ),
+            click.option(
+                "--threads",
+                default=1,
+                show_default=True,
+                help="Torch threads per process (this one for serial, each worker for process and ray).",
+            ),
+            click.option(
+                "--concurrency", default=4, show_default=True, help="Invocations in flight (openwhisk executor)."
+            ),
+            click.option(
+                "--ray-address",
+                default=None,
+                metavar="ADDRESS",
+                help="Where the Ray cluster is (ray executor): auto, HEAD:6379 or ray://HEAD:10001 "
+                "[default: a private local Ray].",
+            ),
+        ],
+        f,
+    )
 
 
-def make_config(model, num_clients, frac, epochs, batch, lr, mu, fedsgd, partition_kind, alpha,
-                shards_per_client, rounds, target, seed, train_limit, test_limit, precision="fp32",
-                channels_last=False):
+def make_config(
+    model,
+    num_clients,
+    frac,
+    epochs,
+    batch,
+    lr,
+    mu,
+    fedsgd,
+    partition_kind,
+    alpha,
+    shards_per_client,
+    rounds,
+    target,
+    seed,
+    train_limit,
+    test_limit,
+    precision="fp32",
+    channels_last=False,
+):
     from fedavg import precision as precisions
     from fedavg.run import RunConfig
 
     if fedsgd:
         epochs, batch = 1, 0
     if num_clients < 1 or not 0 < frac <= 1 or epochs < 1 or batch < 0 or lr <= 0 or mu < 0 or rounds < 0:
-        raise click.BadParameter("need --clients >= 1, 0 < --frac <= 1, --epochs >= 1, --batch >= 0, --lr > 0, "
-                                 "--mu >= 0, --rounds >= 0")
+        raise click.BadParameter(
+            "need --clients >= 1, 0 < --frac <= 1, --epochs >= 1, --batch >= 0, --lr > 0, --mu >= 0, --rounds >= 0"
+        )
     if target is not None and not 0 < target <= 1:
         raise click.BadParameter(f"--target is an accuracy in (0, 1], got {target}")
-    return RunConfig(model=model, clients=num_clients, frac=frac, epochs=epochs, batch_size=batch or None, lr=lr,
-                     mu=mu, partition=partition_kind, alpha=alpha, shards_per_client=shards_per_client,
-                     rounds=rounds, target=target, seed=seed, train_limit=train_limit, test_limit=test_limit,
-                     precision=precisions.resolve(precision), channels_last=channels_last)
+    return RunConfig(
+        model=model,
+        clients=num_clients,
+        frac=frac,
+        epochs=epochs,
+        batch_size=batch or None,
+        lr=lr,
+        mu=mu,
+        partition=partition_kind,
+        alpha=alpha,
+        shards_per_client=shards_per_client,
+        rounds=rounds,
+        target=target,
+        seed=seed,
+        train_limit=train_limit,
+        test_limit=test_limit,
+        precision=precisions.resolve(precision),
+        channels_last=channels_last,
+    )
 
 
 def _openwhisk_parts(obj, run_id: str):
@@ -161,15 +232,32 @@ def _openwhisk_parts(obj, run_id: str):
     return client, storage
 
 
-def executor_factory(name: str, data, *, workers: int, threads: int, concurrency: int, obj=None,
-                     run_id: str = "run", ray_address: str | None = None):
+def executor_factory(
+    name: str,
+    data,
+    *,
+    workers: int,
+    threads: int,
+    concurrency: int,
+    obj=None,
+    run_id: str = "run",
+    ray_address: str | None = None,
+):
     """fedavg.executors.make_factory, with the platform wired in for openwhisk and a missing Ray one line."""
     from fedavg.executors import make_factory
 
     openwhisk = _openwhisk_parts(obj, run_id) if name == "openwhisk" else None
     try:
-        return make_factory(name, data, workers=workers, threads=threads, concurrency=concurrency, run_id=run_id,
-                            ray_address=ray_address, openwhisk=openwhisk)
+        return make_factory(
+            name,
+            data,
+            workers=workers,
+            threads=threads,
+            concurrency=concurrency,
+            run_id=run_id,
+            ray_address=ray_address,
+            openwhisk=openwhisk,
+        )
     except ImportError as exc:
         if name != "ray":
             raise
@@ -187,8 +275,9 @@ def rounds_progress(total: int, description: str):
             if label not in tasks:
                 tasks[label] = progress.add_task(f"{description} {label}".strip(), total=total, status="")
             failed = f" failed {len(record['failed'])}" if record["failed"] else ""
-            status = (f"acc {record['test_acc']:.4f} loss {record['test_loss']:.3f} "
-                      f"{record['round_s']:.1f}s/round{failed}")
+            status = (
+                f"acc {record['test_acc']:.4f} loss {record['test_loss']:.3f} {record['round_s']:.1f}s/round{failed}"
+            )
             progress.update(tasks[label], completed=record["round"], status=status)
             if not console.is_terminal:
                 # logs and pipes get one line per round, since the bar is drawn only on a terminal

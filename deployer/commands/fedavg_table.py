@@ -10,9 +10,18 @@ import click
 from fedavg.errors import FedAvgError
 from fedavg.partition import KINDS
 
-from .fedavg_options import (channels_last_option, executor_factory, executor_options, fail, precision_option,
-                             rounds_progress, set_threads, study_options, study_root)
 from . import output
+from .fedavg_options import (
+    channels_last_option,
+    executor_factory,
+    executor_options,
+    fail,
+    precision_option,
+    rounds_progress,
+    set_threads,
+    study_options,
+    study_root,
+)
 from .params import CommaList, choices, floats, parse
 
 BATCHES = CommaList(click.IntRange(1), "inf,10", keywords={"inf": None})
@@ -26,7 +35,7 @@ def _probe_rounds(text: str, kinds: list[str]) -> dict[str, int]:
             kind, _, n = part.rpartition("=")
             if kind and kind not in KINDS:
                 raise ValueError(kind)
-            for k in ([kind] if kind else kinds):
+            for k in [kind] if kind else kinds:
                 out[k] = int(n)
     except ValueError as exc:
         raise click.BadParameter(f"--probe-rounds takes N or PARTITION=N pairs like iid=3,shards=6: {text!r}") from exc
@@ -40,10 +49,12 @@ def _table_spec(tables, number: str, model: str | None, rows: str | None, batche
     """The TableSpec the options ask for (Table 2 is the CNN's; Table 1 defaults to the 2NN)."""
     if number == "2":
         if model not in (None, "cnn") or batches is not None:
-            raise click.BadParameter("table 2 is the CNN's rows at C=0.1: it takes no --model 2nn and no --batches "
-                                     "(pick rows with --rows)")
-        return tables.table2_spec(parse(choices(tables.table2_row_keys()), rows, "--rows") if rows
-                                  else tables.TABLE2_DEFAULT_ROWS)
+            raise click.BadParameter(
+                "table 2 is the CNN's rows at C=0.1: it takes no --model 2nn and no --batches (pick rows with --rows)"
+            )
+        return tables.table2_spec(
+            parse(choices(tables.table2_row_keys()), rows, "--rows") if rows else tables.TABLE2_DEFAULT_ROWS
+        )
     fracs = parse(floats(0.0, 1.0, example="0.1,0.5"), rows, "--rows") if rows else tables.TABLE1_FRACS
     return tables.table1_spec(model or "2nn", fracs, batches if batches else (None, 10))
 
@@ -62,36 +73,86 @@ def _table_checkpoints(checkpoint_root_option: str | None, fresh: bool):
 
 @click.command("table")
 @click.argument("table", type=click.Choice(["1", "2"]))
-@click.option("--model", type=click.Choice(["2nn", "cnn"]), default=None,
-              help="Table 1 only: 2nn (E=1, to 97%) [default], or cnn (E=5, to 99%; at C=1.0 each round trains "
-                   "100 clients x 5 epochs, days on 2 cores). Table 2 is the CNN's.")
+@click.option(
+    "--model",
+    type=click.Choice(["2nn", "cnn"]),
+    default=None,
+    help="Table 1 only: 2nn (E=1, to 97%) [default], or cnn (E=5, to 99%; at C=1.0 each round trains "
+    "100 clients x 5 epochs, days on 2 cores). Table 2 is the CNN's.",
+)
 @click.option("--partitions", default="iid,shards", show_default=True, help="iid and/or shards (non-IID).")
-@click.option("--rows", default=None,
-              help="Table 2: row keys [default: fedsgd,e1-b10,e5-b10; also e5-binf, e1-b50, e20-binf, e5-b50, "
-                   "e20-b50, e20-b10]. Table 1: C values [default: 0.0,0.1,0.2,0.5,1.0; 0.0 = one client a round].")
+@click.option(
+    "--rows",
+    default=None,
+    help="Table 2: row keys [default: fedsgd,e1-b10,e5-b10; also e5-binf, e1-b50, e20-binf, e5-b50, "
+    "e20-b50, e20-b10]. Table 1: C values [default: 0.0,0.1,0.2,0.5,1.0; 0.0 = one client a round].",
+)
 @click.option("--batches", type=BATCHES, default=None, help="Table 1 only: the B columns [default: inf,10].")
-@click.option("--lrs", type=floats(0.0, low_open=True, example="0.1,0.215"), default=None,
-              help="Learning rates to probe in every row [default: 0.0215,0.0464,0.1,0.215; rows with B=inf "
-                   "0.1,0.215,0.464,1].")
-@click.option("--probe-rounds", default="iid=3,shards=6", show_default=True,
-              help="Rounds each lr runs before the best is kept: N, or PARTITION=N pairs.")
-@click.option("--max-rounds", type=int, default=None,
-              help="Round budget per cell, probe included [default: 1000; 3000 for table 1 with the 2nn].")
-@click.option("--clients", "num_clients", default=100, show_default=True,
-              help="K; the paper's is 100 (fewer only for quick checks).")
+@click.option(
+    "--lrs",
+    type=floats(0.0, low_open=True, example="0.1,0.215"),
+    default=None,
+    help="Learning rates to probe in every row [default: 0.0215,0.0464,0.1,0.215; rows with B=inf 0.1,0.215,0.464,1].",
+)
+@click.option(
+    "--probe-rounds",
+    default="iid=3,shards=6",
+    show_default=True,
+    help="Rounds each lr runs before the best is kept: N, or PARTITION=N pairs.",
+)
+@click.option(
+    "--max-rounds",
+    type=int,
+    default=None,
+    help="Round budget per cell, probe included [default: 1000; 3000 for table 1 with the 2nn].",
+)
+@click.option(
+    "--clients",
+    "num_clients",
+    default=100,
+    show_default=True,
+    help="K; the paper's is 100 (fewer only for quick checks).",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--train-limit", type=int, default=None, help="First N training images (quick checks only).")
 @click.option("--test-limit", type=int, default=None, help="First N test images (quick checks only).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Where tableN.md, tableN.json and tableN.png go [default: out/fedavg-tableN].")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where tableN.md, tableN.json and tableN.png go [default: out/fedavg-tableN].",
+)
 @precision_option()
 @channels_last_option()
 @executor_options
 @study_options
 @click.pass_obj
-def table_command(obj, table, model, partitions, rows, batches, lrs, probe_rounds, max_rounds, num_clients,
-                  seed, train_limit, test_limit, out_dir, precision, channels_last, executor_name, workers, threads,
-                  concurrency, ray_address, checkpoint_root, fresh) -> None:
+def table_command(
+    obj,
+    table,
+    model,
+    partitions,
+    rows,
+    batches,
+    lrs,
+    probe_rounds,
+    max_rounds,
+    num_clients,
+    seed,
+    train_limit,
+    test_limit,
+    out_dir,
+    precision,
+    channels_last,
+    executor_name,
+    workers,
+    threads,
+    concurrency,
+    ray_address,
+    checkpoint_root,
+    fresh,
+) -> None:
     """The FedAvg paper's Table 1 (client fraction C) or Table 2 (FedSGD vs FedAvg), ours beside the paper's.
 
     Each cell probes a few learning rates for a few rounds and continues the best to the
@@ -107,30 +168,67 @@ def table_command(obj, table, model, partitions, rows, batches, lrs, probe_round
     probes = _probe_rounds(probe_rounds, kinds)
     budget = max_rounds if max_rounds is not None else tables.DEFAULT_MAX_ROUNDS[(spec.number, spec.model)]
     if budget < max(probes.values()) or num_clients < 1:
-        raise click.BadParameter(f"--max-rounds ({budget}) must be at least the probe rounds ({max(probes.values())}),"
-                                 f" and --clients at least 1")
-    base = runner.RunConfig(model=spec.model, clients=num_clients, seed=seed, target=spec.target,
-                            train_limit=train_limit, test_limit=test_limit,
-                            precision=precisions.resolve(precision), channels_last=channels_last)
+        raise click.BadParameter(
+            f"--max-rounds ({budget}) must be at least the probe rounds ({max(probes.values())}),"
+            f" and --clients at least 1"
+        )
+    base = runner.RunConfig(
+        model=spec.model,
+        clients=num_clients,
+        seed=seed,
+        target=spec.target,
+        train_limit=train_limit,
+        test_limit=test_limit,
+        precision=precisions.resolve(precision),
+        channels_last=channels_last,
+    )
     out = Path(out_dir or f"out/fedavg-table{table}")
     set_threads(threads)
     try:
         data = runner.load_data(train_limit, test_limit)
-        factory = executor_factory(executor_name, data, workers=workers, threads=threads, concurrency=concurrency,
-                                   obj=obj, run_id=f"table{table}-{base.run_id()}", ray_address=ray_address)
-        with _table_checkpoints(checkpoint_root, fresh) as root, \
-                rounds_progress(budget, f"table {table}") as advance:
-            report = tables.run_table(spec, base, kinds, factory, data, probe_rounds=probes, max_rounds=budget,
-                                      lrs=list(lrs) if lrs else None, checkpoint_root=root, on_round=advance,
-                                      on_cell=lambda partial: tables.write_outputs(partial, out),
-                                      executor_info={"name": executor_name, "workers": workers, "threads": threads})
+        factory = executor_factory(
+            executor_name,
+            data,
+            workers=workers,
+            threads=threads,
+            concurrency=concurrency,
+            obj=obj,
+            run_id=f"table{table}-{base.run_id()}",
+            ray_address=ray_address,
+        )
+        with _table_checkpoints(checkpoint_root, fresh) as root, rounds_progress(budget, f"table {table}") as advance:
+            report = tables.run_table(
+                spec,
+                base,
+                kinds,
+                factory,
+                data,
+                probe_rounds=probes,
+                max_rounds=budget,
+                lrs=list(lrs) if lrs else None,
+                checkpoint_root=root,
+                on_round=advance,
+                on_cell=lambda partial: tables.write_outputs(partial, out),
+                executor_info={"name": executor_name, "workers": workers, "threads": threads},
+            )
     except FedAvgError as exc:
         raise fail(exc) from exc
     paths = tables.write_outputs(report, out)
-    output.table(["row", "partition", "ours", "lr", "paper", "s/round"],
-                 [(c["label"], c["partition"], c["verdict"], f"{c['chosen_lr']:.3g}",
-                   c["paper_rounds"] if c["paper_rounds"] is not None else "-", f"{c['mean_round_s']:.2f}")
-                  for c in report["cells"]], f"{spec.title} (paper: McMahan et al. 2017)")
+    output.table(
+        ["row", "partition", "ours", "lr", "paper", "s/round"],
+        [
+            (
+                c["label"],
+                c["partition"],
+                c["verdict"],
+                f"{c['chosen_lr']:.3g}",
+                c["paper_rounds"] if c["paper_rounds"] is not None else "-",
+                f"{c['mean_round_s']:.2f}",
+            )
+            for c in report["cells"]
+        ],
+        f"{spec.title} (paper: McMahan et al. 2017)",
+    )
     click.echo(f"rounds run now: {report['rounds_run_now']}", err=True)
     for path in paths:
         click.echo(f"wrote {path}", err=True)

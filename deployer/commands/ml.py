@@ -36,8 +36,11 @@ def data_group() -> None:
 
 
 @data_group.command("mnist")
-@click.option("--root", type=click.Path(file_okay=False, path_type=Path),
-              help="Where to put it (default: $MNIST_ROOT or ~/.local/share/deployer/data).")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to put it (default: $MNIST_ROOT or ~/.local/share/deployer/data).",
+)
 @click.option("--force", is_flag=True, help="Rewrite the files even when they are there.")
 def data_mnist(root: Path | None, force: bool) -> None:
     """Put the real MNIST (60,000 train / 10,000 test) where torchvision and the actions find it."""
@@ -47,8 +50,9 @@ def data_mnist(root: Path | None, force: bool) -> None:
 
     with Console(stderr=True).status("writing and verifying MNIST..."):
         where = mnist.prepare_mnist(root, force=force)
-    click.echo(f"MNIST ready under {mnist.raw_dir(where)} ({mnist.TRAIN_SIZE} train, {mnist.TEST_SIZE} test, "
-               "sha256 verified)")
+    click.echo(
+        f"MNIST ready under {mnist.raw_dir(where)} ({mnist.TRAIN_SIZE} train, {mnist.TEST_SIZE} test, sha256 verified)"
+    )
 
 
 @click.group("model")
@@ -56,8 +60,9 @@ def model_group() -> None:
     """The LeNet-5 model."""
 
 
-def train_and_publish(storage, epochs: int, batch_size: int, lr: float, seed: int, threads: int,
-                      augment: bool = True) -> tuple[str, dict]:
+def train_and_publish(
+    storage, epochs: int, batch_size: int, lr: float, seed: int, threads: int, augment: bool = True
+) -> tuple[str, dict]:
     """Trains with a progress bar, scores printed digits, publishes; returns (version, metrics).
 
     The printed-digit score goes into the metrics (and so the model's metadata); where no
@@ -74,14 +79,23 @@ def train_and_publish(storage, epochs: int, batch_size: int, lr: float, seed: in
         task = progress.add_task(f"training LeNet-5, epoch 1/{epochs}", total=TRAIN_SIZE * epochs)
 
         def on_epoch(entry: dict) -> None:
-            progress.console.print(f"epoch {entry['epoch']}: test accuracy {entry['test_accuracy']:.4f}, "
-                                   f"train loss {entry['train_loss']:.4f}, {entry['seconds']:.0f} s")
+            progress.console.print(
+                f"epoch {entry['epoch']}: test accuracy {entry['test_accuracy']:.4f}, "
+                f"train loss {entry['train_loss']:.4f}, {entry['seconds']:.0f} s"
+            )
             if entry["epoch"] < epochs:
                 progress.update(task, description=f"training LeNet-5, epoch {entry['epoch'] + 1}/{epochs}")
 
-        result = train_lenet5(epochs, batch_size, lr, seed, threads=threads,
-                              on_batch=lambda n: progress.advance(task, n), on_epoch=on_epoch,
-                              augment=AugmentConfig() if augment else None)
+        result = train_lenet5(
+            epochs,
+            batch_size,
+            lr,
+            seed,
+            threads=threads,
+            on_batch=lambda n: progress.advance(task, n),
+            on_epoch=on_epoch,
+            augment=AugmentConfig() if augment else None,
+        )
     metrics = result.metrics()
     model = LeNet5()
     model.load_state_dict(result.state)
@@ -107,16 +121,26 @@ def printed_summary(metrics: dict) -> str:
 @model_group.command("train")
 @click.option("--epochs", default=EPOCHS, show_default=True, type=click.IntRange(1))
 @click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1))
-@click.option("--lr", default=0.1, show_default=True, type=click.FloatRange(min=0, min_open=True),
-              help="Peak learning rate of the one-cycle schedule.")
+@click.option(
+    "--lr",
+    default=0.1,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Peak learning rate of the one-cycle schedule.",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(1), help="torch threads.")
-@click.option("--augment/--no-augment", default=True, show_default=True,
-              help="Random affine, elastic and stroke-width changes of every batch, for printed and drawn digits.")
+@click.option(
+    "--augment/--no-augment",
+    default=True,
+    show_default=True,
+    help="Random affine, elastic and stroke-width changes of every batch, for printed and drawn digits.",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
 @click.pass_obj
-def model_train(obj, epochs: int, batch_size: int, lr: float, seed: int, threads: int, augment: bool,
-                json_path: str | None) -> None:
+def model_train(
+    obj, epochs: int, batch_size: int, lr: float, seed: int, threads: int, augment: bool, json_path: str | None
+) -> None:
     """Train LeNet-5 in one process on MNIST, score it on printed digits, publish it to S3 and mark it latest.
 
     The defaults reach 99.46% MNIST test accuracy and 30 of 30 printed digits in about
@@ -132,8 +156,11 @@ def model_train(obj, epochs: int, batch_size: int, lr: float, seed: int, threads
 
 @click.command("serve")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--public-url", help="Where the action reaches this server (default: the address it is bound to, "
-                                   "http://127.0.0.1:PORT); the action is allowed to fetch from this host only.")
+@click.option(
+    "--public-url",
+    help="Where the action reaches this server (default: the address it is bound to, "
+    "http://127.0.0.1:PORT); the action is allowed to fetch from this host only.",
+)
 @click.option("--model", help="Published model version (default: latest).")
 @click.pass_obj
 def serve_command(obj, port: int, public_url: str | None, model: str | None) -> None:
@@ -151,8 +178,10 @@ def serve_command(obj, port: int, public_url: str | None, model: str | None) -> 
     try:
         client.get_action(ACTION)
     except NotFoundError as exc:
-        raise click.ClickException(f"{ACTION} is not deployed on {target.apihost}; run `deployer demo` or "
-                                   "`deployer deploy -m manifests/infer.yaml`") from exc
+        raise click.ClickException(
+            f"{ACTION} is not deployed on {target.apihost}; run `deployer demo` or "
+            "`deployer deploy -m manifests/infer.yaml`"
+        ) from exc
     app = create_app(client, _storage(target), model=model, public_url=public_url)
     try:
         server = bind(app, "127.0.0.1", port)
@@ -170,14 +199,22 @@ def serve_command(obj, port: int, public_url: str | None, model: str | None) -> 
 
 @click.command("infer")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
-@click.option("--concurrency", type=ints(example="1,4,16"), default="1,4,16", show_default=True,
-              help="Comma-separated levels.")
-@click.option("--requests", "requests_per_worker", default=20, show_default=True, type=click.IntRange(1),
-              help="Per worker per level.")
+@click.option(
+    "--concurrency", type=ints(example="1,4,16"), default="1,4,16", show_default=True, help="Comma-separated levels."
+)
+@click.option(
+    "--requests",
+    "requests_per_worker",
+    default=20,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Per worker per level.",
+)
 @click.option("--cold-runs", default=3, show_default=True, type=click.IntRange(1))
 @click.pass_obj
-def bench_infer_command(obj, json_path: str | None, concurrency: tuple[int, ...], requests_per_worker: int,
-                        cold_runs: int) -> None:
+def bench_infer_command(
+    obj, json_path: str | None, concurrency: tuple[int, ...], requests_per_worker: int, cold_runs: int
+) -> None:
     """mnist/infer through the platform vs in-process and a plain Flask + torch server."""
     from ..bench import infer as bi
 
@@ -186,8 +223,15 @@ def bench_infer_command(obj, json_path: str | None, concurrency: tuple[int, ...]
     if obj.apihost and obj.auth:
         storage_env = obj.target.storage.manifest_env()
     try:
-        report = bi.run(levels, requests_per_worker, cold_runs, apihost=obj.apihost, auth=obj.auth,
-                        storage_env=storage_env, progress=lambda m: click.echo(f"... {m}", err=True))
+        report = bi.run(
+            levels,
+            requests_per_worker,
+            cold_runs,
+            apihost=obj.apihost,
+            auth=obj.auth,
+            storage_env=storage_env,
+            progress=lambda m: click.echo(f"... {m}", err=True),
+        )
     except bi.BenchError as exc:
         raise click.ClickException(str(exc)) from exc
     latency = report["in_process"]["latency"]
@@ -221,21 +265,32 @@ def classify_test_images(client, count: int, batch_size: int = 64, root=None) ->
         task = progress.add_task(f"classifying {count} test images through {ACTION}", total=count)
         for start in range(0, count, batch_size):
             encoded = []
-            for img in images[start:start + batch_size]:
+            for img in images[start : start + batch_size]:
                 buf = io.BytesIO()
                 Image.fromarray(img).save(buf, "PNG")
                 encoded.append(base64.b64encode(buf.getvalue()).decode())
             answer = client.invoke(ACTION, {"images": encoded}, blocking=True, result=True)
             model = answer["model"]
-            correct += sum(p["digit"] == y for p, y in zip(answer["predictions"], labels[start:start + batch_size]))
+            correct += sum(p["digit"] == y for p, y in zip(answer["predictions"], labels[start : start + batch_size]))
             progress.advance(task, len(encoded))
-    return {"images": count, "correct": correct, "accuracy": correct / count if count else 0.0, "model": model,
-            "seconds": round(time.perf_counter() - started, 2)}
+    return {
+        "images": count,
+        "correct": correct,
+        "accuracy": correct / count if count else 0.0,
+        "model": model,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
 
 
 @click.command("demo")
-@click.option("--images", "count", default=300, show_default=True, type=click.IntRange(1, 10_000),
-              help="Real test images to classify through the platform.")
+@click.option(
+    "--images",
+    "count",
+    default=300,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="Real test images to classify through the platform.",
+)
 @click.option("--retrain", is_flag=True, help="Train a new model even when one is published.")
 @click.option("--epochs", default=EPOCHS, show_default=True, type=click.IntRange(1))
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
@@ -272,8 +327,12 @@ def demo_command(obj, count: int, retrain: bool, epochs: int, json_path: str | N
         result = classify_test_images(client, count)
     finally:
         client.close()
-    click.echo(f"4/4 {result['correct']}/{result['images']} real test images right through the platform: "
-               f"accuracy {result['accuracy']:.4f} (model {result['model']}, {result['seconds']:.1f} s)")
+    click.echo(
+        f"4/4 {result['correct']}/{result['images']} real test images right through the platform: "
+        f"accuracy {result['accuracy']:.4f} (model {result['model']}, {result['seconds']:.1f} s)"
+    )
     click.echo("open the page: `deployer serve`, then http://127.0.0.1:8080/")
-    write_report(json_path, {"model": version, "model_test_accuracy": accuracy, "through_platform": result,
-                             "apihost": target.apihost})
+    write_report(
+        json_path,
+        {"model": version, "model_test_accuracy": accuracy, "through_platform": result, "apihost": target.apihost},
+    )

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import click
 
@@ -23,8 +24,14 @@ def write_report(path: str | Path | None, report: dict, quiet: bool = False, err
             click.echo(f"wrote {path}", err=err)
 
 
-def table(headers: list[str], rows: Iterable[Iterable[Any]], title: str | None = None, *,
-          width: int | None = None, boxed: bool = False) -> None:
+def table(
+    headers: list[str],
+    rows: Iterable[Iterable[Any]],
+    title: str | None = None,
+    *,
+    width: int | None = None,
+    boxed: bool = False,
+) -> None:
     """A rich table on stdout; `boxed` draws rich's default frame and wraps cells, as hostnet's tables do."""
     from rich.console import Console
     from rich.table import Table

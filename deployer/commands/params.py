@@ -6,7 +6,8 @@ input the same way: exit 2 and one line naming the option and what it takes.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import click
 
@@ -45,8 +46,10 @@ class CommaList(click.ParamType):
         noun = "integers" if isinstance(item, click.IntRange) else "numbers"
         if not isinstance(item, (click.IntRange, click.FloatRange)):
             return noun
-        bounds = [f"{'>' if item.min_open else '>='} {item.min:g}" if item.min is not None else "",
-                  f"{'<' if item.max_open else '<='} {item.max:g}" if item.max is not None else ""]
+        bounds = [
+            f"{'>' if item.min_open else '>='} {item.min:g}" if item.min is not None else "",
+            f"{'<' if item.max_open else '<='} {item.max:g}" if item.max is not None else "",
+        ]
         if any(bounds):
             noun += f" ({', '.join(b for b in bounds if b)})"
         words = " or ".join(repr(k) for k in self.keywords)

@@ -21,30 +21,69 @@ def _check_prewarm(_ctx, _param, value: str) -> str:
 @click.command()
 @click.option("--port", default=supervisor.DEFAULT_PORT, show_default=True, help="OpenWhisk API port on 127.0.0.1.")
 @click.option("--s3-port", default=supervisor.DEFAULT_S3_PORT, show_default=True, help="S3 port on 127.0.0.1.")
-@click.option("--max-containers", default=supervisor.DEFAULT_MAX_CONTAINERS, show_default=True,
-              help="Cap on concurrent action processes.")
+@click.option(
+    "--max-containers",
+    default=supervisor.DEFAULT_MAX_CONTAINERS,
+    show_default=True,
+    help="Cap on concurrent action processes.",
+)
 @click.option("--idle-timeout-s", default=600.0, show_default=True, help="Evict warm containers idle this long.")
-@click.option("--max-unpacked-mb", default=512, show_default=True, type=click.IntRange(1),
-              help="Cap on what an action's zip may unpack to.")
-@click.option("--prewarm", default=DEFAULT_PREWARM, show_default=True, callback=_check_prewarm,
-              help="Stem-cell containers started ahead of need, KIND@MEMORY_MBxCOUNT,...; 'none' for none.")
-@click.option("--containers", type=click.Choice(["process", "docker"]), default="process", show_default=True,
-              help="process: actions run as processes of this machine's Python/node (no Docker needed); docker: "
-                   "Python actions run in the runtime image (deployer runtime build) with cgroup limits.")
-def up(port: int, s3_port: int, max_containers: int, idle_timeout_s: float, max_unpacked_mb: int,
-       prewarm: str, containers: str) -> None:
+@click.option(
+    "--max-unpacked-mb",
+    default=512,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Cap on what an action's zip may unpack to.",
+)
+@click.option(
+    "--prewarm",
+    default=DEFAULT_PREWARM,
+    show_default=True,
+    callback=_check_prewarm,
+    help="Stem-cell containers started ahead of need, KIND@MEMORY_MBxCOUNT,...; 'none' for none.",
+)
+@click.option(
+    "--containers",
+    type=click.Choice(["process", "docker"]),
+    default="process",
+    show_default=True,
+    help="process: actions run as processes of this machine's Python/node (no Docker needed); docker: "
+    "Python actions run in the runtime image (deployer runtime build) with cgroup limits.",
+)
+def up(
+    port: int,
+    s3_port: int,
+    max_containers: int,
+    idle_timeout_s: float,
+    max_unpacked_mb: int,
+    prewarm: str,
+    containers: str,
+) -> None:
     """Start the local platform (OpenWhisk API + embedded S3) in the background."""
-    info, started = supervisor.up(port=port, s3_port=s3_port,
-                                  extra=["--max-containers", str(max_containers),
-                                         "--idle-timeout-s", str(idle_timeout_s),
-                                         "--max-unpacked-mb", str(max_unpacked_mb), "--prewarm", prewarm,
-                                         "--containers", containers])
+    info, started = supervisor.up(
+        port=port,
+        s3_port=s3_port,
+        extra=[
+            "--max-containers",
+            str(max_containers),
+            "--idle-timeout-s",
+            str(idle_timeout_s),
+            "--max-unpacked-mb",
+            str(max_unpacked_mb),
+            "--prewarm",
+            prewarm,
+            "--containers",
+            containers,
+        ],
+    )
     path = supervisor.write_wskprops(info)
-    click.echo(("started" if started else "already running") + f": OpenWhisk API {info.apihost}, "
-               f"S3 {info.s3_endpoint}, state {info.state_dir}")
+    click.echo(
+        ("started" if started else "already running") + f": OpenWhisk API {info.apihost}, "
+        f"S3 {info.s3_endpoint}, state {info.state_dir}"
+    )
     click.echo(f"APIHOST={info.apihost}\nAUTH={info.auth}")
     click.echo(f"wskprops written to {path}; for wsk: export WSK_CONFIG_FILE={path}")
-    click.echo(f"S3 access key {info.s3_access_key}; for aws-cli and boto3: eval \"$(deployer storage env)\"")
+    click.echo(f'S3 access key {info.s3_access_key}; for aws-cli and boto3: eval "$(deployer storage env)"')
 
 
 @click.command()
@@ -66,10 +105,19 @@ def status(as_json: bool) -> None:
 
         stats = requests.get(info.apihost + "/api/v1", timeout=5).json().get("invoker", {})
         client = info.client()
-        out = {"running": True, "pid": info.pid, "apihost": info.apihost, "s3_endpoint": info.s3_endpoint,
-               "s3_access_key": info.s3_access_key, "s3_secret_key": info.s3_secret_key,
-               "state_dir": str(info.state_dir), "wskprops": str(info.wskprops_path),
-               "actions": len(client.list_actions()), "packages": len(client.list_packages()), "invoker": stats}
+        out = {
+            "running": True,
+            "pid": info.pid,
+            "apihost": info.apihost,
+            "s3_endpoint": info.s3_endpoint,
+            "s3_access_key": info.s3_access_key,
+            "s3_secret_key": info.s3_secret_key,
+            "state_dir": str(info.state_dir),
+            "wskprops": str(info.wskprops_path),
+            "actions": len(client.list_actions()),
+            "packages": len(client.list_packages()),
+            "invoker": stats,
+        }
     if as_json:
         emit_json(out)
         return
@@ -100,7 +148,8 @@ def storage_env(bucket: str | None) -> None:
     local_target(start=True)
     info = supervisor.read_info(supervisor.default_state_dir())
     if info is None:
-        raise click.ClickException("the local platform stopped before its storage settings could be read; "
-                                   "run `deployer up`")
+        raise click.ClickException(
+            "the local platform stopped before its storage settings could be read; run `deployer up`"
+        )
     for line in storage_exports(info, bucket):
         click.echo(line)

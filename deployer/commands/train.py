@@ -27,8 +27,16 @@ def _open(obj, data: str, deploy: bool = True):
     return target, client, storage
 
 
-def _watch(client, storage, job: str, activation: str | None, total_steps: int, label: str,
-           driver_thread: threading.Thread | None = None, errors: list | None = None) -> None:
+def _watch(
+    client,
+    storage,
+    job: str,
+    activation: str | None,
+    total_steps: int,
+    label: str,
+    driver_thread: threading.Thread | None = None,
+    errors: list | None = None,
+) -> None:
     """Progress bar over steps; prints each evaluation. Raises ClickException when the job stops."""
     from mlcore.training.job import TrainingError
 
@@ -57,24 +65,45 @@ def _watch(client, storage, job: str, activation: str | None, total_steps: int, 
 
 
 def _show(summary: dict) -> None:
-    rows = [(e["round"], f"{e['epoch']:.2f}", f"{e['accuracy']:.4f}", f"{e['loss']:.4f}") for e in summary["evaluations"]]
+    rows = [
+        (e["round"], f"{e['epoch']:.2f}", f"{e['accuracy']:.4f}", f"{e['loss']:.4f}") for e in summary["evaluations"]
+    ]
     table(["round", "epoch", "test accuracy", "test loss"], rows, title=f"job {summary['job']}")
     per = summary["workers"]["per_round"]
     if per["compute_s"] is not None:
-        table(["per worker round", "compute", "S3 get", "S3 put", "waiting", "bytes moved"],
-              [("mean", f"{per['compute_s'] * 1000:.1f} ms", f"{per['get_s'] * 1000:.1f} ms",
-                f"{per['put_s'] * 1000:.1f} ms", f"{per['wait_s'] * 1000:.1f} ms", f"{per['bytes'] / 1e6:.2f} MB")])
+        table(
+            ["per worker round", "compute", "S3 get", "S3 put", "waiting", "bytes moved"],
+            [
+                (
+                    "mean",
+                    f"{per['compute_s'] * 1000:.1f} ms",
+                    f"{per['get_s'] * 1000:.1f} ms",
+                    f"{per['put_s'] * 1000:.1f} ms",
+                    f"{per['wait_s'] * 1000:.1f} ms",
+                    f"{per['bytes'] / 1e6:.2f} MB",
+                )
+            ],
+        )
     gb = summary["gb_s"]
     fraction = summary["workers"]["communication_fraction"]
-    click.echo(f"final accuracy {summary['final_accuracy']}; {summary['workers']['totals']['rounds']} worker rounds "
-               f"in {summary['elapsed_s']} s; local steps {summary['local_steps']}; communicating "
-               f"{fraction:.0%} of worker time; {gb['total']:.1f} GB-s billed (workers {gb['workers']}, "
-               f"coordinator {gb['coordinator']}); {summary['replacements']} workers replaced; "
-               f"left out {len(summary['left_out'])} times; model at {summary['model_key']}")
+    click.echo(
+        f"final accuracy {summary['final_accuracy']}; {summary['workers']['totals']['rounds']} worker rounds "
+        f"in {summary['elapsed_s']} s; local steps {summary['local_steps']}; communicating "
+        f"{fraction:.0%} of worker time; {gb['total']:.1f} GB-s billed (workers {gb['workers']}, "
+        f"coordinator {gb['coordinator']}); {summary['replacements']} workers replaced; "
+        f"left out {len(summary['left_out'])} times; model at {summary['model_key']}"
+    )
 
 
-def run_job(obj, settings: dict, driver: str = "action", resume_job: str | None = None, quiet: bool = False,
-            targets=(0.98, 0.99), deploy: bool = True) -> dict:
+def run_job(
+    obj,
+    settings: dict,
+    driver: str = "action",
+    resume_job: str | None = None,
+    quiet: bool = False,
+    targets=(0.98, 0.99),
+    deploy: bool = True,
+) -> dict:
     """Starts (or resumes) a job, follows it to the end, returns its report."""
     from mlcore.mnist import TRAIN_SIZE
     from mlcore.training import data as training_data
@@ -94,10 +123,11 @@ def run_job(obj, settings: dict, driver: str = "action", resume_job: str | None 
             config = training.new_config(**settings)
             training.check_capacity(client, config, driver)
         if not resume_job and driver == "cli":
+
             def drive() -> None:
                 try:
                     training.drive(target, storage, config)
-                except Exception as exc:  # noqa: BLE001 - reported by the watcher in the main thread
+                except Exception as exc:
                     errors.append(exc)
 
             thread = threading.Thread(target=drive, daemon=True)
@@ -107,8 +137,9 @@ def run_job(obj, settings: dict, driver: str = "action", resume_job: str | None 
         total = config.total_batches(training_data.train_size(config, TRAIN_SIZE))
         label = f"{config.job} ({config.mode}, {config.workers} workers)"
         if not quiet:
-            click.echo(f"job {config.job}: {total} batches per worker; resume with "
-                       f"`deployer train --resume {config.job}`")
+            click.echo(
+                f"job {config.job}: {total} batches per worker; resume with `deployer train --resume {config.job}`"
+            )
         _watch(client, storage, config.job, activation, total, label, thread, errors)
         if thread is not None:
             thread.join()
@@ -125,14 +156,30 @@ def job_options(command):
     options = [
         click.option("--epochs", default=3, show_default=True),
         click.option("--batch-size", default=128, show_default=True, help="Global batch per step, split over workers."),
-        click.option("--lr", type=float, default=0.05, show_default=True, help="Peak learning rate (warm-up, then cosine)."),
-        click.option("--precision", type=click.Choice(("auto", "fp32", "bf16")), default="auto", show_default=True,
-                     help="bf16 autocast with fp32 master weights; auto = bf16 where the CPU has it."),
-        click.option("--compress", type=click.Choice(("none", "fp16")), default="fp16", show_default=True,
-                     help="Encoding of the updates in S3."),
+        click.option(
+            "--lr", type=float, default=0.05, show_default=True, help="Peak learning rate (warm-up, then cosine)."
+        ),
+        click.option(
+            "--precision",
+            type=click.Choice(("auto", "fp32", "bf16")),
+            default="auto",
+            show_default=True,
+            help="bf16 autocast with fp32 master weights; auto = bf16 where the CPU has it.",
+        ),
+        click.option(
+            "--compress",
+            type=click.Choice(("none", "fp16")),
+            default="fp16",
+            show_default=True,
+            help="Encoding of the updates in S3.",
+        ),
         click.option("--train-limit", type=int, default=0, help="Use the first N training images (0 = all)."),
-        click.option("--eval-every", type=int, default=0,
-                     help="Checkpoint and evaluate every N batches of a worker (0 = every epoch)."),
+        click.option(
+            "--eval-every",
+            type=int,
+            default=0,
+            help="Checkpoint and evaluate every N batches of a worker (0 = every epoch).",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -141,33 +188,89 @@ def job_options(command):
 
 @click.command("train")
 @click.option("--workers", default=2, show_default=True, help="Parallel worker actions.")
-@click.option("--mode", type=click.Choice(MODES), default="local", show_default=True,
-              help="sync: average gradients every step; local: K local steps, then average the models.")
-@click.option("--local-steps", type=int, default=0, show_default=True,
-              help="K for --mode local; 0 = chosen each round to keep communication near --comm-target.")
+@click.option(
+    "--mode",
+    type=click.Choice(MODES),
+    default="local",
+    show_default=True,
+    help="sync: average gradients every step; local: K local steps, then average the models.",
+)
+@click.option(
+    "--local-steps",
+    type=int,
+    default=0,
+    show_default=True,
+    help="K for --mode local; 0 = chosen each round to keep communication near --comm-target.",
+)
 @click.option("--comm-target", type=float, default=0.2, show_default=True)
 @job_options
 @click.option("--quorum", type=int, default=0, help="Complete a round once this many workers delivered (0 = all).")
-@click.option("--straggler-wait-s", type=float, default=1.0, show_default=True,
-              help="With --quorum: how long to wait for the rest.")
-@click.option("--data", type=click.Choice(("s3", "local")), default="s3", show_default=True,
-              help="Where workers read MNIST (local works on the local platform only).")
-@click.option("--driver", type=click.Choice(("action", "cli")), default="action", show_default=True,
-              help="Run the coordinator as the mnist-train/train action or in this process.")
+@click.option(
+    "--straggler-wait-s",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="With --quorum: how long to wait for the rest.",
+)
+@click.option(
+    "--data",
+    type=click.Choice(("s3", "local")),
+    default="s3",
+    show_default=True,
+    help="Where workers read MNIST (local works on the local platform only).",
+)
+@click.option(
+    "--driver",
+    type=click.Choice(("action", "cli")),
+    default="action",
+    show_default=True,
+    help="Run the coordinator as the mnist-train/train action or in this process.",
+)
 @click.option("--job", "job_name", default=None, help="Job name (default: generated).")
 @click.option("--resume", "resume_job", default=None, metavar="JOB", help="Continue JOB from where it stopped.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
 @click.pass_obj
-def train_command(obj, workers, mode, local_steps, comm_target, epochs, batch_size, lr, precision, compress,
-                  train_limit, eval_every, quorum, straggler_wait_s, data, driver, job_name, resume_job,
-                  json_path) -> None:
+def train_command(
+    obj,
+    workers,
+    mode,
+    local_steps,
+    comm_target,
+    epochs,
+    batch_size,
+    lr,
+    precision,
+    compress,
+    train_limit,
+    eval_every,
+    quorum,
+    straggler_wait_s,
+    data,
+    driver,
+    job_name,
+    resume_job,
+    json_path,
+) -> None:
     """Train LeNet-5 on MNIST with long-lived serverless workers that average through S3."""
     if mode == "sync" and local_steps not in (0, 1):
         raise click.ClickException("--local-steps applies to --mode local only")
-    settings = dict(job=job_name, workers=workers, epochs=epochs, batch_size=batch_size, mode=mode,
-                    local_steps=local_steps, comm_target=comm_target, lr=lr, precision=precision, compress=compress,
-                    quorum=quorum, straggler_wait_s=straggler_wait_s, data=data, train_limit=train_limit,
-                    eval_every=eval_every)
+    settings = dict(
+        job=job_name,
+        workers=workers,
+        epochs=epochs,
+        batch_size=batch_size,
+        mode=mode,
+        local_steps=local_steps,
+        comm_target=comm_target,
+        lr=lr,
+        precision=precision,
+        compress=compress,
+        quorum=quorum,
+        straggler_wait_s=straggler_wait_s,
+        data=data,
+        train_limit=train_limit,
+        eval_every=eval_every,
+    )
     summary = run_job(obj, settings, driver, resume_job)
     _show(summary)
     write_report(json_path, summary)
@@ -178,12 +281,30 @@ def train_command(obj, workers, mode, local_steps, comm_target, epochs, batch_si
 @click.option("--modes", default="local,sync", show_default=True)
 @job_options
 @click.option("--targets", default="0.98,0.99", show_default=True)
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
-              help="PNG of accuracy against wall time per row [default: beside --json]")
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="PNG of accuracy against wall time per row [default: beside --json]",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
 @click.pass_obj
-def bench_train_command(obj, workers_list, modes, epochs, batch_size, lr, precision, compress, train_limit,
-                        eval_every, targets, plot_path, json_path) -> None:
+def bench_train_command(
+    obj,
+    workers_list,
+    modes,
+    epochs,
+    batch_size,
+    lr,
+    precision,
+    compress,
+    train_limit,
+    eval_every,
+    targets,
+    plot_path,
+    json_path,
+) -> None:
     """Time to 98%/99% with 2 and 4 workers per mode, beside one process on every core, in one run."""
     from mlcore.training.job import TrainingError
 
@@ -201,8 +322,15 @@ def bench_train_command(obj, workers_list, modes, epochs, batch_size, lr, precis
         from mlcore.mnist import TRAIN_SIZE
 
         eval_every = max(1, (train_limit or TRAIN_SIZE) // batch_size // 2)
-    recipe = dict(epochs=epochs, batch_size=batch_size, lr=lr, precision=precision, compress=compress,
-                  train_limit=train_limit, eval_every=eval_every)
+    recipe = dict(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        precision=precision,
+        compress=compress,
+        train_limit=train_limit,
+        eval_every=eval_every,
+    )
     if plot_path is None and json_path:
         plot_path = str(Path(json_path).with_suffix(".png"))
 
@@ -217,9 +345,15 @@ def bench_train_command(obj, workers_list, modes, epochs, batch_size, lr, precis
         return summary
 
     try:
-        result = bench.run(run_row, recipe, counts, chosen, goal,
-                           save=lambda report: write_report(json_path, report, quiet=True),
-                           log=lambda line: click.echo(line, err=True))
+        result = bench.run(
+            run_row,
+            recipe,
+            counts,
+            chosen,
+            goal,
+            save=lambda report: write_report(json_path, report, quiet=True),
+            log=lambda line: click.echo(line, err=True),
+        )
     except TrainingError as exc:
         raise click.ClickException(str(exc)) from exc
     if plot_path:

@@ -7,10 +7,24 @@ import click
 from .actions import _parse_value, rule_outcomes
 from .output import emit_json, ms_time, table
 
-_param = click.option("-p", "--param", "params", nargs=2, multiple=True, metavar="KEY VALUE",
-                      help="Parameter (JSON values are parsed); repeatable.")
-_annotation = click.option("-a", "--annotation", "annotations", nargs=2, multiple=True, metavar="KEY VALUE",
-                           help="Annotation (JSON values are parsed); repeatable.")
+_param = click.option(
+    "-p",
+    "--param",
+    "params",
+    nargs=2,
+    multiple=True,
+    metavar="KEY VALUE",
+    help="Parameter (JSON values are parsed); repeatable.",
+)
+_annotation = click.option(
+    "-a",
+    "--annotation",
+    "annotations",
+    nargs=2,
+    multiple=True,
+    metavar="KEY VALUE",
+    help="Annotation (JSON values are parsed); repeatable.",
+)
 _as_json = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
@@ -102,9 +116,18 @@ def rule_list(obj, as_json: bool) -> None:
     if as_json:
         emit_json(docs)
         return
-    table(["name", "status", "trigger", "action"],
-          [(d["name"], d.get("status"), f"{d['trigger']['path']}/{d['trigger']['name']}",
-            f"{d['action']['path']}/{d['action']['name']}") for d in docs])
+    table(
+        ["name", "status", "trigger", "action"],
+        [
+            (
+                d["name"],
+                d.get("status"),
+                f"{d['trigger']['path']}/{d['trigger']['name']}",
+                f"{d['action']['path']}/{d['action']['name']}",
+            )
+            for d in docs
+        ],
+    )
 
 
 @click.group()
@@ -121,9 +144,18 @@ def package_list(obj, as_json: bool) -> None:
     if as_json:
         emit_json(docs)
         return
-    table(["name", "binding", "published", "updated"],
-          [(d["name"], "/{namespace}/{name}".format(**d["binding"]) if d.get("binding") else "",
-            d.get("publish"), ms_time(d.get("updated"))) for d in docs])
+    table(
+        ["name", "binding", "published", "updated"],
+        [
+            (
+                d["name"],
+                "/{namespace}/{name}".format(**d["binding"]) if d.get("binding") else "",
+                d.get("publish"),
+                ms_time(d.get("updated")),
+            )
+            for d in docs
+        ],
+    )
 
 
 @packages.command("bind")

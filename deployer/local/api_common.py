@@ -22,8 +22,7 @@ MAX_LIST_LIMIT = 200
 
 
 def json_response(body, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(json.dumps(body, allow_nan=False), status=status, mimetype="application/json",
-                    headers=headers)
+    return Response(json.dumps(body, allow_nan=False), status=status, mimetype="application/json", headers=headers)
 
 
 def error_response(status: int, message: str) -> Response:
@@ -42,7 +41,7 @@ def int_arg(name: str, default: int | None, collection: str = "request") -> int 
         value = int(raw)
     except ValueError as exc:
         raise BadRequest(f"The value '{raw}' is not an integer for {collection}.") from exc
-    if not -(2 ** 63) <= value < 2 ** 63:
+    if not -(2**63) <= value < 2**63:
         raise BadRequest(f"The value '{raw}' is not an integer for {collection}.")
     return value
 
@@ -121,5 +120,7 @@ def check_payload_size() -> None:
     than six times the limit is refused unread.
     """
     if request.content_length and request.content_length > 6 * MAX_PAYLOAD_BYTES + 4096:
-        raise TooLarge(f"The request content was too large ({request.content_length} bytes); "
-                       f"it exceeds the allowed limit of {MAX_PAYLOAD_BYTES} bytes.")
+        raise TooLarge(
+            f"The request content was too large ({request.content_length} bytes); "
+            f"it exceeds the allowed limit of {MAX_PAYLOAD_BYTES} bytes."
+        )

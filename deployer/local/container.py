@@ -47,7 +47,7 @@ def _die_with_parent() -> None:
 
 
 def _utc_stamp() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class ContainerError(DeployerError):
@@ -98,8 +98,10 @@ class _LogBuffer:
                 self.cond.wait(left)
             out = self.lines
             if self.truncated:
-                out.append(f"{_utc_stamp()} stderr: Logs were truncated because the total bytes size "
-                           f"exceeds the limit of {self.limit_bytes} bytes.")
+                out.append(
+                    f"{_utc_stamp()} stderr: Logs were truncated because the total bytes size "
+                    f"exceeds the limit of {self.limit_bytes} bytes."
+                )
             self.lines, self.size, self.truncated = [], 0, False
             return out
 
@@ -161,9 +163,17 @@ class ActionContract:
 class Container(ActionContract):
     """Owns one proxy process. `kill()` is idempotent; `with Container(...)` kills on exit."""
 
-    def __init__(self, key: str, memory_mb: int, log_limit_bytes: int, env: dict[str, str] | None = None,
-                 python: str = sys.executable, runtime: str = "python", work_root: Path | None = None,
-                 max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES) -> None:
+    def __init__(
+        self,
+        key: str,
+        memory_mb: int,
+        log_limit_bytes: int,
+        env: dict[str, str] | None = None,
+        python: str = sys.executable,
+        runtime: str = "python",
+        work_root: Path | None = None,
+        max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
+    ) -> None:
         if runtime not in RUNTIME_COMMANDS:
             raise ContainerError(f"no runtime {runtime!r} here; known: {', '.join(RUNTIME_COMMANDS)}")
         self.key = key
@@ -207,8 +217,14 @@ class Container(ActionContract):
         cmd = RUNTIME_COMMANDS[self.runtime](self._python) + ["--ready-fd", str(write_fd)]
         try:
             self._proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                pass_fds=(write_fd,), env=env, preexec_fn=_die_with_parent, cwd=str(_PROJECT_ROOT),
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(write_fd,),
+                env=env,
+                preexec_fn=_die_with_parent,
+                cwd=str(_PROJECT_ROOT),
             )
         except OSError as exc:
             os.close(read_fd)
@@ -308,7 +324,7 @@ class Container(ActionContract):
                 proc.kill()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> "Container":
+    def __enter__(self) -> Container:
         return self
 
     def __exit__(self, *exc) -> None:

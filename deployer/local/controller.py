@@ -14,14 +14,26 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from . import names, triggers_api, web_api
-from .api_common import (Auth, Caller, check_payload_size, error_response, flag, int_arg, json_body,
-                         json_response, list_window)
+from .api_common import (
+    Auth,
+    Caller,
+    check_payload_size,
+    error_response,
+    flag,
+    int_arg,
+    json_body,
+    json_response,
+    list_window,
+)
 from .errors import BadRequest, PlatformError
 from .invoker import APPLICATION_ERROR, DEVELOPER_ERROR, SUCCESS
 from .platform import MAX_CODE_BYTES, MAX_PAYLOAD_BYTES, Platform
 
-_HTTP_MESSAGES = {404: "The requested resource does not exist.", 405: "Method not allowed.",
-                  413: "The request content was too large."}
+_HTTP_MESSAGES = {
+    404: "The requested resource does not exist.",
+    405: "Method not allowed.",
+    413: "The request content was too large.",
+}
 log = logging.getLogger("controller")
 
 
@@ -67,8 +79,9 @@ def _register_errors(app: Flask) -> None:
     @app.errorhandler(sqlite3.Error)
     def state_not_written(exc: sqlite3.Error):
         log.error("state database error on %s %s: %s", request.method, request.path, exc)
-        return error_response(500, f"The platform could not read or write its state ({exc}); "
-                                   f"check the state folder's disk.")
+        return error_response(
+            500, f"The platform could not read or write its state ({exc}); check the state folder's disk."
+        )
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
@@ -80,12 +93,20 @@ def _register_info(app: Flask, platform: Platform, authenticate: Auth) -> None:
     @app.get("/")
     @app.get("/api/v1")
     def info():
-        return json_response({"description": "OpenWhisk-compatible local platform", "api_paths": ["/api/v1"],
-                              "runtimes": {"python": ["python:3.11"], "nodejs": ["nodejs:20"]},
-                              "limits": {"actions_per_minute": None, "max_action_duration": 300000,
-                                         "max_action_memory": 2048 * 1024 * 1024,
-                                         "max_payload_bytes": MAX_PAYLOAD_BYTES},
-                              "invoker": platform.invoker.stats()})
+        return json_response(
+            {
+                "description": "OpenWhisk-compatible local platform",
+                "api_paths": ["/api/v1"],
+                "runtimes": {"python": ["python:3.11"], "nodejs": ["nodejs:20"]},
+                "limits": {
+                    "actions_per_minute": None,
+                    "max_action_duration": 300000,
+                    "max_action_memory": 2048 * 1024 * 1024,
+                    "max_payload_bytes": MAX_PAYLOAD_BYTES,
+                },
+                "invoker": platform.invoker.stats(),
+            }
+        )
 
     @app.get("/api/v1/namespaces")
     def namespaces():
@@ -140,8 +161,9 @@ def invoke(platform: Platform, caller: Caller, path: str) -> Response:
     if timeout_ms is not None and not 0 <= timeout_ms <= 300000:
         raise BadRequest("Timeout must be number of milliseconds up to 300000.")
     wait_s = None if timeout_ms is None else timeout_ms / 1000.0
-    activation_id, doc = platform.invoke(caller.namespace, path, json_body(), flag("blocking"), caller.key, wait_s,
-                                         subject=caller.subject)
+    activation_id, doc = platform.invoke(
+        caller.namespace, path, json_body(), flag("blocking"), caller.key, wait_s, subject=caller.subject
+    )
     if doc is None:
         return json_response({"activationId": activation_id}, 202)
     status = {SUCCESS: 200, APPLICATION_ERROR: 502, DEVELOPER_ERROR: 502}.get(doc["statusCode"], 500)
@@ -151,8 +173,19 @@ def invoke(platform: Platform, caller: Caller, path: str) -> Response:
     return json_response(doc, status, headers)
 
 
-_SUMMARY_FIELDS = ("activationId", "namespace", "name", "version", "start", "end", "duration", "statusCode",
-                   "annotations", "publish", "cause")
+_SUMMARY_FIELDS = (
+    "activationId",
+    "namespace",
+    "name",
+    "version",
+    "start",
+    "end",
+    "duration",
+    "statusCode",
+    "annotations",
+    "publish",
+    "cause",
+)
 
 
 def _register_activations(app: Flask, platform: Platform, authenticate: Auth) -> None:
@@ -160,8 +193,14 @@ def _register_activations(app: Flask, platform: Platform, authenticate: Auth) ->
     def list_activations(ns):
         caller = authenticate(ns, write=True)
         limit, skip = list_window("activations")
-        docs = platform.list_activations(caller.namespace, request.args.get("name"), limit, skip,
-                                         int_arg("since", None, "since"), int_arg("upto", None, "upto"))
+        docs = platform.list_activations(
+            caller.namespace,
+            request.args.get("name"),
+            limit,
+            skip,
+            int_arg("since", None, "since"),
+            int_arg("upto", None, "upto"),
+        )
         if not flag("docs"):
             docs = [{k: d[k] for k in _SUMMARY_FIELDS if k in d} for d in docs]
         return json_response(docs)
@@ -177,4 +216,3 @@ def _register_activations(app: Flask, platform: Platform, authenticate: Auth) ->
     @app.get("/api/v1/namespaces/<ns>/activations/<aid>/result")
     def activation_result(ns, aid):
         return json_response(platform.get_activation(authenticate(ns, write=True).namespace, aid)["response"])
-

@@ -25,13 +25,17 @@ import threading
 import time
 import uuid
 
-
 from runtimes import contract
 
 from ..runtime_image import DEFAULT_TAG, docker, docker_binary
+from .container import (
+    DEFAULT_MAX_UNPACKED_BYTES,
+    ActionContract,
+    ContainerError,
+    ContainerOutOfMemory,
+    _LogBuffer,
+)
 from .proxy_connection import ProxyConnection, ProxyGone
-from .container import (DEFAULT_MAX_UNPACKED_BYTES, ActionContract, ContainerError, ContainerOutOfMemory,
-                        ContainerTimeout, _LogBuffer)
 
 LABEL = "org.deployer.platform"  # value: the platform id; every container and network made here has it
 KEY_LABEL = "org.deployer.action"
@@ -100,11 +104,10 @@ class DockerNetwork:
         self.name = name or f"deployer-{_safe_name(platform_id)}"
         self.internal = internal
 
-    def create(self) -> "DockerNetwork":
+    def create(self) -> DockerNetwork:
         found = _docker("network", "ls", "-q", "--filter", f"name=^{self.name}$").stdout.strip()
         if not found:
-            args = ["network", "create", "--driver", "bridge", "--label", f"{LABEL}={self.platform_id}",
-                    *_run_label()]
+            args = ["network", "create", "--driver", "bridge", "--label", f"{LABEL}={self.platform_id}", *_run_label()]
             if self.internal:
                 args.append("--internal")
             done = _docker(*args, self.name, check=False)
@@ -123,7 +126,7 @@ class DockerNetwork:
         if done.returncode != 0 and "not found" not in done.stderr and "No such" not in done.stderr:
             raise ContainerError(f"docker network rm {self.name} failed: {done.stderr.strip()}")
 
-    def __enter__(self) -> "DockerNetwork":
+    def __enter__(self) -> DockerNetwork:
         return self.create()
 
     def __exit__(self, *exc) -> None:
@@ -147,10 +150,11 @@ def _docker_stamp(ts: str) -> str:
     """Docker's RFC 3339 nanosecond stamp in container.py's format (microseconds, Z)."""
     try:
         head, _, frac = ts.rstrip("Z").partition(".")
-        return dt.datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").strftime("%Y-%m-%dT%H:%M:%S") + \
-            f".{(frac + '000000')[:6]}Z"
+        return (
+            dt.datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").strftime("%Y-%m-%dT%H:%M:%S") + f".{(frac + '000000')[:6]}Z"
+        )
     except ValueError:
-        return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class DockerContainer(ActionContract):
@@ -159,13 +163,27 @@ class DockerContainer(ActionContract):
     Same public interface as container.Container, plus `pause()`, `unpause()`, `paused`, `id`, `ip`, `name`.
     """
 
-    def __init__(self, key: str, memory_mb: int, log_limit_bytes: int, env: dict[str, str] | None = None,
-                 python: str | None = None, runtime: str = "python", work_root=None,
-                 max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES, *, platform_id: str = "default",
-                 network: DockerNetwork | str | None = None, image: str | None = None,
-                 images: dict[str, str] | None = None, api_host: str | None = None,
-                 cpu_shares: int = DEFAULT_CPU_SHARES, pids_limit: int = DEFAULT_PIDS_LIMIT,
-                 nofile: int = DEFAULT_NOFILE, mounts: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        key: str,
+        memory_mb: int,
+        log_limit_bytes: int,
+        env: dict[str, str] | None = None,
+        python: str | None = None,
+        runtime: str = "python",
+        work_root=None,
+        max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
+        *,
+        platform_id: str = "default",
+        network: DockerNetwork | str | None = None,
+        image: str | None = None,
+        images: dict[str, str] | None = None,
+        api_host: str | None = None,
+        cpu_shares: int = DEFAULT_CPU_SHARES,
+        pids_limit: int = DEFAULT_PIDS_LIMIT,
+        nofile: int = DEFAULT_NOFILE,
+        mounts: dict[str, str] | None = None,
+    ) -> None:
         # python and work_root are Container's; a container has its own interpreter and file system
         images = images or DEFAULT_IMAGES
         if image is None and runtime not in images:
@@ -203,12 +221,35 @@ class DockerContainer(ActionContract):
 
     def _run_args(self) -> list[str]:
         mem = f"{int(self.memory_mb)}m"
-        args = ["run", "-d", "--name", self.name, "--label", f"{LABEL}={self.platform_id}", *_run_label(),
-                "--label", f"{KEY_LABEL}={(self.key or 'stem cell')[:200]}",
-                "--memory", mem, "--memory-swap", mem, "--cpu-shares", str(self.cpu_shares),
-                "--pids-limit", str(self.pids_limit), "--ulimit", f"nofile={self.nofile}:{self.nofile}",
-                "--cap-drop", "NET_RAW", "--cap-drop", "NET_ADMIN", "--restart", "no",
-                "--log-driver", "json-file"]
+        args = [
+            "run",
+            "-d",
+            "--name",
+            self.name,
+            "--label",
+            f"{LABEL}={self.platform_id}",
+            *_run_label(),
+            "--label",
+            f"{KEY_LABEL}={(self.key or 'stem cell')[:200]}",
+            "--memory",
+            mem,
+            "--memory-swap",
+            mem,
+            "--cpu-shares",
+            str(self.cpu_shares),
+            "--pids-limit",
+            str(self.pids_limit),
+            "--ulimit",
+            f"nofile={self.nofile}:{self.nofile}",
+            "--cap-drop",
+            "NET_RAW",
+            "--cap-drop",
+            "NET_ADMIN",
+            "--restart",
+            "no",
+            "--log-driver",
+            "json-file",
+        ]
         if self.network:
             args += ["--network", self.network]
         for host_dir, inside in self.mounts.items():
@@ -233,10 +274,16 @@ class DockerContainer(ActionContract):
             self.id = done.stdout.strip().splitlines()[-1]
             # every line since the container started, stdout and stderr apart; ends when the container does
             # dies with the platform (the container itself outlives a killed platform until the next start)
-            self._follower = subprocess.Popen([docker_binary(), "logs", "--follow", "--timestamps", self.id],
-                                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                              stderr=subprocess.PIPE, text=True, bufsize=1, errors="replace",
-                                              preexec_fn=_die_with_platform)
+            self._follower = subprocess.Popen(
+                [docker_binary(), "logs", "--follow", "--timestamps", self.id],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                bufsize=1,
+                errors="replace",
+                preexec_fn=_die_with_platform,
+            )
         for name, stream in (("stdout", self._follower.stdout), ("stderr", self._follower.stderr)):
             threading.Thread(target=self._pump, args=(name, stream), daemon=True).start()
         try:
@@ -269,8 +316,10 @@ class DockerContainer(ActionContract):
                 raise ContainerError(f"the action runtime in {self.name} exited before it listened; output:\n{logs}")
             if time.monotonic() > deadline:
                 logs = "\n".join(self._logs.take(0, 0)[-20:])
-                raise ContainerError(f"the action runtime in {self.name} did not listen on {self.ip}:{self.port} "
-                                     f"in time; output:\n{logs}")
+                raise ContainerError(
+                    f"the action runtime in {self.name} did not listen on {self.ip}:{self.port} "
+                    f"in time; output:\n{logs}"
+                )
             time.sleep(0.02)  # the port has no event to wait on: OpenWhisk polls it too
 
     def _pump(self, name: str, stream) -> None:
@@ -316,7 +365,7 @@ class DockerContainer(ActionContract):
                 self._follower.kill()
                 self._follower.wait()
 
-    def __enter__(self) -> "DockerContainer":
+    def __enter__(self) -> DockerContainer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -340,12 +389,16 @@ class DockerContainer(ActionContract):
     def _oom_kills(self) -> int:
         """The memory cgroup's OOM kill count: docker marks OOMKilled only when the container stops, but here
         the kernel kills the action's process and the proxy lives on (cgroup v1, cgroupfs driver)."""
-        candidates = [f"{root}/{name}/{leaf}"
-                      for root, leaf in (("/sys/fs/cgroup/memory/docker", "memory.oom_control"),
-                                         ("/sys/fs/cgroup/memory/system.slice", "memory.oom_control"),
-                                         ("/sys/fs/cgroup/system.slice", "memory.events"),  # cgroup v2
-                                         ("/sys/fs/cgroup/docker", "memory.events"))
-                      for name in (self.id, f"docker-{self.id}.scope")]
+        candidates = [
+            f"{root}/{name}/{leaf}"
+            for root, leaf in (
+                ("/sys/fs/cgroup/memory/docker", "memory.oom_control"),
+                ("/sys/fs/cgroup/memory/system.slice", "memory.oom_control"),
+                ("/sys/fs/cgroup/system.slice", "memory.events"),  # cgroup v2
+                ("/sys/fs/cgroup/docker", "memory.events"),
+            )
+            for name in (self.id, f"docker-{self.id}.scope")
+        ]
         for path in candidates:
             try:
                 with open(path) as fh:

@@ -19,8 +19,15 @@ SOCKETS_IN_CONTAINER = "/run/deployer"
 
 
 def process_factory(key, *, memory_mb, log_limit_bytes, env, runtime, work_root, max_unpacked_bytes, image=None):
-    return Container(key, memory_mb=memory_mb, log_limit_bytes=log_limit_bytes, env=env, runtime=runtime,
-                     work_root=work_root, max_unpacked_bytes=max_unpacked_bytes)
+    return Container(
+        key,
+        memory_mb=memory_mb,
+        log_limit_bytes=log_limit_bytes,
+        env=env,
+        runtime=runtime,
+        work_root=work_root,
+        max_unpacked_bytes=max_unpacked_bytes,
+    )
 
 
 def platform_id(state_dir: Path) -> str:
@@ -32,9 +39,8 @@ class DockerFactory:
     """Owns the platform's Docker network and the relays to its API and S3; `close()` removes them."""
 
     def __init__(self, state_dir: Path) -> None:
-        from . import docker_container as dc
-
         from .. import runtime_image as ri
+        from . import docker_container as dc
 
         self._dc = dc
         try:
@@ -60,12 +66,27 @@ class DockerFactory:
 
     def __call__(self, key, *, memory_mb, log_limit_bytes, env, runtime, work_root, max_unpacked_bytes, image=None):
         if runtime != "python":
-            return process_factory(key, memory_mb=memory_mb, log_limit_bytes=log_limit_bytes, env=env,
-                                   runtime=runtime, work_root=work_root, max_unpacked_bytes=max_unpacked_bytes)
+            return process_factory(
+                key,
+                memory_mb=memory_mb,
+                log_limit_bytes=log_limit_bytes,
+                env=env,
+                runtime=runtime,
+                work_root=work_root,
+                max_unpacked_bytes=max_unpacked_bytes,
+            )
         return self._dc.DockerContainer(
-            key, memory_mb, log_limit_bytes, env={**env, "DEPLOYER_RELAYS": self._spec}, runtime=runtime,
-            max_unpacked_bytes=max_unpacked_bytes, platform_id=self.platform_id, network=self.network,
-            image=image, mounts={str(self.sockets): SOCKETS_IN_CONTAINER})
+            key,
+            memory_mb,
+            log_limit_bytes,
+            env={**env, "DEPLOYER_RELAYS": self._spec},
+            runtime=runtime,
+            max_unpacked_bytes=max_unpacked_bytes,
+            platform_id=self.platform_id,
+            network=self.network,
+            image=image,
+            mounts={str(self.sockets): SOCKETS_IN_CONTAINER},
+        )
 
     def close(self) -> None:
         for r in self._relays:

@@ -16,9 +16,8 @@ from pathlib import Path
 
 from runtimes import contract
 
-from .container import (DEFAULT_MAX_UNPACKED_BYTES, Container, ContainerError, ContainerOutOfMemory,
-                        ContainerTimeout)
 from . import kinds
+from .container import DEFAULT_MAX_UNPACKED_BYTES, Container, ContainerError, ContainerOutOfMemory, ContainerTimeout
 from .factory import process_factory
 from .prewarm import StemSpec
 
@@ -56,10 +55,16 @@ def _now_ms() -> int:
 class Invoker:
     """Owns every container; `shutdown()` kills them all."""
 
-    def __init__(self, max_containers: int = DEFAULT_MAX_CONTAINERS, idle_timeout_s: float = 600.0,
-                 container_env: dict[str, str] | None = None, work_root: Path | None = None,
-                 max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES, stem_cells: list[StemSpec] = (),
-                 container_factory=process_factory) -> None:
+    def __init__(
+        self,
+        max_containers: int = DEFAULT_MAX_CONTAINERS,
+        idle_timeout_s: float = 600.0,
+        container_env: dict[str, str] | None = None,
+        work_root: Path | None = None,
+        max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
+        stem_cells: list[StemSpec] = (),
+        container_factory=process_factory,
+    ) -> None:
         if max_containers < 1:
             raise ValueError("max_containers must be at least 1")
         self.max_containers = max_containers
@@ -92,12 +97,24 @@ class Invoker:
         threading.Thread(target=self._refill, daemon=True).start()
 
     def _container_env(self, runtime: str, deny: str, env: dict[str, str] | None) -> dict[str, str]:
-        return {**self._env, **(env or {}), "ACTION_DENY_MODULES": deny,
-                "ACTION_PRELOAD_MODULES": kinds.preload(runtime, deny)}
+        return {
+            **self._env,
+            **(env or {}),
+            "ACTION_DENY_MODULES": deny,
+            "ACTION_PRELOAD_MODULES": kinds.preload(runtime, deny),
+        }
 
     def _new_container(self, key, runtime, memory_mb, log_limit_bytes, env, image=None):
-        c = self._factory(key, memory_mb=memory_mb, log_limit_bytes=log_limit_bytes, env=env, runtime=runtime,
-                          work_root=self.work_root, max_unpacked_bytes=self.max_unpacked_bytes, image=image)
+        c = self._factory(
+            key,
+            memory_mb=memory_mb,
+            log_limit_bytes=log_limit_bytes,
+            env=env,
+            runtime=runtime,
+            work_root=self.work_root,
+            max_unpacked_bytes=self.max_unpacked_bytes,
+            image=image,
+        )
         c.requested_image = image
         return c
 
@@ -127,9 +144,14 @@ class Invoker:
                     if self._closed:
                         return
                     if self._queued == 0 and self._used_slots() < self.max_containers:
-                        spec = next((s for s in self._stem_specs
-                                     if sum(c.stem is s for c in self._stems) + self._stems_starting.get(s, 0)
-                                     < s.count), None)
+                        spec = next(
+                            (
+                                s
+                                for s in self._stem_specs
+                                if sum(c.stem is s for c in self._stems) + self._stems_starting.get(s, 0) < s.count
+                            ),
+                            None,
+                        )
                     if spec is None:
                         self._cond.wait(5.0)
                 self._starting += 1
@@ -140,7 +162,7 @@ class Invoker:
                 stem = self._new_container(None, spec.runtime, spec.memory_mb, 10 * 1024 * 1024, env)
                 stem.stem, stem.env_signature = spec, frozenset(env.items())
                 stem.start()
-            except Exception as exc:  # noqa: BLE001 - a pool that cannot fill must not take the invoker down
+            except Exception as exc:
                 log.warning("prewarm %s: cannot start a stem cell: %s", spec.label, exc)
                 if stem is not None:
                     stem.kill()
@@ -162,7 +184,9 @@ class Invoker:
             return {
                 "containers": len(self._containers),
                 "prewarmed": len(self._stems),
-                "prewarmed_by_spec": {spec.label: sum(c.stem is spec for c in self._stems) for spec in self._stem_specs},
+                "prewarmed_by_spec": {
+                    spec.label: sum(c.stem is spec for c in self._stems) for spec in self._stem_specs
+                },
                 "prewarm_hits": self.prewarm_hits,
                 "busy": sum(c.busy for c in self._containers),
                 "queued": self._queued,
@@ -193,8 +217,9 @@ class Invoker:
                         if c.key == key and not c.busy and c.alive():
                             c.busy = True
                             return None, (c, None)
-                    stem = next((c for c in self._stems if stem_match is not None and stem_match(c) and c.alive()),
-                                None)
+                    stem = next(
+                        (c for c in self._stems if stem_match is not None and stem_match(c) and c.alive()), None
+                    )
                     if stem is not None:  # its slot becomes the reservation
                         self._stems.remove(stem)
                         self._starting += 1
@@ -254,8 +279,17 @@ class Invoker:
                     return
                 self._cond.wait(min(5.0, max(self.idle_timeout_s / 4, 0.1)))
 
-    def run(self, key: str, init_value: dict, run_message: dict, limits: dict, runtime: str = "python",
-            deny: str = "", env: dict[str, str] | None = None, image: str | None = None) -> RunResult:
+    def run(
+        self,
+        key: str,
+        init_value: dict,
+        run_message: dict,
+        limits: dict,
+        runtime: str = "python",
+        deny: str = "",
+        env: dict[str, str] | None = None,
+        image: str | None = None,
+    ) -> RunResult:
         """Runs one activation to completion; never raises for action faults."""
         timeout_s = limits["timeout"] / 1000.0
         start = _now_ms()
@@ -264,19 +298,25 @@ class Invoker:
         signature = frozenset(container_env.items())
 
         def stem_match(c) -> bool:
-            return (c.stem.runtime == runtime and c.stem.memory_mb == limits["memory"]
-                    and c.env_signature == signature and c.requested_image == image)
+            return (
+                c.stem.runtime == runtime
+                and c.stem.memory_mb == limits["memory"]
+                and c.env_signature == signature
+                and c.requested_image == image
+            )
 
         try:
             container, stem = self._acquire(key, deadline=t0 + max(timeout_s, 60.0), stem_match=stem_match)
         except ContainerError as exc:
-            return RunResult(INTERNAL_ERROR, {"error": f"No container could be scheduled: {exc}"},
-                             start_ms=start, end_ms=_now_ms())
+            return RunResult(
+                INTERNAL_ERROR, {"error": f"No container could be scheduled: {exc}"}, start_ms=start, end_ms=_now_ms()
+            )
         wait_ms = int((time.monotonic() - t0) * 1000)
         init_ms = None
         if container is None:
-            container, init_ms, failure = self._cold_start(key, init_value, limits, timeout_s, runtime,
-                                                           container_env, stem, image)
+            container, init_ms, failure = self._cold_start(
+                key, init_value, limits, timeout_s, runtime, container_env, stem, image
+            )
             if failure is not None:
                 failure.start_ms, failure.wait_ms = start, wait_ms
                 return failure
@@ -304,24 +344,55 @@ class Invoker:
             container.kill()
             self._unreserve()
             msg = f"The action exceeded its time limits of {limits['timeout']} milliseconds during initialization."
-            return None, None, RunResult(DEVELOPER_ERROR, {"error": msg}, logs=container.take_logs(0.2),
-                                         end_ms=_now_ms(), timed_out=True)
+            return (
+                None,
+                None,
+                RunResult(
+                    DEVELOPER_ERROR, {"error": msg}, logs=container.take_logs(0.2), end_ms=_now_ms(), timed_out=True
+                ),
+            )
         except ContainerOutOfMemory:
             self._unreserve()
-            return None, None, RunResult(DEVELOPER_ERROR, {"error": "The action exhausted its memory and was aborted."},
-                                         logs=container.take_logs(0.2), end_ms=_now_ms())
+            return (
+                None,
+                None,
+                RunResult(
+                    DEVELOPER_ERROR,
+                    {"error": "The action exhausted its memory and was aborted."},
+                    logs=container.take_logs(0.2),
+                    end_ms=_now_ms(),
+                ),
+            )
         except ContainerError as exc:
             container.kill()
             self._unreserve()
-            return None, None, RunResult(DEVELOPER_ERROR, {"error": f"The action failed to initialize: {exc}"},
-                                         logs=container.take_logs(0.2), end_ms=_now_ms())
+            return (
+                None,
+                None,
+                RunResult(
+                    DEVELOPER_ERROR,
+                    {"error": f"The action failed to initialize: {exc}"},
+                    logs=container.take_logs(0.2),
+                    end_ms=_now_ms(),
+                ),
+            )
         init_ms = int((time.monotonic() - t_init) * 1000)
         if status != contract.OK:
             container.kill()
             self._unreserve()
-            return None, None, RunResult(DEVELOPER_ERROR, body if isinstance(body, dict) and "error" in body
-                                         else {"error": f"init failed with status {status}"},
-                                         logs=logs, end_ms=_now_ms(), init_ms=init_ms)
+            return (
+                None,
+                None,
+                RunResult(
+                    DEVELOPER_ERROR,
+                    body
+                    if isinstance(body, dict) and "error" in body
+                    else {"error": f"init failed with status {status}"},
+                    logs=logs,
+                    end_ms=_now_ms(),
+                    init_ms=init_ms,
+                ),
+            )
         with self._cond:
             self._starting -= 1
             closed = self._closed
@@ -350,8 +421,12 @@ class Invoker:
                 msg = "The action exhausted its memory and was aborted."
             else:
                 msg = ABNORMAL_RUN
-            return RunResult(DEVELOPER_ERROR, {"error": msg}, logs=container.take_logs(0.2),
-                             timed_out=isinstance(exc, ContainerTimeout))
+            return RunResult(
+                DEVELOPER_ERROR,
+                {"error": msg},
+                logs=container.take_logs(0.2),
+                timed_out=isinstance(exc, ContainerTimeout),
+            )
         logs = container.take_logs()
         if status != contract.OK:
             self._release(container, reusable=False)
@@ -361,13 +436,24 @@ class Invoker:
             return RunResult(DEVELOPER_ERROR, err, logs=logs)
         self._release(container, reusable=True)
         if not container.answer_finite:
-            return RunResult(APPLICATION_ERROR, {"error": "The action returned NaN or Infinity, which JSON cannot "
-                                                          "represent; return a number, a string or null instead."},
-                             logs=logs)
+            return RunResult(
+                APPLICATION_ERROR,
+                {
+                    "error": "The action returned NaN or Infinity, which JSON cannot "
+                    "represent; return a number, a string or null instead."
+                },
+                logs=logs,
+            )
         size = container.answer_bytes  # the launcher's JSON, as json.dumps(result, ensure_ascii=False) writes it
         if size > MAX_RESULT_BYTES:
-            return RunResult(DEVELOPER_ERROR, {"error": f"The action produced a response that exceeded the allowed "
-                                                        f"length: {size} > {MAX_RESULT_BYTES} bytes."}, logs=logs)
+            return RunResult(
+                DEVELOPER_ERROR,
+                {
+                    "error": f"The action produced a response that exceeded the allowed "
+                    f"length: {size} > {MAX_RESULT_BYTES} bytes."
+                },
+                logs=logs,
+            )
         code = APPLICATION_ERROR if isinstance(body, dict) and "error" in body else SUCCESS
         return RunResult(code, body, logs=logs)
 

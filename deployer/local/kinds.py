@@ -32,8 +32,9 @@ def resolve(kind: str) -> str:
     runtime = family(kind) if isinstance(kind, str) else None
     if runtime is None:
         known = "', '".join(sorted(k for kinds, _ in RUNTIMES.values() for k in kinds))
-        raise BadRequest(f"The specified runtime '{kind}' is not supported by this platform. "
-                         f"Valid values are: '{known}'.")
+        raise BadRequest(
+            f"The specified runtime '{kind}' is not supported by this platform. Valid values are: '{known}'."
+        )
     return RUNTIMES[runtime][1] if kind.endswith(":default") else kind
 
 

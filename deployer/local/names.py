@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from .errors import BadRequest
 
 MAX_LENGTH = 256
-_NAME = re.compile(r"\A([\w]|[\w][\w@ .&-]{0,%d}[\w@.&-])\Z" % (MAX_LENGTH - 2), re.ASCII)
+_NAME = re.compile(rf"\A([\w]|[\w][\w@ .&-]{{0,{MAX_LENGTH - 2}}}[\w@.&-])\Z", re.ASCII)
 
 ILLEGAL_ENTITY = "The name of the entity contains illegal characters."
 ILLEGAL_NAMESPACE = "The namespace contains illegal characters."
-MALFORMED_FQN = ("The fully qualified name of the entity must contain at least the namespace and the name "
-                 "of the entity.")
+MALFORMED_FQN = "The fully qualified name of the entity must contain at least the namespace and the name of the entity."
 
 
 def is_valid(name: str) -> bool:

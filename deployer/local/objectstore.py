@@ -20,9 +20,10 @@ import struct
 import time
 import urllib.parse
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO
 
 from .errors import PlatformError
 
@@ -49,8 +50,11 @@ def no_bucket(name: str) -> S3Error:
 
 
 def disk_full(root: Path) -> S3Error:
-    return S3Error(507, "InsufficientStorage",
-                   f"the object store's disk is full ({root}); nothing was written; free space and retry")
+    return S3Error(
+        507,
+        "InsufficientStorage",
+        f"the object store's disk is full ({root}); nothing was written; free space and retry",
+    )
 
 
 @dataclass
@@ -100,8 +104,16 @@ def _info_of(f: BinaryIO, path: Path) -> ObjectInfo:
     f.seek(st.st_size - _FOOTER.size - meta_len)
     meta = json.loads(f.read(meta_len))
     size = st.st_size - _FOOTER.size - meta_len
-    return ObjectInfo(meta["key"], size, meta["etag"], st.st_mtime, meta.get("content_type", "binary/octet-stream"),
-                      meta.get("metadata", {}), path, meta.get("storage_class", "STANDARD"))
+    return ObjectInfo(
+        meta["key"],
+        size,
+        meta["etag"],
+        st.st_mtime,
+        meta.get("content_type", "binary/octet-stream"),
+        meta.get("metadata", {}),
+        path,
+        meta.get("storage_class", "STANDARD"),
+    )
 
 
 class ObjectStore:
@@ -181,8 +193,15 @@ class ObjectStore:
             f.close()
             raise
 
-    def put(self, bucket: str, key: str, chunks: Iterable[bytes], content_type: str | None = None,
-            metadata: dict | None = None, storage_class: str = "STANDARD") -> ObjectInfo:
+    def put(
+        self,
+        bucket: str,
+        key: str,
+        chunks: Iterable[bytes],
+        content_type: str | None = None,
+        metadata: dict | None = None,
+        storage_class: str = "STANDARD",
+    ) -> ObjectInfo:
         """Streams `chunks` to disk; the object exists, durably, once this returns.
 
         REDUCED_REDUNDANCY (S3's class for reproducible data) skips the two fsyncs, which
@@ -191,8 +210,12 @@ class ObjectStore:
         to readers.
         """
         if storage_class not in STORAGE_CLASSES:
-            raise S3Error(400, "InvalidStorageClass", f"The storage class you specified is not valid: "
-                                                      f"{storage_class} (this endpoint stores {', '.join(STORAGE_CLASSES)})")
+            raise S3Error(
+                400,
+                "InvalidStorageClass",
+                f"The storage class you specified is not valid: "
+                f"{storage_class} (this endpoint stores {', '.join(STORAGE_CLASSES)})",
+            )
         dest = self._object_path(bucket, key)
         md5 = hashlib.md5()
 
@@ -201,9 +224,13 @@ class ObjectStore:
                 md5.update(chunk)
                 yield chunk
 
-        meta = lambda: {"key": key, "etag": md5.hexdigest(), "content_type": content_type or "binary/octet-stream",  # noqa: E731
-                        "metadata": metadata or {}, **({"storage_class": storage_class}
-                                                       if storage_class != "STANDARD" else {})}
+        meta = lambda: {  # noqa: E731 - read once the body has been streamed
+            "key": key,
+            "etag": md5.hexdigest(),
+            "content_type": content_type or "binary/octet-stream",
+            "metadata": metadata or {},
+            **({"storage_class": storage_class} if storage_class != "STANDARD" else {}),
+        }
         return self._write(dest, body(), meta, durable=storage_class == "STANDARD")
 
     def _write(self, dest: Path, body: Iterable[bytes], meta_fn, durable: bool = True) -> ObjectInfo:
@@ -228,8 +255,16 @@ class ObjectStore:
                 raise self._os_error(exc) from exc
             raise
         info = json.loads(meta)
-        return ObjectInfo(info["key"], size, info["etag"], time.time(), info.get("content_type", ""),
-                          info.get("metadata", {}), dest, info.get("storage_class", "STANDARD"))
+        return ObjectInfo(
+            info["key"],
+            size,
+            info["etag"],
+            time.time(),
+            info.get("content_type", ""),
+            info.get("metadata", {}),
+            dest,
+            info.get("storage_class", "STANDARD"),
+        )
 
     def _os_error(self, exc: OSError) -> S3Error:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -246,13 +281,25 @@ class ObjectStore:
             return
         fsync_dir(path.parent)
 
-    def copy(self, src_bucket: str, src_key: str, bucket: str, key: str, content_type: str | None = None,
-             metadata: dict | None = None) -> ObjectInfo:
+    def copy(
+        self,
+        src_bucket: str,
+        src_key: str,
+        bucket: str,
+        key: str,
+        content_type: str | None = None,
+        metadata: dict | None = None,
+    ) -> ObjectInfo:
         """Copies within the store; new metadata replaces the old when given (MetadataDirective REPLACE)."""
         src, f = self.open(src_bucket, src_key)
         replace = content_type is not None or metadata is not None
-        return self.put(bucket, key, self.read_range(src, 0, src.size, f),
-                        content_type if replace else src.content_type, metadata if replace else src.metadata)
+        return self.put(
+            bucket,
+            key,
+            self.read_range(src, 0, src.size, f),
+            content_type if replace else src.content_type,
+            metadata if replace else src.metadata,
+        )
 
     @staticmethod
     def read_range(info: ObjectInfo, start: int, length: int, opened: BinaryIO | None = None) -> Iterator[bytes]:
@@ -294,8 +341,9 @@ class ObjectStore:
         folder = self.uploads / upload_id
         try:
             folder.mkdir(mode=0o700)
-            (folder / "upload.json").write_text(json.dumps(
-                {"bucket": bucket, "key": key, "content_type": content_type, "metadata": metadata}))
+            (folder / "upload.json").write_text(
+                json.dumps({"bucket": bucket, "key": key, "content_type": content_type, "metadata": metadata})
+            )
         except OSError as exc:
             shutil.rmtree(folder, ignore_errors=True)
             raise self._os_error(exc) from exc
@@ -304,7 +352,9 @@ class ObjectStore:
     def _upload(self, bucket: str, key: str, upload_id: str) -> tuple[Path, dict]:
         folder = self.uploads / upload_id
         try:
-            info = json.loads((folder / "upload.json").read_text()) if re.fullmatch(r"[0-9a-f]{32}", upload_id) else None
+            info = (
+                json.loads((folder / "upload.json").read_text()) if re.fullmatch(r"[0-9a-f]{32}", upload_id) else None
+            )
         except (OSError, ValueError):
             info = None
         if info is None or info["bucket"] != bucket or info["key"] != key:
@@ -340,9 +390,12 @@ class ObjectStore:
             infos.append(info)
         digest = hashlib.md5(b"".join(bytes.fromhex(i.etag) for i in infos)).hexdigest()
         body = (chunk for i in infos for chunk in self.read_range(i, 0, i.size))
-        meta = lambda: {"key": key, "etag": f"{digest}-{len(infos)}",  # noqa: E731
-                        "content_type": upload["content_type"] or "binary/octet-stream",
-                        "metadata": upload["metadata"] or {}}
+        meta = lambda: {  # noqa: E731 - read once the body has been streamed
+            "key": key,
+            "etag": f"{digest}-{len(infos)}",
+            "content_type": upload["content_type"] or "binary/octet-stream",
+            "metadata": upload["metadata"] or {},
+        }
         result = self._write(self._object_path(bucket, key), body, meta)
         shutil.rmtree(folder, ignore_errors=True)
         return result

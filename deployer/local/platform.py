@@ -5,7 +5,6 @@ The controller maps HTTP onto these methods; tests and the bench can call them d
 
 from __future__ import annotations
 
-import base64
 import json
 import secrets
 import sys
@@ -16,8 +15,7 @@ from typing import Any
 
 from . import catalog, kinds, names
 from .errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge
-from .invoker import (APPLICATION_ERROR, DEVELOPER_ERROR, INTERNAL_ERROR, STATUS_NAMES, SUCCESS, Invoker,
-                      RunResult)
+from .invoker import APPLICATION_ERROR, DEVELOPER_ERROR, INTERNAL_ERROR, STATUS_NAMES, SUCCESS, Invoker, RunResult
 from .names import QualifiedName
 from .store import Store
 
@@ -55,7 +53,7 @@ def _truthy(annotations: list[dict], key: str, missing: bool) -> bool:
 
 
 def _page(docs: list[dict], limit: int | None, skip: int) -> list[dict]:
-    return docs[skip:skip + limit if limit else None]
+    return docs[skip : skip + limit if limit else None]
 
 
 def split_path(path: str) -> tuple[str | None, str]:
@@ -81,8 +79,16 @@ class Resolved:
 class Platform:
     """One namespace per auth subject; entities and activations live in the Store."""
 
-    def __init__(self, store: Store, invoker: Invoker, api_host: str = "", blocking_timeout_s: float = 60.0,
-                 workers: int = 64, require_api_key_annotation: bool = True, any_image: bool = False) -> None:
+    def __init__(
+        self,
+        store: Store,
+        invoker: Invoker,
+        api_host: str = "",
+        blocking_timeout_s: float = 60.0,
+        workers: int = 64,
+        require_api_key_annotation: bool = True,
+        any_image: bool = False,
+    ) -> None:
         self.store = store
         self.invoker = invoker
         self.api_host = api_host
@@ -100,9 +106,14 @@ class Platform:
     def _interrupted_doc(doc: dict) -> dict:
         end = _now_ms()
         doc.update(end=end, duration=end - doc["start"], statusCode=INTERNAL_ERROR)
-        doc["response"] = {"status": STATUS_NAMES[INTERNAL_ERROR], "statusCode": INTERNAL_ERROR, "success": False,
-                           "result": {"error": "The platform stopped before this activation completed; "
-                                               "it did not finish and may be retried."}}
+        doc["response"] = {
+            "status": STATUS_NAMES[INTERNAL_ERROR],
+            "statusCode": INTERNAL_ERROR,
+            "success": False,
+            "result": {
+                "error": "The platform stopped before this activation completed; it did not finish and may be retried."
+            },
+        }
         return doc
 
     def shutdown(self) -> None:
@@ -120,11 +131,14 @@ class Platform:
             raise Conflict("resource already exists")
         binding = self._check_binding(ns, body.get("binding"), old)
         doc = {
-            "namespace": ns, "name": name, "version": self._next_version(old),
+            "namespace": ns,
+            "name": name,
+            "version": self._next_version(old),
             "publish": bool(body.get("publish", old.get("publish", False) if old else False)),
             "parameters": _as_kv(body.get("parameters", old.get("parameters") if old else []), "parameters"),
             "annotations": _as_kv(body.get("annotations", old.get("annotations") if old else []), "annotations"),
-            "binding": binding, "updated": _now_ms(),
+            "binding": binding,
+            "updated": _now_ms(),
         }
         self.store.put(ns, "packages", name, doc)
         return doc
@@ -132,8 +146,11 @@ class Platform:
     def _check_binding(self, ns: str, binding: Any, old: dict | None) -> dict:
         """{} for a package, {namespace, name} for a binding; OpenWhisk's rules and messages."""
         if old is not None and bool(old.get("binding")) != bool(binding) and binding is not None:
-            raise Conflict("Resource is a package and cannot be converted into a binding." if not old.get("binding")
-                           else "Operation not permitted on package binding.")
+            raise Conflict(
+                "Resource is a package and cannot be converted into a binding."
+                if not old.get("binding")
+                else "Operation not permitted on package binding."
+            )
         if not binding:
             return old.get("binding", {}) if old and binding is None else {}
         if not isinstance(binding, dict) or not binding.get("name"):
@@ -152,8 +169,10 @@ class Platform:
         doc = dict(doc)
         source = doc["binding"] and QualifiedName(doc["binding"]["namespace"], doc["binding"]["name"])
         owner, pkg = (source.namespace, source.path) if source else (ns, name)
-        doc["actions"] = [{"name": a["name"], "version": a["version"], "annotations": a["annotations"]}
-                          for a in self.store.list(owner, "actions", prefix=pkg)]
+        doc["actions"] = [
+            {"name": a["name"], "version": a["version"], "annotations": a["annotations"]}
+            for a in self.store.list(owner, "actions", prefix=pkg)
+        ]
         return doc
 
     def _readable_package(self, ns: str, name: str, subject: str) -> dict:
@@ -197,15 +216,18 @@ class Platform:
             if not isinstance(image, str) or not image:
                 raise BadRequest("The request content was malformed: a blackbox action needs an image.")
             if not self.any_image and not kinds.is_local_image(image):
-                raise BadRequest(f"The docker image {image!r} cannot run on the local platform in process mode; "
-                                 f"use kind python:3.11, an image based on {', '.join(kinds.LOCAL_IMAGES)}, or "
-                                 f"start it with `deployer up --containers docker`.")
+                raise BadRequest(
+                    f"The docker image {image!r} cannot run on the local platform in process mode; "
+                    f"use kind python:3.11, an image based on {', '.join(kinds.LOCAL_IMAGES)}, or "
+                    f"start it with `deployer up --containers docker`."
+                )
         else:
             kind = kinds.resolve(kind)
         code = exec_.get("code")
         if not isinstance(code, str):  # empty code is stored; its /init then fails, as on OpenWhisk
-            raise BadRequest(f"The request content was malformed: 'code' must be a string defined in 'exec' for "
-                             f"'{kind}' actions")
+            raise BadRequest(
+                f"The request content was malformed: 'code' must be a string defined in 'exec' for '{kind}' actions"
+            )
         if len(code) > MAX_CODE_BYTES:
             raise TooLarge(f"The action code is too large ({len(code)} bytes); the limit is {MAX_CODE_BYTES} bytes.")
         out = {"kind": kind, "code": code, "binary": kinds.is_binary_code(code)}
@@ -256,16 +278,23 @@ class Platform:
         exec_ = old["exec"] if "exec" not in body and old else self._validate_exec(ns, body.get("exec"))
         annotations = _as_kv(body.get("annotations", old.get("annotations") if old else []), "annotations")
         annotations = [a for a in annotations if a["key"] != "exec"]
-        if old is None and self.require_api_key_annotation and not any(a["key"] == PROVIDE_API_KEY
-                                                                        for a in annotations):
+        if (
+            old is None
+            and self.require_api_key_annotation
+            and not any(a["key"] == PROVIDE_API_KEY for a in annotations)
+        ):
             annotations.append({"key": PROVIDE_API_KEY, "value": False})
         annotations.append({"key": "exec", "value": kinds.annotation(exec_["kind"])})
         doc = {
-            "namespace": f"{ns}/{pkg}" if pkg else ns, "name": name, "version": self._next_version(old),
+            "namespace": f"{ns}/{pkg}" if pkg else ns,
+            "name": name,
+            "version": self._next_version(old),
             "exec": exec_,
             "parameters": _as_kv(body.get("parameters", old.get("parameters") if old else []), "parameters"),
             "limits": self._validate_limits(body.get("limits"), old.get("limits") if old else None),
-            "annotations": annotations, "publish": bool(body.get("publish", False)), "updated": _now_ms(),
+            "annotations": annotations,
+            "publish": bool(body.get("publish", False)),
+            "updated": _now_ms(),
         }
         self.store.put(ns, "actions", path, doc)
         return doc
@@ -277,8 +306,9 @@ class Platform:
             doc["exec"] = {k: v for k, v in doc["exec"].items() if k != "code"}
         return doc
 
-    def list_actions(self, ns: str, pkg: str | None = None, limit: int = 30, skip: int = 0,
-                     subject: str | None = None) -> list[dict]:
+    def list_actions(
+        self, ns: str, pkg: str | None = None, limit: int = 30, skip: int = 0, subject: str | None = None
+    ) -> list[dict]:
         owner = ns
         if pkg is not None:
             package = self._readable_package(ns, pkg, subject or ns)
@@ -331,9 +361,18 @@ class Platform:
         return Resolved(owner, doc, params, binding)
 
     # invocation
-    def invoke(self, ns: str, path: str, params: Any, blocking: bool, auth: str,
-               wait_s: float | None = None, subject: str | None = None, cause: str | None = None,
-               annotations: list[dict] | None = None) -> tuple[str, dict | None]:
+    def invoke(
+        self,
+        ns: str,
+        path: str,
+        params: Any,
+        blocking: bool,
+        auth: str,
+        wait_s: float | None = None,
+        subject: str | None = None,
+        cause: str | None = None,
+        annotations: list[dict] | None = None,
+    ) -> tuple[str, dict | None]:
         """Starts an activation; returns (activationId, record or None if still running)."""
         subject = subject or ns
         split_path(path)
@@ -344,8 +383,10 @@ class Platform:
             raise BadRequest("The request content was malformed: the parameters must be a JSON object.")
         size = len(json.dumps(params, ensure_ascii=False).encode())  # the limit is on UTF-8 bytes
         if size > MAX_PAYLOAD_BYTES:
-            raise TooLarge(f"The request content was too large ({size} bytes); "
-                           f"it exceeds the allowed limit of {MAX_PAYLOAD_BYTES} bytes.")
+            raise TooLarge(
+                f"The request content was too large ({size} bytes); "
+                f"it exceeds the allowed limit of {MAX_PAYLOAD_BYTES} bytes."
+            )
         doc = self._record(subject, target, secrets.token_hex(16), cause, annotations)
         future = self._pool.submit(self._activate, subject, target, params, auth, doc)
         if not blocking:
@@ -355,17 +396,29 @@ class Platform:
         except TimeoutError:
             return doc["activationId"], None
 
-    def _record(self, subject: str, target: Resolved, activation_id: str, cause: str | None,
-                extra: list[dict] | None = None) -> dict:
+    def _record(
+        self, subject: str, target: Resolved, activation_id: str, cause: str | None, extra: list[dict] | None = None
+    ) -> dict:
         action = target.doc
         doc = {
-            "activationId": activation_id, "namespace": subject, "name": target.qname.name,
-            "version": action["version"], "subject": subject, "start": _now_ms(), "end": 0, "duration": 0,
-            "statusCode": 0, "response": {"status": "pending", "statusCode": 0, "success": False, "result": {}},
-            "logs": [], "publish": False,
-            "annotations": [{"key": "path", "value": f"{target.qname.namespace}/{target.qname.path}"},
-                            {"key": "kind", "value": action["exec"]["kind"]},
-                            {"key": "limits", "value": action["limits"]}] + list(extra or []),
+            "activationId": activation_id,
+            "namespace": subject,
+            "name": target.qname.name,
+            "version": action["version"],
+            "subject": subject,
+            "start": _now_ms(),
+            "end": 0,
+            "duration": 0,
+            "statusCode": 0,
+            "response": {"status": "pending", "statusCode": 0, "success": False, "result": {}},
+            "logs": [],
+            "publish": False,
+            "annotations": [
+                {"key": "path", "value": f"{target.qname.namespace}/{target.qname.path}"},
+                {"key": "kind", "value": action["exec"]["kind"]},
+                {"key": "limits", "value": action["limits"]},
+            ]
+            + list(extra or []),
         }
         if target.binding:
             doc["annotations"].append({"key": "binding", "value": target.binding})
@@ -383,8 +436,12 @@ class Platform:
         doc["end"] = end_ms or _now_ms()
         doc["duration"] = doc["end"] - doc["start"]
         doc["statusCode"] = status_code
-        doc["response"] = {"status": STATUS_NAMES[status_code], "statusCode": status_code,
-                           "success": status_code == SUCCESS, "result": result}
+        doc["response"] = {
+            "status": STATUS_NAMES[status_code],
+            "statusCode": status_code,
+            "success": status_code == SUCCESS,
+            "result": result,
+        }
         doc["logs"] = logs
         self.store.end_activation(doc)
         return doc
@@ -395,28 +452,44 @@ class Platform:
             if target.doc["exec"]["kind"] == "sequence":
                 return self._run_sequence(subject, target, doc, merged, auth)
             return self._run_action(subject, target, doc, merged, auth)
-        except Exception as exc:  # noqa: BLE001 - any platform fault must still close the record
+        except Exception as exc:
             return self._finish(doc, INTERNAL_ERROR, {"error": f"internal error: {exc}"}, [])
 
     def _run_action(self, subject: str, target: Resolved, doc: dict, params: dict, auth: str) -> dict:
         action, exec_ = target.doc, target.doc["exec"]
         context = {
-            "namespace": subject, "action_name": f"/{target.qname.namespace}/{target.qname.path}",
-            "action_version": action["version"], "activation_id": doc["activationId"],
-            "transaction_id": doc["activationId"], "deadline": str(doc["start"] + action["limits"]["timeout"]),
+            "namespace": subject,
+            "action_name": f"/{target.qname.namespace}/{target.qname.path}",
+            "action_version": action["version"],
+            "activation_id": doc["activationId"],
+            "transaction_id": doc["activationId"],
+            "deadline": str(doc["start"] + action["limits"]["timeout"]),
         }
         if _truthy(action["annotations"], PROVIDE_API_KEY, missing=True):
             context = {"api_key": auth, **context}
         # as OpenWhisk's invoker: the context reaches /init as __OW_* env (import time) and every /run
-        init_value = {"name": action["name"], "main": exec_.get("main", "main"), "code": exec_["code"],
-                      "binary": exec_.get("binary", False),
-                      "env": {f"__OW_{key.upper()}": val for key, val in context.items()}}
+        init_value = {
+            "name": action["name"],
+            "main": exec_.get("main", "main"),
+            "code": exec_["code"],
+            "binary": exec_.get("binary", False),
+            "env": {f"__OW_{key.upper()}": val for key, val in context.items()},
+        }
         message = {"value": params, **context}
         runtime, deny = kinds.container_profile(exec_)
-        image = exec_.get("image") if exec_["kind"] == "blackbox" and not kinds.is_local_image(exec_["image"]) \
-            else None  # None: the runtime image, which stands in for the official one too
-        outcome: RunResult = self.invoker.run(target.key, init_value, message, action["limits"], runtime=runtime,
-                                              deny=deny, env={"__OW_API_HOST": self.api_host}, image=image)
+        image = (
+            exec_.get("image") if exec_["kind"] == "blackbox" and not kinds.is_local_image(exec_["image"]) else None
+        )  # None: the runtime image, which stands in for the official one too
+        outcome: RunResult = self.invoker.run(
+            target.key,
+            init_value,
+            message,
+            action["limits"],
+            runtime=runtime,
+            deny=deny,
+            env={"__OW_API_HOST": self.api_host},
+            image=image,
+        )
         doc["start"] = outcome.start_ms or doc["start"]
         doc["annotations"].append({"key": "timeout", "value": outcome.timed_out})
         doc["annotations"].append({"key": "waitTime", "value": outcome.wait_ms})
@@ -429,8 +502,9 @@ class Platform:
         owner = target.qname.namespace
         for component in target.doc["exec"]["components"]:
             comp = self.resolve_action(subject, names.resolve(component, owner))
-            child_doc = self._record(subject, comp, secrets.token_hex(16), doc["activationId"],
-                                     [{"key": "causedBy", "value": "sequence"}])
+            child_doc = self._record(
+                subject, comp, secrets.token_hex(16), doc["activationId"], [{"key": "causedBy", "value": "sequence"}]
+            )
             child = self._activate(subject, comp, result, auth, child_doc)
             ids.append(child["activationId"])
             result = child["response"]["result"]
@@ -447,8 +521,15 @@ class Platform:
             raise NotFound()  # as in OpenWhisk, a record exists only once the activation ended
         return doc
 
-    def list_activations(self, ns: str, name: str | None = None, limit: int = 30, skip: int = 0,
-                         since: int | None = None, upto: int | None = None) -> list[dict]:
+    def list_activations(
+        self,
+        ns: str,
+        name: str | None = None,
+        limit: int = 30,
+        skip: int = 0,
+        since: int | None = None,
+        upto: int | None = None,
+    ) -> list[dict]:
         return self.store.list_activations(ns, name, limit, skip, since, upto)
 
 

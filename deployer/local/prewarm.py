@@ -42,7 +42,7 @@ def parse(text: str) -> list[StemSpec]:
         else:
             try:
                 exec_ = {"kind": kinds.resolve(what)}
-            except Exception as exc:  # noqa: BLE001 - BadRequest carries the list of kinds
+            except Exception as exc:
                 raise ValueError(f"prewarm {part!r}: {exc}") from exc
         runtime, deny = kinds.container_profile(exec_)
         specs.append(StemSpec(runtime, deny, int(match["mb"]), int(match["n"]), part))

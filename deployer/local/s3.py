@@ -58,8 +58,9 @@ class EmbeddedS3:
     Without `root`, objects live in a temporary folder removed at stop (tests, benchmarks).
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, root: Path | None = None,
-                 credentials_file: Path | None = None) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, root: Path | None = None, credentials_file: Path | None = None
+    ) -> None:
         self.host = host
         self.port = port
         self.root = Path(root) if root else None
@@ -73,7 +74,7 @@ class EmbeddedS3:
     def endpoint_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self, timeout_s: float = 30.0) -> "EmbeddedS3":
+    def start(self, timeout_s: float = 30.0) -> EmbeddedS3:
         if self.root is None:
             self._tmp = tempfile.mkdtemp(prefix="embedded-s3-")
             self.root = Path(self._tmp) / "objects"
@@ -81,8 +82,21 @@ class EmbeddedS3:
         creds_path = self.credentials_file or self.root.parent / "s3-credentials.json"
         creds = load_or_create_credentials(creds_path)
         self.access_key, self.secret_key = creds["access_key"], creds["secret_key"]
-        cmd = [sys.executable, "-m", "deployer.local.s3server", "--root", str(self.root), "--credentials",
-               str(creds_path), "--host", self.host, "--port", str(self.port), "--parent-pid", str(os.getpid())]
+        cmd = [
+            sys.executable,
+            "-m",
+            "deployer.local.s3server",
+            "--root",
+            str(self.root),
+            "--credentials",
+            str(creds_path),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--parent-pid",
+            str(os.getpid()),
+        ]
         self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             ready = self._wait_ready(timeout_s)
@@ -129,7 +143,7 @@ class EmbeddedS3:
             self._proc.kill()
             self._proc.wait(timeout=10)
 
-    def __enter__(self) -> "EmbeddedS3":
+    def __enter__(self) -> EmbeddedS3:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -139,9 +153,14 @@ class EmbeddedS3:
         import boto3
         from botocore.config import Config
 
-        return boto3.client("s3", endpoint_url=self.endpoint_url, aws_access_key_id=self.access_key,
-                            aws_secret_access_key=self.secret_key, region_name=REGION,
-                            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=REGION,
+            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+        )
 
 
 def threading_drain(stream) -> None:

@@ -24,9 +24,9 @@ import traceback
 import urllib.parse
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 from xml.sax.saxutils import escape
 
 from . import sigv4
@@ -48,7 +48,7 @@ def _tag(name: str, value) -> str:
 def _iso(ts: float) -> str:
     import datetime as dt
 
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int] | None:
@@ -75,9 +75,9 @@ class S3Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server_version = "deployer-s3"
     sys_version = ""
-    server: "S3Server"
+    server: S3Server
 
-    def log_message(self, format, *args) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format, *args) -> None:
         pass
 
     def _dispatch(self) -> None:
@@ -85,14 +85,16 @@ class S3Handler(BaseHTTPRequestHandler):
         self._body_left = None
         self._answered = False
         raw_path, _, self.raw_query = self.path.partition("?")
-        self.query = {k: v for k, v in urllib.parse.parse_qs(self.raw_query, keep_blank_values=True).items()
-                      if not k.startswith("X-Amz-")}  # a presigned URL's signature is no operation
+        self.query = {
+            k: v
+            for k, v in urllib.parse.parse_qs(self.raw_query, keep_blank_values=True).items()
+            if not k.startswith("X-Amz-")
+        }  # a presigned URL's signature is no operation
         parts = urllib.parse.unquote(raw_path).lstrip("/").split("/", 1)
         bucket, key = parts[0], parts[1] if len(parts) > 1 else ""
         headers = {k.lower(): v for k, v in self.headers.items()}
         try:
-            self.payload_hash = sigv4.verify(self.command, raw_path, self.raw_query, headers,
-                                             self.server.credentials)
+            self.payload_hash = sigv4.verify(self.command, raw_path, self.raw_query, headers, self.server.credentials)
             if headers.get("content-encoding", "").startswith("aws-chunked"):
                 raise S3Error(501, "NotImplemented", "aws-chunked uploads are not supported; use plain HTTP bodies")
             self._route(bucket, key)
@@ -100,7 +102,7 @@ class S3Handler(BaseHTTPRequestHandler):
             self._error(exc, f"/{bucket}/{key}" if key else f"/{bucket}")
         except (ConnectionError, TimeoutError):
             self.close_connection = True
-        except Exception as exc:  # noqa: BLE001 - one request fails, the server goes on
+        except Exception as exc:
             traceback.print_exc(file=sys.stderr)
             self.close_connection = True
             self._error(S3Error(500, "InternalError", f"{type(exc).__name__}: {exc}"), f"/{bucket}/{key}")
@@ -162,8 +164,17 @@ class S3Handler(BaseHTTPRequestHandler):
         if m == "GET" and "uploads" in q:
             store.head_bucket(bucket)
             return self._send(200, _xml("ListMultipartUploadsResult", _tag("Bucket", bucket)))
-        if m == "GET" and not q.keys() - {"list-type", "prefix", "delimiter", "max-keys", "continuation-token",
-                                          "start-after", "marker", "encoding-type", "fetch-owner"}:
+        if m == "GET" and not q.keys() - {
+            "list-type",
+            "prefix",
+            "delimiter",
+            "max-keys",
+            "continuation-token",
+            "start-after",
+            "marker",
+            "encoding-type",
+            "fetch-owner",
+        }:
             return self._list_objects(bucket)
         raise S3Error(501, "NotImplemented", f"{m} {self.path} is not implemented by the embedded S3")
 
@@ -186,8 +197,11 @@ class S3Handler(BaseHTTPRequestHandler):
                 sha.update(chunk)
             yield chunk
         if sha and sha.hexdigest() != self.payload_hash:
-            raise S3Error(400, "XAmzContentSHA256Mismatch",
-                          "The provided 'x-amz-content-sha256' header does not match what was computed.")
+            raise S3Error(
+                400,
+                "XAmzContentSHA256Mismatch",
+                "The provided 'x-amz-content-sha256' header does not match what was computed.",
+            )
 
     def _read_body(self, limit: int) -> bytes:
         if self.headers.get("content-length") is None:
@@ -214,8 +228,14 @@ class S3Handler(BaseHTTPRequestHandler):
             self._body_left -= len(chunk)
 
     # answers
-    def _send(self, status: int, body: bytes = b"", headers: dict | None = None,
-              stream: Iterator[bytes] | None = None, length: int | None = None) -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes = b"",
+        headers: dict | None = None,
+        stream: Iterator[bytes] | None = None,
+        length: int | None = None,
+    ) -> None:
         self._answered = True
         self.send_response(status)
         self.send_header("x-amz-request-id", self.request_id)
@@ -238,10 +258,18 @@ class S3Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         self._drain()
-        body = _xml("Error", _tag("Code", exc.code) + _tag("Message", exc.message) + _tag("Resource", resource)
-                    + _tag("RequestId", self.request_id))
-        self._send(exc.status, b"" if self.command == "HEAD" else body,
-                   headers={"Connection": "close"} if self.close_connection else None)
+        body = _xml(
+            "Error",
+            _tag("Code", exc.code)
+            + _tag("Message", exc.message)
+            + _tag("Resource", resource)
+            + _tag("RequestId", self.request_id),
+        )
+        self._send(
+            exc.status,
+            b"" if self.command == "HEAD" else body,
+            headers={"Connection": "close"} if self.close_connection else None,
+        )
 
     # operations
     def _meta_headers(self) -> tuple[str | None, dict]:
@@ -261,13 +289,17 @@ class S3Handler(BaseHTTPRequestHandler):
         replace = self.headers.get("x-amz-metadata-directive", "COPY").upper() == "REPLACE"
         content_type, meta = self._meta_headers() if replace else (None, None)
         info = self.server.store.copy(src_bucket, src_key, bucket, key, content_type, meta)
-        self._send(200, _xml("CopyObjectResult", _tag("LastModified", _iso(info.mtime))
-                             + _tag("ETag", f'"{info.etag}"')))
+        self._send(
+            200, _xml("CopyObjectResult", _tag("LastModified", _iso(info.mtime)) + _tag("ETag", f'"{info.etag}"'))
+        )
 
     def _object_headers(self, info: ObjectInfo) -> dict:
-        headers = {"ETag": f'"{info.etag}"', "Last-Modified": email.utils.formatdate(info.mtime, usegmt=True),
-                   "Content-Type": self.query.get("response-content-type", [info.content_type])[0],
-                   "Accept-Ranges": "bytes"}
+        headers = {
+            "ETag": f'"{info.etag}"',
+            "Last-Modified": email.utils.formatdate(info.mtime, usegmt=True),
+            "Content-Type": self.query.get("response-content-type", [info.content_type])[0],
+            "Accept-Ranges": "bytes",
+        }
         headers.update({f"x-amz-meta-{k}": v for k, v in info.metadata.items()})
         if info.storage_class != "STANDARD":  # as S3: the header is sent for the other classes only
             headers["x-amz-storage-class"] = info.storage_class
@@ -289,12 +321,15 @@ class S3Handler(BaseHTTPRequestHandler):
             headers["Content-Range"] = f"bytes {start}-{start + length - 1}/{info.size}"
         if head:
             body.close()
-        self._send(status, headers=headers, stream=None if head else store.read_range(info, start, length, body),
-                   length=length)
+        self._send(
+            status, headers=headers, stream=None if head else store.read_range(info, start, length, body), length=length
+        )
 
     def _list_buckets(self) -> None:
-        items = "".join("<Bucket>" + _tag("Name", name) + _tag("CreationDate", _iso(ts)) + "</Bucket>"
-                        for name, ts in self.server.store.list_buckets())
+        items = "".join(
+            "<Bucket>" + _tag("Name", name) + _tag("CreationDate", _iso(ts)) + "</Bucket>"
+            for name, ts in self.server.store.list_buckets()
+        )
         owner = "<Owner><ID>deployer</ID><DisplayName>deployer</DisplayName></Owner>"
         self._send(200, _xml("ListAllMyBucketsResult", owner + f"<Buckets>{items}</Buckets>"))
 
@@ -304,8 +339,11 @@ class S3Handler(BaseHTTPRequestHandler):
         prefix, delimiter = q.get("prefix", ""), q.get("delimiter", "")
         max_keys = max(0, min(int(q.get("max-keys") or 1000), 1000))
         token = q.get("continuation-token")
-        after = (base64.urlsafe_b64decode(token.encode()).decode() if token else q.get("start-after", "")) if v2 \
+        after = (
+            (base64.urlsafe_b64decode(token.encode()).decode() if token else q.get("start-after", ""))
+            if v2
             else q.get("marker", "")
+        )
         contents, prefixes, last, truncated = self._collect(bucket, prefix, delimiter, after, max_keys)
         enc = (lambda s: urllib.parse.quote(s, safe="/")) if q.get("encoding-type") == "url" else (lambda s: s)
         body = _tag("Name", bucket) + _tag("Prefix", enc(prefix)) + _tag("MaxKeys", max_keys)
@@ -322,14 +360,22 @@ class S3Handler(BaseHTTPRequestHandler):
                 body += _tag("NextContinuationToken", base64.urlsafe_b64encode(last.encode()).decode())
         else:
             body += _tag("Marker", enc(after)) + (_tag("NextMarker", enc(last)) if truncated else "")
-        body += "".join("<Contents>" + _tag("Key", enc(i.key)) + _tag("LastModified", _iso(i.mtime))
-                        + _tag("ETag", f'"{i.etag}"') + _tag("Size", i.size)
-                        + _tag("StorageClass", "STANDARD") + "</Contents>" for i in contents)
+        body += "".join(
+            "<Contents>"
+            + _tag("Key", enc(i.key))
+            + _tag("LastModified", _iso(i.mtime))
+            + _tag("ETag", f'"{i.etag}"')
+            + _tag("Size", i.size)
+            + _tag("StorageClass", "STANDARD")
+            + "</Contents>"
+            for i in contents
+        )
         body += "".join("<CommonPrefixes>" + _tag("Prefix", enc(p)) + "</CommonPrefixes>" for p in prefixes)
         self._send(200, _xml("ListBucketResult", body))
 
-    def _collect(self, bucket: str, prefix: str, delimiter: str, after: str,
-                 max_keys: int) -> tuple[list[ObjectInfo], list[str], str, bool]:
+    def _collect(
+        self, bucket: str, prefix: str, delimiter: str, after: str, max_keys: int
+    ) -> tuple[list[ObjectInfo], list[str], str, bool]:
         contents: list[ObjectInfo] = []
         prefixes: list[str] = []
         last = after
@@ -337,7 +383,7 @@ class S3Handler(BaseHTTPRequestHandler):
             if delimiter:
                 cut = info.key.find(delimiter, len(prefix))
                 if cut >= 0:
-                    common = info.key[:cut + len(delimiter)]
+                    common = info.key[: cut + len(delimiter)]
                     if (prefixes and prefixes[-1] == common) or common <= after:
                         continue
                     if len(contents) + len(prefixes) >= max_keys:
@@ -367,16 +413,21 @@ class S3Handler(BaseHTTPRequestHandler):
                 if not quiet:
                     out.append("<Deleted>" + _tag("Key", key) + "</Deleted>")
             except S3Error as exc:
-                out.append("<Error>" + _tag("Key", key) + _tag("Code", exc.code) + _tag("Message", exc.message)
-                           + "</Error>")
+                out.append(
+                    "<Error>" + _tag("Key", key) + _tag("Code", exc.code) + _tag("Message", exc.message) + "</Error>"
+                )
         self._send(200, _xml("DeleteResult", "".join(out)))
 
     def _create_upload(self, bucket: str, key: str) -> None:
         self._read_body(limit=0)
         content_type, meta = self._meta_headers()
         upload_id = self.server.store.create_upload(bucket, key, content_type, meta)
-        self._send(200, _xml("InitiateMultipartUploadResult", _tag("Bucket", bucket) + _tag("Key", key)
-                             + _tag("UploadId", upload_id)))
+        self._send(
+            200,
+            _xml(
+                "InitiateMultipartUploadResult", _tag("Bucket", bucket) + _tag("Key", key) + _tag("UploadId", upload_id)
+            ),
+        )
 
     def _put_part(self, bucket: str, key: str) -> None:
         try:
@@ -390,14 +441,26 @@ class S3Handler(BaseHTTPRequestHandler):
         try:
             root = ET.fromstring(self._read_body(limit=4 << 20))
             ns = {"s3": XMLNS}
-            parts = [(int(p.findtext("s3:PartNumber", None, ns) or p.findtext("PartNumber")),
-                      p.findtext("s3:ETag", None, ns) or p.findtext("ETag") or "")
-                     for p in root.findall("s3:Part", ns) + root.findall("Part")]
+            parts = [
+                (
+                    int(p.findtext("s3:PartNumber", None, ns) or p.findtext("PartNumber")),
+                    p.findtext("s3:ETag", None, ns) or p.findtext("ETag") or "",
+                )
+                for p in root.findall("s3:Part", ns) + root.findall("Part")
+            ]
         except (ET.ParseError, TypeError, ValueError) as exc:
             raise S3Error(400, "MalformedXML", f"The XML you provided was not well-formed: {exc}") from exc
         info = self.server.store.complete_upload(bucket, key, self.query["uploadId"][0], parts)
-        self._send(200, _xml("CompleteMultipartUploadResult", _tag("Location", f"/{bucket}/{key}")
-                             + _tag("Bucket", bucket) + _tag("Key", key) + _tag("ETag", f'"{info.etag}"')))
+        self._send(
+            200,
+            _xml(
+                "CompleteMultipartUploadResult",
+                _tag("Location", f"/{bucket}/{key}")
+                + _tag("Bucket", bucket)
+                + _tag("Key", key)
+                + _tag("ETag", f'"{info.etag}"'),
+            ),
+        )
 
 
 class S3Server(ThreadingHTTPServer):
@@ -436,8 +499,11 @@ def main(argv: list[str] | None = None) -> None:
         store = ObjectStore(opts.root)
         server = S3Server((opts.host, opts.port), store, {creds["access_key"]: creds["secret_key"]})
     except OSError as exc:
-        what = f"port {opts.port} on {opts.host} is taken" if exc.errno == 98 else \
-            f"{exc.filename or opts.root}: {exc.strerror}"
+        what = (
+            f"port {opts.port} on {opts.host} is taken"
+            if exc.errno == 98
+            else f"{exc.filename or opts.root}: {exc.strerror}"
+        )
         print(f"embedded S3 cannot start: {what}", file=sys.stderr, flush=True)
         sys.exit(2)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())

@@ -25,15 +25,15 @@ import time
 import uuid
 from pathlib import Path
 
-from .controller import create_app
 from .container import ContainerError
+from .controller import create_app
+from .errors import PlatformError
 from .factory import MODES, DockerFactory, process_factory
+from .invoker import DEFAULT_MAX_CONTAINERS, Invoker
+from .objectstore import ObjectStore
+from .platform import Platform
 from .prewarm import DEFAULT_PREWARM
 from .prewarm import parse as parse_prewarm
-from .invoker import DEFAULT_MAX_CONTAINERS, Invoker
-from .platform import Platform
-from .errors import PlatformError
-from .objectstore import ObjectStore
 from .s3 import EmbeddedS3
 from .store import Store
 
@@ -44,8 +44,17 @@ S3_CREDENTIALS_FILE = "s3-credentials.json"
 OBJECTS_DIR = "objects"
 CONTAINERS_DIR = "containers"  # one folder per live container: its TMPDIR and unpacked code
 STOP_FILE = "last-stop.json"
-PRIVATE_FILES = ("platform.db", "platform.db-wal", "platform.db-shm", LOG_FILE, "auth.json", "wskprops",
-                 INFO_FILE, S3_CREDENTIALS_FILE, STOP_FILE)
+PRIVATE_FILES = (
+    "platform.db",
+    "platform.db-wal",
+    "platform.db-shm",
+    LOG_FILE,
+    "auth.json",
+    "wskprops",
+    INFO_FILE,
+    S3_CREDENTIALS_FILE,
+    STOP_FILE,
+)
 
 
 def make_private(state_dir: Path) -> None:
@@ -122,9 +131,18 @@ def reap_container_folders(state_dir: Path) -> Path:
     return root
 
 
-def serve(state_dir: Path, host: str = "127.0.0.1", port: int = 3233, s3_port: int = 3234,
-          max_containers: int = DEFAULT_MAX_CONTAINERS, idle_timeout_s: float = 600.0, blocking_timeout_s: float = 60.0,
-          max_unpacked_mb: int = 512, prewarm: str = DEFAULT_PREWARM, containers: str = "process") -> None:
+def serve(
+    state_dir: Path,
+    host: str = "127.0.0.1",
+    port: int = 3233,
+    s3_port: int = 3234,
+    max_containers: int = DEFAULT_MAX_CONTAINERS,
+    idle_timeout_s: float = 600.0,
+    blocking_timeout_s: float = 60.0,
+    max_unpacked_mb: int = 512,
+    prewarm: str = DEFAULT_PREWARM,
+    containers: str = "process",
+) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     log = logging.getLogger("platform")
@@ -143,9 +161,14 @@ def serve(state_dir: Path, host: str = "127.0.0.1", port: int = 3233, s3_port: i
         if containers == "docker":
             docker = _docker_factory(state_dir)
             docker.relay("s3", s3.port)
-        invoker = Invoker(max_containers, idle_timeout_s, work_root=reap_container_folders(state_dir),
-                          max_unpacked_bytes=max_unpacked_mb * 1024 * 1024, stem_cells=parse_prewarm(prewarm),
-                          container_factory=docker or process_factory)
+        invoker = Invoker(
+            max_containers,
+            idle_timeout_s,
+            work_root=reap_container_folders(state_dir),
+            max_unpacked_bytes=max_unpacked_mb * 1024 * 1024,
+            stem_cells=parse_prewarm(prewarm),
+            container_factory=docker or process_factory,
+        )
         _serve_api(state_dir, host, port, auth, s3, stop, problems, invoker, blocking_timeout_s, docker)
     finally:
         if docker is not None:
@@ -155,8 +178,9 @@ def serve(state_dir: Path, host: str = "127.0.0.1", port: int = 3233, s3_port: i
                 problems.append(f"removing the platform's docker network failed: {exc}")
         code = s3.stop()
         if code not in (0, None):
-            problems.append(f"the embedded S3 (pid {s3.pid}) had died (exit status {code}); acknowledged objects "
-                            f"are on disk")
+            problems.append(
+                f"the embedded S3 (pid {s3.pid}) had died (exit status {code}); acknowledged objects are on disk"
+            )
         for problem in problems:
             log.error("stop: %s", problem)
         report.stopped(problems)
@@ -166,13 +190,24 @@ def _docker_factory(state_dir: Path) -> DockerFactory:
     try:
         return DockerFactory(state_dir)
     except ContainerError as exc:
-        raise PlatformError(f"docker mode cannot start: {exc} (scripts/start-dockerd.sh starts the engine; "
-                            f"`deployer runtime build` makes the image; --containers process needs neither)") from exc
+        raise PlatformError(
+            f"docker mode cannot start: {exc} (scripts/start-dockerd.sh starts the engine; "
+            f"`deployer runtime build` makes the image; --containers process needs neither)"
+        ) from exc
 
 
-def _serve_api(state_dir: Path, host: str, port: int, auth: str, s3: EmbeddedS3, stop: threading.Event,
-               problems: list[str], invoker: Invoker, blocking_timeout_s: float,
-               docker: DockerFactory | None = None) -> None:
+def _serve_api(
+    state_dir: Path,
+    host: str,
+    port: int,
+    auth: str,
+    s3: EmbeddedS3,
+    stop: threading.Event,
+    problems: list[str],
+    invoker: Invoker,
+    blocking_timeout_s: float,
+    docker: DockerFactory | None = None,
+) -> None:
     """The controller until `stop` is set; what went wrong while stopping goes to `problems`."""
     log = logging.getLogger("platform")
     info_path = state_dir / INFO_FILE
@@ -189,9 +224,17 @@ def _serve_api(state_dir: Path, host: str, port: int, auth: str, s3: EmbeddedS3,
             docker.relay("api", server.port)
         invoker.prewarm({"__OW_API_HOST": apihost})
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        info = {"pid": os.getpid(), "apihost": apihost, "auth": auth, "namespace": NAMESPACE,
-                "s3_endpoint": s3.endpoint_url, "s3_access_key": s3.access_key,
-                "s3_secret_key": s3.secret_key, "s3_pid": s3.pid, "started": time.time()}
+        info = {
+            "pid": os.getpid(),
+            "apihost": apihost,
+            "auth": auth,
+            "namespace": NAMESPACE,
+            "s3_endpoint": s3.endpoint_url,
+            "s3_access_key": s3.access_key,
+            "s3_secret_key": s3.secret_key,
+            "s3_pid": s3.pid,
+            "started": time.time(),
+        }
         tmp = info_path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with open(fd, "w") as f:
@@ -220,14 +263,16 @@ class _ApiServer:
     def __init__(self, host: str, port: int, app) -> None:
         from cheroot import wsgi
 
-        self._server = wsgi.Server((host, port), app, numthreads=self.THREADS, request_queue_size=128,
-                                   timeout=75, shutdown_timeout=5)
+        self._server = wsgi.Server(
+            (host, port), app, numthreads=self.THREADS, request_queue_size=128, timeout=75, shutdown_timeout=5
+        )
         try:
             self._server.prepare()
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE or "Address already in use" in str(exc):
-                raise PlatformError(f"port {port} on {host} is taken; stop what listens there or pick another "
-                                    f"with --port") from exc
+                raise PlatformError(
+                    f"port {port} on {host} is taken; stop what listens there or pick another with --port"
+                ) from exc
             raise
         self.port = self._server.bind_addr[1]
 
@@ -256,8 +301,18 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as exc:
         parser.error(str(exc))
     try:
-        serve(opts.state_dir, opts.host, opts.port, opts.s3_port, opts.max_containers, opts.idle_timeout_s,
-              opts.blocking_timeout_s, opts.max_unpacked_mb, opts.prewarm, opts.containers)
+        serve(
+            opts.state_dir,
+            opts.host,
+            opts.port,
+            opts.s3_port,
+            opts.max_containers,
+            opts.idle_timeout_s,
+            opts.blocking_timeout_s,
+            opts.max_unpacked_mb,
+            opts.prewarm,
+            opts.containers,
+        )
     except PlatformError as exc:
         print(f"platform cannot start: {exc.message}", file=sys.stderr, flush=True)
         sys.exit(2)

@@ -13,7 +13,7 @@ import hmac
 import re
 import time
 import urllib.parse
-from typing import Mapping
+from collections.abc import Mapping
 
 from .objectstore import S3Error
 
@@ -51,8 +51,14 @@ def _parse_amz_date(value: str) -> float:
         raise S3Error(403, "AccessDenied", f"X-Amz-Date {value!r} is not a valid ISO 8601 basic time") from None
 
 
-def verify(method: str, raw_path: str, raw_query: str, headers: Mapping[str, str],
-           credentials: Mapping[str, str], now: float | None = None) -> str:
+def verify(
+    method: str,
+    raw_path: str,
+    raw_query: str,
+    headers: Mapping[str, str],
+    credentials: Mapping[str, str],
+    now: float | None = None,
+) -> str:
     """Checks the request's signature; returns the payload hash the client signed (or UNSIGNED-PAYLOAD).
 
     `headers` maps lower-case names to values; `credentials` access key to secret key.
@@ -81,30 +87,43 @@ def verify(method: str, raw_path: str, raw_query: str, headers: Mapping[str, str
         payload_hash, query = UNSIGNED, canonical_query(raw_query, drop="X-Amz-Signature")
         expires = int(params.get("X-Amz-Expires", ["0"])[0] or 0)
     elif "AWSAccessKeyId" in params:
-        raise S3Error(403, "AccessDenied", "only Signature Version 4 is accepted; presign with signature_version='s3v4'")
+        raise S3Error(
+            403, "AccessDenied", "only Signature Version 4 is accepted; presign with signature_version='s3v4'"
+        )
     else:
-        raise S3Error(403, "AccessDenied", "Access Denied: the request is not signed; sign it with the keys "
-                                           "`deployer storage env` prints")
+        raise S3Error(
+            403,
+            "AccessDenied",
+            "Access Denied: the request is not signed; sign it with the keys `deployer storage env` prints",
+        )
     access_key, _, scope = credential.partition("/")
     secret = credentials.get(access_key)
     if secret is None:
-        raise S3Error(403, "InvalidAccessKeyId",
-                      "The AWS Access Key Id you provided does not exist in our records.")
+        raise S3Error(403, "InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records.")
     _check_time(amz_date, scope, now, expires)
     names = signed_headers.split(";")
     if "host" not in names:
         raise S3Error(403, "AccessDenied", "the Host header must be signed")
-    canonical = "\n".join([
-        method, raw_path or "/", query,
-        "".join(f"{n}:{' '.join(headers.get(n, '').split())}\n" for n in names),
-        signed_headers, payload_hash,
-    ])
+    canonical = "\n".join(
+        [
+            method,
+            raw_path or "/",
+            query,
+            "".join(f"{n}:{' '.join(headers.get(n, '').split())}\n" for n in names),
+            signed_headers,
+            payload_hash,
+        ]
+    )
     to_sign = "\n".join([ALGORITHM, amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
     date, region, service, _ = (scope.split("/") + ["", "", "", ""])[:4]
     expected = hmac.new(signing_key(secret, date, region, service), to_sign.encode(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, signature):
-        raise S3Error(403, "SignatureDoesNotMatch", "The request signature we calculated does not match the "
-                                                    "signature you provided. Check your key and signing method.")
+        raise S3Error(
+            403,
+            "SignatureDoesNotMatch",
+            "The request signature we calculated does not match the "
+            "signature you provided. Check your key and signing method.",
+        )
     return payload_hash
 
 
@@ -114,7 +133,10 @@ def _check_time(amz_date: str, scope: str, now: float, expires: int | None) -> N
         raise S3Error(403, "AccessDenied", f"credential scope {scope!r} does not match the request date")
     if expires is None:
         if abs(now - signed_at) > MAX_SKEW_S:
-            raise S3Error(403, "RequestTimeTooSkewed",
-                          "The difference between the request time and the server's time is too large.")
+            raise S3Error(
+                403,
+                "RequestTimeTooSkewed",
+                "The difference between the request time and the server's time is too large.",
+            )
     elif now > signed_at + expires:
         raise S3Error(403, "AccessDenied", "Request has expired")

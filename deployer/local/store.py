@@ -83,8 +83,10 @@ class Store:
                 if error is None:
                     continue
                 if self._closed:  # stopping on a broken disk: the starts are there and close as interrupted
-                    log.error("gave up on %d activation record(s) at stop; the next start closes them as "
-                              "interrupted", len(batch))
+                    log.error(
+                        "gave up on %d activation record(s) at stop; the next start closes them as interrupted",
+                        len(batch),
+                    )
                     return
                 for aid, doc in batch.items():
                     self._ends.setdefault(aid, doc)
@@ -139,25 +141,32 @@ class Store:
     def put(self, namespace: str, collection: str, path: str, doc: dict) -> None:
         with self._lock:
             self._cache.pop((namespace, collection, path), None)
-            self._db.execute("INSERT OR REPLACE INTO entities VALUES (?,?,?,?,?)",
-                             (namespace, collection, path, json.dumps(doc), int(time.time() * 1000)))
+            self._db.execute(
+                "INSERT OR REPLACE INTO entities VALUES (?,?,?,?,?)",
+                (namespace, collection, path, json.dumps(doc), int(time.time() * 1000)),
+            )
 
     def delete(self, namespace: str, collection: str, path: str) -> bool:
         with self._lock:
             self._cache.pop((namespace, collection, path), None)
-            cur = self._db.execute("DELETE FROM entities WHERE namespace=? AND collection=? AND path=?",
-                                   (namespace, collection, path))
+            cur = self._db.execute(
+                "DELETE FROM entities WHERE namespace=? AND collection=? AND path=?", (namespace, collection, path)
+            )
             return cur.rowcount > 0
 
     def list(self, namespace: str, collection: str, prefix: str | None = None) -> list[dict]:
-        rows = self._exec("SELECT path, doc FROM entities WHERE namespace=? AND collection=? ORDER BY updated DESC",
-                          (namespace, collection))
+        rows = self._exec(
+            "SELECT path, doc FROM entities WHERE namespace=? AND collection=? ORDER BY updated DESC",
+            (namespace, collection),
+        )
         return [json.loads(doc) for path, doc in rows if prefix is None or path.startswith(prefix + "/")]
 
     # activations
     def begin_activation(self, doc: dict, path: str) -> None:
-        self._exec("INSERT INTO activations VALUES (?,?,?,?,?,0,?)",
-                   (doc["activationId"], doc["namespace"], doc["name"], path, doc["start"], json.dumps(doc)))
+        self._exec(
+            "INSERT INTO activations VALUES (?,?,?,?,?,0,?)",
+            (doc["activationId"], doc["namespace"], doc["name"], path, doc["start"], json.dumps(doc)),
+        )
 
     def end_activation(self, doc: dict) -> None:
         with self._wcond:
@@ -170,8 +179,9 @@ class Store:
         rows = self._exec("SELECT doc FROM activations WHERE id=? AND namespace=?", (activation_id, namespace))
         return json.loads(rows[0][0]) if rows else None
 
-    def list_activations(self, namespace: str, name: str | None, limit: int, skip: int,
-                         since: int | None = None, upto: int | None = None) -> list[dict]:
+    def list_activations(
+        self, namespace: str, name: str | None, limit: int, skip: int, since: int | None = None, upto: int | None = None
+    ) -> list[dict]:
         self.flush()
         sql = "SELECT doc FROM activations WHERE namespace=?"
         args: list = [namespace]

@@ -60,9 +60,13 @@ class PlatformInfo:
     def storage_env(self, bucket: str | None = None) -> dict[str, str]:
         from mlcore.storage import DEFAULT_BUCKET
 
-        return {"S3_ENDPOINT_URL": self.s3_endpoint, "AWS_ACCESS_KEY_ID": self.s3_access_key,
-                "AWS_SECRET_ACCESS_KEY": self.s3_secret_key, "S3_BUCKET": bucket or DEFAULT_BUCKET,
-                "AWS_DEFAULT_REGION": "us-east-1"}
+        return {
+            "S3_ENDPOINT_URL": self.s3_endpoint,
+            "AWS_ACCESS_KEY_ID": self.s3_access_key,
+            "AWS_SECRET_ACCESS_KEY": self.s3_secret_key,
+            "S3_BUCKET": bucket or DEFAULT_BUCKET,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
 
     def storage_config(self, bucket: str | None = None):
         from mlcore.storage import StorageConfig
@@ -98,8 +102,17 @@ def read_info(state_dir: Path) -> PlatformInfo | None:
         requests.get(raw["apihost"] + "/api/v1", timeout=5).raise_for_status()
     except requests.RequestException:
         return None
-    return PlatformInfo(raw["pid"], raw["apihost"], raw["auth"], raw["namespace"], raw["s3_endpoint"],
-                        raw["s3_access_key"], raw["s3_secret_key"], state_dir, raw.get("s3_pid"))
+    return PlatformInfo(
+        raw["pid"],
+        raw["apihost"],
+        raw["auth"],
+        raw["namespace"],
+        raw["s3_endpoint"],
+        raw["s3_access_key"],
+        raw["s3_secret_key"],
+        state_dir,
+        raw.get("s3_pid"),
+    )
 
 
 def write_wskprops(info: PlatformInfo) -> Path:
@@ -123,11 +136,16 @@ def check_state_dir(state_dir: Path, probe_bytes: int = 256 << 10) -> None:
         finally:
             os.close(fd)
     except OSError as exc:
-        what = {errno.EROFS: "is on a read-only file system", errno.ENOSPC: "is full (no space left on device)",
-                errno.EDQUOT: "is over its disk quota", errno.EACCES: "is not writable (permission denied)",
-                errno.EPERM: "is not writable (operation not permitted)"}.get(exc.errno, f"is unusable: {exc.strerror}")
-        raise SupervisorError(f"the platform's state folder {state_dir} {what}; set DEPLOYER_HOME "
-                              f"to another folder or free it") from None
+        what = {
+            errno.EROFS: "is on a read-only file system",
+            errno.ENOSPC: "is full (no space left on device)",
+            errno.EDQUOT: "is over its disk quota",
+            errno.EACCES: "is not writable (permission denied)",
+            errno.EPERM: "is not writable (operation not permitted)",
+        }.get(exc.errno, f"is unusable: {exc.strerror}")
+        raise SupervisorError(
+            f"the platform's state folder {state_dir} {what}; set DEPLOYER_HOME to another folder or free it"
+        ) from None
     finally:
         try:
             probe.unlink()
@@ -145,8 +163,9 @@ def check_port_free(host: str, port: int, flag: str) -> None:
             sock.bind((host, port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise SupervisorError(f"port {port} on {host} is taken; stop what listens there or "
-                                      f"choose another with {flag}") from None
+                raise SupervisorError(
+                    f"port {port} on {host} is taken; stop what listens there or choose another with {flag}"
+                ) from None
             raise
 
 
@@ -183,8 +202,18 @@ def _spawn(state_dir: Path, port: int, s3_port: int, extra: list[str], detach: b
     fd = os.open(state_dir / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.fchmod(fd, 0o600)
     log = open(fd, "ab")
-    cmd = [sys.executable, "-m", "deployer.local.server", "--state-dir", str(state_dir), "--port", str(port),
-           "--s3-port", str(s3_port), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "deployer.local.server",
+        "--state-dir",
+        str(state_dir),
+        "--port",
+        str(port),
+        "--s3-port",
+        str(s3_port),
+        *extra,
+    ]
     try:
         return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=detach)
     finally:
@@ -215,8 +244,13 @@ def _log_tail(state_dir: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-def up(state_dir: Path | None = None, port: int = DEFAULT_PORT, s3_port: int = DEFAULT_S3_PORT,
-       extra: list[str] | None = None, timeout_s: float = 60.0) -> tuple[PlatformInfo, bool]:
+def up(
+    state_dir: Path | None = None,
+    port: int = DEFAULT_PORT,
+    s3_port: int = DEFAULT_S3_PORT,
+    extra: list[str] | None = None,
+    timeout_s: float = 60.0,
+) -> tuple[PlatformInfo, bool]:
     """Starts the background platform unless one runs; returns (info, started_now)."""
     state_dir = state_dir or default_state_dir()
     info = read_info(state_dir)
@@ -241,12 +275,15 @@ def down(state_dir: Path | None = None, timeout_s: float = 30.0) -> bool:
     if info.s3_pid:
         _wait_gone(info.s3_pid, 10.0)
     if not clean:
-        raise SupervisorError(f"the local platform (pid {info.pid}) did not stop within {timeout_s:.0f} s and was "
-                              f"killed; objects are on disk, see {state_dir / LOG_FILE}")
+        raise SupervisorError(
+            f"the local platform (pid {info.pid}) did not stop within {timeout_s:.0f} s and was "
+            f"killed; objects are on disk, see {state_dir / LOG_FILE}"
+        )
     report = read_stop_report(state_dir) or {}
     if report.get("pid") == info.pid and report.get("state") != "stopped":
-        raise SupervisorError(f"the local platform (pid {info.pid}) exited without finishing its stop; "
-                              f"see {state_dir / LOG_FILE}")
+        raise SupervisorError(
+            f"the local platform (pid {info.pid}) exited without finishing its stop; see {state_dir / LOG_FILE}"
+        )
     if report.get("pid") == info.pid and report.get("problems"):
         raise SupervisorError("the local platform stopped, but: " + "; ".join(report["problems"]))
     return True
@@ -291,14 +328,31 @@ def _terminate(pid: int, timeout_s: float) -> bool:
 class LocalPlatform:
     """A platform owned by this process: `with LocalPlatform(tmp) as info:` stops it on exit."""
 
-    def __init__(self, state_dir: Path, port: int = 0, s3_port: int = 0, max_containers: int = DEFAULT_MAX_CONTAINERS,
-                 idle_timeout_s: float = 600.0, blocking_timeout_s: float = 60.0, max_unpacked_mb: int = 512,
-                 prewarm: str | None = None, containers: str = "process") -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        port: int = 0,
+        s3_port: int = 0,
+        max_containers: int = DEFAULT_MAX_CONTAINERS,
+        idle_timeout_s: float = 600.0,
+        blocking_timeout_s: float = 60.0,
+        max_unpacked_mb: int = 512,
+        prewarm: str | None = None,
+        containers: str = "process",
+    ) -> None:
         self.state_dir = Path(state_dir)
         self.port = port or stable_free_port()
         self.s3_port = s3_port or stable_free_port()
-        self._extra = ["--max-containers", str(max_containers), "--idle-timeout-s", str(idle_timeout_s),
-                       "--blocking-timeout-s", str(blocking_timeout_s), "--max-unpacked-mb", str(max_unpacked_mb)]
+        self._extra = [
+            "--max-containers",
+            str(max_containers),
+            "--idle-timeout-s",
+            str(idle_timeout_s),
+            "--blocking-timeout-s",
+            str(blocking_timeout_s),
+            "--max-unpacked-mb",
+            str(max_unpacked_mb),
+        ]
         if prewarm is not None:
             self._extra += ["--prewarm", prewarm]
         self._extra += ["--containers", containers]

@@ -63,11 +63,15 @@ class Triggers:
         if feed is not None and not (isinstance(feed, str) and _valid_entity_path(feed)):
             raise BadRequest("Feed name is not valid")
         doc = {
-            "namespace": ns, "name": name, "version": _next_version(old),
+            "namespace": ns,
+            "name": name,
+            "version": _next_version(old),
             "parameters": _kv(body.get("parameters", old.get("parameters") if old else []), "parameters"),
-            "limits": {}, "annotations": annotations,
+            "limits": {},
+            "annotations": annotations,
             "publish": bool(body.get("publish", old.get("publish", False) if old else False)),
-            "updated": _now_ms(), "rules": old.get("rules", {}) if old else {},
+            "updated": _now_ms(),
+            "rules": old.get("rules", {}) if old else {},
         }
         self.store.put(ns, "triggers", name, doc)
         return self._public(doc)
@@ -89,7 +93,7 @@ class Triggers:
         return doc
 
     def list_triggers(self, ns: str, limit: int, skip: int) -> list[dict]:
-        docs = self.store.list(ns, "triggers")[skip:skip + limit]
+        docs = self.store.list(ns, "triggers")[skip : skip + limit]
         return [{k: v for k, v in self._public(d).items() if k not in ("parameters", "rules")} for d in docs]
 
     def delete_trigger(self, ns: str, name: str) -> dict:
@@ -115,9 +119,16 @@ class Triggers:
         status = self._status(ns, name, old) if old else ACTIVE
         if old and old["trigger"] != trigger:
             self._unlink(ns, name, _qualified(old["trigger"]))
-        doc = {"namespace": ns, "name": name, "version": _next_version(old), "publish": bool(body.get("publish", False)),
-               "annotations": _kv(body.get("annotations", old.get("annotations") if old else []), "annotations"),
-               "trigger": trigger, "action": action, "updated": _now_ms()}
+        doc = {
+            "namespace": ns,
+            "name": name,
+            "version": _next_version(old),
+            "publish": bool(body.get("publish", False)),
+            "annotations": _kv(body.get("annotations", old.get("annotations") if old else []), "annotations"),
+            "trigger": trigger,
+            "action": action,
+            "updated": _now_ms(),
+        }
         self.store.put(ns, "rules", name, doc)
         self._link(trigger_doc, ns, name, action, status)
         return {**doc, "status": status}
@@ -154,7 +165,9 @@ class Triggers:
         return {**doc, "status": self._status(ns, name, doc)}
 
     def list_rules(self, ns: str, limit: int, skip: int) -> list[dict]:
-        return [{**d, "status": self._status(ns, d["name"], d)} for d in self.store.list(ns, "rules")[skip:skip + limit]]
+        return [
+            {**d, "status": self._status(ns, d["name"], d)} for d in self.store.list(ns, "rules")[skip : skip + limit]
+        ]
 
     def set_rule_status(self, ns: str, name: str, status) -> dict:
         if status not in (ACTIVE, INACTIVE):
@@ -184,11 +197,21 @@ class Triggers:
         args = {**{p["key"]: p.get("value") for p in trigger["parameters"]}, "__ow_headers": headers, **payload}
         started = _now_ms()
         results = [self._start_rule(ns, rule, link, args, auth, activation_id) for rule, link in sorted(active.items())]
-        doc = {"activationId": activation_id, "namespace": ns, "name": name, "version": trigger["version"],
-               "subject": ns, "start": started, "end": started, "duration": 0, "statusCode": SUCCESS,
-               "response": {"status": "success", "statusCode": SUCCESS, "success": True, "result": payload},
-               "logs": [json.dumps(r, separators=(",", ":")) for r in results], "publish": False,
-               "annotations": [{"key": "path", "value": f"{ns}/{name}"}, {"key": "kind", "value": "trigger"}]}
+        doc = {
+            "activationId": activation_id,
+            "namespace": ns,
+            "name": name,
+            "version": trigger["version"],
+            "subject": ns,
+            "start": started,
+            "end": started,
+            "duration": 0,
+            "statusCode": SUCCESS,
+            "response": {"status": "success", "statusCode": SUCCESS, "success": True, "result": payload},
+            "logs": [json.dumps(r, separators=(",", ":")) for r in results],
+            "publish": False,
+            "annotations": [{"key": "path", "value": f"{ns}/{name}"}, {"key": "kind", "value": "trigger"}],
+        }
         self.store.begin_activation(doc, name)
         self.store.end_activation(doc)
         return activation_id
@@ -197,8 +220,9 @@ class Triggers:
         action = _qualified(link["action"])
         out = {"rule": rule, "action": f"{action.namespace}/{action.path}"}
         try:
-            activation_id, _ = self.platform.invoke(action.namespace, action.path, args, False, auth, subject=ns,
-                                                    cause=cause)
+            activation_id, _ = self.platform.invoke(
+                action.namespace, action.path, args, False, auth, subject=ns, cause=cause
+            )
         except PlatformError as exc:
             code = INTERNAL_ERROR if exc.status >= 500 else APPLICATION_ERROR
             return {**out, "statusCode": code, "success": False, "error": exc.message}

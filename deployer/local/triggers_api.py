@@ -26,8 +26,12 @@ def _crud(app: Flask, collection: str, authenticate, put, get, delete, post) -> 
             return api.json_response(get(caller.namespace, name))
         return post(caller, name)
 
-    app.add_url_rule(f"/api/v1/namespaces/<ns>/{collection}/<name>", f"{collection}_entity", handle,
-                     methods=["GET", "PUT", "DELETE", "POST"])
+    app.add_url_rule(
+        f"/api/v1/namespaces/<ns>/{collection}/<name>",
+        f"{collection}_entity",
+        handle,
+        methods=["GET", "PUT", "DELETE", "POST"],
+    )
 
 
 def register(app: Flask, platform, authenticate) -> None:
@@ -49,8 +53,7 @@ def register(app: Flask, platform, authenticate) -> None:
         activation_id = triggers.fire(caller.namespace, name, api.json_body(), caller.key, _fire_headers())
         if activation_id is None:
             return Response(status=204)
-        return api.json_response({"activationId": activation_id}, 202,
-                                 {"x-openwhisk-activation-id": activation_id})
+        return api.json_response({"activationId": activation_id}, 202, {"x-openwhisk-activation-id": activation_id})
 
     def set_status(caller, name):
         status = api.json_body().get("status")

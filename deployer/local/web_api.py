@@ -70,9 +70,11 @@ def register(app: Flask, platform, authenticate) -> None:
 
 
 def _cors() -> dict:
-    return {"Access-Control-Allow-Origin": "*",
-            "Access-Control-Allow-Methods": "OPTIONS, GET, DELETE, POST, PUT, HEAD, PATCH",
-            "Access-Control-Allow-Headers": request.headers.get("Access-Control-Request-Headers", _CORS_HEADERS)}
+    return {
+        "Access-Control-Allow-Origin": "*",
+        "Access-Control-Allow-Methods": "OPTIONS, GET, DELETE, POST, PUT, HEAD, PATCH",
+        "Access-Control-Allow-Headers": request.headers.get("Access-Control-Request-Headers", _CORS_HEADERS),
+    }
 
 
 def _authorized(action: dict, authenticate) -> bool:
@@ -109,8 +111,11 @@ def _is_text(mimetype: str) -> bool:
 def _arguments(target, path: str) -> dict:
     raw = bool(_annotation(target.doc, "raw-http", False))
     body = _request_body(raw)
-    meta = {"__ow_method": request.method.lower(), "__ow_path": path,
-            "__ow_headers": {k.lower(): v for k, v in request.headers.items()}}
+    meta = {
+        "__ow_method": request.method.lower(),
+        "__ow_path": path,
+        "__ow_headers": {k.lower(): v for k, v in request.headers.items()},
+    }
     if raw:
         return {**meta, "__ow_query": request.query_string.decode(), "__ow_body": body if body is not None else ""}
     query = {k: v for k, v in request.args.items()}
@@ -196,13 +201,20 @@ def _http_response(result) -> Response:
     if body is None or body == "":
         return Response(status=code or 204, headers=headers)
     if not isinstance(body, str):
-        if content_type and not (content_type.split(";")[0].strip() == "application/json"
-                                 or content_type.split(";")[0].strip().endswith("+json")):
+        if content_type and not (
+            content_type.split(";")[0].strip() == "application/json"
+            or content_type.split(";")[0].strip().endswith("+json")
+        ):
             return api.error_response(400, "Response type in header did not match generated content type.")
-        return Response(json.dumps(body), status=code or 200, headers=headers,
-                        content_type=content_type or "application/json")
-    return Response(_http_body(body, content_type or "text/html"), status=code or 200, headers=headers,
-                    content_type=content_type or "text/html; charset=UTF-8")
+        return Response(
+            json.dumps(body), status=code or 200, headers=headers, content_type=content_type or "application/json"
+        )
+    return Response(
+        _http_body(body, content_type or "text/html"),
+        status=code or 200,
+        headers=headers,
+        content_type=content_type or "text/html; charset=UTF-8",
+    )
 
 
 def _http_body(body: str, content_type: str) -> bytes:

@@ -26,14 +26,19 @@ from .uploads import UPLOAD_PREFIX, Uploads
 
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 2048 * 2048
-CONTENT_TYPES = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg"), "GIF": ("gif", "image/gif"),
-                 "BMP": ("bmp", "image/bmp"), "WEBP": ("webp", "image/webp")}
+CONTENT_TYPES = {
+    "PNG": ("png", "image/png"),
+    "JPEG": ("jpg", "image/jpeg"),
+    "GIF": ("gif", "image/gif"),
+    "BMP": ("bmp", "image/bmp"),
+    "WEBP": ("webp", "image/webp"),
+}
 _IMAGE_NAME = re.compile(r"^[0-9a-f]{32}\.(png|jpg|gif|bmp|webp)$")
 _EXT_TYPES = {ext: ctype for ext, ctype in CONTENT_TYPES.values()}
 # The page loads only its own script and style; data:/blob: for pictures the user picked or drew.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-                               "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
@@ -48,9 +53,17 @@ class UploadError(DeployerError):
     """The uploaded file is missing, too big or not an accepted image."""
 
 
-def create_app(client, storage, *, action: str = "mnist/infer", model: str | None = None,
-               public_url: str | None = None, max_upload_bytes: int = MAX_UPLOAD_BYTES,
-               invoke_timeout_s: float = 60.0, uploads: Uploads | None = None) -> Flask:
+def create_app(
+    client,
+    storage,
+    *,
+    action: str = "mnist/infer",
+    model: str | None = None,
+    public_url: str | None = None,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    invoke_timeout_s: float = 60.0,
+    uploads: Uploads | None = None,
+) -> Flask:
     """`client` invokes the action; `storage` keeps the uploads it fetches back by URL.
 
     `public_url` is where the action can reach this server; by default the address the
@@ -60,15 +73,21 @@ def create_app(client, storage, *, action: str = "mnist/infer", model: str | Non
     """
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = max_upload_bytes * 4 // 3 + 64 * 1024
-    app.config.update(ACTION=action, MODEL=model, PUBLIC_URL=public_url, BOUND_URL=None,
-                      MAX_UPLOAD_BYTES=max_upload_bytes)
+    app.config.update(
+        ACTION=action, MODEL=model, PUBLIC_URL=public_url, BOUND_URL=None, MAX_UPLOAD_BYTES=max_upload_bytes
+    )
     uploads = uploads or Uploads(storage)
     _guard(app)
 
     @app.get("/")
     def index():
-        return render_template("index.html", action=action, max_upload=human_bytes(max_upload_bytes),
-                               accepted=", ".join(CONTENT_TYPES), keep_minutes=round(uploads.max_age_s / 60))
+        return render_template(
+            "index.html",
+            action=action,
+            max_upload=human_bytes(max_upload_bytes),
+            accepted=", ".join(CONTENT_TYPES),
+            keep_minutes=round(uploads.max_age_s / 60),
+        )
 
     @app.get("/api/health")
     def health():
@@ -78,8 +97,10 @@ def create_app(client, storage, *, action: str = "mnist/infer", model: str | Non
     def predict():
         base = (app.config["PUBLIC_URL"] or app.config["BOUND_URL"] or "").rstrip("/")
         if not base:
-            return jsonify(error="this server does not know the address the action should fetch from; "
-                                 "start it with `deployer serve` or give it --public-url"), 500
+            return jsonify(
+                error="this server does not know the address the action should fetch from; "
+                "start it with `deployer serve` or give it --public-url"
+            ), 500
         try:
             data, keep = _read_upload(max_upload_bytes)
             ext, content_type = _check_image(data)
@@ -87,8 +108,9 @@ def create_app(client, storage, *, action: str = "mnist/infer", model: str | Non
             return jsonify(error=str(exc)), 400
         name = uploads.put(data, ext, content_type)
         try:
-            answer, status = _invoke(client, action, model, f"{base}/images/{name}", urlsplit(base).netloc,
-                                     invoke_timeout_s)
+            answer, status = _invoke(
+                client, action, model, f"{base}/images/{name}", urlsplit(base).netloc, invoke_timeout_s
+            )
         finally:
             uploads.release(name, keep=keep)
         answer["kept"] = keep
@@ -102,8 +124,9 @@ def create_app(client, storage, *, action: str = "mnist/infer", model: str | Non
             data = uploads.get(name)
         except ObjectNotFoundError:
             abort(404)
-        return Response(data, mimetype=_EXT_TYPES[name.rsplit(".", 1)[1]],
-                        headers={"Cache-Control": "private, max-age=3600"})
+        return Response(
+            data, mimetype=_EXT_TYPES[name.rsplit(".", 1)[1]], headers={"Cache-Control": "private, max-age=3600"}
+        )
 
     return app
 
@@ -122,8 +145,9 @@ def _guard(app: Flask) -> None:
                 parts = urlsplit(url)
                 own.add(f"{parts.scheme}://{parts.netloc}")
         if origin.rstrip("/") not in own:
-            return jsonify(error=f"a post from {origin[:100]} was refused: this page accepts posts only from "
-                                 "itself (same origin)"), 403
+            return jsonify(
+                error=f"a post from {origin[:100]} was refused: this page accepts posts only from itself (same origin)"
+            ), 403
         return None
 
     @app.after_request
@@ -135,8 +159,10 @@ def _guard(app: Flask) -> None:
     @app.errorhandler(StorageError)
     def storage_down(exc):
         log.warning("page storage failed: %s", exc)
-        return jsonify(error="the page's object storage cannot be reached, so the picture was not stored; check "
-                             "that the platform is up (`deployer status`) and try again"), 503
+        return jsonify(
+            error="the page's object storage cannot be reached, so the picture was not stored; check "
+            "that the platform is up (`deployer status`) and try again"
+        ), 503
 
     @app.errorhandler(413)
     def too_large(_exc):
@@ -167,7 +193,7 @@ def _read_upload(max_bytes: int) -> tuple[bytes, bool]:
         body = request.get_json(silent=True)
         value = body.get("image") if isinstance(body, dict) else None
         if not isinstance(value, str) or not value:
-            raise UploadError("send a multipart field `image`, or JSON {\"image\": \"<base64 or data: URL>\"}")
+            raise UploadError('send a multipart field `image`, or JSON {"image": "<base64 or data: URL>"}')
         if value.startswith("data:"):
             value = value.partition(",")[2]
         try:
@@ -194,8 +220,9 @@ def _check_image(data: bytes) -> tuple[str, str]:
     return CONTENT_TYPES[image.format]
 
 
-def _invoke(client, action: str, model: str | None, image_url: str, page_host: str,
-            timeout_s: float) -> tuple[dict, int]:
+def _invoke(
+    client, action: str, model: str | None, image_url: str, page_host: str, timeout_s: float
+) -> tuple[dict, int]:
     """(answer, HTTP status) of one classification; the page's own host is the one the action may fetch from."""
     from ..errors import ActivationFailedError, OpenWhiskError
 
@@ -213,5 +240,10 @@ def _invoke(client, action: str, model: str | None, image_url: str, page_host: s
     latency_ms = round((time.perf_counter() - started) * 1000, 1)
     if "error" in result:
         return {"error": result["error"], "image_url": image_url}, 422
-    return {"digit": result["digit"], "probabilities": result["probabilities"], "model": result.get("model"),
-            "image_url": image_url, "latency_ms": latency_ms}, 200
+    return {
+        "digit": result["digit"],
+        "probabilities": result["probabilities"],
+        "model": result.get("model"),
+        "image_url": image_url,
+        "latency_ms": latency_ms,
+    }, 200

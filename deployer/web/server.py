@@ -37,7 +37,7 @@ class BackgroundServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> "BackgroundServer":
+    def start(self) -> BackgroundServer:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self._server = bind(self.app, self.host, self.port, threaded=self.threaded)
         self._server.handle_error = self._log_connection_error
@@ -60,7 +60,7 @@ class BackgroundServer:
         if self._thread is not None:
             self._thread.join(timeout_s)
 
-    def __enter__(self) -> "BackgroundServer":
+    def __enter__(self) -> BackgroundServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

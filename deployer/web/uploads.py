@@ -35,8 +35,16 @@ class _Entry:
 class Uploads:
     """`put` an upload while it is classified, then `release` it (deleted unless kept); `get` serves it back."""
 
-    def __init__(self, storage, *, prefix: str = UPLOAD_PREFIX, max_age_s: float = MAX_AGE_S,
-                 max_count: int = MAX_COUNT, max_bytes: int = MAX_BYTES, clock=time.time) -> None:
+    def __init__(
+        self,
+        storage,
+        *,
+        prefix: str = UPLOAD_PREFIX,
+        max_age_s: float = MAX_AGE_S,
+        max_count: int = MAX_COUNT,
+        max_bytes: int = MAX_BYTES,
+        clock=time.time,
+    ) -> None:
         self.storage = storage
         self.prefix = prefix.rstrip("/")
         self.max_age_s = max_age_s

@@ -7,7 +7,8 @@ back as a ClientFailure, never as an exception, so the round loop can leave it o
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # the CLI imports this package for EXECUTORS without paying for torch
     from ..core import ClientFailure, ClientResult, ClientTask, State
@@ -18,11 +19,9 @@ EXECUTORS = ("serial", "process", "ray", "openwhisk")
 class Executor(Protocol):
     name: str
 
-    def run_round(self, tasks: Sequence[ClientTask], global_state: State) -> list[ClientResult | ClientFailure]:
-        ...
+    def run_round(self, tasks: Sequence[ClientTask], global_state: State) -> list[ClientResult | ClientFailure]: ...
 
-    def close(self) -> None:
-        ...
+    def close(self) -> None: ...
 
 
 class Managed:
@@ -46,8 +45,17 @@ class Managed:
         self.close()
 
 
-def make_factory(name: str, data, *, workers: int, threads: int, concurrency: int = 4, run_id: str = "run",
-                 ray_address: str | None = None, openwhisk: tuple[object, object] | None = None) -> Callable:
+def make_factory(
+    name: str,
+    data,
+    *,
+    workers: int,
+    threads: int,
+    concurrency: int = 4,
+    run_id: str = "run",
+    ray_address: str | None = None,
+    openwhisk: tuple[object, object] | None = None,
+) -> Callable:
     """A zero-argument callable giving a fresh executor context for `name`.
 
     The openwhisk executor needs `openwhisk`, an (OpenWhiskClient, Storage) pair wired to a deployed
@@ -62,17 +70,26 @@ def make_factory(name: str, data, *, workers: int, threads: int, concurrency: in
     if name == "serial":
         return lambda: SerialExecutor(data.train_images, data.train_labels, num_threads=threads)
     if name == "process":
-        return lambda: ProcessExecutor(data.train_images, data.train_labels, workers=workers,
-                                       threads_per_worker=threads)
+        return lambda: ProcessExecutor(
+            data.train_images, data.train_labels, workers=workers, threads_per_worker=threads
+        )
     if name == "ray":
         from .ray import RayExecutor
 
-        return lambda: RayExecutor(data.train_images, data.train_labels, workers=workers, threads_per_worker=threads,
-                                   ray_address=ray_address)
+        return lambda: RayExecutor(
+            data.train_images, data.train_labels, workers=workers, threads_per_worker=threads, ray_address=ray_address
+        )
     if openwhisk is None:
         raise ValueError(f"the {name} executor needs a (client, storage) pair")
     from .openwhisk import OpenWhiskExecutor
 
     client, storage = openwhisk
-    return lambda: OpenWhiskExecutor(client, storage, data.train_images, data.train_labels, run_id=run_id,
-                                     concurrency=concurrency, threads_per_client=threads)
+    return lambda: OpenWhiskExecutor(
+        client,
+        storage,
+        data.train_images,
+        data.train_labels,
+        run_id=run_id,
+        concurrency=concurrency,
+        threads_per_client=threads,
+    )

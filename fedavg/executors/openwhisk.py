@@ -12,8 +12,8 @@ the deployer; an invocation that fails leaves its FedAvg client out of the round
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -37,10 +37,20 @@ def run_prefix(run_id: str) -> str:
 class OpenWhiskExecutor(Managed):
     name = "openwhisk"
 
-    def __init__(self, client: OpenWhiskClient, storage: Storage, images_uint8: torch.Tensor, labels: torch.Tensor,
-                 *, run_id: str, storage_params: Mapping[str, str] | None = None, action: str = ACTION,
-                 concurrency: int = 4, threads_per_client: int = 1,
-                 invoke_timeout_s: float = INVOKE_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        client: OpenWhiskClient,
+        storage: Storage,
+        images_uint8: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        run_id: str,
+        storage_params: Mapping[str, str] | None = None,
+        action: str = ACTION,
+        concurrency: int = 4,
+        threads_per_client: int = 1,
+        invoke_timeout_s: float = INVOKE_TIMEOUT_S,
+    ) -> None:
         """storage_params: the `s3_*` parameters the action needs to reach the same bucket
         (defaults to this Storage's settings; differ when the actions see S3 under another address)."""
         if concurrency < 1:
@@ -63,8 +73,9 @@ class OpenWhiskExecutor(Managed):
         key = f"{run_prefix(self.run_id)}/data/client-{task.client_id:05d}-{digest}"
         if key not in self._uploaded:
             idx = torch.from_numpy(indices)
-            self.storage.put_state(key, {"images": self.images[idx].contiguous(),
-                                         "labels": self.labels[idx].contiguous()})
+            self.storage.put_state(
+                key, {"images": self.images[idx].contiguous(), "labels": self.labels[idx].contiguous()}
+            )
             self._uploaded.add(key)
         return key
 
@@ -90,9 +101,10 @@ class OpenWhiskExecutor(Managed):
 
     def _one(self, task: ClientTask, params: dict) -> ClientResult | ClientFailure:
         try:
-            answer = self.client.invoke(self.action, params, blocking=True, result=True,
-                                        timeout_s=self.invoke_timeout_s)
-        except Exception as exc:  # noqa: BLE001 - whatever failed, this client has no update and the round goes on
+            answer = self.client.invoke(
+                self.action, params, blocking=True, result=True, timeout_s=self.invoke_timeout_s
+            )
+        except Exception as exc:
             detail = exc.result if isinstance(exc, ActivationFailedError) else None
             return ClientFailure(task.client_id, f"{type(exc).__name__}: {exc}" + (f" {detail}" if detail else ""))
         if not isinstance(answer, dict) or "error" in answer or "update_key" not in answer:
@@ -101,8 +113,13 @@ class OpenWhiskExecutor(Managed):
             state = self.storage.get_state(answer["update_key"])
         except MLCoreError as exc:
             return ClientFailure(task.client_id, f"reading {answer['update_key']}: {exc}")
-        return ClientResult(task.client_id, state, int(answer["num_examples"]), float(answer["train_loss"]),
-                            float(answer.get("duration_s", 0.0)))
+        return ClientResult(
+            task.client_id,
+            state,
+            int(answer["num_examples"]),
+            float(answer["train_loss"]),
+            float(answer.get("duration_s", 0.0)),
+        )
 
     def run_round(self, tasks: Sequence[ClientTask], global_state: State) -> list[ClientResult | ClientFailure]:
         if not tasks:

@@ -14,11 +14,11 @@ import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import shared_memory
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -101,8 +101,9 @@ def _worker_run(task: ClientTask, shared: _Shared, slot: int) -> tuple[int, floa
 class ProcessExecutor(Managed):
     name = "process"
 
-    def __init__(self, images_uint8: torch.Tensor, labels: torch.Tensor, workers: int = 2,
-                 threads_per_worker: int = 1) -> None:
+    def __init__(
+        self, images_uint8: torch.Tensor, labels: torch.Tensor, workers: int = 2, threads_per_worker: int = 1
+    ) -> None:
         if workers < 1 or threads_per_worker < 1:
             raise FedAvgError(f"need at least 1 worker and 1 thread each, got {workers} x {threads_per_worker}")
         self.workers = workers
@@ -155,8 +156,12 @@ class ProcessExecutor(Managed):
     def _ensure_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             context = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker,
-                                             initargs=(self.threads_per_worker, context.Barrier(self.workers)))
+            self._pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=context,
+                initializer=_init_worker,
+                initargs=(self.threads_per_worker, context.Barrier(self.workers)),
+            )
         return self._pool
 
     def _ensure_buffers(self, num_params: int, slots: int) -> None:
@@ -181,8 +186,14 @@ class ProcessExecutor(Managed):
         flat = flatten(global_state, keys)
         self._ensure_buffers(flat.numel(), len(tasks))
         self._weights.tensor(np.float32, (self._num_params,)).copy_(flat)
-        shared = _Shared(self._images.shm.name, self._labels.shm.name, self._num_examples,
-                         self._weights.shm.name, self._results.shm.name, self._num_params)
+        shared = _Shared(
+            self._images.shm.name,
+            self._labels.shm.name,
+            self._num_examples,
+            self._weights.shm.name,
+            self._results.shm.name,
+            self._num_params,
+        )
         futures = self._submit_all(tasks, shared)
         results_view = self._results.tensor(np.float32, (self._slots, self._num_params))
         out: list[ClientResult | ClientFailure] = []
@@ -221,8 +232,9 @@ class ProcessExecutor(Managed):
         try:
             pids = {f.result() for f in [pool.submit(_ready, startup_timeout_s) for _ in range(self.workers)]}
         except (BrokenProcessPool, threading.BrokenBarrierError) as exc:
-            raise FedAvgError(f"{self.workers} worker processes did not all start within {startup_timeout_s} s: "
-                              f"{exc}") from exc
+            raise FedAvgError(
+                f"{self.workers} worker processes did not all start within {startup_timeout_s} s: {exc}"
+            ) from exc
         if len(pids) != self.workers:
             raise FedAvgError(f"expected {self.workers} distinct worker processes, got {len(pids)}")
         self.startup_s = time.perf_counter() - started

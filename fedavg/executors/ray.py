@@ -23,8 +23,8 @@ import os
 import socket
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import ray
 import ray.exceptions as rex
@@ -38,8 +38,15 @@ from . import Managed
 from .serial import CLIENT_ERRORS
 
 # What losing a worker looks like from the driver; a RayTaskError (a bug in Worker) is not among them.
-WORKER_LOST = (rex.RayActorError, rex.ObjectLostError, rex.NodeDiedError, rex.WorkerCrashedError,
-               rex.LocalRayletDiedError, rex.OutOfMemoryError, rex.RuntimeEnvSetupError)
+WORKER_LOST = (
+    rex.RayActorError,
+    rex.ObjectLostError,
+    rex.NodeDiedError,
+    rex.WorkerCrashedError,
+    rex.LocalRayletDiedError,
+    rex.OutOfMemoryError,
+    rex.RuntimeEnvSetupError,
+)
 
 
 AUTH_MODE = "RAY_AUTH_MODE"
@@ -148,9 +155,17 @@ def _loopback_node():
 class RayExecutor(Managed):
     name = "ray"
 
-    def __init__(self, images_uint8: torch.Tensor, labels: torch.Tensor, *, workers: int = 2,
-                 threads_per_worker: int = 1, ray_address: str | None = None, startup_timeout_s: float = 300.0,
-                 worker_cls: type = Worker) -> None:
+    def __init__(
+        self,
+        images_uint8: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        workers: int = 2,
+        threads_per_worker: int = 1,
+        ray_address: str | None = None,
+        startup_timeout_s: float = 300.0,
+        worker_cls: type = Worker,
+    ) -> None:
         """ray_address: None for a private local Ray, else `auto`, `host:6379` or `ray://host:10001`.
 
         Each actor asks Ray for threads_per_worker CPUs, so Ray places no more workers on a
@@ -183,8 +198,10 @@ class RayExecutor(Managed):
     def _connect(self) -> None:
         if ray.is_initialized():
             if self.ray_address is None:
-                raise FedAvgError("Ray is already initialised in this process: pass its address (ray_address='auto') "
-                                  "or ray.shutdown() first")
+                raise FedAvgError(
+                    "Ray is already initialised in this process: pass its address (ray_address='auto') "
+                    "or ray.shutdown() first"
+                )
             return  # someone else's connection: used, never shut down
         options = dict(log_to_driver=False, logging_level=logging.WARNING)
         target = _host_port(self.ray_address) if self.ray_address else None
@@ -193,8 +210,10 @@ class RayExecutor(Managed):
             try:
                 socket.create_connection(target, timeout=5.0).close()
             except OSError as exc:
-                raise FedAvgError(f"nothing answers at {self.ray_address} ({exc}): is the Ray head running "
-                                  "(ray start --head) and the port open?") from exc
+                raise FedAvgError(
+                    f"nothing answers at {self.ray_address} ({exc}): is the Ray head running "
+                    "(ray start --head) and the port open?"
+                ) from exc
         self._owned = True  # from here on close() shuts down whatever ray.init left, even half-started
         self._auth_mode = os.environ.get(AUTH_MODE)
         try:
@@ -203,20 +222,29 @@ class RayExecutor(Managed):
                     ray.init(address=self.ray_address, **options)
             else:
                 with _loopback_node():
-                    ray.init(address="local", num_cpus=self.workers * self.threads_per_worker, num_gpus=0,
-                             include_dashboard=False, _node_ip_address="127.0.0.1", **options)
+                    ray.init(
+                        address="local",
+                        num_cpus=self.workers * self.threads_per_worker,
+                        num_gpus=0,
+                        include_dashboard=False,
+                        _node_ip_address="127.0.0.1",
+                        **options,
+                    )
         except (OSError, RuntimeError, ValueError, rex.RayError) as exc:
             where = self.ray_address or "a private local instance"
             raise FedAvgError(f"cannot start Ray ({where}): {_first_line(exc)}") from exc
         if self.ray_address is None:
             address = ray.util.get_node_ip_address()
             if not ipaddress.ip_address(address).is_loopback:
-                raise FedAvgError(f"the private Ray instance listens on {address}, not loopback; this Ray version "
-                                  "ignores the loopback switch: start a cluster and pass --ray-address")
+                raise FedAvgError(
+                    f"the private Ray instance listens on {address}, not loopback; this Ray version "
+                    "ignores the loopback switch: start a cluster and pass --ray-address"
+                )
 
     def _spawn(self) -> _Slot:
-        actor = self._actor_cls.options(num_cpus=self.threads_per_worker, scheduling_strategy="SPREAD",
-                                        max_restarts=0).remote(*self._data, self.threads_per_worker)
+        actor = self._actor_cls.options(
+            num_cpus=self.threads_per_worker, scheduling_strategy="SPREAD", max_restarts=0
+        ).remote(*self._data, self.threads_per_worker)
         return _Slot(actor, actor.ready.remote())
 
     def start(self) -> float:
@@ -233,16 +261,19 @@ class RayExecutor(Managed):
         refs = [slot.started for slot in self._slots]
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=self.startup_timeout_s)
         if len(ready) < len(refs):
-            raise FedAvgError(f"only {len(ready)} of {self.workers} Ray workers started within "
-                              f"{self.startup_timeout_s:g} s; each asks for {self.threads_per_worker} CPU and the "
-                              f"cluster has {ray.available_resources().get('CPU', 0):g} free: lower --workers or "
-                              "--threads, or add nodes")
+            raise FedAvgError(
+                f"only {len(ready)} of {self.workers} Ray workers started within "
+                f"{self.startup_timeout_s:g} s; each asks for {self.threads_per_worker} CPU and the "
+                f"cluster has {ray.available_resources().get('CPU', 0):g} free: lower --workers or "
+                "--threads, or add nodes"
+            )
         for slot in self._slots:
             try:
                 slot.node, slot.pid = ray.get(slot.started)
             except (rex.RayActorError, rex.RayTaskError, rex.RuntimeEnvSetupError) as exc:
-                raise FedAvgError(f"a Ray worker failed to start ({_first_line(exc)}); every node needs this "
-                                  "project installed") from exc
+                raise FedAvgError(
+                    f"a Ray worker failed to start ({_first_line(exc)}); every node needs this project installed"
+                ) from exc
         self.startup_s = time.perf_counter() - started
         return self.startup_s
 
@@ -300,8 +331,9 @@ class RayExecutor(Managed):
                 idle.append(slot)
             except WORKER_LOST as exc:
                 slot.lost = _first_line(exc)
-                out[i] = ClientFailure(tasks[i].client_id, f"Ray worker (pid {slot.pid} on node {slot.node}) lost: "
-                                                           f"{slot.lost}")
+                out[i] = ClientFailure(
+                    tasks[i].client_id, f"Ray worker (pid {slot.pid} on node {slot.node}) lost: {slot.lost}"
+                )
         return out
 
     @staticmethod

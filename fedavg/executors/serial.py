@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -41,8 +41,7 @@ class SerialExecutor(Managed):
             out: list[ClientResult | ClientFailure] = []
             for task in tasks:
                 try:
-                    out.append(run_task(task, self._model(task.config.model), global_state, self.images,
-                                        self.labels))
+                    out.append(run_task(task, self._model(task.config.model), global_state, self.images, self.labels))
                 except CLIENT_ERRORS as exc:
                     out.append(ClientFailure(task.client_id, f"{type(exc).__name__}: {exc}"))
             return out

@@ -40,11 +40,25 @@ def run_baseline(config: JobConfig, storage=None, threads: int | None = None, ta
         clock += time.perf_counter() - started
         batch += steps
         result = evaluate_vector(vector, test_images, test_labels)
-        history.append({"batch": batch, "epoch": round(batch / single.batches_per_epoch(size), 4),
-                        "accuracy": result["accuracy"], "loss": round(result["loss"], 5),
-                        "train_loss": round(loss, 5), "seconds": round(clock, 3)})
-    return {"threads": threads, "precision": resolve_precision(single.precision),
-            "channels_last": single.channels_last, "batch_size": single.batch_size, "history": history,
-            "final_accuracy": history[-1]["accuracy"], "train_seconds": round(clock, 3),
-            "time_to_accuracy_s": {str(t): next((h["seconds"] for h in history if h["accuracy"] >= t), None)
-                                   for t in targets}}
+        history.append(
+            {
+                "batch": batch,
+                "epoch": round(batch / single.batches_per_epoch(size), 4),
+                "accuracy": result["accuracy"],
+                "loss": round(result["loss"], 5),
+                "train_loss": round(loss, 5),
+                "seconds": round(clock, 3),
+            }
+        )
+    return {
+        "threads": threads,
+        "precision": resolve_precision(single.precision),
+        "channels_last": single.channels_last,
+        "batch_size": single.batch_size,
+        "history": history,
+        "final_accuracy": history[-1]["accuracy"],
+        "train_seconds": round(clock, 3),
+        "time_to_accuracy_s": {
+            str(t): next((h["seconds"] for h in history if h["accuracy"] >= t), None) for t in targets
+        },
+    }

@@ -48,7 +48,7 @@ def unflatten_into(vector: torch.Tensor, tensors) -> None:
     offset = 0
     with torch.no_grad():
         for t in tensors:
-            t.copy_(vector[offset:offset + t.numel()].view(t.shape))
+            t.copy_(vector[offset : offset + t.numel()].view(t.shape))
             offset += t.numel()
 
 
@@ -87,8 +87,9 @@ class FlatSGD:
 class Trainer:
     """One worker's (or the baseline's) model, data and precision."""
 
-    def __init__(self, config: JobConfig, worker: int, images: torch.Tensor, labels: torch.Tensor,
-                 train_size: int) -> None:
+    def __init__(
+        self, config: JobConfig, worker: int, images: torch.Tensor, labels: torch.Tensor, train_size: int
+    ) -> None:
         self.config, self.worker, self.size = config, worker, train_size
         self.images, self.labels = images, labels
         self.precision = resolve_precision(config.precision)
@@ -98,9 +99,13 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.params = list(self.model.parameters())
         self.loss_fn = nn.CrossEntropyLoss()
-        self.optimizer = torch.optim.SGD(self.params, lr=config.lr, momentum=config.momentum,
-                                         nesterov=config.nesterov and config.momentum > 0,
-                                         weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.SGD(
+            self.params,
+            lr=config.lr,
+            momentum=config.momentum,
+            nesterov=config.nesterov and config.momentum > 0,
+            weight_decay=config.weight_decay,
+        )
 
     def _autocast(self):
         if self.precision == "bf16":

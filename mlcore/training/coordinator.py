@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..errors import ObjectNotFoundError, OpenWhiskError
 from ..mnist import TRAIN_SIZE
@@ -90,8 +90,9 @@ def create_job(storage, config: JobConfig) -> bool:
     layout = JobLayout(config.job)
     if storage.exists(layout.config):
         if storage.get_json(layout.config) != config.as_dict():
-            raise TrainingError(f"job {config.job!r} already exists with other settings; resume it or pick "
-                                "another name")
+            raise TrainingError(
+                f"job {config.job!r} already exists with other settings; resume it or pick another name"
+            )
         return False
     storage.put_json(layout.config, config.as_dict())
     header = {"round": 0, "batch": 0, "k": config.first_local_steps, "time": time.time()}
@@ -131,9 +132,20 @@ class Slot:
 class Coordinator:
     """Runs a job to its end (or to this activation's deadline); `run()` returns why it stopped."""
 
-    def __init__(self, storage, client: OpenWhiskClient, config: JobConfig, *, worker_action: str, owner: str,
-                 deadline_ms: int | None = None, handoff: Callable[[], str] | None = None,
-                 log: Callable[[str], None] = print, predecessor: str | None = None, poll_s: float = POLL_S) -> None:
+    def __init__(
+        self,
+        storage,
+        client: OpenWhiskClient,
+        config: JobConfig,
+        *,
+        worker_action: str,
+        owner: str,
+        deadline_ms: int | None = None,
+        handoff: Callable[[], str] | None = None,
+        log: Callable[[str], None] = print,
+        predecessor: str | None = None,
+        poll_s: float = POLL_S,
+    ) -> None:
         self.storage, self.client, self.config = storage, client, config
         self.worker_action, self.owner = worker_action, owner
         self.deadline_ms, self.handoff, self.log, self.predecessor = deadline_ms, handoff, log, predecessor
@@ -149,8 +161,10 @@ class Coordinator:
     # -- storage state ------------------------------------------------------------------------
 
     def _status(self, state: str, **extra) -> None:
-        self.storage.put_json(self.layout.status, {"owner": self.owner, "state": state, "updated": time.time(),
-                                                   "total_batches": self.total, **extra})
+        self.storage.put_json(
+            self.layout.status,
+            {"owner": self.owner, "state": state, "updated": time.time(), "total_batches": self.total, **extra},
+        )
 
     def _still_owner(self) -> bool:
         try:
@@ -178,11 +192,11 @@ class Coordinator:
     # -- workers --------------------------------------------------------------------------------
 
     def _launch(self, slot: Slot, reason: str) -> None:
-        reply = self.client.invoke(self.worker_action, {"job": self.config.job, "worker": slot.worker},
-                                    blocking=False)
+        reply = self.client.invoke(self.worker_action, {"job": self.config.job, "worker": slot.worker}, blocking=False)
         slot.activation, slot.launched_at = reply["activationId"], time.time()
-        self.metrics.append({"event": "launched", "worker": slot.worker, "activation": slot.activation,
-                             "reason": reason}, flush=True)
+        self.metrics.append(
+            {"event": "launched", "worker": slot.worker, "activation": slot.activation, "reason": reason}, flush=True
+        )
 
     def _adopt_or_launch(self) -> None:
         for slot in self.slots:
@@ -192,8 +206,9 @@ class Coordinator:
                 slot.done = True
             elif claim is not None:
                 slot.activation, slot.launched_at = claim["owner"], claim.get("since", time.time())
-                self.metrics.append({"event": "launched", "worker": slot.worker, "activation": slot.activation,
-                                     "reason": "adopted"})
+                self.metrics.append(
+                    {"event": "launched", "worker": slot.worker, "activation": slot.activation, "reason": "adopted"}
+                )
             else:
                 self._launch(slot, "new")
 
@@ -201,9 +216,16 @@ class Coordinator:
         """A worker activation ended: follow its successor, count it done, or replace it."""
         result = record.get("response", {}).get("result") or {}
         state = result.get("state") if record.get("response", {}).get("success") else None
-        self.metrics.append({"event": "billed", "worker": slot.worker, "activation": slot.activation,
-                             "state": state or "failed", "gb_s": round(gb_s_of(record), 6),
-                             "duration_ms": record.get("duration", 0)})
+        self.metrics.append(
+            {
+                "event": "billed",
+                "worker": slot.worker,
+                "activation": slot.activation,
+                "state": state or "failed",
+                "gb_s": round(gb_s_of(record), 6),
+                "duration_ms": record.get("duration", 0),
+            }
+        )
         if state == "continued":
             slot.activation, slot.launched_at = result["successor"], time.time()
             return
@@ -220,8 +242,16 @@ class Coordinator:
 
     def _replace(self, slot: Slot, why: str) -> None:
         slot.replacements += 1
-        self.metrics.append({"event": "worker_failed", "worker": slot.worker, "activation": slot.activation,
-                             "error": why, "replacement": slot.replacements}, flush=True)
+        self.metrics.append(
+            {
+                "event": "worker_failed",
+                "worker": slot.worker,
+                "activation": slot.activation,
+                "error": why,
+                "replacement": slot.replacements,
+            },
+            flush=True,
+        )
         if slot.replacements > self.config.retries:
             raise TrainingError(f"worker {slot.worker} failed {slot.replacements} times; last: {why}")
         self.log(f"worker {slot.worker}: {why}; starting a replacement")
@@ -242,8 +272,9 @@ class Coordinator:
             stats = self._get_json(self.layout.worker_stats(slot.worker)) or {}
             last = stats.get("time", 0) if stats.get("owner") == slot.activation else slot.launched_at
             if time.time() - max(last, slot.launched_at) > self.config.worker_timeout_s:
-                self._replace(slot, f"activation {slot.activation} made no progress for "
-                                    f"{self.config.worker_timeout_s:.0f} s")
+                self._replace(
+                    slot, f"activation {slot.activation} made no progress for {self.config.worker_timeout_s:.0f} s"
+                )
 
     # -- evaluation -------------------------------------------------------------------------------
 
@@ -267,10 +298,20 @@ class Coordinator:
             images, labels = data.test_set(self.config, self.storage)
             started = time.perf_counter()
             result = evaluate_vector(vector, images, labels)
-            self.metrics.append({"event": "eval", "round": number, "batch": header["batch"],
-                                 "epoch": round(header["batch"] / self.per_epoch, 4), "accuracy": result["accuracy"],
-                                 "loss": result["loss"], "n": result["n"], "model_time": header["time"],
-                                 "eval_s": round(time.perf_counter() - started, 3)}, flush=True)
+            self.metrics.append(
+                {
+                    "event": "eval",
+                    "round": number,
+                    "batch": header["batch"],
+                    "epoch": round(header["batch"] / self.per_epoch, 4),
+                    "accuracy": result["accuracy"],
+                    "loss": result["loss"],
+                    "n": result["n"],
+                    "model_time": header["time"],
+                    "eval_s": round(time.perf_counter() - started, 3),
+                },
+                flush=True,
+            )
             self.log(f"epoch {header['batch'] / self.per_epoch:.2f}: test accuracy {result['accuracy']:.4f}")
         done = sorted(n for n in rounds if n in self.evaluated)
         if len(done) > 2:  # a replacement starts from the newest; the one before stays for safety
@@ -305,8 +346,16 @@ class Coordinator:
         previous = self._get_json(self.layout.status) or {}
         job_started = previous.get("job_started") or time.time()
         self._status("running", job_started=job_started)
-        self.metrics.append({"event": "start", "owner": self.owner, "total_batches": self.total,
-                             "batches_per_epoch": self.per_epoch, "config": self.config.as_dict()}, flush=True)
+        self.metrics.append(
+            {
+                "event": "start",
+                "owner": self.owner,
+                "total_batches": self.total,
+                "batches_per_epoch": self.per_epoch,
+                "config": self.config.as_dict(),
+            },
+            flush=True,
+        )
         self._adopt_or_launch()
         while True:
             self._watch_workers()
@@ -315,8 +364,9 @@ class Coordinator:
             if finished and newest >= self.total:
                 break
             if all(slot.done for slot in self.slots):
-                raise TrainingError(f"every worker ended but the newest checkpoint is at batch {newest} of "
-                                    f"{self.total}")
+                raise TrainingError(
+                    f"every worker ended but the newest checkpoint is at batch {newest} of {self.total}"
+                )
             if not self._still_owner():
                 self.metrics.append({"event": "superseded", "owner": self.owner}, flush=True)
                 return {"state": "superseded"}
@@ -325,8 +375,10 @@ class Coordinator:
             time.sleep(self.poll_s)
         pointer = self._get_json(self.layout.checkpoint_pointer)
         self.storage.put_bytes(self.layout.final, final_state_bytes(self.storage, self.config, pointer["round"]))
-        self.metrics.append({"event": "done", "batch": pointer["batch"], "round": pointer["round"],
-                             "workers": self._progress()}, flush=True)
+        self.metrics.append(
+            {"event": "done", "batch": pointer["batch"], "round": pointer["round"], "workers": self._progress()},
+            flush=True,
+        )
         self._status("done", job_started=job_started, batch=pointer["batch"])
         return {"state": "done", "batch": pointer["batch"], "round": pointer["round"]}
 

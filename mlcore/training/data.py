@@ -67,16 +67,22 @@ def _read(source: str, storage, name: str) -> bytes:
     try:
         return storage.get_bytes(S3_PREFIX + name)
     except ObjectNotFoundError as exc:
-        raise TrainingError(f"MNIST is not in object storage under {S3_PREFIX}; `deployer train` uploads it, "
-                            "or use data=local on the local platform") from exc
+        raise TrainingError(
+            f"MNIST is not in object storage under {S3_PREFIX}; `deployer train` uploads it, "
+            "or use data=local on the local platform"
+        ) from exc
 
 
 def load(source: str, storage, train: bool):
     """(uint8 torch [N,28,28], int64 torch [N]), cached per process and source."""
     import torch
 
-    where = (source, train, getattr(getattr(storage, "config", None), "endpoint_url", None),
-             getattr(storage, "bucket", None) if source == "s3" else None)
+    where = (
+        source,
+        train,
+        getattr(getattr(storage, "config", None), "endpoint_url", None),
+        getattr(storage, "bucket", None) if source == "s3" else None,
+    )
     with _cache_lock:
         if where not in _cache:
             images_name, labels_name = TRAIN_FILES if train else TEST_FILES
@@ -96,7 +102,7 @@ def _shard(seed: int, workers: int, worker: int, size: int):
 
     order = torch.randperm(size, generator=torch.Generator().manual_seed(seed))
     shard = size // workers
-    return order[worker * shard:(worker + 1) * shard]
+    return order[worker * shard : (worker + 1) * shard]
 
 
 @functools.lru_cache(maxsize=64)
@@ -116,11 +122,11 @@ def batch_indices(config: JobConfig, worker: int, batch_index: int, size: int):
     epoch, i = divmod(batch_index, per_epoch)
     order = _epoch_order(config.seed, config.workers, worker, size, epoch)
     b = config.worker_batch
-    return order[i * b:(i + 1) * b]
+    return order[i * b : (i + 1) * b]
 
 
 def test_set(config: JobConfig, storage):
     images, labels = load(config.data, storage, train=False)
     if config.test_limit:
-        images, labels = images[:config.test_limit], labels[:config.test_limit]
+        images, labels = images[: config.test_limit], labels[: config.test_limit]
     return images, labels

@@ -19,8 +19,8 @@ from __future__ import annotations
 import json
 import struct
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable
 
 import numpy as np
 import torch
@@ -47,7 +47,7 @@ def decode(blob: bytes) -> tuple[dict, torch.Tensor]:
         raise TrainingError("a stored update is not in the training exchange format")
     (length,) = struct.unpack("<I", blob[4:8])
     try:
-        header = json.loads(blob[8:8 + length])
+        header = json.loads(blob[8 : 8 + length])
         array = np.frombuffer(blob, dtype=np.dtype(header["dtype"]), offset=8 + length, count=header["n"])
     except (ValueError, KeyError, TypeError) as exc:
         raise TrainingError(f"a stored update is damaged ({exc})") from exc
@@ -69,8 +69,12 @@ class Timer:
         self.seconds[phase] += seconds
 
     def report(self) -> dict:
-        return {**{k: round(v, 4) for k, v in self.seconds.items()}, "bytes_in": self.bytes_in,
-                "bytes_out": self.bytes_out, "misses": self.misses}
+        return {
+            **{k: round(v, 4) for k, v in self.seconds.items()},
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "misses": self.misses,
+        }
 
 
 class Exchange:
@@ -126,8 +130,9 @@ class Exchange:
         for future in background:
             future.result()
 
-    def _poll(self, key: str, deadline: float, stop: Callable[[], bool], head_start: float = 0.0
-              ) -> tuple[bytes, float]:
+    def _poll(
+        self, key: str, deadline: float, stop: Callable[[], bool], head_start: float = 0.0
+    ) -> tuple[bytes, float]:
         delay = POLL_FIRST_S
         if head_start > 0:
             time.sleep(head_start)

@@ -100,7 +100,7 @@ class JobConfig:
     rounds_per_run: int = 0
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "JobConfig":
+    def from_dict(cls, raw: dict) -> JobConfig:
         """Raises TrainingError for unknown keys, wrong types or values out of range."""
         if not isinstance(raw, dict):
             raise TrainingError(f"a job configuration must be an object, got {type(raw).__name__}")
@@ -128,8 +128,11 @@ class JobConfig:
             (not _JOB_NAME.match(self.job), f"job name {self.job!r} must be 1-64 letters, digits, '.', '_' or '-'"),
             (self.workers < 1, f"workers must be >= 1, got {self.workers}"),
             (self.epochs < 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.batch_size < self.workers, f"batch size {self.batch_size} must be at least the number of "
-                                             f"workers ({self.workers}): it is split over them"),
+            (
+                self.batch_size < self.workers,
+                f"batch size {self.batch_size} must be at least the number of "
+                f"workers ({self.workers}): it is split over them",
+            ),
             (self.mode not in MODES, f"mode must be one of {MODES}, got {self.mode!r}"),
             (self.local_steps < 0, f"local steps must be >= 0 (0 = chosen each round), got {self.local_steps}"),
             (self.mode == "sync" and self.local_steps not in (0, 1), "local steps apply to mode local only"),
@@ -139,14 +142,18 @@ class JobConfig:
             (self.precision not in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}"),
             (self.threads < 1, f"threads must be >= 1, got {self.threads}"),
             (self.compress not in COMPRESSIONS, f"compress must be one of {COMPRESSIONS}, got {self.compress!r}"),
-            (not 0 <= self.quorum <= self.workers, f"quorum must be between 1 and workers ({self.workers}), "
-                                                   f"got {self.quorum}"),
+            (
+                not 0 <= self.quorum <= self.workers,
+                f"quorum must be between 1 and workers ({self.workers}), got {self.quorum}",
+            ),
             (self.retries < 0, f"retries must be >= 0, got {self.retries}"),
             (self.data not in DATA_SOURCES, f"data must be one of {DATA_SOURCES}, got {self.data!r}"),
             (self.train_limit < 0 or self.test_limit < 0, "train/test limits must be >= 0 (0 = all)"),
             (self.eval_every < 0, f"eval_every must be >= 0 (0 = every epoch), got {self.eval_every}"),
-            (self.rounds_per_run < 0, f"rounds_per_run must be >= 0 (0 = as the time limit allows), "
-                                      f"got {self.rounds_per_run}"),
+            (
+                self.rounds_per_run < 0,
+                f"rounds_per_run must be >= 0 (0 = as the time limit allows), got {self.rounds_per_run}",
+            ),
         ]
         for failed, message in problems:
             if failed:
@@ -174,8 +181,9 @@ class JobConfig:
         """Batches of one worker per pass over its shard."""
         count = (train_size // self.workers) // self.worker_batch
         if count < 1:
-            raise TrainingError(f"{train_size} training images over {self.workers} workers give no batch "
-                                f"of {self.worker_batch}")
+            raise TrainingError(
+                f"{train_size} training images over {self.workers} workers give no batch of {self.worker_batch}"
+            )
         return count
 
     def total_batches(self, train_size: int) -> int:

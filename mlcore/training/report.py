@@ -31,8 +31,12 @@ def worker_totals(workers: list[dict]) -> dict:
     totals = {k: round(sum(w.get(k, 0.0) for w in workers), 4) for k in PHASES}
     rounds = sum(w.get("rounds", 0) for w in workers)
     active = sum(w.get("active_s", 0.0) for w in workers)
-    totals.update(rounds=rounds, active_s=round(active, 3), misses=sum(w.get("misses", 0) for w in workers),
-                  bytes=sum(w.get("bytes_in", 0) + w.get("bytes_out", 0) for w in workers))
+    totals.update(
+        rounds=rounds,
+        active_s=round(active, 3),
+        misses=sum(w.get("misses", 0) for w in workers),
+        bytes=sum(w.get("bytes_in", 0) + w.get("bytes_out", 0) for w in workers),
+    )
     per_round = {k: round(totals[k] / rounds, 5) if rounds else None for k in PHASES + ("bytes",)}
     fraction = round(1.0 - totals["compute_s"] / active, 4) if active else None
     return {"totals": totals, "per_round": per_round, "communication_fraction": fraction}
@@ -43,16 +47,23 @@ def summarise(storage, job: str, targets=(0.98, 0.99)) -> dict:
     events = read_metrics(storage, job)
     evals = [e for e in events if e.get("event") == "eval"]
     done = next((e for e in reversed(events) if e.get("event") == "done"), None)
-    workers = done["workers"] if done else [read_json(storage, JobLayout(job).worker_stats(w)) or {}
-                                            for w in _worker_range(events)]
+    workers = (
+        done["workers"]
+        if done
+        else [read_json(storage, JobLayout(job).worker_stats(w)) or {} for w in _worker_range(events)]
+    )
     billed = {e["activation"]: e for e in events if e.get("event") == "billed"}
     start = job_start(events)
     ends = [e["time"] for e in events if e.get("event") in ("done", "failed")]
     return {
         "job": job,
-        "evaluations": [{**{k: e[k] for k in ("round", "batch", "epoch", "accuracy", "loss")},
-                         "seconds": round(e.get("model_time", e["time"]) - start, 3) if start else None}
-                        for e in evals],
+        "evaluations": [
+            {
+                **{k: e[k] for k in ("round", "batch", "epoch", "accuracy", "loss")},
+                "seconds": round(e.get("model_time", e["time"]) - start, 3) if start else None,
+            }
+            for e in evals
+        ],
         "final_accuracy": evals[-1]["accuracy"] if evals else None,
         "elapsed_s": round(ends[-1] - start, 3) if start and ends else None,
         "time_to_accuracy_s": {str(t): time_to_accuracy(events, t) for t in targets},

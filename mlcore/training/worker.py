@@ -17,8 +17,8 @@ import json
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -75,8 +75,16 @@ def start_point(storage, config: JobConfig, worker: int) -> StartPoint:
         pointer = storage.get_json(layout.checkpoint_pointer)
         header, vector, momentum = split_state(storage.get_bytes(layout.checkpoint(pointer["round"])))
         # the sync optimizer state is shared; a local worker's own momentum is not in a checkpoint
-        candidates.append(StartPoint(header["round"], header["batch"], header["k"], vector,
-                                     momentum if config.mode == "sync" else None, "checkpoint"))
+        candidates.append(
+            StartPoint(
+                header["round"],
+                header["batch"],
+                header["k"],
+                vector,
+                momentum if config.mode == "sync" else None,
+                "checkpoint",
+            )
+        )
     except ObjectNotFoundError:
         pass
     try:
@@ -111,8 +119,16 @@ def next_local_steps(config: JobConfig, headers: list[dict], k: int) -> int:
 class Worker:
     """Runs one worker's rounds until the job ends, its deadline nears, or a newer owner takes over."""
 
-    def __init__(self, storage, config: JobConfig, worker: int, *, owner: str, deadline_s: float | None = None,
-                 handoff: Callable[[], str] | None = None) -> None:
+    def __init__(
+        self,
+        storage,
+        config: JobConfig,
+        worker: int,
+        *,
+        owner: str,
+        deadline_s: float | None = None,
+        handoff: Callable[[], str] | None = None,
+    ) -> None:
         if not 0 <= worker < config.workers:
             raise TrainingError(f"worker {worker} is out of range 0..{config.workers - 1}")
         self.storage, self.config, self.worker, self.owner = storage, config, worker, owner
@@ -150,9 +166,17 @@ class Worker:
         return self._superseded.is_set()
 
     def _stats(self, state: str, position: dict, **extra) -> dict:
-        return {"owner": self.owner, "state": state, "time": time.time(), "rounds": self.rounds_run,
-                "active_s": round(time.perf_counter() - self._started, 3), **position, **self.timer.report(),
-                "left_out": self._left_out[-20:], **extra}
+        return {
+            "owner": self.owner,
+            "state": state,
+            "time": time.time(),
+            "rounds": self.rounds_run,
+            "active_s": round(time.perf_counter() - self._started, 3),
+            **position,
+            **self.timer.report(),
+            "left_out": self._left_out[-20:],
+            **extra,
+        }
 
     def _report_progress(self, position: dict) -> None:
         """Progress for the coordinator, and a check that no replacement took over; both off the critical path."""
@@ -191,8 +215,9 @@ class Worker:
             if quorum_at is not None and now - quorum_at >= self.config.straggler_wait_s:
                 break
             if now - started > self.config.worker_timeout_s:
-                raise TrainingError(f"round {number}: fewer than {quorum} updates after "
-                                    f"{self.config.worker_timeout_s:.0f} s")
+                raise TrainingError(
+                    f"round {number}: fewer than {quorum} updates after {self.config.worker_timeout_s:.0f} s"
+                )
             time.sleep(delay)
             delay = min(delay * 2, POLL_MAX_S)
         self.timer.add("wait_s", time.perf_counter() - started)
@@ -239,9 +264,12 @@ class Worker:
 
         Checkpoints are the coordinator's to delete, once it has evaluated them.
         """
-        stale = [key for prefix in ("updates/", "rounds/")
-                 for key in self.storage.list_keys(self.layout.prefix + prefix)
-                 if self.layout.round_of(key) < keep_from]
+        stale = [
+            key
+            for prefix in ("updates/", "rounds/")
+            for key in self.storage.list_keys(self.layout.prefix + prefix)
+            if self.layout.round_of(key) < keep_from
+        ]
         self.storage.delete_keys(stale)
 
     # -- the loop -------------------------------------------------------------------------------
@@ -273,8 +301,9 @@ class Worker:
             if self._superseded.is_set():
                 return {"state": "superseded", **self._stats("superseded", cursor.position())}
             if self._should_hand_off():
-                return self._hand_off(cursor.position(), cursor.vector, sgd.buffer if config.mode == "sync"
-                                      else trainer.momentum_vector())
+                return self._hand_off(
+                    cursor.position(), cursor.vector, sgd.buffer if config.mode == "sync" else trainer.momentum_vector()
+                )
             round_started = time.perf_counter()
             if config.mode == "sync":
                 cursor.k = 1
@@ -284,8 +313,9 @@ class Worker:
             comm_started = time.perf_counter()
             try:
                 included = self._included(cursor.round)
-                keys = [self.layout.update(cursor.round, j) for j in included
-                        if not (j == self.worker and own is not None)]
+                keys = [
+                    self.layout.update(cursor.round, j) for j in included if not (j == self.worker and own is not None)
+                ]
                 blobs = self.exchange.gather(keys, config.worker_timeout_s, self._stopping)
             except InterruptedError:
                 continue
@@ -332,15 +362,23 @@ class Worker:
             update, loss = trainer.local_steps(cursor.vector, cursor.batch, cursor.k)
         compute_s = time.perf_counter() - compute_started
         self.timer.add("compute_s", compute_s)
-        header = {"round": cursor.round, "worker": self.worker, "batch": cursor.batch, "k": cursor.k,
-                  "loss": round(loss, 5), "compute_s": round(compute_s, 6), "comm_s": cursor.last_comm_s}
+        header = {
+            "round": cursor.round,
+            "worker": self.worker,
+            "batch": cursor.batch,
+            "k": cursor.k,
+            "loss": round(loss, 5),
+            "compute_s": round(compute_s, 6),
+            "comm_s": cursor.last_comm_s,
+        }
         blob = encode(update, header, config.compress)
         own = decode(blob)  # what the peers will read, compression included
         self.exchange.put_async(self.layout.update(cursor.round, self.worker), blob, scratch=True)
         return own
 
-    def _round_updates(self, cursor: _Cursor, included: list[int], blobs: dict[str, bytes],
-                       own: tuple[dict, torch.Tensor] | None) -> list[tuple[dict, torch.Tensor]]:
+    def _round_updates(
+        self, cursor: _Cursor, included: list[int], blobs: dict[str, bytes], own: tuple[dict, torch.Tensor] | None
+    ) -> list[tuple[dict, torch.Tensor]]:
         """The round's updates in worker order, this worker's own included.
 
         Raises TrainingError when they disagree on the batch or K: storage holds another run's updates.
@@ -351,13 +389,14 @@ class Worker:
         self.exchange.flush()
         ordered = [updates[j] for j in sorted(updates)]
         if any(h["batch"] != cursor.batch or h["k"] != cursor.k for h, _ in ordered):
-            raise TrainingError(f"round {cursor.round}: the updates disagree on the batch or K "
-                                f"({[(h['worker'], h['batch'], h['k']) for h, _ in ordered]}); "
-                                "the job's storage holds updates of another run")
+            raise TrainingError(
+                f"round {cursor.round}: the updates disagree on the batch or K "
+                f"({[(h['worker'], h['batch'], h['k']) for h, _ in ordered]}); "
+                "the job's storage holds updates of another run"
+            )
         return ordered
 
-    def _apply(self, cursor: _Cursor, sgd: FlatSGD, size: int,
-               updates: list[tuple[dict, torch.Tensor]]) -> list[dict]:
+    def _apply(self, cursor: _Cursor, sgd: FlatSGD, size: int, updates: list[tuple[dict, torch.Tensor]]) -> list[dict]:
         """Averages the round's updates into the model (an SGD step in sync mode); returns their headers."""
         mean = torch.stack([vector for _, vector in updates]).mean(dim=0)
         if self.config.mode == "sync":

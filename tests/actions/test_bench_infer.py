@@ -16,8 +16,17 @@ def test_bench_infer_measures_all_three_paths(platform, lenet5_small, mnist_root
     state, _ = lenet5_small
     env = {**platform.storage_env, "S3_BUCKET": "bench-infer-tests"}
     # Execute
-    report = bi.run([1, 2], requests_per_worker=3, cold_runs=1, in_process_iterations=20, state=state,
-                    apihost=platform.apihost, auth=platform.auth, storage_env=env, root=mnist_root)
+    report = bi.run(
+        [1, 2],
+        requests_per_worker=3,
+        cold_runs=1,
+        in_process_iterations=20,
+        state=state,
+        apihost=platform.apihost,
+        auth=platform.auth,
+        storage_env=env,
+        root=mnist_root,
+    )
     # Assert
     assert report["in_process"]["latency"]["n"] == 20
     for path in ("flask_torch", "platform_warm"):

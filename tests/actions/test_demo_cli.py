@@ -11,8 +11,9 @@ from mlcore.storage import Storage, StorageConfig
 from mlcore.train import publish_model
 
 
-def test_demo_reuses_the_published_model_and_classifies_through_the_platform(platform, lenet5_full, tmp_path,
-                                                                           monkeypatch):
+def test_demo_reuses_the_published_model_and_classifies_through_the_platform(
+    platform, lenet5_full, tmp_path, monkeypatch
+):
     # Prepare: the user's S3 settings exported, a model already published there
     env = {**platform.storage_env, "S3_BUCKET": "demo-cli-tests"}
     for key, value in env.items():
@@ -22,8 +23,10 @@ def test_demo_reuses_the_published_model_and_classifies_through_the_platform(pla
     version = publish_model(storage, *lenet5_full)
     report_path = tmp_path / "demo.json"
     # Execute
-    result = CliRunner().invoke(cli, ["--apihost", platform.apihost, "--auth", platform.auth, "demo",
-                                      "--images", "192", "--json", str(report_path)])
+    result = CliRunner().invoke(
+        cli,
+        ["--apihost", platform.apihost, "--auth", platform.auth, "demo", "--images", "192", "--json", str(report_path)],
+    )
     # Assert
     assert result.exit_code == 0, result.output
     assert f"reusing published {version}" in result.output
@@ -45,17 +48,35 @@ def test_model_train_refuses_bad_settings():
     assert result.exit_code == 2 and "--epochs" in result.output
 
 
-def test_model_train_reports_mnist_and_printed_digits_and_publishes_both(storage_config, tmp_path, monkeypatch,
-                                                                          mnist_root):
+def test_model_train_reports_mnist_and_printed_digits_and_publishes_both(
+    storage_config, tmp_path, monkeypatch, mnist_root
+):
     # Prepare: the user's S3 settings exported; one epoch keeps it short (the defaults are measured by hand)
-    env = {"S3_ENDPOINT_URL": storage_config.endpoint_url, "S3_BUCKET": storage_config.bucket,
-           "AWS_ACCESS_KEY_ID": storage_config.access_key, "AWS_SECRET_ACCESS_KEY": storage_config.secret_key}
+    env = {
+        "S3_ENDPOINT_URL": storage_config.endpoint_url,
+        "S3_BUCKET": storage_config.bucket,
+        "AWS_ACCESS_KEY_ID": storage_config.access_key,
+        "AWS_SECRET_ACCESS_KEY": storage_config.secret_key,
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     report_path = tmp_path / "train.json"
     # Execute
-    result = CliRunner().invoke(cli, ["--apihost", "http://127.0.0.1:9", "--auth", "user:key", "model", "train",
-                                      "--epochs", "1", "--json", str(report_path)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "--apihost",
+            "http://127.0.0.1:9",
+            "--auth",
+            "user:key",
+            "model",
+            "train",
+            "--epochs",
+            "1",
+            "--json",
+            str(report_path),
+        ],
+    )
     # Assert: both scores in the output, the report and the published metadata
     assert result.exit_code == 0, result.output
     assert "test accuracy 0.9" in result.output and "printed digits: " in result.output

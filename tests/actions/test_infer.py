@@ -116,24 +116,27 @@ def test_unreachable_storage(action, storage, digits, closed_port):
     assert f"127.0.0.1:{closed_port}" in answer["error"]
 
 
-@pytest.mark.parametrize("args, expected", [
-    ({}, "give exactly one of url, image (base64) or images (list of base64); got none"),
-    ({"url": "http://x/a.png", "image": "aGk="}, "got url and image"),
-    ({"url": 42}, "url must be a string"),
-    ({"url": "ftp://127.0.0.1/digit.png"}, "url must be an http:// or https:// address"),
-    ({"url": "file:///etc/passwd"}, "url must be an http:// or https:// address"),
-    ({"url": "http://"}, "url must be an http:// or https:// address"),
-    ({"image": "not base64!"}, "image is not valid base64"),
-    ({"image": 7}, "image must be a non-empty base64 string"),
-    ({"image": b64(b"just some text")}, "not an image in a supported format"),
-    ({"images": "aGk="}, "images must be a non-empty list"),
-    ({"images": []}, "images must be a non-empty list"),
-    ({"images": ["aGk="] * 65}, "65 items, more than the limit of 64"),
-    ({"image": "aGk=", "fetch_timeout_s": 1}, "not an image"),
-    ({"url": "http://127.0.0.1:1/x.png", "fetch_timeout_s": "soon"}, "fetch_timeout_s must be a number"),
-    ({"url": "http://127.0.0.1:1/x.png", "fetch_timeout_s": 600}, "fetch_timeout_s must be in (0, 30]"),
-    ({"image": "aGk=", "model": ["v1"]}, "model must be a version name"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        ({}, "give exactly one of url, image (base64) or images (list of base64); got none"),
+        ({"url": "http://x/a.png", "image": "aGk="}, "got url and image"),
+        ({"url": 42}, "url must be a string"),
+        ({"url": "ftp://127.0.0.1/digit.png"}, "url must be an http:// or https:// address"),
+        ({"url": "file:///etc/passwd"}, "url must be an http:// or https:// address"),
+        ({"url": "http://"}, "url must be an http:// or https:// address"),
+        ({"image": "not base64!"}, "image is not valid base64"),
+        ({"image": 7}, "image must be a non-empty base64 string"),
+        ({"image": b64(b"just some text")}, "not an image in a supported format"),
+        ({"images": "aGk="}, "images must be a non-empty list"),
+        ({"images": []}, "images must be a non-empty list"),
+        ({"images": ["aGk="] * 65}, "65 items, more than the limit of 64"),
+        ({"image": "aGk=", "fetch_timeout_s": 1}, "not an image"),
+        ({"url": "http://127.0.0.1:1/x.png", "fetch_timeout_s": "soon"}, "fetch_timeout_s must be a number"),
+        ({"url": "http://127.0.0.1:1/x.png", "fetch_timeout_s": 600}, "fetch_timeout_s must be in (0, 30]"),
+        ({"image": "aGk=", "model": ["v1"]}, "model must be a version name"),
+    ],
+)
 def test_bad_input_answers_an_error(action, storage, published, args, expected):
     answer = action.main(params(storage, **args))
     assert set(answer) == {"error"}
@@ -154,22 +157,25 @@ def test_empty_and_bomb_images(action, storage, published):
 
 
 def test_unreachable_host(action, storage, published, closed_port):
-    answer = action.main(params(storage, url=f"http://127.0.0.1:{closed_port}/digit.png",
-                                allow_hosts=f"127.0.0.1:{closed_port}"))
+    answer = action.main(
+        params(storage, url=f"http://127.0.0.1:{closed_port}/digit.png", allow_hosts=f"127.0.0.1:{closed_port}")
+    )
     assert f"cannot connect to 127.0.0.1:{closed_port}" in answer["error"]
 
 
 def test_server_that_never_answers_hits_the_timeout(action, storage, published, image_server):
     # the server holds the request until the module ends: only the action's own timeout can answer
-    answer = action.main(params(storage, url=image_server.base_url + "/stall", fetch_timeout_s=1,
-                                allow_hosts=image_server.allow))
+    answer = action.main(
+        params(storage, url=image_server.base_url + "/stall", fetch_timeout_s=1, allow_hosts=image_server.allow)
+    )
     assert "did not answer within 1 s" in answer["error"]
 
 
 def test_server_that_trickles_hits_the_deadline(action, storage, published, image_server):
     # a byte every 50 ms for minutes: only the action's own deadline ends the read
-    answer = action.main(params(storage, url=image_server.base_url + "/trickle", fetch_timeout_s=1,
-                                allow_hosts=image_server.allow))
+    answer = action.main(
+        params(storage, url=image_server.base_url + "/trickle", fetch_timeout_s=1, allow_hosts=image_server.allow)
+    )
     assert "did not finish sending within 1 s" in answer["error"]
 
 
@@ -185,8 +191,9 @@ def test_non_image_url(action, storage, published, image_server):
 
 
 def test_declared_size_over_the_cap(action, storage, published, image_server):
-    url = image_server.route("/huge.png", b"\x89PNG", headers={"Content-Type": "image/png",
-                                                                 "Content-Length": str(10**9)})
+    url = image_server.route(
+        "/huge.png", b"\x89PNG", headers={"Content-Type": "image/png", "Content-Length": str(10**9)}
+    )
     answer = action.main(params(storage, url=url, allow_hosts=image_server.allow))
     assert "is 954 MB, more than the limit of 8 MB;" in answer["error"]
 
@@ -207,12 +214,26 @@ def test_container_keeps_serving_after_bad_inputs(action, storage, published, di
     assert action.main(params(storage, image=b64(digits[0][0])))["model"] == published
 
 
-INTERNAL = ["http://127.0.0.1:{port}/digit.png", "http://localhost:{port}/digit.png", "http://[::1]:{port}/digit.png",
-            "http://[::ffff:127.0.0.1]:{port}/digit.png", "http://0.0.0.0:{port}/digit.png", "http://[::]:{port}/",
-            "http://10.0.0.1/digit.png", "http://172.16.5.4/", "http://192.168.1.1/", "http://100.64.0.1/",
-            "http://169.254.169.254/latest/meta-data/", "http://[fe80::1]/", "http://[fd00::1]/",
-            "http://224.0.0.1/", "http://[ff02::1]/", "http://[::ffff:10.0.0.1]/", "http://[64:ff9b::7f00:1]/",
-            "http://[2002:7f00:1::]/"]
+INTERNAL = [
+    "http://127.0.0.1:{port}/digit.png",
+    "http://localhost:{port}/digit.png",
+    "http://[::1]:{port}/digit.png",
+    "http://[::ffff:127.0.0.1]:{port}/digit.png",
+    "http://0.0.0.0:{port}/digit.png",
+    "http://[::]:{port}/",
+    "http://10.0.0.1/digit.png",
+    "http://172.16.5.4/",
+    "http://192.168.1.1/",
+    "http://100.64.0.1/",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://[fe80::1]/",
+    "http://[fd00::1]/",
+    "http://224.0.0.1/",
+    "http://[ff02::1]/",
+    "http://[::ffff:10.0.0.1]/",
+    "http://[64:ff9b::7f00:1]/",
+    "http://[2002:7f00:1::]/",
+]
 
 
 @pytest.mark.parametrize("template", INTERNAL)
@@ -228,7 +249,8 @@ def test_internal_addresses_are_refused_before_connecting(action, storage, image
 
 
 def test_a_name_that_resolves_inside_is_refused_and_the_checked_address_is_the_one_dialled(
-        action, storage, connects, fake_dns):
+    action, storage, connects, fake_dns
+):
     lookups = fake_dns({"intranet.test": ["10.1.2.3"], "rebind.test": ["93.184.216.34", "127.0.0.1"]})
     assert "internal address" in action.main(params(storage, url="http://intranet.test/d.png"))["error"]
     assert connects == []
@@ -254,8 +276,9 @@ def test_redirects_are_checked_on_every_hop(action, storage, published, digits, 
     port = image_server.httpd.server_address[1]
     image_server.route("/secret.png", digits[0][0])
     inside = image_server.route("/hop", b"", status=302, headers={"Location": "/secret.png"})
-    outside = image_server.route("/bounce", b"", status=302,
-                                 headers={"Location": f"http://localhost:{port}/secret.png"})
+    outside = image_server.route(
+        "/bounce", b"", status=302, headers={"Location": f"http://localhost:{port}/secret.png"}
+    )
     # Execute
     followed = action.main(params(storage, url=inside, allow_hosts=image_server.allow))
     seen = len(image_server.httpd.seen)
@@ -266,10 +289,12 @@ def test_redirects_are_checked_on_every_hop(action, storage, published, digits, 
     assert [path for path, _ in image_server.httpd.seen[seen:]] == ["/bounce"]
 
 
-def test_errors_do_not_echo_fetched_bytes_or_tell_open_ports_from_closed(action, storage, published, image_server,
-                                                                       closed_port):
-    banner = image_server.route("/banner", b"SSH-2.0-OpenSSH_9.6 internal-build",
-                                headers={"Content-Type": "text/plain"})
+def test_errors_do_not_echo_fetched_bytes_or_tell_open_ports_from_closed(
+    action, storage, published, image_server, closed_port
+):
+    banner = image_server.route(
+        "/banner", b"SSH-2.0-OpenSSH_9.6 internal-build", headers={"Content-Type": "text/plain"}
+    )
     answer = action.main(params(storage, url=banner, allow_hosts=image_server.allow))
     assert "not an image in a supported format" in answer["error"]
     assert "SSH" not in answer["error"] and "internal-build" not in answer["error"]
@@ -280,7 +305,8 @@ def test_errors_do_not_echo_fetched_bytes_or_tell_open_ports_from_closed(action,
 
 
 def test_https_is_verified_against_the_urls_name_while_dialling_the_checked_address(
-        action, storage, published, digits, tls_image_server, fake_dns, monkeypatch):
+    action, storage, published, digits, tls_image_server, fake_dns, monkeypatch
+):
     # Prepare: both names resolve to the server, whose certificate (trusted here) names only img.test
     server, cert = tls_image_server
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))

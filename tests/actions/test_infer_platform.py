@@ -65,7 +65,7 @@ def test_accuracy_over_real_test_images_through_the_platform(platform, deployed,
     # Execute: batches of 64, as a client would send them
     predictions = []
     for start in range(0, len(encoded), 64):
-        answer = platform.client.invoke("mnist/infer", {"images": encoded[start:start + 64]}, result=True)
+        answer = platform.client.invoke("mnist/infer", {"images": encoded[start : start + 64]}, result=True)
         assert answer["model"] == version
         predictions.extend(p["digit"] for p in answer["predictions"])
     # Assert
@@ -77,9 +77,14 @@ def test_accuracy_over_real_test_images_through_the_platform(platform, deployed,
 def test_url_input_through_the_platform(platform, deployed, test_digits, image_server):
     version, _ = deployed
     images, labels = test_digits
-    answers = [platform.client.invoke("mnist/infer", {"url": image_server.route(f"/p{i}.png", png(images[i])),
-                                                      "allow_hosts": image_server.allow}, result=True)
-               for i in range(10)]
+    answers = [
+        platform.client.invoke(
+            "mnist/infer",
+            {"url": image_server.route(f"/p{i}.png", png(images[i])), "allow_hosts": image_server.allow},
+            result=True,
+        )
+        for i in range(10)
+    ]
     assert all(a["model"] == version for a in answers)
     assert sum(a["digit"] == y for a, y in zip(answers, labels)) >= 9
 
@@ -98,8 +103,12 @@ def test_web_action_classifies_an_image_url_without_the_api_key(platform, deploy
     # an application error's `error` field is what a web action answers (as text with .text)
     assert "internal address" in requests.get(web.replace(".json", ".text"), params={"url": url}, timeout=60).text
     # the deployment allow-lists the image host, as a site would its own image server
-    platform.client._request("PUT", platform.client._url("actions", "mnist/infer"), params={"overwrite": "true"},
-                             json_body={"parameters": _bound_with(platform, allow_hosts=image_server.allow)})
+    platform.client._request(
+        "PUT",
+        platform.client._url("actions", "mnist/infer"),
+        params={"overwrite": "true"},
+        json_body={"parameters": _bound_with(platform, allow_hosts=image_server.allow)},
+    )
     answer = requests.get(web, params={"url": url}, timeout=60)
     assert answer.status_code == 200, answer.text
     assert answer.json()["digit"] == labels[0] and answer.json()["model"] == version
@@ -125,8 +134,12 @@ def test_manifest_bundles_mlcore_and_needs_the_storage_variables():
 
     from deployer.errors import ManifestError
 
-    env = {"S3_ENDPOINT_URL": "http://127.0.0.1:9", "S3_BUCKET": "b-b", "AWS_ACCESS_KEY_ID": "a",
-           "AWS_SECRET_ACCESS_KEY": "s"}
+    env = {
+        "S3_ENDPOINT_URL": "http://127.0.0.1:9",
+        "S3_BUCKET": "b-b",
+        "AWS_ACCESS_KEY_ID": "a",
+        "AWS_SECRET_ACCESS_KEY": "s",
+    }
     (package,) = manifest.load(ROOT / "manifests" / "infer.yaml", env=env)
     (action,) = package.actions
     assert action.qualified == "mnist/infer" and action.exec_["kind"] == "blackbox"
@@ -134,8 +147,13 @@ def test_manifest_bundles_mlcore_and_needs_the_storage_variables():
     (package,) = manifest.load(ROOT / "manifests" / "infer.yaml", env={**env, "DEPLOYER_RUNTIME_IMAGE": "r.io/x:1"})
     assert package.actions[0].exec_["image"] == "r.io/x:1"
     assert action.limits == {"timeout": 60000, "memory": 1024}
-    assert action.inputs == {"s3_endpoint": "http://127.0.0.1:9", "s3_bucket": "b-b", "s3_access_key": "a",
-                             "s3_secret_key": "s", "allow_hosts": ""}
+    assert action.inputs == {
+        "s3_endpoint": "http://127.0.0.1:9",
+        "s3_bucket": "b-b",
+        "s3_access_key": "a",
+        "s3_secret_key": "s",
+        "allow_hosts": "",
+    }
     names = zipfile.ZipFile(io.BytesIO(base64.b64decode(action.exec_["code"]))).namelist()
     assert "__main__.py" in names and {"mlcore/inference.py", "mlcore/preprocess.py"} <= set(names)
     with pytest.raises(ManifestError, match=r"\$S3_BUCKET is not set"):

@@ -38,8 +38,23 @@ def test_bench_storage_small_run(tmp_path):
     from deployer.cli import cli
 
     out = tmp_path / "storage.json"
-    result = CliRunner().invoke(cli, ["bench", "storage", "--clients", "2", "--requests", "5", "--size-kb", "10",
-                                      "--folder", str(tmp_path), "--json", str(out)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "bench",
+            "storage",
+            "--clients",
+            "2",
+            "--requests",
+            "5",
+            "--size-kb",
+            "10",
+            "--folder",
+            str(tmp_path),
+            "--json",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     import json
 
@@ -50,5 +65,6 @@ def test_bench_storage_small_run(tmp_path):
             assert report[server][op]["n"] == 10 and report[server][op]["errors"] == 0
     assert report["errors"] == 0 and report["conditions"]["object_bytes"] == 10_000
     assert report["ratios"]["put_p50_durable_over_moto"] == round(
-        report["durable"]["put"]["p50_ms"] / report["moto_in_memory"]["put"]["p50_ms"], 2)
+        report["durable"]["put"]["p50_ms"] / report["moto_in_memory"]["put"]["p50_ms"], 2
+    )
     assert list(tmp_path.iterdir()) == [out]  # the durable store's scratch folder is gone

@@ -17,8 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(args: list[str], env: dict, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "deployer.cli", *args], env=env, cwd=ROOT, text=True,
-                          capture_output=True, timeout=180)
+    proc = subprocess.run(
+        [sys.executable, "-m", "deployer.cli", *args], env=env, cwd=ROOT, text=True, capture_output=True, timeout=180
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"deployer {' '.join(args)} failed {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -72,7 +73,7 @@ def test_user_errors_are_one_line_without_traceback(cli_env, tmp_path):
         (["deploy", "-m", str(tmp_path / "missing.yaml")], "cannot read"),
         (["--apihost", "http://127.0.0.1:1", "--auth", "a:b", "actions", "list"], "cannot reach"),
         (["--apihost", "http://127.0.0.1:1", "actions", "list"], "both --apihost and --auth"),
-        (["invoke", "demo/hello", "-p", "name", "\"\"", "--result"], "non-empty string"),
+        (["invoke", "demo/hello", "-p", "name", '""', "--result"], "non-empty string"),
     ]
     run(["deploy", "-m", "manifests/hello.yaml"], cli_env)
     for args, expected in cases:
@@ -114,9 +115,11 @@ def test_target_resolution_order(tmp_path, monkeypatch):
 def test_a_bad_manifest_is_refused_before_any_platform_starts(cli_env, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("packages:\n  p:\n    actions:\n      a:\n        functoin: x\n")
-    for args, expected in ((["deploy", "-m", str(tmp_path / "missing.yaml")], "cannot read"),
-                           (["deploy", "-m", str(bad)], "bad.yaml:5: unknown key 'functoin'"),
-                           (["undeploy", "-m", str(bad)], "bad.yaml:5: unknown key 'functoin'")):
+    for args, expected in (
+        (["deploy", "-m", str(tmp_path / "missing.yaml")], "cannot read"),
+        (["deploy", "-m", str(bad)], "bad.yaml:5: unknown key 'functoin'"),
+        (["undeploy", "-m", str(bad)], "bad.yaml:5: unknown key 'functoin'"),
+    ):
         proc = run(args, cli_env, check=False)
         assert proc.returncode == 1 and expected in proc.stderr
     assert not (Path(cli_env["DEPLOYER_HOME"]) / "platform" / "platform.json").exists()

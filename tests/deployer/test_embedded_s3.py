@@ -27,17 +27,27 @@ def _code(xml: str) -> str:
 
 
 def _client(s3, access_key: str | None = None, secret_key: str | None = None, **config):
-    return boto3.client("s3", endpoint_url=s3.endpoint_url, aws_access_key_id=access_key or s3.access_key,
-                        aws_secret_access_key=secret_key or s3.secret_key, region_name="us-east-1",
-                        config=Config(retries={"max_attempts": 1}, **config))
+    return boto3.client(
+        "s3",
+        endpoint_url=s3.endpoint_url,
+        aws_access_key_id=access_key or s3.access_key,
+        aws_secret_access_key=secret_key or s3.secret_key,
+        region_name="us-east-1",
+        config=Config(retries={"max_attempts": 1}, **config),
+    )
 
 
 def test_unsigned_requests_are_refused(s3_server, storage):
     storage.put_bytes("secret", b"weights")
     url = s3_server.endpoint_url
-    for method, path in (("GET", "/"), ("GET", f"/{storage.bucket}?list-type=2"), ("GET", f"/{storage.bucket}/secret"),
-                         ("PUT", f"/{storage.bucket}/planted"), ("PUT", "/new-bucket"),
-                         ("DELETE", f"/{storage.bucket}/secret")):
+    for method, path in (
+        ("GET", "/"),
+        ("GET", f"/{storage.bucket}?list-type=2"),
+        ("GET", f"/{storage.bucket}/secret"),
+        ("PUT", f"/{storage.bucket}/planted"),
+        ("PUT", "/new-bucket"),
+        ("DELETE", f"/{storage.bucket}/secret"),
+    ):
         resp = requests.request(method, url + path, data=b"x" if method == "PUT" else None, timeout=10)
         assert resp.status_code == 403, (method, path)
         assert _code(resp.text) == "AccessDenied", (method, path, resp.text)
@@ -83,8 +93,11 @@ def test_no_reset_admin_or_cors(s3_server, storage):
         SigV4Auth(creds, "s3", "us-east-1").add_auth(request)
         resp = requests.request(method, request.url, headers=dict(request.headers.items()), timeout=10)
         assert resp.status_code in (404, 405, 501), (path, resp.status_code)
-    pre = requests.options(f"{s3_server.endpoint_url}/{storage.bucket}/keep", timeout=10,
-                           headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "GET"})
+    pre = requests.options(
+        f"{s3_server.endpoint_url}/{storage.bucket}/keep",
+        timeout=10,
+        headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "GET"},
+    )
     assert "Access-Control-Allow-Origin" not in pre.headers
     assert storage.get_bytes("keep") == b"1"
 
@@ -95,8 +108,12 @@ def test_s3_operations_boto3_and_aws_cli_use(s3_server, storage, tmp_path):
     (tmp_path / "big").write_bytes(big)
     from boto3.s3.transfer import TransferConfig
 
-    c.upload_file(str(tmp_path / "big"), storage.bucket, "dir/big", Config=TransferConfig(multipart_threshold=5 << 20,
-                                                                                     multipart_chunksize=5 << 20))
+    c.upload_file(
+        str(tmp_path / "big"),
+        storage.bucket,
+        "dir/big",
+        Config=TransferConfig(multipart_threshold=5 << 20, multipart_chunksize=5 << 20),
+    )
     assert c.head_object(Bucket=storage.bucket, Key="dir/big")["ETag"].endswith('-3"')
     assert c.get_object(Bucket=storage.bucket, Key="dir/big", Range="bytes=100-199")["Body"].read() == big[100:200]
     assert c.get_object(Bucket=storage.bucket, Key="dir/big", Range="bytes=-10")["Body"].read() == big[-10:]
@@ -110,7 +127,8 @@ def test_s3_operations_boto3_and_aws_cli_use(s3_server, storage, tmp_path):
     assert sorted(storage.list_keys()) == ["dir/big", "dir/copy", key]
     assert storage.get_bytes(key) == b"long"
     presigned = _client(s3_server, signature_version="s3v4").generate_presigned_url(
-        "get_object", Params={"Bucket": storage.bucket, "Key": key}, ExpiresIn=300)
+        "get_object", Params={"Bucket": storage.bucket, "Key": key}, ExpiresIn=300
+    )
     assert requests.get(presigned, timeout=10).content == b"long"
     assert requests.get(presigned.replace("X-Amz-Signature=", "X-Amz-Signature=0"), timeout=10).status_code == 403
     storage.delete_keys(["dir/big", "dir/copy", key, "never-there"])
@@ -136,8 +154,11 @@ def test_acknowledged_objects_survive_kill_9_of_the_server(tmp_path):
 def test_full_disk_fails_the_put_and_keeps_earlier_objects(small_fs):
     disk = small_fs("disk", "2m")
     with EmbeddedS3(root=disk / "objects") as s3:
-        storage = Storage(StorageConfig(endpoint_url=s3.endpoint_url, bucket="full", access_key=s3.access_key,
-                                        secret_key=s3.secret_key))
+        storage = Storage(
+            StorageConfig(
+                endpoint_url=s3.endpoint_url, bucket="full", access_key=s3.access_key, secret_key=s3.secret_key
+            )
+        )
         storage.ensure_bucket()
         earlier = {f"early/{i}": os.urandom(100_000) for i in range(5)}
         for key, body in earlier.items():
@@ -161,7 +182,7 @@ def test_a_get_racing_overwrites_returns_one_whole_version(s3_server, storage):
     # must be one version exactly, never one version's length over another's bytes
     import threading
 
-    versions = [("{" + '"v": %d, "pad": "%s"' % (i, "x" * (i * 37 % 400)) + "}").encode() for i in range(40)]
+    versions = [('{"v": ' + str(i) + ', "pad": "' + "x" * (i * 37 % 400) + '"}').encode() for i in range(40)]
     storage.put_bytes("status.json", versions[0])
     stop, mixed = threading.Event(), []
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from runtimes import contract
-
 from deployer.local.invoker import DEVELOPER_ERROR, SUCCESS, Invoker
+from runtimes import contract
 
 LIMITS = {"timeout": 30000, "memory": 256, "logs": 1, "concurrency": 1}
 INIT = {"name": "a", "code": "def main(a):\n    return a\n", "env": {}}

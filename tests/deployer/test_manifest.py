@@ -30,8 +30,18 @@ def action_dir(tmp_path):
 
 
 def test_every_project_manifest_loads_and_references_exist():
-    env = {k: "x" for k in ("S3_ENDPOINT_URL", "S3_BUCKET", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                            "AWS_DEFAULT_REGION", "MODEL_VERSION", "DEPLOYER_RUNTIME_IMAGE")}
+    env = {
+        k: "x"
+        for k in (
+            "S3_ENDPOINT_URL",
+            "S3_BUCKET",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_DEFAULT_REGION",
+            "MODEL_VERSION",
+            "DEPLOYER_RUNTIME_IMAGE",
+        )
+    }
     found = sorted((ROOT / "manifests").glob("*.yaml"))
     assert found
     for path in found:
@@ -40,7 +50,9 @@ def test_every_project_manifest_loads_and_references_exist():
 
 
 def test_folder_is_zipped_with_bundled_project_packages(tmp_path, action_dir):
-    m = write(tmp_path, """
+    m = write(
+        tmp_path,
+        """
 packages:
   pkg:
     actions:
@@ -50,7 +62,8 @@ packages:
         main: main
         limits: {timeout: 5000, memorySize: 512, logSize: 1}
         web: true
-""")
+""",
+    )
     (spec,) = manifest.load(m, env={})[0].actions
     assert spec.exec_["kind"] == "python:3.11" and spec.exec_["binary"] is True
     names = zipfile.ZipFile(io.BytesIO(base64.b64decode(spec.exec_["code"]))).namelist()
@@ -60,7 +73,9 @@ packages:
 
 
 def test_env_interpolation_both_forms_and_typed_inputs(tmp_path, action_dir):
-    m = write(tmp_path, """
+    m = write(
+        tmp_path,
+        """
 project:
   name: p
   packages:
@@ -73,22 +88,29 @@ project:
           inputs:
             bucket: "prefix-${S3_BUCKET}-suffix"
             typed: {type: integer, value: 3, description: three}
-""")
+""",
+    )
     (pkg,) = manifest.load(m, env={"S3_ENDPOINT_URL": "http://e", "S3_BUCKET": "b"})
     assert pkg.inputs == {"endpoint": "http://e"}
     assert pkg.actions[0].inputs == {"bucket": "prefix-b-suffix", "typed": 3}
 
 
 def test_unset_variable_names_line(tmp_path, action_dir):
-    m = write(tmp_path, "packages:\n  pkg:\n    actions:\n      act:\n        function: act\n"
-                        "        inputs:\n          secret: $NOT_SET_ANYWHERE\n")
+    m = write(
+        tmp_path,
+        "packages:\n  pkg:\n    actions:\n      act:\n        function: act\n"
+        "        inputs:\n          secret: $NOT_SET_ANYWHERE\n",
+    )
     with pytest.raises(ManifestError, match=r"manifest.yaml:7: \$NOT_SET_ANYWHERE is not set"):
         manifest.load(m, env={})
 
 
 def test_unknown_key_names_line(tmp_path, action_dir):
-    m = write(tmp_path, "packages:\n  pkg:\n    actions:\n      act:\n        function: act\n"
-                        "        limits:\n          timeout: 100\n          memory: 256\n")
+    m = write(
+        tmp_path,
+        "packages:\n  pkg:\n    actions:\n      act:\n        function: act\n"
+        "        limits:\n          timeout: 100\n          memory: 256\n",
+    )
     with pytest.raises(ManifestError, match=r"manifest.yaml:8: unknown key 'memory' in limits"):
         manifest.load(m, env={})
     m = write(tmp_path, "packages:\n  pkg:\n    actoins: {}\n")
@@ -111,8 +133,11 @@ def test_malformed_yaml_and_missing_function(tmp_path):
 
 
 def test_bad_limit_type_and_unsupported_entities(tmp_path, action_dir):
-    m = write(tmp_path, "packages:\n  pkg:\n    actions:\n      act:\n        function: act\n"
-                        "        limits:\n          timeout: soon\n")
+    m = write(
+        tmp_path,
+        "packages:\n  pkg:\n    actions:\n      act:\n        function: act\n"
+        "        limits:\n          timeout: soon\n",
+    )
     with pytest.raises(ManifestError, match=r":7: limit timeout must be an integer"):
         manifest.load(m, env={})
     m = write(tmp_path, "packages:\n  pkg:\n    apis:\n      a: {}\n")
@@ -128,7 +153,9 @@ def test_bad_limit_type_and_unsupported_entities(tmp_path, action_dir):
 
 def test_triggers_rules_and_nodejs_actions(tmp_path, action_dir):
     (tmp_path / "hi.js").write_text("function main(a) { return a }")
-    m = write(tmp_path, """
+    m = write(
+        tmp_path,
+        """
 packages:
   pkg:
     actions:
@@ -145,17 +172,21 @@ packages:
       r2:
         trigger: t
         action: /whisk.system/utils/echo
-""")
+""",
+    )
     (pkg,) = manifest.load(m, env={})
-    assert pkg.actions[0].exec_ == {"kind": "nodejs:default", "code": "function main(a) { return a }",
-                                    "binary": False}
+    assert pkg.actions[0].exec_ == {"kind": "nodejs:default", "code": "function main(a) { return a }", "binary": False}
     assert [(t.name, t.inputs) for t in pkg.triggers] == [("t", {"x": 1})]
-    assert [(r.name, r.trigger, r.action) for r in pkg.rules] == [("r1", "t", "/_/pkg/js"),
-                                                                  ("r2", "t", "/whisk.system/utils/echo")]
+    assert [(r.name, r.trigger, r.action) for r in pkg.rules] == [
+        ("r1", "t", "/_/pkg/js"),
+        ("r2", "t", "/whisk.system/utils/echo"),
+    ]
 
 
 def test_sequences_and_docker(tmp_path, action_dir):
-    m = write(tmp_path, """
+    m = write(
+        tmp_path,
+        """
 packages:
   pkg:
     actions:
@@ -165,20 +196,31 @@ packages:
     sequences:
       seq:
         actions: act, other/thing
-""")
+""",
+    )
     (pkg,) = manifest.load(m, env={})
     assert pkg.actions[0].exec_["kind"] == "blackbox" and pkg.actions[0].exec_["image"].startswith("deployer/")
     assert pkg.sequences[0].exec_ == {"kind": "sequence", "components": ["/_/pkg/act", "/_/other/thing"]}
 
 
 def test_deployment_file_overrides_inputs(tmp_path, action_dir):
-    m = write(tmp_path, "project:\n  name: p\n  packages:\n    pkg:\n      actions:\n        act:\n"
-                        "          function: act\n          inputs:\n            a: 1\n            b: 2\n")
-    d = write(tmp_path, "project:\n  name: p\n  packages:\n    pkg:\n      actions:\n        act:\n"
-                        "          inputs:\n            b: $B_VALUE\n", name="deployment.yaml")
+    m = write(
+        tmp_path,
+        "project:\n  name: p\n  packages:\n    pkg:\n      actions:\n        act:\n"
+        "          function: act\n          inputs:\n            a: 1\n            b: 2\n",
+    )
+    d = write(
+        tmp_path,
+        "project:\n  name: p\n  packages:\n    pkg:\n      actions:\n        act:\n"
+        "          inputs:\n            b: $B_VALUE\n",
+        name="deployment.yaml",
+    )
     (pkg,) = manifest.load(m, d, env={"B_VALUE": "from-env"})
     assert pkg.actions[0].inputs == {"a": 1, "b": "from-env"}
-    bad = write(tmp_path, "project:\n  packages:\n    pkg:\n      actions:\n        act:\n          limits: {}\n",
-                name="bad.yaml")
+    bad = write(
+        tmp_path,
+        "project:\n  packages:\n    pkg:\n      actions:\n        act:\n          limits: {}\n",
+        name="bad.yaml",
+    )
     with pytest.raises(ManifestError, match=r"bad.yaml:6: unknown key 'limits'"):
         manifest.load(m, bad, env={})

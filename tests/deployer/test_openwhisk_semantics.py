@@ -36,8 +36,9 @@ def _raw(platform, method: str, path: str, body: dict | None = None) -> tuple[in
     conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
     token = base64.b64encode(platform.auth.encode()).decode()
     data = json.dumps(body).encode() if body is not None else None
-    conn.request(method, path, body=data, headers={"Authorization": f"Basic {token}",
-                                                   "Content-Type": "application/json"})
+    conn.request(
+        method, path, body=data, headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"}
+    )
     resp = conn.getresponse()
     payload = resp.read()
     conn.close()
@@ -47,9 +48,13 @@ def _raw(platform, method: str, path: str, body: dict | None = None) -> tuple[in
 # nodejs actions
 def test_nodejs_single_file_action_runs_with_logs(platform):
     c = platform.client
-    c.create_action("js-hello", {"kind": "nodejs:default",
-                                 "code": "function main(p) { console.log('hi ' + p.name); "
-                                         "return {greeting: 'Hello ' + p.name} }"})
+    c.create_action(
+        "js-hello",
+        {
+            "kind": "nodejs:default",
+            "code": "function main(p) { console.log('hi ' + p.name); return {greeting: 'Hello ' + p.name} }",
+        },
+    )
     record = c.invoke("js-hello", {"name": "Ada"})
     assert record["response"]["result"] == {"greeting": "Hello Ada"}
     assert len(record["logs"]) == 1 and record["logs"][0].endswith("stdout: hi Ada")
@@ -58,9 +63,13 @@ def test_nodejs_single_file_action_runs_with_logs(platform):
 
 def test_nodejs_zip_with_package_main_and_a_named_async_entry(platform):
     c = platform.client
-    code = _zip({"package.json": json.dumps({"main": "lib/app.js"}),
-                 "lib/app.js": "exports.handler = async p => { await new Promise(r => setTimeout(r, 5)); "
-                               "return {doubled: p.n * 2, name: process.env.__OW_ACTION_NAME} }"})
+    code = _zip(
+        {
+            "package.json": json.dumps({"main": "lib/app.js"}),
+            "lib/app.js": "exports.handler = async p => { await new Promise(r => setTimeout(r, 5)); "
+            "return {doubled: p.n * 2, name: process.env.__OW_ACTION_NAME} }",
+        }
+    )
     created = c.create_action("js-zip", {"kind": "nodejs:20", "code": code, "main": "handler"})  # no exec.binary
     assert created["exec"]["binary"] is True
     assert c.invoke("js-zip", {"n": 21}, result=True) == {"doubled": 42, "name": "/guest/js-zip"}
@@ -68,8 +77,9 @@ def test_nodejs_zip_with_package_main_and_a_named_async_entry(platform):
 
 def test_nodejs_failures_are_classified_as_openwhisk_does(platform):
     c = platform.client
-    c.create_action("js-reject", {"kind": "nodejs:20",
-                                  "code": "function main() { return Promise.reject({reason: 'no digit'}) }"})
+    c.create_action(
+        "js-reject", {"kind": "nodejs:20", "code": "function main() { return Promise.reject({reason: 'no digit'}) }"}
+    )
     with pytest.raises(ActivationFailedError) as info:
         c.invoke("js-reject", {})
     assert info.value.activation["response"]["status"] == "application error"
@@ -79,8 +89,11 @@ def test_nodejs_failures_are_classified_as_openwhisk_does(platform):
         c.invoke("js-throw", {})
     assert info.value.activation["response"]["status"] == "action developer error"
     assert "boom" in info.value.result["error"]
-    c.create_action("js-slow", {"kind": "nodejs:20", "code": "function main() { return new Promise(() => {}) }"},
-                    limits={"timeout": 500})
+    c.create_action(
+        "js-slow",
+        {"kind": "nodejs:20", "code": "function main() { return new Promise(() => {}) }"},
+        limits={"timeout": 500},
+    )
     with pytest.raises(ActivationFailedError) as info:
         c.invoke("js-slow", {})
     assert "exceeded its time limits of 500 milliseconds" in info.value.result["error"]
@@ -90,8 +103,12 @@ def test_nodejs_failures_are_classified_as_openwhisk_does(platform):
 # kinds and code
 def test_default_kinds_are_stored_as_the_kind_they_resolve_to(platform):
     c = platform.client
-    assert c.create_action("py-default", {"kind": "python:default", "code": "def main(a):\n    return a\n"}
-                           )["exec"]["kind"] == "python:3.11"
+    assert (
+        c.create_action("py-default", {"kind": "python:default", "code": "def main(a):\n    return a\n"})["exec"][
+            "kind"
+        ]
+        == "python:3.11"
+    )
     assert c.get_action("py-default")["exec"]["kind"] == "python:3.11"
 
 
@@ -130,14 +147,17 @@ def test_head_on_an_action_reads_it_and_never_invokes(platform):
     assert len(c.list_activations("headless", limit=200)) == before
 
 
-@pytest.mark.parametrize("name,message", [
-    ("..", "The name of the entity contains illegal characters."),
-    (".", "The name of the entity contains illegal characters."),
-    ("a%00b", "The name of the entity contains illegal characters."),
-    ("two%20words%20", "The name of the entity contains illegal characters."),
-    (" lead", "The name of the entity contains illegal characters."),
-    ("x" * 5000, "Name segement longer than allowed: 5000 > 256."),
-])
+@pytest.mark.parametrize(
+    "name,message",
+    [
+        ("..", "The name of the entity contains illegal characters."),
+        (".", "The name of the entity contains illegal characters."),
+        ("a%00b", "The name of the entity contains illegal characters."),
+        ("two%20words%20", "The name of the entity contains illegal characters."),
+        (" lead", "The name of the entity contains illegal characters."),
+        ("x" * 5000, "Name segement longer than allowed: 5000 > 256."),
+    ],
+)
 def test_entity_names_are_checked_with_openwhisk_rules(platform, name, message):
     body = {"exec": {"kind": "python:3.11", "code": "def main(a):\n    return a\n"}}
     status, reply = _raw(platform, "PUT", f"/api/v1/namespaces/_/actions/{name.replace(' ', '%20')}", body)
@@ -171,16 +191,22 @@ def test_the_utils_catalog_is_shared_by_every_namespace(platform):
     c = platform.client
     assert c.invoke("/whisk.system/utils/echo", {"x": 1}, result=True) == {"x": 1}
     assert c.invoke("/whisk.system/utils/sort", {"lines": ["b", "c", "a"]}, result=True) == {
-        "lines": ["a", "b", "c"], "length": 3}
+        "lines": ["a", "b", "c"],
+        "length": 3,
+    }
     assert c.invoke("/whisk.system/utils/head", {"lines": ["a", "b"], "num": 1}, result=True)["lines"] == ["a"]
     assert c.invoke("/whisk.system/utils/split", {"payload": "a,b", "separator": ","}, result=True)["lines"] == [
-        "a", "b"]
+        "a",
+        "b",
+    ]
     assert c.invoke("/whisk.system/utils/cat", {"lines": ["a", "b"]}, result=True)["payload"] == "a\nb"
     package = c.get_package("/whisk.system/utils")
     assert package["publish"] is True and {"cat", "echo", "head", "sort", "split"} <= {
-        a["name"] for a in package["actions"]}
-    c.create_action("lines", {"kind": "sequence", "components": ["/whisk.system/utils/split",
-                                                                 "/whisk.system/utils/sort"]})
+        a["name"] for a in package["actions"]
+    }
+    c.create_action(
+        "lines", {"kind": "sequence", "components": ["/whisk.system/utils/split", "/whisk.system/utils/sort"]}
+    )
     assert c.invoke("lines", {"payload": "z\ny"}, result=True)["lines"] == ["y", "z"]
     with pytest.raises(AuthError):
         c.create_action("/whisk.system/utils/mine", {"kind": "python:3.11", "code": "def main(a):\n    return a\n"})
@@ -201,11 +227,13 @@ def test_a_binding_reaches_the_bound_packages_actions_with_its_parameters(platfo
         c.invoke("myutils/no-such-action", {})
 
 
-KEY_PROBE = ("import os\n"
-             "AT_IMPORT = os.environ.get('__OW_API_KEY')\n"
-             "def main(a):\n"
-             "    return {'import': AT_IMPORT, 'run': os.environ.get('__OW_API_KEY'),\n"
-             "            'host': os.environ.get('__OW_API_HOST'), 'ns': os.environ.get('__OW_NAMESPACE')}\n")
+KEY_PROBE = (
+    "import os\n"
+    "AT_IMPORT = os.environ.get('__OW_API_KEY')\n"
+    "def main(a):\n"
+    "    return {'import': AT_IMPORT, 'run': os.environ.get('__OW_API_KEY'),\n"
+    "            'host': os.environ.get('__OW_API_HOST'), 'ns': os.environ.get('__OW_NAMESPACE')}\n"
+)
 
 
 def test_a_new_action_gets_provide_api_key_false_and_no_key(platform):
@@ -242,8 +270,11 @@ def test_the_official_python_kind_has_no_torch_but_the_project_image_does(platfo
     with pytest.raises(ActivationFailedError) as info:
         c.invoke("plain-torch", {})
     assert "No module named 'torch'" in info.value.result["error"] and "docker:" in info.value.result["error"]
-    c.create_action("image-torch", {"kind": "blackbox", "image": "deployer/action-python-ml:0.1.0", "code": code},
-                    limits={"memory": 1024})  # the CUDA build of torch is ~520 MB resident
+    c.create_action(
+        "image-torch",
+        {"kind": "blackbox", "image": "deployer/action-python-ml:0.1.0", "code": code},
+        limits={"memory": 1024},
+    )  # the CUDA build of torch is ~520 MB resident
     assert c.invoke("image-torch", {}, result=True)["torch"].startswith("2.")
     c.create_action("plain-mlcore", {"kind": "python:3.11", "code": "import deployer\ndef main(a):\n    return {}\n"})
     with pytest.raises(ActivationFailedError, match="No module named 'deployer'"):

@@ -18,25 +18,31 @@ def command(kind):
     return show
 
 
-@pytest.mark.parametrize("kind, text, values", [
-    (ints(), "1, 2,4", (1, 2, 4)),
-    (floats(0.0, 1.0), "0.1,1", (0.1, 1.0)),
-    (choices(("iid", "shards")), "shards,iid", ("shards", "iid")),
-    (CommaList(click.IntRange(1), "inf,10", keywords={"inf": None}), "inf,10", (None, 10)),
-])
+@pytest.mark.parametrize(
+    "kind, text, values",
+    [
+        (ints(), "1, 2,4", (1, 2, 4)),
+        (floats(0.0, 1.0), "0.1,1", (0.1, 1.0)),
+        (choices(("iid", "shards")), "shards,iid", ("shards", "iid")),
+        (CommaList(click.IntRange(1), "inf,10", keywords={"inf": None}), "inf,10", (None, 10)),
+    ],
+)
 def test_each_item_is_converted_in_the_order_given(kind, text, values):
     result = CliRunner().invoke(command(kind), ["--values", text])
     assert result.exit_code == 0, result.output
     assert result.output.strip() == repr(values)
 
 
-@pytest.mark.parametrize("kind, text, says", [
-    (ints(), "1,two", "must be comma-separated integers (>= 1) like 1,2,4; got '1,two'"),
-    (ints(1, 8), "1,9", "integers (>= 1, <= 8)"),
-    (floats(0.0, low_open=True), "0.1,0", "numbers (> 0)"),
-    (choices(("iid", "shards")), "iid,dirichlet", "unknown dirichlet; choose from iid, shards"),
-    (ints(), " , ", "give at least one value"),
-])
+@pytest.mark.parametrize(
+    "kind, text, says",
+    [
+        (ints(), "1,two", "must be comma-separated integers (>= 1) like 1,2,4; got '1,two'"),
+        (ints(1, 8), "1,9", "integers (>= 1, <= 8)"),
+        (floats(0.0, low_open=True), "0.1,0", "numbers (> 0)"),
+        (choices(("iid", "shards")), "iid,dirichlet", "unknown dirichlet; choose from iid, shards"),
+        (ints(), " , ", "give at least one value"),
+    ],
+)
 def test_bad_input_is_one_usage_line_naming_the_option(kind, text, says):
     result = CliRunner().invoke(command(kind), ["--values", text])
     assert result.exit_code == 2

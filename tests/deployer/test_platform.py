@@ -11,21 +11,22 @@ import pytest
 import requests
 
 from deployer import manifest
-from deployer.errors import (ActivationFailedError, AuthError, NotFoundError, OpenWhiskError,
-                             PayloadTooLargeError)
+from deployer.errors import ActivationFailedError, AuthError, NotFoundError, OpenWhiskError, PayloadTooLargeError
 from deployer.local.supervisor import LocalPlatform
 from mlcore.openwhisk import OpenWhiskClient
 
 ROOT = Path(__file__).resolve().parents[2]
 SLEEPER = "import time\ndef main(a):\n    time.sleep(float(a.get('s', 0)))\n    return {'slept': a.get('s', 0)}\n"
 # Touches `started`, then holds its container until the test creates `release` (or 120 s pass).
-GATE = ("import os, time\n"
-        "def main(a):\n"
-        "    open(a['started'], 'w').close()\n"
-        "    deadline = time.time() + 120\n"
-        "    while not os.path.exists(a['release']) and time.time() < deadline:\n"
-        "        time.sleep(0.01)\n"
-        "    return {'released': os.path.exists(a['release'])}\n")
+GATE = (
+    "import os, time\n"
+    "def main(a):\n"
+    "    open(a['started'], 'w').close()\n"
+    "    deadline = time.time() + 120\n"
+    "    while not os.path.exists(a['release']) and time.time() < deadline:\n"
+    "        time.sleep(0.01)\n"
+    "    return {'released': os.path.exists(a['release'])}\n"
+)
 
 
 def _py(code: str) -> dict:
@@ -39,8 +40,15 @@ def _annotation(record: dict, key: str):
 def test_hello_manifest_deploys_and_sequence_runs(platform):
     c = platform.client
     names = manifest.deploy(c, ROOT / "manifests/hello.yaml")
-    assert names == ["demo", "demo/hello", "demo/upper", "demo/hello-js", "demo/shout", "trigger greeted",
-                     "rule shout-when-greeted"]
+    assert names == [
+        "demo",
+        "demo/hello",
+        "demo/upper",
+        "demo/hello-js",
+        "demo/shout",
+        "trigger greeted",
+        "rule shout-when-greeted",
+    ]
     assert c.invoke("demo/hello", {"name": "Ada"}, result=True) == {"greeting": "Hello, Ada!"}
     assert c.invoke("demo/hello-js", {"name": "Ada"}, result=True) == {"greeting": "Hello, Ada!"}
     record = c.invoke("demo/shout", {"name": "Ada"})
@@ -129,8 +137,9 @@ def test_bad_auth_and_unknown_action(platform):
         bad.list_actions()
     resp = requests.get(platform.apihost + "/api/v1/namespaces/_/actions", timeout=10)
     assert resp.status_code == 401 and "error" in resp.json()
-    resp = requests.get(platform.apihost + "/api/v1/namespaces/other/actions",
-                        auth=tuple(platform.auth.split(":", 1)), timeout=10)
+    resp = requests.get(
+        platform.apihost + "/api/v1/namespaces/other/actions", auth=tuple(platform.auth.split(":", 1)), timeout=10
+    )
     assert resp.status_code == 403
     with pytest.raises(NotFoundError):
         platform.client.invoke("no/such-action", {})
@@ -143,7 +152,7 @@ def test_bad_definitions_are_rejected(platform):
     with pytest.raises(OpenWhiskError, match="cannot run on the local platform in process mode"):
         c.create_action("img", {"kind": "blackbox", "image": "someone/else:latest", "code": "x"})
     with pytest.raises(OpenWhiskError, match="out of range"):
-        c.create_action("lim", _py("def main(a):\n    return a\n"), limits={"timeout": 10 ** 9})
+        c.create_action("lim", _py("def main(a):\n    return a\n"), limits={"timeout": 10**9})
     with pytest.raises(NotFoundError, match="Package"):
         c.create_action("nopkg/x", _py("def main(a):\n    return a\n"))
     c.create_package("full")
@@ -168,7 +177,7 @@ def test_twenty_concurrent_invocations_all_recorded(platform):
     def one(i: int) -> None:
         try:
             results.append(c.invoke("conc", {"s": 0.2, "i": i}))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]
@@ -199,11 +208,13 @@ def test_cap_queues_and_records_wait_time(tmp_path):
         c = info.client()
         c.create_action("gate", _py(GATE))
         release = tmp_path / "release"
-        first = c.invoke("gate", {"started": str(tmp_path / "first"), "release": str(release)},
-                         blocking=False)["activationId"]
+        first = c.invoke("gate", {"started": str(tmp_path / "first"), "release": str(release)}, blocking=False)[
+            "activationId"
+        ]
         _wait_for((tmp_path / "first").exists, "the first activation to hold the only container")
-        second = c.invoke("gate", {"started": str(tmp_path / "second"), "release": str(release)},
-                          blocking=False)["activationId"]
+        second = c.invoke("gate", {"started": str(tmp_path / "second"), "release": str(release)}, blocking=False)[
+            "activationId"
+        ]
         _wait_for(lambda: _invoker_stats(info)["queued"] == 1, "the second activation to queue")
         assert not (tmp_path / "second").exists()
         released_ms = time.time() * 1000
@@ -221,8 +232,10 @@ def test_idle_containers_are_evicted(tmp_path):
         c.create_action("idle", _py("def main(a):\n    return {}\n"))
         c.invoke("idle", {})
         deadline = time.monotonic() + 20
-        while requests.get(info.apihost + "/api/v1", timeout=5).json()["invoker"]["containers"] and \
-                time.monotonic() < deadline:
+        while (
+            requests.get(info.apihost + "/api/v1", timeout=5).json()["invoker"]["containers"]
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.2)
         assert requests.get(info.apihost + "/api/v1", timeout=5).json()["invoker"]["containers"] == 0
         assert _annotation(c.invoke("idle", {}), "initTime") is not None
@@ -232,8 +245,12 @@ def test_blocking_invoke_past_wait_turns_into_202(tmp_path):
     with LocalPlatform(tmp_path, blocking_timeout_s=1) as info:
         c = info.client()
         c.create_action("s", _py(SLEEPER))
-        resp = requests.post(info.apihost + "/api/v1/namespaces/_/actions/s?blocking=true", json={"s": 3},
-                             auth=tuple(info.auth.split(":", 1)), timeout=30)
+        resp = requests.post(
+            info.apihost + "/api/v1/namespaces/_/actions/s?blocking=true",
+            json={"s": 3},
+            auth=tuple(info.auth.split(":", 1)),
+            timeout=30,
+        )
         assert resp.status_code == 202
         aid = resp.json()["activationId"]
         assert c.wait_activation(aid, timeout_s=30, result=True) == {"slept": 3}
@@ -249,16 +266,26 @@ def test_state_persists_across_restart(tmp_path):
         aid = c.invoke("keep", {})["activationId"]
         import boto3
 
-        s3 = boto3.client("s3", endpoint_url=info.s3_endpoint, aws_access_key_id=info.s3_access_key,
-                          aws_secret_access_key=info.s3_secret_key, region_name="us-east-1")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=info.s3_endpoint,
+            aws_access_key_id=info.s3_access_key,
+            aws_secret_access_key=info.s3_secret_key,
+            region_name="us-east-1",
+        )
         s3.create_bucket(Bucket="persist")
         s3.put_object(Bucket="persist", Key="jobs/j/model/1", Body=b"w")
         info = owner.restart()
         c = info.client()
         assert c.get_activation(aid)["response"]["result"] == {"kept": True}
         assert c.invoke("keep", {}, result=True) == {"kept": True}
-        s3 = boto3.client("s3", endpoint_url=info.s3_endpoint, aws_access_key_id=info.s3_access_key,
-                          aws_secret_access_key=info.s3_secret_key, region_name="us-east-1")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=info.s3_endpoint,
+            aws_access_key_id=info.s3_access_key,
+            aws_secret_access_key=info.s3_secret_key,
+            region_name="us-east-1",
+        )
         assert s3.get_object(Bucket="persist", Key="jobs/j/model/1")["Body"].read() == b"w"
     finally:
         owner.stop()
@@ -271,8 +298,9 @@ def test_activation_in_flight_when_platform_dies_is_closed_not_lost(tmp_path):
         c = info.client()
         c.create_action("gate", _py(GATE))
         started = tmp_path / "gate-started"
-        aid = c.invoke("gate", {"started": str(started), "release": str(tmp_path / "gate-never")},
-                       blocking=False)["activationId"]
+        aid = c.invoke("gate", {"started": str(started), "release": str(tmp_path / "gate-never")}, blocking=False)[
+            "activationId"
+        ]
         _wait_for(started.exists, "the action to start")
         owner.kill()
         info = owner.start()
@@ -285,11 +313,13 @@ def test_activation_in_flight_when_platform_dies_is_closed_not_lost(tmp_path):
 
 def test_action_process_killed_mid_run_is_developer_error_and_next_runs(platform):
     c = platform.client
-    code = ("import os, signal\n"
-            "def main(a):\n"
-            "    if a.get('die'):\n"
-            "        os.kill(os.getpid(), signal.SIGKILL)\n"
-            "    return {'alive': True}\n")
+    code = (
+        "import os, signal\n"
+        "def main(a):\n"
+        "    if a.get('die'):\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return {'alive': True}\n"
+    )
     c.create_action("crash", _py(code))
     with pytest.raises(ActivationFailedError, match="exited unexpectedly"):
         c.invoke("crash", {"die": True})
@@ -298,8 +328,11 @@ def test_action_process_killed_mid_run_is_developer_error_and_next_runs(platform
 
 def test_logs_are_truncated_at_log_limit(platform):
     c = platform.client
-    c.create_action("chatty", _py("def main(a):\n    for i in range(3):\n        print('x' * 100)\n    return {}\n"),
-                    limits={"logs": 0})
+    c.create_action(
+        "chatty",
+        _py("def main(a):\n    for i in range(3):\n        print('x' * 100)\n    return {}\n"),
+        limits={"logs": 0},
+    )
     record = c.invoke("chatty", {})
     assert len(record["logs"]) == 1 and "Logs were truncated" in record["logs"][0]
 

@@ -17,14 +17,18 @@ ECHO = {"kind": "python:3.11", "code": "def main(a):\n    return {'n': len(a.get
 
 
 def _api(platform, method: str, path: str, **kwargs) -> requests.Response:
-    return requests.request(method, platform.apihost + path, auth=tuple(platform.auth.split(":", 1)), timeout=60,
-                            **kwargs)
+    return requests.request(
+        method, platform.apihost + path, auth=tuple(platform.auth.split(":", 1)), timeout=60, **kwargs
+    )
 
 
 def _is_openwhisk_error(resp: requests.Response, status: int) -> bool:
     body = resp.json()
-    return resp.status_code == status and resp.headers["Content-Type"] == "application/json" and \
-        set(body) == {"error", "code"}
+    return (
+        resp.status_code == status
+        and resp.headers["Content-Type"] == "application/json"
+        and set(body) == {"error", "code"}
+    )
 
 
 def test_api_replies_are_not_sniffed_or_framed(platform):
@@ -35,13 +39,19 @@ def test_api_replies_are_not_sniffed_or_framed(platform):
 def test_deeply_nested_json_is_a_400_not_an_html_500(platform):
     platform.client.create_action("h-echo", ECHO)
     body = '{"a":' * 5000 + "1" + "}" * 5000
-    resp = _api(platform, "POST", "/api/v1/namespaces/_/actions/h-echo?blocking=true", data=body,
-                headers={"Content-Type": "application/json"})
+    resp = _api(
+        platform,
+        "POST",
+        "/api/v1/namespaces/_/actions/h-echo?blocking=true",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
     assert _is_openwhisk_error(resp, 400) and "malformed" in resp.json()["error"]
 
 
-@pytest.mark.parametrize("query", ["limit=99999999999999999999999", "since=1e26", "limit=-1", "skip=-3",
-                                   "limit=201", "upto=abc"])
+@pytest.mark.parametrize(
+    "query", ["limit=99999999999999999999999", "since=1e26", "limit=-1", "skip=-3", "limit=201", "upto=abc"]
+)
 def test_bad_numbers_in_list_queries_are_400(platform, query):
     resp = _api(platform, "GET", f"/api/v1/namespaces/_/activations?{query}")
     assert _is_openwhisk_error(resp, 400), resp.text
@@ -52,15 +62,15 @@ def test_bad_numbers_in_list_queries_are_400(platform, query):
 def test_a_huge_timeout_is_refused_before_anything_runs(platform):
     platform.client.create_action("h-never", ECHO)
     for timeout in ("1e26", "9" * 27, "-5", "300001"):
-        resp = _api(platform, "POST", f"/api/v1/namespaces/_/actions/h-never?blocking=true&timeout={timeout}",
-                    json={})
+        resp = _api(platform, "POST", f"/api/v1/namespaces/_/actions/h-never?blocking=true&timeout={timeout}", json={})
         assert _is_openwhisk_error(resp, 400), (timeout, resp.text)
     assert platform.client.list_activations("h-never") == []
 
 
 def test_nan_in_a_result_is_an_application_error_in_valid_json(platform):
-    platform.client.create_action("h-nan", {"kind": "python:3.11",
-                                            "code": "def main(a):\n    return {'x': float('nan')}\n"})
+    platform.client.create_action(
+        "h-nan", {"kind": "python:3.11", "code": "def main(a):\n    return {'x': float('nan')}\n"}
+    )
     resp = _api(platform, "POST", "/api/v1/namespaces/_/actions/h-nan?blocking=true", json={})
     record = json.loads(resp.text, parse_constant=lambda name: pytest.fail(f"{name} in the reply: not JSON"))
     assert resp.status_code == 502 and record["response"]["status"] == "application error"
@@ -98,11 +108,14 @@ def test_an_archive_unpacking_past_the_cap_fails_init_and_leaves_nothing(tmp_pat
 
 
 def test_container_folders_go_with_their_containers_and_are_reaped_after_a_crash(tmp_path):
-    writer = {"kind": "python:3.11", "code": "import tempfile\n"
-                                             "def main(a):\n"
-                                             "    f = tempfile.NamedTemporaryFile(delete=False)\n"
-                                             "    f.write(b'x' * 1000)\n"
-                                             "    return {'path': f.name}\n"}
+    writer = {
+        "kind": "python:3.11",
+        "code": "import tempfile\n"
+        "def main(a):\n"
+        "    f = tempfile.NamedTemporaryFile(delete=False)\n"
+        "    f.write(b'x' * 1000)\n"
+        "    return {'path': f.name}\n",
+    }
     state = tmp_path / "state"
     owner = LocalPlatform(state, prewarm="none")  # stem cells' folders would blur the count
     try:
@@ -127,10 +140,13 @@ def test_a_full_state_disk_answers_json_errors_and_the_platform_recovers(tmp_pat
         client = info.client()
         client.create_action("before", ECHO)
         fill_fs(disk)
-        for method, path, body in (("PUT", "/api/v1/namespaces/_/actions/after", {"exec": ECHO}),
-                                   ("POST", "/api/v1/namespaces/_/actions/before?blocking=true", {})):
-            resp = requests.request(method, info.apihost + path, json=body, auth=tuple(info.auth.split(":", 1)),
-                                    timeout=60)
+        for method, path, body in (
+            ("PUT", "/api/v1/namespaces/_/actions/after", {"exec": ECHO}),
+            ("POST", "/api/v1/namespaces/_/actions/before?blocking=true", {}),
+        ):
+            resp = requests.request(
+                method, info.apihost + path, json=body, auth=tuple(info.auth.split(":", 1)), timeout=60
+            )
             assert resp.status_code == 500 and resp.headers["Content-Type"] == "application/json", resp.text
             assert "check the state folder's disk" in resp.json()["error"]
         (disk / "filler").unlink()

@@ -24,9 +24,14 @@ from deployer.local.supervisor import LocalPlatform, SupervisorError
 
 
 def _s3(info, **config):
-    return boto3.client("s3", endpoint_url=info.s3_endpoint, aws_access_key_id=info.s3_access_key,
-                        aws_secret_access_key=info.s3_secret_key, region_name="us-east-1",
-                        config=Config(**config))
+    return boto3.client(
+        "s3",
+        endpoint_url=info.s3_endpoint,
+        aws_access_key_id=info.s3_access_key,
+        aws_secret_access_key=info.s3_secret_key,
+        region_name="us-east-1",
+        config=Config(**config),
+    )
 
 
 def _mode(path) -> int:
@@ -47,7 +52,7 @@ def test_kill_9_during_concurrent_puts_keeps_every_acknowledged_object(tmp_path)
                 key, body = f"w{n}/{i}", os.urandom(2000 + (i * 37 + n) % 30000)
                 try:
                     client.put_object(Bucket="crash", Key=key, Body=body)
-                except Exception:  # noqa: BLE001 - the platform was killed under this writer
+                except Exception:
                     return
                 with lock:
                     acked[key] = body
@@ -66,8 +71,7 @@ def test_kill_9_during_concurrent_puts_keeps_every_acknowledged_object(tmp_path)
         with lock:
             expected = dict(acked)
         assert len(expected) >= 150
-        missing = [k for k, body in expected.items()
-                   if client.get_object(Bucket="crash", Key=k)["Body"].read() != body]
+        missing = [k for k, body in expected.items() if client.get_object(Bucket="crash", Key=k)["Body"].read() != body]
         assert missing == []
     finally:
         owner.stop()
@@ -84,8 +88,7 @@ def test_state_folder_and_files_are_private(tmp_path):
         _s3(info).create_bucket(Bucket="private")
         _s3(info).put_object(Bucket="private", Key="k", Body=b"tensor")
         assert _mode(state) == 0o700
-        files = ["platform.db", "platform.db-wal", "platform.log", "auth.json", "s3-credentials.json",
-                 "platform.json"]
+        files = ["platform.db", "platform.db-wal", "platform.log", "auth.json", "s3-credentials.json", "platform.json"]
         assert {f: _mode(state / f) for f in files} == {f: 0o600 for f in files}
         objects = state / "objects"
         assert _mode(objects) == 0o700
@@ -104,13 +107,33 @@ def test_taken_api_port_fails_at_once_naming_it(tmp_path):
             LocalPlatform(tmp_path / "b", s3_port=port).start()
         # the platform process itself fails with one line too (a port taken after the supervisor's check)
         for flag in ("--port", "--s3-port"):
-            done = subprocess.run([sys.executable, "-m", "deployer.local.server", "--state-dir", str(tmp_path / "c"),
-                                   "--port", "0", "--s3-port", "0", flag, str(port)],
-                                  capture_output=True, text=True, timeout=120)
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "deployer.local.server",
+                    "--state-dir",
+                    str(tmp_path / "c"),
+                    "--port",
+                    "0",
+                    "--s3-port",
+                    "0",
+                    flag,
+                    str(port),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             assert done.returncode != 0
-            assert done.stderr.strip().splitlines()[-1].endswith(f"port {port} on 127.0.0.1 is taken"
-                                                                 + ("; stop what listens there or pick another "
-                                                                    "with --port" if flag == "--port" else ""))
+            assert (
+                done.stderr.strip()
+                .splitlines()[-1]
+                .endswith(
+                    f"port {port} on 127.0.0.1 is taken"
+                    + ("; stop what listens there or pick another with --port" if flag == "--port" else "")
+                )
+            )
 
 
 def _up(state) -> object:
@@ -153,7 +176,7 @@ def test_storage_env_and_status_give_users_the_keys(tmp_path, monkeypatch):
         client.put_object(Bucket="from-env", Key="k", Body=b"v")
         assert client.get_object(Bucket="from-env", Key="k")["Body"].read() == b"v"
         status = runner.invoke(cli, ["status", "--json"], env={"DEPLOYER_HOME": str(state)})
-        assert '"s3_access_key": "%s"' % info.s3_access_key in status.output
+        assert f'"s3_access_key": "{info.s3_access_key}"' in status.output
 
 
 def test_down_says_so_and_fails_when_storage_had_died(tmp_path, monkeypatch):

@@ -25,14 +25,18 @@ def _wait(cond, what: str, timeout_s: float = 60.0) -> None:
 def _run(invoker: Invoker, key: str, memory: int = 256):
     runtime, deny = kinds.container_profile({"kind": "python:3.11"})
     init = {"name": key, "code": "def main(a):\n    return {'k': a['k']}\n", "env": {}}
-    return invoker.run(key, init, {"value": {"k": key}}, {**LIMITS, "memory": memory}, runtime=runtime, deny=deny,
-                       env=ENV)
+    return invoker.run(
+        key, init, {"value": {"k": key}}, {**LIMITS, "memory": memory}, runtime=runtime, deny=deny, env=ENV
+    )
 
 
 def test_specs_parse_and_bad_ones_say_what_is_wrong():
     specs = parse("python:3.11@256x2,nodejs:default@128x1,deployer/action-python-ml@1024x1")
-    assert [(s.runtime, s.memory_mb, s.count) for s in specs] == [("python", 256, 2), ("nodejs", 128, 1),
-                                                                   ("python", 1024, 1)]
+    assert [(s.runtime, s.memory_mb, s.count) for s in specs] == [
+        ("python", 256, 2),
+        ("nodejs", 128, 1),
+        ("python", 1024, 1),
+    ]
     assert "torch" in specs[0].deny and "torch" not in specs[2].deny
     assert parse("none") == []
     with pytest.raises(ValueError, match="KIND@MEMORY_MBxCOUNT"):

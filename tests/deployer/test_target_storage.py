@@ -4,24 +4,41 @@ from __future__ import annotations
 
 from deployer.target import EMBEDDED, ENVIRONMENT, resolve_storage
 
-EMBEDDED_ENV = {"S3_ENDPOINT_URL": "http://127.0.0.1:3234", "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "ls",
-                "S3_BUCKET": "deployer", "AWS_DEFAULT_REGION": "us-east-1"}
-USER_S3 = {"S3_ENDPOINT_URL": "https://minio.example", "AWS_ACCESS_KEY_ID": "user", "AWS_SECRET_ACCESS_KEY": "us",
-           "S3_BUCKET": "mine"}
+EMBEDDED_ENV = {
+    "S3_ENDPOINT_URL": "http://127.0.0.1:3234",
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "ls",
+    "S3_BUCKET": "deployer",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+USER_S3 = {
+    "S3_ENDPOINT_URL": "https://minio.example",
+    "AWS_ACCESS_KEY_ID": "user",
+    "AWS_SECRET_ACCESS_KEY": "us",
+    "S3_BUCKET": "mine",
+}
 
 
 def test_an_exported_endpoint_wins_over_the_embedded_s3_whole():
     storage = resolve_storage(EMBEDDED_ENV, USER_S3)
     assert storage.source == ENVIRONMENT and storage.env == {}
     assert (storage.config.endpoint_url, storage.config.access_key, storage.config.bucket) == (
-        "https://minio.example", "user", "mine")
+        "https://minio.example",
+        "user",
+        "mine",
+    )
 
 
 def test_keys_without_an_endpoint_do_not_reach_the_embedded_s3():
-    storage = resolve_storage(EMBEDDED_ENV, {"AWS_ACCESS_KEY_ID": "aws", "AWS_SECRET_ACCESS_KEY": "x", "S3_BUCKET": "b"})
+    storage = resolve_storage(
+        EMBEDDED_ENV, {"AWS_ACCESS_KEY_ID": "aws", "AWS_SECRET_ACCESS_KEY": "x", "S3_BUCKET": "b"}
+    )
     assert storage.source == EMBEDDED
     assert (storage.config.endpoint_url, storage.config.access_key, storage.config.bucket) == (
-        "http://127.0.0.1:3234", "local", "b")
+        "http://127.0.0.1:3234",
+        "local",
+        "b",
+    )
 
 
 def test_manifests_see_the_embedded_settings_over_the_users_environment(monkeypatch):

@@ -50,8 +50,7 @@ def test_firing_runs_every_active_rule_with_merged_parameters(platform):
     for line in results:
         assert line["success"] is True and line["statusCode"] == 0
         args = c.wait_activation(line["activationId"], timeout_s=60, result=True)
-        assert {k: args[k] for k in ("from_trigger", "both", "n")} == {"from_trigger": "yes", "both": "payload",
-                                                                       "n": 7}
+        assert {k: args[k] for k in ("from_trigger", "both", "n")} == {"from_trigger": "yes", "both": "payload", "n": 7}
         assert "authorization" not in args["__ow_headers"]
         assert c.get_activation(line["activationId"])["cause"] == trigger_id
 

@@ -10,10 +10,20 @@ import requests
 ECHO = "def main(a):\n    return a\n"
 
 
-def _web(platform, name: str, code: str, annotations: dict | None = None, parameters: dict | None = None,
-         kind: str = "python:3.11") -> str:
-    platform.client.create_action(name, {"kind": kind, "code": code},
-                                  annotations={"web-export": True, **(annotations or {})}, parameters=parameters)
+def _web(
+    platform,
+    name: str,
+    code: str,
+    annotations: dict | None = None,
+    parameters: dict | None = None,
+    kind: str = "python:3.11",
+) -> str:
+    platform.client.create_action(
+        name,
+        {"kind": kind, "code": code},
+        annotations={"web-export": True, **(annotations or {})},
+        parameters=parameters,
+    )
     return f"{platform.apihost}/api/v1/web/guest/default/{name}"
 
 
@@ -34,11 +44,14 @@ def test_an_action_without_web_export_is_not_found(platform):
     assert resp.status_code == 404 and resp.json()["error"] == "The requested resource does not exist."
 
 
-@pytest.mark.parametrize("ext,code,content_type,body", [
-    (".html", "def main(a):\n    return {'html': '<p>hi</p>'}\n", "text/html", b"<p>hi</p>"),
-    (".svg", "def main(a):\n    return {'svg': '<svg/>'}\n", "image/svg+xml", b"<svg/>"),
-    (".text", "def main(a):\n    return {'text': 'plain words'}\n", "text/plain", b"plain words"),
-])
+@pytest.mark.parametrize(
+    "ext,code,content_type,body",
+    [
+        (".html", "def main(a):\n    return {'html': '<p>hi</p>'}\n", "text/html", b"<p>hi</p>"),
+        (".svg", "def main(a):\n    return {'svg': '<svg/>'}\n", "image/svg+xml", b"<svg/>"),
+        (".text", "def main(a):\n    return {'text': 'plain words'}\n", "text/plain", b"plain words"),
+    ],
+)
 def test_content_extensions_project_their_field(platform, ext, code, content_type, body):
     url = _web(platform, f"w-ext{ext.replace('.', '-')}", code)
     resp = requests.get(url + ext, timeout=30)
@@ -56,13 +69,15 @@ def test_an_extension_whose_field_is_missing_is_an_error(platform):
 
 def test_http_extension_sets_status_headers_and_decodes_binary_bodies(platform):
     png = base64.b64encode(b"\x89PNG fake").decode()
-    code = ("def main(a):\n"
-            f"    if a.get('kind') == 'image':\n"
-            f"        return {{'statusCode': 201, 'headers': {{'Content-Type': 'image/png', 'X-A': ['1', '2']}},"
-            f" 'body': '{png}'}}\n"
-            "    if a.get('kind') == 'empty':\n"
-            "        return {}\n"
-            "    return {'headers': {'Location': '/elsewhere'}, 'statusCode': 302}\n")
+    code = (
+        "def main(a):\n"
+        f"    if a.get('kind') == 'image':\n"
+        f"        return {{'statusCode': 201, 'headers': {{'Content-Type': 'image/png', 'X-A': ['1', '2']}},"
+        f" 'body': '{png}'}}\n"
+        "    if a.get('kind') == 'empty':\n"
+        "        return {}\n"
+        "    return {'headers': {'Location': '/elsewhere'}, 'statusCode': 302}\n"
+    )
     url = _web(platform, "w-http", code)
     image = requests.get(url + ".http?kind=image", timeout=30)
     assert image.status_code == 201 and image.content == b"\x89PNG fake"
@@ -103,11 +118,13 @@ def test_final_parameters_and_reserved_names_cannot_be_overridden(platform):
 
 def test_raw_http_actions_get_the_query_and_body_as_strings(platform):
     url = _web(platform, "w-raw", ECHO, annotations={"raw-http": True})
-    args = requests.post(url + ".json?a=1&b=2", data="plain body", headers={"Content-Type": "text/plain"},
-                         timeout=30).json()
+    args = requests.post(
+        url + ".json?a=1&b=2", data="plain body", headers={"Content-Type": "text/plain"}, timeout=30
+    ).json()
     assert args["__ow_query"] == "a=1&b=2" and args["__ow_body"] == "plain body" and "a" not in args
-    binary = requests.post(url + ".json", data=b"\x00\x01", headers={"Content-Type": "application/octet-stream"},
-                           timeout=30).json()
+    binary = requests.post(
+        url + ".json", data=b"\x00\x01", headers={"Content-Type": "application/octet-stream"}, timeout=30
+    ).json()
     assert base64.b64decode(binary["__ow_body"]) == b"\x00\x01"
 
 
@@ -121,8 +138,10 @@ def test_options_answers_cors_without_invoking(platform):
 
 def test_nodejs_web_action_in_a_package(platform):
     platform.client.create_package("webpkg")
-    platform.client.create_action("webpkg/hello", {"kind": "nodejs:20",
-                                                   "code": "function main(p) { return {html: '<b>' + p.name + '</b>'} }"},
-                                  annotations={"web-export": True})
+    platform.client.create_action(
+        "webpkg/hello",
+        {"kind": "nodejs:20", "code": "function main(p) { return {html: '<b>' + p.name + '</b>'} }"},
+        annotations={"web-export": True},
+    )
     resp = requests.get(f"{platform.apihost}/api/v1/web/guest/webpkg/hello.html?name=Ada", timeout=30)
     assert resp.status_code == 200 and resp.text == "<b>Ada</b>"

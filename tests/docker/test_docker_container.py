@@ -24,8 +24,15 @@ def make(runtime_image, platform_id, network):
     made = []
 
     def _make(memory_mb: int = 256, start: bool = True, **kw) -> dc.DockerContainer:
-        c = dc.DockerContainer("guest/test@1", memory_mb=memory_mb, log_limit_bytes=1 << 20,
-                               platform_id=platform_id, network=network, image=runtime_image, **kw)
+        c = dc.DockerContainer(
+            "guest/test@1",
+            memory_mb=memory_mb,
+            log_limit_bytes=1 << 20,
+            platform_id=platform_id,
+            network=network,
+            image=runtime_image,
+            **kw,
+        )
         made.append(c)
         if start:
             c.start()
@@ -47,11 +54,13 @@ def _inspect(c, fmt: str):
 def test_source_action_init_and_run_over_the_bridge(make):
     c = make(api_host="http://apihost.test:3233")
     assert c.alive() and c.ip and not c.ip.startswith("127.")
-    code = ("import os, sys\n"
-            "def main(a):\n"
-            "    return {'hello': a['name'], 'greeting': os.environ['GREETING'],\n"
-            "            'api_host': os.environ['__OW_API_HOST'], 'aid': os.environ['__OW_ACTIVATION_ID'],\n"
-            "            'python': sys.version.split()[0]}\n")
+    code = (
+        "import os, sys\n"
+        "def main(a):\n"
+        "    return {'hello': a['name'], 'greeting': os.environ['GREETING'],\n"
+        "            'api_host': os.environ['__OW_API_HOST'], 'aid': os.environ['__OW_ACTIVATION_ID'],\n"
+        "            'python': sys.version.split()[0]}\n"
+    )
     assert _init(c, code)[:2] == (200, {"ok": True})
     status, body = c.run({"value": {"name": "Ada"}, "activation_id": "a1"}, 30)
     assert status == 200
@@ -66,9 +75,12 @@ def test_zip_action_with_a_helper_module_and_torch(make):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("__main__.py", "import helper\ndef main(a):\n    return helper.answer(a)\n")
-        zf.writestr("helper.py", "import torch\n"
-                                 "def answer(a):\n"
-                                 "    return {'sum': int(torch.tensor(a['xs']).sum()), 'torch': torch.__version__}\n")
+        zf.writestr(
+            "helper.py",
+            "import torch\n"
+            "def answer(a):\n"
+            "    return {'sum': int(torch.tensor(a['xs']).sum()), 'torch': torch.__version__}\n",
+        )
     c = make(memory_mb=1024)
     assert _init(c, base64.b64encode(buf.getvalue()).decode(), binary=True)[0] == 200
     status, body = c.run({"value": {"xs": [1, 2, 3]}}, 120)
@@ -84,13 +96,15 @@ def test_limits_are_the_containers_cgroup_settings(make, platform_id, network):
     assert _inspect(c, ".Config.Labels")[dc.LABEL] == platform_id
     assert list(_inspect(c, ".NetworkSettings.Networks")) == [network.name]
     assert network.gateway and c.ip.rsplit(".", 1)[0] == network.gateway.rsplit(".", 1)[0]
-    code = ("def main(a):\n"
-            "    for p in ('/sys/fs/cgroup/memory/memory.limit_in_bytes', '/sys/fs/cgroup/memory.max'):\n"
-            "        try:\n"
-            "            return {'limit': open(p).read().strip()}\n"
-            "        except OSError:\n"
-            "            pass\n"
-            "    return {'limit': None}\n")
+    code = (
+        "def main(a):\n"
+        "    for p in ('/sys/fs/cgroup/memory/memory.limit_in_bytes', '/sys/fs/cgroup/memory.max'):\n"
+        "        try:\n"
+        "            return {'limit': open(p).read().strip()}\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "    return {'limit': None}\n"
+    )
     assert _init(c, code)[0] == 200
     assert c.run({"value": {}}, 30)[1]["limit"] == str(128 * 1024 * 1024)
 
@@ -116,11 +130,9 @@ def test_timeout_raises_and_removes_the_container(make, platform_id):
 
 def test_logs_per_activation_up_to_the_sentinel(make):
     c = make()
-    code = ("import sys\n"
-            "def main(a):\n"
-            "    print('out', a['n'])\n"
-            "    print('err', a['n'], file=sys.stderr)\n"
-            "    return {}\n")
+    code = (
+        "import sys\ndef main(a):\n    print('out', a['n'])\n    print('err', a['n'], file=sys.stderr)\n    return {}\n"
+    )
     assert _init(c, code)[0] == 200
     for n in (1, 2):
         assert c.run({"value": {"n": n}}, 30)[0] == 200
@@ -164,8 +176,14 @@ def test_kill_leaves_no_container_and_is_idempotent(make, platform_id):
 
 
 def test_a_container_that_cannot_start_fails_and_is_removed(runtime_image, platform_id, network):
-    c = dc.DockerContainer("k", memory_mb=256, log_limit_bytes=1 << 20, platform_id=platform_id, network=network,
-                           image="deployer/no-such-image:0")
+    c = dc.DockerContainer(
+        "k",
+        memory_mb=256,
+        log_limit_bytes=1 << 20,
+        platform_id=platform_id,
+        network=network,
+        image="deployer/no-such-image:0",
+    )
     with pytest.raises(ContainerError, match="docker run"):
         c.start()
     c.kill()
@@ -182,10 +200,20 @@ def test_reap_removes_orphans_of_one_platform_only(runtime_image, docker_engine)
     try:
         for net in (mine, other):
             net.create()
-        orphans = [dc.DockerContainer("k", memory_mb=128, log_limit_bytes=1024, platform_id=mine.platform_id,
-                                      network=mine, image=runtime_image) for _ in range(2)]
-        keeper = dc.DockerContainer("k", memory_mb=128, log_limit_bytes=1024, platform_id=other.platform_id,
-                                    network=other, image=runtime_image)
+        orphans = [
+            dc.DockerContainer(
+                "k",
+                memory_mb=128,
+                log_limit_bytes=1024,
+                platform_id=mine.platform_id,
+                network=mine,
+                image=runtime_image,
+            )
+            for _ in range(2)
+        ]
+        keeper = dc.DockerContainer(
+            "k", memory_mb=128, log_limit_bytes=1024, platform_id=other.platform_id, network=other, image=runtime_image
+        )
         for c in (*orphans, keeper):
             c.start()
         orphans[0].pause()  # a paused orphan goes too

@@ -11,19 +11,21 @@ from deployer.local.supervisor import LocalPlatform
 
 pytestmark = pytest.mark.timeout(1800)
 
-PROBE = ("import os, json, urllib.error, urllib.request\n"
-         "def main(a):\n"
-         "    limit = open('/sys/fs/cgroup/memory/memory.limit_in_bytes').read().strip()\n"
-         "    req = urllib.request.Request(os.environ['__OW_API_HOST'] + '/api/v1/namespaces/_/actions')\n"
-         "    import base64\n"
-         "    token = base64.b64encode(os.environ['__OW_API_KEY'].encode()).decode()\n"
-         "    req.add_header('Authorization', 'Basic ' + token)\n"
-         "    names = [x['name'] for x in json.load(urllib.request.urlopen(req, timeout=30))]\n"
-         "    try:\n"
-         "        s3 = urllib.request.urlopen(a['s3'], timeout=30).status\n"
-         "    except urllib.error.HTTPError as exc:\n"
-         "        s3 = exc.code\n"
-         "    return {'limit': int(limit), 'names': names, 'hostname': os.uname().nodename, 's3': s3}\n")
+PROBE = (
+    "import os, json, urllib.error, urllib.request\n"
+    "def main(a):\n"
+    "    limit = open('/sys/fs/cgroup/memory/memory.limit_in_bytes').read().strip()\n"
+    "    req = urllib.request.Request(os.environ['__OW_API_HOST'] + '/api/v1/namespaces/_/actions')\n"
+    "    import base64\n"
+    "    token = base64.b64encode(os.environ['__OW_API_KEY'].encode()).decode()\n"
+    "    req.add_header('Authorization', 'Basic ' + token)\n"
+    "    names = [x['name'] for x in json.load(urllib.request.urlopen(req, timeout=30))]\n"
+    "    try:\n"
+    "        s3 = urllib.request.urlopen(a['s3'], timeout=30).status\n"
+    "    except urllib.error.HTTPError as exc:\n"
+    "        s3 = exc.code\n"
+    "    return {'limit': int(limit), 'names': names, 'hostname': os.uname().nodename, 's3': s3}\n"
+)
 
 
 @pytest.fixture
@@ -36,8 +38,9 @@ def docker_platform(runtime_image, tmp_path):
 
 def test_an_action_runs_in_a_container_with_its_memory_as_cgroup_and_reaches_api_and_s3(docker_platform):
     c = docker_platform.client()
-    c.create_action("probe", {"kind": "python:3.11", "code": PROBE}, limits={"memory": 256},
-                    annotations={"provide-api-key": True})
+    c.create_action(
+        "probe", {"kind": "python:3.11", "code": PROBE}, limits={"memory": 256}, annotations={"provide-api-key": True}
+    )
     out = c.invoke("probe", {"s3": docker_platform.s3_endpoint + "/"}, result=True)
     assert out["limit"] == 256 * 1024 * 1024
     assert "probe" in out["names"]  # the API on the host's loopback, reached through the relay
@@ -56,16 +59,19 @@ def test_memory_hog_is_killed_by_the_cgroup_and_reported_as_openwhisk_does(docke
 
 def test_a_timed_out_action_and_its_setsid_child_are_gone_with_the_container(docker_platform):
     c = docker_platform.client()
-    code = ("import subprocess, sys, time\n"
-            "def main(a):\n"
-            "    subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], start_new_session=True)\n"
-            "    time.sleep(600)\n")
+    code = (
+        "import subprocess, sys, time\n"
+        "def main(a):\n"
+        "    subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], start_new_session=True)\n"
+        "    time.sleep(600)\n"
+    )
     c.create_action("stuck", {"kind": "python:3.11", "code": code}, limits={"timeout": 3000})
     with pytest.raises(ActivationFailedError, match="exceeded its time limits of 3000"):
         c.invoke("stuck", {})
     live = dc.leftovers(platform_id(docker_platform.state_dir))["containers"]
-    labels = [dc._docker("inspect", "--format", "{{index .Config.Labels \"org.deployer.action\"}}", cid).stdout
-              for cid in live]
+    labels = [
+        dc._docker("inspect", "--format", '{{index .Config.Labels "org.deployer.action"}}', cid).stdout for cid in live
+    ]
     assert not any("stuck" in label for label in labels)  # removed, and everything in it with it
 
 
@@ -83,8 +89,9 @@ def test_a_stem_cell_container_takes_the_first_cold_start(docker_platform):
         assert time.monotonic() < deadline, "no stem cell container came up"
         time.sleep(0.1)
     c = docker_platform.client()
-    c.create_action("first", {"kind": "python:3.11", "code": "def main(a):\n    return {'ok': 1}\n"},
-                    limits={"memory": 256})
+    c.create_action(
+        "first", {"kind": "python:3.11", "code": "def main(a):\n    return {'ok': 1}\n"}, limits={"memory": 256}
+    )
     record = c.invoke("first", {})
     assert record["response"]["result"] == {"ok": 1}
     assert next(a["value"] for a in record["annotations"] if a["key"] == "initTime") is not None

@@ -15,8 +15,11 @@ pytestmark = pytest.mark.timeout(1800)  # the session's first test may build the
 
 
 def test_the_report_names_the_image_and_its_pinned_versions(runtime_build):
-    pins = dict(line.split("==") for line in ri.REQUIREMENTS.read_text().splitlines()
-                if "==" in line and not line.startswith("#"))
+    pins = dict(
+        line.split("==")
+        for line in ri.REQUIREMENTS.read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
     assert runtime_build["tag"] == ri.DEFAULT_TAG
     assert runtime_build["image_id"] == ri.image_id(ri.DEFAULT_TAG)
     assert runtime_build["size_bytes"] == ri.image_size(ri.DEFAULT_TAG) > 0
@@ -24,8 +27,14 @@ def test_the_report_names_the_image_and_its_pinned_versions(runtime_build):
     assert versions["python"].startswith("3.11")
     for dist in ("torch", "torchvision", "boto3", "numpy", "pillow", "cheroot"):
         assert versions[dist].split("+")[0] == pins[dist], dist
-    labels = json.loads(subprocess.run(["docker", "image", "inspect", "--format", "{{json .Config.Labels}}",
-                                        ri.DEFAULT_TAG], capture_output=True, text=True, check=True).stdout)
+    labels = json.loads(
+        subprocess.run(
+            ["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", ri.DEFAULT_TAG],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     assert labels[ri.LABEL] == "1"
     assert ri.image_id(runtime_build["base_image"])
 
@@ -45,7 +54,8 @@ def test_docker_missing_is_one_line_naming_the_fix(monkeypatch):
     result = CliRunner().invoke(cli, ["runtime", "build"])
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
-        "Error: docker is not installed: run `./run setup` as root (installs docker.io and starts dockerd)"]
+        "Error: docker is not installed: run `./run setup` as root (installs docker.io and starts dockerd)"
+    ]
 
 
 def test_engine_not_running_is_one_line_naming_the_fix(monkeypatch, tmp_path):
@@ -61,7 +71,8 @@ def test_the_mirror_is_read_from_apt_sources(tmp_path):
     assert ri.debian_mirror(tmp_path) == ri.DEFAULT_MIRROR
     (tmp_path / "sources.list.d" / "debian.sources").write_text(
         "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n\n"
-        "Types: deb\nURIs: http://mirror.example/debian/\nSuites: bookworm bookworm-updates\nComponents: main\n")
+        "Types: deb\nURIs: http://mirror.example/debian/\nSuites: bookworm bookworm-updates\nComponents: main\n"
+    )
     assert ri.debian_mirror(tmp_path) == "http://mirror.example/debian"
     (tmp_path / "sources.list").write_text("# comment\ndeb [arch=amd64] http://other.example/debian bookworm main\n")
     assert ri.debian_mirror(tmp_path) == "http://other.example/debian"

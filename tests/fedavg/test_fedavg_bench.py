@@ -6,8 +6,10 @@ from fedavg.run import RunConfig
 
 def test_speedup_is_taken_at_the_lower_of_the_two_best_accuracies():
     fedavg = {"iid": {"accuracy": [0.90, 0.95, 0.97, 0.99]}, "shards": {"accuracy": [0.5, 0.7]}}
-    fedsgd = {"iid": {"accuracy": [0.2, 0.6, 0.8, 0.9, 0.94, 0.95, 0.93]},
-              "shards": {"accuracy": [0.3, 0.4, 0.6, 0.75, 0.8]}}
+    fedsgd = {
+        "iid": {"accuracy": [0.2, 0.6, 0.8, 0.9, 0.94, 0.95, 0.93]},
+        "shards": {"accuracy": [0.3, 0.4, 0.6, 0.75, 0.8]},
+    }
     out = compare_to_fedsgd(fedavg, fedsgd)
     assert out["iid"]["accuracy_level"] == 0.95
     assert (out["iid"]["fedsgd_rounds"], out["iid"]["fedavg_rounds"], out["iid"]["speedup"]) == (6, 2, 3.0)
@@ -19,7 +21,9 @@ def test_speedup_is_taken_at_the_lower_of_the_two_best_accuracies():
 
 
 def test_partitions_without_both_curves_are_left_out():
-    assert compare_to_fedsgd({"iid": {"accuracy": []}}, {"iid": {"accuracy": [0.5]}, "shards": {"accuracy": [0.4]}}) == {}
+    assert (
+        compare_to_fedsgd({"iid": {"accuracy": []}}, {"iid": {"accuracy": [0.5]}, "shards": {"accuracy": [0.4]}}) == {}
+    )
 
 
 def test_fedsgd_is_one_epoch_on_the_whole_local_set():

@@ -10,8 +10,26 @@ from click.testing import CliRunner
 
 from deployer.cli import cli
 
-TINY = ["--model", "2nn", "--clients", "4", "--frac", "0.5", "--epochs", "1", "--batch", "10",
-        "--train-limit", "800", "--test-limit", "300", "--seed", "3", "--executor", "serial"]
+TINY = [
+    "--model",
+    "2nn",
+    "--clients",
+    "4",
+    "--frac",
+    "0.5",
+    "--epochs",
+    "1",
+    "--batch",
+    "10",
+    "--train-limit",
+    "800",
+    "--test-limit",
+    "300",
+    "--seed",
+    "3",
+    "--executor",
+    "serial",
+]
 
 
 def invoke(*args):
@@ -23,16 +41,28 @@ def test_cli_offers_every_model_without_importing_torch_for_help():
     from fedavg.models import MODELS
 
     assert MODEL_NAMES == tuple(MODELS)
-    code = ("import sys; from click.testing import CliRunner; from deployer.cli import cli; "
-            "r = CliRunner().invoke(cli, ['fedavg', 'run', '--help']); "
-            "print(r.exit_code, 'torch' in sys.modules)")
+    code = (
+        "import sys; from click.testing import CliRunner; from deployer.cli import cli; "
+        "r = CliRunner().invoke(cli, ['fedavg', 'run', '--help']); "
+        "print(r.exit_code, 'torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["0", "False"], out.stderr
 
 
 def test_partition_writes_a_plot_and_a_summary(tmp_path, mnist_root):
-    result = invoke("fedavg", "partition", "--clients", "20", "--partition", "shards", "--plot",
-                    str(tmp_path / "labels.png"), "--json", str(tmp_path / "p.json"))
+    result = invoke(
+        "fedavg",
+        "partition",
+        "--clients",
+        "20",
+        "--partition",
+        "shards",
+        "--plot",
+        str(tmp_path / "labels.png"),
+        "--json",
+        str(tmp_path / "p.json"),
+    )
     assert result.exit_code == 0, result.output
     assert "labels 1..2" in result.output
     assert (tmp_path / "labels.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -44,8 +74,20 @@ def test_run_then_resume_reports_every_round(tmp_path, mnist_root):
     ckpt = str(tmp_path / "ckpt")
     first = invoke("fedavg", "run", *TINY, "--rounds", "1", "--checkpoint-dir", ckpt)
     assert first.exit_code == 0, first.output
-    second = invoke("fedavg", "run", *TINY, "--rounds", "2", "--target", "0.99", "--checkpoint-dir", ckpt, "--resume",
-                    "--json", str(tmp_path / "run.json"))
+    second = invoke(
+        "fedavg",
+        "run",
+        *TINY,
+        "--rounds",
+        "2",
+        "--target",
+        "0.99",
+        "--checkpoint-dir",
+        ckpt,
+        "--resume",
+        "--json",
+        str(tmp_path / "run.json"),
+    )
     assert second.exit_code == 0, second.output
     assert "not reached within 2 rounds" in second.output
     report = json.loads((tmp_path / "run.json").read_text())
@@ -73,8 +115,19 @@ def test_the_ray_executor_without_ray_is_a_one_line_error(monkeypatch, mnist_roo
 
 
 def test_sweep_writes_a_table_a_plot_and_json_and_continues_its_checkpoints(tmp_path, mnist_root):
-    args = ["fedavg", "sweep", *[a for a in TINY if a not in ("--clients", "4")], "--clients", "2,4",
-            "--partition", "iid,shards", "--checkpoint-root", str(tmp_path / "ckpt"), "--json", str(tmp_path / "s.json")]
+    args = [
+        "fedavg",
+        "sweep",
+        *[a for a in TINY if a not in ("--clients", "4")],
+        "--clients",
+        "2,4",
+        "--partition",
+        "iid,shards",
+        "--checkpoint-root",
+        str(tmp_path / "ckpt"),
+        "--json",
+        str(tmp_path / "s.json"),
+    ]
     first = invoke(*args, "--rounds", "1")
     assert first.exit_code == 0, first.output
     result = invoke(*args, "--rounds", "2", "--plot", str(tmp_path / "s.png"))
@@ -89,15 +142,33 @@ def test_sweep_writes_a_table_a_plot_and_json_and_continues_its_checkpoints(tmp_
 
 
 def test_bench_times_executors_side_by_side_and_continues_rounds_to_target(tmp_path, mnist_root):
-    args = ["bench", "fedavg", "--executors", "serial,process", "--partitions", "iid", "--train-limit", "1000",
-            "--test-limit", "300", "--checkpoint-root", str(tmp_path / "ckpt"), "--json", str(tmp_path / "b.json"),
-            "--precision", "bf16"]
+    args = [
+        "bench",
+        "fedavg",
+        "--executors",
+        "serial,process",
+        "--partitions",
+        "iid",
+        "--train-limit",
+        "1000",
+        "--test-limit",
+        "300",
+        "--checkpoint-root",
+        str(tmp_path / "ckpt"),
+        "--json",
+        str(tmp_path / "b.json"),
+        "--precision",
+        "bf16",
+    ]
     first = invoke(*args, "--timing-rounds", "1", "--timing-epochs", "1", "--max-rounds", "1")
     assert first.exit_code == 0, first.output
     report = json.loads((tmp_path / "b.json").read_text())
     timing = report["executors"]
-    assert timing["same_weights"] and set(timing["executors"]) == {"serial fp32", "serial bf16 channels-last",
-                                                                   "process bf16 channels-last"}
+    assert timing["same_weights"] and set(timing["executors"]) == {
+        "serial fp32",
+        "serial bf16 channels-last",
+        "process bf16 channels-last",
+    }
     assert all(v["mean_round_s"] > 0 for v in timing["executors"].values())
     assert timing["baseline"] == "serial fp32" and timing["ratio_to_baseline"]["serial fp32"] == 1.0
     assert timing["same_weights_by_arithmetic"] == {"fp32": True, "bf16 channels-last": True}

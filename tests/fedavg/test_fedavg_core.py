@@ -6,8 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from fedavg.core import (ClientConfig, Update, client_update, fedavg, initial_state, sample_clients,
-                         state_distance)
+from fedavg.core import ClientConfig, Update, client_update, fedavg, initial_state, sample_clients, state_distance
 from fedavg.errors import AggregationError, ClientError, FedAvgError
 from fedavg.models import MODELS, build_model, count_parameters
 from mlcore.model import normalize
@@ -57,15 +56,20 @@ def test_fedprox_keeps_the_update_closer_to_the_global_weights(small_mnist):
     images, labels = normalize(small_mnist.train_images[:200]), small_mnist.train_labels[:200]
     start = initial_state("2nn", seed=1)
     plain, _ = client_update(build_model("2nn"), start, images, labels, ClientConfig("2nn", 2, 10, 0.1), seed=5)
-    prox, _ = client_update(build_model("2nn"), start, images, labels, ClientConfig("2nn", 2, 10, 0.1, mu=1.0),
-                            seed=5)
+    prox, _ = client_update(build_model("2nn"), start, images, labels, ClientConfig("2nn", 2, 10, 0.1, mu=1.0), seed=5)
     assert state_distance(prox, start) < 0.9 * state_distance(plain, start)
 
 
 def test_client_without_examples_fails_clearly():
     with pytest.raises(ClientError, match="no examples"):
-        client_update(build_model("2nn"), initial_state("2nn", 0), torch.zeros(0, 1, 28, 28),
-                      torch.zeros(0, dtype=torch.int64), ClientConfig("2nn"), seed=0)
+        client_update(
+            build_model("2nn"),
+            initial_state("2nn", 0),
+            torch.zeros(0, 1, 28, 28),
+            torch.zeros(0, dtype=torch.int64),
+            ClientConfig("2nn"),
+            seed=0,
+        )
 
 
 def test_client_sampling_is_seeded_and_sized_as_in_the_paper():
@@ -105,8 +109,9 @@ def test_evaluation_in_channels_last_scores_the_same_weights_the_same(small_mnis
     from fedavg.core import evaluate
 
     images, labels = small_mnist.train_images[:300], small_mnist.train_labels[:300]
-    state, _ = client_update(build_model("cnn"), initial_state("cnn", 1), normalize(images), labels,
-                             ClientConfig("cnn", 1, 10, 0.05), seed=1)
+    state, _ = client_update(
+        build_model("cnn"), initial_state("cnn", 1), normalize(images), labels, ClientConfig("cnn", 1, 10, 0.05), seed=1
+    )
     plain = evaluate(build_model("cnn"), state, small_mnist.test_images, small_mnist.test_labels)
     last = evaluate(build_model("cnn"), state, small_mnist.test_images, small_mnist.test_labels, channels_last=True)
     assert plain[1] == last[1] and plain[0] == pytest.approx(last[0], rel=1e-5)

@@ -13,8 +13,12 @@ from deployer import manifest
 from deployer.errors import ManifestError
 
 MANIFEST = Path(__file__).resolve().parents[2] / "manifests" / "fedavg.yaml"
-ENV = {"S3_ENDPOINT_URL": "http://127.0.0.1:9", "S3_BUCKET": "fl-bucket", "AWS_ACCESS_KEY_ID": "ak",
-       "AWS_SECRET_ACCESS_KEY": "sk"}
+ENV = {
+    "S3_ENDPOINT_URL": "http://127.0.0.1:9",
+    "S3_BUCKET": "fl-bucket",
+    "AWS_ACCESS_KEY_ID": "ak",
+    "AWS_SECRET_ACCESS_KEY": "sk",
+}
 
 
 def test_client_action_takes_storage_from_the_environment_and_bundles_its_code():
@@ -23,8 +27,12 @@ def test_client_action_takes_storage_from_the_environment_and_bundles_its_code()
     assert action.qualified == "fedavg/client"
     assert action.exec_["kind"] == "blackbox" and action.exec_["binary"]
     assert action.exec_["image"] == manifest.DEFAULT_RUNTIME_IMAGE
-    assert action.inputs == {"s3_endpoint": "http://127.0.0.1:9", "s3_bucket": "fl-bucket", "s3_access_key": "ak",
-                             "s3_secret_key": "sk"}
+    assert action.inputs == {
+        "s3_endpoint": "http://127.0.0.1:9",
+        "s3_bucket": "fl-bucket",
+        "s3_access_key": "ak",
+        "s3_secret_key": "sk",
+    }
     assert action.limits["timeout"] >= 60_000 and action.limits["memory"] >= 512
     names = zipfile.ZipFile(io.BytesIO(base64.b64decode(action.exec_["code"]))).namelist()
     assert {"__main__.py", "fedavg/core.py", "fedavg/models.py", "mlcore/storage.py"} <= set(names)

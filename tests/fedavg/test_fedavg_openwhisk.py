@@ -16,8 +16,9 @@ from mlcore.openwhisk import OpenWhiskClient
 from mlcore.storage import Storage
 
 MANIFEST = Path(__file__).resolve().parents[2] / "manifests" / "fedavg.yaml"
-CONFIG = RunConfig(model="2nn", clients=4, frac=0.5, epochs=1, batch_size=10, lr=0.05, partition="shards", rounds=2,
-                   seed=5)
+CONFIG = RunConfig(
+    model="2nn", clients=4, frac=0.5, epochs=1, batch_size=10, lr=0.05, partition="shards", rounds=2, seed=5
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +29,22 @@ def deployed(platform):
 
 
 def make_executor(platform, data, run_id):
-    return OpenWhiskExecutor(platform.client, Storage(platform.storage_config), data.train_images, data.train_labels,
-                             run_id=run_id, concurrency=2, invoke_timeout_s=300)
+    return OpenWhiskExecutor(
+        platform.client,
+        Storage(platform.storage_config),
+        data.train_images,
+        data.train_labels,
+        run_id=run_id,
+        concurrency=2,
+        invoke_timeout_s=300,
+    )
 
 
-@pytest.mark.parametrize("config", [CONFIG, dataclasses.replace(CONFIG, model="cnn", precision="bf16",
-                                                                 channels_last=True)], ids=["fp32", "bf16"])
+@pytest.mark.parametrize(
+    "config",
+    [CONFIG, dataclasses.replace(CONFIG, model="cnn", precision="bf16", channels_last=True)],
+    ids=["fp32", "bf16"],
+)
 def test_openwhisk_executor_gives_the_serial_weights(deployed, small_mnist, config):
     with SerialExecutor(small_mnist.train_images, small_mnist.train_labels, num_threads=1) as executor:
         expected, _ = run(config, executor, small_mnist)
@@ -73,13 +84,21 @@ def test_a_platform_crash_mid_run_loses_no_acknowledged_object_and_the_run_goes_
             if params["round"] == 2 and not seen:
                 seen.update({key: storage.get_bytes(key) for key in storage.list_keys(prefix)})
                 deployed.crash_and_start()
-                lost.extend(key for key, blob in seen.items()
-                            if not storage.exists(key) or storage.get_bytes(key) != blob)
+                lost.extend(
+                    key for key, blob in seen.items() if not storage.exists(key) or storage.get_bytes(key) != blob
+                )
                 raise ConnectionError("the platform was killed under this invoke")
             return deployed.client.invoke(name, params, **kwargs)
 
-    executor = OpenWhiskExecutor(CrashingClient(deployed.apihost, deployed.auth), storage, small_mnist.train_images,
-                                 small_mnist.train_labels, run_id="test-crash", concurrency=1, invoke_timeout_s=300)
+    executor = OpenWhiskExecutor(
+        CrashingClient(deployed.apihost, deployed.auth),
+        storage,
+        small_mnist.train_images,
+        small_mnist.train_labels,
+        run_id="test-crash",
+        concurrency=1,
+        invoke_timeout_s=300,
+    )
     # Execute
     with executor:
         report, _ = run(config, executor, small_mnist)

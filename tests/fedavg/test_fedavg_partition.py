@@ -53,11 +53,13 @@ def _mean_label_entropy_bits(parts, labels) -> float:
 
 
 def test_dirichlet_skew_responds_to_alpha(labels):
-    entropies = {a: _mean_label_entropy_bits(make_partition("dirichlet", labels, 20, 0, alpha=a), labels)
-                 for a in (0.05, 0.5, 100.0)}
+    entropies = {
+        a: _mean_label_entropy_bits(make_partition("dirichlet", labels, 20, 0, alpha=a), labels)
+        for a in (0.05, 0.5, 100.0)
+    }
     assert entropies[0.05] < entropies[0.5] < entropies[100.0]
     assert entropies[100.0] > 3.2  # near log2(10) = 3.32: almost IID
-    assert entropies[0.05] < 1.5   # a couple of dominant labels per client
+    assert entropies[0.05] < 1.5  # a couple of dominant labels per client
     assert covers_exactly_once(make_partition("dirichlet", labels, 20, 0, alpha=0.05), len(labels))
 
 

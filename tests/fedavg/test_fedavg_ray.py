@@ -32,8 +32,9 @@ from fedavg.run import RunConfig, run  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
 
-SMALL = RunConfig(model="2nn", clients=4, frac=1.0, epochs=1, batch_size=10, lr=0.05, partition="iid", rounds=2,
-                  seed=11)
+SMALL = RunConfig(
+    model="2nn", clients=4, frac=1.0, epochs=1, batch_size=10, lr=0.05, partition="iid", rounds=2, seed=11
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +45,10 @@ def cluster():
     """
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
-        nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "node_ip_address": "127.0.0.1",
-                                                                "include_dashboard": False})
+        nodes = Cluster(
+            initialize_head=True,
+            head_node_args={"num_cpus": 2, "node_ip_address": "127.0.0.1", "include_dashboard": False},
+        )
         try:
             nodes.add_node(num_cpus=2, node_ip_address="127.0.0.1")
             nodes.wait_for_nodes()
@@ -101,12 +104,12 @@ def test_two_nodes_give_the_serial_executors_weights(small_mnist, cluster):
     with SerialExecutor(small_mnist.train_images, small_mnist.train_labels, num_threads=1) as serial:
         expected, expected_state = run(config, serial, small_mnist)
     # Execute
-    with RayExecutor(small_mnist.train_images, small_mnist.train_labels, workers=2,
-                     ray_address=cluster.address) as executor:
+    with RayExecutor(
+        small_mnist.train_images, small_mnist.train_labels, workers=2, ray_address=cluster.address
+    ) as executor:
         nodes = executor.worker_nodes()
         got, got_state = run(config, executor, small_mnist)
-        empty = executor.run_round([ClientTask(5, 3, 0, np.array([], dtype=np.int64), ClientConfig("2nn"))],
-                                   got_state)
+        empty = executor.run_round([ClientTask(5, 3, 0, np.array([], dtype=np.int64), ClientConfig("2nn"))], got_state)
     # Assert: one worker per node, identical weights, and a client's own error is data
     assert sorted(nodes) == sorted(node_ids(cluster))
     assert got["final_state_sha256"] == expected["final_state_sha256"]
@@ -155,7 +158,7 @@ def listening_addresses(pids) -> set:
             fields = line.split()
             if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
                 raw = bytes.fromhex(fields[1].split(":")[0])
-                words = b"".join(raw[i:i + 4][::-1] for i in range(0, size, 4))
+                words = b"".join(raw[i : i + 4][::-1] for i in range(0, size, 4))
                 address = ipaddress.ip_address(words)
                 found.add(getattr(address, "ipv4_mapped", None) or address)
     return found
@@ -186,11 +189,35 @@ def test_a_private_ray_listens_on_loopback_only_and_stops_every_process_it_start
 
 
 def test_cli_runs_on_a_cluster_and_says_in_one_line_when_none_answers(tmp_path, mnist_root, cluster):
-    args = ["fedavg", "run", "--executor", "ray", "--workers", "2", "--model", "2nn", "--clients", "4", "--frac", "0.5",
-            "--epochs", "1", "--rounds", "2", "--train-limit", "800", "--test-limit", "300", "--seed", "3",
-            "--checkpoint-dir", str(tmp_path / "ckpt")]
-    result = CliRunner().invoke(cli, [*args, "--ray-address", cluster.address, "--json", str(tmp_path / "r.json")],
-                                catch_exceptions=False)
+    args = [
+        "fedavg",
+        "run",
+        "--executor",
+        "ray",
+        "--workers",
+        "2",
+        "--model",
+        "2nn",
+        "--clients",
+        "4",
+        "--frac",
+        "0.5",
+        "--epochs",
+        "1",
+        "--rounds",
+        "2",
+        "--train-limit",
+        "800",
+        "--test-limit",
+        "300",
+        "--seed",
+        "3",
+        "--checkpoint-dir",
+        str(tmp_path / "ckpt"),
+    ]
+    result = CliRunner().invoke(
+        cli, [*args, "--ray-address", cluster.address, "--json", str(tmp_path / "r.json")], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["executor"] == "ray" and report["rounds_done"] == 2 and report["failed_clients"] == 0
@@ -204,11 +231,20 @@ def test_a_node_lost_mid_round_fails_its_client_and_the_next_round_runs_on_the_r
     # Prepare: the worker on the other node stalls on its first client, so removing the node lands mid-client
     head, other = node_ids(cluster)
     victim = next(iter(cluster.worker_nodes))
-    with RayExecutor(small_mnist.train_images, small_mnist.train_labels, workers=2, ray_address=cluster.address,
-                     worker_cls=stalling_on(other)) as executor, ThreadPoolExecutor(1) as driver:
+    with (
+        RayExecutor(
+            small_mnist.train_images,
+            small_mnist.train_labels,
+            workers=2,
+            ray_address=cluster.address,
+            worker_cls=stalling_on(other),
+        ) as executor,
+        ThreadPoolExecutor(1) as driver,
+    ):
         assert sorted(executor.worker_nodes()) == sorted([head, other])
-        mailbox = Mailbox.options(name=MAILBOX, scheduling_strategy=NodeAffinitySchedulingStrategy(head, soft=False)
-                                  ).remote()
+        mailbox = Mailbox.options(
+            name=MAILBOX, scheduling_strategy=NodeAffinitySchedulingStrategy(head, soft=False)
+        ).remote()
         # Execute
         running = driver.submit(run, SMALL, executor, small_mnist)
         try:
@@ -230,7 +266,9 @@ def test_a_node_lost_mid_round_fails_its_client_and_the_next_round_runs_on_the_r
     expected = initial_state(SMALL.model, SMALL.seed)
     with SerialExecutor(small_mnist.train_images, small_mnist.train_labels, num_threads=1) as serial:
         for round_index, clients in ((1, [k for k in range(4) if k != stalled]), (2, range(4))):
-            tasks = [ClientTask(k, round_index, client_seed(SMALL.seed, round_index, k), parts[k], client_config)
-                     for k in clients]
+            tasks = [
+                ClientTask(k, round_index, client_seed(SMALL.seed, round_index, k), parts[k], client_config)
+                for k in clients
+            ]
             expected = fedavg(serial.run_round(tasks, expected))
     assert all((state[k] == expected[k]).all() for k in expected)

@@ -21,15 +21,17 @@ from fedavg.executors.serial import SerialExecutor
 from fedavg.partition import make_partition
 from fedavg.run import RunConfig, load_checkpoint, run
 
-SMALL = RunConfig(model="2nn", clients=8, frac=0.5, epochs=1, batch_size=10, lr=0.05, partition="iid", rounds=3,
-                  seed=11)
+SMALL = RunConfig(
+    model="2nn", clients=8, frac=0.5, epochs=1, batch_size=10, lr=0.05, partition="iid", rounds=3, seed=11
+)
 
 
 @pytest.fixture(scope="module")
 def process_executor(small_mnist):
     """One pool for the module: spawning workers (each importing torch) is the slow part."""
-    with ProcessExecutor(small_mnist.train_images, small_mnist.train_labels, workers=2,
-                         threads_per_worker=1) as executor:
+    with ProcessExecutor(
+        small_mnist.train_images, small_mnist.train_labels, workers=2, threads_per_worker=1
+    ) as executor:
         yield executor
 
 
@@ -203,8 +205,19 @@ def test_killed_worker_processes_never_crash_a_run(small_mnist):
     assert len(survivors) == 2
 
 
-BF16 = RunConfig(model="cnn", clients=8, frac=0.25, epochs=1, batch_size=10, lr=0.05, partition="iid", rounds=2,
-                 seed=4, precision="bf16", channels_last=True)
+BF16 = RunConfig(
+    model="cnn",
+    clients=8,
+    frac=0.25,
+    epochs=1,
+    batch_size=10,
+    lr=0.05,
+    partition="iid",
+    rounds=2,
+    seed=4,
+    precision="bf16",
+    channels_last=True,
+)
 
 
 def test_bf16_channels_last_serial_and_process_give_identical_weights(small_mnist, process_executor):
@@ -223,8 +236,10 @@ def test_bf16_trains_in_fp32_master_weights_and_learns_like_fp32(small_mnist):
         full, _ = run(fp32, executor, small_mnist)
     assert all(v.dtype == torch.float32 for v in low_state.values())
     assert low["final_state_sha256"] != full["final_state_sha256"]  # autocast really ran in bf16
-    assert low["final_acc"] > 0.6 and abs(low["final_acc"] - full["final_acc"]) < 0.05, (low["final_acc"],
-                                                                                          full["final_acc"])
+    assert low["final_acc"] > 0.6 and abs(low["final_acc"] - full["final_acc"]) < 0.05, (
+        low["final_acc"],
+        full["final_acc"],
+    )
     assert low["run_id"] != full["run_id"]
 
 
@@ -235,9 +250,15 @@ def test_a_checkpoint_from_before_the_precision_fields_still_resumes(small_mnist
         for key in ("precision", "channels_last"):
             del report["config"][key]
         torch.save({"state": state, "report": json.dumps(report)}, tmp_path / "checkpoint.pt")
-        resumed, _ = run(dataclasses.replace(SMALL, rounds=2), executor, small_mnist, checkpoint_dir=tmp_path,
-                         resume=True)
+        resumed, _ = run(
+            dataclasses.replace(SMALL, rounds=2), executor, small_mnist, checkpoint_dir=tmp_path, resume=True
+        )
         with pytest.raises(CheckpointError, match="another configuration"):
-            run(dataclasses.replace(SMALL, rounds=3, precision="bf16"), executor, small_mnist,
-                checkpoint_dir=tmp_path, resume=True)
+            run(
+                dataclasses.replace(SMALL, rounds=3, precision="bf16"),
+                executor,
+                small_mnist,
+                checkpoint_dir=tmp_path,
+                resume=True,
+            )
     assert resumed["resumed_after_round"] == 1 and len(resumed["rounds"]) == 2

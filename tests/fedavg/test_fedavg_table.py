@@ -15,8 +15,18 @@ from deployer.cli import cli
 from fedavg import bench
 from fedavg.executors.serial import SerialExecutor
 from fedavg.run import RunConfig, load_checkpoint, load_data, run
-from fedavg.table import (PAPER_TABLE1, PAPER_TABLE2_CNN, TableSpec, choose_lr, markdown, new_report, run_cell,
-                          run_table, table1_spec, table2_spec)
+from fedavg.table import (
+    PAPER_TABLE1,
+    PAPER_TABLE2_CNN,
+    TableSpec,
+    choose_lr,
+    markdown,
+    new_report,
+    run_cell,
+    run_table,
+    table1_spec,
+    table2_spec,
+)
 
 BASE = RunConfig(model="2nn", clients=10, seed=1, train_limit=600, test_limit=200)
 TINY = ["--clients", "10", "--train-limit", "600", "--test-limit", "200", "--executor", "serial", "--seed", "1"]
@@ -43,7 +53,10 @@ def test_paper_numbers_are_the_published_ones():
     assert bench.PAPER_ROUNDS_TO_99["shards"]["fedavg_e5_b10"] == PAPER_TABLE2_CNN[(5, 10)]["shards"]
     spec = table2_spec()
     assert [(r.key, r.epochs, r.batch_size, r.frac) for r in spec.rows] == [
-        ("fedsgd", 1, None, 0.1), ("e1-b10", 1, 10, 0.1), ("e5-b10", 5, 10, 0.1)]
+        ("fedsgd", 1, None, 0.1),
+        ("e1-b10", 1, 10, 0.1),
+        ("e5-b10", 5, 10, 0.1),
+    ]
     rows = {r.key: r for r in table1_spec("2nn").rows}
     assert rows["c0.1-b10"].paper == {"iid": 87, "shards": 664} and rows["c0.0-binf"].paper["shards"] == 4278
     assert rows["c0.5-binf"].paper == {"iid": None, "shards": None}
@@ -67,8 +80,17 @@ def test_the_best_probe_is_continued_from_its_own_first_rounds(tiny_mnist, tmp_p
     row = table1_spec("2nn", [0.5], [10]).rows[0]
     base = dataclasses.replace(BASE, mu=0.001, target=0.99, precision="bf16", channels_last=True)
     with serial(tiny_mnist) as executor:
-        cell = run_cell(base, row, "iid", lrs=(0.001, 0.1), probe_rounds=1, max_rounds=3, executor=executor,
-                        data=tiny_mnist, checkpoint_root=tmp_path)
+        cell = run_cell(
+            base,
+            row,
+            "iid",
+            lrs=(0.001, 0.1),
+            probe_rounds=1,
+            max_rounds=3,
+            executor=executor,
+            data=tiny_mnist,
+            checkpoint_root=tmp_path,
+        )
     probes = {p["lr"]: p for p in cell["probes"]}
     assert probes[0.1]["test_acc"] > probes[0.001]["test_acc"] and cell["chosen_lr"] == 0.1
     assert cell["accuracy"][0] == probes[0.1]["test_acc"]
@@ -90,9 +112,18 @@ def test_c_zero_trains_one_client_a_round(tiny_mnist):
 def test_a_table_reports_after_every_cell_and_a_reached_cell_gives_its_round(tiny_mnist, tmp_path):
     spec = TableSpec(1, "2nn", 0.2, table1_spec("2nn", [1.0], [10]).rows, "low-target table")
     partial = []
-    report = run_table(spec, dataclasses.replace(BASE, model="cnn"), ["iid", "shards"], lambda: serial(tiny_mnist),
-                       tiny_mnist, probe_rounds={"iid": 1, "shards": 2}, max_rounds=4, lrs=[0.1],
-                       checkpoint_root=tmp_path, on_cell=lambda r: partial.append(len(r["cells"])))
+    report = run_table(
+        spec,
+        dataclasses.replace(BASE, model="cnn"),
+        ["iid", "shards"],
+        lambda: serial(tiny_mnist),
+        tiny_mnist,
+        probe_rounds={"iid": 1, "shards": 2},
+        max_rounds=4,
+        lrs=[0.1],
+        checkpoint_root=tmp_path,
+        on_cell=lambda r: partial.append(len(r["cells"])),
+    )
     assert partial == [1, 2]
     iid = report["cells"][0]
     assert iid["config"]["model"] == "2nn" and iid["config"]["target"] == 0.2
@@ -115,9 +146,27 @@ def test_markdown_shows_the_paper_beside_cells_not_run_yet():
 
 def test_table_command_writes_its_files_and_a_second_run_continues_without_redoing_rounds(tmp_path, mnist_root):
     out = tmp_path / "out"
-    args = ["fedavg", "table", "2", *TINY, "--rows", "e1-b10", "--partitions", "iid", "--lrs", "0.02,0.1",
-            "--precision", "fp32", "--no-channels-last",
-            "--probe-rounds", "1", "--checkpoint-root", str(tmp_path / "ckpt"), "--out", str(out)]
+    args = [
+        "fedavg",
+        "table",
+        "2",
+        *TINY,
+        "--rows",
+        "e1-b10",
+        "--partitions",
+        "iid",
+        "--lrs",
+        "0.02,0.1",
+        "--precision",
+        "fp32",
+        "--no-channels-last",
+        "--probe-rounds",
+        "1",
+        "--checkpoint-root",
+        str(tmp_path / "ckpt"),
+        "--out",
+        str(out),
+    ]
     first = invoke(*args, "--max-rounds", "2")
     assert first.exit_code == 0, first.output
     report = json.loads((out / "table2.json").read_text())
@@ -148,14 +197,37 @@ def test_table_command_writes_its_files_and_a_second_run_continues_without_redoi
 
 def test_a_study_run_in_pieces_keeps_one_table_and_another_study_replaces_it(tmp_path, mnist_root):
     out = tmp_path / "out"
-    args = ["fedavg", "table", "2", *TINY, "--partitions", "iid", "--lrs", "0.1", "--precision", "fp32",
-            "--no-channels-last", "--probe-rounds", "1", "--checkpoint-root", str(tmp_path / "ckpt"), "--out", str(out)]
+    args = [
+        "fedavg",
+        "table",
+        "2",
+        *TINY,
+        "--partitions",
+        "iid",
+        "--lrs",
+        "0.1",
+        "--precision",
+        "fp32",
+        "--no-channels-last",
+        "--probe-rounds",
+        "1",
+        "--checkpoint-root",
+        str(tmp_path / "ckpt"),
+        "--out",
+        str(out),
+    ]
     assert invoke(*args, "--rows", "e1-b10", "--max-rounds", "2").exit_code == 0
-    assert invoke(*args, "--rows", "fedsgd", "--max-rounds", "3", "--partitions", "shards",
-                  "--probe-rounds", "shards=1").exit_code == 0
+    assert (
+        invoke(
+            *args, "--rows", "fedsgd", "--max-rounds", "3", "--partitions", "shards", "--probe-rounds", "shards=1"
+        ).exit_code
+        == 0
+    )
     report = json.loads((out / "table2.json").read_text())
     assert sorted((c["row"], c["partition"], c["rounds_done"]) for c in report["cells"]) == [
-        ("e1-b10", "iid", 2), ("fedsgd", "shards", 3)]
+        ("e1-b10", "iid", 2),
+        ("fedsgd", "shards", 3),
+    ]
     assert [r["key"] for r in report["rows"]] == ["fedsgd", "e1-b10"] and report["partitions"] == ["iid", "shards"]
     assert report["rounds_run_now"] == 3 and all(c["executor"]["name"] == "serial" for c in report["cells"])
     text = (out / "table2.md").read_text()
@@ -167,18 +239,21 @@ def test_a_study_run_in_pieces_keeps_one_table_and_another_study_replaces_it(tmp
     assert [(c["row"], c["config"]["seed"]) for c in other["cells"]] == [("e1-b10", 2)]
 
 
-@pytest.mark.parametrize("args, says", [
-    (["2", "--rows", "e7-b3"], "--rows"),
-    (["2", "--model", "2nn"], "table 2 is the CNN"),
-    (["1", "--rows", "0.1,1.5"], "--rows"),
-    (["1", "--batches", "inf,0"], "--batches"),
-    (["1", "--probe-rounds", "iid=x"], "--probe-rounds"),
-    (["1", "--probe-rounds", "iid=3", "--partitions", "iid,shards"], "--probe-rounds"),
-    (["1", "--partitions", "dirichlet"], "--partitions"),
-    (["2", "--lrs", "0.1,-1"], "--lrs"),
-    (["2", "--probe-rounds", "5", "--max-rounds", "3"], "--max-rounds"),
-    (["3"], "'3' is not one of"),
-])
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["2", "--rows", "e7-b3"], "--rows"),
+        (["2", "--model", "2nn"], "table 2 is the CNN"),
+        (["1", "--rows", "0.1,1.5"], "--rows"),
+        (["1", "--batches", "inf,0"], "--batches"),
+        (["1", "--probe-rounds", "iid=x"], "--probe-rounds"),
+        (["1", "--probe-rounds", "iid=3", "--partitions", "iid,shards"], "--probe-rounds"),
+        (["1", "--partitions", "dirichlet"], "--partitions"),
+        (["2", "--lrs", "0.1,-1"], "--lrs"),
+        (["2", "--probe-rounds", "5", "--max-rounds", "3"], "--max-rounds"),
+        (["3"], "'3' is not one of"),
+    ],
+)
 def test_table_user_mistakes_are_one_line_click_errors(args, says):
     result = CliRunner().invoke(cli, ["fedavg", "table", *args])
     assert result.exit_code == 2, result.output
@@ -186,8 +261,10 @@ def test_table_user_mistakes_are_one_line_click_errors(args, says):
 
 
 def test_table_help_does_not_import_torch():
-    code = ("import sys; from click.testing import CliRunner; from deployer.cli import cli; "
-            "r = CliRunner().invoke(cli, ['fedavg', 'table', '--help']); "
-            "print(r.exit_code, 'torch' in sys.modules, 'continues where it' in ' '.join(r.output.split()))")
+    code = (
+        "import sys; from click.testing import CliRunner; from deployer.cli import cli; "
+        "r = CliRunner().invoke(cli, ['fedavg', 'table', '--help']); "
+        "print(r.exit_code, 'torch' in sys.modules, 'continues where it' in ' '.join(r.output.split()))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["0", "False", "True"], out.stderr

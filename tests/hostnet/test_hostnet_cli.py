@@ -1,4 +1,5 @@
 """The click commands: user mistakes are one line and a non-zero exit."""
+
 import click
 import pytest
 from click.testing import CliRunner
@@ -14,8 +15,7 @@ def test_group_lists_its_subcommands():
 
 
 def test_unknown_backend_is_a_usage_error():
-    result = CliRunner().invoke(hostnet_group, ["bench", "--backends", "virtio-net,sriov",
-                                                "--json", "x.json"])
+    result = CliRunner().invoke(hostnet_group, ["bench", "--backends", "virtio-net,sriov", "--json", "x.json"])
     assert result.exit_code == 2
     assert "unknown sriov" in result.output and "Traceback" not in result.output
 
@@ -26,15 +26,15 @@ def test_bad_queue_list_is_a_usage_error():
 
 
 def test_missing_image_is_one_clear_line(tmp_path):
-    result = CliRunner().invoke(hostnet_group, ["migrate", "--json", str(tmp_path / "m.json"),
-                                                "--image", str(tmp_path / "nope")])
+    result = CliRunner().invoke(
+        hostnet_group, ["migrate", "--json", str(tmp_path / "m.json"), "--image", str(tmp_path / "nope")]
+    )
     assert result.exit_code == 1
     assert result.output.startswith("Error: guest image") and "Traceback" not in result.output
 
 
 def test_bad_pmd_mask_is_a_usage_error():
-    result = CliRunner().invoke(hostnet_group, ["migrate", "--json", "m.json",
-                                                "--pmd-cpu-mask", "core1"])
+    result = CliRunner().invoke(hostnet_group, ["migrate", "--json", "m.json", "--pmd-cpu-mask", "core1"])
     assert result.exit_code == 2 and "--pmd-cpu-mask" in result.output
 
 
@@ -44,9 +44,19 @@ def test_bench_command_is_named_for_deployer_bench():
     assert result.exit_code == 2 and "--json" in result.output
 
 
-@pytest.mark.parametrize("text,size", [("6M", 6291456), ("6MiB", 6291456), ("16m", 16 << 20),
-                                       ("1048576", 1048576), ("512K", 524288), ("0", None),
-                                       ("default", None), ("kernel", None)])
+@pytest.mark.parametrize(
+    "text,size",
+    [
+        ("6M", 6291456),
+        ("6MiB", 6291456),
+        ("16m", 16 << 20),
+        ("1048576", 1048576),
+        ("512K", 524288),
+        ("0", None),
+        ("default", None),
+        ("kernel", None),
+    ],
+)
 def test_tcp_buffer_max_takes_bytes_or_a_size(text, size):
     assert parse_buffer_size(text) == size
 
@@ -64,10 +74,19 @@ def test_tcp_buffer_max_is_a_usage_error_on_every_guest_command():
 
 
 def test_tcp_buffer_max_reaches_the_guest_tuning():
-    kw = {"pmd_cpu_mask": "0x2", "tso": True, "tx_flush_interval": 0, "pmd_max_sleep": 200,
-          "rxq_affinity": True, "cpu_model": "qemu64", "rx_queue_size": 1024,
-          "tx_queue_size": 1024, "mrg_rxbuf": None, "pin_vcpus": False,
-          "tcp_buffer_max": 6 << 20}
+    kw = {
+        "pmd_cpu_mask": "0x2",
+        "tso": True,
+        "tx_flush_interval": 0,
+        "pmd_max_sleep": 200,
+        "rxq_affinity": True,
+        "cpu_model": "qemu64",
+        "rx_queue_size": 1024,
+        "tx_queue_size": 1024,
+        "mrg_rxbuf": None,
+        "pin_vcpus": False,
+        "tcp_buffer_max": 6 << 20,
+    }
     _, guest = _tuned(kw)
     assert guest.tcp_buffer_max == 6 << 20 and kw == {}
 

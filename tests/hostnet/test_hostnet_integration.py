@@ -3,6 +3,7 @@
 Each test checks afterwards that it left nothing behind: no QEMU or OVS process,
 no hn-* namespace, no hugetlbfs mount, nr_hugepages as it was.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,13 +13,13 @@ import pytest
 from hostnet.bench import parse_ping, wait_iperf_listening
 from hostnet.errors import MigrationError, VMError
 from hostnet.guestnet import tcp_buffers
+from hostnet.host import missing_components
 from hostnet.hugepages import NR_HUGEPAGES
 from hostnet.image import GuestImage
 from hostnet.iperf import client_command, parse_iperf_json
 from hostnet.lab import BEYOND_IP, BEYOND_IPERF_PORT, Lab, LabSettings
 from hostnet.migrate import live_migrate, run_migration
 from hostnet.netns import list_hostnet_namespaces
-from hostnet.host import missing_components
 from hostnet.vm import VM, GuestTuning, VMConfig
 
 pytestmark = [pytest.mark.hostnet, pytest.mark.timeout(300)]
@@ -27,8 +28,7 @@ pytestmark = [pytest.mark.hostnet, pytest.mark.timeout(300)]
 def require(backend: str) -> None:
     missing = missing_components(backend)
     if missing:
-        pytest.skip(f"{backend} needs: " + ", ".join(missing) +
-                    " (run scripts/install-hostnet-deps.sh as root)")
+        pytest.skip(f"{backend} needs: " + ", ".join(missing) + " (run scripts/install-hostnet-deps.sh as root)")
 
 
 def _our_processes(run_root: Path) -> list[str]:
@@ -45,8 +45,9 @@ def _our_processes(run_root: Path) -> list[str]:
 
 
 def _hugetlb_mounts(run_root: Path) -> list[str]:
-    return [line for line in Path("/proc/mounts").read_text().splitlines()
-            if "hugetlbfs" in line and str(run_root) in line]
+    return [
+        line for line in Path("/proc/mounts").read_text().splitlines() if "hugetlbfs" in line and str(run_root) in line
+    ]
 
 
 @pytest.fixture()
@@ -81,23 +82,21 @@ def test_guest_reaches_the_network_beyond_through_nat(guest_image, accel, nothin
             guest.start().vm.wait_ready()
             ping = parse_ping(guest.vm.run(f"ping -c 3 {BEYOND_IP}", timeout_s=60))
             assert ping["received"] >= 1
-            result = parse_iperf_json(guest.vm.run(
-                client_command(BEYOND_IP, seconds=1, port=BEYOND_IPERF_PORT), timeout_s=90))
+            result = parse_iperf_json(
+                guest.vm.run(client_command(BEYOND_IP, seconds=1, port=BEYOND_IPERF_PORT), timeout_s=90)
+            )
             assert result.bits_per_second > 0
             # The beyond namespace has no route to the guests: only NAT makes this work.
             routes = lab.wan.ip("route").stdout
             assert "10.66.0" not in routes
 
 
-@pytest.mark.parametrize("backend,queues,tcp_buffer_max", [("virtio-net", 1, None),
-                                                           ("vhost-user", 2, 6 << 20)])
-def test_two_guests_ping_and_iperf(guest_image, accel, nothing_left, backend, queues,
-                                   tcp_buffer_max):
+@pytest.mark.parametrize("backend,queues,tcp_buffer_max", [("virtio-net", 1, None), ("vhost-user", 2, 6 << 20)])
+def test_two_guests_ping_and_iperf(guest_image, accel, nothing_left, backend, queues, tcp_buffer_max):
     require(backend)
     guest = GuestTuning(tcp_buffer_max=tcp_buffer_max)
     with Lab(_settings(backend, guest_image, accel, guest=guest), nothing_left) as lab:
-        with lab.guest("srv", 0, queues=queues) as server, \
-                lab.guest("cli", 1, queues=queues) as client:
+        with lab.guest("srv", 0, queues=queues) as server, lab.guest("cli", 1, queues=queues) as client:
             server.start()
             client.start()
             server.vm.wait_ready()
@@ -113,17 +112,14 @@ def test_two_guests_ping_and_iperf(guest_image, accel, nothing_left, backend, qu
             assert buffers["tcp_rmem"][:2] == [4096, 131072]  # min and default kept
             assert client.vm.run("ethtool -l eth0 | tail -n 1").split()[-1] == str(queues)
             wait_iperf_listening(server.vm)
-            tcp = parse_iperf_json(client.vm.run(
-                client_command(server.ip, seconds=2, streams=queues), timeout_s=120))
+            tcp = parse_iperf_json(client.vm.run(client_command(server.ip, seconds=2, streams=queues), timeout_s=120))
             assert tcp.protocol == "TCP" and tcp.streams == queues
             assert tcp.bits_per_second > 0  # data crossed the link; speed is for `hostnet bench`
 
 
-def test_live_migration_over_vhost_user_keeps_the_guest_answering(guest_image, accel,
-                                                                  nothing_left):
+def test_live_migration_over_vhost_user_keeps_the_guest_answering(guest_image, accel, nothing_left):
     require("vhost-user")
-    report = run_migration(guest_image, "vhost-user", accel, run_root=nothing_left,
-                           load_seconds=6)
+    report = run_migration(guest_image, "vhost-user", accel, run_root=nothing_left, load_seconds=6)
     assert report["qemu"]["status"] == "completed"
     assert report["load"]["intervals"] > 0 and report["load"]["mbps_after"] > 0
     assert report["qemu"]["downtime_ms"] is not None
@@ -142,11 +138,9 @@ def test_failed_migration_leaves_the_source_running(guest_image, accel, nothing_
             assert "alive" in src.vm.run("echo alive")
 
 
-def test_postcopy_migration_over_vhost_user_completes_with_ovs_postcopy_support(
-        guest_image, accel, nothing_left):
+def test_postcopy_migration_over_vhost_user_completes_with_ovs_postcopy_support(guest_image, accel, nothing_left):
     require("vhost-user")
-    report = run_migration(guest_image, "vhost-user", accel, run_root=nothing_left,
-                           postcopy=True, load_seconds=0)
+    report = run_migration(guest_image, "vhost-user", accel, run_root=nothing_left, postcopy=True, load_seconds=0)
     assert report["qemu"]["status"] == "completed" and report["qemu"]["postcopy"] is True
     assert report["conditions"]["ovs"]["vhost_postcopy_support"] is True
     assert report["destination"] == {"status": "running", "answered": True}

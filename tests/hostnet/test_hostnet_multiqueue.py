@@ -1,4 +1,5 @@
 """Multiqueue configuration for a bigger host: one PMD and one rx queue per queue, vCPUs = queues."""
+
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,10 @@ IMAGE = GuestImage(kernel=Path("/img/vmlinuz"), initrd=Path("/img/initrd.img"))
 
 
 def _argv(nic: NicSpec, accel: str, vcpus: int) -> list[str]:
-    return VM(VMConfig(name="g0", image=IMAGE, accel=accel, vcpus=vcpus, nics=[nic],
-                       hugepage_dir=Path("/h")), Path("/run/hn/x"))._argv()
+    return VM(
+        VMConfig(name="g0", image=IMAGE, accel=accel, vcpus=vcpus, nics=[nic], hugepage_dir=Path("/h")),
+        Path("/run/hn/x"),
+    )._argv()
 
 
 def _after(argv, flag):
@@ -27,8 +30,7 @@ def test_vhost_user_queues_on_a_host_with_cores_to_spare(queues):
     settings = OvsSettings(pmd_cpu_mask=pmd_mask_for(queues, cores))
     assert settings.pmd_cores() == list(range(1, queues + 1))
     assert dpdk_other_config(settings, Path("/h"), "p")["pmd-cpu-mask"] == hex(settings.pmd_cpu_mask)
-    port = vhost_user_port_args("br", "vhu-g0", Path("/s"), queues,
-                                settings.rxq_affinity_for(queues))
+    port = vhost_user_port_args("br", "vhu-g0", Path("/s"), queues, settings.rxq_affinity_for(queues))
     assert f"options:n_rxq={queues}" in port
     pinned = [f"{q}:{q + 1}" for q in range(queues)]
     assert f'other_config:pmd-rxq-affinity="{",".join(pinned)}"' in port

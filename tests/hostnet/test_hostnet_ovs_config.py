@@ -1,16 +1,17 @@
 """OVS-DPDK configuration: what goes into the private database."""
+
 from pathlib import Path
 
 import pytest
 
 from hostnet.errors import OvsError
-from hostnet.ovs import (OvsSettings, add_bridge_args, dpdk_other_config, other_config_args,
-                         vhost_user_port_args)
+from hostnet.ovs import OvsSettings, add_bridge_args, dpdk_other_config, other_config_args, vhost_user_port_args
 
 
 def test_dpdk_config_never_probes_pci_and_keeps_to_its_own_hugepages():
-    config = dpdk_other_config(OvsSettings(socket_mem_mb=512, pmd_cpu_mask=0x2, tso=True),
-                               Path("/run/hn/a/huge"), "hostnet-a")
+    config = dpdk_other_config(
+        OvsSettings(socket_mem_mb=512, pmd_cpu_mask=0x2, tso=True), Path("/run/hn/a/huge"), "hostnet-a"
+    )
     assert config["dpdk-init"] == "true"
     assert config["dpdk-socket-mem"] == "512"
     extra = config["dpdk-extra"].split()
@@ -32,8 +33,7 @@ def test_other_config_values_are_quoted_for_ovs_vsctl():
 
 
 def test_bridge_uses_the_userspace_datapath():
-    assert add_bridge_args("br-lab") == ["add-br", "br-lab", "--", "set", "Bridge", "br-lab",
-                                         "datapath_type=netdev"]
+    assert add_bridge_args("br-lab") == ["add-br", "br-lab", "--", "set", "Bridge", "br-lab", "datapath_type=netdev"]
 
 
 def test_vhost_user_port_is_a_client_of_qemus_socket_with_rx_queues():

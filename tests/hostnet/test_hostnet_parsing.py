@@ -1,4 +1,5 @@
 """Parsing iperf3 and ping output, accelerator detection, probe summaries."""
+
 import json
 import shutil
 import subprocess
@@ -22,9 +23,14 @@ round-trip min/avg/max = 2.160/11.987/21.815 ms
 
 
 def test_busybox_ping_summary():
-    assert parse_ping(BUSYBOX_PING) == {"sent": 3, "received": 2, "loss_percent": 33.3,
-                                        "rtt_min_ms": 2.16, "rtt_avg_ms": 11.987,
-                                        "rtt_max_ms": 21.815}
+    assert parse_ping(BUSYBOX_PING) == {
+        "sent": 3,
+        "received": 2,
+        "loss_percent": 33.3,
+        "rtt_min_ms": 2.16,
+        "rtt_avg_ms": 11.987,
+        "rtt_max_ms": 21.815,
+    }
 
 
 def test_ping_without_summary_raises():
@@ -45,8 +51,10 @@ def test_iperf_json_with_console_noise_around_it_and_missing_summary():
 
 
 def test_client_command_rejects_nonsense():
-    assert client_command("10.0.0.1", seconds=2, streams=2, udp=True, udp_bitrate="500M") == \
-        "iperf3 -c 10.0.0.1 -p 5201 -t 2 -i 0.5 -P 2 -J -u -b 500M"
+    assert (
+        client_command("10.0.0.1", seconds=2, streams=2, udp=True, udp_bitrate="500M")
+        == "iperf3 -c 10.0.0.1 -p 5201 -t 2 -i 0.5 -P 2 -J -u -b 500M"
+    )
     with pytest.raises(IperfError):
         client_command("10.0.0.1", seconds=0)
 

@@ -4,8 +4,8 @@ The samples in data/ are iperf3 3.12 -J output captured from the client guest
 (Debian 6.1 kernel, TCG, tap + bridge, 256 MB guests): one stream for 8 s at
 1 s intervals, and two streams for 4 s at 0.5 s intervals.
 """
+
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,11 +24,20 @@ def _sample(name: str) -> str:
 
 def _window(**fields) -> TcpWindow:
     """2.4 Gbit/s at 2.8 ms: 840 KB in flight, against a cwnd of 830 KB."""
-    base = dict(bits_per_second=2.4e9, rtt_mean_ms=2.8, rtt_min_ms=1.9, rtt_max_ms=4.0,
-                cwnd_mean_bytes=830_000.0, cwnd_max_bytes=900_000,
-                snd_wnd_mean_bytes=1_500_000.0, snd_wnd_max_bytes=1_500_000,
-                window_mean_bytes=830_000.0, limiting_window=CWND,
-                in_flight_bytes=2.4e9 * 2.8e-3 / 8, samples=16)
+    base = dict(
+        bits_per_second=2.4e9,
+        rtt_mean_ms=2.8,
+        rtt_min_ms=1.9,
+        rtt_max_ms=4.0,
+        cwnd_mean_bytes=830_000.0,
+        cwnd_max_bytes=900_000,
+        snd_wnd_mean_bytes=1_500_000.0,
+        snd_wnd_max_bytes=1_500_000,
+        window_mean_bytes=830_000.0,
+        limiting_window=CWND,
+        in_flight_bytes=2.4e9 * 2.8e-3 / 8,
+        samples=16,
+    )
     return TcpWindow(**{**base, **fields})
 
 
@@ -64,15 +73,15 @@ def test_two_streams_add_windows_and_bytes_in_flight_and_weight_the_rtt_by_throu
 
 
 def _report(intervals, sender):
-    return {"intervals": [{"streams": [s]} for s in intervals],
-            "end": {"streams": [{"sender": sender, "receiver": {"bits_per_second": 8e8}}]}}
+    return {
+        "intervals": [{"streams": [s]} for s in intervals],
+        "end": {"streams": [{"sender": sender, "receiver": {"bits_per_second": 8e8}}]},
+    }
 
 
 def test_a_kernel_without_snd_wnd_leaves_the_cwnd_as_the_window():
-    intervals = [{"socket": 5, "snd_cwnd": c, "rtt": 2000, "omitted": False}
-                 for c in (100_000, 300_000)]
-    sender = {"socket": 5, "mean_rtt": 2000, "min_rtt": 2000, "max_rtt": 2000,
-              "max_snd_cwnd": 300_000}
+    intervals = [{"socket": 5, "snd_cwnd": c, "rtt": 2000, "omitted": False} for c in (100_000, 300_000)]
+    sender = {"socket": 5, "mean_rtt": 2000, "min_rtt": 2000, "max_rtt": 2000, "max_snd_cwnd": 300_000}
     streams, total = parse_windows(_report(intervals, sender))
     assert total.snd_wnd_mean_bytes is None and total.snd_wnd_max_bytes is None
     assert total.window_mean_bytes == 200_000 and total.limiting_window == CWND
@@ -82,23 +91,23 @@ def test_a_kernel_without_snd_wnd_leaves_the_cwnd_as_the_window():
 def test_a_receiving_client_or_omitted_intervals_give_no_window():
     receiving = _report([{"socket": 5, "rtt": 0, "omitted": False}], {"socket": 5})
     assert parse_windows(receiving) == ([], None)
-    omitted = _report([{"socket": 5, "snd_cwnd": 9, "omitted": True}],
-                      {"socket": 5, "mean_rtt": 2000})
+    omitted = _report([{"socket": 5, "snd_cwnd": 9, "omitted": True}], {"socket": 5, "mean_rtt": 2000})
     assert parse_windows(omitted) == ([], None)
 
 
 def test_bytes_in_flight_filling_the_cwnd_are_window_limited_by_the_cwnd():
     verdict = window_verdict(_window())
     assert verdict.kind == "window-limited"
-    assert verdict.line == ("window-limited: 840 KB in flight ~ window 830 KB (101%), set by the "
-                            "cwnd, per 2.8 ms RTT (cwnd 830 KB, receiver window 1500 KB)")
+    assert verdict.line == (
+        "window-limited: 840 KB in flight ~ window 830 KB (101%), set by the "
+        "cwnd, per 2.8 ms RTT (cwnd 830 KB, receiver window 1500 KB)"
+    )
     with_ping = window_verdict(_window(), idle_rtt_ms=1.37)
     assert "per 2.8 ms RTT vs 1.4 ms idle ping (cwnd 830 KB" in with_ping.line
 
 
 def test_the_smaller_receiver_window_is_named_when_it_limits():
-    window = _window(snd_wnd_mean_bytes=700_000.0, window_mean_bytes=700_000.0,
-                     limiting_window=RECEIVER_WINDOW)
+    window = _window(snd_wnd_mean_bytes=700_000.0, window_mean_bytes=700_000.0, limiting_window=RECEIVER_WINDOW)
     verdict = window_verdict(window)
     assert verdict.kind == "window-limited" and "set by the receiver window" in verdict.line
     assert "(120%)" in verdict.line
@@ -109,15 +118,21 @@ def test_a_window_far_larger_than_what_is_in_flight_is_sender_limited():
     assert verdict.kind == "sender-limited"
     line = verdict.line
     assert line.startswith("sender-limited: 300 KB in flight, short of the window 830 KB (36%)")
-    assert line.endswith("the sender does not fill its window (its application, CPU or send "
-                         "buffer); its iperf3 used 54% of its vCPU")
+    assert line.endswith(
+        "the sender does not fill its window (its application, CPU or send buffer); its iperf3 used 54% of its vCPU"
+    )
 
 
 def test_the_match_is_within_a_quarter_of_the_window_either_side():
     def kind(fill):
         return window_verdict(_window(in_flight_bytes=fill * 830_000)).kind
+
     assert [kind(f) for f in (0.74, 0.76, 1.24, 1.3)] == [
-        "sender-limited", "window-limited", "window-limited", "unexplained"]
+        "sender-limited",
+        "window-limited",
+        "window-limited",
+        "unexplained",
+    ]
 
 
 def _cpu(*threads, cpu_limit=None, disturbed=None):
@@ -126,8 +141,11 @@ def _cpu(*threads, cpu_limit=None, disturbed=None):
     return {"threads": rows, "cpu_limit": cpu_limit, "disturbed": disturbed, "bound": bound}
 
 
-IDLE_THREADS = (("qemu cli", "CPU 0/TCG", "vcpu", 61.0), ("qemu srv", "CPU 0/TCG", "vcpu", 54.3),
-                ("ovs-vswitchd", "pmd-c01/id:8", "pmd", 99.0))
+IDLE_THREADS = (
+    ("qemu cli", "CPU 0/TCG", "vcpu", 61.0),
+    ("qemu srv", "CPU 0/TCG", "vcpu", 54.3),
+    ("ovs-vswitchd", "pmd-c01/id:8", "pmd", 99.0),
+)
 
 
 def test_with_cpu_to_spare_the_window_is_the_bound_and_the_busiest_thread_is_named():
@@ -135,18 +153,17 @@ def test_with_cpu_to_spare_the_window_is_the_bound_and_the_busiest_thread_is_nam
     line = bound_line(_cpu(*IDLE_THREADS), None, window=window)
     assert line.startswith("window-limited: 840 KB in flight ~ window 830 KB")
     assert line.endswith("; no thread at a full core (busiest: qemu cli CPU 0/TCG 61%)")
-    disturbed = bound_line(_cpu(*IDLE_THREADS, disturbed="disturbed: others used 40%"), None,
-                           window=window)
+    disturbed = bound_line(_cpu(*IDLE_THREADS, disturbed="disturbed: others used 40%"), None, window=window)
     assert disturbed.endswith("(busiest: qemu cli CPU 0/TCG 61%); disturbed: others used 40%")
 
 
 def test_a_thread_at_a_full_core_or_starved_guests_still_win_over_the_window():
     window = window_verdict(_window())
-    hot = _cpu(("qemu cli", "CPU 0/TCG", "vcpu", 99.0),
-               cpu_limit="thread at a full core: qemu cli CPU 0/TCG (99%)")
+    hot = _cpu(("qemu cli", "CPU 0/TCG", "vcpu", 99.0), cpu_limit="thread at a full core: qemu cli CPU 0/TCG (99%)")
     assert bound_line(hot, None, window=window) == (
         "thread at a full core: qemu cli CPU 0/TCG (99%); TCP: 840 KB in flight, "
-        "window 830 KB (101%) set by the cwnd, per 2.8 ms RTT")
+        "window 830 KB (101%) set by the cwnd, per 2.8 ms RTT"
+    )
     starved = _cpu(*IDLE_THREADS, cpu_limit="CPU-starved: guest threads use 180%")
     assert bound_line(starved, None, window=window).startswith("CPU-starved")
 
@@ -169,13 +186,22 @@ def test_guest_tcp_buffers_are_read_from_proc():
 
     class Guest:
         def run(self, command, check=True):
-            return {"tcp_rmem": "4096\t131072\t1512000\n", "tcp_wmem": "4096 16384 1512000",
-                    "tcp_adv_win_scale": "1", "rmem_max": "212992",
-                    "wmem_max": "212992"}.get(command.rsplit("/", 1)[-1], "")
+            return {
+                "tcp_rmem": "4096\t131072\t1512000\n",
+                "tcp_wmem": "4096 16384 1512000",
+                "tcp_adv_win_scale": "1",
+                "rmem_max": "212992",
+                "wmem_max": "212992",
+            }.get(command.rsplit("/", 1)[-1], "")
 
     buffers = tcp_buffers(Guest())
-    assert buffers == {"tcp_rmem": [4096, 131072, 1512000], "tcp_wmem": [4096, 16384, 1512000],
-                       "tcp_adv_win_scale": [1], "rmem_max": [212992], "wmem_max": [212992]}
+    assert buffers == {
+        "tcp_rmem": [4096, 131072, 1512000],
+        "tcp_wmem": [4096, 16384, 1512000],
+        "tcp_adv_win_scale": [1],
+        "rmem_max": [212992],
+        "wmem_max": [212992],
+    }
     assert buffer_max_in_effect(buffers) == 1512000
     assert buffer_max_in_effect({**buffers, "tcp_wmem": [4096, 16384, 6291456]}) is None
     assert buffer_max_in_effect({"tcp_rmem": None, "tcp_wmem": None}) is None

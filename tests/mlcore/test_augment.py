@@ -91,11 +91,24 @@ def test_bad_input_and_settings_are_refused(batch):
 
 
 def test_training_with_augmentation_repeats_with_a_seed_and_records_it(mnist_root):
-    runs = [train_lenet5(epochs=1, batch_size=50, lr=0.05, seed=7, threads=1, train_limit=300, test_limit=100,
-                         root=mnist_root, augment=AugmentConfig()) for _ in range(2)]
+    runs = [
+        train_lenet5(
+            epochs=1,
+            batch_size=50,
+            lr=0.05,
+            seed=7,
+            threads=1,
+            train_limit=300,
+            test_limit=100,
+            root=mnist_root,
+            augment=AugmentConfig(),
+        )
+        for _ in range(2)
+    ]
     assert all(torch.equal(runs[0].state[k], runs[1].state[k]) for k in runs[0].state)
     assert runs[0].metrics()["config"]["augment"]["rotate_deg"] == AugmentConfig().rotate_deg
-    plain = train_lenet5(epochs=1, batch_size=50, lr=0.05, seed=7, threads=1, train_limit=300, test_limit=100,
-                         root=mnist_root)
+    plain = train_lenet5(
+        epochs=1, batch_size=50, lr=0.05, seed=7, threads=1, train_limit=300, test_limit=100, root=mnist_root
+    )
     assert plain.metrics()["config"]["augment"] is None
     assert not torch.equal(plain.state["features.0.weight"], runs[0].state["features.0.weight"])

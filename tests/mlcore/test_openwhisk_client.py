@@ -15,8 +15,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from mlcore.errors import (ActivationFailedError, AuthError, ConflictError, MLCoreError, NotFoundError, OpenWhiskError,
-                           UnreachableError)
+from mlcore.errors import (
+    ActivationFailedError,
+    AuthError,
+    ConflictError,
+    MLCoreError,
+    NotFoundError,
+    OpenWhiskError,
+    UnreachableError,
+)
 from mlcore.openwhisk import OpenWhiskClient, RetryPolicy, record_memory_mb, sibling_action, split_name
 
 FAST = RetryPolicy.default(attempts=3, backoff_s=0.01)

@@ -104,11 +104,14 @@ def test_light_ink_on_transparent_background_is_also_seen():
     assert out.max() > 200 and out[0].max() == 0
 
 
-@pytest.mark.parametrize("data, expected", [
-    (b"", "empty"),
-    (b"hello, I am not a picture", "not an image"),
-    (b"GIF89a" + b"\x00" * 3, "not an image"),
-])
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        (b"", "empty"),
+        (b"hello, I am not a picture", "not an image"),
+        (b"GIF89a" + b"\x00" * 3, "not an image"),
+    ],
+)
 def test_not_an_image(data, expected):
     with pytest.raises(PreprocessError, match=expected):
         preprocess_bytes(data)
@@ -195,8 +198,11 @@ def test_memory_is_bounded_by_pixels_times_channels_before_decoding():
     data = rgba_bomb(4096)
     assert len(data) < 200_000
     # Execute / Assert: refused from the header, naming the size and the limit, not as a truncated file
-    with pytest.raises(PreprocessError, match=r"4096x4096 RGBA = 67108864 samples \(pixels x 4 channels\), "
-                                              r"more than the limit of 16777216"):
+    with pytest.raises(
+        PreprocessError,
+        match=r"4096x4096 RGBA = 67108864 samples \(pixels x 4 channels\), "
+        r"more than the limit of 16777216",
+    ):
         preprocess_bytes(data[:2000])
     with pytest.raises(PreprocessError, match="more than the limit of 16777216"):
         preprocess_bytes(data)

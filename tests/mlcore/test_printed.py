@@ -8,8 +8,15 @@ import torch
 
 from mlcore.model import LeNet5
 from mlcore.preprocess import preprocess_bytes
-from mlcore.printed import (ANGLES_DEG, SIZES_PX, FontsMissingError, PrintedScore, available_fonts, render_digit,
-                            score_printed)
+from mlcore.printed import (
+    ANGLES_DEG,
+    SIZES_PX,
+    FontsMissingError,
+    PrintedScore,
+    available_fonts,
+    render_digit,
+    score_printed,
+)
 
 VARIANTS = len(SIZES_PX) * len(ANGLES_DEG)
 

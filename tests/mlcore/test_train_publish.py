@@ -19,8 +19,9 @@ def tiny_run(mnist_root):
     """One epoch on 3,000 real training images, tested on 500: seconds on 2 cores."""
     before = torch.get_num_threads()
     try:
-        return train_lenet5(epochs=1, batch_size=32, lr=0.05, seed=1, threads=2, train_limit=3000,
-                            test_limit=500, root=mnist_root)
+        return train_lenet5(
+            epochs=1, batch_size=32, lr=0.05, seed=1, threads=2, train_limit=3000, test_limit=500, root=mnist_root
+        )
     finally:
         torch.set_num_threads(before)
 
@@ -33,8 +34,12 @@ def test_training_learns_from_a_small_slice(tiny_run):
 
 
 def test_training_is_reproducible_with_a_seed(mnist_root):
-    runs = [train_lenet5(epochs=1, batch_size=50, lr=0.05, seed=7, threads=1, train_limit=300, test_limit=100,
-                         root=mnist_root) for _ in range(2)]
+    runs = [
+        train_lenet5(
+            epochs=1, batch_size=50, lr=0.05, seed=7, threads=1, train_limit=300, test_limit=100, root=mnist_root
+        )
+        for _ in range(2)
+    ]
     assert all(torch.equal(runs[0].state[k], runs[1].state[k]) for k in runs[0].state)
     assert runs[0].accuracy == runs[1].accuracy
 
@@ -47,11 +52,14 @@ def test_evaluate_counts_correct_answers(mnist_root, constant_model):
     assert result["accuracy"] == pytest.approx((labels == 3).float().mean().item())
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"epochs": 0}, "epochs must be >= 1"),
-    ({"batch_size": 0}, "batch size must be >= 1"),
-    ({"lr": 0}, "learning rate must be > 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"epochs": 0}, "epochs must be >= 1"),
+        ({"batch_size": 0}, "batch size must be >= 1"),
+        ({"lr": 0}, "learning rate must be > 0"),
+    ],
+)
 def test_bad_settings_are_refused(kwargs, message, mnist_root):
     with pytest.raises(MLCoreError, match=message):
         train_lenet5(**{"epochs": 1, "train_limit": 10, "root": mnist_root, **kwargs})

@@ -14,10 +14,12 @@ from deployer.local.container import Container
 from deployer.local.proctree import wait_gone
 from runtimes import contract
 
-ENV_AT_IMPORT = ("import os\n"
-                 "AT_IMPORT = dict(os.environ)\n"
-                 "def main(a):\n"
-                 "    return {'import': AT_IMPORT, 'run': dict(os.environ), 'pid': os.getpid()}\n")
+ENV_AT_IMPORT = (
+    "import os\n"
+    "AT_IMPORT = dict(os.environ)\n"
+    "def main(a):\n"
+    "    return {'import': AT_IMPORT, 'run': dict(os.environ), 'pid': os.getpid()}\n"
+)
 
 
 def _zip(files: dict[str, str]) -> str:
@@ -62,25 +64,31 @@ def test_platform_modules_are_refused_unless_the_action_ships_them():
         assert "No module named 'mlcore'" in body["error"] and "docker:" in body["error"]
         assert any("ModuleNotFoundError" in line for line in logs)
     with _container(ACTION_DENY_MODULES="mlcore,torch") as c:
-        code = _zip({"__main__.py": "import mlcore\ndef main(a):\n    return {'v': mlcore.VERSION}\n",
-                     "mlcore/__init__.py": "VERSION = 'bundled'\n"})
+        code = _zip(
+            {
+                "__main__.py": "import mlcore\ndef main(a):\n    return {'v': mlcore.VERSION}\n",
+                "mlcore/__init__.py": "VERSION = 'bundled'\n",
+            }
+        )
         assert c.init({"name": "d", "code": code, "binary": True}, 30)[0] == 200
         assert c.run({"value": {}}, 30) == (200, {"v": "bundled"})
 
 
-DAEMONS = ("import os, subprocess, sys\n"
-           "LOOP = 'import time\\nwhile True: time.sleep(1)'\n"
-           "def main(a):\n"
-           "    own = subprocess.Popen([sys.executable, '-c', LOOP], start_new_session=True)\n"
-           "    r, w = os.pipe()\n"
-           "    if os.fork() == 0:\n"
-           "        os.setsid()\n"
-           "        if os.fork() == 0:\n"
-           "            os.write(w, str(os.getpid()).encode())\n"
-           "            os.execv(sys.executable, [sys.executable, '-c', LOOP])\n"
-           "        os._exit(0)\n"
-           "    daemon = int(os.read(r, 32))\n"
-           "    return {'pids': [own.pid, daemon, os.getpid()]}\n")
+DAEMONS = (
+    "import os, subprocess, sys\n"
+    "LOOP = 'import time\\nwhile True: time.sleep(1)'\n"
+    "def main(a):\n"
+    "    own = subprocess.Popen([sys.executable, '-c', LOOP], start_new_session=True)\n"
+    "    r, w = os.pipe()\n"
+    "    if os.fork() == 0:\n"
+    "        os.setsid()\n"
+    "        if os.fork() == 0:\n"
+    "            os.write(w, str(os.getpid()).encode())\n"
+    "            os.execv(sys.executable, [sys.executable, '-c', LOOP])\n"
+    "        os._exit(0)\n"
+    "    daemon = int(os.read(r, 32))\n"
+    "    return {'pids': [own.pid, daemon, os.getpid()]}\n"
+)
 
 
 def test_a_killed_container_takes_setsid_children_and_daemons_with_it():
@@ -104,12 +112,18 @@ def test_launcher_speaks_the_official_protocol_on_stdin_and_fd3(tmp_path):
 
     from runtimes import runner
 
-    (tmp_path / "main__.py").write_text("import os\ndef hi(a):\n    return {'x': a['x'], 'aid': "
-                                        "os.environ['__OW_ACTIVATION_ID']}\n")
+    (tmp_path / "main__.py").write_text(
+        "import os\ndef hi(a):\n    return {'x': a['x'], 'aid': os.environ['__OW_ACTIVATION_ID']}\n"
+    )
     r, w = os.pipe()
-    proc = subprocess.Popen([sys.executable, str(runner.LAUNCHER), "hi"], cwd=tmp_path, stdin=subprocess.PIPE,
-                            env={"__OW_WAIT_FOR_ACK": "1"}, pass_fds=(3,),
-                            preexec_fn=lambda: os.dup2(w, 3))
+    proc = subprocess.Popen(
+        [sys.executable, str(runner.LAUNCHER), "hi"],
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,
+        env={"__OW_WAIT_FOR_ACK": "1"},
+        pass_fds=(3,),
+        preexec_fn=lambda: os.dup2(w, 3),
+    )
     os.close(w)
     with os.fdopen(r, "rb") as results:
         assert json.loads(results.readline()) == {"ok": True}
@@ -134,8 +148,9 @@ def test_an_action_that_exits_ends_its_container_cleanly(exit_code):
 ACTIONS = Path(__file__).resolve().parents[2] / "actions"
 
 
-@pytest.mark.parametrize("folder", sorted(p.parent.relative_to(ACTIONS).as_posix()
-                                          for p in ACTIONS.glob("*/*/__main__.py")))
+@pytest.mark.parametrize(
+    "folder", sorted(p.parent.relative_to(ACTIONS).as_posix() for p in ACTIONS.glob("*/*/__main__.py"))
+)
 def test_every_action_zip_loads_and_answers_with_only_what_its_image_has(folder):
     """Zipped as `deploy` zips it and loaded by the launcher with the project image's module set: an action
     that leaned on the platform's Python (its modules, its variables) fails here as it would on a cluster."""
@@ -152,25 +167,27 @@ def test_every_action_zip_loads_and_answers_with_only_what_its_image_has(folder)
         assert status == 200 and isinstance(body, dict), body  # a result or an error naming what is missing
 
 
-ORPHAN = ("import os, sys, time\n"
-          "def main(a):\n"
-          "    r, w = os.pipe()\n"
-          "    first = os.fork()\n"
-          "    if first == 0:\n"
-          "        if os.fork() == 0:\n"
-          "            os.write(w, str(os.getpid()).encode())\n"
-          "            os._exit(0)\n"
-          "        os._exit(0)\n"
-          "    os.waitpid(first, 0)\n"
-          "    orphan = int(os.read(r, 32))\n"
-          "    deadline = time.monotonic() + 30\n"
-          "    while time.monotonic() < deadline:\n"
-          "        with open(f'/proc/{orphan}/stat') as fh:\n"
-          "            fields = fh.read().rsplit(')', 1)[1].split()\n"
-          "        if fields[0] == 'Z':\n"
-          "            return {'orphan': orphan, 'parent': int(fields[1])}\n"
-          "        time.sleep(0.01)\n"
-          "    return {'error': 'the orphan did not exit'}\n")
+ORPHAN = (
+    "import os, sys, time\n"
+    "def main(a):\n"
+    "    r, w = os.pipe()\n"
+    "    first = os.fork()\n"
+    "    if first == 0:\n"
+    "        if os.fork() == 0:\n"
+    "            os.write(w, str(os.getpid()).encode())\n"
+    "            os._exit(0)\n"
+    "        os._exit(0)\n"
+    "    os.waitpid(first, 0)\n"
+    "    orphan = int(os.read(r, 32))\n"
+    "    deadline = time.monotonic() + 30\n"
+    "    while time.monotonic() < deadline:\n"
+    "        with open(f'/proc/{orphan}/stat') as fh:\n"
+    "            fields = fh.read().rsplit(')', 1)[1].split()\n"
+    "        if fields[0] == 'Z':\n"
+    "            return {'orphan': orphan, 'parent': int(fields[1])}\n"
+    "        time.sleep(0.01)\n"
+    "    return {'error': 'the orphan did not exit'}\n"
+)
 
 
 def test_an_orphan_that_exited_is_collected_by_the_proxy_before_it_answers():

@@ -11,8 +11,9 @@ import pytest
 from deployer.local.container import Container
 from runtimes import contract
 
-pytestmark = pytest.mark.skipif(shutil.which("node") is None,
-                                reason="node is not installed (the README's set-up installs Node.js)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("node") is None, reason="node is not installed (the README's set-up installs Node.js)"
+)
 
 
 @pytest.fixture
@@ -35,9 +36,11 @@ def test_init_once_then_403_and_run_before_init_refused(proxy):
 
 
 def test_init_env_and_ow_variables_are_visible_at_load_and_run(proxy):
-    code = ("const atLoad = process.env.GREETING\n"
-            "function main(a) { console.log('run'); console.error('err');"
-            " return {atLoad, id: process.env.__OW_ACTIVATION_ID, echo: a} }")
+    code = (
+        "const atLoad = process.env.GREETING\n"
+        "function main(a) { console.log('run'); console.error('err');"
+        " return {atLoad, id: process.env.__OW_ACTIVATION_ID, echo: a} }"
+    )
     assert _init(proxy, code, env={"GREETING": "hi"})[0] == 200
     status, body = proxy.run({"value": {"x": 1}, "activation_id": "abc"}, 10)
     assert status == 200 and body == {"atLoad": "hi", "id": "abc", "echo": {"x": 1}}

@@ -11,12 +11,14 @@ from deployer.local.container import Container
 from deployer.local.proxy_connection import ProxyConnection
 from deployer.local.store import Store
 
-SEES = ("import os, sys\n"
-        "PRELOADED = 'torch' in sys.modules\n"
-        "PATH_AT_IMPORT = list(sys.path)\n"
-        "ENV_AT_IMPORT = dict(os.environ)\n"
-        "def main(a):\n"
-        "    return {'preloaded': PRELOADED, 'path': PATH_AT_IMPORT, 'env': ENV_AT_IMPORT}\n")
+SEES = (
+    "import os, sys\n"
+    "PRELOADED = 'torch' in sys.modules\n"
+    "PATH_AT_IMPORT = list(sys.path)\n"
+    "ENV_AT_IMPORT = dict(os.environ)\n"
+    "def main(a):\n"
+    "    return {'preloaded': PRELOADED, 'path': PATH_AT_IMPORT, 'env': ENV_AT_IMPORT}\n"
+)
 
 
 def _init_and_run(env: dict, init_env: dict | None = None) -> dict:
@@ -50,8 +52,9 @@ def test_python_settings_in_the_init_env_get_a_launcher_started_with_them(tmp_pa
 
 
 def test_a_broken_preload_costs_the_stem_cell_not_the_action():
-    with Container("pre", memory_mb=256, log_limit_bytes=1 << 20,
-                   env={"ACTION_PRELOAD_MODULES": "no_such_module_here"}) as c:
+    with Container(
+        "pre", memory_mb=256, log_limit_bytes=1 << 20, env={"ACTION_PRELOAD_MODULES": "no_such_module_here"}
+    ) as c:
         c.start()
         status, body, _ = c.init({"name": "s", "main": "main", "code": SEES}, 60)
         assert status == 200, body
@@ -132,12 +135,16 @@ def test_an_action_that_bundles_its_own_copy_of_a_preloaded_package_runs_its_cop
 
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("__main__.py", "import mlcore\n"
-                                  "def main(a):\n"
-                                  "    return {'mark': getattr(mlcore, 'MARK', None), 'file': mlcore.__file__}\n")
+        z.writestr(
+            "__main__.py",
+            "import mlcore\n"
+            "def main(a):\n"
+            "    return {'mark': getattr(mlcore, 'MARK', None), 'file': mlcore.__file__}\n",
+        )
         z.writestr("mlcore/__init__.py", "MARK = 'bundled'\n")
-    with Container("pre", memory_mb=1024, log_limit_bytes=1 << 20,
-                   env={"ACTION_PRELOAD_MODULES": "mlcore.preload"}) as c:
+    with Container(
+        "pre", memory_mb=1024, log_limit_bytes=1 << 20, env={"ACTION_PRELOAD_MODULES": "mlcore.preload"}
+    ) as c:
         c.start()
         code = base64.b64encode(buf.getvalue()).decode()
         status, body, logs = c.init({"name": "s", "main": "main", "code": code, "binary": True}, 60)

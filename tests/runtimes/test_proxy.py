@@ -2,7 +2,6 @@
 
 import base64
 import io
-import json
 import zipfile
 
 import pytest
@@ -44,12 +43,14 @@ def test_empty_code_is_403_and_bad_base64_is_400(proxy):
 
 
 def test_run_exports_ow_env_and_sentinels_end_logs(proxy):
-    code = ("import os, sys\n"
-            "def main(a):\n"
-            "    print('out line')\n"
-            "    print('err line', file=sys.stderr)\n"
-            "    return {'aid': os.environ['__OW_ACTIVATION_ID'], 'deadline': os.environ['__OW_DEADLINE'],\n"
-            "            'greeting': os.environ['GREETING'], 'x': a['x']}\n")
+    code = (
+        "import os, sys\n"
+        "def main(a):\n"
+        "    print('out line')\n"
+        "    print('err line', file=sys.stderr)\n"
+        "    return {'aid': os.environ['__OW_ACTIVATION_ID'], 'deadline': os.environ['__OW_DEADLINE'],\n"
+        "            'greeting': os.environ['GREETING'], 'x': a['x']}\n"
+    )
     assert _init(proxy, code)[0] == 200
     status, body = proxy.run({"value": {"x": 5}, "activation_id": "abc", "deadline": "123"}, 10)
     assert status == 200

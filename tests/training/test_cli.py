@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from deployer.cli import cli
-from mlcore.training.job import JobLayout
 from mlcore.storage import Storage, StorageConfig
+from mlcore.training.job import JobLayout
 
 
 @pytest.fixture
@@ -25,9 +25,26 @@ def remote_env(platform, mnist_root, monkeypatch):
 
 def test_train_runs_a_job_and_writes_the_report(remote_env, tmp_path):
     out = tmp_path / "train.json"
-    result = CliRunner().invoke(cli, ["train", "--workers", "2", "--epochs", "1", "--batch-size", "64",
-                                      "--train-limit", "512", "--mode", "sync", "--eval-every", "4",
-                                      "--json", str(out)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--workers",
+            "2",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "64",
+            "--train-limit",
+            "512",
+            "--mode",
+            "sync",
+            "--eval-every",
+            "4",
+            "--json",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["state"] == "done" and report["workers"]["totals"]["rounds"] == 16
@@ -39,13 +56,16 @@ def test_train_runs_a_job_and_writes_the_report(remote_env, tmp_path):
     assert storage.exists(JobLayout(report["job"]).final)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--mode", "sync", "--local-steps", "3"], "--local-steps applies to --mode local only"),
-    (["--workers", "4", "--batch-size", "2"], "must be at least the number of workers"),
-    (["--resume", "no-such-job"], "job 'no-such-job' does not exist"),
-    (["--comm-target", "2"], "comm_target must be between 0 and 1"),
-    (["--workers", "8"], "runs at most 8 action containers and this job needs 9 at once"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--mode", "sync", "--local-steps", "3"], "--local-steps applies to --mode local only"),
+        (["--workers", "4", "--batch-size", "2"], "must be at least the number of workers"),
+        (["--resume", "no-such-job"], "job 'no-such-job' does not exist"),
+        (["--comm-target", "2"], "comm_target must be between 0 and 1"),
+        (["--workers", "8"], "runs at most 8 action containers and this job needs 9 at once"),
+    ],
+)
 def test_user_mistakes_end_in_one_line(remote_env, args, message):
     result = CliRunner().invoke(cli, ["train", *args])
     assert result.exit_code == 1
@@ -54,9 +74,29 @@ def test_user_mistakes_end_in_one_line(remote_env, args, message):
 
 def test_bench_train_puts_rows_beside_the_baseline_and_plots_them(remote_env, tmp_path):
     out = tmp_path / "bench.json"
-    result = CliRunner().invoke(cli, ["bench", "train", "--workers", "2", "--modes", "local,sync", "--epochs", "1",
-                                      "--batch-size", "64", "--train-limit", "1024", "--eval-every", "8",
-                                      "--targets", "0.3,0.99", "--json", str(out)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "bench",
+            "train",
+            "--workers",
+            "2",
+            "--modes",
+            "local,sync",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "64",
+            "--train-limit",
+            "1024",
+            "--eval-every",
+            "8",
+            "--targets",
+            "0.3,0.99",
+            "--json",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     base = report["baseline"]
@@ -67,6 +107,7 @@ def test_bench_train_puts_rows_beside_the_baseline_and_plots_them(remote_env, tm
         assert row["time_to_accuracy_s"]["0.99"] is None and row["ratio_to_baseline"]["0.99"] is None
         reached = row["time_to_accuracy_s"]["0.3"]
         assert reached is None or row["ratio_to_baseline"]["0.3"] == pytest.approx(
-            reached / base["time_to_accuracy_s"]["0.3"], rel=0.01)
+            reached / base["time_to_accuracy_s"]["0.3"], rel=0.01
+        )
     assert report["complete"] and out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "baseline" in result.output and "not reached" in result.output

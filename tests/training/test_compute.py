@@ -46,8 +46,9 @@ def test_vectors_keep_logical_order_whatever_the_memory_format():
 @pytest.mark.parametrize("precision, channels_last", [("fp32", False), ("fp32", True), ("bf16", True)])
 def test_the_mean_of_the_workers_gradients_is_the_gradient_of_their_union(mnist_root, precision, channels_last):
     images, labels = data.load("local", None, train=True)
-    config = JobConfig(job="j", workers=2, batch_size=64, train_limit=1024, precision=precision,
-                       channels_last=channels_last)
+    config = JobConfig(
+        job="j", workers=2, batch_size=64, train_limit=1024, precision=precision, channels_last=channels_last
+    )
     vector = initial_vector(0)
     grads = [Trainer(config, w, images, labels, 1024).gradient(vector, 5)[0] for w in range(2)]
     union = torch.cat([data.batch_indices(config, w, 5, 1024) for w in range(2)])

@@ -21,8 +21,18 @@ from mlcore.training.report import summarise
 from mlcore.training.worker import Worker
 
 torch.set_num_threads(1)
-SMALL = dict(workers=2, epochs=1, batch_size=64, lr=0.1, train_limit=1024, test_limit=500, eval_every=8, mode="sync",
-             precision="fp32", compress="none")
+SMALL = dict(
+    workers=2,
+    epochs=1,
+    batch_size=64,
+    lr=0.1,
+    train_limit=1024,
+    test_limit=500,
+    eval_every=8,
+    mode="sync",
+    precision="fp32",
+    compress="none",
+)
 
 
 class ThreadInvoker:
@@ -47,12 +57,17 @@ class ThreadInvoker:
                     raise RuntimeError("The action did not initialize or run: it exited unexpectedly")
                 result = Worker(Storage(self.storage.config), self.config, params["worker"], owner=activation).run()
                 success = True
-            except Exception as exc:  # noqa: BLE001 - becomes the activation's error, as on OpenWhisk
+            except Exception as exc:
                 result, success = {"error": str(exc)}, False
-            self.records[activation] = {"response": {"success": success, "result": result,
-                                                     "status": "success" if success else "action developer error"},
-                                        "duration": int((time.time() - started) * 1000),
-                                        "annotations": [{"key": "limits", "value": {"memory": 1024}}]}
+            self.records[activation] = {
+                "response": {
+                    "success": success,
+                    "result": result,
+                    "status": "success" if success else "action developer error",
+                },
+                "duration": int((time.time() - started) * 1000),
+                "annotations": [{"key": "limits", "value": {"memory": 1024}}],
+            }
 
         thread = threading.Thread(target=run)
         self.threads.append(thread)
@@ -74,8 +89,9 @@ def job(storage, mnist_root):
 
 
 def coordinator(storage, invoker, config, owner="coord", **kwargs) -> Coordinator:
-    return Coordinator(storage, invoker, config, worker_action="worker", owner=owner, log=lambda _: None,
-                       poll_s=0.05, **kwargs)
+    return Coordinator(
+        storage, invoker, config, worker_action="worker", owner=owner, log=lambda _: None, poll_s=0.05, **kwargs
+    )
 
 
 def test_a_job_runs_to_its_end_with_evaluations_and_a_final_model(job):
@@ -129,8 +145,14 @@ def test_a_coordinator_at_its_deadline_hands_off_and_its_successor_adopts_the_ru
     create_job(job, config)
     invoker = ThreadInvoker(job, config)
     handed: list[str] = []
-    first = coordinator(job, invoker, config, owner="first", deadline_ms=int(time.time() * 1000),
-                        handoff=lambda: handed.append("second") or "second")
+    first = coordinator(
+        job,
+        invoker,
+        config,
+        owner="first",
+        deadline_ms=int(time.time() * 1000),
+        handoff=lambda: handed.append("second") or "second",
+    )
     # Execute
     assert first.run() == {"state": "continued", "successor": "second"}
     second = coordinator(job, invoker, config, owner="second", predecessor="first").run()
@@ -140,5 +162,9 @@ def test_a_coordinator_at_its_deadline_hands_off_and_its_successor_adopts_the_ru
     launched = [(e["reason"], e["activation"]) for e in events if e["event"] == "launched"]
     assert launched == [("new", "act-0"), ("new", "act-1"), ("adopted", "act-0"), ("adopted", "act-1")]
     assert second["state"] == "done" and len(invoker.invoked) == 2
-    assert [e["event"] for e in events if e["event"] in ("start", "handed_off", "done")] == \
-        ["start", "handed_off", "start", "done"]
+    assert [e["event"] for e in events if e["event"] in ("start", "handed_off", "done")] == [
+        "start",
+        "handed_off",
+        "start",
+        "done",
+    ]

@@ -10,18 +10,21 @@ from mlcore.training.job import JobConfig, JobLayout, TrainingError
 from mlcore.training.worker import next_local_steps
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"workers": 0}, "workers must be >= 1"),
-    ({"workers": 4, "batch_size": 2}, "must be at least the number of workers"),
-    ({"mode": "async"}, "mode must be one of"),
-    ({"mode": "sync", "local_steps": 4}, "local steps apply to mode local only"),
-    ({"comm_target": 1.5}, "comm_target must be between 0 and 1"),
-    ({"precision": "fp8"}, "precision must be one of"),
-    ({"quorum": 5}, "quorum must be between 1 and workers"),
-    ({"compress": "zip"}, "compress must be one of"),
-    ({"lr": "fast"}, "setting lr='fast' is not a float"),
-    ({"nope": 1}, "unknown job settings ['nope']"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"workers": 0}, "workers must be >= 1"),
+        ({"workers": 4, "batch_size": 2}, "must be at least the number of workers"),
+        ({"mode": "async"}, "mode must be one of"),
+        ({"mode": "sync", "local_steps": 4}, "local steps apply to mode local only"),
+        ({"comm_target": 1.5}, "comm_target must be between 0 and 1"),
+        ({"precision": "fp8"}, "precision must be one of"),
+        ({"quorum": 5}, "quorum must be between 1 and workers"),
+        ({"compress": "zip"}, "compress must be one of"),
+        ({"lr": "fast"}, "setting lr='fast' is not a float"),
+        ({"nope": 1}, "unknown job settings ['nope']"),
+    ],
+)
 def test_bad_settings_are_refused_with_the_setting_named(settings, message):
     with pytest.raises(TrainingError, match=message.replace("[", r"\[").replace("]", r"\]")):
         JobConfig.from_dict({"job": "j", **settings})
@@ -33,10 +36,21 @@ def test_settings_survive_the_trip_through_json_with_string_values():
     assert JobConfig.from_dict(config.as_dict()) == config
 
 
-@pytest.mark.parametrize("spelled, meant", [
-    (True, True), (False, False), ("true", True), ("false", False), ("False", False), (" TRUE ", True),
-    ("1", True), ("0", False), (1, True), (0, False),
-])
+@pytest.mark.parametrize(
+    "spelled, meant",
+    [
+        (True, True),
+        (False, False),
+        ("true", True),
+        ("false", False),
+        ("False", False),
+        (" TRUE ", True),
+        ("1", True),
+        ("0", False),
+        (1, True),
+        (0, False),
+    ],
+)
 def test_a_boolean_setting_reads_each_spelling_of_true_and_false(spelled, meant):
     assert JobConfig.from_dict({"job": "j", "nesterov": spelled}).nesterov is meant
 
@@ -60,7 +74,11 @@ def test_the_schedule_warms_up_then_decays_to_zero():
 def test_round_numbers_sort_and_read_back_from_every_kind_of_key():
     layout = JobLayout("j")
     assert layout.update(12, 3) == "jobs/j/updates/000000012/3"
-    assert [layout.round_of(k) for k in (layout.update(12, 3), layout.decision(7), layout.checkpoint(40))] == [12, 7, 40]
+    assert [layout.round_of(k) for k in (layout.update(12, 3), layout.decision(7), layout.checkpoint(40))] == [
+        12,
+        7,
+        40,
+    ]
     assert sorted([layout.checkpoint(10), layout.checkpoint(9)]) == [layout.checkpoint(9), layout.checkpoint(10)]
 
 

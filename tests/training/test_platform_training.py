@@ -21,8 +21,18 @@ from mlcore.training import data
 from mlcore.training.coordinator import read_metrics
 from mlcore.training.job import JobConfig, JobLayout
 
-SMALL = dict(workers=2, epochs=2, batch_size=64, lr=0.1, train_limit=2048, test_limit=1000, eval_every=16, mode="sync",
-             precision="fp32", compress="none")
+SMALL = dict(
+    workers=2,
+    epochs=2,
+    batch_size=64,
+    lr=0.1,
+    train_limit=2048,
+    test_limit=1000,
+    eval_every=16,
+    mode="sync",
+    precision="fp32",
+    compress="none",
+)
 # Deadlines here only tell a hung job from a slow one; a loaded 2-core machine can be very slow.
 JOB_DEADLINE_S = 900.0
 pytestmark = pytest.mark.timeout(1800)
@@ -37,8 +47,17 @@ def deployed(platform, mnist_root):
 
 
 def wait_done(platform, storage, job, activation, package=training.PACKAGE) -> list[dict]:
-    list(training.follow(platform.client, storage, job, poll_s=0.5, timeout_s=JOB_DEADLINE_S,
-                         first_activation=activation, package=package))
+    list(
+        training.follow(
+            platform.client,
+            storage,
+            job,
+            poll_s=0.5,
+            timeout_s=JOB_DEADLINE_S,
+            first_activation=activation,
+            package=package,
+        )
+    )
     return read_metrics(storage, job)
 
 
@@ -55,8 +74,9 @@ def reference(platform, deployed) -> list[dict]:
 
 def test_a_job_through_the_platform_learns_reports_and_cleans_up(platform, deployed):
     # Prepare
-    config = JobConfig(job="short", **{**SMALL, "mode": "local", "local_steps": 4, "precision": "auto",
-                                       "compress": "fp16"})
+    config = JobConfig(
+        job="short", **{**SMALL, "mode": "local", "local_steps": 4, "precision": "auto", "compress": "fp16"}
+    )
     # Execute
     events = wait_done(platform, deployed, config.job, training.start(platform.client, config))
     # Assert
@@ -125,15 +145,18 @@ def deploy_killer(platform, tmp_path: Path, package: str, action: str, key: str,
     deploy_package(platform, tmp_path, package, replace={action: folder})
 
 
-def test_a_worker_container_killed_mid_job_is_replaced_and_the_job_ends_alike(platform, deployed, reference,
-                                                                              tmp_path):
+def test_a_worker_container_killed_mid_job_is_replaced_and_the_job_ends_alike(platform, deployed, reference, tmp_path):
     # Prepare: worker 1 kills its container once round 20 of it is in storage (past a checkpoint)
     deploy_killer(platform, tmp_path, "train-kill-worker", "worker", "updates/000000020/1", only_worker=1)
     config = JobConfig(job="kill-worker", **SMALL)
     # Execute
-    events = wait_done(platform, deployed, config.job, training.start(platform.client, config,
-                                                                      package="train-kill-worker"),
-                       package="train-kill-worker")
+    events = wait_done(
+        platform,
+        deployed,
+        config.job,
+        training.start(platform.client, config, package="train-kill-worker"),
+        package="train-kill-worker",
+    )
     # Assert
     failed = [e for e in events if e["event"] == "worker_failed"]
     assert len(failed) == 1 and failed[0]["worker"] == 1 and "exited unexpectedly" in failed[0]["error"]
@@ -145,16 +168,23 @@ def test_a_worker_container_killed_mid_job_is_replaced_and_the_job_ends_alike(pl
     assert len({e["activation"] for e in events if e["event"] == "billed"}) == 3
 
 
-def test_a_coordinator_container_killed_mid_job_is_resumed_and_adopts_the_workers(platform, deployed, reference,
-                                                                                  tmp_path):
+def test_a_coordinator_container_killed_mid_job_is_resumed_and_adopts_the_workers(
+    platform, deployed, reference, tmp_path
+):
     # Prepare: the coordinator kills its container once the checkpoint of round 16 exists
     deploy_killer(platform, tmp_path, "train-kill-coord", "train", "checkpoints/000000016", only_worker=None)
     config = JobConfig(job="kill-coord", **SMALL)
     # Execute
     events = []
-    for event in training.follow(platform.client, deployed, config.job, poll_s=0.5, timeout_s=JOB_DEADLINE_S,
-                                 first_activation=training.start(platform.client, config, package="train-kill-coord"),
-                                 package="train-kill-coord"):
+    for event in training.follow(
+        platform.client,
+        deployed,
+        config.job,
+        poll_s=0.5,
+        timeout_s=JOB_DEADLINE_S,
+        first_activation=training.start(platform.client, config, package="train-kill-coord"),
+        package="train-kill-coord",
+    ):
         events.append(event)
     # Assert: resumed once; the workers were adopted, not restarted; same result
     assert [e["event"] for e in events].count("resumed") == 1
@@ -177,8 +207,9 @@ def test_workers_hand_off_to_successors_through_the_platform(platform, deployed)
     assert final_accuracy(events) > 0.6
 
 
-def test_a_platform_crash_mid_job_loses_no_acknowledged_update_and_the_resumed_job_ends_alike(platform, deployed,
-                                                                                              reference):
+def test_a_platform_crash_mid_job_loses_no_acknowledged_update_and_the_resumed_job_ends_alike(
+    platform, deployed, reference
+):
     # Prepare
     config = JobConfig(job="crash", **SMALL)
     layout = JobLayout(config.job)
@@ -197,9 +228,12 @@ def test_a_platform_crash_mid_job_loses_no_acknowledged_update_and_the_resumed_j
     platform.crash_and_start()
     # what worker 0 pruned before the crash (rounds before the previous checkpoint) may be gone
     kept_from = deployed.get_json(layout.checkpoint_pointer)["round"] - config.eval_every
-    lost = [key for key, blob in acknowledged.items()
-            if (layout.round_of(key) >= kept_from and not deployed.exists(key))
-            or (deployed.exists(key) and deployed.get_bytes(key) != blob)]
+    lost = [
+        key
+        for key, blob in acknowledged.items()
+        if (layout.round_of(key) >= kept_from and not deployed.exists(key))
+        or (deployed.exists(key) and deployed.get_bytes(key) != blob)
+    ]
     resumed = training.resume(platform.client, deployed, config.job)
     events = wait_done(platform, deployed, config.job, resumed)
     # Assert

@@ -22,8 +22,19 @@ from mlcore.training.coordinator import create_job
 from mlcore.training.job import JobConfig, JobLayout, TrainingError
 from mlcore.training.worker import Worker, split_state
 
-SMALL = dict(workers=2, epochs=1, batch_size=64, lr=0.1, train_limit=1024, test_limit=500, eval_every=4, precision="fp32",
-             compress="none", data="s3", worker_timeout_s=120.0)
+SMALL = dict(
+    workers=2,
+    epochs=1,
+    batch_size=64,
+    lr=0.1,
+    train_limit=1024,
+    test_limit=500,
+    eval_every=4,
+    precision="fp32",
+    compress="none",
+    data="s3",
+    worker_timeout_s=120.0,
+)
 DEADLINE_S = 300.0  # tells a hung job from a slow one on a loaded 2-core machine
 
 
@@ -41,7 +52,7 @@ def run_workers(storage, config: JobConfig, workers=None, make=None) -> dict[int
     def run(w: int) -> None:
         try:
             results[w] = make(w).run()
-        except Exception as exc:  # noqa: BLE001 - re-raised in the test's thread
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(w,)) for w in (workers or range(config.workers))]
@@ -105,7 +116,8 @@ def test_a_killed_sync_worker_is_replaced_and_the_job_ends_as_if_nothing_happene
     create_job(job_storage, config)
     layout = JobLayout(config.job)
     child = multiprocessing.get_context("spawn").Process(
-        target=_work_in_process, args=(config.as_dict(), job_storage.config, 1, "doomed"))
+        target=_work_in_process, args=(config.as_dict(), job_storage.config, 1, "doomed")
+    )
     child.start()
     survivor = threading.Thread(target=run_workers, args=(job_storage, config, [0]))
     survivor.start()
@@ -113,8 +125,9 @@ def test_a_killed_sync_worker_is_replaced_and_the_job_ends_as_if_nothing_happene
     wait_for(lambda: job_storage.exists(layout.update(6, 1)), "worker 1 reaching round 6")
     os.kill(child.pid, signal.SIGKILL)
     child.join()
-    replacement = run_workers(job_storage, config, [1],
-                              make=lambda w: Worker(Storage(job_storage.config), config, w, owner="replacement"))
+    replacement = run_workers(
+        job_storage, config, [1], make=lambda w: Worker(Storage(job_storage.config), config, w, owner="replacement")
+    )
     survivor.join(DEADLINE_S)
     # Assert: it replayed from a checkpoint instead of recomputing, and the model is the reference's
     assert child.exitcode == -signal.SIGKILL and not survivor.is_alive()
@@ -181,21 +194,33 @@ class SlowPutStorage(Storage):
 
 def test_a_quorum_leaves_a_straggler_out_and_it_catches_up(job_storage):
     # Prepare
-    config = JobConfig(job="quorum", mode="local", local_steps=2, quorum=2, straggler_wait_s=0.2,
-                       **{**SMALL, "workers": 3, "batch_size": 48, "train_limit": 960})
+    config = JobConfig(
+        job="quorum",
+        mode="local",
+        local_steps=2,
+        quorum=2,
+        straggler_wait_s=0.2,
+        **{**SMALL, "workers": 3, "batch_size": 48, "train_limit": 960},
+    )
     create_job(job_storage, config)
     layout = JobLayout(config.job)
 
     def make(w: int) -> Worker:
-        storage = (SlowPutStorage(job_storage.config, layout.update(1, 2), layout.decision(3)) if w == 2
-                   else Storage(job_storage.config))
+        storage = (
+            SlowPutStorage(job_storage.config, layout.update(1, 2), layout.decision(3))
+            if w == 2
+            else Storage(job_storage.config)
+        )
         return Worker(storage, config, w, owner=f"q{w}")
 
     # Execute
     results = run_workers(job_storage, config, make=make)
     # Assert: round 1 went on without worker 2, which then skipped the rounds decided without it
-    decided = {n: job_storage.get_json(layout.decision(n))["workers"] for n in range(1, 4)
-               if job_storage.exists(layout.decision(n))}
+    decided = {
+        n: job_storage.get_json(layout.decision(n))["workers"]
+        for n in range(1, 4)
+        if job_storage.exists(layout.decision(n))
+    }
     assert decided.get(1) == [0, 1] or 1 not in decided  # pruned by a checkpoint at the latest
     assert {"round": 1, "workers": [2]} in results[0]["left_out"]
     assert {results[w]["batch"] for w in range(3)} == {config.total_batches(960)}
@@ -231,8 +256,9 @@ class StandardOnlyStorage(Storage):
         if storage_class:
             from mlcore.errors import StorageError
 
-            raise StorageError(f"put s3://x/{key} failed: InvalidStorageClass The storage class you specified is "
-                               "not valid")
+            raise StorageError(
+                f"put s3://x/{key} failed: InvalidStorageClass The storage class you specified is not valid"
+            )
         super().put_bytes(key, data, content_type)
 
 

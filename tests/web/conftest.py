@@ -14,6 +14,8 @@ from mlcore.train import publish_model
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "web-tests"
+
+
 @pytest.fixture(scope="module")
 def web_storage(platform) -> Storage:
     storage = Storage(StorageConfig.from_env({**platform.storage_env, "S3_BUCKET": BUCKET}))

@@ -14,8 +14,10 @@ Point = tuple[float, float]
 
 def arc(cx: float, cy: float, rx: float, ry: float, start_deg: float, end_deg: float, n: int = 12) -> list[Point]:
     """Points on an ellipse from start_deg to end_deg; 0 deg points right, 90 deg down (screen coordinates)."""
-    return [(cx + rx * math.cos(math.radians(a)), cy + ry * math.sin(math.radians(a)))
-            for a in (start_deg + (end_deg - start_deg) * i / n for i in range(n + 1))]
+    return [
+        (cx + rx * math.cos(math.radians(a)), cy + ry * math.sin(math.radians(a)))
+        for a in (start_deg + (end_deg - start_deg) * i / n for i in range(n + 1))
+    ]
 
 
 DIGIT_STROKES: dict[int, list[list[Point]]] = {

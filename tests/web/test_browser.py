@@ -12,12 +12,20 @@ from mlcore.mnist import load_mnist
 from .strokes import DIGIT_STROKES
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install -y chromium)"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install -y chromium)"
+    ),
 ]
 
 
@@ -94,11 +102,17 @@ def stroke(page, points: list[tuple[float, float]], steps: int = 8) -> None:
 def chart(page) -> list[dict]:
     """Per bar of the probability chart: digit, probability, drawn height, whether marked top, its % label."""
     bars = page.locator("#bars svg g.bar")
-    return [{"digit": int(bar.get_attribute("data-digit")), "p": float(bar.get_attribute("data-probability")),
-             "height": float(bar.locator("rect.fill").get_attribute("height")),
-             "plot": float(bar.locator("rect.track").get_attribute("height")),
-             "top": "top" in bar.get_attribute("class").split(), "label": bar.locator("text.p").text_content()}
-            for bar in bars.all()]
+    return [
+        {
+            "digit": int(bar.get_attribute("data-digit")),
+            "p": float(bar.get_attribute("data-probability")),
+            "height": float(bar.locator("rect.fill").get_attribute("height")),
+            "plot": float(bar.locator("rect.track").get_attribute("height")),
+            "top": "top" in bar.get_attribute("class").split(),
+            "label": bar.locator("text.p").text_content(),
+        }
+        for bar in bars.all()
+    ]
 
 
 def shown_digit(page) -> str:
@@ -197,8 +211,10 @@ def test_with_the_platform_down_the_page_says_so_in_words(down_page):
 
 def test_a_page_without_an_explanation_is_still_told_in_words(page):
     # something between the page and its server (a proxy) answers an HTML error
-    page.route("**/api/predict", lambda route: route.fulfill(status=502, content_type="text/html",
-                                                              body="<html><body>Bad Gateway</body></html>"))
+    page.route(
+        "**/api/predict",
+        lambda route: route.fulfill(status=502, content_type="text/html", body="<html><body>Bad Gateway</body></html>"),
+    )
     stroke(page, [(140, 40), (140, 240)])
     page.click("#classify")
     expect(page.locator("#error")).not_to_be_empty(timeout=30_000)

@@ -18,9 +18,24 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_serve_classifies_an_upload_through_the_platform(platform, deployed_infer, web_storage, mnist_root):
     env = {**os.environ, **platform.storage_env, "S3_BUCKET": web_storage.bucket, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "deployer.cli", "--apihost", platform.apihost, "--auth",
-                             platform.auth, "serve", "--port", "0"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "deployer.cli",
+            "--apihost",
+            platform.apihost,
+            "--auth",
+            platform.auth,
+            "serve",
+            "--port",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         line = proc.stdout.readline()
         assert line.startswith("open http://127.0.0.1:"), line + proc.stderr.read()
@@ -53,7 +68,8 @@ def test_serve_refuses_a_public_url_that_is_not_http():
 
     from deployer.cli import cli
 
-    result = CliRunner().invoke(cli, ["--apihost", "http://127.0.0.1:9", "--auth", "u:k", "serve",
-                                      "--public-url", "ftp://box:8080"])
+    result = CliRunner().invoke(
+        cli, ["--apihost", "http://127.0.0.1:9", "--auth", "u:k", "serve", "--public-url", "ftp://box:8080"]
+    )
     assert result.exit_code == 2
     assert "'ftp://box:8080' is not an http(s)://host[:port] URL" in result.output

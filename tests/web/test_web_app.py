@@ -81,16 +81,23 @@ def test_non_image_upload_is_refused_before_storing(web_server, web_storage):
     assert set(web_storage.list_keys("web/uploads/")) == before
 
 
-@pytest.mark.parametrize("kwargs, status, message", [
-    ({"json": {}}, 400, "send a multipart field `image`"),
-    ({"json": {"image": "@@@"}}, 400, "not valid base64"),
-    ({"files": {"other": ("a.png", b"x")}}, 400, "multipart field `image`"),
-    ({"files": {"image": ("a.png", b"")}}, 400, "empty"),
-    ({"files": {"image": ("big.png", b"\x89PNG" + b"\0" * 250_000)}}, 400, "larger than the limit of 195 KB;"),
-    ({"files": {"image": ("big.png", b"\x89PNG" + b"\0" * 600_000)}}, 413, "larger than the limit of 195 KB;"),
-    ({"files": {"image": ("a.tif", encode(Image.new("L", (8, 8)), "TIFF"))}}, 400, "PNG, JPEG"),
-    ({"files": {"image": ("huge.png", encode(Image.new("1", (3000, 3000))))}}, 400, "more than the limit of 4194304"),
-])
+@pytest.mark.parametrize(
+    "kwargs, status, message",
+    [
+        ({"json": {}}, 400, "send a multipart field `image`"),
+        ({"json": {"image": "@@@"}}, 400, "not valid base64"),
+        ({"files": {"other": ("a.png", b"x")}}, 400, "multipart field `image`"),
+        ({"files": {"image": ("a.png", b"")}}, 400, "empty"),
+        ({"files": {"image": ("big.png", b"\x89PNG" + b"\0" * 250_000)}}, 400, "larger than the limit of 195 KB;"),
+        ({"files": {"image": ("big.png", b"\x89PNG" + b"\0" * 600_000)}}, 413, "larger than the limit of 195 KB;"),
+        ({"files": {"image": ("a.tif", encode(Image.new("L", (8, 8)), "TIFF"))}}, 400, "PNG, JPEG"),
+        (
+            {"files": {"image": ("huge.png", encode(Image.new("1", (3000, 3000))))}},
+            400,
+            "more than the limit of 4194304",
+        ),
+    ],
+)
 def test_bad_uploads(web_server, kwargs, status, message):
     answer = requests.post(web_server.url + "/api/predict", timeout=30, **kwargs)
     assert answer.status_code == status
@@ -122,8 +129,9 @@ def test_unreachable_platform_is_a_502(web_storage, digits):
         port = sock.getsockname()[1]
     client = OpenWhiskClient(f"http://127.0.0.1:{port}", "user:key", timeout_s=5)
     with BackgroundServer(create_app(client, web_storage)) as server:
-        answer = requests.post(server.url + "/api/predict",
-                               files={"image": ("d.png", encode(canvas_like(digits[0][0])))}, timeout=30)
+        answer = requests.post(
+            server.url + "/api/predict", files={"image": ("d.png", encode(canvas_like(digits[0][0])))}, timeout=30
+        )
     client.close()
     assert answer.status_code == 502
     assert "cannot reach the OpenWhisk API" in answer.json()["error"]
@@ -136,8 +144,9 @@ def png_upload(digit: np.ndarray) -> dict:
 def test_the_action_fetches_from_the_bound_address_never_from_the_host_header(web_server, digits, closed_port):
     # a client names another loopback port in Host: the action must still fetch from this server
     headers = {"Host": f"127.0.0.1:{closed_port}"}
-    answer = requests.post(web_server.url + "/api/predict", files=png_upload(digits[0][0]), headers=headers,
-                           timeout=120)
+    answer = requests.post(
+        web_server.url + "/api/predict", files=png_upload(digits[0][0]), headers=headers, timeout=120
+    )
     assert answer.status_code == 200, answer.text
     assert answer.json()["image_url"].startswith(web_server.url + "/images/")
 
@@ -150,21 +159,31 @@ def test_public_url_is_the_address_handed_to_the_action(platform, web_storage, d
     assert answer.status_code == 422 and "cannot connect to localhost:1" in answer.json()["error"]
 
 
-@pytest.mark.parametrize("origin, status", [("http://evil.test", 403), ("null", 403), ("http://127.0.0.1:1", 403),
-                                            ("SELF", 200)])
+@pytest.mark.parametrize(
+    "origin, status", [("http://evil.test", 403), ("null", 403), ("http://127.0.0.1:1", 403), ("SELF", 200)]
+)
 def test_posts_from_another_origin_are_refused(web_server, web_storage, digits, origin, status):
     before = set(web_storage.list_keys("web/uploads/"))
     headers = {"Origin": web_server.url if origin == "SELF" else origin}
-    answer = requests.post(web_server.url + "/api/predict", files=png_upload(digits[0][0]), headers=headers,
-                           timeout=120)
+    answer = requests.post(
+        web_server.url + "/api/predict", files=png_upload(digits[0][0]), headers=headers, timeout=120
+    )
     assert answer.status_code == status, answer.text
     if status == 403:
         assert "accepts posts only from itself" in answer.json()["error"]
         assert set(web_storage.list_keys("web/uploads/")) == before
 
 
-@pytest.mark.parametrize("method, path", [("GET", "/"), ("GET", "/api/health"), ("POST", "/api/predict"),
-                                          ("GET", "/images/" + "0" * 32 + ".png"), ("GET", "/static/app.js")])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "/"),
+        ("GET", "/api/health"),
+        ("POST", "/api/predict"),
+        ("GET", "/images/" + "0" * 32 + ".png"),
+        ("GET", "/static/app.js"),
+    ],
+)
 def test_every_response_carries_the_security_headers(web_server, method, path):
     answer = requests.request(method, web_server.url + path, json={}, timeout=30)
     csp = answer.headers.get("Content-Security-Policy", "")
@@ -176,8 +195,10 @@ def test_every_response_carries_the_security_headers(web_server, method, path):
 def test_uploads_are_deleted_after_classification_even_failed_ones(web_server, web_storage, digits):
     before = set(web_storage.list_keys("web/uploads/"))
     blank = {"image": ("blank.png", encode(Image.new("L", (100, 100), 255)))}
-    answers = [requests.post(web_server.url + "/api/predict", files=files, timeout=120)
-               for files in (png_upload(digits[0][0]), blank)]
+    answers = [
+        requests.post(web_server.url + "/api/predict", files=files, timeout=120)
+        for files in (png_upload(digits[0][0]), blank)
+    ]
     assert [a.status_code for a in answers] == [200, 422]
     assert set(web_storage.list_keys("web/uploads/")) == before
     assert requests.get(answers[0].json()["image_url"], timeout=10).status_code == 404

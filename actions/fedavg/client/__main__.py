@@ -52,8 +52,10 @@ def _float(args: dict, name: str, default: float, positive: bool) -> float:
 def _parse(args: dict) -> tuple[ClientConfig, dict]:
     missing = [k for k in KEYS if not isinstance(args.get(k), str) or not args.get(k)]
     if missing:
-        raise BadInput(f"missing string parameter(s) {', '.join(missing)}: the S3 keys of the global weights, "
-                       "this client's data and where to write its update")
+        raise BadInput(
+            f"missing string parameter(s) {', '.join(missing)}: the S3 keys of the global weights, "
+            "this client's data and where to write its update"
+        )
     model = args.get("model", "cnn")
     if model not in MODELS:
         raise BadInput(f"parameter 'model' must be one of {', '.join(MODELS)}, got {model!r}")
@@ -63,12 +65,20 @@ def _parse(args: dict) -> tuple[ClientConfig, dict]:
     channels_last = args.get("channels_last", False)
     if not isinstance(channels_last, bool):
         raise BadInput(f"parameter 'channels_last' must be true or false, got {channels_last!r}")
-    config = ClientConfig(model=model, epochs=_int(args, "epochs", 5, 1),
-                          batch_size=_int(args, "batch_size", 10) or None,
-                          lr=_float(args, "lr", 0.05, True), mu=_float(args, "mu", 0.0, False),
-                          precision=precision, channels_last=channels_last)
-    extra = {"seed": _int(args, "seed", 0), "client_id": _int(args, "client_id", 0),
-             "threads": _int(args, "threads", 1, 1)}
+    config = ClientConfig(
+        model=model,
+        epochs=_int(args, "epochs", 5, 1),
+        batch_size=_int(args, "batch_size", 10) or None,
+        lr=_float(args, "lr", 0.05, True),
+        mu=_float(args, "mu", 0.0, False),
+        precision=precision,
+        channels_last=channels_last,
+    )
+    extra = {
+        "seed": _int(args, "seed", 0),
+        "client_id": _int(args, "client_id", 0),
+        "threads": _int(args, "threads", 1, 1),
+    }
     return config, extra
 
 
@@ -84,8 +94,9 @@ def main(args: dict) -> dict:
         global_state = storage.get_state(args["global_key"])
         data = storage.get_state(args["data_key"])
         images, labels = data["images"], data["labels"]
-        state, loss = client_update(build_model(config.model), global_state, normalize(images), labels, config,
-                                    extra["seed"])
+        state, loss = client_update(
+            build_model(config.model), global_state, normalize(images), labels, config, extra["seed"]
+        )
         storage.put_state(args["update_key"], state)
     except ObjectNotFoundError as exc:
         return {"error": f"{exc}; check the keys and s3_bucket given to the action"}

@@ -26,7 +26,7 @@ def main(args: dict) -> dict:
         settings = {k: v for k, v in args.items() if k not in PARAM_KEYS and k not in CONTROL_KEYS}
         if args.get("resume"):
             if "job" not in args:
-                return {"error": "resume needs the job name: {\"job\": NAME, \"resume\": true}"}
+                return {"error": 'resume needs the job name: {"job": NAME, "resume": true}'}
             config = load_config(storage, str(args["job"]))
         else:
             config = JobConfig.from_dict({"job": new_job_name(), **settings})
@@ -38,13 +38,19 @@ def main(args: dict) -> dict:
         owner = os.environ.get("__OW_ACTIVATION_ID", "coordinator")
 
         def handoff() -> str:
-            reply = client.invoke(own_name, {"job": config.job, "resume": True, "predecessor": owner},
-                                  blocking=False)
+            reply = client.invoke(own_name, {"job": config.job, "resume": True, "predecessor": owner}, blocking=False)
             return reply.get("activationId", "")
 
-        coordinator = Coordinator(storage, client, config, worker_action=sibling_action(own_name, "worker"),
-                                  owner=owner, deadline_ms=int(deadline) if deadline else None, handoff=handoff,
-                                  predecessor=args.get("predecessor"))
+        coordinator = Coordinator(
+            storage,
+            client,
+            config,
+            worker_action=sibling_action(own_name, "worker"),
+            owner=owner,
+            deadline_ms=int(deadline) if deadline else None,
+            handoff=handoff,
+            predecessor=args.get("predecessor"),
+        )
         return {"job": config.job, **coordinator.run()}
     except MLCoreError as exc:
         return {"error": str(exc)}

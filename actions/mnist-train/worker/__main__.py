@@ -30,9 +30,14 @@ def main(args: dict) -> dict:
             with OpenWhiskClient.from_environment() as client:
                 return client.invoke(own_name, {"job": job, "worker": worker}, blocking=False)["activationId"]
 
-        runner = Worker(storage, config, worker, owner=os.environ.get("__OW_ACTIVATION_ID", f"worker-{worker}"),
-                        deadline_s=int(deadline) / 1000.0 if deadline else None,
-                        handoff=handoff if os.environ.get("__OW_API_KEY") else None)
+        runner = Worker(
+            storage,
+            config,
+            worker,
+            owner=os.environ.get("__OW_ACTIVATION_ID", f"worker-{worker}"),
+            deadline_s=int(deadline) / 1000.0 if deadline else None,
+            handoff=handoff if os.environ.get("__OW_API_KEY") else None,
+        )
         return runner.run()
     except MLCoreError as exc:
         return {"error": str(exc)}

@@ -20,14 +20,19 @@ def install(platform) -> list[str]:
     for package, description in PACKAGES.items():
         current = platform.store.get(NAMESPACE, "packages", package)
         if current is None or not current.get("publish"):
-            platform.put_package(NAMESPACE, package, {"publish": True, "annotations": [
-                {"key": "description", "value": description}]}, overwrite=True)
+            platform.put_package(
+                NAMESPACE,
+                package,
+                {"publish": True, "annotations": [{"key": "description", "value": description}]},
+                overwrite=True,
+            )
         for source in sorted((_HERE / package).glob("*.py")):
             path = f"{package}/{source.stem}"
             code = source.read_text()
             old = platform.store.get(NAMESPACE, "actions", path)
             if old is None or old["exec"].get("code") != code:
-                platform.put_action(NAMESPACE, path, {"exec": {"kind": "python:3.11", "code": code},
-                                                      "publish": True}, overwrite=True)
+                platform.put_action(
+                    NAMESPACE, path, {"exec": {"kind": "python:3.11", "code": code}, "publish": True}, overwrite=True
+                )
                 written.append(path)
     return written
