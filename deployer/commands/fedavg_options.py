@@ -7,6 +7,7 @@ extra, only by the ray executor; the platform only by the openwhisk executor.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -262,6 +263,38 @@ def executor_factory(
         if name != "ray":
             raise
         raise click.ClickException(f"the ray executor needs Ray: pip install '.[ray]' ({exc})") from exc
+
+
+@dataclass(frozen=True)
+class ExecutorChoice:
+    """What executor_options asked for, kept together so that a command hands it on as one value."""
+
+    name: str
+    workers: int
+    threads: int
+    concurrency: int
+    ray_address: str | None
+
+    @classmethod
+    def take(cls, options: dict) -> ExecutorChoice:
+        """Removes executor_options' values from a command's keyword arguments."""
+        keys = ("executor_name", "workers", "threads", "concurrency", "ray_address")
+        return cls(*(options.pop(key) for key in keys))
+
+    def set_threads(self) -> None:
+        set_threads(self.threads)
+
+    def factory(self, data, obj, run_id: str):
+        return executor_factory(
+            self.name,
+            data,
+            workers=self.workers,
+            threads=self.threads,
+            concurrency=self.concurrency,
+            obj=obj,
+            run_id=run_id,
+            ray_address=self.ray_address,
+        )
 
 
 @contextmanager
