@@ -16,6 +16,7 @@ from fedavg.executors import EXECUTORS
 from fedavg.partition import KINDS
 
 from ..folders import data_dir
+from .params import stacked
 from .progress import bar
 
 # fedavg.models.MODELS, spelled out so `--help` does not import torch (a test keeps them equal)
@@ -81,12 +82,6 @@ def channels_last_option():
     )
 
 
-def apply(options, f):
-    for option in reversed(list(options)):
-        f = option(f)
-    return f
-
-
 def config_options(f, sweep: bool = False):
     """The options that make a RunConfig; a sweep takes --clients and --partition as lists instead."""
     options = {
@@ -121,7 +116,7 @@ def config_options(f, sweep: bool = False):
     }
     if sweep:
         del options["num_clients"], options["partition_kind"]
-    return apply(options.values(), f)
+    return stacked(options.values())(f)
 
 
 def sweep_config_options(f):
@@ -129,7 +124,7 @@ def sweep_config_options(f):
 
 
 def executor_options(f):
-    return apply(
+    return stacked(
         [
             click.option(
                 "--executor",
@@ -161,9 +156,8 @@ def executor_options(f):
                 help="Where the Ray cluster is (ray executor): auto, HEAD:6379 or ray://HEAD:10001 "
                 "[default: a private local Ray].",
             ),
-        ],
-        f,
-    )
+        ]
+    )(f)
 
 
 def make_config(
