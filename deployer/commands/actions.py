@@ -20,6 +20,22 @@ def _parse_value(raw: str):
         return raw
 
 
+def parse_pairs(pairs) -> dict:
+    """KEY VALUE pairs of -p/-a as a dict, values parsed like wsk's."""
+    return {k: _parse_value(v) for k, v in pairs}
+
+
+param_option = click.option(
+    "-p",
+    "--param",
+    "params",
+    nargs=2,
+    multiple=True,
+    metavar="KEY VALUE",
+    help="Parameter (JSON values are parsed); repeatable.",
+)
+
+
 @click.command()
 @click.option(
     "-m",
@@ -52,15 +68,7 @@ def undeploy(obj, manifest_path: str) -> None:
 
 @click.command()
 @click.argument("name")
-@click.option(
-    "-p",
-    "--param",
-    "params",
-    nargs=2,
-    multiple=True,
-    metavar="KEY VALUE",
-    help="Parameter (JSON values are parsed); repeatable.",
-)
+@param_option
 @click.option("-P", "--param-file", type=click.File(), help="JSON file of parameters.")
 @click.option("-r", "--result", is_flag=True, help="Print only the result (implies --blocking).")
 @click.option("-b", "--blocking", is_flag=True, help="Wait for the activation.")
@@ -68,7 +76,7 @@ def undeploy(obj, manifest_path: str) -> None:
 def invoke(obj, name: str, params, param_file, result: bool, blocking: bool) -> None:
     """Invoke action NAME (package/action)."""
     payload = json.load(param_file) if param_file else {}
-    payload.update({k: _parse_value(v) for k, v in params})
+    payload.update(parse_pairs(params))
     blocking = blocking or result
     try:
         out = obj.client.invoke(name, payload, blocking=blocking, result=result)

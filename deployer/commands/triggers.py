@@ -4,18 +4,9 @@ from __future__ import annotations
 
 import click
 
-from .actions import _parse_value, rule_outcomes
+from .actions import param_option, parse_pairs, rule_outcomes
 from .output import emit_json, ms_time, table
 
-_param = click.option(
-    "-p",
-    "--param",
-    "params",
-    nargs=2,
-    multiple=True,
-    metavar="KEY VALUE",
-    help="Parameter (JSON values are parsed); repeatable.",
-)
 _annotation = click.option(
     "-a",
     "--annotation",
@@ -28,10 +19,6 @@ _annotation = click.option(
 _as_json = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
-def _pairs(pairs) -> dict:
-    return {k: _parse_value(v) for k, v in pairs}
-
-
 @click.group()
 def triggers() -> None:
     """Triggers: create, fire, list, get, delete."""
@@ -39,22 +26,22 @@ def triggers() -> None:
 
 @triggers.command("create")
 @click.argument("name")
-@_param
+@param_option
 @_annotation
 @click.pass_obj
 def trigger_create(obj, name: str, params, annotations) -> None:
     """Create or update trigger NAME."""
-    doc = obj.client.create_trigger(name, _pairs(params), _pairs(annotations))
+    doc = obj.client.create_trigger(name, parse_pairs(params), parse_pairs(annotations))
     click.echo(f"ok: trigger {name} (version {doc['version']})")
 
 
 @triggers.command("fire")
 @click.argument("name")
-@_param
+@param_option
 @click.pass_obj
 def trigger_fire(obj, name: str, params) -> None:
     """Fire trigger NAME: every active rule starts its action with the merged parameters."""
-    activation_id = obj.client.fire_trigger(name, _pairs(params))
+    activation_id = obj.client.fire_trigger(name, parse_pairs(params))
     if activation_id is None:
         click.echo(f"ok: fired {name}; no active rule, so nothing ran and nothing was recorded")
         return
@@ -161,11 +148,11 @@ def package_list(obj, as_json: bool) -> None:
 @packages.command("bind")
 @click.argument("source")
 @click.argument("name")
-@_param
+@param_option
 @click.pass_obj
 def package_bind(obj, source: str, name: str, params) -> None:
     """Bind package SOURCE as NAME with parameters of its own (e.g. /whisk.system/utils myutils)."""
-    obj.client.bind_package(name, source, _pairs(params))
+    obj.client.bind_package(name, source, parse_pairs(params))
     click.echo(f"ok: bound {source} as {name}")
 
 
