@@ -9,7 +9,7 @@ import click
 
 from .. import manifest as manifest_mod
 from ..errors import ActivationFailedError
-from .output import emit_json, ms_time, table
+from .output import emit_json, list_docs, ms_time
 
 
 def _parse_value(raw: str):
@@ -18,6 +18,22 @@ def _parse_value(raw: str):
         return json.loads(raw)
     except ValueError:
         return raw
+
+
+def parse_pairs(pairs) -> dict:
+    """KEY VALUE pairs of -p/-a as a dict, values parsed like wsk's."""
+    return {k: _parse_value(v) for k, v in pairs}
+
+
+param_option = click.option(
+    "-p",
+    "--param",
+    "params",
+    nargs=2,
+    multiple=True,
+    metavar="KEY VALUE",
+    help="Parameter (JSON values are parsed); repeatable.",
+)
 
 
 @click.command()
@@ -52,15 +68,7 @@ def undeploy(obj, manifest_path: str) -> None:
 
 @click.command()
 @click.argument("name")
-@click.option(
-    "-p",
-    "--param",
-    "params",
-    nargs=2,
-    multiple=True,
-    metavar="KEY VALUE",
-    help="Parameter (JSON values are parsed); repeatable.",
-)
+@param_option
 @click.option("-P", "--param-file", type=click.File(), help="JSON file of parameters.")
 @click.option("-r", "--result", is_flag=True, help="Print only the result (implies --blocking).")
 @click.option("-b", "--blocking", is_flag=True, help="Wait for the activation.")
@@ -68,7 +76,7 @@ def undeploy(obj, manifest_path: str) -> None:
 def invoke(obj, name: str, params, param_file, result: bool, blocking: bool) -> None:
     """Invoke action NAME (package/action)."""
     payload = json.load(param_file) if param_file else {}
-    payload.update({k: _parse_value(v) for k, v in params})
+    payload.update(parse_pairs(params))
     blocking = blocking or result
     try:
         out = obj.client.invoke(name, payload, blocking=blocking, result=result)
@@ -94,21 +102,15 @@ def actions() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def actions_list(obj, package: str | None, as_json: bool) -> None:
-    docs = obj.client.list_actions(package)
-    if as_json:
-        emit_json(docs)
-        return
-    table(
-        ["name", "kind", "version", "updated"],
-        [
-            (
-                f"{d['namespace'].split('/', 1)[1] + '/' if '/' in d['namespace'] else ''}{d['name']}",
-                d.get("exec", {}).get("kind"),
-                d.get("version"),
-                ms_time(d.get("updated")),
-            )
-            for d in docs
-        ],
+    list_docs(obj.client.list_actions(package), as_json, ["name", "kind", "version", "updated"], _action_row)
+
+
+def _action_row(d: dict) -> tuple:
+    return (
+        f"{d['namespace'].split('/', 1)[1] + '/' if '/' in d['namespace'] else ''}{d['name']}",
+        d.get("exec", {}).get("kind"),
+        d.get("version"),
+        ms_time(d.get("updated")),
     )
 
 
@@ -139,27 +141,28 @@ def activations() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def activations_list(obj, name: str | None, limit: int, as_json: bool) -> None:
-    docs = obj.client.list_activations(name, limit=limit)
-    if as_json:
-        emit_json(docs)
-        return
-    status = {0: "success", 1: "application error", 2: "developer error", 3: "internal error"}
-    table(
+    list_docs(
+        obj.client.list_activations(name, limit=limit),
+        as_json,
         ["start", "activation id", "kind", "name", "status", "duration ms", "init ms", "wait ms", "caused by"],
-        [
-            (
-                ms_time(d.get("start")),
-                d["activationId"],
-                _ann(d, "kind"),
-                _ann(d, "path") or d["name"],
-                status.get(d.get("statusCode"), "?"),
-                d.get("duration"),
-                _ann(d, "initTime"),
-                _ann(d, "waitTime"),
-                d.get("cause", ""),
-            )
-            for d in docs
-        ],
+        _activation_row,
+    )
+
+
+STATUS = {0: "success", 1: "application error", 2: "developer error", 3: "internal error"}
+
+
+def _activation_row(d: dict) -> tuple:
+    return (
+        ms_time(d.get("start")),
+        d["activationId"],
+        _ann(d, "kind"),
+        _ann(d, "path") or d["name"],
+        STATUS.get(d.get("statusCode"), "?"),
+        d.get("duration"),
+        _ann(d, "initTime"),
+        _ann(d, "waitTime"),
+        d.get("cause", ""),
     )
 
 

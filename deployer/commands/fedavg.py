@@ -14,14 +14,13 @@ from fedavg.errors import FedAvgError
 from fedavg.partition import KINDS
 
 from .fedavg_options import (
+    ExecutorChoice,
     config_options,
     default_checkpoint_dir,
-    executor_factory,
     executor_options,
     fail,
     make_config,
     rounds_progress,
-    set_threads,
     study_options,
     study_root,
     sweep_config_options,
@@ -52,38 +51,18 @@ fedavg_group.add_command(table_command)
 @click.option("--keep-going", is_flag=True, help="Do not stop when --target is reached.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
 @click.pass_obj
-def run_command(
-    obj,
-    executor_name,
-    workers,
-    threads,
-    concurrency,
-    ray_address,
-    checkpoint_dir,
-    resume,
-    keep_going,
-    json_path,
-    **options,
-) -> None:
+def run_command(obj, checkpoint_dir, resume, keep_going, json_path, **options) -> None:
     """Run FedAvg round by round, evaluating on the MNIST test set after each round."""
     from fedavg import run as runner
 
+    choice = ExecutorChoice.take(options)
     config = make_config(**options)
-    set_threads(threads)
+    choice.set_threads()
     checkpoint = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir(config.run_id())
     try:
         data = runner.load_data(config.train_limit, config.test_limit)
-        factory = executor_factory(
-            executor_name,
-            data,
-            workers=workers,
-            threads=threads,
-            concurrency=concurrency,
-            obj=obj,
-            run_id=config.run_id(),
-            ray_address=ray_address,
-        )
-        with factory() as executor, rounds_progress(config.rounds, f"fedavg {executor_name}") as advance:
+        factory = choice.factory(data, obj, config.run_id())
+        with factory() as executor, rounds_progress(config.rounds, f"fedavg {choice.name}") as advance:
             report, _ = runner.run(
                 config,
                 executor,
@@ -136,41 +115,18 @@ def run_command(
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Accuracy vs round PNG.")
 @study_options
 @click.pass_obj
-def sweep_command(
-    obj,
-    executor_name,
-    workers,
-    threads,
-    concurrency,
-    ray_address,
-    clients_list,
-    partition_list,
-    json_path,
-    plot_path,
-    checkpoint_root,
-    fresh,
-    **options,
-) -> None:
+def sweep_command(obj, clients_list, partition_list, json_path, plot_path, checkpoint_root, fresh, **options) -> None:
     """The effect of the number of clients (and of non-IID data) on accuracy per round."""
     from fedavg import run as runner
-    from fedavg.plot import plot_curves
     from fedavg.sweep import sweep
 
+    choice = ExecutorChoice.take(options)
     ks, kinds = list(clients_list), list(partition_list)
     base = make_config(num_clients=ks[0], partition_kind=kinds[0], **options)
-    set_threads(threads)
+    choice.set_threads()
     try:
         data = runner.load_data(base.train_limit, base.test_limit)
-        factory = executor_factory(
-            executor_name,
-            data,
-            workers=workers,
-            threads=threads,
-            concurrency=concurrency,
-            obj=obj,
-            run_id=f"sweep-{base.run_id()}",
-            ray_address=ray_address,
-        )
+        factory = choice.factory(data, obj, f"sweep-{base.run_id()}")
         with rounds_progress(base.rounds, "sweep") as advance:
             report = sweep(
                 base,
@@ -184,6 +140,13 @@ def sweep_command(
             )
     except FedAvgError as exc:
         raise fail(exc) from exc
+    _print_sweep(report)
+    if plot_path:
+        _plot_sweep(base, report, Path(plot_path))
+    write_report(json_path, report)
+
+
+def _print_sweep(report: dict) -> None:
     table(
         ["setting", "m/round", "final acc", "best acc", "rounds to target", "s/round"],
         [
@@ -199,15 +162,18 @@ def sweep_command(
         ],
         "fedavg sweep",
     )
-    if plot_path:
-        plot_curves(
-            {s["label"]: s["accuracy"] for s in report["settings"]},
-            Path(plot_path),
-            title=f"FedAvg {base.model}, C={base.frac}, E={base.epochs}, B={base.batch_size or 'inf'}",
-            target=base.target,
-        )
-        click.echo(f"wrote {plot_path}", err=True)
-    write_report(json_path, report)
+
+
+def _plot_sweep(base, report: dict, path: Path) -> None:
+    from fedavg.plot import plot_curves
+
+    plot_curves(
+        {s["label"]: s["accuracy"] for s in report["settings"]},
+        path,
+        title=f"FedAvg {base.model}, C={base.frac}, E={base.epochs}, B={base.batch_size or 'inf'}",
+        target=base.target,
+    )
+    click.echo(f"wrote {path}", err=True)
 
 
 @fedavg_group.command("partition")

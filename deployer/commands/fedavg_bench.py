@@ -13,7 +13,6 @@ from fedavg.executors import EXECUTORS
 from fedavg.partition import KINDS
 
 from .fedavg_options import (
-    apply,
     channels_last_option,
     executor_factory,
     fail,
@@ -24,7 +23,7 @@ from .fedavg_options import (
     study_root,
 )
 from .output import table, write_report
-from .params import choices
+from .params import choices, stacked
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,7 @@ class BenchOptions:
 
 
 def bench_options(f):
-    return apply(
+    return stacked(
         [
             click.option(
                 "--executors",
@@ -118,9 +117,8 @@ def bench_options(f):
             precision_option(),
             channels_last_option(),
             study_options,
-        ],
-        f,
-    )
+        ]
+    )(f)
 
 
 @click.command("fedavg")

@@ -7,6 +7,7 @@ extra, only by the ray executor; the platform only by the openwhisk executor.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -15,6 +16,7 @@ from fedavg.executors import EXECUTORS
 from fedavg.partition import KINDS
 
 from ..folders import data_dir
+from .params import stacked
 from .progress import bar
 
 # fedavg.models.MODELS, spelled out so `--help` does not import torch (a test keeps them equal)
@@ -80,12 +82,6 @@ def channels_last_option():
     )
 
 
-def apply(options, f):
-    for option in reversed(list(options)):
-        f = option(f)
-    return f
-
-
 def config_options(f, sweep: bool = False):
     """The options that make a RunConfig; a sweep takes --clients and --partition as lists instead."""
     options = {
@@ -120,7 +116,7 @@ def config_options(f, sweep: bool = False):
     }
     if sweep:
         del options["num_clients"], options["partition_kind"]
-    return apply(options.values(), f)
+    return stacked(options.values())(f)
 
 
 def sweep_config_options(f):
@@ -128,7 +124,7 @@ def sweep_config_options(f):
 
 
 def executor_options(f):
-    return apply(
+    return stacked(
         [
             click.option(
                 "--executor",
@@ -160,9 +156,8 @@ def executor_options(f):
                 help="Where the Ray cluster is (ray executor): auto, HEAD:6379 or ray://HEAD:10001 "
                 "[default: a private local Ray].",
             ),
-        ],
-        f,
-    )
+        ]
+    )(f)
 
 
 def make_config(
@@ -262,6 +257,38 @@ def executor_factory(
         if name != "ray":
             raise
         raise click.ClickException(f"the ray executor needs Ray: pip install '.[ray]' ({exc})") from exc
+
+
+@dataclass(frozen=True)
+class ExecutorChoice:
+    """What executor_options asked for, kept together so that a command hands it on as one value."""
+
+    name: str
+    workers: int
+    threads: int
+    concurrency: int
+    ray_address: str | None
+
+    @classmethod
+    def take(cls, options: dict) -> ExecutorChoice:
+        """Removes executor_options' values from a command's keyword arguments."""
+        keys = ("executor_name", "workers", "threads", "concurrency", "ray_address")
+        return cls(*(options.pop(key) for key in keys))
+
+    def set_threads(self) -> None:
+        set_threads(self.threads)
+
+    def factory(self, data, obj, run_id: str):
+        return executor_factory(
+            self.name,
+            data,
+            workers=self.workers,
+            threads=self.threads,
+            concurrency=self.concurrency,
+            obj=obj,
+            run_id=run_id,
+            ray_address=self.ray_address,
+        )
 
 
 @contextmanager

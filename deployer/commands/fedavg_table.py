@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -12,17 +14,20 @@ from fedavg.partition import KINDS
 
 from . import output
 from .fedavg_options import (
+    ExecutorChoice,
     channels_last_option,
-    executor_factory,
     executor_options,
     fail,
     precision_option,
     rounds_progress,
-    set_threads,
     study_options,
     study_root,
 )
 from .params import CommaList, choices, floats, parse
+
+if TYPE_CHECKING:
+    from fedavg.run import RunConfig
+    from fedavg.table import TableSpec
 
 BATCHES = CommaList(click.IntRange(1), "inf,10", keywords={"inf": None})
 
@@ -128,8 +133,44 @@ def _table_checkpoints(checkpoint_root_option: str | None, fresh: bool):
 @executor_options
 @study_options
 @click.pass_obj
-def table_command(
-    obj,
+def table_command(obj, table, checkpoint_root, fresh, **options) -> None:
+    """The FedAvg paper's Table 1 (client fraction C) or Table 2 (FedSGD vs FedAvg), ours beside the paper's.
+
+    Each cell probes a few learning rates for a few rounds and continues the best to the
+    target; every run is checkpointed, so running the same command again continues where it
+    stopped. The table is rewritten after every finished cell.
+    """
+    from fedavg import table as tables
+
+    choice = ExecutorChoice.take(options)
+    plan = _plan(table, **options)
+    choice.set_threads()
+    try:
+        report = _run_table(obj, plan, choice, checkpoint_root, fresh)
+    except FedAvgError as exc:
+        raise fail(exc) from exc
+    paths = tables.write_outputs(report, plan.out)
+    _print_table(plan.spec, report)
+    click.echo(f"rounds run now: {report['rounds_run_now']}", err=True)
+    for path in paths:
+        click.echo(f"wrote {path}", err=True)
+
+
+@dataclass(frozen=True)
+class TablePlan:
+    """What a table run needs once its options are checked: which cells, how long, and where the files go."""
+
+    table: str
+    spec: TableSpec
+    kinds: list[str]
+    probes: dict[str, int]
+    budget: int
+    base: RunConfig
+    lrs: list[float] | None
+    out: Path
+
+
+def _plan(
     table,
     model,
     partitions,
@@ -145,20 +186,8 @@ def table_command(
     out_dir,
     precision,
     channels_last,
-    executor_name,
-    workers,
-    threads,
-    concurrency,
-    ray_address,
-    checkpoint_root,
-    fresh,
-) -> None:
-    """The FedAvg paper's Table 1 (client fraction C) or Table 2 (FedSGD vs FedAvg), ours beside the paper's.
-
-    Each cell probes a few learning rates for a few rounds and continues the best to the
-    target; every run is checkpointed, so running the same command again continues where it
-    stopped. The table is rewritten after every finished cell.
-    """
+) -> TablePlan:
+    """Checks the options and turns them into a TablePlan (click.BadParameter for one out of range)."""
     from fedavg import precision as precisions
     from fedavg import run as runner
     from fedavg import table as tables
@@ -183,37 +212,37 @@ def table_command(
         channels_last=channels_last,
     )
     out = Path(out_dir or f"out/fedavg-table{table}")
-    set_threads(threads)
-    try:
-        data = runner.load_data(train_limit, test_limit)
-        factory = executor_factory(
-            executor_name,
+    return TablePlan(table, spec, kinds, probes, budget, base, list(lrs) if lrs else None, out)
+
+
+def _run_table(obj, plan: TablePlan, choice: ExecutorChoice, checkpoint_root: str | None, fresh: bool) -> dict:
+    """Runs every cell, rewriting the table's files after each one."""
+    from fedavg import run as runner
+    from fedavg import table as tables
+
+    data = runner.load_data(plan.base.train_limit, plan.base.test_limit)
+    factory = choice.factory(data, obj, f"table{plan.table}-{plan.base.run_id()}")
+    with (
+        _table_checkpoints(checkpoint_root, fresh) as root,
+        rounds_progress(plan.budget, f"table {plan.table}") as advance,
+    ):
+        return tables.run_table(
+            plan.spec,
+            plan.base,
+            plan.kinds,
+            factory,
             data,
-            workers=workers,
-            threads=threads,
-            concurrency=concurrency,
-            obj=obj,
-            run_id=f"table{table}-{base.run_id()}",
-            ray_address=ray_address,
+            probe_rounds=plan.probes,
+            max_rounds=plan.budget,
+            lrs=plan.lrs,
+            checkpoint_root=root,
+            on_round=advance,
+            on_cell=lambda partial: tables.write_outputs(partial, plan.out),
+            executor_info={"name": choice.name, "workers": choice.workers, "threads": choice.threads},
         )
-        with _table_checkpoints(checkpoint_root, fresh) as root, rounds_progress(budget, f"table {table}") as advance:
-            report = tables.run_table(
-                spec,
-                base,
-                kinds,
-                factory,
-                data,
-                probe_rounds=probes,
-                max_rounds=budget,
-                lrs=list(lrs) if lrs else None,
-                checkpoint_root=root,
-                on_round=advance,
-                on_cell=lambda partial: tables.write_outputs(partial, out),
-                executor_info={"name": executor_name, "workers": workers, "threads": threads},
-            )
-    except FedAvgError as exc:
-        raise fail(exc) from exc
-    paths = tables.write_outputs(report, out)
+
+
+def _print_table(spec: TableSpec, report: dict) -> None:
     output.table(
         ["row", "partition", "ours", "lr", "paper", "s/round"],
         [
@@ -229,6 +258,3 @@ def table_command(
         ],
         f"{spec.title} (paper: McMahan et al. 2017)",
     )
-    click.echo(f"rounds run now: {report['rounds_run_now']}", err=True)
-    for path in paths:
-        click.echo(f"wrote {path}", err=True)

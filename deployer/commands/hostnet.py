@@ -16,7 +16,7 @@ from hostnet.errors import HostnetError
 from hostnet.ovs import OvsSettings
 
 from .output import table, write_report
-from .params import choices, ints
+from .params import choices, ints, stacked
 from .progress import spinner
 
 BACKEND_CHOICES = ("virtio-net", "vhost-user")
@@ -65,6 +65,11 @@ def _ovs_settings(pmd_cpu_mask: str, tso: bool, queues: int = 1, **tuning) -> Ov
     return OvsSettings(pmd_cpu_mask=mask, tso=tso, **tuning)
 
 
+def _take(kw: dict, *names: str, **renamed: str) -> dict:
+    """Removes options from a command's keyword arguments: `names` keep their name, `renamed` go by field=option."""
+    return {**{name: kw.pop(name) for name in names}, **{field: kw.pop(name) for field, name in renamed.items()}}
+
+
 def _tuned(kw: dict, queues: int = 1):
     """(OvsSettings, GuestTuning) from the tuning options, removed from kw."""
     from hostnet.vm import GuestTuning
@@ -73,17 +78,10 @@ def _tuned(kw: dict, queues: int = 1):
         kw.pop("pmd_cpu_mask"),
         kw.pop("tso"),
         queues,
-        tx_flush_interval_us=kw.pop("tx_flush_interval"),
-        pmd_max_sleep_us=kw.pop("pmd_max_sleep"),
-        rxq_affinity=kw.pop("rxq_affinity"),
+        **_take(kw, "rxq_affinity", tx_flush_interval_us="tx_flush_interval", pmd_max_sleep_us="pmd_max_sleep"),
     )
     guest = GuestTuning(
-        cpu_model=kw.pop("cpu_model"),
-        rx_queue_size=kw.pop("rx_queue_size"),
-        tx_queue_size=kw.pop("tx_queue_size"),
-        mrg_rxbuf=kw.pop("mrg_rxbuf"),
-        pin_vcpus=kw.pop("pin_vcpus"),
-        tcp_buffer_max=kw.pop("tcp_buffer_max"),
+        **_take(kw, "cpu_model", "rx_queue_size", "tx_queue_size", "mrg_rxbuf", "pin_vcpus", "tcp_buffer_max")
     )
     return ovs, guest
 
@@ -137,88 +135,61 @@ def _print_bench_table(report: dict) -> None:
         console.print(f"scaling: {line}")
 
 
+def _shown(name: str, kind, default, help: str | None = None, **attrs):
+    """An option whose default --help shows."""
+    return click.option(name, type=kind, default=default, show_default=True, help=help, **attrs)
+
+
+def _ring_option(name: str, help: str):
+    """A virtqueue ring size: the choice is a string on the command line, an int in GuestTuning."""
+    return _shown(
+        name, click.Choice(["256", "512", "1024"]), "1024", help, callback=lambda c, p, v: int(v) if v else None
+    )
+
+
 image_option = click.option(
     "--image",
     "image_path",
     type=click.Path(),
     help="Guest image dir (kernel+initrd) or qcow2/raw disk; default: build one.",
 )
-accel_option = click.option(
-    "--accel",
-    type=click.Choice(["auto", "kvm", "tcg"]),
-    default="auto",
-    show_default=True,
-    help="auto: kvm where it can boot a stock kernel.",
+accel_option = _shown(
+    "--accel", click.Choice(["auto", "kvm", "tcg"]), "auto", "auto: kvm where it can boot a stock kernel."
 )
-pmd_option = click.option(
-    "--pmd-cpu-mask",
-    default="auto",
-    show_default=True,
-    help="OVS PMD cores (vhost-user); auto: one per queue on cores 1.., capped at host cores - 1.",
-)
-tso_option = click.option("--tso/--no-tso", default=True, show_default=True, help="OVS userspace TSO (vhost-user).")
+json_option = click.option("--json", "json_path", type=click.Path(dir_okay=False), required=True)
 TUNING_OPTIONS = [
-    click.option("--cpu-model", default="qemu64", show_default=True, help="Guest CPU model under TCG (KVM uses host)."),
-    click.option(
-        "--rx-queue-size",
-        type=click.Choice(["256", "512", "1024"]),
-        default="1024",
-        show_default=True,
-        callback=lambda c, p, v: int(v) if v else None,
-        help="virtqueue rx ring (QEMU's own: 256).",
+    _shown(
+        "--pmd-cpu-mask",
+        None,
+        "auto",
+        "OVS PMD cores (vhost-user); auto: one per queue on cores 1.., capped at host cores - 1.",
     ),
-    click.option(
-        "--tx-queue-size",
-        type=click.Choice(["256", "512", "1024"]),
-        default="1024",
-        show_default=True,
-        callback=lambda c, p, v: int(v) if v else None,
-        help="virtqueue tx ring; above 256 vhost-user only (QEMU keeps tap's at 256).",
-    ),
+    _shown("--tso/--no-tso", None, True, "OVS userspace TSO (vhost-user)."),
+    _shown("--cpu-model", None, "qemu64", "Guest CPU model under TCG (KVM uses host)."),
+    _ring_option("--rx-queue-size", "virtqueue rx ring (QEMU's own: 256)."),
+    _ring_option("--tx-queue-size", "virtqueue tx ring; above 256 vhost-user only (QEMU keeps tap's at 256)."),
     click.option("--mrg-rxbuf/--no-mrg-rxbuf", default=None, help="Mergeable rx buffers; default QEMU's (on)."),
-    click.option(
+    _shown(
         "--tcp-buffer-max",
-        default="16M",
-        show_default=True,
+        None,
+        "16M",
+        "Guests' tcp_rmem/tcp_wmem max (and net.core rmem_max/wmem_max), e.g. 6M; 0 or default (or kernel): "
+        "the kernel's own (1.5 MB at 256 MB). Hostnet image only.",
         callback=lambda c, p, v: parse_buffer_size(v),
         metavar="BYTES",
-        help="Guests' tcp_rmem/tcp_wmem max (and net.core rmem_max/wmem_max), "
-        "e.g. 6M; 0 or default (or kernel): the kernel's own (1.5 MB at "
-        "256 MB). Hostnet image only.",
     ),
-    click.option(
-        "--pin-vcpus/--no-pin-vcpus",
-        default=False,
-        show_default=True,
-        help="Pin each vCPU thread to one host core, off the PMD cores.",
-    ),
-    click.option(
-        "--tx-flush-interval",
-        type=click.IntRange(0, 1000000),
-        default=0,
-        show_default=True,
-        help="OVS tx-flush-interval in us (vhost-user).",
-    ),
-    click.option(
+    _shown("--pin-vcpus/--no-pin-vcpus", None, False, "Pin each vCPU thread to one host core, off the PMD cores."),
+    _shown("--tx-flush-interval", click.IntRange(0, 1000000), 0, "OVS tx-flush-interval in us (vhost-user)."),
+    _shown(
         "--pmd-max-sleep",
-        type=click.IntRange(0, 10000),
-        default=200,
-        show_default=True,
-        help="OVS pmd-maxsleep in us: an idle PMD sleeps, freeing its core (vhost-user); 0: busy-poll.",
+        click.IntRange(0, 10000),
+        200,
+        "OVS pmd-maxsleep in us: an idle PMD sleeps, freeing its core (vhost-user); 0: busy-poll.",
     ),
-    click.option(
-        "--rxq-affinity/--no-rxq-affinity",
-        default=True,
-        show_default=True,
-        help="Pin rx queue i to the i-th PMD core (vhost-user).",
-    ),
+    _shown("--rxq-affinity/--no-rxq-affinity", None, True, "Pin rx queue i to the i-th PMD core (vhost-user)."),
 ]
-
-
-def tuning_options(command):
-    for option in reversed(TUNING_OPTIONS):
-        command = option(command)
-    return pmd_option(tso_option(command))
+# every command that starts guests: the image, the accelerator, then OVS and guest tuning
+lab_options = stacked([image_option, accel_option, *TUNING_OPTIONS])
 
 
 @click.group("hostnet")
@@ -239,12 +210,10 @@ def image_command(cache_dir, force):
 
 
 @hostnet_group.command("up")
-@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="virtio-net", show_default=True)
+@_shown("--backend", click.Choice(BACKEND_CHOICES), "virtio-net")
 @click.option("--guests", type=click.IntRange(1, 4), default=2, show_default=True)
 @click.option("--queues", type=click.IntRange(1, 8), default=1, show_default=True)
-@image_option
-@accel_option
-@tuning_options
+@lab_options
 def up_command(backend, guests, queues, image_path, accel, **kw):
     """Start a lab with guests and keep it up until Ctrl-C; then tear everything down."""
     from hostnet.lab import BEYOND_IP, Lab, LabSettings
@@ -313,60 +282,31 @@ def _print_migration(report: dict) -> None:
 
 
 bench_options = [
-    click.option("--backends", type=choices(BACKEND_CHOICES), default="virtio-net,vhost-user", show_default=True),
-    click.option("--queues", type=ints(1, 8, example="1,2"), default="1,2", show_default=True),
-    click.option(
-        "--seconds",
-        type=click.FloatRange(1, 600),
-        default=5,
-        show_default=True,
-        help="iperf3 duration per TCP/UDP test.",
-    ),
-    click.option(
+    _shown("--backends", choices(BACKEND_CHOICES), "virtio-net,vhost-user"),
+    _shown("--queues", ints(1, 8, example="1,2"), "1,2"),
+    _shown("--seconds", click.FloatRange(1, 600), 5, "iperf3 duration per TCP/UDP test."),
+    _shown(
         "--small-loads",
-        type=ints(1, 10_000_000, example="10000,30000"),
-        default="10000,30000,100000",
-        show_default=True,
-        help="Offered rates (64-byte frames/s) for the small-packet test.",
+        ints(1, 10_000_000, example="10000,30000"),
+        "10000,30000,100000",
+        "Offered rates (64-byte frames/s) for the small-packet test.",
     ),
-    click.option("--small-seconds", type=click.FloatRange(1, 600), default=2, show_default=True),
-    click.option(
-        "--ping-count",
-        type=click.IntRange(10, 100000),
-        default=100,
-        show_default=True,
-        help="Pings (every 20 ms) for the latency percentiles.",
-    ),
-    click.option(
+    _shown("--small-seconds", click.FloatRange(1, 600), 2),
+    _shown("--ping-count", click.IntRange(10, 100000), 100, "Pings (every 20 ms) for the latency percentiles."),
+    _shown(
         "--quiet-wait",
-        type=click.FloatRange(0, 3600),
-        default=30,
-        show_default=True,
-        help="Before each measurement wait up to this long for the host to be "
-        "mostly idle (a shared host); 0: do not wait.",
+        click.FloatRange(0, 3600),
+        30,
+        "Before each measurement wait up to this long for the host to be mostly idle (a shared host); 0: do not wait.",
     ),
 ]
-
-
-def with_options(options):
-    def apply(command):
-        for option in reversed(options):
-            command = option(command)
-        return command
-
-    return apply
 
 
 def _bench_config(kw: dict) -> dict:
     ovs, guest = _tuned(kw, max(kw["queues"]))
     return dict(
-        backends=kw.pop("backends"),
-        queues=kw.pop("queues"),
-        iperf_seconds=kw.pop("seconds"),
-        small_loads_pps=kw.pop("small_loads"),
-        small_seconds=kw.pop("small_seconds"),
-        ping_count=kw.pop("ping_count"),
-        quiet_wait_s=kw.pop("quiet_wait"),
+        **_take(kw, "backends", "queues", iperf_seconds="seconds", small_loads_pps="small_loads"),
+        **_take(kw, "small_seconds", "ping_count", quiet_wait_s="quiet_wait"),
         vcpus=kw.pop("vcpus", None),
         ovs=ovs,
         guest=guest,
@@ -374,13 +314,11 @@ def _bench_config(kw: dict) -> dict:
 
 
 @hostnet_group.command("bench")
-@with_options(bench_options)
+@stacked(bench_options)
 @click.option("--vcpus", type=click.IntRange(1, 64), default=None, help="vCPUs per guest; default: the queue count.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), required=True)
+@json_option
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="PNG plot; default: next to the JSON.")
-@image_option
-@accel_option
-@tuning_options
+@lab_options
 def bench_subcommand(json_path, plot_path, image_path, accel, **kw):
     """Guest-to-guest TCP/UDP throughput, 64-byte frames and latency per backend and queue count."""
     from hostnet.report import plot_bench
@@ -397,34 +335,22 @@ def bench_subcommand(json_path, plot_path, image_path, accel, **kw):
 migrate_options = [
     click.option("--downtime-limit-ms", type=click.IntRange(1, 100000), default=None),
     click.option("--postcopy", is_flag=True, help="Switch to postcopy once precopy is running."),
-    click.option(
-        "--load-seconds",
-        type=click.FloatRange(0, 600),
-        default=12,
-        show_default=True,
-        help="TCP stream into the guest across the migration; 0: pings only.",
+    _shown(
+        "--load-seconds", click.FloatRange(0, 600), 12, "TCP stream into the guest across the migration; 0: pings only."
     ),
 ]
 
 
 def _migrate_options(kw: dict) -> dict:
     ovs, guest = _tuned(kw)
-    return dict(
-        downtime_limit_ms=kw.pop("downtime_limit_ms"),
-        postcopy=kw.pop("postcopy"),
-        load_seconds=kw.pop("load_seconds"),
-        ovs=ovs,
-        guest=guest,
-    )
+    return dict(**_take(kw, "downtime_limit_ms", "postcopy", "load_seconds"), ovs=ovs, guest=guest)
 
 
 @hostnet_group.command("migrate")
-@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="vhost-user", show_default=True)
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), required=True)
-@with_options(migrate_options)
-@image_option
-@accel_option
-@tuning_options
+@_shown("--backend", click.Choice(BACKEND_CHOICES), "vhost-user")
+@json_option
+@stacked(migrate_options)
+@lab_options
 def migrate_subcommand(backend, json_path, image_path, accel, **kw):
     """Live-migrate a guest under a TCP stream and pings; report downtime, gap and dip."""
     options = _migrate_options(kw)
@@ -435,12 +361,10 @@ def migrate_subcommand(backend, json_path, image_path, accel, **kw):
 
 
 @click.command("hostnet")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), required=True)
-@with_options(bench_options)
-@click.option("--migrate-backend", type=click.Choice(BACKEND_CHOICES), default="vhost-user", show_default=True)
-@image_option
-@accel_option
-@tuning_options
+@json_option
+@stacked(bench_options)
+@_shown("--migrate-backend", click.Choice(BACKEND_CHOICES), "vhost-user")
+@lab_options
 def bench_command(json_path, migrate_backend, image_path, accel, **kw):
     """Host networking: bench (backends x queues) plus a live migration under load, one report."""
     config = _bench_config(kw)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,14 @@ def table(
     for row in rows:
         t.add_row(*["" if v is None else str(v) for v in row])
     console.print(t)
+
+
+def list_docs(docs: list[dict], as_json: bool, headers: list[str], row: Callable[[dict], Iterable[Any]]) -> None:
+    """What every `list` verb prints: the documents as JSON with --json, else a table with a row per document."""
+    if as_json:
+        emit_json(docs)
+        return
+    table(headers, [row(d) for d in docs])
 
 
 def ms_time(ms: int | None) -> str:

@@ -1,4 +1,4 @@
-"""Option types the commands share: comma-separated lists such as `--clients 10,20,50`.
+"""Option types the commands share, such as comma-separated lists (`--clients 10,20,50`), and option stacking.
 
 One type instead of a hand-written parser per command, so every list option refuses bad
 input the same way: exit 2 and one line naming the option and what it takes.
@@ -79,3 +79,14 @@ def parse(kind: CommaList, text: str, option: str) -> tuple:
         return kind.convert(text, None, None)
     except click.BadParameter as exc:
         raise click.BadParameter(exc.message, param_hint=f"'{option}'") from exc
+
+
+def stacked(options):
+    """One decorator for a list of click options, in the order --help lists them (as if written above the function)."""
+
+    def apply(command):
+        for option in reversed(list(options)):
+            command = option(command)
+        return command
+
+    return apply

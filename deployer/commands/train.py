@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .output import table, write_report
+from .params import stacked
 from .progress import bar
 
 MODES = ("sync", "local")
@@ -151,6 +152,10 @@ def run_job(
         raise click.ClickException(str(exc)) from exc
 
 
+def choice_option(name: str, values: tuple[str, ...], default: str, help: str):
+    return click.option(name, type=click.Choice(values), default=default, show_default=True, help=help)
+
+
 def job_options(command):
     """The settings `train` and `bench train` share."""
     options = [
@@ -159,20 +164,13 @@ def job_options(command):
         click.option(
             "--lr", type=float, default=0.05, show_default=True, help="Peak learning rate (warm-up, then cosine)."
         ),
-        click.option(
+        choice_option(
             "--precision",
-            type=click.Choice(("auto", "fp32", "bf16")),
-            default="auto",
-            show_default=True,
-            help="bf16 autocast with fp32 master weights; auto = bf16 where the CPU has it.",
+            ("auto", "fp32", "bf16"),
+            "auto",
+            "bf16 autocast with fp32 master weights; auto = bf16 where the CPU has it.",
         ),
-        click.option(
-            "--compress",
-            type=click.Choice(("none", "fp16")),
-            default="fp16",
-            show_default=True,
-            help="Encoding of the updates in S3.",
-        ),
+        choice_option("--compress", ("none", "fp16"), "fp16", "Encoding of the updates in S3."),
         click.option("--train-limit", type=int, default=0, help="Use the first N training images (0 = all)."),
         click.option(
             "--eval-every",
@@ -181,19 +179,13 @@ def job_options(command):
             help="Checkpoint and evaluate every N batches of a worker (0 = every epoch).",
         ),
     ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+    return stacked(options)(command)
 
 
 @click.command("train")
 @click.option("--workers", default=2, show_default=True, help="Parallel worker actions.")
-@click.option(
-    "--mode",
-    type=click.Choice(MODES),
-    default="local",
-    show_default=True,
-    help="sync: average gradients every step; local: K local steps, then average the models.",
+@choice_option(
+    "--mode", MODES, "local", "sync: average gradients every step; local: K local steps, then average the models."
 )
 @click.option(
     "--local-steps",
@@ -212,19 +204,9 @@ def job_options(command):
     show_default=True,
     help="With --quorum: how long to wait for the rest.",
 )
-@click.option(
-    "--data",
-    type=click.Choice(("s3", "local")),
-    default="s3",
-    show_default=True,
-    help="Where workers read MNIST (local works on the local platform only).",
-)
-@click.option(
-    "--driver",
-    type=click.Choice(("action", "cli")),
-    default="action",
-    show_default=True,
-    help="Run the coordinator as the mnist-train/train action or in this process.",
+@choice_option("--data", ("s3", "local"), "s3", "Where workers read MNIST (local works on the local platform only).")
+@choice_option(
+    "--driver", ("action", "cli"), "action", "Run the coordinator as the mnist-train/train action or in this process."
 )
 @click.option("--job", "job_name", default=None, help="Job name (default: generated).")
 @click.option("--resume", "resume_job", default=None, metavar="JOB", help="Continue JOB from where it stopped.")
@@ -290,63 +272,19 @@ def train_command(
 )
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
 @click.pass_obj
-def bench_train_command(
-    obj,
-    workers_list,
-    modes,
-    epochs,
-    batch_size,
-    lr,
-    precision,
-    compress,
-    train_limit,
-    eval_every,
-    targets,
-    plot_path,
-    json_path,
-) -> None:
+def bench_train_command(obj, workers_list, modes, targets, plot_path, json_path, **job) -> None:
     """Time to 98%/99% with 2 and 4 workers per mode, beside one process on every core, in one run."""
     from mlcore.training.job import TrainingError
 
     from ..bench import train as bench
 
-    try:
-        counts = [int(x) for x in workers_list.split(",") if x.strip()]
-        goal = [float(x) for x in targets.split(",") if x.strip()]
-    except ValueError as exc:
-        raise click.ClickException(f"--workers and --targets take comma-separated numbers: {exc}") from exc
-    chosen = [m.strip() for m in modes.split(",") if m.strip()]
-    if not counts or min(counts) < 1 or any(m not in MODES for m in chosen):
-        raise click.ClickException(f"--workers needs positive integers and --modes a subset of {MODES}")
-    if not eval_every:  # every half epoch: the times to accuracy are read at the checkpoints
-        from mlcore.mnist import TRAIN_SIZE
-
-        eval_every = max(1, (train_limit or TRAIN_SIZE) // batch_size // 2)
-    recipe = dict(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        precision=precision,
-        compress=compress,
-        train_limit=train_limit,
-        eval_every=eval_every,
-    )
+    counts, chosen, goal = _bench_rows(workers_list, modes, targets)
+    recipe = _bench_recipe(**job)
     if plot_path is None and json_path:
         plot_path = str(Path(json_path).with_suffix(".png"))
-
-    deployed: list[bool] = []
-
-    def run_row(mode: str, workers: int, warm_up: bool = False) -> dict:
-        settings = dict(recipe, workers=workers, mode=mode, eval_live=False)
-        if warm_up:
-            settings.update(epochs=1, train_limit=workers * settings["batch_size"] * 4, eval_every=0)
-        summary = run_job(obj, settings, quiet=True, targets=goal, deploy=not deployed)
-        deployed.append(True)
-        return summary
-
     try:
         result = bench.run(
-            run_row,
+            _row_runner(obj, recipe, goal),
             recipe,
             counts,
             chosen,
@@ -362,3 +300,48 @@ def bench_train_command(
     table(*bench.rows(result), title="bench train")
     click.echo(bench.NOTE)
     write_report(json_path, result)
+
+
+def _bench_rows(workers_list: str, modes: str, targets: str) -> tuple[list[int], list[str], list[float]]:
+    """(worker counts, modes, target accuracies) from the comma-separated options."""
+    try:
+        counts = [int(x) for x in workers_list.split(",") if x.strip()]
+        goal = [float(x) for x in targets.split(",") if x.strip()]
+    except ValueError as exc:
+        raise click.ClickException(f"--workers and --targets take comma-separated numbers: {exc}") from exc
+    chosen = [m.strip() for m in modes.split(",") if m.strip()]
+    if not counts or min(counts) < 1 or any(m not in MODES for m in chosen):
+        raise click.ClickException(f"--workers needs positive integers and --modes a subset of {MODES}")
+    return counts, chosen, goal
+
+
+def _bench_recipe(epochs, batch_size, lr, precision, compress, train_limit, eval_every) -> dict:
+    """The settings every row shares; by default a checkpoint every half epoch, where times to accuracy are read."""
+    if not eval_every:
+        from mlcore.mnist import TRAIN_SIZE
+
+        eval_every = max(1, (train_limit or TRAIN_SIZE) // batch_size // 2)
+    return dict(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        precision=precision,
+        compress=compress,
+        train_limit=train_limit,
+        eval_every=eval_every,
+    )
+
+
+def _row_runner(obj, recipe: dict, goal: list[float]):
+    """run_row(mode, workers, warm_up) for bench.run: the first row deploys the actions, the rest reuse them."""
+    deployed: list[bool] = []
+
+    def run_row(mode: str, workers: int, warm_up: bool = False) -> dict:
+        settings = dict(recipe, workers=workers, mode=mode, eval_live=False)
+        if warm_up:
+            settings.update(epochs=1, train_limit=workers * settings["batch_size"] * 4, eval_every=0)
+        summary = run_job(obj, settings, quiet=True, targets=goal, deploy=not deployed)
+        deployed.append(True)
+        return summary
+
+    return run_row

@@ -4,18 +4,9 @@ from __future__ import annotations
 
 import click
 
-from .actions import _parse_value, rule_outcomes
-from .output import emit_json, ms_time, table
+from .actions import param_option, parse_pairs, rule_outcomes
+from .output import emit_json, list_docs, ms_time
 
-_param = click.option(
-    "-p",
-    "--param",
-    "params",
-    nargs=2,
-    multiple=True,
-    metavar="KEY VALUE",
-    help="Parameter (JSON values are parsed); repeatable.",
-)
 _annotation = click.option(
     "-a",
     "--annotation",
@@ -28,10 +19,6 @@ _annotation = click.option(
 _as_json = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
-def _pairs(pairs) -> dict:
-    return {k: _parse_value(v) for k, v in pairs}
-
-
 @click.group()
 def triggers() -> None:
     """Triggers: create, fire, list, get, delete."""
@@ -39,22 +26,22 @@ def triggers() -> None:
 
 @triggers.command("create")
 @click.argument("name")
-@_param
+@param_option
 @_annotation
 @click.pass_obj
 def trigger_create(obj, name: str, params, annotations) -> None:
     """Create or update trigger NAME."""
-    doc = obj.client.create_trigger(name, _pairs(params), _pairs(annotations))
+    doc = obj.client.create_trigger(name, parse_pairs(params), parse_pairs(annotations))
     click.echo(f"ok: trigger {name} (version {doc['version']})")
 
 
 @triggers.command("fire")
 @click.argument("name")
-@_param
+@param_option
 @click.pass_obj
 def trigger_fire(obj, name: str, params) -> None:
     """Fire trigger NAME: every active rule starts its action with the merged parameters."""
-    activation_id = obj.client.fire_trigger(name, _pairs(params))
+    activation_id = obj.client.fire_trigger(name, parse_pairs(params))
     if activation_id is None:
         click.echo(f"ok: fired {name}; no active rule, so nothing ran and nothing was recorded")
         return
@@ -68,11 +55,12 @@ def trigger_fire(obj, name: str, params) -> None:
 @click.pass_obj
 def trigger_list(obj, as_json: bool) -> None:
     """List this namespace's triggers."""
-    docs = obj.client.list_triggers()
-    if as_json:
-        emit_json(docs)
-        return
-    table(["name", "version", "updated"], [(d["name"], d.get("version"), ms_time(d.get("updated"))) for d in docs])
+    list_docs(
+        obj.client.list_triggers(),
+        as_json,
+        ["name", "version", "updated"],
+        lambda d: (d["name"], d.get("version"), ms_time(d.get("updated"))),
+    )
 
 
 @click.group()
@@ -91,20 +79,19 @@ def rule_create(obj, name: str, trigger: str, action: str) -> None:
     click.echo(f"ok: rule {name} ({doc['status']}): {trigger} -> {action}")
 
 
-@rules.command("enable")
-@click.argument("name")
-@click.pass_obj
-def rule_enable(obj, name: str) -> None:
-    obj.client.set_rule_status(name, active=True)
-    click.echo(f"ok: rule {name} is active")
+def _rule_switch(verb: str, active: bool) -> None:
+    """`rules enable NAME` and `rules disable NAME` differ only in the status they set."""
+
+    @rules.command(verb)
+    @click.argument("name")
+    @click.pass_obj
+    def switch_command(obj, name: str) -> None:
+        obj.client.set_rule_status(name, active=active)
+        click.echo(f"ok: rule {name} is {'active' if active else 'inactive'}")
 
 
-@rules.command("disable")
-@click.argument("name")
-@click.pass_obj
-def rule_disable(obj, name: str) -> None:
-    obj.client.set_rule_status(name, active=False)
-    click.echo(f"ok: rule {name} is inactive")
+_rule_switch("enable", True)
+_rule_switch("disable", False)
 
 
 @rules.command("list")
@@ -112,21 +99,15 @@ def rule_disable(obj, name: str) -> None:
 @click.pass_obj
 def rule_list(obj, as_json: bool) -> None:
     """List this namespace's rules and whether each is active."""
-    docs = obj.client.list_rules()
-    if as_json:
-        emit_json(docs)
-        return
-    table(
-        ["name", "status", "trigger", "action"],
-        [
-            (
-                d["name"],
-                d.get("status"),
-                f"{d['trigger']['path']}/{d['trigger']['name']}",
-                f"{d['action']['path']}/{d['action']['name']}",
-            )
-            for d in docs
-        ],
+    list_docs(obj.client.list_rules(), as_json, ["name", "status", "trigger", "action"], _rule_row)
+
+
+def _rule_row(d: dict) -> tuple:
+    return (
+        d["name"],
+        d.get("status"),
+        f"{d['trigger']['path']}/{d['trigger']['name']}",
+        f"{d['action']['path']}/{d['action']['name']}",
     )
 
 
@@ -140,32 +121,26 @@ def packages() -> None:
 @click.pass_obj
 def package_list(obj, as_json: bool) -> None:
     """List this namespace's packages and bindings."""
-    docs = obj.client.list_packages()
-    if as_json:
-        emit_json(docs)
-        return
-    table(
-        ["name", "binding", "published", "updated"],
-        [
-            (
-                d["name"],
-                "/{namespace}/{name}".format(**d["binding"]) if d.get("binding") else "",
-                d.get("publish"),
-                ms_time(d.get("updated")),
-            )
-            for d in docs
-        ],
+    list_docs(obj.client.list_packages(), as_json, ["name", "binding", "published", "updated"], _package_row)
+
+
+def _package_row(d: dict) -> tuple:
+    return (
+        d["name"],
+        "/{namespace}/{name}".format(**d["binding"]) if d.get("binding") else "",
+        d.get("publish"),
+        ms_time(d.get("updated")),
     )
 
 
 @packages.command("bind")
 @click.argument("source")
 @click.argument("name")
-@_param
+@param_option
 @click.pass_obj
 def package_bind(obj, source: str, name: str, params) -> None:
     """Bind package SOURCE as NAME with parameters of its own (e.g. /whisk.system/utils myutils)."""
-    obj.client.bind_package(name, source, _pairs(params))
+    obj.client.bind_package(name, source, parse_pairs(params))
     click.echo(f"ok: bound {source} as {name}")
 
 
