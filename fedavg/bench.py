@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from .run import Data, RunConfig, first_round_at, run, run_resumable
+from .run import Data, RunConfig, first_round_at, run, run_setting
 from .table import PAPER_TABLE2_CNN, PARTITIONS
 
 # McMahan et al. 2017, Table 2: CNN on MNIST, rounds to 99% test accuracy.
@@ -130,14 +130,7 @@ def rounds_to_target(
     out: dict = {}
     for kind in partitions:
         config = dataclasses.replace(base, partition=kind, rounds=max_rounds)
-        with factory() as executor:
-            report = run_resumable(
-                config,
-                executor,
-                data,
-                checkpoint_root,
-                on_round=(lambda r, kind=kind: on_round(kind, r)) if on_round else None,
-            )
+        report = run_setting(config, factory, data, checkpoint_root, kind, on_round)
         reached = report["rounds_to_target"]
         paper = PAPER_ROUNDS_TO_99.get(kind, {})
         out[kind] = {

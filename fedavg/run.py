@@ -196,14 +196,7 @@ def run(
     _check(config)
     labels = data.train_labels.numpy()
     parts = _partition(config, labels, parts)
-    report = {
-        "config": config.as_dict(),
-        "executor": executor.name,
-        "run_id": config.run_id(),
-        "arithmetic": precision.describe(),
-        "partition": partitions.summary(parts, labels),
-        "rounds": [],
-    }
+    report = _new_report(config, executor.name, parts, labels)
     state = initial_state(config.model, config.seed)
     if resume:
         state = _resume(config, checkpoint_dir, report)
@@ -228,13 +221,30 @@ def run(
         if on_round is not None:
             on_round(record)
         if idle_rounds >= max_idle_rounds:
-            raise FedAvgError(
-                f"no client returned an update in {idle_rounds} rounds in a row (last round "
-                f"{round_index}, e.g. client {outcomes[0].client_id}: {outcomes[0].error}); "
-                f"the checkpoint keeps the rounds before, fix the cause and --resume"
-            )
+            raise _stalled(idle_rounds, round_index, outcomes)
     report["final_state_sha256"] = state_digest(state)
     return summarize(report), state
+
+
+def _new_report(config: RunConfig, executor_name: str, parts: list[np.ndarray], labels: np.ndarray) -> dict:
+    """What the run's numbers depend on, recorded before the first round so every checkpoint carries it."""
+    return {
+        "config": config.as_dict(),
+        "executor": executor_name,
+        "run_id": config.run_id(),
+        "arithmetic": precision.describe(),
+        "partition": partitions.summary(parts, labels),
+        "rounds": [],
+    }
+
+
+def _stalled(idle_rounds: int, round_index: int, outcomes: list) -> FedAvgError:
+    """Rounds in a row without any update point at a systemic cause, which more rounds will not fix."""
+    return FedAvgError(
+        f"no client returned an update in {idle_rounds} rounds in a row (last round "
+        f"{round_index}, e.g. client {outcomes[0].client_id}: {outcomes[0].error}); "
+        f"the checkpoint keeps the rounds before, fix the cause and --resume"
+    )
 
 
 def _check(config: RunConfig) -> None:
@@ -322,6 +332,36 @@ def run_resumable(
     if directory is not None:
         report["checkpoint_dir"] = str(directory)
     return report
+
+
+def label_rounds(on_round: Callable[[str, dict], None] | None, label: str) -> Callable[[dict], None] | None:
+    """`run`'s per-round callback for one setting of a study, whose rounds on_round tells apart by label."""
+    return (lambda record: on_round(label, record)) if on_round else None
+
+
+def run_setting(
+    config: RunConfig,
+    make_executor: Callable,
+    data: Data,
+    checkpoint_root: Path | None,
+    label: str,
+    on_round: Callable[[str, dict], None] | None,
+    *,
+    stop_at_target: bool = True,
+) -> dict:
+    """`run_resumable` for one setting of a study, on its own executor; on_round gets (label, record).
+
+    A fresh executor per setting keeps one setting's broken workers out of the next.
+    """
+    with make_executor() as executor:
+        return run_resumable(
+            config,
+            executor,
+            data,
+            checkpoint_root,
+            stop_at_target=stop_at_target,
+            on_round=label_rounds(on_round, label),
+        )
 
 
 def _evaluate(model, state: dict, data: Data, threads: int | None, channels_last: bool) -> tuple[float, float]:

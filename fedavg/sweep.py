@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .run import Data, RunConfig, run_resumable
+from .run import Data, RunConfig, run_setting
 
 
 def sweep(
@@ -30,15 +30,7 @@ def sweep(
         for k in clients:
             config = dataclasses.replace(base, clients=k, partition=kind)
             label = f"{kind} K={k}"
-            with make_executor() as executor:
-                report = run_resumable(
-                    config,
-                    executor,
-                    data,
-                    checkpoint_root,
-                    stop_at_target=False,
-                    on_round=(lambda r, label=label: on_round(label, r)) if on_round else None,
-                )
+            report = run_setting(config, make_executor, data, checkpoint_root, label, on_round, stop_at_target=False)
             results.append(
                 {
                     "label": label,

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from . import precision as precisions
 from .errors import FedAvgError
-from .run import Data, RunConfig, first_round_at, run_resumable
+from .run import Data, RunConfig, first_round_at, label_rounds, run_resumable
 
 CITATION = (
     "McMahan, Moore, Ramage, Hampson, Agüera y Arcas: Communication-Efficient Learning of Deep "
@@ -247,10 +247,6 @@ def _new_rounds(report: dict) -> int:
     return len(report["rounds"]) - report.get("resumed_after_round", 0)
 
 
-def _labelled(on_round: Callable[[str, dict], None] | None, label: str) -> Callable[[dict], None] | None:
-    return (lambda record: on_round(label, record)) if on_round else None
-
-
 def run_cell(
     base: RunConfig,
     row: Row,
@@ -284,7 +280,7 @@ def run_cell(
             executor,
             data,
             checkpoint_root,
-            on_round=_labelled(on_round, f"{row.key} {partition} lr={lr:.3g} (probe)"),
+            on_round=label_rounds(on_round, f"{row.key} {partition} lr={lr:.3g} (probe)"),
         )
         probes.append(probe_record(lr, report, probe_rounds, base.target))
         new_rounds += _new_rounds(report)
@@ -294,7 +290,7 @@ def run_cell(
         executor,
         data,
         checkpoint_root,
-        on_round=_labelled(on_round, f"{row.key} {partition} lr={best['lr']:.3g}"),
+        on_round=label_rounds(on_round, f"{row.key} {partition} lr={best['lr']:.3g}"),
     )
     new_rounds += _new_rounds(final)
     return _cell(row, partition, probes, best, final, probe_rounds, max_rounds, new_rounds)

@@ -19,7 +19,7 @@ from hostnet.guestnet import buffer_max_in_effect, describe_nic, tcp_buffers
 from hostnet.host import Accelerator, host_cores, host_facts
 from hostnet.image import GuestImage
 from hostnet.iperf import client_command
-from hostnet.lab import RUN_ROOT, Lab, LabSettings, guest_cores
+from hostnet.lab import RUN_ROOT, Lab, LabGuest, LabSettings, guest_cores
 from hostnet.measure import latency_run, measured_run, parse_ping, small_packet_run
 from hostnet.ovs import OvsSettings
 from hostnet.vm import GuestTuning, nic_vectors
@@ -107,11 +107,7 @@ def run_bench(
     run_root: Path = RUN_ROOT,
 ) -> dict:
     """Run every backend x queue case and return the report (a JSON-ready dict)."""
-    if not image.controllable:
-        raise HostnetError(
-            f"bench needs a hostnet image (kernel + initrd), got {image.describe()}; "
-            "build one with `deployer hostnet image`"
-        )
+    image.require_controllable("bench")
     rows = []
     started = time.time()
     for backend in config.backends:
@@ -150,45 +146,9 @@ def _measure_case(lab: Lab, config: BenchConfig, queues: int, progress) -> dict:
         combined = client.vm.run("ethtool -l eth0 | tail -n 1 | awk '{print $2}'", check=False)
         nics = {"client": describe_nic(client.vm), "server": describe_nic(server.vm)}
         buffers = {"client": tcp_buffers(client.vm), "server": tcp_buffers(server.vm)}
-        in_effect = {side: buffer_max_in_effect(b) for side, b in buffers.items()}
-        wanted = config.guest.tcp_buffer_max
-        if wanted and any(v != wanted for v in in_effect.values()):
-            raise HostnetError(
-                f"guests run with TCP buffer max {in_effect}, not the "
-                f"{wanted} asked for (hostnet.tcp_buffer_max=); check "
-                f"{server.vm.control_log} and {client.vm.control_log}"
-            )
+        in_effect = _check_buffer_max(config.guest.tcp_buffer_max, buffers, server, client)
         wait_iperf_listening(server.vm)
-        label = f"{lab.settings.backend}, {queues} queue(s)"
-        progress(f"{label}: ping latency")
-        latency = latency_run(client, server, config.ping_count, config.ping_interval_s)
-        timeout = config.iperf_seconds * 4 + 60
-        quiet = (config.quiet_busy_percent, config.quiet_wait_s)
-        progress(f"{label}: iperf3 TCP")
-        tcp = measured_run(
-            lab,
-            client,
-            server,
-            client_command(server.ip, seconds=config.iperf_seconds, streams=queues),
-            timeout,
-            quiet,
-            idle_rtt_ms=latency["p50_ms"],
-        )
-        progress(f"{label}: iperf3 UDP")
-        udp = measured_run(
-            lab,
-            client,
-            server,
-            client_command(
-                server.ip, seconds=config.iperf_seconds, streams=queues, udp=True, udp_bitrate=config.udp_bitrate
-            ),
-            timeout,
-            quiet,
-        )
-        small = []
-        for pps in config.small_loads_pps:
-            progress(f"{label}: 64-byte UDP at {pps} pps")
-            small.append(small_packet_run(lab, client, server, pps, config.small_seconds, quiet))
+        measured = _measure_traffic(lab, config, queues, server, client, progress)
         return {
             "backend": lab.settings.backend,
             "queues": queues,
@@ -206,8 +166,56 @@ def _measure_case(lab: Lab, config: BenchConfig, queues: int, progress) -> dict:
             "guest_nic": nics,
             "guest_tcp_buffers": buffers,
             "guest_tcp_buffer_max": in_effect,
-            "tcp": tcp,
-            "udp": udp,
-            "small_packets": small,
-            "latency": latency,
+            **measured,
         }
+
+
+def _check_buffer_max(wanted: int | None, buffers: dict, server: LabGuest, client: LabGuest) -> dict:
+    """Each guest's TCP buffer max in effect; a guest that ignored the asked one would skew the comparison.
+
+    Raises:
+        HostnetError: a guest runs with another maximum than `wanted`.
+    """
+    in_effect = {side: buffer_max_in_effect(b) for side, b in buffers.items()}
+    if wanted and any(v != wanted for v in in_effect.values()):
+        raise HostnetError(
+            f"guests run with TCP buffer max {in_effect}, not the "
+            f"{wanted} asked for (hostnet.tcp_buffer_max=); check "
+            f"{server.vm.control_log} and {client.vm.control_log}"
+        )
+    return in_effect
+
+
+def _measure_traffic(lab: Lab, config: BenchConfig, queues: int, server: LabGuest, client: LabGuest, progress) -> dict:
+    """Latency first, while the path is idle: the TCP run judges its window against that RTT."""
+    label = f"{lab.settings.backend}, {queues} queue(s)"
+    progress(f"{label}: ping latency")
+    latency = latency_run(client, server, config.ping_count, config.ping_interval_s)
+    timeout = config.iperf_seconds * 4 + 60
+    quiet = (config.quiet_busy_percent, config.quiet_wait_s)
+    progress(f"{label}: iperf3 TCP")
+    tcp = measured_run(
+        lab,
+        client,
+        server,
+        client_command(server.ip, seconds=config.iperf_seconds, streams=queues),
+        timeout,
+        quiet,
+        idle_rtt_ms=latency["p50_ms"],
+    )
+    progress(f"{label}: iperf3 UDP")
+    udp = measured_run(
+        lab,
+        client,
+        server,
+        client_command(
+            server.ip, seconds=config.iperf_seconds, streams=queues, udp=True, udp_bitrate=config.udp_bitrate
+        ),
+        timeout,
+        quiet,
+    )
+    small = []
+    for pps in config.small_loads_pps:
+        progress(f"{label}: 64-byte UDP at {pps} pps")
+        small.append(small_packet_run(lab, client, server, pps, config.small_seconds, quiet))
+    return {"tcp": tcp, "udp": udp, "small_packets": small, "latency": latency}

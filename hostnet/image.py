@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from hostnet.errors import CommandError, ImageError
+from hostnet.errors import CommandError, HostnetError, ImageError
 from hostnet.host import busybox_path
 from hostnet.process import run
 
@@ -118,6 +118,18 @@ class GuestImage:
 
     def describe(self) -> str:
         return str(self.disk) if self.disk else f"{self.kernel} + {self.initrd}"
+
+    def require_controllable(self, command: str) -> None:
+        """Measurements drive the guest over its control shell, which only hostnet's init offers.
+
+        Raises:
+            HostnetError: a user disk image, naming `command` and how to build a hostnet image.
+        """
+        if not self.controllable:
+            raise HostnetError(
+                f"{command} needs a hostnet image (kernel + initrd), got {self.describe()}; "
+                "build one with `deployer hostnet image`"
+            )
 
     @classmethod
     def from_path(cls, path: Path) -> GuestImage:

@@ -16,7 +16,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from hostnet.bench import wait_iperf_listening
-from hostnet.errors import HostnetError, MigrationError, VMError
+from hostnet.errors import MigrationError, VMError
 from hostnet.guestnet import buffer_max_in_effect, tcp_buffers
 from hostnet.host import Accelerator, host_facts
 from hostnet.image import GuestImage
@@ -47,20 +47,48 @@ def live_migrate(
         MigrationError: QEMU reported failure or it did not finish in timeout_s; the
             source is resumed if it was left paused.
     """
+    route = f"{src.name} -> {dst.name if dst else uri}"
     try:
-        if postcopy:
-            for vm in (src, dst):
-                if vm is not None:
-                    vm.qmp("migrate-set-capabilities", capabilities=[{"capability": "postcopy-ram", "state": True}])
-        if dst is not None:
-            dst.qmp("migrate-incoming", uri=uri)
-        if downtime_limit_ms is not None:
-            src.qmp("migrate-set-parameters", **{"downtime-limit": downtime_limit_ms})
-        src.qmp("migrate", uri=uri)
+        _start_migration(src, dst, uri, downtime_limit_ms, postcopy)
     except VMError as exc:
-        raise MigrationError(
-            f"starting migration {src.name} -> {dst.name if dst else uri} at {uri} failed: {exc}"
-        ) from exc
+        raise MigrationError(f"starting migration {route} at {uri} failed: {exc}") from exc
+    info, postcopy_started = _follow_migration(src, route, postcopy, timeout_s)
+    ram = info.get("ram", {})
+    return {
+        "status": "completed",
+        "total_time_ms": info.get("total-time"),
+        "downtime_ms": info.get("downtime"),
+        "setup_time_ms": info.get("setup-time"),
+        "ram_transferred_bytes": ram.get("transferred"),
+        "ram_total_bytes": ram.get("total"),
+        "ram_mbps": ram.get("mbps"),
+        "dirty_sync_count": ram.get("dirty-sync-count"),
+        "postcopy_requests": ram.get("postcopy-requests"),
+        "postcopy": postcopy_started,
+    }
+
+
+def _start_migration(src: VM, dst: VM | None, uri: str, downtime_limit_ms: int | None, postcopy: bool) -> None:
+    """Postcopy must be enabled on both ends before the destination starts listening."""
+    if postcopy:
+        for vm in (src, dst):
+            if vm is not None:
+                vm.qmp("migrate-set-capabilities", capabilities=[{"capability": "postcopy-ram", "state": True}])
+    if dst is not None:
+        dst.qmp("migrate-incoming", uri=uri)
+    if downtime_limit_ms is not None:
+        src.qmp("migrate-set-parameters", **{"downtime-limit": downtime_limit_ms})
+    src.qmp("migrate", uri=uri)
+
+
+def _follow_migration(src: VM, route: str, postcopy: bool, timeout_s: float) -> tuple[dict, bool]:
+    """(QEMU's final query-migrate, whether postcopy was switched on), once the migration completed.
+
+    Postcopy is switched on once precopy has sent some RAM, so both phases run.
+
+    Raises:
+        MigrationError: it failed or did not finish in timeout_s; the source is left running.
+    """
     deadline = time.monotonic() + timeout_s
     postcopy_started = False
     info: dict = {}
@@ -75,29 +103,15 @@ def live_migrate(
         time.sleep(0.05)  # query-migrate is the documented way to follow progress
     else:
         _cancel_and_resume(src)
-        raise MigrationError(
-            f"migration {src.name} -> {dst.name if dst else uri} not finished in {timeout_s}s; last status: {info}"
-        )
+        raise MigrationError(f"migration {route} not finished in {timeout_s}s; last status: {info}")
     if info.get("status") != "completed":
         _cancel_and_resume(src)
         raise MigrationError(
-            f"migration {src.name} -> {dst.name if dst else uri} {info.get('status')}: "
+            f"migration {route} {info.get('status')}: "
             f"{info.get('error-desc', 'no error description')}; QEMU log: "
             f"{src.qemu_log}"
         )
-    ram = info.get("ram", {})
-    return {
-        "status": "completed",
-        "total_time_ms": info.get("total-time"),
-        "downtime_ms": info.get("downtime"),
-        "setup_time_ms": info.get("setup-time"),
-        "ram_transferred_bytes": ram.get("transferred"),
-        "ram_total_bytes": ram.get("total"),
-        "ram_mbps": ram.get("mbps"),
-        "dirty_sync_count": ram.get("dirty-sync-count"),
-        "postcopy_requests": ram.get("postcopy-requests"),
-        "postcopy": postcopy_started,
-    }
+    return info, postcopy_started
 
 
 def _cancel_and_resume(src: VM) -> None:
@@ -127,11 +141,7 @@ def run_migration(
     run_root: Path = RUN_ROOT,
 ) -> dict:
     """Boot a guest, migrate it under pings and a TCP stream, check it still answers; report."""
-    if not image.controllable:
-        raise HostnetError(
-            f"migrate needs a hostnet image (kernel + initrd), got "
-            f"{image.describe()}; build one with `deployer hostnet image`"
-        )
+    image.require_controllable("migrate")
     if postcopy and backend == "vhost-user":
         ovs = ovs.with_postcopy()  # OVS must register the guest memory with userfaultfd
     settings = LabSettings(
@@ -140,28 +150,15 @@ def run_migration(
     started = time.time()
     progress(f"{backend}: setting up the lab")
     with Lab(settings, run_root) as lab:
-        with lab.guest("src", 0) as src:
-            progress("booting the source guest")
-            src.start()
-            src.vm.wait_ready()
-            buffers = tcp_buffers(src.vm)
-            with (
-                Pinger(lab.lan, src.ip, lab.run_dir, ping_interval_ms, on_start=lab._register) as pinger,
-                ExitStack() as loads,
-            ):
-                pinger.wait_reply_after(time.time())
-                stream = _start_stream(lab, src, load_seconds, loads, progress)
-                outcome, dst_nic = _migrate_watched(
-                    lab,
-                    src,
-                    pinger,
-                    stream,
-                    load_seconds,
-                    progress,
-                    downtime_limit_ms=downtime_limit_ms,
-                    postcopy=postcopy,
-                    timeout_s=timeout_s,
-                )
+        buffers, outcome, dst_nic = _migrate_booted_source(
+            lab,
+            ping_interval_ms,
+            load_seconds,
+            progress,
+            downtime_limit_ms=downtime_limit_ms,
+            postcopy=postcopy,
+            timeout_s=timeout_s,
+        )
         conditions = {
             **host_facts(),
             "accelerator": accel.name,
@@ -184,6 +181,45 @@ def run_migration(
             **outcome,
             "wall_s": round(time.time() - started, 1),
         }
+
+
+def _migrate_booted_source(
+    lab: Lab,
+    ping_interval_ms: float,
+    load_seconds: float,
+    progress: Callable[[str], None],
+    *,
+    downtime_limit_ms: int | None,
+    postcopy: bool,
+    timeout_s: float,
+) -> tuple[dict, dict, NicSpec]:
+    """Boots the source guest and migrates it once pings answer and the stream runs.
+
+    Returns (the source's TCP buffers, report parts, the destination's NIC).
+    """
+    with lab.guest("src", 0) as src:
+        progress("booting the source guest")
+        src.start()
+        src.vm.wait_ready()
+        buffers = tcp_buffers(src.vm)
+        with (
+            Pinger(lab.lan, src.ip, lab.run_dir, ping_interval_ms, on_start=lab._register) as pinger,
+            ExitStack() as loads,
+        ):
+            pinger.wait_reply_after(time.time())
+            stream = _start_stream(lab, src, load_seconds, loads, progress)
+            outcome, dst_nic = _migrate_watched(
+                lab,
+                src,
+                pinger,
+                stream,
+                load_seconds,
+                progress,
+                downtime_limit_ms=downtime_limit_ms,
+                postcopy=postcopy,
+                timeout_s=timeout_s,
+            )
+    return buffers, outcome, dst_nic
 
 
 def _load_conditions(backend: str, ovs: OvsSettings, ping_interval_ms: float, load_seconds: float) -> dict:

@@ -185,7 +185,17 @@ class VM:
     def _argv(self) -> list[str]:
         """The whole QEMU command line, built here and nowhere else."""
         cfg = self.config
-        argv = [
+        argv = self._machine_args() + self._channel_args() + self._memory_args() + self._boot_args()
+        for nic in cfg.nics:
+            argv += nic_args(nic, cfg.accel)
+        if cfg.incoming:
+            argv += ["-incoming", "defer"]
+        return argv
+
+    def _machine_args(self) -> list[str]:
+        """The emulated machine: CPU, size, and no default devices or display."""
+        cfg = self.config
+        return [
             QEMU_BINARY,
             "-name",
             f"{cfg.name},debug-threads=on",
@@ -206,6 +216,11 @@ class VM:
             "-vga",
             "none",
             "-no-reboot",
+        ]
+
+    def _channel_args(self) -> list[str]:
+        """QMP, the kernel console log and the control shell, each on its own socket or file."""
+        return [
             "-chardev",
             f"socket,id=qmp0,path={self.qmp_path},server=off",
             "-mon",
@@ -222,15 +237,24 @@ class VM:
             "-device",
             "virtconsole,chardev=ctl0,id=ctl0",
         ]
-        if cfg.hugepage_dir is not None:
-            argv += [
-                "-object",
-                f"memory-backend-file,id=mem0,size={cfg.memory_mb}M,mem-path={cfg.hugepage_dir},share=on,prealloc=off",
-                "-numa",
-                "node,memdev=mem0",
-            ]
+
+    def _memory_args(self) -> list[str]:
+        """Guest RAM in shared hugepages when vhost-user needs it; QEMU's own otherwise."""
+        cfg = self.config
+        if cfg.hugepage_dir is None:
+            return []
+        return [
+            "-object",
+            f"memory-backend-file,id=mem0,size={cfg.memory_mb}M,mem-path={cfg.hugepage_dir},share=on,prealloc=off",
+            "-numa",
+            "node,memdev=mem0",
+        ]
+
+    def _boot_args(self) -> list[str]:
+        """Direct kernel boot for a hostnet image (so init reads its settings), else the disk."""
+        cfg = self.config
         if cfg.image.controllable:
-            argv += [
+            return [
                 "-kernel",
                 str(cfg.image.kernel),
                 "-initrd",
@@ -238,13 +262,9 @@ class VM:
                 "-append",
                 self.kernel_cmdline(),
             ]
-        elif cfg.image.disk is not None:
-            argv += ["-drive", f"file={cfg.image.disk},if=virtio,snapshot=on"]
-        for nic in cfg.nics:
-            argv += nic_args(nic, cfg.accel)
-        if cfg.incoming:
-            argv += ["-incoming", "defer"]
-        return argv
+        if cfg.image.disk is not None:
+            return ["-drive", f"file={cfg.image.disk},if=virtio,snapshot=on"]
+        return []
 
     def command_line(self) -> str:
         return shlex.join(self._argv())

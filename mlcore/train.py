@@ -154,8 +154,6 @@ def train_lenet5(
         DatasetMissingError: MNIST is not prepared (the message names the command).
         MLCoreError: a setting is out of range.
     """
-    from .mnist import load_mnist
-
     config = TrainConfig(
         epochs=epochs,
         batch_size=batch_size,
@@ -167,29 +165,32 @@ def train_lenet5(
         augment=augment,
     )
     config.check()
-    torch.set_num_threads(threads)
-    torch.manual_seed(seed)
+    return _run_training(config, root, on_batch, on_epoch)
+
+
+def _run_training(
+    config: TrainConfig, root, on_batch: Callable[[int], None] | None, on_epoch: Callable[[dict], None] | None
+) -> TrainResult:
+    """Seeds before anything draws from the global generator, so the same config gives the same weights."""
+    from .mnist import load_mnist
+
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
     train_x, train_y = load_mnist(train=True, root=root)
     test_x, test_y = load_mnist(train=False, root=root)
-    if train_limit:
-        train_x, train_y = train_x[:train_limit], train_y[:train_limit]
-    if test_limit:
-        test_x, test_y = test_x[:test_limit], test_y[:test_limit]
+    if config.train_limit:
+        train_x, train_y = train_x[: config.train_limit], train_y[: config.train_limit]
+    if config.test_limit:
+        test_x, test_y = test_x[: config.test_limit], test_y[: config.test_limit]
     model = LeNet5()
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=True
-    )
-    steps_per_epoch = (len(train_y) + batch_size - 1) // batch_size
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, epochs=epochs, steps_per_epoch=steps_per_epoch
-    )
-    generator = torch.Generator().manual_seed(seed)
-    augmenter = Augmenter(augment, seed) if augment is not None else None
+    optimizer, scheduler = _one_cycle_sgd(model, config, len(train_y))
+    generator = torch.Generator().manual_seed(config.seed)
+    augmenter = Augmenter(config.augment, config.seed) if config.augment is not None else None
     history = []
     started = time.perf_counter()
-    for epoch in range(1, epochs + 1):
+    for epoch in range(1, config.epochs + 1):
         train_loss = train_epoch(
-            model, optimizer, train_x, train_y, batch_size, generator, on_batch, scheduler, augmenter
+            model, optimizer, train_x, train_y, config.batch_size, generator, on_batch, scheduler, augmenter
         )
         result = evaluate(model, test_x, test_y)
         entry = {
@@ -211,6 +212,22 @@ def train_lenet5(
         config,
         history,
     )
+
+
+def _one_cycle_sgd(model: nn.Module, config: TrainConfig, train_size: int):
+    """(optimizer, scheduler): Nesterov SGD whose rate rises to `lr` and anneals over every step of the run."""
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        nesterov=True,
+    )
+    steps_per_epoch = (train_size + config.batch_size - 1) // config.batch_size
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch
+    )
+    return optimizer, scheduler
 
 
 def new_version() -> str:

@@ -225,22 +225,28 @@ class JobLayout:
         return f"{self.updates_of(number)}{worker}"
 
     def updates_of(self, number: int) -> str:
-        return f"{self.prefix}updates/{self.round_name(number)}/"
+        return self._in_round("updates", number) + "/"
 
     def decision(self, number: int) -> str:
-        return f"{self.prefix}rounds/{self.round_name(number)}"
+        return self._in_round("rounds", number)
 
     def checkpoint(self, number: int) -> str:
-        return f"{self.prefix}checkpoints/{self.round_name(number)}"
+        return self._in_round("checkpoints", number)
 
     def worker_info(self, worker: int) -> str:
-        return f"{self.prefix}workers/{worker}.json"
+        return self._of_worker(worker, ".json")
 
     def worker_stats(self, worker: int) -> str:
-        return f"{self.prefix}workers/{worker}.stats.json"
+        return self._of_worker(worker, ".stats.json")
 
     def handoff(self, worker: int) -> str:
-        return f"{self.prefix}workers/{worker}.handoff"
+        return self._of_worker(worker, ".handoff")
+
+    def _in_round(self, folder: str, number: int) -> str:
+        return f"{self.prefix}{folder}/{self.round_name(number)}"
+
+    def _of_worker(self, worker: int, suffix: str) -> str:
+        return f"{self.prefix}workers/{worker}{suffix}"
 
     @staticmethod
     def round_of(key: str) -> int:
