@@ -342,6 +342,13 @@ def load(manifest: Path, deployment: Path | None = None, env: Mapping[str, str] 
     env = ChainMap(os.environ if env is None else env, {"DEPLOYER_RUNTIME_IMAGE": DEFAULT_RUNTIME_IMAGE})
     doc = _Doc(Path(manifest))
     data = _check_keys(doc, (), doc.data, TOP_KEYS, "the manifest")
+    packages, where = _packages(doc, data)
+    overrides = _deployment_inputs(Path(deployment), env) if deployment else {}
+    return [_package(doc, where + (pname,), pname, pspec, env, overrides) for pname, pspec in packages.items()]
+
+
+def _packages(doc: _Doc, data: dict) -> tuple[dict, tuple]:
+    """The packages and where they sit: wskdeploy takes `project.packages`, `packages` or a single `package`."""
     where: tuple = ()
     if "project" in data:
         project = _check_keys(doc, ("project",), data["project"], PROJECT_KEYS, "project")
@@ -357,55 +364,62 @@ def load(manifest: Path, deployment: Path | None = None, env: Mapping[str, str] 
         raise doc.fail((), "a manifest needs `project:`, `packages:` or `package:`")
     if not isinstance(packages, dict) or not packages:
         raise doc.fail(where, "packages must be a non-empty mapping of package name to package")
-    overrides = _deployment_inputs(Path(deployment), env) if deployment else {}
-    base = doc.path.parent
-    out = []
-    for pname, pspec in packages.items():
-        pw = where + (pname,)
-        pspec = _check_keys(doc, pw, pspec, PACKAGE_KEYS, f"package {pname}")
-        for key in UNSUPPORTED & set(pspec):
-            raise doc.fail(
-                pw + (key,), f"{key} are valid wskdeploy but not supported by deployer; deploy them with wskdeploy"
-            )
-        pkg = PackageSpec(
-            pname,
-            {**_inputs(doc, pw + ("inputs",), pspec.get("inputs"), env), **overrides.get((pname, None), {})},
-            dict(pspec.get("annotations") or {}),
+    return packages, where
+
+
+def _package(
+    doc: _Doc, pw: tuple, pname: str, pspec, env: Mapping[str, str], overrides: dict[tuple, dict]
+) -> PackageSpec:
+    """One package with its actions, sequences, triggers and rules; the deployment file's inputs win."""
+    pspec = _check_keys(doc, pw, pspec, PACKAGE_KEYS, f"package {pname}")
+    for key in UNSUPPORTED & set(pspec):
+        raise doc.fail(
+            pw + (key,), f"{key} are valid wskdeploy but not supported by deployer; deploy them with wskdeploy"
         )
-        actions = _check_keys(doc, pw + ("actions",), pspec.get("actions"), set(pspec.get("actions") or {}), "actions")
-        for aname, aspec in actions.items():
-            aw = pw + ("actions", aname)
-            aspec = _check_keys(doc, aw, aspec, ACTION_KEYS, f"action {pname}/{aname}")
-            pkg.actions.append(
-                ActionSpec(
-                    pname,
-                    aname,
-                    _exec_for(doc, aw, aspec, base, env),
-                    {**_inputs(doc, aw + ("inputs",), aspec.get("inputs"), env), **overrides.get((pname, aname), {})},
-                    _limits(doc, aw + ("limits",), aspec.get("limits")),
-                    _annotations(aspec),
-                )
+    pkg = PackageSpec(
+        pname,
+        {**_inputs(doc, pw + ("inputs",), pspec.get("inputs"), env), **overrides.get((pname, None), {})},
+        dict(pspec.get("annotations") or {}),
+    )
+    actions = _check_keys(doc, pw + ("actions",), pspec.get("actions"), set(pspec.get("actions") or {}), "actions")
+    for aname, aspec in actions.items():
+        aw = pw + ("actions", aname)
+        aspec = _check_keys(doc, aw, aspec, ACTION_KEYS, f"action {pname}/{aname}")
+        pkg.actions.append(
+            ActionSpec(
+                pname,
+                aname,
+                _exec_for(doc, aw, aspec, doc.path.parent, env),
+                {**_inputs(doc, aw + ("inputs",), aspec.get("inputs"), env), **overrides.get((pname, aname), {})},
+                _limits(doc, aw + ("limits",), aspec.get("limits")),
+                _annotations(aspec),
             )
-        sequences = pspec.get("sequences") or {}
-        for sname, sspec in sequences.items():
-            sw = pw + ("sequences", sname)
-            sspec = _check_keys(doc, sw, sspec, SEQUENCE_KEYS, f"sequence {pname}/{sname}")
-            names = [a.strip() for a in str(sspec.get("actions", "")).split(",") if a.strip()]
-            if not names:
-                raise doc.fail(sw, "a sequence needs `actions: a, b, ...`")
-            comps = [f"/_/{n}" if "/" in n else f"/_/{pname}/{n}" for n in names]
-            pkg.sequences.append(
-                ActionSpec(
-                    pname,
-                    sname,
-                    {"kind": "sequence", "components": comps},
-                    _inputs(doc, sw + ("inputs",), sspec.get("inputs"), env),
-                    {},
-                    _annotations(sspec),
-                )
+        )
+    pkg.sequences = _sequences(doc, pw, pname, pspec.get("sequences") or {}, env)
+    pkg.triggers, pkg.rules = _events(doc, pw, pspec, env)
+    return pkg
+
+
+def _sequences(doc: _Doc, pw: tuple, pname: str, sequences: dict, env: Mapping[str, str]) -> list[ActionSpec]:
+    """A sequence's components are actions of this package unless named with theirs (`pkg/action`)."""
+    out = []
+    for sname, sspec in sequences.items():
+        sw = pw + ("sequences", sname)
+        sspec = _check_keys(doc, sw, sspec, SEQUENCE_KEYS, f"sequence {pname}/{sname}")
+        names = [a.strip() for a in str(sspec.get("actions", "")).split(",") if a.strip()]
+        if not names:
+            raise doc.fail(sw, "a sequence needs `actions: a, b, ...`")
+        comps = [f"/_/{n}" if "/" in n else f"/_/{pname}/{n}" for n in names]
+        out.append(
+            ActionSpec(
+                pname,
+                sname,
+                {"kind": "sequence", "components": comps},
+                _inputs(doc, sw + ("inputs",), sspec.get("inputs"), env),
+                {},
+                _annotations(sspec),
             )
-        pkg.triggers, pkg.rules = _events(doc, pw, pspec, env)
-        out.append(pkg)
+        )
     return out
 
 

@@ -378,35 +378,12 @@ def _probe(tag: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def build_runtime_image(
-    tag: str = DEFAULT_TAG,
-    base_image: str | None = None,
-    wheelhouse: bool | None = None,
-    torch_index_url: str = TORCH_CPU_INDEX,
-    cpu_shares: int = 64,
-    progress: Callable[[str], None] = lambda _m: None,
-) -> BuildReport:
-    """Builds (or finds cached) the runtime image and reports what it holds.
+def _docker_build(tag: str, base: str, house: Path | None, torch_index_url: str, cpu_shares: int) -> None:
+    """Runs `docker build` of the runtime Dockerfile on `base`, its pip step fed by the wheelhouse where there is one.
 
-    base_image None: the local debootstrap base, wheels from a host wheelhouse. A base image such as
-    OFFICIAL_BASE: built on it; its packages come from PyPI + torch_index_url unless wheelhouse=True.
+    Raises:
+        RuntimeBuildError: docker build failed (the message ends with its output).
     """
-    t0 = time.monotonic()
-    steps: dict[str, float] = {}
-    server = check_docker()
-    before = image_id(tag)
-    t = time.monotonic()
-    if base_image is None:
-        base, base_reused = ensure_base_image(progress)
-        wheelhouse = True if wheelhouse is None else wheelhouse
-    else:
-        base, base_reused = base_image, image_id(base_image) is not None
-    steps["base"] = round(time.monotonic() - t, 3)
-    t = time.monotonic()
-    house, house_reused = ensure_wheelhouse(progress=progress) if wheelhouse else (None, None)
-    steps["wheelhouse"] = round(time.monotonic() - t, 3)
-    t = time.monotonic()
-    progress(f"docker build {tag} from {base}")
     with contextlib.ExitStack() as stack:
         args = [
             "build",
@@ -436,6 +413,38 @@ def build_runtime_image(
         done = subprocess.run([docker_binary(), *args, str(PROJECT_ROOT)], capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise RuntimeBuildError(f"docker build failed: {(done.stdout + done.stderr).strip()[-1500:]}")
+
+
+def build_runtime_image(
+    tag: str = DEFAULT_TAG,
+    base_image: str | None = None,
+    wheelhouse: bool | None = None,
+    torch_index_url: str = TORCH_CPU_INDEX,
+    cpu_shares: int = 64,
+    progress: Callable[[str], None] = lambda _m: None,
+) -> BuildReport:
+    """Builds (or finds cached) the runtime image and reports what it holds.
+
+    base_image None: the local debootstrap base, wheels from a host wheelhouse. A base image such as
+    OFFICIAL_BASE: built on it; its packages come from PyPI + torch_index_url unless wheelhouse=True.
+    """
+    t0 = time.monotonic()
+    steps: dict[str, float] = {}
+    server = check_docker()
+    before = image_id(tag)
+    t = time.monotonic()
+    if base_image is None:
+        base, base_reused = ensure_base_image(progress)
+        wheelhouse = True if wheelhouse is None else wheelhouse
+    else:
+        base, base_reused = base_image, image_id(base_image) is not None
+    steps["base"] = round(time.monotonic() - t, 3)
+    t = time.monotonic()
+    house, house_reused = ensure_wheelhouse(progress=progress) if wheelhouse else (None, None)
+    steps["wheelhouse"] = round(time.monotonic() - t, 3)
+    t = time.monotonic()
+    progress(f"docker build {tag} from {base}")
+    _docker_build(tag, base, house, torch_index_url, cpu_shares)
     steps["docker_build"] = round(time.monotonic() - t, 3)
     after = image_id(tag)
     layers_cached = before is not None and before == after

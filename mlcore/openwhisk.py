@@ -36,26 +36,11 @@ from urllib3.exceptions import NewConnectionError, ProxyError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from urllib3.util.retry import Retry
 
-from .errors import (
-    ActivationFailedError,
-    AuthError,
-    ConflictError,
-    NotFoundError,
-    OpenWhiskError,
-    PayloadTooLargeError,
-    UnreachableError,
-)
+from . import errors
 
 __all__ = [
     "OpenWhiskClient",
     "RetryPolicy",
-    "ActivationFailedError",
-    "AuthError",
-    "ConflictError",
-    "NotFoundError",
-    "OpenWhiskError",
-    "PayloadTooLargeError",
-    "UnreachableError",
     "kv",
     "normalize_apihost",
     "record_memory_mb",
@@ -190,7 +175,7 @@ class OpenWhiskClient:
             AuthError: `auth` is not shaped 'uuid:key'.
         """
         if ":" not in auth:
-            raise AuthError("the auth key must look like 'uuid:key'")
+            raise errors.AuthError("the auth key must look like 'uuid:key'")
         self.apihost = normalize_apihost(apihost)
         self.auth = auth
         self.namespace = namespace
@@ -221,7 +206,7 @@ class OpenWhiskClient:
         """
         host, key = os.environ.get("__OW_API_HOST"), os.environ.get("__OW_API_KEY")
         if not host or not key:
-            raise OpenWhiskError(
+            raise errors.OpenWhiskError(
                 "__OW_API_HOST and __OW_API_KEY are not set: this code must run inside an "
                 "OpenWhisk action (or be given apihost and auth)"
             )
@@ -243,6 +228,12 @@ class OpenWhiskClient:
         base = f"{self.apihost}/api/v1/namespaces/{quote(namespace, safe='')}/{collection}"
         return f"{base}/{quote(name, safe='/')}" if name else base
 
+    def _put(self, collection: str, name: str, body: dict, overwrite: bool) -> dict:
+        """Creates or replaces an entity; RetryPolicy reads `overwrite` in the query to tell if a retry is safe."""
+        return self._request(
+            "PUT", self._url(collection, name), params={"overwrite": str(overwrite).lower()}, json_body=body
+        )[1]
+
     def _request(
         self, method: str, url: str, *, params=None, json_body=None, timeout_s=None, ok=(200,)
     ) -> tuple[int, Any]:
@@ -250,14 +241,18 @@ class OpenWhiskClient:
         try:
             resp = self._session.request(method, url, params=params, json=json_body, timeout=timeout)
         except requests.ConnectionError as exc:
-            raise UnreachableError(
+            raise errors.UnreachableError(
                 f"cannot reach the OpenWhisk API at {self.apihost}: {exc.__class__.__name__}; "
                 "check --apihost (or start the local platform with `deployer up`)"
             ) from exc
         except requests.Timeout as exc:
-            raise UnreachableError(f"the OpenWhisk API at {self.apihost} did not answer in {timeout:.0f} s") from exc
+            raise errors.UnreachableError(
+                f"the OpenWhisk API at {self.apihost} did not answer in {timeout:.0f} s"
+            ) from exc
         except requests.RequestException as exc:
-            raise OpenWhiskError(f"{method} {url.replace(self.apihost, '')}: {exc.__class__.__name__}: {exc}") from exc
+            raise errors.OpenWhiskError(
+                f"{method} {url.replace(self.apihost, '')}: {exc.__class__.__name__}: {exc}"
+            ) from exc
         try:
             body = resp.json() if resp.content else {}
         except ValueError:
@@ -267,16 +262,16 @@ class OpenWhiskClient:
         message = body.get("error") if isinstance(body, dict) else str(body)
         detail = f"{method} {url.replace(self.apihost, '')}: {resp.status_code} {message}"
         if resp.status_code in (401, 403):
-            raise AuthError(
+            raise errors.AuthError(
                 f"authentication refused ({detail}); check --auth / OW_AUTH / wskprops", resp.status_code, body
             )
         if resp.status_code == 404:
-            raise NotFoundError(f"not found: {detail}", resp.status_code, body)
+            raise errors.NotFoundError(f"not found: {detail}", resp.status_code, body)
         if resp.status_code == 409:
-            raise ConflictError(detail, resp.status_code, body)
+            raise errors.ConflictError(detail, resp.status_code, body)
         if resp.status_code == 413:
-            raise PayloadTooLargeError(detail, resp.status_code, body)
-        raise OpenWhiskError(detail, resp.status_code, body)
+            raise errors.PayloadTooLargeError(detail, resp.status_code, body)
+        raise errors.OpenWhiskError(detail, resp.status_code, body)
 
     def platform_info(self) -> dict:
         """GET /api/v1: the deployment's description and limits (the local platform adds its invoker)."""
@@ -287,17 +282,13 @@ class OpenWhiskClient:
         self, name: str, parameters: dict | None = None, annotations: dict | None = None, overwrite: bool = True
     ) -> dict:
         body = {"parameters": kv(parameters), "annotations": kv(annotations)}
-        return self._request(
-            "PUT", self._url("packages", name), params={"overwrite": str(overwrite).lower()}, json_body=body
-        )[1]
+        return self._put("packages", name, body, overwrite)
 
     def bind_package(self, name: str, source: str, parameters: dict | None = None, overwrite: bool = True) -> dict:
         """A package binding: `source` ('/ns/package' or 'package') seen under `name` with extra parameters."""
         namespace, _, package = source.lstrip("/").rpartition("/")
         body = {"binding": {"namespace": namespace or "_", "name": package}, "parameters": kv(parameters)}
-        return self._request(
-            "PUT", self._url("packages", name), params={"overwrite": str(overwrite).lower()}, json_body=body
-        )[1]
+        return self._put("packages", name, body, overwrite)
 
     def get_package(self, name: str) -> dict:
         return self._request("GET", self._url("packages", name))[1]
@@ -321,9 +312,7 @@ class OpenWhiskClient:
         body: dict[str, Any] = {"exec": exec_, "parameters": kv(parameters), "annotations": kv(annotations)}
         if limits:
             body["limits"] = limits
-        return self._request(
-            "PUT", self._url("actions", name), params={"overwrite": str(overwrite).lower()}, json_body=body
-        )[1]
+        return self._put("actions", name, body, overwrite)
 
     def get_action(self, name: str, code: bool = False) -> dict:
         return self._request("GET", self._url("actions", name), params={"code": str(code).lower()})[1]
@@ -367,7 +356,7 @@ class OpenWhiskClient:
             res = body if result else body.get("response", {}).get("result", {})
             aid = None if result else body.get("activationId")
             message = res.get("error") if isinstance(res, dict) else res
-            raise ActivationFailedError(f"action {name} failed: {message}", aid, res, record, status)
+            raise errors.ActivationFailedError(f"action {name} failed: {message}", aid, res, record, status)
         if status == 202 and blocking:
             return self.wait_activation(body["activationId"], timeout_s=timeout_s, result=result)
         return body
@@ -387,12 +376,12 @@ class OpenWhiskClient:
             if record is not None:
                 break
             if time.monotonic() > deadline:
-                raise OpenWhiskError(f"activation {activation_id} did not finish in time")
+                raise errors.OpenWhiskError(f"activation {activation_id} did not finish in time")
             time.sleep(poll_s)
         response = record["response"]
         if not response.get("success"):
             res = response.get("result", {})
-            raise ActivationFailedError(
+            raise errors.ActivationFailedError(
                 f"activation {activation_id} failed: {res.get('error', res)}", activation_id, res, record
             )
         return response["result"] if result else record
@@ -402,9 +391,7 @@ class OpenWhiskClient:
         self, name: str, parameters: dict | None = None, annotations: dict | None = None, overwrite: bool = True
     ) -> dict:
         body = {"parameters": kv(parameters), "annotations": kv(annotations)}
-        return self._request(
-            "PUT", self._url("triggers", name), params={"overwrite": str(overwrite).lower()}, json_body=body
-        )[1]
+        return self._put("triggers", name, body, overwrite)
 
     def get_trigger(self, name: str) -> dict:
         return self._request("GET", self._url("triggers", name))[1]
@@ -421,12 +408,7 @@ class OpenWhiskClient:
         return body.get("activationId") if status == 202 else None
 
     def create_rule(self, name: str, trigger: str, action: str, overwrite: bool = True) -> dict:
-        return self._request(
-            "PUT",
-            self._url("rules", name),
-            params={"overwrite": str(overwrite).lower()},
-            json_body={"trigger": trigger, "action": action},
-        )[1]
+        return self._put("rules", name, {"trigger": trigger, "action": action}, overwrite)
 
     def set_rule_status(self, name: str, active: bool) -> None:
         self._request("POST", self._url("rules", name), json_body={"status": "active" if active else "inactive"})
@@ -449,7 +431,7 @@ class OpenWhiskClient:
         """The activation's record once it has ended, None while it runs (or where it is unknown)."""
         try:
             record = self.get_activation(activation_id)
-        except NotFoundError:
+        except errors.NotFoundError:
             return None
         return None if record.get("response", {}).get("status") == "pending" else record
 

@@ -186,53 +186,71 @@ def run(
     modes: tuple[str, ...] = ("process", "docker"),
 ) -> dict:
     """Against a given OpenWhisk, or an owned local platform per container mode, one after the other."""
-    from mlcore.openwhisk import OpenWhiskClient
-
-    from ..local.supervisor import LocalPlatform
-
-    report: dict = {
-        "benchmark": "platform",
-        "conditions": {
-            "host_cores": os.cpu_count(),
-            "python": pyplatform.python_version(),
-            "requests_per_worker": requests_per_worker,
-            "cold_runs": cold_runs,
-            "prewarm": PREWARM,
-            "cold_memory_mb": COLD_MEMORY_MB,
-        },
-        "modes": {},
-    }
+    report: dict = {"benchmark": "platform", "conditions": _conditions(requests_per_worker, cold_runs), "modes": {}}
     progress("in-process calls")
     report["direct_call"] = bench_direct(direct_iterations)
     progress("runtime proxy over HTTP")
     report["proxy_direct"] = bench_proxy(max(200, requests_per_worker * 4))
+
+    def measure(client, owned_apihost: str | None) -> dict:
+        return bench_target(client, owned_apihost, concurrencies, requests_per_worker, cold_runs, progress)
+
     if apihost and auth:
         report["conditions"]["target"] = apihost
-        client = OpenWhiskClient(apihost, auth)
-        try:
-            report["modes"]["remote"] = bench_target(
-                client, None, concurrencies, requests_per_worker, cold_runs, progress
-            )
-        finally:
-            client.close()
-    for mode in () if apihost and auth else modes:
-        why = docker_unavailable() if mode == "docker" else None
-        if why:
-            report["modes"][mode] = {"skipped": why}
-            continue
-        with tempfile.TemporaryDirectory(prefix=f"bench-platform-{mode}-") as tmp:
-            progress(f"{mode} containers")
-            with LocalPlatform(
-                Path(tmp), max_containers=max(concurrencies) + 2, idle_timeout_s=600, prewarm=PREWARM, containers=mode
-            ) as info:
-                client = info.client()
-                try:
-                    report["modes"][mode] = bench_target(
-                        client, info.apihost, concurrencies, requests_per_worker, cold_runs, progress
-                    )
-                finally:
-                    client.close()
+        report["modes"]["remote"] = _bench_remote(apihost, auth, measure)
+    else:
+        for mode in modes:
+            report["modes"][mode] = _bench_local(mode, max(concurrencies) + 2, measure, progress)
     report["conditions"]["target"] = report["conditions"].get("target") or "local platform (owned, per mode)"
+    _add_overhead_ratios(report, concurrencies)
+    return report
+
+
+def _conditions(requests_per_worker: int, cold_runs: int) -> dict:
+    return {
+        "host_cores": os.cpu_count(),
+        "python": pyplatform.python_version(),
+        "requests_per_worker": requests_per_worker,
+        "cold_runs": cold_runs,
+        "prewarm": PREWARM,
+        "cold_memory_mb": COLD_MEMORY_MB,
+    }
+
+
+def _bench_remote(apihost: str, auth: str, measure: Callable[[object, str | None], dict]) -> dict:
+    """A given OpenWhisk: its stem cells are not visible, so `measure` gets no API host of ours."""
+    from mlcore.openwhisk import OpenWhiskClient
+
+    client = OpenWhiskClient(apihost, auth)
+    try:
+        return measure(client, None)
+    finally:
+        client.close()
+
+
+def _bench_local(
+    mode: str, max_containers: int, measure: Callable[[object, str | None], dict], progress: Callable[[str], None]
+) -> dict:
+    """A local platform of `mode` containers started for this measurement, or why docker mode is skipped."""
+    from ..local.supervisor import LocalPlatform
+
+    why = docker_unavailable() if mode == "docker" else None
+    if why:
+        return {"skipped": why}
+    with tempfile.TemporaryDirectory(prefix=f"bench-platform-{mode}-") as tmp:
+        progress(f"{mode} containers")
+        with LocalPlatform(
+            Path(tmp), max_containers=max_containers, idle_timeout_s=600, prewarm=PREWARM, containers=mode
+        ) as info:
+            client = info.client()
+            try:
+                return measure(client, info.apihost)
+            finally:
+                client.close()
+
+
+def _add_overhead_ratios(report: dict, concurrencies: list[int]) -> None:
+    """How much slower a warm invoke is than calling the function, and than the proxy over HTTP alone."""
     direct, proxy = report["direct_call"], report["proxy_direct"]
     for measured in report["modes"].values():
         if "warm" in measured:
@@ -241,4 +259,3 @@ def run(
                 warm_p50_over_direct_call=round(warm1 / direct["p50_ms"]),
                 warm_p50_over_proxy_http=round(warm1 / proxy["p50_ms"], 2),
             )
-    return report

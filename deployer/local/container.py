@@ -109,9 +109,25 @@ class _LogBuffer:
 class ActionContract:
     """/init, /run and their logs, the same over any transport: subclasses give `_post`, `_logs`, `alive`."""
 
-    _activations: int = 0
     answer_bytes: int = 0
     answer_finite: bool = True
+
+    def __init__(
+        self, key: str, runtime: str, memory_mb: int, max_unpacked_bytes: int, env: dict[str, str], log_limit_bytes: int
+    ) -> None:
+        """What the invoker reads and sets on any container, so each transport starts from the same state."""
+        self.key = key
+        self.runtime = runtime
+        self.memory_mb = memory_mb
+        self.max_unpacked_bytes = max_unpacked_bytes
+        self._env = env
+        self._logs = _LogBuffer(limit_bytes=log_limit_bytes)
+        self._connection: ProxyConnection | None = None
+        self._activations = 0
+        self.last_used = time.monotonic()
+        self.busy = False
+        self.stem = None  # the prewarm spec while this is an uninitialised stem cell
+        self.env_signature: frozenset = frozenset()
 
     @property
     def log_limit_bytes(self) -> int:
@@ -176,28 +192,17 @@ class Container(ActionContract):
     ) -> None:
         if runtime not in RUNTIME_COMMANDS:
             raise ContainerError(f"no runtime {runtime!r} here; known: {', '.join(RUNTIME_COMMANDS)}")
-        self.key = key
-        self.runtime = runtime
-        self.max_unpacked_bytes = max_unpacked_bytes
+        super().__init__(key, runtime, memory_mb, max_unpacked_bytes, env or {}, log_limit_bytes)
         # the container's own folder: its TMPDIR, so unpacked code and the action's temp files go with it
         if work_root is not None:
             Path(work_root).mkdir(parents=True, exist_ok=True)
         self.workdir = Path(tempfile.mkdtemp(prefix="container-", dir=work_root))
-        self.memory_mb = memory_mb
-        self._env = env or {}
         self._python = python
-        self._logs = _LogBuffer(limit_bytes=log_limit_bytes)
-        self.stem = None  # the prewarm spec while this is an uninitialised stem cell
-        self.env_signature: frozenset = frozenset()
         self._proc: subprocess.Popen | None = None
-        self._connection: ProxyConnection | None = None
-        self._activations = 0
         self._busy_posting = threading.Event()
         self._dead = threading.Event()
         self._oom = threading.Event()
         self.port: int | None = None
-        self.last_used = time.monotonic()
-        self.busy = False
 
     @property
     def pid(self) -> int | None:

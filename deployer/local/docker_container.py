@@ -33,7 +33,6 @@ from .container import (
     ActionContract,
     ContainerError,
     ContainerOutOfMemory,
-    _LogBuffer,
 )
 from .proxy_connection import ProxyConnection, ProxyGone
 
@@ -166,14 +165,12 @@ class DockerContainer(ActionContract):
     def __init__(
         self,
         key: str,
+        *,
         memory_mb: int,
         log_limit_bytes: int,
         env: dict[str, str] | None = None,
-        python: str | None = None,
         runtime: str = "python",
-        work_root=None,
         max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
-        *,
         platform_id: str = "default",
         network: DockerNetwork | str | None = None,
         image: str | None = None,
@@ -184,15 +181,11 @@ class DockerContainer(ActionContract):
         nofile: int = DEFAULT_NOFILE,
         mounts: dict[str, str] | None = None,
     ) -> None:
-        # python and work_root are Container's; a container has its own interpreter and file system
         images = images or DEFAULT_IMAGES
         if image is None and runtime not in images:
             raise ContainerError(f"no docker image for runtime {runtime!r}; known: {', '.join(images)}")
-        self.key = key
-        self.runtime = runtime
+        super().__init__(key, runtime, memory_mb, max_unpacked_bytes, env or {}, log_limit_bytes)
         self.image = image or images[runtime]
-        self.memory_mb = memory_mb
-        self.max_unpacked_bytes = max_unpacked_bytes
         self.platform_id = platform_id
         self.network = network.name if isinstance(network, DockerNetwork) else network
         self.api_host = api_host
@@ -200,21 +193,13 @@ class DockerContainer(ActionContract):
         self.mounts = mounts or {}  # host folder -> container folder, read-only
         self.name = f"deployer-{_safe_name(platform_id)}-{uuid.uuid4().hex[:12]}"
         self.kill_error: str | None = None  # why the last `docker rm -f` failed (reap() at the next start cleans up)
-        self._env = env or {}
-        self._logs = _LogBuffer(limit_bytes=log_limit_bytes)
         self._follower: subprocess.Popen | None = None
-        self._connection: ProxyConnection | None = None
-        self._activations = 0
         self._lock = threading.Lock()  # start/kill/pause against each other
         self._killed = False
         self.paused = False
         self.id: str | None = None
         self.ip: str | None = None
         self.port = ACTION_PORT
-        self.last_used = time.monotonic()
-        self.busy = False
-        self.stem = None  # the prewarm spec while this is an uninitialised stem cell
-        self.env_signature: frozenset = frozenset()
         self.pid = None  # the process lives in the container's own PID namespace
 
     # ------------------------------------------------------------ lifecycle

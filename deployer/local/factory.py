@@ -18,16 +18,9 @@ MODES = ("process", "docker")
 SOCKETS_IN_CONTAINER = "/run/deployer"
 
 
-def process_factory(key, *, memory_mb, log_limit_bytes, env, runtime, work_root, max_unpacked_bytes, image=None):
-    return Container(
-        key,
-        memory_mb=memory_mb,
-        log_limit_bytes=log_limit_bytes,
-        env=env,
-        runtime=runtime,
-        work_root=work_root,
-        max_unpacked_bytes=max_unpacked_bytes,
-    )
+def process_factory(key, *, image=None, **options) -> Container:
+    """A proxy process of this machine's: `image` is docker mode's, so a process has none."""
+    return Container(key, **options)
 
 
 def platform_id(state_dir: Path) -> str:
@@ -64,24 +57,17 @@ class DockerFactory:
         entry = f"{port}={SOCKETS_IN_CONTAINER}/{path.name}"
         self._spec = f"{self._spec},{entry}" if self._spec else entry
 
-    def __call__(self, key, *, memory_mb, log_limit_bytes, env, runtime, work_root, max_unpacked_bytes, image=None):
-        if runtime != "python":
-            return process_factory(
-                key,
-                memory_mb=memory_mb,
-                log_limit_bytes=log_limit_bytes,
-                env=env,
-                runtime=runtime,
-                work_root=work_root,
-                max_unpacked_bytes=max_unpacked_bytes,
-            )
+    def __call__(self, key, *, image=None, **options):
+        """Takes process_factory's options; a work_root is a process's, since a container has its own file system."""
+        if options["runtime"] != "python":
+            return process_factory(key, **options)
         return self._dc.DockerContainer(
             key,
-            memory_mb,
-            log_limit_bytes,
-            env={**env, "DEPLOYER_RELAYS": self._spec},
-            runtime=runtime,
-            max_unpacked_bytes=max_unpacked_bytes,
+            memory_mb=options["memory_mb"],
+            log_limit_bytes=options["log_limit_bytes"],
+            env={**options["env"], "DEPLOYER_RELAYS": self._spec},
+            runtime="python",
+            max_unpacked_bytes=options["max_unpacked_bytes"],
             platform_id=self.platform_id,
             network=self.network,
             image=image,

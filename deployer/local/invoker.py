@@ -341,58 +341,22 @@ class Invoker:
                 container.start()
             status, body, logs = container.init(init_value, timeout_s)
         except ContainerTimeout:
-            container.kill()
-            self._unreserve()
             msg = f"The action exceeded its time limits of {limits['timeout']} milliseconds during initialization."
-            return (
-                None,
-                None,
-                RunResult(
-                    DEVELOPER_ERROR, {"error": msg}, logs=container.take_logs(0.2), end_ms=_now_ms(), timed_out=True
-                ),
-            )
+            return self._failed_init(container, {"error": msg}, timed_out=True)
         except ContainerOutOfMemory:
-            self._unreserve()
-            return (
-                None,
-                None,
-                RunResult(
-                    DEVELOPER_ERROR,
-                    {"error": "The action exhausted its memory and was aborted."},
-                    logs=container.take_logs(0.2),
-                    end_ms=_now_ms(),
-                ),
-            )
+            error = {"error": "The action exhausted its memory and was aborted."}
+            return self._failed_init(container, error, kill=False)
         except ContainerError as exc:
-            container.kill()
-            self._unreserve()
-            return (
-                None,
-                None,
-                RunResult(
-                    DEVELOPER_ERROR,
-                    {"error": f"The action failed to initialize: {exc}"},
-                    logs=container.take_logs(0.2),
-                    end_ms=_now_ms(),
-                ),
-            )
+            return self._failed_init(container, {"error": f"The action failed to initialize: {exc}"})
         init_ms = int((time.monotonic() - t_init) * 1000)
         if status != contract.OK:
-            container.kill()
-            self._unreserve()
-            return (
-                None,
-                None,
-                RunResult(
-                    DEVELOPER_ERROR,
-                    body
-                    if isinstance(body, dict) and "error" in body
-                    else {"error": f"init failed with status {status}"},
-                    logs=logs,
-                    end_ms=_now_ms(),
-                    init_ms=init_ms,
-                ),
-            )
+            if not (isinstance(body, dict) and "error" in body):
+                body = {"error": f"init failed with status {status}"}
+            return self._failed_init(container, body, logs=logs, init_ms=init_ms)
+        return self._admit(container, init_ms)
+
+    def _admit(self, container: Container, init_ms: int) -> tuple[Container, int, None]:
+        """Counts a container whose init succeeded as busy and running, unless the platform closed meanwhile."""
         with self._cond:
             self._starting -= 1
             closed = self._closed
@@ -404,6 +368,16 @@ class Invoker:
             container.kill()
             raise ContainerError("the platform is shutting down")
         return container, init_ms, None
+
+    def _failed_init(
+        self, container: Container, error: dict, *, kill: bool = True, logs: list[str] | None = None, **extra
+    ) -> tuple[None, None, RunResult]:
+        """Gives back a failed cold start's reservation; an out-of-memory container is dead already (kill=False)."""
+        if kill:
+            container.kill()
+        self._unreserve()
+        logs = container.take_logs(0.2) if logs is None else logs
+        return None, None, RunResult(DEVELOPER_ERROR, error, logs=logs, end_ms=_now_ms(), **extra)
 
     def _unreserve(self) -> None:
         with self._cond:

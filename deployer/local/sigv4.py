@@ -14,6 +14,7 @@ import re
 import time
 import urllib.parse
 from collections.abc import Mapping
+from typing import NamedTuple
 
 from .objectstore import S3Error
 
@@ -51,6 +52,18 @@ def _parse_amz_date(value: str) -> float:
         raise S3Error(403, "AccessDenied", f"X-Amz-Date {value!r} is not a valid ISO 8601 basic time") from None
 
 
+class _Signature(NamedTuple):
+    """What a request says it signed, from its Authorization header or its presigned query."""
+
+    credential: str
+    signed_headers: str
+    signature: str
+    amz_date: str
+    payload_hash: str
+    query: str  # the canonical query string
+    expires: int | None  # a presigned URL's X-Amz-Expires; None for a signed header
+
+
 def verify(
     method: str,
     raw_path: str,
@@ -65,6 +78,28 @@ def verify(
     Raises S3Error (403) with AccessDenied, InvalidAccessKeyId or SignatureDoesNotMatch.
     """
     now = time.time() if now is None else now
+    signed = _read_signature(raw_query, headers)
+    access_key, _, scope = signed.credential.partition("/")
+    secret = credentials.get(access_key)
+    if secret is None:
+        raise S3Error(403, "InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records.")
+    _check_time(signed.amz_date, scope, now, signed.expires)
+    names = signed.signed_headers.split(";")
+    if "host" not in names:
+        raise S3Error(403, "AccessDenied", "the Host header must be signed")
+    expected = _expected_signature(method, raw_path, headers, names, signed, secret, scope)
+    if not hmac.compare_digest(expected, signed.signature):
+        raise S3Error(
+            403,
+            "SignatureDoesNotMatch",
+            "The request signature we calculated does not match the "
+            "signature you provided. Check your key and signing method.",
+        )
+    return signed.payload_hash
+
+
+def _read_signature(raw_query: str, headers: Mapping[str, str]) -> _Signature:
+    """Raises S3Error for an unsigned request or one signed other than with Signature Version 4."""
     auth = headers.get("authorization")
     params = urllib.parse.parse_qs(raw_query, keep_blank_values=True)
     if auth:
@@ -76,55 +111,55 @@ def verify(
         payload_hash = headers.get("x-amz-content-sha256", "")
         if not payload_hash:
             raise S3Error(400, "InvalidRequest", "x-amz-content-sha256 is required with Signature Version 4")
-        query, expires = canonical_query(raw_query), None
-    elif "X-Amz-Signature" in params:
+        return _Signature(
+            credential, signed_headers, signature, amz_date, payload_hash, canonical_query(raw_query), None
+        )
+    if "X-Amz-Signature" in params:
         if params.get("X-Amz-Algorithm", [""])[0] != ALGORITHM:
             raise S3Error(403, "AccessDenied", "only AWS4-HMAC-SHA256 presigned URLs are accepted")
-        credential = params.get("X-Amz-Credential", [""])[0]
-        signed_headers = params.get("X-Amz-SignedHeaders", [""])[0]
-        signature = params["X-Amz-Signature"][0]
-        amz_date = params.get("X-Amz-Date", [""])[0]
-        payload_hash, query = UNSIGNED, canonical_query(raw_query, drop="X-Amz-Signature")
-        expires = int(params.get("X-Amz-Expires", ["0"])[0] or 0)
-    elif "AWSAccessKeyId" in params:
+        return _Signature(
+            credential=params.get("X-Amz-Credential", [""])[0],
+            signed_headers=params.get("X-Amz-SignedHeaders", [""])[0],
+            signature=params["X-Amz-Signature"][0],
+            amz_date=params.get("X-Amz-Date", [""])[0],
+            payload_hash=UNSIGNED,
+            query=canonical_query(raw_query, drop="X-Amz-Signature"),
+            expires=int(params.get("X-Amz-Expires", ["0"])[0] or 0),
+        )
+    if "AWSAccessKeyId" in params:
         raise S3Error(
             403, "AccessDenied", "only Signature Version 4 is accepted; presign with signature_version='s3v4'"
         )
-    else:
-        raise S3Error(
-            403,
-            "AccessDenied",
-            "Access Denied: the request is not signed; sign it with the keys `deployer storage env` prints",
-        )
-    access_key, _, scope = credential.partition("/")
-    secret = credentials.get(access_key)
-    if secret is None:
-        raise S3Error(403, "InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records.")
-    _check_time(amz_date, scope, now, expires)
-    names = signed_headers.split(";")
-    if "host" not in names:
-        raise S3Error(403, "AccessDenied", "the Host header must be signed")
+    raise S3Error(
+        403,
+        "AccessDenied",
+        "Access Denied: the request is not signed; sign it with the keys `deployer storage env` prints",
+    )
+
+
+def _expected_signature(
+    method: str,
+    raw_path: str,
+    headers: Mapping[str, str],
+    names: list[str],
+    signed: _Signature,
+    secret: str,
+    scope: str,
+) -> str:
+    """The signature the client should have sent, computed as AWS does from the canonical request."""
     canonical = "\n".join(
         [
             method,
             raw_path or "/",
-            query,
+            signed.query,
             "".join(f"{n}:{' '.join(headers.get(n, '').split())}\n" for n in names),
-            signed_headers,
-            payload_hash,
+            signed.signed_headers,
+            signed.payload_hash,
         ]
     )
-    to_sign = "\n".join([ALGORITHM, amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    to_sign = "\n".join([ALGORITHM, signed.amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
     date, region, service, _ = (scope.split("/") + ["", "", "", ""])[:4]
-    expected = hmac.new(signing_key(secret, date, region, service), to_sign.encode(), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, signature):
-        raise S3Error(
-            403,
-            "SignatureDoesNotMatch",
-            "The request signature we calculated does not match the "
-            "signature you provided. Check your key and signing method.",
-        )
-    return payload_hash
+    return hmac.new(signing_key(secret, date, region, service), to_sign.encode(), hashlib.sha256).hexdigest()
 
 
 def _check_time(amz_date: str, scope: str, now: float, expires: int | None) -> None:

@@ -78,6 +78,14 @@ def create_app(
     )
     uploads = uploads or Uploads(storage)
     _guard(app)
+    _register_page(app, client, uploads, action, max_upload_bytes)
+    _register_predict(app, client, uploads, action, model, max_upload_bytes, invoke_timeout_s)
+    _register_images(app, uploads)
+    return app
+
+
+def _register_page(app: Flask, client, uploads: Uploads, action: str, max_upload_bytes: int) -> None:
+    """The page itself and the health check it polls."""
 
     @app.get("/")
     def index():
@@ -92,6 +100,18 @@ def create_app(
     @app.get("/api/health")
     def health():
         return jsonify(ok=True, action=action, apihost=client.apihost)
+
+
+def _register_predict(
+    app: Flask,
+    client,
+    uploads: Uploads,
+    action: str,
+    model: str | None,
+    max_upload_bytes: int,
+    invoke_timeout_s: float,
+) -> None:
+    """Stores the picture, invokes the action with its URL, and frees the picture unless the user kept it."""
 
     @app.post("/api/predict")
     def predict():
@@ -116,6 +136,10 @@ def create_app(
         answer["kept"] = keep
         return jsonify(answer), status
 
+
+def _register_images(app: Flask, uploads: Uploads) -> None:
+    """Serves the stored pictures the action fetches by URL; names are checked, so nothing else is reachable."""
+
     @app.get("/images/<name>")
     def image(name: str):
         if not _IMAGE_NAME.match(name):
@@ -127,8 +151,6 @@ def create_app(
         return Response(
             data, mimetype=_EXT_TYPES[name.rsplit(".", 1)[1]], headers={"Cache-Control": "private, max-age=3600"}
         )
-
-    return app
 
 
 def _guard(app: Flask) -> None:
