@@ -23,7 +23,7 @@ import requests
 from ..errors import DeployerError
 from ..folders import data_dir
 from .invoker import DEFAULT_MAX_CONTAINERS
-from .proctree import descendants, stop_process
+from .proctree import descendants, gone, stop_process
 from .server import INFO_FILE, LOG_FILE, read_stop_report
 
 DEFAULT_PORT = 3233
@@ -79,16 +79,6 @@ class PlatformInfo:
         return OpenWhiskClient(self.apihost, self.auth)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def read_info(state_dir: Path) -> PlatformInfo | None:
     """The running platform of this state dir, or None (a stale file is ignored)."""
     path = state_dir / INFO_FILE
@@ -96,7 +86,7 @@ def read_info(state_dir: Path) -> PlatformInfo | None:
         raw = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if not _alive(raw["pid"]):
+    if gone(raw["pid"]):
         return None
     try:
         requests.get(raw["apihost"] + "/api/v1", timeout=5).raise_for_status()
@@ -296,17 +286,10 @@ def _wait_gone(pid: int, timeout_s: float) -> bool:
             os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             pass
-        if not _alive(pid) or _zombie(pid):
+        if gone(pid):
             return True
         time.sleep(0.05)
     return False
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def _terminate(pid: int, timeout_s: float) -> bool:
