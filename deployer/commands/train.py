@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from .output import table, write_report
-from .params import stacked
+from .params import choices, floats, ints, stacked
 from .progress import bar
 
 MODES = ("sync", "local")
@@ -259,10 +259,12 @@ def train_command(
 
 
 @click.command("train")
-@click.option("--workers", "workers_list", default="2,4", show_default=True)
-@click.option("--modes", default="local,sync", show_default=True)
+@click.option("--workers", "workers_list", type=ints(1, example="2,4"), default="2,4", show_default=True)
+@click.option("--modes", type=choices(MODES, "local,sync"), default="local,sync", show_default=True)
 @job_options
-@click.option("--targets", default="0.98,0.99", show_default=True)
+@click.option(
+    "--targets", type=floats(0.0, 1.0, low_open=True, example="0.98,0.99"), default="0.98,0.99", show_default=True
+)
 @click.option(
     "--plot",
     "plot_path",
@@ -278,7 +280,7 @@ def bench_train_command(obj, workers_list, modes, targets, plot_path, json_path,
 
     from ..bench import train as bench
 
-    counts, chosen, goal = _bench_rows(workers_list, modes, targets)
+    counts, chosen, goal = list(workers_list), list(modes), list(targets)
     recipe = _bench_recipe(**job)
     if plot_path is None and json_path:
         plot_path = str(Path(json_path).with_suffix(".png"))
@@ -300,19 +302,6 @@ def bench_train_command(obj, workers_list, modes, targets, plot_path, json_path,
     table(*bench.rows(result), title="bench train")
     click.echo(bench.NOTE)
     write_report(json_path, result)
-
-
-def _bench_rows(workers_list: str, modes: str, targets: str) -> tuple[list[int], list[str], list[float]]:
-    """(worker counts, modes, target accuracies) from the comma-separated options."""
-    try:
-        counts = [int(x) for x in workers_list.split(",") if x.strip()]
-        goal = [float(x) for x in targets.split(",") if x.strip()]
-    except ValueError as exc:
-        raise click.ClickException(f"--workers and --targets take comma-separated numbers: {exc}") from exc
-    chosen = [m.strip() for m in modes.split(",") if m.strip()]
-    if not counts or min(counts) < 1 or any(m not in MODES for m in chosen):
-        raise click.ClickException(f"--workers needs positive integers and --modes a subset of {MODES}")
-    return counts, chosen, goal
 
 
 def _bench_recipe(epochs, batch_size, lr, precision, compress, train_limit, eval_every) -> dict:
