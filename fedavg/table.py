@@ -666,7 +666,8 @@ def merge_earlier(report: dict, earlier: dict | None) -> dict:
     if not earlier or earlier.get("table") != report["table"] or _study(earlier) != _study(report):
         return report
     ran = {(c["row"], c["partition"]) for c in report["cells"]}
-    kept = [c for c in earlier.get("cells", []) if (c["row"], c["partition"]) not in ran]
+    before = earlier.get("executor") or {}  # cells written before cells recorded their own executor
+    kept = [{"executor": before, **c} for c in earlier.get("cells", []) if (c["row"], c["partition"]) not in ran]
     rows = {r["key"]: r for r in earlier["rows"]} | {r["key"]: r for r in report["rows"]}
     partitions = [p for p in PARTITIONS if p in earlier["partitions"] or p in report["partitions"]]
     return {
