@@ -41,3 +41,7 @@ class IperfError(HostnetError):
 
 class MigrationError(HostnetError):
     """A live migration failed or did not finish in time."""
+
+
+class GuestCrashed(MigrationError):
+    """The migration completed but the guest's kernel died on the destination (its console says how)."""

@@ -16,7 +16,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from hostnet.bench import wait_iperf_listening
-from hostnet.errors import MigrationError, VMError
+from hostnet.errors import GuestCrashed, HostnetError, MigrationError, VMError
 from hostnet.guestnet import buffer_max_in_effect, tcp_buffers
 from hostnet.host import Accelerator, host_facts
 from hostnet.image import GuestImage
@@ -275,7 +275,7 @@ def _migrate_watched(
         )
         completed_at = time.time()
         src.close()
-        pinger.wait_reply_after(completed_at, timeout_s=60)
+        _wait_answering(dst, pinger, completed_at)
         load = None
         if stream is not None:
             # the stream keeps the guest's one TCG vCPU busy: its console answers after
@@ -292,6 +292,39 @@ def _migrate_watched(
         "load": load,
         "destination": {"status": (state or {}).get("status"), "answered": "alive" in answer},
     }, dst.nic
+
+
+_CRASH_MARKS = ("Kernel panic", "BUG: ", "Oops: ")
+
+
+def _wait_answering(dst: LabGuest, pinger: Pinger, completed_at: float) -> None:
+    """Until the migrated guest answers a ping.
+
+    Raises:
+        GuestCrashed: its kernel died instead (seen here, rarely, with a TCP stream into a TCG guest on
+            a loaded host: a NULL pointer in the guest's TCP receive path right after resuming).
+        HostnetError: no answer within 60 s for another reason.
+    """
+    try:
+        pinger.wait_reply_after(completed_at, timeout_s=60)
+    except HostnetError as exc:
+        crash = _kernel_crash(dst.vm.serial_log)
+        if crash:
+            raise GuestCrashed(
+                f"the migration completed but the guest's kernel crashed on the destination: {crash} "
+                f"(console: {dst.vm.serial_log})"
+            ) from exc
+        raise
+
+
+def _kernel_crash(console: Path) -> str | None:
+    """The console's first kernel crash line, or None."""
+    try:
+        text = console.read_text(errors="replace")
+    except OSError:
+        return None
+    lines = [line.strip() for line in text.splitlines() if any(mark in line for mark in _CRASH_MARKS)]
+    return lines[0] if lines else None
 
 
 def summary_lines(report: dict) -> list[str]:

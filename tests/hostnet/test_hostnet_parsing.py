@@ -3,6 +3,7 @@
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ from hostnet.host import detect_accelerator
 from hostnet.iperf import IperfServer, client_command, parse_iperf_json
 from hostnet.probe import summarize
 
+DATA = Path(__file__).parent / "data"
 BUSYBOX_PING = """PING 10.66.0.10 (10.66.0.10): 56 data bytes
 64 bytes from 10.66.0.10: seq=0 ttl=64 time=21.815 ms
 64 bytes from 10.66.0.10: seq=2 ttl=64 time=2.160 ms
@@ -100,3 +102,14 @@ def test_probe_summary_reports_largest_reply_gap():
     assert summary["lost"] == 2
     assert summary["max_reply_gap_ms"] == pytest.approx(300)
     assert summary["network_downtime_ms"] == pytest.approx(200)
+
+
+def test_a_guest_kernel_crash_is_found_on_its_console(tmp_path):
+    from hostnet.migrate import _kernel_crash
+
+    console = tmp_path / "dst.console.log"
+    assert _kernel_crash(console) is None  # no console yet
+    console.write_text("[    1.0] virtio_net virtio0 eth0: renamed\n[    2.0] random: crng init done\n")
+    assert _kernel_crash(console) is None
+    console.write_text((DATA / "console-crash-after-migration.txt").read_text())
+    assert _kernel_crash(console) == "[    9.065766] BUG: kernel NULL pointer dereference, address: 0000000000000020"
