@@ -55,7 +55,7 @@ PROBED = {
     "boto3": "boto3",
     "numpy": "numpy",
     "PIL": "pillow",
-    "cheroot": "cheroot",
+    "httptools": "httptools",
 }
 
 
@@ -253,6 +253,7 @@ def ensure_wheelhouse(
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
+    _seed_from_earlier(folder.parent, partial)
     progress(f"downloading wheels into {folder} (pip download; first time: minutes, ~5 GB)")
     done = subprocess.run(
         [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "-r", str(requirements), "-d", str(partial)],
@@ -266,6 +267,19 @@ def ensure_wheelhouse(
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
     return folder, False
+
+
+def _seed_from_earlier(root: Path, partial: Path) -> None:
+    """Hard links to the newest complete wheelhouse's wheels: pip download keeps the files it finds, so a
+    changed pin costs that wheel's download, not the whole ~5 GB again."""
+    earlier = sorted(
+        (p for p in root.iterdir() if (p / ".complete").is_file()), key=lambda p: p.stat().st_mtime, reverse=True
+    )
+    for wheel in earlier[0].glob("*.whl") if earlier else ():
+        try:
+            os.link(wheel, partial / wheel.name)
+        except OSError:
+            shutil.copy2(wheel, partial / wheel.name)
 
 
 def _free_port(preferred: int) -> int:

@@ -4,9 +4,9 @@ The local platform starts one proxy process per container and tells it nothing b
 file descriptor on which to report its port; everything else follows the contract the
 official runtime images implement, so an action that runs here runs there.
 
-It is a bare WSGI function under cheroot, a production HTTP/1.1 server: the platform
-keeps one connection per container open, so a warm activation costs one request on a
-socket that already exists, and no web framework sits between it and the launcher.
+It is a bare WSGI function under `runtimes.wsgiserver` (HTTP/1.1, httptools parsing): the
+platform keeps one connection per container open, so a warm activation costs one request on
+a socket that already exists, and no web framework sits between it and the launcher.
 """
 
 from __future__ import annotations
@@ -139,12 +139,10 @@ def _become_subreaper() -> None:
 
 
 def make_server(host: str, port: int, app):
-    """Bound and listening on return; `.bind_addr[1]` is the port."""
-    from cheroot import wsgi
+    """Bound and listening on return; `.port` is the port."""
+    from .wsgiserver import WSGIServer
 
-    server = wsgi.Server((host, port), app, numthreads=2, timeout=IDLE_CONNECTION_S, shutdown_timeout=1)
-    server.prepare()
-    return server
+    return WSGIServer(host, port, app, max_connections=64, idle_timeout_s=IDLE_CONNECTION_S)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -166,19 +164,19 @@ def main(argv: list[str] | None = None) -> None:
     _become_subreaper()
     relay.from_spec(os.environ.get("DEPLOYER_RELAYS", ""))  # docker mode: the platform's services on loopback
     runner = ActionRunner(deny=opts.deny, preload=os.environ.get("ACTION_PRELOAD_MODULES", ""), prestart=True)
-    from cheroot import wsgi  # noqa: F401 - imported while the launcher starts
+    from . import wsgiserver  # noqa: F401 - imported while the launcher starts
 
     # listen only once the launcher has its modules: a stem cell is ready when it accepts, as in docker mode
     runner.wait_ready()
     server = make_server(opts.host, opts.port, ProxyApp(runner))
-    port = server.bind_addr[1]
+    port = server.port
     if opts.ready_fd is not None:
         with os.fdopen(opts.ready_fd, "w") as ready:
             ready.write(f"{port}\n")
     elif not opts.quiet:
         print(f"listening on {opts.host}:{port}", file=sys.stderr, flush=True)
     try:
-        server.serve()
+        server.serve_forever()
     except KeyboardInterrupt:
         pass
 

@@ -8,11 +8,15 @@ at several concurrencies; plus cold starts.
 
 from __future__ import annotations
 
+import base64
+import http.client
 import os
 import platform as pyplatform
 import statistics
 import tempfile
+import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
@@ -125,14 +129,49 @@ def warm_up(call: Callable[[], None], concurrency: int, apihost: str | None, max
     return max_rounds
 
 
+class RawInvoker:
+    """A blocking invoke as a load generator sends it (wrk, OpenWhisk's own latency tests): one kept
+    HTTP/1.1 connection per thread and a request prepared once, so the number is the platform's, not
+    the SDK's (deployer's client adds its session, retry policy and JSON handling on top)."""
+
+    def __init__(self, apihost: str, auth: str, action: str, namespace: str = "_") -> None:
+        url = urllib.parse.urlsplit(apihost)
+        self._connection_class = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+        self._netloc = url.netloc
+        self._path = f"/api/v1/namespaces/{namespace}/actions/{action}?blocking=true&result=true"
+        token = base64.b64encode(auth.encode()).decode()
+        self._headers = {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
+        self._local = threading.local()
+
+    def __call__(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connection_class(self._netloc, timeout=90)
+        try:
+            conn.request("POST", self._path, body=b"{}", headers=self._headers)
+            response = conn.getresponse()
+            body = response.read()
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            self._local.conn = None
+            raise
+        if response.status != 200:
+            raise RuntimeError(f"invoke answered {response.status}: {body[:200]!r}")
+
+
 def bench_warm(client, concurrencies: list[int], requests_per_worker: int, apihost: str | None = None) -> dict:
+    """Per concurrency, through deployer's client (`sdk`) and a raw kept connection (`raw`), one after the other."""
     client.create_action("bench-noop", {"kind": "python:3.11", "code": NOOP_SOURCE})
-    invoke: Callable[[], None] = lambda: client.invoke("bench-noop", {}, blocking=True, result=True)  # noqa: E731
-    out = {}
+    callers: dict[str, Callable[[], None]] = {
+        "sdk": lambda: client.invoke("bench-noop", {}, blocking=True, result=True),
+        "raw": RawInvoker(client.apihost, client.auth, "bench-noop"),
+    }
+    out: dict = {name: {} for name in callers}
     for c in concurrencies:
-        rounds = warm_up(invoke, c, apihost)
-        out[str(c)] = closed_loop(invoke, c, requests_per_worker)
-        out[str(c)]["warm_up_rounds"] = rounds
+        for name, invoke in callers.items():
+            rounds = warm_up(invoke, c, apihost)
+            out[name][str(c)] = closed_loop(invoke, c, requests_per_worker)
+            out[name][str(c)]["warm_up_rounds"] = rounds
     client.delete_action("bench-noop")
     return out
 
@@ -153,7 +192,7 @@ def bench_target(
     out["cold_start"] = bench_cold(client, cold_runs, apihost, "unprewarmed")
     progress("warm invokes")
     out["warm"] = bench_warm(client, concurrencies, requests_per_worker, apihost)
-    warm1 = out["warm"][str(concurrencies[0])]["p50_ms"]
+    warm1 = out["warm"]["sdk"][str(concurrencies[0])]["p50_ms"]
     out["ratios"] = {
         f"{k}_p50_over_warm_p50": round(out[k]["p50_ms"] / warm1, 1)
         for k in ("cold_prewarmed", "cold_start")
@@ -254,8 +293,10 @@ def _add_overhead_ratios(report: dict, concurrencies: list[int]) -> None:
     direct, proxy = report["direct_call"], report["proxy_direct"]
     for measured in report["modes"].values():
         if "warm" in measured:
-            warm1 = measured["warm"][str(concurrencies[0])]["p50_ms"]
+            warm1 = measured["warm"]["sdk"][str(concurrencies[0])]["p50_ms"]
+            raw1 = measured["warm"]["raw"][str(concurrencies[0])]["p50_ms"]
             measured["ratios"].update(
                 warm_p50_over_direct_call=round(warm1 / direct["p50_ms"]),
                 warm_p50_over_proxy_http=round(warm1 / proxy["p50_ms"], 2),
+                raw_warm_p50_over_proxy_http=round(raw1 / proxy["p50_ms"], 2),
             )

@@ -72,8 +72,9 @@ def bench_platform(
         if "skipped" in measured:
             rows.append(("skipped", mode, "", measured["skipped"][:60], "", ""))
             continue
-        for level, r in measured["warm"].items():
-            rows.append(("warm", mode, level, *ms(r), r["throughput_rps"]))
+        for client, levels in measured["warm"].items():
+            for level, r in levels.items():
+                rows.append((f"warm ({client} client)", mode, level, *ms(r), r["throughput_rps"]))
         if "cold_prewarmed" in measured:
             rows.append(("cold, prewarmed", mode, 1, *ms(measured["cold_prewarmed"]), ""))
         rows.append(("cold, no stem cell", mode, 1, *ms(measured["cold_start"]), ""))

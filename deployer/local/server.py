@@ -255,32 +255,36 @@ def _serve_api(
 
 
 class _ApiServer:
-    """cheroot serving the controller: HTTP/1.1 keep-alive and a worker pool (werkzeug's is a development
-    server: HTTP/1.0 semantics by default and a new thread per connection)."""
+    """The controller's HTTP server: HTTP/1.1 keep-alive, a thread per connection, httptools parsing
+    (`runtimes.wsgiserver`; werkzeug's is a development server, cheroot parsed in Python)."""
 
-    THREADS = 64  # blocking invokes hold a thread each for up to the blocking timeout
+    MAX_CONNECTIONS = 512  # blocking invokes hold their connection for up to the blocking timeout
 
     def __init__(self, host: str, port: int, app) -> None:
-        from cheroot import wsgi
+        from runtimes.wsgiserver import WSGIServer
 
-        self._server = wsgi.Server(
-            (host, port), app, numthreads=self.THREADS, request_queue_size=128, timeout=75, shutdown_timeout=5
-        )
         try:
-            self._server.prepare()
+            self._server = WSGIServer(
+                host,
+                port,
+                app,
+                max_connections=self.MAX_CONNECTIONS,
+                idle_timeout_s=75,
+                max_body_bytes=2 * app.config["MAX_CONTENT_LENGTH"],  # Flask answers 413 below this
+            )
         except OSError as exc:
-            if exc.errno == errno.EADDRINUSE or "Address already in use" in str(exc):
+            if exc.errno == errno.EADDRINUSE:
                 raise PlatformError(
                     f"port {port} on {host} is taken; stop what listens there or pick another with --port"
                 ) from exc
             raise
-        self.port = self._server.bind_addr[1]
+        self.port = self._server.port
 
     def serve_forever(self) -> None:
-        self._server.serve()
+        self._server.serve_forever()
 
     def shutdown(self) -> None:
-        self._server.stop()
+        self._server.shutdown(timeout_s=5)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,7 +25,7 @@ def test_the_report_names_the_image_and_its_pinned_versions(runtime_build):
     assert runtime_build["size_bytes"] == ri.image_size(ri.DEFAULT_TAG) > 0
     versions = runtime_build["versions"]
     assert versions["python"].startswith("3.11")
-    for dist in ("torch", "torchvision", "boto3", "numpy", "pillow", "cheroot"):
+    for dist in ("torch", "torchvision", "boto3", "numpy", "pillow", "httptools"):
         assert versions[dist].split("+")[0] == pins[dist], dist
     labels = json.loads(
         subprocess.run(

@@ -5,11 +5,10 @@ from __future__ import annotations
 import select
 import sqlite3
 
-from cheroot import wsgi
-
 from deployer.local.container import Container
 from deployer.local.proxy_connection import ProxyConnection
 from deployer.local.store import Store
+from runtimes.wsgiserver import WSGIServer
 
 SEES = (
     "import os, sys\n"
@@ -67,14 +66,13 @@ def test_a_kept_connection_closed_by_the_server_is_replaced_before_the_next_requ
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", "2")])
         return [b"{}"]
 
-    server = wsgi.Server(("127.0.0.1", 0), app, numthreads=1, timeout=0.2)
-    server.prepare()
+    server = WSGIServer("127.0.0.1", 0, app, idle_timeout_s=0.2)
     import threading
 
-    thread = threading.Thread(target=server.serve, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        conn = ProxyConnection("127.0.0.1", server.bind_addr[1])
+        conn = ProxyConnection("127.0.0.1", server.port)
         assert conn.post("/run", b"{}", 5) == (200, b"{}")
         first = conn._sock
         select.select([first], [], [], 10)  # the server closes the idle connection: EOF arrives
@@ -82,7 +80,7 @@ def test_a_kept_connection_closed_by_the_server_is_replaced_before_the_next_requ
         assert conn._sock is not first
         conn.close()
     finally:
-        server.stop()
+        server.shutdown()
         thread.join(10)
 
 
