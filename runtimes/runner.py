@@ -22,7 +22,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from . import contract
+from . import contract, spawn
 
 DEFAULT_MAX_UNPACKED_BYTES = 512 * 1024 * 1024
 LAUNCHER = Path(__file__).resolve().with_name("launcher.py")
@@ -101,7 +101,7 @@ class ActionRunner:
         if self._deny:
             cmd += ["--deny", self._deny]
         try:
-            self._proc = subprocess.Popen(
+            self._proc = spawn.popen(
                 cmd,
                 cwd=str(self._workdir / "src"),
                 env=env,

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtimes import contract
+from runtimes import contract, spawn
 
 from ..errors import DeployerError
 from .proctree import descendants, kill_tree
@@ -221,7 +221,7 @@ class Container(ActionContract):
         env.setdefault("OMP_NUM_THREADS", "1")
         cmd = RUNTIME_COMMANDS[self.runtime](self._python) + ["--ready-fd", str(write_fd)]
         try:
-            self._proc = subprocess.Popen(
+            self._proc = spawn.popen(
                 cmd,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,

@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 
-from runtimes import contract
+from runtimes import contract, spawn
 
 from ..runtime_image import DEFAULT_TAG, docker, docker_binary
 from .container import (
@@ -259,7 +259,7 @@ class DockerContainer(ActionContract):
             self.id = done.stdout.strip().splitlines()[-1]
             # every line since the container started, stdout and stderr apart; ends when the container does
             # dies with the platform (the container itself outlives a killed platform until the next start)
-            self._follower = subprocess.Popen(
+            self._follower = spawn.popen(
                 [docker_binary(), "logs", "--follow", "--timestamps", self.id],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,

@@ -36,6 +36,10 @@ STATUS_NAMES = {
 }
 
 
+class WouldQueue(ContainerError):
+    """An activation asked not to wait would have had to (for a free container, or an eviction)."""
+
+
 @dataclass
 class RunResult:
     status_code: int
@@ -85,6 +89,7 @@ class Invoker:
         self._stems_starting: dict[StemSpec, int] = {}
         self._stem_env: dict[str, str] | None = None
         self.prewarm_hits = 0
+        self._stop = threading.Event()  # the reaper's only wake-up besides its timer
         self._reaper = threading.Thread(target=self._reap_idle, daemon=True)
         self._reaper.start()
 
@@ -194,9 +199,11 @@ class Invoker:
                 "cold_starts": self.cold_starts,
             }
 
-    def _acquire(self, key: str, deadline: float, stem_match=None) -> tuple[Container | None, Container | None]:
+    def _acquire(
+        self, key: str, deadline: float, stem_match=None, queue: bool = True
+    ) -> tuple[Container | None, Container | None]:
         """(a warm idle container for `key`, None), or (None, a matching stem cell or None) with a slot reserved."""
-        victim, found = self._reserve(key, deadline, stem_match)
+        victim, found = self._reserve(key, deadline, stem_match, queue)
         if victim is not None:
             try:
                 victim.kill()  # outside the lock; the slot it frees is already this activation's reservation
@@ -205,7 +212,7 @@ class Invoker:
                 raise
         return found
 
-    def _reserve(self, key: str, deadline: float, stem_match) -> tuple[Container | None, tuple]:
+    def _reserve(self, key: str, deadline: float, stem_match, queue: bool = True) -> tuple[Container | None, tuple]:
         """(a container to kill or None, what `_acquire` returns), decided under the lock."""
         queued = False
         with self._cond:
@@ -229,6 +236,8 @@ class Invoker:
                     if self._used_slots() < self.max_containers:
                         self._starting += 1
                         return None, (None, None)
+                    if not queue:  # evicting would wait for a kill
+                        raise WouldQueue("no container free now")
                     idle = [c for c in sorted(self._containers, key=lambda c: c.last_used) if not c.busy]
                     victim = self._stems[0] if self._stems else (idle[0] if idle else None)
                     if victim is not None:
@@ -257,7 +266,8 @@ class Invoker:
             if taken:
                 self._containers.remove(c)
                 self._dying += 1
-            self._cond.notify_all()
+            if self._queued:  # a warm release changes nothing else the lock's waiters (stem refill) watch
+                self._cond.notify_all()
         if taken:
             self._retire([c])
         elif dead:
@@ -274,10 +284,8 @@ class Invoker:
                     self._containers.remove(c)
                 self._dying += len(idle)
             self._retire(idle)
-            with self._cond:
-                if self._closed:
-                    return
-                self._cond.wait(min(5.0, max(self.idle_timeout_s / 4, 0.1)))
+            if self._stop.wait(min(5.0, max(self.idle_timeout_s / 4, 0.1))):
+                return
 
     def run(
         self,
@@ -289,8 +297,14 @@ class Invoker:
         deny: str = "",
         env: dict[str, str] | None = None,
         image: str | None = None,
+        queue: bool = True,
     ) -> RunResult:
-        """Runs one activation to completion; never raises for action faults."""
+        """Runs one activation to completion; never raises for action faults.
+
+        Raises:
+            WouldQueue: with queue=False, when no container, stem cell or free slot is there right now
+                (nothing was started or changed).
+        """
         timeout_s = limits["timeout"] / 1000.0
         start = _now_ms()
         t0 = time.monotonic()
@@ -306,7 +320,9 @@ class Invoker:
             )
 
         try:
-            container, stem = self._acquire(key, deadline=t0 + max(timeout_s, 60.0), stem_match=stem_match)
+            container, stem = self._acquire(key, deadline=t0 + max(timeout_s, 60.0), stem_match=stem_match, queue=queue)
+        except WouldQueue:
+            raise
         except ContainerError as exc:
             return RunResult(
                 INTERNAL_ERROR, {"error": f"No container could be scheduled: {exc}"}, start_ms=start, end_ms=_now_ms()
@@ -389,6 +405,7 @@ class Invoker:
             status, body = container.run(message, max(timeout_s, 0.05))
         except ContainerError as exc:
             self._release(container, reusable=False)
+            log.warning("%s: /run failed, container retired: %s", container.key, exc)
             if isinstance(exc, ContainerTimeout):
                 msg = f"The action exceeded its time limits of {limits['timeout']} milliseconds."
             elif isinstance(exc, ContainerOutOfMemory):
@@ -432,6 +449,7 @@ class Invoker:
         return RunResult(code, body, logs=logs)
 
     def shutdown(self) -> None:
+        self._stop.set()
         with self._cond:
             self._closed = True
             containers, self._containers = self._containers + self._stems, []

@@ -15,7 +15,16 @@ from typing import Any
 
 from . import catalog, kinds, names
 from .errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge
-from .invoker import APPLICATION_ERROR, DEVELOPER_ERROR, INTERNAL_ERROR, STATUS_NAMES, SUCCESS, Invoker, RunResult
+from .invoker import (
+    APPLICATION_ERROR,
+    DEVELOPER_ERROR,
+    INTERNAL_ERROR,
+    STATUS_NAMES,
+    SUCCESS,
+    Invoker,
+    RunResult,
+    WouldQueue,
+)
 from .names import QualifiedName
 from .store import Store
 
@@ -388,11 +397,17 @@ class Platform:
                 f"it exceeds the allowed limit of {MAX_PAYLOAD_BYTES} bytes."
             )
         doc = self._record(subject, target, secrets.token_hex(16), cause, annotations)
+        wait_s = self.blocking_timeout_s if wait_s is None else wait_s
+        if blocking and _ends_within(target.doc, wait_s):
+            try:
+                return doc["activationId"], self._activate(subject, target, params, auth, doc, queue=False)
+            except WouldQueue:
+                pass  # no container free now: the pool's worker waits for one while the caller waits here
         future = self._pool.submit(self._activate, subject, target, params, auth, doc)
         if not blocking:
             return doc["activationId"], None
         try:
-            return doc["activationId"], future.result(timeout=self.blocking_timeout_s if wait_s is None else wait_s)
+            return doc["activationId"], future.result(timeout=wait_s)
         except TimeoutError:
             return doc["activationId"], None
 
@@ -446,16 +461,21 @@ class Platform:
         self.store.end_activation(doc)
         return doc
 
-    def _activate(self, subject: str, target: Resolved, params: dict, auth: str, doc: dict) -> dict:
+    def _activate(self, subject: str, target: Resolved, params: dict, auth: str, doc: dict, queue: bool = True) -> dict:
+        """queue=False: raises WouldQueue, having changed nothing, where no container is free right now."""
         try:
             merged = {**target.package_params, **_kv_dict(target.doc["parameters"]), **params}
             if target.doc["exec"]["kind"] == "sequence":
                 return self._run_sequence(subject, target, doc, merged, auth)
-            return self._run_action(subject, target, doc, merged, auth)
+            return self._run_action(subject, target, doc, merged, auth, queue)
+        except WouldQueue:
+            raise
         except Exception as exc:
             return self._finish(doc, INTERNAL_ERROR, {"error": f"internal error: {exc}"}, [])
 
-    def _run_action(self, subject: str, target: Resolved, doc: dict, params: dict, auth: str) -> dict:
+    def _run_action(
+        self, subject: str, target: Resolved, doc: dict, params: dict, auth: str, queue: bool = True
+    ) -> dict:
         action, exec_ = target.doc, target.doc["exec"]
         context = {
             "namespace": subject,
@@ -489,6 +509,7 @@ class Platform:
             deny=deny,
             env={"__OW_API_HOST": self.api_host},
             image=image,
+            queue=queue,
         )
         doc["start"] = outcome.start_ms or doc["start"]
         doc["annotations"].append({"key": "timeout", "value": outcome.timed_out})
@@ -531,6 +552,13 @@ class Platform:
         upto: int | None = None,
     ) -> list[dict]:
         return self.store.list_activations(ns, name, limit, skip, since, upto)
+
+
+def _ends_within(action: dict, wait_s: float) -> bool:
+    """Whether the action, once it has a container, is sure to end within a blocking wait of `wait_s`: its
+    time limit bounds /init and /run together. Such an invoke runs on the caller's thread (no handoff to a
+    worker and back); a sequence's components may each take their limit, so it never does."""
+    return action["exec"]["kind"] != "sequence" and action["limits"]["timeout"] / 1000.0 <= wait_s
 
 
 def python_version() -> str:

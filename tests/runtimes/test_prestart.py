@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import select
 import sqlite3
+import threading
 
 from deployer.local.container import Container
 from deployer.local.proxy_connection import ProxyConnection
@@ -67,7 +69,6 @@ def test_a_kept_connection_closed_by_the_server_is_replaced_before_the_next_requ
         return [b"{}"]
 
     server = WSGIServer("127.0.0.1", 0, app, idle_timeout_s=0.2)
-    import threading
 
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -149,3 +150,40 @@ def test_an_action_that_bundles_its_own_copy_of_a_preloaded_package_runs_its_cop
         assert status == 200, (body, logs)
         status, body = c.run({"value": {}}, 30)
     assert status == 200 and body["mark"] == "bundled", body
+
+
+def _in_a_thread_that_ends(fn):
+    """Runs fn in a thread and returns once that thread is gone: the kernel's parent-death signal fires then."""
+    out = {}
+    thread = threading.Thread(target=lambda: out.setdefault("value", fn()))
+    thread.start()
+    thread.join()
+    return out["value"]
+
+
+def test_a_container_started_by_a_thread_that_ends_lives_on():
+    # PR_SET_PDEATHSIG fires when the forking *thread* ends: an inline cold start on a connection's thread
+    # used to lose its container (SIGKILL) once that client hung up
+    def started():
+        c = Container("t/ends", memory_mb=256, log_limit_bytes=1 << 20)
+        c.start()
+        return c
+
+    c = _in_a_thread_that_ends(started)
+    try:
+        assert c.alive()
+        status, body, _ = c.init({"name": "s", "main": "main", "code": "def main(a):\n    return {'ok': 1}\n"}, 30)
+        assert status == 200, body
+        assert c.run({"value": {}}, 30) == (200, {"ok": 1})
+    finally:
+        c.kill()
+
+
+def test_a_launcher_started_by_a_thread_that_ends_lives_on(tmp_path):
+    from runtimes.runner import ActionRunner
+
+    runner = ActionRunner(workdir=tmp_path)
+    _in_a_thread_that_ends(
+        lambda: runner.init({"name": "s", "main": "main", "code": "def main(a):\n    return {'ok': 2}\n"})
+    )
+    assert json.loads(runner.run({"value": {}})) == {"ok": 2}
