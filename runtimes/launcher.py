@@ -100,17 +100,21 @@ def _forget_shadowed(action_dir: str) -> None:
     """Drops preloaded modules the action brings its own copy of, so that its copy is the one it imports.
 
     An action zip that bundles a newer `mlcore` than the image's must run that code, as it
-    would on a launcher that preloaded nothing; torch and the rest stay loaded.
+    would on a launcher that preloaded nothing; torch and the rest stay loaded. One listing of the
+    action's folder, not two stats per loaded package: with torch loaded that is thousands.
     """
-    bundled: dict[str, bool] = {}
-    for name in list(sys.modules):
-        top = name.partition(".")[0]
-        if top not in bundled:
-            bundled[top] = os.path.isfile(os.path.join(action_dir, top, "__init__.py")) or os.path.isfile(
-                os.path.join(action_dir, top + ".py")
-            )
+    try:
+        present = set(os.listdir(action_dir))
+    except OSError:
+        return
+    bundled = {
+        top
+        for top in {name.partition(".")[0] for name in sys.modules}
+        if top + ".py" in present or (top in present and os.path.isfile(os.path.join(action_dir, top, "__init__.py")))
+    }
+    for name in [n for n in sys.modules if n.partition(".")[0] in bundled]:
         where = getattr(sys.modules[name], "__file__", None) or ""
-        if bundled[top] and not where.startswith(action_dir + os.sep):
+        if not where.startswith(action_dir + os.sep):
             del sys.modules[name]
 
 

@@ -239,7 +239,9 @@ def run(
         report["modes"]["remote"] = _bench_remote(apihost, auth, measure)
     else:
         for mode in modes:
-            report["modes"][mode] = _bench_local(mode, max(concurrencies) + 2, measure, progress)
+            # room for the warm containers, the stem cell, and each cold run's old revision (idle, not yet reaped)
+            slots = max(concurrencies) + 2 * cold_runs + 2
+            report["modes"][mode] = _bench_local(mode, slots, measure, progress)
     report["conditions"]["target"] = report["conditions"].get("target") or "local platform (owned, per mode)"
     _add_overhead_ratios(report, concurrencies)
     return report

@@ -81,6 +81,7 @@ class Invoker:
         self._starting = 0
         self._dying = 0  # taken out of the pool, being killed outside the lock: their slots are not free yet
         self._queued = 0  # activations waiting for a container slot
+        self._cold_in_flight = 0  # activations between taking a stem cell or slot and the end of their first run
         self._closed = False
         self.cold_starts = 0
         self._factory = container_factory
@@ -141,14 +142,15 @@ class Invoker:
                 self._cond.notify_all()
 
     def _refill(self) -> None:
-        """Keeps each stem spec at its count, in free slots only, and never while an activation waits."""
+        """Keeps each stem spec at its count, in free slots only, and never while an activation waits or starts
+        cold: a stem cell's start (two interpreters) would take the cores from that activation's /init and /run."""
         while True:
             with self._cond:
                 spec = None
                 while spec is None:
                     if self._closed:
                         return
-                    if self._queued == 0 and self._used_slots() < self.max_containers:
+                    if self._queued == 0 and self._cold_in_flight == 0 and self._used_slots() < self.max_containers:
                         spec = next(
                             (
                                 s
@@ -209,6 +211,7 @@ class Invoker:
                 victim.kill()  # outside the lock; the slot it frees is already this activation's reservation
             except BaseException:
                 self._unreserve()
+                self._cold_done()
                 raise
         return found
 
@@ -230,11 +233,13 @@ class Invoker:
                     if stem is not None:  # its slot becomes the reservation
                         self._stems.remove(stem)
                         self._starting += 1
+                        self._cold_in_flight += 1
                         self.prewarm_hits += 1
                         self._cond.notify_all()
                         return None, (None, stem)
                     if self._used_slots() < self.max_containers:
                         self._starting += 1
+                        self._cold_in_flight += 1
                         return None, (None, None)
                     if not queue:  # evicting would wait for a kill
                         raise WouldQueue("no container free now")
@@ -246,6 +251,7 @@ class Invoker:
                         else:
                             self._containers.remove(victim)
                         self._starting += 1
+                        self._cold_in_flight += 1
                         return victim, (None, None)
                     left = deadline - time.monotonic()
                     if left <= 0:
@@ -328,16 +334,20 @@ class Invoker:
                 INTERNAL_ERROR, {"error": f"No container could be scheduled: {exc}"}, start_ms=start, end_ms=_now_ms()
             )
         wait_ms = int((time.monotonic() - t0) * 1000)
-        init_ms = None
-        if container is None:
-            container, init_ms, failure = self._cold_start(
-                key, init_value, limits, timeout_s, runtime, container_env, stem, image
-            )
-            if failure is not None:
-                failure.start_ms, failure.wait_ms = start, wait_ms
-                return failure
-        run_start = time.monotonic()
-        outcome = self._run_in(container, run_message, limits, timeout_s - (init_ms or 0) / 1000.0)
+        init_ms, cold = None, container is None
+        try:
+            if cold:
+                container, init_ms, failure = self._cold_start(
+                    key, init_value, limits, timeout_s, runtime, container_env, stem, image
+                )
+                if failure is not None:
+                    failure.start_ms, failure.wait_ms = start, wait_ms
+                    return failure
+            run_start = time.monotonic()
+            outcome = self._run_in(container, run_message, limits, timeout_s - (init_ms or 0) / 1000.0)
+        finally:
+            if cold:
+                self._cold_done()
         outcome.start_ms = start
         outcome.wait_ms = wait_ms
         outcome.init_ms = init_ms
@@ -394,6 +404,12 @@ class Invoker:
         self._unreserve()
         logs = container.take_logs(0.2) if logs is None else logs
         return None, None, RunResult(DEVELOPER_ERROR, error, logs=logs, end_ms=_now_ms(), **extra)
+
+    def _cold_done(self) -> None:
+        with self._cond:
+            self._cold_in_flight -= 1
+            if self._cold_in_flight == 0:
+                self._cond.notify_all()  # the stem refill may start now
 
     def _unreserve(self) -> None:
         with self._cond:

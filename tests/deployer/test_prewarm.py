@@ -73,3 +73,30 @@ def test_stem_cells_give_way_when_the_cap_is_reached():
         assert stats["containers"] == 1 and stats["prewarmed"] == 0 and stats["prewarm_hits"] == 0
     finally:
         invoker.shutdown()
+
+
+def test_the_pool_refills_after_a_cold_start_that_failed_and_none_starts_while_one_runs():
+    invoker = Invoker(max_containers=4, stem_cells=parse("python:3.11@256x1"))
+    try:
+        invoker.prewarm(ENV)
+        _wait(lambda: invoker.stats()["prewarmed"] == 1, "the stem cell")
+        runtime, deny = kinds.container_profile({"kind": "python:3.11"})
+        broken = {"name": "x", "code": "raise SystemExit(3)\n", "env": {}}
+        out = invoker.run("x", broken, {"value": {}}, LIMITS, runtime=runtime, deny=deny, env=ENV)
+        assert out.status_code != SUCCESS and invoker.stats()["prewarm_hits"] == 1
+        _wait(lambda: invoker.stats()["prewarmed"] == 1, "the pool to refill after a failed /init")
+        # while a cold start holds the stem cell it took, no other stem cell is started beside it
+        seen = []
+        init = {"name": "s", "code": "def main(a):\n    return {}\n", "env": {}}
+        orig = invoker._admit
+
+        def admit(container, init_ms):
+            seen.append(invoker.stats()["prewarmed"] + invoker._stems_starting.get(invoker._stem_specs[0], 0))
+            return orig(container, init_ms)
+
+        invoker._admit = admit
+        assert invoker.run("s", init, {"value": {}}, LIMITS, runtime=runtime, deny=deny, env=ENV).status_code == SUCCESS
+        assert seen == [0]
+        _wait(lambda: invoker.stats()["prewarmed"] == 1, "the pool to refill once the activation ended")
+    finally:
+        invoker.shutdown()
