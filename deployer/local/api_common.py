@@ -16,6 +16,7 @@ from flask import Response, request
 
 from . import names
 from .errors import BadRequest, Forbidden, TooLarge, Unauthorized
+from .invoker import APPLICATION_ERROR, DEVELOPER_ERROR, SUCCESS
 from .platform import MAX_PAYLOAD_BYTES
 
 MAX_LIST_LIMIT = 200
@@ -25,8 +26,22 @@ def json_response(body, status: int = 200, headers: dict | None = None) -> Respo
     return Response(json.dumps(body, allow_nan=False), status=status, mimetype="application/json", headers=headers)
 
 
+def error_body(message: str) -> bytes:
+    return json.dumps({"error": message, "code": secrets.token_hex(16)}).encode()
+
+
 def error_response(status: int, message: str) -> Response:
-    return json_response({"error": message, "code": secrets.token_hex(16)}, status)
+    return Response(error_body(message), status=status, mimetype="application/json")
+
+
+def invoke_answer(activation_id: str, doc: dict | None, result_only: bool) -> tuple[int, bytes, list]:
+    """(status, JSON body, headers) answering an invoke: 202 and the id while it runs, else its record (or
+    only its result), 502 for an action's failure. Raises ValueError for what JSON cannot hold."""
+    if doc is None:
+        return 202, json.dumps({"activationId": activation_id}).encode(), []
+    status = {SUCCESS: 200, APPLICATION_ERROR: 502, DEVELOPER_ERROR: 502}.get(doc["statusCode"], 500)
+    body = doc["response"]["result"] if result_only else doc
+    return status, json.dumps(body, allow_nan=False).encode(), [("x-openwhisk-activation-id", activation_id)]
 
 
 def flag(name: str) -> bool:
@@ -57,7 +72,11 @@ def list_window(collection: str) -> tuple[int, int]:
 
 
 def json_body(allow_non_object: bool = False):
-    data = request.get_data()
+    return parse_json(request.get_data(), allow_non_object)
+
+
+def parse_json(data: bytes, allow_non_object: bool = False):
+    """A request body as the controller reads it: empty is {}, NaN and Infinity are refused."""
     if not data:
         return {}
     try:
@@ -88,8 +107,8 @@ class Auth:
     def __init__(self, keys: dict[str, str]) -> None:
         self.keys = keys
 
-    def identify(self) -> tuple[str, str] | None:
-        header = request.headers.get("Authorization", "")
+    def identify(self, header: str | None = None) -> tuple[str, str] | None:
+        header = request.headers.get("Authorization", "") if header is None else header
         if not header.startswith("Basic "):
             return None
         try:
@@ -99,11 +118,13 @@ class Auth:
         subject = next((n for n, key in self.keys.items() if hmac.compare_digest(key, supplied)), None)
         return (subject, supplied) if subject else None
 
-    def __call__(self, ns: str, write: bool = False) -> Caller:
+    def __call__(self, ns: str, write: bool = False, header: str | None = None) -> Caller:
+        """`header`: the Authorization header, where there is no Flask request to read it from."""
+        header = request.headers.get("Authorization", "") if header is None else header
         names.check_namespace(ns)
-        if not request.headers.get("Authorization", "").startswith("Basic "):
+        if not header.startswith("Basic "):
             raise Unauthorized("The resource requires authentication, which was not supplied with the request")
-        found = self.identify()
+        found = self.identify(header)
         if found is None:
             raise Unauthorized("The supplied authentication is invalid")
         subject, key = found
@@ -113,13 +134,16 @@ class Auth:
         return Caller(subject, key, namespace)
 
 
+MAX_UNREAD_BODY = 6 * MAX_PAYLOAD_BYTES + 4096
+
+
 def check_payload_size() -> None:
     """A cheap bound before parsing; the limit itself is on the parsed parameters' UTF-8 bytes.
 
     JSON may escape each byte of a string as `\\u00XX` (six characters), so only a body more
     than six times the limit is refused unread.
     """
-    if request.content_length and request.content_length > 6 * MAX_PAYLOAD_BYTES + 4096:
+    if request.content_length and request.content_length > MAX_UNREAD_BODY:
         raise TooLarge(
             f"The request content was too large ({request.content_length} bytes); "
             f"it exceeds the allowed limit of {MAX_PAYLOAD_BYTES} bytes."

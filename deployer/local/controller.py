@@ -21,12 +21,13 @@ from .api_common import (
     error_response,
     flag,
     int_arg,
+    invoke_answer,
     json_body,
     json_response,
     list_window,
 )
 from .errors import BadRequest, PlatformError
-from .invoker import APPLICATION_ERROR, DEVELOPER_ERROR, SUCCESS
+from .fast_invoke import FastInvoke
 from .platform import MAX_CODE_BYTES, MAX_PAYLOAD_BYTES, Platform
 
 _HTTP_MESSAGES = {
@@ -50,6 +51,7 @@ def create_app(platform: Platform, auth: dict[str, str]) -> Flask:
     _register_activations(app, platform, authenticate)
     triggers_api.register(app, platform, authenticate)
     web_api.register(app, platform, authenticate)
+    app.wsgi_app = FastInvoke(app.wsgi_app, platform, authenticate)
 
     @app.after_request
     def no_sniffing(response: Response) -> Response:
@@ -164,13 +166,8 @@ def invoke(platform: Platform, caller: Caller, path: str) -> Response:
     activation_id, doc = platform.invoke(
         caller.namespace, path, json_body(), flag("blocking"), caller.key, wait_s, subject=caller.subject
     )
-    if doc is None:
-        return json_response({"activationId": activation_id}, 202)
-    status = {SUCCESS: 200, APPLICATION_ERROR: 502, DEVELOPER_ERROR: 502}.get(doc["statusCode"], 500)
-    headers = {"x-openwhisk-activation-id": activation_id}
-    if flag("result"):
-        return json_response(doc["response"]["result"], status, headers)
-    return json_response(doc, status, headers)
+    status, body, headers = invoke_answer(activation_id, doc, flag("result"))
+    return Response(body, status=status, mimetype="application/json", headers=headers)
 
 
 _SUMMARY_FIELDS = (
