@@ -82,6 +82,7 @@ class Invoker:
         self._dying = 0  # taken out of the pool, being killed outside the lock: their slots are not free yet
         self._queued = 0  # activations waiting for a container slot
         self._cold_in_flight = 0  # activations between taking a stem cell or slot and the end of their first run
+        self._booting: set[Container] = set()  # taken by a cold start, not yet admitted or failed: shutdown kills them
         self._closed = False
         self.cold_starts = 0
         self._factory = container_factory
@@ -175,16 +176,17 @@ class Invoker:
                     stem.kill()
                 stem = None
             with self._cond:
-                self._starting -= 1
-                self._stems_starting[spec] -= 1
                 closed = self._closed
                 if stem is not None and not closed:
                     self._stems.append(stem)
-                self._cond.notify_all()
-                if stem is None:
-                    self._cond.wait(5.0)  # a runtime that cannot start: do not spin
             if stem is not None and closed:
-                stem.kill()
+                stem.kill()  # before its start counts as done: shutdown waits for that
+            with self._cond:
+                self._starting -= 1
+                self._stems_starting[spec] -= 1
+                self._cond.notify_all()
+                if stem is None and not self._closed:
+                    self._cond.wait(5.0)  # a runtime that cannot start: do not spin
 
     def stats(self) -> dict:
         with self._cond:
@@ -361,6 +363,8 @@ class Invoker:
             container.key, container.log_limit_bytes, container.stem = key, log_limit, None
         else:
             container = self._new_container(key, runtime, limits["memory"], log_limit, container_env, image)
+        with self._cond:
+            self._booting.add(container)
         t_init = time.monotonic()
         try:
             if stem is None:
@@ -384,14 +388,16 @@ class Invoker:
     def _admit(self, container: Container, init_ms: int) -> tuple[Container, int, None]:
         """Counts a container whose init succeeded as busy and running, unless the platform closed meanwhile."""
         with self._cond:
-            self._starting -= 1
+            self._booting.discard(container)
             closed = self._closed
             if not closed:
+                self._starting -= 1
                 container.busy = True
                 self._containers.append(container)
                 self.cold_starts += 1
         if closed:
-            container.kill()
+            container.kill()  # before its start counts as done: shutdown waits for that
+            self._unreserve()
             raise ContainerError("the platform is shutting down")
         return container, init_ms, None
 
@@ -401,6 +407,8 @@ class Invoker:
         """Gives back a failed cold start's reservation; an out-of-memory container is dead already (kill=False)."""
         if kill:
             container.kill()
+        with self._cond:
+            self._booting.discard(container)
         self._unreserve()
         logs = container.take_logs(0.2) if logs is None else logs
         return None, None, RunResult(DEVELOPER_ERROR, error, logs=logs, end_ms=_now_ms(), **extra)
@@ -464,12 +472,18 @@ class Invoker:
         code = APPLICATION_ERROR if isinstance(body, dict) and "error" in body else SUCCESS
         return RunResult(code, body, logs=logs)
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout_s: float = 30.0) -> None:
+        """Kills every container; then waits (up to timeout_s) for the ones being started or killed by other
+        threads, which kill theirs on seeing the invoker closed, so that none outlives the platform."""
         self._stop.set()
         with self._cond:
             self._closed = True
-            containers, self._containers = self._containers + self._stems, []
+            containers, self._containers = self._containers + self._stems + list(self._booting), []
             self._stems = []
             self._cond.notify_all()
         for c in containers:
             c.kill()
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while self._starting + self._dying > 0 and (left := deadline - time.monotonic()) > 0:
+                self._cond.wait(left)

@@ -100,3 +100,27 @@ def test_the_pool_refills_after_a_cold_start_that_failed_and_none_starts_while_o
         _wait(lambda: invoker.stats()["prewarmed"] == 1, "the pool to refill once the activation ended")
     finally:
         invoker.shutdown()
+
+
+def _proxies() -> list[int]:
+    import os
+
+    from deployer.local.proctree import descendants
+
+    def cmdline(pid: int) -> str:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    return [pid for pid in descendants(os.getpid()) if "runtimes.proxy" in cmdline(pid)]
+
+
+def test_a_shutdown_while_a_stem_cell_starts_leaves_no_process_behind():
+    invoker = Invoker(max_containers=2, stem_cells=parse("python:3.11@256x1"))
+    before = set(_proxies())
+    invoker.prewarm(ENV)
+    _wait(lambda: invoker._starting == 1 and set(_proxies()) - before, "the stem cell's process, still starting")
+    invoker.shutdown()  # returns once the starting stem cell is killed, not before
+    assert set(_proxies()) - before == set()
