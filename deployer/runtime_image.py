@@ -272,10 +272,10 @@ def ensure_wheelhouse(
 def _seed_from_earlier(root: Path, partial: Path) -> None:
     """Hard links to the newest complete wheelhouse's wheels: pip download keeps the files it finds, so a
     changed pin costs that wheel's download, not the whole ~5 GB again."""
-    earlier = sorted(
-        (p for p in root.iterdir() if (p / ".complete").is_file()), key=lambda p: p.stat().st_mtime, reverse=True
+    newest = max(
+        (p for p in root.iterdir() if (p / ".complete").is_file()), key=lambda p: p.stat().st_mtime, default=None
     )
-    for wheel in earlier[0].glob("*.whl") if earlier else ():
+    for wheel in newest.glob("*.whl") if newest else ():
         try:
             os.link(wheel, partial / wheel.name)
         except OSError:

@@ -20,6 +20,8 @@ from .invoker import APPLICATION_ERROR, DEVELOPER_ERROR, SUCCESS
 from .platform import MAX_PAYLOAD_BYTES
 
 MAX_LIST_LIMIT = 200
+MAX_WAIT_MS = 300000  # a blocking invoke's ?timeout=, as OpenWhisk bounds it
+SECURITY_HEADERS = (("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"))
 
 
 def json_response(body, status: int = 200, headers: dict | None = None) -> Response:
@@ -45,7 +47,12 @@ def invoke_answer(activation_id: str, doc: dict | None, result_only: bool) -> tu
 
 
 def flag(name: str) -> bool:
-    return request.args.get(name, "false").lower() == "true"
+    return flag_in(request.args, name)
+
+
+def flag_in(args, name: str) -> bool:
+    """A `?name=true` query flag, from any mapping of the query's first values."""
+    return args.get(name, "false").lower() == "true"
 
 
 def int_arg(name: str, default: int | None, collection: str = "request") -> int | None:

@@ -15,6 +15,8 @@ from werkzeug.exceptions import HTTPException
 
 from . import names, triggers_api, web_api
 from .api_common import (
+    MAX_WAIT_MS,
+    SECURITY_HEADERS,
     Auth,
     Caller,
     check_payload_size,
@@ -56,8 +58,8 @@ def create_app(platform: Platform, auth: dict[str, str]) -> Flask:
     @app.after_request
     def no_sniffing(response: Response) -> Response:
         if not request.path.startswith("/api/v1/web/"):  # a web action's headers are its own
-            response.headers.setdefault("X-Content-Type-Options", "nosniff")
-            response.headers.setdefault("X-Frame-Options", "DENY")
+            for name, value in SECURITY_HEADERS:
+                response.headers.setdefault(name, value)
         return response
 
     @app.route("/api/v1/namespaces/<ns>/<collection>", methods=["GET", "PUT", "POST", "DELETE"])
@@ -160,8 +162,8 @@ def _register_actions(app: Flask, platform: Platform, authenticate: Auth) -> Non
 def invoke(platform: Platform, caller: Caller, path: str) -> Response:
     check_payload_size()
     timeout_ms = int_arg("timeout", None, "timeout")
-    if timeout_ms is not None and not 0 <= timeout_ms <= 300000:
-        raise BadRequest("Timeout must be number of milliseconds up to 300000.")
+    if timeout_ms is not None and not 0 <= timeout_ms <= MAX_WAIT_MS:
+        raise BadRequest(f"Timeout must be number of milliseconds up to {MAX_WAIT_MS}.")
     wait_s = None if timeout_ms is None else timeout_ms / 1000.0
     activation_id, doc = platform.invoke(
         caller.namespace, path, json_body(), flag("blocking"), caller.key, wait_s, subject=caller.subject

@@ -18,12 +18,20 @@ from http import HTTPStatus
 from urllib.parse import parse_qsl
 
 from . import names
-from .api_common import MAX_UNREAD_BODY, Auth, error_body, invoke_answer, parse_json
+from .api_common import (
+    MAX_UNREAD_BODY,
+    MAX_WAIT_MS,
+    SECURITY_HEADERS,
+    Auth,
+    error_body,
+    flag_in,
+    invoke_answer,
+    parse_json,
+)
 from .errors import PlatformError
 from .platform import Platform
 
 _ACTION = re.compile(r"/api/v1/namespaces/([^/]+)/actions/([^/]+(?:/[^/]+)?)")
-SECURITY_HEADERS = [("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY")]
 
 
 class FastInvoke:
@@ -35,8 +43,10 @@ class FastInvoke:
         self.authenticate = authenticate
 
     def __call__(self, environ, start_response):
+        if environ.get("REQUEST_METHOD") != "POST":
+            return self.app(environ, start_response)
         path_info = environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "replace")  # as werkzeug reads it
-        match = _ACTION.fullmatch(path_info) if environ.get("REQUEST_METHOD") == "POST" else None
+        match = _ACTION.fullmatch(path_info)
         if match is None:
             return self.app(environ, start_response)
         try:
@@ -66,20 +76,16 @@ class FastInvoke:
             wait_s = None
             if "timeout" in args:
                 timeout_ms = int(args["timeout"])
-                if not 0 <= timeout_ms <= 300000:
+                if not 0 <= timeout_ms <= MAX_WAIT_MS:
                     return None
                 wait_s = timeout_ms / 1000.0
             params = parse_json(body)
             activation_id, doc = self.platform.invoke(
-                caller.namespace, path, params, _flag(args, "blocking"), caller.key, wait_s, subject=caller.subject
+                caller.namespace, path, params, flag_in(args, "blocking"), caller.key, wait_s, subject=caller.subject
             )
         except (PlatformError, ValueError, sqlite3.Error):
             return None
         try:
-            return invoke_answer(activation_id, doc, _flag(args, "result"))
+            return invoke_answer(activation_id, doc, flag_in(args, "result"))
         except ValueError:  # not JSON (NaN): as the Flask app's handler of the unexpected answers
             return 500, error_body("The server encountered an unexpected error."), []
-
-
-def _flag(args: dict, name: str) -> bool:
-    return args.get(name, "false").lower() == "true"

@@ -234,14 +234,12 @@ class Invoker:
                     )
                     if stem is not None:  # its slot becomes the reservation
                         self._stems.remove(stem)
-                        self._starting += 1
-                        self._cold_in_flight += 1
+                        self._reserve_cold_start()
                         self.prewarm_hits += 1
                         self._cond.notify_all()
                         return None, (None, stem)
                     if self._used_slots() < self.max_containers:
-                        self._starting += 1
-                        self._cold_in_flight += 1
+                        self._reserve_cold_start()
                         return None, (None, None)
                     if not queue:  # evicting would wait for a kill
                         raise WouldQueue("no container free now")
@@ -252,8 +250,7 @@ class Invoker:
                             self._stems.remove(victim)
                         else:
                             self._containers.remove(victim)
-                        self._starting += 1
-                        self._cold_in_flight += 1
+                        self._reserve_cold_start()
                         return victim, (None, None)
                     left = deadline - time.monotonic()
                     if left <= 0:
@@ -412,6 +409,12 @@ class Invoker:
         self._unreserve()
         logs = container.take_logs(0.2) if logs is None else logs
         return None, None, RunResult(DEVELOPER_ERROR, error, logs=logs, end_ms=_now_ms(), **extra)
+
+    def _reserve_cold_start(self) -> None:
+        """Under the lock: a slot for a container being started, held until `_admit` or `_unreserve`, and a
+        cold start in flight (no stem refill) until `_cold_done`."""
+        self._starting += 1
+        self._cold_in_flight += 1
 
     def _cold_done(self) -> None:
         with self._cond:
