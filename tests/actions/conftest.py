@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -67,11 +68,19 @@ class ImageHandler(BaseHTTPRequestHandler):
             pass
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Clients that hang up mid-request (size limits, timeouts) are expected here, not errors."""
+
+    def handle_error(self, request, client_address) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class ImageServer:
     """A real HTTP server on 127.0.0.1 in a thread; `stop()` releases stalled handlers first."""
 
     def __init__(self, tls=None) -> None:
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), ImageHandler)
+        self.httpd = _QuietServer(("127.0.0.1", 0), ImageHandler)
         if tls is not None:
             self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self.httpd.daemon_threads = True
