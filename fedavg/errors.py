@@ -5,6 +5,7 @@ FedAvgError
  +-- AggregationError    the updates to average are empty or disagree in shape
  +-- ClientError         one client's update could not be computed
  +-- CheckpointError     a checkpoint is missing, corrupt or from another run
+ +-- ReportError         a run report cannot be read, or runs cannot be compared
 """
 
 
@@ -25,4 +26,8 @@ class ClientError(FedAvgError):
 
 
 class CheckpointError(FedAvgError):
+    pass
+
+
+class ReportError(FedAvgError):
     pass

@@ -39,15 +39,21 @@ def plot_label_counts(counts: np.ndarray, path: Path, title: str = "labels per c
 
 
 def plot_curves(
-    curves: Mapping[str, Sequence[float]], path: Path, title: str = "test accuracy", target: float | None = None
+    curves: Mapping[str, Sequence[float]],
+    path: Path,
+    title: str = "test accuracy",
+    target: float | None = None,
+    floor: float | None = None,
 ) -> Path:
-    """Accuracy after each round, one line per setting."""
+    """Accuracy after each round, one line per setting; `floor` cuts off the climb to show the plateau."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.0, 4.5))
     for label, accs in curves.items():
-        ax.plot(np.arange(1, len(accs) + 1), accs, label=label, linewidth=1.5)
+        ax.plot(np.arange(1, len(accs) + 1), accs, label=label, linewidth=1.5 if floor is None else 1.0)
     if target is not None:
         ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target:g}")
+    if floor is not None:
+        ax.set_ylim(floor, 1.0)
     ax.set_xlabel("communication round")
     ax.set_ylabel("test accuracy")
     ax.set_title(title)

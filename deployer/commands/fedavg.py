@@ -1,4 +1,4 @@
-"""`deployer fedavg run|sweep|table|partition`: FedAvg on MNIST from the command line.
+"""`deployer fedavg run|sweep|table|compare|partition`: FedAvg on MNIST from the command line.
 
 The algorithm, partitions and executors are the `fedavg` library; these commands parse
 options, show progress and tables, and write the reports.
@@ -13,6 +13,7 @@ import click
 from fedavg.errors import FedAvgError
 from fedavg.partition import KINDS
 
+from .fedavg_compare import compare_command
 from .fedavg_options import (
     ExecutorChoice,
     config_options,
@@ -32,10 +33,11 @@ from .params import choices, ints
 
 @click.group("fedavg")
 def fedavg_group() -> None:
-    """Federated averaging on MNIST: runs, client-count sweeps, the paper's tables, partitions."""
+    """Federated averaging on MNIST: runs, client-count sweeps, the paper's tables, comparisons, partitions."""
 
 
 fedavg_group.add_command(table_command)
+fedavg_group.add_command(compare_command)
 
 
 @fedavg_group.command("run")
