@@ -6,7 +6,10 @@ Subcommands load lazily so `deployer --help` and `deployer invoke` never import 
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 
 import click
 
@@ -110,10 +113,28 @@ class RootGroup(LazyGroup):
 
         from .errors import DeployerError
 
-        try:
-            return super().invoke(ctx)
-        except (DeployerError, MLCoreError, FedAvgError, HostnetError) as exc:
-            raise click.ClickException(str(exc)) from exc
+        with _sigterm_as_interrupt():
+            try:
+                return super().invoke(ctx)
+            except (DeployerError, MLCoreError, FedAvgError, HostnetError) as exc:
+                raise click.ClickException(str(exc)) from exc
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """`kill PID` stops a command the way Ctrl-C does, so its context managers stop what it started.
+
+    Python's default SIGTERM ends the process on the spot: worker pools, shared memory,
+    servers and VMs would be left to whatever reaps orphans.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @click.group(cls=RootGroup, lazy=COMMANDS, help_texts=HELP, context_settings={"help_option_names": ["-h", "--help"]})

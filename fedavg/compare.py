@@ -15,7 +15,7 @@ from itertools import combinations
 from pathlib import Path
 
 from .errors import ReportError
-from .run import CHECKPOINT, load_checkpoint
+from .run import CHECKPOINT, first_round_at, load_checkpoint
 
 THRESHOLDS = (0.95, 0.97, 0.98, 0.985, 0.988, 0.99)
 MAY_DIFFER = ("seed", "precision", "channels_last", "rounds", "target")
@@ -43,10 +43,6 @@ def load_report(path: Path) -> dict:
 
 def arithmetic(config: dict) -> str:
     return config.get("precision", "fp32") + (" channels-last" if config.get("channels_last") else "")
-
-
-def first_reach(accs: list[float], threshold: float) -> int | None:
-    return next((i + 1 for i, acc in enumerate(accs) if acc >= threshold), None)
 
 
 def _check_comparable(named: list[tuple[str, dict]]) -> None:
@@ -93,7 +89,7 @@ def compare(named: list[tuple[str, dict]], thresholds=THRESHOLDS, from_round: in
                 "seed": key[1],
                 "rounds_run": len(accs),
                 "best_acc": max(accs, default=0.0),
-                "reached": {str(t): first_reach(accs, t) for t in thresholds},
+                "reached": {str(t): first_round_at(accs, t) for t in thresholds},
                 "accuracy": accs,
             }
         )

@@ -152,6 +152,11 @@ def first_round_at(accuracy: list[float], level: float) -> int | None:
     return next((i + 1 for i, a in enumerate(accuracy) if a >= level), None)
 
 
+def _reached(report: dict) -> bool:
+    target = report["config"].get("target")
+    return target is not None and first_round_at([r["test_acc"] for r in report["rounds"]], target) is not None
+
+
 def summarize(report: dict) -> dict:
     """Adds rounds-to-target, best and final accuracy and time per round to a report."""
     rounds = report["rounds"]
@@ -203,7 +208,7 @@ def run(
     model = build_model(config.model)
     idle_rounds = 0
     for round_index in range(len(report["rounds"]) + 1, config.rounds + 1):
-        if stop_at_target and summarize(report)["rounds_to_target"] is not None:
+        if stop_at_target and _reached(report):
             break
         started = time.perf_counter()
         outcomes = sorted(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import select
 import threading
 import time
 from collections.abc import Sequence
@@ -62,8 +63,29 @@ _models: dict[str, torch.nn.Module] = {}
 _barrier = None
 
 
-def _init_worker(num_threads: int, barrier) -> None:
+def _exit_with(parent_pid: int) -> None:
+    """Ends this worker when the parent ends, however it ends.
+
+    A parent killed outright (SIGKILL, the OOM killer) never shuts the pool down, and its
+    workers would wait on their task queue forever, holding the shared blocks alive.
+    """
+    try:
+        fd = os.pidfd_open(parent_pid)
+    except OSError:
+        os._exit(1)  # already gone
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+    def watch() -> None:
+        select.select([fd], [], [])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _init_worker(num_threads: int, barrier, parent_pid: int) -> None:
     global _barrier
+    _exit_with(parent_pid)
     torch.set_num_threads(num_threads)
     torch.set_num_interop_threads(1)
     # torch.optim's first optimizer imports torch._dynamo (seconds): pay it at start-up, not in round 1
@@ -160,7 +182,7 @@ class ProcessExecutor(Managed):
                 self.workers,
                 mp_context=context,
                 initializer=_init_worker,
-                initargs=(self.threads_per_worker, context.Barrier(self.workers)),
+                initargs=(self.threads_per_worker, context.Barrier(self.workers), os.getpid()),
             )
         return self._pool
 

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from deployer.cli import cli
-from fedavg.compare import compare, first_reach, load_report
+from fedavg.compare import compare, load_report
 from fedavg.errors import ReportError
 
 TINY = "--model 2nn --clients 4 --frac 0.5 --epochs 1 --batch 10 --train-limit 800 --test-limit 300 --executor serial"
@@ -18,11 +18,6 @@ CONFIG = {"model": "cnn", "lr": 0.05, "partition": "shards", "rounds": 300, "tar
 def report(accs, seed=0, precision="bf16", channels_last=True, **config):
     cfg = {**CONFIG, "seed": seed, "precision": precision, "channels_last": channels_last, **config}
     return {"config": cfg, "rounds": [{"round": i + 1, "test_acc": a} for i, a in enumerate(accs)]}
-
-
-def test_first_reach_counts_rounds_from_one():
-    assert first_reach([0.5, 0.99, 0.98, 0.995], 0.99) == 2
-    assert first_reach([0.5, 0.98], 0.99) is None
 
 
 def test_same_seed_pairs_give_per_round_differences_and_round_gaps():
