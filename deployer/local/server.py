@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import secrets
+import select
 import shutil
 import signal
 import sqlite3
@@ -142,6 +143,7 @@ def serve(
     max_unpacked_mb: int = 512,
     prewarm: str = DEFAULT_PREWARM,
     containers: str = "process",
+    owner_pid: int | None = None,
 ) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -151,6 +153,8 @@ def serve(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    if owner_pid:
+        _stop_with(owner_pid, stop, log)
     _migrate_snapshot(state_dir, log)
     report = StopReport(state_dir / STOP_FILE)
     problems: list[str] = []
@@ -184,6 +188,30 @@ def serve(
         for problem in problems:
             log.error("stop: %s", problem)
         report.stopped(problems)
+
+
+def _stop_with(owner_pid: int, stop: threading.Event, log: logging.Logger) -> None:
+    """Stops the platform when the process that owns it ends, even by SIGKILL.
+
+    A bench or test killed outright never calls stop(); its platform would serve on,
+    holding ports, containers and S3. Waits on a pidfd, so it does not matter which of
+    the owner's threads started this process (PR_SET_PDEATHSIG would).
+    """
+    try:
+        fd = os.pidfd_open(owner_pid)
+    except OSError:
+        fd = None
+    if fd is None or os.getppid() != owner_pid:
+        log.warning("owner %s is gone before the platform started; stopping", owner_pid)
+        stop.set()
+        return
+
+    def watch() -> None:
+        select.select([fd], [], [])
+        log.warning("owner %s ended without stopping the platform; stopping", owner_pid)
+        stop.set()
+
+    threading.Thread(target=watch, name="owner-watch", daemon=True).start()
 
 
 def _docker_factory(state_dir: Path) -> DockerFactory:
@@ -299,6 +327,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-unpacked-mb", type=int, default=512)
     parser.add_argument("--prewarm", default=DEFAULT_PREWARM, help="stem cells: KIND@MBxN,... or none")
     parser.add_argument("--containers", choices=MODES, default="process")
+    parser.add_argument("--owner-pid", type=int, help="stop when this process ends (a platform owned by a job)")
     opts = parser.parse_args(argv)
     try:
         parse_prewarm(opts.prewarm)
@@ -316,6 +345,7 @@ def main(argv: list[str] | None = None) -> None:
             opts.max_unpacked_mb,
             opts.prewarm,
             opts.containers,
+            opts.owner_pid,
         )
     except PlatformError as exc:
         print(f"platform cannot start: {exc.message}", file=sys.stderr, flush=True)

@@ -343,7 +343,8 @@ class LocalPlatform:
         self.info: PlatformInfo | None = None
 
     def start(self, timeout_s: float = 60.0) -> PlatformInfo:
-        self._proc = _spawn(self.state_dir, self.port, self.s3_port, self._extra, detach=False)
+        owner = ["--owner-pid", str(os.getpid())]
+        self._proc = _spawn(self.state_dir, self.port, self.s3_port, self._extra + owner, detach=False)
         try:
             self.info = _wait_ready(self._proc, self.state_dir, timeout_s)
         except BaseException:

@@ -152,3 +152,51 @@ def test_a_full_state_disk_answers_json_errors_and_the_platform_recovers(tmp_pat
         (disk / "filler").unlink()
         assert client.invoke("before", {"text": "ok"}, result=True) == {"n": 2}
         client.create_action("after", ECHO)
+
+
+OWNER = """
+import json, sys, threading
+from deployer.local.supervisor import LocalPlatform
+
+def start():
+    platform = LocalPlatform(sys.argv[1])
+    info = platform.start()
+    print(json.dumps({"server": platform._proc.pid, "s3": info.s3_pid, "api": info.apihost}), flush=True)
+
+t = threading.Thread(target=start)  # from a thread that ends: PR_SET_PDEATHSIG would fire here
+t.start()
+t.join()
+threading.Event().wait()
+"""
+
+
+def test_a_platform_stops_itself_when_its_owner_is_killed(tmp_path):
+    import os
+    import select
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from deployer.local.server import read_stop_report
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        started = json.loads(owner.stdout.readline())
+        assert requests.get(started["api"] + "/api/v1", timeout=30).ok, "serves while its owner lives"
+        fds = {name: os.pidfd_open(started[name]) for name in ("server", "s3")}
+    finally:
+        owner.kill()
+        owner.wait(timeout=30)
+        owner.stdout.close()
+    outlived = []
+    for name, fd in fds.items():
+        if not select.select([fd], [], [], 120)[0]:
+            outlived.append(name)
+            os.kill(started[name], signal.SIGTERM)
+        os.close(fd)
+    assert not outlived, f"the platform's {outlived} outlived its SIGKILLed owner"
+    report = read_stop_report(tmp_path)
+    assert report["state"] == "stopped" and report["problems"] == [], report
