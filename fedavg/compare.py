@@ -25,7 +25,10 @@ def load_report(path: Path) -> dict:
     """A run's report from `fedavg run --json`, or from its checkpoint (the directory or the file)."""
     path = Path(path)
     if path.is_dir() or path.name == CHECKPOINT:
-        report = load_checkpoint(path if path.is_dir() else path.parent)[1]
+        directory = path if path.is_dir() else path.parent
+        if not (directory / CHECKPOINT).is_file():
+            raise ReportError(f"{directory} holds no {CHECKPOINT}: not a run's checkpoint directory")
+        report = load_checkpoint(directory)[1]
     else:
         try:
             report = json.loads(path.read_text())
@@ -33,10 +36,10 @@ def load_report(path: Path) -> dict:
             raise ReportError(f"cannot read {path}: {exc.strerror or exc}") from exc
         except ValueError as exc:
             raise ReportError(f"{path} is not JSON: {exc}") from exc
-    rounds = report.get("rounds") if isinstance(report, dict) else None
-    if not isinstance(report.get("config") if isinstance(report, dict) else None, dict) or not isinstance(rounds, list):
+    shaped = isinstance(report, dict) and isinstance(report.get("config"), dict)
+    if not (shaped and isinstance(report.get("rounds"), list)):
         raise ReportError(f"{path} is not a FedAvg run report (no config and rounds; sweeps and tables are not runs)")
-    if not all(isinstance(r, dict) and isinstance(r.get("test_acc"), (int, float)) for r in rounds):
+    if not all(isinstance(r, dict) and isinstance(r.get("test_acc"), (int, float)) for r in report["rounds"]):
         raise ReportError(f"{path}: a round without test_acc")
     return report
 

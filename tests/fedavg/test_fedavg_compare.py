@@ -80,6 +80,11 @@ def test_load_report_refuses_what_is_not_a_run(tmp_path):
         load_report(tmp_path / "noacc.json")
     with pytest.raises(ReportError, match="cannot read"):
         load_report(tmp_path / "missing.json")
+    with pytest.raises(ReportError, match="holds no checkpoint.pt"):
+        load_report(tmp_path)
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ReportError, match="not a FedAvg run report"):
+        load_report(tmp_path / "list.json")
 
 
 def test_cli_compares_real_runs_from_reports_and_checkpoints(tmp_path, mnist_root):
@@ -109,6 +114,6 @@ def test_cli_refusals_exit_1_with_one_line(tmp_path):
     (tmp_path / "a.json").write_text(json.dumps(report([0.9])))
     bad = CliRunner().invoke(cli, ["fedavg", "compare", str(tmp_path / "a.json"), str(tmp_path / "nowhere")])
     assert bad.exit_code == 1
-    assert "no checkpoint at" in bad.output or "cannot read" in bad.output
+    assert "cannot read" in bad.output and bad.output.count("\n") == 1, bad.output
     threshold = CliRunner().invoke(cli, ["fedavg", "compare", str(tmp_path / "a.json"), "--thresholds", "1.5"])
     assert threshold.exit_code == 2 and "--thresholds" in threshold.output
