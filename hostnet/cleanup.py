@@ -28,34 +28,45 @@ def _owned(pid: int, run_dir: Path, lab_id: str) -> bool:
     return str(run_dir) in cmdline or f"hn-{lab_id}-" in cmdline
 
 
+def clean_run(run_dir: Path) -> list[str]:
+    """Undo one lab from its state file: stop its processes, delete its namespaces, give back hugepages."""
+    try:
+        state = json.loads((Path(run_dir) / "state.json").read_text())
+    except (OSError, ValueError):
+        return []
+    done = []
+    pids = [p for p in state.get("pids", []) if pid_alive(p) and _owned(p, run_dir, state.get("lab_id", ""))]
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)  # waiting for processes we signalled to exit
+    for pid in pids:
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        done.append(f"stopped pid {pid}")
+    mount = state.get("hugepage_mount")
+    if mount and os.path.ismount(mount):
+        run(["umount", mount], check=False)
+        done.append(f"unmounted {mount}")
+    if state.get("nr_hugepages_before") is not None:
+        NR_HUGEPAGES.write_text(str(state["nr_hugepages_before"]))
+        done.append(f"nr_hugepages restored to {state['nr_hugepages_before']}")
+    present = set(list_hostnet_namespaces())
+    for name in state.get("namespaces", []):
+        if name in present:
+            run(["ip", "netns", "delete", name], check=False)
+            done.append(f"deleted namespace {name}")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    done.append(f"removed {run_dir}")
+    return done
+
+
 def clean_leftovers(run_root: Path = RUN_ROOT) -> list[str]:
-    """Stop recorded processes, delete hn-* namespaces, unmount, restore hugepages."""
+    """Every lab under run_root, then any hn-* namespace no state file named."""
     done = []
     for state_file in sorted(Path(run_root).glob("*/state.json")):
-        run_dir = state_file.parent
-        try:
-            state = json.loads(state_file.read_text())
-        except (OSError, ValueError):
-            continue
-        pids = [p for p in state.get("pids", []) if pid_alive(p) and _owned(p, run_dir, state.get("lab_id", ""))]
-        for pid in pids:
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
-            time.sleep(0.1)  # waiting for processes we signalled to exit
-        for pid in pids:
-            if pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
-            done.append(f"stopped pid {pid}")
-        mount = state.get("hugepage_mount")
-        if mount and os.path.ismount(mount):
-            run(["umount", mount], check=False)
-            done.append(f"unmounted {mount}")
-        if state.get("nr_hugepages_before") is not None:
-            NR_HUGEPAGES.write_text(str(state["nr_hugepages_before"]))
-            done.append(f"nr_hugepages restored to {state['nr_hugepages_before']}")
-        shutil.rmtree(run_dir, ignore_errors=True)
-        done.append(f"removed {run_dir}")
+        done += clean_run(state_file.parent)
     for name in list_hostnet_namespaces():
         run(["ip", "netns", "delete", name], check=False)
         done.append(f"deleted namespace {name}")

@@ -14,6 +14,8 @@ import json
 import os
 import secrets
 import shutil
+import subprocess
+import sys
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +84,7 @@ class Lab:
         self.hugepages: HugepageReservation | None = None
         self._stack = ExitStack()
         self._pids: list[int] = []
+        self.watchdog_pid: int | None = None
 
     @property
     def backend(self) -> str:
@@ -94,6 +97,7 @@ class Lab:
                 "missing for the hostnet lab: " + ", ".join(missing) + "; run scripts/install-hostnet-deps.sh as root"
             )
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._stack.callback(self._start_watchdog())
         self._stack.callback(shutil.rmtree, self.run_dir, ignore_errors=True)
         try:
             self._write_state()
@@ -112,6 +116,29 @@ class Lab:
             self._stack.close()
             raise
         return self
+
+    def _start_watchdog(self):
+        """A process that undoes this lab if this one dies without doing it; returns its stop.
+
+        Stopped last, after the state file is gone, so it also covers a kill during teardown.
+        """
+        argv = [sys.executable, "-m", "hostnet.watchdog", "--owner-pid", str(os.getpid())]
+        argv += ["--run-dir", str(self.run_dir)]
+        with open(self.run_dir / "watchdog.log", "ab") as log:
+            watchdog = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        self.watchdog_pid = watchdog.pid
+
+        def stop() -> None:
+            watchdog.kill()
+            watchdog.wait()
+
+        return stop
 
     def _start_ovs(self) -> None:
         ovs_mb = self.settings.ovs.socket_mem_mb

@@ -151,3 +151,47 @@ def test_postcopy_migration_over_vhost_user_completes_with_ovs_postcopy_support(
     assert report["qemu"]["status"] == "completed" and report["qemu"]["postcopy"] is True
     assert report["conditions"]["ovs"]["vhost_postcopy_support"] is True
     assert report["destination"] == {"status": "running", "answered": True}
+
+
+OWNER = """
+import json, sys, threading
+from pathlib import Path
+from hostnet.image import GuestImage
+from hostnet.lab import Lab, LabSettings
+
+image = GuestImage(kernel=Path(sys.argv[2]), initrd=Path(sys.argv[3]))
+settings = LabSettings(backend="vhost-user", image=image, accel=sys.argv[4], max_guests=1)
+with Lab(settings, Path(sys.argv[1])) as lab:
+    guest = lab.guest("g0", 0).start()
+    print(json.dumps({"watchdog": lab.watchdog_pid, "qemu": guest.vm.pid}), flush=True)
+    threading.Event().wait()
+"""
+
+
+def test_a_lab_whose_owner_is_killed_is_undone_by_its_watchdog(guest_image, accel, nothing_left):
+    """SIGKILL to the owner's whole process group: QEMU, OVS, namespaces and hugepages still go."""
+    import json
+    import os
+    import select
+    import signal
+    import subprocess
+    import sys
+
+    require("vhost-user")
+    image = [str(guest_image.kernel), str(guest_image.initrd)]
+    argv = [sys.executable, "-c", OWNER, str(nothing_left), *image, accel.name]
+    owner = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        line = owner.stdout.readline()
+        assert line, "the owner did not start its lab"
+        started = json.loads(line)
+        watchdog = os.pidfd_open(started["watchdog"])
+    finally:
+        os.killpg(owner.pid, signal.SIGKILL)
+        owner.wait(timeout=60)
+        owner.stdout.close()
+    try:
+        assert select.select([watchdog], [], [], 120)[0], "the watchdog did not finish within 120 s"
+    finally:
+        os.close(watchdog)
+    assert not Path(f"/proc/{started['qemu']}").exists()
