@@ -15,17 +15,32 @@ from pathlib import Path
 
 from hostnet.hugepages import NR_HUGEPAGES
 from hostnet.lab import RUN_ROOT
-from hostnet.netns import list_hostnet_namespaces
+from hostnet.netns import NETNS_DIR, list_hostnet_namespaces
 from hostnet.process import pid_alive, run
 
 
-def _owned(pid: int, run_dir: Path, lab_id: str) -> bool:
-    """True if the pid's command line names this lab (so we never kill a stranger)."""
+def _namespace_ids(names: list[str]) -> set[int]:
+    ids = set()
+    for name in names:
+        try:
+            ids.add((NETNS_DIR / name).stat().st_ino)
+        except OSError:
+            pass
+    return ids
+
+
+def _owned(pid: int, run_dir: Path, lab_id: str, namespaces: set[int]) -> bool:
+    """True if the pid's command line names this lab or it lives in one of the lab's namespaces.
+
+    Never a stranger's process. The namespace test finds what `ip netns exec` started
+    (iperf3 beyond the NAT): exec leaves no trace of the lab in its command line.
+    """
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        netns = Path(f"/proc/{pid}/ns/net").stat().st_ino
     except OSError:
         return False
-    return str(run_dir) in cmdline or f"hn-{lab_id}-" in cmdline
+    return str(run_dir) in cmdline or f"hn-{lab_id}-" in cmdline or netns in namespaces
 
 
 def clean_run(run_dir: Path) -> list[str]:
@@ -35,7 +50,9 @@ def clean_run(run_dir: Path) -> list[str]:
     except (OSError, ValueError):
         return []
     done = []
-    pids = [p for p in state.get("pids", []) if pid_alive(p) and _owned(p, run_dir, state.get("lab_id", ""))]
+    namespaces = _namespace_ids(state.get("namespaces", []))
+    lab_id = state.get("lab_id", "")
+    pids = [p for p in state.get("pids", []) if pid_alive(p) and _owned(p, run_dir, lab_id, namespaces)]
     for pid in pids:
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 10

@@ -186,6 +186,8 @@ def test_a_lab_whose_owner_is_killed_is_undone_by_its_watchdog(guest_image, acce
         assert line, "the owner did not start its lab"
         started = json.loads(line)
         watchdog = os.pidfd_open(started["watchdog"])
+        (state,) = nothing_left.glob("*/state.json")
+        recorded = json.loads(state.read_text())["pids"]
     finally:
         os.killpg(owner.pid, signal.SIGKILL)
         owner.wait(timeout=60)
@@ -194,4 +196,16 @@ def test_a_lab_whose_owner_is_killed_is_undone_by_its_watchdog(guest_image, acce
         assert select.select([watchdog], [], [], 120)[0], "the watchdog did not finish within 120 s"
     finally:
         os.close(watchdog)
-    assert not Path(f"/proc/{started['qemu']}").exists()
+    assert started["qemu"] in recorded and len(recorded) >= 4  # iperf3 beyond, ovsdb-server, ovs-vswitchd, qemu
+    left = [pid for pid in recorded if _running(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], "the watchdog left these running"
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting for init to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
