@@ -269,7 +269,8 @@ def _serve_api(
             f.write(json.dumps(info))
         tmp.replace(info_path)
         log.info("OpenWhisk API on %s, S3 on %s, state in %s", apihost, s3.endpoint_url, state_dir)
-        stop.wait()
+        while not stop.wait(1.0):
+            pass  # a bounded wait: the main thread runs a SIGTERM handler even when another thread took the signal
         log.info("stopping")
     finally:
         info_path.unlink(missing_ok=True)
