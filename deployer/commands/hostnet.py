@@ -24,16 +24,13 @@ BACKEND_CHOICES = ("virtio-net", "vhost-user")
 
 @contextmanager
 def _user_errors():
-    """Turn hostnet errors (and Ctrl-C / SIGTERM) into one clean line."""
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    """Turn hostnet errors and Ctrl-C (SIGTERM too: the root group raises it as Ctrl-C) into one clean line."""
     try:
         yield
     except HostnetError as exc:
         raise click.ClickException(str(exc)) from exc
     except KeyboardInterrupt as exc:
         raise click.ClickException("interrupted; everything started was stopped") from exc
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _image(image_path):
