@@ -14,7 +14,6 @@
      └── PlatformError            deployer.local.errors: what the local platform answers as an HTTP status
           ├── BadRequest (400), Unauthorized (401), Forbidden (403), NotFound (404), Conflict (409),
           │   TooLarge (413)
-          ├── S3Error             deployer.local.objectstore: an S3 error answer (its own status and code)
           └── StorageStartError   deployer.local.s3: the embedded S3 did not start
 
 The OpenWhisk client's errors are mlcore's (the client is mlcore.openwhisk, which actions

@@ -1,4 +1,4 @@
-"""A small threaded HTTP/1.1 WSGI server with a C request parser (httptools), for the invoke path.
+"""A small threaded HTTP/1.1 WSGI server with a C request parser (httptools), for the invoke path and the S3 server.
 
 The controller and every action proxy answer one short JSON request after another on
 connections the caller keeps open. cheroot parsed each request in Python and handed every
@@ -6,10 +6,22 @@ connection from its selector to a worker thread and back; that cost more CPU tha
 activation itself. Here each connection has its own thread, which reads, parses (httptools,
 the parser under uvicorn), calls the application and writes, with nothing in between.
 
-What a server on a shared machine needs is kept: keep-alive and pipelining, chunked and
-`Expect: 100-continue` request bodies, bounds on header and body size (431, 413), a bound on
-open connections (503 beyond it), an idle timeout, 400 for what does not parse, 500 (logged)
-when the application fails, and a stop that lets requests in progress finish.
+Two ways to take a body. By default the body is read whole before the application runs
+(short JSON requests: one write, one call). With `stream_bodies=True` the application runs
+as soon as the headers are in and `wsgi.input` reads the body from the socket as the
+application asks for it, so a 5 GB upload never sits in memory, and `Expect: 100-continue`
+is answered only when the application first reads (after it has checked the request).
+Responses stream too: an iterable larger than a few hundred KB is written as it is produced,
+and a `wsgi.file_wrapper` over a file goes out with sendfile(2).
+
+No client can hold a thread for long: an idle kept connection is closed, the headers of a
+request must arrive whole within `header_timeout_s` of its first byte, and a body must keep
+coming (no gap over `body_timeout_s`, on average at least `min_body_rate` bytes a second
+once the first `body_timeout_s` have passed); a response that the client does not read is
+given up after `body_timeout_s`. Open connections are bounded (503 beyond), headers and bodies
+too (431, 413); what does not parse is 400, a late request 408, and an application that fails
+is a 500, logged. `refuse` renders these answers in the application's own dialect (S3 XML).
+A stop lets requests in progress finish.
 """
 
 from __future__ import annotations
@@ -20,6 +32,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
 from email.utils import formatdate
 from urllib.parse import unquote_to_bytes
 
@@ -29,16 +42,51 @@ log = logging.getLogger("wsgiserver")
 
 _REASONS = {
     400: "Bad Request",
+    408: "Request Timeout",
+    411: "Length Required",
     413: "Content Too Large",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
 _NO_BODY = {204, 304}
+_STREAM_AFTER = 256 * 1024  # a response larger than this is written as it is produced
+_RECV = 65536
+_RECV_STREAM = 256 * 1024  # reading an upload: fewer, larger reads
+
+# refuse(status, message) -> (status line, headers, body): the answer to a request the server refuses itself
+Refuse = Callable[[int, str], tuple[str, list[tuple[str, str]], bytes]]
+
+
+def plain_refusal(status: int, message: str) -> tuple[str, list[tuple[str, str]], bytes]:
+    return f"{status} {_REASONS[status]}", [("Content-Type", "text/plain")], message.encode()
+
+
+class ClientError(Exception):
+    """Reading the body failed on the client's side: it went away, stalled, or sent what does not parse.
+
+    `status` is the answer it gets where one can still be sent (408 for a stall, 400 or 413 for a bad body).
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class _Request:
-    __slots__ = ("method", "url", "headers", "body", "version", "keep_alive")
+    __slots__ = (
+        "method",
+        "url",
+        "headers",
+        "body",
+        "version",
+        "keep_alive",
+        "complete",
+        "expect_continue",
+        "started",
+        "body_started",
+        "body_bytes",
+    )
 
     def __init__(self) -> None:
         self.url = b""
@@ -47,12 +95,20 @@ class _Request:
         self.method = b""
         self.version = "1.1"
         self.keep_alive = True
+        self.complete = False
+        self.expect_continue = False
+        self.started = time.monotonic()
+        self.body_started = 0.0
+        self.body_bytes = 0
 
 
 class _RequestError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+_CLOSED = object()  # what _receive returns when the client is gone (or idle too long): nothing more to say
 
 
 class _Date:
@@ -70,8 +126,80 @@ class _Date:
         return self._value
 
 
+class FileWrapper:
+    """`environ["wsgi.file_wrapper"](file)`: the response is the file from its current offset, sent with sendfile.
+
+    The response must carry a Content-Length: that many bytes are sent. The file is closed after.
+    """
+
+    def __init__(self, file, block_size: int = 1 << 20) -> None:
+        self.file = file
+        self.block_size = block_size
+
+    def __iter__(self):
+        return iter(lambda: self.file.read(self.block_size), b"")
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class _Body(io.RawIOBase):
+    """`wsgi.input` of a streamed request: reads the socket only as far as the application asks."""
+
+    def __init__(self, conn: _Connection, req: _Request) -> None:
+        self.conn = conn
+        self.req = req
+        self.pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self) -> bool:
+        """More of the body into `req.body`; False at its end."""
+        req = self.req
+        while not req.body:
+            if req.complete:
+                return False
+            if req.expect_continue:
+                req.expect_continue = False
+                self.conn._send_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
+            outcome = self.conn._receive()
+            if outcome is _CLOSED:
+                raise ClientError(400, "the client closed the connection before the body ended")
+            if outcome is not None:
+                self.conn.failed = outcome
+                raise ClientError(*outcome)
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        """`size` bytes, or fewer at the end of the body (b"" past it), as a file's read does."""
+        if size is None or size < 0:
+            return self.readall()
+        parts, have = [self.pending], len(self.pending)
+        body = self.req.body
+        while have < size and (body or self._fill()):
+            have += len(body[0])
+            parts.append(body.pop(0))
+        data = b"".join(parts)
+        out, self.pending = data[:size], data[size:]
+        return out
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def readall(self) -> bytes:
+        parts = [self.pending]
+        self.pending = b""
+        while self._fill():
+            parts.extend(self.req.body)
+            self.req.body.clear()
+        return b"".join(parts)
+
+
 class _Connection:
-    """One client connection: parse with httptools, answer in order, until close, idle timeout or stop."""
+    """One client connection: parse with httptools, answer in order, until close, a deadline or stop."""
 
     def __init__(self, server: WSGIServer, sock: socket.socket, peer: tuple) -> None:
         self.server = server
@@ -81,14 +209,14 @@ class _Connection:
         self.current: _Request | None = None
         self.ready: list[_Request] = []
         self.header_bytes = 0
-        self.body_bytes = 0
         self.in_headers = False
         self.unparsed_header_bytes = 0  # read while the headers are incomplete: httptools holds a line until it ends
+        self.failed: tuple[int, str] | None = None  # why reading a streamed body stopped
 
     # httptools callbacks
     def on_message_begin(self) -> None:
         self.current = _Request()
-        self.header_bytes = self.body_bytes = self.unparsed_header_bytes = 0
+        self.header_bytes = self.unparsed_header_bytes = 0
         self.in_headers = True
 
     def on_url(self, url: bytes) -> None:
@@ -110,76 +238,144 @@ class _Connection:
         req.method = parser.get_method()
         req.version = parser.get_http_version()
         req.keep_alive = parser.should_keep_alive()
+        req.body_started = time.monotonic()
         length = next((v for k, v in req.headers if k.lower() == b"content-length"), None)
         if length is not None and length.strip().isdigit() and int(length) > self.server.max_body_bytes:
             raise _RequestError(413, "request body too large")
-        if any(k.lower() == b"expect" and v.lower() == b"100-continue" for k, v in req.headers) and not self.ready:
-            self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        expect = any(k.lower() == b"expect" and v.lower() == b"100-continue" for k, v in req.headers)
+        if self.server.stream_bodies:
+            req.expect_continue = expect
+            self.ready.append(req)  # the application runs now and reads the body as it goes
+        elif expect and not self.ready:
+            self._send_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
-        self.body_bytes += len(body)
-        if self.body_bytes > self.server.max_body_bytes:
+        req = self.current
+        req.body_bytes += len(body)
+        if req.body_bytes > self.server.max_body_bytes:
             raise _RequestError(413, "request body too large")
-        self.current.body.append(body)
+        req.body.append(body)
 
     def on_message_complete(self) -> None:
-        self.ready.append(self.current)
+        self.current.complete = True
+        if not self.server.stream_bodies:
+            self.ready.append(self.current)
         self.current = None
+
+    # reading
+    def _timeout(self) -> float:
+        """How long the next read may wait: the deadline of what is being read (idle, headers or body)."""
+        server, req = self.server, self.current
+        if req is None:
+            return server.idle_timeout_s
+        now = time.monotonic()
+        if self.in_headers:
+            return max(0.0, req.started + server.header_timeout_s - now)
+        # no gap longer than body_timeout_s, and after that grace at least min_body_rate on average
+        due = req.body_started + server.body_timeout_s + (req.body_bytes + 1) / server.min_body_rate
+        return max(0.0, min(server.body_timeout_s, due - now))
+
+    def _receive(self):
+        """One read from the socket into the parser: None, _CLOSED, or (status, message) to refuse with."""
+        sock = self.sock
+        try:
+            sock.settimeout(self._timeout())
+            data = sock.recv(_RECV_STREAM if self.server.stream_bodies and self.current else _RECV)
+        except TimeoutError:
+            if self.current is None:
+                return _CLOSED
+            return (408, "the request did not arrive in time")
+        except OSError:
+            return _CLOSED
+        if not data:
+            return _CLOSED
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            return (400, "protocol upgrades are not supported")
+        except httptools.HttpParserError as exc:
+            # httptools raises what a callback raised as the context of an HttpParserCallbackError
+            cause = exc.__context__
+            if isinstance(cause, _RequestError):
+                return (cause.status, str(cause))
+            return (400, f"malformed request: {exc}")
+        if self.in_headers:
+            self.unparsed_header_bytes += len(data)
+            if self.unparsed_header_bytes > 2 * self.server.max_header_bytes:
+                return (431, "request headers too large")
+        return None
 
     # the loop
     def serve(self) -> None:
-        sock = self.sock
-        sock.settimeout(self.server.idle_timeout_s)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             while not self.server.stopping:
-                try:
-                    data = sock.recv(65536)
-                except (TimeoutError, OSError):
-                    return
-                if not data:
-                    return
-                error = None
-                try:
-                    self.parser.feed_data(data)
-                except httptools.HttpParserUpgrade:
-                    error = (400, "protocol upgrades are not supported")
-                except httptools.HttpParserError as exc:
-                    # httptools raises what a callback raised as the context of an HttpParserCallbackError
-                    cause = exc.__context__
-                    if isinstance(cause, _RequestError):
-                        error = (cause.status, str(cause))
-                    else:
-                        error = (400, f"malformed request: {exc}")
-                if error is None and self.in_headers:
-                    self.unparsed_header_bytes += len(data)
-                    if self.unparsed_header_bytes > 2 * self.server.max_header_bytes:
-                        error = (431, "request headers too large")
-                # requests that parsed whole before the error are answered first (and one asking to close
+                outcome = self._receive()
+                # requests that parsed before an error are answered first (and one asking to close
                 # ends the connection there: llhttp rejects whatever follows a `Connection: close`)
                 while self.ready:
                     if not self._answer(self.ready.pop(0)):
                         return
-                if error is not None:
-                    self._refuse(*error)
+                if outcome is _CLOSED:
+                    return
+                if outcome is not None:
+                    self._refuse(*outcome)
                     return
         finally:
             self.server._forget(self)
             try:
-                sock.close()
+                self.sock.close()
             except OSError:
                 pass
 
-    def _refuse(self, status: int, message: str) -> None:
-        body = message.encode()
-        head = (
-            f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: text/plain\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-        ).encode()
+    def _send_raw(self, data: bytes) -> bool:
         try:
-            self.sock.sendall(head + body)
+            self.sock.settimeout(self.server.body_timeout_s)
+            self.sock.sendall(data)
+            return True
+        except OSError:
+            return False
+
+    def _refusal(self, status: int, message: str) -> bytes:
+        line, headers, body = self.server.refuse(status, message)
+        head = [f"HTTP/1.1 {line}"] + [f"{k}: {v}" for k, v in headers]
+        head += [f"Content-Length: {len(body)}", "Connection: close"]
+        return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+
+    def _refuse(self, status: int, message: str) -> None:
+        if self._send_raw(self._refusal(status, message)):
+            self._linger()
+
+    def _linger(self) -> None:
+        """Half-closes, then reads what the client is still sending for a moment, so our answer is not lost to a
+        reset (closing a socket with unread data resets it)."""
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + 1.0
+            left = 1 << 20
+            while left > 0:
+                self.sock.settimeout(max(0.0, deadline - time.monotonic()))
+                data = self.sock.recv(_RECV)
+                if not data:
+                    break
+                left -= len(data)
         except OSError:
             pass
+
+    def _finish_body(self, req: _Request) -> bool:
+        """After the application answered a streamed request: reads what it left of the body (a bounded amount)
+        so the connection can serve the next request; False when it cannot."""
+        if req.complete:
+            return True
+        if req.expect_continue or self.failed is not None:
+            return False  # the client waits for a 100 that will not come, or the body already failed
+        left = self.server.max_drain_bytes
+        while not req.complete:
+            req.body.clear()
+            if req.body_bytes > left or self._receive() is not None:
+                return False
+        req.body.clear()
+        return True
 
     def _answer(self, req: _Request) -> bool:
         """Runs the application for `req` and writes its response; False when the connection must close."""
@@ -190,7 +386,7 @@ class _Connection:
             return False
         state: dict = {}
 
-        def start_response(status, headers, exc_info=None):  # nothing is sent before the body is whole
+        def start_response(status, headers, exc_info=None):  # nothing is sent before the body is known
             state["status"], state["headers"] = status, headers
             return state.setdefault("early", []).append
 
@@ -200,74 +396,137 @@ class _Connection:
         try:
             result = server.app(environ, start_response)
             try:
-                chunks = list(state.pop("early", [])) + [c for c in result if c]
+                return self._respond(req, state, result)
             finally:
                 close = getattr(result, "close", None)
                 if close is not None:
                     close()
-            return self._write(req, state["status"], state["headers"], chunks)
+        except ClientError as exc:
+            if not state.get("sent"):
+                self._refuse(exc.status, str(exc))
+            return False
         except Exception:
             log.exception("the application failed on %s %s", environ["REQUEST_METHOD"], environ["PATH_INFO"])
-            self._refuse(500, "The server encountered an unexpected error.")
+            if not state.get("sent"):
+                self._refuse(500, "The server encountered an unexpected error.")
             return False
         finally:
             with server._lock:
                 server._in_flight -= 1
                 server._idle.notify_all()
 
-    def _write(self, req: _Request, status: str, headers: list, chunks: list[bytes]) -> bool:
+    def _respond(self, req: _Request, state: dict, result: Iterable[bytes]) -> bool:
+        status, headers = state["status"], state["headers"]
         code = int(status[:3])
-        keep = req.keep_alive and not self.server.stopping
-        lines = [f"HTTP/1.1 {status}".encode()]
-        has_length = False
+        bodiless = req.method == b"HEAD" or code in _NO_BODY or 100 <= code < 200
+        length = next((int(v) for k, v in headers if k.lower() == "content-length"), None)
+        early = state.pop("early", [])
+        if isinstance(result, FileWrapper) and length is not None and not early:
+            keep = self._finish_body(req) and self._write_head(req, state, code, headers, length, bodiless)
+            if bodiless:
+                return keep
+            sent = result.file.tell()
+            try:
+                self.sock.settimeout(self.server.body_timeout_s)
+                done = self.sock.sendfile(result.file, sent, length)
+            except OSError:
+                return False
+            return keep and done == length
+        chunks, size = list(early), sum(map(len, early))
+        rest = iter(result)
+        for chunk in rest:
+            if chunk:
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > _STREAM_AFTER and not bodiless:
+                    break
+        else:  # the whole body is here: one write
+            body = b"".join(chunks)
+            keep = self._finish_body(req)
+            if length is None and code not in _NO_BODY:
+                headers = [*headers, ("Content-Length", str(len(body)))]
+            return self._write_head(req, state, code, headers, len(body), bodiless, b"" if bodiless else body) and keep
+        keep = self._finish_body(req)
+        chunked = length is None and req.version == "1.1"
+        if chunked:
+            headers = [*headers, ("Transfer-Encoding", "chunked")]
+        elif length is None:
+            keep = False  # the end of the body is the end of the connection
+        if not self._write_head(req, state, code, headers, length, False, keep=keep):
+            return False
+        written = 0
+        for chunk in [*chunks, *rest]:
+            if not chunk:
+                continue
+            written += len(chunk)
+            if not self._send_raw(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk):
+                return False
+        if chunked:
+            return self._send_raw(b"0\r\n\r\n") and keep
+        return keep and (length is None or written == length)
+
+    def _write_head(
+        self,
+        req: _Request,
+        state: dict,
+        code: int,
+        headers: list,
+        length: int | None,
+        bodiless: bool,
+        body: bytes = b"",
+        keep: bool = True,
+    ) -> bool:
+        """Writes the status line and headers (and `body`, when it is whole); False when the connection must close."""
+        keep = keep and req.keep_alive and not self.server.stopping
+        lines = [f"HTTP/1.1 {state['status']}".encode()]
+        dated = False
         for name, value in headers:
             lower = name.lower()
-            if lower == "content-length":
-                has_length = True
-            elif lower == "connection" and value.lower() == "close":
-                keep = False
-            elif lower == "connection":
+            if lower == "connection":
+                if value.lower() == "close":
+                    keep = False
                 continue
+            dated = dated or lower == "date"
             lines.append(f"{name}: {value}".encode("latin-1"))
-        body = b"".join(chunks)
-        if not has_length and code not in _NO_BODY:
-            lines.append(b"Content-Length: %d" % len(body))
-        lines.append(b"Date: " + self.server.date())
+        if not dated:
+            lines.append(b"Date: " + self.server.date())
         if not keep:
             lines.append(b"Connection: close")
         elif req.version == "1.0":
             lines.append(b"Connection: keep-alive")
-        if req.method == b"HEAD" or code in _NO_BODY or 100 <= code < 200:
-            body = b""
-        try:
-            self.sock.sendall(b"\r\n".join(lines) + b"\r\n\r\n" + body)
-        except OSError:
-            return False
-        return keep
+        state["sent"] = True
+        return self._send_raw(b"\r\n".join(lines) + b"\r\n\r\n" + body) and keep
 
     def _environ(self, req: _Request) -> dict:
         url = httptools.parse_url(req.url)
-        body = b"".join(req.body)
         server = self.server
+        if server.stream_bodies:
+            body = _Body(self, req)
+            length = next((v for k, v in req.headers if k.lower() == b"content-length"), b"").decode("latin-1")
+        else:
+            data = b"".join(req.body)
+            body, length = io.BytesIO(data), str(len(data))
         environ = {
             "REQUEST_METHOD": req.method.decode("latin-1"),
             "SCRIPT_NAME": "",
             "PATH_INFO": unquote_to_bytes(url.path or b"/").decode("latin-1"),
             "QUERY_STRING": (url.query or b"").decode("latin-1"),
+            "RAW_URI": req.url.decode("latin-1"),
             "SERVER_NAME": server.host,
             "SERVER_PORT": str(server.port),
             "SERVER_PROTOCOL": f"HTTP/{req.version}",
             "REMOTE_ADDR": self.peer[0],
             "REMOTE_PORT": str(self.peer[1]),
-            "CONTENT_LENGTH": str(len(body)),
+            "CONTENT_LENGTH": length,
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": "http",
-            "wsgi.input": io.BytesIO(body),
+            "wsgi.input": body,
             "wsgi.input_terminated": True,
             "wsgi.errors": sys.stderr,
             "wsgi.multithread": True,
             "wsgi.multiprocess": False,
             "wsgi.run_once": False,
+            "wsgi.file_wrapper": FileWrapper,
         }
         for name, value in req.headers:
             if b"_" in name:
@@ -277,8 +536,10 @@ class _Connection:
             if key == "CONTENT_TYPE":
                 environ["CONTENT_TYPE"] = text
                 continue
-            if key in ("CONTENT_LENGTH", "TRANSFER_ENCODING"):
-                continue  # the body is read whole: its length is what arrived
+            if key == "CONTENT_LENGTH":
+                continue  # set above: the body's length as it will be read
+            if key == "TRANSFER_ENCODING" and not server.stream_bodies:
+                continue  # read whole: its length is what arrived
             key = "HTTP_" + key
             environ[key] = environ[key] + "," + text if key in environ else text
         return environ
@@ -295,16 +556,28 @@ class WSGIServer:
         *,
         max_connections: int = 256,
         idle_timeout_s: float = 75.0,
+        header_timeout_s: float = 30.0,
+        body_timeout_s: float = 30.0,
+        min_body_rate: float = 64 * 1024,
         max_header_bytes: int = 64 * 1024,
         max_body_bytes: int = 64 * 1024 * 1024,
+        max_drain_bytes: int = 1 << 20,
+        stream_bodies: bool = False,
+        refuse: Refuse = plain_refusal,
         backlog: int = 128,
     ) -> None:
         self.app = app
         self.host = host
         self.max_connections = max_connections
         self.idle_timeout_s = idle_timeout_s
+        self.header_timeout_s = header_timeout_s
+        self.body_timeout_s = body_timeout_s
+        self.min_body_rate = min_body_rate
         self.max_header_bytes = max_header_bytes
         self.max_body_bytes = max_body_bytes
+        self.max_drain_bytes = max_drain_bytes
+        self.stream_bodies = stream_bodies
+        self.refuse = refuse
         self.date = _Date()
         self.stopping = False
         self._listener = socket.create_server((host, port), backlog=backlog)
@@ -314,6 +587,11 @@ class WSGIServer:
         self._connections: set[_Connection] = set()
         self._in_flight = 0
         self._stopped = threading.Event()
+
+    @property
+    def connections(self) -> int:
+        with self._lock:
+            return len(self._connections)
 
     def serve_forever(self) -> None:
         try:
@@ -335,7 +613,11 @@ class WSGIServer:
             if not full:
                 self._connections.add(conn)
         if full:
-            conn._refuse(503, "too many open connections")
+            sock.setblocking(False)  # the accepting thread never waits on a client it turns away
+            try:
+                sock.send(conn._refusal(503, "too many open connections"))
+            except OSError:
+                pass
             sock.close()
             return
         threading.Thread(target=conn.serve, name=f"http-{peer[1]}", daemon=True).start()

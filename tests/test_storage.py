@@ -56,7 +56,7 @@ def test_objects_survive_restart_of_the_server(tmp_path):
 
 
 def test_old_snapshot_is_imported_once(tmp_path):
-    from deployer.local.objectstore import ObjectStore
+    from embedded_s3.store import ObjectStore
 
     old = tmp_path / "s3" / "keep-me"
     old.mkdir(parents=True)

@@ -1,6 +1,6 @@
 """The embedded S3 endpoint: our own S3 server process over a folder, owned by whoever starts it.
 
-`EmbeddedS3` starts `deployer.local.s3server` as a child process on loopback, waits until
+`EmbeddedS3` starts `python -m embedded_s3` as a child process on loopback, waits until
 it listens, and stops it on exit; the child also dies if its owner is killed. Objects are
 written through to disk before they are acknowledged, so nothing needs flushing at stop.
 Credentials are generated once per state folder and kept in a 0600 file.
@@ -85,7 +85,7 @@ class EmbeddedS3:
         cmd = [
             sys.executable,
             "-m",
-            "deployer.local.s3server",
+            "embedded_s3",
             "--root",
             str(self.root),
             "--credentials",

@@ -31,7 +31,6 @@ from .controller import create_app
 from .errors import PlatformError
 from .factory import MODES, DockerFactory, process_factory
 from .invoker import DEFAULT_MAX_CONTAINERS, Invoker
-from .objectstore import ObjectStore
 from .platform import Platform
 from .prewarm import DEFAULT_PREWARM
 from .prewarm import parse as parse_prewarm
@@ -76,6 +75,8 @@ def _migrate_snapshot(state_dir: Path, log: logging.Logger) -> None:
     old = state_dir / "s3"
     if not old.is_dir():
         return
+    from embedded_s3.store import ObjectStore
+
     count = ObjectStore(state_dir / OBJECTS_DIR).import_snapshot(old)
     old.rename(state_dir / "s3.imported")
     (state_dir / "s3.imported").chmod(0o700)

@@ -221,17 +221,17 @@ def test_reduced_redundancy_objects_are_reported_as_such_and_other_classes_refus
 
 
 def test_only_standard_objects_pay_for_fsync_and_both_survive_a_killed_server(tmp_path, monkeypatch):
-    from deployer.local import objectstore
+    from embedded_s3 import store as objectstore
 
     synced = []
     monkeypatch.setattr(objectstore.os, "fsync", lambda fd: synced.append(fd))
     store = objectstore.ObjectStore(tmp_path / "objects")
     store.create_bucket("bkt")
     synced.clear()
-    store.put("bkt", "standard", [b"a" * 10])
+    store.put("bkt", "standard", objectstore.Payload([b"a" * 10]), objectstore.Meta())
     assert len(synced) == 2  # the file, then its folder after the rename
     synced.clear()
-    store.put("bkt", "scratch", [b"b" * 10], storage_class="REDUCED_REDUNDANCY")
+    store.put("bkt", "scratch", objectstore.Payload([b"b" * 10]), objectstore.Meta(storage_class="REDUCED_REDUNDANCY"))
     assert synced == [] and store.head("bkt", "scratch").storage_class == "REDUCED_REDUNDANCY"
     monkeypatch.undo()
     s3 = EmbeddedS3(root=tmp_path / "server").start()
