@@ -8,9 +8,12 @@ Each test failed on the platform before its check was added.
 from __future__ import annotations
 
 import threading
+from urllib.parse import quote
 
 import pytest
 import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from deployer.local.store import ABSENT, KindConflict, RevisionConflict, Store
 
@@ -249,3 +252,66 @@ def test_the_store_refuses_a_write_over_a_revision_it_was_not_given(tmp_path):
         assert store.delete("guest", "actions", "a", rev + 1)
     finally:
         store.close()
+
+
+# generated inputs: whatever the body or name, an answer OpenWhisk could give, never a 500
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+_KV_ITEMS = st.one_of(
+    st.fixed_dictionaries({"key": st.text(max_size=12), "value": _JSON}),
+    st.fixed_dictionaries({"key": _JSON, "value": _JSON}, optional={"init": _JSON}),
+    st.fixed_dictionaries({}, optional={"key": st.text(max_size=5), "value": _JSON}),
+    _JSON,
+)
+_KV_LISTS = st.one_of(st.lists(_KV_ITEMS, max_size=4), _JSON)
+_NAMES = st.one_of(
+    st.from_regex(r"\A[A-Za-z0-9_][A-Za-z0-9_@ .&-]{0,20}\Z"),
+    st.text(min_size=1, max_size=20),
+    st.text(alphabet=st.characters(max_codepoint=0x7F), min_size=250, max_size=300),
+)
+
+
+def _answered_as_openwhisk(resp: requests.Response, allowed: set[int]) -> None:
+    assert resp.status_code in allowed, (resp.status_code, resp.text[:300])
+    if resp.status_code >= 400:
+        assert set(resp.json()) == {"error", "code"}, resp.text[:300]
+
+
+@settings(max_examples=40, deadline=None)
+@given(parameters=_KV_LISTS, annotations=_KV_LISTS, payload=st.dictionaries(st.text(max_size=6), _JSON, max_size=3))
+def test_generated_parameter_shapes_are_stored_and_run_or_refused(
+    platform, kv_sources, parameters, annotations, payload
+):
+    body = {"exec": ECHO, "parameters": parameters, "annotations": annotations}
+    resp = _api(platform, "PUT", "actions/hyp-kv", body, overwrite="true")
+    _answered_as_openwhisk(resp, {200, 400})
+    if resp.status_code == 200:
+        _answered_as_openwhisk(_api(platform, "POST", "actions/hyp-kv", payload, blocking="true"), {200})
+    resp = _api(platform, "PUT", "triggers/hyp-kv-trigger", {"parameters": parameters}, overwrite="true")
+    _answered_as_openwhisk(resp, {200, 400})
+    if resp.status_code == 200:
+        rule = {"trigger": "hyp-kv-trigger", "action": "kv-source-action", "annotations": annotations}
+        _answered_as_openwhisk(_api(platform, "PUT", "rules/hyp-kv-rule", rule, overwrite="true"), {200, 400})
+        _answered_as_openwhisk(_api(platform, "POST", "triggers/hyp-kv-trigger", payload), {202, 204})
+    pkg = {"parameters": parameters, "annotations": annotations, "binding": {"name": "kv-source"}}
+    _answered_as_openwhisk(_api(platform, "PUT", "packages/hyp-kv-binding", pkg, overwrite="true"), {200, 400})
+
+
+@settings(max_examples=40, deadline=None)
+@given(name=_NAMES, collection=st.sampled_from(["actions", "packages", "triggers", "rules"]))
+def test_generated_entity_names_are_stored_or_refused(platform, kv_sources, name, collection):
+    body = {
+        "actions": {"exec": ECHO},
+        "packages": {},
+        "triggers": {},
+        "rules": {"trigger": "kv-source-trigger", "action": "kv-source-action"},
+    }[collection]
+    path = f"{collection}/{quote(name, safe='')}"
+    resp = _api(platform, "PUT", path, body, overwrite="true")
+    _answered_as_openwhisk(resp, {200, 400, 404, 409})
+    if resp.status_code == 200:
+        _answered_as_openwhisk(_api(platform, "GET", path), {200})
+        _answered_as_openwhisk(_api(platform, "DELETE", path), {200})
