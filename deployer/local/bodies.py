@@ -16,7 +16,7 @@ from typing import Any
 from .errors import BadRequest
 
 MALFORMED = "The request content was malformed:"
-_SEMVER = re.compile(r"\A\d+\.\d+\.\d+\Z", re.ASCII)
+_INT = re.compile(r"\A[+-]?[0-9]+\Z")
 
 _KV, _BOOL, _OBJECT, _STRING, _STRINGS, _VERSION = "kv", "bool", "object", "string", "strings", "version"
 _FIELDS = {
@@ -69,10 +69,23 @@ def _checked(field: str, value: Any, shape: str) -> Any:
     if valid and shape == _STRINGS:
         valid = all(isinstance(item, str) for item in value)
     if valid and shape == _VERSION:
-        valid = bool(_SEMVER.match(value))
+        valid = _is_semver(value)
     if not valid:
         raise BadRequest(f"{MALFORMED} '{field}' must be {expected[1]}.")
     return value
+
+
+def _is_semver(text: str) -> bool:
+    """As SemVer.scala reads a version: up to three dot-separated integers (missing ones 0, a fourth and
+    more ignored), none negative, not 0.0.0."""
+    parts = text.split(".")
+    while parts and parts[-1] == "":  # Java's split drops trailing empty parts
+        parts.pop()
+    numbers = parts[:3]
+    if not all(_INT.match(part) and -(2**31) <= int(part) < 2**31 for part in numbers):
+        return False
+    values = [int(part) for part in numbers]
+    return all(v >= 0 for v in values) and any(v > 0 for v in values)
 
 
 def key_values(value: Any, field: str = "parameters") -> list[dict]:

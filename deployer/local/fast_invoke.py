@@ -76,7 +76,7 @@ class FastInvoke:
             wait_s = None
             if "timeout" in args:
                 timeout_ms = int(args["timeout"])
-                if not 0 <= timeout_ms <= MAX_WAIT_MS:
+                if not 0 < timeout_ms <= MAX_WAIT_MS:
                     return None
                 wait_s = timeout_ms / 1000.0
             params = parse_json(body)

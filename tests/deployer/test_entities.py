@@ -158,6 +158,9 @@ def test_a_well_formed_parameter_list_keeps_the_last_value_of_a_repeated_key(pla
     [
         ("actions/kv-typed", {"exec": ECHO, "publish": "false"}),
         ("actions/kv-typed", {"exec": ECHO, "limits": [1]}),
+        ("actions/kv-typed", {"exec": ECHO, "version": "0.0.0"}),  # SemVer.scala: not 0.0.0, none negative
+        ("actions/kv-typed", {"exec": ECHO, "version": "1.-2"}),
+        ("actions/kv-typed", {"exec": ECHO, "version": "one"}),
         ("actions/kv-typed", {"exec": {"kind": "python:3.11", "code": "x", "main": ["m"]}}),
         ("packages/kv-typed", {"publish": 1}),
         ("packages/kv-typed", {"binding": "kv-source"}),

@@ -89,6 +89,7 @@ def test_an_action_error_is_a_502_and_a_non_blocking_invoke_a_202(apps):
         ("/api/v1/namespaces/_/actions/echo?blocking=true", b"[1, 2]", None, 400),
         ("/api/v1/namespaces/_/actions/echo?blocking=true&timeout=abc", b"{}", None, 400),
         ("/api/v1/namespaces/_/actions/echo?blocking=true&timeout=400000", b"{}", None, 400),
+        ("/api/v1/namespaces/_/actions/echo?blocking=true&timeout=0", b"{}", None, 400),
         ("/api/v1/namespaces/other/actions/echo?blocking=true", b"{}", None, 404),
     ],
 )
