@@ -248,42 +248,43 @@ class Platform:
     def _validate_sequence(self, sequence: QualifiedName, comps: Any) -> dict:
         """As OpenWhisk's checkSequenceActionLimits: components given, each existing, no path back to `sequence`
         (directly, through other sequences, packages or bindings), at most MAX_SEQUENCE_LENGTH atomic actions with
-        nested sequences inlined. A sequence that contained itself ran until the platform gave up."""
+        nested sequences inlined: a sequence that contains itself would run until the platform gives up."""
         if not isinstance(comps, list) or not all(isinstance(c, str) for c in comps):
             raise BadRequest("The request content was malformed: 'components' must be a list of action names.")
         if not comps:
             raise BadRequest("No component specified for the sequence.")
         for c in comps:
             names.resolve(c, sequence.namespace)  # a malformed name is a 400 of its own, as in OpenWhisk
-        self._count_atomic(sequence, comps, sequence.namespace, [])
+        self._check_nested(sequence, comps)
         return {"kind": "sequence", "components": comps}
 
-    def _count_atomic(self, sequence: QualifiedName, comps: list, owner: str, inside: list[QualifiedName]) -> int:
-        """The atomic actions `comps` run, counting into nested sequences; `inside`: the sequences on the way here.
+    def _check_nested(self, sequence: QualifiedName, comps: list) -> None:
+        """Walks the sequences nested in `comps` (with a stack of its own: a chain of nested sequences may be
+        deeper than Python's recursion), counting atomic actions.
 
         Raises:
             BadRequest: OpenWhisk's message for a cycle, a missing component or a sequence too long.
         """
-        if len(comps) > MAX_SEQUENCE_LENGTH:
-            raise BadRequest("Too many actions in the sequence.")
-        count = 0
-        for c in comps:
+        atomic = 0
+        pending = [(c, sequence.namespace, ()) for c in reversed(comps)]  # (name, its owner, sequences above it)
+        while pending:
+            component, owner, above = pending.pop()
             try:
-                found = self.resolve_action(owner, names.resolve(c, owner))
+                found = self.resolve_action(owner, names.resolve(component, owner))
             except (NotFound, Forbidden, BadRequest) as exc:
                 raise BadRequest("Sequence component does not exist.") from exc
-            if found.qname == sequence or found.qname in inside:
+            if found.qname == sequence or found.qname in above:  # `above`: a cycle stored before it was checked
                 raise BadRequest("Sequence may not refer to itself.")
             exec_ = found.doc["exec"]
-            if exec_["kind"] == "sequence":
-                count += self._count_atomic(
-                    sequence, exec_["components"], found.qname.namespace, [*inside, found.qname]
-                )
+            if exec_["kind"] != "sequence":
+                atomic += 1
+            elif len(exec_["components"]) > MAX_SEQUENCE_LENGTH:
+                atomic = MAX_SEQUENCE_LENGTH + 1
             else:
-                count += 1
-            if count > MAX_SEQUENCE_LENGTH:
+                inner = (*above, found.qname)
+                pending.extend((c, found.qname.namespace, inner) for c in reversed(exec_["components"]))
+            if atomic > MAX_SEQUENCE_LENGTH:
                 raise BadRequest("Too many actions in the sequence.")
-        return count
 
     def _validate_limits(self, limits: Any, old: dict | None) -> dict:
         out = dict(old or DEFAULT_LIMITS)

@@ -15,6 +15,9 @@ import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from deployer.local.errors import BadRequest
+from deployer.local.invoker import Invoker
+from deployer.local.platform import Platform
 from deployer.local.store import ABSENT, KindConflict, RevisionConflict, Store
 
 ECHO = {"kind": "python:3.11", "code": "def main(a):\n    return a\n"}
@@ -96,6 +99,43 @@ def test_the_length_limit_counts_the_atomic_actions_of_nested_sequences(platform
     assert _sequence(platform, "seq-50", ["seq-atom"] * 20 + ["seq-30"]).status_code == 200  # 50 atomic: allowed
     refused = _sequence(platform, "seq-60", ["seq-30", "seq-30"])
     assert _refused(refused, 400, "Too many actions in the sequence.")
+
+
+@pytest.fixture
+def in_process(tmp_path):
+    """A Platform without HTTP over a real store, for state a client could not build quickly."""
+    store = Store(tmp_path / "platform.db")
+    platform = Platform(store, Invoker(max_containers=1, work_root=tmp_path / "containers"))
+    try:
+        yield platform
+    finally:
+        platform.shutdown()
+        store.close()
+
+
+def _store_sequence(store: Store, name: str, components: list[str]) -> None:
+    """A sequence written straight into the store, unchecked, as one written before the checks existed."""
+    exec_ = {"kind": "sequence", "components": components}
+    doc = {"namespace": "guest", "name": name, "version": "0.0.1", "exec": exec_, "parameters": [], "annotations": []}
+    store.put("guest", "actions", name, {**doc, "limits": {}}, ABSENT)
+
+
+def test_a_chain_of_nested_sequences_deeper_than_pythons_recursion_is_checked(in_process):
+    in_process.put_action("guest", "leaf", {"exec": ECHO}, overwrite=False)
+    _store_sequence(in_process.store, "chain-0", ["leaf"])
+    for i in range(1, 1500):
+        _store_sequence(in_process.store, f"chain-{i}", [f"chain-{i - 1}"])
+    doc = in_process.put_action("guest", "top", {"exec": {"kind": "sequence", "components": ["chain-1499"]}}, False)
+    assert doc["exec"]["components"] == ["chain-1499"]
+    with pytest.raises(BadRequest, match="may not refer to itself"):
+        in_process.put_action("guest", "leaf", {"exec": {"kind": "sequence", "components": ["top"]}}, True)
+
+
+def test_a_cycle_stored_unchecked_is_refused_not_walked_forever(in_process):
+    _store_sequence(in_process.store, "loop-b", ["loop-c"])
+    _store_sequence(in_process.store, "loop-c", ["loop-b"])
+    with pytest.raises(BadRequest, match="may not refer to itself"):
+        in_process.put_action("guest", "loop-a", {"exec": {"kind": "sequence", "components": ["loop-b"]}}, False)
 
 
 # parameters and annotations
