@@ -334,7 +334,9 @@ _PLATFORM_HEADERS = {
     b"access-control-allow-methods",
     b"access-control-allow-headers",
 }
-_HEADER_VALUES = st.one_of(st.text(max_size=30), st.integers(), st.floats(), st.booleans(), st.none())
+_HEADER_VALUES = st.one_of(
+    st.text(max_size=30), st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.booleans(), st.none()
+)
 
 
 @settings(max_examples=60, deadline=None)
