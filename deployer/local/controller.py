@@ -30,7 +30,7 @@ from .api_common import (
 )
 from .errors import BadRequest, PlatformError
 from .fast_invoke import FastInvoke
-from .platform import MAX_CODE_BYTES, MAX_PAYLOAD_BYTES, Platform
+from .platform import LIMIT_RANGES, MAX_CODE_BYTES, MAX_PAYLOAD_BYTES, Platform
 
 _HTTP_MESSAGES = {
     404: "The requested resource does not exist.",
@@ -116,6 +116,16 @@ def _register_info(app: Flask, platform: Platform, authenticate: Auth) -> None:
     def namespaces():
         return json_response([authenticate("_").subject])
 
+    @app.get("/api/v1/namespaces/<ns>/limits")
+    def limits(ns):
+        """The namespace's limits as OpenWhisk's Limits.scala reports them: here, the ranges PUT enforces."""
+        authenticate(ns, write=True)
+        ranges = {"Memory": "memory", "Timeout": "timeout", "Logs": "logs", "Concurrency": "concurrency"}
+        body = {"maxParameterSize": f"{MAX_PAYLOAD_BYTES // (1024 * 1024)} MB"}
+        for suffix, key in ranges.items():
+            body[f"minAction{suffix}"], body[f"maxAction{suffix}"] = LIMIT_RANGES[key]
+        return json_response(body)
+
 
 def _register_packages(app: Flask, platform: Platform, authenticate: Auth) -> None:
     @app.get("/api/v1/namespaces/<ns>/packages")
@@ -162,7 +172,7 @@ def _register_actions(app: Flask, platform: Platform, authenticate: Auth) -> Non
 def invoke(platform: Platform, caller: Caller, path: str) -> Response:
     check_payload_size()
     timeout_ms = int_arg("timeout", None, "timeout")
-    if timeout_ms is not None and not 0 <= timeout_ms <= MAX_WAIT_MS:
+    if timeout_ms is not None and not 0 < timeout_ms <= MAX_WAIT_MS:  # as Actions.scala reads it: 0 is refused
         raise BadRequest(f"Timeout must be number of milliseconds up to {MAX_WAIT_MS}.")
     wait_s = None if timeout_ms is None else timeout_ms / 1000.0
     activation_id, doc = platform.invoke(

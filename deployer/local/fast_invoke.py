@@ -12,6 +12,7 @@ asking it twice is safe.
 from __future__ import annotations
 
 import io
+import logging
 import re
 import sqlite3
 from http import HTTPStatus
@@ -31,6 +32,7 @@ from .api_common import (
 from .errors import PlatformError
 from .platform import Platform
 
+log = logging.getLogger("controller")
 _ACTION = re.compile(r"/api/v1/namespaces/([^/]+)/actions/([^/]+(?:/[^/]+)?)")
 
 
@@ -76,7 +78,7 @@ class FastInvoke:
             wait_s = None
             if "timeout" in args:
                 timeout_ms = int(args["timeout"])
-                if not 0 <= timeout_ms <= MAX_WAIT_MS:
+                if not 0 < timeout_ms <= MAX_WAIT_MS:
                     return None
                 wait_s = timeout_ms / 1000.0
             params = parse_json(body)
@@ -85,6 +87,9 @@ class FastInvoke:
             )
         except (PlatformError, ValueError, sqlite3.Error):
             return None
+        except Exception:  # what may have started an activation is not asked twice; answered as Flask answers it
+            log.exception("unexpected error on POST %s", environ.get("PATH_INFO"))
+            return 500, error_body("The server encountered an unexpected error."), []
         try:
             return invoke_answer(activation_id, doc, flag_in(args, "result"))
         except ValueError:  # not JSON (NaN): as the Flask app's handler of the unexpected answers

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from . import catalog, kinds, names
+from . import bodies, catalog, kinds, names
 from .errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge
 from .invoker import (
     APPLICATION_ERROR,
@@ -26,11 +26,11 @@ from .invoker import (
     WouldQueue,
 )
 from .names import QualifiedName
-from .store import Store
+from .store import KindConflict, Store
 
 MAX_PAYLOAD_BYTES = 1024 * 1024
 MAX_CODE_BYTES = 48 * 1024 * 1024
-MAX_SEQUENCE_LENGTH = 50
+MAX_SEQUENCE_LENGTH = 50  # OpenWhisk's actionSequenceMaxLimit: atomic actions, nested sequences inlined
 DEFAULT_LIMITS = {"timeout": 60000, "memory": 256, "logs": 10, "concurrency": 1}
 LIMIT_RANGES = {"timeout": (100, 300000), "memory": (128, 2048), "logs": (0, 10), "concurrency": (1, 1)}
 PROVIDE_API_KEY = "provide-api-key"
@@ -38,14 +38,6 @@ PROVIDE_API_KEY = "provide-api-key"
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _as_kv(params: Any, what: str) -> list[dict]:
-    if params is None:
-        return []
-    if not isinstance(params, list) or not all(isinstance(p, dict) and "key" in p for p in params):
-        raise BadRequest(f"The request content was malformed: {what} must be a list of {{key, value}} objects.")
-    return [{"key": p["key"], "value": p.get("value")} for p in params]
 
 
 def _kv_dict(kv: list[dict]) -> dict:
@@ -133,9 +125,10 @@ class Platform:
         self.store.close_interrupted(self._interrupted_doc)
 
     # packages
-    def put_package(self, ns: str, name: str, body: dict, overwrite: bool) -> dict:
+    def put_package(self, ns: str, name: str, body: Any, overwrite: bool) -> dict:
         names.check_segment(name)
-        old = self.store.get(ns, "packages", name)
+        body = bodies.check_put("package", body)
+        old, rev = self.store.get_revision(ns, "packages", name)
         if old and not overwrite:
             raise Conflict("resource already exists")
         binding = self._check_binding(ns, body.get("binding"), old)
@@ -143,13 +136,13 @@ class Platform:
             "namespace": ns,
             "name": name,
             "version": self._next_version(old),
-            "publish": bool(body.get("publish", old.get("publish", False) if old else False)),
-            "parameters": _as_kv(body.get("parameters", old.get("parameters") if old else []), "parameters"),
-            "annotations": _as_kv(body.get("annotations", old.get("annotations") if old else []), "annotations"),
+            "publish": body.get("publish", old.get("publish", False) if old else False),
+            "parameters": body.get("parameters", old.get("parameters", []) if old else []),
+            "annotations": body.get("annotations", old.get("annotations", []) if old else []),
             "binding": binding,
             "updated": _now_ms(),
         }
-        self.store.put(ns, "packages", name, doc)
+        self.store.put(ns, "packages", name, doc, rev)
         return doc
 
     def _check_binding(self, ns: str, binding: Any, old: dict | None) -> dict:
@@ -162,11 +155,14 @@ class Platform:
             )
         if not binding:
             return old.get("binding", {}) if old and binding is None else {}
-        if not isinstance(binding, dict) or not binding.get("name"):
+        if not isinstance(binding.get("name"), str) or not isinstance(binding.get("namespace", ""), (str, type(None))):
             raise BadRequest("The request content was malformed: binding must name a package.")
-        owner = ns if binding.get("namespace") in (None, "", "_") else str(binding["namespace"])
-        target = QualifiedName(names.check_namespace(owner), names.check_segment(str(binding["name"])))
-        package = self.store.get(target.namespace, "packages", target.path)
+        owner = ns if binding.get("namespace") in (None, "", "_") else binding["namespace"]
+        target = QualifiedName(names.check_namespace(owner), names.check_segment(binding["name"]))
+        try:
+            package, _ = self.store.get_revision(target.namespace, "packages", target.path)
+        except KindConflict as exc:
+            raise BadRequest("Cannot bind to a resource that is not a package.") from exc
         if package is None or (target.namespace != ns and not package.get("publish")):
             raise BadRequest("Binding references a package that does not exist.")
         if package.get("binding"):
@@ -197,13 +193,13 @@ class Platform:
 
     def delete_package(self, ns: str, name: str) -> dict:
         names.check_segment(name)
-        doc = self.store.get_shared(ns, "packages", name)
+        doc, rev = self.store.get_revision(ns, "packages", name)
         if doc is None:
             raise NotFound()
         inside = self.store.list(ns, "actions", prefix=name)
         if inside:
             raise Conflict(f"Package not empty (contains {len(inside)} entit{'y' if len(inside) == 1 else 'ies'})")
-        self.store.delete(ns, "packages", name)
+        self.store.delete(ns, "packages", name, rev)
         return doc
 
     # actions
@@ -214,12 +210,12 @@ class Platform:
         major, minor, patch = (int(x) for x in old["version"].split("."))
         return f"{major}.{minor}.{patch + 1}"
 
-    def _validate_exec(self, ns: str, exec_: Any) -> dict:
+    def _validate_exec(self, ns: str, path: str, exec_: Any) -> dict:
         if not isinstance(exec_, dict) or "kind" not in exec_:
             raise BadRequest("The request content was malformed: exec with a kind is required.")
         kind = exec_["kind"]
         if kind == "sequence":
-            return self._validate_sequence(ns, exec_.get("components"))
+            return self._validate_sequence(QualifiedName(ns, path), exec_.get("components"))
         if kind == "blackbox":
             image = exec_.get("image")
             if not isinstance(image, str) or not image:
@@ -240,23 +236,55 @@ class Platform:
         if len(code) > MAX_CODE_BYTES:
             raise TooLarge(f"The action code is too large ({len(code)} bytes); the limit is {MAX_CODE_BYTES} bytes.")
         out = {"kind": kind, "code": code, "binary": kinds.is_binary_code(code)}
-        if exec_.get("main"):
-            out["main"] = str(exec_["main"])
+        main = exec_.get("main")
+        if main is not None and not isinstance(main, str):
+            raise BadRequest("The request content was malformed: 'main' must be a string in 'exec'.")
+        if main:
+            out["main"] = main
         if kind == "blackbox":
             out["image"] = exec_["image"]
         return out
 
-    def _validate_sequence(self, ns: str, comps: Any) -> dict:
-        if not isinstance(comps, list) or not comps or not all(isinstance(c, str) for c in comps):
+    def _validate_sequence(self, sequence: QualifiedName, comps: Any) -> dict:
+        """As OpenWhisk's checkSequenceActionLimits: components given, each existing, no path back to `sequence`
+        (directly, through other sequences, packages or bindings), at most MAX_SEQUENCE_LENGTH atomic actions with
+        nested sequences inlined: a sequence that contains itself would run until the platform gives up."""
+        if not isinstance(comps, list) or not all(isinstance(c, str) for c in comps):
+            raise BadRequest("The request content was malformed: 'components' must be a list of action names.")
+        if not comps:
             raise BadRequest("No component specified for the sequence.")
-        if len(comps) > MAX_SEQUENCE_LENGTH:
-            raise BadRequest("Too many actions in the sequence.")
         for c in comps:
-            try:
-                self.resolve_action(ns, names.resolve(c, ns))
-            except (NotFound, Forbidden) as exc:
-                raise BadRequest("Sequence component does not exist.") from exc
+            names.resolve(c, sequence.namespace)  # a malformed name is a 400 of its own, as in OpenWhisk
+        self._check_nested(sequence, comps)
         return {"kind": "sequence", "components": comps}
+
+    def _check_nested(self, sequence: QualifiedName, comps: list) -> None:
+        """Walks the sequences nested in `comps` (with a stack of its own: a chain of nested sequences may be
+        deeper than Python's recursion), counting atomic actions.
+
+        Raises:
+            BadRequest: OpenWhisk's message for a cycle, a missing component or a sequence too long.
+        """
+        atomic = 0
+        pending = [(c, sequence.namespace, ()) for c in reversed(comps)]  # (name, its owner, sequences above it)
+        while pending:
+            component, owner, above = pending.pop()
+            try:
+                found = self.resolve_action(owner, names.resolve(component, owner))
+            except (NotFound, Forbidden, BadRequest) as exc:
+                raise BadRequest("Sequence component does not exist.") from exc
+            if found.qname == sequence or found.qname in above:  # `above`: a cycle stored before it was checked
+                raise BadRequest("Sequence may not refer to itself.")
+            exec_ = found.doc["exec"]
+            if exec_["kind"] != "sequence":
+                atomic += 1
+            elif len(exec_["components"]) > MAX_SEQUENCE_LENGTH:
+                atomic = MAX_SEQUENCE_LENGTH + 1
+            else:
+                inner = (*above, found.qname)
+                pending.extend((c, found.qname.namespace, inner) for c in reversed(exec_["components"]))
+            if atomic > MAX_SEQUENCE_LENGTH:
+                raise BadRequest("Too many actions in the sequence.")
 
     def _validate_limits(self, limits: Any, old: dict | None) -> dict:
         out = dict(old or DEFAULT_LIMITS)
@@ -273,19 +301,23 @@ class Platform:
             out[key] = val
         return out
 
-    def put_action(self, ns: str, path: str, body: dict, overwrite: bool) -> dict:
+    def put_action(self, ns: str, path: str, body: Any, overwrite: bool) -> dict:
         pkg, name = split_path(path)
+        body = bodies.check_put("action", body)
         if pkg is not None:
-            package = self.store.get(ns, "packages", pkg)
+            try:
+                package, _ = self.store.get_revision(ns, "packages", pkg)
+            except KindConflict:
+                package = None
             if package is None:
                 raise NotFound(f"Package {pkg!r} does not exist; create it before adding actions to it.")
             if package.get("binding"):
                 raise BadRequest("Operation not permitted on package binding.")
-        old = self.store.get(ns, "actions", path)
+        old, rev = self.store.get_revision(ns, "actions", path)
         if old and not overwrite:
             raise Conflict("resource already exists")
-        exec_ = old["exec"] if "exec" not in body and old else self._validate_exec(ns, body.get("exec"))
-        annotations = _as_kv(body.get("annotations", old.get("annotations") if old else []), "annotations")
+        exec_ = old["exec"] if "exec" not in body and old else self._validate_exec(ns, path, body.get("exec"))
+        annotations = body.get("annotations", old.get("annotations", []) if old else [])
         annotations = [a for a in annotations if a["key"] != "exec"]
         if (
             old is None
@@ -299,13 +331,13 @@ class Platform:
             "name": name,
             "version": self._next_version(old),
             "exec": exec_,
-            "parameters": _as_kv(body.get("parameters", old.get("parameters") if old else []), "parameters"),
+            "parameters": body.get("parameters", old.get("parameters", []) if old else []),
             "limits": self._validate_limits(body.get("limits"), old.get("limits") if old else None),
             "annotations": annotations,
-            "publish": bool(body.get("publish", False)),
+            "publish": body.get("publish", old.get("publish", False) if old else False),
             "updated": _now_ms(),
         }
-        self.store.put(ns, "actions", path, doc)
+        self.store.put(ns, "actions", path, doc, rev)
         return doc
 
     def get_action(self, ns: str, path: str, code: bool = True, subject: str | None = None) -> dict:
@@ -335,10 +367,10 @@ class Platform:
 
     def delete_action(self, ns: str, path: str) -> dict:
         split_path(path)
-        doc = self.store.get(ns, "actions", path)
+        doc, rev = self.store.get_revision(ns, "actions", path)
         if doc is None:
             raise NotFound()
-        self.store.delete(ns, "actions", path)
+        self.store.delete(ns, "actions", path, rev)
         return doc
 
     # resolution

@@ -12,24 +12,18 @@ import json
 import secrets
 import time
 
-from . import names
+from . import bodies, names
 from .errors import BadRequest, Conflict, NotFound, PlatformError
 from .invoker import APPLICATION_ERROR, INTERNAL_ERROR, SUCCESS
 from .names import QualifiedName
+from .store import KindConflict, RevisionConflict
 
 ACTIVE, INACTIVE = "active", "inactive"
+_LINK_TRIES = 20  # a rule's link is merged into its trigger; each try fails only if another write won
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _kv(params, what: str) -> list[dict]:
-    if params is None:
-        return []
-    if not isinstance(params, list) or not all(isinstance(p, dict) and "key" in p for p in params):
-        raise BadRequest(f"The request content was malformed: {what} must be a list of {{key, value}} objects.")
-    return [{"key": p["key"], "value": p.get("value")} for p in params]
 
 
 def _next_version(old: dict | None) -> str:
@@ -53,12 +47,13 @@ class Triggers:
         self.store = platform.store
 
     # triggers
-    def put_trigger(self, ns: str, name: str, body: dict, overwrite: bool) -> dict:
+    def put_trigger(self, ns: str, name: str, body, overwrite: bool) -> dict:
         names.check_segment(name)
-        old = self.store.get(ns, "triggers", name)
+        body = bodies.check_put("trigger", body)
+        old, rev = self.store.get_revision(ns, "triggers", name)
         if old and not overwrite:
             raise Conflict("resource already exists")
-        annotations = _kv(body.get("annotations", old.get("annotations") if old else []), "annotations")
+        annotations = body.get("annotations", old.get("annotations", []) if old else [])
         feed = next((a["value"] for a in annotations if a["key"] == "feed"), None)
         if feed is not None and not (isinstance(feed, str) and _valid_entity_path(feed)):
             raise BadRequest("Feed name is not valid")
@@ -66,14 +61,14 @@ class Triggers:
             "namespace": ns,
             "name": name,
             "version": _next_version(old),
-            "parameters": _kv(body.get("parameters", old.get("parameters") if old else []), "parameters"),
+            "parameters": body.get("parameters", old.get("parameters", []) if old else []),
             "limits": {},
             "annotations": annotations,
-            "publish": bool(body.get("publish", old.get("publish", False) if old else False)),
+            "publish": body.get("publish", old.get("publish", False) if old else False),
             "updated": _now_ms(),
             "rules": old.get("rules", {}) if old else {},
         }
-        self.store.put(ns, "triggers", name, doc)
+        self.store.put(ns, "triggers", name, doc, rev)
         return self._public(doc)
 
     @staticmethod
@@ -87,78 +82,102 @@ class Triggers:
         return self._public(self._trigger(ns, name))
 
     def _trigger(self, ns: str, name: str) -> dict:
-        doc = self.store.get(ns, "triggers", names.check_segment(name))
+        return self._trigger_revision(ns, name)[0]
+
+    def _trigger_revision(self, ns: str, name: str) -> tuple[dict, int]:
+        doc, rev = self.store.get_revision(ns, "triggers", names.check_segment(name))
         if doc is None:
             raise NotFound()
-        return doc
+        return doc, rev
 
     def list_triggers(self, ns: str, limit: int, skip: int) -> list[dict]:
         docs = self.store.list(ns, "triggers")[skip : skip + limit]
         return [{k: v for k, v in self._public(d).items() if k not in ("parameters", "rules")} for d in docs]
 
     def delete_trigger(self, ns: str, name: str) -> dict:
-        doc = self._trigger(ns, name)
-        self.store.delete(ns, "triggers", name)
+        doc, rev = self._trigger_revision(ns, name)
+        self.store.delete(ns, "triggers", name, rev)
         return self._public(doc)
 
     # rules
-    def put_rule(self, ns: str, name: str, body: dict, overwrite: bool) -> dict:
+    def put_rule(self, ns: str, name: str, body, overwrite: bool) -> dict:
         names.check_segment(name)
-        old = self.store.get(ns, "rules", name)
+        body = bodies.check_put("rule", body)
+        old, rev = self.store.get_revision(ns, "rules", name)
         if old and not overwrite:
             raise Conflict("resource already exists")
         if old is None and not (body.get("trigger") and body.get("action")):
             raise BadRequest("rule requires a valid trigger and a valid action")
         trigger = names.resolve(body["trigger"], ns).as_path_name() if body.get("trigger") else old["trigger"]
         action = names.resolve(body["action"], ns).as_path_name() if body.get("action") else old["action"]
-        trigger_doc = self._rule_trigger(ns, _qualified(trigger))
+        self._rule_trigger(ns, _qualified(trigger))
         try:
             self.platform.resolve_action(ns, _qualified(action))
         except NotFound as exc:
             raise BadRequest(f"Action {_qualified(action)} does not exist.") from exc
         status = self._status(ns, name, old) if old else ACTIVE
         if old and old["trigger"] != trigger:
-            self._unlink(ns, name, _qualified(old["trigger"]))
+            self._link(_qualified(old["trigger"]), ns, name, None)
         doc = {
             "namespace": ns,
             "name": name,
             "version": _next_version(old),
-            "publish": bool(body.get("publish", False)),
-            "annotations": _kv(body.get("annotations", old.get("annotations") if old else []), "annotations"),
+            "publish": body.get("publish", old.get("publish", False) if old else False),
+            "annotations": body.get("annotations", old.get("annotations", []) if old else []),
             "trigger": trigger,
             "action": action,
             "updated": _now_ms(),
         }
-        self.store.put(ns, "rules", name, doc)
-        self._link(trigger_doc, ns, name, action, status)
+        self.store.put(ns, "rules", name, doc, rev)
+        self._link(_qualified(trigger), ns, name, {"action": action, "status": status})
         return {**doc, "status": status}
 
+    def _get(self, ns: str, collection: str, path: str) -> dict | None:
+        """The entity, or None where there is none or the id holds another kind."""
+        try:
+            return self.store.get_revision(ns, collection, path)[0]
+        except KindConflict:
+            return None
+
     def _rule_trigger(self, ns: str, trigger: QualifiedName) -> dict:
-        doc = self.store.get(trigger.namespace, "triggers", trigger.path) if trigger.namespace == ns else None
+        doc = self._get(trigger.namespace, "triggers", trigger.path) if trigger.namespace == ns else None
         if doc is None:
             raise BadRequest(f"Trigger {trigger} does not exist.")
         return doc
 
-    def _link(self, trigger_doc: dict, ns: str, rule: str, action: dict, status: str) -> None:
-        trigger_doc.setdefault("rules", {})[f"{ns}/{rule}"] = {"action": action, "status": status}
-        self.store.put(trigger_doc["namespace"], "triggers", trigger_doc["name"], trigger_doc)
-
-    def _unlink(self, ns: str, rule: str, trigger: QualifiedName) -> None:
-        doc = self.store.get(trigger.namespace, "triggers", trigger.path)
-        if doc and doc.get("rules", {}).pop(f"{ns}/{rule}", None) is not None:
-            self.store.put(trigger.namespace, "triggers", trigger.path, doc)
+    def _link(self, trigger: QualifiedName, ns: str, rule: str, link: dict | None) -> bool:
+        """Sets (None: removes) the rule's link in its trigger, merged into whatever the trigger holds now;
+        False where the trigger is gone."""
+        for _ in range(_LINK_TRIES):
+            doc, rev = self.store.get_revision(trigger.namespace, "triggers", trigger.path)
+            if doc is None:
+                return False
+            rules = doc.setdefault("rules", {})
+            if link is None and rules.pop(f"{ns}/{rule}", None) is None:
+                return True
+            if link is not None:
+                rules[f"{ns}/{rule}"] = link
+            try:
+                self.store.put(trigger.namespace, "triggers", trigger.path, doc, rev)
+                return True
+            except RevisionConflict:
+                continue
+        raise RevisionConflict()
 
     def _status(self, ns: str, name: str, rule: dict) -> str:
         trigger = _qualified(rule["trigger"])
-        doc = self.store.get(trigger.namespace, "triggers", trigger.path)
+        doc = self._get(trigger.namespace, "triggers", trigger.path)
         link = (doc or {}).get("rules", {}).get(f"{ns}/{name}")
         return link["status"] if link else INACTIVE
 
     def _rule(self, ns: str, name: str) -> dict:
-        doc = self.store.get(ns, "rules", names.check_segment(name))
+        return self._rule_revision(ns, name)[0]
+
+    def _rule_revision(self, ns: str, name: str) -> tuple[dict, int]:
+        doc, rev = self.store.get_revision(ns, "rules", names.check_segment(name))
         if doc is None:
             raise NotFound()
-        return doc
+        return doc, rev
 
     def get_rule(self, ns: str, name: str) -> dict:
         doc = self._rule(ns, name)
@@ -173,17 +192,14 @@ class Triggers:
         if status not in (ACTIVE, INACTIVE):
             raise BadRequest("status must be 'active' or 'inactive'")
         doc = self._rule(ns, name)
-        trigger = _qualified(doc["trigger"])
-        trigger_doc = self.store.get(trigger.namespace, "triggers", trigger.path)
-        if trigger_doc is None:
+        if not self._link(_qualified(doc["trigger"]), ns, name, {"action": doc["action"], "status": status}):
             raise NotFound("Only rules with existing triggers can be activated")
-        self._link(trigger_doc, ns, name, doc["action"], status)
         return {}
 
     def delete_rule(self, ns: str, name: str) -> dict:
-        doc = self._rule(ns, name)
-        self._unlink(ns, name, _qualified(doc["trigger"]))
-        self.store.delete(ns, "rules", name)
+        doc, rev = self._rule_revision(ns, name)
+        self._link(_qualified(doc["trigger"]), ns, name, None)
+        self.store.delete(ns, "rules", name, rev)
         return {**doc, "status": INACTIVE}
 
     # firing

@@ -5,6 +5,13 @@ Follows apache/openwhisk's WebActions.scala: only actions annotated `web-export`
 request becomes `__ow_method`, `__ow_headers`, `__ow_path` (and `__ow_query`/`__ow_body`
 for `raw-http` actions) beside the query and body parameters, which may not override
 reserved or `final` parameters; the extension decides how the result becomes a response.
+
+Whether a body is character data (passed as a string) or binary (base64) is decided as
+Pekko HTTP, which OpenWhisk runs on, decides it, for request bodies and `.http` answers
+alike. Every header an `.http` answer sets is checked before anything reaches the wire: a
+name that is not an RFC 7230 token, or a value with a control character or beyond Latin-1,
+makes the answer invalid (as any other malformed answer: 400), and hop-by-hop headers are
+dropped, since this server frames the response itself.
 """
 
 from __future__ import annotations
@@ -12,9 +19,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from urllib.parse import parse_qsl
 
 from flask import Flask, Response, request
+from werkzeug.http import parse_options_header
 
 from . import api_common as api
 from . import kinds, names
@@ -26,7 +35,31 @@ EXTENSIONS = (".http", ".json", ".html", ".svg", ".text")
 RESERVED = {"__ow_method", "__ow_headers", "__ow_path", "__ow_user", "__ow_query", "__ow_body"}
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 _CORS_HEADERS = "Authorization, Origin, X-Requested-With, Content-Type, Accept, User-Agent"
-_TEXT_SUBTYPES = ("json", "xml", "javascript", "x-www-form-urlencoded")
+# Pekko's registered media types that are character data (MediaTypes.scala); multipart/* is too
+_TEXT_TYPES = {
+    "application": frozenset(
+        "atom+xml base64 javascript json json-patch+json rss+xml soap+xml vnd.api+json vnd.google-earth.kml+xml "
+        "x-latex x-vrml x-www-form-urlencoded xhtml+xml xml-dtd xml".split()
+    ),
+    "text": frozenset(
+        "asp cache-manifest calendar css csv html markdown mcf plain richtext tab-separated-values uri-list "
+        "vnd.wap.wml vnd.wap.wmlscript x-asm x-c x-component x-h x-java-source x-pascal x-script x-scriptcsh "
+        "x-scriptelisp x-scriptksh x-scriptlisp x-scriptperl x-scriptperl-module x-scriptphyton x-scriptrexx "
+        "x-scriptscheme x-scriptsh x-scripttcl x-scripttcsh x-scriptzsh x-server-parsed-html x-setext x-sgml "
+        "x-speech x-uuencode x-vcalendar x-vcard xml".split()
+    ),
+}
+# registered as binary: a charset parameter does not make them text (unregistered types it does)
+_BINARY_MAIN_TYPES = ("audio", "image", "video", "message")
+_BINARY_APPLICATION = frozenset(
+    "octet-stream pdf zip x-gzip x-compressed x-tar x-gtar x-7z-compressed x-bzip x-bzip2 x-rar-compressed "
+    "java-archive msword excel mspowerpoint postscript font-woff x-font-truetype x-font-opentype".split()
+)
+_TOKEN = re.compile(r"\A[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")  # RFC 7230 tchar
+_FIELD_VALUE = re.compile(r"\A[\t\x20-\x7e\x80-\xff]*\Z")  # VCHAR, SP, HTAB, obs-text: Latin-1 without controls
+_MEDIA_TYPE = re.compile(r"\A[!#$%&'*+.^_`|~0-9A-Za-z-]+/[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+# framing and connection headers are this server's to set, never an action's
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "content-length"})
 
 
 def _annotation(doc: dict, key: str, default=None):
@@ -89,23 +122,35 @@ def _authorized(action: dict, authenticate) -> bool:
 
 
 def _request_body(raw: bool):
-    """The body as OpenWhisk hands it on: JSON or form fields merged, else a string (base64 for binary)."""
+    """The body as WebActions.scala hands it on: a JSON value or form fields (not for raw actions), else a
+    string, base64 for a binary type, application/json (raw) and a body without a type (octet-stream)."""
     data = request.get_data()
     if not data:
         return None
-    mimetype = (request.mimetype or "").lower()
-    if not raw and (mimetype == "application/json" or mimetype.endswith("+json")):
+    mimetype, params = parse_options_header(request.headers.get("Content-Type", ""))
+    mimetype = mimetype.lower() or "application/octet-stream"
+    if not raw and _is_json(mimetype):
         return api.json_body(allow_non_object=True)
     if not raw and mimetype == "application/x-www-form-urlencoded":
         return dict(parse_qsl(data.decode("utf-8", "replace"), keep_blank_values=True))
-    if mimetype == "application/json" or not _is_text(mimetype):
+    if mimetype == "application/json" or not is_text(mimetype, params):
         return base64.b64encode(data).decode()
     return data.decode("utf-8", "replace")
 
 
-def _is_text(mimetype: str) -> bool:
-    main, _, sub = mimetype.partition("/")
-    return main == "text" or sub in _TEXT_SUBTYPES or sub.endswith(("+json", "+xml"))
+def _is_json(mimetype: str) -> bool:
+    return mimetype == "application/json" or mimetype.endswith("+json")
+
+
+def is_text(mimetype: str, params: dict) -> bool:
+    """Whether Pekko HTTP counts `mimetype` as character data: its registered text types and multipart/*; an
+    unregistered type only with a charset parameter."""
+    main, _, sub = mimetype.lower().partition("/")
+    if main == "multipart" or sub in _TEXT_TYPES.get(main, ()):
+        return True
+    if main in _BINARY_MAIN_TYPES or (main == "application" and sub in _BINARY_APPLICATION):
+        return False
+    return "charset" in {key.lower() for key in params}
 
 
 def _arguments(target, path: str) -> dict:
@@ -117,14 +162,17 @@ def _arguments(target, path: str) -> dict:
         "__ow_headers": {k.lower(): v for k, v in request.headers.items()},
     }
     if raw:
-        return {**meta, "__ow_query": request.query_string.decode(), "__ow_body": body if body is not None else ""}
+        query_string = request.query_string.decode("utf-8", "replace")
+        return {**meta, "__ow_query": query_string, "__ow_body": body if body is not None else ""}
     query = {k: v for k, v in request.args.items()}
-    body_params = body if isinstance(body, dict) else ({} if body is None else {"__ow_body": body})
+    body_params = body if isinstance(body, dict) else {}
     final = set()
     if _annotation(target.doc, "final", False):
         final = {p["key"] for p in target.doc.get("parameters", [])} | set(target.package_params)
-    if (set(query) | set(body_params)) & (RESERVED | final):
+    if (set(query) | set(body_params)) & (RESERVED | final):  # an opaque body names no parameter
         raise BadRequest("Request defines parameters that are not allowed (e.g., reserved properties).")
+    if body is not None and not isinstance(body, dict):
+        body_params = {"__ow_body": body}
     return {**meta, **query, **body_params}
 
 
@@ -136,7 +184,10 @@ def _respond(doc: dict, ext: str) -> Response:
         if not isinstance(result, dict) or "error" not in result:
             return api.error_response(404, "Response does not include requested property.")
         result = result["error"]
-    return _TRANSCODERS[ext](result)
+    try:
+        return _TRANSCODERS[ext](result)
+    except (ValueError, TypeError, RecursionError):  # what JSON cannot carry (NaN) or nests beyond reach
+        return api.error_response(400, f"Response is not valid '{_MEDIA[ext]}'.")
 
 
 def _field(result, *keys):
@@ -182,65 +233,118 @@ def _as_text(result) -> Response:
 def _as_http(result) -> Response:
     try:
         return _http_response(result)
-    except (ValueError, TypeError, KeyError):
+    except _UnknownContentType:
+        return api.error_response(400, "Response did not specify a known content-type.")
+    except _ContentTypeMismatch:
+        return api.error_response(400, "Response type in header did not match generated content type.")
+    except (ValueError, TypeError, KeyError, RecursionError):
         return api.error_response(400, "Response is not valid 'message/http'.")
+
+
+class _UnknownContentType(ValueError):
+    pass
+
+
+class _ContentTypeMismatch(ValueError):
+    pass
 
 
 def _http_response(result) -> Response:
     if not isinstance(result, dict):
         raise ValueError("not an object")
     headers = _http_headers(result.get("headers", {}))
-    code = result.get("statusCode")
-    if code is not None:
-        if isinstance(code, bool) or not isinstance(code, (int, str)) or not 100 <= int(code) <= 599:
-            raise ValueError("bad status code")
-        code = int(code)
+    code = _status_code(result.get("statusCode"))
     body = result.get("body")
     content_type = next((v for k, v in headers if k.lower() == "content-type"), None)
     headers = [(k, v) for k, v in headers if k.lower() != "content-type"]
+    mimetype, params = parse_options_header(content_type) if content_type else ("", {})
+    if content_type is not None and not _MEDIA_TYPE.match(mimetype):
+        raise _UnknownContentType(content_type)
     if body is None or body == "":
         return Response(status=code or 204, headers=headers)
     if not isinstance(body, str):
-        if content_type and not (
-            content_type.split(";")[0].strip() == "application/json"
-            or content_type.split(";")[0].strip().endswith("+json")
-        ):
-            return api.error_response(400, "Response type in header did not match generated content type.")
+        if content_type and not _is_json(mimetype.lower()):
+            raise _ContentTypeMismatch(content_type)
         return Response(
-            json.dumps(body), status=code or 200, headers=headers, content_type=content_type or "application/json"
+            json.dumps(body, allow_nan=False),
+            status=code or 200,
+            headers=headers,
+            content_type=content_type or "application/json",
         )
     return Response(
-        _http_body(body, content_type or "text/html"),
+        _http_body(body, mimetype or "text/html", params),
         status=code or 200,
         headers=headers,
         content_type=content_type or "text/html; charset=UTF-8",
     )
 
 
-def _http_body(body: str, content_type: str) -> bytes:
-    mimetype = content_type.split(";")[0].strip().lower()
-    is_json = mimetype == "application/json" or mimetype.endswith("+json")
-    if (is_json and kinds.is_binary_code(body)) or not _is_text(mimetype):
+def _status_code(code) -> int | None:
+    """None, or a final status 200-599 given as a whole number or its digits (OpenWhisk's toIntExact / toInt);
+    a 1xx is not a final answer: the client would wait for another."""
+    if code is None:
+        return None
+    if isinstance(code, float) and code.is_integer():
+        code = int(code)
+    if isinstance(code, str) and code.isascii() and code.isdigit() and len(code) <= 3:
+        code = int(code)
+    if isinstance(code, bool) or not isinstance(code, int) or not 200 <= code <= 599:
+        raise ValueError("bad status code")
+    return code
+
+
+def _http_body(body: str, mimetype: str, params: dict) -> bytes:
+    if (_is_json(mimetype.lower()) and kinds.is_binary_code(body)) or not is_text(mimetype, params):
         try:
             return base64.b64decode(body, validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise ValueError("a binary body must be base64") from exc
+            raise _ContentTypeMismatch("a binary body must be base64") from exc
     return body.encode()
 
 
 def _http_headers(raw) -> list[tuple[str, str]]:
+    """(name, value) for every header of an `.http` answer, hop-by-hop ones dropped.
+
+    Raises:
+        ValueError: not an object of name -> string, number, boolean or a (nested) list of them; a name that
+            is not a token; a value with a control character or a character beyond Latin-1.
+    """
     if not isinstance(raw, dict):
         raise ValueError("headers must be an object")
     out = []
-    for key, value in raw.items():
-        for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, bool):
-                out.append((key, "true" if item else "false"))
-            elif isinstance(item, (str, int, float)):
-                out.append((key, str(item)))
-            else:
-                raise ValueError("invalid header")
+    for name, value in raw.items():
+        if not _TOKEN.match(name):
+            raise ValueError("a header name must be a token")
+        lower = name.lower()
+        pending = [value]
+        while pending:
+            item = pending.pop(0)
+            if isinstance(item, list):
+                pending[:0] = item
+                continue
+            text = _header_text(item)
+            if not _FIELD_VALUE.match(text):
+                raise ValueError("a header value must be Latin-1 text without control characters")
+            if lower not in _HOP_BY_HOP and not lower.startswith("proxy-"):
+                out.append((name, text))
     return out
 
 
+def _header_text(item) -> str:
+    if isinstance(item, bool):
+        return "true" if item else "false"
+    if isinstance(item, str):
+        return item
+    if isinstance(item, (int, float)) and item == item and item not in (float("inf"), float("-inf")):
+        return str(item)
+    raise ValueError("invalid header")
+
+
+_MEDIA = {
+    ".http": "message/http",
+    ".json": "application/json",
+    ".html": "text/html",
+    ".svg": "image/svg+xml",
+    ".text": "text/plain",
+}
 _TRANSCODERS = {".http": _as_http, ".json": _as_json, ".html": _as_html, ".svg": _as_svg, ".text": _as_text}

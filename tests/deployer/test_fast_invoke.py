@@ -89,6 +89,7 @@ def test_an_action_error_is_a_502_and_a_non_blocking_invoke_a_202(apps):
         ("/api/v1/namespaces/_/actions/echo?blocking=true", b"[1, 2]", None, 400),
         ("/api/v1/namespaces/_/actions/echo?blocking=true&timeout=abc", b"{}", None, 400),
         ("/api/v1/namespaces/_/actions/echo?blocking=true&timeout=400000", b"{}", None, 400),
+        ("/api/v1/namespaces/_/actions/echo?blocking=true&timeout=0", b"{}", None, 400),
         ("/api/v1/namespaces/other/actions/echo?blocking=true", b"{}", None, 404),
     ],
 )
@@ -98,3 +99,23 @@ def test_what_the_fast_path_does_not_take_flask_answers(apps, path, body, header
     assert ours.status_code == theirs.status_code == status
     assert set(json.loads(ours.data)) == {"error", "code"}
     assert json.loads(ours.data)["error"] == json.loads(theirs.data)["error"]
+
+
+def test_an_unexpected_error_on_the_fast_path_is_openwhisks_json_500(apps):
+    """A package whose parameter key is a list (stored before PUT bodies were checked) broke the fast path's
+    resolution with a TypeError, which reached the client as the HTTP server's plain-text 500."""
+    whole, _, _ = apps
+    store = whole.application.wsgi_app.platform.store
+    package = {"namespace": "guest", "name": "legacy", "version": "0.0.1", "publish": False, "binding": {}}
+    package.update(parameters=[{"key": ["a"], "value": 1}], annotations=[])
+    store.put("guest", "packages", "legacy", package, 0)
+    code = {"kind": "python:3.11", "code": "def main(a):\n    return a\n", "binary": False}
+    action = {"namespace": "guest/legacy", "name": "echo", "version": "0.0.1", "exec": code, "publish": False}
+    limits = {"timeout": 60000, "memory": 256, "logs": 10, "concurrency": 1}
+    store.put("guest", "actions", "legacy/echo", {**action, "parameters": [], "annotations": [], "limits": limits}, 0)
+    ours, theirs, fell_back = _both(apps, "/api/v1/namespaces/_/actions/legacy/echo?blocking=true")
+    assert not fell_back
+    assert ours.status_code == theirs.status_code == 500
+    _same(ours, theirs)
+    unexpected = "The server encountered an unexpected error."
+    assert json.loads(ours.data)["error"] == json.loads(theirs.data)["error"] == unexpected

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import base64
+import json
+import re
+import socket
+from urllib.parse import urlsplit
 
 import pytest
 import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 ECHO = "def main(a):\n    return a\n"
 
@@ -145,3 +151,210 @@ def test_nodejs_web_action_in_a_package(platform):
     )
     resp = requests.get(f"{platform.apihost}/api/v1/web/guest/webpkg/hello.html?name=Ada", timeout=30)
     assert resp.status_code == 200 and resp.text == "<b>Ada</b>"
+
+
+# .http answers: every header checked before it reaches the wire
+ANSWER = (
+    "def main(a):\n"
+    "    return {'headers': a.get('h', {}), 'body': a.get('body', 'ok'), 'statusCode': a.get('code', 200)}\n"
+)
+INVALID_HTTP = "Response is not valid 'message/http'."
+
+
+def _raw_post(platform, path: str, payload: dict) -> bytes:
+    """The response exactly as the server wrote it (status line, header lines, body)."""
+    url = urlsplit(platform.apihost)
+    body = json.dumps(payload).encode()
+    with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: {url.netloc}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.fixture(scope="module")
+def answer_url(platform):
+    _web(platform, "w-answer", ANSWER)
+    return "/api/v1/web/guest/default/w-answer.http"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-A\r\nInjected": "yes"},
+        {"X-A\nInjected": "yes"},
+        {"X A": "1"},
+        {"": "1"},
+        {"X:A": "1"},
+        {"X-\u00e9": "1"},
+        {"X-A": "1\r\nInjected: yes"},
+        {"X-A": "a\nInjected: yes"},
+        {"X-A": "nul\x00"},
+        {"X-A": "snow \u2603"},
+        {"X-A": ["1", {"nested": "object"}]},
+        {"X-A": None},
+    ],
+)
+def test_a_header_that_cannot_be_sent_makes_the_answer_invalid(platform, answer_url, headers):
+    raw = _raw_post(platform, answer_url, {"h": headers})
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), raw[:200]
+    assert json.loads(body)["error"] == INVALID_HTTP
+    assert b"Injected" not in raw
+
+
+def test_latin1_header_values_and_lists_pass_through(platform, answer_url):
+    resp = requests.post(
+        platform.apihost + answer_url, json={"h": {"X-Cafe": "caf\u00e9", "X-Many": ["1", ["2", 3]]}}, timeout=30
+    )
+    assert resp.status_code == 200 and resp.text == "ok"
+    assert resp.raw.headers["X-Cafe"].encode("latin-1") == "caf\u00e9".encode("latin-1")
+    assert resp.headers["X-Many"] == "1, 2, 3"
+
+
+def test_hop_by_hop_headers_from_an_action_are_dropped(platform, answer_url):
+    dropped = {
+        "Transfer-Encoding": "chunked",
+        "Connection": "close",
+        "Keep-Alive": "timeout=1",
+        "Upgrade": "websocket",
+        "TE": "trailers",
+        "Trailer": "X-Later",
+        "Proxy-Authenticate": "Basic",
+        "Content-Length": "999",
+    }
+    with requests.Session() as session:
+        for _ in range(2):  # the connection stays usable: the action's Connection: close did not reach it
+            resp = session.post(platform.apihost + answer_url, json={"h": {**dropped, "X-Kept": "1"}}, timeout=30)
+            assert resp.status_code == 200 and resp.content == b"ok" and resp.headers["X-Kept"] == "1"
+            assert resp.headers["Content-Length"] == "2"
+            assert not {name.lower() for name in dropped} - {"content-length"} & {k.lower() for k in resp.headers}
+
+
+@pytest.mark.parametrize("code, status", [(201, 201), ("202", 202), (203.0, 203), (101, 400), (100, 400), (600, 400)])
+def test_status_codes_as_openwhisk_reads_them(platform, answer_url, code, status):
+    resp = requests.post(platform.apihost + answer_url, json={"code": code}, timeout=30)
+    assert resp.status_code == status
+    if status == 400:
+        assert resp.json()["error"] == INVALID_HTTP
+
+
+def test_an_answer_json_cannot_carry_is_an_invalid_answer_not_a_500(platform):
+    url = _web(platform, "w-nan", "def main(a):\n    return {'body': {'x': float('nan')}}\n")
+    resp = requests.get(url + ".http", timeout=30)
+    assert resp.status_code in (400, 502) and resp.headers["Content-Type"] == "application/json"
+
+
+# request bodies, as WebActions.scala passes them on
+MULTIPART = (
+    b'--XyZ\r\nContent-Disposition: form-data; name="f"; filename="a.bin"\r\n'
+    b"Content-Type: application/octet-stream\r\n\r\n\x00\xff\xfe data\r\n--XyZ--\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    "content_type, data, ow_body",
+    [
+        ("text/plain", b"plain words", "plain words"),
+        ("text/plain; charset=utf-8", "caf\u00e9".encode(), "caf\u00e9"),
+        ("application/xml", b"<a>1</a>", "<a>1</a>"),
+        ("text/xml", b"<a>1</a>", "<a>1</a>"),
+        ("application/octet-stream", b"\x00\xff\x10", base64.b64encode(b"\x00\xff\x10").decode()),
+        ("image/png", b"\x89PNG", base64.b64encode(b"\x89PNG").decode()),
+        (None, b"\x00\x01 no type", base64.b64encode(b"\x00\x01 no type").decode()),
+        ("application/x-custom", b"abc", base64.b64encode(b"abc").decode()),
+        ("application/x-custom; charset=utf-8", b"abc", "abc"),
+        # Pekko counts multipart as character data: OpenWhisk hands it on as UTF-8 text, unparsed
+        ("multipart/form-data; boundary=XyZ", MULTIPART, MULTIPART.decode("utf-8", "replace")),
+        ("application/json", b"[1, 2]", [1, 2]),
+        ("application/vnd.api+json", b'"text"', "text"),
+    ],
+)
+def test_a_body_that_is_not_an_object_arrives_as_ow_body(platform, content_type, data, ow_body):
+    url = _web(platform, "w-bodies", ECHO)
+    headers = {"Content-Type": content_type} if content_type else {}
+    resp = requests.post(url + ".json?q=1", data=data, headers=headers, timeout=30)
+    assert resp.status_code == 200, resp.text
+    args = resp.json()
+    assert args["__ow_body"] == ow_body and args["q"] == "1"
+
+
+@pytest.mark.parametrize(
+    "content_type, data",
+    [
+        ("application/json", b'{"a": 1, "b": [2]}'),
+        ("application/json; charset=utf-8", b'{"a": 1, "b": [2]}'),
+        ("application/merge-patch+json", b'{"a": 1, "b": [2]}'),
+        ("application/x-www-form-urlencoded", b"a=1&b=2"),
+    ],
+)
+def test_json_and_form_bodies_merge_into_the_parameters(platform, content_type, data):
+    url = _web(platform, "w-merge", ECHO)
+    args = requests.post(url + ".json", data=data, headers={"Content-Type": content_type}, timeout=30).json()
+    assert "__ow_body" not in args and args["a"] in (1, "1") and args["b"] in ([2], "2")
+
+
+@pytest.mark.parametrize("data", [b"{not json", b'{"a": NaN}', b"[1, 2"])
+def test_malformed_json_is_a_400_with_openwhisks_error_body(platform, data):
+    url = _web(platform, "w-badjson", ECHO)
+    resp = requests.post(url + ".json", data=data, headers={"Content-Type": "application/json"}, timeout=30)
+    assert resp.status_code == 400 and resp.headers["Content-Type"] == "application/json"
+    assert set(resp.json()) == {"error", "code"} and "malformed" in resp.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "content_type, data, ow_body",
+    [
+        ("application/json", b'{"a": 1}', base64.b64encode(b'{"a": 1}').decode()),
+        ("application/x-www-form-urlencoded", b"a=1", "a=1"),
+        ("multipart/form-data; boundary=XyZ", MULTIPART, MULTIPART.decode("utf-8", "replace")),
+        (None, b"\x00", "AA=="),
+    ],
+)
+def test_raw_http_actions_get_every_body_unparsed(platform, content_type, data, ow_body):
+    url = _web(platform, "w-raw-bodies", ECHO, annotations={"raw-http": True})
+    headers = {"Content-Type": content_type} if content_type else {}
+    args = requests.post(url + ".json?a=2", data=data, headers=headers, timeout=30).json()
+    assert args["__ow_body"] == ow_body and args["__ow_query"] == "a=2" and "a" not in args
+
+
+_HEADER_LINE = re.compile(rb"\A[!#$%&'*+.^_`|~0-9A-Za-z-]+: [\t\x20-\x7e\x80-\xff]*\Z")
+_PLATFORM_HEADERS = {
+    b"content-type",
+    b"content-length",
+    b"date",
+    b"connection",
+    b"x-openwhisk-activation-id",
+    b"access-control-allow-origin",
+    b"access-control-allow-methods",
+    b"access-control-allow-headers",
+}
+_HEADER_VALUES = st.one_of(
+    st.text(max_size=30), st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.booleans(), st.none()
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    headers=st.dictionaries(
+        st.one_of(st.from_regex(r"\A[A-Za-z][A-Za-z0-9-]{0,15}\Z"), st.text(max_size=20)),
+        st.one_of(_HEADER_VALUES, st.lists(_HEADER_VALUES, max_size=3)),
+        max_size=4,
+    )
+)
+def test_generated_header_maps_never_split_the_response_or_fail_it(platform, answer_url, headers):
+    raw = _raw_post(platform, answer_url, {"h": headers})
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0][:13] in (b"HTTP/1.1 200 ", b"HTTP/1.1 400 "), raw[:300]
+    for line in lines[1:]:
+        assert _HEADER_LINE.match(line), line
+        name = line.split(b":", 1)[0].lower()
+        assert name in _PLATFORM_HEADERS or name.decode() in {k.lower() for k in headers}, line
+    if lines[0].startswith(b"HTTP/1.1 400"):
+        assert json.loads(body)["error"] == INVALID_HTTP
