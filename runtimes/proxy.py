@@ -125,6 +125,8 @@ class ProxyApp:
             return contract.BAD_REQUEST, {"error": contract.ERR_EXITED}
         _end_activation()
         stripped = answer.strip()
+        if stripped[:1] == b"!":  # the launcher could not serialise the result, and says why
+            return contract.BAD_GATEWAY, b'{"error": %s}' % stripped[1:]
         if stripped[:1] not in (b"{", b"["):  # the launcher writes compact JSON: its first byte says the type
             return contract.BAD_GATEWAY, {"error": contract.ERR_NOT_DICT_RESULT}
         return contract.OK, stripped

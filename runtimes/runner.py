@@ -160,7 +160,7 @@ class ActionRunner:
         self.wait_ready()
         if self._proc is not None:
             try:
-                line = json.dumps({"main": main_name, "env": env}, ensure_ascii=False).encode() + b"\n"
+                line = json.dumps({"main": main_name, "env": env}).encode() + b"\n"
                 self._proc.stdin.write(line)
                 self._proc.stdin.flush()
             except (BrokenPipeError, ValueError):
@@ -217,7 +217,7 @@ class ActionRunner:
             raise ActionExited("command exited")
         line = raw.strip() if raw is not None else b""
         if line[:1] != b"{" or b"\n" in line or b"\r" in line:  # not UTF-8 on one line: write it afresh
-            line = json.dumps(message, ensure_ascii=False).encode()
+            line = json.dumps(message).encode()  # escapes: a lone surrogate encodes too
         try:
             self._proc.stdin.write(line + b"\n")
             self._proc.stdin.flush()
