@@ -133,17 +133,23 @@ class _LogBuffer:
 
     def add(self, stream: str, line: str, stamp: str | None = None) -> None:
         """stamp: when the line was written (a Docker log's own time), else now."""
+        text = line.rstrip("\n")
+        # as OpenWhisk's reader, a sentinel anywhere ends the activation: a runtime other than ours may glue it
+        # to a partial line (ours put it on a line of its own), and what precedes it is the activation's
+        ended = text.endswith(contract.SENTINEL)
+        if ended:
+            text = text[: -len(contract.SENTINEL)]
         with self.cond:
-            if line.rstrip("\n") == contract.SENTINEL:
+            if text or not ended:
+                entry = f"{stamp or _utc_stamp()} {stream}: {text}"
+                if self.size + len(entry) > self.limit_bytes:
+                    self.truncated = True
+                else:
+                    self.size += len(entry)
+                    self.lines.append(entry)
+            if ended:
                 self.sentinels[stream] += 1
                 self.cond.notify_all()
-                return
-            entry = f"{stamp or _utc_stamp()} {stream}: {line.rstrip(chr(10))}"
-            if self.size + len(entry) > self.limit_bytes:
-                self.truncated = True
-                return
-            self.size += len(entry)
-            self.lines.append(entry)
 
     def take(self, expect: int, timeout_s: float) -> list[str]:
         """Waits until both streams reached `expect` sentinels, then returns and clears the lines."""

@@ -161,3 +161,23 @@ def test_parameters_nested_past_the_limit_are_refused_before_anything_runs(api):
     resp = api.invoke("echo", body=body)
     assert resp.status_code == 400 and "nest deeper than" in resp.json()["error"]
     assert api.busy() == 0
+
+
+PARTIAL = {
+    "python:3.11": "import sys\ndef main(a):\n    print(f\"o{a['n']}\", end='')\n    sys.stderr.write(f\"e{a['n']}\")\n"
+    "    return {'n': a['n']}\n",
+    "nodejs:20": "function main(a) { process.stdout.write('o' + a.n); process.stderr.write('e' + a.n); "
+    "return {n: a.n} }",
+}
+
+
+@pytest.mark.parametrize("kind", ["python:3.11", pytest.param("nodejs:20", marks=NODE)])
+def test_each_activation_of_a_warm_container_gets_exactly_its_own_unterminated_lines(api, kind):
+    name = f"partial-{kind.split(':')[0]}"
+    api.action(name, kind, PARTIAL[kind])
+    for n in range(1, 5):
+        record = _record(api.invoke(name, {"n": n}))
+        assert record["response"]["result"] == {"n": n} and record["end"] >= record["start"]
+        # "<timestamp> stdout: o1": the line the action left open, closed by the proxy, and nothing else
+        logs = sorted(line.split(" ", 1)[1] for line in record["logs"])
+        assert logs == [f"stderr: e{n}", f"stdout: o{n}"], record["logs"]
