@@ -393,14 +393,13 @@ class Invoker:
         return outcome
 
     def _failed(self, lease: _Lease, exc: Exception, limits: dict) -> RunResult:
-        """Any failure once the slot was taken, as the activation's error; the container is not reused."""
+        """Any failure once the slot was taken, as the activation's developer error; the container is retired."""
         lease.reusable = False
         if self._closed and isinstance(exc, ContainerError):
             return RunResult(INTERNAL_ERROR, {"error": f"The action did not run: {exc}"})
         container = lease.container or lease.booting
         answered = isinstance(exc, InvalidAnswer) and lease.container is not None
-        if isinstance(exc, InvalidAnswer):
-            lease.reusable = answered  # the proxy answered in full: it is fine, only its answer is refused
+        if isinstance(exc, InvalidAnswer):  # a developer error: retired, as OpenWhisk's ContainerProxy does
             error = f"{INVALID_RUN_RESPONSE}: {exc}"
         else:
             log.error("%s: the activation failed in the platform", lease.key_of(container), exc_info=exc)

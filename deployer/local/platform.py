@@ -64,6 +64,22 @@ def _truthy(annotations: list[dict], key: str, missing: bool) -> bool:
     return missing
 
 
+def _as_json(params: dict) -> str:
+    """The parameters as the JSON an action receives; what JSON cannot carry, or carries too deep, is refused here
+    (a parameter from a trigger or a client that no action could return unchanged)."""
+    malformed = "The request content was malformed: parameters"
+    try:
+        text = json.dumps(params, ensure_ascii=False, allow_nan=False)
+    except RecursionError:
+        raise BadRequest(f"{malformed} nest deeper than {MAX_JSON_DEPTH} levels.") from None
+    except ValueError as exc:
+        raise BadRequest(f"{malformed} hold a value JSON cannot carry ({exc}).") from None
+    # a value cannot nest deeper than it has brackets: most parameters are cleared without a walk
+    if text.count("{") + text.count("[") > MAX_JSON_DEPTH and json_depth(params) > MAX_JSON_DEPTH:
+        raise BadRequest(f"{malformed} nest deeper than {MAX_JSON_DEPTH} levels.")
+    return text
+
+
 def _page(docs: list[dict], limit: int | None, skip: int) -> list[dict]:
     return docs[skip : skip + limit if limit else None]
 
@@ -393,9 +409,7 @@ class Platform:
             params = {}
         if not isinstance(params, dict):
             raise BadRequest("The request content was malformed: the parameters must be a JSON object.")
-        if json_depth(params) > MAX_JSON_DEPTH:  # before anything serialises them
-            raise BadRequest(f"The request content was malformed: parameters nest deeper than {MAX_JSON_DEPTH} levels.")
-        size = len(json.dumps(params, ensure_ascii=False).encode("utf-8", "surrogatepass"))  # the limit is on bytes
+        size = len(_as_json(params).encode("utf-8", "surrogatepass"))  # the limit is on UTF-8 bytes
         if size > MAX_PAYLOAD_BYTES:
             raise TooLarge(
                 f"The request content was too large ({size} bytes); "

@@ -11,8 +11,10 @@ import shutil
 
 import pytest
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from deployer.local.container import MAX_JSON_DEPTH
+from deployer.local.container import MAX_JSON_DEPTH, json_depth
 from deployer.local.invoker import MAX_RESULT_BYTES
 from deployer.local.supervisor import LocalPlatform
 
@@ -181,3 +183,178 @@ def test_each_activation_of_a_warm_container_gets_exactly_its_own_unterminated_l
         # "<timestamp> stdout: o1": the line the action left open, closed by the proxy, and nothing else
         logs = sorted(line.split(" ", 1)[1] for line in record["logs"])
         assert logs == [f"stderr: e{n}", f"stdout: o{n}"], record["logs"]
+
+
+# Generated results and parameters. A result is sent as a recipe the action expands (`TAG...` strings): NaN and
+# the infinities, integers of hundreds to thousands of digits (a BigInt in Node.js), strings past the size limit;
+# then it is wrapped `depth` times in an object or a list. The oracle: whatever JSON can carry, small enough and
+# nested no deeper than the limit, comes back equal; anything else is a 502 whose record says why. Never a 500.
+TAG = "\x00"
+EXPAND = {
+    "python:3.11": (
+        "import sys\n"
+        "sys.set_int_max_str_digits(0)\n"
+        "def expand(v):\n"
+        "    if isinstance(v, str) and v.startswith('\\x00'):\n"
+        "        kind, _, arg = v[1:].partition(':')\n"
+        "        return {'nan': float('nan'), 'inf': float('inf'), '-inf': -float('inf')}.get(kind) if not arg else (\n"
+        "            int('7' * int(arg)) if kind == 'int' else 'y' * int(arg))\n"
+        "    if isinstance(v, dict):\n"
+        "        return {k: expand(x) for k, x in v.items()}\n"
+        "    return [expand(x) for x in v] if isinstance(v, list) else v\n"
+        "def main(a):\n"
+        "    v = expand(a['value'])\n"
+        "    for _ in range(a['depth']):\n"
+        "        v = {'a': v} if a['wrap'] == 'dict' else [v]\n"
+        "    return v\n"
+    ),
+    "nodejs:20": (
+        "function expand(v) {\n"
+        "  if (typeof v === 'string' && v.startsWith('\\u0000')) {\n"
+        "    const [kind, arg] = v.slice(1).split(':')\n"
+        "    if (arg === undefined) return {nan: NaN, inf: Infinity, '-inf': -Infinity}[kind]\n"
+        "    return kind === 'int' ? BigInt('7'.repeat(Number(arg))) : 'y'.repeat(Number(arg))\n"
+        "  }\n"
+        "  if (Array.isArray(v)) return v.map(expand)\n"
+        "  if (v !== null && typeof v === 'object') {\n"
+        "    const out = {}\n"
+        "    for (const [k, x] of Object.entries(v)) out[k] = expand(x)\n"
+        "    return out\n"
+        "  }\n"
+        "  return v\n"
+        "}\n"
+        "function main(a) {\n"
+        "  let v = expand(a.value)\n"
+        "  for (let i = 0; i < a.depth; i++) v = a.wrap === 'dict' ? {a: v} : [v]\n"
+        "  return v\n"
+        "}\n"
+    ),
+}
+TEXT = st.text(st.characters(exclude_categories=(), exclude_characters=TAG), max_size=12)  # lone surrogates too
+PLAIN = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**53), 2**53), st.floats(allow_nan=False, allow_infinity=False), TEXT
+)
+SPECIAL = st.one_of(
+    st.sampled_from(["nan", "inf", "-inf"]).map(TAG.__add__),
+    st.integers(300, 6000).map(lambda n: f"{TAG}int:{n}"),
+    st.sampled_from([1000, 2 * MAX_RESULT_BYTES]).map(lambda n: f"{TAG}blob:{n}"),
+)
+DEPTHS = st.one_of(st.integers(0, 5), st.integers(MAX_JSON_DEPTH - 3, MAX_JSON_DEPTH + 3), st.sampled_from([990, 4000]))
+
+
+def _json_values(leaves):
+    return st.recursive(
+        leaves, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3), max_leaves=8
+    )
+
+
+def _leaves(value) -> list:
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in _leaves(v)]
+    if isinstance(value, list):
+        return [leaf for v in value for leaf in _leaves(v)]
+    return [value]
+
+
+def _expand(value):
+    if isinstance(value, str) and value.startswith(TAG):
+        kind, _, arg = value[1:].partition(":")
+        if kind in ("nan", "inf", "-inf"):
+            return None  # JSON.stringify's; in Python they never come back
+        return "y" * int(arg) if kind == "blob" else int("7" * int(arg))
+    if isinstance(value, dict):
+        return {k: _expand(v) for k, v in value.items()}
+    return [_expand(v) for v in value] if isinstance(value, list) else value
+
+
+def _as_doubles(value):
+    if isinstance(value, dict):
+        return {k: _as_doubles(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_doubles(v) for v in value]
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _refusal(kind: str, value, depth: int, wrap: str) -> str | None:
+    """None where the result must come back as it is; else the status its record must have."""
+    specials = [leaf[1:] for leaf in _leaves(value) if isinstance(leaf, str) and leaf.startswith(TAG)]
+    nesting = depth + json_depth(value)
+    top = wrap if depth else ("dict" if isinstance(value, dict) else "list" if isinstance(value, list) else None)
+    huge_int = any(s.startswith("int:") and (kind == "nodejs:20" or int(s[4:]) > 4300) for s in specials)
+    not_json = kind == "python:3.11" and {"nan", "inf", "-inf"} & set(specials)  # JavaScript's JSON makes them null
+    if top is None or nesting > MAX_JSON_DEPTH or huge_int or not_json:
+        return "action developer error"
+    if any(s == f"blob:{2 * MAX_RESULT_BYTES}" for s in specials):
+        return "application error"
+    return None
+
+
+def _check_result(api, kind: str, value, depth: int, wrap: str) -> None:
+    name = f"gen-{kind.split(':')[0]}"
+    api.action(name, kind, EXPAND[kind])
+    resp = api.invoke(name, {"value": value, "depth": depth, "wrap": wrap})
+    record = _record(resp)
+    refusal = _refusal(kind, value, depth, wrap)
+    if refusal is None:
+        expected = _expand(value)
+        for _ in range(depth):
+            expected = {"a": expected} if wrap == "dict" else [expected]
+        result = record["response"]["result"]
+        if kind == "nodejs:20":  # numbers are doubles: JavaScript writes 3.7e16 as 37000000000000000
+            result, expected = _as_doubles(result), _as_doubles(expected)
+        assert resp.status_code == 200 and result == expected, record["response"]
+    else:
+        assert resp.status_code == 502 and record["response"]["status"] == refusal, record["response"]
+        assert isinstance(record["response"]["result"]["error"], str) and record["response"]["result"]["error"]
+    assert api.busy() == 0
+
+
+GENERATED = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@GENERATED
+@given(value=_json_values(PLAIN | SPECIAL), depth=DEPTHS, wrap=st.sampled_from(["dict", "list"]))
+def test_generated_python_results_come_back_or_are_a_502_saying_why(api, value, depth, wrap):
+    _check_result(api, "python:3.11", value, depth, wrap)
+
+
+@NODE
+@GENERATED
+@given(value=_json_values(PLAIN | SPECIAL), depth=DEPTHS, wrap=st.sampled_from(["dict", "list"]))
+def test_generated_node_results_come_back_or_are_a_502_saying_why(api, value, depth, wrap):
+    _check_result(api, "nodejs:20", value, depth, wrap)
+
+
+ECHO = {
+    "python:3.11": "def main(a):\n    return {'p': a}\n",
+    "nodejs:20": "function main(a) { return {p: a} }",
+}
+# parameters as a client sends them: JSON text, with numbers no double holds and NaN spelled out as literals
+OUT_OF_JSON = {f"{TAG}nan": "NaN", f"{TAG}inf": "Infinity", f"{TAG}1e400": "1e400", f"{TAG}-1e400": "-1e400"}
+
+
+@pytest.mark.parametrize("kind", ["python:3.11", pytest.param("nodejs:20", marks=NODE)])
+@GENERATED
+@given(
+    params=st.dictionaries(TEXT, _json_values(PLAIN | st.sampled_from(sorted(OUT_OF_JSON))), max_size=4),
+    depth=st.one_of(st.integers(0, 3), st.integers(MAX_JSON_DEPTH - 2, MAX_JSON_DEPTH + 2), st.just(700)),
+)
+def test_generated_parameters_reach_the_action_unchanged_or_are_a_400(api, kind, params, depth):
+    name = f"gen-echo-{kind.split(':')[0]}"
+    api.action(name, kind, ECHO[kind])
+    for _ in range(depth):
+        params = {"a": params}
+    text = json.dumps(params)
+    for tag, literal in OUT_OF_JSON.items():
+        text = text.replace(json.dumps(tag), literal)
+    resp = api.invoke(name, body=text.encode())
+    if json_depth(params) > MAX_JSON_DEPTH or any(leaf in OUT_OF_JSON for leaf in _leaves(params)):
+        assert resp.status_code == 400 and "malformed" in resp.json()["error"], resp.text[:300]
+    elif json_depth(params) == MAX_JSON_DEPTH:  # {"p": params} is one level too deep to come back
+        assert "nests deeper than" in _developer_error(resp)
+    else:
+        result, expected = _record(resp)["response"]["result"], {"p": params}
+        if kind == "nodejs:20":
+            result, expected = _as_doubles(result), _as_doubles(expected)
+        assert resp.status_code == 200 and result == expected, resp.text[:300]
+    assert api.busy() == 0
