@@ -203,7 +203,11 @@ function main (argv) {
   const port = Number(option('--port') || 0)
   const readyFd = option('--ready-fd')
   const server = http.createServer(handle)
-  server.keepAliveTimeout = 0
+  server.keepAliveTimeout = 0 // the platform keeps one connection per container, idle as long as the container
+  // a whole request (headers and body) within these, whatever node's defaults: the platform's own deadline
+  // covers the answer, which an action may take its time limit to give
+  server.headersTimeout = 60000
+  server.requestTimeout = 120000
   server.listen(port, host, () => {
     const bound = server.address().port
     if (readyFd !== undefined) {
