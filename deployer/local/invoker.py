@@ -403,7 +403,7 @@ class Invoker:
             error = f"{INVALID_RUN_RESPONSE}: {exc}"
         else:
             log.error("%s: the activation failed in the platform", lease.key_of(container), exc_info=exc)
-            error = f"{INVALID_RUN_RESPONSE}: the platform could not process it ({exc.__class__.__name__}: {exc})"
+            error = f"The activation failed in the platform ({exc.__class__.__name__}: {exc}); see the platform's log"
         logs = []
         if container is not None:
             try:
