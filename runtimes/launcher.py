@@ -118,6 +118,20 @@ def _forget_shadowed(action_dir: str) -> None:
             del sys.modules[name]
 
 
+def _encode(result) -> bytes:
+    """The result as one line of JSON; or, when it has none, `!` and the reason as a JSON string, which the proxy
+    answers as a 502 (no JSON value starts with `!`)."""
+    try:
+        try:
+            return json.dumps(result, ensure_ascii=False).encode()
+        except UnicodeEncodeError:  # a lone surrogate: JSON's escapes carry it
+            return json.dumps(result).encode()
+    except Exception as exc:  # TypeError, ValueError (a huge int), RecursionError (deep nesting), ...
+        why = f"The action did not return a JSON-serialisable result: {exc.__class__.__name__}: {exc}"
+        print(why, file=sys.stderr)
+        return b"!" + json.dumps(why).encode()
+
+
 def main(argv: list[str]) -> int:
     main_name, deny, preload = _parse(argv)
     action_dir = os.getcwd()
@@ -154,11 +168,7 @@ def main(argv: list[str]) -> int:
         except Exception as exc:
             traceback.print_exc()
             result = {"error": str(exc)}
-        try:
-            encoded = json.dumps(result, ensure_ascii=False).encode()
-        except (TypeError, ValueError) as exc:
-            print(f"The action did not return a JSON-serialisable result: {exc}", file=sys.stderr)
-            encoded = b"null"
+        encoded = _encode(result)
         sys.stdout.flush()
         sys.stderr.flush()
         out.write(encoded + b"\n")

@@ -36,11 +36,6 @@ _REASONS = {
 IDLE_CONNECTION_S = 3600.0  # the platform's kept connection may idle as long as its container does
 
 
-def _end_activation() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        print(contract.SENTINEL, file=stream, flush=True)
-
-
 def _decode(value: dict) -> dict:
     """The /init value with binary code checked as base64 the way the official proxy checks it."""
     if value.get("binary"):
@@ -105,7 +100,7 @@ class ProxyApp:
         except ValueError as exc:
             return contract.BAD_REQUEST, {"error": str(exc)}
         except InitError as exc:
-            _end_activation()
+            self.runner.end_activation()
             return contract.BAD_GATEWAY, {"error": str(exc)}
         return contract.OK, {"ok": True}
 
@@ -116,15 +111,17 @@ class ProxyApp:
             return contract.INTERNAL_ERROR, {"error": contract.ERR_EXITED}
         message = _message(data)
         if message is None:
-            _end_activation()
+            self.runner.end_activation()
             return contract.BAD_REQUEST, {"error": contract.ERR_NOT_DICT_ARG}
         try:
             answer = self.runner.run(message, data)
         except ActionExited:
-            _end_activation()
+            self.runner.end_activation()
             return contract.BAD_REQUEST, {"error": contract.ERR_EXITED}
-        _end_activation()
+        self.runner.end_activation()
         stripped = answer.strip()
+        if stripped[:1] == b"!":  # the launcher could not serialise the result, and says why
+            return contract.BAD_GATEWAY, b'{"error": %s}' % stripped[1:]
         if stripped[:1] not in (b"{", b"["):  # the launcher writes compact JSON: its first byte says the type
             return contract.BAD_GATEWAY, {"error": contract.ERR_NOT_DICT_RESULT}
         return contract.OK, stripped

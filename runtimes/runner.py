@@ -22,7 +22,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from . import contract, spawn
+from . import contract, output, spawn
 
 DEFAULT_MAX_UNPACKED_BYTES = 512 * 1024 * 1024
 LAUNCHER = Path(__file__).resolve().with_name("launcher.py")
@@ -87,6 +87,7 @@ class ActionRunner:
         self._initialized = False
         self._ready = False
         self._preload = ",".join(m for m in preload.split(",") if m and m not in deny.split(","))
+        self._output = output.shared()
         if prestart:
             self._prestart()
 
@@ -97,6 +98,7 @@ class ActionRunner:
     def _spawn(self, main_name: str, env: dict[str, str], extra: list[str]) -> None:
         self._discard()
         read_fd, write_fd = os.pipe()
+        (out_r, out_w), (err_r, err_w) = os.pipe(), os.pipe()  # the action's output goes through the relay
         cmd = [sys.executable, "-u", "-s", str(LAUNCHER), main_name] + extra
         if self._deny:
             cmd += ["--deny", self._deny]
@@ -106,15 +108,24 @@ class ActionRunner:
                 cwd=str(self._workdir / "src"),
                 env=env,
                 stdin=subprocess.PIPE,
+                stdout=out_w,
+                stderr=err_w,
                 pass_fds=(3,),
                 preexec_fn=lambda: _child_setup(write_fd),
             )
         except OSError as exc:
-            os.close(read_fd)
+            for fd in (read_fd, out_r, err_r):
+                os.close(fd)
             raise InitError(f"Initialization has failed due to: cannot start the launcher: {exc}") from exc
         finally:
-            os.close(write_fd)
+            for fd in (write_fd, out_w, err_w):
+                os.close(fd)
+        self._output.attach(out_r, err_r)
         self._results = os.fdopen(read_fd, "rb")
+
+    def end_activation(self) -> None:
+        """Ends this activation's logs: the action's output so far, then the sentinels, each on a line of its own."""
+        self._output.end_activation()
 
     def _prestart(self) -> None:
         """The launcher, started before /init (with the preload modules imported), so /init only imports the action.
@@ -160,7 +171,7 @@ class ActionRunner:
         self.wait_ready()
         if self._proc is not None:
             try:
-                line = json.dumps({"main": main_name, "env": env}, ensure_ascii=False).encode() + b"\n"
+                line = json.dumps({"main": main_name, "env": env}).encode() + b"\n"
                 self._proc.stdin.write(line)
                 self._proc.stdin.flush()
             except (BrokenPipeError, ValueError):
@@ -217,7 +228,7 @@ class ActionRunner:
             raise ActionExited("command exited")
         line = raw.strip() if raw is not None else b""
         if line[:1] != b"{" or b"\n" in line or b"\r" in line:  # not UTF-8 on one line: write it afresh
-            line = json.dumps(message, ensure_ascii=False).encode()
+            line = json.dumps(message).encode()  # escapes: a lone surrogate encodes too
         try:
             self._proc.stdin.write(line + b"\n")
             self._proc.stdin.flush()

@@ -96,19 +96,26 @@ def down() -> None:
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
-    """Where the local platform runs and what it holds."""
-    info = supervisor.read_info(supervisor.default_state_dir())
+    """Where the local platform runs and what it holds; exits 1 when any of its processes is not well."""
+    state_dir = supervisor.default_state_dir()
+    problems = supervisor.problems(state_dir)
+    info = supervisor.read_info(state_dir)
     if info is None:
-        out = {"running": False, "state_dir": str(supervisor.default_state_dir())}
+        out = {"running": False, "state_dir": str(state_dir)}
     else:
         import requests
 
-        stats = requests.get(info.apihost + "/api/v1", timeout=5).json().get("invoker", {})
+        try:
+            stats = requests.get(info.apihost + "/api/v1", timeout=5).json().get("invoker", {})
+        except (requests.RequestException, ValueError) as exc:
+            stats = {}
+            problems.append(f"the local platform (pid {info.pid}) stopped answering on {info.apihost}: {exc}")
         client = info.client()
         out = {
             "running": True,
             "pid": info.pid,
             "apihost": info.apihost,
+            "s3_pid": info.s3_pid,
             "s3_endpoint": info.s3_endpoint,
             "s3_access_key": info.s3_access_key,
             "s3_secret_key": info.s3_secret_key,
@@ -118,11 +125,15 @@ def status(as_json: bool) -> None:
             "packages": len(client.list_packages()),
             "invoker": stats,
         }
+    out["problems"] = problems
     if as_json:
         emit_json(out)
-        return
-    for key, value in out.items():
-        click.echo(f"{key:12} {value}")
+    else:
+        for key, value in out.items():
+            if key != "problems":
+                click.echo(f"{key:12} {value}")
+    if problems:
+        raise supervisor.SupervisorError("; ".join(problems))
 
 
 def storage_exports(info: supervisor.PlatformInfo, bucket: str | None = None) -> list[str]:

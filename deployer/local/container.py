@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import datetime as dt
 import json
+import math
 import os
 import selectors
 import shutil
@@ -31,6 +32,11 @@ from .proxy_connection import ProxyConnection, ProxyGone
 _PR_SET_PDEATHSIG = 1
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MAX_UNPACKED_BYTES = 512 * 1024 * 1024  # what an action's zip may unpack to
+# deepest JSON the platform takes from an action or a client: its record must still serialise on a thread
+# of the controller (CPython's JSON codec recurses once per level, under a limit of 1000 frames in all)
+MAX_JSON_DEPTH = 500
+# OpenWhisk's words for an answer that is not a JSON object or array (ErrorResponse.invalidRunResponse)
+INVALID_RUN_RESPONSE = "The action did not produce a valid JSON or JSON Array response"
 # runtime family -> the command that starts its action proxy (each takes --ready-fd FD)
 RUNTIME_COMMANDS = {
     "python": lambda python: [python, "-u", "-m", "runtimes.proxy"],
@@ -62,6 +68,58 @@ class ContainerOutOfMemory(ContainerError):
     pass
 
 
+class InvalidAnswer(ContainerError):
+    """The proxy answered, with a body the platform cannot hold as JSON; the message says why, for the record."""
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise InvalidAnswer(f"the number {text[:40]} is beyond the range of a double; send it as a string")
+    return value
+
+
+def _no_constant(name: str):
+    raise InvalidAnswer(f"it holds {name}, and NaN or Infinity is not JSON; return a number, a string or null instead")
+
+
+def json_depth(value, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deep `value` nests, counted up to `limit + 1` (iterative: a deep value must not exhaust the stack)."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, dict):
+            item = item.values()
+        elif not isinstance(item, list):
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        todo.extend((child, depth + 1) for child in item if isinstance(child, (dict, list)))
+    return deepest
+
+
+def decode_answer(raw: bytes):
+    """The proxy's JSON answer as a value every part of the platform can store and serialise again.
+
+    Raises:
+        InvalidAnswer: not UTF-8 JSON, NaN or Infinity, a number no double holds, an integer past CPython's
+            4300 digits, or nested deeper than MAX_JSON_DEPTH.
+    """
+    try:
+        value = json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise InvalidAnswer(f"it nests deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as exc:
+        if "integer string conversion" in str(exc):
+            raise InvalidAnswer("it holds an integer of more than 4300 digits; send it as a string") from None
+        raise InvalidAnswer(f"it is not JSON ({exc}): {raw[:200]!r}") from None
+    # a value cannot nest deeper than it has brackets: most answers are cleared without a walk
+    if raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and json_depth(value) > MAX_JSON_DEPTH:
+        raise InvalidAnswer(f"it nests deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
 @dataclass
 class _LogBuffer:
     """Lines from stdout and stderr, each stream closed per activation by the sentinel."""
@@ -75,17 +133,23 @@ class _LogBuffer:
 
     def add(self, stream: str, line: str, stamp: str | None = None) -> None:
         """stamp: when the line was written (a Docker log's own time), else now."""
+        text = line.rstrip("\n")
+        # as OpenWhisk's reader, a sentinel anywhere ends the activation: a runtime other than ours may glue it
+        # to a partial line (ours put it on a line of its own), and what precedes it is the activation's
+        ended = text.endswith(contract.SENTINEL)
+        if ended:
+            text = text[: -len(contract.SENTINEL)]
         with self.cond:
-            if line.rstrip("\n") == contract.SENTINEL:
+            if text or not ended:
+                entry = f"{stamp or _utc_stamp()} {stream}: {text}"
+                if self.size + len(entry) > self.limit_bytes:
+                    self.truncated = True
+                else:
+                    self.size += len(entry)
+                    self.lines.append(entry)
+            if ended:
                 self.sentinels[stream] += 1
                 self.cond.notify_all()
-                return
-            entry = f"{stamp or _utc_stamp()} {stream}: {line.rstrip(chr(10))}"
-            if self.size + len(entry) > self.limit_bytes:
-                self.truncated = True
-                return
-            self.size += len(entry)
-            self.lines.append(entry)
 
     def take(self, expect: int, timeout_s: float) -> list[str]:
         """Waits until both streams reached `expect` sentinels, then returns and clears the lines."""
@@ -110,7 +174,6 @@ class ActionContract:
     """/init, /run and their logs, the same over any transport: subclasses give `_post`, `_logs`, `alive`."""
 
     answer_bytes: int = 0
-    answer_finite: bool = True
 
     def __init__(
         self, key: str, runtime: str, memory_mb: int, max_unpacked_bytes: int, env: dict[str, str], log_limit_bytes: int
@@ -153,27 +216,19 @@ class ActionContract:
         return self._logs.take(self._activations, wait_s if self.alive() else 0.2)
 
     def _exchange(self, connection: ProxyConnection, path: str, body: dict, timeout_s: float) -> tuple[int, object]:
-        """One POST and its parsed answer. Raises ContainerTimeout (after killing), or ProxyGone for the caller
-        to tell an out-of-memory kill from a crash.
+        """One POST and its decoded answer. Raises ContainerTimeout (after killing), InvalidAnswer, or ProxyGone
+        for the caller to tell an out-of-memory kill from a crash.
 
-        The answer's size and whether it held NaN or an infinity are kept (`answer_bytes`, `answer_finite`)
-        for the invoker's result checks, so the result is parsed once and never serialised again to measure it.
+        The answer's size is kept (`answer_bytes`) for the invoker's limit, so the result is never serialised
+        again to measure it.
         """
         try:
             status, raw = connection.post(path, json.dumps(body).encode(), timeout_s)
         except TimeoutError as exc:
             self.kill()
             raise ContainerTimeout(f"no answer within {timeout_s:.3f} s") from exc
-        constants = []
         self.answer_bytes = len(raw)
-        try:
-            payload = json.loads(raw, parse_constant=lambda name: constants.append(name) or float(name))
-        except ValueError as exc:
-            if status == contract.OK:  # the proxy checks only the first byte of a result: the rest was not JSON
-                return contract.BAD_GATEWAY, {"error": contract.ERR_NOT_DICT_RESULT}
-            raise ContainerError(f"The action did not produce a valid JSON response: {raw[:200]!r}") from exc
-        self.answer_finite = not constants
-        return status, payload
+        return status, decode_answer(raw)
 
 
 class Container(ActionContract):

@@ -8,6 +8,7 @@ classifies them.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -17,12 +18,21 @@ from pathlib import Path
 from runtimes import contract
 
 from . import kinds
-from .container import DEFAULT_MAX_UNPACKED_BYTES, Container, ContainerError, ContainerOutOfMemory, ContainerTimeout
+from .container import (
+    DEFAULT_MAX_UNPACKED_BYTES,
+    INVALID_RUN_RESPONSE,
+    Container,
+    ContainerError,
+    ContainerOutOfMemory,
+    ContainerTimeout,
+    InvalidAnswer,
+)
 from .factory import process_factory
 from .prewarm import StemSpec
 
 log = logging.getLogger("invoker")
 MAX_RESULT_BYTES = 1024 * 1024
+TRUNCATED_CHARS = 1024  # of an oversized answer, quoted in its error (OpenWhisk's `truncation`, smaller)
 ABNORMAL_RUN = "The action did not produce a valid response and exited unexpectedly."
 # 8 training workers + the PS + the coordinator + two other actions; more only evicts and cold-starts
 DEFAULT_MAX_CONTAINERS = 12
@@ -54,6 +64,25 @@ class RunResult:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+@dataclass
+class _Lease:
+    """What one activation holds of the pool, from `_acquire` until `_give_back`.
+
+    A warm activation holds a busy container; a cold one first a reserved slot (and the container it boots,
+    a stem cell or a new one), which `_admit` turns into a busy container.
+    """
+
+    container: Container | None = None  # busy, in the pool
+    booting: Container | None = None  # started or taken for this activation, not admitted: killed if given back
+    reserved: bool = False  # a slot counted in `_starting`
+    cold: bool = False  # counted in `_cold_in_flight`
+    reusable: bool = False  # set once /run answered as the contract says; else the container is retired
+
+    @staticmethod
+    def key_of(container) -> str:
+        return getattr(container, "key", None) or "(no container)"
 
 
 class Invoker:
@@ -306,6 +335,9 @@ class Invoker:
     ) -> RunResult:
         """Runs one activation to completion; never raises for action faults.
 
+        Whatever happens once a container or slot is taken, it is given back (`_give_back`, in a finally), and
+        any failure on the way is the activation's error (`_failed`), never an exception to the caller.
+
         Raises:
             WouldQueue: with queue=False, when no container, stem cell or free slot is there right now
                 (nothing was started or changed).
@@ -332,83 +364,128 @@ class Invoker:
             return RunResult(
                 INTERNAL_ERROR, {"error": f"No container could be scheduled: {exc}"}, start_ms=start, end_ms=_now_ms()
             )
+        cold = container is None
+        lease = _Lease(container=container, booting=stem, reserved=cold, cold=cold)
         wait_ms = int((time.monotonic() - t0) * 1000)
-        init_ms, cold = None, container is None
+        run_start = time.monotonic()
         try:
-            if cold:
-                container, init_ms, failure = self._cold_start(
-                    key, init_value, limits, timeout_s, runtime, container_env, stem, image
-                )
-                if failure is not None:
-                    failure.start_ms, failure.wait_ms = start, wait_ms
-                    return failure
-            run_start = time.monotonic()
-            outcome = self._run_in(container, run_message, limits, timeout_s - (init_ms or 0) / 1000.0)
+            outcome = self._activation(lease, key, init_value, run_message, limits, runtime, container_env, image)
+        except Exception as exc:
+            outcome = self._failed(lease, exc, limits)
         finally:
-            if cold:
-                self._cold_done()
+            self._give_back(lease)
         outcome.start_ms = start
         outcome.wait_ms = wait_ms
-        outcome.init_ms = init_ms
-        outcome.end_ms = start + wait_ms + (init_ms or 0) + int((time.monotonic() - run_start) * 1000)
+        outcome.end_ms = outcome.end_ms or start + wait_ms + int((time.monotonic() - run_start) * 1000)
         return outcome
 
-    def _cold_start(self, key, init_value, limits, timeout_s, runtime, container_env, stem=None, image=None):
+    def _activation(self, lease, key, init_value, run_message, limits, runtime, container_env, image) -> RunResult:
+        timeout_s = limits["timeout"] / 1000.0
+        init_ms = None
+        if lease.cold:
+            failure, init_ms = self._cold_start(
+                lease, key, init_value, limits, timeout_s, runtime, container_env, image
+            )
+            if failure is not None:
+                return failure
+        outcome = self._run_in(lease, run_message, limits, timeout_s - (init_ms or 0) / 1000.0)
+        outcome.init_ms = init_ms
+        return outcome
+
+    def _failed(self, lease: _Lease, exc: Exception, limits: dict) -> RunResult:
+        """Any failure once the slot was taken, as the activation's developer error; the container is retired."""
+        lease.reusable = False
+        if self._closed and isinstance(exc, ContainerError):
+            return RunResult(INTERNAL_ERROR, {"error": f"The action did not run: {exc}"})
+        container = lease.container or lease.booting
+        answered = isinstance(exc, InvalidAnswer) and lease.container is not None
+        if isinstance(exc, InvalidAnswer):  # a developer error: retired, as OpenWhisk's ContainerProxy does
+            error = f"{INVALID_RUN_RESPONSE}: {exc}"
+        else:
+            log.error("%s: the activation failed in the platform", lease.key_of(container), exc_info=exc)
+            error = f"The activation failed in the platform ({exc.__class__.__name__}: {exc}); see the platform's log"
+        logs = []
+        if container is not None:
+            try:
+                logs = container.take_logs() if answered else container.take_logs(0.2)
+            except Exception as log_exc:
+                log.warning("%s: its logs could not be read: %s", lease.key_of(container), log_exc)
+        return RunResult(DEVELOPER_ERROR, {"error": error}, logs=logs)
+
+    def _give_back(self, lease: _Lease) -> None:
+        """Frees what `lease` holds, whatever state the activation left it in: the one way a slot is freed."""
+        try:
+            if lease.booting is not None:
+                booting, lease.booting = lease.booting, None
+                try:
+                    booting.kill()  # before its start counts as done: shutdown waits for that
+                finally:
+                    with self._cond:
+                        self._booting.discard(booting)
+            if lease.container is not None:
+                container, lease.container = lease.container, None
+                self._release(container, lease.reusable)
+        finally:
+            try:
+                if lease.reserved:
+                    lease.reserved = False
+                    self._unreserve()
+            finally:
+                if lease.cold:
+                    lease.cold = False
+                    self._cold_done()
+
+    def _cold_start(self, lease, key, init_value, limits, timeout_s, runtime, container_env, image=None):
+        """(None, init_ms) with the container admitted into `lease`, or (the failed activation, None)."""
         log_limit = limits["logs"] * 1024 * 1024
-        if stem is not None:
-            container = stem
+        if lease.booting is not None:
+            container = lease.booting
             container.key, container.log_limit_bytes, container.stem = key, log_limit, None
+            started = True
         else:
             container = self._new_container(key, runtime, limits["memory"], log_limit, container_env, image)
+            lease.booting, started = container, False
         with self._cond:
             self._booting.add(container)
         t_init = time.monotonic()
         try:
-            if stem is None:
+            if not started:
                 container.start()
             status, body, logs = container.init(init_value, timeout_s)
         except ContainerTimeout:
             msg = f"The action exceeded its time limits of {limits['timeout']} milliseconds during initialization."
-            return self._failed_init(container, {"error": msg}, timed_out=True)
+            return self._failed_init(container, {"error": msg}, timed_out=True), None
         except ContainerOutOfMemory:
-            error = {"error": "The action exhausted its memory and was aborted."}
-            return self._failed_init(container, error, kill=False)
+            return self._failed_init(container, {"error": "The action exhausted its memory and was aborted."}), None
         except ContainerError as exc:
-            return self._failed_init(container, {"error": f"The action failed to initialize: {exc}"})
+            return self._failed_init(container, {"error": f"The action failed to initialize: {exc}"}), None
         init_ms = int((time.monotonic() - t_init) * 1000)
         if status != contract.OK:
             if not (isinstance(body, dict) and "error" in body):
                 body = {"error": f"init failed with status {status}"}
-            return self._failed_init(container, body, logs=logs, init_ms=init_ms)
-        return self._admit(container, init_ms)
+            return self._failed_init(container, body, logs=logs, init_ms=init_ms), None
+        self._admit(lease, container)
+        return None, init_ms
 
-    def _admit(self, container: Container, init_ms: int) -> tuple[Container, int, None]:
-        """Counts a container whose init succeeded as busy and running, unless the platform closed meanwhile."""
+    def _admit(self, lease: _Lease, container: Container) -> None:
+        """Counts a container whose init succeeded as busy and running, unless the platform closed meanwhile
+        (then the lease still holds it as booting, and giving it back kills it)."""
         with self._cond:
+            if self._closed:
+                raise ContainerError("the platform is shutting down")
             self._booting.discard(container)
-            closed = self._closed
-            if not closed:
-                self._starting -= 1
-                container.busy = True
-                self._containers.append(container)
-                self.cold_starts += 1
-        if closed:
-            container.kill()  # before its start counts as done: shutdown waits for that
-            self._unreserve()
-            raise ContainerError("the platform is shutting down")
-        return container, init_ms, None
+            self._starting -= 1
+            container.busy = True
+            self._containers.append(container)
+            self.cold_starts += 1
+            lease.booting, lease.reserved, lease.container = None, False, container
 
-    def _failed_init(
-        self, container: Container, error: dict, *, kill: bool = True, logs: list[str] | None = None, **extra
-    ) -> tuple[None, None, RunResult]:
-        """Gives back a failed cold start's reservation; an out-of-memory container is dead already (kill=False)."""
-        if kill:
-            container.kill()
-        with self._cond:
-            self._booting.discard(container)
-        self._unreserve()
+    def _failed_init(self, container: Container, error: dict, *, logs: list[str] | None = None, **extra) -> RunResult:
+        """A failed cold start's record; the container is killed first, so its last words are in the logs (the
+        lease, still holding it as booting, gives back its slot)."""
+        container.kill()
         logs = container.take_logs(0.2) if logs is None else logs
-        return None, None, RunResult(DEVELOPER_ERROR, error, logs=logs, end_ms=_now_ms(), **extra)
+        return RunResult(DEVELOPER_ERROR, error, logs=logs, end_ms=_now_ms(), **extra)
 
     def _reserve_cold_start(self) -> None:
         """Under the lock: a slot for a container being started, held until `_admit` or `_unreserve`, and a
@@ -427,12 +504,16 @@ class Invoker:
             self._starting -= 1
             self._cond.notify_all()
 
-    def _run_in(self, container: Container, message: dict, limits: dict, timeout_s: float) -> RunResult:
+    def _run_in(self, lease: _Lease, message: dict, limits: dict, timeout_s: float) -> RunResult:
+        """/run in the lease's container; sets `lease.reusable` only when the proxy answered as the contract says."""
+        container = lease.container
         try:
             status, body = container.run(message, max(timeout_s, 0.05))
+        except InvalidAnswer:
+            raise
         except ContainerError as exc:
-            self._release(container, reusable=False)
             log.warning("%s: /run failed, container retired: %s", container.key, exc)
+            container.kill()  # so the logs below need not wait for sentinels that will not come
             if isinstance(exc, ContainerTimeout):
                 msg = f"The action exceeded its time limits of {limits['timeout']} milliseconds."
             elif isinstance(exc, ContainerOutOfMemory):
@@ -447,31 +528,23 @@ class Invoker:
             )
         logs = container.take_logs()
         if status != contract.OK:
-            self._release(container, reusable=False)
             err = body if isinstance(body, dict) and "error" in body else {"error": f"status {status}"}
             if err["error"] == contract.ERR_EXITED:  # the proxy lives on but the action's process died
                 err = {"error": ABNORMAL_RUN}
             return RunResult(DEVELOPER_ERROR, err, logs=logs)
-        self._release(container, reusable=True)
-        if not container.answer_finite:
+        lease.reusable = True
+        size = container.answer_bytes  # the launcher's JSON, as json.dumps(result, ensure_ascii=False) writes it
+        if size > MAX_RESULT_BYTES:  # OpenWhisk's truncation: an application error quoting the answer's start
             return RunResult(
                 APPLICATION_ERROR,
                 {
-                    "error": "The action returned NaN or Infinity, which JSON cannot "
-                    "represent; return a number, a string or null instead."
+                    "error": f"The action produced a response that exceeded the allowed length: {size} > "
+                    f"{MAX_RESULT_BYTES} bytes. The truncated response was: {json.dumps(body)[:TRUNCATED_CHARS]}"
                 },
                 logs=logs,
             )
-        size = container.answer_bytes  # the launcher's JSON, as json.dumps(result, ensure_ascii=False) writes it
-        if size > MAX_RESULT_BYTES:
-            return RunResult(
-                DEVELOPER_ERROR,
-                {
-                    "error": f"The action produced a response that exceeded the allowed "
-                    f"length: {size} > {MAX_RESULT_BYTES} bytes."
-                },
-                logs=logs,
-            )
+        if not isinstance(body, (dict, list)):
+            return RunResult(DEVELOPER_ERROR, {"error": f"{INVALID_RUN_RESPONSE}: {json.dumps(body)[:200]}"}, logs=logs)
         code = APPLICATION_ERROR if isinstance(body, dict) and "error" in body else SUCCESS
         return RunResult(code, body, logs=logs)
 

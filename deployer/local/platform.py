@@ -6,6 +6,7 @@ The controller maps HTTP onto these methods; tests and the bench can call them d
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import sys
 import time
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import bodies, catalog, kinds, names
+from .container import MAX_JSON_DEPTH, json_depth
 from .errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge
 from .invoker import (
     APPLICATION_ERROR,
@@ -34,6 +36,7 @@ MAX_SEQUENCE_LENGTH = 50  # OpenWhisk's actionSequenceMaxLimit: atomic actions, 
 DEFAULT_LIMITS = {"timeout": 60000, "memory": 256, "logs": 10, "concurrency": 1}
 LIMIT_RANGES = {"timeout": (100, 300000), "memory": (128, 2048), "logs": (0, 10), "concurrency": (1, 1)}
 PROVIDE_API_KEY = "provide-api-key"
+log = logging.getLogger("platform")
 
 
 def _now_ms() -> int:
@@ -51,6 +54,22 @@ def _truthy(annotations: list[dict], key: str, missing: bool) -> bool:
             val = a.get("value")
             return bool(val) if isinstance(val, (bool, int, float, str)) or val is None else True
     return missing
+
+
+def _as_json(params: dict) -> str:
+    """The parameters as the JSON an action receives; what JSON cannot carry, or carries too deep, is refused here
+    (a parameter from a trigger or a client that no action could return unchanged)."""
+    malformed = "The request content was malformed: parameters"
+    try:
+        text = json.dumps(params, ensure_ascii=False, allow_nan=False)
+    except RecursionError:
+        raise BadRequest(f"{malformed} nest deeper than {MAX_JSON_DEPTH} levels.") from None
+    except ValueError as exc:
+        raise BadRequest(f"{malformed} hold a value JSON cannot carry ({exc}).") from None
+    # a value cannot nest deeper than it has brackets: most parameters are cleared without a walk
+    if text.count("{") + text.count("[") > MAX_JSON_DEPTH and json_depth(params) > MAX_JSON_DEPTH:
+        raise BadRequest(f"{malformed} nest deeper than {MAX_JSON_DEPTH} levels.")
+    return text
 
 
 def _page(docs: list[dict], limit: int | None, skip: int) -> list[dict]:
@@ -422,7 +441,7 @@ class Platform:
             params = {}
         if not isinstance(params, dict):
             raise BadRequest("The request content was malformed: the parameters must be a JSON object.")
-        size = len(json.dumps(params, ensure_ascii=False).encode())  # the limit is on UTF-8 bytes
+        size = len(_as_json(params).encode("utf-8", "surrogatepass"))  # the limit is on UTF-8 bytes
         if size > MAX_PAYLOAD_BYTES:
             raise TooLarge(
                 f"The request content was too large ({size} bytes); "
@@ -475,11 +494,21 @@ class Platform:
         return doc
 
     def _finish(self, doc: dict, status_code: int, result: dict, logs: list, end_ms: int | None = None) -> dict:
+        """Closes the record; never raises: a record the store refuses stays open, and the next start closes it
+        as interrupted."""
         if self._stopping and status_code != SUCCESS:
             self._interrupted_doc(doc)
             doc["logs"] = logs
+        else:
+            self._close(doc, status_code, result, logs, end_ms)
+        try:
             self.store.end_activation(doc)
-            return doc
+        except Exception:
+            log.exception("activation %s: its record could not be written", doc["activationId"])
+        return doc
+
+    @staticmethod
+    def _close(doc: dict, status_code: int, result: dict, logs: list, end_ms: int | None) -> None:
         doc["end"] = end_ms or _now_ms()
         doc["duration"] = doc["end"] - doc["start"]
         doc["statusCode"] = status_code
@@ -490,8 +519,6 @@ class Platform:
             "result": result,
         }
         doc["logs"] = logs
-        self.store.end_activation(doc)
-        return doc
 
     def _activate(self, subject: str, target: Resolved, params: dict, auth: str, doc: dict, queue: bool = True) -> dict:
         """queue=False: raises WouldQueue, having changed nothing, where no container is free right now."""

@@ -11,10 +11,18 @@ from __future__ import annotations
 
 import select
 import socket
+import time
 
 import httptools
 
 _RECV_BYTES = 1 << 16
+
+
+def _left(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the proxy's answer did not come whole in time")
+    return left
 
 
 class ProxyGone(Exception):
@@ -68,12 +76,17 @@ class ProxyConnection:
         return sock
 
     def post(self, path: str, data: bytes, timeout_s: float) -> tuple[int, bytes]:
-        """(status, body). Raises TimeoutError when no answer came in time, ProxyGone when the connection broke."""
+        """(status, body). Raises TimeoutError when the whole answer did not come within timeout_s (connecting,
+        sending, headers and body together: a proxy that trickles bytes gets no more time than one that is
+        silent), ProxyGone when the connection broke."""
+        deadline = time.monotonic() + timeout_s
         answer = _Answer()
         try:
             sock = self._fresh(timeout_s)
+            sock.settimeout(_left(deadline))
             sock.sendall(b"POST %s HTTP/1.1\r\n%s%d\r\n\r\n%s" % (path.encode(), self._head, len(data), data))
             while not answer.done:
+                sock.settimeout(_left(deadline))
                 chunk = sock.recv(_RECV_BYTES)
                 if not chunk:
                     raise ProxyGone("RemoteDisconnected: the proxy closed the connection without a whole answer")

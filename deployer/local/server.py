@@ -35,6 +35,7 @@ from .platform import Platform
 from .prewarm import DEFAULT_PREWARM
 from .prewarm import parse as parse_prewarm
 from .s3 import EmbeddedS3
+from .statelock import LOCK_FILE, StateLock
 from .store import Store
 
 NAMESPACE = "guest"
@@ -54,6 +55,7 @@ PRIVATE_FILES = (
     INFO_FILE,
     S3_CREDENTIALS_FILE,
     STOP_FILE,
+    LOCK_FILE,
 )
 
 
@@ -149,6 +151,9 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     log = logging.getLogger("platform")
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # before anything in the folder is read or written, and held until this process ends, however it ends
+    lock = StateLock.acquire(state_dir, {"pid": os.getpid(), "port": port, "s3_port": s3_port})
     make_private(state_dir)
     auth = load_or_create_auth(state_dir)
     stop = threading.Event()
@@ -174,7 +179,7 @@ def serve(
             stem_cells=parse_prewarm(prewarm),
             container_factory=docker or process_factory,
         )
-        _serve_api(state_dir, host, port, auth, s3, stop, problems, invoker, blocking_timeout_s, docker)
+        _serve_api(state_dir, lock, host, port, auth, s3, stop, problems, invoker, blocking_timeout_s, docker)
     finally:
         if docker is not None:
             try:
@@ -227,6 +232,7 @@ def _docker_factory(state_dir: Path) -> DockerFactory:
 
 def _serve_api(
     state_dir: Path,
+    lock: StateLock,
     host: str,
     port: int,
     auth: str,
@@ -264,6 +270,7 @@ def _serve_api(
             "s3_pid": s3.pid,
             "started": time.time(),
         }
+        lock.record({"pid": os.getpid(), "port": server.port, "s3_port": s3.port, "started": info["started"]})
         tmp = info_path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with open(fd, "w") as f:

@@ -22,6 +22,7 @@ import requests
 
 from ..errors import DeployerError
 from ..folders import data_dir
+from . import statelock
 from .invoker import DEFAULT_MAX_CONTAINERS
 from .proctree import descendants, gone, stop_process
 from .server import INFO_FILE, LOG_FILE, read_stop_report
@@ -105,6 +106,53 @@ def read_info(state_dir: Path) -> PlatformInfo | None:
     )
 
 
+def problems(state_dir: Path) -> list[str]:
+    """What is wrong with the folder's platform, one sentence each: every process `status` reports is checked.
+
+    Empty when it runs whole, or when none was started (no `platform.json`).
+    """
+    try:
+        raw = json.loads((state_dir / INFO_FILE).read_text())
+        pid, apihost, s3_pid, s3_endpoint = raw["pid"], raw["apihost"], raw.get("s3_pid"), raw["s3_endpoint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    found = []
+    if gone(pid):
+        found.append(
+            f"the local platform (pid {pid}) is not running, yet it never stopped (it left {state_dir / INFO_FILE}): "
+            f"it was killed or crashed, see {state_dir / LOG_FILE}; `deployer up` starts it again"
+        )
+    elif not _answers(apihost + "/api/v1"):
+        found.append(
+            f"the local platform (pid {pid}) runs but does not answer on {apihost}; see {state_dir / LOG_FILE}"
+        )
+    if s3_pid and gone(s3_pid):
+        found.append(
+            f"the embedded S3 (pid {s3_pid}) is not running, so actions and jobs cannot reach {s3_endpoint}; "
+            f"`deployer down` then `deployer up` starts it again (objects are on disk)"
+        )
+    elif s3_pid and not _accepts(s3_endpoint):
+        found.append(f"the embedded S3 (pid {s3_pid}) does not accept connections on {s3_endpoint}")
+    return found
+
+
+def _answers(url: str) -> bool:
+    try:
+        requests.get(url, timeout=5).raise_for_status()
+    except requests.RequestException:
+        return False
+    return True
+
+
+def _accepts(endpoint: str) -> bool:
+    host, _, port = endpoint.removeprefix("http://").partition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def write_wskprops(info: PlatformInfo) -> Path:
     info.wskprops_path.write_text(f"APIHOST={info.apihost}\nAUTH={info.auth}\nNAMESPACE={info.namespace}\n")
     info.wskprops_path.chmod(0o600)
@@ -184,13 +232,22 @@ def stable_free_port(host: str = "127.0.0.1") -> int:
     return 0
 
 
-def _spawn(state_dir: Path, port: int, s3_port: int, extra: list[str], detach: bool) -> subprocess.Popen:
+def check_not_held(state_dir: Path) -> None:
+    """A folder another platform holds fails at once, naming it (its server would refuse to start anyway)."""
+    who = statelock.holder(state_dir)
+    if who is not None:
+        raise SupervisorError(statelock.in_use_message(state_dir, who))
+
+
+def _spawn(state_dir: Path, port: int, s3_port: int, extra: list[str], detach: bool) -> tuple[subprocess.Popen, int]:
+    """(the server process, where its part of the log starts)."""
     check_state_dir(state_dir)
+    check_not_held(state_dir)
     check_port_free("127.0.0.1", port, "--port")
     check_port_free("127.0.0.1", s3_port, "--s3-port")
-    (state_dir / INFO_FILE).unlink(missing_ok=True)
     fd = os.open(state_dir / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.fchmod(fd, 0o600)
+    log_start = os.fstat(fd).st_size
     log = open(fd, "ab")
     cmd = [
         sys.executable,
@@ -205,19 +262,33 @@ def _spawn(state_dir: Path, port: int, s3_port: int, extra: list[str], detach: b
         *extra,
     ]
     try:
-        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=detach)
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=detach)
     finally:
         log.close()
+    return proc, log_start
 
 
-def _wait_ready(proc: subprocess.Popen, state_dir: Path, timeout_s: float) -> PlatformInfo:
+def _start_failure(state_dir: Path, log_start: int) -> str | None:
+    """Why the server said it cannot start, from what was logged since it was spawned (another platform of the
+    folder may be writing the same log meanwhile)."""
+    try:
+        with open(state_dir / LOG_FILE, "rb") as fh:
+            fh.seek(log_start)
+            text = fh.read().decode(errors="replace")
+    except OSError:
+        return None
+    said = [line for line in text.splitlines() if line.startswith("platform cannot start: ")]
+    return said[-1].removeprefix("platform cannot start: ") if said else None
+
+
+def _wait_ready(proc: subprocess.Popen, state_dir: Path, timeout_s: float, log_start: int = 0) -> PlatformInfo:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            reason = _start_failure(state_dir, log_start)
+            if reason is not None:
+                raise SupervisorError(reason)
             tail = _log_tail(state_dir)
-            last = tail.splitlines()[-1] if tail else ""
-            if last.startswith("platform cannot start: "):
-                raise SupervisorError(last.removeprefix("platform cannot start: "))
             raise SupervisorError(f"the local platform exited with status {proc.returncode}; log:\n{tail}")
         info = read_info(state_dir)
         if info is not None and info.pid == proc.pid:
@@ -234,20 +305,50 @@ def _log_tail(state_dir: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
+def last_ports(state_dir: Path) -> tuple[int, int]:
+    """The API and S3 ports the folder's platform last listened on where both are free now, else the defaults.
+
+    Actions, jobs and wskprops keep the URLs of the platform that served them, so a start on demand takes
+    them again; a port taken meanwhile gives way to the defaults, never to a clash.
+    """
+    doc = statelock.recorded(state_dir)
+    ports = doc.get("port"), doc.get("s3_port")
+    if all(isinstance(p, int) and 0 < p < 65536 for p in ports) and all(_port_free("127.0.0.1", p) for p in ports):
+        return ports
+    return DEFAULT_PORT, DEFAULT_S3_PORT
+
+
+def _port_free(host: str, port: int) -> bool:
+    try:
+        check_port_free(host, port, "")
+    except (SupervisorError, OSError):
+        return False
+    return True
+
+
 def up(
     state_dir: Path | None = None,
-    port: int = DEFAULT_PORT,
-    s3_port: int = DEFAULT_S3_PORT,
+    port: int | None = None,
+    s3_port: int | None = None,
     extra: list[str] | None = None,
     timeout_s: float = 60.0,
 ) -> tuple[PlatformInfo, bool]:
-    """Starts the background platform unless one runs; returns (info, started_now)."""
+    """Starts the background platform unless one runs; returns (info, started_now).
+
+    Ports left None are the ones the folder last used, when free (`last_ports`).
+
+    Raises:
+        SupervisorError: the platform could not start; another one holding the folder is named.
+    """
     state_dir = state_dir or default_state_dir()
     info = read_info(state_dir)
     if info is not None:
         return info, False
-    proc = _spawn(state_dir, port, s3_port, extra or [], detach=True)
-    info = _wait_ready(proc, state_dir, timeout_s)
+    if port is None or s3_port is None:
+        last_api, last_s3 = last_ports(state_dir)
+        port, s3_port = last_api if port is None else port, last_s3 if s3_port is None else s3_port
+    proc, log_start = _spawn(state_dir, port, s3_port, extra or [], detach=True)
+    info = _wait_ready(proc, state_dir, timeout_s, log_start)
     write_wskprops(info)
     return info, True
 
@@ -344,9 +445,9 @@ class LocalPlatform:
 
     def start(self, timeout_s: float = 60.0) -> PlatformInfo:
         owner = ["--owner-pid", str(os.getpid())]
-        self._proc = _spawn(self.state_dir, self.port, self.s3_port, self._extra + owner, detach=False)
+        self._proc, log_start = _spawn(self.state_dir, self.port, self.s3_port, self._extra + owner, detach=False)
         try:
-            self.info = _wait_ready(self._proc, self.state_dir, timeout_s)
+            self.info = _wait_ready(self._proc, self.state_dir, timeout_s, log_start)
         except BaseException:
             self.stop()
             raise

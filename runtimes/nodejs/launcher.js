@@ -14,9 +14,26 @@ const SENTINEL = 'XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX'
 const MAX_BODY_BYTES = 64 * 1024 * 1024
 let entry = null
 
+// Each activation's logs end with a sentinel line per stream, on a line of its own whatever the action's last
+// write was (process.stdout.write('x'), console.log and the rest go through these wrappers).
+function lineTracked (stream) {
+  const write = stream.write.bind(stream)
+  const tracked = { open: false }
+  stream.write = function (chunk, ...rest) {
+    const length = chunk == null ? 0 : chunk.length
+    if (length > 0) tracked.open = typeof chunk === 'string' ? !chunk.endsWith('\n') : chunk[length - 1] !== 10
+    return write(chunk, ...rest)
+  }
+  tracked.end = () => {
+    write((tracked.open ? '\n' : '') + SENTINEL + '\n')
+    tracked.open = false
+  }
+  return tracked
+}
+const streams = [lineTracked(process.stdout), lineTracked(process.stderr)]
+
 function endActivation () {
-  process.stdout.write(SENTINEL + '\n')
-  process.stderr.write(SENTINEL + '\n')
+  for (const stream of streams) stream.end()
 }
 
 // A zip archive unpacked with zlib alone (stored and deflated members; no zip64).
@@ -186,7 +203,11 @@ function main (argv) {
   const port = Number(option('--port') || 0)
   const readyFd = option('--ready-fd')
   const server = http.createServer(handle)
-  server.keepAliveTimeout = 0
+  server.keepAliveTimeout = 0 // the platform keeps one connection per container, idle as long as the container
+  // a whole request (headers and body) within these, whatever node's defaults: the platform's own deadline
+  // covers the answer, which an action may take its time limit to give
+  server.headersTimeout = 60000
+  server.requestTimeout = 120000
   server.listen(port, host, () => {
     const bound = server.address().port
     if (readyFd !== undefined) {
