@@ -5,24 +5,10 @@ from __future__ import annotations
 import itertools
 import threading
 
-import boto3
 import pytest
-from botocore.config import Config
+from s3_clients import client_of
 
 _buckets = itertools.count()
-
-
-def client_of(endpoint_url: str, access_key: str, secret_key: str, **config):
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint_url,
-        aws_access_key_id=access_key,
-        aws_secret_access_key=secret_key,
-        region_name="us-east-1",
-        config=Config(
-            retries={"max_attempts": 1}, s3={"addressing_style": "path"}, **{"signature_version": "s3v4", **config}
-        ),
-    )
 
 
 @pytest.fixture
@@ -37,12 +23,6 @@ def bucket(s3c) -> str:
     name = f"conf-{next(_buckets)}"
     s3c.create_bucket(Bucket=name)
     return name
-
-
-def error_of(info) -> tuple[int, str]:
-    """(HTTP status, S3 error code) of a botocore ClientError caught by pytest.raises."""
-    response = info.value.response
-    return response["ResponseMetadata"]["HTTPStatusCode"], response["Error"]["Code"]
 
 
 @pytest.fixture

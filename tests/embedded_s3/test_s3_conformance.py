@@ -12,7 +12,7 @@ import os
 import pytest
 import requests
 from botocore.exceptions import ClientError
-from conftest import error_of
+from s3_clients import error_of
 
 MB = 1024 * 1024
 
@@ -64,7 +64,7 @@ def test_conditional_puts_create_once_and_replace_only_the_expected_version(s3c,
 def test_of_two_racing_create_only_puts_exactly_one_wins(s3c, bucket, s3_server):
     import threading
 
-    from conftest import client_of
+    from s3_clients import client_of
 
     outcomes, barrier = [], threading.Barrier(8)
 

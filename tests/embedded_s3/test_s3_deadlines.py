@@ -254,7 +254,7 @@ def test_no_signed_request_makes_the_server_fail(s3_server, method, key, query, 
 
 @pytest.fixture(scope="module", autouse=True)
 def _fuzz_bucket(s3_server):
-    from conftest import client_of
+    from s3_clients import client_of
 
     c = client_of(s3_server.endpoint_url, s3_server.access_key, s3_server.secret_key)
     try:
