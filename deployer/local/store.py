@@ -74,7 +74,7 @@ class Store:
         if "rev" not in {row[1] for row in self._db.execute("PRAGMA table_info(entities)")}:
             self._db.execute("ALTER TABLE entities ADD COLUMN rev INTEGER NOT NULL DEFAULT 1")
         self._cache: dict[tuple[str, str, str], dict] = {}
-        self._ends: dict[str, dict] = {}  # activation id -> its closed record, not yet committed
+        self._ends: dict[str, str] = {}  # activation id -> its closed record as JSON, not yet committed
         self._queued = 0  # ends handed to the writer so far
         self._written = 0  # of those, committed (or given up on)
         self._write_error: sqlite3.Error | None = None
@@ -101,7 +101,7 @@ class Store:
                     return
                 batch, self._ends = self._ends, {}
                 upto = self._queued
-            error = self._commit_ends([(json.dumps(doc), aid) for aid, doc in batch.items()])
+            error = self._commit_ends([(text, aid) for aid, text in batch.items()])
             with self._wcond:
                 self._write_error = error
                 self._written = upto
@@ -237,8 +237,11 @@ class Store:
         )
 
     def end_activation(self, doc: dict) -> None:
+        """Queues the closed record; raises (TypeError, ValueError) here, in the caller, for one JSON cannot carry,
+        so the writer thread only ever sees text."""
+        text = json.dumps(doc, allow_nan=False)
         with self._wcond:
-            self._ends[doc["activationId"]] = doc
+            self._ends[doc["activationId"]] = text
             self._queued += 1
             self._wcond.notify_all()
 

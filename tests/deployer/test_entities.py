@@ -358,3 +358,25 @@ def test_generated_entity_names_are_stored_or_refused(platform, kv_sources, name
     if resp.status_code == 200:
         _answered_as_openwhisk(_api(platform, "GET", path), {200})
         _answered_as_openwhisk(_api(platform, "DELETE", path), {200})
+
+
+def test_a_record_json_cannot_carry_is_refused_to_its_writer_and_later_records_still_land(tmp_path):
+    import threading
+
+    store = Store(tmp_path / "p.db")
+    try:
+        docs = [{"activationId": f"a{i}", "namespace": "guest", "name": "x", "start": i} for i in range(2)]
+        for doc in docs:
+            store.begin_activation(doc, "x")
+        with pytest.raises((TypeError, ValueError)):
+            store.end_activation({**docs[0], "response": {"result": {1, 2}}})
+        with pytest.raises(ValueError):
+            store.end_activation({**docs[0], "response": {"result": float("nan")}})
+        store.end_activation({**docs[1], "end": 5})
+        got = []
+        reader = threading.Thread(target=lambda: got.append(store.get_activation("guest", "a1")))
+        reader.start()
+        reader.join(30)  # a dead writer thread would leave this waiting for good
+        assert got and got[0]["end"] == 5
+    finally:
+        store.close()
