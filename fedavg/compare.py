@@ -24,8 +24,12 @@ MAY_DIFFER = ("seed", "precision", "channels_last", "rounds", "target")
 def load_report(path: Path) -> dict:
     """A run's report from `fedavg run --json`, or from its checkpoint (the directory or the file)."""
     path = Path(path)
-    if path.is_dir() or path.name == CHECKPOINT:
-        directory = path if path.is_dir() else path.parent
+    try:
+        is_dir = path.is_dir()
+    except OSError as exc:
+        raise ReportError(f"cannot read {str(path)[:200]}: {exc.strerror or exc}") from exc
+    if is_dir or path.name == CHECKPOINT:
+        directory = path if is_dir else path.parent
         if not (directory / CHECKPOINT).is_file():
             raise ReportError(f"{directory} holds no {CHECKPOINT}: not a run's checkpoint directory")
         report = load_checkpoint(directory)[1]

@@ -14,6 +14,10 @@ from fedavg.partition import KINDS
 
 from . import output
 from .fedavg_options import (
+    CLIENTS,
+    ROUNDS,
+    TEST_LIMIT,
+    TRAIN_LIMIT,
     ExecutorChoice,
     channels_last_option,
     executor_options,
@@ -23,13 +27,13 @@ from .fedavg_options import (
     study_options,
     study_root,
 )
-from .params import CommaList, choices, floats, parse
+from .params import SEED, CommaList, OutputFolder, choices, floats, integer, parse
 
 if TYPE_CHECKING:
     from fedavg.run import RunConfig
     from fedavg.table import TableSpec
 
-BATCHES = CommaList(click.IntRange(1), "inf,10", keywords={"inf": None})
+BATCHES = CommaList(integer(1, 60_000), "inf,10", keywords={"inf": None})
 
 
 def _probe_rounds(text: str, kinds: list[str]) -> dict[str, int]:
@@ -95,7 +99,7 @@ def _table_checkpoints(checkpoint_root_option: str | None, fresh: bool):
 @click.option("--batches", type=BATCHES, default=None, help="Table 1 only: the B columns [default: inf,10].")
 @click.option(
     "--lrs",
-    type=floats(0.0, low_open=True, example="0.1,0.215"),
+    type=floats(0.0, 10.0, low_open=True, example="0.1,0.215"),
     default=None,
     help="Learning rates to probe in every row [default: 0.0215,0.0464,0.1,0.215; rows with B=inf 0.1,0.215,0.464,1].",
 )
@@ -107,7 +111,7 @@ def _table_checkpoints(checkpoint_root_option: str | None, fresh: bool):
 )
 @click.option(
     "--max-rounds",
-    type=int,
+    type=ROUNDS,
     default=None,
     help="Round budget per cell, probe included [default: 1000; 3000 for table 1 with the 2nn].",
 )
@@ -116,15 +120,16 @@ def _table_checkpoints(checkpoint_root_option: str | None, fresh: bool):
     "num_clients",
     default=100,
     show_default=True,
+    type=CLIENTS,
     help="K; the paper's is 100 (fewer only for quick checks).",
 )
-@click.option("--seed", default=0, show_default=True)
-@click.option("--train-limit", type=int, default=None, help="First N training images (quick checks only).")
-@click.option("--test-limit", type=int, default=None, help="First N test images (quick checks only).")
+@click.option("--seed", default=0, show_default=True, type=SEED)
+@click.option("--train-limit", type=TRAIN_LIMIT, default=None, help="First N training images (quick checks only).")
+@click.option("--test-limit", type=TEST_LIMIT, default=None, help="First N test images (quick checks only).")
 @click.option(
     "--out",
     "out_dir",
-    type=click.Path(file_okay=False),
+    type=OutputFolder(),
     default=None,
     help="Where tableN.md, tableN.json and tableN.png go [default: out/fedavg-tableN].",
 )
