@@ -77,6 +77,7 @@ def run_command(obj, checkpoint_dir, resume, keep_going, json_path, **options) -
                 resume=resume,
                 stop_at_target=not keep_going,
                 on_round=lambda r: advance("", r),
+                log=lambda line: click.echo(f"warning: {line}", err=True),
             )
     except FedAvgError as exc:
         raise fail(exc) from exc
