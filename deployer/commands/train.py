@@ -55,6 +55,8 @@ def _watch(
                     progress.console.print(f"worker {event['worker']}: {event['error']}; replaced")
                 elif kind == "resumed":
                     progress.console.print(f"the coordinator died ({event['why']}); resumed as {event['activation']}")
+                elif kind == "checkpoint_refused":
+                    progress.console.print(f"refused: {event['error']}")
                 elif kind in ("failed", "superseded"):
                     progress.console.print(str(event))
                 if errors:
