@@ -47,10 +47,14 @@ def _probe_rounds(text: str, kinds: list[str]) -> dict[str, int]:
             for k in [kind] if kind else kinds:
                 out[k] = int(n)
     except ValueError as exc:
-        raise click.BadParameter(f"--probe-rounds takes N or PARTITION=N pairs like iid=3,shards=6: {text!r}") from exc
+        raise click.BadParameter(
+            f"takes N or PARTITION=N pairs like iid=3,shards=6, got {text[:80]!r}", param_hint="'--probe-rounds'"
+        ) from exc
     missing = [k for k in kinds if k not in out]
     if missing or any(n < 1 for n in out.values()):
-        raise click.BadParameter(f"--probe-rounds needs a positive count for {', '.join(kinds)}; got {text!r}")
+        raise click.BadParameter(
+            f"needs a positive count for {', '.join(kinds)}, got {text[:80]!r}", param_hint="'--probe-rounds'"
+        )
     return {k: out[k] for k in kinds}
 
 
@@ -59,7 +63,8 @@ def _table_spec(tables, number: str, model: str | None, rows: str | None, batche
     if number == "2":
         if model not in (None, "cnn") or batches is not None:
             raise click.BadParameter(
-                "table 2 is the CNN's rows at C=0.1: it takes no --model 2nn and no --batches (pick rows with --rows)"
+                "table 2 is the CNN's rows at C=0.1: it takes no --model 2nn and no --batches (pick rows with --rows)",
+                param_hint="'--model' / '--batches'",
             )
         return tables.table2_spec(
             parse(choices(tables.table2_row_keys()), rows, "--rows") if rows else tables.TABLE2_DEFAULT_ROWS
@@ -201,10 +206,10 @@ def _plan(
     spec = _table_spec(tables, table, model, rows, batches)
     probes = _probe_rounds(probe_rounds, kinds)
     budget = max_rounds if max_rounds is not None else tables.DEFAULT_MAX_ROUNDS[(spec.number, spec.model)]
-    if budget < max(probes.values()) or num_clients < 1:
+    if budget < max(probes.values()):
         raise click.BadParameter(
-            f"--max-rounds ({budget}) must be at least the probe rounds ({max(probes.values())}),"
-            f" and --clients at least 1"
+            f"{max(probes.values())} probe rounds do not fit in --max-rounds ({budget})",
+            param_hint="'--probe-rounds' / '--max-rounds'",
         )
     base = runner.RunConfig(
         model=spec.model,

@@ -278,8 +278,10 @@ def child(sandbox, request):
         f"exit 0: {TALLY[0]}, exit 1: {TALLY[1]}, exit 2: {TALLY[2]}; tracebacks {TALLY['traceback']}, "
         f"signals {TALLY['signal']}, hangs {TALLY['hang']}, unexpected errors {TALLY['unexpected']}"
     )
-    if reporter is not None:
-        reporter.write_line("\n" + line)
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line("\n" + line)
     if os.environ.get("CLI_FUZZ_REPORT"):
         Path(os.environ["CLI_FUZZ_REPORT"]).write_text(json.dumps({"summary": line, **TALLY}) + "\n")
 
@@ -289,7 +291,7 @@ def child(sandbox, request):
 
 TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=40)
 HOSTILE_TEXT = ["", " ", "ü", "日本語", "\u202e", "a\nb", "../../etc/passwd", "%s%n", "x" * 3000, "-", "--help", "{"]
-HOSTILE_NUMBERS = NUMERIC_REFUSED + ["0", "-0", "1.5", " 7 ", "1_000"]
+HOSTILE_NUMBERS = NUMERIC_REFUSED + ["0", "-0", "1.5", " 7 ", "1_000", "65536", "100000"]
 
 
 def is_numeric(param: click.Parameter) -> bool:
