@@ -6,12 +6,15 @@ Subcommands load lazily so `deployer --help` and `deployer invoke` never import 
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import sys
 import threading
 from contextlib import contextmanager
 
 import click
+
+from .commands.params import ApiHost, AuthKey
 
 # name -> "module:attribute" of a click command or group
 COMMANDS = {
@@ -101,10 +104,18 @@ class LazyGroup(click.Group):
 
 
 class RootGroup(LazyGroup):
-    """Turns the project's own errors into one line and exit status 1, never a traceback.
+    """The one place where whatever a command raises becomes one line: exit 2 for a bad value, 1 for a failure.
 
-    Each package has one root error, so these four are all there is to catch.
+    Each package has one root error, so four classes cover every failure a user can fix;
+    anything else is a bug, still shown as one line (DEPLOYER_DEBUG=1 shows its traceback).
+    Click's usage errors lose their usage block: the line names the option and where help is.
     """
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:  # the root's own options
+            raise OneLineError.usage(exc) from exc
 
     def invoke(self, ctx):
         from fedavg.errors import FedAvgError
@@ -116,8 +127,38 @@ class RootGroup(LazyGroup):
         with _sigterm_as_interrupt():
             try:
                 return super().invoke(ctx)
+            except OneLineError:
+                raise
+            except click.UsageError as exc:
+                raise OneLineError.usage(exc) from exc
+            except click.ClickException as exc:
+                raise OneLineError(exc.format_message(), exc.exit_code) from exc
             except (DeployerError, MLCoreError, FedAvgError, HostnetError) as exc:
-                raise click.ClickException(str(exc)) from exc
+                raise OneLineError(str(exc) or type(exc).__name__) from exc
+            except (click.exceptions.Exit, click.Abort):
+                raise
+            except Exception as exc:
+                if os.environ.get("DEPLOYER_DEBUG"):
+                    raise
+                raise OneLineError(
+                    f"unexpected {type(exc).__name__}: {exc}; this is a bug in deployer (DEPLOYER_DEBUG=1 shows where)"
+                ) from exc
+
+
+class OneLineError(click.ClickException):
+    """A ClickException shown as one line however many its message has; `exit_code` 2 for a bad value."""
+
+    def __init__(self, message: str, exit_code: int = 1, hint: str = "") -> None:
+        super().__init__(" | ".join(line.strip() for line in str(message).splitlines() if line.strip()))
+        self.exit_code, self.hint = exit_code, hint
+
+    @classmethod
+    def usage(cls, exc: click.UsageError) -> OneLineError:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        return cls(exc.format_message(), exc.exit_code, hint)
+
+    def show(self, file=None) -> None:
+        click.echo(f"Error: {self.format_message()}{self.hint}", file=file, err=file is None)
 
 
 @contextmanager
@@ -138,8 +179,12 @@ def _sigterm_as_interrupt():
 
 
 @click.group(cls=RootGroup, lazy=COMMANDS, help_texts=HELP, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--apihost", envvar=None, help="OpenWhisk API host (else OW_APIHOST, wskprops, or local).")
-@click.option("--auth", envvar=None, help="OpenWhisk auth 'uuid:key' (else OW_AUTH, wskprops, or local).")
+@click.option(
+    "--apihost", envvar=None, type=ApiHost(), help="OpenWhisk API host (else OW_APIHOST, wskprops, or local)."
+)
+@click.option(
+    "--auth", envvar=None, type=AuthKey(), help="OpenWhisk auth 'uuid:key' (else OW_AUTH, wskprops, or local)."
+)
 @click.option("-i", "--insecure", is_flag=True, help="Skip TLS verification of the API host.")
 @click.pass_context
 def cli(ctx: click.Context, apihost: str | None, auth: str | None, insecure: bool) -> None:

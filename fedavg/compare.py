@@ -15,7 +15,7 @@ from itertools import combinations
 from pathlib import Path
 
 from .errors import ReportError
-from .run import CHECKPOINT, first_round_at, load_checkpoint
+from .run import CHECKPOINT, first_round_at, has_checkpoint, load_checkpoint
 
 THRESHOLDS = (0.95, 0.97, 0.98, 0.985, 0.988, 0.99)
 MAY_DIFFER = ("seed", "precision", "channels_last", "rounds", "target")
@@ -24,9 +24,13 @@ MAY_DIFFER = ("seed", "precision", "channels_last", "rounds", "target")
 def load_report(path: Path) -> dict:
     """A run's report from `fedavg run --json`, or from its checkpoint (the directory or the file)."""
     path = Path(path)
-    if path.is_dir() or path.name == CHECKPOINT:
-        directory = path if path.is_dir() else path.parent
-        if not (directory / CHECKPOINT).is_file():
+    try:
+        is_dir = path.is_dir()
+    except OSError as exc:
+        raise ReportError(f"cannot read {str(path)[:200]}: {exc.strerror or exc}") from exc
+    if is_dir or path.name == CHECKPOINT:
+        directory = path if is_dir else path.parent
+        if not has_checkpoint(directory):
             raise ReportError(f"{directory} holds no {CHECKPOINT}: not a run's checkpoint directory")
         report = load_checkpoint(directory)[1]
     else:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +39,8 @@ from .errors import CheckpointError, FedAvgError
 from .models import build_model
 
 CHECKPOINT = "checkpoint.pt"
+KEEP = 3  # checkpoints kept per run: the newest and the two before it, to fall back on when one is damaged
+MAGIC = "fedavg-checkpoint"
 
 
 @dataclass(frozen=True)
@@ -104,27 +108,100 @@ def load_data(train_limit: int | None = None, test_limit: int | None = None, roo
     return Data(tx[:train_limit], ty[:train_limit], sx[:test_limit], sy[:test_limit])
 
 
+def checkpoint_files(directory: Path) -> list[Path]:
+    """A run's checkpoints, newest first: checkpoint.pt, then the ones before it (checkpoint.1.pt, ...)."""
+    directory = Path(directory)
+    return [directory / name for name in (CHECKPOINT, *(f"checkpoint.{i}.pt" for i in range(1, KEEP)))]
+
+
+def has_checkpoint(directory: Path) -> bool:
+    return any(path.is_file() for path in checkpoint_files(directory))
+
+
 def _save(directory: Path, state: dict, report: dict) -> None:
+    """Writes the round's checkpoint whole (digest in its first line), keeping the KEEP - 1 before it."""
     directory.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save({"state": state, "report": json.dumps(report)}, buffer)
+    payload = buffer.getvalue()
+    head = f"{MAGIC} sha256={hashlib.sha256(payload).hexdigest()} bytes={len(payload)}\n".encode()
     tmp = directory / (CHECKPOINT + ".tmp")
-    torch.save({"state": state, "report": json.dumps(report)}, tmp)
-    os.replace(tmp, directory / CHECKPOINT)
+    tmp.write_bytes(head + payload)
+    files = checkpoint_files(directory)
+    for older, newer in zip(reversed(files[1:]), reversed(files[:-1])):
+        if newer.is_file():
+            os.replace(newer, older)
+    os.replace(tmp, files[0])
+
+
+def read_checkpoint(path: Path) -> tuple[dict, dict]:
+    """(global state, report so far) from one checkpoint file, checked against its digest.
+
+    Files from before checkpoints carried a digest (a bare torch zip) are read unchecked.
+
+    Raises:
+        CheckpointError: missing, unreadable, or not whole (the message names the file and what is wrong).
+    """
+    path = Path(path)
+    try:
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from exc
+    if not blob.startswith(b"PK"):
+        head, _, blob = blob.partition(b"\n")
+        fields = dict(part.split("=", 1) for part in head.decode("ascii", "replace").split()[1:] if "=" in part)
+        if not head.startswith(MAGIC.encode()) or "sha256" not in fields or not fields.get("bytes", "").isdigit():
+            raise CheckpointError(f"checkpoint {path} is damaged: its first line is not a checkpoint header")
+        if len(blob) != int(fields["bytes"]):
+            raise CheckpointError(f"checkpoint {path} is damaged: {len(blob)} of its {fields['bytes']} bytes are there")
+        if hashlib.sha256(blob).hexdigest() != fields["sha256"]:
+            raise CheckpointError(f"checkpoint {path} is damaged: its bytes do not match its sha256")
+    try:
+        loaded = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+        return loaded["state"], json.loads(loaded["report"])
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+
+
+@dataclass
+class Resumed:
+    """The newest whole checkpoint of a run, and the newer ones refused on the way to it (one line each)."""
+
+    state: dict
+    report: dict
+    path: Path
+    refused: list[str]
+
+
+def load_newest(directory: Path) -> Resumed:
+    """The newest checkpoint that is whole; damaged ones are named in `refused` and skipped.
+
+    Raises:
+        CheckpointError: there is none, or none is whole (naming each file and what is wrong with it).
+    """
+    refused = []
+    for path in checkpoint_files(directory):
+        if not path.is_file():
+            continue
+        try:
+            state, report = read_checkpoint(path)
+        except CheckpointError as exc:
+            refused.append(str(exc))
+            continue
+        return Resumed(state, report, path, refused)
+    if refused:
+        raise CheckpointError(f"no whole checkpoint in {directory}: {'; '.join(refused)}")
+    raise CheckpointError(f"no checkpoint at {Path(directory) / CHECKPOINT}; run without --resume first")
 
 
 def load_checkpoint(directory: Path) -> tuple[dict, dict]:
-    """(global state, report so far) from a run's checkpoint directory.
+    """(global state, report so far) of the newest whole checkpoint in a run's directory.
 
     Raises:
-        CheckpointError: nothing there, or the file cannot be read.
+        CheckpointError: nothing there, or nothing whole.
     """
-    path = Path(directory) / CHECKPOINT
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}; run without --resume first")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        return blob["state"], json.loads(blob["report"])
-    except (OSError, RuntimeError, KeyError, ValueError) as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    newest = load_newest(directory)
+    return newest.state, newest.report
 
 
 def _round_record(
@@ -185,9 +262,11 @@ def run(
     stop_at_target: bool = True,
     max_idle_rounds: int = 3,
     on_round: Callable[[dict], None] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[dict, dict]:
     """Runs rounds 1..config.rounds (or continues a checkpointed run); returns (report, final weights).
 
+    `log` hears of damaged checkpoints passed over on resume (they are also in the report).
     `parts` replaces the configured partition (tests, custom splits); it must have
     config.clients entries. C=0 runs one client a round, as the paper's m = max(C*K, 1)
     does. A round where every client fails keeps the weights; after max_idle_rounds such
@@ -205,6 +284,8 @@ def run(
     state = initial_state(config.model, config.seed)
     if resume:
         state = _resume(config, checkpoint_dir, report)
+        for line in report.get("checkpoints_refused", []) if log else []:
+            log(f"{line}; resumed after round {report['resumed_after_round']} instead")
     model = build_model(config.model)
     idle_rounds = 0
     for round_index in range(len(report["rounds"]) + 1, config.rounds + 1):
@@ -275,8 +356,17 @@ def _partition(config: RunConfig, labels: np.ndarray, parts: list[np.ndarray] | 
 
 
 def _resume(config: RunConfig, checkpoint_dir: Path | None, report: dict) -> dict:
-    """The checkpointed weights; its rounds go into `report`, so the loop continues after them."""
-    state, saved = load_checkpoint(checkpoint_dir)
+    """The weights of the newest whole checkpoint; its rounds go into `report`, so the loop continues after them.
+
+    Damaged newer checkpoints are named in the report and renamed to *.damaged, out of the rotation.
+    """
+    newest = load_newest(checkpoint_dir)
+    state, saved = newest.state, newest.report
+    for path in checkpoint_files(checkpoint_dir)[: checkpoint_files(checkpoint_dir).index(newest.path)]:
+        if path.is_file():
+            os.replace(path, path.with_name(path.name + ".damaged"))
+    if newest.refused:
+        report["checkpoints_refused"] = newest.refused
     try:
         saved_identity = RunConfig(**saved["config"]).identity()
     except TypeError as exc:
@@ -324,7 +414,7 @@ def run_resumable(
     and shares checkpoints with `deployer fedavg run` of the same configuration.
     """
     directory = Path(checkpoint_root) / config.run_id() if checkpoint_root is not None else None
-    resume = directory is not None and (directory / CHECKPOINT).is_file()
+    resume = directory is not None and has_checkpoint(directory)
     report, _ = run(
         config,
         executor,

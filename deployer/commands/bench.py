@@ -6,7 +6,7 @@ import click
 
 from ..cli import LazyGroup
 from .output import table, write_report
-from .params import choices, ints
+from .params import OutputFile, OutputFolder, choices, integer, ints
 
 LAZY = {
     "infer": "deployer.commands.ml:bench_infer_command",
@@ -32,12 +32,23 @@ def bench() -> None:
 
 
 @bench.command("platform")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
+@click.option("--json", "json_path", type=OutputFile(), help="Write the report here.")
 @click.option(
-    "--concurrency", type=ints(example="1,4,16"), default="1,4,16", show_default=True, help="Comma-separated levels."
+    "--concurrency",
+    type=ints(1, 256, example="1,4,16"),
+    default="1,4,16",
+    show_default=True,
+    help="Comma-separated levels.",
 )
-@click.option("--requests", "requests_per_worker", default=50, show_default=True, help="Per worker per level.")
-@click.option("--cold-runs", default=5, show_default=True)
+@click.option(
+    "--requests",
+    "requests_per_worker",
+    default=50,
+    show_default=True,
+    type=integer(1, 100_000),
+    help="Per worker per level.",
+)
+@click.option("--cold-runs", default=5, show_default=True, type=integer(1, 1000))
 @click.option(
     "--modes",
     type=choices(("process", "docker")),
@@ -86,13 +97,22 @@ def bench_platform(
 
 
 @bench.command("storage")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
-@click.option("--clients", default=4, show_default=True, help="Concurrent boto3 clients.")
-@click.option("--requests", "requests_per_client", default=500, show_default=True, help="PUTs (then GETs) per client.")
-@click.option("--size-kb", default=250, show_default=True, help="Object size in KB (1000 bytes).")
+@click.option("--json", "json_path", type=OutputFile(), help="Write the report here.")
+@click.option("--clients", default=4, show_default=True, type=integer(1, 256), help="Concurrent boto3 clients.")
+@click.option(
+    "--requests",
+    "requests_per_client",
+    default=500,
+    show_default=True,
+    type=integer(1, 1_000_000),
+    help="PUTs (then GETs) per client.",
+)
+@click.option(
+    "--size-kb", default=250, show_default=True, type=integer(1, 1_000_000), help="Object size in KB (1000 bytes)."
+)
 @click.option(
     "--folder",
-    type=click.Path(file_okay=False),
+    type=OutputFolder(),
     default=None,
     help="Where the durable store writes (default: the temp folder); put it on the disk you care about.",
 )
@@ -102,8 +122,6 @@ def bench_storage(json_path, clients: int, requests_per_client: int, size_kb: in
 
     from ..bench import storage as bs
 
-    if clients < 1 or requests_per_client < 1 or size_kb < 1:
-        raise click.BadParameter("--clients, --requests and --size-kb must be positive")
     report = bs.run(
         clients,
         requests_per_client,

@@ -15,6 +15,10 @@ from fedavg.partition import KINDS
 
 from .fedavg_compare import compare_command
 from .fedavg_options import (
+    ALPHA,
+    CLIENTS,
+    SHARDS,
+    TRAIN_LIMIT,
     ExecutorChoice,
     config_options,
     default_checkpoint_dir,
@@ -28,7 +32,7 @@ from .fedavg_options import (
 )
 from .fedavg_table import table_command
 from .output import table, write_report
-from .params import choices, ints
+from .params import SEED, OutputFile, OutputFolder, choices, ints
 
 
 @click.group("fedavg")
@@ -45,13 +49,13 @@ fedavg_group.add_command(compare_command)
 @executor_options
 @click.option(
     "--checkpoint-dir",
-    type=click.Path(file_okay=False),
+    type=OutputFolder(),
     default=None,
     help="Where each round is checkpointed [default: ~/.local/share/deployer/fedavg/<run id>].",
 )
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint of the same configuration.")
 @click.option("--keep-going", is_flag=True, help="Do not stop when --target is reached.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
+@click.option("--json", "json_path", type=OutputFile(), help="Write the report here.")
 @click.pass_obj
 def run_command(obj, checkpoint_dir, resume, keep_going, json_path, **options) -> None:
     """Run FedAvg round by round, evaluating on the MNIST test set after each round."""
@@ -73,6 +77,7 @@ def run_command(obj, checkpoint_dir, resume, keep_going, json_path, **options) -
                 resume=resume,
                 stop_at_target=not keep_going,
                 on_round=lambda r: advance("", r),
+                log=lambda line: click.echo(f"warning: {line}", err=True),
             )
     except FedAvgError as exc:
         raise fail(exc) from exc
@@ -100,7 +105,7 @@ def run_command(obj, checkpoint_dir, resume, keep_going, json_path, **options) -
 @click.option(
     "--clients",
     "clients_list",
-    type=ints(example="10,20,50"),
+    type=ints(1, 10_000, example="10,20,50"),
     default="10,20,50,100",
     show_default=True,
     help="Comma-separated K values.",
@@ -113,8 +118,8 @@ def run_command(obj, checkpoint_dir, resume, keep_going, json_path, **options) -
     show_default=True,
     help="Comma-separated partitions.",
 )
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Accuracy vs round PNG.")
+@click.option("--json", "json_path", type=OutputFile(), help="Write the report here.")
+@click.option("--plot", "plot_path", type=OutputFile(), help="Accuracy vs round PNG.")
 @study_options
 @click.pass_obj
 def sweep_command(obj, clients_list, partition_list, json_path, plot_path, checkpoint_root, fresh, **options) -> None:
@@ -179,14 +184,14 @@ def _plot_sweep(base, report: dict, path: Path) -> None:
 
 
 @fedavg_group.command("partition")
-@click.option("--clients", "num_clients", default=100, show_default=True)
+@click.option("--clients", "num_clients", default=100, show_default=True, type=CLIENTS)
 @click.option("--partition", "partition_kind", type=click.Choice(list(KINDS)), default="shards", show_default=True)
-@click.option("--alpha", default=0.5, show_default=True)
-@click.option("--shards-per-client", default=2, show_default=True)
-@click.option("--seed", default=0, show_default=True)
-@click.option("--train-limit", type=int, default=None)
-@click.option("--json", "json_path", type=click.Path(dir_okay=False))
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Labels per client PNG.")
+@click.option("--alpha", **ALPHA)
+@click.option("--shards-per-client", **SHARDS)
+@click.option("--seed", default=0, show_default=True, type=SEED)
+@click.option("--train-limit", type=TRAIN_LIMIT, default=None)
+@click.option("--json", "json_path", type=OutputFile())
+@click.option("--plot", "plot_path", type=OutputFile(), help="Labels per client PNG.")
 def partition_command(
     num_clients, partition_kind, alpha, shards_per_client, seed, train_limit, json_path, plot_path
 ) -> None:

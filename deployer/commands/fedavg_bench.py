@@ -13,6 +13,12 @@ from fedavg.executors import EXECUTORS
 from fedavg.partition import KINDS
 
 from .fedavg_options import (
+    ACCURACY,
+    CONCURRENCY,
+    LR,
+    ROUNDS,
+    TEST_LIMIT,
+    TRAIN_LIMIT,
     channels_last_option,
     executor_factory,
     fail,
@@ -23,7 +29,7 @@ from .fedavg_options import (
     study_root,
 )
 from .output import table, write_report
-from .params import choices, stacked
+from .params import MAX_WORKERS, SEED, THREADS, OutputFile, choices, integer, stacked
 
 
 @dataclass(frozen=True)
@@ -54,14 +60,10 @@ class BenchOptions:
     channels_last: bool
 
     def check(self) -> None:
-        if (
-            self.fedsgd_rounds < 0
-            or (self.fedsgd_lr is not None and self.fedsgd_lr <= 0)
-            or (self.fedsgd_rounds and self.skip_target)
-        ):
+        if self.fedsgd_rounds and self.skip_target:
             raise click.BadParameter(
-                "--fedsgd-rounds needs a value >= 0, --fedsgd-lr > 0, and no --skip-target "
-                "(FedSGD is compared with the rounds-to-target curves)"
+                "cannot go with --skip-target: FedSGD is compared with the rounds-to-target curves",
+                param_hint="'--fedsgd-rounds'",
             )
 
     def executor_options(self, obj) -> dict:
@@ -82,15 +84,22 @@ def bench_options(f):
                 "--timing-rounds",
                 default=3,
                 show_default=True,
+                type=integer(0, 1000),
                 help="Rounds per executor for timing; 0 skips the timing.",
             ),
-            click.option("--timing-epochs", default=5, show_default=True, help="E for the timing runs."),
             click.option(
-                "--max-rounds", default=50, show_default=True, help="Round budget for each rounds-to-target run."
+                "--timing-epochs", default=5, show_default=True, type=integer(1, 1000), help="E for the timing runs."
+            ),
+            click.option(
+                "--max-rounds",
+                default=50,
+                show_default=True,
+                type=ROUNDS,
+                help="Round budget for each rounds-to-target run.",
             ),
             click.option("--partitions", type=choices(KINDS), default="iid,shards", show_default=True),
-            click.option("--target", default=0.99, show_default=True),
-            click.option("--lr", default=0.05, show_default=True),
+            click.option("--target", default=0.99, show_default=True, type=ACCURACY),
+            click.option("--lr", default=0.05, show_default=True, type=LR),
             click.option(
                 "--executor",
                 "executor_name",
@@ -99,21 +108,26 @@ def bench_options(f):
                 show_default=True,
                 help="Executor for the rounds-to-target runs.",
             ),
-            click.option("--workers", default=2, show_default=True),
-            click.option("--threads", default=1, show_default=True),
-            click.option("--concurrency", default=2, show_default=True),
-            click.option("--seed", default=0, show_default=True),
+            click.option("--workers", default=2, show_default=True, type=integer(1, MAX_WORKERS)),
+            click.option("--threads", default=1, show_default=True, type=THREADS),
+            click.option("--concurrency", default=2, show_default=True, type=CONCURRENCY),
+            click.option("--seed", default=0, show_default=True, type=SEED),
             click.option("--skip-target", is_flag=True, help="Only time the executors."),
             click.option(
                 "--fedsgd-rounds",
                 default=0,
                 show_default=True,
+                type=integer(0, 100_000),
                 help="Round budget for the FedSGD baseline (E=1, B=inf) on each partition; 0 shows the paper's.",
             ),
-            click.option("--fedsgd-lr", type=float, default=None, help="FedSGD learning rate [default: --lr]."),
-            click.option("--train-limit", type=int, default=None, help="First N training images (quick checks only)."),
-            click.option("--test-limit", type=int, default=None, help="First N test images (quick checks only)."),
-            click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here."),
+            click.option("--fedsgd-lr", type=LR, default=None, help="FedSGD learning rate [default: --lr]."),
+            click.option(
+                "--train-limit", type=TRAIN_LIMIT, default=None, help="First N training images (quick checks only)."
+            ),
+            click.option(
+                "--test-limit", type=TEST_LIMIT, default=None, help="First N test images (quick checks only)."
+            ),
+            click.option("--json", "json_path", type=OutputFile(), help="Write the report here."),
             precision_option(),
             channels_last_option(),
             study_options,

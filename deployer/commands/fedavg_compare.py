@@ -10,16 +10,19 @@ from fedavg.errors import FedAvgError
 
 from .fedavg_options import checkpoint_root, fail
 from .output import table, write_report
-from .params import floats
+from .params import OutputFile, floats, integer
 
 
 def _resolve(text: str) -> Path:
     """A report or checkpoint path as given, else a run id under the checkpoint root."""
     path = Path(text)
-    if path.exists() or path.is_absolute() or len(path.parts) > 1:
+    try:
+        if path.exists() or path.is_absolute() or len(path.parts) > 1:
+            return path
+        by_id = checkpoint_root() / text
+        return by_id if by_id.exists() else path
+    except OSError:  # a name the file system cannot hold; load_report says so
         return path
-    by_id = checkpoint_root() / text
-    return by_id if by_id.exists() else path
 
 
 def _rounds(n) -> str:
@@ -41,13 +44,13 @@ def _signed(n) -> str:
 )
 @click.option(
     "--from-round",
-    type=click.IntRange(1),
+    type=integer(1, 100_000),
     default=1,
     show_default=True,
     help="Per-round differences start here (e.g. past the climb, to look at the plateau only).",
 )
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the comparison here.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Accuracy per round PNG, a line per run.")
+@click.option("--json", "json_path", type=OutputFile(), help="Write the comparison here.")
+@click.option("--plot", "plot_path", type=OutputFile(), help="Accuracy per round PNG, a line per run.")
 def compare_command(runs, thresholds, from_round, json_path, plot_path) -> None:
     """Runs of one configuration by arithmetic and seed: rounds to each threshold, and per-round differences.
 

@@ -16,13 +16,25 @@ from fedavg.executors import EXECUTORS
 from fedavg.partition import KINDS
 
 from ..folders import data_dir
-from .params import stacked
+from .params import MAX_WORKERS, SEED, THREADS, Number, OutputFolder, Pattern, integer, stacked
 from .progress import bar
 
 # fedavg.models.MODELS, spelled out so `--help` does not import torch (a test keeps them equal)
 MODEL_NAMES = ("cnn", "2nn", "lenet5")
 
 MANIFEST = Path(__file__).resolve().parents[2] / "manifests" / "fedavg.yaml"
+
+# the option types the fedavg commands and `bench fedavg` share
+CLIENTS = integer(1, 10_000)
+ROUNDS = integer(1, 100_000)
+LR = Number(0, 10, low_open=True)
+ACCURACY = Number(0, 1, low_open=True)
+TRAIN_LIMIT = integer(1, 60_000)
+TEST_LIMIT = integer(1, 10_000)
+CONCURRENCY = integer(1, 256)
+ALPHA = dict(default=0.5, show_default=True, type=Number(0, 1e6, low_open=True), help="Dirichlet concentration.")
+SHARDS = dict(default=2, show_default=True, type=integer(1, 1000), help="Shards each client gets (shards partition).")
+RAY_ADDRESS = Pattern(r"auto|(ray://)?[A-Za-z0-9.\[\]:_-]+:[0-9]{1,5}", "auto, HOST:PORT or ray://HOST:PORT")
 
 
 def checkpoint_root() -> Path:
@@ -39,7 +51,7 @@ def study_options(f):
     f = click.option("--fresh", is_flag=True, help="Start every setting from round 0 and keep no checkpoints.")(f)
     return click.option(
         "--checkpoint-root",
-        type=click.Path(file_okay=False),
+        type=OutputFolder(),
         default=None,
         help="One checkpoint per setting here; a setting with one continues it "
         "[default: ~/.local/share/deployer/fedavg].",
@@ -87,29 +99,43 @@ def config_options(f, sweep: bool = False):
     options = {
         "model": click.option("--model", type=click.Choice(list(MODEL_NAMES)), default="cnn", show_default=True),
         "num_clients": click.option(
-            "--clients", "num_clients", default=100, show_default=True, help="K, the number of clients."
+            "--clients", "num_clients", default=100, show_default=True, type=CLIENTS, help="K, the number of clients."
         ),
-        "frac": click.option("--frac", default=0.1, show_default=True, help="C, the fraction of clients per round."),
-        "epochs": click.option("--epochs", default=5, show_default=True, help="E, local epochs per round."),
+        "frac": click.option(
+            "--frac",
+            default=0.1,
+            show_default=True,
+            type=Number(0, 1),
+            help="C, the fraction of clients per round; 0 = one client a round.",
+        ),
+        "epochs": click.option(
+            "--epochs", default=5, show_default=True, type=integer(1, 1000), help="E, local epochs per round."
+        ),
         "batch": click.option(
-            "--batch", default=10, show_default=True, help="B, local batch size; 0 = whole local set."
+            "--batch",
+            default=10,
+            show_default=True,
+            type=integer(0, 60_000),
+            help="B, local batch size; 0 = whole local set.",
         ),
-        "lr": click.option("--lr", default=0.05, show_default=True, help="Client SGD learning rate."),
-        "mu": click.option("--mu", default=0.0, show_default=True, help="FedProx proximal term; 0 = plain FedAvg."),
+        "lr": click.option("--lr", default=0.05, show_default=True, type=LR, help="Client SGD learning rate."),
+        "mu": click.option(
+            "--mu", default=0.0, show_default=True, type=Number(0, 100), help="FedProx proximal term; 0 = plain FedAvg."
+        ),
         "fedsgd": click.option("--fedsgd", is_flag=True, help="The FedSGD baseline: E=1, B=whole local set."),
         "partition_kind": click.option(
             "--partition", "partition_kind", type=click.Choice(list(KINDS)), default="iid", show_default=True
         ),
-        "alpha": click.option("--alpha", default=0.5, show_default=True, help="Dirichlet concentration."),
-        "shards_per_client": click.option("--shards-per-client", default=2, show_default=True),
-        "rounds": click.option("--rounds", default=50, show_default=True, help="Rounds to run (at most)."),
-        "target": click.option("--target", type=float, default=None, help="Test accuracy to reach, e.g. 0.99."),
-        "seed": click.option("--seed", default=0, show_default=True),
+        "alpha": click.option("--alpha", **ALPHA),
+        "shards_per_client": click.option("--shards-per-client", **SHARDS),
+        "rounds": click.option("--rounds", default=50, show_default=True, type=ROUNDS, help="Rounds to run (at most)."),
+        "target": click.option("--target", type=ACCURACY, default=None, help="Test accuracy to reach, e.g. 0.99."),
+        "seed": click.option("--seed", default=0, show_default=True, type=SEED),
         "train_limit": click.option(
-            "--train-limit", type=int, default=None, help="Use only the first N training examples."
+            "--train-limit", type=TRAIN_LIMIT, default=None, help="Use only the first N training examples."
         ),
         "test_limit": click.option(
-            "--test-limit", type=int, default=None, help="Evaluate on the first N test examples."
+            "--test-limit", type=TEST_LIMIT, default=None, help="Evaluate on the first N test examples."
         ),
         "precision": precision_option(),
         "channels_last": channels_last_option(),
@@ -138,19 +164,26 @@ def executor_options(f):
                 "--workers",
                 default=2,
                 show_default=True,
+                type=integer(1, MAX_WORKERS),
                 help="Worker processes (process executor) or Ray actors (ray executor).",
             ),
             click.option(
                 "--threads",
                 default=1,
                 show_default=True,
+                type=THREADS,
                 help="Torch threads per process (this one for serial, each worker for process and ray).",
             ),
             click.option(
-                "--concurrency", default=4, show_default=True, help="Invocations in flight (openwhisk executor)."
+                "--concurrency",
+                default=4,
+                show_default=True,
+                type=CONCURRENCY,
+                help="Invocations in flight (openwhisk executor).",
             ),
             click.option(
                 "--ray-address",
+                type=RAY_ADDRESS,
                 default=None,
                 metavar="ADDRESS",
                 help="Where the Ray cluster is (ray executor): auto, HEAD:6379 or ray://HEAD:10001 "
@@ -185,12 +218,6 @@ def make_config(
 
     if fedsgd:
         epochs, batch = 1, 0
-    if num_clients < 1 or not 0 < frac <= 1 or epochs < 1 or batch < 0 or lr <= 0 or mu < 0 or rounds < 0:
-        raise click.BadParameter(
-            "need --clients >= 1, 0 < --frac <= 1, --epochs >= 1, --batch >= 0, --lr > 0, --mu >= 0, --rounds >= 0"
-        )
-    if target is not None and not 0 < target <= 1:
-        raise click.BadParameter(f"--target is an accuracy in (0, 1], got {target}")
     return RunConfig(
         model=model,
         clients=num_clients,

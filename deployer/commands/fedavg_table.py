@@ -14,6 +14,10 @@ from fedavg.partition import KINDS
 
 from . import output
 from .fedavg_options import (
+    CLIENTS,
+    ROUNDS,
+    TEST_LIMIT,
+    TRAIN_LIMIT,
     ExecutorChoice,
     channels_last_option,
     executor_options,
@@ -23,13 +27,13 @@ from .fedavg_options import (
     study_options,
     study_root,
 )
-from .params import CommaList, choices, floats, parse
+from .params import SEED, CommaList, OutputFolder, choices, floats, integer, parse
 
 if TYPE_CHECKING:
     from fedavg.run import RunConfig
     from fedavg.table import TableSpec
 
-BATCHES = CommaList(click.IntRange(1), "inf,10", keywords={"inf": None})
+BATCHES = CommaList(integer(1, 60_000), "inf,10", keywords={"inf": None})
 
 
 def _probe_rounds(text: str, kinds: list[str]) -> dict[str, int]:
@@ -43,10 +47,14 @@ def _probe_rounds(text: str, kinds: list[str]) -> dict[str, int]:
             for k in [kind] if kind else kinds:
                 out[k] = int(n)
     except ValueError as exc:
-        raise click.BadParameter(f"--probe-rounds takes N or PARTITION=N pairs like iid=3,shards=6: {text!r}") from exc
+        raise click.BadParameter(
+            f"takes N or PARTITION=N pairs like iid=3,shards=6, got {text[:80]!r}", param_hint="'--probe-rounds'"
+        ) from exc
     missing = [k for k in kinds if k not in out]
     if missing or any(n < 1 for n in out.values()):
-        raise click.BadParameter(f"--probe-rounds needs a positive count for {', '.join(kinds)}; got {text!r}")
+        raise click.BadParameter(
+            f"needs a positive count for {', '.join(kinds)}, got {text[:80]!r}", param_hint="'--probe-rounds'"
+        )
     return {k: out[k] for k in kinds}
 
 
@@ -55,7 +63,8 @@ def _table_spec(tables, number: str, model: str | None, rows: str | None, batche
     if number == "2":
         if model not in (None, "cnn") or batches is not None:
             raise click.BadParameter(
-                "table 2 is the CNN's rows at C=0.1: it takes no --model 2nn and no --batches (pick rows with --rows)"
+                "table 2 is the CNN's rows at C=0.1: it takes no --model 2nn and no --batches (pick rows with --rows)",
+                param_hint="'--model' / '--batches'",
             )
         return tables.table2_spec(
             parse(choices(tables.table2_row_keys()), rows, "--rows") if rows else tables.TABLE2_DEFAULT_ROWS
@@ -95,7 +104,7 @@ def _table_checkpoints(checkpoint_root_option: str | None, fresh: bool):
 @click.option("--batches", type=BATCHES, default=None, help="Table 1 only: the B columns [default: inf,10].")
 @click.option(
     "--lrs",
-    type=floats(0.0, low_open=True, example="0.1,0.215"),
+    type=floats(0.0, 10.0, low_open=True, example="0.1,0.215"),
     default=None,
     help="Learning rates to probe in every row [default: 0.0215,0.0464,0.1,0.215; rows with B=inf 0.1,0.215,0.464,1].",
 )
@@ -107,7 +116,7 @@ def _table_checkpoints(checkpoint_root_option: str | None, fresh: bool):
 )
 @click.option(
     "--max-rounds",
-    type=int,
+    type=ROUNDS,
     default=None,
     help="Round budget per cell, probe included [default: 1000; 3000 for table 1 with the 2nn].",
 )
@@ -116,15 +125,16 @@ def _table_checkpoints(checkpoint_root_option: str | None, fresh: bool):
     "num_clients",
     default=100,
     show_default=True,
+    type=CLIENTS,
     help="K; the paper's is 100 (fewer only for quick checks).",
 )
-@click.option("--seed", default=0, show_default=True)
-@click.option("--train-limit", type=int, default=None, help="First N training images (quick checks only).")
-@click.option("--test-limit", type=int, default=None, help="First N test images (quick checks only).")
+@click.option("--seed", default=0, show_default=True, type=SEED)
+@click.option("--train-limit", type=TRAIN_LIMIT, default=None, help="First N training images (quick checks only).")
+@click.option("--test-limit", type=TEST_LIMIT, default=None, help="First N test images (quick checks only).")
 @click.option(
     "--out",
     "out_dir",
-    type=click.Path(file_okay=False),
+    type=OutputFolder(),
     default=None,
     help="Where tableN.md, tableN.json and tableN.png go [default: out/fedavg-tableN].",
 )
@@ -196,10 +206,10 @@ def _plan(
     spec = _table_spec(tables, table, model, rows, batches)
     probes = _probe_rounds(probe_rounds, kinds)
     budget = max_rounds if max_rounds is not None else tables.DEFAULT_MAX_ROUNDS[(spec.number, spec.model)]
-    if budget < max(probes.values()) or num_clients < 1:
+    if budget < max(probes.values()):
         raise click.BadParameter(
-            f"--max-rounds ({budget}) must be at least the probe rounds ({max(probes.values())}),"
-            f" and --clients at least 1"
+            f"{max(probes.values())} probe rounds do not fit in --max-rounds ({budget})",
+            param_hint="'--probe-rounds' / '--max-rounds'",
         )
     base = runner.RunConfig(
         model=spec.model,

@@ -16,7 +16,7 @@ from hostnet.errors import HostnetError
 from hostnet.ovs import OvsSettings
 
 from .output import table, write_report
-from .params import choices, ints, stacked
+from .params import Number, OutputFile, OutputFolder, Pattern, choices, ints, stacked
 from .progress import spinner
 
 BACKEND_CHOICES = ("virtio-net", "vhost-user")
@@ -45,21 +45,30 @@ def _accel(choice):
     return resolve_accelerator(choice)
 
 
-def _ovs_settings(pmd_cpu_mask: str, tso: bool, queues: int = 1, **tuning) -> OvsSettings:
+class CpuMask(click.ParamType):
+    """'auto', or a mask of host cores 0-63 such as 0x6 (OVS reads 64 bits)."""
+
+    name = "mask"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value == "auto":
+            return value
+        try:
+            mask = int(str(value), 0)
+        except ValueError:
+            self.fail(f"{str(value)[:40]!r} is not a CPU mask such as 0x2 or 'auto'", param, ctx)
+        if not 0 < mask < 1 << 64:
+            self.fail(f"{str(value)[:40]!r} must name at least one of the cores 0-63", param, ctx)
+        return mask
+
+
+def _ovs_settings(pmd_cpu_mask: int | str, tso: bool, queues: int = 1, **tuning) -> OvsSettings:
     from hostnet.host import host_cores
     from hostnet.ovs import pmd_mask_for
 
     if pmd_cpu_mask == "auto":
         return OvsSettings(pmd_cpu_mask=pmd_mask_for(queues, host_cores()), tso=tso, **tuning)
-    try:
-        mask = int(pmd_cpu_mask, 0)
-    except ValueError as exc:
-        raise click.BadParameter(
-            f"{pmd_cpu_mask!r} is not a CPU mask such as 0x2 or 'auto'", param_hint="--pmd-cpu-mask"
-        ) from exc
-    if mask <= 0:
-        raise click.BadParameter("must name at least one core", param_hint="--pmd-cpu-mask")
-    return OvsSettings(pmd_cpu_mask=mask, tso=tso, **tuning)
+    return OvsSettings(pmd_cpu_mask=pmd_cpu_mask, tso=tso, **tuning)
 
 
 def _take(kw: dict, *names: str, **renamed: str) -> dict:
@@ -97,6 +106,10 @@ def parse_buffer_size(text: str) -> int | None:
     value = text.strip().upper().removesuffix("B").removesuffix("I")
     if value in ("0", "DEFAULT", "KERNEL"):
         return None
+    if not value:
+        raise click.BadParameter(
+            f"{text!r} is not a size in bytes such as 6291456 or 6M, or 0/default for the kernel's"
+        )
     number, unit = (value[:-1], value[-1]) if value[-1:] in SIZE_UNITS else (value, "")
     if not number.isdigit():
         raise click.BadParameter(
@@ -147,22 +160,27 @@ def _ring_option(name: str, help: str):
 image_option = click.option(
     "--image",
     "image_path",
-    type=click.Path(),
+    type=click.Path(exists=True),
     help="Guest image dir (kernel+initrd) or qcow2/raw disk; default: build one.",
 )
 accel_option = _shown(
     "--accel", click.Choice(["auto", "kvm", "tcg"]), "auto", "auto: kvm where it can boot a stock kernel."
 )
-json_option = click.option("--json", "json_path", type=click.Path(dir_okay=False), required=True)
+json_option = click.option("--json", "json_path", type=OutputFile(), required=True)
 TUNING_OPTIONS = [
     _shown(
         "--pmd-cpu-mask",
-        None,
+        CpuMask(),
         "auto",
         "OVS PMD cores (vhost-user); auto: one per queue on cores 1.., capped at host cores - 1.",
     ),
     _shown("--tso/--no-tso", None, True, "OVS userspace TSO (vhost-user)."),
-    _shown("--cpu-model", None, "qemu64", "Guest CPU model under TCG (KVM uses host)."),
+    _shown(
+        "--cpu-model",
+        Pattern(r"[A-Za-z0-9][A-Za-z0-9_.,+=-]{0,127}", "a QEMU CPU model such as qemu64 or Skylake-Server,+avx2"),
+        "qemu64",
+        "Guest CPU model under TCG (KVM uses host).",
+    ),
     _ring_option("--rx-queue-size", "virtqueue rx ring (QEMU's own: 256)."),
     _ring_option("--tx-queue-size", "virtqueue tx ring; above 256 vhost-user only (QEMU keeps tap's at 256)."),
     click.option("--mrg-rxbuf/--no-mrg-rxbuf", default=None, help="Mergeable rx buffers; default QEMU's (on)."),
@@ -195,7 +213,7 @@ def hostnet_group():
 
 
 @hostnet_group.command("image")
-@click.option("--cache-dir", type=click.Path(file_okay=False), help="Default: ~/.cache/hostnet.")
+@click.option("--cache-dir", type=OutputFolder(), help="Default: ~/.cache/hostnet.")
 @click.option("--force", is_flag=True, help="Rebuild even if cached.")
 def image_command(cache_dir, force):
     """Build the guest image (Debian kernel + busybox initramfs) into a cache dir."""
@@ -281,18 +299,18 @@ def _print_migration(report: dict) -> None:
 bench_options = [
     _shown("--backends", choices(BACKEND_CHOICES), "virtio-net,vhost-user"),
     _shown("--queues", ints(1, 8, example="1,2"), "1,2"),
-    _shown("--seconds", click.FloatRange(1, 600), 5, "iperf3 duration per TCP/UDP test."),
+    _shown("--seconds", Number(1, 600), 5, "iperf3 duration per TCP/UDP test."),
     _shown(
         "--small-loads",
         ints(1, 10_000_000, example="10000,30000"),
         "10000,30000,100000",
         "Offered rates (64-byte frames/s) for the small-packet test.",
     ),
-    _shown("--small-seconds", click.FloatRange(1, 600), 2),
+    _shown("--small-seconds", Number(1, 600), 2),
     _shown("--ping-count", click.IntRange(10, 100000), 100, "Pings (every 20 ms) for the latency percentiles."),
     _shown(
         "--quiet-wait",
-        click.FloatRange(0, 3600),
+        Number(0, 3600),
         30,
         "Before each measurement wait up to this long for the host to be mostly idle (a shared host); 0: do not wait.",
     ),
@@ -314,7 +332,7 @@ def _bench_config(kw: dict) -> dict:
 @stacked(bench_options)
 @click.option("--vcpus", type=click.IntRange(1, 64), default=None, help="vCPUs per guest; default: the queue count.")
 @json_option
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="PNG plot; default: next to the JSON.")
+@click.option("--plot", "plot_path", type=OutputFile(), help="PNG plot; default: next to the JSON.")
 @lab_options
 def bench_subcommand(json_path, plot_path, image_path, accel, **kw):
     """Guest-to-guest TCP/UDP throughput, 64-byte frames and latency per backend and queue count."""
@@ -332,9 +350,7 @@ def bench_subcommand(json_path, plot_path, image_path, accel, **kw):
 migrate_options = [
     click.option("--downtime-limit-ms", type=click.IntRange(1, 100000), default=None),
     click.option("--postcopy", is_flag=True, help="Switch to postcopy once precopy is running."),
-    _shown(
-        "--load-seconds", click.FloatRange(0, 600), 12, "TCP stream into the guest across the migration; 0: pings only."
-    ),
+    _shown("--load-seconds", Number(0, 600), 12, "TCP stream into the guest across the migration; 0: pings only."),
 ]
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from .output import table, write_report
-from .params import ints
+from .params import PORT, SEED, THREADS, HttpUrl, Number, OutputFile, OutputFolder, Pattern, integer, ints
 from .progress import bar
 
 MANIFEST = Path(__file__).resolve().parents[2] / "manifests" / "infer.yaml"
@@ -20,6 +20,10 @@ ACTION = "mnist/infer"
 # With augmentation: 99.46% on MNIST's test set and 30 of 30 printed digits in 46 s on
 # 2 cores (seed 0); see `deployer model train --help`.
 EPOCHS = 6
+EPOCHS_TYPE = integer(1, 1000)
+MODEL_VERSION = Pattern(
+    r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", "a published model version (letters, digits, '.', '_', '-')"
+)
 
 
 def _storage(target):
@@ -38,18 +42,18 @@ def data_group() -> None:
 @data_group.command("mnist")
 @click.option(
     "--root",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=OutputFolder(),
     help="Where to put it (default: $MNIST_ROOT or ~/.local/share/deployer/data).",
 )
 @click.option("--force", is_flag=True, help="Rewrite the files even when they are there.")
-def data_mnist(root: Path | None, force: bool) -> None:
+def data_mnist(root: str | None, force: bool) -> None:
     """Put the real MNIST (60,000 train / 10,000 test) where torchvision and the actions find it."""
     from rich.console import Console
 
     from mlcore import mnist
 
     with Console(stderr=True).status("writing and verifying MNIST..."):
-        where = mnist.prepare_mnist(root, force=force)
+        where = mnist.prepare_mnist(Path(root) if root else None, force=force)
     click.echo(
         f"MNIST ready under {mnist.raw_dir(where)} ({mnist.TRAIN_SIZE} train, {mnist.TEST_SIZE} test, sha256 verified)"
     )
@@ -119,24 +123,24 @@ def printed_summary(metrics: dict) -> str:
 
 
 @model_group.command("train")
-@click.option("--epochs", default=EPOCHS, show_default=True, type=click.IntRange(1))
-@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1))
+@click.option("--epochs", default=EPOCHS, show_default=True, type=EPOCHS_TYPE)
+@click.option("--batch-size", default=128, show_default=True, type=integer(1, 60_000))
 @click.option(
     "--lr",
     default=0.1,
     show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
+    type=Number(0, 10, low_open=True),
     help="Peak learning rate of the one-cycle schedule.",
 )
-@click.option("--seed", default=0, show_default=True)
-@click.option("--threads", default=2, show_default=True, type=click.IntRange(1), help="torch threads.")
+@click.option("--seed", default=0, show_default=True, type=SEED)
+@click.option("--threads", default=2, show_default=True, type=THREADS, help="torch threads.")
 @click.option(
     "--augment/--no-augment",
     default=True,
     show_default=True,
     help="Random affine, elastic and stroke-width changes of every batch, for printed and drawn digits.",
 )
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
+@click.option("--json", "json_path", type=OutputFile(), help="Write the report here.")
 @click.pass_obj
 def model_train(
     obj, epochs: int, batch_size: int, lr: float, seed: int, threads: int, augment: bool, json_path: str | None
@@ -155,24 +159,21 @@ def model_train(
 
 
 @click.command("serve")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--port", default=8080, show_default=True, type=PORT)
 @click.option(
     "--public-url",
+    type=HttpUrl(),
     help="Where the action reaches this server (default: the address it is bound to, "
     "http://127.0.0.1:PORT); the action is allowed to fetch from this host only.",
 )
-@click.option("--model", help="Published model version (default: latest).")
+@click.option("--model", type=MODEL_VERSION, help="Published model version (default: latest).")
 @click.pass_obj
 def serve_command(obj, port: int, public_url: str | None, model: str | None) -> None:
     """Serve the page to draw or upload a digit and classify it through mnist/infer (on 127.0.0.1)."""
-    from urllib.parse import urlsplit
-
     from ..errors import NotFoundError
     from ..web import create_app
     from ..web.server import bind
 
-    if public_url and (urlsplit(public_url).scheme not in ("http", "https") or not urlsplit(public_url).netloc):
-        raise click.BadParameter(f"{public_url!r} is not an http(s)://host[:port] URL", param_hint="--public-url")
     target = obj.target
     client = target.client()
     try:
@@ -198,19 +199,23 @@ def serve_command(obj, port: int, public_url: str | None, model: str | None) -> 
 
 
 @click.command("infer")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
+@click.option("--json", "json_path", type=OutputFile(), help="Write the report here.")
 @click.option(
-    "--concurrency", type=ints(example="1,4,16"), default="1,4,16", show_default=True, help="Comma-separated levels."
+    "--concurrency",
+    type=ints(1, 256, example="1,4,16"),
+    default="1,4,16",
+    show_default=True,
+    help="Comma-separated levels.",
 )
 @click.option(
     "--requests",
     "requests_per_worker",
     default=20,
     show_default=True,
-    type=click.IntRange(1),
+    type=integer(1, 100_000),
     help="Per worker per level.",
 )
-@click.option("--cold-runs", default=3, show_default=True, type=click.IntRange(1))
+@click.option("--cold-runs", default=3, show_default=True, type=integer(1, 1000))
 @click.pass_obj
 def bench_infer_command(
     obj, json_path: str | None, concurrency: tuple[int, ...], requests_per_worker: int, cold_runs: int
@@ -292,8 +297,8 @@ def classify_test_images(client, count: int, batch_size: int = 64, root=None) ->
     help="Real test images to classify through the platform.",
 )
 @click.option("--retrain", is_flag=True, help="Train a new model even when one is published.")
-@click.option("--epochs", default=EPOCHS, show_default=True, type=click.IntRange(1))
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
+@click.option("--epochs", default=EPOCHS, show_default=True, type=EPOCHS_TYPE)
+@click.option("--json", "json_path", type=OutputFile(), help="Write the report here.")
 @click.pass_obj
 def demo_command(obj, count: int, retrain: bool, epochs: int, json_path: str | None) -> None:
     """Data, model, deploy, classify real test images through the platform; then where to open the page."""

@@ -8,6 +8,7 @@ from ..local import supervisor
 from ..local.prewarm import DEFAULT_PREWARM
 from ..local.prewarm import parse as parse_prewarm
 from .output import emit_json
+from .params import BUCKET
 
 
 def _check_prewarm(_ctx, _param, value: str) -> str:
@@ -151,7 +152,7 @@ def storage() -> None:
 
 
 @storage.command("env")
-@click.option("--bucket", default=None, help="S3_BUCKET to export (default: the project's bucket).")
+@click.option("--bucket", type=BUCKET, default=None, help="S3_BUCKET to export (default: the project's bucket).")
 def storage_env(bucket: str | None) -> None:
     """Print `export AWS_...` lines for the embedded S3: eval "$(deployer storage env)"."""
     from ..target import local_target

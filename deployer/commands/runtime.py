@@ -5,6 +5,14 @@ from __future__ import annotations
 import click
 
 from .output import emit_json, write_report
+from .params import OutputFile, Pattern
+
+# Docker's image reference grammar, simplified: [registry[:port]/]path[:tag][@digest]
+IMAGE = Pattern(
+    r"[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+    r"(@sha256:[a-f0-9]{64})?",
+    "a Docker image reference such as name:tag or registry/name:tag",
+)
 
 
 @click.group()
@@ -13,9 +21,10 @@ def runtime() -> None:
 
 
 @runtime.command("build")
-@click.option("--tag", default=None, help="Image tag (default: deployer/action-python-ml:0.1.0).")
+@click.option("--tag", type=IMAGE, default=None, help="Image tag (default: deployer/action-python-ml:0.1.0).")
 @click.option(
     "--base-image",
+    type=IMAGE,
     default=None,
     help="Build on this image (e.g. openwhisk/action-python-v3.11:nightly) instead of a Debian base "
     "made here with debootstrap.",
@@ -29,7 +38,7 @@ def runtime() -> None:
 @click.option(
     "--json",
     "json_path",
-    type=click.Path(dir_okay=False),
+    type=OutputFile(),
     default=None,
     help="Write the report here ('-': print it as JSON instead of a summary).",
 )

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from .output import table, write_report
-from .params import choices, floats, ints, stacked
+from .params import JOB_NAME, MAX_WORKERS, Number, OutputFile, choices, floats, integer, ints, seconds, stacked
 from .progress import bar
 
 MODES = ("sync", "local")
@@ -55,6 +55,8 @@ def _watch(
                     progress.console.print(f"worker {event['worker']}: {event['error']}; replaced")
                 elif kind == "resumed":
                     progress.console.print(f"the coordinator died ({event['why']}); resumed as {event['activation']}")
+                elif kind == "checkpoint_refused":
+                    progress.console.print(f"refused: {event['error']}")
                 elif kind in ("failed", "superseded"):
                     progress.console.print(str(event))
                 if errors:
@@ -159,10 +161,20 @@ def choice_option(name: str, values: tuple[str, ...], default: str, help: str):
 def job_options(command):
     """The settings `train` and `bench train` share."""
     options = [
-        click.option("--epochs", default=3, show_default=True),
-        click.option("--batch-size", default=128, show_default=True, help="Global batch per step, split over workers."),
+        click.option("--epochs", default=3, show_default=True, type=integer(1, 1000)),
         click.option(
-            "--lr", type=float, default=0.05, show_default=True, help="Peak learning rate (warm-up, then cosine)."
+            "--batch-size",
+            default=128,
+            show_default=True,
+            type=integer(1, 60_000),
+            help="Global batch per step, split over workers.",
+        ),
+        click.option(
+            "--lr",
+            type=Number(0, 10, low_open=True),
+            default=0.05,
+            show_default=True,
+            help="Peak learning rate (warm-up, then cosine).",
         ),
         choice_option(
             "--precision",
@@ -171,10 +183,12 @@ def job_options(command):
             "bf16 autocast with fp32 master weights; auto = bf16 where the CPU has it.",
         ),
         choice_option("--compress", ("none", "fp16"), "fp16", "Encoding of the updates in S3."),
-        click.option("--train-limit", type=int, default=0, help="Use the first N training images (0 = all)."),
+        click.option(
+            "--train-limit", type=integer(0, 60_000), default=0, help="Use the first N training images (0 = all)."
+        ),
         click.option(
             "--eval-every",
-            type=int,
+            type=integer(0, 1_000_000),
             default=0,
             help="Checkpoint and evaluate every N batches of a worker (0 = every epoch).",
         ),
@@ -183,23 +197,34 @@ def job_options(command):
 
 
 @click.command("train")
-@click.option("--workers", default=2, show_default=True, help="Parallel worker actions.")
+@click.option("--workers", default=2, show_default=True, type=integer(1, MAX_WORKERS), help="Parallel worker actions.")
 @choice_option(
     "--mode", MODES, "local", "sync: average gradients every step; local: K local steps, then average the models."
 )
 @click.option(
     "--local-steps",
-    type=int,
+    type=integer(0, 10_000),
     default=0,
     show_default=True,
     help="K for --mode local; 0 = chosen each round to keep communication near --comm-target.",
 )
-@click.option("--comm-target", type=float, default=0.2, show_default=True)
+@click.option(
+    "--comm-target",
+    type=Number(0, 1, low_open=True, high_open=True),
+    default=0.2,
+    show_default=True,
+    help="With --local-steps 0: the share of a round spent communicating that K is chosen to keep.",
+)
 @job_options
-@click.option("--quorum", type=int, default=0, help="Complete a round once this many workers delivered (0 = all).")
+@click.option(
+    "--quorum",
+    type=integer(1, MAX_WORKERS),
+    default=None,
+    help="Complete a round once this many workers delivered, at most --workers [default: all].",
+)
 @click.option(
     "--straggler-wait-s",
-    type=float,
+    type=seconds(3600),
     default=1.0,
     show_default=True,
     help="With --quorum: how long to wait for the rest.",
@@ -208,9 +233,11 @@ def job_options(command):
 @choice_option(
     "--driver", ("action", "cli"), "action", "Run the coordinator as the mnist-train/train action or in this process."
 )
-@click.option("--job", "job_name", default=None, help="Job name (default: generated).")
-@click.option("--resume", "resume_job", default=None, metavar="JOB", help="Continue JOB from where it stopped.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
+@click.option("--job", "job_name", type=JOB_NAME, default=None, help="Job name (default: generated).")
+@click.option(
+    "--resume", "resume_job", type=JOB_NAME, default=None, metavar="JOB", help="Continue JOB from where it stopped."
+)
+@click.option("--json", "json_path", type=OutputFile(), help="Write the report here.")
 @click.pass_obj
 def train_command(
     obj,
@@ -235,7 +262,14 @@ def train_command(
 ) -> None:
     """Train LeNet-5 on MNIST with long-lived serverless workers that average through S3."""
     if mode == "sync" and local_steps not in (0, 1):
-        raise click.ClickException("--local-steps applies to --mode local only")
+        raise click.BadParameter("applies to --mode local only", param_hint="'--local-steps'")
+    if quorum is not None and quorum > workers:
+        raise click.BadParameter(f"{quorum} is more than --workers ({workers})", param_hint="'--quorum'")
+    if batch_size < workers:
+        raise click.BadParameter(
+            f"{batch_size} is less than --workers ({workers}): the batch is split over them",
+            param_hint="'--batch-size'",
+        )
     settings = dict(
         job=job_name,
         workers=workers,
@@ -247,7 +281,7 @@ def train_command(
         lr=lr,
         precision=precision,
         compress=compress,
-        quorum=quorum,
+        quorum=quorum or 0,
         straggler_wait_s=straggler_wait_s,
         data=data,
         train_limit=train_limit,
@@ -259,7 +293,7 @@ def train_command(
 
 
 @click.command("train")
-@click.option("--workers", "workers_list", type=ints(1, example="2,4"), default="2,4", show_default=True)
+@click.option("--workers", "workers_list", type=ints(1, MAX_WORKERS, example="2,4"), default="2,4", show_default=True)
 @click.option("--modes", type=choices(MODES, "local,sync"), default="local,sync", show_default=True)
 @job_options
 @click.option(
@@ -268,11 +302,11 @@ def train_command(
 @click.option(
     "--plot",
     "plot_path",
-    type=click.Path(dir_okay=False),
+    type=OutputFile(),
     default=None,
     help="PNG of accuracy against wall time per row [default: beside --json]",
 )
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
+@click.option("--json", "json_path", type=OutputFile(), help="Write the report here.")
 @click.pass_obj
 def bench_train_command(obj, workers_list, modes, targets, plot_path, json_path, **job) -> None:
     """Time to 98%/99% with 2 and 4 workers per mode, beside one process on every core, in one run."""

@@ -153,20 +153,41 @@ def _register_images(app: Flask, uploads: Uploads) -> None:
         )
 
 
+_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+def own_origins(app: Flask) -> set[str]:
+    """The origins this page is: where it is bound (under each loopback name) and --public-url; never a request's.
+
+    A request's Host header is whatever its sender chose: a page on an attacker's name that
+    resolves to 127.0.0.1 (DNS rebinding) sends its own name there, and its own origin.
+    """
+    own = set()
+    for url in (app.config["PUBLIC_URL"], app.config["BOUND_URL"]):
+        if url:
+            parts = urlsplit(url)
+            own.add(f"{parts.scheme}://{parts.netloc}".lower())
+    bound = urlsplit(app.config["BOUND_URL"] or "")
+    if bound.hostname in ("127.0.0.1", "::1") and bound.port:
+        own.update(f"http://{name}:{bound.port}" for name in _LOOPBACK_NAMES)
+    return own
+
+
 def _guard(app: Flask) -> None:
-    """Origin check on posts, security headers on every response, JSON for every error."""
+    """Host and origin checks, security headers on every response, JSON for every error."""
 
     @app.before_request
-    def same_origin_posts_only():
+    def own_host_and_origin_only():
+        own = own_origins(app)
+        if own and request.host.lower() not in {origin.split("://", 1)[1] for origin in own}:
+            return jsonify(
+                error=f"a request for host {request.host[:100]!r} was refused: this page answers only as "
+                f"{', '.join(sorted(own))}"
+            ), 403
         origin = request.headers.get("Origin")
         if request.method != "POST" or origin is None:
             return None
-        own = {f"{request.scheme}://{request.host}"}
-        for url in (app.config["PUBLIC_URL"], app.config["BOUND_URL"]):
-            if url:
-                parts = urlsplit(url)
-                own.add(f"{parts.scheme}://{parts.netloc}")
-        if origin.rstrip("/") not in own:
+        if origin.rstrip("/").lower() not in own:
             return jsonify(
                 error=f"a post from {origin[:100]} was refused: this page accepts posts only from itself (same origin)"
             ), 403

@@ -4,7 +4,8 @@ The embedded S3 keeps objects in memory, so uploads that are never deleted grow 
 platform (40 uploads cost 68 MB). An upload lives while its action fetches it; one the
 user asked to keep lives until it is older than `max_age_s` or pushed out, oldest first,
 by `max_count` / `max_bytes`. The index is this process's; objects found under the prefix
-when it starts (a previous run's) are adopted as if stored then, so they expire too.
+when it starts (a previous run's) are adopted with their sizes and ages, so the caps count
+them and they expire as if this process had stored them.
 """
 
 from __future__ import annotations
@@ -117,13 +118,14 @@ class Uploads:
     def _adopt(self) -> None:
         if self._adopted:
             return
-        keys = list(self.storage.list_keys(self.prefix + "/"))
+        found = list(self.storage.list_objects(self.prefix + "/"))
         with self._lock:
             if self._adopted:
                 return
-            now = self.clock()
-            for key in keys:
-                self._entries.setdefault(key.rsplit("/", 1)[1], _Entry(0, now, in_use=False))
+            now, wall = self.clock(), time.time()
+            for key, size, modified in found:
+                age = max(0.0, wall - modified) if modified else 0.0
+                self._entries.setdefault(key.rsplit("/", 1)[1], _Entry(size, now - age, in_use=False))
             self._adopted = True
 
     def _delete(self, names: list[str]) -> None:

@@ -22,8 +22,9 @@ from ..mnist import TRAIN_SIZE
 from ..openwhisk import OpenWhiskClient, record_memory_mb
 from . import data
 from .compute import evaluate_vector, initial_vector, model_from_vector
+from .exchange import DamagedError
 from .job import JobConfig, JobLayout, TrainingError
-from .worker import split_state, state_blob
+from .worker import read_state, state_blob
 
 DEFAULT_MEMORY_MB = 256
 POLL_S = 0.5
@@ -113,7 +114,7 @@ def final_state_bytes(storage, config: JobConfig, number: int) -> bytes:
     """checkpoints/<round> as an ordinary LeNet-5 state dict, loadable by inference."""
     from ..model import state_to_bytes
 
-    _, vector, _ = split_state(storage.get_bytes(JobLayout(config.job).checkpoint(number)))
+    _, vector, _ = read_state(storage, JobLayout(config.job).checkpoint(number))
     model = model_from_vector(vector)
     return state_to_bytes({k: v.detach().clone() for k, v in model.state_dict().items()})
 
@@ -156,6 +157,7 @@ class Coordinator:
         self.per_epoch = config.batches_per_epoch(self.size)
         self.slots = [Slot(w) for w in range(config.workers)]
         self.evaluated: set[int] = {0}  # the untrained model
+        self.refused: set[int] = set()  # damaged checkpoints, named once
         self.metrics = MetricsLog(storage, self.layout)
 
     # -- storage state ------------------------------------------------------------------------
@@ -199,18 +201,41 @@ class Coordinator:
         )
 
     def _adopt_or_launch(self) -> None:
+        damaged = self._newest_damaged()
         for slot in self.slots:
             stats = self._get_json(self.layout.worker_stats(slot.worker)) or {}
             claim = self._get_json(self.layout.worker_info(slot.worker))
-            if stats.get("state") == "done" and stats.get("batch", 0) >= self.total:
+            if stats.get("state") == "done" and stats.get("batch", 0) >= self.total and not damaged:
                 slot.done = True
-            elif claim is not None:
+            elif claim is not None and stats.get("state") != "done":
                 slot.activation, slot.launched_at = claim["owner"], claim.get("since", time.time())
                 self.metrics.append(
                     {"event": "launched", "worker": slot.worker, "activation": slot.activation, "reason": "adopted"}
                 )
             else:
-                self._launch(slot, "new")
+                self._launch(slot, "replay" if damaged else "new")
+
+    def _newest_damaged(self) -> str | None:
+        """Why the checkpoint the pointer names cannot be resumed from (damaged or gone), or None when it can.
+
+        A finished job's workers are launched again then: they start from the newest whole
+        checkpoint and replay to the end, rewriting the damaged one.
+        """
+        pointer = self._get_json(self.layout.checkpoint_pointer)
+        if pointer is None:
+            return None
+        key = self.layout.checkpoint(pointer["round"])
+        try:
+            read_state(self.storage, key)
+            return None
+        except ObjectNotFoundError:
+            why = f"{key}, the newest checkpoint, is gone"
+        except DamagedError as exc:
+            why = str(exc)
+        self.refused.add(pointer["round"])
+        self.metrics.append({"event": "checkpoint_refused", "key": key, "error": why}, flush=True)
+        self.log(f"{why}; the workers start again from the newest whole checkpoint")
+        return why
 
     def _ended(self, slot: Slot, record: dict) -> None:
         """A worker activation ended: follow its successor, count it done, or replace it."""
@@ -290,10 +315,17 @@ class Coordinator:
         for number in rounds:
             if number in self.evaluated:
                 continue
+            key = self.layout.checkpoint(number)
             try:
-                header, vector, _ = split_state(self.storage.get_bytes(self.layout.checkpoint(number)))
+                header, vector, _ = read_state(self.storage, key)
             except ObjectNotFoundError:
                 continue  # pruned since the listing
+            except DamagedError as exc:
+                if number not in self.refused:  # named once; a replay may rewrite it whole
+                    self.refused.add(number)
+                    self.metrics.append({"event": "checkpoint_refused", "key": key, "error": str(exc)}, flush=True)
+                    self.log(str(exc))
+                continue
             self.evaluated.add(number)
             images, labels = data.test_set(self.config, self.storage)
             started = time.perf_counter()

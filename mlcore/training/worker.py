@@ -18,14 +18,14 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from ..errors import ObjectNotFoundError
 from . import data
 from .compute import FlatSGD, Trainer
-from .exchange import POLL_FIRST_S, POLL_MAX_S, Exchange, Timer, decode, encode
+from .exchange import POLL_FIRST_S, POLL_MAX_S, DamagedError, Exchange, Timer, decode, encode
 from .job import JobConfig, JobLayout, TrainingError
 
 STATS_EVERY_S = 1.0
@@ -39,6 +39,7 @@ class StartPoint:
     vector: torch.Tensor
     momentum: torch.Tensor | None
     source: str
+    refused: list[str] = field(default_factory=list)  # damaged checkpoints or hand-offs passed over
 
 
 @dataclass
@@ -57,43 +58,77 @@ class _Cursor:
 
 
 def state_blob(vector: torch.Tensor, momentum: torch.Tensor | None, header: dict) -> bytes:
+    """A checkpoint or hand-off: the model (and momentum), with a digest, since a job resumes from it."""
     parts = [vector] + ([momentum] if momentum is not None else [])
-    return encode(torch.cat(parts), {**header, "params": vector.numel(), "momentum": momentum is not None})
+    return encode(torch.cat(parts), {**header, "params": vector.numel(), "momentum": momentum is not None}, digest=True)
 
 
-def split_state(blob: bytes) -> tuple[dict, torch.Tensor, torch.Tensor | None]:
-    header, flat = decode(blob)
-    n = header["params"]
-    return header, flat[:n].clone(), flat[n:].clone() if header["momentum"] else None
+def split_state(blob: bytes, where: str = "a stored state") -> tuple[dict, torch.Tensor, torch.Tensor | None]:
+    """(header, vector, momentum or None). Raises DamagedError naming `where` (the key) for bytes that are not whole."""
+    header, flat = decode(blob, where)
+    try:
+        n = header["params"]
+        momentum = flat[n:].clone() if header["momentum"] else None
+        if momentum is not None and momentum.numel() != n:
+            raise ValueError(f"{momentum.numel()} momentum values for {n} parameters")
+        return header, flat[:n].clone(), momentum
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DamagedError(f"{where} is damaged ({exc})") from exc
+
+
+def read_state(storage, key: str) -> tuple[dict, torch.Tensor, torch.Tensor | None]:
+    """split_state of a stored checkpoint or hand-off. Raises ObjectNotFoundError, or DamagedError naming the key."""
+    return split_state(storage.get_bytes(key), key)
+
+
+def newest_checkpoint(storage, layout: JobLayout) -> tuple[tuple[dict, torch.Tensor, torch.Tensor | None], list[str]]:
+    """(the newest whole checkpoint, one line per damaged newer one passed over).
+
+    Every stored checkpoint is a candidate, newest first: the pointer only says which one was
+    written last, and a damaged one must not end the job while an older one can be replayed from.
+
+    Raises:
+        TrainingError: no checkpoint is whole (naming each), or there is none.
+    """
+    refused = []
+    rounds = sorted({layout.round_of(key) for key in storage.list_keys(layout.prefix + "checkpoints/")}, reverse=True)
+    for number in rounds:
+        try:
+            return read_state(storage, layout.checkpoint(number)), refused
+        except ObjectNotFoundError:
+            continue  # pruned since the listing
+        except DamagedError as exc:
+            refused.append(str(exc))
+    if refused:
+        raise TrainingError(f"job {layout.job} has no whole checkpoint to start from: {'; '.join(refused)}")
+    raise TrainingError(f"job {layout.job} has no checkpoint to start from; create it first")
 
 
 def start_point(storage, config: JobConfig, worker: int) -> StartPoint:
-    """Where this worker begins: its predecessor's hand-off, else the newest checkpoint (round 0 at first)."""
+    """Where this worker begins: its predecessor's hand-off, else the newest whole checkpoint (round 0 at first)."""
     layout = JobLayout(config.job)
-    candidates = []
+    (header, vector, momentum), refused = newest_checkpoint(storage, layout)
+    # the sync optimizer state is shared; a local worker's own momentum is not in a checkpoint
+    candidates = [
+        StartPoint(
+            header["round"],
+            header["batch"],
+            header["k"],
+            vector,
+            momentum if config.mode == "sync" else None,
+            "checkpoint",
+            refused,
+        )
+    ]
     try:
-        pointer = storage.get_json(layout.checkpoint_pointer)
-        header, vector, momentum = split_state(storage.get_bytes(layout.checkpoint(pointer["round"])))
-        # the sync optimizer state is shared; a local worker's own momentum is not in a checkpoint
+        header, vector, momentum = read_state(storage, layout.handoff(worker))
         candidates.append(
-            StartPoint(
-                header["round"],
-                header["batch"],
-                header["k"],
-                vector,
-                momentum if config.mode == "sync" else None,
-                "checkpoint",
-            )
+            StartPoint(header["round"], header["batch"], header["k"], vector, momentum, "handoff", refused)
         )
     except ObjectNotFoundError:
         pass
-    try:
-        header, vector, momentum = split_state(storage.get_bytes(layout.handoff(worker)))
-        candidates.append(StartPoint(header["round"], header["batch"], header["k"], vector, momentum, "handoff"))
-    except ObjectNotFoundError:
-        pass
-    if not candidates:
-        raise TrainingError(f"job {config.job} has no checkpoint to start from; create it first")
+    except DamagedError as exc:
+        refused.append(str(exc))
     return max(candidates, key=lambda c: (c.round, c.source == "handoff"))
 
 
@@ -142,6 +177,7 @@ class Worker:
         self._owner_checked_at = time.monotonic()
         self._left_out: list[dict] = []
         self._last_checkpoint: int | None = None
+        self._refused: list[str] = []
         self._checkpoint_write = None
         self.rounds_run = 0
 
@@ -175,6 +211,7 @@ class Worker:
             **position,
             **self.timer.report(),
             "left_out": self._left_out[-20:],
+            **({"refused": self._refused} if self._refused else {}),
             **extra,
         }
 
@@ -337,6 +374,7 @@ class Worker:
         torch.set_num_threads(config.threads)
         trainer = Trainer(config, w, images, labels, size)
         start = start_point(self.storage, config, w)
+        self._refused = start.refused
         if start.source == "handoff":
             self.storage.delete(self.layout.handoff(w))
         sgd = FlatSGD(config, start.momentum if config.mode == "sync" else None)
@@ -383,7 +421,7 @@ class Worker:
 
         Raises TrainingError when they disagree on the batch or K: storage holds another run's updates.
         """
-        updates = {int(key.rsplit("/", 1)[1]): decode(blob) for key, blob in blobs.items()}
+        updates = {int(key.rsplit("/", 1)[1]): decode(blob, key) for key, blob in blobs.items()}
         if own is not None and self.worker in included:
             updates[self.worker] = own
         self.exchange.flush()

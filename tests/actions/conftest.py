@@ -16,7 +16,7 @@ import pytest
 
 
 class ImageHandler(BaseHTTPRequestHandler):
-    """Serves `server.routes[path] = (status, headers, body)`; `/stall` and `/trickle` misbehave on purpose."""
+    """Serves `server.routes[path] = (status, headers, body)`; `/stall`, `/trickle` and `/trickle-headers` misbehave."""
 
     protocol_version = "HTTP/1.1"
 
@@ -28,6 +28,20 @@ class ImageHandler(BaseHTTPRequestHandler):
         self.server.seen.append((path, self.headers.get("Host")))
         if path == "/stall":
             self.server.release.wait(300)
+            return
+        if path == "/trickle-headers":
+            # a valid answer whose status line and headers come a byte every 20 ms, for about 25 s
+            pad = b"".join(b"X-Pad-%02d: %s\r\n" % (i, b"x" * 20) for i in range(40))
+            answer = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n" + pad + b"Content-Length: 4\r\n\r\n\x89PNG"
+            try:
+                for i in range(len(answer)):
+                    if self.server.release.wait(0.02):
+                        return
+                    self.wfile.write(answer[i : i + 1])
+            except OSError:
+                return  # the client gave up, as it should
+            self.server.headers_trickled.append(path)
+            self.close_connection = True
             return
         if path == "/trickle":
             self.send_response(200)
@@ -86,6 +100,7 @@ class ImageServer:
         self.httpd.daemon_threads = True
         self.httpd.routes = {}
         self.httpd.seen = []
+        self.httpd.headers_trickled = []  # one entry per /trickle-headers answer sent to the end
         self.httpd.release = threading.Event()
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 

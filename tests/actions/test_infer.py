@@ -179,6 +179,37 @@ def test_server_that_trickles_hits_the_deadline(action, storage, published, imag
     assert "did not finish sending within 1 s" in answer["error"]
 
 
+def test_a_server_that_trickles_its_headers_hits_the_same_deadline(action, storage, image_server):
+    # every byte of the status line and headers comes within the socket timeout, so only a total deadline ends it
+    answer = action.main(
+        params(
+            storage, url=image_server.base_url + "/trickle-headers", fetch_timeout_s=1, allow_hosts=image_server.allow
+        )
+    )
+    assert "did not answer within 1 s" in answer["error"]
+    assert image_server.httpd.headers_trickled == []  # it was cut off, not waited out
+
+
+def test_a_lookup_that_never_answers_hits_the_deadline(action, storage, monkeypatch):
+    import socket
+    import threading
+
+    released = threading.Event()
+
+    def never_answers(*args, **kwargs):
+        released.wait(60)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", never_answers)
+    try:
+        answer = action.main(
+            params(storage, url="http://images.test/digit.png", fetch_timeout_s=1, allow_hosts="images.test")
+        )
+    finally:
+        released.set()
+    assert "did not answer within 1 s" in answer["error"]
+
+
 def test_http_error_status(action, storage, published, image_server):
     answer = action.main(params(storage, url=image_server.base_url + "/missing.png", allow_hosts=image_server.allow))
     assert answer["error"].startswith(f"could not fetch {image_server.base_url}/missing.png (HTTP 404)")

@@ -70,7 +70,7 @@ def test_user_errors_are_one_line_without_traceback(cli_env, tmp_path):
     run(["up", "--port", "0", "--s3-port", "0"], cli_env)
     cases = [
         (["invoke", "no/such"], "not found"),
-        (["deploy", "-m", str(tmp_path / "missing.yaml")], "cannot read"),
+        (["deploy", "-m", str(tmp_path / "missing.yaml")], "missing.yaml' does not exist"),
         (["--apihost", "http://127.0.0.1:1", "--auth", "a:b", "actions", "list"], "cannot reach"),
         (["--apihost", "http://127.0.0.1:1", "actions", "list"], "both --apihost and --auth"),
         (["invoke", "demo/hello", "-p", "name", '""', "--result"], "non-empty string"),
@@ -115,12 +115,12 @@ def test_target_resolution_order(tmp_path, monkeypatch):
 def test_a_bad_manifest_is_refused_before_any_platform_starts(cli_env, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("packages:\n  p:\n    actions:\n      a:\n        functoin: x\n")
-    for args, expected in (
-        (["deploy", "-m", str(tmp_path / "missing.yaml")], "cannot read"),
-        (["deploy", "-m", str(bad)], "bad.yaml:5: unknown key 'functoin'"),
-        (["undeploy", "-m", str(bad)], "bad.yaml:5: unknown key 'functoin'"),
+    for args, status, expected in (
+        (["deploy", "-m", str(tmp_path / "missing.yaml")], 2, "missing.yaml' does not exist"),
+        (["deploy", "-m", str(bad)], 1, "bad.yaml:5: unknown key 'functoin'"),
+        (["undeploy", "-m", str(bad)], 1, "bad.yaml:5: unknown key 'functoin'"),
     ):
         proc = run(args, cli_env, check=False)
-        assert proc.returncode == 1 and expected in proc.stderr
+        assert proc.returncode == status and expected in proc.stderr
     assert not (Path(cli_env["DEPLOYER_HOME"]) / "platform" / "platform.json").exists()
     assert json.loads(run(["status", "--json"], cli_env).stdout)["running"] is False

@@ -36,9 +36,10 @@ def test_each_item_is_converted_in_the_order_given(kind, text, values):
 @pytest.mark.parametrize(
     "kind, text, says",
     [
-        (ints(), "1,two", "must be comma-separated integers (>= 1) like 1,2,4; got '1,two'"),
+        (ints(), "1,two", "must be comma-separated integers (>= 1, <= 10000) like 1,2,4; got '1,two'"),
         (ints(1, 8), "1,9", "integers (>= 1, <= 8)"),
-        (floats(0.0, low_open=True), "0.1,0", "numbers (> 0)"),
+        (floats(0.0, 10.0, low_open=True), "0.1,0", "numbers in (0, 10]"),
+        (floats(0.0, 1.0), "0.5,nan", "numbers in [0, 1]"),
         (choices(("iid", "shards")), "iid,dirichlet", "unknown dirichlet; choose from iid, shards"),
         (ints(), " , ", "give at least one value"),
     ],

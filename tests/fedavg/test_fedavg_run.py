@@ -262,3 +262,68 @@ def test_a_checkpoint_from_before_the_precision_fields_still_resumes(small_mnist
                 resume=True,
             )
     assert resumed["resumed_after_round"] == 1 and len(resumed["rounds"]) == 2
+
+
+def _flip(path: Path, offset: int, bit: int = 7) -> None:
+    blob = bytearray(path.read_bytes())
+    blob[offset] ^= 1 << bit
+    path.write_bytes(bytes(blob))
+
+
+def test_a_damaged_newest_checkpoint_is_refused_by_name_and_the_run_resumes_from_the_one_before(small_mnist, tmp_path):
+    # Prepare: the uninterrupted run, and the same run checkpointed for 3 rounds with its newest checkpoint damaged
+    config = dataclasses.replace(SMALL, rounds=4)
+    with serial(small_mnist) as executor:
+        whole, _ = run(config, executor, small_mnist)
+        run(dataclasses.replace(config, rounds=3), executor, small_mnist, checkpoint_dir=tmp_path)
+        newest = tmp_path / "checkpoint.pt"
+        _flip(newest, newest.stat().st_size // 2)  # inside the weights, where torch.load finds nothing wrong
+        # Execute
+        said = []
+        resumed, _ = run(config, executor, small_mnist, checkpoint_dir=tmp_path, resume=True, log=said.append)
+    # Assert: round 3 is run again from round 2's checkpoint, so the run ends as if nothing had happened
+    assert resumed["resumed_after_round"] == 2
+    assert resumed["final_state_sha256"] == whole["final_state_sha256"]
+    assert len(said) == 1 and str(newest) in said[0] and "do not match its sha256" in said[0]
+    assert resumed["checkpoints_refused"] == [said[0].split("; resumed")[0]]
+    assert (tmp_path / "checkpoint.pt.damaged").is_file()
+
+
+def test_truncated_and_flipped_checkpoints_fall_back_to_the_newest_whole_one_or_name_every_file(small_mnist, tmp_path):
+    from fedavg.run import checkpoint_files, load_newest
+
+    with serial(small_mnist) as executor:
+        run(SMALL, executor, small_mnist, checkpoint_dir=tmp_path)
+    newest, previous, oldest = checkpoint_files(tmp_path)
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    _flip(previous, 10)  # in the header line
+    found = load_newest(tmp_path)
+    assert found.path == oldest and len(found.report["rounds"]) == 1
+    assert [str(newest) in found.refused[0], str(previous) in found.refused[1]] == [True, True]
+    _flip(oldest, oldest.stat().st_size - 1)
+    with pytest.raises(CheckpointError, match="no whole checkpoint") as refused:
+        load_checkpoint(tmp_path)
+    assert all(str(path) in str(refused.value) for path in (newest, previous, oldest))
+
+
+def test_any_flipped_bit_of_a_checkpoint_is_refused(small_mnist, tmp_path):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from fedavg.run import read_checkpoint
+
+    with serial(small_mnist) as executor:
+        run(dataclasses.replace(SMALL, rounds=1), executor, small_mnist, checkpoint_dir=tmp_path)
+    path = tmp_path / "checkpoint.pt"
+    whole = path.read_bytes()
+    read_checkpoint(path)
+
+    @settings(max_examples=60, deadline=None, database=None)
+    @given(offset=st.integers(0, len(whole) - 1), bit=st.integers(0, 7))
+    def flipped(offset, bit):
+        path.write_bytes(whole)
+        _flip(path, offset, bit)
+        with pytest.raises(CheckpointError, match=f"checkpoint {path}"):
+            read_checkpoint(path)
+
+    flipped()

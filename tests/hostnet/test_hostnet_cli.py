@@ -25,12 +25,13 @@ def test_bad_queue_list_is_a_usage_error():
     assert result.exit_code == 2 and "integers" in result.output
 
 
-def test_missing_image_is_one_clear_line(tmp_path):
+def test_missing_image_is_a_usage_error_naming_it(tmp_path):
     result = CliRunner().invoke(
         hostnet_group, ["migrate", "--json", str(tmp_path / "m.json"), "--image", str(tmp_path / "nope")]
     )
-    assert result.exit_code == 1
-    assert result.output.startswith("Error: guest image") and "Traceback" not in result.output
+    assert result.exit_code == 2
+    assert "'--image'" in result.output and "nope' does not exist" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_bad_pmd_mask_is_a_usage_error():

@@ -168,3 +168,31 @@ def test_a_coordinator_at_its_deadline_hands_off_and_its_successor_adopts_the_ru
         "start",
         "done",
     ]
+
+
+def test_a_damaged_newest_checkpoint_is_named_and_the_resumed_job_replays_past_it_to_the_same_model(job):
+    from mlcore.training.worker import read_state
+
+    # Prepare: a finished job whose newest checkpoint (the final model) is then damaged in storage
+    config = JobConfig(job="damaged", **SMALL)
+    create_job(job, config)
+    invoker = ThreadInvoker(job, config)
+    assert coordinator(job, invoker, config).run()["state"] == "done"
+    invoker.join()
+    layout = JobLayout("damaged")
+    newest = layout.checkpoint(job.get_json(layout.checkpoint_pointer)["round"])
+    _, model, _ = read_state(job, newest)
+    blob = bytearray(job.get_bytes(newest))
+    blob[len(blob) // 2] ^= 0x80  # inside the weights
+    job.put_bytes(newest, bytes(blob))
+    # Execute: the coordinator `deployer train --resume` starts
+    again = ThreadInvoker(job, config)
+    result = coordinator(job, again, config, owner="resumed").run()
+    again.join()
+    # Assert: named and refused; the workers replayed from the checkpoint before it to the same model
+    events = read_metrics(job, "damaged")
+    refused = [e for e in events if e["event"] == "checkpoint_refused"]
+    assert result["state"] == "done" and [e["key"] for e in refused] == [newest]
+    assert f"{newest} is damaged: its bytes do not match its sha256" in refused[0]["error"]
+    assert [e["reason"] for e in events if e["event"] == "launched"] == ["new", "new", "replay", "replay"]
+    assert torch.equal(read_state(job, newest)[1], model)

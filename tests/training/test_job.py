@@ -111,3 +111,23 @@ def test_k_grows_until_communication_is_near_the_target_and_is_bounded():
     assert next_local_steps(JobConfig(job="j", mode="local", local_steps=8), headers, 4) == 8
     assert next_local_steps(JobConfig(job="j", mode="sync"), headers, 4) == 1
     assert next_local_steps(config, [{"comm_s": None, "compute_s": 0.02, "k": 4}], 4) == 4
+
+
+def test_any_flipped_bit_of_a_checkpoint_is_refused_naming_its_key():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from mlcore.training.exchange import DamagedError
+    from mlcore.training.worker import split_state, state_blob
+
+    blob = state_blob(torch.randn(300), torch.randn(300), {"round": 4, "batch": 8, "k": 1})
+    assert split_state(blob, "jobs/j/checkpoints/000000004")[0]["round"] == 4
+
+    @settings(max_examples=200, deadline=None, database=None)
+    @given(offset=st.integers(0, len(blob) - 1), bit=st.integers(0, 7), cut=st.booleans())
+    def damaged(offset, bit, cut):
+        broken = blob[:offset] if cut else blob[:offset] + bytes([blob[offset] ^ 1 << bit]) + blob[offset + 1 :]
+        with pytest.raises(DamagedError, match="jobs/j/checkpoints/000000004 is damaged"):
+            split_state(broken, "jobs/j/checkpoints/000000004")
+
+    damaged()

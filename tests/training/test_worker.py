@@ -274,3 +274,21 @@ def test_updates_fall_back_to_standard_storage_where_the_endpoint_has_no_other_c
     assert job_storage.get_bytes("scratch/1") == b"one" and job_storage.get_bytes("scratch/2") == b"two"
     assert exchange._scratch_class is None
     assert "StorageClass" not in job_storage.client.head_object(Bucket=job_storage.bucket, Key="scratch/1")
+
+
+def test_a_worker_starts_from_the_newest_whole_checkpoint_and_names_the_damaged_ones(storage):
+    from mlcore.training.worker import newest_checkpoint, start_point, state_blob
+
+    config = JobConfig(job="torn", **SMALL)
+    create_job(storage, config)
+    layout = JobLayout(config.job)
+    newer = state_blob(torch.zeros(10), None, {"round": 4, "batch": 4, "k": 1})
+    storage.put_bytes(layout.checkpoint(4), newer[: len(newer) - 5])  # cut short
+    start = start_point(storage, config, 0)
+    assert (start.round, start.source) == (0, "checkpoint")
+    assert len(start.refused) == 1 and f"{layout.checkpoint(4)} is damaged" in start.refused[0]
+    first = storage.get_bytes(layout.checkpoint(0))
+    storage.put_bytes(layout.checkpoint(0), first[:8] + b"\0" + first[9:])
+    with pytest.raises(TrainingError, match="no whole checkpoint") as refused:
+        newest_checkpoint(storage, layout)
+    assert layout.checkpoint(4) in str(refused.value) and layout.checkpoint(0) in str(refused.value)
