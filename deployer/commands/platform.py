@@ -8,7 +8,7 @@ from ..local import supervisor
 from ..local.prewarm import DEFAULT_PREWARM
 from ..local.prewarm import parse as parse_prewarm
 from .output import emit_json
-from .params import BUCKET
+from .params import BUCKET, PORT, integer, seconds
 
 
 def _check_prewarm(_ctx, _param, value: str) -> str:
@@ -20,20 +20,31 @@ def _check_prewarm(_ctx, _param, value: str) -> str:
 
 
 @click.command()
-@click.option("--port", default=supervisor.DEFAULT_PORT, show_default=True, help="OpenWhisk API port on 127.0.0.1.")
-@click.option("--s3-port", default=supervisor.DEFAULT_S3_PORT, show_default=True, help="S3 port on 127.0.0.1.")
+@click.option(
+    "--port", type=PORT, default=supervisor.DEFAULT_PORT, show_default=True, help="OpenWhisk API port on 127.0.0.1."
+)
+@click.option(
+    "--s3-port", type=PORT, default=supervisor.DEFAULT_S3_PORT, show_default=True, help="S3 port on 127.0.0.1."
+)
 @click.option(
     "--max-containers",
+    type=integer(1, 256),
     default=supervisor.DEFAULT_MAX_CONTAINERS,
     show_default=True,
     help="Cap on concurrent action processes.",
 )
-@click.option("--idle-timeout-s", default=600.0, show_default=True, help="Evict warm containers idle this long.")
+@click.option(
+    "--idle-timeout-s",
+    type=seconds(86400, low_open=True),
+    default=600.0,
+    show_default=True,
+    help="Evict warm containers idle this long.",
+)
 @click.option(
     "--max-unpacked-mb",
     default=512,
     show_default=True,
-    type=click.IntRange(1),
+    type=integer(1, 65536),
     help="Cap on what an action's zip may unpack to.",
 )
 @click.option(
