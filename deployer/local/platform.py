@@ -11,7 +11,7 @@ import secrets
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import bodies, catalog, kinds, names
@@ -94,6 +94,23 @@ class Resolved:
     @property
     def key(self) -> str:
         return f"{self.qname.namespace}/{self.qname.path}@{self.doc['version']}:{self.doc['updated']}"
+
+
+@dataclass
+class _Level:
+    """One sequence being run: what it has produced so far and which component comes next."""
+
+    target: Resolved
+    doc: dict
+    result: dict
+    next: int = 0
+    status: int = SUCCESS
+    ids: list = field(default_factory=list)
+
+    def take(self, child: dict) -> None:
+        self.ids.append(child["activationId"])
+        self.result = child["response"]["result"]
+        self.status = child["response"]["statusCode"]
 
 
 class Platform:
@@ -578,21 +595,34 @@ class Platform:
         return self._finish(doc, outcome.status_code, outcome.result, outcome.logs, outcome.end_ms or None)
 
     def _run_sequence(self, subject: str, target: Resolved, doc: dict, params: dict, auth: str) -> dict:
-        ids, result, status = [], params, SUCCESS
-        owner = target.qname.namespace
-        for component in target.doc["exec"]["components"]:
-            comp = self.resolve_action(subject, names.resolve(component, owner))
-            child_doc = self._record(
-                subject, comp, secrets.token_hex(16), doc["activationId"], [{"key": "causedBy", "value": "sequence"}]
-            )
-            child = self._activate(subject, comp, result, auth, child_doc)
-            ids.append(child["activationId"])
-            result = child["response"]["result"]
-            status = child["response"]["statusCode"]
-            if status != SUCCESS:
-                break
-        doc["annotations"].append({"key": "topmost", "value": True})
-        return self._finish(doc, status, result, ids)
+        """Runs the sequence, and the sequences nested in it, with a stack of its own: a chain of nested
+        sequences may be deeper than Python's recursion. Each level is its own activation, as in OpenWhisk."""
+        stack = [_Level(target, doc, params)]
+        while True:
+            level = stack[-1]
+            components = level.target.doc["exec"]["components"]
+            if level.status == SUCCESS and level.next < len(components):
+                component = components[level.next]
+                level.next += 1
+                try:
+                    comp = self.resolve_action(subject, names.resolve(component, level.target.qname.namespace))
+                    caused_by = [{"key": "causedBy", "value": "sequence"}]
+                    child_doc = self._record(subject, comp, secrets.token_hex(16), level.doc["activationId"], caused_by)
+                except Exception as exc:
+                    level.status, level.result = INTERNAL_ERROR, {"error": f"internal error: {exc}"}
+                    continue
+                if comp.doc["exec"]["kind"] == "sequence":
+                    merged = {**comp.package_params, **_kv_dict(comp.doc["parameters"]), **level.result}
+                    stack.append(_Level(comp, child_doc, merged))
+                else:
+                    level.take(self._activate(subject, comp, level.result, auth, child_doc))
+                continue
+            level.doc["annotations"].append({"key": "topmost", "value": True})
+            finished = self._finish(level.doc, level.status, level.result, level.ids)
+            stack.pop()
+            if not stack:
+                return finished
+            stack[-1].take(finished)
 
     # activations
     def get_activation(self, ns: str, activation_id: str) -> dict:

@@ -131,6 +131,19 @@ def test_a_chain_of_nested_sequences_deeper_than_pythons_recursion_is_checked(in
         in_process.put_action("guest", "leaf", {"exec": {"kind": "sequence", "components": ["top"]}}, True)
 
 
+def test_a_chain_of_nested_sequences_deeper_than_pythons_recursion_runs(in_process):
+    in_process.put_action("guest", "leaf", {"exec": ECHO}, overwrite=False)
+    below = "leaf"
+    for i in range(600):  # several frames a level: far past the interpreter's 1000 for a recursive walk
+        in_process.put_action("guest", f"deep-{i}", {"exec": {"kind": "sequence", "components": [below]}}, False)
+        below = f"deep-{i}"
+    _, doc = in_process.invoke("guest", below, {"x": 1}, blocking=True, auth="test", wait_s=120)
+    assert doc["response"]["success"] and doc["response"]["result"] == {"x": 1}
+    assert len(doc["logs"]) == 1  # the top sequence's one component, itself a sequence with its own record
+    inner = in_process.get_activation("guest", doc["logs"][0])
+    assert inner["name"] == "deep-598" and inner["cause"] == doc["activationId"]
+
+
 def test_a_cycle_stored_unchecked_is_refused_not_walked_forever(in_process):
     _store_sequence(in_process.store, "loop-b", ["loop-c"])
     _store_sequence(in_process.store, "loop-c", ["loop-b"])
