@@ -98,6 +98,7 @@ _FEATURE_HEADERS = {
     "x-amz-mfa": "MFA delete",
     "x-amz-write-offset-bytes": "appendable objects",
 }
+_FEATURE_PREFIXES = tuple(_FEATURE_HEADERS)
 _RESPONSE_OVERRIDES = {
     "response-content-type": "Content-Type",
     "response-content-language": "Content-Language",
@@ -335,9 +336,11 @@ class S3App:
         if "acl" in req.query:
             raise not_implemented("reading ACLs")
         for name in req.headers:
-            for prefix, what in _FEATURE_HEADERS.items():
-                if name.startswith(prefix) and not (name == "x-amz-tagging-directive" and req.headers[name] == "COPY"):
-                    raise not_implemented(f"{what} ({name})")
+            if name.startswith(_FEATURE_PREFIXES):
+                if name == "x-amz-tagging-directive" and req.headers[name] == "COPY":
+                    continue
+                what = next(w for p, w in _FEATURE_HEADERS.items() if name.startswith(p))
+                raise not_implemented(f"{what} ({name})")
         acl = req.header("x-amz-acl")
         if acl is not None and acl.strip().lower() not in ("private", "bucket-owner-full-control"):
             raise not_implemented(f"canned ACL {acl!r} (everything here is private to its keys)")

@@ -10,6 +10,7 @@ hands them over), so metadata in UTF-8 is signed as the client signed it.
 from __future__ import annotations
 
 import calendar
+import datetime as dt
 import hashlib
 import hmac
 import re
@@ -31,6 +32,7 @@ MAX_PRESIGNED_S = 7 * 24 * 3600  # AWS's cap on X-Amz-Expires
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _AUTH_RE = re.compile(r"AWS4-HMAC-SHA256\s+Credential=([^,\s]+),\s*SignedHeaders=([^,\s]+),\s*Signature=([0-9a-f]+)")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_AMZ_DATE = re.compile(r"\d{8}T\d{6}Z")
 
 
 def _quote(s: str) -> str:
@@ -55,10 +57,15 @@ def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
 
 
 def _parse_amz_date(value: str) -> float:
-    try:
-        return calendar.timegm(time.strptime(value, "%Y%m%dT%H%M%SZ"))
-    except ValueError:
-        raise S3Error(403, "AccessDenied", f"X-Amz-Date {value!r} is not a valid ISO 8601 basic time") from None
+    """Seconds since the epoch of an ISO 8601 basic time (20130524T000000Z), as cheaply as it can be read."""
+    if _AMZ_DATE.fullmatch(value):
+        try:
+            fields = [int(value[a:b]) for a, b in ((0, 4), (4, 6), (6, 8), (9, 11), (11, 13), (13, 15))]
+            dt.datetime(*fields)  # refuses a 31st of February, as strptime would
+            return calendar.timegm((*fields, 0, 0, 0))
+        except ValueError:
+            pass
+    raise S3Error(403, "AccessDenied", f"X-Amz-Date {value[:40]!r} is not a valid ISO 8601 basic time")
 
 
 class _Claim(NamedTuple):
