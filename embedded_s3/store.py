@@ -193,19 +193,22 @@ def _info_of(f: BinaryIO, path: Path) -> ObjectInfo:
     if magic != _MAGIC or meta_len > st.st_size - _FOOTER.size:
         raise ValueError(f"{path} has no object trailer")
     f.seek(st.st_size - _FOOTER.size - meta_len)
-    meta = json.loads(f.read(meta_len))
+    return _info(json.loads(f.read(meta_len)), st.st_size - _FOOTER.size - meta_len, st.st_mtime, path)
+
+
+def _info(trailer: dict, size: int, mtime: float, path: Path) -> ObjectInfo:
     return ObjectInfo(
-        key=meta["key"],
-        size=st.st_size - _FOOTER.size - meta_len,
-        etag=meta["etag"],
-        mtime=st.st_mtime,
-        content_type=meta.get("content_type", "binary/octet-stream"),
-        metadata=meta.get("metadata", {}),
+        key=trailer["key"],
+        size=size,
+        etag=trailer["etag"],
+        mtime=mtime,
+        content_type=trailer.get("content_type", "binary/octet-stream"),
+        metadata=trailer.get("metadata", {}),
         path=path,
-        storage_class=meta.get("storage_class", "STANDARD"),
-        headers=meta.get("headers", {}),
-        checksum=meta.get("checksum"),
-        parts=meta.get("parts"),
+        storage_class=trailer.get("storage_class", "STANDARD"),
+        headers=trailer.get("headers", {}),
+        checksum=trailer.get("checksum"),
+        parts=trailer.get("parts"),
     )
 
 
@@ -448,19 +451,7 @@ class ObjectStore:
             if isinstance(exc, OSError):
                 raise self._os_error(exc) from exc
             raise
-        return ObjectInfo(
-            key=doc["key"],
-            size=size,
-            etag=doc["etag"],
-            mtime=time.time(),
-            content_type=doc.get("content_type", ""),
-            metadata=doc.get("metadata", {}),
-            path=dest,
-            storage_class=doc.get("storage_class", "STANDARD"),
-            headers=doc.get("headers", {}),
-            checksum=doc.get("checksum"),
-            parts=doc.get("parts"),
-        )
+        return _info(doc, size, time.time(), dest)
 
     def _os_error(self, exc: OSError) -> S3Error:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):

@@ -155,7 +155,7 @@ def _connection_classes():
     """urllib3 connection classes that hand each new socket to the pool's watchdog (`watchdog=` in conn_kw)."""
     from urllib3.connection import HTTPConnection, HTTPSConnection
 
-    class Watched(HTTPConnection):
+    class Watching:
         def __init__(self, *args, watchdog: _Watchdog, **kwargs) -> None:
             super().__init__(*args, **kwargs)
             self.watchdog = watchdog
@@ -165,15 +165,11 @@ def _connection_classes():
             self.watchdog.watch(sock)
             return sock
 
-    class WatchedTLS(HTTPSConnection):
-        def __init__(self, *args, watchdog: _Watchdog, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            self.watchdog = watchdog
+    class Watched(Watching, HTTPConnection):
+        pass
 
-        def _new_conn(self) -> socket.socket:
-            sock = super()._new_conn()
-            self.watchdog.watch(sock)
-            return sock
+    class WatchedTLS(Watching, HTTPSConnection):
+        pass
 
     return Watched, WatchedTLS
 
