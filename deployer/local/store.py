@@ -149,8 +149,17 @@ class Store:
 
     # entities
     def get(self, namespace: str, collection: str, path: str) -> dict | None:
+        """The entity, or None where the id is free.
+
+        Raises:
+            KindConflict: the id holds another kind of entity (OpenWhisk reads the document and finds
+            it is not of the collection asked for).
+        """
         rows = self._exec(_SELECT_ENTITY, (namespace, collection, path))
-        return json.loads(rows[0][0]) if rows else None
+        if rows:
+            return json.loads(rows[0][0])
+        self._check_free(namespace, path)
+        return None
 
     def get_shared(self, namespace: str, collection: str, path: str) -> dict | None:
         """As `get`, from the cache: the document is shared between callers, who must not change it."""
@@ -162,7 +171,13 @@ class Store:
                 doc = json.loads(rows[0][0]) if rows else None
                 if doc is not None:
                     self._cache[key] = doc
+            if doc is None:
+                self._check_free(namespace, path)
         return doc
+
+    def _check_free(self, namespace: str, path: str) -> None:
+        if self._exec("SELECT 1 FROM entities WHERE namespace=? AND path=? LIMIT 1", (namespace, path)):
+            raise KindConflict()
 
     def get_revision(self, namespace: str, collection: str, path: str) -> tuple[dict | None, int]:
         """(document, revision) for a read-modify-write; (None, ABSENT) where there is none.

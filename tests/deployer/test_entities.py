@@ -248,6 +248,9 @@ def test_a_name_is_taken_whatever_the_kind(platform, kv_sources, first):
         for overwrite in ("false", "true"):
             resp = _api(platform, "PUT", f"{other}/{name}", bodies[other], overwrite=overwrite)
             assert _refused(resp, 409, CONFORMANCE), (other, resp.text)
+        assert _refused(_api(platform, "GET", f"{other}/{name}"), 409, CONFORMANCE), other  # read: the same answer
+    if first != "actions":
+        assert _refused(_api(platform, "POST", f"actions/{name}", {}), 409, CONFORMANCE)  # nor invoked as one
     assert _api(platform, "GET", f"{first}/{name}").json()["version"] == "0.0.1"
     assert _api(platform, "DELETE", f"{first}/{name}").status_code == 200
     assert _api(platform, "PUT", f"triggers/{name}", {}).status_code == 200  # the name is free again
