@@ -118,8 +118,10 @@ class RootGroup(LazyGroup):
             raise OneLineError.usage(exc) from exc
 
     def invoke(self, ctx):
+        from embedded_s3.errors import EmbeddedS3Error
         from fedavg.errors import FedAvgError
         from hostnet.errors import HostnetError
+        from localwhisk.errors import LocalWhiskError
         from mlcore.errors import MLCoreError
 
         from .errors import DeployerError
@@ -133,7 +135,7 @@ class RootGroup(LazyGroup):
                 raise OneLineError.usage(exc) from exc
             except click.ClickException as exc:
                 raise OneLineError(exc.format_message(), exc.exit_code) from exc
-            except (DeployerError, MLCoreError, FedAvgError, HostnetError) as exc:
+            except (DeployerError, LocalWhiskError, EmbeddedS3Error, MLCoreError, FedAvgError, HostnetError) as exc:
                 raise OneLineError(str(exc) or type(exc).__name__) from exc
             except (click.exceptions.Exit, click.Abort):
                 raise

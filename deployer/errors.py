@@ -3,18 +3,12 @@
     DeployerError
      ├── ConfigError              missing or contradictory settings (apihost, auth, wskprops)
      ├── ManifestError            a manifest or deployment file is malformed
-     ├── DockerUnavailable        deployer.runtime_image: no docker client or engine
-     ├── RuntimeBuildError        deployer.runtime_image: a step of the image build failed
-     ├── SupervisorError          deployer.local.supervisor: the platform cannot be started or stopped
      ├── BenchError               deployer.bench.infer: a path of the benchmark failed
-     ├── UploadError              deployer.web: a picture sent to the page is unusable
-     ├── ContainerError           deployer.local.container: an action container failed or broke the contract
-     │    ├── ContainerTimeout
-     │    └── ContainerOutOfMemory
-     └── PlatformError            deployer.local.errors: what the local platform answers as an HTTP status
-          ├── BadRequest (400), Unauthorized (401), Forbidden (403), NotFound (404), Conflict (409),
-          │   TooLarge (413)
-          └── StorageStartError   deployer.local.s3: the embedded S3 did not start
+     └── UploadError              deployer.web: a picture sent to the page is unusable
+
+The other packages keep their own roots, which the CLI turns into one line as well:
+localwhisk.errors.LocalWhiskError (the local platform: its HTTP answers, the supervisor,
+containers, Docker), embedded_s3.errors.EmbeddedS3Error, fedavg's, hostnet's and mlcore's.
 
 The OpenWhisk client's errors are mlcore's (the client is mlcore.openwhisk, which actions
 bundle too) and are re-exported here under their names:

@@ -7,6 +7,7 @@ and their runtime has no platformdirs.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import platformdirs
@@ -22,3 +23,9 @@ def data_dir(*parts: str) -> Path:
 def cache_dir(*parts: str) -> Path:
     """`$XDG_CACHE_HOME/deployer/...` (`~/.cache/deployer/...`) on Linux, the platform's own elsewhere."""
     return Path(platformdirs.user_cache_dir(APP, appauthor=False)).joinpath(*parts)
+
+
+def platform_state_dir() -> Path:
+    """The local platform's state folder: `$DEPLOYER_HOME` when set, else the per-user data folder's `platform`."""
+    env = os.environ.get("DEPLOYER_HOME")
+    return Path(env).expanduser() if env else data_dir("platform")

@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from localwhisk.invoker.docker_cli import RUNTIME_IMAGE
+
 from .errors import ManifestError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +29,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BUNDLEABLE = ("mlcore", "fedavg")
 # The project's action runtime image (runtimes/Dockerfile): `docker: $DEPLOYER_RUNTIME_IMAGE` in the
 # manifests. wskdeploy needs the variable exported; deployer falls back to this tag.
-DEFAULT_RUNTIME_IMAGE = "deployer/action-python-ml:0.1.0"
+DEFAULT_RUNTIME_IMAGE = RUNTIME_IMAGE
 
 TOP_KEYS = {"project", "packages", "package"}
 PROJECT_KEYS = {"name", "namespace", "credential", "apiHost", "version", "packages", "inputs", "config"}

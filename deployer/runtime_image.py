@@ -32,15 +32,23 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from localwhisk.invoker.docker_cli import (
+    RUNTIME_IMAGE,
+    DockerUnavailable,
+    RuntimeBuildError,
+    check_docker,
+    docker,
+    docker_binary,
+    image_id,
+)
+from localwhisk.proctree import stop_process
+
 from . import folders
-from .errors import DeployerError
-from .local.proctree import stop_process
-from .manifest import DEFAULT_RUNTIME_IMAGE
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = PROJECT_ROOT / "runtimes" / "Dockerfile"
 REQUIREMENTS = PROJECT_ROOT / "runtimes" / "requirements.txt"
-DEFAULT_TAG = DEFAULT_RUNTIME_IMAGE
+DEFAULT_TAG = RUNTIME_IMAGE
 BASE_REPO = "deployer/base-bookworm"
 OFFICIAL_BASE = "openwhisk/action-python-v3.11:nightly"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
@@ -57,67 +65,6 @@ PROBED = {
     "PIL": "pillow",
     "httptools": "httptools",
 }
-
-
-class DockerUnavailable(DeployerError):
-    """No docker client, or no engine answering it; the message names the fix."""
-
-
-class RuntimeBuildError(DeployerError):
-    """A step of the image build failed; the message names the step and the tail of its output."""
-
-
-def docker_binary() -> str:
-    return os.environ.get("DEPLOYER_DOCKER") or shutil.which("docker") or "docker"
-
-
-def docker(
-    *args: str, check: bool = True, timeout: float | None = 120, input: bytes | None = None, text: bool = True
-) -> subprocess.CompletedProcess:
-    """Runs one docker CLI command; with check, a failure raises RuntimeBuildError with its stderr."""
-    try:
-        done = subprocess.run(
-            [docker_binary(), *args],
-            capture_output=True,
-            timeout=timeout,
-            input=input,
-            text=text if input is None else False,
-        )
-    except FileNotFoundError as exc:
-        raise DockerUnavailable(
-            "docker is not installed: run `./run setup` as root (installs docker.io and starts dockerd)"
-        ) from exc
-    if check and done.returncode != 0:
-        err = done.stderr if isinstance(done.stderr, str) else done.stderr.decode(errors="replace")
-        raise RuntimeBuildError(f"docker {' '.join(args[:3])} failed: {err.strip()[-800:]}")
-    return done
-
-
-def check_docker() -> str:
-    """The engine's version, or DockerUnavailable saying how to get one."""
-    if shutil.which(docker_binary()) is None and not Path(docker_binary()).is_file():
-        raise DockerUnavailable(
-            "docker is not installed: run `./run setup` as root (installs docker.io and starts dockerd)"
-        )
-    try:
-        done = docker("info", "--format", "{{.ServerVersion}}", check=False, timeout=30)
-    except subprocess.TimeoutExpired as exc:
-        raise DockerUnavailable(
-            "the Docker engine does not answer `docker info` within 30 s: restart dockerd "
-            "(scripts/start-dockerd.sh as root)"
-        ) from exc
-    version = done.stdout.strip()
-    if done.returncode != 0 or not version or "error" in version.lower():
-        reason = (done.stderr.strip().splitlines() or ["no answer"])[-1]
-        raise DockerUnavailable(
-            f"the Docker engine is not running ({reason}): start it with `scripts/start-dockerd.sh` as root"
-        )
-    return version
-
-
-def image_id(ref: str) -> str | None:
-    done = docker("image", "inspect", "--format", "{{.Id}}", ref, check=False, timeout=30)
-    return done.stdout.strip() if done.returncode == 0 else None
 
 
 def image_size(ref: str) -> int:

@@ -119,13 +119,15 @@ def resolve(
 
 
 def local_target(start: bool = True) -> Target:
-    from .local import supervisor
+    from localwhisk import supervisor
 
-    info = supervisor.read_info(supervisor.default_state_dir())
+    from .folders import platform_state_dir
+
+    info = supervisor.read_info(platform_state_dir())
     if info is None:
         if not start:
             raise ConfigError("no OpenWhisk configured and the local platform is not running; run `deployer up`")
-        info, started = supervisor.up()
+        info, started = supervisor.up(platform_state_dir())
         if started:
             print(f"started the local platform on {info.apihost} (stop it with `deployer down`)", file=sys.stderr)
     return Target(info.apihost, info.auth, EMBEDDED, local=True, storage=resolve_storage(info.storage_env()))

@@ -2,7 +2,7 @@
 
 Run as `python -m embedded_s3 --root DIR --credentials FILE --port N`: it prints one JSON
 line with its port and pid once it listens. The local platform starts it as its own
-process (`deployer.local.s3.EmbeddedS3`); nothing else depends on what is inside.
+process (`localwhisk.s3.EmbeddedS3`); nothing else depends on what is inside.
 
     app.py       the S3 REST API as a WSGI application (routing, operations, XML)
     store.py     objects, buckets and multipart uploads on disk (atomic, fsync'd writes)

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from deployer.local.s3 import EmbeddedS3
+from localwhisk.s3 import EmbeddedS3
 from mlcore import mnist
 from mlcore.model import state_from_bytes, state_to_bytes
 from mlcore.storage import Storage, StorageConfig
@@ -126,7 +126,7 @@ class PlatformHandle:
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory):
     """A real local platform process on loopback (controller, invoker, embedded S3)."""
-    from deployer.local.supervisor import LocalPlatform
+    from localwhisk.supervisor import LocalPlatform
 
     # room for a 3-worker training job with a straggler (3 + 1 workers, PS, coordinator) and a spare
     with running(LocalPlatform(tmp_path_factory.mktemp("platform"), max_containers=8, idle_timeout_s=600)) as handle:

@@ -41,7 +41,7 @@ def test_short_bucket_rejected():
 
 
 def test_objects_survive_restart_of_the_server(tmp_path):
-    from deployer.local.s3 import EmbeddedS3
+    from localwhisk.s3 import EmbeddedS3
 
     root = tmp_path / "objects"
     with EmbeddedS3(root=root) as s3:

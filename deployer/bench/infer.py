@@ -28,8 +28,9 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
+from localwhisk.proctree import stop_process
+
 from ..errors import DeployerError
-from ..local.proctree import stop_process
 from .stats import closed_loop, summarize_ms
 
 BUCKET = "bench-infer"
@@ -183,8 +184,9 @@ def _annotation(record: dict, key: str):
 def bench_platform_cold(client, env: dict, payload: dict, runs: int, apihost: str | None = None) -> dict:
     """First invokes after a redeploy; on the local platform each waits for an ML stem cell first (OpenWhisk's
     prewarmed cold start), and the count of those that found one is reported."""
+    from localwhisk.invoker.prewarm import DEFAULT_PREWARM
+
     from .. import manifest
-    from ..local.prewarm import DEFAULT_PREWARM
     from .platform import prewarm_hits, wait_prewarmed
 
     ml_spec = next((part for part in DEFAULT_PREWARM.split(",") if "action-python-ml" in part), None)
@@ -288,10 +290,9 @@ def _platform(apihost: str | None, auth: str | None, storage_env: dict | None, w
 
     With an API host and a key, that OpenWhisk; else a local platform of `slots` containers in `workdir`.
     """
+    from localwhisk.supervisor import LocalPlatform
     from mlcore.openwhisk import OpenWhiskClient
     from mlcore.storage import StorageConfig
-
-    from ..local.supervisor import LocalPlatform
 
     if apihost and auth:
         client = OpenWhiskClient(apihost, auth)

@@ -39,7 +39,7 @@ def bench_direct(iterations: int) -> dict:
 
 
 def bench_proxy(iterations: int) -> dict:
-    from ..local.container import Container
+    from localwhisk.invoker.container import Container
 
     with Container("bench/noop", memory_mb=256, log_limit_bytes=1 << 20) as c:
         c.start()
@@ -273,7 +273,7 @@ def _bench_local(
     mode: str, max_containers: int, measure: Callable[[object, str | None], dict], progress: Callable[[str], None]
 ) -> dict:
     """A local platform of `mode` containers started for this measurement, or why docker mode is skipped."""
-    from ..local.supervisor import LocalPlatform
+    from localwhisk.supervisor import LocalPlatform
 
     why = docker_unavailable() if mode == "docker" else None
     if why:

@@ -66,7 +66,7 @@ def drive(
 
 
 def bench_durable(clients: int, requests_per_client: int, size_bytes: int, folder: Path | None) -> dict:
-    from ..local.s3 import EmbeddedS3
+    from localwhisk.s3 import EmbeddedS3
 
     with tempfile.TemporaryDirectory(prefix="bench-storage-", dir=folder) as tmp:
         with EmbeddedS3(root=Path(tmp) / "objects") as s3:

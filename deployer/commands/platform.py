@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import click
 
-from ..local import supervisor
-from ..local.prewarm import DEFAULT_PREWARM
-from ..local.prewarm import parse as parse_prewarm
+from localwhisk import supervisor
+from localwhisk.invoker.prewarm import DEFAULT_PREWARM
+from localwhisk.invoker.prewarm import parse as parse_prewarm
+
+from ..folders import platform_state_dir
 from .output import emit_json
 from .params import BUCKET, PORT, integer, seconds
 
@@ -73,6 +75,7 @@ def up(
 ) -> None:
     """Start the local platform (OpenWhisk API + embedded S3) in the background."""
     info, started = supervisor.up(
+        platform_state_dir(),
         port=port,
         s3_port=s3_port,
         extra=[
@@ -101,7 +104,7 @@ def up(
 @click.command()
 def down() -> None:
     """Stop the local platform; actions, activations and S3 objects stay on disk."""
-    stopped = supervisor.down()  # raises, and so exits non-zero, when it did not stop cleanly
+    stopped = supervisor.down(platform_state_dir())  # raises, and so exits non-zero, when it did not stop cleanly
     click.echo("stopped" if stopped else "the local platform was not running")
 
 
@@ -109,7 +112,7 @@ def down() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
     """Where the local platform runs and what it holds; exits 1 when any of its processes is not well."""
-    state_dir = supervisor.default_state_dir()
+    state_dir = platform_state_dir()
     problems = supervisor.problems(state_dir)
     info = supervisor.read_info(state_dir)
     if info is None:
@@ -169,7 +172,7 @@ def storage_env(bucket: str | None) -> None:
     from ..target import local_target
 
     local_target(start=True)
-    info = supervisor.read_info(supervisor.default_state_dir())
+    info = supervisor.read_info(platform_state_dir())
     if info is None:
         raise click.ClickException(
             "the local platform stopped before its storage settings could be read; run `deployer up`"

@@ -14,9 +14,9 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deployer.local.container import MAX_JSON_DEPTH, json_depth
-from deployer.local.invoker import MAX_RESULT_BYTES
-from deployer.local.supervisor import LocalPlatform
+from localwhisk.invoker.container import MAX_JSON_DEPTH, json_depth
+from localwhisk.invoker.pool import MAX_RESULT_BYTES
+from localwhisk.supervisor import LocalPlatform
 
 NODE = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed (the README's set-up has it)")
 INVALID = "The action did not produce a valid JSON or JSON Array response"

@@ -41,7 +41,7 @@ def test_bench_platform_small_run():
 
 
 def test_the_raw_invoker_names_a_refused_invoke():
-    from deployer.local.supervisor import LocalPlatform
+    from localwhisk.supervisor import LocalPlatform
 
     with tempfile.TemporaryDirectory() as tmp, LocalPlatform(Path(tmp), prewarm="none") as info:
         invoke = bp.RawInvoker(info.apihost, info.auth, "no-such-action")

@@ -84,7 +84,7 @@ COMMANDS = {case.path for case in CASES}
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory, running_platform):
     """(root arguments, environment, named paths) of a sandbox where no long work can start."""
-    from deployer.local.supervisor import LocalPlatform
+    from localwhisk.supervisor import LocalPlatform
 
     tmp = tmp_path_factory.mktemp("cli-fuzz")
     blocker = tmp / "a-file"

@@ -15,10 +15,10 @@ import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deployer.local.errors import BadRequest
-from deployer.local.invoker import Invoker
-from deployer.local.platform import Platform
-from deployer.local.store import ABSENT, KindConflict, RevisionConflict, Store
+from localwhisk.core import Platform
+from localwhisk.errors import BadRequest
+from localwhisk.invoker.pool import Invoker
+from localwhisk.store import ABSENT, KindConflict, RevisionConflict, Store
 
 ECHO = {"kind": "python:3.11", "code": "def main(a):\n    return a\n"}
 CONFORMANCE = "Resource by this name exists but is not in this collection."

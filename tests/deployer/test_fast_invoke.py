@@ -8,10 +8,10 @@ import json
 import pytest
 from werkzeug.test import Client
 
-from deployer.local.controller import create_app
-from deployer.local.invoker import Invoker
-from deployer.local.platform import Platform
-from deployer.local.store import Store
+from localwhisk.controller.app import create_app
+from localwhisk.core import Platform
+from localwhisk.invoker.pool import Invoker
+from localwhisk.store import Store
 
 KEY = "0a0b0c0d-0e0f-4000-8000-000000000001:" + "k" * 64
 AUTH = {"Authorization": "Basic " + base64.b64encode(KEY.encode()).decode()}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from deployer.local.invoker import DEVELOPER_ERROR, SUCCESS, Invoker
+from localwhisk.invoker.pool import DEVELOPER_ERROR, SUCCESS, Invoker
 from runtimes import contract
 
 LIMITS = {"timeout": 30000, "memory": 256, "logs": 1, "concurrency": 1}

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from deployer.local.container import InvalidAnswer
-from deployer.local.invoker import DEVELOPER_ERROR, SUCCESS, Invoker
+from localwhisk.invoker.container import InvalidAnswer
+from localwhisk.invoker.pool import DEVELOPER_ERROR, SUCCESS, Invoker
 from runtimes import contract
 
 LIMITS = {"timeout": 5000, "memory": 256, "logs": 1, "concurrency": 1}

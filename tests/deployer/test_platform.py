@@ -12,7 +12,7 @@ import requests
 
 from deployer import manifest
 from deployer.errors import ActivationFailedError, AuthError, NotFoundError, OpenWhiskError, PayloadTooLargeError
-from deployer.local.supervisor import LocalPlatform
+from localwhisk.supervisor import LocalPlatform
 from mlcore.openwhisk import OpenWhiskClient
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -350,7 +350,7 @@ def test_init_failure_is_developer_error_with_logs(platform):
 def test_a_local_platform_takes_ports_no_outgoing_connection_can_hold():
     """A restart needs its ports back; the kernel gives ephemeral ports to every connection on the
     machine, so one could sit on the old port between a crash and the restart (seen under load)."""
-    from deployer.local.supervisor import stable_free_port
+    from localwhisk.supervisor import stable_free_port
 
     low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     port = stable_free_port()

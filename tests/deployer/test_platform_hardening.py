@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from deployer.errors import ActivationFailedError, OpenWhiskError
-from deployer.local.supervisor import LocalPlatform
+from localwhisk.supervisor import LocalPlatform
 
 ECHO = {"kind": "python:3.11", "code": "def main(a):\n    return {'n': len(a.get('text', ''))}\n"}
 
@@ -157,7 +157,7 @@ def test_a_full_state_disk_answers_json_errors_and_the_platform_recovers(tmp_pat
 
 OWNER = """
 import json, sys, threading
-from deployer.local.supervisor import LocalPlatform
+from localwhisk.supervisor import LocalPlatform
 
 def start():
     platform = LocalPlatform(sys.argv[1])
@@ -179,7 +179,7 @@ def test_a_platform_stops_itself_when_its_owner_is_killed(tmp_path):
     import sys
     from pathlib import Path
 
-    from deployer.local.server import read_stop_report
+    from localwhisk.server import read_stop_report
 
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(root)}

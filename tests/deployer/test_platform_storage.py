@@ -20,7 +20,7 @@ from botocore.config import Config
 from click.testing import CliRunner
 
 from deployer.cli import cli
-from deployer.local.supervisor import LocalPlatform, SupervisorError
+from localwhisk.supervisor import LocalPlatform, SupervisorError
 
 
 def _s3(info, **config):
@@ -111,7 +111,7 @@ def test_taken_api_port_fails_at_once_naming_it(tmp_path):
                 [
                     sys.executable,
                     "-m",
-                    "deployer.local.server",
+                    "localwhisk.server",
                     "--state-dir",
                     str(tmp_path / "c"),
                     "--port",
@@ -180,7 +180,7 @@ def test_storage_env_and_status_give_users_the_keys(tmp_path, monkeypatch):
 
 
 def test_down_says_so_and_fails_when_storage_had_died(tmp_path, monkeypatch):
-    from deployer.local import supervisor
+    from localwhisk import supervisor
 
     state = tmp_path / "state"
     info, started = supervisor.up(state, port=0, s3_port=0)

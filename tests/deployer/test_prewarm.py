@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from deployer.local import kinds
-from deployer.local.invoker import SUCCESS, Invoker
-from deployer.local.prewarm import parse
+from localwhisk.entities import kinds
+from localwhisk.invoker.pool import SUCCESS, Invoker
+from localwhisk.invoker.prewarm import parse
 
 ENV = {"__OW_API_HOST": "http://127.0.0.1:9"}
 LIMITS = {"timeout": 30000, "memory": 256, "logs": 1, "concurrency": 1}
@@ -105,7 +105,7 @@ def test_the_pool_refills_after_a_cold_start_that_failed_and_none_starts_while_o
 def _proxies() -> list[int]:
     import os
 
-    from deployer.local.proctree import descendants
+    from localwhisk.proctree import descendants
 
     def cmdline(pid: int) -> str:
         try:

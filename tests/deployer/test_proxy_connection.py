@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from deployer.local.proxy_connection import ProxyConnection
+from localwhisk.invoker.proxy_connection import ProxyConnection
 
 
 def test_an_answer_that_trickles_in_gets_no_more_time_than_a_silent_one():

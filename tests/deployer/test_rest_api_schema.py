@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from deployer.local.supervisor import LocalPlatform
+from localwhisk.supervisor import LocalPlatform
 
 pytestmark = pytest.mark.schemathesis
 

@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from deployer.local import statelock
-from deployer.local.proctree import gone, wait_gone
-from deployer.local.supervisor import _wait_ready, stable_free_port
+from localwhisk import statelock
+from localwhisk.proctree import gone, wait_gone
+from localwhisk.supervisor import _wait_ready, stable_free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _server(state: Path, log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "deployer.local.server", "--state-dir", str(state), "--port", "0", "--s3-port", "0"]
+    cmd = [sys.executable, "-m", "localwhisk.server", "--state-dir", str(state), "--port", "0", "--s3-port", "0"]
     cmd += ["--prewarm", "none", "--owner-pid", str(os.getpid())]
     with open(log, "wb") as out:
         return subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

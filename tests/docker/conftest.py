@@ -40,7 +40,7 @@ def runtime_image(runtime_build) -> str:
 @pytest.fixture
 def platform_id(docker_engine):
     """A platform label of the test's own; at teardown nothing may carry it (it is reaped either way)."""
-    from deployer.local import docker_container as dc
+    from localwhisk.invoker import docker_container as dc
 
     value = f"test-{uuid.uuid4().hex[:10]}"
     yield value
@@ -51,7 +51,7 @@ def platform_id(docker_engine):
 
 @pytest.fixture
 def network(platform_id):
-    from deployer.local.docker_container import DockerNetwork
+    from localwhisk.invoker.docker_container import DockerNetwork
 
     net = DockerNetwork(platform_id).create()
     try:

@@ -11,8 +11,8 @@ import zipfile
 
 import pytest
 
-from deployer.local import docker_container as dc
-from deployer.local.container import ContainerError, ContainerOutOfMemory, ContainerTimeout
+from localwhisk.invoker import docker_container as dc
+from localwhisk.invoker.container import ContainerError, ContainerOutOfMemory, ContainerTimeout
 from runtimes import contract
 
 pytestmark = pytest.mark.timeout(1800)  # the session's first test may build the image (minutes)

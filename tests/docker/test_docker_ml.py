@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from deployer import train as training
-from deployer.local import docker_container as dc
-from deployer.local.factory import platform_id
-from deployer.local.supervisor import LocalPlatform
 from deployer.manifest import deploy
+from localwhisk.invoker import docker_container as dc
+from localwhisk.invoker.factory import platform_id
+from localwhisk.supervisor import LocalPlatform
 from mlcore.storage import Storage
 from mlcore.training import data as training_data
 from mlcore.training.job import JobConfig

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from deployer.errors import ActivationFailedError
-from deployer.local import docker_container as dc
-from deployer.local.factory import platform_id
-from deployer.local.supervisor import LocalPlatform
+from localwhisk.invoker import docker_container as dc
+from localwhisk.invoker.factory import platform_id
+from localwhisk.supervisor import LocalPlatform
 
 pytestmark = pytest.mark.timeout(1800)
 

@@ -17,7 +17,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from deployer.local.s3 import EmbeddedS3
+from localwhisk.s3 import EmbeddedS3
 from mlcore.errors import StorageError
 from mlcore.storage import Storage, StorageConfig
 

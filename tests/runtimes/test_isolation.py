@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from deployer.local.container import Container
-from deployer.local.proctree import wait_gone
+from localwhisk.invoker.container import Container
+from localwhisk.proctree import wait_gone
 from runtimes import contract
 
 ENV_AT_IMPORT = (
@@ -155,7 +155,7 @@ def test_every_action_zip_loads_and_answers_with_only_what_its_image_has(folder)
     """Zipped as `deploy` zips it and loaded by the launcher with the project image's module set: an action
     that leaned on the platform's Python (its modules, its variables) fails here as it would on a cluster."""
     from deployer import manifest
-    from deployer.local import kinds
+    from localwhisk.entities import kinds
 
     code = base64.b64encode(manifest.zip_action(ACTIONS / folder)).decode()
     _, deny = kinds.container_profile({"kind": "blackbox", "image": manifest.DEFAULT_RUNTIME_IMAGE})

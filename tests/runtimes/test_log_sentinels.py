@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from deployer.local.container import RUNTIME_COMMANDS
-from deployer.local.proxy_connection import ProxyConnection
+from localwhisk.invoker.container import RUNTIME_COMMANDS
+from localwhisk.invoker.proxy_connection import ProxyConnection
 from runtimes import contract
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from deployer.local.container import Container
+from localwhisk.invoker.container import Container
 from runtimes import contract
 
 pytestmark = pytest.mark.skipif(

@@ -7,9 +7,9 @@ import select
 import sqlite3
 import threading
 
-from deployer.local.container import Container
-from deployer.local.proxy_connection import ProxyConnection
-from deployer.local.store import Store
+from localwhisk.invoker.container import Container
+from localwhisk.invoker.proxy_connection import ProxyConnection
+from localwhisk.store import Store
 from runtimes.wsgiserver import WSGIServer
 
 SEES = (

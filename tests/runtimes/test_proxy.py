@@ -6,7 +6,7 @@ import zipfile
 
 import pytest
 
-from deployer.local.container import Container
+from localwhisk.invoker.container import Container
 from runtimes import contract
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import BadRequest
+from localwhisk.errors import BadRequest
 
 MAX_LENGTH = 256
 _NAME = re.compile(rf"\A([\w]|[\w][\w@ .&-]{{0,{MAX_LENGTH - 2}}}[\w@.&-])\Z", re.ASCII)

@@ -10,9 +10,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from localwhisk.invoker.container import Container
 from runtimes import relay
-
-from .container import Container
 
 MODES = ("process", "docker")
 SOCKETS_IN_CONTAINER = "/run/deployer"
@@ -32,16 +31,18 @@ class DockerFactory:
     """Owns the platform's Docker network and the relays to its API and S3; `close()` removes them."""
 
     def __init__(self, state_dir: Path) -> None:
-        from .. import runtime_image as ri
-        from . import docker_container as dc
+        from localwhisk.invoker import docker_cli
+        from localwhisk.invoker import docker_container as dc
 
         self._dc = dc
         try:
-            ri.check_docker()
-        except ri.DockerUnavailable as exc:
+            docker_cli.check_docker()
+        except docker_cli.DockerUnavailable as exc:
             raise dc.ContainerError(str(exc)) from exc
-        if not ri.image_id(ri.DEFAULT_TAG):
-            raise dc.ContainerError(f"the runtime image {ri.DEFAULT_TAG} is not built: run `deployer runtime build`")
+        if not docker_cli.image_id(docker_cli.RUNTIME_IMAGE):
+            raise dc.ContainerError(
+                f"the runtime image {docker_cli.RUNTIME_IMAGE} is not built: run `deployer runtime build`"
+            )
         self.platform_id = platform_id(state_dir)
         dc.reap(self.platform_id)  # containers and network a killed platform left
         self.network = dc.DockerNetwork(self.platform_id).create()

@@ -20,26 +20,18 @@ from pathlib import Path
 
 import requests
 
-from ..errors import DeployerError
-from ..folders import data_dir
-from . import statelock
-from .invoker import DEFAULT_MAX_CONTAINERS
-from .proctree import descendants, gone, stop_process
-from .server import INFO_FILE, LOG_FILE, read_stop_report
+from localwhisk import statelock
+from localwhisk.errors import LocalWhiskError
+from localwhisk.invoker.pool import DEFAULT_MAX_CONTAINERS
+from localwhisk.proctree import descendants, gone, stop_process
+from localwhisk.server import INFO_FILE, LOG_FILE, read_stop_report
 
 DEFAULT_PORT = 3233
 DEFAULT_S3_PORT = 3234
 
 
-class SupervisorError(DeployerError):
+class SupervisorError(LocalWhiskError):
     """The platform could not be started or stopped; the message says what to check."""
-
-
-def default_state_dir() -> Path:
-    env = os.environ.get("DEPLOYER_HOME")
-    if env:
-        return Path(env).expanduser()
-    return data_dir("platform")
 
 
 @dataclass(frozen=True)
@@ -252,7 +244,7 @@ def _spawn(state_dir: Path, port: int, s3_port: int, extra: list[str], detach: b
     cmd = [
         sys.executable,
         "-m",
-        "deployer.local.server",
+        "localwhisk.server",
         "--state-dir",
         str(state_dir),
         "--port",
@@ -327,7 +319,7 @@ def _port_free(host: str, port: int) -> bool:
 
 
 def up(
-    state_dir: Path | None = None,
+    state_dir: Path,
     port: int | None = None,
     s3_port: int | None = None,
     extra: list[str] | None = None,
@@ -340,7 +332,6 @@ def up(
     Raises:
         SupervisorError: the platform could not start; another one holding the folder is named.
     """
-    state_dir = state_dir or default_state_dir()
     info = read_info(state_dir)
     if info is not None:
         return info, False
@@ -353,12 +344,11 @@ def up(
     return info, True
 
 
-def down(state_dir: Path | None = None, timeout_s: float = 30.0) -> bool:
+def down(state_dir: Path, timeout_s: float = 30.0) -> bool:
     """Stops the background platform; returns False when none was running.
 
     Raises SupervisorError when it did not stop by itself and had to be killed.
     """
-    state_dir = state_dir or default_state_dir()
     info = read_info(state_dir)
     if info is None:
         return False

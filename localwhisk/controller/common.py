@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 from flask import Response, request
 
-from . import names
-from .errors import BadRequest, Forbidden, TooLarge, Unauthorized
-from .invoker import APPLICATION_ERROR, DEVELOPER_ERROR, SUCCESS
-from .platform import MAX_PAYLOAD_BYTES
+from localwhisk.core import MAX_PAYLOAD_BYTES
+from localwhisk.entities import names
+from localwhisk.errors import BadRequest, Forbidden, TooLarge, Unauthorized
+from localwhisk.invoker.pool import APPLICATION_ERROR, DEVELOPER_ERROR, SUCCESS
 
 MAX_LIST_LIMIT = 200
 MAX_WAIT_MS = 300000  # a blocking invoke's ?timeout=, as OpenWhisk bounds it

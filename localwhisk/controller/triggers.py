@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Flask, Response, request
 
-from . import api_common as api
-from .triggers import Triggers
+from localwhisk.controller import common as api
+from localwhisk.entities.triggers import Triggers
 
 
 def _fire_headers() -> dict:

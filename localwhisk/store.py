@@ -26,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-from .errors import Conflict
+from localwhisk.errors import Conflict
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entities (

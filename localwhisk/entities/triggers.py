@@ -12,11 +12,11 @@ import json
 import secrets
 import time
 
-from . import bodies, names
-from .errors import BadRequest, Conflict, NotFound, PlatformError
-from .invoker import APPLICATION_ERROR, INTERNAL_ERROR, SUCCESS
-from .names import QualifiedName
-from .store import KindConflict, RevisionConflict
+from localwhisk.entities import bodies, names
+from localwhisk.entities.names import QualifiedName
+from localwhisk.errors import BadRequest, Conflict, NotFound, PlatformError
+from localwhisk.invoker.pool import APPLICATION_ERROR, INTERNAL_ERROR, SUCCESS
+from localwhisk.store import KindConflict, RevisionConflict
 
 ACTIVE, INACTIVE = "active", "inactive"
 _LINK_TRIES = 20  # a rule's link is merged into its trigger; each try fails only if another write won

@@ -16,8 +16,8 @@ import json
 import os
 from pathlib import Path
 
-from .errors import PlatformError
-from .proctree import gone
+from localwhisk.errors import PlatformError
+from localwhisk.proctree import gone
 
 LOCK_FILE = "platform.lock"
 

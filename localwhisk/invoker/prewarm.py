@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from . import kinds
+from localwhisk.entities import kinds
 
 DEFAULT_PREWARM = "python:3.11@256x2,nodejs:20@256x1,deployer/action-python-ml@1024x1"
 _SPEC = re.compile(r"^(?P<what>[^@]+)@(?P<mb>\d+)x(?P<n>\d+)$")

@@ -13,8 +13,9 @@ import sqlite3
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from . import names, triggers_api, web_api
-from .api_common import (
+from localwhisk.controller import triggers as triggers_api
+from localwhisk.controller import web as web_api
+from localwhisk.controller.common import (
     MAX_WAIT_MS,
     SECURITY_HEADERS,
     Auth,
@@ -28,9 +29,10 @@ from .api_common import (
     json_response,
     list_window,
 )
-from .errors import BadRequest, PlatformError
-from .fast_invoke import FastInvoke
-from .platform import LIMIT_RANGES, MAX_CODE_BYTES, MAX_PAYLOAD_BYTES, Platform
+from localwhisk.controller.fast_invoke import FastInvoke
+from localwhisk.core import LIMIT_RANGES, MAX_CODE_BYTES, MAX_PAYLOAD_BYTES, Platform
+from localwhisk.entities import names
+from localwhisk.errors import BadRequest, PlatformError
 
 _HTTP_MESSAGES = {
     404: "The requested resource does not exist.",

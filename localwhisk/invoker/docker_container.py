@@ -25,21 +25,20 @@ import threading
 import time
 import uuid
 
-from runtimes import contract, spawn
-
-from ..runtime_image import DEFAULT_TAG, docker, docker_binary
-from .container import (
+from localwhisk.invoker.container import (
     DEFAULT_MAX_UNPACKED_BYTES,
     ActionContract,
     ContainerError,
     ContainerOutOfMemory,
 )
-from .proxy_connection import ProxyConnection, ProxyGone
+from localwhisk.invoker.docker_cli import RUNTIME_IMAGE, docker, docker_binary
+from localwhisk.invoker.proxy_connection import ProxyConnection, ProxyGone
+from runtimes import contract, spawn
 
 LABEL = "org.deployer.platform"  # value: the platform id; every container and network made here has it
 KEY_LABEL = "org.deployer.action"
 ACTION_PORT = 8080
-DEFAULT_IMAGES = {"python": DEFAULT_TAG}
+DEFAULT_IMAGES = {"python": RUNTIME_IMAGE}
 # OpenWhisk's defaults for an action container
 DEFAULT_CPU_SHARES = 64
 DEFAULT_PIDS_LIMIT = 1024

@@ -23,11 +23,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from localwhisk.errors import LocalWhiskError
+from localwhisk.invoker.proxy_connection import ProxyConnection, ProxyGone
+from localwhisk.proctree import descendants, kill_tree
 from runtimes import contract, spawn
-
-from ..errors import DeployerError
-from .proctree import descendants, kill_tree
-from .proxy_connection import ProxyConnection, ProxyGone
 
 _PR_SET_PDEATHSIG = 1
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +55,7 @@ def _utc_stamp() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class ContainerError(DeployerError):
+class ContainerError(LocalWhiskError):
     """The container process failed to start, crashed, or broke the contract."""
 
 

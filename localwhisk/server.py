@@ -26,17 +26,17 @@ import time
 import uuid
 from pathlib import Path
 
-from .container import ContainerError
-from .controller import create_app
-from .errors import PlatformError
-from .factory import MODES, DockerFactory, process_factory
-from .invoker import DEFAULT_MAX_CONTAINERS, Invoker
-from .platform import Platform
-from .prewarm import DEFAULT_PREWARM
-from .prewarm import parse as parse_prewarm
-from .s3 import EmbeddedS3
-from .statelock import LOCK_FILE, StateLock
-from .store import Store
+from localwhisk.controller.app import create_app
+from localwhisk.core import Platform
+from localwhisk.errors import PlatformError
+from localwhisk.invoker.container import ContainerError
+from localwhisk.invoker.factory import MODES, DockerFactory, process_factory
+from localwhisk.invoker.pool import DEFAULT_MAX_CONTAINERS, Invoker
+from localwhisk.invoker.prewarm import DEFAULT_PREWARM
+from localwhisk.invoker.prewarm import parse as parse_prewarm
+from localwhisk.s3 import EmbeddedS3
+from localwhisk.statelock import LOCK_FILE, StateLock
+from localwhisk.store import Store
 
 NAMESPACE = "guest"
 INFO_FILE = "platform.json"

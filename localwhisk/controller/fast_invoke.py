@@ -18,8 +18,7 @@ import sqlite3
 from http import HTTPStatus
 from urllib.parse import parse_qsl
 
-from . import names
-from .api_common import (
+from localwhisk.controller.common import (
     MAX_UNREAD_BODY,
     MAX_WAIT_MS,
     SECURITY_HEADERS,
@@ -29,8 +28,9 @@ from .api_common import (
     invoke_answer,
     parse_json,
 )
-from .errors import PlatformError
-from .platform import Platform
+from localwhisk.core import Platform
+from localwhisk.entities import names
+from localwhisk.errors import PlatformError
 
 log = logging.getLogger("controller")
 _ACTION = re.compile(r"/api/v1/namespaces/([^/]+)/actions/([^/]+(?:/[^/]+)?)")

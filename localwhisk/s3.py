@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .errors import PlatformError
-from .proctree import stop_process
+from localwhisk.errors import PlatformError
+from localwhisk.proctree import stop_process
 
 REGION = "us-east-1"
 

@@ -14,10 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import bodies, catalog, kinds, names
-from .container import MAX_JSON_DEPTH, json_depth
-from .errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge
-from .invoker import (
+from localwhisk import catalog
+from localwhisk.entities import bodies, kinds, names
+from localwhisk.entities.names import QualifiedName
+from localwhisk.errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge
+from localwhisk.invoker.container import MAX_JSON_DEPTH, json_depth
+from localwhisk.invoker.pool import (
     APPLICATION_ERROR,
     DEVELOPER_ERROR,
     INTERNAL_ERROR,
@@ -27,8 +29,7 @@ from .invoker import (
     RunResult,
     WouldQueue,
 )
-from .names import QualifiedName
-from .store import KindConflict, Store
+from localwhisk.store import KindConflict, Store
 
 MAX_PAYLOAD_BYTES = 1024 * 1024
 MAX_CODE_BYTES = 48 * 1024 * 1024

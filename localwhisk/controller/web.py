@@ -25,11 +25,11 @@ from urllib.parse import parse_qsl
 from flask import Flask, Response, request
 from werkzeug.http import parse_options_header
 
-from . import api_common as api
-from . import kinds, names
-from .errors import BadRequest, NotFound, Unauthorized
-from .invoker import APPLICATION_ERROR, SUCCESS
-from .names import QualifiedName
+from localwhisk.controller import common as api
+from localwhisk.entities import kinds, names
+from localwhisk.entities.names import QualifiedName
+from localwhisk.errors import BadRequest, NotFound, Unauthorized
+from localwhisk.invoker.pool import APPLICATION_ERROR, SUCCESS
 
 EXTENSIONS = (".http", ".json", ".html", ".svg", ".text")
 RESERVED = {"__ow_method", "__ow_headers", "__ow_path", "__ow_user", "__ow_query", "__ow_body"}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .errors import BadRequest
+from localwhisk.errors import BadRequest
 
 MALFORMED = "The request content was malformed:"
 _INT = re.compile(r"\A[+-]?[0-9]+\Z")

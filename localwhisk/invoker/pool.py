@@ -15,10 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtimes import contract
-
-from . import kinds
-from .container import (
+from localwhisk.entities import kinds
+from localwhisk.invoker.container import (
     DEFAULT_MAX_UNPACKED_BYTES,
     INVALID_RUN_RESPONSE,
     Container,
@@ -27,8 +25,9 @@ from .container import (
     ContainerTimeout,
     InvalidAnswer,
 )
-from .factory import process_factory
-from .prewarm import StemSpec
+from localwhisk.invoker.factory import process_factory
+from localwhisk.invoker.prewarm import StemSpec
+from runtimes import contract
 
 log = logging.getLogger("invoker")
 MAX_RESULT_BYTES = 1024 * 1024

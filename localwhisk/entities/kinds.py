@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import BadRequest
+from localwhisk.errors import BadRequest
 
 # family -> (kinds accepted, the kind `<family>:default` resolves to)
 RUNTIMES = {

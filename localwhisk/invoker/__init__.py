@@ -1,0 +1,1 @@
+"""The invoker and its containers: processes of this machine, or Docker containers."""
