@@ -120,6 +120,7 @@ def resolve(
 
 def local_target(start: bool = True) -> Target:
     from localwhisk import supervisor
+    from localwhisk.settings import Settings
 
     from .folders import platform_state_dir
 
@@ -127,7 +128,7 @@ def local_target(start: bool = True) -> Target:
     if info is None:
         if not start:
             raise ConfigError("no OpenWhisk configured and the local platform is not running; run `deployer up`")
-        info, started = supervisor.up(platform_state_dir())
+        info, started = supervisor.up(Settings(platform_state_dir()), reuse_ports=True)
         if started:
             print(f"started the local platform on {info.apihost} (stop it with `deployer down`)", file=sys.stderr)
     return Target(info.apihost, info.auth, EMBEDDED, local=True, storage=resolve_storage(info.storage_env()))

@@ -29,6 +29,7 @@ from localwhisk.invoker.pool import (
     RunResult,
     WouldQueue,
 )
+from localwhisk.settings import Settings
 from localwhisk.store import KindConflict, Store
 
 MAX_PAYLOAD_BYTES = 1024 * 1024
@@ -122,7 +123,7 @@ class Platform:
         store: Store,
         invoker: Invoker,
         api_host: str = "",
-        blocking_timeout_s: float = 60.0,
+        blocking_timeout_s: float = Settings.blocking_timeout_s,
         workers: int = 64,
         require_api_key_annotation: bool = True,
         any_image: bool = False,

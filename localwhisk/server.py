@@ -30,11 +30,11 @@ from localwhisk.controller.app import create_app
 from localwhisk.core import Platform
 from localwhisk.errors import PlatformError
 from localwhisk.invoker.container import ContainerError
-from localwhisk.invoker.factory import MODES, DockerFactory, process_factory
-from localwhisk.invoker.pool import DEFAULT_MAX_CONTAINERS, Invoker
-from localwhisk.invoker.prewarm import DEFAULT_PREWARM
+from localwhisk.invoker.factory import DockerFactory, process_factory
+from localwhisk.invoker.pool import Invoker
 from localwhisk.invoker.prewarm import parse as parse_prewarm
 from localwhisk.s3 import EmbeddedS3
+from localwhisk.settings import Settings
 from localwhisk.statelock import LOCK_FILE, StateLock
 from localwhisk.store import Store
 
@@ -135,51 +135,43 @@ def reap_container_folders(state_dir: Path) -> Path:
     return root
 
 
-def serve(
-    state_dir: Path,
-    host: str = "127.0.0.1",
-    port: int = 3233,
-    s3_port: int = 3234,
-    max_containers: int = DEFAULT_MAX_CONTAINERS,
-    idle_timeout_s: float = 600.0,
-    blocking_timeout_s: float = 60.0,
-    max_unpacked_mb: int = 512,
-    prewarm: str = DEFAULT_PREWARM,
-    containers: str = "process",
-    owner_pid: int | None = None,
-) -> None:
+def serve(settings: Settings) -> None:
+    """The platform until SIGTERM, SIGINT or its owner's end: the embedded S3, the invoker and the controller."""
+    state_dir, host = settings.state_dir, settings.host
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     log = logging.getLogger("platform")
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     # before anything in the folder is read or written, and held until this process ends, however it ends
-    lock = StateLock.acquire(state_dir, {"pid": os.getpid(), "port": port, "s3_port": s3_port})
+    lock = StateLock.acquire(state_dir, {"pid": os.getpid(), "port": settings.port, "s3_port": settings.s3_port})
     make_private(state_dir)
     auth = load_or_create_auth(state_dir)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    if owner_pid:
-        _stop_with(owner_pid, stop, log)
+    if settings.owner_pid:
+        _stop_with(settings.owner_pid, stop, log)
     _migrate_snapshot(state_dir, log)
     report = StopReport(state_dir / STOP_FILE)
     problems: list[str] = []
-    s3 = EmbeddedS3(host, s3_port, root=state_dir / OBJECTS_DIR, credentials_file=state_dir / S3_CREDENTIALS_FILE)
+    s3 = EmbeddedS3(
+        host, settings.s3_port, root=state_dir / OBJECTS_DIR, credentials_file=state_dir / S3_CREDENTIALS_FILE
+    )
     docker = None
     try:
         s3.start()
-        if containers == "docker":
+        if settings.containers == "docker":
             docker = _docker_factory(state_dir)
             docker.relay("s3", s3.port)
         invoker = Invoker(
-            max_containers,
-            idle_timeout_s,
+            settings.max_containers,
+            settings.idle_timeout_s,
             work_root=reap_container_folders(state_dir),
-            max_unpacked_bytes=max_unpacked_mb * 1024 * 1024,
-            stem_cells=parse_prewarm(prewarm),
+            max_unpacked_bytes=settings.max_unpacked_mb * 1024 * 1024,
+            stem_cells=parse_prewarm(settings.prewarm),
             container_factory=docker or process_factory,
         )
-        _serve_api(state_dir, lock, host, port, auth, s3, stop, problems, invoker, blocking_timeout_s, docker)
+        _serve_api(settings, lock, auth, s3, stop, problems, invoker, docker)
     finally:
         if docker is not None:
             try:
@@ -231,28 +223,26 @@ def _docker_factory(state_dir: Path) -> DockerFactory:
 
 
 def _serve_api(
-    state_dir: Path,
+    settings: Settings,
     lock: StateLock,
-    host: str,
-    port: int,
     auth: str,
     s3: EmbeddedS3,
     stop: threading.Event,
     problems: list[str],
     invoker: Invoker,
-    blocking_timeout_s: float,
     docker: DockerFactory | None = None,
 ) -> None:
     """The controller until `stop` is set; what went wrong while stopping goes to `problems`."""
     log = logging.getLogger("platform")
+    state_dir, host = settings.state_dir, settings.host
     info_path = state_dir / INFO_FILE
     store = Store(state_dir / "platform.db")
-    platform = Platform(store, invoker, blocking_timeout_s=blocking_timeout_s, any_image=docker is not None)
+    platform = Platform(store, invoker, blocking_timeout_s=settings.blocking_timeout_s, any_image=docker is not None)
     server = None
     try:
         if platform.interrupted_on_start:
             log.warning("closed %d activation(s) left in flight by the previous run", platform.interrupted_on_start)
-        server = _ApiServer(host, port, create_app(platform, {NAMESPACE: auth}))
+        server = _ApiServer(host, settings.port, create_app(platform, {NAMESPACE: auth}))
         apihost = f"http://{host}:{server.port}"
         platform.api_host = apihost
         if docker is not None:
@@ -326,41 +316,20 @@ class _ApiServer:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--state-dir", type=Path, required=True)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=3233)
-    parser.add_argument("--s3-port", type=int, default=3234)
-    parser.add_argument("--max-containers", type=int, default=DEFAULT_MAX_CONTAINERS)
-    parser.add_argument("--idle-timeout-s", type=float, default=600.0)
-    parser.add_argument("--blocking-timeout-s", type=float, default=60.0)
-    parser.add_argument("--max-unpacked-mb", type=int, default=512)
-    parser.add_argument("--prewarm", default=DEFAULT_PREWARM, help="stem cells: KIND@MBxN,... or none")
-    parser.add_argument("--containers", choices=MODES, default="process")
-    parser.add_argument("--owner-pid", type=int, help="stop when this process ends (a platform owned by a job)")
+    parser.add_argument("--settings", required=True, help="localwhisk.settings.Settings as JSON")
     opts = parser.parse_args(argv)
     try:
-        parse_prewarm(opts.prewarm)
-    except ValueError as exc:
-        parser.error(str(exc))
+        settings = Settings.from_json(opts.settings)
+    except PlatformError as exc:
+        parser.error(exc.message)
     try:
-        serve(
-            opts.state_dir,
-            opts.host,
-            opts.port,
-            opts.s3_port,
-            opts.max_containers,
-            opts.idle_timeout_s,
-            opts.blocking_timeout_s,
-            opts.max_unpacked_mb,
-            opts.prewarm,
-            opts.containers,
-            opts.owner_pid,
-        )
+        serve(settings)
     except PlatformError as exc:
         print(f"platform cannot start: {exc.message}", file=sys.stderr, flush=True)
         sys.exit(2)
     except OSError as exc:
-        print(f"platform cannot start: {exc.filename or opts.state_dir}: {exc.strerror}", file=sys.stderr, flush=True)
+        where = exc.filename or settings.state_dir
+        print(f"platform cannot start: {where}: {exc.strerror}", file=sys.stderr, flush=True)
         sys.exit(2)
 
 

@@ -22,12 +22,9 @@ import requests
 
 from localwhisk import statelock
 from localwhisk.errors import LocalWhiskError
-from localwhisk.invoker.pool import DEFAULT_MAX_CONTAINERS
 from localwhisk.proctree import descendants, gone, stop_process
 from localwhisk.server import INFO_FILE, LOG_FILE, read_stop_report
-
-DEFAULT_PORT = 3233
-DEFAULT_S3_PORT = 3234
+from localwhisk.settings import DEFAULT_PORT, DEFAULT_S3_PORT, Settings
 
 
 class SupervisorError(LocalWhiskError):
@@ -231,28 +228,17 @@ def check_not_held(state_dir: Path) -> None:
         raise SupervisorError(statelock.in_use_message(state_dir, who))
 
 
-def _spawn(state_dir: Path, port: int, s3_port: int, extra: list[str], detach: bool) -> tuple[subprocess.Popen, int]:
-    """(the server process, where its part of the log starts)."""
+def _spawn(settings: Settings, detach: bool) -> tuple[subprocess.Popen, int]:
+    state_dir = settings.state_dir
     check_state_dir(state_dir)
     check_not_held(state_dir)
-    check_port_free("127.0.0.1", port, "--port")
-    check_port_free("127.0.0.1", s3_port, "--s3-port")
+    check_port_free(settings.host, settings.port, "--port")
+    check_port_free(settings.host, settings.s3_port, "--s3-port")
     fd = os.open(state_dir / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.fchmod(fd, 0o600)
     log_start = os.fstat(fd).st_size
     log = open(fd, "ab")
-    cmd = [
-        sys.executable,
-        "-m",
-        "localwhisk.server",
-        "--state-dir",
-        str(state_dir),
-        "--port",
-        str(port),
-        "--s3-port",
-        str(s3_port),
-        *extra,
-    ]
+    cmd = [sys.executable, "-m", "localwhisk.server", "--settings", settings.to_json()]
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=detach)
     finally:
@@ -318,28 +304,22 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def up(
-    state_dir: Path,
-    port: int | None = None,
-    s3_port: int | None = None,
-    extra: list[str] | None = None,
-    timeout_s: float = 60.0,
-) -> tuple[PlatformInfo, bool]:
+def up(settings: Settings, timeout_s: float = 60.0, reuse_ports: bool = False) -> tuple[PlatformInfo, bool]:
     """Starts the background platform unless one runs; returns (info, started_now).
 
-    Ports left None are the ones the folder last used, when free (`last_ports`).
+    `reuse_ports`: take the ports the folder last used, when free (`last_ports`), over the settings' ones.
 
     Raises:
         SupervisorError: the platform could not start; another one holding the folder is named.
     """
-    info = read_info(state_dir)
+    info = read_info(settings.state_dir)
     if info is not None:
         return info, False
-    if port is None or s3_port is None:
-        last_api, last_s3 = last_ports(state_dir)
-        port, s3_port = last_api if port is None else port, last_s3 if s3_port is None else s3_port
-    proc, log_start = _spawn(state_dir, port, s3_port, extra or [], detach=True)
-    info = _wait_ready(proc, state_dir, timeout_s, log_start)
+    if reuse_ports:
+        port, s3_port = last_ports(settings.state_dir)
+        settings = settings.but(port=port, s3_port=s3_port)
+    proc, log_start = _spawn(settings, detach=True)
+    info = _wait_ready(proc, settings.state_dir, timeout_s, log_start)
     write_wskprops(info)
     return info, True
 
@@ -402,48 +382,33 @@ def _terminate(pid: int, timeout_s: float) -> bool:
 class LocalPlatform:
     """A platform owned by this process: `with LocalPlatform(tmp) as info:` stops it on exit."""
 
-    def __init__(
-        self,
-        state_dir: Path,
-        port: int = 0,
-        s3_port: int = 0,
-        max_containers: int = DEFAULT_MAX_CONTAINERS,
-        idle_timeout_s: float = 600.0,
-        blocking_timeout_s: float = 60.0,
-        max_unpacked_mb: int = 512,
-        prewarm: str | None = None,
-        containers: str = "process",
-    ) -> None:
-        self.state_dir = Path(state_dir)
-        self.port = port or stable_free_port()
-        self.s3_port = s3_port or stable_free_port()
-        self._extra = [
-            "--max-containers",
-            str(max_containers),
-            "--idle-timeout-s",
-            str(idle_timeout_s),
-            "--blocking-timeout-s",
-            str(blocking_timeout_s),
-            "--max-unpacked-mb",
-            str(max_unpacked_mb),
-        ]
-        if prewarm is not None:
-            self._extra += ["--prewarm", prewarm]
-        self._extra += ["--containers", containers]
+    def __init__(self, state_dir: Path, **settings) -> None:
+        """`settings` are Settings' fields; the ports default to free ones, kept across restarts."""
+        ports = {"port": settings.pop("port", 0) or stable_free_port(), "s3_port": settings.pop("s3_port", 0)}
+        ports["s3_port"] = ports["s3_port"] or stable_free_port()
+        self.settings = Settings(Path(state_dir), **ports, **settings)
+        self.state_dir = self.settings.state_dir
         self._proc: subprocess.Popen | None = None
         self.info: PlatformInfo | None = None
 
+    @property
+    def port(self) -> int:
+        return self.settings.port
+
+    @property
+    def s3_port(self) -> int:
+        return self.settings.s3_port
+
     def start(self, timeout_s: float = 60.0) -> PlatformInfo:
-        owner = ["--owner-pid", str(os.getpid())]
-        self._proc, log_start = _spawn(self.state_dir, self.port, self.s3_port, self._extra + owner, detach=False)
+        self._proc, log_start = _spawn(self.settings.but(owner_pid=os.getpid()), detach=False)
         try:
             self.info = _wait_ready(self._proc, self.state_dir, timeout_s, log_start)
         except BaseException:
             self.stop()
             raise
         # A restart keeps the same addresses, so clients and stored URLs stay valid.
-        self.port = int(self.info.apihost.rsplit(":", 1)[1])
-        self.s3_port = int(self.info.s3_endpoint.rsplit(":", 1)[1])
+        port, s3_port = int(self.info.apihost.rsplit(":", 1)[1]), int(self.info.s3_endpoint.rsplit(":", 1)[1])
+        self.settings = self.settings.but(port=port, s3_port=s3_port)
         return self.info
 
     def stop(self, timeout_s: float = 30.0) -> None:

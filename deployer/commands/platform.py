@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from localwhisk import supervisor
-from localwhisk.invoker.prewarm import DEFAULT_PREWARM
 from localwhisk.invoker.prewarm import parse as parse_prewarm
+from localwhisk.settings import MODES, Settings
 
 from ..folders import platform_state_dir
 from .output import emit_json
@@ -22,44 +22,40 @@ def _check_prewarm(_ctx, _param, value: str) -> str:
 
 
 @click.command()
-@click.option(
-    "--port", type=PORT, default=supervisor.DEFAULT_PORT, show_default=True, help="OpenWhisk API port on 127.0.0.1."
-)
-@click.option(
-    "--s3-port", type=PORT, default=supervisor.DEFAULT_S3_PORT, show_default=True, help="S3 port on 127.0.0.1."
-)
+@click.option("--port", type=PORT, default=Settings.port, show_default=True, help="OpenWhisk API port on 127.0.0.1.")
+@click.option("--s3-port", type=PORT, default=Settings.s3_port, show_default=True, help="S3 port on 127.0.0.1.")
 @click.option(
     "--max-containers",
     type=integer(1, 256),
-    default=supervisor.DEFAULT_MAX_CONTAINERS,
+    default=Settings.max_containers,
     show_default=True,
     help="Cap on concurrent action processes.",
 )
 @click.option(
     "--idle-timeout-s",
     type=seconds(86400, low_open=True),
-    default=600.0,
+    default=Settings.idle_timeout_s,
     show_default=True,
     help="Evict warm containers idle this long.",
 )
 @click.option(
     "--max-unpacked-mb",
-    default=512,
+    default=Settings.max_unpacked_mb,
     show_default=True,
     type=integer(1, 65536),
     help="Cap on what an action's zip may unpack to.",
 )
 @click.option(
     "--prewarm",
-    default=DEFAULT_PREWARM,
+    default=Settings.prewarm,
     show_default=True,
     callback=_check_prewarm,
     help="Stem-cell containers started ahead of need, KIND@MEMORY_MBxCOUNT,...; 'none' for none.",
 )
 @click.option(
     "--containers",
-    type=click.Choice(["process", "docker"]),
-    default="process",
+    type=click.Choice(MODES),
+    default=Settings.containers,
     show_default=True,
     help="process: actions run as processes of this machine's Python/node (no Docker needed); docker: "
     "Python actions run in the runtime image (deployer runtime build) with cgroup limits.",
@@ -74,23 +70,17 @@ def up(
     containers: str,
 ) -> None:
     """Start the local platform (OpenWhisk API + embedded S3) in the background."""
-    info, started = supervisor.up(
+    settings = Settings(
         platform_state_dir(),
         port=port,
         s3_port=s3_port,
-        extra=[
-            "--max-containers",
-            str(max_containers),
-            "--idle-timeout-s",
-            str(idle_timeout_s),
-            "--max-unpacked-mb",
-            str(max_unpacked_mb),
-            "--prewarm",
-            prewarm,
-            "--containers",
-            containers,
-        ],
+        max_containers=max_containers,
+        idle_timeout_s=idle_timeout_s,
+        max_unpacked_mb=max_unpacked_mb,
+        prewarm=prewarm,
+        containers=containers,
     )
+    info, started = supervisor.up(settings)
     path = supervisor.write_wskprops(info)
     click.echo(
         ("started" if started else "already running") + f": OpenWhisk API {info.apihost}, "

@@ -26,11 +26,12 @@ from pathlib import Path
 from localwhisk.errors import LocalWhiskError
 from localwhisk.invoker.proxy_connection import ProxyConnection, ProxyGone
 from localwhisk.proctree import descendants, kill_tree
+from localwhisk.settings import Settings
 from runtimes import contract, spawn
 
 _PR_SET_PDEATHSIG = 1
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MAX_UNPACKED_BYTES = 512 * 1024 * 1024  # what an action's zip may unpack to
+DEFAULT_MAX_UNPACKED_BYTES = Settings.max_unpacked_mb << 20  # what an action's zip may unpack to
 # deepest JSON the platform takes from an action or a client: its record must still serialise on a thread
 # of the controller (CPython's JSON codec recurses once per level, under a limit of 1000 frames in all)
 MAX_JSON_DEPTH = 500

@@ -13,7 +13,6 @@ from pathlib import Path
 from localwhisk.invoker.container import Container
 from runtimes import relay
 
-MODES = ("process", "docker")
 SOCKETS_IN_CONTAINER = "/run/deployer"
 
 

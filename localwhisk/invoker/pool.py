@@ -27,6 +27,7 @@ from localwhisk.invoker.container import (
 )
 from localwhisk.invoker.factory import process_factory
 from localwhisk.invoker.prewarm import StemSpec
+from localwhisk.settings import Settings
 from runtimes import contract
 
 log = logging.getLogger("invoker")
@@ -34,7 +35,6 @@ MAX_RESULT_BYTES = 1024 * 1024
 TRUNCATED_CHARS = 1024  # of an oversized answer, quoted in its error (OpenWhisk's `truncation`, smaller)
 ABNORMAL_RUN = "The action did not produce a valid response and exited unexpectedly."
 # 8 training workers + the PS + the coordinator + two other actions; more only evicts and cold-starts
-DEFAULT_MAX_CONTAINERS = 12
 
 SUCCESS, APPLICATION_ERROR, DEVELOPER_ERROR, INTERNAL_ERROR = 0, 1, 2, 3
 STATUS_NAMES = {
@@ -89,8 +89,8 @@ class Invoker:
 
     def __init__(
         self,
-        max_containers: int = DEFAULT_MAX_CONTAINERS,
-        idle_timeout_s: float = 600.0,
+        max_containers: int,
+        idle_timeout_s: float = Settings.idle_timeout_s,
         container_env: dict[str, str] | None = None,
         work_root: Path | None = None,
         max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,

@@ -20,6 +20,7 @@ from botocore.config import Config
 from click.testing import CliRunner
 
 from deployer.cli import cli
+from localwhisk.settings import Settings
 from localwhisk.supervisor import LocalPlatform, SupervisorError
 
 
@@ -106,21 +107,10 @@ def test_taken_api_port_fails_at_once_naming_it(tmp_path):
         with pytest.raises(SupervisorError, match=f"port {port} on 127.0.0.1 is taken"):
             LocalPlatform(tmp_path / "b", s3_port=port).start()
         # the platform process itself fails with one line too (a port taken after the supervisor's check)
-        for flag in ("--port", "--s3-port"):
+        for flag in ("port", "s3_port"):
+            settings = Settings(tmp_path / "c", port=0, s3_port=0).but(**{flag: port})
             done = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "localwhisk.server",
-                    "--state-dir",
-                    str(tmp_path / "c"),
-                    "--port",
-                    "0",
-                    "--s3-port",
-                    "0",
-                    flag,
-                    str(port),
-                ],
+                [sys.executable, "-m", "localwhisk.server", "--settings", settings.to_json()],
                 capture_output=True,
                 text=True,
                 timeout=120,
@@ -131,7 +121,7 @@ def test_taken_api_port_fails_at_once_naming_it(tmp_path):
                 .splitlines()[-1]
                 .endswith(
                     f"port {port} on 127.0.0.1 is taken"
-                    + ("; stop what listens there or pick another with --port" if flag == "--port" else "")
+                    + ("; stop what listens there or pick another with --port" if flag == "port" else "")
                 )
             )
 
@@ -183,7 +173,7 @@ def test_down_says_so_and_fails_when_storage_had_died(tmp_path, monkeypatch):
     from localwhisk import supervisor
 
     state = tmp_path / "state"
-    info, started = supervisor.up(state, port=0, s3_port=0)
+    info, started = supervisor.up(Settings(state, port=0, s3_port=0))
     try:
         assert started and info.s3_pid
         os.kill(info.s3_pid, 9)  # the storage process dies under a running platform

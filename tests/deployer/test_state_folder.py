@@ -17,14 +17,15 @@ import pytest
 
 from localwhisk import statelock
 from localwhisk.proctree import gone, wait_gone
+from localwhisk.settings import Settings
 from localwhisk.supervisor import _wait_ready, stable_free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _server(state: Path, log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "localwhisk.server", "--state-dir", str(state), "--port", "0", "--s3-port", "0"]
-    cmd += ["--prewarm", "none", "--owner-pid", str(os.getpid())]
+    settings = Settings(state, port=0, s3_port=0, prewarm="none", owner_pid=os.getpid())
+    cmd = [sys.executable, "-m", "localwhisk.server", "--settings", settings.to_json()]
     with open(log, "wb") as out:
         return subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
