@@ -16,7 +16,6 @@ from werkzeug.exceptions import HTTPException
 from localwhisk.controller import triggers as triggers_api
 from localwhisk.controller import web as web_api
 from localwhisk.controller.common import (
-    MAX_WAIT_MS,
     SECURITY_HEADERS,
     Auth,
     Caller,
@@ -24,15 +23,14 @@ from localwhisk.controller.common import (
     error_response,
     flag,
     int_arg,
-    invoke_answer,
     json_body,
     json_response,
     list_window,
 )
-from localwhisk.controller.fast_invoke import FastInvoke
+from localwhisk.controller.invoke import FastInvoke, answer_invoke
 from localwhisk.core import LIMIT_RANGES, MAX_CODE_BYTES, MAX_PAYLOAD_BYTES, Platform
 from localwhisk.entities import names
-from localwhisk.errors import BadRequest, PlatformError
+from localwhisk.errors import PlatformError
 
 _HTTP_MESSAGES = {
     404: "The requested resource does not exist.",
@@ -172,15 +170,8 @@ def _register_actions(app: Flask, platform: Platform, authenticate: Auth) -> Non
 
 
 def invoke(platform: Platform, caller: Caller, path: str) -> Response:
-    check_payload_size()
-    timeout_ms = int_arg("timeout", None, "timeout")
-    if timeout_ms is not None and not 0 < timeout_ms <= MAX_WAIT_MS:  # as Actions.scala reads it: 0 is refused
-        raise BadRequest(f"Timeout must be number of milliseconds up to {MAX_WAIT_MS}.")
-    wait_s = None if timeout_ms is None else timeout_ms / 1000.0
-    activation_id, doc = platform.invoke(
-        caller.namespace, path, json_body(), flag("blocking"), caller.key, wait_s, subject=caller.subject
-    )
-    status, body, headers = invoke_answer(activation_id, doc, flag("result"))
+    check_payload_size()  # before the body is read
+    status, body, headers = answer_invoke(platform, caller, path, request.args, request.get_data())
     return Response(body, status=status, mimetype="application/json", headers=headers)
 
 

@@ -56,7 +56,12 @@ def flag_in(args, name: str) -> bool:
 
 
 def int_arg(name: str, default: int | None, collection: str = "request") -> int | None:
-    raw = request.args.get(name)
+    return int_in(request.args, name, default, collection)
+
+
+def int_in(args, name: str, default: int | None, collection: str = "request") -> int | None:
+    """A `?name=` integer from any mapping of the query's first values, refused as OpenWhisk refuses it."""
+    raw = args.get(name)
     if raw is None:
         return default
     try:
@@ -144,14 +149,16 @@ class Auth:
 MAX_UNREAD_BODY = 6 * MAX_PAYLOAD_BYTES + 4096
 
 
-def check_payload_size() -> None:
-    """A cheap bound before parsing; the limit itself is on the parsed parameters' UTF-8 bytes.
+def check_payload_size(length: int | None = None) -> None:
+    """A cheap bound before parsing (the request's own length unless given); the limit itself is on the parsed
+    parameters' UTF-8 bytes.
 
     JSON may escape each byte of a string as `\\u00XX` (six characters), so only a body more
     than six times the limit is refused unread.
     """
-    if request.content_length and request.content_length > MAX_UNREAD_BODY:
+    length = request.content_length if length is None else length
+    if length and length > MAX_UNREAD_BODY:
         raise TooLarge(
-            f"The request content was too large ({request.content_length} bytes); "
+            f"The request content was too large ({length} bytes); "
             f"it exceeds the allowed limit of {MAX_PAYLOAD_BYTES} bytes."
         )
