@@ -65,7 +65,7 @@ def make_invoker(run_status: int = contract.OK, **kwargs) -> tuple[Invoker, list
         made.append(FakeContainer(lambda: invoker, key, run_status))
         return made[-1]
 
-    invoker = Invoker(container_factory=factory, **kwargs)
+    invoker = Invoker(**{"max_containers": 12, **kwargs}, container_factory=factory)
     return invoker, made
 
 

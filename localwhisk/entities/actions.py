@@ -1,0 +1,346 @@
+"""Actions and packages as OpenWhisk's controller keeps them (its Actions and Packages routes): checked, versioned,
+resolved through packages and bindings for an invoke.
+
+`Entities` is the half of `localwhisk.core.Platform` that knows no activation.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from localwhisk.entities import bodies, kinds, names
+from localwhisk.entities.names import QualifiedName
+from localwhisk.errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge
+from localwhisk.store import KindConflict
+
+MAX_CODE_BYTES = 48 * 1024 * 1024
+MAX_SEQUENCE_LENGTH = 50  # OpenWhisk's actionSequenceMaxLimit: atomic actions, nested sequences inlined
+DEFAULT_LIMITS = {"timeout": 60000, "memory": 256, "logs": 10, "concurrency": 1}
+LIMIT_RANGES = {"timeout": (100, 300000), "memory": (128, 2048), "logs": (0, 10), "concurrency": (1, 1)}
+PROVIDE_API_KEY = "provide-api-key"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def kv_dict(kv: list[dict]) -> dict:
+    return {p["key"]: p.get("value") for p in kv}
+
+
+def truthy(annotations: list[dict], key: str, missing: bool) -> bool:
+    """OpenWhisk's Parameters.isTruthy: false, 0, "" and null are false; an absent key is `missing`."""
+    for a in annotations:
+        if a["key"] == key:
+            val = a.get("value")
+            return bool(val) if isinstance(val, (bool, int, float, str)) or val is None else True
+    return missing
+
+
+def _page(docs: list[dict], limit: int | None, skip: int) -> list[dict]:
+    return docs[skip : skip + limit if limit else None]
+
+
+def split_path(path: str) -> tuple[str | None, str]:
+    names.check_path(path)
+    parts = path.split("/")
+    return (None, parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+
+
+@dataclass
+class Resolved:
+    """An action found for an invoke: who owns it, the document, and the parameters bound around it."""
+
+    qname: QualifiedName
+    doc: dict
+    package_params: dict
+    binding: str | None = None  # 'ns/binding' when reached through a package binding
+
+    @property
+    def key(self) -> str:
+        return f"{self.qname.namespace}/{self.qname.path}@{self.doc['version']}:{self.doc['updated']}"
+
+
+class Entities:
+    """Packages and actions of every namespace in `self.store` (the mixin needs `store` and `any_image`)."""
+
+    # packages
+    def put_package(self, ns: str, name: str, body: Any, overwrite: bool) -> dict:
+        names.check_segment(name)
+        body = bodies.check_put("package", body)
+        old, rev = self.store.get_revision(ns, "packages", name)
+        if old and not overwrite:
+            raise Conflict("resource already exists")
+        binding = self._check_binding(ns, body.get("binding"), old)
+        doc = {
+            "namespace": ns,
+            "name": name,
+            "version": self._next_version(old),
+            "publish": body.get("publish", old.get("publish", False) if old else False),
+            "parameters": body.get("parameters", old.get("parameters", []) if old else []),
+            "annotations": body.get("annotations", old.get("annotations", []) if old else []),
+            "binding": binding,
+            "updated": now_ms(),
+        }
+        self.store.put(ns, "packages", name, doc, rev)
+        return doc
+
+    def _check_binding(self, ns: str, binding: Any, old: dict | None) -> dict:
+        """{} for a package, {namespace, name} for a binding; OpenWhisk's rules and messages."""
+        if old is not None and bool(old.get("binding")) != bool(binding) and binding is not None:
+            raise Conflict(
+                "Resource is a package and cannot be converted into a binding."
+                if not old.get("binding")
+                else "Operation not permitted on package binding."
+            )
+        if not binding:
+            return old.get("binding", {}) if old and binding is None else {}
+        if not isinstance(binding.get("name"), str) or not isinstance(binding.get("namespace", ""), (str, type(None))):
+            raise BadRequest("The request content was malformed: binding must name a package.")
+        owner = ns if binding.get("namespace") in (None, "", "_") else binding["namespace"]
+        target = QualifiedName(names.check_namespace(owner), names.check_segment(binding["name"]))
+        try:
+            package, _ = self.store.get_revision(target.namespace, "packages", target.path)
+        except KindConflict as exc:
+            raise BadRequest("Cannot bind to a resource that is not a package.") from exc
+        if package is None or (target.namespace != ns and not package.get("publish")):
+            raise BadRequest("Binding references a package that does not exist.")
+        if package.get("binding"):
+            raise BadRequest("Cannot bind to another package binding.")
+        return {"namespace": target.namespace, "name": target.path}
+
+    def get_package(self, ns: str, name: str, subject: str | None = None) -> dict:
+        doc = self._readable_package(ns, name, subject or ns)
+        doc = dict(doc)
+        source = doc["binding"] and QualifiedName(doc["binding"]["namespace"], doc["binding"]["name"])
+        owner, pkg = (source.namespace, source.path) if source else (ns, name)
+        doc["actions"] = [
+            {"name": a["name"], "version": a["version"], "annotations": a["annotations"]}
+            for a in self.store.list(owner, "actions", prefix=pkg)
+        ]
+        return doc
+
+    def _readable_package(self, ns: str, name: str, subject: str) -> dict:
+        names.check_segment(name)
+        doc = self.store.get_shared(ns, "packages", name)
+        if doc is None or (ns != subject and not doc.get("publish")):
+            raise NotFound()
+        return doc
+
+    def list_packages(self, ns: str, subject: str | None = None, limit: int = 30, skip: int = 0) -> list[dict]:
+        docs = [d for d in self.store.list(ns, "packages") if ns == (subject or ns) or d.get("publish")]
+        return _page(docs, limit, skip)
+
+    def delete_package(self, ns: str, name: str) -> dict:
+        names.check_segment(name)
+        doc, rev = self.store.get_revision(ns, "packages", name)
+        if doc is None:
+            raise NotFound()
+        inside = self.store.list(ns, "actions", prefix=name)
+        if inside:
+            raise Conflict(f"Package not empty (contains {len(inside)} entit{'y' if len(inside) == 1 else 'ies'})")
+        self.store.delete(ns, "packages", name, rev)
+        return doc
+
+    # actions
+    @staticmethod
+    def _next_version(old: dict | None) -> str:
+        if not old:
+            return "0.0.1"
+        major, minor, patch = (int(x) for x in old["version"].split("."))
+        return f"{major}.{minor}.{patch + 1}"
+
+    def _validate_exec(self, ns: str, path: str, exec_: Any) -> dict:
+        if not isinstance(exec_, dict) or "kind" not in exec_:
+            raise BadRequest("The request content was malformed: exec with a kind is required.")
+        kind = exec_["kind"]
+        if kind == "sequence":
+            return self._validate_sequence(QualifiedName(ns, path), exec_.get("components"))
+        if kind == "blackbox":
+            image = exec_.get("image")
+            if not isinstance(image, str) or not image:
+                raise BadRequest("The request content was malformed: a blackbox action needs an image.")
+            if not self.any_image and not kinds.is_local_image(image):
+                raise BadRequest(
+                    f"The docker image {image!r} cannot run on the local platform in process mode; "
+                    f"use kind python:3.11, an image based on {', '.join(kinds.LOCAL_IMAGES)}, or "
+                    f"start it with `deployer up --containers docker`."
+                )
+        else:
+            kind = kinds.resolve(kind)
+        code = exec_.get("code")
+        if not isinstance(code, str):  # empty code is stored; its /init then fails, as on OpenWhisk
+            raise BadRequest(
+                f"The request content was malformed: 'code' must be a string defined in 'exec' for '{kind}' actions"
+            )
+        if len(code) > MAX_CODE_BYTES:
+            raise TooLarge(f"The action code is too large ({len(code)} bytes); the limit is {MAX_CODE_BYTES} bytes.")
+        out = {"kind": kind, "code": code, "binary": kinds.is_binary_code(code)}
+        main = exec_.get("main")
+        if main is not None and not isinstance(main, str):
+            raise BadRequest("The request content was malformed: 'main' must be a string in 'exec'.")
+        if main:
+            out["main"] = main
+        if kind == "blackbox":
+            out["image"] = exec_["image"]
+        return out
+
+    def _validate_sequence(self, sequence: QualifiedName, comps: Any) -> dict:
+        """As OpenWhisk's checkSequenceActionLimits: components given, each existing, no path back to `sequence`
+        (directly, through other sequences, packages or bindings), at most MAX_SEQUENCE_LENGTH atomic actions with
+        nested sequences inlined: a sequence that contains itself would run until the platform gives up."""
+        if not isinstance(comps, list) or not all(isinstance(c, str) for c in comps):
+            raise BadRequest("The request content was malformed: 'components' must be a list of action names.")
+        if not comps:
+            raise BadRequest("No component specified for the sequence.")
+        for c in comps:
+            names.resolve(c, sequence.namespace)  # a malformed name is a 400 of its own, as in OpenWhisk
+        self._check_nested(sequence, comps)
+        return {"kind": "sequence", "components": comps}
+
+    def _check_nested(self, sequence: QualifiedName, comps: list) -> None:
+        """Walks the sequences nested in `comps` (with a stack of its own: a chain of nested sequences may be
+        deeper than Python's recursion), counting atomic actions.
+
+        Raises:
+            BadRequest: OpenWhisk's message for a cycle, a missing component or a sequence too long.
+        """
+        atomic = 0
+        pending = [(c, sequence.namespace, ()) for c in reversed(comps)]  # (name, its owner, sequences above it)
+        while pending:
+            component, owner, above = pending.pop()
+            try:
+                found = self.resolve_action(owner, names.resolve(component, owner))
+            except (NotFound, Forbidden, BadRequest) as exc:
+                raise BadRequest("Sequence component does not exist.") from exc
+            if found.qname == sequence or found.qname in above:  # `above`: a cycle stored before it was checked
+                raise BadRequest("Sequence may not refer to itself.")
+            exec_ = found.doc["exec"]
+            if exec_["kind"] != "sequence":
+                atomic += 1
+            elif len(exec_["components"]) > MAX_SEQUENCE_LENGTH:
+                atomic = MAX_SEQUENCE_LENGTH + 1
+            else:
+                inner = (*above, found.qname)
+                pending.extend((c, found.qname.namespace, inner) for c in reversed(exec_["components"]))
+            if atomic > MAX_SEQUENCE_LENGTH:
+                raise BadRequest("Too many actions in the sequence.")
+
+    def _validate_limits(self, limits: Any, old: dict | None) -> dict:
+        out = dict(old or DEFAULT_LIMITS)
+        if limits is None:
+            return out
+        if not isinstance(limits, dict):
+            raise BadRequest("The request content was malformed: limits must be an object.")
+        for key, val in limits.items():
+            if key not in LIMIT_RANGES:
+                raise BadRequest(f"Unknown limit {key!r}; known: {', '.join(LIMIT_RANGES)}.")
+            lo, hi = LIMIT_RANGES[key]
+            if not isinstance(val, int) or isinstance(val, bool) or not lo <= val <= hi:
+                raise BadRequest(f"{key} limit {val!r} is out of range [{lo}, {hi}].")
+            out[key] = val
+        return out
+
+    def put_action(self, ns: str, path: str, body: Any, overwrite: bool) -> dict:
+        pkg, name = split_path(path)
+        body = bodies.check_put("action", body)
+        if pkg is not None:
+            try:
+                package, _ = self.store.get_revision(ns, "packages", pkg)
+            except KindConflict:
+                package = None
+            if package is None:
+                raise NotFound(f"Package {pkg!r} does not exist; create it before adding actions to it.")
+            if package.get("binding"):
+                raise BadRequest("Operation not permitted on package binding.")
+        old, rev = self.store.get_revision(ns, "actions", path)
+        if old and not overwrite:
+            raise Conflict("resource already exists")
+        exec_ = old["exec"] if "exec" not in body and old else self._validate_exec(ns, path, body.get("exec"))
+        annotations = body.get("annotations", old.get("annotations", []) if old else [])
+        annotations = [a for a in annotations if a["key"] != "exec"]
+        if (
+            old is None
+            and self.require_api_key_annotation
+            and not any(a["key"] == PROVIDE_API_KEY for a in annotations)
+        ):
+            annotations.append({"key": PROVIDE_API_KEY, "value": False})
+        annotations.append({"key": "exec", "value": kinds.annotation(exec_["kind"])})
+        doc = {
+            "namespace": f"{ns}/{pkg}" if pkg else ns,
+            "name": name,
+            "version": self._next_version(old),
+            "exec": exec_,
+            "parameters": body.get("parameters", old.get("parameters", []) if old else []),
+            "limits": self._validate_limits(body.get("limits"), old.get("limits") if old else None),
+            "annotations": annotations,
+            "publish": body.get("publish", old.get("publish", False) if old else False),
+            "updated": now_ms(),
+        }
+        self.store.put(ns, "actions", path, doc, rev)
+        return doc
+
+    def get_action(self, ns: str, path: str, code: bool = True, subject: str | None = None) -> dict:
+        split_path(path)
+        doc = dict(self.resolve_action(subject or ns, QualifiedName(ns, path)).doc)
+        if not code and "code" in doc["exec"]:
+            doc["exec"] = {k: v for k, v in doc["exec"].items() if k != "code"}
+        return doc
+
+    def list_actions(
+        self, ns: str, pkg: str | None = None, limit: int = 30, skip: int = 0, subject: str | None = None
+    ) -> list[dict]:
+        owner = ns
+        if pkg is not None:
+            package = self._readable_package(ns, pkg, subject or ns)
+            if package.get("binding"):
+                owner, pkg = package["binding"]["namespace"], package["binding"]["name"]
+        elif ns != (subject or ns):
+            return []
+        out = []
+        for d in _page(self.store.list(owner, "actions", prefix=pkg), limit, skip):
+            d = dict(d)
+            d["exec"] = {k: v for k, v in d["exec"].items() if k in ("kind", "binary")}
+            d.pop("parameters", None)
+            out.append(d)
+        return out
+
+    def delete_action(self, ns: str, path: str) -> dict:
+        split_path(path)
+        doc, rev = self.store.get_revision(ns, "actions", path)
+        if doc is None:
+            raise NotFound()
+        self.store.delete(ns, "actions", path, rev)
+        return doc
+
+    # resolution
+    def resolve_action(self, subject: str, qname: QualifiedName) -> Resolved:
+        """The action `qname` as `subject` may reach it: its own, or published (the /whisk.system catalog).
+
+        A package binding stands for the package it binds: its actions are the bound package's,
+        its parameters merge over the bound package's and under the action's.
+
+        Raises:
+            NotFound: no such action, or one `subject` may not see.
+        """
+        if qname.package is None:
+            doc = self.store.get_shared(qname.namespace, "actions", qname.path) if qname.namespace == subject else None
+            if doc is None:
+                raise NotFound()
+            return Resolved(qname, doc, {})
+        package = self._readable_package(qname.namespace, qname.package, subject)
+        params, binding, owner = kv_dict(package["parameters"]), None, qname
+        if package.get("binding"):
+            bound = package["binding"]
+            source = self._readable_package(bound["namespace"], bound["name"], qname.namespace)
+            params = {**kv_dict(source["parameters"]), **params}
+            binding = f"{qname.namespace}/{qname.package}"
+            owner = QualifiedName(bound["namespace"], f"{bound['name']}/{qname.name}")
+        doc = self.store.get_shared(owner.namespace, "actions", owner.path)
+        if doc is None:
+            raise NotFound()
+        return Resolved(owner, doc, params, binding)
+
+    # invocation
