@@ -22,15 +22,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mlcore import compute
+
 from . import partition as partitions
-from . import precision
 from .core import (
     ClientConfig,
     ClientFailure,
     ClientResult,
     ClientTask,
     client_seed,
-    evaluate,
     fedavg,
     initial_state,
     sample_clients,
@@ -318,7 +318,7 @@ def _new_report(config: RunConfig, executor_name: str, parts: list[np.ndarray], 
         "config": config.as_dict(),
         "executor": executor_name,
         "run_id": config.run_id(),
-        "arithmetic": precision.describe(),
+        "arithmetic": compute.describe(),
         "partition": partitions.summary(parts, labels),
         "rounds": [],
     }
@@ -460,12 +460,14 @@ def run_setting(
 
 
 def _evaluate(model, state: dict, data: Data, threads: int | None, channels_last: bool) -> tuple[float, float]:
-    """Evaluation runs while the executor is idle, so it may use the executor's threads."""
+    """(loss, accuracy) of the weights, in fp32; it runs while the executor is idle, so on the executor's threads."""
     before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        return evaluate(model, state, data.test_images, data.test_labels, channels_last=channels_last)
+        model.load_state_dict(state)
+        result = compute.evaluate(model, data.test_images, data.test_labels, channels_last=channels_last)
+        return result["loss"], result["accuracy"]
     finally:
         torch.set_num_threads(before)
 

@@ -17,13 +17,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..compute import evaluate
 from ..errors import ObjectNotFoundError, OpenWhiskError
 from ..mnist import TRAIN_SIZE
 from ..openwhisk import OpenWhiskClient, record_memory_mb
 from . import data
-from .compute import evaluate_vector, initial_vector, model_from_vector
 from .exchange import DamagedError
 from .job import JobConfig, JobLayout, TrainingError
+from .trainer import initial_vector, model_from_vector
 from .worker import read_state, state_blob
 
 DEFAULT_MEMORY_MB = 256
@@ -329,7 +330,7 @@ class Coordinator:
             self.evaluated.add(number)
             images, labels = data.test_set(self.config, self.storage)
             started = time.perf_counter()
-            result = evaluate_vector(vector, images, labels)
+            result = evaluate(model_from_vector(vector), images, labels)
             self.metrics.append(
                 {
                     "event": "eval",

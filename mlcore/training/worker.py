@@ -24,9 +24,9 @@ import torch
 
 from ..errors import ObjectNotFoundError
 from . import data
-from .compute import FlatSGD, Trainer
 from .exchange import POLL_FIRST_S, POLL_MAX_S, DamagedError, Exchange, Timer, decode, encode
 from .job import JobConfig, JobLayout, TrainingError
+from .trainer import FlatSGD, Trainer
 
 STATS_EVERY_S = 1.0
 

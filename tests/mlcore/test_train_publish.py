@@ -11,7 +11,7 @@ from mlcore.errors import MLCoreError
 from mlcore.inference import ModelCache, ModelCorruptError, ModelNotFoundError, load_model, predict, resolve_version
 from mlcore.mnist import load_mnist
 from mlcore.model import LeNet5
-from mlcore.train import LATEST_KEY, MODEL_PREFIX, evaluate, publish_model, train_lenet5
+from mlcore.train import LATEST_KEY, MODEL_PREFIX, publish_model, train_lenet5
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +42,6 @@ def test_training_is_reproducible_with_a_seed(mnist_root):
     ]
     assert all(torch.equal(runs[0].state[k], runs[1].state[k]) for k in runs[0].state)
     assert runs[0].accuracy == runs[1].accuracy
-
-
-def test_evaluate_counts_correct_answers(mnist_root, constant_model):
-    images, labels = load_mnist(train=False, root=mnist_root)
-    images, labels = images[:1000], labels[:1000]
-    result = evaluate(constant_model(3), images, labels, batch_size=128)
-    assert result["n"] == 1000
-    assert result["accuracy"] == pytest.approx((labels == 3).float().mean().item())
 
 
 @pytest.mark.parametrize(

@@ -103,10 +103,12 @@ def test_both_sync_workers_end_with_one_model_that_learned(job_storage):
     assert [layout.round_of(k) for k in job_storage.list_keys(layout.prefix + "checkpoints/")] == [0, 4, 8, 12, 16]
     assert min(layout.round_of(k) for k in job_storage.list_keys(layout.prefix + "updates/")) == 12
     assert all(results[w]["compute_s"] > 0 and results[w]["bytes_in"] > 0 for w in (0, 1))
-    from mlcore.training.compute import evaluate_vector
+    from mlcore.compute import evaluate
+    from mlcore.training.trainer import model_from_vector
 
     images, labels = data.test_set(config, job_storage)
-    assert evaluate_vector(final_vector(job_storage, config), images, labels)["accuracy"] > 0.3  # from 0.1 in 16 steps
+    model = model_from_vector(final_vector(job_storage, config))
+    assert evaluate(model, images, labels)["accuracy"] > 0.3  # from 0.1 in 16 steps
 
 
 def test_a_killed_sync_worker_is_replaced_and_the_job_ends_as_if_nothing_happened(job_storage):
