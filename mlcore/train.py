@@ -1,8 +1,8 @@
 """Single-process LeNet-5 training on MNIST (`deployer model train`), and publishing the model it makes.
 
 `train_lenet5` owns seeding, data and the one-cycle schedule; its steps and evaluation are
-mlcore.compute's, shared with FedAvg and the serverless workers. `publish_model` puts a
-checkpoint where `mlcore.inference` finds it.
+mlcore.compute's, shared with FedAvg and the serverless workers. `publish_model` puts the
+weights (mlcore.weights) where `mlcore.inference` finds them.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from . import weights
 from .augment import AugmentConfig, Augmenter
 from .compute import batches, evaluate, mean, sgd_steps
 from .errors import MLCoreError
-from .model import LeNet5, count_parameters, normalize, standardize, state_to_bytes, to_unit
+from .model import LeNet5, count_parameters, normalize, standardize, to_unit
 
 MODEL_PREFIX = "models/lenet5"
 LATEST_KEY = f"{MODEL_PREFIX}/latest"
@@ -222,7 +223,7 @@ def publish_model(storage, state: dict, metrics: dict, version: str | None = Non
     version = version or new_version()
     if "/" in version or not version.strip():
         raise MLCoreError(f"model version {version!r} must be a non-empty name without '/'")
-    blob = state_to_bytes(state)
+    blob = weights.encode(state)
     model = LeNet5()
     model.load_state_dict(state)
     meta = {

@@ -16,6 +16,7 @@ import time
 import pytest
 import torch
 
+from mlcore.errors import DamagedError
 from mlcore.storage import Storage
 from mlcore.training import data
 from mlcore.training.coordinator import create_job
@@ -233,7 +234,9 @@ def test_an_update_of_another_run_stops_the_worker_with_a_clear_error(job_storag
     config = JobConfig(job="damaged", mode="sync", **SMALL)
     create_job(job_storage, config)
     job_storage.put_bytes(JobLayout("damaged").update(0, 1), b"not an update at all")
-    with pytest.raises(TrainingError, match="not in the training exchange format"):
+    with pytest.raises(
+        DamagedError, match="jobs/damaged/updates/000000000/1 is damaged: it is not in the weights format"
+    ):
         Worker(job_storage, config, 0, owner="w0").run()
 
 
