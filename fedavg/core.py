@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
+from mlcore.compute import batches, mean, memory_format, sgd_steps
 from mlcore.model import normalize
 
 from .errors import AggregationError, ClientError
@@ -96,10 +97,9 @@ def client_update(
 ) -> tuple[State, float]:
     """E epochs of minibatch SGD from the global weights; returns (new state, mean training loss).
 
-    `images` are already normalised float [n,1,28,28]. Under bf16 the weights, gradients
-    and optimizer stay fp32 (autocast computes the layers in bf16), so averaging and
-    checkpoints are the same for both precisions; the returned state is contiguous
-    whatever layout the model trained in.
+    `images` are already normalised float [n,1,28,28]. The steps are mlcore.compute's, so
+    under bf16 the weights stay fp32 and averaging and checkpoints are the same for both
+    precisions; the returned state is contiguous whatever layout the model trained in.
 
     Raises:
         ClientError: the client has no examples.
@@ -107,32 +107,24 @@ def client_update(
     n = len(labels)
     if n == 0:
         raise ClientError("client has no examples")
-    layout = torch.channels_last if config.channels_last else torch.contiguous_format
-    model.to(memory_format=layout)
+    model.to(memory_format=memory_format(config.channels_last))  # before the anchor, which keeps this layout
     model.load_state_dict(global_state)
-    model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
-    anchor = [p.detach().clone() for p in model.parameters()] if config.mu > 0 else None
+    penalty = _proximal_term(model, config.mu) if config.mu > 0 else None
     batch = n if not config.batch_size else min(config.batch_size, n)
     generator = torch.Generator().manual_seed(seed)
-    loss_fn = nn.CrossEntropyLoss()
-    total, steps = torch.zeros((), dtype=torch.float64), 0
-    for _ in range(config.epochs):
-        order = torch.randperm(n, generator=generator)
-        for start in range(0, n, batch):
-            idx = order[start : start + batch]
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-                loss = loss_fn(model(images[idx].contiguous(memory_format=layout)), labels[idx])
-            if anchor is not None:
-                prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
-                loss = loss + config.mu / 2 * prox
-            loss.backward()
-            optimizer.step()
-            total += loss.detach()
-            steps += 1
+    steps = ((images[idx], labels[idx]) for _ in range(config.epochs) for idx in batches(n, batch, generator))
+    losses = sgd_steps(
+        model, optimizer, steps, precision=config.precision, channels_last=config.channels_last, penalty=penalty
+    )
     state = {k: v.detach().clone(memory_format=torch.contiguous_format) for k, v in model.state_dict().items()}
-    return state, float(total) / steps
+    return state, mean(losses)
+
+
+def _proximal_term(model: nn.Module, mu: float):
+    """FedProx's mu/2 * ||w - w_global||^2, with w_global the weights the client started from."""
+    anchor = [p.detach().clone() for p in model.parameters()]
+    return lambda: mu / 2 * sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
 
 
 def run_task(
@@ -185,35 +177,6 @@ def fedavg(updates: Iterable[Update | ClientResult | tuple[Mapping[str, torch.Te
     return out
 
 
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    state: Mapping[str, torch.Tensor],
-    images_uint8: torch.Tensor,
-    labels: torch.Tensor,
-    batch_size: int = 1000,
-    channels_last: bool = False,
-) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of the weights on a labelled set.
-
-    Always fp32, whatever the clients trained in, so accuracy is that of the averaged
-    weights; channels-last only changes the memory layout (1.6x faster on this CPU).
-    """
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-    model.to(memory_format=layout)
-    model.load_state_dict(state)
-    model.eval()
-    loss_sum, correct = 0.0, 0
-    for start in range(0, len(labels), batch_size):
-        x = normalize(images_uint8[start : start + batch_size]).contiguous(memory_format=layout)
-        y = labels[start : start + batch_size]
-        logits = model(x)
-        loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
-        correct += int((logits.argmax(dim=1) == y).sum())
-    n = len(labels)
-    return loss_sum / n, correct / n
-
-
 def initial_state(model_name: str, seed: int) -> State:
     """The round-0 global weights, a function of (model, seed) only."""
     torch.manual_seed(seed)
@@ -223,17 +186,3 @@ def initial_state(model_name: str, seed: int) -> State:
 def state_distance(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:
     """L2 distance between two states; 0.0 exactly when equal."""
     return math.sqrt(sum(float(((a[k].double() - b[k].double()) ** 2).sum()) for k in a))
-
-
-def flatten(state: Mapping[str, torch.Tensor], keys: Sequence[str]) -> torch.Tensor:
-    return torch.cat([state[k].reshape(-1).to(torch.float32) for k in keys])
-
-
-def unflatten(flat: torch.Tensor, template: Mapping[str, torch.Tensor], keys: Sequence[str]) -> State:
-    out, offset = {}, 0
-    for k in keys:
-        ref = template[k]
-        n = ref.numel()
-        out[k] = flat[offset : offset + n].reshape(ref.shape).to(ref.dtype).clone()
-        offset += n
-    return out

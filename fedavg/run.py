@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import os
-import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,15 +20,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mlcore import compute, weights
+from mlcore.errors import DamagedError
+
 from . import partition as partitions
-from . import precision
 from .core import (
     ClientConfig,
     ClientFailure,
     ClientResult,
     ClientTask,
     client_seed,
-    evaluate,
     fedavg,
     initial_state,
     sample_clients,
@@ -40,7 +39,6 @@ from .models import build_model
 
 CHECKPOINT = "checkpoint.pt"
 KEEP = 3  # checkpoints kept per run: the newest and the two before it, to fall back on when one is damaged
-MAGIC = "fedavg-checkpoint"
 
 
 @dataclass(frozen=True)
@@ -119,14 +117,10 @@ def has_checkpoint(directory: Path) -> bool:
 
 
 def _save(directory: Path, state: dict, report: dict) -> None:
-    """Writes the round's checkpoint whole (digest in its first line), keeping the KEEP - 1 before it."""
+    """Writes the round's checkpoint whole (mlcore.weights, with its digest), keeping the KEEP - 1 before it."""
     directory.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    torch.save({"state": state, "report": json.dumps(report)}, buffer)
-    payload = buffer.getvalue()
-    head = f"{MAGIC} sha256={hashlib.sha256(payload).hexdigest()} bytes={len(payload)}\n".encode()
     tmp = directory / (CHECKPOINT + ".tmp")
-    tmp.write_bytes(head + payload)
+    tmp.write_bytes(weights.encode(state, {"report": report}))
     files = checkpoint_files(directory)
     for older, newer in zip(reversed(files[1:]), reversed(files[:-1])):
         if newer.is_file():
@@ -137,30 +131,24 @@ def _save(directory: Path, state: dict, report: dict) -> None:
 def read_checkpoint(path: Path) -> tuple[dict, dict]:
     """(global state, report so far) from one checkpoint file, checked against its digest.
 
-    Files from before checkpoints carried a digest (a bare torch zip) are read unchecked.
+    Files from before checkpoints carried a digest (a bare torch zip) are read unchecked,
+    those with a digest line before the zip are checked against it (mlcore.weights).
 
     Raises:
         CheckpointError: missing, unreadable, or not whole (the message names the file and what is wrong).
     """
     path = Path(path)
     try:
-        blob = path.read_bytes()
+        tensors, meta = weights.decode(path.read_bytes(), f"checkpoint {path}")
+        if "report" in meta:
+            return tensors, meta["report"]
+        return tensors["state"], json.loads(tensors["report"])  # written by torch.save, before mlcore.weights
     except OSError as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from exc
-    if not blob.startswith(b"PK"):
-        head, _, blob = blob.partition(b"\n")
-        fields = dict(part.split("=", 1) for part in head.decode("ascii", "replace").split()[1:] if "=" in part)
-        if not head.startswith(MAGIC.encode()) or "sha256" not in fields or not fields.get("bytes", "").isdigit():
-            raise CheckpointError(f"checkpoint {path} is damaged: its first line is not a checkpoint header")
-        if len(blob) != int(fields["bytes"]):
-            raise CheckpointError(f"checkpoint {path} is damaged: {len(blob)} of its {fields['bytes']} bytes are there")
-        if hashlib.sha256(blob).hexdigest() != fields["sha256"]:
-            raise CheckpointError(f"checkpoint {path} is damaged: its bytes do not match its sha256")
-    try:
-        loaded = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-        return loaded["state"], json.loads(loaded["report"])
-    except (OSError, RuntimeError, KeyError, TypeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    except DamagedError as exc:
+        raise CheckpointError(str(exc)) from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} is damaged: it holds no state and report ({exc})") from exc
 
 
 @dataclass
@@ -318,7 +306,7 @@ def _new_report(config: RunConfig, executor_name: str, parts: list[np.ndarray], 
         "config": config.as_dict(),
         "executor": executor_name,
         "run_id": config.run_id(),
-        "arithmetic": precision.describe(),
+        "arithmetic": compute.describe(),
         "partition": partitions.summary(parts, labels),
         "rounds": [],
     }
@@ -460,12 +448,14 @@ def run_setting(
 
 
 def _evaluate(model, state: dict, data: Data, threads: int | None, channels_last: bool) -> tuple[float, float]:
-    """Evaluation runs while the executor is idle, so it may use the executor's threads."""
+    """(loss, accuracy) of the weights, in fp32; it runs while the executor is idle, so on the executor's threads."""
     before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        return evaluate(model, state, data.test_images, data.test_labels, channels_last=channels_last)
+        model.load_state_dict(state)
+        result = compute.evaluate(model, data.test_images, data.test_labels, channels_last=channels_last)
+        return result["loss"], result["accuracy"]
     finally:
         torch.set_num_threads(before)
 

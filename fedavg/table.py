@@ -37,7 +37,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import precision as precisions
+from mlcore import compute as precisions
+
 from .errors import FedAvgError
 from .run import Data, RunConfig, first_round_at, label_rounds, run_resumable
 

@@ -11,6 +11,7 @@
      │    ├── PayloadTooLargeError  413
      │    ├── UnreachableError      no answer at all: refused, reset, timed out
      │    └── ActivationFailedError the action ran and answered an error (.activation_id, .result, .activation)
+     ├── DamagedError               mlcore.weights: stored weights are cut short, flipped or in no known format
      ├── TrainingError              mlcore.training.job: training failed or cannot run these settings
      ├── PreprocessError            mlcore.preprocess: the bytes are not a usable digit picture
      ├── ModelNotFoundError         mlcore.inference: no model is published under that version
@@ -39,6 +40,10 @@ class StorageError(MLCoreError):
 
 class ObjectNotFoundError(StorageError):
     """The requested key (or bucket) does not exist."""
+
+
+class DamagedError(MLCoreError):
+    """Stored weights are not whole (cut short, flipped) or in no format mlcore writes; the message names where."""
 
 
 class OpenWhiskError(MLCoreError):

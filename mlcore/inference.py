@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import MLCoreError, ObjectNotFoundError
-from .model import LeNet5, normalize, state_from_bytes
+from . import weights
+from .errors import DamagedError, MLCoreError, ObjectNotFoundError
+from .model import LeNet5, normalize
 from .train import ARCH, LATEST_KEY, MODEL_PREFIX
 
 TRAIN_COMMAND = "deployer model train"
@@ -92,7 +93,9 @@ def load_model(storage, version: str = "latest") -> LoadedModel:
         )
     model = LeNet5()
     try:
-        model.load_state_dict(state_from_bytes(blob))
+        model.load_state_dict(weights.decode(blob, f"model {resolved}")[0])
+    except DamagedError as exc:
+        raise ModelCorruptError(f"{exc}; republish it with `{TRAIN_COMMAND}`") from exc
     except (RuntimeError, ValueError, KeyError) as exc:
         raise ModelCorruptError(f"model {resolved} does not load into LeNet-5: {exc}") from exc
     model.eval()

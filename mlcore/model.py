@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 import torch
 from torch import nn
 
@@ -58,13 +56,3 @@ def standardize(x_unit: torch.Tensor) -> torch.Tensor:
 def normalize(images_uint8: torch.Tensor) -> torch.Tensor:
     """uint8 [N,28,28] -> float [N,1,28,28] normalised exactly as in training."""
     return standardize(to_unit(images_uint8))
-
-
-def state_to_bytes(state: dict[str, torch.Tensor]) -> bytes:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    return buf.getvalue()
-
-
-def state_from_bytes(data: bytes) -> dict[str, torch.Tensor]:
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)

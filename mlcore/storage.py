@@ -72,7 +72,7 @@ class StorageConfig:
 
 
 class Storage:
-    """One bucket. Keys are plain strings; values are bytes, JSON or torch state dicts."""
+    """One bucket. Keys are plain strings; values are bytes, JSON or named tensors (mlcore.weights)."""
 
     def __init__(self, config: StorageConfig) -> None:
         import boto3
@@ -163,17 +163,18 @@ class Storage:
         return json.loads(self.get_bytes(key))
 
     def put_state(self, key: str, state: dict) -> int:
-        """Stores a torch state dict; returns the bytes written."""
-        from .model import state_to_bytes
+        """Stores named tensors in the weights format (mlcore.weights); returns the bytes written."""
+        from . import weights
 
-        blob = state_to_bytes(state)
+        blob = weights.encode(state)
         self.put_bytes(key, blob)
         return len(blob)
 
     def get_state(self, key: str) -> dict:
-        from .model import state_from_bytes
+        """Named tensors stored by put_state. Raises DamagedError naming the key for bytes that are not whole."""
+        from . import weights
 
-        return state_from_bytes(self.get_bytes(key))
+        return weights.decode(self.get_bytes(key), self._where(key))[0]
 
     def exists(self, key: str) -> bool:
         try:

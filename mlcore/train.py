@@ -1,8 +1,8 @@
-"""Single-process LeNet-5 training on MNIST: the baseline distributed training compares against.
+"""Single-process LeNet-5 training on MNIST (`deployer model train`), and publishing the model it makes.
 
-`train_epoch` and `evaluate` are plain functions over a model and tensors, so the
-distributed workers and FedAvg reuse them; `train_lenet5` owns seeding, data and the
-schedule; `publish_model` puts a checkpoint where `mlcore.inference` finds it.
+`train_lenet5` owns seeding, data and the one-cycle schedule; its steps and evaluation are
+mlcore.compute's, shared with FedAvg and the serverless workers. `publish_model` puts the
+weights (mlcore.weights) where `mlcore.inference` finds them.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from . import weights
 from .augment import AugmentConfig, Augmenter
+from .compute import batches, evaluate, mean, sgd_steps
 from .errors import MLCoreError
-from .model import LeNet5, count_parameters, normalize, standardize, state_to_bytes, to_unit
+from .model import LeNet5, count_parameters, normalize, standardize, to_unit
 
 MODEL_PREFIX = "models/lenet5"
 LATEST_KEY = f"{MODEL_PREFIX}/latest"
@@ -70,61 +72,6 @@ class TrainResult:
             "config": asdict(self.config),
             "history": self.history,
         }
-
-
-def batches(n: int, batch_size: int, generator: torch.Generator | None = None):
-    """Index tensors covering range(n) in batches; shuffled when a generator is given."""
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    for start in range(0, n, batch_size):
-        yield order[start : start + batch_size]
-
-
-def train_epoch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    batch_size: int,
-    generator: torch.Generator | None = None,
-    on_batch: Callable[[int], None] | None = None,
-    scheduler=None,
-    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> float:
-    """One pass over (uint8 images, labels); returns the mean training loss.
-
-    `augment` maps a batch of ink in 0..1 [N,1,28,28] to a transformed one (mlcore.augment).
-    """
-    model.train()
-    loss_fn = nn.CrossEntropyLoss()
-    total, count = 0.0, 0
-    for idx in batches(len(labels), batch_size, generator):
-        y = labels[idx]
-        x = normalize(images[idx]) if augment is None else standardize(augment(to_unit(images[idx])))
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        total += loss.item() * len(idx)
-        count += len(idx)
-        if on_batch is not None:
-            on_batch(len(idx))
-    return total / max(count, 1)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> dict:
-    """{"accuracy", "loss", "n"} of `model` on uint8 images [N,28,28] and int64 labels [N]."""
-    model.eval()
-    loss_fn = nn.CrossEntropyLoss(reduction="sum")
-    correct, loss = 0, 0.0
-    for idx in batches(len(labels), batch_size):
-        logits = model(normalize(images[idx]))
-        loss += loss_fn(logits, labels[idx]).item()
-        correct += (logits.argmax(1) == labels[idx]).sum().item()
-    n = len(labels)
-    return {"accuracy": correct / n if n else 0.0, "loss": loss / n if n else 0.0, "n": n}
 
 
 def train_lenet5(
@@ -189,8 +136,8 @@ def _run_training(
     history = []
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
-        train_loss = train_epoch(
-            model, optimizer, train_x, train_y, config.batch_size, generator, on_batch, scheduler, augmenter
+        train_loss = _train_epoch(
+            model, optimizer, scheduler, train_x, train_y, config.batch_size, generator, augmenter, on_batch
         )
         result = evaluate(model, test_x, test_y)
         entry = {
@@ -212,6 +159,35 @@ def _run_training(
         config,
         history,
     )
+
+
+def _train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    generator: torch.Generator,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None,
+    on_batch: Callable[[int], None] | None,
+) -> float:
+    """One shuffled pass over (uint8 images, labels); returns the mean training loss per image.
+
+    `augment` maps a batch of ink in 0..1 [N,1,28,28] to a transformed one (mlcore.augment).
+    """
+    chosen = list(batches(len(labels), batch_size, generator))
+
+    def inputs(idx: torch.Tensor) -> torch.Tensor:
+        return normalize(images[idx]) if augment is None else standardize(augment(to_unit(images[idx])))
+
+    def after_step(size: int) -> None:
+        scheduler.step()
+        if on_batch is not None:
+            on_batch(size)
+
+    losses = sgd_steps(model, optimizer, ((inputs(idx), labels[idx]) for idx in chosen), after_step=after_step)
+    return mean(losses, [len(idx) for idx in chosen])
 
 
 def _one_cycle_sgd(model: nn.Module, config: TrainConfig, train_size: int):
@@ -247,7 +223,7 @@ def publish_model(storage, state: dict, metrics: dict, version: str | None = Non
     version = version or new_version()
     if "/" in version or not version.strip():
         raise MLCoreError(f"model version {version!r} must be a non-empty name without '/'")
-    blob = state_to_bytes(state)
+    blob = weights.encode(state)
     model = LeNet5()
     model.load_state_dict(state)
     meta = {

@@ -11,8 +11,7 @@ import subprocess
 import pytest
 
 from localwhisk.s3 import EmbeddedS3
-from mlcore import mnist
-from mlcore.model import state_from_bytes, state_to_bytes
+from mlcore import mnist, weights
 from mlcore.storage import Storage, StorageConfig
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -179,13 +178,13 @@ def cached_model(request, mnist_root, config: dict) -> tuple[dict, dict]:
         name += "-" + hashlib.sha256(json.dumps(config["augment"].to_dict(), sort_keys=True).encode()).hexdigest()[:8]
     blob_path, meta_path = folder / f"{name}.pt", folder / f"{name}.json"
     if blob_path.is_file() and meta_path.is_file():
-        return state_from_bytes(blob_path.read_bytes()), json.loads(meta_path.read_text())
+        return weights.decode(blob_path.read_bytes(), str(blob_path))[0], json.loads(meta_path.read_text())
     threads = torch.get_num_threads()
     try:
         result = train_lenet5(**config, threads=2, root=mnist_root)
     finally:
         torch.set_num_threads(threads)
-    blob_path.write_bytes(state_to_bytes(result.state))
+    blob_path.write_bytes(weights.encode(result.state))
     meta_path.write_text(json.dumps(result.metrics()))
     return result.state, result.metrics()
 

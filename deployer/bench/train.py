@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from mlcore.compute import native_bf16 as cpu_has_bf16
 from mlcore.training.baseline import run_baseline
-from mlcore.training.compute import cpu_has_bf16
 from mlcore.training.job import JobConfig
 
 NOTE = (

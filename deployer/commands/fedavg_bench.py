@@ -141,8 +141,8 @@ def bench_options(f):
 def bench_command(obj, **options) -> None:
     """Time per round of each executor beside serial fp32, and rounds to 99% (CNN, C=0.1, E=5, B=10)."""
     from fedavg import bench
-    from fedavg import precision as precisions
     from fedavg.run import RunConfig, load_data
+    from mlcore import compute
 
     opts = BenchOptions(**options)
     opts.check()
@@ -160,10 +160,10 @@ def bench_command(obj, **options) -> None:
         seed=opts.seed,
         train_limit=opts.train_limit,
         test_limit=opts.test_limit,
-        precision=precisions.resolve(opts.precision),
+        precision=compute.resolve_precision(opts.precision),
         channels_last=opts.channels_last,
     )
-    report: dict = {"paper_rounds_to_99": bench.PAPER_ROUNDS_TO_99, "arithmetic": precisions.describe()}
+    report: dict = {"paper_rounds_to_99": bench.PAPER_ROUNDS_TO_99, "arithmetic": compute.describe()}
     try:
         data = load_data(opts.train_limit, opts.test_limit)
         if opts.timing_rounds > 0:

@@ -213,8 +213,8 @@ def make_config(
     precision="fp32",
     channels_last=False,
 ):
-    from fedavg import precision as precisions
     from fedavg.run import RunConfig
+    from mlcore import compute
 
     if fedsgd:
         epochs, batch = 1, 0
@@ -234,7 +234,7 @@ def make_config(
         seed=seed,
         train_limit=train_limit,
         test_limit=test_limit,
-        precision=precisions.resolve(precision),
+        precision=compute.resolve_precision(precision),
         channels_last=channels_last,
     )
 

@@ -198,9 +198,9 @@ def _plan(
     channels_last,
 ) -> TablePlan:
     """Checks the options and turns them into a TablePlan (click.BadParameter for one out of range)."""
-    from fedavg import precision as precisions
     from fedavg import run as runner
     from fedavg import table as tables
+    from mlcore import compute
 
     kinds = list(parse(choices(tables.PARTITIONS), partitions, "--partitions"))
     spec = _table_spec(tables, table, model, rows, batches)
@@ -218,7 +218,7 @@ def _plan(
         target=spec.target,
         train_limit=train_limit,
         test_limit=test_limit,
-        precision=precisions.resolve(precision),
+        precision=compute.resolve_precision(precision),
         channels_last=channels_last,
     )
     out = Path(out_dir or f"out/fedavg-table{table}")

@@ -24,7 +24,9 @@ from multiprocessing import shared_memory
 import numpy as np
 import torch
 
-from ..core import ClientFailure, ClientResult, ClientTask, State, flatten, run_task, unflatten
+from mlcore.compute import flatten, unflatten_into
+
+from ..core import ClientFailure, ClientResult, ClientTask, State, run_task
 from ..errors import FedAvgError
 from ..models import build_model
 from . import Managed
@@ -105,6 +107,13 @@ def _view(name: str, dtype, shape) -> torch.Tensor:
     return torch.from_numpy(np.ndarray(shape, dtype=dtype, buffer=_attached[name].buf))
 
 
+def _state_of(flat: torch.Tensor, template: State, keys: list[str]) -> State:
+    """New tensors shaped and typed as the template's, filled from `flat` (a view of shared memory)."""
+    state = {k: torch.empty(template[k].shape, dtype=template[k].dtype) for k in keys}
+    unflatten_into(flat, state.values())
+    return state
+
+
 def _worker_run(task: ClientTask, shared: _Shared, slot: int) -> tuple[int, float, float]:
     model = _models.get(task.config.model)
     if model is None:
@@ -113,10 +122,10 @@ def _worker_run(task: ClientTask, shared: _Shared, slot: int) -> tuple[int, floa
     images = _view(shared.images, np.uint8, (shared.num_examples, 28, 28))
     labels = _view(shared.labels, np.int64, (shared.num_examples,))
     flat = _view(shared.weights, np.float32, (shared.num_params,))
-    global_state = unflatten(flat, model.state_dict(), keys)
+    global_state = _state_of(flat, model.state_dict(), keys)
     result = run_task(task, model, global_state, images, labels)
     out = _view(shared.results, np.float32, (slot + 1, shared.num_params))
-    out[slot].copy_(flatten(result.state, keys))
+    out[slot].copy_(flatten(result.state[k] for k in keys))
     return result.num_examples, result.train_loss, result.duration_s
 
 
@@ -205,7 +214,7 @@ class ProcessExecutor(Managed):
         keys = list(global_state)
         if any(global_state[k].dtype != torch.float32 for k in keys):
             raise FedAvgError("the process executor shares float32 weights only")
-        flat = flatten(global_state, keys)
+        flat = flatten(global_state[k] for k in keys)
         self._ensure_buffers(flat.numel(), len(tasks))
         self._weights.tensor(np.float32, (self._num_params,)).copy_(flat)
         shared = _Shared(
@@ -230,7 +239,7 @@ class ProcessExecutor(Managed):
             except CLIENT_ERRORS as exc:
                 out.append(ClientFailure(task.client_id, f"{type(exc).__name__}: {exc}"))
                 continue
-            state = unflatten(results_view[slot], global_state, keys)
+            state = _state_of(results_view[slot], global_state, keys)
             out.append(ClientResult(task.client_id, state, num_examples, loss, duration_s))
         if broken:
             self._drop_pool()

@@ -3,8 +3,8 @@
 Read in this order:
 - `job`: the settings (JobConfig), the storage keys (JobLayout) and the learning-rate schedule;
 - `data`: MNIST from storage or disk, shards and batches as pure functions of the seed;
-- `compute`: the arithmetic (gradient, local SGD steps, precision), shared with the baseline;
-- `exchange`: the update format and the puts and polling gets between workers;
+- `trainer`: a worker's model, data and optimizer over mlcore.compute (gradient, local SGD steps);
+- `exchange`: updates in the weights format (mlcore.weights), and the puts and polling gets between workers;
 - `worker`: a long-lived worker's rounds, checkpoints, replay and hand-off;
 - `coordinator`: starts, watches and replaces workers, evaluates checkpoints, hands off;
 - `report`: time to accuracy and the time split of a job; `baseline`: one process, same recipe.

@@ -13,9 +13,10 @@ import time
 
 import torch
 
+from ..compute import evaluate, resolve_precision
 from . import data
-from .compute import Trainer, evaluate_vector, initial_vector, resolve_precision
 from .job import JobConfig
+from .trainer import Trainer, initial_vector, model_from_vector
 
 
 def run_baseline(config: JobConfig, storage=None, threads: int | None = None, targets=(0.98, 0.99)) -> dict:
@@ -39,7 +40,7 @@ def run_baseline(config: JobConfig, storage=None, threads: int | None = None, ta
         vector = vector + delta
         clock += time.perf_counter() - started
         batch += steps
-        result = evaluate_vector(vector, test_images, test_labels)
+        result = evaluate(model_from_vector(vector), test_images, test_labels)
         history.append(
             {
                 "batch": batch,

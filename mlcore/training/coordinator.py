@@ -17,13 +17,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import ObjectNotFoundError, OpenWhiskError
+from .. import weights
+from ..compute import evaluate
+from ..errors import DamagedError, ObjectNotFoundError, OpenWhiskError
 from ..mnist import TRAIN_SIZE
 from ..openwhisk import OpenWhiskClient, record_memory_mb
 from . import data
-from .compute import evaluate_vector, initial_vector, model_from_vector
-from .exchange import DamagedError
 from .job import JobConfig, JobLayout, TrainingError
+from .trainer import initial_vector, model_from_vector
 from .worker import read_state, state_blob
 
 DEFAULT_MEMORY_MB = 256
@@ -112,11 +113,8 @@ def load_config(storage, job: str) -> JobConfig:
 
 def final_state_bytes(storage, config: JobConfig, number: int) -> bytes:
     """checkpoints/<round> as an ordinary LeNet-5 state dict, loadable by inference."""
-    from ..model import state_to_bytes
-
     _, vector, _ = read_state(storage, JobLayout(config.job).checkpoint(number))
-    model = model_from_vector(vector)
-    return state_to_bytes({k: v.detach().clone() for k, v in model.state_dict().items()})
+    return weights.encode(model_from_vector(vector).state_dict())
 
 
 @dataclass
@@ -329,7 +327,7 @@ class Coordinator:
             self.evaluated.add(number)
             images, labels = data.test_set(self.config, self.storage)
             started = time.perf_counter()
-            result = evaluate_vector(vector, images, labels)
+            result = evaluate(model_from_vector(vector), images, labels)
             self.metrics.append(
                 {
                     "event": "eval",

@@ -1,7 +1,8 @@
-"""Updates through object storage: a self-describing blob format, puts off the critical path, gets that wait.
+"""Updates through object storage: their blobs, puts off the critical path, gets that wait.
 
-An update is a small JSON header (round, first batch, local steps, the worker's measured
-compute and communication time) and a flat vector. Every worker reads the same headers,
+An update is a flat vector and a small JSON header (round, first batch, local steps, the
+worker's measured compute and communication time), stored in the weights format
+(mlcore.weights), whose digest refuses a damaged one by its key. Every worker reads the same headers,
 so a decision taken from them (the next round's number of local steps) is the same on all
 workers without any message between them.
 
@@ -16,65 +17,36 @@ capped so that N workers waiting never make a request storm.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import struct
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-import numpy as np
 import torch
 
-from ..errors import ObjectNotFoundError, StorageError
+from .. import weights
+from ..errors import DamagedError, ObjectNotFoundError, StorageError
 from .job import TrainingError
 
-MAGIC = b"OWT1"
-WHOLE = b"OWT2"  # the OWT1 format followed by the sha256 of everything before it: checkpoints and hand-offs
-DIGEST_BYTES = 32
 POLL_FIRST_S = 0.001
 POLL_MAX_S = 0.016
 SCRATCH_CLASS = "REDUCED_REDUNDANCY"
 
 
-class DamagedError(TrainingError):
-    """Stored bytes are not whole: cut short, flipped, or not in the exchange format; the message names the key."""
-
-
-def encode(vector: torch.Tensor, header: dict, compress: str = "none", digest: bool = False) -> bytes:
-    """`digest` appends a sha256 of the whole blob: for state that a job resumes from, where a flipped bit
-
-    would otherwise be trained on silently; updates, rewritten by any replay, go without its cost.
-    """
-    array = vector.detach().cpu().numpy()
-    array = array.astype(np.float16 if compress == "fp16" else np.float32, copy=False)
-    head = json.dumps({**header, "dtype": str(array.dtype), "n": int(array.size)}).encode()
-    body = struct.pack("<I", len(head)) + head + array.tobytes()
-    if not digest:
-        return MAGIC + body
-    return WHOLE + body + hashlib.sha256(WHOLE + body).digest()
+def encode(vector: torch.Tensor, header: dict, compress: str = "none") -> bytes:
+    """An update's blob; "fp16" halves it, and its peers read back exactly what it rounded to."""
+    return weights.encode({"update": vector.to(torch.float16 if compress == "fp16" else torch.float32)}, header)
 
 
 def decode(blob: bytes, where: str = "a stored update") -> tuple[dict, torch.Tensor]:
     """(header, fp32 vector); `where` names the blob (its key) in errors.
 
     Raises:
-        DamagedError: the bytes are not a blob of this format, or not whole.
+        DamagedError: the bytes are not whole, or hold no update.
     """
-    if blob[:4] == WHOLE:
-        body, digest = blob[: len(blob) - DIGEST_BYTES], blob[len(blob) - DIGEST_BYTES :]
-        if len(blob) < 8 + DIGEST_BYTES or hashlib.sha256(body).digest() != digest:
-            raise DamagedError(f"{where} is damaged: its bytes do not match its sha256 ({len(blob)} bytes)")
-        blob = MAGIC + body[4:]
-    if blob[:4] != MAGIC or len(blob) < 8:
-        raise DamagedError(f"{where} is damaged: it is not in the training exchange format")
-    (length,) = struct.unpack("<I", blob[4:8])
-    try:
-        header = json.loads(blob[8 : 8 + length])
-        array = np.frombuffer(blob, dtype=np.dtype(header["dtype"]), offset=8 + length, count=header["n"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise DamagedError(f"{where} is damaged ({exc})") from exc
-    return header, torch.from_numpy(array.astype(np.float32))
+    tensors, header = weights.decode(blob, where)
+    if not isinstance(tensors.get("update"), torch.Tensor):
+        raise DamagedError(f"{where} is damaged: it holds no update")
+    return header, tensors["update"].to(torch.float32)
 
 
 class Timer:

@@ -25,11 +25,11 @@ import secrets
 import time
 from dataclasses import asdict, dataclass, fields
 
+from ..compute import PRECISIONS
 from ..errors import MLCoreError
 
 MODES = ("sync", "local")
 COMPRESSIONS = ("none", "fp16")
-PRECISIONS = ("auto", "fp32", "bf16")
 DATA_SOURCES = ("s3", "local")
 _JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ROUND_DIGITS = 9
@@ -139,7 +139,10 @@ class JobConfig:
             (not 0 < self.comm_target < 1, f"comm_target must be between 0 and 1, got {self.comm_target}"),
             (self.max_local_steps < 1, f"max_local_steps must be >= 1, got {self.max_local_steps}"),
             (not self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
-            (self.precision not in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}"),
+            (
+                self.precision not in ("auto", *PRECISIONS),
+                f"precision must be one of {('auto', *PRECISIONS)}, got {self.precision!r}",
+            ),
             (self.threads < 1, f"threads must be >= 1, got {self.threads}"),
             (self.compress not in COMPRESSIONS, f"compress must be one of {COMPRESSIONS}, got {self.compress!r}"),
             (

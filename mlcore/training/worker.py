@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import ObjectNotFoundError
+from .. import weights
+from ..errors import DamagedError, ObjectNotFoundError
 from . import data
-from .compute import FlatSGD, Trainer
-from .exchange import POLL_FIRST_S, POLL_MAX_S, DamagedError, Exchange, Timer, decode, encode
+from .exchange import POLL_FIRST_S, POLL_MAX_S, Exchange, Timer, decode, encode
 from .job import JobConfig, JobLayout, TrainingError
+from .trainer import FlatSGD, Trainer
 
 STATS_EVERY_S = 1.0
 
@@ -58,22 +59,22 @@ class _Cursor:
 
 
 def state_blob(vector: torch.Tensor, momentum: torch.Tensor | None, header: dict) -> bytes:
-    """A checkpoint or hand-off: the model (and momentum), with a digest, since a job resumes from it."""
-    parts = [vector] + ([momentum] if momentum is not None else [])
-    return encode(torch.cat(parts), {**header, "params": vector.numel(), "momentum": momentum is not None}, digest=True)
+    """A checkpoint or hand-off: the model (and momentum) and where it stands, in the weights format."""
+    tensors = {"params": vector} if momentum is None else {"params": vector, "momentum": momentum}
+    return weights.encode(tensors, header)
 
 
 def split_state(blob: bytes, where: str = "a stored state") -> tuple[dict, torch.Tensor, torch.Tensor | None]:
     """(header, vector, momentum or None). Raises DamagedError naming `where` (the key) for bytes that are not whole."""
-    header, flat = decode(blob, where)
-    try:
-        n = header["params"]
-        momentum = flat[n:].clone() if header["momentum"] else None
-        if momentum is not None and momentum.numel() != n:
-            raise ValueError(f"{momentum.numel()} momentum values for {n} parameters")
-        return header, flat[:n].clone(), momentum
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DamagedError(f"{where} is damaged ({exc})") from exc
+    tensors, header = weights.decode(blob, where)
+    vector, momentum = tensors.get("params"), tensors.get("momentum")
+    if not isinstance(vector, torch.Tensor) or not (momentum is None or _same_shape(momentum, vector)):
+        raise DamagedError(f"{where} is damaged: it holds no model state")
+    return header, vector, momentum
+
+
+def _same_shape(momentum, vector: torch.Tensor) -> bool:
+    return isinstance(momentum, torch.Tensor) and momentum.shape == vector.shape
 
 
 def read_state(storage, key: str) -> tuple[dict, torch.Tensor, torch.Tensor | None]:

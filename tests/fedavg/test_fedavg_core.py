@@ -91,27 +91,3 @@ def test_unknown_model_is_a_fedavg_error():
     with pytest.raises(FedAvgError, match="unknown model"):
         build_model("resnet")
     assert set(MODELS) == {"cnn", "2nn", "lenet5"}
-
-
-def test_auto_precision_is_bf16_only_where_the_cpu_has_it(monkeypatch):
-    from fedavg import precision
-
-    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
-    assert precision.resolve("auto") == "bf16" and precision.describe()["native_bf16"]
-    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2"}))
-    assert precision.resolve("auto") == "fp32"
-    assert precision.resolve("bf16") == "bf16"
-    with pytest.raises(ValueError, match="precision must be"):
-        precision.resolve("fp16")
-
-
-def test_evaluation_in_channels_last_scores_the_same_weights_the_same(small_mnist):
-    from fedavg.core import evaluate
-
-    images, labels = small_mnist.train_images[:300], small_mnist.train_labels[:300]
-    state, _ = client_update(
-        build_model("cnn"), initial_state("cnn", 1), normalize(images), labels, ClientConfig("cnn", 1, 10, 0.05), seed=1
-    )
-    plain = evaluate(build_model("cnn"), state, small_mnist.test_images, small_mnist.test_labels)
-    last = evaluate(build_model("cnn"), state, small_mnist.test_images, small_mnist.test_labels, channels_last=True)
-    assert plain[1] == last[1] and plain[0] == pytest.approx(last[0], rel=1e-5)

@@ -20,6 +20,7 @@ from fedavg.executors.process import ProcessExecutor
 from fedavg.executors.serial import SerialExecutor
 from fedavg.partition import make_partition
 from fedavg.run import RunConfig, load_checkpoint, run
+from mlcore import weights
 
 SMALL = RunConfig(
     model="2nn", clients=8, frac=0.5, epochs=1, batch_size=10, lr=0.05, partition="iid", rounds=3, seed=11
@@ -316,6 +317,7 @@ def test_any_flipped_bit_of_a_checkpoint_is_refused(small_mnist, tmp_path):
         run(dataclasses.replace(SMALL, rounds=1), executor, small_mnist, checkpoint_dir=tmp_path)
     path = tmp_path / "checkpoint.pt"
     whole = path.read_bytes()
+    assert whole.startswith(weights.MAGIC)
     read_checkpoint(path)
 
     @settings(max_examples=60, deadline=None, database=None)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import io
 
 import pytest
 import torch
 
+from mlcore import weights
 from mlcore.errors import MLCoreError
 from mlcore.inference import ModelCache, ModelCorruptError, ModelNotFoundError, load_model, predict, resolve_version
 from mlcore.mnist import load_mnist
 from mlcore.model import LeNet5
-from mlcore.train import LATEST_KEY, MODEL_PREFIX, evaluate, publish_model, train_lenet5
+from mlcore.train import LATEST_KEY, MODEL_PREFIX, publish_model, train_lenet5
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +46,6 @@ def test_training_is_reproducible_with_a_seed(mnist_root):
     assert runs[0].accuracy == runs[1].accuracy
 
 
-def test_evaluate_counts_correct_answers(mnist_root, constant_model):
-    images, labels = load_mnist(train=False, root=mnist_root)
-    images, labels = images[:1000], labels[:1000]
-    result = evaluate(constant_model(3), images, labels, batch_size=128)
-    assert result["n"] == 1000
-    assert result["accuracy"] == pytest.approx((labels == 3).float().mean().item())
-
-
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -69,7 +63,7 @@ def test_publish_writes_model_metadata_and_latest(storage, tiny_run):
     version = publish_model(storage, tiny_run.state, tiny_run.metrics())
     blob = storage.get_bytes(f"{MODEL_PREFIX}/{version}")
     meta = storage.get_json(f"{MODEL_PREFIX}/{version}.json")
-    assert meta["sha256"] == hashlib.sha256(blob).hexdigest()
+    assert blob.startswith(weights.MAGIC) and meta["sha256"] == hashlib.sha256(blob).hexdigest()
     assert meta["accuracy"] == tiny_run.accuracy and meta["params"] == 61_706 and meta["created"]
     assert storage.get_json(LATEST_KEY)["version"] == version
     assert resolve_version(storage) == version
@@ -82,6 +76,22 @@ def test_published_model_loads_back_and_predicts_the_same(storage, tiny_run, mni
     reference = LeNet5()
     reference.load_state_dict(tiny_run.state)
     assert loaded.version == version == "v-test"
+    assert predict(loaded.model, images[:20]) == predict(reference, images[:20])
+
+
+def test_a_model_published_before_the_weights_format_still_loads(storage, tiny_run, mnist_root):
+    # Prepare: what publish_model wrote before mlcore.weights, a bare torch.save
+    buffer = io.BytesIO()
+    torch.save(tiny_run.state, buffer)
+    blob = buffer.getvalue()
+    storage.put_bytes(f"{MODEL_PREFIX}/old", blob)
+    storage.put_json(f"{MODEL_PREFIX}/old.json", {"version": "old", "sha256": hashlib.sha256(blob).hexdigest()})
+    # Execute
+    loaded = load_model(storage, "old")
+    # Assert
+    reference = LeNet5()
+    reference.load_state_dict(tiny_run.state)
+    images, _ = load_mnist(train=False, root=mnist_root)
     assert predict(loaded.model, images[:20]) == predict(reference, images[:20])
 
 

@@ -1,10 +1,12 @@
-"""Job settings, the key layout, the update format and the choice of K: pure functions, no storage."""
+"""Job settings, the key layout, updates and checkpoints as blobs, and the choice of K: pure functions, no storage."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from mlcore import weights
+from mlcore.errors import DamagedError
 from mlcore.training.exchange import decode, encode
 from mlcore.training.job import JobConfig, JobLayout, TrainingError
 from mlcore.training.worker import next_local_steps
@@ -91,10 +93,18 @@ def test_an_update_keeps_its_header_and_fp16_halves_it():
     assert len(half) < 0.6 * len(full) and torch.allclose(approx, vector, atol=1e-2, rtol=1e-3)
 
 
-@pytest.mark.parametrize("blob", [b"", b"garbage bytes here", b"OWT1\x05\x00\x00\x00{bad}"])
-def test_bytes_that_are_not_an_update_are_refused(blob):
-    with pytest.raises(TrainingError, match="not in the training exchange format|damaged"):
-        decode(blob)
+@pytest.mark.parametrize(
+    "blob, why",
+    [
+        (b"", "not in the weights format"),
+        (b"garbage bytes here", "not in the weights format"),
+        (b"OWT1\x05\x00\x00\x00{bad}", "not in the weights format"),
+        (weights.encode({"params": torch.zeros(3)}, {"round": 1}), "holds no update"),
+    ],
+)
+def test_bytes_that_are_not_an_update_are_refused_by_key(blob, why):
+    with pytest.raises(DamagedError, match=f"jobs/j/updates/000000001/0 is damaged: .*{why}"):
+        decode(blob, "jobs/j/updates/000000001/0")
 
 
 def test_k_grows_until_communication_is_near_the_target_and_is_bounded():
@@ -117,7 +127,6 @@ def test_any_flipped_bit_of_a_checkpoint_is_refused_naming_its_key():
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from mlcore.training.exchange import DamagedError
     from mlcore.training.worker import split_state, state_blob
 
     blob = state_blob(torch.randn(300), torch.randn(300), {"round": 4, "batch": 8, "k": 1})

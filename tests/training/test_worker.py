@@ -16,6 +16,7 @@ import time
 import pytest
 import torch
 
+from mlcore.errors import DamagedError
 from mlcore.storage import Storage
 from mlcore.training import data
 from mlcore.training.coordinator import create_job
@@ -103,10 +104,12 @@ def test_both_sync_workers_end_with_one_model_that_learned(job_storage):
     assert [layout.round_of(k) for k in job_storage.list_keys(layout.prefix + "checkpoints/")] == [0, 4, 8, 12, 16]
     assert min(layout.round_of(k) for k in job_storage.list_keys(layout.prefix + "updates/")) == 12
     assert all(results[w]["compute_s"] > 0 and results[w]["bytes_in"] > 0 for w in (0, 1))
-    from mlcore.training.compute import evaluate_vector
+    from mlcore.compute import evaluate
+    from mlcore.training.trainer import model_from_vector
 
     images, labels = data.test_set(config, job_storage)
-    assert evaluate_vector(final_vector(job_storage, config), images, labels)["accuracy"] > 0.3  # from 0.1 in 16 steps
+    model = model_from_vector(final_vector(job_storage, config))
+    assert evaluate(model, images, labels)["accuracy"] > 0.3  # from 0.1 in 16 steps
 
 
 def test_a_killed_sync_worker_is_replaced_and_the_job_ends_as_if_nothing_happened(job_storage):
@@ -231,7 +234,9 @@ def test_an_update_of_another_run_stops_the_worker_with_a_clear_error(job_storag
     config = JobConfig(job="damaged", mode="sync", **SMALL)
     create_job(job_storage, config)
     job_storage.put_bytes(JobLayout("damaged").update(0, 1), b"not an update at all")
-    with pytest.raises(TrainingError, match="not in the training exchange format"):
+    with pytest.raises(
+        DamagedError, match="jobs/damaged/updates/000000000/1 is damaged: it is not in the weights format"
+    ):
         Worker(job_storage, config, 0, owner="w0").run()
 
 

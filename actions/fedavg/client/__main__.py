@@ -13,7 +13,7 @@ import torch
 from fedavg.core import ClientConfig, client_update
 from fedavg.errors import FedAvgError
 from fedavg.models import MODELS, build_model
-from fedavg.precision import PRECISIONS
+from mlcore.compute import PRECISIONS
 from mlcore.errors import MLCoreError, ObjectNotFoundError
 from mlcore.model import normalize
 from mlcore.storage import Storage, StorageConfig

@@ -1,4 +1,4 @@
-"""The arithmetic: the flat optimizer is torch's SGD, and a sync round is one step on the whole batch."""
+"""A worker's arithmetic: the flat optimizer is torch's SGD, and a sync round is one step on the whole batch."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import dataclasses
 import pytest
 import torch
 
-from mlcore.model import LeNet5, normalize
+from mlcore.compute import batch_loss, flatten, unflatten_into
+from mlcore.model import normalize
 from mlcore.training import data
-from mlcore.training.compute import FlatSGD, Trainer, flatten, initial_vector, unflatten_into
 from mlcore.training.job import JobConfig
+from mlcore.training.trainer import FlatSGD, Trainer, initial_vector
 
 torch.set_num_threads(1)
 
@@ -31,18 +32,6 @@ def test_flat_sgd_is_torch_sgd_with_nesterov_and_weight_decay():
     assert torch.allclose(flat, params.detach(), atol=1e-6)
 
 
-def test_vectors_keep_logical_order_whatever_the_memory_format():
-    model = LeNet5().to(memory_format=torch.channels_last)
-    plain = LeNet5()
-    vector = initial_vector(3)
-    unflatten_into(vector, model.parameters())
-    unflatten_into(vector, plain.parameters())
-    assert model.features[3].weight.is_contiguous(memory_format=torch.channels_last)
-    assert torch.equal(flatten(model.parameters()), vector)
-    x = torch.randn(4, 1, 28, 28)
-    assert torch.allclose(model(x.contiguous(memory_format=torch.channels_last)), plain(x), atol=1e-5)
-
-
 @pytest.mark.parametrize("precision, channels_last", [("fp32", False), ("fp32", True), ("bf16", True)])
 def test_the_mean_of_the_workers_gradients_is_the_gradient_of_their_union(mnist_root, precision, channels_last):
     images, labels = data.load("local", None, train=True)
@@ -56,13 +45,9 @@ def test_the_mean_of_the_workers_gradients_is_the_gradient_of_their_union(mnist_
     trainer = Trainer(single, 0, images[union], labels[union], 64)
     model = trainer.model
     unflatten_into(vector, model.parameters())
-    x = normalize(images[union])  # the union as one batch of a single process
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
     model.zero_grad()
-    with trainer._autocast():
-        loss = trainer.loss_fn(model(x), labels[union])
-    loss.backward()
+    # the union as one batch of a single process
+    batch_loss(model, normalize(images[union]), labels[union], precision, channels_last).backward()
     whole = flatten(p.grad for p in model.parameters())
     tolerance = 1e-5 if precision == "fp32" else 2e-2
     assert torch.allclose((grads[0] + grads[1]) / 2, whole, atol=tolerance, rtol=tolerance)

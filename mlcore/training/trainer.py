@@ -1,55 +1,20 @@
-"""The arithmetic of training, shared by the workers and the single-process baseline.
+"""A worker's model, data and optimizer, and the flat vectors that travel between workers.
 
-One `Trainer` holds a LeNet-5, its data and the precision it computes in, and does either
-half of a round: the gradient of one batch (sync) or K SGD steps (local). Parameters go in
-and out as one flat fp32 vector, which is what travels through storage.
-
-bf16 autocast keeps fp32 master weights; with channels-last memory it made a LeNet-5 step
-1.6-2x faster than fp32 on this machine's AVX-512 bf16 CPU. Where the CPU lacks bf16,
-autocast would be emulated and slower, so `auto` falls back to fp32.
+One `Trainer` holds a LeNet-5, its shard of the data and the precision it computes in, and
+does either half of a round: the gradient of one batch (sync) or K SGD steps (local), both
+through mlcore.compute, the steps FedAvg and `model train` take too. Parameters go in and
+out as one flat fp32 vector, which is what travels through storage.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-
 import torch
 from torch import nn
 
+from ..compute import batch_loss, flatten, mean, memory_format, resolve_precision, sgd_steps, unflatten_into
 from ..model import LeNet5, normalize
 from . import data
 from .job import JobConfig
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_has_bf16() -> bool:
-    """True where the CPU computes bf16 natively (AVX-512 BF16 or AMX)."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def resolve_precision(requested: str) -> str:
-    if requested == "auto":
-        return "bf16" if cpu_has_bf16() else "fp32"
-    return requested
-
-
-def flatten(tensors) -> torch.Tensor:
-    """One fp32 vector in logical order, whatever the tensors' memory format (channels-last included)."""
-    return torch.cat([t.detach().reshape(-1) for t in tensors])
-
-
-def unflatten_into(vector: torch.Tensor, tensors) -> None:
-    """Copies `vector` into `tensors` in place, keeping their memory format."""
-    offset = 0
-    with torch.no_grad():
-        for t in tensors:
-            t.copy_(vector[offset : offset + t.numel()].view(t.shape))
-            offset += t.numel()
 
 
 def initial_vector(seed: int) -> torch.Tensor:
@@ -94,11 +59,8 @@ class Trainer:
         self.images, self.labels = images, labels
         self.precision = resolve_precision(config.precision)
         self.channels_last = config.channels_last
-        self.model = LeNet5()
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = LeNet5().to(memory_format=memory_format(self.channels_last))
         self.params = list(self.model.parameters())
-        self.loss_fn = nn.CrossEntropyLoss()
         self.optimizer = torch.optim.SGD(
             self.params,
             lr=config.lr,
@@ -107,22 +69,16 @@ class Trainer:
             weight_decay=config.weight_decay,
         )
 
-    def _autocast(self):
-        if self.precision == "bf16":
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    def _batch(self, batch_index: int):
+    def _batch(self, batch_index: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = data.batch_indices(self.config, self.worker, batch_index, self.size)
-        x = normalize(self.images[idx])
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, self.labels[idx]
+        return normalize(self.images[idx]), self.labels[idx]
 
-    def _loss(self, batch_index: int) -> torch.Tensor:
-        x, y = self._batch(batch_index)
-        with self._autocast():
-            return self.loss_fn(self.model(x), y)
+    def _scheduled(self, first_batch: int, steps: int):
+        """The batches of `steps` steps, each setting its learning rate as it is taken."""
+        for batch_index in range(first_batch, first_batch + steps):
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.config.lr_at(batch_index, self.size)
+            yield self._batch(batch_index)
 
     def load(self, vector: torch.Tensor) -> None:
         unflatten_into(vector, self.params)
@@ -135,7 +91,7 @@ class Trainer:
         self.load(vector)
         self.model.train()
         self.model.zero_grad(set_to_none=True)
-        loss = self._loss(batch_index)
+        loss = batch_loss(self.model, *self._batch(batch_index), self.precision, self.channels_last)
         loss.backward()
         return flatten(p.grad for p in self.params), loss.item()
 
@@ -145,17 +101,14 @@ class Trainer:
         The momentum buffers stay with this trainer across rounds, as in local SGD.
         """
         self.load(vector)
-        self.model.train()
-        losses = []
-        for k in range(steps):
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.config.lr_at(first_batch + k, self.size)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss = self._loss(first_batch + k)
-            loss.backward()
-            self.optimizer.step()
-            losses.append(loss.item())
-        return self.vector() - vector, sum(losses) / len(losses)
+        losses = sgd_steps(
+            self.model,
+            self.optimizer,
+            self._scheduled(first_batch, steps),
+            precision=self.precision,
+            channels_last=self.channels_last,
+        )
+        return self.vector() - vector, mean(losses)
 
     def momentum_vector(self) -> torch.Tensor | None:
         buffers = [self.optimizer.state.get(p, {}).get("momentum_buffer") for p in self.params]
@@ -170,10 +123,3 @@ class Trainer:
         unflatten_into(vector, buffers)
         for p, buffer in zip(self.params, buffers):
             self.optimizer.state[p]["momentum_buffer"] = buffer
-
-
-def evaluate_vector(vector: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> dict:
-    """Test accuracy and loss of a flat parameter vector (the single-process `evaluate`, reused)."""
-    from ..train import evaluate
-
-    return evaluate(model_from_vector(vector), images, labels)
