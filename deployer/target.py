@@ -132,7 +132,3 @@ def local_target(start: bool = True) -> Target:
         if started:
             print(f"started the local platform on {info.apihost} (stop it with `deployer down`)", file=sys.stderr)
     return Target(info.apihost, info.auth, EMBEDDED, local=True, storage=resolve_storage(info.storage_env()))
-
-
-def resolve_client(apihost: str | None = None, auth: str | None = None, start_local: bool = True) -> OpenWhiskClient:
-    return resolve(apihost, auth, start_local=start_local).client()

@@ -696,15 +696,3 @@ class ObjectStore:
                     shutil.rmtree(folder, ignore_errors=True)
             except OSError:
                 continue
-
-    def import_snapshot(self, snapshot: Path) -> int:
-        """Loads an old in-memory server's snapshot (`<bucket>/<quoted key>` files); returns objects loaded."""
-        count = 0
-        for bucket_dir in sorted(p for p in snapshot.iterdir() if p.is_dir()):
-            self.create_bucket(bucket_dir.name)
-            for f in sorted(bucket_dir.iterdir()):
-                with open(f, "rb") as fh:
-                    chunks = iter(lambda: fh.read(CHUNK), b"")
-                    self.put(bucket_dir.name, urllib.parse.unquote(f.name), Payload(chunks, checksums.DEFAULT), Meta())
-                count += 1
-        return count

@@ -239,9 +239,6 @@ class OvsDpdk:
     def delete_port(self, bridge: str, port: str) -> None:
         self.vsctl("--if-exists", "del-port", bridge, port)
 
-    def pmd_rxq_show(self) -> str:
-        return self.appctl("dpif-netdev/pmd-rxq-show")
-
     def clear_pmd_stats(self) -> None:
         self.appctl("dpif-netdev/pmd-stats-clear")
 

@@ -72,19 +72,6 @@ def make_private(state_dir: Path) -> None:
     os.close(fd)
 
 
-def _migrate_snapshot(state_dir: Path, log: logging.Logger) -> None:
-    """Moves the objects of the old in-memory server's snapshot (`s3/`) into the durable store, once."""
-    old = state_dir / "s3"
-    if not old.is_dir():
-        return
-    from embedded_s3.store import ObjectStore
-
-    count = ObjectStore(state_dir / OBJECTS_DIR).import_snapshot(old)
-    old.rename(state_dir / "s3.imported")
-    (state_dir / "s3.imported").chmod(0o700)
-    log.info("imported %d object(s) from the old S3 snapshot %s", count, old)
-
-
 def load_or_create_auth(state_dir: Path) -> str:
     """The namespace's 'uuid:key', generated once per state directory."""
     path = state_dir / "auth.json"
@@ -151,7 +138,6 @@ def serve(settings: Settings) -> None:
         signal.signal(sig, lambda *_: stop.set())
     if settings.owner_pid:
         _stop_with(settings.owner_pid, stop, log)
-    _migrate_snapshot(state_dir, log)
     report = StopReport(state_dir / STOP_FILE)
     problems: list[str] = []
     s3 = EmbeddedS3(
@@ -283,7 +269,7 @@ def _serve_api(
 
 class _ApiServer:
     """The controller's HTTP server: HTTP/1.1 keep-alive, a thread per connection, httptools parsing
-    (`runtimes.wsgiserver`; werkzeug's is a development server, cheroot parsed in Python)."""
+    (`runtimes.wsgiserver`)."""
 
     MAX_CONNECTIONS = 512  # blocking invokes hold their connection for up to the blocking timeout
 

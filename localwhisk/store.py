@@ -284,10 +284,6 @@ class Store:
         args += [limit, skip]
         return [json.loads(r[0]) for r in self._exec(sql, tuple(args))]
 
-    def count_activations(self) -> int:
-        self.flush()
-        return self._exec("SELECT COUNT(*) FROM activations")[0][0]
-
     def close_interrupted(self, make_doc) -> int:
         """Closes the records left in flight by a platform that died; returns how many."""
         self.flush(raise_errors=False)

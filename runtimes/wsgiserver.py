@@ -1,10 +1,9 @@
 """A small threaded HTTP/1.1 WSGI server with a C request parser (httptools), for the invoke path and the S3 server.
 
 The controller and every action proxy answer one short JSON request after another on
-connections the caller keeps open. cheroot parsed each request in Python and handed every
-connection from its selector to a worker thread and back; that cost more CPU than the
-activation itself. Here each connection has its own thread, which reads, parses (httptools,
-the parser under uvicorn), calls the application and writes, with nothing in between.
+connections the caller keeps open, so the CPU a request costs the server matters more than
+anything else: each connection has its own thread, which reads, parses (httptools, the C
+parser under uvicorn), calls the application and writes, with no handoff between threads.
 
 Two ways to take a body. By default the body is read whole before the application runs
 (short JSON requests: one write, one call). With `stream_bodies=True` the application runs

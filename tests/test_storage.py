@@ -53,15 +53,3 @@ def test_objects_survive_restart_of_the_server(tmp_path):
         assert (s3.access_key, s3.secret_key) == keys  # generated once per folder
         body = s3.client().get_object(Bucket="keep-me", Key="jobs/x/model/3")["Body"].read()
         assert body == b"weights"
-
-
-def test_old_snapshot_is_imported_once(tmp_path):
-    from embedded_s3.store import ObjectStore
-
-    old = tmp_path / "s3" / "keep-me"
-    old.mkdir(parents=True)
-    (old / "jobs%2Fx%2Fmodel%2F3").write_bytes(b"weights")
-    store = ObjectStore(tmp_path / "objects")
-    assert store.import_snapshot(tmp_path / "s3") == 1
-    info = store.head("keep-me", "jobs/x/model/3")
-    assert b"".join(store.read_range(info, 0, info.size)) == b"weights"
