@@ -172,7 +172,7 @@ def serve_command(obj, port: int, public_url: str | None, model: str | None) -> 
     """Serve the page to draw or upload a digit and classify it through mnist/infer (on 127.0.0.1)."""
     from ..errors import NotFoundError
     from ..web import create_app
-    from ..web.server import bind
+    from ..web.serving import bind
 
     target = obj.target
     client = target.client()

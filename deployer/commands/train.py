@@ -18,7 +18,7 @@ def _open(obj, data: str, deploy: bool = True):
     """`deploy=False` keeps the deployed actions: a redeploy is a new revision, whose first calls start cold."""
     from mlcore.storage import Storage
 
-    from .. import train as training
+    from .. import training_driver as training
 
     target = obj.target
     client = target.client()
@@ -41,7 +41,7 @@ def _watch(
     """Progress bar over steps; prints each evaluation. Raises ClickException when the job stops."""
     from mlcore.training.job import TrainingError
 
-    from .. import train as training
+    from .. import training_driver as training
 
     with bar("info") as progress:
         task = progress.add_task(label, total=total_steps, info="")
@@ -113,7 +113,7 @@ def run_job(
     from mlcore.training.coordinator import load_config
     from mlcore.training.job import TrainingError
 
-    from .. import train as training
+    from .. import training_driver as training
 
     try:
         target, client, storage = _open(obj, settings.get("data") or "s3", deploy)

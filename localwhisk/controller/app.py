@@ -13,7 +13,7 @@ import sqlite3
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from localwhisk.controller import triggers as triggers_api
+from localwhisk.controller import trigger_routes
 from localwhisk.controller import web as web_api
 from localwhisk.controller.common import (
     SECURITY_HEADERS,
@@ -51,7 +51,7 @@ def create_app(platform: Platform, auth: dict[str, str]) -> Flask:
     _register_packages(app, platform, authenticate)
     _register_actions(app, platform, authenticate)
     _register_activations(app, platform, authenticate)
-    triggers_api.register(app, platform, authenticate)
+    trigger_routes.register(app, platform, authenticate)
     web_api.register(app, platform, authenticate)
     app.wsgi_app = FastInvoke(app.wsgi_app, platform, authenticate)
 

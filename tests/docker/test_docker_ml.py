@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from deployer import train as training
+from deployer import training_driver as training
 from deployer.manifest import deploy
 from localwhisk.invoker import docker_container as dc
 from localwhisk.invoker.factory import platform_id

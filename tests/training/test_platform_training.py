@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from deployer import train as training
+from deployer import training_driver as training
 from deployer.manifest import PROJECT_ROOT, deploy
 from mlcore.errors import ObjectNotFoundError
 from mlcore.storage import Storage

@@ -8,7 +8,7 @@ import pytest
 
 from deployer import manifest
 from deployer.web import create_app
-from deployer.web.server import BackgroundServer
+from deployer.web.serving import BackgroundServer
 from mlcore.storage import Storage, StorageConfig
 from mlcore.train import publish_model
 

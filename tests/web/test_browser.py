@@ -71,7 +71,7 @@ def down_page(browser):
     import socket
 
     from deployer.web import create_app
-    from deployer.web.server import BackgroundServer
+    from deployer.web.serving import BackgroundServer
     from mlcore.openwhisk import OpenWhiskClient
     from mlcore.storage import Storage, StorageConfig
 

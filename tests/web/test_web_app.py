@@ -12,7 +12,7 @@ import requests
 from PIL import Image
 
 from deployer.web import Uploads, create_app
-from deployer.web.server import BackgroundServer
+from deployer.web.serving import BackgroundServer
 from mlcore.mnist import load_mnist
 from mlcore.openwhisk import OpenWhiskClient
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from deployer.web import UPLOAD_PREFIX, Uploads, create_app
-from deployer.web.server import BackgroundServer
+from deployer.web.serving import BackgroundServer
 from mlcore.openwhisk import OpenWhiskClient
 
 OWN_NAMES = ("127.0.0.1", "localhost", "[::1]")
