@@ -41,7 +41,7 @@ from localwhisk.invoker.docker_cli import (
     docker_binary,
     image_id,
 )
-from localwhisk.proctree import stop_process
+from procs import stop_process
 
 from . import folders
 

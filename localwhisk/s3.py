@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from localwhisk.errors import PlatformError
-from localwhisk.proctree import stop_process
+from procs import stop_process
 
 REGION = "us-east-1"
 

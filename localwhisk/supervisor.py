@@ -22,9 +22,9 @@ import requests
 
 from localwhisk import statelock
 from localwhisk.errors import LocalWhiskError
-from localwhisk.proctree import descendants, gone, stop_process
 from localwhisk.server import INFO_FILE, LOG_FILE, read_stop_report
 from localwhisk.settings import DEFAULT_PORT, DEFAULT_S3_PORT, Settings
+from procs import descendants, gone, stop_process
 
 
 class SupervisorError(LocalWhiskError):

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from localwhisk.errors import LocalWhiskError
 from localwhisk.invoker.proxy_connection import ProxyConnection, ProxyGone
-from localwhisk.proctree import descendants, kill_tree
 from localwhisk.settings import Settings
+from procs import descendants, kill_tree
 from runtimes import contract, spawn
 
 _PR_SET_PDEATHSIG = 1
