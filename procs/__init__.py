@@ -1,10 +1,10 @@
 """Child processes, owned: started, waited on until ready, stopped; dying with their owner or watching it.
 
-Everything of ours that starts a process uses this package: the local platform's supervisor,
-its containers and its embedded S3 owner, the runtime proxy's launchers, FedAvg's process
-workers, the runtime image build's wheelhouse server and the benchmarks' baseline servers
-(hostnet keeps its own: it stands alone). It imports nothing of ours, so every package may
-import it; it runs inside the runtime image beside the proxy, so it stays standard library only.
+What of ours starts a process uses this package: the local platform's supervisor, its
+containers and its embedded S3 owner, the runtime proxy's launchers, FedAvg's process workers
+and the runtime image build's wheelhouse server (hostnet keeps its own: it stands alone). It
+imports nothing of ours, so every package may import it; it runs inside the runtime image
+beside the proxy, so it stays standard library only.
 
 - `Child` (child.py): spawn, wait for a readiness sign (`ReadyLine`, `PortAccepts`, `ReadyWhen`),
   stop (SIGTERM, grace, SIGKILL), kill (the tree too); a context manager.

@@ -180,8 +180,8 @@ class Child:
     """Owns one child process: `spawn`, `wait_ready`, `stop` (or `with Child(...) as child:`, which does all).
 
     `stop()` is idempotent: SIGTERM, a grace period, then SIGKILL. With `kill_tree`, a kill takes the
-    whole tree below the child (a proxy that starts the action's processes), which then should be
-    started in a session of its own (`start_new_session=True`) so that it does not take the owner along.
+    whole tree below the child (a proxy that starts the action's processes); started as a group leader
+    (`start_new_session=True`), its process group goes too.
     """
 
     def __init__(

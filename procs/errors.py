@@ -20,7 +20,7 @@ class NotReady(ProcsError):
         self.timeout_s = timeout_s
         self.detail = detail
         if returncode is None:
-            what = f"{name} was not ready within {timeout_s:.0f} s"
+            what = f"{name} was not ready within {timeout_s:g} s"
         else:
             what = f"{name} exited with status {returncode} before it was ready"
         super().__init__(f"{what}{f' ({detail})' if detail else ''}")

@@ -101,7 +101,7 @@ def test_a_child_that_dies_before_it_is_ready_fails_with_its_exit_status(ready, 
 
 def test_a_child_that_says_nothing_in_time_is_killed():
     child = procs.Child(PY + [WAIT_FOREVER, procs.READY_FD], name="the mute", ready=procs.ReadyLine("fd"))
-    with pytest.raises(procs.NotReady, match="the mute was not ready within 0 s") as caught:
+    with pytest.raises(procs.NotReady, match="the mute was not ready within 0.2 s") as caught:
         child.start(timeout_s=0.2)
     assert caught.value.returncode is None
     assert child.returncode == -signal.SIGKILL and procs.gone(child.pid)
