@@ -41,7 +41,7 @@ from localwhisk.invoker.docker_cli import (
     docker_binary,
     image_id,
 )
-from localwhisk.proctree import stop_process
+from procs import Child, NotReady, PortAccepts
 
 from . import folders
 
@@ -243,31 +243,31 @@ def _free_port(preferred: int) -> int:
 
 @contextlib.contextmanager
 def serve_folder(folder: Path, preferred_port: int) -> Iterator[str]:
-    """`python -m http.server` on 127.0.0.1 serving folder; yields its URL, stopped on exit."""
+    """`python -m http.server` on 127.0.0.1 serving folder; yields its URL once it accepts, stopped on exit.
+
+    Waited for: a build step that cannot reach it fails late and obscurely.
+    """
     port = _free_port(preferred_port)
     log = tempfile.TemporaryFile()  # a line per request: a pipe nobody reads would fill and stall the build
-    proc = subprocess.Popen(
+    server = Child(
         [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(folder)],
+        name="the wheelhouse server",
+        ready=PortAccepts("127.0.0.1", port),
         stdout=subprocess.DEVNULL,
         stderr=log,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:  # wait until it accepts: a build step that cannot reach it fails late and obscurely
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError as exc:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    err = log.read().decode(errors="replace") if proc.poll() is not None else "timeout"
-                    raise RuntimeBuildError(
-                        f"the wheelhouse server did not start on 127.0.0.1:{port}: {err[-400:]}"
-                    ) from exc
-                time.sleep(0.05)
+        try:
+            server.start(timeout_s=30)
+        except NotReady as exc:
+            log.seek(0)
+            err = log.read().decode(errors="replace")
+            raise RuntimeBuildError(
+                f"the wheelhouse server did not start on 127.0.0.1:{port} ({exc}): {err[-400:]}"
+            ) from exc
         yield f"http://127.0.0.1:{port}/"
     finally:
-        stop_process(proc)
+        server.stop()
         log.close()
 
 

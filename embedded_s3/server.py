@@ -10,7 +10,6 @@ a minimum body rate, a bound on connections answered 503 SlowDown).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import signal
@@ -59,16 +58,6 @@ def make_server(
     return WSGIServer(host, port, app, stream_bodies=True, refuse=S3App.refusal, **settings)
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """SIGKILL when the owner dies, even by kill -9: acknowledged writes are on disk already."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent_pid:
-        os._exit(3)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m embedded_s3", description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, required=True, help="the folder that holds the objects")
@@ -76,13 +65,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--region", default="us-east-1")
-    parser.add_argument("--parent-pid", type=int, help="die with this process")
     opts = parser.parse_args(argv)
     if not 0 <= opts.port <= 65535:
         parser.error(f"--port must be between 0 and 65535: {opts.port}")
     os.umask(0o077)
-    if opts.parent_pid:
-        _die_with_parent(opts.parent_pid)
     try:
         server = make_server(opts.root, load_credentials(opts.credentials), opts.host, opts.port, opts.region)
     except OSError as exc:

@@ -1,7 +1,7 @@
 """The embedded S3 endpoint: our own S3 server process over a folder, owned by whoever starts it.
 
-`EmbeddedS3` starts `python -m embedded_s3` as a child process on loopback, waits until
-it listens, and stops it on exit; the child also dies if its owner is killed. Objects are
+`EmbeddedS3` starts `python -m embedded_s3` as a child process on loopback (a `procs.Child`),
+waits until it listens, and stops it on exit; the child also dies if its owner is killed. Objects are
 written through to disk before they are acknowledged, so nothing needs flushing at stop.
 Credentials are generated once per state folder and kept in a 0600 file.
 """
@@ -11,16 +11,14 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import select
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from localwhisk.errors import PlatformError
-from localwhisk.proctree import stop_process
+from procs import Child, NotReady, ReadyLine
 
 REGION = "us-east-1"
 
@@ -67,7 +65,7 @@ class EmbeddedS3:
         self.credentials_file = Path(credentials_file) if credentials_file else None
         self.access_key = self.secret_key = ""
         self.pid: int | None = None
-        self._proc: subprocess.Popen | None = None
+        self._proc: Child | None = None
         self._tmp: str | None = None
 
     @property
@@ -94,44 +92,43 @@ class EmbeddedS3:
             self.host,
             "--port",
             str(self.port),
-            "--parent-pid",
-            str(os.getpid()),
         ]
-        self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # forked by procs' spawner thread: an owner may start it from a thread that ends before the owner does
+        self._proc = Child(
+            cmd,
+            name="embedded S3",
+            ready=ReadyLine("stdout"),
+            die_with_parent=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         try:
-            ready = self._wait_ready(timeout_s)
+            ready = json.loads(self._proc.start(timeout_s))
+        except NotReady as exc:
+            err = self._proc.popen.stderr.read().decode(errors="replace").strip().splitlines()
+            self._proc.popen.stderr.close()
+            self.stop()
+            reason = err[-1] if err else f"it did not answer within {timeout_s:.0f} s"
+            what = reason if reason.startswith("embedded S3") else f"embedded S3 cannot start: {reason}"
+            raise StorageStartError(what) from exc
         except BaseException:
+            if self._proc.popen is not None:
+                self._proc.popen.stderr.close()
             self.stop()
             raise
         self.port, self.pid = ready["port"], ready["pid"]
-        threading_drain(self._proc.stderr)
+        threading_drain(self._proc.popen.stderr)
         return self
-
-    def _wait_ready(self, timeout_s: float) -> dict:
-        deadline = time.monotonic() + timeout_s
-        line = b""
-        while time.monotonic() < deadline and not line.endswith(b"\n"):
-            readable, _, _ = select.select([self._proc.stdout], [], [], 0.2)
-            if readable:
-                piece = os.read(self._proc.stdout.fileno(), 4096)
-                if not piece:
-                    break
-                line += piece
-        if line.endswith(b"\n"):
-            return json.loads(line)
-        self._proc.kill()
-        self._proc.wait(timeout=10)
-        err = self._proc.stderr.read().decode(errors="replace").strip().splitlines()
-        reason = err[-1] if err else f"it did not answer within {timeout_s:.0f} s"
-        raise StorageStartError(reason if reason.startswith("embedded S3") else f"embedded S3 cannot start: {reason}")
 
     def stop(self, timeout_s: float = 10.0) -> int | None:
         """Stops the server; returns its exit status (None when it was not running)."""
         proc, self._proc = self._proc, None
         code = None
         if proc is not None:
-            code = stop_process(proc, timeout_s)
-            proc.stdout.close()  # stderr belongs to its pump thread, which ends at EOF
+            code = proc.stop(timeout_s)
+            if proc.popen is not None:
+                proc.popen.stdout.close()  # stderr belongs to its pump thread, which ends at EOF
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp, self.root = None, None
@@ -141,7 +138,6 @@ class EmbeddedS3:
         """SIGKILL, as a crash would; `stop` still has to be called to reap it and clean up."""
         if self._proc is not None:
             self._proc.kill()
-            self._proc.wait(timeout=10)
 
     def __enter__(self) -> EmbeddedS3:
         return self.start()

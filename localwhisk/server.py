@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import secrets
-import select
 import shutil
 import signal
 import sqlite3
@@ -37,6 +36,7 @@ from localwhisk.s3 import EmbeddedS3
 from localwhisk.settings import Settings
 from localwhisk.statelock import LOCK_FILE, StateLock
 from localwhisk.store import Store
+from procs import watch_owner
 
 NAMESPACE = "guest"
 INFO_FILE = "platform.json"
@@ -178,24 +178,17 @@ def _stop_with(owner_pid: int, stop: threading.Event, log: logging.Logger) -> No
     """Stops the platform when the process that owns it ends, even by SIGKILL.
 
     A bench or test killed outright never calls stop(); its platform would serve on,
-    holding ports, containers and S3. Waits on a pidfd, so it does not matter which of
-    the owner's threads started this process (PR_SET_PDEATHSIG would).
+    holding ports, containers and S3. A pidfd watch, not PR_SET_PDEATHSIG: the owner may
+    have started this from a thread that ends before it does, and a stop closes the records.
     """
-    try:
-        fd = os.pidfd_open(owner_pid)
-    except OSError:
-        fd = None
-    if fd is None or os.getppid() != owner_pid:
-        log.warning("owner %s is gone before the platform started; stopping", owner_pid)
-        stop.set()
-        return
 
-    def watch() -> None:
-        select.select([fd], [], [])
+    def ended() -> None:
         log.warning("owner %s ended without stopping the platform; stopping", owner_pid)
         stop.set()
 
-    threading.Thread(target=watch, name="owner-watch", daemon=True).start()
+    if not watch_owner(owner_pid, ended):
+        log.warning("owner %s is gone before the platform started; stopping", owner_pid)
+        stop.set()
 
 
 def _docker_factory(state_dir: Path) -> DockerFactory:

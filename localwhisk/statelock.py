@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from localwhisk.errors import PlatformError
-from localwhisk.proctree import gone
+from procs import gone
 
 LOCK_FILE = "platform.lock"
 

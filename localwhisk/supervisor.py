@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +21,9 @@ import requests
 
 from localwhisk import statelock
 from localwhisk.errors import LocalWhiskError
-from localwhisk.proctree import descendants, gone, stop_process
 from localwhisk.server import INFO_FILE, LOG_FILE, read_stop_report
 from localwhisk.settings import DEFAULT_PORT, DEFAULT_S3_PORT, Settings
+from procs import Child, NotReady, ReadyWhen, descendants, gone, wait_gone, wait_ready
 
 
 class SupervisorError(LocalWhiskError):
@@ -228,7 +227,8 @@ def check_not_held(state_dir: Path) -> None:
         raise SupervisorError(statelock.in_use_message(state_dir, who))
 
 
-def _spawn(settings: Settings, detach: bool) -> tuple[subprocess.Popen, int]:
+def _spawn(settings: Settings, detach: bool) -> tuple[Child, int]:
+    """The server process, started (not yet ready), and where its log was when it started."""
     state_dir = settings.state_dir
     check_state_dir(state_dir)
     check_not_held(state_dir)
@@ -239,11 +239,14 @@ def _spawn(settings: Settings, detach: bool) -> tuple[subprocess.Popen, int]:
     log_start = os.fstat(fd).st_size
     log = open(fd, "ab")
     cmd = [sys.executable, "-m", "localwhisk.server", "--settings", settings.to_json()]
+    child = Child(
+        cmd, name="the local platform", stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=detach
+    )
     try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=detach)
+        child.spawn()
     finally:
         log.close()
-    return proc, log_start
+    return child, log_start
 
 
 def _start_failure(state_dir: Path, log_start: int) -> str | None:
@@ -260,20 +263,30 @@ def _start_failure(state_dir: Path, log_start: int) -> str | None:
 
 
 def _wait_ready(proc: subprocess.Popen, state_dir: Path, timeout_s: float, log_start: int = 0) -> PlatformInfo:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            reason = _start_failure(state_dir, log_start)
-            if reason is not None:
-                raise SupervisorError(reason)
-            tail = _log_tail(state_dir)
-            raise SupervisorError(f"the local platform exited with status {proc.returncode}; log:\n{tail}")
+    """The platform's info once it serves (its platform.json, answered over HTTP); it is killed if it does not.
+
+    Raises:
+        SupervisorError: it exited first (saying why, from its log) or did not answer within timeout_s.
+    """
+
+    def started() -> PlatformInfo | None:
         info = read_info(state_dir)
-        if info is not None and info.pid == proc.pid:
-            return info
-        time.sleep(0.1)
-    proc.kill()
-    raise SupervisorError(f"the local platform did not answer within {timeout_s:.0f} s; log:\n{_log_tail(state_dir)}")
+        return info if info is not None and info.pid == proc.pid else None
+
+    try:
+        return wait_ready(proc, ReadyWhen(started), timeout_s, "the local platform")
+    except NotReady as exc:
+        if exc.returncode is None:
+            proc.kill()
+            proc.wait(timeout=10)
+            raise SupervisorError(
+                f"the local platform did not answer within {timeout_s:.0f} s; log:\n{_log_tail(state_dir)}"
+            ) from None
+        reason = _start_failure(state_dir, log_start)
+        if reason is not None:
+            raise SupervisorError(reason) from None
+        tail = _log_tail(state_dir)
+        raise SupervisorError(f"the local platform exited with status {exc.returncode}; log:\n{tail}") from None
 
 
 def _log_tail(state_dir: Path, lines: int = 15) -> str:
@@ -318,8 +331,8 @@ def up(settings: Settings, timeout_s: float = 60.0, reuse_ports: bool = False) -
     if reuse_ports:
         port, s3_port = last_ports(settings.state_dir)
         settings = settings.but(port=port, s3_port=s3_port)
-    proc, log_start = _spawn(settings, detach=True)
-    info = _wait_ready(proc, settings.state_dir, timeout_s, log_start)
+    child, log_start = _spawn(settings, detach=True)
+    info = _wait_ready(child.popen, settings.state_dir, timeout_s, log_start)
     write_wskprops(info)
     return info, True
 
@@ -351,16 +364,12 @@ def down(state_dir: Path, timeout_s: float = 30.0) -> bool:
 
 
 def _wait_gone(pid: int, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        if gone(pid):
-            return True
-        time.sleep(0.05)
-    return False
+    left = wait_gone([pid], timeout_s)
+    try:
+        os.waitpid(pid, os.WNOHANG)  # a platform `up` started from this process is its child: collected here
+    except ChildProcessError:
+        pass
+    return not left
 
 
 def _terminate(pid: int, timeout_s: float) -> bool:
@@ -388,7 +397,7 @@ class LocalPlatform:
         ports["s3_port"] = ports["s3_port"] or stable_free_port()
         self.settings = Settings(Path(state_dir), **ports, **settings)
         self.state_dir = self.settings.state_dir
-        self._proc: subprocess.Popen | None = None
+        self._proc: Child | None = None
         self.info: PlatformInfo | None = None
 
     @property
@@ -402,7 +411,7 @@ class LocalPlatform:
     def start(self, timeout_s: float = 60.0) -> PlatformInfo:
         self._proc, log_start = _spawn(self.settings.but(owner_pid=os.getpid()), detach=False)
         try:
-            self.info = _wait_ready(self._proc, self.state_dir, timeout_s, log_start)
+            self.info = _wait_ready(self._proc.popen, self.state_dir, timeout_s, log_start)
         except BaseException:
             self.stop()
             raise
@@ -414,7 +423,7 @@ class LocalPlatform:
     def stop(self, timeout_s: float = 30.0) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
-            stop_process(proc, timeout_s)
+            proc.stop(timeout_s)
 
     def kill(self) -> None:
         """SIGKILL, as a crash would: nothing is flushed. Returns once every process it started has died.
@@ -427,7 +436,6 @@ class LocalPlatform:
         if self._proc is not None:
             tree = descendants(self._proc.pid)[1:]
             self._proc.kill()
-            self._proc.wait(timeout=10)
             self._proc = None
             s3_pid = self.info.s3_pid if self.info is not None else None
             for pid in ([s3_pid] if s3_pid else []) + [p for p in tree if p != s3_pid]:

@@ -14,16 +14,16 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
-import ctypes
 import json
 import os
 import sys
 import threading
 
+import procs
+
 from . import contract, relay
 from .runner import ActionExited, ActionRunner, InitError
 
-_PR_SET_CHILD_SUBREAPER = 36
 _REASONS = {
     200: "200 OK",
     400: "400 Bad Request",
@@ -127,14 +127,6 @@ class ProxyApp:
         return contract.OK, stripped
 
 
-def _become_subreaper() -> None:
-    """Orphans of the action (a daemonised grandchild) stay below the proxy, so killing its tree kills them."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1)
-    except (OSError, AttributeError):
-        pass
-
-
 def make_server(host: str, port: int, app):
     """Bound and listening on return; `.port` is the port."""
     from .wsgiserver import WSGIServer
@@ -158,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         help="print nothing at start: in a container, output before /init would land in the first activation's logs",
     )
     opts = parser.parse_args(argv)
-    _become_subreaper()
+    procs.become_subreaper()  # an action's daemonised grandchild stays below the proxy, so its tree kill takes it
     relay.from_spec(os.environ.get("DEPLOYER_RELAYS", ""))  # docker mode: the platform's services on loopback
     runner = ActionRunner(deny=opts.deny, preload=os.environ.get("ACTION_PRELOAD_MODULES", ""), prestart=True)
     from . import wsgiserver  # noqa: F401 - imported while the launcher starts

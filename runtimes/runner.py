@@ -10,25 +10,24 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ctypes
 import io
 import json
 import os
 import select
-import signal
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
 
-from . import contract, output, spawn
+import procs
+
+from . import contract, output
 
 DEFAULT_MAX_UNPACKED_BYTES = 512 * 1024 * 1024
 LAUNCHER = Path(__file__).resolve().with_name("launcher.py")
 # what an action sees besides __OW_* and its /init env: enough to find programs and write temp files
 MINIMAL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_PR_SET_PDEATHSIG = 1
 
 
 class InitError(Exception):
@@ -37,14 +36,6 @@ class InitError(Exception):
 
 class ActionExited(Exception):
     """The launcher died during a run (killed, crashed, or the action called exit)."""
-
-
-def _child_setup(result_fd: int) -> None:
-    os.dup2(result_fd, 3)  # close_fds runs after this and keeps only fd 3
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 def _reap_orphans(keep: int) -> None:
@@ -103,15 +94,16 @@ class ActionRunner:
         if self._deny:
             cmd += ["--deny", self._deny]
         try:
-            self._proc = spawn.popen(
+            self._proc = procs.popen(
                 cmd,
+                die_with_parent=True,
                 cwd=str(self._workdir / "src"),
                 env=env,
                 stdin=subprocess.PIPE,
                 stdout=out_w,
                 stderr=err_w,
                 pass_fds=(3,),
-                preexec_fn=lambda: _child_setup(write_fd),
+                preexec_fn=lambda: os.dup2(write_fd, 3),  # close_fds runs after this and keeps only fd 3
             )
         except OSError as exc:
             for fd in (read_fd, out_r, err_r):

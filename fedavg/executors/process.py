@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import select
 import threading
 import time
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from mlcore.compute import flatten, unflatten_into
+from procs import watch_owner
 
 from ..core import ClientFailure, ClientResult, ClientTask, State, run_task
 from ..errors import FedAvgError
@@ -71,18 +71,8 @@ def _exit_with(parent_pid: int) -> None:
     A parent killed outright (SIGKILL, the OOM killer) never shuts the pool down, and its
     workers would wait on their task queue forever, holding the shared blocks alive.
     """
-    try:
-        fd = os.pidfd_open(parent_pid)
-    except OSError:
+    if not watch_owner(parent_pid, lambda: os._exit(1), name="parent-watch"):
         os._exit(1)  # already gone
-    if os.getppid() != parent_pid:
-        os._exit(1)
-
-    def watch() -> None:
-        select.select([fd], [], [])
-        os._exit(1)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _init_worker(num_threads: int, barrier, parent_pid: int) -> None:

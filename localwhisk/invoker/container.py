@@ -1,20 +1,18 @@
 """One action container: a runtime proxy process, its log streams and its memory watch.
 
 There is no Docker engine here, so a container is a process running `runtimes.proxy`
-with the platform's Python; it dies with the platform (PR_SET_PDEATHSIG) and is killed
-as a whole process group.
+with the platform's Python, owned through `procs`: it dies with the platform
+(PR_SET_PDEATHSIG) and is killed as a whole process tree.
 """
 
 from __future__ import annotations
 
-import ctypes
 import datetime as dt
 import json
 import math
 import os
 import selectors
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,11 +23,10 @@ from pathlib import Path
 
 from localwhisk.errors import LocalWhiskError
 from localwhisk.invoker.proxy_connection import ProxyConnection, ProxyGone
-from localwhisk.proctree import descendants, kill_tree
 from localwhisk.settings import Settings
-from runtimes import contract, spawn
+from procs import READY_FD, Child, NotReady, ReadyLine, descendants
+from runtimes import contract
 
-_PR_SET_PDEATHSIG = 1
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MAX_UNPACKED_BYTES = Settings.max_unpacked_mb << 20  # what an action's zip may unpack to
 # deepest JSON the platform takes from an action or a client: its record must still serialise on a thread
@@ -42,14 +39,6 @@ RUNTIME_COMMANDS = {
     "python": lambda python: [python, "-u", "-m", "runtimes.proxy"],
     "nodejs": lambda _python: ["node", str(_PROJECT_ROOT / "runtimes" / "nodejs" / "launcher.js")],
 }
-
-
-def _die_with_parent() -> None:
-    os.setsid()
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 def _utc_stamp() -> str:
@@ -253,7 +242,7 @@ class Container(ActionContract):
             Path(work_root).mkdir(parents=True, exist_ok=True)
         self.workdir = Path(tempfile.mkdtemp(prefix="container-", dir=work_root))
         self._python = python
-        self._proc: subprocess.Popen | None = None
+        self._proc: Child | None = None
         self._busy_posting = threading.Event()
         self._dead = threading.Event()
         self._oom = threading.Event()
@@ -264,56 +253,49 @@ class Container(ActionContract):
         return self._proc.pid if self._proc else None
 
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._proc is not None and self._proc.alive()
 
     def start(self, timeout_s: float = 60.0) -> None:
-        read_fd, write_fd = os.pipe()
         # a container's __OW_* come from the platform alone, never from whoever started it
         env = {k: v for k, v in os.environ.items() if not k.startswith(contract.ENV_PREFIX)}
         env.update(self._env)
         env.update(TMPDIR=str(self.workdir), ACTION_MAX_UNPACKED_BYTES=str(self.max_unpacked_bytes))
         env.setdefault("PYTHONUNBUFFERED", "1")
         env.setdefault("OMP_NUM_THREADS", "1")
-        cmd = RUNTIME_COMMANDS[self.runtime](self._python) + ["--ready-fd", str(write_fd)]
+        cmd = RUNTIME_COMMANDS[self.runtime](self._python)
+        self._proc = Child(
+            [*cmd, "--ready-fd", READY_FD],
+            name="the action runtime",
+            ready=ReadyLine("fd"),
+            die_with_parent=True,
+            kill_tree=True,
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=str(_PROJECT_ROOT),
+        )
         try:
-            self._proc = spawn.popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                pass_fds=(write_fd,),
-                env=env,
-                preexec_fn=_die_with_parent,
-                cwd=str(_PROJECT_ROOT),
-            )
+            self._proc.spawn()
         except OSError as exc:
-            os.close(read_fd)
-            os.close(write_fd)
             raise ContainerError(f"cannot start the action runtime ({' '.join(cmd)}): {exc}") from exc
-        os.close(write_fd)
         threading.Thread(target=self._pump, daemon=True).start()
         threading.Thread(target=self._watch_memory, daemon=True).start()
-        ready = self._read_port(read_fd, timeout_s)
-        if ready is None:
+        try:
+            line = self._proc.wait_ready(timeout_s)
+        except NotReady:
+            line = ""
+        if not line.isdigit():
             self.kill()
             logs = "\n".join(self._logs.take(0, 0)[-20:])
             raise ContainerError(f"the action runtime did not become ready in {timeout_s:.0f} s; output:\n{logs}")
-        self.port = ready
-        self._connection = ProxyConnection("127.0.0.1", ready)
-
-    def _read_port(self, fd: int, timeout_s: float) -> int | None:
-        import select
-
-        with os.fdopen(fd, "r") as reader:
-            ready, _, _ = select.select([reader], [], [], timeout_s)
-            if not ready:
-                return None
-            line = reader.readline().strip()
-        return int(line) if line.isdigit() else None
+        self.port = int(line)
+        self._connection = ProxyConnection("127.0.0.1", self.port)
 
     def _pump(self) -> None:
         """Both output streams in one thread: lines as they come, until the process closes them."""
-        streams = {self._proc.stdout.fileno(): "stdout", self._proc.stderr.fileno(): "stderr"}
+        streams = {self._proc.popen.stdout.fileno(): "stdout", self._proc.popen.stderr.fileno(): "stderr"}
         partial = {fd: b"" for fd in streams}
         with selectors.DefaultSelector() as sel:
             for fd in streams:
@@ -373,15 +355,10 @@ class Container(ActionContract):
 
     def kill(self) -> None:
         """Kills the whole process tree, then removes the container's folder (idempotent)."""
-        proc = self._proc
         self._dead.set()
         self._busy_posting.set()  # lets the memory watch see that it is done
-        if proc is not None and proc.poll() is None:
-            kill_tree(proc.pid)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        if self._proc is not None:
+            self._proc.kill()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> Container:

@@ -13,12 +13,10 @@ their next use.
 
 from __future__ import annotations
 
-import ctypes
 import datetime as dt
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import threading
@@ -33,7 +31,8 @@ from localwhisk.invoker.container import (
 )
 from localwhisk.invoker.docker_cli import RUNTIME_IMAGE, docker, docker_binary
 from localwhisk.invoker.proxy_connection import ProxyConnection, ProxyGone
-from runtimes import contract, spawn
+from procs import popen
+from runtimes import contract
 
 LABEL = "org.deployer.platform"  # value: the platform id; every container and network made here has it
 KEY_LABEL = "org.deployer.action"
@@ -135,13 +134,6 @@ def _run_label() -> list[str]:
     """Under `./run test` everything made carries the run's marker, so the run can tell what it left."""
     run = os.environ.get("DEPLOYER_TEST_RUN")
     return ["--label", f"org.deployer.run={run}"] if run else []
-
-
-def _die_with_platform() -> None:
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def _docker_stamp(ts: str) -> str:
@@ -258,15 +250,15 @@ class DockerContainer(ActionContract):
             self.id = done.stdout.strip().splitlines()[-1]
             # every line since the container started, stdout and stderr apart; ends when the container does
             # dies with the platform (the container itself outlives a killed platform until the next start)
-            self._follower = spawn.popen(
+            self._follower = popen(
                 [docker_binary(), "logs", "--follow", "--timestamps", self.id],
+                die_with_parent=True,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
                 bufsize=1,
                 errors="replace",
-                preexec_fn=_die_with_platform,
             )
         for name, stream in (("stdout", self._follower.stdout), ("stderr", self._follower.stderr)):
             threading.Thread(target=self._pump, args=(name, stream), daemon=True).start()

@@ -105,7 +105,7 @@ def test_the_pool_refills_after_a_cold_start_that_failed_and_none_starts_while_o
 def _proxies() -> list[int]:
     import os
 
-    from localwhisk.proctree import descendants
+    from procs import descendants
 
     def cmdline(pid: int) -> str:
         try:

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from localwhisk import statelock
-from localwhisk.proctree import gone, wait_gone
 from localwhisk.settings import Settings
 from localwhisk.supervisor import _wait_ready, stable_free_port
+from procs import gone, wait_gone
 
 ROOT = Path(__file__).resolve().parents[2]
 

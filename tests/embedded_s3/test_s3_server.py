@@ -151,6 +151,22 @@ def test_acknowledged_objects_survive_kill_9_of_the_server(tmp_path):
         assert {k: c.get_object(Bucket="crash", Key=k)["Body"].read() for k in bodies} == bodies
 
 
+def test_a_server_started_from_a_thread_that_ends_serves_on(tmp_path):
+    # PR_SET_PDEATHSIG fires when the forking *thread* ends: an owner that started it from a worker thread lost it
+    import threading
+
+    started = []
+    thread = threading.Thread(target=lambda: started.append(EmbeddedS3(root=tmp_path / "objects").start()))
+    thread.start()
+    thread.join()
+    s3 = started[0]
+    try:
+        s3.client().create_bucket(Bucket="after-the-thread")
+        assert "after-the-thread" in [b["Name"] for b in s3.client().list_buckets()["Buckets"]]
+    finally:
+        assert s3.stop() == 0, "it was killed, not stopped"
+
+
 def test_full_disk_fails_the_put_and_keeps_earlier_objects(small_fs):
     disk = small_fs("disk", "2m")
     with EmbeddedS3(root=disk / "objects") as s3:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from localwhisk.invoker.container import Container
-from localwhisk.proctree import wait_gone
+from procs import wait_gone
 from runtimes import contract
 
 ENV_AT_IMPORT = (
