@@ -62,9 +62,9 @@ def bench_platform(
     obj, json_path, concurrency: tuple[int, ...], requests_per_worker: int, cold_runs: int, modes: tuple[str, ...]
 ) -> None:
     """Warm latency and throughput of a no-op action, cold starts with and without a stem cell, per mode."""
-    from ..bench import platform as bp
+    from studies import platform_cost
 
-    report = bp.run(
+    report = platform_cost.run(
         list(concurrency),
         requests_per_worker,
         cold_runs,
@@ -120,9 +120,9 @@ def bench_storage(json_path, clients: int, requests_per_client: int, size_kb: in
     """Authenticated PUT/GET through the durable embedded S3 and through in-memory moto, same run."""
     from pathlib import Path
 
-    from ..bench import storage as bs
+    from studies import storage_latency
 
-    report = bs.run(
+    report = storage_latency.run(
         clients,
         requests_per_client,
         size_kb * 1000,

@@ -221,24 +221,24 @@ def bench_infer_command(
     obj, json_path: str | None, concurrency: tuple[int, ...], requests_per_worker: int, cold_runs: int
 ) -> None:
     """mnist/infer through the platform vs in-process and a plain Flask + torch server."""
-    from ..bench import infer as bi
+    from studies import infer_paths
+
+    from .. import manifest
 
     levels = list(concurrency)
     storage_env = None
     if obj.apihost and obj.auth:
         storage_env = obj.target.storage.manifest_env()
-    try:
-        report = bi.run(
-            levels,
-            requests_per_worker,
-            cold_runs,
-            apihost=obj.apihost,
-            auth=obj.auth,
-            storage_env=storage_env,
-            progress=lambda m: click.echo(f"... {m}", err=True),
-        )
-    except bi.BenchError as exc:
-        raise click.ClickException(str(exc)) from exc
+    report = infer_paths.run(
+        levels,
+        requests_per_worker,
+        cold_runs,
+        apihost=obj.apihost,
+        auth=obj.auth,
+        storage_env=storage_env,
+        progress=lambda m: click.echo(f"... {m}", err=True),
+        deploy=lambda client, env: manifest.deploy(client, MANIFEST, env=env),
+    )
     latency = report["in_process"]["latency"]
     rows = [("in-process, sequential", 1, latency["p50_ms"], latency["p99_ms"], "")]
     labels = {"in_process": "in-process, threads", "flask_torch": "flask + torch", "platform_warm": "platform warm"}

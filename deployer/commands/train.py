@@ -311,8 +311,7 @@ def train_command(
 def bench_train_command(obj, workers_list, modes, targets, plot_path, json_path, **job) -> None:
     """Time to 98%/99% with 2 and 4 workers per mode, beside one process on every core, in one run."""
     from mlcore.training.job import TrainingError
-
-    from ..bench import train as bench
+    from studies import training_speed as bench
 
     counts, chosen, goal = list(workers_list), list(modes), list(targets)
     recipe = _bench_recipe(**job)
