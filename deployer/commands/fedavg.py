@@ -125,7 +125,7 @@ def run_command(obj, checkpoint_dir, resume, keep_going, json_path, **options) -
 def sweep_command(obj, clients_list, partition_list, json_path, plot_path, checkpoint_root, fresh, **options) -> None:
     """The effect of the number of clients (and of non-IID data) on accuracy per round."""
     from fedavg import run as runner
-    from fedavg.sweep import sweep
+    from studies.fedavg_sweep import sweep
 
     choice = ExecutorChoice.take(options)
     ks, kinds = list(clients_list), list(partition_list)
@@ -172,7 +172,7 @@ def _print_sweep(report: dict) -> None:
 
 
 def _plot_sweep(base, report: dict, path: Path) -> None:
-    from fedavg.plot import plot_curves
+    from studies.figures import plot_curves
 
     plot_curves(
         {s["label"]: s["accuracy"] for s in report["settings"]},
@@ -197,8 +197,8 @@ def partition_command(
 ) -> None:
     """Show how the training set is split: examples and labels per client."""
     from fedavg import partition as partitions
-    from fedavg.plot import plot_label_counts
     from fedavg.run import load_data
+    from studies.figures import plot_label_counts
 
     try:
         labels = load_data(train_limit, 0).train_labels.numpy()

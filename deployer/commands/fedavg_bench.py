@@ -140,9 +140,9 @@ def bench_options(f):
 @click.pass_obj
 def bench_command(obj, **options) -> None:
     """Time per round of each executor beside serial fp32, and rounds to 99% (CNN, C=0.1, E=5, B=10)."""
-    from fedavg import bench
     from fedavg.run import RunConfig, load_data
     from mlcore import compute
+    from studies import fedavg_executors as bench
 
     opts = BenchOptions(**options)
     opts.check()
@@ -177,7 +177,7 @@ def bench_command(obj, **options) -> None:
 
 
 def _time_executors(obj, opts: BenchOptions, base, data, report: dict) -> None:
-    from fedavg import bench
+    from studies import fedavg_executors as bench
 
     timing = dataclasses.replace(base, epochs=opts.timing_epochs, rounds=opts.timing_rounds, target=None)
 
@@ -192,7 +192,7 @@ def _time_executors(obj, opts: BenchOptions, base, data, report: dict) -> None:
 
 def _rounds_to_target(obj, opts: BenchOptions, base, data, report: dict) -> None:
     """Rounds to the target per partition, then FedSGD's when asked; the report is saved after each partition."""
-    from fedavg import bench
+    from studies import fedavg_executors as bench
 
     factory = executor_factory(opts.executor_name, data, **opts.executor_options(obj))
     kinds, root = tuple(opts.partitions), study_root(opts.checkpoint_root, opts.fresh)

@@ -59,7 +59,7 @@ def compare_command(runs, thresholds, from_round, json_path, plot_path) -> None:
     so they are paired: the mean per-round accuracy difference of a pair is what the arithmetic
     changed, while rounds-to-threshold also carries the seed-to-seed spread shown per arithmetic.
     """
-    from fedavg.compare import compare, load_report
+    from studies.fedavg_compare import compare, load_report
 
     try:
         named = [(text, load_report(_resolve(text))) for text in runs]
@@ -68,7 +68,7 @@ def compare_command(runs, thresholds, from_round, json_path, plot_path) -> None:
         raise fail(exc) from exc
     _print(report)
     if plot_path:
-        from fedavg.plot import plot_curves
+        from studies.figures import plot_curves
 
         plot_curves(
             {f"{r['arithmetic']}, seed {r['seed']}": r["accuracy"] for r in report["runs"]},

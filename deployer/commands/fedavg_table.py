@@ -31,7 +31,7 @@ from .params import SEED, CommaList, OutputFolder, choices, floats, integer, par
 
 if TYPE_CHECKING:
     from fedavg.run import RunConfig
-    from fedavg.table import TableSpec
+    from studies.fedavg_tables.spec import TableSpec
 
 BATCHES = CommaList(integer(1, 60_000), "inf,10", keywords={"inf": None})
 
@@ -150,7 +150,7 @@ def table_command(obj, table, checkpoint_root, fresh, **options) -> None:
     target; every run is checkpointed, so running the same command again continues where it
     stopped. The table is rewritten after every finished cell.
     """
-    from fedavg import table as tables
+    from studies.fedavg_tables import outputs
 
     choice = ExecutorChoice.take(options)
     plan = _plan(table, **options)
@@ -159,7 +159,7 @@ def table_command(obj, table, checkpoint_root, fresh, **options) -> None:
         report = _run_table(obj, plan, choice, checkpoint_root, fresh)
     except FedAvgError as exc:
         raise fail(exc) from exc
-    paths = tables.write_outputs(report, plan.out)
+    paths = outputs.write_outputs(report, plan.out)
     _print_table(plan.spec, report)
     click.echo(f"rounds run now: {report['rounds_run_now']}", err=True)
     for path in paths:
@@ -199,10 +199,11 @@ def _plan(
 ) -> TablePlan:
     """Checks the options and turns them into a TablePlan (click.BadParameter for one out of range)."""
     from fedavg import run as runner
-    from fedavg import table as tables
     from mlcore import compute
+    from studies.fedavg_tables import paper
+    from studies.fedavg_tables import spec as tables
 
-    kinds = list(parse(choices(tables.PARTITIONS), partitions, "--partitions"))
+    kinds = list(parse(choices(paper.PARTITIONS), partitions, "--partitions"))
     spec = _table_spec(tables, table, model, rows, batches)
     probes = _probe_rounds(probe_rounds, kinds)
     budget = max_rounds if max_rounds is not None else tables.DEFAULT_MAX_ROUNDS[(spec.number, spec.model)]
@@ -228,7 +229,7 @@ def _plan(
 def _run_table(obj, plan: TablePlan, choice: ExecutorChoice, checkpoint_root: str | None, fresh: bool) -> dict:
     """Runs every cell, rewriting the table's files after each one."""
     from fedavg import run as runner
-    from fedavg import table as tables
+    from studies.fedavg_tables import cells, outputs
 
     data = runner.load_data(plan.base.train_limit, plan.base.test_limit)
     factory = choice.factory(data, obj, f"table{plan.table}-{plan.base.run_id()}")
@@ -236,7 +237,7 @@ def _run_table(obj, plan: TablePlan, choice: ExecutorChoice, checkpoint_root: st
         _table_checkpoints(checkpoint_root, fresh) as root,
         rounds_progress(plan.budget, f"table {plan.table}") as advance,
     ):
-        return tables.run_table(
+        return cells.run_table(
             plan.spec,
             plan.base,
             plan.kinds,
@@ -247,7 +248,7 @@ def _run_table(obj, plan: TablePlan, choice: ExecutorChoice, checkpoint_root: st
             lrs=plan.lrs,
             checkpoint_root=root,
             on_round=advance,
-            on_cell=lambda partial: tables.write_outputs(partial, plan.out),
+            on_cell=lambda partial: outputs.write_outputs(partial, plan.out),
             executor_info={"name": choice.name, "workers": choice.workers, "threads": choice.threads},
         )
 

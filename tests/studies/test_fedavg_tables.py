@@ -12,23 +12,17 @@ import pytest
 from click.testing import CliRunner
 
 from deployer.cli import cli
-from fedavg import bench
 from fedavg.executors.serial import SerialExecutor
 from fedavg.run import RunConfig, load_checkpoint, load_data, run
-from fedavg.table import (
-    PAPER_TABLE1,
-    PAPER_TABLE2_CNN,
-    TableSpec,
-    choose_lr,
-    markdown,
-    new_report,
-    run_cell,
-    run_table,
-    table1_spec,
-    table2_spec,
-)
+from studies import fedavg_executors as bench
+from studies.fedavg_tables.cells import choose_lr, new_report, run_cell, run_table
+from studies.fedavg_tables.markdown import markdown
+from studies.fedavg_tables.paper import PAPER_TABLE1, PAPER_TABLE2_CNN
+from studies.fedavg_tables.spec import TableSpec, table1_spec, table2_spec
 
 BASE = RunConfig(model="2nn", clients=10, seed=1, train_limit=600, test_limit=200)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TINY = ["--clients", "10", "--train-limit", "600", "--test-limit", "200", "--executor", "serial", "--seed", "1"]
 
 

@@ -16,8 +16,9 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from .run import Data, RunConfig, first_round_at, run, run_setting
-from .table import PAPER_TABLE2_CNN, PARTITIONS
+from fedavg.run import Data, RunConfig, first_round_at, run, run_setting
+
+from .fedavg_tables.paper import PAPER_TABLE2_CNN, PARTITIONS
 
 # McMahan et al. 2017, Table 2: CNN on MNIST, rounds to 99% test accuracy.
 PAPER_ROUNDS_TO_99 = {
