@@ -95,8 +95,10 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, name)
 
     def format_commands(self, ctx, formatter):
+        """help_texts where given (the root's, so `deployer --help` imports no command), else the docstring's first
+        sentence, whole: the listing wraps it as it wraps help_texts."""
         rows = [
-            (name, self.help_texts.get(name) or self.get_command(ctx, name).get_short_help_str())
+            (name, self.help_texts.get(name) or self.get_command(ctx, name).get_short_help_str(limit=200))
             for name in self.list_commands(ctx)
         ]
         with formatter.section("Commands"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..cli import LazyGroup
-from .output import table, write_report
+from .output import show, write_report
 from .params import OutputFile, OutputFolder, choices, integer, ints
 
 LAZY = {
@@ -16,17 +16,7 @@ LAZY = {
 }
 
 
-HELP = {
-    "platform": "No-op action: warm/cold latency and throughput vs an in-process call.",
-    "infer": "mnist/infer through the platform vs in-process and a plain Flask server.",
-    "train": "Time to accuracy with 1-8 serverless workers vs one process.",
-    "fedavg": "Time per round per executor; rounds to 99% vs the paper.",
-    "hostnet": "virtio-net vs vhost-user throughput/latency, multiqueue, migration.",
-    "storage": "Durable embedded S3 vs in-memory moto: authenticated PUT/GET latency.",
-}
-
-
-@click.group(cls=LazyGroup, lazy=LAZY, help_texts=HELP)
+@click.group(cls=LazyGroup, lazy=LAZY)
 def bench() -> None:
     """Benchmarks (JSON out, baseline side by side)."""
 
@@ -63,6 +53,7 @@ def bench_platform(
 ) -> None:
     """Warm latency and throughput of a no-op action, cold starts with and without a stem cell, per mode."""
     from studies import platform_cost
+    from studies.bench_views import platform_view
 
     report = platform_cost.run(
         list(concurrency),
@@ -73,26 +64,7 @@ def bench_platform(
         progress=lambda m: click.echo(f"... {m}", err=True),
         modes=modes,
     )
-
-    def ms(r: dict) -> tuple[str, str]:
-        return f"{r['p50_ms']:.4g}", f"{r['p99_ms']:.4g}"
-
-    rows = [("in-process call", "", 1, *ms(report["direct_call"]), "")]
-    rows.append(("proxy over HTTP", "", 1, *ms(report["proxy_direct"]), ""))
-    for mode, measured in report["modes"].items():
-        if "skipped" in measured:
-            rows.append(("skipped", mode, "", measured["skipped"][:60], "", ""))
-            continue
-        for client, levels in measured["warm"].items():
-            for level, r in levels.items():
-                rows.append((f"warm ({client} client)", mode, level, *ms(r), r["throughput_rps"]))
-        if "cold_prewarmed" in measured:
-            rows.append(("cold, prewarmed", mode, 1, *ms(measured["cold_prewarmed"]), ""))
-        rows.append(("cold, no stem cell", mode, 1, *ms(measured["cold_start"]), ""))
-    table(["path", "mode", "concurrency", "p50 ms", "p99 ms", "req/s"], rows, title="bench platform")
-    for mode, measured in report["modes"].items():
-        if "ratios" in measured:
-            click.echo(f"{mode}: {measured['ratios']}")
+    show(platform_view(report))
     write_report(json_path, report)
 
 
@@ -121,6 +93,7 @@ def bench_storage(json_path, clients: int, requests_per_client: int, size_kb: in
     from pathlib import Path
 
     from studies import storage_latency
+    from studies.bench_views import storage_view
 
     report = storage_latency.run(
         clients,
@@ -129,23 +102,7 @@ def bench_storage(json_path, clients: int, requests_per_client: int, size_kb: in
         Path(folder) if folder else None,
         progress=lambda m: click.echo(f"... {m}", err=True),
     )
-    rows = []
-    for server, label in (("moto_in_memory", "moto, in memory (old)"), ("durable", "embedded S3, durable")):
-        for op in ("put", "get"):
-            r = report[server][op]
-            rows.append(
-                (
-                    label,
-                    op.upper(),
-                    r.get("n", 0),
-                    r.get("p50_ms", ""),
-                    r.get("p99_ms", ""),
-                    r.get("throughput_rps", ""),
-                    r["errors"],
-                )
-            )
-    table(["server", "op", "n", "p50 ms", "p99 ms", "req/s", "errors"], rows, title="bench storage")
-    click.echo(f"ratios: {report['ratios']}")
+    show(storage_view(report))
     write_report(json_path, report)
     if report["errors"]:
         raise click.ClickException(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..tabular import Table
 from .paper import CITATION, batch_text, frac_text, rounds_text
 from .spec import FULL_BATCH_LRS, MINIBATCH_LRS, table2_row_keys
 
@@ -17,22 +18,22 @@ def _paper_text(row: dict, partition: str) -> str:
     return "— (not reached)" if value is None else str(value)
 
 
-def markdown_table(report: dict) -> list[str]:
+def table_view(report: dict) -> Table:
     """Our rounds to target and chosen lr beside the paper's, one line per row, a column group per partition."""
     cells = {(c["row"], c["partition"]): c for c in report["cells"]}
     head = ["row", "E", "B", "C"]
     for p in report["partitions"]:
         name = PARTITION_NAMES.get(p, p)
         head += [f"{name}: ours", "lr", "paper"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for row in report["rows"]:
         out = [row["label"], str(row["epochs"]), batch_text(row["batch_size"]), frac_text(row["frac"])]
         for p in report["partitions"]:
             cell = cells.get((row["key"], p))
             out += [cell["verdict"], _lr_text(cell)] if cell else ["not run yet", ""]
             out.append(_paper_text(row, p))
-        lines.append("| " + " | ".join(out) + " |")
-    return lines
+        rows.append(out)
+    return Table.of(report["title"], head, rows)
 
 
 def _lr_text(cell: dict) -> str:
@@ -168,7 +169,7 @@ def markdown(report: dict) -> str:
         f"{_arithmetic(report)}. {done} of {total} cells done (updated {report['updated_at']}).",
         "",
     ]
-    lines += markdown_table(report)
+    lines += table_view(report).markdown(titled=False)
     if report["cells"]:
         lines += ["", "## Learning-rate probes (test accuracy after the probe; chosen in bold)", ""]
         lines += markdown_probes(report)
@@ -190,3 +191,24 @@ def plot_table(report: dict, path: Path) -> Path:
         title=report["title"].split(":")[0] + f": MNIST {report['model'].upper()}",
         target=report["target"],
     )
+
+
+def console_view(report: dict) -> list[Table]:
+    """The finished cells in short, for the terminal; the whole story is tableN.md."""
+    return [
+        Table.of(
+            f"{report['title']} (paper: McMahan et al. 2017)",
+            ["row", "partition", "ours", "lr", "paper", "s/round"],
+            [
+                (
+                    c["label"],
+                    c["partition"],
+                    c["verdict"],
+                    f"{c['chosen_lr']:.3g}",
+                    c["paper_rounds"] if c["paper_rounds"] is not None else "-",
+                    f"{c['mean_round_s']:.2f}",
+                )
+                for c in report["cells"]
+            ],
+        )
+    ]
