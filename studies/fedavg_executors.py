@@ -57,7 +57,7 @@ def run_bench(
     each part and partition, so a stopped bench leaves what it measured.
     """
     data = load_data(base.train_limit, base.test_limit)
-    report: dict = {"paper_rounds_to_99": PAPER_ROUNDS_TO_99, "arithmetic": compute.describe()}
+    report: dict = {"benchmark": "fedavg", "paper_rounds_to_99": PAPER_ROUNDS_TO_99, "arithmetic": compute.describe()}
     if timing_rounds > 0:
         timing = dataclasses.replace(base, epochs=timing_epochs, rounds=timing_rounds, target=None)
         entries = timing_entries(

@@ -39,6 +39,7 @@ def run(
     log(f"baseline: one process, {os.cpu_count()} threads")
     baseline = run_baseline(config, threads=os.cpu_count(), targets=targets)
     report = {
+        "benchmark": "train",
         "baseline": baseline,
         "rows": [],
         "targets": targets,

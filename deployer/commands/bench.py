@@ -109,3 +109,31 @@ def bench_storage(json_path, clients: int, requests_per_client: int, size_kb: in
             f"{report['errors']} request(s) failed; first: "
             f"{report['durable']['put'].get('first_error') or report['durable']['get'].get('first_error')}"
         )
+
+
+@bench.command("report")
+@click.option(
+    "--from",
+    "from_dir",
+    type=click.Path(exists=True, file_okay=False),
+    default="docs/data",
+    show_default=True,
+    help="The folder of the benches' --json reports.",
+)
+@click.option("--out", "out_path", type=OutputFile(), default="docs/results.md", show_default=True)
+@click.option("--check", is_flag=True, help="Write nothing; fail when the page differs from what the JSON renders.")
+def bench_report(from_dir: str, out_path: str, check: bool) -> None:
+    """The results page from the benches' JSON: conditions, tables with the baseline beside, ratios."""
+    from pathlib import Path
+
+    from studies.results_page import render
+
+    page = render(Path(from_dir), Path(out_path))
+    if check:
+        if not Path(out_path).is_file() or Path(out_path).read_text() != page:
+            raise click.ClickException(f"{out_path} is not what {from_dir} renders: run `deployer bench report`")
+        click.echo(f"{out_path} is what {from_dir} renders")
+        return
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(out_path).write_text(page)
+    click.echo(f"wrote {out_path}", err=True)

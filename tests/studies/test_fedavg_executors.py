@@ -8,6 +8,7 @@ from click.testing import CliRunner
 from deployer.cli import cli
 from fedavg.run import RunConfig
 from studies.fedavg_executors import PAPER_ROUNDS_TO_99, compare_to_fedsgd, fedsgd_config
+from studies.results_page import render
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -78,6 +79,8 @@ def test_bench_times_executors_side_by_side_and_continues_rounds_to_target(tmp_p
     assert timing["baseline"] == "serial fp32" and timing["ratio_to_baseline"]["serial fp32"] == 1.0
     assert timing["same_weights_by_arithmetic"] == {"fp32": True, "bf16 channels-last": True}
     assert report["paper_rounds_to_99"]["shards"]["fedavg_e5_b10"] == 229
+    page = render(tmp_path, tmp_path / "results.md")  # the results page takes the report as it is
+    assert "## bench fedavg" in page and "| serial fp32 | " in page and "**rounds to 0.99 (CNN" in page
     second = invoke(*args, "--timing-rounds", "0", "--max-rounds", "2", "--fedsgd-rounds", "3")
     assert second.exit_code == 0, second.output
     report = json.loads((tmp_path / "b.json").read_text())
