@@ -131,7 +131,10 @@ def bench_report(from_dir: str, out_path: str, check: bool) -> None:
     page = render(Path(from_dir), Path(out_path))
     if check:
         if not Path(out_path).is_file() or Path(out_path).read_text() != page:
-            raise click.ClickException(f"{out_path} is not what {from_dir} renders: run `deployer bench report`")
+            raise click.ClickException(
+                f"{out_path} is not what {from_dir} renders: "
+                f"run `deployer bench report --from {from_dir} --out {out_path}`"
+            )
         click.echo(f"{out_path} is what {from_dir} renders")
         return
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,8 @@
 
 paper: the published numbers; spec: rows, learning-rate grids and budgets; cells: running the
 probes and cells (plain dicts out); outputs: the files on disk, merged with earlier pieces of the
-same study; markdown: tableN.md and tableN.png, from the JSON report alone.
+same study; markdown: tableN.md and tableN.png, from the JSON report alone; plan: a whole study,
+from its checked options to its files.
 
 Source: H. B. McMahan, E. Moore, D. Ramage, S. Hampson, B. Agüera y Arcas, "Communication-Efficient
 Learning of Deep Networks from Decentralized Data", AISTATS 2017, PMLR 54:1273-1282
