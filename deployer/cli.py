@@ -95,8 +95,10 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, name)
 
     def format_commands(self, ctx, formatter):
+        """help_texts where given (the root's, so `deployer --help` imports no command), else the docstring's first
+        sentence, whole: the listing wraps it as it wraps help_texts."""
         rows = [
-            (name, self.help_texts.get(name) or self.get_command(ctx, name).get_short_help_str())
+            (name, self.help_texts.get(name) or self.get_command(ctx, name).get_short_help_str(limit=200))
             for name in self.list_commands(ctx)
         ]
         with formatter.section("Commands"):
@@ -106,7 +108,7 @@ class LazyGroup(click.Group):
 class RootGroup(LazyGroup):
     """The one place where whatever a command raises becomes one line: exit 2 for a bad value, 1 for a failure.
 
-    Each package has one root error, so four classes cover every failure a user can fix;
+    Each package has one root error, so these classes cover every failure a user can fix;
     anything else is a bug, still shown as one line (DEPLOYER_DEBUG=1 shows its traceback).
     Click's usage errors lose their usage block: the line names the option and where help is.
     """
@@ -123,9 +125,11 @@ class RootGroup(LazyGroup):
         from hostnet.errors import HostnetError
         from localwhisk.errors import LocalWhiskError
         from mlcore.errors import MLCoreError
+        from studies.errors import StudyError
 
         from .errors import DeployerError
 
+        roots = (DeployerError, LocalWhiskError, EmbeddedS3Error, MLCoreError, FedAvgError, HostnetError, StudyError)
         with _sigterm_as_interrupt():
             try:
                 return super().invoke(ctx)
@@ -135,7 +139,7 @@ class RootGroup(LazyGroup):
                 raise OneLineError.usage(exc) from exc
             except click.ClickException as exc:
                 raise OneLineError(exc.format_message(), exc.exit_code) from exc
-            except (DeployerError, LocalWhiskError, EmbeddedS3Error, MLCoreError, FedAvgError, HostnetError) as exc:
+            except roots as exc:
                 raise OneLineError(str(exc) or type(exc).__name__) from exc
             except (click.exceptions.Exit, click.Abort):
                 raise

@@ -3,12 +3,12 @@
     DeployerError
      ├── ConfigError              missing or contradictory settings (apihost, auth, wskprops)
      ├── ManifestError            a manifest or deployment file is malformed
-     ├── BenchError               deployer.bench.infer: a path of the benchmark failed
      └── UploadError              deployer.web: a picture sent to the page is unusable
 
 The other packages keep their own roots, which the CLI turns into one line as well:
 localwhisk.errors.LocalWhiskError (the local platform: its HTTP answers, the supervisor,
-containers, Docker), embedded_s3.errors.EmbeddedS3Error, fedavg's, hostnet's and mlcore's.
+containers, Docker), embedded_s3.errors.EmbeddedS3Error, fedavg's, hostnet's, mlcore's and
+studies.errors.StudyError (the studies and benchmarks).
 
 The OpenWhisk client's errors are mlcore's (the client is mlcore.openwhisk, which actions
 bundle too) and are re-exported here under their names:

@@ -5,7 +5,6 @@ FedAvgError
  +-- AggregationError    the updates to average are empty or disagree in shape
  +-- ClientError         one client's update could not be computed
  +-- CheckpointError     a checkpoint is missing, corrupt or from another run
- +-- ReportError         a run report cannot be read, or runs cannot be compared
 """
 
 
@@ -26,8 +25,4 @@ class ClientError(FedAvgError):
 
 
 class CheckpointError(FedAvgError):
-    pass
-
-
-class ReportError(FedAvgError):
     pass

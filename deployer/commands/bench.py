@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..cli import LazyGroup
-from .output import table, write_report
+from .output import show, write_report
 from .params import OutputFile, OutputFolder, choices, integer, ints
 
 LAZY = {
@@ -16,17 +16,7 @@ LAZY = {
 }
 
 
-HELP = {
-    "platform": "No-op action: warm/cold latency and throughput vs an in-process call.",
-    "infer": "mnist/infer through the platform vs in-process and a plain Flask server.",
-    "train": "Time to accuracy with 1-8 serverless workers vs one process.",
-    "fedavg": "Time per round per executor; rounds to 99% vs the paper.",
-    "hostnet": "virtio-net vs vhost-user throughput/latency, multiqueue, migration.",
-    "storage": "Durable embedded S3 vs in-memory moto: authenticated PUT/GET latency.",
-}
-
-
-@click.group(cls=LazyGroup, lazy=LAZY, help_texts=HELP)
+@click.group(cls=LazyGroup, lazy=LAZY)
 def bench() -> None:
     """Benchmarks (JSON out, baseline side by side)."""
 
@@ -62,9 +52,10 @@ def bench_platform(
     obj, json_path, concurrency: tuple[int, ...], requests_per_worker: int, cold_runs: int, modes: tuple[str, ...]
 ) -> None:
     """Warm latency and throughput of a no-op action, cold starts with and without a stem cell, per mode."""
-    from ..bench import platform as bp
+    from studies import platform_cost
+    from studies.bench_views import platform_view
 
-    report = bp.run(
+    report = platform_cost.run(
         list(concurrency),
         requests_per_worker,
         cold_runs,
@@ -73,26 +64,7 @@ def bench_platform(
         progress=lambda m: click.echo(f"... {m}", err=True),
         modes=modes,
     )
-
-    def ms(r: dict) -> tuple[str, str]:
-        return f"{r['p50_ms']:.4g}", f"{r['p99_ms']:.4g}"
-
-    rows = [("in-process call", "", 1, *ms(report["direct_call"]), "")]
-    rows.append(("proxy over HTTP", "", 1, *ms(report["proxy_direct"]), ""))
-    for mode, measured in report["modes"].items():
-        if "skipped" in measured:
-            rows.append(("skipped", mode, "", measured["skipped"][:60], "", ""))
-            continue
-        for client, levels in measured["warm"].items():
-            for level, r in levels.items():
-                rows.append((f"warm ({client} client)", mode, level, *ms(r), r["throughput_rps"]))
-        if "cold_prewarmed" in measured:
-            rows.append(("cold, prewarmed", mode, 1, *ms(measured["cold_prewarmed"]), ""))
-        rows.append(("cold, no stem cell", mode, 1, *ms(measured["cold_start"]), ""))
-    table(["path", "mode", "concurrency", "p50 ms", "p99 ms", "req/s"], rows, title="bench platform")
-    for mode, measured in report["modes"].items():
-        if "ratios" in measured:
-            click.echo(f"{mode}: {measured['ratios']}")
+    show(platform_view(report))
     write_report(json_path, report)
 
 
@@ -120,35 +92,51 @@ def bench_storage(json_path, clients: int, requests_per_client: int, size_kb: in
     """Authenticated PUT/GET through the durable embedded S3 and through in-memory moto, same run."""
     from pathlib import Path
 
-    from ..bench import storage as bs
+    from studies import storage_latency
+    from studies.bench_views import storage_view
 
-    report = bs.run(
+    report = storage_latency.run(
         clients,
         requests_per_client,
         size_kb * 1000,
         Path(folder) if folder else None,
         progress=lambda m: click.echo(f"... {m}", err=True),
     )
-    rows = []
-    for server, label in (("moto_in_memory", "moto, in memory (old)"), ("durable", "embedded S3, durable")):
-        for op in ("put", "get"):
-            r = report[server][op]
-            rows.append(
-                (
-                    label,
-                    op.upper(),
-                    r.get("n", 0),
-                    r.get("p50_ms", ""),
-                    r.get("p99_ms", ""),
-                    r.get("throughput_rps", ""),
-                    r["errors"],
-                )
-            )
-    table(["server", "op", "n", "p50 ms", "p99 ms", "req/s", "errors"], rows, title="bench storage")
-    click.echo(f"ratios: {report['ratios']}")
+    show(storage_view(report))
     write_report(json_path, report)
     if report["errors"]:
         raise click.ClickException(
             f"{report['errors']} request(s) failed; first: "
             f"{report['durable']['put'].get('first_error') or report['durable']['get'].get('first_error')}"
         )
+
+
+@bench.command("report")
+@click.option(
+    "--from",
+    "from_dir",
+    type=click.Path(exists=True, file_okay=False),
+    default="docs/data",
+    show_default=True,
+    help="The folder of the benches' --json reports.",
+)
+@click.option("--out", "out_path", type=OutputFile(), default="docs/results.md", show_default=True)
+@click.option("--check", is_flag=True, help="Write nothing; fail when the page differs from what the JSON renders.")
+def bench_report(from_dir: str, out_path: str, check: bool) -> None:
+    """The results page from the benches' JSON: conditions, tables with the baseline beside, ratios."""
+    from pathlib import Path
+
+    from studies.results_page import render
+
+    page = render(Path(from_dir), Path(out_path))
+    if check:
+        if not Path(out_path).is_file() or Path(out_path).read_text() != page:
+            raise click.ClickException(
+                f"{out_path} is not what {from_dir} renders: "
+                f"run `deployer bench report --from {from_dir} --out {out_path}`"
+            )
+        click.echo(f"{out_path} is what {from_dir} renders")
+        return
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(out_path).write_text(page)
+    click.echo(f"wrote {out_path}", err=True)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import click
 
-from fedavg.errors import FedAvgError
 from fedavg.partition import KINDS
 
 from .fedavg_compare import compare_command
@@ -23,7 +22,6 @@ from .fedavg_options import (
     config_options,
     default_checkpoint_dir,
     executor_options,
-    fail,
     make_config,
     rounds_progress,
     study_options,
@@ -31,7 +29,7 @@ from .fedavg_options import (
     sweep_config_options,
 )
 from .fedavg_table import table_command
-from .output import table, write_report
+from .output import show, write_report
 from .params import SEED, OutputFile, OutputFolder, choices, ints
 
 
@@ -65,22 +63,19 @@ def run_command(obj, checkpoint_dir, resume, keep_going, json_path, **options) -
     config = make_config(**options)
     choice.set_threads()
     checkpoint = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir(config.run_id())
-    try:
-        data = runner.load_data(config.train_limit, config.test_limit)
-        factory = choice.factory(data, obj, config.run_id())
-        with factory() as executor, rounds_progress(config.rounds, f"fedavg {choice.name}") as advance:
-            report, _ = runner.run(
-                config,
-                executor,
-                data,
-                checkpoint_dir=checkpoint,
-                resume=resume,
-                stop_at_target=not keep_going,
-                on_round=lambda r: advance("", r),
-                log=lambda line: click.echo(f"warning: {line}", err=True),
-            )
-    except FedAvgError as exc:
-        raise fail(exc) from exc
+    data = runner.load_data(config.train_limit, config.test_limit)
+    factory = choice.factory(data, obj, config.run_id())
+    with factory() as executor, rounds_progress(config.rounds, f"fedavg {choice.name}") as advance:
+        report, _ = runner.run(
+            config,
+            executor,
+            data,
+            checkpoint_dir=checkpoint,
+            resume=resume,
+            stop_at_target=not keep_going,
+            on_round=lambda r: advance("", r),
+            log=lambda line: click.echo(f"warning: {line}", err=True),
+        )
     report["checkpoint_dir"] = str(checkpoint)
     reached = report["rounds_to_target"]
     click.echo(
@@ -125,62 +120,31 @@ def run_command(obj, checkpoint_dir, resume, keep_going, json_path, **options) -
 def sweep_command(obj, clients_list, partition_list, json_path, plot_path, checkpoint_root, fresh, **options) -> None:
     """The effect of the number of clients (and of non-IID data) on accuracy per round."""
     from fedavg import run as runner
-    from fedavg.sweep import sweep
+    from studies.fedavg_sweep import sweep
+    from studies.fedavg_views import plot_sweep, sweep_view
 
     choice = ExecutorChoice.take(options)
     ks, kinds = list(clients_list), list(partition_list)
     base = make_config(num_clients=ks[0], partition_kind=kinds[0], **options)
     choice.set_threads()
-    try:
-        data = runner.load_data(base.train_limit, base.test_limit)
-        factory = choice.factory(data, obj, f"sweep-{base.run_id()}")
-        with rounds_progress(base.rounds, "sweep") as advance:
-            report = sweep(
-                base,
-                ks,
-                kinds,
-                factory,
-                data,
-                on_round=advance,
-                checkpoint_root=study_root(checkpoint_root, fresh),
-                on_setting=lambda partial: write_report(json_path, partial, quiet=True),
-            )
-    except FedAvgError as exc:
-        raise fail(exc) from exc
-    _print_sweep(report)
+    data = runner.load_data(base.train_limit, base.test_limit)
+    factory = choice.factory(data, obj, f"sweep-{base.run_id()}")
+    with rounds_progress(base.rounds, "sweep") as advance:
+        report = sweep(
+            base,
+            ks,
+            kinds,
+            factory,
+            data,
+            on_round=advance,
+            checkpoint_root=study_root(checkpoint_root, fresh),
+            on_setting=lambda partial: write_report(json_path, partial, quiet=True),
+        )
+    show(sweep_view(report))
     if plot_path:
-        _plot_sweep(base, report, Path(plot_path))
+        plot_sweep(report, Path(plot_path))
+        click.echo(f"wrote {plot_path}", err=True)
     write_report(json_path, report)
-
-
-def _print_sweep(report: dict) -> None:
-    table(
-        ["setting", "m/round", "final acc", "best acc", "rounds to target", "s/round"],
-        [
-            (
-                s["label"],
-                s["clients_per_round"],
-                f"{s['final_acc']:.4f}",
-                f"{s['best_acc']:.4f}",
-                s["rounds_to_target"] if s["rounds_to_target"] is not None else "-",
-                f"{s['mean_round_s']:.2f}",
-            )
-            for s in report["settings"]
-        ],
-        "fedavg sweep",
-    )
-
-
-def _plot_sweep(base, report: dict, path: Path) -> None:
-    from fedavg.plot import plot_curves
-
-    plot_curves(
-        {s["label"]: s["accuracy"] for s in report["settings"]},
-        path,
-        title=f"FedAvg {base.model}, C={base.frac}, E={base.epochs}, B={base.batch_size or 'inf'}",
-        target=base.target,
-    )
-    click.echo(f"wrote {path}", err=True)
 
 
 @fedavg_group.command("partition")
@@ -197,16 +161,13 @@ def partition_command(
 ) -> None:
     """Show how the training set is split: examples and labels per client."""
     from fedavg import partition as partitions
-    from fedavg.plot import plot_label_counts
     from fedavg.run import load_data
+    from studies.figures import plot_label_counts
 
-    try:
-        labels = load_data(train_limit, 0).train_labels.numpy()
-        parts = partitions.make_partition(
-            partition_kind, labels, num_clients, seed, alpha=alpha, shards_per_client=shards_per_client
-        )
-    except FedAvgError as exc:
-        raise fail(exc) from exc
+    labels = load_data(train_limit, 0).train_labels.numpy()
+    parts = partitions.make_partition(
+        partition_kind, labels, num_clients, seed, alpha=alpha, shards_per_client=shards_per_client
+    )
     summary = partitions.summary(parts, labels)
     e, lab = summary["examples_per_client"], summary["labels_per_client"]
     click.echo(

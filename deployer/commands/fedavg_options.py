@@ -64,10 +64,6 @@ def study_root(checkpoint_root_option: str | None, fresh: bool) -> Path | None:
     return Path(checkpoint_root_option) if checkpoint_root_option else checkpoint_root()
 
 
-def fail(exc: Exception) -> click.ClickException:
-    return click.ClickException(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-
-
 def set_threads(threads: int) -> None:
     import torch
 

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from fedavg.errors import FedAvgError
 from fedavg.partition import KINDS
 
-from . import output
 from .fedavg_options import (
     CLIENTS,
     ROUNDS,
@@ -21,17 +17,16 @@ from .fedavg_options import (
     ExecutorChoice,
     channels_last_option,
     executor_options,
-    fail,
     precision_option,
     rounds_progress,
     study_options,
     study_root,
 )
+from .output import show
 from .params import SEED, CommaList, OutputFolder, choices, floats, integer, parse
 
 if TYPE_CHECKING:
-    from fedavg.run import RunConfig
-    from fedavg.table import TableSpec
+    from studies.fedavg_tables.plan import TablePlan
 
 BATCHES = CommaList(integer(1, 60_000), "inf,10", keywords={"inf": None})
 
@@ -71,18 +66,6 @@ def _table_spec(tables, number: str, model: str | None, rows: str | None, batche
         )
     fracs = parse(floats(0.0, 1.0, example="0.1,0.5"), rows, "--rows") if rows else tables.TABLE1_FRACS
     return tables.table1_spec(model or "2nn", fracs, batches if batches else (None, 10))
-
-
-@contextmanager
-def _table_checkpoints(checkpoint_root_option: str | None, fresh: bool):
-    """--fresh keeps no checkpoints, but the winning lr still continues its probe: from a temporary folder."""
-    import tempfile
-
-    if not fresh:
-        yield study_root(checkpoint_root_option, fresh)
-        return
-    with tempfile.TemporaryDirectory(prefix="fedavg-table-") as tmp:
-        yield Path(tmp)
 
 
 @click.command("table")
@@ -150,34 +133,23 @@ def table_command(obj, table, checkpoint_root, fresh, **options) -> None:
     target; every run is checkpointed, so running the same command again continues where it
     stopped. The table is rewritten after every finished cell.
     """
-    from fedavg import table as tables
+    from studies.fedavg_tables import markdown, plan
 
     choice = ExecutorChoice.take(options)
-    plan = _plan(table, **options)
+    table_plan = _plan(table, **options)
     choice.set_threads()
-    try:
-        report = _run_table(obj, plan, choice, checkpoint_root, fresh)
-    except FedAvgError as exc:
-        raise fail(exc) from exc
-    paths = tables.write_outputs(report, plan.out)
-    _print_table(plan.spec, report)
+    report, paths = plan.run_plan(
+        table_plan,
+        lambda data, run_id: choice.factory(data, obj, run_id),
+        study_root(checkpoint_root, False),
+        fresh,
+        rounds_progress,
+        {"name": choice.name, "workers": choice.workers, "threads": choice.threads},
+    )
+    show(markdown.console_view(report))
     click.echo(f"rounds run now: {report['rounds_run_now']}", err=True)
     for path in paths:
         click.echo(f"wrote {path}", err=True)
-
-
-@dataclass(frozen=True)
-class TablePlan:
-    """What a table run needs once its options are checked: which cells, how long, and where the files go."""
-
-    table: str
-    spec: TableSpec
-    kinds: list[str]
-    probes: dict[str, int]
-    budget: int
-    base: RunConfig
-    lrs: list[float] | None
-    out: Path
 
 
 def _plan(
@@ -199,10 +171,12 @@ def _plan(
 ) -> TablePlan:
     """Checks the options and turns them into a TablePlan (click.BadParameter for one out of range)."""
     from fedavg import run as runner
-    from fedavg import table as tables
     from mlcore import compute
+    from studies.fedavg_tables import paper
+    from studies.fedavg_tables import spec as tables
+    from studies.fedavg_tables.plan import TablePlan
 
-    kinds = list(parse(choices(tables.PARTITIONS), partitions, "--partitions"))
+    kinds = list(parse(choices(paper.PARTITIONS), partitions, "--partitions"))
     spec = _table_spec(tables, table, model, rows, batches)
     probes = _probe_rounds(probe_rounds, kinds)
     budget = max_rounds if max_rounds is not None else tables.DEFAULT_MAX_ROUNDS[(spec.number, spec.model)]
@@ -223,48 +197,3 @@ def _plan(
     )
     out = Path(out_dir or f"out/fedavg-table{table}")
     return TablePlan(table, spec, kinds, probes, budget, base, list(lrs) if lrs else None, out)
-
-
-def _run_table(obj, plan: TablePlan, choice: ExecutorChoice, checkpoint_root: str | None, fresh: bool) -> dict:
-    """Runs every cell, rewriting the table's files after each one."""
-    from fedavg import run as runner
-    from fedavg import table as tables
-
-    data = runner.load_data(plan.base.train_limit, plan.base.test_limit)
-    factory = choice.factory(data, obj, f"table{plan.table}-{plan.base.run_id()}")
-    with (
-        _table_checkpoints(checkpoint_root, fresh) as root,
-        rounds_progress(plan.budget, f"table {plan.table}") as advance,
-    ):
-        return tables.run_table(
-            plan.spec,
-            plan.base,
-            plan.kinds,
-            factory,
-            data,
-            probe_rounds=plan.probes,
-            max_rounds=plan.budget,
-            lrs=plan.lrs,
-            checkpoint_root=root,
-            on_round=advance,
-            on_cell=lambda partial: tables.write_outputs(partial, plan.out),
-            executor_info={"name": choice.name, "workers": choice.workers, "threads": choice.threads},
-        )
-
-
-def _print_table(spec: TableSpec, report: dict) -> None:
-    output.table(
-        ["row", "partition", "ours", "lr", "paper", "s/round"],
-        [
-            (
-                c["label"],
-                c["partition"],
-                c["verdict"],
-                f"{c['chosen_lr']:.3g}",
-                c["paper_rounds"] if c["paper_rounds"] is not None else "-",
-                f"{c['mean_round_s']:.2f}",
-            )
-            for c in report["cells"]
-        ],
-        f"{spec.title} (paper: McMahan et al. 2017)",
-    )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from .output import table, write_report
+from .output import show, write_report
 from .params import PORT, SEED, THREADS, HttpUrl, Number, OutputFile, OutputFolder, Pattern, integer, ints
 from .progress import bar
 
@@ -221,35 +221,26 @@ def bench_infer_command(
     obj, json_path: str | None, concurrency: tuple[int, ...], requests_per_worker: int, cold_runs: int
 ) -> None:
     """mnist/infer through the platform vs in-process and a plain Flask + torch server."""
-    from ..bench import infer as bi
+    from studies import infer_paths
+    from studies.bench_views import infer_view
+
+    from .. import manifest
 
     levels = list(concurrency)
     storage_env = None
     if obj.apihost and obj.auth:
         storage_env = obj.target.storage.manifest_env()
-    try:
-        report = bi.run(
-            levels,
-            requests_per_worker,
-            cold_runs,
-            apihost=obj.apihost,
-            auth=obj.auth,
-            storage_env=storage_env,
-            progress=lambda m: click.echo(f"... {m}", err=True),
-        )
-    except bi.BenchError as exc:
-        raise click.ClickException(str(exc)) from exc
-    latency = report["in_process"]["latency"]
-    rows = [("in-process, sequential", 1, latency["p50_ms"], latency["p99_ms"], "")]
-    labels = {"in_process": "in-process, threads", "flask_torch": "flask + torch", "platform_warm": "platform warm"}
-    for path, label in labels.items():
-        for level in map(str, levels):
-            r = report[path]["throughput"][level] if path == "in_process" else report[path][level]
-            rows.append((label, level, r["p50_ms"], r["p99_ms"], r["throughput_rps"]))
-    cold = report["platform_cold"]
-    rows.append(("platform cold", 1, cold["p50_ms"], cold["p99_ms"], ""))
-    table(["path", "concurrency", "p50 ms", "p99 ms", "req/s"], rows, title="bench infer")
-    click.echo(f"ratios: {report['ratios']}")
+    report = infer_paths.run(
+        levels,
+        requests_per_worker,
+        cold_runs,
+        apihost=obj.apihost,
+        auth=obj.auth,
+        storage_env=storage_env,
+        progress=lambda m: click.echo(f"... {m}", err=True),
+        deploy=lambda client, env: manifest.deploy(client, MANIFEST, env=env),
+    )
+    show(infer_view(report))
     write_report(json_path, report)
 
 

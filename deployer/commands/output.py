@@ -47,6 +47,15 @@ def table(
     console.print(t)
 
 
+def show(blocks: Iterable[Any]) -> None:
+    """A study's view (studies.tabular): each Table as a rich table, each line of text as it is."""
+    for block in blocks:
+        if isinstance(block, str):
+            click.echo(block)
+        else:
+            table(list(block.headers), block.rows, block.title)
+
+
 def list_docs(docs: list[dict], as_json: bool, headers: list[str], row: Callable[[dict], Iterable[Any]]) -> None:
     """What every `list` verb prints: the documents as JSON with --json, else a table with a row per document."""
     if as_json:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .output import table, write_report
+from .output import show, table, write_report
 from .params import JOB_NAME, MAX_WORKERS, Number, OutputFile, choices, floats, integer, ints, seconds, stacked
 from .progress import bar
 
@@ -310,31 +310,26 @@ def train_command(
 @click.pass_obj
 def bench_train_command(obj, workers_list, modes, targets, plot_path, json_path, **job) -> None:
     """Time to 98%/99% with 2 and 4 workers per mode, beside one process on every core, in one run."""
-    from mlcore.training.job import TrainingError
-
-    from ..bench import train as bench
+    from studies import training_speed
+    from studies.bench_views import plot_train, train_view
 
     counts, chosen, goal = list(workers_list), list(modes), list(targets)
     recipe = _bench_recipe(**job)
     if plot_path is None and json_path:
         plot_path = str(Path(json_path).with_suffix(".png"))
-    try:
-        result = bench.run(
-            _row_runner(obj, recipe, goal),
-            recipe,
-            counts,
-            chosen,
-            goal,
-            save=lambda report: write_report(json_path, report, quiet=True),
-            log=lambda line: click.echo(line, err=True),
-        )
-    except TrainingError as exc:
-        raise click.ClickException(str(exc)) from exc
+    result = training_speed.run(
+        _row_runner(obj, recipe, goal),
+        recipe,
+        counts,
+        chosen,
+        goal,
+        save=lambda report: write_report(json_path, report, quiet=True),
+        log=lambda line: click.echo(line, err=True),
+    )
     if plot_path:
-        bench.plot(result, Path(plot_path))
+        plot_train(result, Path(plot_path))
         result["plot"] = plot_path
-    table(*bench.rows(result), title="bench train")
-    click.echo(bench.NOTE)
+    show(train_view(result))
     write_report(json_path, result)
 
 

@@ -133,6 +133,7 @@ def base_args(path: tuple[str, ...], tmp: Path) -> tuple[list[str], list[str]]:
         ("hostnet", "migrate"): ["--json", str(tmp / "out.json"), "--image", str(tmp / "image")],
         ("hostnet", "up"): ["--image", str(tmp / "image")],
         ("bench", "hostnet"): ["--json", str(tmp / "out.json"), "--image", str(tmp / "image")],
+        ("bench", "report"): ["--from", str(tmp)],
     }
     positionals = {
         ("invoke",): ["fuzz/none"],

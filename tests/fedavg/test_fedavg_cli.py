@@ -1,4 +1,4 @@
-"""`deployer fedavg ...` and `deployer bench fedavg` through the real CLI entry point."""
+"""`deployer fedavg run|partition` through the real CLI entry point."""
 
 from __future__ import annotations
 
@@ -112,77 +112,3 @@ def test_the_ray_executor_without_ray_is_a_one_line_error(monkeypatch, mnist_roo
     result = CliRunner().invoke(cli, ["fedavg", "run", *TINY, "--rounds", "1", "--executor", "ray"])
     assert result.exit_code == 1
     assert "pip install '.[ray]'" in result.output and "Traceback" not in result.output
-
-
-def test_sweep_writes_a_table_a_plot_and_json_and_continues_its_checkpoints(tmp_path, mnist_root):
-    args = [
-        "fedavg",
-        "sweep",
-        *[a for a in TINY if a not in ("--clients", "4")],
-        "--clients",
-        "2,4",
-        "--partition",
-        "iid,shards",
-        "--checkpoint-root",
-        str(tmp_path / "ckpt"),
-        "--json",
-        str(tmp_path / "s.json"),
-    ]
-    first = invoke(*args, "--rounds", "1")
-    assert first.exit_code == 0, first.output
-    result = invoke(*args, "--rounds", "2", "--plot", str(tmp_path / "s.png"))
-    assert result.exit_code == 0, result.output
-    report = json.loads((tmp_path / "s.json").read_text())
-    assert [s["label"] for s in report["settings"]] == ["iid K=2", "iid K=4", "shards K=2", "shards K=4"]
-    assert all(len(s["accuracy"]) == 2 and s["resumed_after_round"] == 1 for s in report["settings"])
-    assert (tmp_path / "s.png").stat().st_size > 1000
-    fresh = invoke(*args, "--rounds", "1", "--fresh")
-    assert fresh.exit_code == 0, fresh.output
-    assert all(s["resumed_after_round"] == 0 for s in json.loads((tmp_path / "s.json").read_text())["settings"])
-
-
-def test_bench_times_executors_side_by_side_and_continues_rounds_to_target(tmp_path, mnist_root):
-    args = [
-        "bench",
-        "fedavg",
-        "--executors",
-        "serial,process",
-        "--partitions",
-        "iid",
-        "--train-limit",
-        "1000",
-        "--test-limit",
-        "300",
-        "--checkpoint-root",
-        str(tmp_path / "ckpt"),
-        "--json",
-        str(tmp_path / "b.json"),
-        "--precision",
-        "bf16",
-    ]
-    first = invoke(*args, "--timing-rounds", "1", "--timing-epochs", "1", "--max-rounds", "1")
-    assert first.exit_code == 0, first.output
-    report = json.loads((tmp_path / "b.json").read_text())
-    timing = report["executors"]
-    assert timing["same_weights"] and set(timing["executors"]) == {
-        "serial fp32",
-        "serial bf16 channels-last",
-        "process bf16 channels-last",
-    }
-    assert all(v["mean_round_s"] > 0 for v in timing["executors"].values())
-    assert timing["baseline"] == "serial fp32" and timing["ratio_to_baseline"]["serial fp32"] == 1.0
-    assert timing["same_weights_by_arithmetic"] == {"fp32": True, "bf16 channels-last": True}
-    assert report["paper_rounds_to_99"]["shards"]["fedavg_e5_b10"] == 229
-    second = invoke(*args, "--timing-rounds", "0", "--max-rounds", "2", "--fedsgd-rounds", "3")
-    assert second.exit_code == 0, second.output
-    report = json.loads((tmp_path / "b.json").read_text())
-    iid = report["rounds_to_target"]["partitions"]["iid"]
-    assert iid["resumed_after_round"] == 1 and len(iid["accuracy"]) == 2
-    assert iid["verdict"].startswith("not reached within 2 rounds") and iid["paper_fedavg_rounds"] == 20
-    fedsgd = report["fedsgd"]
-    assert (fedsgd["config"]["epochs"], fedsgd["config"]["batch_size"]) == (1, None)
-    assert len(fedsgd["partitions"]["iid"]["accuracy"]) == 3
-    assert fedsgd["partitions"]["iid"]["checkpoint_dir"] != iid["checkpoint_dir"]
-    versus = report["fedsgd_vs_fedavg"]["iid"]
-    assert 1 <= versus["fedsgd_rounds"] <= 3 and 1 <= versus["fedavg_rounds"] <= 2
-    assert "speed-up" in second.output

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from deployer.cli import cli
 from mlcore.storage import Storage, StorageConfig
 from mlcore.training.job import JobLayout
+from studies.results_page import render
 
 
 @pytest.fixture
@@ -112,3 +113,5 @@ def test_bench_train_puts_rows_beside_the_baseline_and_plots_them(remote_env, tm
         )
     assert report["complete"] and out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "baseline" in result.output and "not reached" in result.output
+    page = render(tmp_path, tmp_path / "results.md")  # the results page takes the report as it is
+    assert "## bench train" in page and f"| baseline ({base['threads']} threads" in page

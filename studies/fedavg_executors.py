@@ -13,11 +13,14 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 
-from .run import Data, RunConfig, first_round_at, run, run_setting
-from .table import PAPER_TABLE2_CNN, PARTITIONS
+from fedavg.run import Data, RunConfig, first_round_at, load_data, run, run_setting
+from mlcore import compute
+
+from .fedavg_tables.paper import PAPER_TABLE2_CNN, PARTITIONS
 
 # McMahan et al. 2017, Table 2: CNN on MNIST, rounds to 99% test accuracy.
 PAPER_ROUNDS_TO_99 = {
@@ -27,6 +30,66 @@ PAPER_ROUNDS_TO_99 = {
 
 
 BASELINE = "serial fp32"
+# the paper's Table 2 headline configuration, which every run of the bench shares
+PAPER_CONFIG = {"model": "cnn", "clients": 100, "frac": 0.1, "epochs": 5, "batch_size": 10, "partition": "iid"}
+
+
+def run_bench(
+    base: RunConfig,
+    make_factory: Callable[..., Callable],
+    progress: Callable[[int, str], AbstractContextManager],
+    save: Callable[[dict], None],
+    *,
+    executors: Sequence[str],
+    timing_rounds: int,
+    timing_epochs: int,
+    target_executor: str | None,
+    partitions: Sequence[str],
+    checkpoint_root: Path | None,
+    fedsgd_rounds: int = 0,
+    fedsgd_lr: float | None = None,
+) -> dict:
+    """The executors timed side by side (unless timing_rounds is 0), then rounds to base.target on
+    target_executor per partition (unless it is None), then FedSGD's (with fedsgd_rounds).
+
+    make_factory(name, data, run_id="run") gives an executor factory; progress(total rounds,
+    description) is a context giving advance(label, round record); save sees the report after
+    each part and partition, so a stopped bench leaves what it measured.
+    """
+    data = load_data(base.train_limit, base.test_limit)
+    report: dict = {"benchmark": "fedavg", "paper_rounds_to_99": PAPER_ROUNDS_TO_99, "arithmetic": compute.describe()}
+    if timing_rounds > 0:
+        timing = dataclasses.replace(base, epochs=timing_epochs, rounds=timing_rounds, target=None)
+        entries = timing_entries(
+            executors, timing, lambda name, run_id="run": make_factory(name, data, run_id=run_id), report
+        )
+        with progress(timing_rounds, "timing") as advance:
+            report["executors"] = time_executors(entries, data, on_round=advance)
+        save(report)
+    if target_executor is None:
+        return report
+    factory = make_factory(target_executor, data)
+
+    def part(key: str, config: RunConfig, rounds: int, description: str) -> None:
+        with progress(rounds, description) as advance:
+            report[key] = rounds_to_target(
+                config,
+                tuple(partitions),
+                factory,
+                data,
+                rounds,
+                on_round=advance,
+                on_partition=lambda result: save({**report, key: result}),
+                checkpoint_root=checkpoint_root,
+            )
+
+    part("rounds_to_target", base, base.rounds, "to target")
+    if fedsgd_rounds:
+        part("fedsgd", fedsgd_config(base, fedsgd_lr), fedsgd_rounds, "fedsgd")
+        report["fedsgd_vs_fedavg"] = compare_to_fedsgd(
+            report["rounds_to_target"]["partitions"], report["fedsgd"]["partitions"]
+        )
+    return report
 
 
 def arithmetic_label(precision: str, channels_last: bool) -> str:

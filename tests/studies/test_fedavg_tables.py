@@ -12,23 +12,18 @@ import pytest
 from click.testing import CliRunner
 
 from deployer.cli import cli
-from fedavg import bench
 from fedavg.executors.serial import SerialExecutor
 from fedavg.run import RunConfig, load_checkpoint, load_data, run
-from fedavg.table import (
-    PAPER_TABLE1,
-    PAPER_TABLE2_CNN,
-    TableSpec,
-    choose_lr,
-    markdown,
-    new_report,
-    run_cell,
-    run_table,
-    table1_spec,
-    table2_spec,
-)
+from studies import fedavg_executors as bench
+from studies.fedavg_tables.cells import choose_lr, new_report, run_cell, run_table
+from studies.fedavg_tables.markdown import markdown
+from studies.fedavg_tables.paper import PAPER_TABLE1, PAPER_TABLE2_CNN
+from studies.fedavg_tables.spec import TableSpec, table1_spec, table2_spec
+from studies.results_page import render
 
 BASE = RunConfig(model="2nn", clients=10, seed=1, train_limit=600, test_limit=200)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TINY = ["--clients", "10", "--train-limit", "600", "--test-limit", "200", "--executor", "serial", "--seed", "1"]
 
 
@@ -179,6 +174,7 @@ def test_table_command_writes_its_files_and_a_second_run_continues_without_redoi
     assert f"| {cell['chosen_lr']:.3g} (grid edge) | 34 |" in text
     assert "Arithmetic: fp32 on CPU" in text
     assert (out / "table2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| FedAvg E=1, B=10 | 1 | 10 | 0.1 | not reached in 2 rounds" in render(out, out / "results.md")
     again = invoke(*args, "--max-rounds", "2")
     assert again.exit_code == 0, again.output
     second = json.loads((out / "table2.json").read_text())

@@ -20,7 +20,7 @@ import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
-from .stats import closed_loop, summarize_ms
+from .loadgen import closed_loop, summarize_ms
 
 NOOP_SOURCE = "def main(args):\n    return {}\n"
 
@@ -203,14 +203,14 @@ def bench_target(
 
 def docker_unavailable() -> str | None:
     """Why docker mode cannot be measured here, or None."""
-    from .. import runtime_image as ri
+    from localwhisk.invoker.docker_cli import RUNTIME_IMAGE, DockerUnavailable, check_docker, image_id
 
     try:
-        ri.check_docker()
-    except ri.DockerUnavailable as exc:
+        check_docker()
+    except DockerUnavailable as exc:
         return str(exc)
-    if not ri.image_id(ri.DEFAULT_TAG):
-        return f"the runtime image {ri.DEFAULT_TAG} is not built (deployer runtime build)"
+    if not image_id(RUNTIME_IMAGE):
+        return f"the runtime image {RUNTIME_IMAGE} is not built (deployer runtime build)"
     return None
 
 

@@ -8,8 +8,10 @@ import pytest
 from click.testing import CliRunner
 
 from deployer.cli import cli
-from fedavg.compare import compare, load_report
-from fedavg.errors import ReportError
+from studies.errors import ReportError
+from studies.fedavg_compare import compare, load_report
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = "--model 2nn --clients 4 --frac 0.5 --epochs 1 --batch 10 --train-limit 800 --test-limit 300 --executor serial"
 CONFIG = {"model": "cnn", "lr": 0.05, "partition": "shards", "rounds": 300, "target": 0.99}

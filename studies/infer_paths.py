@@ -18,27 +18,19 @@ import base64
 import io
 import os
 import platform as pyplatform
-import select
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
-from localwhisk.proctree import stop_process
+from procs import Child, NotReady, ReadyLine
 
-from ..errors import DeployerError
-from .stats import closed_loop, summarize_ms
+from .errors import BenchError
+from .infer_loads import Deploy, bench_baseline, bench_in_process, bench_platform
 
 BUCKET = "bench-infer"
-MANIFEST = Path(__file__).resolve().parents[2] / "manifests" / "infer.yaml"
-
-
-class BenchError(DeployerError):
-    """A path of the benchmark failed; the message says which and why."""
 
 
 def sample_png(root=None) -> tuple[bytes, int]:
@@ -94,37 +86,35 @@ class BaselineServer:
     def __init__(self, state_path: Path, threads: int = 1) -> None:
         self.state_path = state_path
         self.threads = threads
-        self._proc: subprocess.Popen | None = None
+        self._child: Child | None = None
         self.url = ""
 
     def start(self, timeout_s: float = 120.0) -> BaselineServer:
         """Raises BenchError when the server exits, or prints no URL within timeout_s (it is stopped then)."""
         env = {**os.environ, "OMP_NUM_THREADS": str(self.threads)}
         log_path = self.state_path.with_suffix(".log")
+        argv = [sys.executable, "-m", "studies.infer_paths", "--serve-baseline", str(self.state_path)]
         with open(log_path, "wb") as log:
-            self._proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "deployer.bench.infer",
-                    "--serve-baseline",
-                    str(self.state_path),
-                    "--threads",
-                    str(self.threads),
-                ],
+            self._child = Child(
+                [*argv, "--threads", str(self.threads)],
+                name="the Flask baseline server",
+                ready=ReadyLine("stdout"),
                 stdout=subprocess.PIPE,
                 stderr=log,
-                text=True,
                 env=env,
             )
-        readable, _, _ = select.select([self._proc.stdout], [], [], timeout_s)
-        if not readable:
-            self.stop()
-            raise BenchError(
-                f"the Flask baseline server did not print its URL within {timeout_s:.0f} s; "
-                f"log: {log_path.read_text()[-500:]}"
-            )
-        line = self._proc.stdout.readline().strip()
+            try:
+                line = self._child.start(timeout_s).strip()
+            except NotReady as exc:
+                self.stop()
+                what = (
+                    f"did not print its URL within {timeout_s:.0f} s"
+                    if exc.returncode is None
+                    else f"exited with status {exc.returncode} before printing its URL"
+                )
+                raise BenchError(f"the Flask baseline server {what}; log: {log_path.read_text()[-500:]}") from exc
+        if isinstance(line, bytes):
+            line = line.decode(errors="replace")
         if not line.startswith("http://"):
             self.stop()
             raise BenchError(f"the Flask baseline server did not start: {line or log_path.read_text()[-500:]}")
@@ -132,96 +122,17 @@ class BaselineServer:
         return self
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            stop_process(proc, timeout_s)
+        child, self._child = self._child, None
+        if child is not None:
+            child.stop(timeout_s)
+            if child.popen is not None and child.popen.stdout is not None:
+                child.popen.stdout.close()
 
     def __enter__(self) -> BaselineServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def bench_in_process(
-    classify: Callable[[bytes], dict], data: bytes, levels: list[int], iterations: int, requests_per_worker: int
-) -> dict:
-    samples = []
-    for _ in range(iterations):
-        t0 = time.perf_counter()
-        classify(data)
-        samples.append(time.perf_counter() - t0)
-    out = {"latency": summarize_ms(samples)}
-    out["throughput"] = {str(c): closed_loop(lambda: classify(data), c, requests_per_worker) for c in levels}
-    return out
-
-
-def bench_baseline(url: str, payload: dict, levels: list[int], requests_per_worker: int) -> dict:
-    import requests
-
-    session = requests.Session()
-    adapter = requests.adapters.HTTPAdapter(pool_maxsize=max(levels))
-    session.mount("http://", adapter)
-
-    def call() -> None:
-        resp = session.post(url + "/predict", json=payload, timeout=60)
-        resp.raise_for_status()
-
-    try:
-        out = {}
-        for c in levels:
-            closed_loop(call, c, 2)
-            out[str(c)] = closed_loop(call, c, requests_per_worker)
-        return out
-    finally:
-        session.close()
-
-
-def _annotation(record: dict, key: str):
-    return next((a["value"] for a in record.get("annotations", []) if a["key"] == key), None)
-
-
-def bench_platform_cold(client, env: dict, payload: dict, runs: int, apihost: str | None = None) -> dict:
-    """First invokes after a redeploy; on the local platform each waits for an ML stem cell first (OpenWhisk's
-    prewarmed cold start), and the count of those that found one is reported."""
-    from localwhisk.invoker.prewarm import DEFAULT_PREWARM
-
-    from .. import manifest
-    from .platform import prewarm_hits, wait_prewarmed
-
-    ml_spec = next((part for part in DEFAULT_PREWARM.split(",") if "action-python-ml" in part), None)
-    totals, inits, hits = [], [], 0
-    for _ in range(runs):
-        manifest.deploy(client, MANIFEST, env=env)  # a new revision: the next invoke needs a new container
-        if apihost and ml_spec:
-            wait_prewarmed(apihost, spec=ml_spec)
-        before = prewarm_hits(apihost)
-        t0 = time.perf_counter()
-        record = client.invoke("mnist/infer", payload, blocking=True)
-        totals.append(time.perf_counter() - t0)
-        hits += prewarm_hits(apihost) - before
-        init = _annotation(record, "initTime")
-        if init is None:
-            raise BenchError("a first invoke after a redeploy carried no initTime: it was not a cold start")
-        inits.append(init)
-    out = summarize_ms(totals)
-    out["init_time_ms_median"] = statistics.median(inits)
-    out["stem_cell_hits"] = hits if apihost else None
-    return out
-
-
-def bench_platform_warm(
-    client, payload: dict, levels: list[int], requests_per_worker: int, apihost: str | None = None
-) -> dict:
-    from .platform import warm_up
-
-    call = lambda: client.invoke("mnist/infer", payload, blocking=True, result=True)  # noqa: E731
-    out = {}
-    for c in levels:
-        rounds = warm_up(call, c, apihost)
-        out[str(c)] = closed_loop(call, c, requests_per_worker)
-        out[str(c)]["warm_up_rounds"] = rounds
-    return out
 
 
 def run(
@@ -235,8 +146,13 @@ def run(
     storage_env: dict | None = None,
     root=None,
     progress: Callable[[str], None] = lambda _m: None,
+    *,
+    deploy: Deploy,
 ) -> dict:
-    """Against a given OpenWhisk (with `storage_env` for its S3), or an owned local platform."""
+    """Against a given OpenWhisk (with `storage_env` for its S3), or an owned local platform.
+
+    deploy(client, env) puts manifests/infer.yaml there; each cold run calls it again.
+    """
     import torch
 
     torch.set_num_threads(1)
@@ -256,7 +172,17 @@ def run(
         with _platform(apihost, auth, storage_env, Path(tmp), slots) as (client, env, owned_apihost, target):
             report["conditions"]["target"] = target
             report["conditions"]["model"], measured = bench_platform(
-                client, env, state, payload, expected, levels, requests_per_worker, cold_runs, owned_apihost, progress
+                client,
+                env,
+                state,
+                payload,
+                expected,
+                levels,
+                requests_per_worker,
+                cold_runs,
+                owned_apihost,
+                progress,
+                deploy,
             )
             report.update(measured)
     report["ratios"] = ratios(report, levels)
@@ -311,43 +237,6 @@ def _platform(apihost: str | None, auth: str | None, storage_env: dict | None, w
         owned.stop()
 
 
-def bench_platform(
-    client,
-    env: dict,
-    state: dict,
-    payload: dict,
-    expected: int,
-    levels: list[int],
-    requests_per_worker: int,
-    cold_runs: int,
-    apihost: str | None,
-    progress: Callable[[str], None],
-) -> tuple[str, dict]:
-    """Cold starts and warm invokes of mnist/infer serving `state`: (the model version it served, the results).
-
-    Raises:
-        BenchError: the platform's answer differs from the in-process model's `expected` digit.
-    """
-    from mlcore.storage import Storage, StorageConfig
-    from mlcore.train import publish_model
-
-    storage = Storage(StorageConfig.from_env(env))
-    storage.ensure_bucket()
-    # by name, not as latest: a benchmark must not replace the model users are served
-    version = publish_model(storage, state, {"accuracy": None, "note": "bench infer"}, mark_latest=False)
-    payload = {**payload, "model": version}
-    progress("platform cold starts")
-    cold = bench_platform_cold(client, env, payload, cold_runs, apihost)
-    answer = client.invoke("mnist/infer", payload, blocking=True, result=True)
-    if answer.get("digit") != expected:
-        raise BenchError(f"the platform answered {answer}, the in-process model {expected}")
-    progress("platform warm invokes")
-    return version, {
-        "platform_cold": cold,
-        "platform_warm": bench_platform_warm(client, payload, levels, requests_per_worker, apihost),
-    }
-
-
 def ratios(report: dict, levels: list[int]) -> dict:
     first, last = str(levels[0]), str(levels[-1])
     direct = report["in_process"]["latency"]["p50_ms"]
@@ -364,7 +253,7 @@ def ratios(report: dict, levels: list[int]) -> dict:
 
 
 def _serve_baseline(argv: list[str]) -> None:
-    """`python -m deployer.bench.infer --serve-baseline STATE`: prints its URL, serves until terminated."""
+    """`python -m studies.infer_paths --serve-baseline STATE`: prints its URL, serves until terminated."""
     import logging
     import signal
     import threading

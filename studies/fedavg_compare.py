@@ -14,8 +14,9 @@ import statistics
 from itertools import combinations
 from pathlib import Path
 
+from fedavg.run import CHECKPOINT, first_round_at, has_checkpoint, load_checkpoint
+
 from .errors import ReportError
-from .run import CHECKPOINT, first_round_at, has_checkpoint, load_checkpoint
 
 THRESHOLDS = (0.95, 0.97, 0.98, 0.985, 0.988, 0.99)
 MAY_DIFFER = ("seed", "precision", "channels_last", "rounds", "target")

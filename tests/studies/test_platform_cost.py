@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from deployer.bench import platform as bp
-from deployer.bench.stats import percentile
+from studies import platform_cost as bp
+from studies.loadgen import percentile
 
 
 def test_percentile_nearest_rank():
@@ -49,41 +49,3 @@ def test_the_raw_invoker_names_a_refused_invoke():
             invoke()
         with pytest.raises(RuntimeError, match="invoke answered 401"):
             bp.RawInvoker(info.apihost, info.auth.split(":")[0] + ":wrong", "x")()
-
-
-def test_bench_storage_small_run(tmp_path):
-    from click.testing import CliRunner
-
-    from deployer.cli import cli
-
-    out = tmp_path / "storage.json"
-    result = CliRunner().invoke(
-        cli,
-        [
-            "bench",
-            "storage",
-            "--clients",
-            "2",
-            "--requests",
-            "5",
-            "--size-kb",
-            "10",
-            "--folder",
-            str(tmp_path),
-            "--json",
-            str(out),
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    import json
-
-    report = json.loads(out.read_text())
-    # both servers measured, every request answered, the ratios are the measured numbers divided
-    for server in ("durable", "moto_in_memory"):
-        for op in ("put", "get"):
-            assert report[server][op]["n"] == 10 and report[server][op]["errors"] == 0
-    assert report["errors"] == 0 and report["conditions"]["object_bytes"] == 10_000
-    assert report["ratios"]["put_p50_durable_over_moto"] == round(
-        report["durable"]["put"]["p50_ms"] / report["moto_in_memory"]["put"]["p50_ms"], 2
-    )
-    assert list(tmp_path.iterdir()) == [out]  # the durable store's scratch folder is gone

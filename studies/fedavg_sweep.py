@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .run import Data, RunConfig, run_setting
+from fedavg.run import Data, RunConfig, run_setting
 
 
 def sweep(

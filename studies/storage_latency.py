@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from .stats import closed_loop
+from .loadgen import closed_loop
 
 BUCKET = "bench-storage"
 

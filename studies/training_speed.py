@@ -14,7 +14,6 @@ import os
 import platform as host_platform
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from mlcore.compute import native_bf16 as cpu_has_bf16
 from mlcore.training.baseline import run_baseline
@@ -40,6 +39,7 @@ def run(
     log(f"baseline: one process, {os.cpu_count()} threads")
     baseline = run_baseline(config, threads=os.cpu_count(), targets=targets)
     report = {
+        "benchmark": "train",
         "baseline": baseline,
         "rows": [],
         "targets": targets,
@@ -85,81 +85,3 @@ def run(
 
 def _ratio(value, base) -> float | None:
     return round(value / base, 3) if value is not None and base else None
-
-
-def rows(report: dict) -> tuple[list[str], list[tuple]]:
-    targets = [str(t) for t in report["targets"]]
-    base = report["baseline"]
-    headers = [
-        "run",
-        "workers",
-        *[f"s to {float(t):.0%} (× baseline)" for t in targets],
-        "communicating",
-        "per round: compute / get / put / wait ms",
-        "K",
-        "GB-s",
-        "final acc",
-    ]
-
-    def cell(value, ratio) -> str:
-        return "not reached" if value is None else f"{value:.1f}" + (f" ({ratio:.2f}×)" if ratio else "")
-
-    out = [
-        (
-            f"baseline ({base['threads']} threads, {base['precision']})",
-            1,
-            *[cell(base["time_to_accuracy_s"][t], None) for t in targets],
-            "-",
-            "-",
-            "-",
-            "-",
-            f"{base['final_accuracy']:.4f}",
-        )
-    ]
-    for r in report["rows"]:
-        per = r["per_round"]
-        split = " / ".join(f"{(per[k] or 0) * 1000:.1f}" for k in ("compute_s", "get_s", "put_s", "wait_s"))
-        out.append(
-            (
-                r["mode"],
-                r["workers"],
-                *[cell(r["time_to_accuracy_s"][t], r["ratio_to_baseline"][t]) for t in targets],
-                f"{r['communication_fraction']:.0%}" if r["communication_fraction"] is not None else "-",
-                split,
-                ",".join(map(str, r["local_steps"])) or "-",
-                f"{r['gb_s']['total']:.1f}",
-                f"{r['final_accuracy']:.4f}" if r["final_accuracy"] is not None else "-",
-            )
-        )
-    return headers, out
-
-
-def plot(report: dict, path: Path) -> Path:
-    """Test accuracy against wall time: the baseline and one line per row."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    base = report["baseline"]["history"]
-    ax.plot(
-        [h["seconds"] for h in base], [h["accuracy"] for h in base], "k-o", label="baseline (1 process)", linewidth=2
-    )
-    for r in report["rows"]:
-        points = [(e["seconds"], e["accuracy"]) for e in r["evaluations"] if e.get("seconds") is not None]
-        if points:
-            ax.plot(*zip(*points), "-o", label=f"{r['mode']}, {r['workers']} workers", linewidth=1.3)
-    for t in report["targets"]:
-        ax.axhline(t, color="grey", linestyle="--", linewidth=0.8)
-    ax.set_ylim(max(0.9, min([h["accuracy"] for h in base] + [0.97]) - 0.01), 1.0)
-    ax.set_xlabel("wall time since the start (s), evaluation excluded")
-    ax.set_ylabel("test accuracy")
-    ax.set_title("bench train: accuracy against wall time")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

@@ -6,9 +6,11 @@ import os
 
 import pytest
 
-from deployer.bench import infer as bi
+from deployer import manifest
+from deployer.commands.ml import MANIFEST
 from mlcore.storage import Storage, StorageConfig
 from mlcore.train import LATEST_KEY
+from studies import infer_paths as bi
 
 
 def test_bench_infer_measures_all_three_paths(platform, lenet5_small, mnist_root):
@@ -26,6 +28,7 @@ def test_bench_infer_measures_all_three_paths(platform, lenet5_small, mnist_root
         auth=platform.auth,
         storage_env=env,
         root=mnist_root,
+        deploy=lambda client, env: manifest.deploy(client, MANIFEST, env=env),
     )
     # Assert
     assert report["in_process"]["latency"]["n"] == 20
