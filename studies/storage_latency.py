@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from .errors import BenchError
 from .loadgen import closed_loop
 
 BUCKET = "bench-storage"
@@ -76,7 +77,13 @@ def bench_durable(clients: int, requests_per_client: int, size_bytes: int, folde
 def bench_moto(clients: int, requests_per_client: int, size_bytes: int) -> dict:
     import logging
 
-    from moto.server import ThreadedMotoServer
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError as exc:
+        raise BenchError(
+            "the baseline is moto's in-memory S3, which is not installed: pip install 'ow-ml-toolkit[bench]' "
+            "(./run setup installs it)"
+        ) from exc
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
