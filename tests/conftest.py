@@ -7,9 +7,13 @@ import errno
 import json
 import os
 import subprocess
+import threading
+import time
+import uuid
 
 import pytest
 
+import procs
 from localwhisk.s3 import EmbeddedS3
 from mlcore import mnist, weights
 from mlcore.storage import Storage, StorageConfig
@@ -205,3 +209,170 @@ def lenet5_full(request, mnist_root):
 def lenet5_augmented(request, mnist_root):
     """Three epochs with `deployer model train`'s augmentation: about 99.3%, for drawn and printed digits."""
     return cached_model(request, mnist_root, AUGMENTED)
+
+
+# docker mode: the runtime image built once per session, and a label per test that must end empty. These skip
+# with the reason where docker cannot run here (no client, no engine, not root for debootstrap); the first build
+# takes minutes (a ~5 GB image), later sessions find it cached in seconds.
+@pytest.fixture(scope="session")
+def docker_engine() -> str:
+    from deployer import runtime_image as ri
+
+    try:
+        return ri.check_docker()
+    except ri.DockerUnavailable as exc:
+        pytest.skip(f"docker mode: {exc}")
+
+
+@pytest.fixture(scope="session")
+def runtime_build(docker_engine) -> dict:
+    """The runtime image, built (or found cached) by the library function; its report."""
+    from deployer import runtime_image as ri
+
+    try:
+        return ri.build_runtime_image().to_dict()
+    except ri.DockerUnavailable as exc:  # debootstrap missing, not root
+        pytest.skip(f"docker mode: the runtime image cannot be built here: {exc}")
+
+
+@pytest.fixture(scope="session")
+def runtime_image(runtime_build) -> str:
+    from deployer import runtime_image as ri
+
+    if not ri.image_id(runtime_build["tag"]):
+        pytest.skip(f"docker mode: image {runtime_build['tag']} missing")
+    return runtime_build["tag"]
+
+
+@pytest.fixture
+def platform_id(docker_engine):
+    """A platform label of the test's own; at teardown nothing may carry it (it is reaped either way)."""
+    from localwhisk.invoker import docker_container as dc
+
+    value = f"test-{uuid.uuid4().hex[:10]}"
+    yield value
+    left = dc.leftovers(value)
+    dc.reap(value)
+    assert left == {"containers": [], "networks": []}, f"the test left docker objects behind: {left}"
+
+
+@pytest.fixture
+def network(platform_id):
+    from localwhisk.invoker.docker_container import DockerNetwork
+
+    net = DockerNetwork(platform_id).create()
+    try:
+        yield net
+    finally:
+        net.remove()
+
+
+class RuntimeProxy:
+    """An action proxy of `runtimes/` as a bare process: the contract's /init and /run over HTTP, its stdout and
+    stderr read as logs up to the sentinels. The platform's own containers are not involved, so a runtime test
+    tests the runtime and nothing else."""
+
+    def __init__(self, runtime: str = "python", env: dict | None = None) -> None:
+        import sys
+        from pathlib import Path
+
+        root = Path(__file__).resolve().parents[1]
+        if runtime == "python":
+            argv = [sys.executable, "-u", "-m", "runtimes.proxy"]
+        else:
+            argv = ["node", str(root / "runtimes" / "nodejs" / "launcher.js")]
+        self.child = procs.Child(
+            [*argv, "--ready-fd", procs.READY_FD],
+            name=f"the {runtime} proxy",
+            ready=procs.ReadyLine("fd"),
+            kill_tree=True,
+            start_new_session=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=root,
+            # as an invoker starts one: its __OW_* variables come from the invoker alone, never from the shell
+            env={
+                **{k: v for k, v in os.environ.items() if not k.startswith("__OW_")},
+                "PYTHONUNBUFFERED": "1",
+                **(env or {}),
+            },
+        )
+        self.connection = None
+        self.port: int | None = None
+        self._lines: list[str] = []
+        self._sentinels = {"stdout": 0, "stderr": 0}
+        self._cond = threading.Condition()
+        self._activations = 0
+        self._taken = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self.child.pid
+
+    def start(self, timeout_s: float = 60.0) -> RuntimeProxy:
+        import http.client
+
+        self.port = port = int(self.child.start(timeout_s))
+        for name in ("stdout", "stderr"):
+            threading.Thread(target=self._pump, args=(name,), daemon=True).start()
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        return self
+
+    def _pump(self, name: str) -> None:
+        from runtimes import contract
+
+        for raw in iter(getattr(self.child.popen, name).readline, b""):
+            text = raw.decode(errors="replace").rstrip("\n")
+            with self._cond:
+                if text == contract.SENTINEL:
+                    self._sentinels[name] += 1
+                else:
+                    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())  # as OpenWhisk's log lines begin
+                    self._lines.append(f"{stamp} {name}: {text}")
+                self._cond.notify_all()
+
+    def _post(self, path: str, body: dict, timeout_s: float) -> tuple[int, dict]:
+        self.connection.timeout = timeout_s
+        self.connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+        answer = self.connection.getresponse()
+        return answer.status, json.loads(answer.read())
+
+    def init(self, value: dict, timeout_s: float) -> tuple[int, dict, list[str]]:
+        status, body = self._post("/init", {"value": value}, timeout_s)
+        return status, body, self.take_logs(wait_s=0.2) if status != 200 else []
+
+    def run(self, message: dict, timeout_s: float) -> tuple[int, dict]:
+        self._activations += 1
+        return self._post("/run", message, timeout_s)
+
+    def take_logs(self, wait_s: float = 5.0) -> list[str]:
+        """The lines written since the last call, once both streams have ended this activation (or after wait_s)."""
+        with self._cond:
+            self._cond.wait_for(lambda: min(self._sentinels.values()) >= self._activations, timeout=wait_s)
+            lines, self._lines = self._lines, []
+        return lines
+
+    def kill(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+        self.child.kill()
+
+    def __enter__(self) -> RuntimeProxy:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.kill()
+
+
+@pytest.fixture
+def runtime_proxy():
+    """runtime_proxy(runtime="python", env=None) -> a started RuntimeProxy, killed at teardown."""
+    started: list[RuntimeProxy] = []
+
+    def start(runtime: str = "python", env: dict | None = None) -> RuntimeProxy:
+        started.append(RuntimeProxy(runtime, env))
+        return started[-1].start()
+
+    yield start
+    for proxy in started:
+        proxy.kill()

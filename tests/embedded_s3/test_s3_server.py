@@ -260,3 +260,16 @@ def test_only_standard_objects_pay_for_fsync_and_both_survive_a_killed_server(tm
         s3.stop()
     with EmbeddedS3(root=tmp_path / "server") as s3:
         assert s3.client().get_object(Bucket="crash", Key="scratch")["Body"].read() == b"s" * 5000
+
+
+def test_objects_survive_restart_of_the_server(tmp_path):
+    root = tmp_path / "objects"
+    with EmbeddedS3(root=root) as s3:
+        c = s3.client()
+        c.create_bucket(Bucket="keep-me")
+        c.put_object(Bucket="keep-me", Key="jobs/x/model/3", Body=b"weights")
+        keys = s3.access_key, s3.secret_key
+    with EmbeddedS3(root=root) as s3:
+        assert (s3.access_key, s3.secret_key) == keys  # generated once per folder
+        body = s3.client().get_object(Bucket="keep-me", Key="jobs/x/model/3")["Body"].read()
+        assert body == b"weights"

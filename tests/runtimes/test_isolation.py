@@ -6,11 +6,9 @@ import base64
 import io
 import os
 import zipfile
-from pathlib import Path
 
 import pytest
 
-from localwhisk.invoker.container import Container
 from procs import wait_gone
 from runtimes import contract
 
@@ -30,16 +28,16 @@ def _zip(files: dict[str, str]) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _container(**env) -> Container:
-    c = Container("iso", memory_mb=512, log_limit_bytes=1 << 20, env=env)
-    c.start()
-    return c
+@pytest.fixture
+def container(runtime_proxy):
+    """container(**env) -> a started Python proxy whose process has `env` (as an invoker would give it)."""
+    return lambda **env: runtime_proxy(env={k: str(v) for k, v in env.items()})
 
 
-def test_action_sees_only_ow_variables_its_init_env_and_a_minimal_path(monkeypatch):
+def test_action_sees_only_ow_variables_its_init_env_and_a_minimal_path(monkeypatch, container):
     monkeypatch.setenv("__OW_API_KEY", "leaked:from-the-shell")
     monkeypatch.setenv("DEPLOYER_SECRET_FOR_TEST", "platform-only")
-    with _container(__OW_API_HOST="http://127.0.0.1:1") as c:
+    with container(__OW_API_HOST="http://127.0.0.1:1") as c:
         init_env = {"__OW_ACTIVATION_ID": "a1", "__OW_NAMESPACE": "guest", "GREETING": "hi", "N": 3}
         status, body, _ = c.init({"name": "e", "main": "main", "code": ENV_AT_IMPORT, "env": init_env}, 30)
         assert status == 200, body
@@ -57,13 +55,13 @@ def test_action_sees_only_ow_variables_its_init_env_and_a_minimal_path(monkeypat
         assert body["pid"] != c.pid  # a child of the proxy, not the proxy itself
 
 
-def test_platform_modules_are_refused_unless_the_action_ships_them():
-    with _container(ACTION_DENY_MODULES="mlcore,torch") as c:
+def test_platform_modules_are_refused_unless_the_action_ships_them(container):
+    with container(ACTION_DENY_MODULES="mlcore,torch") as c:
         status, body, logs = c.init({"name": "d", "code": "import mlcore\ndef main(a):\n    return {}\n"}, 30)
         assert status == contract.BAD_GATEWAY
         assert "No module named 'mlcore'" in body["error"] and "docker:" in body["error"]
         assert any("ModuleNotFoundError" in line for line in logs)
-    with _container(ACTION_DENY_MODULES="mlcore,torch") as c:
+    with container(ACTION_DENY_MODULES="mlcore,torch") as c:
         code = _zip(
             {
                 "__main__.py": "import mlcore\ndef main(a):\n    return {'v': mlcore.VERSION}\n",
@@ -91,8 +89,8 @@ DAEMONS = (
 )
 
 
-def test_a_killed_container_takes_setsid_children_and_daemons_with_it():
-    c = _container()
+def test_a_killed_container_takes_setsid_children_and_daemons_with_it(container):
+    c = container()
     try:
         assert c.init({"name": "d", "code": DAEMONS}, 30)[0] == 200
         status, body = c.run({"value": {}}, 30)
@@ -135,36 +133,14 @@ def test_launcher_speaks_the_official_protocol_on_stdin_and_fd3(tmp_path):
 
 
 @pytest.mark.parametrize("exit_code", [0, 3])
-def test_an_action_that_exits_ends_its_container_cleanly(exit_code):
-    with _container() as c:
+def test_an_action_that_exits_ends_its_container_cleanly(exit_code, container):
+    with container() as c:
         code = f"import sys\ndef main(a):\n    sys.exit({exit_code})\n"
         assert c.init({"name": "x", "code": code}, 30)[0] == 200
         status, body = c.run({"value": {}}, 30)
         assert status == contract.BAD_REQUEST and body["error"] == contract.ERR_EXITED
         status, body = c.run({"value": {}}, 30)
         assert status == contract.INTERNAL_ERROR and body["error"] == contract.ERR_EXITED
-
-
-ACTIONS = Path(__file__).resolve().parents[2] / "actions"
-
-
-@pytest.mark.parametrize(
-    "folder", sorted(p.parent.relative_to(ACTIONS).as_posix() for p in ACTIONS.glob("*/*/__main__.py"))
-)
-def test_every_action_zip_loads_and_answers_with_only_what_its_image_has(folder):
-    """Zipped as `deploy` zips it and loaded by the launcher with the project image's module set: an action
-    that leaned on the platform's Python (its modules, its variables) fails here as it would on a cluster."""
-    from deployer import manifest
-    from localwhisk.entities import kinds
-
-    code = base64.b64encode(manifest.zip_action(ACTIONS / folder)).decode()
-    _, deny = kinds.container_profile({"kind": "blackbox", "image": manifest.DEFAULT_RUNTIME_IMAGE})
-    with Container("zip", memory_mb=2048, log_limit_bytes=1 << 20, env={"ACTION_DENY_MODULES": deny}) as c:
-        c.start()
-        status, body, logs = c.init({"name": folder, "code": code, "binary": True}, 120)
-        assert status == 200, (body, logs[-5:])
-        status, body = c.run({"value": {}, "activation_id": "probe"}, 120)
-        assert status == 200 and isinstance(body, dict), body  # a result or an error naming what is missing
 
 
 ORPHAN = (
@@ -190,9 +166,9 @@ ORPHAN = (
 )
 
 
-def test_an_orphan_that_exited_is_collected_by_the_proxy_before_it_answers():
+def test_an_orphan_that_exited_is_collected_by_the_proxy_before_it_answers(container):
     """The proxy is the subreaper: an action's daemon that exits must not stay a zombie in the container."""
-    with _container() as c:
+    with container() as c:
         assert c.init({"name": "o", "code": ORPHAN}, 30)[0] == 200
         for _ in range(3):
             status, body = c.run({"value": {}}, 30)

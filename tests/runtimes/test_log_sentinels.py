@@ -4,6 +4,7 @@ container run several times."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import select
@@ -15,12 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from localwhisk.invoker.container import RUNTIME_COMMANDS
-from localwhisk.invoker.proxy_connection import ProxyConnection
 from runtimes import contract
 
 ROOT = Path(__file__).resolve().parents[2]
 SENTINEL = contract.SENTINEL.encode()
+RUNTIMES = {
+    "python": [sys.executable, "-u", "-m", "runtimes.proxy"],
+    "nodejs": ["node", str(ROOT / "runtimes" / "nodejs" / "launcher.js")],
+}
 RUNS = 3
 
 # Each run writes "o<n>" and "e<n>" with no newline, by every route its runtime has.
@@ -44,11 +47,11 @@ NODE = {
 
 
 class Proxy:
-    """The runtime's proxy as the platform starts it, with its stdout and stderr read raw."""
+    """The runtime's proxy started bare, as an invoker starts one, with its stdout and stderr read raw."""
 
     def __init__(self, runtime: str) -> None:
         read_fd, write_fd = os.pipe()
-        cmd = RUNTIME_COMMANDS[runtime](sys.executable) + ["--ready-fd", str(write_fd)]
+        cmd = RUNTIMES[runtime] + ["--ready-fd", str(write_fd)]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(write_fd,), cwd=ROOT, env=env
@@ -56,12 +59,13 @@ class Proxy:
         os.close(write_fd)
         with os.fdopen(read_fd) as ready:
             port = int(ready.readline())
-        self.connection = ProxyConnection("127.0.0.1", port)
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         self.seen = {"stdout": b"", "stderr": b""}
 
     def post(self, path: str, body: dict) -> tuple[int, dict]:
-        status, raw = self.connection.post(path, json.dumps(body).encode(), 30)
-        return status, json.loads(raw)
+        self.connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+        answer = self.connection.getresponse()
+        return answer.status, json.loads(answer.read())
 
     def streams_until(self, sentinels: int, timeout_s: float = 30) -> dict[str, bytes]:
         """Both streams as read so far, once each holds `sentinels` sentinels."""

@@ -1,4 +1,4 @@
-"""Black-box tests of the Node.js action proxy: a real node process, real HTTP, the OpenWhisk contract."""
+"""Black-box tests of the Node.js action proxy: a real node process, real HTTP, the OpenWhisk contract; no platform."""
 
 import base64
 import io
@@ -8,7 +8,6 @@ import zipfile
 
 import pytest
 
-from localwhisk.invoker.container import Container
 from runtimes import contract
 
 pytestmark = pytest.mark.skipif(
@@ -17,10 +16,8 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture
-def proxy():
-    with Container("js-test", memory_mb=256, log_limit_bytes=1 << 20, runtime="nodejs") as c:
-        c.start()
-        yield c
+def proxy(runtime_proxy):
+    return runtime_proxy("nodejs")
 
 
 def _init(c, code, main="main", binary=False, env=None):

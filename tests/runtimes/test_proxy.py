@@ -1,4 +1,4 @@
-"""Black-box tests of the action proxy: a real process, real HTTP, the OpenWhisk contract."""
+"""Black-box tests of the action proxy: a real process, real HTTP, the OpenWhisk contract; no platform involved."""
 
 import base64
 import io
@@ -6,15 +6,12 @@ import zipfile
 
 import pytest
 
-from localwhisk.invoker.container import Container
 from runtimes import contract
 
 
 @pytest.fixture
-def proxy():
-    with Container("test", memory_mb=512, log_limit_bytes=1 << 20) as c:
-        c.start()
-        yield c
+def proxy(runtime_proxy):
+    return runtime_proxy()
 
 
 def _init(c, code, main="main", binary=False):
@@ -112,9 +109,7 @@ def test_missing_entry_point_and_syntax_error_fail_init(proxy):
     assert status == contract.BAD_GATEWAY and "nope" in body["error"]
 
 
-def test_syntax_error_fails_init_with_logs():
-    with Container("t2", memory_mb=256, log_limit_bytes=1 << 20) as c:
-        c.start()
-        status, body, logs = _init(c, "def main(a)\n    return a\n")
-        assert status == contract.BAD_GATEWAY and "SyntaxError" in body["error"]
-        assert any("SyntaxError" in line for line in logs)
+def test_syntax_error_fails_init_with_logs(proxy):
+    status, body, logs = _init(proxy, "def main(a)\n    return a\n")
+    assert status == contract.BAD_GATEWAY and "SyntaxError" in body["error"]
+    assert any("SyntaxError" in line for line in logs)

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from deployer import runtime_image as ri
 from deployer.cli import cli
 
-pytestmark = pytest.mark.timeout(1800)  # the session's first test may build the image (minutes)
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]  # the session's first test may build the image (minutes)
 
 
 def test_the_report_names_the_image_and_its_pinned_versions(runtime_build):

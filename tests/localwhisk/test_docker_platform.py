@@ -9,7 +9,7 @@ from localwhisk.invoker import docker_container as dc
 from localwhisk.invoker.factory import platform_id
 from localwhisk.supervisor import LocalPlatform
 
-pytestmark = pytest.mark.timeout(1800)
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
 
 PROBE = (
     "import os, json, urllib.error, urllib.request\n"

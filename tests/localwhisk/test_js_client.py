@@ -7,14 +7,16 @@ from pathlib import Path
 
 import pytest
 
-JS = Path(__file__).resolve().parents[1] / "js"
+JS = Path(__file__).resolve().parent / "js"
 
 
 def test_official_js_client_works_with_wskprops(platform, tmp_path):
     if shutil.which("node") is None:
         pytest.skip("node is not installed (the README's set-up installs it with the npm client)")
     if not (JS / "node_modules" / "openwhisk").is_dir():
-        pytest.skip("npm package openwhisk is missing: run `npm ci --prefix tests/js` (the README's set-up does)")
+        pytest.skip(
+            "npm package openwhisk is missing: run `npm ci --prefix tests/localwhisk/js` (the README's set-up does)"
+        )
     props = tmp_path / "wskprops"
     props.write_text(f"APIHOST={platform.apihost}\nAUTH={platform.auth}\n")
     proc = subprocess.run(["node", str(JS / "compat.js"), str(props)], capture_output=True, text=True, timeout=120)

@@ -13,7 +13,7 @@ from PIL import Image
 
 from mlcore.mnist import load_mnist
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_serve_classifies_an_upload_through_the_platform(platform, deployed_infer, web_storage, mnist_root):

@@ -15,7 +15,7 @@ from localwhisk.invoker import docker_container as dc
 from localwhisk.invoker.container import ContainerError, ContainerOutOfMemory, ContainerTimeout
 from runtimes import contract
 
-pytestmark = pytest.mark.timeout(1800)  # the session's first test may build the image (minutes)
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]  # the session's first test may build the image (minutes)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from mlcore.storage import Storage
 from mlcore.training import data as training_data
 from mlcore.training.job import JobConfig
 
-pytestmark = pytest.mark.timeout(1800)
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
 FEDAVG = Path(__file__).resolve().parents[2] / "manifests" / "fedavg.yaml"
 
 

@@ -150,7 +150,7 @@ def test_drawing_a_seven(page):
 
 
 def test_ten_digits_drawn_with_the_mouse(page):
-    """Each digit drawn stroke by stroke (tests/web/strokes.py), classified through the page, platform and action."""
+    """Each digit drawn stroke by stroke (web/strokes.py), classified through the page, platform and action."""
     shown = {}
     for digit, strokes in DIGIT_STROKES.items():
         page.click("#clear")

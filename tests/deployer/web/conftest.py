@@ -12,7 +12,7 @@ from deployer.web.serving import BackgroundServer
 from mlcore.storage import Storage, StorageConfig
 from mlcore.train import publish_model
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 BUCKET = "web-tests"
 
 

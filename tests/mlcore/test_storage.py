@@ -1,3 +1,5 @@
+"""mlcore.storage, the project's S3 access, against the session's embedded S3."""
+
 import pytest
 import torch
 
@@ -38,18 +40,3 @@ def test_params_round_trip(storage_config):
 def test_short_bucket_rejected():
     with pytest.raises(StorageError, match="at least 3"):
         Storage(StorageConfig(bucket="ab"))
-
-
-def test_objects_survive_restart_of_the_server(tmp_path):
-    from localwhisk.s3 import EmbeddedS3
-
-    root = tmp_path / "objects"
-    with EmbeddedS3(root=root) as s3:
-        c = s3.client()
-        c.create_bucket(Bucket="keep-me")
-        c.put_object(Bucket="keep-me", Key="jobs/x/model/3", Body=b"weights")
-        keys = s3.access_key, s3.secret_key
-    with EmbeddedS3(root=root) as s3:
-        assert (s3.access_key, s3.secret_key) == keys  # generated once per folder
-        body = s3.client().get_object(Bucket="keep-me", Key="jobs/x/model/3")["Body"].read()
-        assert body == b"weights"
