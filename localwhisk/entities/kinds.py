@@ -8,13 +8,51 @@ a base64 archive from the code itself (`Exec.isBinaryCode`), ignoring the reques
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from localwhisk.errors import BadRequest
 
+# The images docker mode runs each kind in (built here by `deployer runtime build`; no registry).
+PYTHON_IMAGE = "deployer/action-python-ml:0.1.0"
+NODEJS_IMAGE = "deployer/action-nodejs:0.1.0"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """One row of the runtime manifest, as OpenWhisk's runtimes.json has it (ExecManifest.RuntimeManifest)."""
+
+    kind: str
+    image: str
+    default: bool = False
+    deprecated: bool = False
+    attached: bool = True
+    require_main: bool = False
+
+    @property
+    def family(self) -> str:
+        return self.kind.split(":", 1)[0]
+
+
+# The one table: which kinds are accepted, what `<family>:default` resolves to, which image runs a kind
+# in docker mode, and what `GET /` lists.
+MANIFEST: tuple[Runtime, ...] = (
+    Runtime("nodejs:18", NODEJS_IMAGE),
+    Runtime("nodejs:20", NODEJS_IMAGE, default=True),
+    Runtime("nodejs:22", NODEJS_IMAGE),
+    Runtime("python:3", PYTHON_IMAGE, deprecated=True),
+    Runtime("python:3.10", PYTHON_IMAGE),
+    Runtime("python:3.11", PYTHON_IMAGE, default=True),
+    Runtime("python:3.12", PYTHON_IMAGE),
+    Runtime("python:3.13", PYTHON_IMAGE),
+)
+BY_KIND = {rt.kind: rt for rt in MANIFEST}
 # family -> (kinds accepted, the kind `<family>:default` resolves to)
 RUNTIMES = {
-    "python": ({"python:3", "python:3.10", "python:3.11", "python:3.12", "python:3.13"}, "python:3.11"),
-    "nodejs": ({"nodejs:18", "nodejs:20", "nodejs:22"}, "nodejs:20"),
+    fam: (
+        {rt.kind for rt in MANIFEST if rt.family == fam},
+        next(rt.kind for rt in MANIFEST if rt.family == fam and rt.default),
+    )
+    for fam in dict.fromkeys(rt.family for rt in MANIFEST)
 }
 _BASE64 = re.compile(r"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{2}==)$")
 

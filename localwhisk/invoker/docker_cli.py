@@ -11,9 +11,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from localwhisk.entities.kinds import PYTHON_IMAGE
 from localwhisk.errors import LocalWhiskError
 
-RUNTIME_IMAGE = "deployer/action-python-ml:0.1.0"  # the project's runtime image, built by `deployer runtime build`
+RUNTIME_IMAGE = PYTHON_IMAGE  # the project's runtime image, built by `deployer runtime build`
 
 
 class DockerUnavailable(LocalWhiskError):
