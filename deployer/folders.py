@@ -15,6 +15,15 @@ import platformdirs
 APP = "deployer"
 
 
+def user_path(text: str) -> Path:
+    """`~` and `~user` expanded as a shell does: a `~name` naming no user stays as written (Path.expanduser
+    raises instead)."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        return Path(text)
+
+
 def data_dir(*parts: str) -> Path:
     """`$XDG_DATA_HOME/deployer/...` (`~/.local/share/deployer/...`) on Linux, the platform's own elsewhere."""
     return Path(platformdirs.user_data_dir(APP, appauthor=False)).joinpath(*parts)
@@ -28,4 +37,4 @@ def cache_dir(*parts: str) -> Path:
 def platform_state_dir() -> Path:
     """The local platform's state folder: `$DEPLOYER_HOME` when set, else the per-user data folder's `platform`."""
     env = os.environ.get("DEPLOYER_HOME")
-    return Path(env).expanduser() if env else data_dir("platform")
+    return user_path(env) if env else data_dir("platform")

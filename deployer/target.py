@@ -18,6 +18,7 @@ from mlcore.openwhisk import OpenWhiskClient
 from mlcore.storage import StorageConfig
 
 from .errors import ConfigError
+from .folders import user_path
 
 EMBEDDED = "local platform"
 ENVIRONMENT = "environment"
@@ -83,7 +84,7 @@ def read_wskprops(path: Path) -> dict[str, str]:
 def _wskprops_path() -> Path | None:
     env = os.environ.get("WSK_CONFIG_FILE")
     if env:
-        path = Path(env).expanduser()
+        path = user_path(env)
         if not path.is_file():
             raise ConfigError(f"WSK_CONFIG_FILE={env} does not exist")
         return path

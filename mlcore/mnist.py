@@ -37,7 +37,10 @@ def default_root() -> Path:
     """`$MNIST_ROOT`, else the per-user data directory shared by every command."""
     env = os.environ.get("MNIST_ROOT")
     if env:
-        return Path(env).expanduser()
+        try:
+            return Path(env).expanduser()
+        except RuntimeError:  # `~name` naming no user: as written, as a shell leaves it
+            return Path(env)
     base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
     return Path(base) / "deployer" / "data"
 

@@ -31,6 +31,8 @@ from urllib.parse import urlsplit
 
 import click
 
+from ..folders import user_path
+
 MAX_THREADS = 256
 MAX_WORKERS = 64
 
@@ -117,7 +119,7 @@ class OutputFile(click.ParamType):
             return value
         if not isinstance(value, str) or not value.strip() or "\0" in value:
             self.fail(f"{value!r} is not a {'folder' if self.folder else 'file'} path", param, ctx)
-        path = Path(value).expanduser()
+        path = user_path(value)
         try:
             if self.folder and path.exists() and not path.is_dir():
                 self.fail(f"{value} is a file; give a folder", param, ctx)
@@ -130,7 +132,7 @@ class OutputFile(click.ParamType):
             self.fail(f"{value} is not a usable path ({exc.strerror})", param, ctx)
         if not nearest.is_dir() or not os.access(nearest, os.W_OK | os.X_OK):
             self.fail(f"cannot write under {value}: {nearest} is not a folder this user can write to", param, ctx)
-        return value
+        return str(path)
 
 
 class OutputFolder(OutputFile):

@@ -304,7 +304,7 @@ def hostile(case: Case, paths: dict[str, str]) -> list:
     if is_numeric(case.param):
         values = list(HOSTILE_NUMBERS)
     elif isinstance(kind, (click.Path, click.File)) or kind.name in ("path", "file"):
-        values = [*paths.values(), "", "-", "ü/ñ", "x" * 300]
+        values = [*paths.values(), "", "-", "ü/ñ", "x" * 300, "~no-such-user-0/x"]
     elif isinstance(kind, (CommaList, click.Choice)):
         values = ["", ",", ",,,", "nan", "-1", "0", "1e400", "x" * 500, "ü", "1,,2", str(10**30)]
     else:
