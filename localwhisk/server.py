@@ -148,7 +148,7 @@ def serve(settings: Settings) -> None:
         s3.start()
         if settings.containers == "docker":
             docker = _docker_factory(state_dir)
-            docker.relay("s3", s3.port)
+            docker.relay(s3.port)
         invoker = Invoker(
             settings.max_containers,
             settings.idle_timeout_s,
@@ -225,7 +225,7 @@ def _serve_api(
         apihost = f"http://{host}:{server.port}"
         platform.api_host = apihost
         if docker is not None:
-            docker.relay("api", server.port)
+            docker.relay(server.port)
         invoker.prewarm({"__OW_API_HOST": apihost})
         threading.Thread(target=server.serve_forever, daemon=True).start()
         info = {
@@ -233,6 +233,7 @@ def _serve_api(
             "apihost": apihost,
             "auth": auth,
             "namespace": NAMESPACE,
+            "containers": settings.containers,
             "s3_endpoint": s3.endpoint_url,
             "s3_access_key": s3.access_key,
             "s3_secret_key": s3.secret_key,

@@ -33,6 +33,7 @@ _REASONS = {
     500: "500 Internal Server Error",
     502: "502 Bad Gateway",
 }
+RELAY_DIR_ENV = "DEPLOYER_RELAY_DIR"
 IDLE_CONNECTION_S = 3600.0  # the platform's kept connection may idle as long as its container does
 
 
@@ -59,8 +60,9 @@ def _message(body: bytes):
 class ProxyApp:
     """The WSGI application: one runner, one activation at a time whatever the server's threads."""
 
-    def __init__(self, runner: ActionRunner) -> None:
+    def __init__(self, runner: ActionRunner, relays: relay.RelayFolder | None = None) -> None:
         self.runner = runner
+        self.relays = relays
         self._lock = threading.Lock()
 
     def __call__(self, environ, start_response):
@@ -76,6 +78,8 @@ class ProxyApp:
                 length = 0
             data = environ["wsgi.input"].read(length) if length > 0 else b""
             with self._lock:
+                if self.relays is not None:
+                    self.relays.sync()  # what the platform published since the last activation
                 status, body = self.init(data) if path == contract.INIT_PATH else self.run(data)
         payload = body if isinstance(body, bytes) else json.dumps(body).encode()
         start_response(
@@ -151,13 +155,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     opts = parser.parse_args(argv)
     procs.become_subreaper()  # an action's daemonised grandchild stays below the proxy, so its tree kill takes it
-    relay.from_spec(os.environ.get("DEPLOYER_RELAYS", ""))  # docker mode: the platform's services on loopback
+    relay_dir = os.environ.get(RELAY_DIR_ENV)  # docker mode: the services the platform publishes on loopback
+    relays = relay.RelayFolder(relay_dir) if relay_dir else None
+    if relays is not None:
+        relays.sync()
     runner = ActionRunner(deny=opts.deny, preload=os.environ.get("ACTION_PRELOAD_MODULES", ""), prestart=True)
     from . import wsgiserver  # noqa: F401 - imported while the launcher starts
 
     # listen only once the launcher has its modules: a stem cell is ready when it accepts, as in docker mode
     runner.wait_ready()
-    server = make_server(opts.host, opts.port, ProxyApp(runner))
+    server = make_server(opts.host, opts.port, ProxyApp(runner, relays))
     port = server.port
     if opts.ready_fd is not None:
         with os.fdopen(opts.ready_fd, "w") as ready:

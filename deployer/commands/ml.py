@@ -171,8 +171,9 @@ def model_train(
 def serve_command(obj, port: int, public_url: str | None, model: str | None) -> None:
     """Serve the page to draw or upload a digit and classify it through mnist/infer (on 127.0.0.1)."""
     from ..errors import NotFoundError
+    from ..folders import platform_state_dir
     from ..web import create_app
-    from ..web.serving import bind
+    from ..web.serving import bind, publish_to_actions
 
     target = obj.target
     client = target.client()
@@ -188,12 +189,15 @@ def serve_command(obj, port: int, public_url: str | None, model: str | None) -> 
         server = bind(app, "127.0.0.1", port)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}; choose another --port") from exc
+    published = publish_to_actions(app, platform_state_dir() if target.local else None)
     click.echo(f"open http://127.0.0.1:{server.server_address[1]}/  (Ctrl-C stops)")
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
+        if published is not None:
+            published.close()
         server.server_close()
         client.close()
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
+from urllib.parse import urlsplit
 
 
 def bind(app, host: str = "127.0.0.1", port: int = 0, threaded: bool = True):
@@ -20,6 +22,26 @@ def bind(app, host: str = "127.0.0.1", port: int = 0, threaded: bool = True):
     shown = f"[{host}]" if ":" in host else host
     app.config["BOUND_URL"] = f"http://{shown}:{server.server_address[1]}"
     return server
+
+
+def publish_to_actions(app, state_dir: Path | None):
+    """Makes the bound page reachable from the local platform's action containers, where they do not share this
+    machine's loopback (docker mode); the caller closes what it returns (None: nothing to publish).
+
+    The action then fetches from the same `http://127.0.0.1:PORT` inside its container, through a relay the
+    platform's containers pick up before their next activation, unless a container's own server holds that
+    port: then the page's public URL becomes the port it has inside, and the action is allowed that host only.
+    A --public-url the user gave is theirs to make reachable.
+    """
+    from localwhisk.invoker.factory import publish_port
+
+    bound = urlsplit(app.config.get("BOUND_URL") or "")
+    if state_dir is None or app.config.get("PUBLIC_URL") or not bound.port:
+        return None
+    published = publish_port(state_dir, bound.port)
+    if published is not None and published.inside_port != bound.port:
+        app.config["PUBLIC_URL"] = f"http://{published.netloc}"
+    return published
 
 
 class BackgroundServer:

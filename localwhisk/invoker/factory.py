@@ -3,17 +3,27 @@
 Process mode needs nothing but this machine's Python and node; docker mode runs Python actions
 in the project's runtime image with cgroup limits and a network of their own, as OpenWhisk's
 Docker container factory does. Node.js actions stay processes in both modes: the image is Python's.
+
+In docker mode a container's network is an ordinary bridge with a route out, as an invoker gives
+it; the services on the host's loopback (the platform's API and S3, a page a user publishes) reach
+it as Unix sockets in the state folder's `sockets/`, mounted into every container and relayed
+there to the same port on the container's loopback (runtimes/relay.py).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 from localwhisk.invoker.container import Container
 from runtimes import relay
+from runtimes.proxy import RELAY_DIR_ENV
 
 SOCKETS_IN_CONTAINER = "/run/deployer"
+SOCKETS_DIR = "sockets"  # in the state folder
+# ports a container's own processes listen on: a published service gets another port inside
+RESERVED_IN_CONTAINER = frozenset({8080})
 
 
 def process_factory(key, *, image=None, **options) -> Container:
@@ -44,18 +54,14 @@ class DockerFactory:
             )
         self.platform_id = platform_id(state_dir)
         dc.reap(self.platform_id)  # containers and network a killed platform left
-        self.network = dc.DockerNetwork(self.platform_id).create()
-        self.sockets = Path(state_dir) / "sockets"
+        self.network = dc.DockerNetwork(self.platform_id, internal=False).create()
+        self.sockets = Path(state_dir) / SOCKETS_DIR
         self.sockets.mkdir(mode=0o755, exist_ok=True)
         self._relays: list = []
-        self._spec = ""
 
-    def relay(self, name: str, port: int) -> None:
+    def relay(self, port: int) -> None:
         """Makes 127.0.0.1:port of the host reachable as 127.0.0.1:port inside every container."""
-        path = self.sockets / f"{name}.sock"
-        self._relays.append(relay.unix_to_tcp(str(path), port))
-        entry = f"{port}={SOCKETS_IN_CONTAINER}/{path.name}"
-        self._spec = f"{self._spec},{entry}" if self._spec else entry
+        self._relays.append(_publish(self.sockets, port, port))
 
     def __call__(self, key, *, image=None, **options):
         """Takes process_factory's options; a work_root is a process's, since a container has its own file system."""
@@ -65,7 +71,7 @@ class DockerFactory:
             key,
             memory_mb=options["memory_mb"],
             log_limit_bytes=options["log_limit_bytes"],
-            env={**options["env"], "DEPLOYER_RELAYS": self._spec},
+            env={**options["env"], RELAY_DIR_ENV: SOCKETS_IN_CONTAINER},
             runtime="python",
             max_unpacked_bytes=options["max_unpacked_bytes"],
             platform_id=self.platform_id,
@@ -79,3 +85,55 @@ class DockerFactory:
             r.close()
         self._dc.reap(self.platform_id)
         self.network.remove()
+
+
+def _publish(folder: Path, host_port: int, inside_port: int) -> relay.Relay:
+    return relay.unix_to_tcp(str(folder / relay.socket_name(inside_port)), host_port)
+
+
+class Published:
+    """A service on the host's 127.0.0.1:port made reachable from a docker-mode platform's action containers
+    as `http://{host}:{inside_port}`; `close()` (or the end of a `with`) withdraws it."""
+
+    def __init__(self, relay_: relay.Relay, port: int, inside_port: int) -> None:
+        self._relay = relay_
+        self.port = port
+        self.inside_port = inside_port
+        self.host = "127.0.0.1"
+
+    @property
+    def netloc(self) -> str:
+        return f"{self.host}:{self.inside_port}"
+
+    def close(self) -> None:
+        self._relay.close()
+
+    def __enter__(self) -> Published:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def docker_mode(state_dir: Path) -> bool:
+    """True while the platform of this state folder runs action containers in Docker."""
+    from localwhisk.server import INFO_FILE
+
+    try:
+        return json.loads((Path(state_dir) / INFO_FILE).read_text()).get("containers") == "docker"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def publish_port(state_dir: Path, port: int) -> Published | None:
+    """Makes the host's 127.0.0.1:port reachable from the action containers of the platform in `state_dir`, for as
+    long as the caller keeps the answer; None where actions already share the host's loopback (process mode,
+    or no platform running). The port inside is the same unless a container's own server holds it."""
+    if not docker_mode(state_dir):
+        return None
+    folder = Path(state_dir) / SOCKETS_DIR
+    taken = {int(p.stem) for p in folder.glob("*.sock") if p.stem.isdigit()}
+    inside = port
+    while inside in RESERVED_IN_CONTAINER or (inside != port and inside in taken):
+        inside = inside + 1 if inside < 65535 else 1024
+    return Published(_publish(folder, port, inside), port, inside)

@@ -5,6 +5,7 @@
 
 const fs = require('fs')
 const http = require('http')
+const net = require('net')
 const os = require('os')
 const path = require('path')
 const zlib = require('zlib')
@@ -166,6 +167,40 @@ function reply (res, status, body) {
   res.end(text)
 }
 
+// Docker mode: 127.0.0.1:PORT relayed to each PORT.sock the platform publishes in DEPLOYER_RELAY_DIR (as
+// runtimes/relay.py does for the Python proxy), looked for again before every /init and /run.
+const relayDir = process.env.DEPLOYER_RELAY_DIR
+const relayed = new Set()
+
+function relay (port, socketPath) {
+  return new Promise(resolve => {
+    const server = net.createServer({ allowHalfOpen: true }, client => {
+      const upstream = net.connect({ path: socketPath, allowHalfOpen: true })
+      const close = () => { client.destroy(); upstream.destroy() }
+      client.on('error', close)
+      upstream.on('error', close)
+      client.pipe(upstream).pipe(client)
+    })
+    server.once('error', () => resolve()) // the port is taken here: tried again at the next sync
+    server.listen(port, '127.0.0.1', () => { relayed.add(port); resolve() })
+  })
+}
+
+function syncRelays () {
+  let names = []
+  try {
+    names = relayDir ? fs.readdirSync(relayDir) : []
+  } catch (err) {
+    return Promise.resolve()
+  }
+  return Promise.all(names.map(name => {
+    const m = /^(\d+)\.sock$/.exec(name)
+    const port = m ? Number(m[1]) : 0
+    if (port < 1 || port > 65535 || relayed.has(port)) return null
+    return relay(port, path.join(relayDir, name))
+  }))
+}
+
 function handle (req, res) {
   const chunks = []
   let size = 0
@@ -183,6 +218,7 @@ function handle (req, res) {
     if (req.method !== 'POST' || message === null || typeof message !== 'object') {
       return reply(res, 400, { error: 'Expected a POST with a JSON object.' })
     }
+    await syncRelays()
     if (req.url === '/init') {
       if (entry) return reply(res, 403, { error: 'Cannot initialize the action more than once.' })
       const value = message.value
@@ -202,6 +238,7 @@ function main (argv) {
   const host = option('--host') || '127.0.0.1'
   const port = Number(option('--port') || 0)
   const readyFd = option('--ready-fd')
+  syncRelays()
   const server = http.createServer(handle)
   server.keepAliveTimeout = 0 // the platform keeps one connection per container, idle as long as the container
   // a whole request (headers and body) within these, whatever node's defaults: the platform's own deadline

@@ -47,6 +47,19 @@ def test_an_action_runs_in_a_container_with_its_memory_as_cgroup_and_reaches_api
     assert out["s3"] == 403  # the embedded S3 answered (an unsigned request), through its relay
 
 
+def test_the_container_has_a_route_out_as_an_invoker_gives_it(docker_platform):
+    code = (
+        "def main(a):\n"
+        "    rows = [r.split() for r in open('/proc/net/route').read().splitlines()[1:] if r.strip()]\n"
+        "    return {'default_route': any(r[1] == '00000000' for r in rows)}\n"
+    )
+    c = docker_platform.client()
+    c.create_action("routes", {"kind": "python:3.11", "code": code})
+    assert c.invoke("routes", {}, result=True) == {"default_route": True}
+    network = dc.DockerNetwork(platform_id(docker_platform.state_dir)).name
+    assert dc._docker("network", "inspect", "--format", "{{.Internal}}", network).stdout.strip() == "false"
+
+
 def test_memory_hog_is_killed_by_the_cgroup_and_reported_as_openwhisk_does(docker_platform):
     c = docker_platform.client()
     hog = "def main(a):\n    blocks = [bytearray(16 << 20) for _ in range(40)]\n    return {'n': len(blocks)}\n"
