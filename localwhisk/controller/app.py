@@ -7,6 +7,7 @@ error, including the ones Flask or the JSON parser raise, is OpenWhisk's JSON bo
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import sqlite3
 
@@ -29,7 +30,8 @@ from localwhisk.controller.common import (
 )
 from localwhisk.controller.invoke import FastInvoke, answer_invoke
 from localwhisk.core import LIMIT_RANGES, MAX_CODE_BYTES, MAX_PAYLOAD_BYTES, Platform
-from localwhisk.entities import names
+from localwhisk.entities import kinds, names
+from localwhisk.entities.actions import MAX_SEQUENCE_LENGTH
 from localwhisk.errors import PlatformError
 
 _HTTP_MESSAGES = {
@@ -93,21 +95,67 @@ def _register_errors(app: Flask) -> None:
         return error_response(500, "The server encountered an unexpected error.")
 
 
+MB = 1024 * 1024
+# OpenWhisk reports its throttles as integers; this platform has none (it queues instead of answering 429),
+# so it reports the largest value OpenWhisk's Int settings can hold.
+UNTHROTTLED = 2**31 - 1
+BUILD = "local"  # OpenWhisk's build date; a platform run from source has none
+
+
+def info_limits() -> dict[str, int]:
+    """`limits` as Controller.info reports them: throttles, the sequence length, and the action limit ranges
+    (durations in ms, sizes in bytes); the namespace defaults are the ranges, as no namespace has its own."""
+    body = {
+        "actions_per_minute": UNTHROTTLED,
+        "triggers_per_minute": UNTHROTTLED,
+        "concurrent_actions": UNTHROTTLED,
+        "sequence_length": MAX_SEQUENCE_LENGTH,
+    }
+    ranges = {
+        "duration": LIMIT_RANGES["timeout"],
+        "memory": tuple(mb * MB for mb in LIMIT_RANGES["memory"]),
+        "logs": tuple(mb * MB for mb in LIMIT_RANGES["logs"]),
+    }
+    for prefix in ("default_", ""):
+        for what, (low, high) in ranges.items():
+            body[f"{prefix}min_action_{what}"], body[f"{prefix}max_action_{what}"] = low, high
+    return body
+
+
+def _build_number() -> str:
+    try:
+        return importlib.metadata.version("ow-ml-toolkit")
+    except importlib.metadata.PackageNotFoundError:
+        return "source"
+
+
 def _register_info(app: Flask, platform: Platform, authenticate: Auth) -> None:
+    build_number = _build_number()
+
     @app.get("/")
-    @app.get("/api/v1")
     def info():
+        """Controller.info: what a tool reads to learn the platform (its runtimes, limits and API paths)."""
         return json_response(
             {
                 "description": "OpenWhisk-compatible local platform",
+                "support": {},  # the platform has no issue tracker or chat of its own
                 "api_paths": ["/api/v1"],
-                "runtimes": {"python": ["python:3.11"], "nodejs": ["nodejs:20"]},
-                "limits": {
-                    "actions_per_minute": None,
-                    "max_action_duration": 300000,
-                    "max_action_memory": 2048 * 1024 * 1024,
-                    "max_payload_bytes": MAX_PAYLOAD_BYTES,
-                },
+                "limits": info_limits(),
+                "runtimes": kinds.manifest_json(),
+            }
+        )
+
+    @app.get("/api/v1")
+    def api_info():
+        """RestAPIVersion.info (without swagger_paths: the platform serves no API docs), and what the invoker is
+        doing (this platform's own field)."""
+        return json_response(
+            {
+                "description": "OpenWhisk API",
+                "api_version": "1.0.0",
+                "api_version_path": "v1",
+                "build": BUILD,
+                "buildno": build_number,
                 "invoker": platform.invoker.stats(),
             }
         )
