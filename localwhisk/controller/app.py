@@ -29,6 +29,7 @@ from localwhisk.controller.common import (
     list_window,
 )
 from localwhisk.controller.invoke import FastInvoke, answer_invoke
+from localwhisk.controller.paths import NamespacePaths
 from localwhisk.core import LIMIT_RANGES, MAX_CODE_BYTES, MAX_PAYLOAD_BYTES, Platform
 from localwhisk.entities import kinds, names
 from localwhisk.entities.actions import MAX_SEQUENCE_LENGTH
@@ -46,6 +47,7 @@ def create_app(platform: Platform, auth: dict[str, str]) -> Flask:
     """`auth` maps namespace -> 'uuid:key'."""
     app = Flask("openwhisk-local")
     app.url_map.strict_slashes = False
+    app.url_map.merge_slashes = False  # werkzeug would answer `a//b` with an HTML redirect; OpenWhisk with JSON
     app.config["MAX_CONTENT_LENGTH"] = MAX_CODE_BYTES + 1024 * 1024
     authenticate = Auth(auth)
     _register_errors(app)
@@ -55,7 +57,7 @@ def create_app(platform: Platform, auth: dict[str, str]) -> Flask:
     _register_activations(app, platform, authenticate)
     trigger_routes.register(app, platform, authenticate)
     web_api.register(app, platform, authenticate)
-    app.wsgi_app = FastInvoke(app.wsgi_app, platform, authenticate)
+    app.wsgi_app = NamespacePaths(FastInvoke(app.wsgi_app, platform, authenticate))
 
     @app.after_request
     def no_sniffing(response: Response) -> Response:
