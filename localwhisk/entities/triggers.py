@@ -228,7 +228,7 @@ class Triggers:
             "publish": False,
             "annotations": [{"key": "path", "value": f"{ns}/{name}"}, {"key": "kind", "value": "trigger"}],
         }
-        self.store.begin_activation(doc, name)
+        self.store.begin_activation(doc)
         self.store.end_activation(doc)
         return activation_id
 

@@ -7,12 +7,14 @@ common/scala); each failed against the platform before the platform was changed 
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import requests
 import schemathesis
 
 from localwhisk.entities import kinds
+from localwhisk.store import Store
 
 DATA = Path(__file__).parent / "data"
 ECHO = {"kind": "python:3.11", "code": "def main(a):\n    return a\n"}
@@ -101,3 +103,61 @@ def test_the_api_path_names_its_version_and_build(platform):
     assert isinstance(info["build"], str) and info["build"]
     assert isinstance(info["buildno"], str) and info["buildno"]
     assert {"busy", "queued"} <= set(info["invoker"])  # the platform's own field, read by its tools
+
+
+# the activation list's name filter
+def _ids(handle, **params) -> set[str]:
+    return {a["activationId"] for a in _ok(_api(handle, "GET", "activations", limit=200, **params))}
+
+
+def _run(handle, path: str) -> str:
+    return _ok(_api(handle, "POST", f"actions/{path}", {}, blocking="true"))["activationId"]
+
+
+def test_the_name_filter_finds_runs_by_the_path_they_were_run_through(platform):
+    """Activations.scala with the whisks-filters activations view: a run through a binding is found by
+    `binding/action`, one of a package's action by `package/action`, and a bare name finds only actions in
+    the default package."""
+    _ok(_api(platform, "PUT", "actions/nf-act", {"exec": ECHO}))
+    _ok(_api(platform, "PUT", "packages/nf-pkg", {}))
+    _ok(_api(platform, "PUT", "actions/nf-pkg/nf-act", {"exec": ECHO}))
+    _ok(_api(platform, "PUT", "packages/nf-bind", {"binding": {"name": "nf-pkg"}}))
+    _ok(_api(platform, "PUT", "packages/nf-utils", {"binding": {"namespace": "whisk.system", "name": "utils"}}))
+    bare, packaged, bound = _run(platform, "nf-act"), _run(platform, "nf-pkg/nf-act"), _run(platform, "nf-bind/nf-act")
+    catalog = _ok(_api(platform, "POST", "actions/nf-utils/echo", {}, blocking="true"))["activationId"]
+    assert _ids(platform, name="nf-act") == {bare}
+    assert _ids(platform, name="nf-pkg/nf-act") == _ids(platform, name="/nf-pkg//nf-act/") == {packaged}
+    assert _ids(platform, name="nf-bind/nf-act") == {bound}
+    assert catalog in _ids(platform, name="nf-utils/echo")
+    assert catalog not in _ids(platform, name="utils/echo") | _ids(platform, name="echo")
+    assert {bare, packaged, bound} <= _ids(platform, name=" ")  # a blank filter is none
+
+
+def test_a_name_filter_of_more_than_two_names_is_refused(platform):
+    for name in ("a/b/c", "/guest/nf-pkg/nf-act", "nf act!"):
+        resp = _api(platform, "GET", "activations", name=name)
+        assert resp.status_code == 400, (name, resp.text)
+        assert resp.json()["error"] == f"Parameter may be a 'simple' name or 'package-name/simple' name: {name}"
+
+
+def test_records_through_a_binding_from_before_the_filter_are_found_by_it(tmp_path):
+    """A state folder written when records were keyed by the bound package's path is rekeyed once."""
+    record = {
+        "activationId": "a1",
+        "namespace": "guest",
+        "name": "echo",
+        "start": 1,
+        "annotations": [{"key": "path", "value": "whisk.system/utils/echo"}, {"key": "binding", "value": "guest/mine"}],
+    }
+    old = Store(tmp_path / "p.db")
+    old.begin_activation(record)
+    old.close()
+    with sqlite3.connect(tmp_path / "p.db") as db:  # as the record was keyed then
+        db.execute("UPDATE activations SET path='utils/echo'")
+        db.execute("PRAGMA user_version=0")
+    store = Store(tmp_path / "p.db")
+    try:
+        assert [r["activationId"] for r in store.list_activations("guest", "mine/echo", 10, 0)] == ["a1"]
+        assert store.list_activations("guest", "utils/echo", 10, 0) == []
+    finally:
+        store.close()
