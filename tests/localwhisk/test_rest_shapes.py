@@ -161,3 +161,52 @@ def test_records_through_a_binding_from_before_the_filter_are_found_by_it(tmp_pa
         assert store.list_activations("guest", "utils/echo", 10, 0) == []
     finally:
         store.close()
+
+
+# packages and bindings
+def _kv(pairs: dict) -> list[dict]:
+    return [{"key": k, "value": v} for k, v in pairs.items()]
+
+
+def test_a_package_list_says_binding_false_for_a_package(platform):
+    """The packages view (whisks.v2.1.0, WhisksHandler.computePackageView): common fields, no parameters, and
+    `binding` false for a package or the bound package for a binding; another namespace's list holds its
+    published packages only (packages-public)."""
+    _ok(_api(platform, "PUT", "packages/pl-pkg", {"parameters": _kv({"a": 1})}))
+    _ok(_api(platform, "PUT", "packages/pl-bind", {"binding": {"name": "pl-pkg"}}))
+    listed = {p["name"]: p for p in _ok(_api(platform, "GET", "packages", limit=200))}
+    assert listed["pl-pkg"]["binding"] is False
+    assert listed["pl-bind"]["binding"] == {"namespace": "guest", "name": "pl-pkg"}
+    assert set(listed["pl-pkg"]) == {"namespace", "name", "version", "publish", "annotations", "updated", "binding"}
+    catalog = _ok(_api(platform, "GET", "packages", ns="whisk.system"))
+    assert catalog and all(p["binding"] is False and p["publish"] for p in catalog)
+
+
+def test_a_package_reads_with_its_actions_and_feeds(platform):
+    """WhiskPackage serdes (binding {} for a package) and WhiskPackageWithActions (feed actions apart)."""
+    _ok(_api(platform, "PUT", "packages/pg-pkg", {"annotations": _kv({"binding": "forged"})}))
+    _ok(_api(platform, "PUT", "actions/pg-pkg/plain", {"exec": ECHO}))
+    _ok(_api(platform, "PUT", "actions/pg-pkg/changes", {"exec": ECHO, "annotations": _kv({"feed": True})}))
+    package = _ok(_api(platform, "GET", "packages/pg-pkg"))
+    assert package["binding"] == {}
+    assert [a["name"] for a in package["actions"]] == ["plain"]
+    assert [a["name"] for a in package["feeds"]] == ["changes"]
+    assert all(set(a) == {"name", "version", "annotations"} for a in package["actions"] + package["feeds"])
+    assert not any(a["key"] == "binding" for a in package["annotations"])  # set by the controller only
+
+
+def test_a_binding_reads_as_itself_with_the_bound_packages_parameters_and_actions(platform):
+    """Packages.scala mergePackageWithBinding: the binding, its parameters over the bound package's, the bound
+    package's actions; its `binding` annotation names the bound package."""
+    _ok(_api(platform, "PUT", "packages/pb-pkg", {"parameters": _kv({"a": "A", "b": "B"})}))
+    _ok(_api(platform, "PUT", "actions/pb-pkg/act", {"exec": ECHO}))
+    bound = {"binding": {"name": "pb-pkg"}, "parameters": _kv({"b": "b", "c": "C"})}
+    created = _ok(_api(platform, "PUT", "packages/pb-bind", bound))
+    target = {"namespace": "guest", "name": "pb-pkg"}
+    assert {"key": "binding", "value": target} in created["annotations"]
+    binding = _ok(_api(platform, "GET", "packages/pb-bind"))
+    assert (binding["name"], binding["binding"]) == ("pb-bind", target)
+    assert {p["key"]: p["value"] for p in binding["parameters"]} == {"a": "A", "b": "b", "c": "C"}
+    assert [a["name"] for a in binding["actions"]] == ["act"] and binding["feeds"] == []
+    _ok(_api(platform, "PUT", "packages/pb-bind", {"parameters": _kv({"c": "D"})}, overwrite="true"))
+    assert {"key": "binding", "value": target} in _ok(_api(platform, "GET", "packages/pb-bind"))["annotations"]
