@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import sqlite3
+from functools import partial
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
@@ -26,6 +27,7 @@ from localwhisk.controller.common import (
     int_arg,
     json_body,
     json_response,
+    list_or_count,
     list_window,
 )
 from localwhisk.controller.invoke import FastInvoke, answer_invoke
@@ -33,7 +35,7 @@ from localwhisk.controller.paths import NamespacePaths
 from localwhisk.core import LIMIT_RANGES, MAX_CODE_BYTES, MAX_PAYLOAD_BYTES, Platform
 from localwhisk.entities import kinds, names
 from localwhisk.entities.actions import MAX_SEQUENCE_LENGTH
-from localwhisk.errors import PlatformError
+from localwhisk.errors import BadRequest, PlatformError
 
 _HTTP_MESSAGES = {
     404: "The requested resource does not exist.",
@@ -181,8 +183,7 @@ def _register_packages(app: Flask, platform: Platform, authenticate: Auth) -> No
     @app.get("/api/v1/namespaces/<ns>/packages")
     def list_packages(ns):
         caller = authenticate(ns)
-        limit, skip = list_window("packages")
-        return json_response(platform.list_packages(caller.namespace, caller.subject, limit, skip))
+        return list_or_count("packages", partial(platform.list_packages, caller.namespace, caller.subject))
 
     @app.route("/api/v1/namespaces/<ns>/packages/<name>", methods=["GET", "PUT", "DELETE"])
     def package(ns, name):
@@ -199,8 +200,9 @@ def _register_actions(app: Flask, platform: Platform, authenticate: Auth) -> Non
     @app.get("/api/v1/namespaces/<ns>/actions")
     def list_actions(ns, pkg=None):
         caller = authenticate(ns, write=pkg is None)  # another namespace lists only its public packages' actions
-        limit, skip = list_window("actions")
-        return json_response(platform.list_actions(caller.namespace, pkg, limit, skip, caller.subject))
+        return list_or_count(
+            "actions", lambda limit, skip: platform.list_actions(caller.namespace, pkg, limit, skip, caller.subject)
+        )
 
     @app.route("/api/v1/namespaces/<ns>/actions/<path:path>", methods=["GET", "PUT", "DELETE", "POST"])
     def action(ns, path):
@@ -244,18 +246,19 @@ def _register_activations(app: Flask, platform: Platform, authenticate: Auth) ->
     @app.get("/api/v1/namespaces/<ns>/activations")
     def list_activations(ns):
         caller = authenticate(ns, write=True)
-        limit, skip = list_window("activations")
-        docs = platform.list_activations(
-            caller.namespace,
-            request.args.get("name"),
-            limit,
-            skip,
-            int_arg("since", None, "since"),
-            int_arg("upto", None, "upto"),
+        name = request.args.get("name")
+        since, upto = int_arg("since", None, "since"), int_arg("upto", None, "upto")
+        if flag("count") and flag("docs"):
+            list_window("activations")  # a bad limit or skip is refused first, as in Activations.scala
+            raise BadRequest("The parameter 'docs' is not permitted with 'count'.")
+
+        def page(limit: int | None, skip: int) -> list[dict]:
+            docs = platform.list_activations(caller.namespace, name, limit, skip, since, upto)
+            return docs if flag("docs") else [{k: d[k] for k in _SUMMARY_FIELDS if k in d} for d in docs]
+
+        return list_or_count(
+            "activations", page, lambda: platform.count_activations(caller.namespace, name, since, upto)
         )
-        if not flag("docs"):
-            docs = [{k: d[k] for k in _SUMMARY_FIELDS if k in d} for d in docs]
-        return json_response(docs)
 
     @app.get("/api/v1/namespaces/<ns>/activations/<aid>")
     def get_activation(ns, aid):

@@ -53,7 +53,8 @@ def _binding_annotation(annotations: list[dict], binding: dict) -> list[dict]:
     return [*kept, {"key": "binding", "value": binding}] if binding else kept
 
 
-def _page(docs: list[dict], limit: int | None, skip: int) -> list[dict]:
+def page_of(docs: list[dict], limit: int | None, skip: int) -> list[dict]:
+    """The `limit` documents past `skip` (None: all of them), as a list route pages them."""
     return docs[skip : skip + limit if limit else None]
 
 
@@ -165,7 +166,7 @@ class Entities:
         docs = [d for d in self.store.list(ns, "packages") if own or (d.get("publish") and not d.get("binding"))]
         return [
             {**{k: d[k] for k in _LISTED_PACKAGE_FIELDS if k in d}, "binding": d.get("binding") or False}
-            for d in _page(docs, limit, skip)
+            for d in page_of(docs, limit, skip)
         ]
 
     def delete_package(self, ns: str, name: str) -> dict:
@@ -335,7 +336,7 @@ class Entities:
         elif ns != (subject or ns):
             return []
         out = []
-        for d in _page(self.store.list(owner, "actions", prefix=pkg), limit, skip):
+        for d in page_of(self.store.list(owner, "actions", prefix=pkg), limit, skip):
             d = dict(d)
             d["exec"] = {k: v for k, v in d["exec"].items() if k in ("kind", "binary")}
             d.pop("parameters", None)

@@ -10,8 +10,11 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
 import requests
 import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from localwhisk.entities import kinds
 from localwhisk.store import Store
@@ -210,3 +213,51 @@ def test_a_binding_reads_as_itself_with_the_bound_packages_parameters_and_action
     assert [a["name"] for a in binding["actions"]] == ["act"] and binding["feeds"] == []
     _ok(_api(platform, "PUT", "packages/pb-bind", {"parameters": _kv({"c": "D"})}, overwrite="true"))
     assert {"key": "binding", "value": target} in _ok(_api(platform, "GET", "packages/pb-bind"))["annotations"]
+
+
+# count=true
+LISTS = {"actions": "actions", "actions/ct-pkg/": "actions", "packages": "packages", "triggers": "triggers"}
+LISTS.update({"rules": "rules", "activations": "activations"})
+
+
+@pytest.fixture(scope="module")
+def counted(platform) -> dict:
+    """Entities and activations of every kind to count, and the start times of the activations."""
+    _ok(_api(platform, "PUT", "packages/ct-pkg", {}, overwrite="true"))
+    _ok(_api(platform, "PUT", "packages/ct-bind", {"binding": {"name": "ct-pkg"}}, overwrite="true"))
+    for path in ("actions/ct-a", "actions/ct-pkg/ct-a", "actions/ct-pkg/ct-b"):
+        _ok(_api(platform, "PUT", path, {"exec": ECHO}, overwrite="true"))
+    _ok(_api(platform, "PUT", "triggers/ct-t", {}, overwrite="true"))
+    _ok(_api(platform, "PUT", "rules/ct-r", {"trigger": "ct-t", "action": "ct-a"}, overwrite="true"))
+    runs = [_run(platform, path) for path in ("ct-a", "ct-pkg/ct-a", "ct-bind/ct-a", "ct-a", "ct-pkg/ct-b")]
+    return {"starts": sorted(_ok(_api(platform, "GET", f"activations/{aid}"))["start"] for aid in runs)}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_count_answers_how_many_the_list_holds_past_skip(platform, counted, data):
+    """Every list route with ?count=true (Actions, Packages, Triggers, Rules, Activations.scala): the collection's
+    name and the number of matches past `skip` (CouchDbRestStore.count), with the list's filters applied."""
+    path = data.draw(st.sampled_from(sorted(LISTS)))
+    query = {"skip": data.draw(st.integers(0, 8))}
+    if path == "activations":
+        starts = counted["starts"]
+        names = st.sampled_from(["ct-a", "ct-pkg/ct-a", "ct-bind/ct-a", "ct-pkg/ct-b", "/ct-pkg/ct-b", " "])
+        query["name"] = data.draw(st.one_of(st.none(), names))
+        query["since"] = data.draw(st.one_of(st.none(), st.sampled_from(starts)))
+        query["upto"] = data.draw(st.one_of(st.none(), st.sampled_from(starts)))
+        query["docs"] = data.draw(st.sampled_from(["false", None]))
+    query = {k: v for k, v in query.items() if v is not None}
+    count = _ok(_api(platform, "GET", path, count="true", limit=1, **query))
+    listed = _ok(_api(platform, "GET", path, limit=200, **query))
+    assert list(count) == [LISTS[path]]
+    assert min(count[LISTS[path]], 200) == len(listed)
+
+
+def test_counted_activations_by_name_are_the_runs_of_that_path(platform, counted):
+    assert _ok(_api(platform, "GET", "activations", count="true", name="ct-a")) == {"activations": 2}
+    assert _ok(_api(platform, "GET", "activations", count="true", name="ct-bind/ct-a", skip=1)) == {"activations": 0}
+    refused = _api(platform, "GET", "activations", count="true", docs="true")
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "The parameter 'docs' is not permitted with 'count'."
+    assert _api(platform, "GET", "activations", count="true", limit=201).status_code == 400
