@@ -149,7 +149,7 @@ class Invocations:
             doc["annotations"].append({"key": "binding", "value": target.binding})
         if cause:
             doc["cause"] = cause
-        self.store.begin_activation(doc, target.qname.path)
+        self.store.begin_activation(doc)
         return doc
 
     def _finish(self, doc: dict, status_code: int, result: dict, logs: list, end_ms: int | None = None) -> dict:
@@ -282,7 +282,18 @@ class Invocations:
         since: int | None = None,
         upto: int | None = None,
     ) -> list[dict]:
-        return self.store.list_activations(ns, name, limit, skip, since, upto)
+        """The newest first; `name` as the REST API's filter reads it (names.activation_filter).
+
+        Raises:
+            BadRequest: a `name` that is not `action` or `package/action`.
+        """
+        return self.store.list_activations(ns, names.activation_filter(name), limit, skip, since, upto)
+
+    def count_activations(
+        self, ns: str, name: str | None = None, since: int | None = None, upto: int | None = None
+    ) -> int:
+        """How many records list_activations would page through."""
+        return self.store.count_activations(ns, names.activation_filter(name), since, upto)
 
 
 def _ends_within(action: dict, wait_s: float) -> bool:

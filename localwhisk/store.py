@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS activations (
 CREATE INDEX IF NOT EXISTS activations_by_start ON activations (namespace, start DESC);
 CREATE INDEX IF NOT EXISTS entities_by_id ON entities (namespace, path);
 """
+_NAME_KEYS = 1  # user_version from which a record's `path` column holds its name_key
 ABSENT = 0  # the revision of an entity that does not exist: a write naming it creates
 
 
@@ -62,6 +63,19 @@ log = logging.getLogger("store")
 _SELECT_ENTITY = "SELECT doc FROM entities WHERE namespace=? AND collection=? AND path=?"
 
 
+def name_key(record: dict) -> str:
+    """What the activation list's `name` filter matches a record by, as OpenWhisk's activations view derives it
+    (whisks-filters.v2.1.1): `<binding>/<name>` for a run through a package binding, `<package>/<name>` for an
+    action in a package, else the bare name (actions in the default package, triggers)."""
+    annotations = {a.get("key"): a.get("value") for a in record.get("annotations", [])}
+    binding, path = annotations.get("binding"), annotations.get("path")
+    if isinstance(binding, str) and binding.count("/") == 1:
+        return f"{binding.split('/')[1]}/{record['name']}"
+    if isinstance(path, str) and path.count("/") == 2:
+        return f"{path.split('/')[1]}/{record['name']}"
+    return record["name"]
+
+
 class Store:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -73,6 +87,8 @@ class Store:
         self._db.executescript(_SCHEMA)
         if "rev" not in {row[1] for row in self._db.execute("PRAGMA table_info(entities)")}:
             self._db.execute("ALTER TABLE entities ADD COLUMN rev INTEGER NOT NULL DEFAULT 1")
+        if self._db.execute("PRAGMA user_version").fetchone()[0] < _NAME_KEYS:
+            self._rekey_bindings()
         self._cache: dict[tuple[str, str, str], dict] = {}
         self._ends: dict[str, str] = {}  # activation id -> its closed record as JSON, not yet committed
         self._queued = 0  # ends handed to the writer so far
@@ -82,6 +98,15 @@ class Store:
         self._closed = False
         self._writer = threading.Thread(target=self._write_ends, name="activation-writer", daemon=True)
         self._writer.start()
+
+    def _rekey_bindings(self) -> None:
+        """Records written before name_key kept a run through a binding under the bound package's path."""
+        rows = self._db.execute("SELECT id, doc FROM activations WHERE doc LIKE '%\"binding\"%'").fetchall()
+        keyed = [(name_key(json.loads(doc)), aid) for aid, doc in rows]
+        self._db.execute("BEGIN")
+        self._db.executemany("UPDATE activations SET path=? WHERE id=?", keyed)
+        self._db.execute(f"PRAGMA user_version={_NAME_KEYS}")
+        self._db.execute("COMMIT")
 
     def close(self) -> None:
         self.flush(raise_errors=False)
@@ -245,10 +270,10 @@ class Store:
         return [json.loads(doc) for path, doc in rows if prefix is None or path.startswith(prefix + "/")]
 
     # activations
-    def begin_activation(self, doc: dict, path: str) -> None:
+    def begin_activation(self, doc: dict) -> None:
         self._exec(
             "INSERT INTO activations VALUES (?,?,?,?,?,0,?)",
-            (doc["activationId"], doc["namespace"], doc["name"], path, doc["start"], json.dumps(doc)),
+            (doc["activationId"], doc["namespace"], doc["name"], name_key(doc), doc["start"], json.dumps(doc)),
         )
 
     def end_activation(self, doc: dict) -> None:
@@ -266,23 +291,35 @@ class Store:
         return json.loads(rows[0][0]) if rows else None
 
     def list_activations(
-        self, namespace: str, name: str | None, limit: int, skip: int, since: int | None = None, upto: int | None = None
+        self,
+        namespace: str,
+        name: str | None,
+        limit: int,
+        skip: int,
+        since: int | None = None,
+        upto: int | None = None,
     ) -> list[dict]:
+        """The newest first; `name` is a record's name_key."""
+        where, args = self._matching(namespace, name, since, upto)
+        sql = f"SELECT doc FROM activations {where} ORDER BY start DESC LIMIT ? OFFSET ?"
+        rows = self._exec(sql, (*args, limit, skip))
+        return [json.loads(r[0]) for r in rows]
+
+    def count_activations(
+        self, namespace: str, name: str | None, since: int | None = None, upto: int | None = None
+    ) -> int:
+        where, args = self._matching(namespace, name, since, upto)
+        return self._exec(f"SELECT COUNT(*) FROM activations {where}", args)[0][0]
+
+    def _matching(self, namespace: str, name: str | None, since: int | None, upto: int | None) -> tuple[str, tuple]:
+        """The WHERE clause (and its arguments) of the records a list or count is about, once the writer is done."""
         self.flush()
-        sql = "SELECT doc FROM activations WHERE namespace=?"
-        args: list = [namespace]
-        if name:
-            sql += " AND (path=? OR name=?)"
-            args += [name, name]
-        if since is not None:
-            sql += " AND start>=?"
-            args.append(since)
-        if upto is not None:
-            sql += " AND start<=?"
-            args.append(upto)
-        sql += " ORDER BY start DESC LIMIT ? OFFSET ?"
-        args += [limit, skip]
-        return [json.loads(r[0]) for r in self._exec(sql, tuple(args))]
+        where, args = "WHERE namespace=?", [namespace]
+        for clause, value in (("path=?", name), ("start>=?", since), ("start<=?", upto)):
+            if value is not None:
+                where += f" AND {clause}"
+                args.append(value)
+        return where, tuple(args)
 
     def close_interrupted(self, make_doc) -> int:
         """Closes the records left in flight by a platform that died; returns how many."""

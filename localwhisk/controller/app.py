@@ -7,8 +7,10 @@ error, including the ones Flask or the JSON parser raise, is OpenWhisk's JSON bo
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import sqlite3
+from functools import partial
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
@@ -25,12 +27,15 @@ from localwhisk.controller.common import (
     int_arg,
     json_body,
     json_response,
+    list_or_count,
     list_window,
 )
 from localwhisk.controller.invoke import FastInvoke, answer_invoke
+from localwhisk.controller.paths import NamespacePaths
 from localwhisk.core import LIMIT_RANGES, MAX_CODE_BYTES, MAX_PAYLOAD_BYTES, Platform
-from localwhisk.entities import names
-from localwhisk.errors import PlatformError
+from localwhisk.entities import kinds, names
+from localwhisk.entities.actions import MAX_SEQUENCE_LENGTH
+from localwhisk.errors import BadRequest, PlatformError
 
 _HTTP_MESSAGES = {
     404: "The requested resource does not exist.",
@@ -44,6 +49,7 @@ def create_app(platform: Platform, auth: dict[str, str]) -> Flask:
     """`auth` maps namespace -> 'uuid:key'."""
     app = Flask("openwhisk-local")
     app.url_map.strict_slashes = False
+    app.url_map.merge_slashes = False  # werkzeug would answer `a//b` with an HTML redirect; OpenWhisk with JSON
     app.config["MAX_CONTENT_LENGTH"] = MAX_CODE_BYTES + 1024 * 1024
     authenticate = Auth(auth)
     _register_errors(app)
@@ -53,7 +59,7 @@ def create_app(platform: Platform, auth: dict[str, str]) -> Flask:
     _register_activations(app, platform, authenticate)
     trigger_routes.register(app, platform, authenticate)
     web_api.register(app, platform, authenticate)
-    app.wsgi_app = FastInvoke(app.wsgi_app, platform, authenticate)
+    app.wsgi_app = NamespacePaths(FastInvoke(app.wsgi_app, platform, authenticate))
 
     @app.after_request
     def no_sniffing(response: Response) -> Response:
@@ -93,21 +99,67 @@ def _register_errors(app: Flask) -> None:
         return error_response(500, "The server encountered an unexpected error.")
 
 
+MB = 1024 * 1024
+# OpenWhisk reports its throttles as integers; this platform has none (it queues instead of answering 429),
+# so it reports the largest value OpenWhisk's Int settings can hold.
+UNTHROTTLED = 2**31 - 1
+BUILD = "local"  # OpenWhisk's build date; a platform run from source has none
+
+
+def info_limits() -> dict[str, int]:
+    """`limits` as Controller.info reports them: throttles, the sequence length, and the action limit ranges
+    (durations in ms, sizes in bytes); the namespace defaults are the ranges, as no namespace has its own."""
+    body = {
+        "actions_per_minute": UNTHROTTLED,
+        "triggers_per_minute": UNTHROTTLED,
+        "concurrent_actions": UNTHROTTLED,
+        "sequence_length": MAX_SEQUENCE_LENGTH,
+    }
+    ranges = {
+        "duration": LIMIT_RANGES["timeout"],
+        "memory": tuple(mb * MB for mb in LIMIT_RANGES["memory"]),
+        "logs": tuple(mb * MB for mb in LIMIT_RANGES["logs"]),
+    }
+    for prefix in ("default_", ""):
+        for what, (low, high) in ranges.items():
+            body[f"{prefix}min_action_{what}"], body[f"{prefix}max_action_{what}"] = low, high
+    return body
+
+
+def _build_number() -> str:
+    try:
+        return importlib.metadata.version("ow-ml-toolkit")
+    except importlib.metadata.PackageNotFoundError:
+        return "source"
+
+
 def _register_info(app: Flask, platform: Platform, authenticate: Auth) -> None:
+    build_number = _build_number()
+
     @app.get("/")
-    @app.get("/api/v1")
     def info():
+        """Controller.info: what a tool reads to learn the platform (its runtimes, limits and API paths)."""
         return json_response(
             {
                 "description": "OpenWhisk-compatible local platform",
+                "support": {},  # the platform has no issue tracker or chat of its own
                 "api_paths": ["/api/v1"],
-                "runtimes": {"python": ["python:3.11"], "nodejs": ["nodejs:20"]},
-                "limits": {
-                    "actions_per_minute": None,
-                    "max_action_duration": 300000,
-                    "max_action_memory": 2048 * 1024 * 1024,
-                    "max_payload_bytes": MAX_PAYLOAD_BYTES,
-                },
+                "limits": info_limits(),
+                "runtimes": kinds.manifest_json(),
+            }
+        )
+
+    @app.get("/api/v1")
+    def api_info():
+        """RestAPIVersion.info (without swagger_paths: the platform serves no API docs), and what the invoker is
+        doing (this platform's own field)."""
+        return json_response(
+            {
+                "description": "OpenWhisk API",
+                "api_version": "1.0.0",
+                "api_version_path": "v1",
+                "build": BUILD,
+                "buildno": build_number,
                 "invoker": platform.invoker.stats(),
             }
         )
@@ -131,8 +183,7 @@ def _register_packages(app: Flask, platform: Platform, authenticate: Auth) -> No
     @app.get("/api/v1/namespaces/<ns>/packages")
     def list_packages(ns):
         caller = authenticate(ns)
-        limit, skip = list_window("packages")
-        return json_response(platform.list_packages(caller.namespace, caller.subject, limit, skip))
+        return list_or_count("packages", partial(platform.list_packages, caller.namespace, caller.subject))
 
     @app.route("/api/v1/namespaces/<ns>/packages/<name>", methods=["GET", "PUT", "DELETE"])
     def package(ns, name):
@@ -149,8 +200,9 @@ def _register_actions(app: Flask, platform: Platform, authenticate: Auth) -> Non
     @app.get("/api/v1/namespaces/<ns>/actions")
     def list_actions(ns, pkg=None):
         caller = authenticate(ns, write=pkg is None)  # another namespace lists only its public packages' actions
-        limit, skip = list_window("actions")
-        return json_response(platform.list_actions(caller.namespace, pkg, limit, skip, caller.subject))
+        return list_or_count(
+            "actions", lambda limit, skip: platform.list_actions(caller.namespace, pkg, limit, skip, caller.subject)
+        )
 
     @app.route("/api/v1/namespaces/<ns>/actions/<path:path>", methods=["GET", "PUT", "DELETE", "POST"])
     def action(ns, path):
@@ -194,18 +246,19 @@ def _register_activations(app: Flask, platform: Platform, authenticate: Auth) ->
     @app.get("/api/v1/namespaces/<ns>/activations")
     def list_activations(ns):
         caller = authenticate(ns, write=True)
-        limit, skip = list_window("activations")
-        docs = platform.list_activations(
-            caller.namespace,
-            request.args.get("name"),
-            limit,
-            skip,
-            int_arg("since", None, "since"),
-            int_arg("upto", None, "upto"),
+        name = request.args.get("name")
+        since, upto = int_arg("since", None, "since"), int_arg("upto", None, "upto")
+        if flag("count") and flag("docs"):
+            list_window("activations")  # a bad limit or skip is refused first, as in Activations.scala
+            raise BadRequest("The parameter 'docs' is not permitted with 'count'.")
+
+        def page(limit: int | None, skip: int) -> list[dict]:
+            docs = platform.list_activations(caller.namespace, name, limit, skip, since, upto)
+            return docs if flag("docs") else [{k: d[k] for k in _SUMMARY_FIELDS if k in d} for d in docs]
+
+        return list_or_count(
+            "activations", page, lambda: platform.count_activations(caller.namespace, name, since, upto)
         )
-        if not flag("docs"):
-            docs = [{k: d[k] for k in _SUMMARY_FIELDS if k in d} for d in docs]
-        return json_response(docs)
 
     @app.get("/api/v1/namespaces/<ns>/activations/<aid>")
     def get_activation(ns, aid):

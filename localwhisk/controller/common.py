@@ -10,6 +10,7 @@ import base64
 import hmac
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from flask import Response, request
@@ -81,6 +82,19 @@ def list_window(collection: str) -> tuple[int, int]:
     if skip < 0:
         raise BadRequest(f"The value '{skip}' is not greater than or equal to 0 for {collection}.")
     return limit or MAX_LIST_LIMIT, skip
+
+
+def list_or_count(
+    collection: str, page: Callable[[int | None, int], list], count: Callable[[], int] | None = None
+) -> Response:
+    """A list route's answer: `page(limit, skip)` (limit None: every match), or with `?count=true` OpenWhisk's
+    `{collection: N}`, N the matches past `skip` (CouchDbRestStore.count); `count()` counts without reading
+    every match."""
+    limit, skip = list_window(collection)
+    if flag("count"):
+        total = count() if count is not None else len(page(None, 0))
+        return json_response({collection: max(0, total - skip)})
+    return json_response(page(limit, skip))
 
 
 def json_body(allow_non_object: bool = False):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from flask import Flask, Response, request
 
 from localwhisk.controller import common as api
@@ -41,12 +43,12 @@ def register(app: Flask, platform, authenticate) -> None:
     @app.get("/api/v1/namespaces/<ns>/triggers")
     def list_triggers(ns):
         caller = authenticate(ns, write=True)
-        return api.json_response(triggers.list_triggers(caller.namespace, *api.list_window("triggers")))
+        return api.list_or_count("triggers", partial(triggers.list_triggers, caller.namespace))
 
     @app.get("/api/v1/namespaces/<ns>/rules")
     def list_rules(ns):
         caller = authenticate(ns, write=True)
-        return api.json_response(triggers.list_rules(caller.namespace, *api.list_window("rules")))
+        return api.list_or_count("rules", partial(triggers.list_rules, caller.namespace))
 
     def fire(caller, name):
         api.check_payload_size()

@@ -39,7 +39,22 @@ def truthy(annotations: list[dict], key: str, missing: bool) -> bool:
     return missing
 
 
-def _page(docs: list[dict], limit: int | None, skip: int) -> list[dict]:
+_LISTED_PACKAGE_FIELDS = ("namespace", "name", "version", "publish", "annotations", "updated")
+
+
+def _is_feed(action: dict) -> bool:
+    return any(a["key"] == "feed" for a in action["annotations"])
+
+
+def _binding_annotation(annotations: list[dict], binding: dict) -> list[dict]:
+    """The annotations with the controller's own `binding` one (Packages.scala bindingAnnotation): a client's is
+    dropped, and a binding carries its package's name, for clients that list packages and cannot tell."""
+    kept = [a for a in annotations if a["key"] != "binding"]
+    return [*kept, {"key": "binding", "value": binding}] if binding else kept
+
+
+def page_of(docs: list[dict], limit: int | None, skip: int) -> list[dict]:
+    """The `limit` documents past `skip` (None: all of them), as a list route pages them."""
     return docs[skip : skip + limit if limit else None]
 
 
@@ -80,7 +95,9 @@ class Entities:
             "version": self._next_version(old),
             "publish": body.get("publish", old.get("publish", False) if old else False),
             "parameters": body.get("parameters", old.get("parameters", []) if old else []),
-            "annotations": body.get("annotations", old.get("annotations", []) if old else []),
+            "annotations": _binding_annotation(
+                body.get("annotations", old.get("annotations", []) if old else []), binding
+            ),
             "binding": binding,
             "updated": now_ms(),
         }
@@ -112,14 +129,27 @@ class Entities:
         return {"namespace": target.namespace, "name": target.path}
 
     def get_package(self, ns: str, name: str, subject: str | None = None) -> dict:
-        doc = self._readable_package(ns, name, subject or ns)
-        doc = dict(doc)
-        source = doc["binding"] and QualifiedName(doc["binding"]["namespace"], doc["binding"]["name"])
-        owner, pkg = (source.namespace, source.path) if source else (ns, name)
-        doc["actions"] = [
+        """The package with its actions and feeds (WhiskPackageWithActions); a binding as itself, with the bound
+        package's parameters under its own and the bound package's actions.
+
+        Raises:
+            NotFound: no such package, one `subject` may not see, or a binding whose package is gone.
+        """
+        doc = dict(self._readable_package(ns, name, subject or ns))
+        owner, pkg = ns, name
+        if doc["binding"]:
+            owner, pkg = doc["binding"]["namespace"], doc["binding"]["name"]
+            source = self.store.get_shared(owner, "packages", pkg)
+            if source is None:
+                raise NotFound()
+            own = kv_dict(doc["parameters"])
+            doc["parameters"] = [*(p for p in source["parameters"] if p["key"] not in own), *doc["parameters"]]
+        inside = [
             {"name": a["name"], "version": a["version"], "annotations": a["annotations"]}
             for a in self.store.list(owner, "actions", prefix=pkg)
         ]
+        doc["actions"] = [a for a in inside if not _is_feed(a)]
+        doc["feeds"] = [a for a in inside if _is_feed(a)]
         return doc
 
     def _readable_package(self, ns: str, name: str, subject: str) -> dict:
@@ -130,8 +160,14 @@ class Entities:
         return doc
 
     def list_packages(self, ns: str, subject: str | None = None, limit: int = 30, skip: int = 0) -> list[dict]:
-        docs = [d for d in self.store.list(ns, "packages") if ns == (subject or ns) or d.get("publish")]
-        return _page(docs, limit, skip)
+        """As OpenWhisk's packages views list them: without parameters, `binding` false for a package; another
+        namespace's published packages only, not its bindings."""
+        own = ns == (subject or ns)
+        docs = [d for d in self.store.list(ns, "packages") if own or (d.get("publish") and not d.get("binding"))]
+        return [
+            {**{k: d[k] for k in _LISTED_PACKAGE_FIELDS if k in d}, "binding": d.get("binding") or False}
+            for d in page_of(docs, limit, skip)
+        ]
 
     def delete_package(self, ns: str, name: str) -> dict:
         names.check_segment(name)
@@ -300,7 +336,7 @@ class Entities:
         elif ns != (subject or ns):
             return []
         out = []
-        for d in _page(self.store.list(owner, "actions", prefix=pkg), limit, skip):
+        for d in page_of(self.store.list(owner, "actions", prefix=pkg), limit, skip):
             d = dict(d)
             d["exec"] = {k: v for k, v in d["exec"].items() if k in ("kind", "binary")}
             d.pop("parameters", None)

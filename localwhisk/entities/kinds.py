@@ -54,6 +54,27 @@ RUNTIMES = {
     )
     for fam in dict.fromkeys(rt.family for rt in MANIFEST)
 }
+
+
+def manifest_json() -> dict[str, list[dict]]:
+    """The table as `GET /` lists it (ExecManifest.Runtimes.toJson): per family, every kind with its image."""
+    return {
+        fam: [
+            {
+                "kind": rt.kind,
+                "image": rt.image,
+                "deprecated": rt.deprecated,
+                "default": rt.default,
+                "attached": rt.attached,
+                "requireMain": rt.require_main,
+            }
+            for rt in MANIFEST
+            if rt.family == fam
+        ]
+        for fam in RUNTIMES
+    }
+
+
 _BASE64 = re.compile(r"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{2}==)$")
 
 

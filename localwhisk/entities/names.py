@@ -18,6 +18,7 @@ _NAME = re.compile(rf"\A([\w]|[\w][\w@ .&-]{{0,{MAX_LENGTH - 2}}}[\w@.&-])\Z", r
 
 ILLEGAL_ENTITY = "The name of the entity contains illegal characters."
 ILLEGAL_NAMESPACE = "The namespace contains illegal characters."
+BAD_NAME_FILTER = "Parameter may be a 'simple' name or 'package-name/simple' name: {}"
 MALFORMED_FQN = "The fully qualified name of the entity must contain at least the namespace and the name of the entity."
 
 
@@ -94,3 +95,16 @@ def resolve(name: str, default_namespace: str) -> QualifiedName:
             raise BadRequest(MALFORMED_FQN)
         namespace, rest = default_namespace, parts
     return QualifiedName(namespace, check_path("/".join(rest)))
+
+
+def activation_filter(value: str | None) -> str | None:
+    """The activation list's `name` query as Activations.scala reads it: a path of one or two names (empty parts
+    between slashes dropped), or None for an absent or blank one. Raises BadRequest with OpenWhisk's message."""
+    if value is None:
+        return None
+    parts = [part for part in value.split("/") if part]
+    if 1 <= len(parts) <= 2 and all(is_valid(part) for part in parts):
+        return "/".join(parts)
+    if not value.strip():
+        return None
+    raise BadRequest(BAD_NAME_FILTER.format(value))

@@ -13,6 +13,7 @@ import secrets
 import time
 
 from localwhisk.entities import bodies, names
+from localwhisk.entities.actions import page_of
 from localwhisk.entities.names import QualifiedName
 from localwhisk.errors import BadRequest, Conflict, NotFound, PlatformError
 from localwhisk.invoker.pool import APPLICATION_ERROR, INTERNAL_ERROR, SUCCESS
@@ -90,8 +91,8 @@ class Triggers:
             raise NotFound()
         return doc, rev
 
-    def list_triggers(self, ns: str, limit: int, skip: int) -> list[dict]:
-        docs = self.store.list(ns, "triggers")[skip : skip + limit]
+    def list_triggers(self, ns: str, limit: int | None, skip: int) -> list[dict]:
+        docs = page_of(self.store.list(ns, "triggers"), limit, skip)
         return [{k: v for k, v in self._public(d).items() if k not in ("parameters", "rules")} for d in docs]
 
     def delete_trigger(self, ns: str, name: str) -> dict:
@@ -183,10 +184,9 @@ class Triggers:
         doc = self._rule(ns, name)
         return {**doc, "status": self._status(ns, name, doc)}
 
-    def list_rules(self, ns: str, limit: int, skip: int) -> list[dict]:
-        return [
-            {**d, "status": self._status(ns, d["name"], d)} for d in self.store.list(ns, "rules")[skip : skip + limit]
-        ]
+    def list_rules(self, ns: str, limit: int | None, skip: int) -> list[dict]:
+        docs = page_of(self.store.list(ns, "rules"), limit, skip)
+        return [{**d, "status": self._status(ns, d["name"], d)} for d in docs]
 
     def set_rule_status(self, ns: str, name: str, status) -> dict:
         if status not in (ACTIVE, INACTIVE):
@@ -228,7 +228,7 @@ class Triggers:
             "publish": False,
             "annotations": [{"key": "path", "value": f"{ns}/{name}"}, {"key": "kind", "value": "trigger"}],
         }
-        self.store.begin_activation(doc, name)
+        self.store.begin_activation(doc)
         self.store.end_activation(doc)
         return activation_id
 

@@ -383,7 +383,7 @@ def test_a_record_json_cannot_carry_is_refused_to_its_writer_and_later_records_s
     try:
         docs = [{"activationId": f"a{i}", "namespace": "guest", "name": "x", "start": i} for i in range(2)]
         for doc in docs:
-            store.begin_activation(doc, "x")
+            store.begin_activation(doc)
         with pytest.raises((TypeError, ValueError)):
             store.end_activation({**docs[0], "response": {"result": {1, 2}}})
         with pytest.raises(ValueError):

@@ -26,7 +26,7 @@ def apps(tmp_path_factory):
     code = "def main(a):\n    if a.get('fail'):\n        return {'error': 'asked to'}\n    return {'k': a.get('k')}\n"
     platform.put_action("guest", "echo", {"exec": {"kind": "python:3.11", "code": code}}, overwrite=False)
     app = create_app(platform, {"guest": KEY})
-    fast = app.wsgi_app
+    fast = app.wsgi_app.app  # FastInvoke, under the namespace normalisation
     flask_app, reached = fast.app, []
 
     def counted(environ, start_response):
@@ -105,7 +105,7 @@ def test_an_unexpected_error_on_the_fast_path_is_openwhisks_json_500(apps):
     """A package whose parameter key is a list (stored before PUT bodies were checked) broke the fast path's
     resolution with a TypeError, which reached the client as the HTTP server's plain-text 500."""
     whole, _, _ = apps
-    store = whole.application.wsgi_app.platform.store
+    store = whole.application.wsgi_app.app.platform.store
     package = {"namespace": "guest", "name": "legacy", "version": "0.0.1", "publish": False, "binding": {}}
     package.update(parameters=[{"key": ["a"], "value": 1}], annotations=[])
     store.put("guest", "packages", "legacy", package, 0)

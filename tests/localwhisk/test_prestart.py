@@ -89,7 +89,7 @@ def test_closed_activation_records_reach_the_database_by_the_time_it_is_closed(t
     store = Store(tmp_path / "p.db")
     docs = [{"activationId": f"a{i}", "namespace": "guest", "name": "x", "start": i} for i in range(50)]
     for doc in docs:
-        store.begin_activation(doc, "x")
+        store.begin_activation(doc)
     for doc in docs:
         store.end_activation({**doc, "end": 1})
     store.close()
@@ -101,7 +101,7 @@ def test_a_read_after_a_close_sees_the_record(tmp_path):
     store = Store(tmp_path / "p.db")
     try:
         doc = {"activationId": "a1", "namespace": "guest", "name": "x", "start": 1, "end": 0}
-        store.begin_activation(doc, "x")
+        store.begin_activation(doc)
         store.end_activation({**doc, "end": 2})
         assert store.get_activation("guest", "a1")["end"] == 2
         assert store.list_activations("guest", None, 10, 0)[0]["end"] == 2
@@ -113,7 +113,7 @@ def test_a_store_stopping_on_a_full_disk_gives_up_and_the_next_start_closes_the_
     disk = small_fs("state", "4m")
     store = Store(disk / "p.db")
     doc = {"activationId": "a1", "namespace": "guest", "name": "x", "start": 1, "end": 0, "big": "x" * 200_000}
-    store.begin_activation({k: v for k, v in doc.items() if k != "big"}, "x")
+    store.begin_activation({k: v for k, v in doc.items() if k != "big"})
     fill_fs(disk)
     store.end_activation({**doc, "end": 2})  # does not fit
     store.close()  # returns: the writer gives up once the store is closing
