@@ -20,3 +20,10 @@ def tool_platform(request, tmp_path_factory):
         yield info
     if mode == "docker":
         assert dc.leftovers(platform_id(state)) == {"containers": [], "networks": []}
+
+
+@pytest.fixture(scope="module")
+def client(tool_platform):
+    """The platform's own REST client: to wait for what a tool started without waiting, and to check what it made."""
+    with tool_platform.client() as c:
+        yield c

@@ -43,7 +43,6 @@ def tool_env(home: Path, **extra: str) -> dict[str, str]:
         XDG_DATA_HOME=str(home / ".local" / "share"),
         XDG_STATE_HOME=str(home / ".local" / "state"),
         NO_COLOR="1",
-        FORCE_COLOR="0",
         NO_UPDATE_NOTIFIER="1",
         NO_PROXY="127.0.0.1,localhost",
     )

@@ -79,13 +79,6 @@ def aio(tool_platform, tmp_path_factory) -> NodeTool:
     return tool
 
 
-@pytest.fixture(scope="module")
-def client(tool_platform):
-    """The platform's own REST client, to wait for activations the tool started without waiting."""
-    with tool_platform.client() as c:
-        yield c
-
-
 def annotation(record: dict, key: str):
     return next((a["value"] for a in record["annotations"] if a["key"] == key), None)
 
