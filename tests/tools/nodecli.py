@@ -22,14 +22,14 @@ MODULES = TOOLS / "node_modules"
 INHERITED = ("PATH", "LANG", "LC_ALL", "TZ", "DEPLOYER_TEST_RUN")
 
 
-def require_tool(package: str) -> Path:
-    """The installed npm package's folder; skips with the reason when node or the package is missing."""
+def needs(*packages: str) -> pytest.MarkDecorator:
+    """Skips a module, before its platform starts, where node or one of the npm packages is missing."""
+    missing = [p for p in packages if not (MODULES / p / "package.json").is_file()]
     if shutil.which("node") is None:
-        pytest.skip("node is not installed (the README's set-up installs it with the npm tools)")
-    folder = MODULES / package
-    if not (folder / "package.json").is_file():
-        pytest.skip(f"npm package {package} is missing: run `npm ci --prefix tests/tools` (the README's set-up does)")
-    return folder
+        reason = "node is not installed (the README's set-up installs it with the npm tools)"
+    else:
+        reason = f"npm {', '.join(missing)} missing: run `npm ci --prefix tests/tools` (the README's set-up does)"
+    return pytest.mark.skipif(shutil.which("node") is None or bool(missing), reason=reason)
 
 
 def tool_env(home: Path, **extra: str) -> dict[str, str]:

@@ -25,9 +25,9 @@ import json
 
 import pytest
 
-from .nodecli import TOOLS, NodeTool, require_tool, tool_env
+from .nodecli import TOOLS, NodeTool, needs, tool_env
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), needs("@adobe/aio-cli-plugin-runtime", "@oclif/core")]
 
 HELLO_JS = """\
 function main(params) {
@@ -60,7 +60,6 @@ SHAPES = "the REST shapes tools read are another part of issue 31: "
 @pytest.fixture(scope="module")
 def aio(tool_platform, tmp_path_factory) -> NodeTool:
     """The manifest deployed, the Python action created and the package bound, by the tool."""
-    require_tool("@adobe/aio-cli-plugin-runtime")
     work = tmp_path_factory.mktemp("aio")
     (work / "hello.js").write_text(HELLO_JS)
     (work / "shout.py").write_text(SHOUT_PY)

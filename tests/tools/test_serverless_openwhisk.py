@@ -23,9 +23,9 @@ import json
 
 import pytest
 
-from .nodecli import MODULES, NodeTool, require_tool, tool_env
+from .nodecli import MODULES, NodeTool, needs, tool_env
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), needs("serverless", "serverless-openwhisk")]
 
 HELLO_JS = """\
 function main(params) {
@@ -69,8 +69,6 @@ plugins:
 @pytest.fixture(scope="module")
 def sls(tool_platform, tmp_path_factory) -> NodeTool:
     """The service deployed by the tool."""
-    require_tool("serverless")
-    require_tool("serverless-openwhisk")
     work = tmp_path_factory.mktemp("sls")
     service = work / "service"  # everything in it is packaged: the home lies beside it
     service.mkdir()
