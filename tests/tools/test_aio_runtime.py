@@ -15,8 +15,8 @@ Steps, once per container mode (process, docker):
   aio runtime activation list NAME / get ID / get ID --logs  (`activation logs` first asks Adobe's own
                                                             /runtime/namespaces/NS/logForwarding, not OpenWhisk's)
   aio runtime package get greeter; action invoke greeter/hello
-The xfail(strict) tests are the REST shapes tools read where this platform still answers otherwise than the
-controller's Scala does; each reason names the route.
+Then the REST shapes the tool reads as the controller's Scala answers them: the runtime manifest at GET /,
+build and buildno, a namespace spelled with its leading slash, `binding: false`, `count=true`, the name filter.
 """
 
 from __future__ import annotations
@@ -54,7 +54,6 @@ packages:
         trigger: tick
         action: hello
 """
-SHAPES = "the REST shapes tools read are another part of issue 31: "
 
 
 @pytest.fixture(scope="module")
@@ -144,13 +143,11 @@ def test_a_binding_passes_its_parameters_to_the_packages_actions(aio):
     assert aio.json("action", "invoke", "greeter/hello", "-p", "name", "bo", "-b", "-r") == {"message": "hi, bo"}
 
 
-@pytest.mark.xfail(strict=True, reason=SHAPES + "packages list `binding: {}` where OpenWhisk says false")
 def test_package_list_tells_a_binding_from_a_package(aio):
     packages = {p["name"]: p["binding"] for p in aio.json("package", "list", "--json")}
     assert packages == {"toolflow": False, "greeter": {"namespace": "guest", "name": "toolflow"}}
 
 
-@pytest.mark.xfail(strict=True, reason=SHAPES + "the activation `name` filter (binding paths, bare names)")
 def test_activation_list_finds_an_activation_by_the_path_it_was_invoked_through(aio):
     # OpenWhisk's activations view keys a record by its binding's name when it ran through one, else its package's
     started = aio.json("action", "invoke", "greeter/hello", "-p", "name", "via", "--blocking")["activationId"]
@@ -163,19 +160,16 @@ def test_activation_list_finds_an_activation_by_the_path_it_was_invoked_through(
     assert by_name["hello"] == []  # no action `hello` outside a package
 
 
-@pytest.mark.xfail(strict=True, reason=SHAPES + "`count=true` on list routes answers {collection: N}")
 def test_action_list_counts(aio):
     assert aio.run("action", "list", "--count").stdout.strip() == "You have 2 actions in this namespace."
 
 
-@pytest.mark.xfail(strict=True, reason=SHAPES + "`%2F`-prefixed namespaces (a 308 redirect here)")
 def test_a_namespace_written_with_its_leading_slash(aio):
     listed = aio.json("package", "list", "/guest", "--json")
     assert isinstance(listed, list), listed
     assert {p["name"] for p in listed} == {"toolflow", "greeter"}
 
 
-@pytest.mark.xfail(strict=True, reason=SHAPES + "/api/v1 has no `build`/`buildno`")
 def test_property_get_shows_the_api_build(aio):
     out = aio.run("property", "get", "--apibuild", "--apibuildno").stdout
     labels = ("whisk API build version", "whisk API build number")
@@ -183,7 +177,6 @@ def test_property_get_shows_the_api_build(aio):
     assert set(values) == set(labels) and all(values.values()), out
 
 
-@pytest.mark.xfail(strict=True, reason=SHAPES + "the runtime manifest at GET / (objects with `kind`)")
 def test_deploy_names_the_platforms_nodejs_kinds_when_it_refuses_a_kind(aio):
     # deploy -m takes only Node.js kinds, and for any other asks GET / which ones the host runs
     (aio.cwd / "py.yaml").write_text(
