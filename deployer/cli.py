@@ -62,7 +62,7 @@ HELP = {
     "train": "Serverless distributed training (long-lived workers reducing through S3).",
     "fedavg": "Federated learning on MNIST.",
     "hostnet": "QEMU guests, virtio-net vs OVS-DPDK vhost-user, migration.",
-    "runtime": "The action runtime image: `runtime build` makes it locally with Docker.",
+    "runtime": "The action runtime images: `runtime build` makes them locally with Docker.",
 }
 
 

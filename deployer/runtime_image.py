@@ -1,6 +1,10 @@
-"""The action runtime image (`runtimes/Dockerfile`), built locally: `deployer runtime build`.
+"""The action runtime images, built locally: `deployer runtime build`.
 
-One Dockerfile serves two bases:
+Docker mode runs each kind in the image `localwhisk/entities/kinds.py` names for it: Python kinds in
+`runtimes/Dockerfile` (the ML stack), Node.js kinds in `runtimes/nodejs/Dockerfile` (Debian's nodejs
+and the project's dependency-free Node.js proxy, `runtimes/nodejs/launcher.js`).
+
+The Python Dockerfile serves two bases:
 
 - a real cluster: `BASE_IMAGE=openwhisk/action-python-v3.11:...` (its entrypoint, the official Go
   proxy at /bin/proxy, stays the entrypoint) and CPU torch from PyTorch's index;
@@ -9,7 +13,9 @@ One Dockerfile serves two bases:
   by `python -m http.server` on 127.0.0.1 (`docker build --network host`); the image then runs the
   project's own proxy (`runtimes/proxy.py`) on port 8080.
 
-Everything made here is cached: the base image (by a hash of how it is made), the wheelhouse (by a
+The Node.js image needs no wheels: its base, made the same way, already holds nodejs.
+
+Everything made here is cached: the base images (by a hash of how each is made), the wheelhouse (by a
 hash of the requirements) and Docker's layer cache, so a second build with nothing changed takes
 seconds. Everything carries the label `org.deployer=1`, so leftovers are found with
 `docker images --filter label=org.deployer`.
@@ -32,6 +38,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from localwhisk.entities.kinds import NODEJS_IMAGE
 from localwhisk.invoker.docker_cli import (
     RUNTIME_IMAGE,
     DockerUnavailable,
@@ -47,14 +54,18 @@ from . import folders
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = PROJECT_ROOT / "runtimes" / "Dockerfile"
+NODEJS_DOCKERFILE = PROJECT_ROOT / "runtimes" / "nodejs" / "Dockerfile"
 REQUIREMENTS = PROJECT_ROOT / "runtimes" / "requirements.txt"
 DEFAULT_TAG = RUNTIME_IMAGE
+NODEJS_TAG = NODEJS_IMAGE
+RUNTIMES = ("python", "nodejs")  # what `deployer runtime build` builds, in this order
 BASE_REPO = "deployer/base-bookworm"
 OFFICIAL_BASE = "openwhisk/action-python-v3.11:nightly"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 LABEL = "org.deployer"  # images carry LABEL=1; containers and networks carry docker_container.LABEL
 SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
+NODEJS_BASE_PACKAGES = ("nodejs", "ca-certificates")  # Debian bookworm's nodejs: 18.x
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # what the version probe imports inside the image (module -> distribution shown in the report)
 PROBED = {
@@ -116,15 +127,17 @@ def debian_mirror(apt_dir: Path = Path("/etc/apt")) -> str:
     return DEFAULT_MIRROR
 
 
-def base_image_tag() -> str:
+def base_image_tag(packages: tuple[str, ...] = BASE_PACKAGES) -> str:
     """Names the base by how it is made (suite, variant, packages), not by the mirror that served it."""
-    recipe = json.dumps({"suite": SUITE, "variant": "minbase", "include": BASE_PACKAGES})
+    recipe = json.dumps({"suite": SUITE, "variant": "minbase", "include": packages})
     return f"{BASE_REPO}:{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
 
 
-def ensure_base_image(progress: Callable[[str], None] = lambda _m: None) -> tuple[str, bool]:
-    """(tag, reused): the local Debian base, made with debootstrap + docker import when absent."""
-    tag = base_image_tag()
+def ensure_base_image(
+    progress: Callable[[str], None] = lambda _m: None, packages: tuple[str, ...] = BASE_PACKAGES
+) -> tuple[str, bool]:
+    """(tag, reused): a local Debian base with `packages`, made with debootstrap + docker import when absent."""
+    tag = base_image_tag(packages)
     if image_id(tag):
         return tag, True
     debootstrap = shutil.which("debootstrap") or (
@@ -141,7 +154,7 @@ def ensure_base_image(progress: Callable[[str], None] = lambda _m: None) -> tupl
     root = Path(tempfile.mkdtemp(prefix="deployer-base-", dir=os.environ.get("DEPLOYER_BUILD_TMP")))
     try:
         done = subprocess.run(
-            [debootstrap, "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", SUITE, str(root), mirror],
+            [debootstrap, "--variant=minbase", f"--include={','.join(packages)}", SUITE, str(root), mirror],
             capture_output=True,
             text=True,
         )
@@ -295,28 +308,33 @@ class BuildReport:
         return asdict(self)
 
 
-def probe_versions(tag: str) -> dict:
-    """Python and library versions, read by running the image once (no network); kept per image id."""
+def probe_versions(tag: str, runtime: str = "python") -> dict:
+    """The interpreters' and libraries' versions, read by running the image once (no network); kept per image id."""
     ident = image_id(tag) or tag
     memo = cache_dir() / "probes" / f"{ident.replace(':', '-').replace('/', '_')}.json"
     if memo.is_file():
         return json.loads(memo.read_text())
-    versions = _probe(tag)
+    versions = _probe(tag, *_PROBES[runtime])
     memo.parent.mkdir(parents=True, exist_ok=True)
     memo.write_text(json.dumps(versions))
     return versions
 
 
-def _probe(tag: str) -> dict:
-    code = (
-        "import json, platform, importlib.metadata as m\n"
-        f"mods = {PROBED!r}\n"
-        "out = {'python': platform.python_version()}\n"
-        "for mod, dist in mods.items():\n"
-        "    __import__(mod)\n"
-        "    out[dist] = m.version(dist)\n"
-        "print(json.dumps(out))\n"
-    )
+_PYTHON_PROBE = (
+    "import json, platform, importlib.metadata as m\n"
+    f"mods = {PROBED!r}\n"
+    "out = {'python': platform.python_version()}\n"
+    "for mod, dist in mods.items():\n"
+    "    __import__(mod)\n"
+    "    out[dist] = m.version(dist)\n"
+    "print(json.dumps(out))\n"
+)
+_NODEJS_PROBE = "console.log(JSON.stringify({ node: process.versions.node }))"
+# runtime -> (the program the probe runs as entrypoint, its arguments)
+_PROBES = {"python": ("python3", ["-c", _PYTHON_PROBE]), "nodejs": ("node", ["-e", _NODEJS_PROBE])}
+
+
+def _probe(tag: str, program: str, args: list[str]) -> dict:
     done = docker(
         "run",
         "--rm",
@@ -327,10 +345,9 @@ def _probe(tag: str) -> dict:
         "--label",
         f"{LABEL}=1",
         "--entrypoint",
-        "python3",
+        program,
         tag,
-        "-c",
-        code,
+        *args,
         check=False,
         timeout=300,
     )
@@ -339,41 +356,60 @@ def _probe(tag: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _docker_build(tag: str, base: str, house: Path | None, torch_index_url: str, cpu_shares: int) -> None:
-    """Runs `docker build` of the runtime Dockerfile on `base`, its pip step fed by the wheelhouse where there is one.
+def _docker_build(tag: str, dockerfile: Path, runtime: str, build_args: dict[str, str], cpu_shares: int) -> None:
+    """Runs `docker build` of `dockerfile` (the repository root as its context) with those build arguments.
 
     Raises:
         RuntimeBuildError: docker build failed (the message ends with its output).
     """
-    with contextlib.ExitStack() as stack:
-        args = [
-            "build",
-            "--network",
-            "host",
-            "--force-rm",
-            "--cpu-shares",
-            str(cpu_shares),
-            "-f",
-            str(DOCKERFILE),
-            "-t",
-            tag,
-            "--label",
-            f"{LABEL}=1",
-            "--label",
-            f"{LABEL}.kind=runtime",
-            "--build-arg",
-            f"BASE_IMAGE={base}",
-            "--build-arg",
-            f"TORCH_INDEX_URL={torch_index_url}",
-        ]
-        if house is not None:
-            # the URL is part of the pip step's cache key: a port fixed by the wheelhouse keeps it stable
-            url = stack.enter_context(serve_folder(house, 20000 + int(house.name[:8], 16) % 20000))
-            args += ["--build-arg", f"WHEELHOUSE_URL={url}"]
-        env = dict(os.environ, DOCKER_BUILDKIT="0")  # the classic builder: what Debian's docker.io has
-        done = subprocess.run([docker_binary(), *args, str(PROJECT_ROOT)], capture_output=True, text=True, env=env)
+    args = [
+        "build",
+        "--network",
+        "host",
+        "--force-rm",
+        "--cpu-shares",
+        str(cpu_shares),
+        "-f",
+        str(dockerfile),
+        "-t",
+        tag,
+        "--label",
+        f"{LABEL}=1",
+        "--label",
+        f"{LABEL}.kind=runtime",
+        "--label",
+        f"{LABEL}.runtime={runtime}",
+    ]
+    for name, value in build_args.items():
+        args += ["--build-arg", f"{name}={value}"]
+    env = dict(os.environ, DOCKER_BUILDKIT="0")  # the classic builder: what Debian's docker.io has
+    done = subprocess.run([docker_binary(), *args, str(PROJECT_ROOT)], capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise RuntimeBuildError(f"docker build failed: {(done.stdout + done.stderr).strip()[-1500:]}")
+
+
+def _finish(tag: str, runtime: str, before: str | None, t0: float, steps: dict, **facts) -> BuildReport:
+    """The report of a build that just ran: what changed, what the image holds, what it took."""
+    after = image_id(tag)
+    layers_cached = before is not None and before == after
+    if before is not None and before != after:  # the old image lost its tag: do not leave its layers behind
+        docker("rmi", before, check=False)
+    t = time.monotonic()
+    versions = probe_versions(tag, runtime)
+    steps["probe"] = round(time.monotonic() - t, 3)
+    size = image_size(tag)
+    return BuildReport(
+        tag=tag,
+        image_id=after,
+        size_bytes=size,
+        size_human=human_bytes(size),
+        versions=versions,
+        build_seconds=round(time.monotonic() - t0, 3),
+        cached=bool(layers_cached and facts["base_reused"] and facts["wheelhouse_reused"] is not False),
+        layers_cached=layers_cached,
+        steps_seconds=steps,
+        **facts,
+    )
 
 
 def build_runtime_image(
@@ -384,7 +420,7 @@ def build_runtime_image(
     cpu_shares: int = 64,
     progress: Callable[[str], None] = lambda _m: None,
 ) -> BuildReport:
-    """Builds (or finds cached) the runtime image and reports what it holds.
+    """Builds (or finds cached) the Python runtime image and reports what it holds.
 
     base_image None: the local debootstrap base, wheels from a host wheelhouse. A base image such as
     OFFICIAL_BASE: built on it; its packages come from PyPI + torch_index_url unless wheelhouse=True.
@@ -405,29 +441,82 @@ def build_runtime_image(
     steps["wheelhouse"] = round(time.monotonic() - t, 3)
     t = time.monotonic()
     progress(f"docker build {tag} from {base}")
-    _docker_build(tag, base, house, torch_index_url, cpu_shares)
+    build_args = {"BASE_IMAGE": base, "TORCH_INDEX_URL": torch_index_url}
+    with contextlib.ExitStack() as stack:
+        if house is not None:
+            # the URL is part of the pip step's cache key: a port fixed by the wheelhouse keeps it stable
+            build_args["WHEELHOUSE_URL"] = stack.enter_context(
+                serve_folder(house, 20000 + int(house.name[:8], 16) % 20000)
+            )
+        _docker_build(tag, DOCKERFILE, "python", build_args, cpu_shares)
     steps["docker_build"] = round(time.monotonic() - t, 3)
-    after = image_id(tag)
-    layers_cached = before is not None and before == after
-    if before is not None and before != after:  # the old image lost its tag: do not leave its layers behind
-        docker("rmi", before, check=False)
-    t = time.monotonic()
-    versions = probe_versions(tag)
-    steps["probe"] = round(time.monotonic() - t, 3)
-    size = image_size(tag)
-    return BuildReport(
-        tag=tag,
-        image_id=after,
-        size_bytes=size,
-        size_human=human_bytes(size),
-        versions=versions,
-        build_seconds=round(time.monotonic() - t0, 3),
-        cached=bool(layers_cached and base_reused and house_reused is not False),
+    return _finish(
+        tag,
+        "python",
+        before,
+        t0,
+        steps,
         base_image=base,
         base_reused=base_reused,
         wheelhouse=str(house) if house else None,
         wheelhouse_reused=house_reused,
-        layers_cached=layers_cached,
         docker_server=server,
-        steps_seconds=steps,
     )
+
+
+def build_nodejs_image(
+    tag: str = NODEJS_TAG, cpu_shares: int = 64, progress: Callable[[str], None] = lambda _m: None
+) -> BuildReport:
+    """Builds (or finds cached) the Node.js runtime image: a debootstrap base with Debian's nodejs, and the
+    project's Node.js proxy on port 8080."""
+    t0 = time.monotonic()
+    steps: dict[str, float] = {}
+    server = check_docker()
+    before = image_id(tag)
+    t = time.monotonic()
+    base, base_reused = ensure_base_image(progress, NODEJS_BASE_PACKAGES)
+    steps["base"] = round(time.monotonic() - t, 3)
+    t = time.monotonic()
+    progress(f"docker build {tag} from {base}")
+    _docker_build(tag, NODEJS_DOCKERFILE, "nodejs", {"BASE_IMAGE": base}, cpu_shares)
+    steps["docker_build"] = round(time.monotonic() - t, 3)
+    return _finish(
+        tag,
+        "nodejs",
+        before,
+        t0,
+        steps,
+        base_image=base,
+        base_reused=base_reused,
+        wheelhouse=None,
+        wheelhouse_reused=None,
+        docker_server=server,
+    )
+
+
+def build_runtime_images(
+    runtimes: tuple[str, ...] = RUNTIMES,
+    tag: str | None = None,
+    progress: Callable[[str], None] = lambda _m: None,
+    **python_options,
+) -> dict[str, BuildReport]:
+    """Each runtime's image, built or found cached: {runtime: report}, in the order asked.
+
+    tag names the image of a single runtime (default: each runtime's own); python_options (base_image,
+    wheelhouse, torch_index_url) go to the Python image's build.
+
+    Raises:
+        ValueError: a runtime that has no image here, or a tag for several images.
+    """
+    unknown = [r for r in runtimes if r not in RUNTIMES]
+    if unknown:
+        raise ValueError(f"no runtime image for {', '.join(unknown)}; known: {', '.join(RUNTIMES)}")
+    if tag is not None and len(runtimes) != 1:
+        raise ValueError(f"one tag for {len(runtimes)} images ({', '.join(runtimes)})")
+    reports = {}
+    for runtime in runtimes:
+        if runtime == "python":
+            reports[runtime] = build_runtime_image(tag=tag or DEFAULT_TAG, progress=progress, **python_options)
+        else:
+            reports[runtime] = build_nodejs_image(tag=tag or NODEJS_TAG, progress=progress)
+    return reports

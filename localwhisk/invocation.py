@@ -215,9 +215,6 @@ class Invocations:
         }
         message = {"value": params, **context}
         runtime, deny = kinds.container_profile(exec_)
-        image = (
-            exec_.get("image") if exec_["kind"] == "blackbox" and not kinds.is_local_image(exec_["image"]) else None
-        )  # None: the runtime image, which stands in for the official one too
         outcome: RunResult = self.invoker.run(
             target.key,
             init_value,
@@ -226,7 +223,7 @@ class Invocations:
             runtime=runtime,
             deny=deny,
             env={"__OW_API_HOST": self.api_host},
-            image=image,
+            image=kinds.image(exec_),
             queue=queue,
         )
         doc["start"] = outcome.start_ms or doc["start"]

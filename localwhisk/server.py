@@ -197,7 +197,7 @@ def _docker_factory(state_dir: Path) -> DockerFactory:
     except ContainerError as exc:
         raise PlatformError(
             f"docker mode cannot start: {exc} (scripts/start-dockerd.sh starts the engine; "
-            f"`deployer runtime build` makes the image; --containers process needs neither)"
+            f"`deployer runtime build` makes the images; --containers process needs neither)"
         ) from exc
 
 

@@ -210,9 +210,9 @@ def lenet5_augmented(request, mnist_root):
     return cached_model(request, mnist_root, AUGMENTED)
 
 
-# docker mode: the runtime image built once per session, and a label per test that must end empty. These skip
+# docker mode: the runtime images built once per session, and a label per test that must end empty. These skip
 # with the reason where docker cannot run here (no client, no engine, not root for debootstrap); the first build
-# takes minutes (a ~5 GB image), later sessions find it cached in seconds.
+# takes minutes (a ~5 GB Python image, a ~250 MB Node.js one), later sessions find them cached in seconds.
 @pytest.fixture(scope="session")
 def docker_engine() -> str:
     from deployer import runtime_image as ri
@@ -224,23 +224,31 @@ def docker_engine() -> str:
 
 
 @pytest.fixture(scope="session")
-def runtime_build(docker_engine) -> dict:
-    """The runtime image, built (or found cached) by the library function; its report."""
+def runtime_builds(docker_engine) -> dict:
+    """Every runtime's image, built (or found cached) by the library function: {runtime: its report}."""
     from deployer import runtime_image as ri
 
     try:
-        return ri.build_runtime_image().to_dict()
+        return {runtime: report.to_dict() for runtime, report in ri.build_runtime_images().items()}
     except ri.DockerUnavailable as exc:  # debootstrap missing, not root
-        pytest.skip(f"docker mode: the runtime image cannot be built here: {exc}")
+        pytest.skip(f"docker mode: the runtime images cannot be built here: {exc}")
 
 
 @pytest.fixture(scope="session")
-def runtime_image(runtime_build) -> str:
+def runtime_build(runtime_builds) -> dict:
+    """The Python runtime image's report (the Node.js one is built beside it)."""
+    return runtime_builds["python"]
+
+
+@pytest.fixture(scope="session")
+def runtime_image(runtime_builds) -> str:
+    """The Python runtime image's tag, once every runtime's image is there (docker mode runs each kind in its own)."""
     from deployer import runtime_image as ri
 
-    if not ri.image_id(runtime_build["tag"]):
-        pytest.skip(f"docker mode: image {runtime_build['tag']} missing")
-    return runtime_build["tag"]
+    for report in runtime_builds.values():
+        if not ri.image_id(report["tag"]):
+            pytest.skip(f"docker mode: image {report['tag']} missing")
+    return runtime_builds["python"]["tag"]
 
 
 @pytest.fixture

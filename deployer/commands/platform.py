@@ -58,7 +58,7 @@ def _check_prewarm(_ctx, _param, value: str) -> str:
     default=Settings.containers,
     show_default=True,
     help="process: actions run as processes of this machine's Python/node (no Docker needed); docker: "
-    "Python actions run in the runtime image (deployer runtime build) with cgroup limits.",
+    "every action runs in its kind's runtime image (deployer runtime build) with cgroup limits.",
 )
 def up(
     port: int,

@@ -129,6 +129,14 @@ def _repo(image: str) -> str:
     return image.rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
 
 
+def image(exec_: dict) -> str:
+    """The image docker mode runs an action in: its kind's row of MANIFEST, as OpenWhisk's runtime manifest
+    picks it, or a blackbox's own image (the project's Python image for the images it stands in for)."""
+    if exec_["kind"] == "blackbox":
+        return PYTHON_IMAGE if is_local_image(exec_["image"]) else exec_["image"]
+    return BY_KIND[resolve(exec_["kind"])].image
+
+
 # What the ML image's launchers import before /init (as its stem cells wait), so a cold start of an
 # inference action pays for its own code only: the ML stack and the project's storage/inference code.
 ML_PRELOAD = "mlcore.preload"

@@ -23,13 +23,14 @@ import threading
 import time
 import uuid
 
+from localwhisk.entities import kinds
 from localwhisk.invoker.container import (
     DEFAULT_MAX_UNPACKED_BYTES,
     ActionContract,
     ContainerError,
     ContainerOutOfMemory,
 )
-from localwhisk.invoker.docker_cli import RUNTIME_IMAGE, docker, docker_binary
+from localwhisk.invoker.docker_cli import docker, docker_binary
 from localwhisk.invoker.proxy_connection import ProxyConnection, ProxyGone
 from procs import popen
 from runtimes import contract
@@ -37,7 +38,8 @@ from runtimes import contract
 LABEL = "org.deployer.platform"  # value: the platform id; every container and network made here has it
 KEY_LABEL = "org.deployer.action"
 ACTION_PORT = 8080
-DEFAULT_IMAGES = {"python": RUNTIME_IMAGE}
+# runtime family -> the image of its default kind in the runtime manifest, for a container asked for by runtime alone
+DEFAULT_IMAGES = {rt.family: rt.image for rt in kinds.MANIFEST if rt.default}
 # OpenWhisk's defaults for an action container
 DEFAULT_CPU_SHARES = 64
 DEFAULT_PIDS_LIMIT = 1024

@@ -1,8 +1,9 @@
 """What an action container is: a process of the platform's (process mode) or a Docker container.
 
-Process mode needs nothing but this machine's Python and node; docker mode runs Python actions
-in the project's runtime image with cgroup limits and a network of their own, as OpenWhisk's
-Docker container factory does. Node.js actions stay processes in both modes: the image is Python's.
+Process mode needs nothing but this machine's Python and node; docker mode runs every action in
+the image its kind names in the runtime manifest (`kinds.MANIFEST`: the project's Python image, the
+Node.js image) or in its blackbox image, with cgroup limits and a network of their own, as OpenWhisk's
+Docker container factory does.
 
 In docker mode a container's network is an ordinary bridge with a route out, as an invoker gives
 it; the services on the host's loopback (the platform's API and S3, a page a user publishes) reach
@@ -16,6 +17,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from localwhisk.entities import kinds
 from localwhisk.invoker.container import Container
 from runtimes import relay
 from runtimes.proxy import RELAY_DIR_ENV
@@ -48,10 +50,9 @@ class DockerFactory:
             docker_cli.check_docker()
         except docker_cli.DockerUnavailable as exc:
             raise dc.ContainerError(str(exc)) from exc
-        if not docker_cli.image_id(docker_cli.RUNTIME_IMAGE):
-            raise dc.ContainerError(
-                f"the runtime image {docker_cli.RUNTIME_IMAGE} is not built: run `deployer runtime build`"
-            )
+        missing = [img for img in dict.fromkeys(rt.image for rt in kinds.MANIFEST) if not docker_cli.image_id(img)]
+        if missing:
+            raise dc.ContainerError(f"runtime images not built: {', '.join(missing)}; run `deployer runtime build`")
         self.platform_id = platform_id(state_dir)
         dc.reap(self.platform_id)  # containers and network a killed platform left
         self.network = dc.DockerNetwork(self.platform_id, internal=False).create()
@@ -64,15 +65,16 @@ class DockerFactory:
         self._relays.append(_publish(self.sockets, port, port))
 
     def __call__(self, key, *, image=None, **options):
-        """Takes process_factory's options; a work_root is a process's, since a container has its own file system."""
-        if options["runtime"] != "python":
-            return process_factory(key, **options)
+        """Takes process_factory's options; a work_root is a process's, since a container has its own file system.
+
+        `image` is the action's (kinds.image); without one, its runtime's default kind's (DEFAULT_IMAGES).
+        """
         return self._dc.DockerContainer(
             key,
             memory_mb=options["memory_mb"],
             log_limit_bytes=options["log_limit_bytes"],
             env={**options["env"], RELAY_DIR_ENV: SOCKETS_IN_CONTAINER},
-            runtime="python",
+            runtime=options["runtime"],
             max_unpacked_bytes=options["max_unpacked_bytes"],
             platform_id=self.platform_id,
             network=self.network,

@@ -195,7 +195,7 @@ class Invoker:
                 env = self._container_env(spec.runtime, spec.deny, self._stem_env)
             stem = None
             try:
-                stem = self._new_container(None, spec.runtime, spec.memory_mb, 10 * 1024 * 1024, env)
+                stem = self._new_container(None, spec.runtime, spec.memory_mb, 10 * 1024 * 1024, env, spec.image)
                 stem.stem, stem.env_signature = spec, frozenset(env.items())
                 stem.start()
             except Exception as exc:
@@ -336,6 +336,8 @@ class Invoker:
 
         Whatever happens once a container or slot is taken, it is given back (`_give_back`, in a finally), and
         any failure on the way is the activation's error (`_failed`), never an exception to the caller.
+        `image` (kinds.image: the kind's or the blackbox's) picks the container in docker mode, and with the
+        runtime, module set and memory which stem cell may serve the action.
 
         Raises:
             WouldQueue: with queue=False, when no container, stem cell or free slot is there right now

@@ -1,6 +1,6 @@
-"""Stem-cell containers: started ahead of need per runtime and memory size, as OpenWhisk's prewarm pool.
+"""Stem-cell containers: started ahead of need per kind (its image) and memory size, as OpenWhisk's prewarm pool.
 
-A cold start that finds a stem cell of its runtime, module set and memory pays only for
+A cold start that finds a stem cell of its image, runtime, module set and memory pays only for
 /init; the invoker refills the pool in the background when nothing is waiting for a slot.
 """
 
@@ -22,6 +22,7 @@ class StemSpec:
     memory_mb: int
     count: int
     label: str
+    image: str  # what docker mode runs it in: a stem cell serves the actions of that image and module set
 
 
 def parse(text: str) -> list[StemSpec]:
@@ -45,5 +46,5 @@ def parse(text: str) -> list[StemSpec]:
             except Exception as exc:
                 raise ValueError(f"prewarm {part!r}: {exc}") from exc
         runtime, deny = kinds.container_profile(exec_)
-        specs.append(StemSpec(runtime, deny, int(match["mb"]), int(match["n"]), part))
+        specs.append(StemSpec(runtime, deny, int(match["mb"]), int(match["n"]), part, kinds.image(exec_)))
     return specs

@@ -250,7 +250,7 @@ function main (argv) {
     if (readyFd !== undefined) {
       fs.writeSync(Number(readyFd), `${bound}\n`)
       fs.closeSync(Number(readyFd))
-    } else {
+    } else if (!argv.includes('--quiet')) { // in a container, output before /init would land in its first logs
       console.error(`listening on ${host}:${bound}`)
     }
   })

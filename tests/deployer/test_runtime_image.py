@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from deployer import runtime_image as ri
 from deployer.cli import cli
+from localwhisk.entities import kinds
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]  # the session's first test may build the image (minutes)
 
@@ -39,14 +40,49 @@ def test_the_report_names_the_image_and_its_pinned_versions(runtime_build):
     assert ri.image_id(runtime_build["base_image"])
 
 
-def test_a_second_build_with_nothing_changed_is_cached(runtime_build, tmp_path):
+def test_a_second_build_with_nothing_changed_is_cached(runtime_builds, tmp_path):
     report_path = tmp_path / "build.json"
     result = CliRunner().invoke(cli, ["runtime", "build", "--json", str(report_path)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    report = json.loads(report_path.read_text())
-    assert report["cached"] is True and report["layers_cached"] and report["base_reused"]
-    assert report["wheelhouse_reused"] is True
-    assert report["image_id"] == runtime_build["image_id"]
+    reports = json.loads(report_path.read_text())
+    assert list(reports) == ["python", "nodejs"]
+    for runtime, report in reports.items():
+        assert report["cached"] is True and report["layers_cached"] and report["base_reused"], runtime
+        assert report["image_id"] == runtime_builds[runtime]["image_id"]
+    assert reports["python"]["wheelhouse_reused"] is True
+
+
+def test_the_nodejs_image_holds_debians_node_on_a_base_of_its_own(runtime_builds):
+    report = runtime_builds["nodejs"]
+    assert report["tag"] == ri.NODEJS_TAG == kinds.NODEJS_IMAGE
+    assert report["versions"] == {"node": report["versions"]["node"]} and report["versions"]["node"].startswith("18.")
+    assert report["base_image"] == ri.base_image_tag(ri.NODEJS_BASE_PACKAGES) != runtime_builds["python"]["base_image"]
+    assert report["wheelhouse"] is None and report["size_bytes"] < 1 << 30
+    labels = json.loads(ri.docker("image", "inspect", "--format", "{{json .Config.Labels}}", ri.NODEJS_TAG).stdout)
+    assert labels[ri.LABEL] == "1" and labels[f"{ri.LABEL}.runtime"] == "nodejs"
+
+
+def test_one_runtime_is_built_alone_when_asked(runtime_builds):
+    result = CliRunner().invoke(cli, ["runtime", "build", "--runtime", "nodejs", "--json", "-"])
+    assert result.exit_code == 0, result.output
+    reports = json.loads(result.stdout)
+    assert list(reports) == ["nodejs"] and reports["nodejs"]["cached"] is True
+
+
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (["--tag", "x/y:1"], "'--tag'"),
+        (["--runtime", "python", "--runtime", "nodejs", "--tag", "x/y:1"], "'--tag'"),
+        (["--runtime", "nodejs", "--base-image", "x/y:1"], "'--base-image' / '--wheelhouse'"),
+        (["--runtime", "nodejs", "--no-wheelhouse"], "'--base-image' / '--wheelhouse'"),
+        (["--runtime", "cobol"], "'--runtime'"),
+    ],
+)
+def test_options_that_fit_no_image_are_refused_naming_the_option(args, option):
+    result = CliRunner().invoke(cli, ["runtime", "build", *args])
+    assert result.exit_code == 2
+    assert option in result.output.strip().splitlines()[-1]
 
 
 def test_docker_missing_is_one_line_naming_the_fix(monkeypatch):

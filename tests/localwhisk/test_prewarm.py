@@ -22,12 +22,18 @@ def _wait(cond, what: str, timeout_s: float = 60.0) -> None:
         time.sleep(0.05)
 
 
+def _profile(exec_: dict) -> dict:
+    """What the platform's invocation passes Invoker.run for an action of that exec."""
+    runtime, deny = kinds.container_profile(exec_)
+    return {"runtime": runtime, "deny": deny, "image": kinds.image(exec_)}
+
+
+PY = _profile({"kind": "python:3.11"})
+
+
 def _run(invoker: Invoker, key: str, memory: int = 256):
-    runtime, deny = kinds.container_profile({"kind": "python:3.11"})
     init = {"name": key, "code": "def main(a):\n    return {'k': a['k']}\n", "env": {}}
-    return invoker.run(
-        key, init, {"value": {"k": key}}, {**LIMITS, "memory": memory}, runtime=runtime, deny=deny, env=ENV
-    )
+    return invoker.run(key, init, {"value": {"k": key}}, {**LIMITS, "memory": memory}, env=ENV, **PY)
 
 
 def test_specs_parse_and_bad_ones_say_what_is_wrong():
@@ -38,6 +44,7 @@ def test_specs_parse_and_bad_ones_say_what_is_wrong():
         ("python", 1024, 1),
     ]
     assert "torch" in specs[0].deny and "torch" not in specs[2].deny
+    assert [s.image for s in specs] == [kinds.PYTHON_IMAGE, kinds.NODEJS_IMAGE, kinds.PYTHON_IMAGE]
     assert parse("none") == []
     with pytest.raises(ValueError, match="KIND@MEMORY_MBxCOUNT"):
         parse("python:3.11x2")
@@ -80,9 +87,8 @@ def test_the_pool_refills_after_a_cold_start_that_failed_and_none_starts_while_o
     try:
         invoker.prewarm(ENV)
         _wait(lambda: invoker.stats()["prewarmed"] == 1, "the stem cell")
-        runtime, deny = kinds.container_profile({"kind": "python:3.11"})
         broken = {"name": "x", "code": "raise SystemExit(3)\n", "env": {}}
-        out = invoker.run("x", broken, {"value": {}}, LIMITS, runtime=runtime, deny=deny, env=ENV)
+        out = invoker.run("x", broken, {"value": {}}, LIMITS, env=ENV, **PY)
         assert out.status_code != SUCCESS and invoker.stats()["prewarm_hits"] == 1
         _wait(lambda: invoker.stats()["prewarmed"] == 1, "the pool to refill after a failed /init")
         # while a cold start holds the stem cell it took, no other stem cell is started beside it
@@ -95,7 +101,7 @@ def test_the_pool_refills_after_a_cold_start_that_failed_and_none_starts_while_o
             return orig(container, init_ms)
 
         invoker._admit = admit
-        assert invoker.run("s", init, {"value": {}}, LIMITS, runtime=runtime, deny=deny, env=ENV).status_code == SUCCESS
+        assert invoker.run("s", init, {"value": {}}, LIMITS, env=ENV, **PY).status_code == SUCCESS
         assert seen == [0]
         _wait(lambda: invoker.stats()["prewarmed"] == 1, "the pool to refill once the activation ended")
     finally:
@@ -124,3 +130,14 @@ def test_a_shutdown_while_a_stem_cell_starts_leaves_no_process_behind():
     _wait(lambda: invoker._starting == 1 and set(_proxies()) - before, "the stem cell's process, still starting")
     invoker.shutdown()  # returns once the starting stem cell is killed, not before
     assert set(_proxies()) - before == set()
+
+
+def test_the_image_is_the_kinds_row_of_the_manifest_and_a_blackbox_keeps_its_own():
+    for rt in kinds.MANIFEST:
+        assert kinds.image({"kind": rt.kind}) == rt.image
+    assert kinds.image({"kind": "nodejs:default"}) == kinds.NODEJS_IMAGE
+    assert kinds.image({"kind": "blackbox", "image": "openwhisk/action-python-v3.11:nightly"}) == kinds.PYTHON_IMAGE
+    assert kinds.image({"kind": "blackbox", "image": "someone/else:1"}) == "someone/else:1"
+    # a stem cell serves the actions its spec's kind would: same image, module set and memory
+    (node,) = parse("nodejs:20@256x1")
+    assert node.image == kinds.image({"kind": "nodejs:18"}) and node.runtime == "nodejs"
