@@ -314,7 +314,7 @@ class Store:
     def _matching(self, namespace: str, name: str | None, since: int | None, upto: int | None) -> tuple[str, tuple]:
         """The WHERE clause (and its arguments) of the records a list or count is about, once the writer is done."""
         self.flush()
-        where, args = "WHERE namespace=?", [namespace]
+        where, args = "WHERE namespace=? AND done=1", [namespace]
         for clause, value in (("path=?", name), ("start>=?", since), ("start<=?", upto)):
             if value is not None:
                 where += f" AND {clause}"

@@ -261,3 +261,16 @@ def test_counted_activations_by_name_are_the_runs_of_that_path(platform, counted
     assert refused.status_code == 400
     assert refused.json()["error"] == "The parameter 'docs' is not permitted with 'count'."
     assert _api(platform, "GET", "activations", count="true", limit=201).status_code == 400
+
+
+def test_an_activation_in_flight_is_neither_listed_nor_counted_until_its_record_is_written(platform):
+    """OpenWhisk stores an activation once it ends: a list naming one that GET would answer 404 for is a lie."""
+    code = "import time\ndef main(a):\n    time.sleep(3)\n    return {'done': True}\n"
+    _ok(_api(platform, "PUT", "actions/inflight", {"exec": {"kind": "python:3.11", "code": code}}, overwrite="true"))
+    activation_id = platform.client.invoke("inflight", {}, blocking=False)["activationId"]
+    listed = _ok(_api(platform, "GET", "activations", name="inflight"))
+    assert [a["activationId"] for a in listed] == []
+    assert _ok(_api(platform, "GET", "activations", name="inflight", count="true")) == {"activations": 0}
+    assert platform.client.wait_activation(activation_id)["response"]["result"] == {"done": True}
+    listed = _ok(_api(platform, "GET", "activations", name="inflight"))
+    assert [a["activationId"] for a in listed] == [activation_id]
