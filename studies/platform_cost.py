@@ -203,14 +203,15 @@ def bench_target(
 
 def docker_unavailable() -> str | None:
     """Why docker mode cannot be measured here, or None."""
-    from localwhisk.invoker.docker_cli import RUNTIME_IMAGE, DockerUnavailable, check_docker, image_id
+    from localwhisk.invoker.docker_cli import DockerUnavailable, check_docker, missing_runtime_images
 
     try:
         check_docker()
     except DockerUnavailable as exc:
         return str(exc)
-    if not image_id(RUNTIME_IMAGE):
-        return f"the runtime image {RUNTIME_IMAGE} is not built (deployer runtime build)"
+    missing = missing_runtime_images()
+    if missing:
+        return f"runtime images not built: {', '.join(missing)} (deployer runtime build)"
     return None
 
 

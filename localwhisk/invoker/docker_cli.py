@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from localwhisk.entities import kinds
 from localwhisk.entities.kinds import PYTHON_IMAGE
 from localwhisk.errors import LocalWhiskError
 
@@ -76,3 +77,8 @@ def check_docker() -> str:
 def image_id(ref: str) -> str | None:
     done = docker("image", "inspect", "--format", "{{.Id}}", ref, check=False, timeout=30)
     return done.stdout.strip() if done.returncode == 0 else None
+
+
+def missing_runtime_images() -> list[str]:
+    """The images of the runtime manifest's kinds that this engine does not have (docker mode needs them all)."""
+    return [img for img in dict.fromkeys(rt.image for rt in kinds.MANIFEST) if not image_id(img)]

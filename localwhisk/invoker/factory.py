@@ -17,7 +17,6 @@ import hashlib
 import json
 from pathlib import Path
 
-from localwhisk.entities import kinds
 from localwhisk.invoker.container import Container
 from runtimes import relay
 from runtimes.proxy import RELAY_DIR_ENV
@@ -50,7 +49,7 @@ class DockerFactory:
             docker_cli.check_docker()
         except docker_cli.DockerUnavailable as exc:
             raise dc.ContainerError(str(exc)) from exc
-        missing = [img for img in dict.fromkeys(rt.image for rt in kinds.MANIFEST) if not docker_cli.image_id(img)]
+        missing = docker_cli.missing_runtime_images()
         if missing:
             raise dc.ContainerError(f"runtime images not built: {', '.join(missing)}; run `deployer runtime build`")
         self.platform_id = platform_id(state_dir)
