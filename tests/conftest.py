@@ -346,7 +346,12 @@ class RuntimeProxy:
 
     def init(self, value: dict, timeout_s: float) -> tuple[int, dict, list[str]]:
         status, body = self._post("/init", {"value": value}, timeout_s)
-        return status, body, self.take_logs(wait_s=0.2) if status != 200 else []
+        if status == 200:
+            return status, body, []
+        if status == 502:  # the action's code failed to load: its output ends with the sentinels, as a run's does
+            self._activations += 1
+            return status, body, self.take_logs()
+        return status, body, self.take_logs(wait_s=0)  # refused before any code ran: nothing was written
 
     def run(self, message: dict, timeout_s: float) -> tuple[int, dict]:
         self._activations += 1
