@@ -166,7 +166,7 @@ def _activation_row(d: dict) -> tuple:
         d["activationId"],
         _ann(d, "kind"),
         _ann(d, "path") or d["name"],
-        STATUS.get(d.get("statusCode"), "?"),
+        STATUS.get(d.get("statusCode"), "?") if "statusCode" in d else "",  # a trigger's has none
         d.get("duration"),
         _ann(d, "initTime"),
         _ann(d, "waitTime"),

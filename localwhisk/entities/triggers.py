@@ -219,10 +219,7 @@ class Triggers:
             "name": name,
             "version": trigger["version"],
             "subject": ns,
-            "start": started,
-            "end": started,
-            "duration": 0,
-            "statusCode": SUCCESS,
+            "start": started,  # no end, duration or statusCode: a trigger's record has none (WhiskActivation)
             "response": {"status": "success", "statusCode": SUCCESS, "success": True, "result": payload},
             "logs": [json.dumps(r, separators=(",", ":")) for r in results],
             "publish": False,

@@ -44,6 +44,10 @@ def test_firing_runs_every_active_rule_with_merged_parameters(platform):
     # Assert: the trigger's record holds the payload and one log line per rule, naming each activation
     trigger_record = c.get_activation(trigger_id)
     assert trigger_record["response"]["result"] == {"both": "payload", "n": 7}
+    # as WhiskActivation writes a trigger's record (its end is the epoch): no end, no duration, in a list no status
+    assert not {"end", "duration"} & set(trigger_record)
+    [summary] = [a for a in c.list_activations("t-fire", limit=5) if a["activationId"] == trigger_id]
+    assert not {"end", "duration", "statusCode"} & set(summary) and summary["start"] == trigger_record["start"]
     results = sorted(_rule_results(c, trigger_id), key=lambda r: r["rule"])
     assert [r["rule"] for r in results] == ["guest/r-fire", "guest/r-fire-system"]
     assert [r["action"] for r in results] == ["guest/t-echo", "whisk.system/utils/echo"]
