@@ -192,7 +192,7 @@ def _register_packages(app: Flask, platform: Platform, authenticate: Auth) -> No
         if request.method == "PUT":
             return json_response(platform.put_package(caller.namespace, name, json_body(), flag("overwrite")))
         if request.method == "DELETE":
-            return json_response(platform.delete_package(caller.namespace, name))
+            return json_response(platform.delete_package(caller.namespace, name, flag("force")))
         return json_response(platform.get_package(caller.namespace, name, caller.subject))
 
 

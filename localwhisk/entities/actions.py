@@ -169,14 +169,23 @@ class Entities:
             for d in page_of(docs, limit, skip)
         ]
 
-    def delete_package(self, ns: str, name: str) -> dict:
+    def delete_package(self, ns: str, name: str, force: bool = False) -> dict:
+        """As Packages.remove: a package with actions is deleted only with `force`, its actions first."""
         names.check_segment(name)
         doc, rev = self.store.get_revision(ns, "packages", name)
         if doc is None:
             raise NotFound()
         inside = self.store.list(ns, "actions", prefix=name)
-        if inside:
-            raise Conflict(f"Package not empty (contains {len(inside)} entit{'y' if len(inside) == 1 else 'ies'})")
+        if inside and not force:
+            raise Conflict(
+                f"Package not empty (contains {len(inside)} entit{'y' if len(inside) == 1 else 'ies'}). "
+                "Set force param or delete package contents."
+            )
+        for action in inside:
+            try:
+                self.delete_action(ns, f"{name}/{action['name']}")
+            except NotFound:
+                pass  # deleted meanwhile
         self.store.delete(ns, "packages", name, rev)
         return doc
 

@@ -154,6 +154,7 @@ def test_records_through_a_binding_from_before_the_filter_are_found_by_it(tmp_pa
     }
     old = Store(tmp_path / "p.db")
     old.begin_activation(record)
+    old.end_activation(record)
     old.close()
     with sqlite3.connect(tmp_path / "p.db") as db:  # as the record was keyed then
         db.execute("UPDATE activations SET path='utils/echo'")
@@ -274,3 +275,19 @@ def test_an_activation_in_flight_is_neither_listed_nor_counted_until_its_record_
     assert platform.client.wait_activation(activation_id)["response"]["result"] == {"done": True}
     listed = _ok(_api(platform, "GET", "activations", name="inflight"))
     assert [a["activationId"] for a in listed] == [activation_id]
+
+
+def test_a_package_with_actions_is_deleted_only_with_force_and_its_actions_with_it(platform):
+    """Packages.remove: a 409 naming the force parameter, else the actions first, then the package."""
+    _ok(_api(platform, "PUT", "packages/full-pkg", {}, overwrite="true"))
+    for action in ("a1", "a2"):
+        _ok(_api(platform, "PUT", f"actions/full-pkg/{action}", {"exec": ECHO}, overwrite="true"))
+    refused = _api(platform, "DELETE", "packages/full-pkg")
+    assert refused.status_code == 409
+    assert (
+        refused.json()["error"]
+        == "Package not empty (contains 2 entities). Set force param or delete package contents."
+    )
+    assert _ok(_api(platform, "DELETE", "packages/full-pkg", force="true"))["name"] == "full-pkg"
+    assert _api(platform, "GET", "packages/full-pkg").status_code == 404
+    assert _api(platform, "GET", "actions/full-pkg/a1").status_code == 404
