@@ -16,6 +16,7 @@ record behind, so a retried completion gets the same answer.
 
 from __future__ import annotations
 
+import bisect
 import errno
 import hashlib
 import json
@@ -250,6 +251,8 @@ class ObjectStore:
         for leftover in self.tmp.iterdir():  # writes a crash interrupted: never acknowledged
             leftover.unlink()
         self._locks = [threading.Lock() for _ in range(64)]
+        self._keys: dict[str, list[str]] = {}  # bucket -> its keys in order, from its first listing on
+        self._keys_lock = threading.Lock()
         self._forget_old_completions()
 
     def _lock(self, name: str) -> threading.Lock:
@@ -312,6 +315,8 @@ class ObjectStore:
                 self._write_small(path / BUCKET_FILE, info)
                 raise S3Error(409, "BucketNotEmpty", f"The bucket you tried to delete is not empty: {name}") from exc
             raise
+        with self._keys_lock:
+            self._keys.pop(name, None)
         fsync_dir(self.buckets)
 
     def _write_small(self, dest: Path, doc: dict) -> None:
@@ -411,7 +416,9 @@ class ObjectStore:
                 doc["parts"] = parts
             return doc
 
-        return self._write(dest, payload, trailer, durable=meta.storage_class == "STANDARD", precondition=precondition)
+        info = self._write(dest, payload, trailer, durable=meta.storage_class == "STANDARD", precondition=precondition)
+        self._indexed(bucket, key)
+        return info
 
     def _write(
         self,
@@ -466,6 +473,7 @@ class ObjectStore:
             path.unlink()
         except FileNotFoundError:
             return
+        self._indexed(bucket, key)
         fsync_dir(path.parent)
 
     @staticmethod
@@ -482,23 +490,63 @@ class ObjectStore:
                 yield chunk
 
     def keys(self, bucket: str, prefix: str = "", after: str = "") -> Iterator[tuple[str, str]]:
-        """(key, file name) of the objects whose keys start with `prefix` and sort after `after`, in key order."""
+        """(key, file name) of the objects whose keys start with `prefix` and sort after `after`, in key order.
+
+        A page costs what it lists, not what the bucket holds: the bucket's folder is read
+        once, at its first listing, into a sorted index that every put and delete of this
+        process (the folder's only writer) keeps up to date. Reading it in slices, each
+        from where the last ended, lets writes go on while a listing walks.
+        """
         folder = self._bucket(bucket)
+        last = after
+        while True:
+            with self._keys_lock:
+                index = self._keys.get(bucket)
+                if index is None:
+                    index = self._keys[bucket] = self._read_keys(folder)
+                at = bisect.bisect_right(index, last) if last >= prefix else bisect.bisect_left(index, prefix)
+                chunk = index[at : at + 1000]
+            for key in chunk:
+                if not key.startswith(prefix):  # past the prefix: every later key is too
+                    return
+                yield key, _name(key)
+            if len(chunk) < 1000:
+                return
+            last = chunk[-1]
+
+    @staticmethod
+    def _read_keys(folder: Path) -> list[str]:
         keys = []
         for name in os.listdir(folder):
             if name == BUCKET_FILE:
                 continue
             if name.startswith(_HASHED):
                 try:
-                    keys.append((read_info(folder / name).key, name))
+                    keys.append(read_info(folder / name).key)
                 except (OSError, ValueError):
                     continue
             else:
-                keys.append((urllib.parse.unquote(name), name))
+                keys.append(urllib.parse.unquote(name))
         keys.sort()
-        for key, name in keys:
-            if key.startswith(prefix) and key > after:
-                yield key, name
+        return keys
+
+    def _indexed(self, bucket: str, key: str) -> None:
+        """After a put or delete of `key`, its entry in a listed bucket's index says what the folder holds now.
+
+        Looking at the folder under the index's lock, rather than trusting the caller's
+        operation, keeps a put and a delete of one key that race from leaving the index wrong.
+        """
+        with self._keys_lock:
+            index = self._keys.get(bucket)
+            if index is None:
+                return
+            present = (self.buckets / bucket / _name(key)).exists()
+            at = bisect.bisect_left(index, key)
+            found = at < len(index) and index[at] == key
+            if present and not found:
+                index.insert(at, key)
+            elif not present and found:
+                del index[at]
 
     def info(self, bucket: str, name: str) -> ObjectInfo | None:
         """The object stored as `name` in `bucket` (from `keys`), or None when it went meanwhile."""

@@ -10,6 +10,11 @@ and every stop waits for it first, so a caller never misses a record it was answ
 Entities are read on every invoke; this process is the database's only writer, so their
 parsed documents are cached and dropped on every write of the same key.
 
+Every read of activations is served by an index, so its cost follows what it returns, not
+what is stored: the list and count (finished records only) by namespace, and by name, in
+start order; the records left open, which every start looks for, by a partial index that
+holds only those.
+
 As in OpenWhisk's CouchDB, an entity's id is its namespace and path whatever its kind (an
 action, a package, a trigger and a rule cannot share a name), and every write names the
 revision it read: a write over a newer revision, or over another kind's document, is
@@ -38,7 +43,10 @@ CREATE TABLE IF NOT EXISTS activations (
     id TEXT PRIMARY KEY, namespace TEXT NOT NULL, name TEXT NOT NULL, path TEXT NOT NULL,
     start INTEGER NOT NULL, done INTEGER NOT NULL, doc TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS activations_by_start ON activations (namespace, start DESC);
+DROP INDEX IF EXISTS activations_by_start;
+CREATE INDEX IF NOT EXISTS activations_listed ON activations (namespace, done, start DESC);
+CREATE INDEX IF NOT EXISTS activations_by_name ON activations (namespace, path, done, start DESC);
+CREATE INDEX IF NOT EXISTS activations_open ON activations (id) WHERE done=0;
 CREATE INDEX IF NOT EXISTS entities_by_id ON entities (namespace, path);
 """
 _NAME_KEYS = 1  # user_version from which a record's `path` column holds its name_key

@@ -153,3 +153,28 @@ def plot_train(report: dict, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def scale_view(report: dict) -> list[Block]:
+    """Per curve, a row per N with the p50 of every operation, then each measure's growth."""
+    out: list[Block] = []
+    for section, title in (("activations", "activation records"), ("objects", "S3 objects in one bucket")):
+        if section not in report:
+            continue
+        points = report[section]["points"]
+        measures = [k for k in points[0] if k != "n"]
+        headers = ["N", *[k if isinstance(points[0][k], int | float) else f"{k} p50 ms" for k in measures]]
+        rows = [
+            (p["n"], *[p[k] if isinstance(p[k], int | float) else f"{p[k]['p50_ms']:.4g}" for k in measures])
+            for p in points
+        ]
+        out.append(Table.of(f"bench scale: {title}", headers, rows))
+        curves = report[section]["curves"]
+        out.append(
+            Table.of(
+                f"growth: {title}",
+                ["measure", "growth", "exponent", "last/first", "N ratio"],
+                [(k, c["growth"], c["exponent"], c["last_over_first"], c["size_ratio"]) for k, c in curves.items()],
+            )
+        )
+    return out

@@ -111,6 +111,40 @@ def bench_storage(json_path, clients: int, requests_per_client: int, size_kb: in
         )
 
 
+@bench.command("scale")
+@click.option("--json", "json_path", type=OutputFile(), help="Write the report here.")
+@click.option(
+    "--records",
+    type=ints(1, 10_000_000, example="1000,10000"),
+    default="1000,10000",
+    show_default=True,
+    help="Activation records in the platform's store, one point each.",
+)
+@click.option(
+    "--objects",
+    type=ints(1, 10_000_000, example="1000,10000"),
+    default="1000,10000",
+    show_default=True,
+    help="Objects in the embedded S3's bucket, one point each.",
+)
+@click.option("--samples", default=30, show_default=True, type=integer(1, 100_000), help="Requests per measure.")
+@click.option("--object-bytes", default=1000, show_default=True, type=integer(1, 10_000_000))
+def bench_scale(json_path, records: tuple[int, ...], objects: tuple[int, ...], samples: int, object_bytes: int) -> None:
+    """How reads, lists and start-up grow with the activation records stored and the objects in a bucket."""
+    from studies import scale
+    from studies.bench_views import scale_view
+
+    report = scale.run(
+        sorted(set(records)),
+        sorted(set(objects)),
+        samples,
+        object_bytes,
+        progress=lambda m: click.echo(f"... {m}", err=True),
+    )
+    show(scale_view(report))
+    write_report(json_path, report)
+
+
 @bench.command("report")
 @click.option(
     "--from",
