@@ -275,6 +275,7 @@ def run(
         for line in report.get("checkpoints_refused", []) if log else []:
             log(f"{line}; resumed after round {report['resumed_after_round']} instead")
     model = build_model(config.model)
+    test_inputs = compute.prepare_inputs(data.test_images, config.channels_last)
     idle_rounds = 0
     for round_index in range(len(report["rounds"]) + 1, config.rounds + 1):
         if stop_at_target and _reached(report):
@@ -287,7 +288,9 @@ def run(
         idle_rounds = 0 if updated else idle_rounds + 1
         round_s = time.perf_counter() - started
         started = time.perf_counter()
-        loss_acc = _evaluate(model, state, data, getattr(executor, "eval_threads", None), config.channels_last)
+        loss_acc = _evaluate(
+            model, state, test_inputs, data.test_labels, getattr(executor, "eval_threads", None), config.channels_last
+        )
         record = _round_record(round_index, outcomes, loss_acc, round_s, time.perf_counter() - started)
         report["rounds"].append(record)
         if checkpoint_dir is not None:
@@ -447,14 +450,19 @@ def run_setting(
         )
 
 
-def _evaluate(model, state: dict, data: Data, threads: int | None, channels_last: bool) -> tuple[float, float]:
-    """(loss, accuracy) of the weights, in fp32; it runs while the executor is idle, so on the executor's threads."""
+def _evaluate(
+    model, state: dict, inputs: torch.Tensor, labels: torch.Tensor, threads: int | None, channels_last: bool
+) -> tuple[float, float]:
+    """(loss, accuracy) of the weights, in fp32; it runs while the executor is idle, so on the executor's threads.
+
+    `inputs` are the test images prepared once for the run (compute.prepare_inputs), not every round.
+    """
     before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
         model.load_state_dict(state)
-        result = compute.evaluate(model, data.test_images, data.test_labels, channels_last=channels_last)
+        result = compute.evaluate_inputs(model, inputs, labels, channels_last=channels_last)
         return result["loss"], result["accuracy"]
     finally:
         torch.set_num_threads(before)
