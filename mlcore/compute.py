@@ -72,9 +72,12 @@ def memory_format(channels_last: bool) -> torch.memory_format:
     return torch.channels_last if channels_last else torch.contiguous_format
 
 
-def flatten(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
-    """One fp32 vector in logical order, whatever the tensors' memory format (channels-last included)."""
-    return torch.cat([t.detach().reshape(-1).to(torch.float32) for t in tensors])
+def flatten(tensors: Iterable[torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
+    """One fp32 vector in logical order, whatever the tensors' memory format (channels-last included).
+
+    `out`, when given, receives it (a slot of a shared buffer) without a vector in between.
+    """
+    return torch.cat([t.detach().reshape(-1).to(torch.float32) for t in tensors], out=out)
 
 
 def unflatten_into(vector: torch.Tensor, tensors: Iterable[torch.Tensor]) -> None:
