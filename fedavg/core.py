@@ -147,7 +147,9 @@ def fedavg(updates: Iterable[Update | ClientResult | tuple[Mapping[str, torch.Te
     """w = sum_k n_k / n * w_k over the given updates (the server step of Algorithm 1).
 
     Floating tensors are averaged in float64 and cast back; integer buffers are taken
-    from the first update.
+    from the first update. The floating tensors of an update are summed as one flat vector,
+    element by element in the order of the updates, so it is a few large operations a
+    round instead of a few per tensor, with the same floats.
 
     Raises:
         AggregationError: no updates, a non-positive weight, or states that disagree.
@@ -162,18 +164,28 @@ def fedavg(updates: Iterable[Update | ClientResult | tuple[Mapping[str, torch.Te
         raise AggregationError(f"every update needs num_examples > 0, got {[n for _, n in pairs]}")
     total = sum(n for _, n in pairs)
     first = pairs[0][0]
-    out: State = {}
     for key, ref in first.items():
         for state, _ in pairs[1:]:
             if key not in state or state[key].shape != ref.shape:
                 raise AggregationError(f"updates disagree on {key!r}: shapes or keys differ")
+    floating = [key for key, ref in first.items() if torch.is_floating_point(ref)]
+    acc = torch.zeros(sum(first[key].numel() for key in floating), dtype=torch.float64)
+    term = torch.empty_like(acc)
+    for state, n in pairs:
+        offset = 0
+        for key in floating:
+            numel = first[key].numel()
+            term[offset : offset + numel].view(first[key].shape).copy_(state[key].detach())
+            offset += numel
+        acc.add_(term.mul_(n / total))
+    out: State = {}
+    offset = 0
+    for key, ref in first.items():
         if not torch.is_floating_point(ref):
             out[key] = ref.clone()
             continue
-        acc = torch.zeros(ref.shape, dtype=torch.float64)
-        for state, n in pairs:
-            acc += state[key].to(torch.float64) * (n / total)
-        out[key] = acc.to(ref.dtype)
+        out[key] = acc[offset : offset + ref.numel()].view(ref.shape).to(ref.dtype, copy=True)
+        offset += ref.numel()
     return out
 
 

@@ -116,11 +116,35 @@ def has_checkpoint(directory: Path) -> bool:
     return any(path.is_file() for path in checkpoint_files(directory))
 
 
-def _save(directory: Path, state: dict, report: dict) -> None:
-    """Writes the round's checkpoint whole (mlcore.weights, with its digest), keeping the KEEP - 1 before it."""
+class ReportJSON:
+    """A report as a checkpoint's meta JSON, each round's record formatted once, when it is added.
+
+    Formatting the whole report every round made a checkpoint cost O(rounds): 0.34 s at
+    round 4,300 of a 2NN run whose rounds take 0.2 s. The text is what json.dumps gives
+    for {"report": report}, with "rounds" moved last.
+    """
+
+    def __init__(self, rounds: list[dict]) -> None:
+        self._rounds = [json.dumps(record) for record in rounds]
+
+    def append(self, record: dict) -> None:
+        self._rounds.append(json.dumps(record))
+
+    def meta_json(self, report: dict) -> str:
+        rest = json.dumps({key: value for key, value in report.items() if key != "rounds"})
+        fields = [rest[1:-1]] if rest != "{}" else []
+        fields.append('"rounds": [' + ", ".join(self._rounds) + "]")
+        return '{"report": {' + ", ".join(fields) + "}}"
+
+
+def _save(directory: Path, state: dict, meta_json: str) -> None:
+    """Writes the round's checkpoint whole (mlcore.weights, with its digest), keeping the KEEP - 1 before it.
+
+    `meta_json` is ReportJSON.meta_json of the report so far.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / (CHECKPOINT + ".tmp")
-    tmp.write_bytes(weights.encode(state, {"report": report}))
+    tmp.write_bytes(weights.encode(state, meta_json=meta_json))
     files = checkpoint_files(directory)
     for older, newer in zip(reversed(files[1:]), reversed(files[:-1])):
         if newer.is_file():
@@ -275,6 +299,8 @@ def run(
         for line in report.get("checkpoints_refused", []) if log else []:
             log(f"{line}; resumed after round {report['resumed_after_round']} instead")
     model = build_model(config.model)
+    test_inputs = compute.prepare_inputs(data.test_images, config.channels_last)
+    saved_json = ReportJSON(report["rounds"]) if checkpoint_dir is not None else None
     idle_rounds = 0
     for round_index in range(len(report["rounds"]) + 1, config.rounds + 1):
         if stop_at_target and _reached(report):
@@ -287,11 +313,14 @@ def run(
         idle_rounds = 0 if updated else idle_rounds + 1
         round_s = time.perf_counter() - started
         started = time.perf_counter()
-        loss_acc = _evaluate(model, state, data, getattr(executor, "eval_threads", None), config.channels_last)
+        loss_acc = _evaluate(
+            model, state, test_inputs, data.test_labels, getattr(executor, "eval_threads", None), config.channels_last
+        )
         record = _round_record(round_index, outcomes, loss_acc, round_s, time.perf_counter() - started)
         report["rounds"].append(record)
-        if checkpoint_dir is not None:
-            _save(Path(checkpoint_dir), state, report)
+        if saved_json is not None:
+            saved_json.append(record)
+            _save(Path(checkpoint_dir), state, saved_json.meta_json(report))
         if on_round is not None:
             on_round(record)
         if idle_rounds >= max_idle_rounds:
@@ -447,14 +476,19 @@ def run_setting(
         )
 
 
-def _evaluate(model, state: dict, data: Data, threads: int | None, channels_last: bool) -> tuple[float, float]:
-    """(loss, accuracy) of the weights, in fp32; it runs while the executor is idle, so on the executor's threads."""
+def _evaluate(
+    model, state: dict, inputs: torch.Tensor, labels: torch.Tensor, threads: int | None, channels_last: bool
+) -> tuple[float, float]:
+    """(loss, accuracy) of the weights, in fp32; it runs while the executor is idle, so on the executor's threads.
+
+    `inputs` are the test images prepared once for the run (compute.prepare_inputs), not every round.
+    """
     before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
         model.load_state_dict(state)
-        result = compute.evaluate(model, data.test_images, data.test_labels, channels_last=channels_last)
+        result = compute.evaluate_inputs(model, inputs, labels, channels_last=channels_last)
         return result["loss"], result["accuracy"]
     finally:
         torch.set_num_threads(before)

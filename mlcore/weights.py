@@ -46,8 +46,12 @@ _DTYPES = {
 _NUMPY = {name: np.dtype(name).newbyteorder("<") for name in _DTYPES.values()}
 
 
-def encode(tensors: Mapping[str, torch.Tensor], meta: dict | None = None) -> bytes:
+def encode(tensors: Mapping[str, torch.Tensor], meta: dict | None = None, *, meta_json: str | None = None) -> bytes:
     """The blob of `tensors` (CPU tensors of the dtypes in _DTYPES) and `meta` (JSON-able).
+
+    `meta_json`, in place of `meta`, is it already serialized: a writer whose meta grows by a
+    little each time (a run's report, round after round) keeps the old part's JSON instead of
+    formatting all of it again.
 
     Raises:
         MLCoreError: a tensor's dtype has no place in the format.
@@ -60,7 +64,8 @@ def encode(tensors: Mapping[str, torch.Tensor], meta: dict | None = None) -> byt
         array = tensor.detach().cpu().contiguous().numpy().astype(_NUMPY[dtype], copy=False)
         table.append([name, dtype, list(tensor.shape)])
         parts.append(array.tobytes())
-    head = json.dumps({"tensors": table, "meta": meta or {}}).encode()
+    meta_text = meta_json if meta_json is not None else json.dumps(meta or {})
+    head = ('{"tensors": ' + json.dumps(table) + ', "meta": ' + meta_text + "}").encode()
     body = b"".join([MAGIC, _HEAD.pack(len(head)), head, *parts])
     return body + hashlib.sha256(body).digest()
 

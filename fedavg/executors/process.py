@@ -23,7 +23,7 @@ from multiprocessing import shared_memory
 import numpy as np
 import torch
 
-from mlcore.compute import flatten, unflatten_into
+from mlcore.compute import flatten
 from procs import watch_owner
 
 from ..core import ClientFailure, ClientResult, ClientTask, State, run_task
@@ -98,9 +98,12 @@ def _view(name: str, dtype, shape) -> torch.Tensor:
 
 
 def _state_of(flat: torch.Tensor, template: State, keys: list[str]) -> State:
-    """New tensors shaped and typed as the template's, filled from `flat` (a view of shared memory)."""
-    state = {k: torch.empty(template[k].shape, dtype=template[k].dtype) for k in keys}
-    unflatten_into(flat, state.values())
+    """Tensors shaped as the template's, viewing `flat` in order: one vector, no copy per tensor."""
+    state, offset = {}, 0
+    for k in keys:
+        numel = template[k].numel()
+        state[k] = flat[offset : offset + numel].view(template[k].shape)
+        offset += numel
     return state
 
 
@@ -111,11 +114,12 @@ def _worker_run(task: ClientTask, shared: _Shared, slot: int) -> tuple[int, floa
     keys = list(model.state_dict())
     images = _view(shared.images, np.uint8, (shared.num_examples, 28, 28))
     labels = _view(shared.labels, np.int64, (shared.num_examples,))
+    # the update reads the global weights in place: the parent writes them only between rounds
     flat = _view(shared.weights, np.float32, (shared.num_params,))
     global_state = _state_of(flat, model.state_dict(), keys)
     result = run_task(task, model, global_state, images, labels)
     out = _view(shared.results, np.float32, (slot + 1, shared.num_params))
-    out[slot].copy_(flatten(result.state[k] for k in keys))
+    flatten((result.state[k] for k in keys), out=out[slot])
     return result.num_examples, result.train_loss, result.duration_s
 
 
@@ -204,9 +208,8 @@ class ProcessExecutor(Managed):
         keys = list(global_state)
         if any(global_state[k].dtype != torch.float32 for k in keys):
             raise FedAvgError("the process executor shares float32 weights only")
-        flat = flatten(global_state[k] for k in keys)
-        self._ensure_buffers(flat.numel(), len(tasks))
-        self._weights.tensor(np.float32, (self._num_params,)).copy_(flat)
+        self._ensure_buffers(sum(global_state[k].numel() for k in keys), len(tasks))
+        flatten((global_state[k] for k in keys), out=self._weights.tensor(np.float32, (self._num_params,)))
         shared = _Shared(
             self._images.shm.name,
             self._labels.shm.name,
@@ -229,7 +232,7 @@ class ProcessExecutor(Managed):
             except CLIENT_ERRORS as exc:
                 out.append(ClientFailure(task.client_id, f"{type(exc).__name__}: {exc}"))
                 continue
-            state = _state_of(results_view[slot], global_state, keys)
+            state = _state_of(results_view[slot].clone(), global_state, keys)
             out.append(ClientResult(task.client_id, state, num_examples, loss, duration_s))
         if broken:
             self._drop_pool()

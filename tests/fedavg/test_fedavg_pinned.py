@@ -147,3 +147,51 @@ def test_a_two_round_serial_run_gives_the_weights_of_the_reference(small_mnist, 
     # Assert
     assert _same(state, expected)
     assert [(r["train_loss"], r["test_loss"], r["test_acc"]) for r in report["rounds"]] == expected_rounds
+
+
+def _reference_fedavg(pairs):
+    """The server's average as it stood before it summed flat vectors: per tensor, in float64, in update order."""
+    total = sum(n for _, n in pairs)
+    out = {}
+    for key, ref in pairs[0][0].items():
+        if not torch.is_floating_point(ref):
+            out[key] = ref.clone()
+            continue
+        acc = torch.zeros(ref.shape, dtype=torch.float64)
+        for state, n in pairs:
+            acc += state[key].to(torch.float64) * (n / total)
+        out[key] = acc.to(ref.dtype)
+    return out
+
+
+def test_the_average_gives_the_floats_of_the_per_tensor_reference():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    dtypes = st.sampled_from([torch.float32, torch.float64, torch.bfloat16, torch.int64])
+    shapes = st.lists(st.integers(1, 5), min_size=0, max_size=4).map(tuple)
+    layouts = st.lists(st.tuples(dtypes, shapes, st.booleans()), min_size=1, max_size=5)
+
+    @settings(max_examples=60, deadline=None)
+    @given(layouts, st.lists(st.integers(1, 1000), min_size=1, max_size=6), st.integers(0, 2**31 - 1))
+    def check(layout, counts, seed):
+        # Prepare
+        generator = torch.Generator().manual_seed(seed)
+        pairs = []
+        for n in counts:
+            state = {}
+            for i, (dtype, shape, channels_last) in enumerate(layout):
+                values = torch.randn(shape, generator=generator, dtype=torch.float64) * 1e3
+                values = values.to(dtype)
+                if channels_last and len(shape) == 4:
+                    values = values.contiguous(memory_format=torch.channels_last)
+                state[f"t{i}"] = values
+            pairs.append((state, n))
+        # Execute
+        out = fedavg(pairs)
+        # Assert
+        expected = _reference_fedavg(pairs)
+        assert list(out) == list(expected)
+        assert all(out[k].dtype == expected[k].dtype and torch.equal(out[k], expected[k]) for k in out)
+
+    check()

@@ -329,3 +329,32 @@ def test_any_flipped_bit_of_a_checkpoint_is_refused(small_mnist, tmp_path):
             read_checkpoint(path)
 
     flipped()
+
+
+def test_a_checkpoints_report_json_reads_back_as_the_report_round_after_round():
+    import json
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from fedavg.run import ReportJSON
+
+    values = st.none() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=6)
+    records = st.lists(st.dictionaries(st.text(max_size=5), values | st.lists(values, max_size=3), max_size=4))
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.dictionaries(st.text(max_size=5).filter(lambda k: k != "rounds"), values, max_size=4), records, records)
+    def check(rest, before, added):
+        # Prepare
+        report = {**rest, "rounds": list(before)}
+        encoded = ReportJSON(before)
+        for record in added:
+            # Execute
+            report["rounds"].append(record)
+            encoded.append(record)
+            text = encoded.meta_json(report)
+            # Assert
+            assert text == json.dumps({"report": {**rest, "rounds": report["rounds"]}})
+            assert json.loads(text) == {"report": report}
+
+    check()

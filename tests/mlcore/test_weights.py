@@ -96,3 +96,19 @@ def test_a_torch_save_of_something_else_than_named_tensors_is_refused():
     torch.save([torch.zeros(2)], buffer)
     with pytest.raises(DamagedError, match="holds a list, not named tensors"):
         weights.decode(buffer.getvalue(), WHERE)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(meta=st.dictionaries(st.text(max_size=6), json_values, max_size=5))
+def test_meta_given_as_its_json_gives_the_same_bytes(meta):
+    import json
+
+    tensors = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)}
+    assert weights.encode(tensors, meta_json=json.dumps(meta)) == weights.encode(tensors, meta)
