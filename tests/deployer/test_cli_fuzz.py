@@ -8,8 +8,8 @@ instead of taking the test run down; the child is started again after one.
 Values that pass validation run the real command, in a sandbox where long work cannot
 start: the OpenWhisk API is a real local platform (that answers at once), the S3
 endpoint is a closed port, MNIST's and the platform's folders lie under a plain file,
-and PATH is empty (no docker, qemu or apt-get). Four commands do long work before any
-of that is reached (three benchmarks and `data mnist`); for them a value that passes
+and PATH is empty (no docker, qemu or apt-get). Five commands do long work before any
+of that is reached (four benchmarks and `data mnist`); for them a value that passes
 parsing is not run further (their callback is a no-op in the child).
 
 Oracle, per value: no signal, no hang, no exception escaping, no traceback; exit 0, 1 or 2;
@@ -38,7 +38,7 @@ from deployer.commands.params import CommaList, Number
 
 ROOT = Path(__file__).resolve().parents[2]
 # commands that do long local work before reaching anything the sandbox blocks: parsed, not run
-DRY = {("bench", "platform"), ("bench", "infer"), ("bench", "storage"), ("data", "mnist")}
+DRY = {("bench", "platform"), ("bench", "infer"), ("bench", "storage"), ("bench", "scale"), ("data", "mnist")}
 # commands never run: they act on the whole machine (hostnet down removes every lab's leftovers)
 NEVER = {("down",), ("hostnet", "down")}
 # `up`'s options belong to the platform's owner, who has yet to give them the shared types
