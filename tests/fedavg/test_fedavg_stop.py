@@ -29,6 +29,19 @@ def _children(pid: int) -> set[int]:
     return out
 
 
+def _workers_and_trackers(pids: set[int]) -> tuple[set[int], set[int]]:
+    """The executor's workers, and multiprocessing's resource tracker, which exits on its own once its parent's
+    end of their pipe closes: after the parent, never joined by it."""
+    trackers = set()
+    for pid in pids:
+        try:
+            if b"resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                trackers.add(pid)
+        except OSError:
+            pass
+    return pids - trackers, trackers
+
+
 def _shared_blocks(pid: int) -> set[str]:
     maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
     return {line.split()[-1] for line in maps if "/dev/shm/psm_" in line}
@@ -67,7 +80,7 @@ def running(tmp_path, mnist_root):
         else:
             pytest.fail("the run ended before round 2:\n" + "".join(seen))
         children, blocks = _children(proc.pid), _shared_blocks(proc.pid)
-        assert len(children) >= 2 and blocks, (children, blocks)
+        assert len(_workers_and_trackers(children)[0]) >= 2 and blocks, (children, blocks)
         yield proc, children, blocks, tmp_path / "ckpt"
     finally:
         if proc.poll() is None:
@@ -78,11 +91,13 @@ def running(tmp_path, mnist_root):
 
 def test_sigterm_stops_like_ctrl_c(running):
     proc, children, blocks, ckpt = running
+    workers, trackers = _workers_and_trackers(children)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 1
     rest = proc.stderr.read()
     assert "Aborted!" in rest and "leaked" not in rest, rest
-    assert not _wait_exit(children, 0.0), "workers outlived the command"
+    assert not _wait_exit(workers, 0.0), "workers outlived the command"
+    assert not _wait_exit(trackers, 30.0), "the resource tracker outlived the command"
     assert not [b for b in blocks if Path(b).exists()]
     assert len(load_checkpoint(ckpt)[1]["rounds"]) >= 2
 
