@@ -101,7 +101,8 @@ def _table_spec(tables, number: str, model: str | None, rows: str | None, batche
     "--max-rounds",
     type=ROUNDS,
     default=None,
-    help="Round budget per cell, probe included [default: 1000; 3000 for table 1 with the 2nn].",
+    help="Round budget of every cell, probe included [default: each cell the paper's rounds by half again; "
+    "for the paper's '—' cells half again the most any C needed].",
 )
 @click.option(
     "--clients",
@@ -130,8 +131,8 @@ def table_command(obj, table, checkpoint_root, fresh, **options) -> None:
     """The FedAvg paper's Table 1 (client fraction C) or Table 2 (FedSGD vs FedAvg), ours beside the paper's.
 
     Each cell probes a few learning rates for a few rounds and continues the best to the
-    target; every run is checkpointed, so running the same command again continues where it
-    stopped. The table is rewritten after every finished cell.
+    target or to the paper's rounds by half again; every run is checkpointed, so running the
+    same command again continues where it stopped. The table is rewritten after every finished cell.
     """
     from studies.fedavg_tables import markdown, plan
 
@@ -179,8 +180,8 @@ def _plan(
     kinds = list(parse(choices(paper.PARTITIONS), partitions, "--partitions"))
     spec = _table_spec(tables, table, model, rows, batches)
     probes = _probe_rounds(probe_rounds, kinds)
-    budget = max_rounds if max_rounds is not None else tables.DEFAULT_MAX_ROUNDS[(spec.number, spec.model)]
-    if budget < max(probes.values()):
+    budget = max_rounds
+    if budget is not None and budget < max(probes.values()):
         raise click.BadParameter(
             f"{max(probes.values())} probe rounds do not fit in --max-rounds ({budget})",
             param_hint="'--probe-rounds' / '--max-rounds'",

@@ -17,7 +17,7 @@ from mlcore import compute as precisions
 
 from ..errors import SpecError
 from .paper import PARTITIONS, paper_as_json, rounds_text
-from .spec import Row, TableSpec, paper_cell_known
+from .spec import Row, TableSpec, cell_budget, paper_cell_known
 
 
 def probe_record(lr: float, report: dict, probe_rounds: int, target: float) -> dict:
@@ -165,7 +165,7 @@ def new_report(
     base: RunConfig,
     partitions: Sequence[str],
     probe_rounds: Mapping[str, int],
-    max_rounds: int,
+    max_rounds: int | None,
     lrs: Sequence[float] | None,
     executor: Mapping | None = None,
 ) -> dict:
@@ -211,7 +211,7 @@ def run_table(
     data: Data,
     *,
     probe_rounds: Mapping[str, int],
-    max_rounds: int,
+    max_rounds: int | None,
     lrs: Sequence[float] | None = None,
     checkpoint_root: Path | None,
     on_round: Callable[[str, dict], None] | None = None,
@@ -223,7 +223,7 @@ def run_table(
     `base` gives everything a table does not set (K, seed, limits, precision, ...); the spec
     sets model and target, each row E, B and C. on_cell sees the report after each finished
     cell, so a study stopped midway still leaves its partial table. factory() gives a fresh
-    executor context per cell.
+    executor context per cell. Without max_rounds each cell runs to its own budget (spec.cell_budget).
 
     Raises:
         SpecError: a partition the paper does not have, or one without probe rounds.
@@ -245,7 +245,7 @@ def run_table(
                     partition,
                     lrs=lrs or row.lrs(),
                     probe_rounds=probe_rounds[partition],
-                    max_rounds=max_rounds,
+                    max_rounds=max(probe_rounds[partition], max_rounds or cell_budget(spec, row, partition)),
                     executor=executor,
                     data=data,
                     checkpoint_root=checkpoint_root,

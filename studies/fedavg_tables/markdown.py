@@ -19,21 +19,88 @@ def _paper_text(row: dict, partition: str) -> str:
 
 
 def table_view(report: dict) -> Table:
-    """Our rounds to target and chosen lr beside the paper's, one line per row, a column group per partition."""
+    """Ours beside the paper's, one line per row, a column group per partition.
+
+    "ours / paper" is the ratio of rounds (">" where ours did not reach the target in the
+    rounds it ran); the speed-up is the paper's: over FedSGD in Table 2, over C=0 (one client
+    a round, same B) in Table 1, ours first ("—" when either did not reach the target).
+    """
     cells = {(c["row"], c["partition"]): c for c in report["cells"]}
     head = ["row", "E", "B", "C"]
     for p in report["partitions"]:
         name = PARTITION_NAMES.get(p, p)
-        head += [f"{name}: ours", "lr", "paper"]
+        head += [f"{name}: ours", "lr", "paper", "ours / paper", "speed-up"]
     rows = []
     for row in report["rows"]:
         out = [row["label"], str(row["epochs"]), batch_text(row["batch_size"]), frac_text(row["frac"])]
         for p in report["partitions"]:
             cell = cells.get((row["key"], p))
             out += [cell["verdict"], _lr_text(cell)] if cell else ["not run yet", ""]
-            out.append(_paper_text(row, p))
+            out += [_paper_text(row, p), _ratio_text(cell, row["paper"].get(p)), _speedup_text(report, row, p, cells)]
         rows.append(out)
     return Table.of(report["title"], head, rows)
+
+
+def baseline_row(report: dict, row: dict) -> dict | None:
+    """The row the paper's speed-ups are over: FedSGD in Table 2, C=0 with the same B in Table 1."""
+    for other in report["rows"]:
+        if report["table"] == 2 and other["key"] == "fedsgd":
+            return other
+        if report["table"] == 1 and other["batch_size"] == row["batch_size"] and other["frac"] == 0.0:
+            return other
+    return None
+
+
+def ratio(cell: dict | None, paper: int | None) -> tuple[str, float] | None:
+    """("=" or ">", ours / paper's rounds) for a finished cell the paper has a number for."""
+    if cell is None or not paper:
+        return None
+    if cell["rounds_to_target"] is not None:
+        return "=", cell["rounds_to_target"] / paper
+    return ">", cell["rounds_done"] / paper
+
+
+def _ratio_text(cell: dict | None, paper: int | None) -> str:
+    found = ratio(cell, paper)
+    if found is None:
+        return ""
+    sign, value = found
+    return f"{'> ' if sign == '>' else ''}{value:.2f}"
+
+
+def _speedup_text(report: dict, row: dict, partition: str, cells: dict) -> str:
+    base = baseline_row(report, row)
+    if base is None or base["key"] == row["key"]:
+        return ""
+    paper, paper_base = row["paper"].get(partition), base["paper"].get(partition)
+    theirs = f"paper {paper_base / paper:.1f}x" if paper and paper_base else "paper —"
+    cell, base_cell = cells.get((row["key"], partition)), cells.get((base["key"], partition))
+    if cell is None or base_cell is None:
+        return theirs
+    if cell["rounds_to_target"] and base_cell["rounds_to_target"]:
+        return f"{base_cell['rounds_to_target'] / cell['rounds_to_target']:.1f}x ({theirs})"
+    return f"— ({theirs})"
+
+
+def markdown_differences(report: dict) -> list[str]:
+    """Finished cells more than 2x from the paper's rounds, or not reached, with what the report shows of them."""
+    lines = []
+    rows = {r["key"]: r for r in report["rows"]}
+    for cell in report["cells"]:
+        row = rows.get(cell["row"])
+        found = ratio(cell, row["paper"].get(cell["partition"]) if row else None)
+        if found is None or (found[0] == "=" and 0.5 <= found[1] <= 2):
+            continue
+        sign, value = found
+        what = (
+            f"{value:.2f}x the paper's rounds"
+            if sign == "="
+            else f"not reached in {rounds_text(cell['rounds_done'])} ({value:.2f}x the paper's), "
+            f"best {cell['best_acc']:.4f}"
+        )
+        name = PARTITION_NAMES.get(cell["partition"], cell["partition"])
+        lines.append(f"- {cell['label']}, {name}: {what}; lr {_lr_text(cell)}")
+    return lines
 
 
 def _lr_text(cell: dict) -> str:
@@ -109,7 +176,9 @@ def markdown_notes(report: dict) -> list[str]:
 
 def _budget_text(report: dict) -> str:
     """One budget, or the range where the study's cells were run with several (each verdict names its own)."""
-    budgets = sorted({c["max_rounds"] for c in report["cells"]} or {report["max_rounds"]})
+    budgets = sorted({c["max_rounds"] for c in report["cells"]} or ({report["max_rounds"]} - {None}))
+    if not budgets:
+        return "the paper's rounds for the cell by half again"
     if len(budgets) == 1:
         return f"the budget of {budgets[0]} rounds"
     return f"its own budget ({budgets[0]} to {budgets[-1]} rounds; an unreached cell names the rounds it ran)"
@@ -170,6 +239,10 @@ def markdown(report: dict) -> str:
         "",
     ]
     lines += table_view(report).markdown(titled=False)
+    differences = markdown_differences(report)
+    if differences:
+        lines += ["", "## Cells more than 2x from the paper's rounds, or not reached by half again", ""]
+        lines += differences
     if report["cells"]:
         lines += ["", "## Learning-rate probes (test accuracy after the probe; chosen in bold)", ""]
         lines += markdown_probes(report)

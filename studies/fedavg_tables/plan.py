@@ -12,7 +12,7 @@ from fedavg.run import Data, RunConfig, load_data
 
 from .cells import run_table
 from .outputs import write_outputs
-from .spec import TableSpec
+from .spec import TableSpec, cell_budget
 
 
 @dataclass(frozen=True)
@@ -23,10 +23,18 @@ class TablePlan:
     spec: TableSpec
     kinds: list[str]
     probes: dict[str, int]
-    budget: int
+    budget: int | None  # None: each cell its own (spec.cell_budget)
     base: RunConfig
     lrs: list[float] | None
     out: Path
+
+    def total_rounds(self) -> int:
+        """The most rounds the continued runs can take (probes are their first rounds; losing probes come on top)."""
+        return sum(
+            max(self.probes[kind], self.budget or cell_budget(self.spec, row, kind))
+            for kind in self.kinds
+            for row in self.spec.rows
+        )
 
 
 def run_plan(
@@ -44,7 +52,7 @@ def run_plan(
     """
     data = load_data(plan.base.train_limit, plan.base.test_limit)
     factory = make_factory(data, f"table{plan.table}-{plan.base.run_id()}")
-    with _checkpoints(checkpoint_root, fresh) as root, progress(plan.budget, f"table {plan.table}") as advance:
+    with _checkpoints(checkpoint_root, fresh) as root, progress(plan.total_rounds(), f"table {plan.table}") as advance:
         report = run_table(
             plan.spec,
             plan.base,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -10,6 +11,7 @@ from .paper import PAPER_TABLE1, PAPER_TABLE2_CNN, PARTITIONS, TABLE1_FRACS, TAB
 
 TABLE2_DEFAULT_ROWS = ("fedsgd", "e1-b10", "e5-b10")
 DEFAULT_MAX_ROUNDS = {(2, "cnn"): 1000, (1, "2nn"): 3000, (1, "cnn"): 1000}
+BUDGET_FACTOR = 1.5
 DEFAULT_PROBE_ROUNDS = {"iid": 3, "shards": 6}
 
 # 10^(k/3): the paper's coarser grid resolution, four steps each.
@@ -100,3 +102,18 @@ def paper_cell_known(spec: TableSpec, row: Row) -> bool:
     if spec.number == 2:
         return True
     return row.frac in TABLE1_FRACS and row.batch_size in PAPER_TABLE1[spec.model]
+
+
+def cell_budget(spec: TableSpec, row: Row, partition: str) -> int:
+    """Rounds a cell may run: the paper's by half again, so "not reached" means clearly slower than the paper.
+
+    A cell the paper marks "—" gets half again the most rounds any C of its (model, B,
+    partition) needed; a setting the paper does not have gets the table's default budget.
+    """
+    paper = row.paper.get(partition)
+    if paper is None and spec.number == 1 and paper_cell_known(spec, row):
+        reached = [n for n in PAPER_TABLE1[spec.model][row.batch_size][partition].values() if n is not None]
+        paper = max(reached, default=None)
+    if paper is None:
+        return DEFAULT_MAX_ROUNDS[(spec.number, spec.model)]
+    return math.ceil(BUDGET_FACTOR * paper)

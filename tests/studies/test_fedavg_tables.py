@@ -16,9 +16,9 @@ from fedavg.executors.serial import SerialExecutor
 from fedavg.run import RunConfig, load_checkpoint, load_data, run
 from studies import fedavg_executors as bench
 from studies.fedavg_tables.cells import choose_lr, new_report, run_cell, run_table
-from studies.fedavg_tables.markdown import markdown
+from studies.fedavg_tables.markdown import markdown, markdown_differences
 from studies.fedavg_tables.paper import PAPER_TABLE1, PAPER_TABLE2_CNN
-from studies.fedavg_tables.spec import TableSpec, table1_spec, table2_spec
+from studies.fedavg_tables.spec import TableSpec, cell_budget, table1_spec, table2_spec
 from studies.results_page import render
 
 BASE = RunConfig(model="2nn", clients=10, seed=1, train_limit=600, test_limit=200)
@@ -130,13 +130,62 @@ def test_a_table_reports_after_every_cell_and_a_reached_cell_gives_its_round(tin
 def test_markdown_shows_the_paper_beside_cells_not_run_yet():
     spec = table2_spec(["fedsgd", "e5-b10"])
     text = markdown(new_report(spec, RunConfig(), ["iid", "shards"], {"iid": 3, "shards": 6}, 500, None))
-    assert "| FedSGD (E=1, B=inf) | 1 | inf | 0.1 | not run yet |  | 626 | not run yet |  | 483 |" in text
-    assert "| 20 |" in text and "| 229 |" in text and "10^(1/3) or 10^(1/6)" in text
+    assert "| FedSGD (E=1, B=inf) | 1 | inf | 0.1 | not run yet |  | 626 |  |  | not run yet |  | 483 |  |  |" in text
+    assert "| 20 |  | paper 31.3x |" in text and "| 229 |  | paper 2.1x |" in text and "10^(1/3) or 10^(1/6)" in text
     one = markdown(new_report(table1_spec("2nn", [0.3, 0.5], [None]), RunConfig(), ["iid"], {"iid": 3}, 9, None))
-    assert "| C=0.3, B=inf | 1 | inf | 0.3 | not run yet |  | not in the paper |" in one
-    assert "| C=0.5, B=inf | 1 | inf | 0.5 | not run yet |  | — (not reached) |" in one
+    assert "| C=0.3, B=inf | 1 | inf | 0.3 | not run yet |  | not in the paper |  |  |" in one
+    assert "| C=0.5, B=inf | 1 | inf | 0.5 | not run yet |  | — (not reached) |  |  |" in one
     bf16 = markdown(new_report(spec, RunConfig(precision="bf16", channels_last=True), ["iid"], {"iid": 3}, 9, None))
     assert "bf16 autocast with fp32 master weights, channels-last convolutions" in bf16
+
+
+def test_a_cell_runs_to_the_papers_rounds_by_half_again_and_a_dash_cell_to_half_again_its_slowest_c():
+    t2 = table2_spec(["fedsgd", "e5-b10"])
+    assert [cell_budget(t2, row, "iid") for row in t2.rows] == [939, 30]
+    assert [cell_budget(t2, row, "shards") for row in t2.rows] == [725, 344]
+    t1 = table1_spec("2nn", [0.0, 0.5, 0.3], [None])
+    assert [cell_budget(t1, row, "iid") for row in t1.rows] == [2183, 2487, 3000]
+    assert [cell_budget(t1, row, "shards") for row in t1.rows] == [6417, 6417, 3000]
+    cnn = {row.key: row for row in table1_spec("cnn").rows}
+    assert cell_budget(table1_spec("cnn"), cnn["c1.0-binf"], "shards") == math.ceil(1.5 * 1181)
+
+
+def _cell(row, partition, reached, done, best=0.99, lr=0.1):
+    return {
+        "row": row.key,
+        "label": row.label,
+        "partition": partition,
+        "rounds_to_target": reached,
+        "rounds_done": done,
+        "best_acc": best,
+        "verdict": str(reached) if reached else f"not reached in {done} rounds (best {best})",
+        "chosen_lr": lr,
+        "probes": [probe(x, 0.9, 0.3) for x in (0.05, lr, 1.0)],
+        "max_rounds": done,
+        "probe_rounds": 3,
+    }
+
+
+def test_markdown_gives_the_ratio_to_the_paper_the_speedup_over_fedsgd_and_lists_cells_over_2x():
+    spec = table2_spec(["fedsgd", "e1-b10", "e5-b10"])
+    fedsgd, e1, e5 = spec.rows
+    report = new_report(spec, RunConfig(), ["iid", "shards"], {"iid": 3, "shards": 6}, None, None)
+    report["cells"] = [
+        _cell(fedsgd, "iid", 500, 500),
+        _cell(e1, "iid", 100, 100),
+        _cell(e5, "iid", 25, 25),
+        _cell(e5, "shards", None, 344, best=0.9861),
+    ]
+    text = markdown(report)
+    assert "| FedSGD (E=1, B=inf) | 1 | inf | 0.1 | 500 | 0.1 | 626 | 0.80 |  |" in text
+    assert "| FedAvg E=1, B=10 | 1 | 10 | 0.1 | 100 | 0.1 | 34 | 2.94 | 5.0x (paper 18.4x) |" in text
+    assert "| 25 | 0.1 | 20 | 1.25 | 20.0x (paper 31.3x) |" in text
+    assert "| 229 | > 1.50 | paper 2.1x |" in text
+    assert markdown_differences(report) == [
+        "- FedAvg E=1, B=10, IID: 2.94x the paper's rounds; lr 0.1",
+        "- FedAvg E=5, B=10, non-IID (shards): not reached in 344 rounds (1.50x the paper's), best 0.9861; lr 0.1",
+    ]
+    assert "## Cells more than 2x from the paper's rounds, or not reached by half again" in text
 
 
 def test_table_command_writes_its_files_and_a_second_run_continues_without_redoing_rounds(tmp_path, mnist_root):
@@ -227,7 +276,7 @@ def test_a_study_run_in_pieces_keeps_one_table_and_another_study_replaces_it(tmp
     assert [r["key"] for r in report["rows"]] == ["fedsgd", "e1-b10"] and report["partitions"] == ["iid", "shards"]
     assert report["rounds_run_now"] == 3 and all(c["executor"]["name"] == "serial" for c in report["cells"])
     text = (out / "table2.md").read_text()
-    assert "| FedSGD (E=1, B=inf) | 1 | inf | 0.1 | not run yet |  | 626 | not reached in 3 rounds" in text
+    assert "| FedSGD (E=1, B=inf) | 1 | inf | 0.1 | not run yet |  | 626 |  |  | not reached in 3 rounds" in text
     assert "| FedAvg E=1, B=10 | 1 | 10 | 0.1 | not reached in 2 rounds" in text
     assert "2 of 4 cells done" in text and "its own budget (2 to 3 rounds" in text and "executor serial," in text
     assert invoke(*args, "--rows", "e1-b10", "--max-rounds", "2", "--seed", "2").exit_code == 0
