@@ -8,6 +8,7 @@ bench call them directly.
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from localwhisk import catalog
@@ -27,6 +28,7 @@ class Platform(Entities, Invocations):
         invoker: Invoker,
         api_host: str = "",
         blocking_timeout_s: float = Settings.blocking_timeout_s,
+        concurrent_invocations: int = Settings.concurrent_invocations,
         workers: int = 64,
         require_api_key_annotation: bool = True,
         any_image: bool = False,
@@ -40,6 +42,9 @@ class Platform(Entities, Invocations):
         self.any_image = any_image  # docker mode runs any image; process mode only stands in for ours
         self.blocking_timeout_s = blocking_timeout_s
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="activation")
+        self.concurrent_invocations = concurrent_invocations
+        self._in_flight: dict[str, int] = {}  # namespace -> activations accepted, not finished
+        self._in_flight_lock = threading.Lock()
         self._stopping = False
         self.interrupted_on_start = store.close_interrupted(self._interrupted_doc)
         catalog.install(self)

@@ -3,7 +3,8 @@
 LocalWhiskError
  ├── PlatformError            what the controller answers as an HTTP status (`status`), as OpenWhisk's JSON
  │    ├── BadRequest (400), Unauthorized (401), Forbidden (403), NotFound (404), Conflict (409),
- │    │   TooLarge (413)
+ │    │   TooLarge (413),
+ │    │   TooManyRequests (429)
  │    └── StorageStartError   localwhisk.s3: the embedded S3 did not start
  ├── SupervisorError          localwhisk.supervisor: the platform cannot be started or stopped
  ├── ContainerError           localwhisk.invoker.container: an action container failed or broke the contract
@@ -51,3 +52,9 @@ class Conflict(PlatformError):
 
 class TooLarge(PlatformError):
     status = 413
+
+
+class TooManyRequests(PlatformError):
+    """A throttle refused the invoke before it made an activation: OpenWhisk's RejectRequest(TooManyRequests)."""
+
+    status = 429

@@ -15,7 +15,7 @@ from typing import Any
 from localwhisk.entities import kinds, names
 from localwhisk.entities.actions import PROVIDE_API_KEY, Resolved, kv_dict, now_ms, split_path, truthy
 from localwhisk.entities.names import QualifiedName
-from localwhisk.errors import BadRequest, NotFound, TooLarge
+from localwhisk.errors import BadRequest, NotFound, TooLarge, TooManyRequests
 from localwhisk.invoker.container import MAX_JSON_DEPTH, json_depth
 from localwhisk.invoker.pool import (
     INTERNAL_ERROR,
@@ -64,7 +64,8 @@ class _Level:
 
 class Invocations:
     """Invokes, sequences and activation records (the mixin needs `store`, `invoker`, `_pool`, `_stopping`,
-    `blocking_timeout_s`, `api_host`, `require_api_key_annotation` and `resolve_action`)."""
+    `concurrent_invocations`, `_in_flight`, `_in_flight_lock`, `blocking_timeout_s`, `api_host`,
+    `require_api_key_annotation` and `resolve_action`)."""
 
     @staticmethod
     def _interrupted_doc(doc: dict) -> dict:
@@ -106,14 +107,23 @@ class Invocations:
                 f"The request content was too large ({size} bytes); "
                 f"it exceeds the allowed limit of {MAX_PAYLOAD_BYTES} bytes."
             )
-        doc = self._record(subject, target, secrets.token_hex(16), cause, annotations)
+        self._admit(subject)
+        try:
+            doc = self._record(subject, target, secrets.token_hex(16), cause, annotations)
+        except BaseException:
+            self._finished(subject)
+            raise
         wait_s = self.blocking_timeout_s if wait_s is None else wait_s
         if blocking and _ends_within(target.doc, wait_s):
             try:
-                return doc["activationId"], self._activate(subject, target, params, auth, doc, queue=False)
+                return doc["activationId"], self._admitted(subject, target, params, auth, doc, queue=False)
             except WouldQueue:
                 pass  # no container free now: the pool's worker waits for one while the caller waits here
-        future = self._pool.submit(self._activate, subject, target, params, auth, doc)
+        try:
+            future = self._pool.submit(self._admitted, subject, target, params, auth, doc)
+        except BaseException:
+            self._finished(subject)  # stopping: the record stays open and is closed as interrupted
+            raise
         if not blocking:
             return doc["activationId"], None
         try:
@@ -178,6 +188,41 @@ class Invocations:
             "result": result,
         }
         doc["logs"] = logs
+
+    def _admit(self, namespace: str) -> None:
+        """Counts an activation in flight for `namespace`, as OpenWhisk's ActivationThrottler counts what the load
+        balancer holds for it, or refuses it (before anything is recorded) once the namespace has its limit.
+
+        Raises:
+            TooManyRequests: `concurrent_invocations` of the namespace's activations are in flight.
+        """
+        with self._in_flight_lock:
+            count = self._in_flight.get(namespace, 0)
+            if count >= self.concurrent_invocations:
+                raise TooManyRequests(
+                    f"Too many concurrent requests in flight (count: {count}, allowed: {self.concurrent_invocations})."
+                )
+            self._in_flight[namespace] = count + 1
+
+    def _finished(self, namespace: str) -> None:
+        with self._in_flight_lock:
+            left = self._in_flight[namespace] - 1
+            if left:
+                self._in_flight[namespace] = left
+            else:
+                del self._in_flight[namespace]
+
+    def _admitted(self, subject: str, target: Resolved, params: dict, auth: str, doc: dict, queue: bool = True) -> dict:
+        """`_activate` of an admitted activation, which stays counted in flight only while it waits to be queued."""
+        done = True
+        try:
+            return self._activate(subject, target, params, auth, doc, queue)
+        except WouldQueue:
+            done = False
+            raise
+        finally:
+            if done:
+                self._finished(subject)
 
     def _activate(self, subject: str, target: Resolved, params: dict, auth: str, doc: dict, queue: bool = True) -> dict:
         """queue=False: raises WouldQueue, having changed nothing, where no container is free right now."""

@@ -23,9 +23,11 @@ import sys
 import threading
 import time
 import uuid
+from http import HTTPStatus
 from pathlib import Path
 
 from localwhisk.controller.app import create_app
+from localwhisk.controller.common import error_body
 from localwhisk.core import Platform
 from localwhisk.errors import PlatformError
 from localwhisk.invoker.container import ContainerError
@@ -216,7 +218,13 @@ def _serve_api(
     state_dir, host = settings.state_dir, settings.host
     info_path = state_dir / INFO_FILE
     store = Store(state_dir / "platform.db")
-    platform = Platform(store, invoker, blocking_timeout_s=settings.blocking_timeout_s, any_image=docker is not None)
+    platform = Platform(
+        store,
+        invoker,
+        blocking_timeout_s=settings.blocking_timeout_s,
+        concurrent_invocations=settings.concurrent_invocations,
+        any_image=docker is not None,
+    )
     server = None
     try:
         if platform.interrupted_on_start:
@@ -261,6 +269,12 @@ def _serve_api(
             problems.append(f"closing {store.path} failed: {exc}; committed records stay in its WAL")
 
 
+def _openwhisk_refusal(status: int, message: str) -> tuple[str, list[tuple[str, str]], bytes]:
+    """What the HTTP server refuses itself (too many connections, a malformed or stalled request) in the body
+    every other refusal of the controller has: OpenWhisk's ErrorResponse JSON."""
+    return f"{status} {HTTPStatus(status).phrase}", [("Content-Type", "application/json")], error_body(message)
+
+
 class _ApiServer:
     """The controller's HTTP server: HTTP/1.1 keep-alive, a thread per connection, httptools parsing
     (`runtimes.wsgiserver`)."""
@@ -278,6 +292,7 @@ class _ApiServer:
                 max_connections=self.MAX_CONNECTIONS,
                 idle_timeout_s=75,
                 max_body_bytes=2 * app.config["MAX_CONTENT_LENGTH"],  # Flask answers 413 below this
+                refuse=_openwhisk_refusal,
             )
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:

@@ -18,6 +18,10 @@ from localwhisk.invoker.prewarm import parse as parse_prewarm
 DEFAULT_PORT = 3233
 DEFAULT_S3_PORT = 3234
 DEFAULT_MAX_CONTAINERS = 12
+# OpenWhisk's concurrentInvocations throttle (its deployments default to 30): what a namespace may have accepted and
+# not finished. Here it bounds the activations queued for the containers, so a flood is refused, never held in memory.
+DEFAULT_CONCURRENT_INVOCATIONS = 1000
+MAX_INT = 2**31 - 1  # OpenWhisk's limits are Ints
 MODES = ("process", "docker")
 
 
@@ -32,6 +36,7 @@ class Settings:
     max_containers: int = DEFAULT_MAX_CONTAINERS  # containers running at once
     idle_timeout_s: float = 600.0  # a warm container idle this long is removed
     blocking_timeout_s: float = 60.0  # a blocking invoke waits this long, then answers 202
+    concurrent_invocations: int = DEFAULT_CONCURRENT_INVOCATIONS  # activations in flight per namespace, then 429
     max_unpacked_mb: int = 512  # what an action's zip may unpack to
     prewarm: str = DEFAULT_PREWARM  # stem cells: KIND@MBxN,... or none
     containers: str = "process"  # process | docker
@@ -44,6 +49,8 @@ class Settings:
                 raise BadRequest(f"{name} must be between 0 and 65535: {getattr(self, name)}")
         if not 1 <= self.max_containers <= 256:
             raise BadRequest(f"max_containers must be between 1 and 256: {self.max_containers}")
+        if not 1 <= self.concurrent_invocations <= MAX_INT:
+            raise BadRequest(f"concurrent_invocations must be between 1 and {MAX_INT}: {self.concurrent_invocations}")
         for name in ("idle_timeout_s", "blocking_timeout_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):

@@ -10,7 +10,9 @@ and every stop waits for it first, so a caller never misses a record it was answ
 Entities are read on every invoke; this process is the database's only writer, so their
 parsed documents are cached and dropped on every write of the same key.
 
-Every read of activations is served by an index, so its cost follows what it returns, not
+An entity list pages in SQL, newest first, from an index that also holds the path a package's
+list filters on: a page parses its own documents only, not the namespace's. Every read of
+activations is served by an index, so its cost follows what it returns, not
 what is stored: the list and count (finished records only) by namespace, and by name, in
 start order; the records left open, which every start looks for, by a partial index that
 holds only those.
@@ -48,6 +50,7 @@ CREATE INDEX IF NOT EXISTS activations_listed ON activations (namespace, done, s
 CREATE INDEX IF NOT EXISTS activations_by_name ON activations (namespace, path, done, start DESC);
 CREATE INDEX IF NOT EXISTS activations_open ON activations (id) WHERE done=0;
 CREATE INDEX IF NOT EXISTS entities_by_id ON entities (namespace, path);
+CREATE INDEX IF NOT EXISTS entities_listed ON entities (namespace, collection, updated DESC, path DESC);
 """
 _NAME_KEYS = 1  # user_version from which a record's `path` column holds its name_key
 ABSENT = 0  # the revision of an entity that does not exist: a write naming it creates
@@ -270,12 +273,33 @@ class Store:
                 raise RevisionConflict()
             return cur.rowcount > 0
 
-    def list(self, namespace: str, collection: str, prefix: str | None = None) -> list[dict]:
+    def list(
+        self, namespace: str, collection: str, prefix: str | None = None, limit: int | None = None, skip: int = 0
+    ) -> list[dict]:
+        """The newest first (then by path, so pages never overlap), `limit` (None: all) past `skip`; `prefix` a
+        package: its actions only."""
+        where, args = self._entities_in(namespace, collection, prefix)
         rows = self._exec(
-            "SELECT path, doc FROM entities WHERE namespace=? AND collection=? ORDER BY updated DESC",
-            (namespace, collection),
+            f"SELECT doc FROM entities {where} ORDER BY updated DESC, path DESC LIMIT ? OFFSET ?",
+            (*args, -1 if limit is None else limit, skip),
         )
-        return [json.loads(doc) for path, doc in rows if prefix is None or path.startswith(prefix + "/")]
+        return [json.loads(doc) for (doc,) in rows]
+
+    def count(self, namespace: str, collection: str, prefix: str | None = None) -> int:
+        where, args = self._entities_in(namespace, collection, prefix)
+        return self._exec(f"SELECT COUNT(*) FROM entities {where}", args)[0][0]
+
+    @staticmethod
+    def _entities_in(namespace: str, collection: str, prefix: str | None) -> tuple[str, tuple]:
+        if prefix is None:
+            return "WHERE namespace=? AND collection=?", (namespace, collection)
+        # paths under `prefix/`: '0' is the character after '/'
+        return "WHERE namespace=? AND collection=? AND path>? AND path<?", (
+            namespace,
+            collection,
+            prefix + "/",
+            prefix + "0",
+        )
 
     # activations
     def begin_activation(self, doc: dict) -> None:

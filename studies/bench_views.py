@@ -155,26 +155,51 @@ def plot_train(report: dict, path: Path) -> Path:
     return path
 
 
+SCALE_SECTIONS = (
+    ("activations", "activation records"),
+    ("objects", "S3 objects in one bucket"),
+    ("invokes", "blocking no-op invokes at once"),
+    ("actions", "actions in one namespace"),
+    ("object_sizes", "S3 object size (bytes)"),
+)
+
+
+def _scale_cell(value) -> object:
+    if isinstance(value, dict):
+        return f"{value['p50_ms']:.4g}" if "p50_ms" in value else " ".join(f"{k}:{v}" for k, v in value.items())
+    return value
+
+
+def _growth_table(title: str, curves: dict) -> Table:
+    rows = [
+        (k, c["growth"], c["exponent"], c["last_over_first"], c["size_ratio"])
+        for k, c in curves.items()
+        if "growth" in c
+    ]
+    return Table.of(f"growth: {title}", ["measure", "growth", "exponent", "last/first", "N ratio"], rows)
+
+
 def scale_view(report: dict) -> list[Block]:
-    """Per curve, a row per N with the p50 of every operation, then each measure's growth."""
+    """Per curve, a row per N with each measure (p50 ms where timed), then each measure's growth."""
     out: list[Block] = []
-    for section, title in (("activations", "activation records"), ("objects", "S3 objects in one bucket")):
+    for section, title in SCALE_SECTIONS:
         if section not in report:
             continue
         points = report[section]["points"]
-        measures = [k for k in points[0] if k != "n"]
-        headers = ["N", *[k if isinstance(points[0][k], int | float) else f"{k} p50 ms" for k in measures]]
-        rows = [
-            (p["n"], *[p[k] if isinstance(p[k], int | float) else f"{p[k]['p50_ms']:.4g}" for k in measures])
-            for p in points
+        measures = [k for k in points[0] if k not in ("n", "first_error")]
+        headers = [
+            "N",
+            *[f"{k} p50 ms" if isinstance(points[0][k], dict) and "p50_ms" in points[0][k] else k for k in measures],
         ]
+        rows = [(p["n"], *[_scale_cell(p.get(k)) for k in measures]) for p in points]
         out.append(Table.of(f"bench scale: {title}", headers, rows))
-        curves = report[section]["curves"]
-        out.append(
-            Table.of(
-                f"growth: {title}",
-                ["measure", "growth", "exponent", "last/first", "N ratio"],
-                [(k, c["growth"], c["exponent"], c["last_over_first"], c["size_ratio"]) for k, c in curves.items()],
-            )
-        )
+        out.append(_growth_table(title, report[section]["curves"]))
+    for executor, part in report.get("fedavg", {}).get("executors", {}).items():
+        if "skipped" in part:
+            continue
+        title = f"FedAvg, {executor} executor"
+        keys = ["s_per_round", "s_per_client_update", "examples_per_client", "parent_peak_rss_kb", "worker_peak_rss_kb"]
+        rows = [(p["k"], p["m"], *[p.get(k, p.get("error", "")) for k in keys]) for p in part["points"]]
+        out.append(Table.of(f"bench scale: {title}", ["K", "m", *keys], rows))
+        out.append(_growth_table(title, part["curves"]))
     return out

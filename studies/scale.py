@@ -11,17 +11,23 @@ costs at one N.
 
 from __future__ import annotations
 
+import base64
+import http.client
+import io
+import json
 import math
 import os
 import platform as pyplatform
 import random
 import tempfile
+import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from .loadgen import summarize_ms
+from .loadgen import closed_loop, summarize_ms
 
 BUCKET = "bench-scale"
 NAMES = 100  # distinct action names among the records: a name filter matches 1 % of them
@@ -228,6 +234,243 @@ def bench_objects(sizes: list[int], samples: int, object_bytes: int, progress: C
     )
 
 
+def _rss(pid: int) -> dict:
+    """The process's resident memory now and at its peak (VmHWM), in kB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return {"rss_kb": int(fields["VmRSS"].split()[0]), "peak_rss_kb": int(fields["VmHWM"].split()[0])}
+
+
+class _RepeatingBody(io.RawIOBase):
+    """`size` bytes of a repeated random block, made as they are read: a 1 GB body without 1 GB in this process.
+    Seekable, as boto3 reads a body once to sign it and again to send it."""
+
+    def __init__(self, size: int, block: bytes) -> None:
+        self.size, self._block, self._at = size, memoryview(block), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._at
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._at = {io.SEEK_SET: 0, io.SEEK_CUR: self._at, io.SEEK_END: self.size}[whence] + offset
+        return self._at
+
+    def readinto(self, buffer) -> int:
+        start = self._at % len(self._block)
+        n = max(0, min(len(buffer), self.size - self._at, len(self._block) - start))
+        buffer[:n] = self._block[start : start + n]
+        self._at += n
+        return n
+
+
+def bench_object_sizes(sizes: list[int], progress: Callable[[str], None]) -> dict:
+    """One object of each size PUT and read back through boto3 (one request each, no multipart); the server's
+    resident memory after each, and its peak so far: a server that streams keeps both flat as objects grow."""
+    from localwhisk.s3 import EmbeddedS3
+
+    from .storage_latency import _client
+
+    block = os.urandom(1 << 20)
+    points = []
+    with tempfile.TemporaryDirectory(prefix="bench-scale-sizes-") as tmp, EmbeddedS3(root=Path(tmp)) as s3:
+        client = _client(s3.endpoint_url, s3.access_key, s3.secret_key)
+        try:
+            client.create_bucket(Bucket=BUCKET)
+            point = {"bytes": 0, **_rss(s3.pid)}
+            for size in sizes:
+                progress(f"S3 object of {size} bytes")
+                key = f"size/{size}"
+                t0 = time.perf_counter()
+                client.put_object(Bucket=BUCKET, Key=key, Body=_RepeatingBody(size, block), ContentLength=size)
+                put_s = time.perf_counter() - t0
+                after_put = _rss(s3.pid)
+                t0 = time.perf_counter()
+                body, got = client.get_object(Bucket=BUCKET, Key=key)["Body"], 0
+                for chunk in body.iter_chunks(1 << 20):
+                    got += len(chunk)
+                get_s = time.perf_counter() - t0
+                if got != size:
+                    raise RuntimeError(f"GET of {key} read {got} of {size} bytes")
+                client.delete_object(Bucket=BUCKET, Key=key)
+                point = {
+                    "n": size,
+                    "put_s": round(put_s, 4),
+                    "get_s": round(get_s, 4),
+                    "put_mb_s": round(size / put_s / 1e6, 2),
+                    "get_mb_s": round(size / get_s / 1e6, 2),
+                    "rss_kb_after_put": after_put["rss_kb"],
+                    **{f"{k}_after_get": v for k, v in _rss(s3.pid).items()},
+                }
+                points.append(point)
+        finally:
+            client.close()
+    curves = {k: growth([p["n"] for p in points], [p[k] for p in points]) for k in _SIZE_CURVES}
+    return {"points": points, "curves": curves}
+
+
+_SIZE_CURVES = ("put_s", "get_s", "rss_kb_after_put", "rss_kb_after_get", "peak_rss_kb_after_get")
+
+
+class _CountingInvoker:
+    """A blocking no-op invoke on one kept connection per thread, as platform_cost.RawInvoker, that also counts
+    each answer's status and checks every refusal is OpenWhisk's: a 429 or 503 whose body is its JSON error. A
+    wait past `timeout_s` counts as a hang."""
+
+    def __init__(self, apihost: str, auth: str, action: str, timeout_s: float = 90.0) -> None:
+        url = urllib.parse.urlsplit(apihost)
+        self._netloc, self._timeout_s = url.netloc, timeout_s
+        self._path = f"/api/v1/namespaces/_/actions/{action}?blocking=true&result=true"
+        self._headers = {
+            "Authorization": "Basic " + base64.b64encode(auth.encode()).decode(),
+            "Content-Type": "application/json",
+        }
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self.statuses: dict[str, int] = {}
+        self.malformed_refusals = 0
+
+    def _count(self, status: str) -> None:
+        with self._lock:
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+
+    def __call__(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = http.client.HTTPConnection(self._netloc, timeout=self._timeout_s)
+        try:
+            conn.request("POST", self._path, body=b"{}", headers=self._headers)
+            response = conn.getresponse()
+            body = response.read()
+        except TimeoutError:
+            conn.close()
+            self._local.conn = None
+            self._count("hang")
+            raise
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            self._local.conn = None
+            self._count(type(exc).__name__)
+            raise
+        self._count(str(response.status))
+        if response.status == 200:
+            return
+        if response.status in (429, 503):
+            try:
+                if set(json.loads(body)) != {"error", "code"}:
+                    raise ValueError(body[:100])
+            except ValueError:
+                with self._lock:
+                    self.malformed_refusals += 1
+        raise RuntimeError(f"invoke answered {response.status}: {body[:200]!r}")
+
+
+def bench_invokes(concurrencies: list[int], requests_per_worker: int, progress: Callable[[str], None]) -> dict:
+    """Blocking no-op invokes from `c` threads at once, each on its own kept connection, for each c; per point the
+    throughput, p50/p99 and every answer's status."""
+    from localwhisk.supervisor import LocalPlatform
+
+    from .platform_cost import NOOP_SOURCE, warm_up
+
+    points = []
+    with tempfile.TemporaryDirectory(prefix="bench-scale-invokes-") as tmp:
+        with LocalPlatform(Path(tmp), prewarm="none", idle_timeout_s=600) as info:
+            client = info.client()
+            try:
+                client.create_action("scale-noop", {"kind": "python:3.11", "code": NOOP_SOURCE})
+                for c in concurrencies:
+                    progress(f"blocking no-op invokes at concurrency {c}")
+                    invoke = _CountingInvoker(info.apihost, info.auth, "scale-noop")
+                    warm_up(invoke, min(c, info_max_containers(info)), info.apihost)
+                    invoke.statuses.clear()
+                    measured = closed_loop(invoke, c, requests_per_worker)
+                    point = {"n": c, "answered": measured.pop("n"), **measured}
+                    point["statuses"] = dict(invoke.statuses)
+                    point["malformed_refusals"] = invoke.malformed_refusals
+                    points.append(point)
+            finally:
+                client.close()
+    sizes = [p["n"] for p in points]
+    answered = [p for p in points if p.get("p50_ms")]
+    curves = {
+        k: growth([p["n"] for p in answered], [p[k] for p in answered]) for k in ("p50_ms", "p99_ms", "throughput_rps")
+    }
+    curves["errors"] = {"per_point": dict(zip(map(str, sizes), (p["errors"] for p in points), strict=True))}
+    first = next((p["n"] for p in points if p["errors"]), None)
+    return {"points": points, "curves": curves, "first_errors_at": first}
+
+
+def info_max_containers(info) -> int:
+    from .platform_cost import invoker_stats
+
+    return (invoker_stats(info.apihost) or {}).get("max_containers") or 1
+
+
+def _action_doc(name: str, template: dict) -> dict:
+    return {**template, "name": name}
+
+
+def bench_actions(sizes: list[int], samples: int, progress: Callable[[str], None]) -> dict:
+    """N actions in one namespace, listed a page (200) at a time through the REST API: the first page, one
+    in the middle, the last; and a count. The actions are written through the store as copies of one PUT."""
+    from localwhisk.server import NAMESPACE
+    from localwhisk.store import Store
+    from localwhisk.supervisor import LocalPlatform
+
+    from .platform_cost import NOOP_SOURCE
+
+    points = []
+    with tempfile.TemporaryDirectory(prefix="bench-scale-actions-") as tmp:
+        state, have = Path(tmp), 1  # the template is the first
+        with LocalPlatform(state, prewarm="none") as info:
+            client = info.client()
+            try:
+                client.create_action("scale-a-000000000", {"kind": "python:3.11", "code": NOOP_SOURCE})
+            finally:
+                client.close()
+        for n in sizes:
+            progress(f"actions in one namespace: {n}")
+            store = Store(state / "platform.db")
+            try:
+                template = store.get(NAMESPACE, "actions", "scale-a-000000000")
+                for i in range(have, n):
+                    name = f"scale-a-{i:09d}"
+                    store.put(NAMESPACE, "actions", name, _action_doc(name, template), 0)
+            finally:
+                store.close()
+            have = max(have, n)
+            with LocalPlatform(state, prewarm="none") as info:
+                point = {"n": n, **_page_actions(info, n, samples)}
+            points.append(point)
+    return _curves(points, ("list_first_page", "list_middle_page", "list_last_page"), ())
+
+
+def _page_actions(info, n: int, samples: int) -> dict:
+    import requests
+
+    http_ = requests.Session()
+    http_.auth = tuple(info.auth.split(":", 1))
+    url = f"{info.apihost}/api/v1/namespaces/_/actions"
+
+    def page(skip: int, expect: int) -> None:
+        got = http_.get(url, params={"limit": 200, "skip": skip}, timeout=60)
+        if got.status_code != 200 or len(got.json()) != expect:
+            raise RuntimeError(f"GET {got.url} answered {got.status_code} with {len(got.content)} bytes")
+
+    try:
+        return {
+            "list_first_page": _timed(lambda: page(0, min(200, n)), samples),
+            "list_middle_page": _timed(lambda: page(n // 2, min(200, n - n // 2)), samples),
+            "list_last_page": _timed(lambda: page(max(0, n - 200), min(200, n)), samples),
+        }
+    finally:
+        http_.close()
+
+
 def _curves(points: list[dict], timed: tuple[str, ...], plain: tuple[str, ...]) -> dict:
     sizes = [p["n"] for p in points]
     curves = {f"{k}_p50_ms": growth(sizes, [p[k]["p50_ms"] for p in points]) for k in timed}
@@ -237,14 +480,28 @@ def _curves(points: list[dict], timed: tuple[str, ...], plain: tuple[str, ...]) 
     return {"points": points, "curves": curves}
 
 
+PARTS = ("records", "objects", "invokes", "actions", "sizes", "fedavg")
+
+
 def run(
     record_sizes: list[int],
     object_sizes: list[int],
     samples: int = 50,
     object_bytes: int = 1000,
     progress: Callable[[str], None] = lambda _m: None,
+    *,
+    parts: tuple[str, ...] = ("records", "objects"),
+    concurrencies: list[int] = (),
+    requests_per_worker: int = 20,
+    action_sizes: list[int] = (),
+    byte_sizes: list[int] = (),
+    fedavg_clients: list[int] = (),
+    fedavg_per_round: list[int] = (),
+    fedavg_executors: list[str] = ("process", "ray"),
+    fedavg_rounds: int = 3,
+    fedavg_workers: int = 2,
 ) -> dict:
-    """Both curves, one after the other, in this run."""
+    """The curves named in `parts`, one after the other, in this run."""
     report: dict = {
         "benchmark": "scale",
         "conditions": {
@@ -252,14 +509,36 @@ def run(
             "python": pyplatform.python_version(),
             "samples_per_point": samples,
             "object_bytes": object_bytes,
+            "requests_per_worker": requests_per_worker,
             "records": f"{NAMES} action names, inserted through localwhisk.store; reads through the REST API",
             "objects": "one bucket, inserted through embedded_s3.store; requests through boto3 over HTTP",
+            "invokes": "blocking no-op, one kept connection per thread, statuses counted; 90 s without answer = hang",
+            "actions": "copies of one action written through the store; pages of 200 through the REST API",
+            "sizes": "one object per size, a single PUT and a streamed GET through boto3; server RSS from /proc",
+            "fedavg": "2NN, E=1, B=10, IID split of the 60,000 examples among K; a child process per point",
             "growth": "exponent b of p50 ~ N**b (log-log least squares): <0.3 flat, <0.8 sublinear, <1.2 linear, "
             "else worse",
         },
     }
-    if record_sizes:
+    if "records" in parts and record_sizes:
         report["activations"] = bench_activations(record_sizes, samples, progress)
-    if object_sizes:
+    if "objects" in parts and object_sizes:
         report["objects"] = bench_objects(object_sizes, samples, object_bytes, progress)
+    if "invokes" in parts and concurrencies:
+        report["invokes"] = bench_invokes(list(concurrencies), requests_per_worker, progress)
+    if "actions" in parts and action_sizes:
+        report["actions"] = bench_actions(list(action_sizes), samples, progress)
+    if "sizes" in parts and byte_sizes:
+        report["object_sizes"] = bench_object_sizes(list(byte_sizes), progress)
+    if "fedavg" in parts and fedavg_clients:
+        from .scale_fedavg import bench_fedavg
+
+        report["fedavg"] = bench_fedavg(
+            list(fedavg_clients),
+            list(fedavg_per_round),
+            list(fedavg_executors),
+            fedavg_rounds,
+            fedavg_workers,
+            progress,
+        )
     return report

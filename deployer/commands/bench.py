@@ -6,7 +6,7 @@ import click
 
 from ..cli import LazyGroup
 from .output import show, write_report
-from .params import OutputFile, OutputFolder, choices, integer, ints
+from .params import Number, OutputFile, OutputFolder, choices, integer, ints
 
 LAZY = {
     "infer": "deployer.commands.ml:bench_infer_command",
@@ -114,11 +114,18 @@ def bench_storage(json_path, clients: int, requests_per_client: int, size_kb: in
 @bench.command("scale")
 @click.option("--json", "json_path", type=OutputFile(), help="Write the report here.")
 @click.option(
+    "--parts",
+    type=choices(("records", "objects", "invokes", "actions", "sizes", "fedavg")),
+    default="records,objects,invokes,actions,sizes,fedavg",
+    show_default=True,
+    help="Which curves to measure.",
+)
+@click.option(
     "--records",
     type=ints(1, 10_000_000, example="1000,10000"),
     default="1000,10000",
     show_default=True,
-    help="Activation records in the platform's store, one point each.",
+    help="Activation records in the platform's store, one point each (1000000 runs: about 10 min to insert).",
 )
 @click.option(
     "--objects",
@@ -129,8 +136,62 @@ def bench_storage(json_path, clients: int, requests_per_client: int, size_kb: in
 )
 @click.option("--samples", default=30, show_default=True, type=integer(1, 100_000), help="Requests per measure.")
 @click.option("--object-bytes", default=1000, show_default=True, type=integer(1, 10_000_000))
-def bench_scale(json_path, records: tuple[int, ...], objects: tuple[int, ...], samples: int, object_bytes: int) -> None:
-    """How reads, lists and start-up grow with the activation records stored and the objects in a bucket."""
+@click.option(
+    "--concurrency",
+    type=ints(1, 256, example="1,4,16"),
+    default="1,4,16",
+    show_default=True,
+    help="Blocking no-op invokes at once, one point each.",
+)
+@click.option("--requests", "requests_per_worker", default=20, show_default=True, type=integer(1, 100_000))
+@click.option(
+    "--actions",
+    type=ints(1, 1_000_000, example="100,1000"),
+    default="100,1000",
+    show_default=True,
+    help="Actions in one namespace, one point each.",
+)
+@click.option(
+    "--sizes",
+    type=ints(1, 4_000_000_000, example="1000,1000000"),
+    default="1000,1000000,10000000",
+    show_default=True,
+    help="Object sizes in bytes, one point each.",
+)
+@click.option(
+    "--clients", type=ints(1, 60_000, example="100,1000"), default="100,1000", show_default=True, help="FedAvg K."
+)
+@click.option(
+    "--per-round",
+    type=ints(1, 60_000, example="10,100"),
+    default="10,100",
+    show_default=True,
+    help="FedAvg clients a round (C*K); points with more than K are left out.",
+)
+@click.option("--executors", type=choices(("process", "ray")), default="process,ray", show_default=True)
+@click.option("--rounds", default=3, show_default=True, type=integer(2, 1000), help="FedAvg rounds per point.")
+@click.option("--workers", default=2, show_default=True, type=integer(1, 256), help="FedAvg executor workers.")
+@click.option("--figures", type=OutputFolder(), help="Write a PNG per curve into this folder.")
+def bench_scale(
+    json_path,
+    parts,
+    records: tuple[int, ...],
+    objects: tuple[int, ...],
+    samples: int,
+    object_bytes: int,
+    concurrency,
+    requests_per_worker: int,
+    actions,
+    sizes,
+    clients,
+    per_round,
+    executors,
+    rounds: int,
+    workers: int,
+    figures,
+) -> None:
+    """How cost grows with what is stored, sent at once or trained: records, objects, invokes, actions, object
+    sizes and FedAvg clients, each curve's growth named."""
     from studies import scale
     from studies.bench_views import scale_view
 
@@ -140,9 +201,67 @@ def bench_scale(json_path, records: tuple[int, ...], objects: tuple[int, ...], s
         samples,
         object_bytes,
         progress=lambda m: click.echo(f"... {m}", err=True),
+        parts=tuple(parts),
+        concurrencies=sorted(set(concurrency)),
+        requests_per_worker=requests_per_worker,
+        action_sizes=sorted(set(actions)),
+        byte_sizes=sorted(set(sizes)),
+        fedavg_clients=sorted(set(clients)),
+        fedavg_per_round=sorted(set(per_round)),
+        fedavg_executors=list(dict.fromkeys(executors)),
+        fedavg_rounds=rounds,
+        fedavg_workers=workers,
     )
     show(scale_view(report))
     write_report(json_path, report)
+    if figures:
+        from pathlib import Path
+
+        from studies.scale_figures import write_figures
+
+        for path in write_figures(report, Path(figures)):
+            click.echo(f"wrote {path}", err=True)
+
+
+def _png_name(ctx, param, value):
+    if value is not None and not str(value).lower().endswith(".png"):
+        raise click.BadParameter(f"{value} does not end in .png", param_hint="'--png'")
+    return value
+
+
+@bench.command("model")
+@click.option("--from", "from_path", type=click.Path(exists=True, dir_okay=False), help="A bench scale --json report.")
+@click.option("--machines", type=ints(1, 100_000, example="1,2,4"), default="1,2,4,8,16,32,64", show_default=True)
+@click.option("--step-s", type=Number(0.0, 3600.0, low_open=True), default=0.02, show_default=True)
+@click.option("--update-bytes", type=integer(1, 10_000_000_000), default=4 * 199_210, show_default=True)
+@click.option("--clients-per-round", type=integer(1, 100_000), default=100, show_default=True)
+@click.option("--client-update-s", type=Number(0.0, 3600.0, low_open=True), default=0.5, show_default=True)
+@click.option("--json", "json_path", type=OutputFile(), help="Write the predicted curves here.")
+@click.option("--png", "png_path", type=OutputFile(), callback=_png_name, help="Write their figure here (a .png).")
+def bench_model(from_path, machines, step_s, update_bytes, clients_per_round, client_update_s, json_path, png_path):
+    """Predicted seconds per round on N machines for each topology and FedAvg on OpenWhisk, from measured parts."""
+    import json
+    from pathlib import Path
+
+    from studies import cluster_model
+
+    try:
+        report = json.loads(Path(from_path).read_text()) if from_path else {}
+        if not isinstance(report, dict):
+            raise TypeError("not a JSON object")
+        parts = cluster_model.from_scale(report, step_s=step_s, update_bytes=update_bytes)
+    except (OSError, ValueError, TypeError, KeyError, IndexError) as exc:
+        raise click.ClickException(
+            f"{from_path} is not a `bench scale --json` report: {type(exc).__name__}: {exc}"
+        ) from exc
+    out = cluster_model.predict(parts, sorted(set(machines)), clients_per_round, client_update_s)
+    for name, curve in out["curves"].items():
+        click.echo(f"{name}: " + "  ".join(f"N={p['n']}: {p['round_s']:.4g} s" for p in curve))
+    write_report(json_path, out)
+    if png_path:
+        from studies.scale_figures import write_model_figure
+
+        click.echo(f"wrote {write_model_figure(out, Path(png_path))}", err=True)
 
 
 @bench.command("report")

@@ -100,19 +100,19 @@ def _register_errors(app: Flask) -> None:
 
 
 MB = 1024 * 1024
-# OpenWhisk reports its throttles as integers; this platform has none (it queues instead of answering 429),
-# so it reports the largest value OpenWhisk's Int settings can hold.
+# OpenWhisk reports its throttles as integers; this platform has no rate throttles, so it reports the largest
+# value OpenWhisk's Int settings can hold for them.
 UNTHROTTLED = 2**31 - 1
 BUILD = "local"  # OpenWhisk's build date; a platform run from source has none
 
 
-def info_limits() -> dict[str, int]:
+def info_limits(concurrent_invocations: int = UNTHROTTLED) -> dict[str, int]:
     """`limits` as Controller.info reports them: throttles, the sequence length, and the action limit ranges
     (durations in ms, sizes in bytes); the namespace defaults are the ranges, as no namespace has its own."""
     body = {
         "actions_per_minute": UNTHROTTLED,
         "triggers_per_minute": UNTHROTTLED,
-        "concurrent_actions": UNTHROTTLED,
+        "concurrent_actions": concurrent_invocations,
         "sequence_length": MAX_SEQUENCE_LENGTH,
     }
     ranges = {
@@ -144,7 +144,7 @@ def _register_info(app: Flask, platform: Platform, authenticate: Auth) -> None:
                 "description": "OpenWhisk-compatible local platform",
                 "support": {},  # the platform has no issue tracker or chat of its own
                 "api_paths": ["/api/v1"],
-                "limits": info_limits(),
+                "limits": info_limits(platform.concurrent_invocations),
                 "runtimes": kinds.manifest_json(),
             }
         )

@@ -162,11 +162,14 @@ class Entities:
     def list_packages(self, ns: str, subject: str | None = None, limit: int = 30, skip: int = 0) -> list[dict]:
         """As OpenWhisk's packages views list them: without parameters, `binding` false for a package; another
         namespace's published packages only, not its bindings."""
-        own = ns == (subject or ns)
-        docs = [d for d in self.store.list(ns, "packages") if own or (d.get("publish") and not d.get("binding"))]
+        if ns == (subject or ns):
+            docs = self.store.list(ns, "packages", limit=limit, skip=skip)
+        else:
+            docs = page_of(
+                [d for d in self.store.list(ns, "packages") if d.get("publish") and not d.get("binding")], limit, skip
+            )
         return [
-            {**{k: d[k] for k in _LISTED_PACKAGE_FIELDS if k in d}, "binding": d.get("binding") or False}
-            for d in page_of(docs, limit, skip)
+            {**{k: d[k] for k in _LISTED_PACKAGE_FIELDS if k in d}, "binding": d.get("binding") or False} for d in docs
         ]
 
     def delete_package(self, ns: str, name: str, force: bool = False) -> dict:
@@ -345,7 +348,7 @@ class Entities:
         elif ns != (subject or ns):
             return []
         out = []
-        for d in page_of(self.store.list(owner, "actions", prefix=pkg), limit, skip):
+        for d in self.store.list(owner, "actions", prefix=pkg, limit=limit, skip=skip):
             d = dict(d)
             d["exec"] = {k: v for k, v in d["exec"].items() if k in ("kind", "binary")}
             d.pop("parameters", None)

@@ -13,7 +13,6 @@ import secrets
 import time
 
 from localwhisk.entities import bodies, names
-from localwhisk.entities.actions import page_of
 from localwhisk.entities.names import QualifiedName
 from localwhisk.errors import BadRequest, Conflict, NotFound, PlatformError
 from localwhisk.invoker.pool import APPLICATION_ERROR, INTERNAL_ERROR, SUCCESS
@@ -92,7 +91,7 @@ class Triggers:
         return doc, rev
 
     def list_triggers(self, ns: str, limit: int | None, skip: int) -> list[dict]:
-        docs = page_of(self.store.list(ns, "triggers"), limit, skip)
+        docs = self.store.list(ns, "triggers", limit=limit, skip=skip)
         return [{k: v for k, v in self._public(d).items() if k not in ("parameters", "rules")} for d in docs]
 
     def delete_trigger(self, ns: str, name: str) -> dict:
@@ -185,7 +184,7 @@ class Triggers:
         return {**doc, "status": self._status(ns, name, doc)}
 
     def list_rules(self, ns: str, limit: int | None, skip: int) -> list[dict]:
-        docs = page_of(self.store.list(ns, "rules"), limit, skip)
+        docs = self.store.list(ns, "rules", limit=limit, skip=skip)
         return [{**d, "status": self._status(ns, d["name"], d)} for d in docs]
 
     def set_rule_status(self, ns: str, name: str, status) -> dict:

@@ -25,7 +25,20 @@ def test_growth_is_named_from_the_fitted_exponent(values, name):
 
 def test_bench_scale_tiny_run(tmp_path):
     out = tmp_path / "scale.json"
-    args = ["bench", "scale", "--records", "20,200", "--objects", "20,200", "--samples", "2", "--json", str(out)]
+    args = [
+        "bench",
+        "scale",
+        "--parts",
+        "records,objects",
+        "--records",
+        "20,200",
+        "--objects",
+        "20,200",
+        "--samples",
+        "2",
+        "--json",
+        str(out),
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
@@ -53,3 +66,25 @@ def test_bench_scale_tiny_run(tmp_path):
 def test_bench_scale_refuses_a_bad_size():
     result = CliRunner().invoke(cli, ["bench", "scale", "--records", "0"])
     assert result.exit_code == 2 and "--records" in result.output
+
+
+def test_bench_scale_tiny_run_of_invokes_actions_and_sizes(tmp_path):
+    out, figures = tmp_path / "scale.json", tmp_path / "figures"
+    args = ["bench", "scale", "--parts", "invokes,actions,sizes", "--concurrency", "1,4", "--requests", "3"]
+    args += ["--actions", "5,50", "--samples", "2", "--sizes", "1000,3000000", "--json", str(out)]
+    result = CliRunner().invoke(cli, [*args, "--figures", str(figures)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    invokes = report["invokes"]
+    assert [p["n"] for p in invokes["points"]] == [1, 4]
+    assert all(p["errors"] == 0 and p["statuses"] == {"200": p["answered"]} for p in invokes["points"])
+    assert [p["n"] for p in report["actions"]["points"]] == [5, 50]
+    sizes = report["object_sizes"]["points"]
+    assert [p["n"] for p in sizes] == [1000, 3_000_000] and all(p["peak_rss_kb_after_get"] > 0 for p in sizes)
+    assert {
+        c["growth"]
+        for s in ("invokes", "actions", "object_sizes")
+        for c in report[s]["curves"].values()
+        if "growth" in c
+    } <= GROWTHS
+    assert sorted(p.name for p in figures.iterdir())[0] == "actions-list_first_page.png"

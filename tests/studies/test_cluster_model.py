@@ -1,0 +1,72 @@
+"""The cluster model's arithmetic on parts chosen so each phase can be counted by hand."""
+
+import math
+
+import pytest
+
+from studies import cluster_model as cm
+
+# 1 s a request, 1 byte/s, one request at a time, unlimited link: a phase's seconds are its requests plus its bytes
+UNIT = cm.Parts(
+    latency_s=1.0,
+    request_bps=1.0,
+    nic_bps=math.inf,
+    parallel_requests=1,
+    step_s=10.0,
+    update_bytes=4,
+    reduce_bps=math.inf,
+    invoke_s=0.5,
+)
+
+
+@pytest.mark.parametrize(
+    ("topology", "storage_s"),
+    [
+        # PUT 1 x 4 bytes (5 s), GET 3 x 4 bytes (15 s)
+        ("allreduce", 5 + 15),
+        # PUT 4 shards of 1 byte (8 s), GET 3 (6 s), PUT 1 (2 s), GET 3 (6 s)
+        ("scatter", 8 + 6 + 2 + 6),
+        # PUT 1 x 4 (5 s), the PS GETs 4 x 4 (20 s) and PUTs 1 x 4 (5 s), GET 1 x 4 (5 s)
+        ("ps", 5 + 20 + 5 + 5),
+    ],
+)
+def test_a_round_is_compute_then_the_storage_phases_counted_by_hand(topology, storage_s):
+    got = cm.round_s(UNIT, topology, 4)
+    assert got["storage_s"] == storage_s and got["round_s"] == 10 + storage_s
+
+
+def test_parallel_requests_pay_one_latency_per_wave_and_share_the_link():
+    parts = cm.Parts(latency_s=1.0, request_bps=10.0, nic_bps=20.0, parallel_requests=4)
+    # 6 requests of 20 bytes: 2 waves; 4 x 10 B/s capped by the 20 B/s link
+    assert cm.requests_s(parts, 6, 20) == 2 * 1.0 + 6 * 20 / 20.0
+
+
+def test_a_finite_storage_service_bounds_the_phase():
+    parts = cm.Parts(latency_s=0.0, request_bps=1e9, nic_bps=1e9, storage_bps=100.0, update_bytes=10, step_s=0.0)
+    parts = cm.Parts(**{**parts.__dict__, "reduce_bps": math.inf})
+    # allreduce on 10 machines: PUT 10 x 10 B, then GET 10 x 9 x 10 B, all through 100 B/s
+    assert cm.round_s(parts, "allreduce", 10)["storage_s"] == pytest.approx(1.0 + 9.0)
+
+
+def test_fedavg_on_openwhisk_runs_its_clients_in_waves_of_the_machines():
+    got = cm.fedavg_openwhisk_round_s(UNIT, clients_per_round=10, machines=4, slots_per_machine=1, client_update_s=2.0)
+    # 3 waves of (invoke 0.5 + GET weights, PUT update, parent's GET: 3 x 5 s + 2 s update); the parent's PUT first
+    assert got["waves"] == 3 and got["round_s"] == 5 + 3 * (0.5 + 15 + 2.0)
+
+
+def test_the_prediction_names_its_assumptions_and_reaches_64_machines():
+    out = cm.predict(cm.Parts(), [1, 2, 4, 64])
+    assert set(out["curves"]) == {"allreduce", "scatter", "ps", "fedavg-openwhisk"}
+    assert all([p["n"] for p in c] == [1, 2, 4, 64] for c in out["curves"].values())
+    assert len(out["assumptions"]) == 7
+
+
+def test_check_says_whether_within_the_tolerance():
+    assert cm.check(1.2, 1.0)["within"] and not cm.check(1.3, 1.0)["within"]
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ValueError, match="topology"):
+        cm.round_s(UNIT, "ring", 2)
+    with pytest.raises(ValueError, match="at least 1"):
+        cm.round_s(UNIT, "ps", 0)
