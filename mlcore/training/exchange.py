@@ -25,6 +25,7 @@ import torch
 
 from .. import weights
 from ..errors import DamagedError, ObjectNotFoundError, StorageError
+from ..storage import WEIGHTS_TYPE
 from .job import TrainingError
 
 POLL_FIRST_S = 0.001
@@ -91,14 +92,15 @@ class Exchange:
         return future
 
     def _put(self, key: str, blob: bytes, scratch: bool) -> None:
+        kind = WEIGHTS_TYPE if blob[: len(weights.MAGIC)] == weights.MAGIC else "application/octet-stream"
         if scratch and self._scratch_class:
             try:
-                return self.storage.put_bytes(key, blob, storage_class=self._scratch_class)
+                return self.storage.put_bytes(key, blob, kind, self._scratch_class)
             except StorageError as exc:
                 if "InvalidStorageClass" not in str(exc):
                     raise
                 self._scratch_class = None  # an endpoint with STANDARD only (Ceph RGW's default)
-        self.storage.put_bytes(key, blob)
+        self.storage.put_bytes(key, blob, kind)
 
     def flush(self) -> None:
         """Waits for every background put; the time it blocks is the put cost on the critical path."""
