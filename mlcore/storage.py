@@ -18,6 +18,7 @@ from .errors import ObjectNotFoundError, StorageError
 
 DEFAULT_BUCKET = "deployer"
 DEFAULT_REGION = "us-east-1"
+WAIT_HEADER = "x-deployer-wait-ms"  # embedded_s3.app's, which S3 ignores
 WEIGHTS_TYPE = "application/vnd.deployer.weights"  # mlcore.weights' format, which carries its own sha256
 # each setting's name as an action parameter and in the environment
 _PARAM_NAMES = {
@@ -185,9 +186,12 @@ class Storage:
             **extra,
         )
 
-    def get_bytes(self, key: str) -> bytes:
+    def get_bytes(self, key: str, wait_s: float = 0.0) -> bytes:
+        """`wait_s`: an endpoint that can (the embedded S3) answers a key not there yet once it is put, up to
+        that long, instead of at once with not found (S3 answers at once)."""
         if self._signed is not None:
-            return self._request("get", "GET", key).body
+            headers = {WAIT_HEADER: str(round(wait_s * 1000))} if wait_s > 0 else None
+            return self._request("get", "GET", key, headers=headers).body
         resp = self._call("get", key, self._client.get_object, Bucket=self.bucket, Key=key)
         return resp["Body"].read()
 

@@ -1,7 +1,9 @@
 """`deployer bench exchange`: where a synchronous step's exchange spends its milliseconds.
 
 N worker processes run the exchange of a sync all-reduce step as mlcore.training.worker does
-it, without the model: CPU spent as compute (a spin of `compute_ms`, the gradient's stand-in),
+it, without the model: CPU spent as compute (a spin of `compute_ms` over N, the gradient of
+one worker's share of the global batch, so that wall over `compute_ms` is the ratio to one
+process that computes the whole batch and exchanges nothing),
 an update of LeNet-5's size encoded as configured and put in the background, the peers'
 updates of the same round gathered (polling for the ones not there yet) and decoded. They
 talk to a real embedded S3 process over HTTP, whose CPU is read from /proc before and after.
@@ -55,9 +57,9 @@ class _Counted:
         self._count()
         return self.storage.put_bytes(*args, **kwargs)
 
-    def get_bytes(self, key: str) -> bytes:
+    def get_bytes(self, key: str, **kwargs) -> bytes:
         self._count()
-        return self.storage.get_bytes(key)
+        return self.storage.get_bytes(key, **kwargs)
 
 
 def _spin(cpu_s: float) -> None:
@@ -90,7 +92,7 @@ def _worker(args: dict) -> dict:  # pragma: no cover - runs in a child, `python 
     sys.stdin.readline()
     wall0, cpu0, main0 = time.perf_counter(), time.process_time(), time.thread_time()
     for step in range(steps):
-        _spin(args["compute_ms"] / 1000)
+        _spin(args["compute_ms"] / 1000 / n)  # the global batch's compute, split as sync training splits it
         blob = encode(vector, {"round": step, "worker": index}, args["compress"])
         exchange.put_async(f"{prefix}{step}/{index}", blob, scratch=True)
         keys = [f"{prefix}{step}/{j}" for j in range(n) if j != index]
@@ -180,6 +182,8 @@ def profile_exchange(
         "bytes_out": round(sum(r["bytes_out"] for r in rows) / steps),
         "bytes_in": round(sum(r["bytes_in"] for r in rows) / steps),
         "cores_busy": round((endpoint + client_cpu) / wall, 2),
+        # one process computes the whole batch in compute_ms a step and exchanges nothing
+        "vs_one_process": round(wall * per_step / compute_ms, 2) if compute_ms else None,
     }
 
 
@@ -210,7 +214,7 @@ def run(
     steps: int = 200,
     clients: tuple[str, ...] = CLIENTS,
     compress: str = "fp16",
-    compute_ms: float = 0.0,
+    compute_ms: float = 6.0,
     requests: int = 200,
     progress: Callable[[str], None] = lambda _m: None,
 ) -> dict:
@@ -268,13 +272,15 @@ def view(report: dict) -> list:
         "requests",
         "misses",
         "cores_busy",
+        "vs_one_process",
     )
     rows = [(r["client"], r["workers"], *(r[f] for f in fields)) for r in report["rows"]]
     return [
         Table.of("one request at a time, ms each", ["client", "op", "client CPU", "endpoint CPU", "wall"], costs),
         Table.of(
             f"sync exchange per step ({report['conditions']['update_bytes']} bytes an update)",
-            ["client", "workers", "wall", "client CPU", "endpoint CPU", "wait", "get", "requests", "misses", "cores"],
+            ["client", "workers", "wall", "client CPU", "endpoint CPU", "wait", "get", "requests", "misses"]
+            + ["cores", "x one process"],
             rows,
         ),
     ]
