@@ -182,6 +182,9 @@ def profile_exchange(
         "bytes_out": round(sum(r["bytes_out"] for r in rows) / steps),
         "bytes_in": round(sum(r["bytes_in"] for r in rows) / steps),
         "cores_busy": round((endpoint + client_cpu) / wall, 2),
+        # the share of one core each process used: the one near 1.0 is what bounds the step
+        "endpoint_core": round(endpoint / wall, 2),
+        "worker_core": round(max(r["cpu_s"] for r in rows) / wall, 2),
         # one process computes the whole batch in compute_ms a step and exchanges nothing
         "vs_one_process": round(wall * per_step / compute_ms, 2) if compute_ms else None,
     }
