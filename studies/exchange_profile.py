@@ -192,6 +192,8 @@ def profile_exchange(
 
 def request_costs(s3, client: str, requests: int, blob: bytes) -> dict:
     """Client CPU (this thread) and endpoint CPU per PUT and per GET of `blob`, one request at a time."""
+    from mlcore.storage import WEIGHTS_TYPE
+
     storage = _storage(s3.endpoint_url, s3.access_key, s3.secret_key, client)
     storage.put_bytes("warm", blob)  # the connection and the signing key, outside the measure
     storage.get_bytes("warm")
@@ -200,7 +202,7 @@ def request_costs(s3, client: str, requests: int, blob: bytes) -> dict:
         endpoint0, cpu0, wall0 = process_cpu_s(s3.pid), time.thread_time(), time.perf_counter()
         for i in range(requests):
             if op == "put":
-                storage.put_bytes(f"costs/{client}/{i}", blob, storage_class="REDUCED_REDUNDANCY")
+                storage.put_bytes(f"costs/{client}/{i}", blob, WEIGHTS_TYPE, "REDUCED_REDUNDANCY")  # as an update
             elif storage.get_bytes(f"costs/{client}/{i}") != blob:
                 raise BenchError(f"GET costs/{client}/{i} through {client} returned other bytes than were PUT")
         per = 1000.0 / requests
