@@ -7,6 +7,11 @@ multipart uploads (UploadPart, UploadPartCopy, ListParts, ListMultipartUploads, 
 and abort), Content-MD5 and the `x-amz-checksum-*` family verified and kept, aws-chunked
 bodies, and conditional writes. Every request is checked with Signature V4 first.
 
+One addition of its own: a GET of a key that is not there yet, carrying `x-deployer-wait-ms`,
+is answered when the key is put (or with NoSuchKey after that long, 2 s at most), so a
+reader waiting for another's write pays one request instead of a poll each few milliseconds.
+S3 ignores the header, and a client that sends it still polls there.
+
 What it does not speak answers 501 NotImplemented in S3's XML, never a 200 that ignores
 what was asked: ACLs other than private, policies, versioning, lifecycle, encryption,
 object lock, tagging, CORS, website, logging, notifications, browser POST uploads.
@@ -40,6 +45,10 @@ XMLNS = "http://s3.amazonaws.com/doc/2006-03-01/"
 OWNER_ID = "deployer"
 MAX_XML_BYTES = 4 << 20
 MAX_DELETE_KEYS = 1000
+# a GET of a key not there yet may ask to be answered when it is put, up to this long: S3 has no
+# notification, and each poll that finds nothing is a request (S3 ignores the header; clients poll)
+WAIT_HEADER = "x-deployer-wait-ms"
+MAX_WAIT_MS = 2000
 _REASONS = {
     200: "OK",
     204: "No Content",
@@ -619,7 +628,7 @@ class S3App:
         number = _int_param(part, "partNumber", 1, None) if part is not None else None
         if number is not None and number > 10000:
             raise invalid_argument("Part number must be an integer between 1 and 10000, inclusive")
-        info, f = self.store.open(req.bucket, req.key)
+        info, f = self._open(req, head)
         try:
             self._conditions(req, info)
             headers = self._object_headers(req, info)
@@ -655,6 +664,22 @@ class S3App:
             return status, headers, [b""]
         f.seek(start)
         return status, headers, self._file_body(req, f, length)
+
+    def _open(self, req: Request, head: bool):
+        """The object, after waiting for it up to WAIT_HEADER's milliseconds on a GET that asks to."""
+        wait = None if head else req.header(WAIT_HEADER)
+        if wait is not None:
+            try:
+                wait_s = min(max(int(wait), 0), MAX_WAIT_MS) / 1000
+            except ValueError:
+                raise invalid_argument(f"{WAIT_HEADER} must be a number of milliseconds: {wait[:20]!r}") from None
+        try:
+            return self.store.open(req.bucket, req.key)
+        except S3Error as exc:
+            if exc.code != "NoSuchKey" or wait is None:
+                raise
+        self.store.wait_for(req.bucket, req.key, wait_s)
+        return self.store.open(req.bucket, req.key)
 
     @staticmethod
     def _file_body(req: Request, f, length: int):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import re
@@ -49,6 +50,7 @@ def canonical_query(raw_query: str, drop: str | None = None) -> str:
     return "&".join(f"{k}={v}" for k, v in sorted(pairs))
 
 
+@functools.lru_cache(maxsize=64)  # one per key and day, not four HMACs per request
 def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
     key = ("AWS4" + secret).encode()
     for part in (date, region, service, "aws4_request"):

@@ -253,6 +253,8 @@ class ObjectStore:
         self._locks = [threading.Lock() for _ in range(64)]
         self._keys: dict[str, list[str]] = {}  # bucket -> its keys in order, from its first listing on
         self._keys_lock = threading.Lock()
+        self._arrivals: dict[tuple[str, str], tuple[threading.Event, int]] = {}  # (bucket, key) -> (event, waiters)
+        self._arrivals_lock = threading.Lock()
         self._forget_old_completions()
 
     def _lock(self, name: str) -> threading.Lock:
@@ -418,7 +420,32 @@ class ObjectStore:
 
         info = self._write(dest, payload, trailer, durable=meta.storage_class == "STANDARD", precondition=precondition)
         self._indexed(bucket, key)
+        with self._arrivals_lock:
+            waiting = self._arrivals.get((bucket, key))
+        if waiting is not None:
+            waiting[0].set()
         return info
+
+    def wait_for(self, bucket: str, key: str, timeout_s: float) -> bool:
+        """Waits up to `timeout_s` for an object at `key`; True once there is one.
+
+        What a reader polling for a key that is not there yet would otherwise pay a request
+        for each time: a put wakes every reader waiting for its key at once.
+        """
+        path = self._object_path(bucket, key)
+        with self._arrivals_lock:
+            event, count = self._arrivals.get((bucket, key)) or (threading.Event(), 0)
+            self._arrivals[(bucket, key)] = (event, count + 1)
+        try:
+            # checked after registering, so a put that lands in between is not missed
+            return path.exists() or (event.wait(timeout_s) and path.exists())
+        finally:
+            with self._arrivals_lock:
+                event, count = self._arrivals[(bucket, key)]
+                if count == 1:
+                    del self._arrivals[(bucket, key)]
+                else:
+                    self._arrivals[(bucket, key)] = (event, count - 1)
 
     def _write(
         self,

@@ -18,6 +18,8 @@ from .errors import ObjectNotFoundError, StorageError
 
 DEFAULT_BUCKET = "deployer"
 DEFAULT_REGION = "us-east-1"
+WAIT_HEADER = "x-deployer-wait-ms"  # embedded_s3.app's, which S3 ignores
+WEIGHTS_TYPE = "application/vnd.deployer.weights"  # mlcore.weights' format, which carries its own sha256
 # each setting's name as an action parameter and in the environment
 _PARAM_NAMES = {
     "bucket": "s3_bucket",
@@ -74,7 +76,9 @@ class StorageConfig:
 class Storage:
     """One bucket. Keys are plain strings; values are bytes, JSON or named tensors (mlcore.weights)."""
 
-    def __init__(self, config: StorageConfig) -> None:
+    def __init__(self, config: StorageConfig, signed_path: bool = True) -> None:
+        """`signed_path`: GET, PUT and HEAD of one object as lean signed requests (mlcore.signed_http), when the
+        keys are given; else, and for everything else, boto3 (whose credential chain finds keys elsewhere too)."""
         import boto3
         from botocore.config import Config
 
@@ -95,6 +99,11 @@ class Storage:
                 s3={"addressing_style": "path"},
             ),
         )
+        self._signed = None
+        if signed_path and config.access_key and config.secret_key:
+            from .signed_http import SignedHTTP
+
+            self._signed = SignedHTTP(config.endpoint_url, config.region, config.access_key, config.secret_key)
 
     @property
     def client(self):
@@ -116,6 +125,20 @@ class Storage:
             raise StorageError(f"{what} {self._where(key)} failed: {code} {exc}") from exc
         except BotoCoreError as exc:
             raise StorageError(f"{what} {self._where(key)} failed: {exc}; check the endpoint and credentials") from exc
+
+    def _request(self, what: str, method: str, key: str, body: bytes = b"", headers: dict | None = None, **kwargs):
+        """One signed request, its S3 errors raised as _call raises boto3's."""
+        from .signed_http import SignedHTTPError
+
+        try:
+            response = self._signed.request(method, self.bucket, key, body, headers, **kwargs)
+        except SignedHTTPError as exc:
+            raise StorageError(f"{what} {self._where(key)} failed: {exc}; check the endpoint and credentials") from exc
+        if response.status == 404:
+            raise ObjectNotFoundError(f"{what} {self._where(key)}: not found ({response.code})")
+        if response.status >= 300:
+            raise StorageError(f"{what} {self._where(key)} failed: {response.code} {response.message}")
+        return response
 
     def ensure_bucket(self) -> None:
         from botocore.exceptions import ClientError
@@ -139,7 +162,18 @@ class Storage:
     def put_bytes(
         self, key: str, data: bytes, content_type: str = "application/octet-stream", storage_class: str | None = None
     ) -> None:
-        """`storage_class` REDUCED_REDUNDANCY marks reproducible data that need not survive a power loss."""
+        """`storage_class` REDUCED_REDUNDANCY marks reproducible data that need not survive a power loss.
+
+        Data of WEIGHTS_TYPE carries a sha256 that every reader checks (mlcore.weights): over
+        HTTPS or loopback its request signs UNSIGNED-PAYLOAD, and neither end hashes it again.
+        """
+        if self._signed is not None:
+            headers = {"content-type": content_type}
+            if storage_class:
+                headers["x-amz-storage-class"] = storage_class
+            unsigned = content_type == WEIGHTS_TYPE and self._signed.private
+            self._request("put", "PUT", key, data, headers, sign_payload=not unsigned)
+            return
         extra = {"StorageClass": storage_class} if storage_class else {}
         self._call(
             "put",
@@ -152,7 +186,12 @@ class Storage:
             **extra,
         )
 
-    def get_bytes(self, key: str) -> bytes:
+    def get_bytes(self, key: str, wait_s: float = 0.0) -> bytes:
+        """`wait_s`: an endpoint that can (the embedded S3) answers a key not there yet once it is put, up to
+        that long, instead of at once with not found (S3 answers at once)."""
+        if self._signed is not None:
+            headers = {WAIT_HEADER: str(round(wait_s * 1000))} if wait_s > 0 else None
+            return self._request("get", "GET", key, headers=headers).body
         resp = self._call("get", key, self._client.get_object, Bucket=self.bucket, Key=key)
         return resp["Body"].read()
 
@@ -167,7 +206,7 @@ class Storage:
         from . import weights
 
         blob = weights.encode(state)
-        self.put_bytes(key, blob)
+        self.put_bytes(key, blob, WEIGHTS_TYPE)
         return len(blob)
 
     def get_state(self, key: str) -> dict:
@@ -178,7 +217,10 @@ class Storage:
 
     def exists(self, key: str) -> bool:
         try:
-            self._call("head", key, self._client.head_object, Bucket=self.bucket, Key=key)
+            if self._signed is not None:
+                self._request("head", "HEAD", key)
+            else:
+                self._call("head", key, self._client.head_object, Bucket=self.bucket, Key=key)
             return True
         except ObjectNotFoundError:
             return False

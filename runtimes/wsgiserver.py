@@ -526,6 +526,8 @@ class _Connection:
             "wsgi.multiprocess": False,
             "wsgi.run_once": False,
             "wsgi.file_wrapper": FileWrapper,
+            # the headers as they arrived, for an application that reads them so (names with "_" included)
+            "wsgiserver.headers": req.headers,
         }
         for name, value in req.headers:
             if b"_" in name:

@@ -264,6 +264,56 @@ def bench_model(from_path, machines, step_s, update_bytes, clients_per_round, cl
         click.echo(f"wrote {write_model_figure(out, Path(png_path))}", err=True)
 
 
+@bench.command("exchange")
+@click.option("--json", "json_path", type=OutputFile(), help="Write the report here.")
+@click.option(
+    "--workers",
+    type=ints(2, 64, example="2,4"),
+    default="2,4",
+    show_default=True,
+    help="Worker processes, one row each.",
+)
+@click.option("--steps", default=200, show_default=True, type=integer(1, 100_000), help="Sync steps per row.")
+@click.option(
+    "--clients",
+    type=choices(("boto3", "signed")),
+    default="boto3,signed",
+    show_default=True,
+    help="S3 clients to compare: boto3 alone, or storage's signed GET/PUT path.",
+)
+@click.option("--compress", type=click.Choice(["none", "fp16"]), default="fp16", show_default=True)
+@click.option(
+    "--compute-ms",
+    default=6,
+    show_default=True,
+    type=integer(0, 10_000),
+    help="One process's compute per step (LeNet-5, global batch 128: about 6 ms), spun split over the workers "
+    "as the gradient's stand-in; 0 measures the exchange alone.",
+)
+@click.option(
+    "--requests",
+    default=200,
+    show_default=True,
+    type=integer(1, 100_000),
+    help="Single PUTs (then GETs) per client for the per-request costs.",
+)
+def bench_exchange(json_path, workers, steps: int, clients, compress: str, compute_ms: int, requests: int) -> None:
+    """Where a sync step's exchange goes: client CPU, endpoint CPU, waiting, requests and misses per step."""
+    from studies import exchange_profile
+
+    report = exchange_profile.run(
+        tuple(workers),
+        steps,
+        tuple(clients),
+        compress,
+        float(compute_ms),
+        requests,
+        progress=lambda m: click.echo(f"... {m}", err=True),
+    )
+    show(exchange_profile.view(report))
+    write_report(json_path, report)
+
+
 @bench.command("report")
 @click.option(
     "--from",

@@ -12,7 +12,10 @@ that skips the fsyncs that are most of a PUT's latency.
 
 S3 has no notification, so a reader polls for a key that is not there yet, with a backoff
 that starts at a millisecond (an update usually arrives within one compute step) and is
-capped so that N workers waiting never make a request storm.
+capped so that N workers waiting never make a request storm. The embedded S3 can do
+better: asked to, it answers a GET of a missing key when the key is put, so a reader's
+one request is its whole wait; a reader finds out which kind its endpoint is from the
+first miss (S3 answers it at once).
 """
 
 from __future__ import annotations
@@ -26,10 +29,12 @@ import torch
 
 from .. import weights
 from ..errors import DamagedError, ObjectNotFoundError, StorageError
+from ..storage import WEIGHTS_TYPE
 from .job import TrainingError
 
 POLL_FIRST_S = 0.001
 POLL_MAX_S = 0.016
+LONG_POLL_S = 1.0  # short enough that a wait notices stop() about as soon as the polling did
 SCRATCH_CLASS = "REDUCED_REDUNDANCY"
 
 
@@ -92,6 +97,7 @@ class Exchange:
         self._background: list[Future] = []
         self._scratch_class: str | None = SCRATCH_CLASS
         self._lag = 0.0
+        self._long_poll = True  # until the endpoint answers a waiting GET at once
 
     def put_async(self, key: str, blob: bytes, scratch: bool = False) -> Future:
         """`scratch`: data a replay can recompute, stored as REDUCED_REDUNDANCY where the endpoint has it."""
@@ -101,16 +107,17 @@ class Exchange:
         return future
 
     def _put(self, key: str, blob: bytes, scratch: bool) -> None:
+        kind = WEIGHTS_TYPE if blob[: len(weights.MAGIC)] == weights.MAGIC else "application/octet-stream"
         if scratch and self._scratch_class:
             self.timer.count()
             try:
-                return self.storage.put_bytes(key, blob, storage_class=self._scratch_class)
+                return self.storage.put_bytes(key, blob, kind, self._scratch_class)
             except StorageError as exc:
                 if "InvalidStorageClass" not in str(exc):
                     raise
                 self._scratch_class = None  # an endpoint with STANDARD only (Ceph RGW's default)
         self.timer.count()
-        self.storage.put_bytes(key, blob)
+        self.storage.put_bytes(key, blob, kind)
 
     def flush(self) -> None:
         """Waits for every background put; the time it blocks is the put cost on the critical path."""
@@ -140,23 +147,31 @@ class Exchange:
     def _poll(
         self, key: str, deadline: float, stop: Callable[[], bool], head_start: float = 0.0
     ) -> tuple[bytes, float]:
+        """(the key's bytes, when it was found): the start of the request that found it, or its end after a wait."""
         delay = POLL_FIRST_S
-        if head_start > 0:
+        if head_start > 0 and not self._long_poll:
             time.sleep(head_start)
         while True:
             started = time.perf_counter()
+            wait_s = min(LONG_POLL_S, max(0.0, deadline - time.monotonic())) if self._long_poll else 0.0
             try:
-                blob = self.storage.get_bytes(key)
+                if wait_s > 0:
+                    blob, found = self.storage.get_bytes(key, wait_s=wait_s), time.perf_counter()
+                else:
+                    blob, found = self.storage.get_bytes(key), started
                 self.timer.count()
-                return blob, started
+                return blob, found
             except ObjectNotFoundError:
                 self.timer.count(missed=True)
+                if wait_s > 0 and time.perf_counter() - started < wait_s / 2:
+                    self._long_poll = False  # answered at once: the endpoint does not wait
             if time.monotonic() > deadline:
                 raise TrainingError(f"{key} did not appear in time")
             if stop():
                 raise InterruptedError(key)
-            time.sleep(delay)
-            delay = min(delay * 2, POLL_MAX_S)
+            if not self._long_poll:
+                time.sleep(delay)
+                delay = min(delay * 2, POLL_MAX_S)
 
     def gather(self, keys: list[str], timeout_s: float, stop: Callable[[], bool] = lambda: False) -> dict[str, bytes]:
         """Every key's bytes, waiting for the missing ones.

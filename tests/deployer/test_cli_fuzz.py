@@ -38,7 +38,14 @@ from deployer.commands.params import CommaList, Number
 
 ROOT = Path(__file__).resolve().parents[2]
 # commands that do long local work before reaching anything the sandbox blocks: parsed, not run
-DRY = {("bench", "platform"), ("bench", "infer"), ("bench", "storage"), ("bench", "scale"), ("data", "mnist")}
+DRY = {
+    ("bench", "platform"),
+    ("bench", "infer"),
+    ("bench", "storage"),
+    ("bench", "scale"),
+    ("bench", "exchange"),
+    ("data", "mnist"),
+}
 # commands never run: they act on the whole machine (hostnet down removes every lab's leftovers)
 NEVER = {("down",), ("hostnet", "down")}
 # `up`'s options belong to the platform's owner, who has yet to give them the shared types
