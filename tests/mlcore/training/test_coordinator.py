@@ -171,7 +171,7 @@ def test_a_coordinator_at_its_deadline_hands_off_and_its_successor_adopts_the_ru
 
 
 def test_a_damaged_newest_checkpoint_is_named_and_the_resumed_job_replays_past_it_to_the_same_model(job):
-    from mlcore.training.worker import read_state
+    from mlcore.training.state import read_state
 
     # Prepare: a finished job whose newest checkpoint (the final model) is then damaged in storage
     config = JobConfig(job="damaged", **SMALL)

@@ -9,7 +9,7 @@ from mlcore import weights
 from mlcore.errors import DamagedError
 from mlcore.training.exchange import decode, encode
 from mlcore.training.job import JobConfig, JobLayout, TrainingError
-from mlcore.training.worker import next_local_steps
+from mlcore.training.topology import next_local_steps
 
 
 @pytest.mark.parametrize(
@@ -127,7 +127,7 @@ def test_any_flipped_bit_of_a_checkpoint_is_refused_naming_its_key():
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from mlcore.training.worker import split_state, state_blob
+    from mlcore.training.state import split_state, state_blob
 
     blob = state_blob(torch.randn(300), torch.randn(300), {"round": 4, "batch": 8, "k": 1})
     assert split_state(blob, "jobs/j/checkpoints/000000004")[0]["round"] == 4
