@@ -18,6 +18,8 @@ from mlcore.training.topology import next_local_steps
         ({"workers": 0}, "workers must be >= 1"),
         ({"workers": 4, "batch_size": 2}, "must be at least the number of workers"),
         ({"mode": "async"}, "mode must be one of"),
+        ({"topology": "ring"}, "topology must be one of"),
+        ({"topology": "ps", "workers": 3, "batch_size": 48, "quorum": 2}, "quorum applies to topology allreduce only"),
         ({"mode": "sync", "local_steps": 4}, "local steps apply to mode local only"),
         ({"comm_target": 1.5}, "comm_target must be between 0 and 1"),
         ({"precision": "fp8"}, "precision must be one of"),
