@@ -71,11 +71,12 @@ def check_capacity(client, config: JobConfig, driver: str = "action") -> None:
     except OpenWhiskError:
         return
     capacity = invoker.get("max_containers")
-    needed = config.workers + (driver == "action")
+    ps = config.topology == "ps"
+    needed = config.workers + ps + (driver == "action")
     if isinstance(capacity, int) and needed > capacity:
         raise TrainingError(
             f"the local platform runs at most {capacity} action containers and this job needs "
-            f"{needed} at once ({config.workers} workers"
+            f"{needed} at once ({config.workers} workers{', the parameter server' if ps else ''}"
             f"{' and the coordinator' if driver == 'action' else ''}); restart it with "
             f"`deployer down && deployer up --max-containers {needed}`"
         )
@@ -113,6 +114,7 @@ def drive(
             client,
             config,
             worker_action=f"/_/{package}/worker",
+            ps_action=f"/_/{package}/ps",
             owner=f"cli-{os.getpid()}-{time.time():.0f}",
             log=log,
         )
@@ -206,31 +208,36 @@ def wait_coordinator_ended(client, storage: Storage, job: str, timeout_s: float 
             time.sleep(0.1)
 
 
-def coordinator_gb_s(client, events: list[dict]) -> float:
-    """GB-seconds of the coordinator activations, read from their records as OpenWhisk bills them."""
-    total = 0.0
+def coordinator_bill(client, events: list[dict]) -> tuple[float, float]:
+    """(GB-seconds, seconds) of the coordinator activations, read from their records as OpenWhisk bills them."""
+    gb_s = seconds = 0.0
     for owner in {e["owner"] for e in events if e.get("event") == "start"}:
         if owner.startswith("cli-"):
             continue
         try:
-            total += gb_s_of(client.get_activation(owner))
+            record = client.get_activation(owner)
         except OpenWhiskError:
             continue
-    return total
+        gb_s += gb_s_of(record)
+        seconds += record.get("duration", 0) / 1000.0
+    return gb_s, seconds
 
 
 def report(client, storage: Storage, job: str, targets=(0.98, 0.99)) -> dict:
-    """mlcore.training.report.summarise, plus the job's state and the coordinators' bill."""
+    """mlcore.training.report.summarise, plus the job's state and the bill of workers, PS and coordinators."""
     summary = summarise(storage, job, targets)
     events = read_metrics(storage, job)
-    coordinator = round(coordinator_gb_s(client, events), 3)
+    coordinator_gb_s, coordinator_s = coordinator_bill(client, events)
+    gb_s = {"workers": summary["gb_s_workers"], "ps": summary["gb_s_ps"], "coordinator": round(coordinator_gb_s, 3)}
+    seconds = {
+        "workers": summary["activation_s_workers"],
+        "ps": summary["activation_s_ps"],
+        "coordinator": round(coordinator_s, 3),
+    }
     return {
         **summary,
         "config": load_config(storage, job).as_dict(),
         "state": status(storage, job).get("state"),
-        "gb_s": {
-            "workers": summary["gb_s_workers"],
-            "coordinator": coordinator,
-            "total": round(summary["gb_s_workers"] + coordinator, 3),
-        },
+        "gb_s": {**gb_s, "total": round(sum(gb_s.values()), 3)},
+        "activation_s": {**seconds, "total": round(sum(seconds.values()), 3)},
     }

@@ -11,6 +11,13 @@ from .params import JOB_NAME, MAX_WORKERS, Number, OutputFile, integer, seconds,
 from .progress import bar
 
 MODES = ("sync", "local")
+TOPOLOGIES = ("allreduce", "scatter", "ps")
+TOPOLOGY_HELP = (
+    "How workers combine updates through S3. allreduce: each reads every peer's update (one round trip "
+    "a step; the only one with --quorum). scatter: each reduces 1/N of the update for all (two round trips, "
+    "2(N-1)/N of an update read instead of N-1: for many workers or a big model). ps: a parameter-server "
+    "action owns the model and optimizer; workers put updates and read the model (one extra action)."
+)
 
 
 def _open(obj, data: str, deploy: bool = True):
@@ -86,13 +93,16 @@ def _show(summary: dict) -> None:
                 )
             ],
         )
-    gb = summary["gb_s"]
+    gb, per_step = summary["gb_s"], summary["per_step"]
+    ps_part = f"parameter server {gb['ps']}, " if gb.get("ps") else ""
     fraction = summary["workers"]["communication_fraction"]
     click.echo(
         f"final accuracy {summary['final_accuracy']}; {summary['workers']['totals']['rounds']} worker rounds "
         f"in {summary['elapsed_s']} s; local steps {summary['local_steps']}; communicating "
         f"{fraction:.0%} of worker time; {gb['total']:.1f} GB-s billed (workers {gb['workers']}, "
-        f"coordinator {gb['coordinator']}); {summary['replacements']} workers replaced; "
+        f"{ps_part}coordinator {gb['coordinator']}); "
+        f"{per_step['requests']} requests and {per_step['bytes'] / 1e6:.2f} MB a step; "
+        f"{summary['replacements']} replaced; "
         f"left out {len(summary['left_out'])} times; model at {summary['model_key']}"
     )
 
@@ -137,7 +147,7 @@ def run_job(
         elif not resume_job:
             activation = training.start(client, config)
         total = config.total_batches(training_data.train_size(config, TRAIN_SIZE))
-        label = f"{config.job} ({config.mode}, {config.workers} workers)"
+        label = f"{config.job} ({config.mode}, {config.topology}, {config.workers} workers)"
         if not quiet:
             click.echo(
                 f"job {config.job}: {total} batches per worker; resume with `deployer train --resume {config.job}`"
@@ -214,12 +224,13 @@ def job_options(command):
     show_default=True,
     help="With --local-steps 0: the share of a round spent communicating that K is chosen to keep.",
 )
+@choice_option("--topology", TOPOLOGIES, "allreduce", TOPOLOGY_HELP)
 @job_options
 @click.option(
     "--quorum",
     type=integer(1, MAX_WORKERS),
     default=None,
-    help="Complete a round once this many workers delivered, at most --workers [default: all].",
+    help="Complete a round once this many workers delivered, at most --workers [default: all]; allreduce only.",
 )
 @click.option(
     "--straggler-wait-s",
@@ -244,6 +255,7 @@ def train_command(
     mode,
     local_steps,
     comm_target,
+    topology,
     epochs,
     batch_size,
     lr,
@@ -259,11 +271,15 @@ def train_command(
     resume_job,
     json_path,
 ) -> None:
-    """Train LeNet-5 on MNIST with long-lived serverless workers that average through S3."""
+    """Train LeNet-5 on MNIST with long-lived serverless workers that combine their updates through S3."""
     if mode == "sync" and local_steps not in (0, 1):
         raise click.BadParameter("applies to --mode local only", param_hint="'--local-steps'")
     if quorum is not None and quorum > workers:
         raise click.BadParameter(f"{quorum} is more than --workers ({workers})", param_hint="'--quorum'")
+    if quorum is not None and quorum < workers and topology != "allreduce":
+        raise click.BadParameter(
+            f"applies to --topology allreduce only ({topology} waits for every worker)", param_hint="'--quorum'"
+        )
     if batch_size < workers:
         raise click.BadParameter(
             f"{batch_size} is less than --workers ({workers}): the batch is split over them",
@@ -275,6 +291,7 @@ def train_command(
         epochs=epochs,
         batch_size=batch_size,
         mode=mode,
+        topology=topology,
         local_steps=local_steps,
         comm_target=comm_target,
         lr=lr,

@@ -1,13 +1,14 @@
-"""The coordinator: starts the workers, watches them, replaces the dead, evaluates checkpoints, hands off.
+"""The coordinator: starts the workers (and the PS), watches them, replaces the dead, evaluates checkpoints, hands off.
 
-It is not on any round's path: the workers reduce among themselves through storage. It
-runs inside the `mnist-train/train` action (invoking the workers through the OpenWhisk
-API) or inside `deployer train` itself; the code is the same. It is the one place that
-decides to invoke a worker again (the client never re-sends an invoke): a replacement
-is safe because every key a worker writes is versioned. Its state is only in
-storage (status.json names the coordinator that owns the job, workers/<w>.json the
-activation that owns each worker), so a coordinator that dies loses nothing: a resumed
-one adopts the workers still running and replaces the others.
+It is not on any round's path: the workers reduce through storage, among themselves or
+through the parameter server, which it watches as one more slot (`ps`). It runs inside
+the `mnist-train/train` action (invoking the workers through the OpenWhisk API) or inside
+`deployer train` itself; the code is the same. It is the one place that decides to invoke
+a worker or the PS again (the client never re-sends an invoke): a replacement is safe
+because every key a worker writes is versioned. Its state is only in storage (status.json
+names the coordinator that owns the job, workers/<w>.json the activation that owns each
+slot), so a coordinator that dies loses nothing: a resumed one adopts the workers and the
+PS still running and replaces the others.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from .. import weights
 from ..compute import evaluate
 from ..errors import DamagedError, ObjectNotFoundError, OpenWhiskError
 from ..mnist import TRAIN_SIZE
-from ..openwhisk import OpenWhiskClient, record_memory_mb
+from ..openwhisk import OpenWhiskClient, record_memory_mb, sibling_action
 from . import data
-from .job import JobConfig, JobLayout, TrainingError
+from .job import PS, JobConfig, JobLayout, TrainingError
+from .state import read_state, state_blob
 from .trainer import initial_vector, model_from_vector
-from .worker import read_state, state_blob
 
 DEFAULT_MEMORY_MB = 256
 POLL_S = 0.5
@@ -119,13 +120,17 @@ def final_state_bytes(storage, config: JobConfig, number: int) -> bytes:
 
 @dataclass
 class Slot:
-    """One worker index and the activation that currently runs it."""
+    """One worker index (or the PS) and the activation that currently runs it."""
 
-    worker: int
+    worker: int | str
     activation: str | None = None
     replacements: int = 0
     done: bool = False
     launched_at: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return "the parameter server" if self.worker == PS else f"worker {self.worker}"
 
 
 class Coordinator:
@@ -139,6 +144,7 @@ class Coordinator:
         *,
         worker_action: str,
         owner: str,
+        ps_action: str | None = None,
         deadline_ms: int | None = None,
         handoff: Callable[[], str] | None = None,
         log: Callable[[str], None] = print,
@@ -147,13 +153,14 @@ class Coordinator:
     ) -> None:
         self.storage, self.client, self.config = storage, client, config
         self.worker_action, self.owner = worker_action, owner
+        self.ps_action = ps_action or sibling_action(worker_action, PS)
         self.deadline_ms, self.handoff, self.log, self.predecessor = deadline_ms, handoff, log, predecessor
         self.poll_s = poll_s
         self.layout = JobLayout(config.job)
         self.size = data.train_size(config, TRAIN_SIZE)
         self.total = config.total_batches(self.size)
         self.per_epoch = config.batches_per_epoch(self.size)
-        self.slots = [Slot(w) for w in range(config.workers)]
+        self.slots = ([Slot(PS)] if config.topology == "ps" else []) + [Slot(w) for w in range(config.workers)]
         self.evaluated: set[int] = {0}  # the untrained model
         self.refused: set[int] = set()  # damaged checkpoints, named once
         self.metrics = MetricsLog(storage, self.layout)
@@ -192,7 +199,12 @@ class Coordinator:
     # -- workers --------------------------------------------------------------------------------
 
     def _launch(self, slot: Slot, reason: str) -> None:
-        reply = self.client.invoke(self.worker_action, {"job": self.config.job, "worker": slot.worker}, blocking=False)
+        if slot.worker == PS:
+            reply = self.client.invoke(self.ps_action, {"job": self.config.job}, blocking=False)
+        else:
+            reply = self.client.invoke(
+                self.worker_action, {"job": self.config.job, "worker": slot.worker}, blocking=False
+            )
         slot.activation, slot.launched_at = reply["activationId"], time.time()
         self.metrics.append(
             {"event": "launched", "worker": slot.worker, "activation": slot.activation, "reason": reason}, flush=True
@@ -276,8 +288,8 @@ class Coordinator:
             flush=True,
         )
         if slot.replacements > self.config.retries:
-            raise TrainingError(f"worker {slot.worker} failed {slot.replacements} times; last: {why}")
-        self.log(f"worker {slot.worker}: {why}; starting a replacement")
+            raise TrainingError(f"{slot.name} failed {slot.replacements} times; last: {why}")
+        self.log(f"{slot.name}: {why}; starting a replacement")
         self._launch(slot, "replace")
 
     def _watch_workers(self) -> None:
@@ -355,6 +367,9 @@ class Coordinator:
     def _progress(self) -> list[dict]:
         return [self._get_json(self.layout.worker_stats(w)) or {} for w in range(self.config.workers)]
 
+    def _ps_progress(self) -> dict:
+        return {"ps": self._get_json(self.layout.worker_stats(PS)) or {}} if self.config.topology == "ps" else {}
+
     # -- the loop ---------------------------------------------------------------------------------
 
     def _time_left_s(self) -> float:
@@ -406,7 +421,13 @@ class Coordinator:
         pointer = self._get_json(self.layout.checkpoint_pointer)
         self.storage.put_bytes(self.layout.final, final_state_bytes(self.storage, self.config, pointer["round"]))
         self.metrics.append(
-            {"event": "done", "batch": pointer["batch"], "round": pointer["round"], "workers": self._progress()},
+            {
+                "event": "done",
+                "batch": pointer["batch"],
+                "round": pointer["round"],
+                "workers": self._progress(),
+                **self._ps_progress(),
+            },
             flush=True,
         )
         self._status("done", job_started=job_started, batch=pointer["batch"])

@@ -83,7 +83,7 @@ class Timer:
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
             "misses": self.misses,
-            "requests": self.requests,
+            "exchange_requests": self.requests,
         }
 
 

@@ -1,18 +1,23 @@
 """A training job: its settings, its keys in object storage, and the learning-rate schedule.
 
-Workers exchange updates through storage in rounds. Every key carries its round, and an
-update depends only on (round, worker) and what came before, so a retried or replaced
-worker rewrites the same object and reading the same keys gives every worker the same model:
+Workers exchange updates through storage in rounds, in one of three topologies (see
+`topology`). Every key carries its round, and an update depends only on (round, worker) and
+what came before, so a retried or replaced worker rewrites the same object and reading the
+same keys gives every worker the same model:
 
     jobs/<job>/config.json                 the JobConfig
     jobs/<job>/status.json                 the coordinator that owns the job, and its state
     jobs/<job>/updates/<round>/<worker>    a worker's update: gradient (sync) or model delta (local)
+    jobs/<job>/updates/<round>/<w>.<s>     scatter: shard s of worker w's update
+    jobs/<job>/reduced/<round>/<s>         scatter: shard s of the round's mean update; worker s writes it
+    jobs/<job>/weights/<round>             ps: the model the round starts from; the parameter server writes it
     jobs/<job>/rounds/<round>              which updates make the round (only with a quorum)
-    jobs/<job>/checkpoints/<round>         model (and sync optimizer state) after round-1; worker 0 writes it
+    jobs/<job>/checkpoints/<round>         model (and sync optimizer state) after round-1; worker 0 or the PS writes it
     jobs/<job>/checkpoint.json             the newest checkpoint: where a replacement starts
     jobs/<job>/workers/<worker>.json       the activation that owns the worker's slot (a newer one supersedes)
     jobs/<job>/workers/<worker>.stats.json rounds done and the time split, about every second
     jobs/<job>/workers/<worker>.handoff    the state a worker hands its successor at its deadline
+    jobs/<job>/workers/ps.*                the parameter server's claim, stats and hand-off, as a worker's
     jobs/<job>/metrics.jsonl               the coordinator's events (start, eval, replaced, done, ...)
     jobs/<job>/final.pt                    the finished model as a state dict of `model` (LeNet-5 by default)
 """
@@ -31,6 +36,7 @@ from ..model import MODELS
 
 MODES = ("sync", "local")
 TOPOLOGIES = ("allreduce", "scatter", "ps")
+PS = "ps"  # the parameter server's slot, beside the workers' 0..N-1
 COMPRESSIONS = ("none", "fp16")
 DATA_SOURCES = ("s3", "local")
 _JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -69,7 +75,9 @@ class JobConfig:
     every step averages the workers' gradients (one step of a single process on the whole
     batch); in local mode each worker takes `local_steps` SGD steps on its share, then the
     models are averaged. `local_steps=0` lets the workers choose it each round so that
-    communication stays near `comm_target` of the wall time.
+    communication stays near `comm_target` of the wall time. `topology` decides how a round's
+    updates become the next model (mlcore.training.topology), not which model: with the same
+    seed every topology takes the same steps.
     """
 
     job: str
@@ -77,6 +85,7 @@ class JobConfig:
     epochs: int = 3
     batch_size: int = 128
     mode: str = "local"
+    topology: str = "allreduce"
     local_steps: int = 0
     comm_target: float = 0.2
     max_local_steps: int = 64
@@ -100,7 +109,6 @@ class JobConfig:
     eval_every: int = 0
     eval_live: bool = True
     rounds_per_run: int = 0
-    topology: str = "allreduce"
     model: str = "lenet5"
 
     @classmethod
@@ -138,6 +146,10 @@ class JobConfig:
                 f"workers ({self.workers}): it is split over them",
             ),
             (self.mode not in MODES, f"mode must be one of {MODES}, got {self.mode!r}"),
+            (
+                self.topology not in TOPOLOGIES,
+                f"topology must be one of {TOPOLOGIES}, got {self.topology!r}",
+            ),
             (self.local_steps < 0, f"local steps must be >= 0 (0 = chosen each round), got {self.local_steps}"),
             (self.mode == "sync" and self.local_steps not in (0, 1), "local steps apply to mode local only"),
             (not 0 < self.comm_target < 1, f"comm_target must be between 0 and 1, got {self.comm_target}"),
@@ -153,8 +165,12 @@ class JobConfig:
                 not 0 <= self.quorum <= self.workers,
                 f"quorum must be between 1 and workers ({self.workers}), got {self.quorum}",
             ),
+            (
+                0 < self.quorum < self.workers and self.topology != "allreduce",
+                f"quorum applies to topology allreduce only, got topology {self.topology!r} with quorum "
+                f"{self.quorum} of {self.workers} workers: scatter and ps wait for every worker",
+            ),
             (self.retries < 0, f"retries must be >= 0, got {self.retries}"),
-            (self.topology not in TOPOLOGIES, f"topology must be one of {TOPOLOGIES}, got {self.topology!r}"),
             (self.model not in MODELS, f"model must be one of {tuple(MODELS)}, got {self.model!r}"),
             (self.data not in DATA_SOURCES, f"data must be one of {DATA_SOURCES}, got {self.data!r}"),
             (self.train_limit < 0 or self.test_limit < 0, "train/test limits must be >= 0 (0 = all)"),
@@ -236,28 +252,40 @@ class JobLayout:
     def updates_of(self, number: int) -> str:
         return self._in_round("updates", number) + "/"
 
+    def shard(self, number: int, worker: int, shard: int) -> str:
+        return f"{self.updates_of(number)}{worker}.{shard}"
+
+    def reduced_of(self, number: int) -> str:
+        return self._in_round("reduced", number) + "/"
+
+    def reduced(self, number: int, shard: int) -> str:
+        return f"{self.reduced_of(number)}{shard}"
+
+    def weights(self, number: int) -> str:
+        return self._in_round("weights", number)
+
     def decision(self, number: int) -> str:
         return self._in_round("rounds", number)
 
     def checkpoint(self, number: int) -> str:
         return self._in_round("checkpoints", number)
 
-    def worker_info(self, worker: int) -> str:
+    def worker_info(self, worker: int | str) -> str:
         return self._of_worker(worker, ".json")
 
-    def worker_stats(self, worker: int) -> str:
+    def worker_stats(self, worker: int | str) -> str:
         return self._of_worker(worker, ".stats.json")
 
-    def handoff(self, worker: int) -> str:
+    def handoff(self, worker: int | str) -> str:
         return self._of_worker(worker, ".handoff")
 
     def _in_round(self, folder: str, number: int) -> str:
         return f"{self.prefix}{folder}/{self.round_name(number)}"
 
-    def _of_worker(self, worker: int, suffix: str) -> str:
+    def _of_worker(self, worker: int | str, suffix: str) -> str:
         return f"{self.prefix}workers/{worker}{suffix}"
 
     @staticmethod
     def round_of(key: str) -> int:
-        """The round number in an updates/, rounds/ or checkpoints/ key."""
+        """The round number in an updates/, reduced/, weights/, rounds/ or checkpoints/ key."""
         return next(int(part) for part in key.split("/") if len(part) == ROUND_DIGITS and part.isdigit())

@@ -22,7 +22,8 @@ def remote_env(platform, mnist_root, monkeypatch):
     return platform
 
 
-def test_train_runs_a_job_and_writes_the_report(remote_env, tmp_path):
+@pytest.mark.parametrize("topology", ["allreduce", "ps"])
+def test_train_runs_a_job_and_writes_the_report(remote_env, tmp_path, topology):
     out = tmp_path / "train.json"
     result = CliRunner().invoke(
         cli,
@@ -40,6 +41,8 @@ def test_train_runs_a_job_and_writes_the_report(remote_env, tmp_path):
             "sync",
             "--eval-every",
             "4",
+            "--topology",
+            topology,
             "--json",
             str(out),
         ],
@@ -50,7 +53,9 @@ def test_train_runs_a_job_and_writes_the_report(remote_env, tmp_path):
     assert [e["batch"] for e in report["evaluations"]] == [4, 8]
     assert 0.0 < report["final_accuracy"] <= 1.0 and report["config"]["compress"] == "fp16"
     assert report["workers"]["per_round"]["compute_s"] > 0 and report["gb_s"]["workers"] > 0
-    assert "test accuracy" in result.output and "GB-s billed" in result.output
+    assert "test accuracy" in result.output and "GB-s billed" in result.output and "a step" in result.output
+    assert report["config"]["topology"] == topology and report["per_step"]["requests"] > 0
+    assert (report["gb_s"]["ps"] > 0) == (topology == "ps") and report["activation_s"]["workers"] > 0
     storage = Storage(StorageConfig.from_env(dict(remote_env.storage_env)))
     assert storage.exists(JobLayout(report["job"]).final)
 
@@ -64,6 +69,17 @@ def test_train_runs_a_job_and_writes_the_report(remote_env, tmp_path):
         (["--comm-target", "2"], 2, "'--comm-target': must be a number in (0, 1)"),
         (["--resume", "no-such-job"], 1, "job 'no-such-job' does not exist"),
         (["--workers", "8"], 1, "runs at most 8 action containers and this job needs 9 at once"),
+        (["--topology", "ring"], 2, "'--topology'"),
+        (
+            ["--topology", "scatter", "--workers", "3", "--quorum", "2"],
+            2,
+            "'--quorum': applies to --topology allreduce only (scatter waits for every worker)",
+        ),
+        (
+            ["--workers", "7", "--topology", "ps"],
+            1,
+            "this job needs 9 at once (7 workers, the parameter server and the coordinator)",
+        ),
     ],
 )
 def test_user_mistakes_end_in_one_line(remote_env, args, status, message):

@@ -207,15 +207,23 @@ def test_workers_hand_off_to_successors_through_the_platform(platform, deployed)
     assert final_accuracy(events) > 0.6
 
 
+MID_JOB = {  # a key worker 1 writes in round 24, past the checkpoint of round 16
+    "allreduce": lambda layout: layout.update(24, 1),
+    "scatter": lambda layout: layout.shard(24, 1, 0),
+    "ps": lambda layout: layout.update(24, 1),
+}
+
+
+@pytest.mark.parametrize("topology", list(MID_JOB))
 def test_a_platform_crash_mid_job_loses_no_acknowledged_update_and_the_resumed_job_ends_alike(
-    platform, deployed, reference
+    platform, deployed, reference, topology
 ):
-    # Prepare
-    config = JobConfig(job="crash", **SMALL)
+    # Prepare: sync scatter and ps (uncompressed) take all-reduce's steps, so all end as the reference
+    config = JobConfig(job=f"crash-{topology}", topology=topology, **SMALL)
     layout = JobLayout(config.job)
     training.start(platform.client, config)
     deadline = time.monotonic() + JOB_DEADLINE_S
-    while not deployed.exists(layout.update(24, 1)):
+    while not deployed.exists(MID_JOB[topology](layout)):
         assert time.monotonic() < deadline, "the job made no progress"
         time.sleep(0.1)
     acknowledged = {}
@@ -240,3 +248,25 @@ def test_a_platform_crash_mid_job_loses_no_acknowledged_update_and_the_resumed_j
     assert len(acknowledged) >= 8 and lost == []
     assert abs(final_accuracy(events) - final_accuracy(reference)) <= 0.005
     assert training.report(platform.client, deployed, config.job)["state"] == "done"
+
+
+def test_a_ps_container_killed_mid_job_is_replaced_and_the_job_ends_alike(platform, deployed, reference, tmp_path):
+    # Prepare: the parameter server kills its container once it published the model of round 20
+    deploy_killer(platform, tmp_path, "train-kill-ps", "ps", "weights/000000020", only_worker=None)
+    config = JobConfig(job="kill-ps", topology="ps", **SMALL)
+    # Execute
+    events = wait_done(
+        platform,
+        deployed,
+        config.job,
+        training.start(platform.client, config, package="train-kill-ps"),
+        package="train-kill-ps",
+    )
+    # Assert: replaced once, resumed from its checkpoint, the reference's result; its bill is in the report
+    failed = [e for e in events if e["event"] == "worker_failed"]
+    assert [e["worker"] for e in failed] == ["ps"] and "exited unexpectedly" in failed[0]["error"]
+    assert deployed.exists("jobs/kill-ps/killed-ps")
+    assert abs(final_accuracy(events) - final_accuracy(reference)) <= 0.005
+    summary = training.report(platform.client, deployed, config.job)
+    assert summary["state"] == "done" and summary["replacements"] == 1
+    assert summary["gb_s"]["ps"] > 0 and summary["activation_s"]["ps"] > 0 and summary["per_step"]["requests"] > 0

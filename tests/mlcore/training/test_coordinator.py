@@ -16,8 +16,10 @@ import torch
 from mlcore.storage import Storage
 from mlcore.training import data
 from mlcore.training.coordinator import Coordinator, create_job, read_metrics
-from mlcore.training.job import JobConfig, JobLayout, TrainingError
+from mlcore.training.job import PS, JobConfig, JobLayout, TrainingError
+from mlcore.training.ps import ParameterServer
 from mlcore.training.report import summarise
+from mlcore.training.state import read_state
 from mlcore.training.worker import Worker
 
 torch.set_num_threads(1)
@@ -55,7 +57,11 @@ class ThreadInvoker:
             try:
                 if number in self.fail:
                     raise RuntimeError("The action did not initialize or run: it exited unexpectedly")
-                result = Worker(Storage(self.storage.config), self.config, params["worker"], owner=activation).run()
+                storage = Storage(self.storage.config)
+                if "worker" in params:
+                    result = Worker(storage, self.config, params["worker"], owner=activation).run()
+                else:
+                    result = ParameterServer(storage, self.config, owner=activation).run()
                 success = True
             except Exception as exc:
                 result, success = {"error": str(exc)}, False
@@ -171,8 +177,6 @@ def test_a_coordinator_at_its_deadline_hands_off_and_its_successor_adopts_the_ru
 
 
 def test_a_damaged_newest_checkpoint_is_named_and_the_resumed_job_replays_past_it_to_the_same_model(job):
-    from mlcore.training.worker import read_state
-
     # Prepare: a finished job whose newest checkpoint (the final model) is then damaged in storage
     config = JobConfig(job="damaged", **SMALL)
     create_job(job, config)
@@ -196,3 +200,94 @@ def test_a_damaged_newest_checkpoint_is_named_and_the_resumed_job_replays_past_i
     assert f"{newest} is damaged: its bytes do not match its sha256" in refused[0]["error"]
     assert [e["reason"] for e in events if e["event"] == "launched"] == ["new", "new", "replay", "replay"]
     assert torch.equal(read_state(job, newest)[1], model)
+
+
+def final_model(storage, config: JobConfig) -> torch.Tensor:
+    layout = JobLayout(config.job)
+    return read_state(storage, layout.checkpoint(storage.get_json(layout.checkpoint_pointer)["round"]))[1]
+
+
+def test_a_ps_job_runs_its_parameter_server_as_one_more_slot_and_reports_it(job):
+    # Prepare
+    config = JobConfig(job="with-ps", topology="ps", **SMALL)
+    create_job(job, config)
+    invoker = ThreadInvoker(job, config)
+    # Execute
+    result = coordinator(job, invoker, config).run()
+    invoker.join()
+    # Assert: the PS and two workers launched and billed; the report counts the PS's time and requests
+    assert result["state"] == "done" and result["batch"] == 16
+    events = read_metrics(job, config.job)
+    assert [e.get("worker") for e in events if e["event"] == "launched"] == [PS, 0, 1]
+    assert invoker.invoked[0] == {"activation": "act-0", "job": config.job}
+    summary = summarise(job, config.job)
+    assert summary["gb_s_ps"] > 0 and summary["gb_s_workers"] > 0 and summary["activation_s_ps"] > 0
+    assert summary["ps"]["rounds"] == 16 and summary["ps"]["requests"] >= 16 * 3
+    per_step = summary["per_step"]
+    assert per_step["steps"] == 16 and per_step["rounds"] == 16
+    assert per_step["requests"] >= 2 * 2 + 3 and per_step["bytes"] > 0
+
+
+def test_a_crashed_ps_is_replaced_and_the_job_ends_with_the_model_of_allreduce(job):
+    # Prepare: activation 0 (the PS's first) crashes at once; the workers wait for its replacement
+    reference = JobConfig(job="reference", **SMALL)
+    create_job(job, reference)
+    invoker = ThreadInvoker(job, reference)
+    coordinator(job, invoker, reference).run()
+    invoker.join()
+    config = JobConfig(job="ps-crash", topology="ps", **SMALL)
+    create_job(job, config)
+    invoker = ThreadInvoker(job, config, fail={0})
+    # Execute
+    result = coordinator(job, invoker, config).run()
+    invoker.join()
+    # Assert
+    events = read_metrics(job, config.job)
+    failed = [e for e in events if e["event"] == "worker_failed"]
+    assert result["state"] == "done" and [e["worker"] for e in failed] == [PS]
+    assert [(e["worker"], e["reason"]) for e in events if e["event"] == "launched"][-1] == (PS, "replace")
+    assert torch.equal(final_model(job, config), final_model(job, reference))
+
+
+class CoordinatorKilled(BaseException):
+    """Ends a coordinator where it stands, as SIGKILL would: no except clause of its own catches it."""
+
+
+class KillingInvoker:
+    """The coordinator's view of OpenWhisk, which kills the coordinator once `key` exists in storage."""
+
+    def __init__(self, invoker: ThreadInvoker, storage, key: str) -> None:
+        self.invoker, self.storage, self.key = invoker, storage, key
+
+    def invoke(self, *args, **kwargs) -> dict:
+        return self.invoker.invoke(*args, **kwargs)
+
+    def find_activation(self, activation_id: str) -> dict | None:
+        if self.storage.exists(self.key):
+            raise CoordinatorKilled(self.key)
+        return self.invoker.find_activation(activation_id)
+
+
+@pytest.mark.parametrize("topology", ["allreduce", "scatter", "ps"])
+def test_a_killed_coordinator_is_resumed_and_adopts_every_slot_to_the_same_model(job, topology):
+    # Prepare
+    reference = JobConfig(job=f"{topology}-reference", topology=topology, **SMALL)
+    create_job(job, reference)
+    invoker = ThreadInvoker(job, reference)
+    coordinator(job, invoker, reference).run()
+    invoker.join()
+    config = JobConfig(job=f"{topology}-orphaned", topology=topology, **SMALL)
+    create_job(job, config)
+    invoker = ThreadInvoker(job, config)
+    layout = JobLayout(config.job)
+    # Execute: the first coordinator dies once the checkpoint of round 8 exists; `deployer train` resumes the job
+    with pytest.raises(CoordinatorKilled):
+        coordinator(job, KillingInvoker(invoker, job, layout.checkpoint(8)), config, owner="killed").run()
+    result = coordinator(job, invoker, config, owner="resumed").run()
+    invoker.join()
+    # Assert: nothing started twice; every slot adopted; the uninterrupted job's model
+    slots = config.workers + (topology == "ps")
+    launched = [e["reason"] for e in read_metrics(job, config.job) if e["event"] == "launched"]
+    assert result["state"] == "done" and len(invoker.invoked) == slots
+    assert launched == ["new"] * slots + ["adopted"] * slots
+    assert torch.equal(final_model(job, config), final_model(job, reference))

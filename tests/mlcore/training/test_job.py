@@ -9,7 +9,7 @@ from mlcore import weights
 from mlcore.errors import DamagedError
 from mlcore.training.exchange import decode, encode
 from mlcore.training.job import JobConfig, JobLayout, TrainingError
-from mlcore.training.worker import next_local_steps
+from mlcore.training.topology import next_local_steps
 
 
 @pytest.mark.parametrize(
@@ -18,6 +18,8 @@ from mlcore.training.worker import next_local_steps
         ({"workers": 0}, "workers must be >= 1"),
         ({"workers": 4, "batch_size": 2}, "must be at least the number of workers"),
         ({"mode": "async"}, "mode must be one of"),
+        ({"topology": "ring"}, "topology must be one of"),
+        ({"topology": "ps", "workers": 3, "batch_size": 48, "quorum": 2}, "quorum applies to topology allreduce only"),
         ({"mode": "sync", "local_steps": 4}, "local steps apply to mode local only"),
         ({"comm_target": 1.5}, "comm_target must be between 0 and 1"),
         ({"precision": "fp8"}, "precision must be one of"),
@@ -127,7 +129,7 @@ def test_any_flipped_bit_of_a_checkpoint_is_refused_naming_its_key():
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from mlcore.training.worker import split_state, state_blob
+    from mlcore.training.state import split_state, state_blob
 
     blob = state_blob(torch.randn(300), torch.randn(300), {"round": 4, "batch": 8, "k": 1})
     assert split_state(blob, "jobs/j/checkpoints/000000004")[0]["round"] == 4

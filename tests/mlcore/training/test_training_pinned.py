@@ -25,7 +25,8 @@ from mlcore.training import data
 from mlcore.training.baseline import run_baseline
 from mlcore.training.coordinator import create_job
 from mlcore.training.job import JobConfig, JobLayout
-from mlcore.training.worker import Worker, read_state
+from mlcore.training.state import read_state
+from mlcore.training.worker import Worker
 
 SIZE = 512
 BASE = JobConfig(

@@ -21,7 +21,8 @@ from mlcore.storage import Storage
 from mlcore.training import data
 from mlcore.training.coordinator import create_job
 from mlcore.training.job import JobConfig, JobLayout, TrainingError
-from mlcore.training.worker import Worker, split_state
+from mlcore.training.state import split_state
+from mlcore.training.worker import Worker
 
 SMALL = dict(
     workers=2,
@@ -282,7 +283,7 @@ def test_updates_fall_back_to_standard_storage_where_the_endpoint_has_no_other_c
 
 
 def test_a_worker_starts_from_the_newest_whole_checkpoint_and_names_the_damaged_ones(storage):
-    from mlcore.training.worker import newest_checkpoint, start_point, state_blob
+    from mlcore.training.state import newest_checkpoint, start_point, state_blob
 
     config = JobConfig(job="torn", **SMALL)
     create_job(storage, config)
