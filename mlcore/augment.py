@@ -6,6 +6,13 @@ once with tensor ops (one `affine_grid` + `grid_sample` for the affine and elast
 pooling for stroke width), so augmentation costs little next to the model's own step on
 CPU. All randomness comes from the `torch.Generator` passed in: a seed gives the same
 batch back.
+
+Two more things users' pictures do are off by default (`REAL_WORLD` turns them on, as
+`deployer model train` does): a small picture's lost resolution (`blur_p`: the digit
+shrunk to a few pixels and grown back), and print (`printed_p`: that share of each batch
+replaced by printed digits of mlcore.fonts' training families only, rendered by
+mlcore.printed's generator and brought to 28x28 by the page's own preprocessing). The
+held-out families are never rendered here, so a held-out score stays a test.
 """
 
 from __future__ import annotations
@@ -34,6 +41,10 @@ class AugmentConfig:
     elastic_p: float = 0.5
     stroke: float = 0.8
     stroke_p: float = 0.6
+    blur_p: float = 0.0
+    blur_px: tuple[int, int] = (8, 16)
+    printed_p: float = 0.0
+    printed_count: int = 10_000
 
     def check(self) -> None:
         """Raises MLCoreError naming the first setting out of range."""
@@ -43,9 +54,13 @@ class AugmentConfig:
         for name in ("rotate_deg", "shift_px", "shear_deg", "elastic_px", "stroke"):
             if getattr(self, name) < 0:
                 raise MLCoreError(f"augment {name} must be >= 0, got {getattr(self, name)}")
-        for name in ("elastic_p", "stroke_p"):
+        for name in ("elastic_p", "stroke_p", "blur_p", "printed_p"):
             if not 0 <= getattr(self, name) <= 1:
                 raise MLCoreError(f"augment {name} must be a probability in [0, 1], got {getattr(self, name)}")
+        if not 2 <= self.blur_px[0] <= self.blur_px[1]:
+            raise MLCoreError(f"augment blur_px must be 2 <= low <= high, got {self.blur_px}")
+        if self.printed_p > 0 and self.printed_count < 1:
+            raise MLCoreError(f"augment printed_count must be >= 1 with printed_p > 0, got {self.printed_count}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -105,6 +120,26 @@ def change_stroke(x: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
     return torch.where(a >= 0, x + a * (dilated - x), x + a * (x - eroded))
 
 
+def lose_resolution(x: torch.Tensor, side_px: torch.Tensor) -> torch.Tensor:
+    """Per image: shrunk to side_px[i] square by area, grown back bilinearly, peak back to 1, faint haze dropped.
+
+    A digit photographed small, or scanned coarsely, reaches the page as a few blurred
+    pixels grown back; the page stretches its ink to full range and drops what is under
+    mlcore.preprocess.NOISE_FLOOR of the peak, as done here.
+    """
+    from .preprocess import NOISE_FLOOR
+
+    out = x.clone()
+    size = x.shape[-1]
+    for side in side_px.unique().tolist():
+        chosen = side_px == side
+        small = F.interpolate(x[chosen], size=(side, side), mode="area")
+        out[chosen] = F.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)
+    peak = out.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
+    out = out / peak
+    return torch.where(out < NOISE_FLOOR, torch.zeros_like(out), out)
+
+
 def augment_batch(x: torch.Tensor, config: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
     """[N,1,H,W] ink in 0..1 -> the same shape and range, each image transformed at random.
 
@@ -124,19 +159,75 @@ def augment_batch(x: torch.Tensor, config: AugmentConfig, generator: torch.Gener
     amount = _uniform(n, -config.stroke, config.stroke, generator) * chosen
     # erosion only half as strong: MNIST's thin strokes would break apart
     amount = torch.where(amount < 0, amount * 0.5, amount)
-    return change_stroke(out, amount).clamp_(0.0, 1.0)
+    out = change_stroke(out, amount).clamp_(0.0, 1.0)
+    if config.blur_p > 0:  # drawn only when on, so the default recipe's random stream is as it was
+        blurred = torch.rand(n, generator=generator) < config.blur_p
+        low, high = config.blur_px
+        sides = torch.randint(low, high + 1, (n,), generator=generator)
+        if blurred.any():
+            out[blurred] = lose_resolution(out[blurred], sides[blurred])
+    return out
 
 
 class Augmenter:
-    """`augmenter(x)` applies `augment_batch` with its own seeded generator, so a run repeats exactly."""
+    """`augmenter(x)` applies `augment_batch` with its own seeded generator, so a run repeats exactly.
+
+    With `printed_p` > 0 it renders its bank of printed digits (training families only) once,
+    at construction, and `fonts` records the split it drew from.
+
+    Raises:
+        MLCoreError: a setting is out of range, or (FontFamiliesError) no fonts to print with.
+    """
 
     def __init__(self, config: AugmentConfig | None = None, seed: int = 0) -> None:
         self.config = config or AugmentConfig()
         self.config.check()
         self.generator = torch.Generator().manual_seed(seed)
+        self.fonts: dict | None = None
+        self.bank: tuple[torch.Tensor, torch.Tensor] | None = None
+        if self.config.printed_p > 0:
+            self.bank, self.fonts = printed_bank(self.config.printed_count, seed)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return augment_batch(x, self.config, self.generator)
 
+    def batch(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(augmented batch, its labels): with a bank, a `printed_p` share of the images is first swapped for print."""
+        if self.bank is not None:
+            images, bank_labels = self.bank
+            n = len(labels)
+            swap = torch.rand(n, generator=self.generator) < self.config.printed_p
+            pick = torch.randint(len(bank_labels), (n,), generator=self.generator)
+            x = torch.where(swap.view(n, 1, 1, 1), images[pick], x)
+            labels = torch.where(swap, bank_labels[pick], labels)
+        return self(x), labels
 
-__all__ = ["AugmentConfig", "Augmenter", "affine_matrices", "augment_batch", "change_stroke", "elastic_offsets"]
+
+def printed_bank(count: int, seed: int) -> tuple[tuple[torch.Tensor, torch.Tensor], dict]:
+    """((ink in 0..1 [count,1,28,28], labels), the split's record): printed digits of the training families."""
+    from .fonts import split_families
+    from .mnist import default_root
+    from .model import to_unit
+    from .printed import printed_set
+
+    split = split_families()
+    images, labels, specs = printed_set(split.training, count, seed, cache_dir=default_root() / "printed")
+    record = dict(split.to_dict(), rendered=sorted({s.family for s in specs}))
+    return (to_unit(torch.from_numpy(images)), torch.from_numpy(labels)), record
+
+
+# what `deployer model train` uses: the default ranges, plus lost resolution and training-family print
+REAL_WORLD = AugmentConfig(blur_p=0.25, printed_p=0.2)
+
+
+__all__ = [
+    "REAL_WORLD",
+    "AugmentConfig",
+    "Augmenter",
+    "affine_matrices",
+    "augment_batch",
+    "change_stroke",
+    "elastic_offsets",
+    "lose_resolution",
+    "printed_bank",
+]
