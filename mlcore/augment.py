@@ -8,11 +8,13 @@ CPU. All randomness comes from the `torch.Generator` passed in: a seed gives the
 batch back.
 
 Two more things users' pictures do are off by default (`REAL_WORLD` turns them on, as
-`deployer model train` does): a small picture's lost resolution (`blur_p`: the digit
-shrunk to a few pixels and grown back), and print (`printed_p`: that share of each batch
-replaced by printed digits of mlcore.fonts' training families only, rendered by
-mlcore.printed's generator and brought to 28x28 by the page's own preprocessing). The
-held-out families are never rendered here, so a held-out score stays a test.
+`deployer model train` does): small pictures (`small_p`: that share of each batch swapped
+for training digits shrunk to a few pixels, grown back to a 64 px picture and brought to
+28x28 again by the page's own preprocessing; `blur_p` does the like in tensor ops on the
+28x28 image), and print (`printed_p`: that share swapped for printed digits of
+mlcore.fonts' training families only, rendered by mlcore.printed's generator, through the
+same preprocessing). The held-out families are never rendered here, so a held-out score
+stays a test.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ class AugmentConfig:
     blur_px: tuple[int, int] = (8, 16)
     printed_p: float = 0.0
     printed_count: int = 10_000
+    small_p: float = 0.0
+    small_px: tuple[int, int] = (7, 16)
+    small_count: int = 10_000
 
     def check(self) -> None:
         """Raises MLCoreError naming the first setting out of range."""
@@ -54,13 +59,18 @@ class AugmentConfig:
         for name in ("rotate_deg", "shift_px", "shear_deg", "elastic_px", "stroke"):
             if getattr(self, name) < 0:
                 raise MLCoreError(f"augment {name} must be >= 0, got {getattr(self, name)}")
-        for name in ("elastic_p", "stroke_p", "blur_p", "printed_p"):
+        for name in ("elastic_p", "stroke_p", "blur_p", "printed_p", "small_p"):
             if not 0 <= getattr(self, name) <= 1:
                 raise MLCoreError(f"augment {name} must be a probability in [0, 1], got {getattr(self, name)}")
-        if not 2 <= self.blur_px[0] <= self.blur_px[1]:
-            raise MLCoreError(f"augment blur_px must be 2 <= low <= high, got {self.blur_px}")
-        if self.printed_p > 0 and self.printed_count < 1:
-            raise MLCoreError(f"augment printed_count must be >= 1 with printed_p > 0, got {self.printed_count}")
+        for name in ("blur_px", "small_px"):
+            low, high = getattr(self, name)
+            if not 2 <= low <= high:
+                raise MLCoreError(f"augment {name} must be 2 <= low <= high, got {getattr(self, name)}")
+        if self.printed_p + self.small_p > 1:
+            raise MLCoreError(f"augment printed_p + small_p must be <= 1, got {self.printed_p} + {self.small_p}")
+        for share, count in (("printed_p", "printed_count"), ("small_p", "small_count")):
+            if getattr(self, share) > 0 and getattr(self, count) < 1:
+                raise MLCoreError(f"augment {count} must be >= 1 with {share} > 0, got {getattr(self, count)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -173,34 +183,100 @@ class Augmenter:
     """`augmenter(x)` applies `augment_batch` with its own seeded generator, so a run repeats exactly.
 
     With `printed_p` > 0 it renders its bank of printed digits (training families only) once,
-    at construction, and `fonts` records the split it drew from.
+    at construction, and `fonts` records the split it drew from; with `small_p` > 0 it makes
+    its bank of small pictures from `source`, the (uint8 images, labels) being trained on.
 
     Raises:
-        MLCoreError: a setting is out of range, or (FontFamiliesError) no fonts to print with.
+        MLCoreError: a setting is out of range, `small_p` without a source, or (FontFamiliesError)
+            no fonts to print with.
     """
 
-    def __init__(self, config: AugmentConfig | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        config: AugmentConfig | None = None,
+        seed: int = 0,
+        source: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
         self.config = config or AugmentConfig()
         self.config.check()
         self.generator = torch.Generator().manual_seed(seed)
         self.fonts: dict | None = None
         self.bank: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.small: tuple[torch.Tensor, torch.Tensor] | None = None
         if self.config.printed_p > 0:
             self.bank, self.fonts = printed_bank(self.config.printed_count, seed)
+        if self.config.small_p > 0:
+            if source is None:
+                raise MLCoreError("augment small_p > 0 needs the training images to shrink (source)")
+            self.small = small_bank(source, self.config.small_count, self.config.small_px, seed)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return augment_batch(x, self.config, self.generator)
 
     def batch(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(augmented batch, its labels): with a bank, a `printed_p` share of the images is first swapped for print."""
-        if self.bank is not None:
-            images, bank_labels = self.bank
+        """(augmented batch, its labels): a `printed_p` share swapped for print, a `small_p` one for small pictures."""
+        if self.bank is not None or self.small is not None:
             n = len(labels)
-            swap = torch.rand(n, generator=self.generator) < self.config.printed_p
-            pick = torch.randint(len(bank_labels), (n,), generator=self.generator)
-            x = torch.where(swap.view(n, 1, 1, 1), images[pick], x)
-            labels = torch.where(swap, bank_labels[pick], labels)
+            draw = torch.rand(n, generator=self.generator)
+            low = 0.0
+            for bank, share in ((self.bank, self.config.printed_p), (self.small, self.config.small_p)):
+                if bank is None:
+                    continue
+                images, bank_labels = bank
+                swap = (draw >= low) & (draw < low + share)
+                pick = torch.randint(len(bank_labels), (n,), generator=self.generator)
+                x = torch.where(swap.view(n, 1, 1, 1), images[pick], x)
+                labels = torch.where(swap, bank_labels[pick], labels)
+                low += share
         return self(x), labels
+
+
+def small_bank(
+    source: tuple[torch.Tensor, torch.Tensor], count: int, sides_px: tuple[int, int], seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ink in 0..1 [count,1,28,28], labels): training digits as small pictures, through the page's preprocessing.
+
+    Each digit, dark on white, is shrunk by area to a side of `sides_px` (its 20 px of ink to
+    a few pixels), grown back bilinearly to a 64 px picture, and preprocessed as an upload.
+    Kept on disk under a digest of the source, the settings and the preprocessing's code.
+    """
+    import hashlib
+    import inspect
+    import os
+
+    import numpy as np
+    from PIL import Image
+
+    from . import preprocess
+    from .mnist import default_root
+    from .model import to_unit
+    from .preprocess import PreprocessError, to_mnist
+
+    images, labels = source
+    rng = np.random.default_rng([seed, 1])
+    chosen = rng.choice(len(labels), size=min(count, len(labels)), replace=False)
+    digest = hashlib.sha256(images.numpy().tobytes())
+    digest.update(repr((count, sides_px, seed, inspect.getsource(preprocess))).encode())
+    cached = default_root() / "printed" / f"small-{digest.hexdigest()[:20]}.npy"
+    if cached.is_file():
+        out = np.load(cached)
+        if out.shape == (len(chosen), 28, 28):
+            return to_unit(torch.from_numpy(out)), labels[torch.from_numpy(chosen)]
+    out = np.empty((len(chosen), 28, 28), dtype=np.uint8)
+    for row, i in enumerate(chosen):
+        digit = images[int(i)].numpy()
+        side = int(rng.integers(sides_px[0], sides_px[1] + 1))
+        picture = Image.fromarray(255 - digit).resize((side, side), Image.Resampling.BOX)
+        try:
+            out[row] = to_mnist(picture.resize((64, 64), Image.Resampling.BILINEAR))
+        except PreprocessError:  # shrunk to nothing readable: the page would refuse it too
+            out[row] = digit
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_suffix(f".{os.getpid()}.tmp")
+    with open(partial, "wb") as file:
+        np.save(file, out)
+    os.replace(partial, cached)
+    return to_unit(torch.from_numpy(out)), labels[torch.from_numpy(chosen)]
 
 
 def printed_bank(count: int, seed: int) -> tuple[tuple[torch.Tensor, torch.Tensor], dict]:
@@ -216,8 +292,8 @@ def printed_bank(count: int, seed: int) -> tuple[tuple[torch.Tensor, torch.Tenso
     return (to_unit(torch.from_numpy(images)), torch.from_numpy(labels)), record
 
 
-# what `deployer model train` uses: the default ranges, plus lost resolution and training-family print
-REAL_WORLD = AugmentConfig(blur_p=0.25, printed_p=0.2)
+# what `deployer model train` uses: the default ranges, plus small pictures and training-family print
+REAL_WORLD = AugmentConfig(printed_p=0.15, small_p=0.15)
 
 
 __all__ = [
@@ -230,4 +306,5 @@ __all__ = [
     "elastic_offsets",
     "lose_resolution",
     "printed_bank",
+    "small_bank",
 ]

@@ -134,7 +134,7 @@ def _run_training(
     model = LeNet5()
     optimizer, scheduler = _one_cycle_sgd(model, config, len(train_y))
     generator = torch.Generator().manual_seed(config.seed)
-    augmenter = Augmenter(config.augment, config.seed) if config.augment is not None else None
+    augmenter = Augmenter(config.augment, config.seed, (train_x, train_y)) if config.augment is not None else None
     history = []
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):

@@ -85,7 +85,7 @@ def train_and_publish(
     font is installed it is None and the reason is said on stderr, since the model itself
     is still good.
     """
-    from mlcore.augment import AugmentConfig
+    from mlcore.augment import REAL_WORLD
     from mlcore.mnist import TRAIN_SIZE
     from mlcore.model import LeNet5
     from mlcore.printed import FontsMissingError, score_printed
@@ -110,7 +110,7 @@ def train_and_publish(
             threads=threads,
             on_batch=lambda n: progress.advance(task, n),
             on_epoch=on_epoch,
-            augment=AugmentConfig() if augment else None,
+            augment=REAL_WORLD if augment else None,
         )
     metrics = result.metrics()
     model = LeNet5()
@@ -150,7 +150,8 @@ def printed_summary(metrics: dict) -> str:
     "--augment/--no-augment",
     default=True,
     show_default=True,
-    help="Random affine, elastic and stroke-width changes of every batch, for printed and drawn digits.",
+    help="Random affine, elastic and stroke-width changes of every batch, small pictures and print in the "
+    "training font families (mlcore.fonts), for printed, drawn and photographed digits.",
 )
 @click.option("--json", "json_path", type=OutputFile(), help="Write the report here.")
 @click.pass_obj

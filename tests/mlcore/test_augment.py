@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mlcore.augment import AugmentConfig, Augmenter, augment_batch, change_stroke, lose_resolution
+from mlcore.augment import AugmentConfig, Augmenter, augment_batch, change_stroke, lose_resolution, small_bank
 from mlcore.errors import MLCoreError
 from mlcore.mnist import load_mnist
 from mlcore.model import to_unit
@@ -165,3 +165,27 @@ def test_training_with_print_records_the_split_it_printed_from(mnist_root):
     fonts = result.metrics()["printed_fonts"]
     assert fonts["training"] and fonts["heldout"] and not set(fonts["rendered"]) & set(fonts["heldout"])
     assert result.metrics()["config"]["augment"]["printed_p"] == 0.3
+
+
+def test_small_pictures_are_training_digits_shrunk_and_preprocessed_again(mnist_root):
+    images, labels = load_mnist(train=True, root=mnist_root)
+    source = (images[:300], labels[:300])
+    # Execute: twice, the second read from the cache
+    first, first_labels = small_bank(source, 40, (7, 9), seed=2)
+    again, again_labels = small_bank(source, 40, (7, 9), seed=2)
+    # Assert: 40 of the 300 with their own labels, blurred (more grey pixels than the originals), repeatable
+    assert first.shape == (40, 1, 28, 28) and torch.equal(first, again) and torch.equal(first_labels, again_labels)
+    assert float(first.min()) >= 0 and float(first.max()) > 0.8
+    originals = to_unit(images[:300])
+    matches = [int(((originals - x).abs().amax(dim=(1, 2, 3)) == 0).sum()) for x in first]
+    assert sum(matches) == 0
+    grey = ((first > 0.1) & (first < 0.9)).float().mean()
+    assert grey > ((originals > 0.1) & (originals < 0.9)).float().mean()
+    assert set(first_labels.tolist()) <= set(labels[:300].tolist())
+
+
+def test_small_pictures_need_the_training_images():
+    with pytest.raises(MLCoreError, match="source"):
+        Augmenter(AugmentConfig(small_p=0.2))
+    with pytest.raises(MLCoreError, match="printed_p \\+ small_p"):
+        Augmenter(AugmentConfig(small_p=0.6, printed_p=0.6))
