@@ -32,7 +32,8 @@ class AugmentConfig:
     """Ranges of the random transforms; each image draws its own values uniformly within them.
 
     Shifts and the elastic strength are in pixels of the 28x28 image; `stroke` is the
-    largest fraction of a 3x3 dilation (> 0, thicker) or erosion (< 0, thinner) blended in.
+    largest fraction of a 3x3 dilation (> 0, thicker) or erosion (< 0, thinner) blended in;
+    `aspect` stretches the digit's width against its height (wide or narrow hands and fonts).
     """
 
     rotate_deg: float = 12.0
@@ -43,6 +44,7 @@ class AugmentConfig:
     elastic_p: float = 0.5
     stroke: float = 0.8
     stroke_p: float = 0.6
+    aspect: tuple[float, float] = (1.0, 1.0)
     blur_p: float = 0.0
     blur_px: tuple[int, int] = (8, 16)
     printed_p: float = 0.0
@@ -53,9 +55,10 @@ class AugmentConfig:
 
     def check(self) -> None:
         """Raises MLCoreError naming the first setting out of range."""
-        low, high = self.scale
-        if not 0 < low <= high:
-            raise MLCoreError(f"augment scale must be 0 < low <= high, got {self.scale}")
+        for name in ("scale", "aspect"):
+            low, high = getattr(self, name)
+            if not 0 < low <= high:
+                raise MLCoreError(f"augment {name} must be 0 < low <= high, got {getattr(self, name)}")
         for name in ("rotate_deg", "shift_px", "shear_deg", "elastic_px", "stroke"):
             if getattr(self, name) < 0:
                 raise MLCoreError(f"augment {name} must be >= 0, got {getattr(self, name)}")
@@ -91,11 +94,13 @@ def affine_matrices(n: int, config: AugmentConfig, generator: torch.Generator | 
     scale = _uniform(n, *config.scale, generator)
     # shifts in normalised coordinates: the image spans [-1, 1], i.e. 2 units for 28 px
     shift = _uniform(2 * n, -config.shift_px, config.shift_px, generator).view(n, 2) * (2.0 / 28.0)
+    # drawn only when on, so the default ranges' random stream is as it was
+    stretch = _uniform(n, *config.aspect, generator) if config.aspect != (1.0, 1.0) else torch.ones(n)
     cos, sin = torch.cos(angle), torch.sin(angle)
-    # forward transform A = R @ Sh / scale^-1; grid wants A^-1 = Sh^-1 @ R^-1 / scale
+    # forward transform A = R @ Sh @ diag(scale * stretch, scale); grid wants A^-1 = diag(...)^-1 @ Sh^-1 @ R^-1
     inv = torch.empty(n, 2, 2)
-    inv[:, 0, 0] = (cos + shear * sin) / scale
-    inv[:, 0, 1] = (sin - shear * cos) / scale
+    inv[:, 0, 0] = (cos + shear * sin) / (scale * stretch)
+    inv[:, 0, 1] = (sin - shear * cos) / (scale * stretch)
     inv[:, 1, 0] = -sin / scale
     inv[:, 1, 1] = cos / scale
     theta = torch.empty(n, 2, 3)
@@ -293,7 +298,7 @@ def printed_bank(count: int, seed: int) -> tuple[tuple[torch.Tensor, torch.Tenso
 
 
 # what `deployer model train` uses: the default ranges, plus small pictures and training-family print
-REAL_WORLD = AugmentConfig(printed_p=0.15, small_p=0.15)
+REAL_WORLD = AugmentConfig(aspect=(0.8, 1.5), printed_p=0.15, small_p=0.15)
 
 
 __all__ = [

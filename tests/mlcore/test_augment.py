@@ -189,3 +189,15 @@ def test_small_pictures_need_the_training_images():
         Augmenter(AugmentConfig(small_p=0.2))
     with pytest.raises(MLCoreError, match="printed_p \\+ small_p"):
         Augmenter(AugmentConfig(small_p=0.6, printed_p=0.6))
+
+
+def test_aspect_widens_a_digit_and_keeps_its_height(batch):
+    wide = AugmentConfig(
+        rotate_deg=0, scale=(1.0, 1.0), shift_px=0, shear_deg=0, elastic_px=0, stroke=0, aspect=(1.5, 1.5)
+    )
+    out = augment_batch(batch.clone(), wide, torch.Generator().manual_seed(0))
+    ratio = (out[:, 0] > 0.3).any(dim=1).sum(dim=1) / (batch[:, 0] > 0.3).any(dim=1).sum(dim=1)
+    assert float(ratio.median()) > 1.3
+    assert torch.allclose(height_px(out), height_px(batch), atol=1)
+    with pytest.raises(MLCoreError, match="aspect"):
+        Augmenter(AugmentConfig(aspect=(1.5, 0.8)))
