@@ -63,6 +63,7 @@ class TrainResult:
     train_seconds: float
     config: TrainConfig
     history: list[dict] = field(default_factory=list)
+    printed_fonts: dict | None = None  # the font split training printed from (mlcore.fonts), if it printed
 
     def metrics(self) -> dict:
         return {
@@ -71,6 +72,7 @@ class TrainResult:
             "train_seconds": round(self.train_seconds, 2),
             "config": asdict(self.config),
             "history": self.history,
+            "printed_fonts": self.printed_fonts,
         }
 
 
@@ -132,7 +134,7 @@ def _run_training(
     model = LeNet5()
     optimizer, scheduler = _one_cycle_sgd(model, config, len(train_y))
     generator = torch.Generator().manual_seed(config.seed)
-    augmenter = Augmenter(config.augment, config.seed) if config.augment is not None else None
+    augmenter = Augmenter(config.augment, config.seed, (train_x, train_y)) if config.augment is not None else None
     history = []
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
@@ -158,6 +160,7 @@ def _run_training(
         elapsed,
         config,
         history,
+        augmenter.fonts if augmenter is not None else None,
     )
 
 
@@ -169,24 +172,27 @@ def _train_epoch(
     labels: torch.Tensor,
     batch_size: int,
     generator: torch.Generator,
-    augment: Callable[[torch.Tensor], torch.Tensor] | None,
+    augment: Augmenter | None,
     on_batch: Callable[[int], None] | None,
 ) -> float:
     """One shuffled pass over (uint8 images, labels); returns the mean training loss per image.
 
-    `augment` maps a batch of ink in 0..1 [N,1,28,28] to a transformed one (mlcore.augment).
+    `augment` maps a batch of ink in 0..1 [N,1,28,28] and its labels to transformed ones (mlcore.augment).
     """
     chosen = list(batches(len(labels), batch_size, generator))
 
-    def inputs(idx: torch.Tensor) -> torch.Tensor:
-        return normalize(images[idx]) if augment is None else standardize(augment(to_unit(images[idx])))
+    def step_batch(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if augment is None:
+            return normalize(images[idx]), labels[idx]
+        x, y = augment.batch(to_unit(images[idx]), labels[idx])
+        return standardize(x), y
 
     def after_step(size: int) -> None:
         scheduler.step()
         if on_batch is not None:
             on_batch(size)
 
-    losses = sgd_steps(model, optimizer, ((inputs(idx), labels[idx]) for idx in chosen), after_step=after_step)
+    losses = sgd_steps(model, optimizer, (step_batch(idx) for idx in chosen), after_step=after_step)
     return mean(losses, [len(idx) for idx in chosen])
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System packages the tests use: Node.js for the official OpenWhisk JS client, Chromium for the
-# browser test, DejaVu and Liberation fonts for the printed-digit score, Docker (docker.io) and
+# browser test, DejaVu and Liberation fonts for the printed-digit score and more font families for
+# the printed-digit generator's training and held-out families (mlcore/fonts.py), Docker (docker.io) and
 # debootstrap for docker-mode (the runtime image's base is made locally: no image registry
 # here), and (via install-hostnet-deps.sh) QEMU, OVS-DPDK, iperf3 and a guest kernel. Then
 # starts dockerd when it is not running (start-dockerd.sh).
@@ -15,6 +16,13 @@ command -v npm >/dev/null 2>&1 || missing+=(npm)
 # fonts for the printed-digit score of `deployer model train` (mlcore/printed.py)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 ls /usr/share/fonts/truetype/liberation*/LiberationSans-Regular.ttf >/dev/null 2>&1 || missing+=(fonts-liberation)
+# font families for the printed-digit generator (mlcore/fonts.py splits them into training and held-out ones)
+for pkg in fonts-freefont-ttf fonts-noto-core fonts-urw-base35 fonts-croscore fonts-crosextra-carlito \
+  fonts-crosextra-caladea fonts-open-sans fonts-roboto-unhinted fonts-lato fonts-cantarell fonts-texgyre \
+  fonts-linuxlibertine fonts-ebgaramond fonts-comic-neue fonts-inconsolata fonts-hack fonts-firacode \
+  fonts-quicksand fonts-oxygen fonts-cabin fonts-gfs-artemisia; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+done
 command -v dockerd >/dev/null 2>&1 || [ -x /usr/sbin/dockerd ] || missing+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mlcore.augment import AugmentConfig, Augmenter, augment_batch, change_stroke
+from mlcore.augment import AugmentConfig, Augmenter, augment_batch, change_stroke, lose_resolution, small_bank
 from mlcore.errors import MLCoreError
 from mlcore.mnist import load_mnist
 from mlcore.model import to_unit
@@ -112,3 +112,92 @@ def test_training_with_augmentation_repeats_with_a_seed_and_records_it(mnist_roo
     )
     assert plain.metrics()["config"]["augment"] is None
     assert not torch.equal(plain.state["features.0.weight"], runs[0].state["features.0.weight"])
+
+
+def test_lost_resolution_keeps_shape_and_range_and_blurs():
+    # Prepare: a one-pixel-wide bar
+    x = torch.zeros(2, 1, 28, 28)
+    x[:, :, 4:24, 13] = 1.0
+    # Execute
+    out = lose_resolution(x, torch.tensor([8, 14]))
+    # Assert: same shape, peak back at 1, the bar spread wider, the coarser side wider still
+    assert out.shape == x.shape and float(out.min()) >= 0 and torch.allclose(out.amax(dim=(1, 2, 3)), torch.ones(2))
+    widths = (out[:, 0, 14] > 0).sum(dim=1)
+    assert widths[0] > widths[1] > 1
+
+
+def test_print_in_a_batch_comes_from_training_families_only_with_its_own_labels():
+    from mlcore.fonts import FontFamiliesError, split_families
+
+    try:
+        split = split_families(min_each=2)
+    except FontFamiliesError as exc:
+        pytest.skip(str(exc))
+    config = AugmentConfig(printed_p=0.5, printed_count=30, blur_p=0.5)
+    first, again = Augmenter(config, seed=1), Augmenter(config, seed=1)
+    # Assert: the bank drew only training families, and records the split
+    assert set(first.fonts["rendered"]) <= {f.name for f in split.training}
+    assert not set(first.fonts["rendered"]) & {f.name for f in split.heldout}
+    assert first.fonts["heldout"] == [f.name for f in split.heldout]
+    # Execute: a batch of blanks labelled 11, half swapped for print
+    blank, labels = torch.zeros(64, 1, 28, 28), torch.full((64,), 11)
+    x, y = first.batch(blank, labels)
+    x2, y2 = again.batch(blank, labels)
+    # Assert: swapped images carry digits' labels and ink, kept ones stay label 11; a seed repeats it
+    printed = y != 11
+    assert 10 < int(printed.sum()) < 54 and set(y[printed].tolist()) <= set(range(10))
+    assert (x[printed].amax(dim=(1, 2, 3)) > 0.5).all()
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+
+
+def test_training_with_print_records_the_split_it_printed_from(mnist_root):
+    result = train_lenet5(
+        epochs=1,
+        batch_size=50,
+        lr=0.05,
+        seed=7,
+        threads=1,
+        train_limit=200,
+        test_limit=50,
+        root=mnist_root,
+        augment=AugmentConfig(printed_p=0.3, printed_count=40, blur_p=0.3),
+    )
+    fonts = result.metrics()["printed_fonts"]
+    assert fonts["training"] and fonts["heldout"] and not set(fonts["rendered"]) & set(fonts["heldout"])
+    assert result.metrics()["config"]["augment"]["printed_p"] == 0.3
+
+
+def test_small_pictures_are_training_digits_shrunk_and_preprocessed_again(mnist_root):
+    images, labels = load_mnist(train=True, root=mnist_root)
+    source = (images[:300], labels[:300])
+    # Execute: twice, the second read from the cache
+    first, first_labels = small_bank(source, 40, (7, 9), seed=2)
+    again, again_labels = small_bank(source, 40, (7, 9), seed=2)
+    # Assert: 40 of the 300 with their own labels, blurred (more grey pixels than the originals), repeatable
+    assert first.shape == (40, 1, 28, 28) and torch.equal(first, again) and torch.equal(first_labels, again_labels)
+    assert float(first.min()) >= 0 and float(first.max()) > 0.8
+    originals = to_unit(images[:300])
+    matches = [int(((originals - x).abs().amax(dim=(1, 2, 3)) == 0).sum()) for x in first]
+    assert sum(matches) == 0
+    grey = ((first > 0.1) & (first < 0.9)).float().mean()
+    assert grey > ((originals > 0.1) & (originals < 0.9)).float().mean()
+    assert set(first_labels.tolist()) <= set(labels[:300].tolist())
+
+
+def test_small_pictures_need_the_training_images():
+    with pytest.raises(MLCoreError, match="source"):
+        Augmenter(AugmentConfig(small_p=0.2))
+    with pytest.raises(MLCoreError, match="printed_p \\+ small_p"):
+        Augmenter(AugmentConfig(small_p=0.6, printed_p=0.6))
+
+
+def test_aspect_widens_a_digit_and_keeps_its_height(batch):
+    wide = AugmentConfig(
+        rotate_deg=0, scale=(1.0, 1.0), shift_px=0, shear_deg=0, elastic_px=0, stroke=0, aspect=(1.5, 1.5)
+    )
+    out = augment_batch(batch.clone(), wide, torch.Generator().manual_seed(0))
+    ratio = (out[:, 0] > 0.3).any(dim=1).sum(dim=1) / (batch[:, 0] > 0.3).any(dim=1).sum(dim=1)
+    assert float(ratio.median()) > 1.3
+    assert torch.allclose(height_px(out), height_px(batch), atol=1)
+    with pytest.raises(MLCoreError, match="aspect"):
+        Augmenter(AugmentConfig(aspect=(1.5, 0.8)))

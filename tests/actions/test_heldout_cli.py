@@ -1,0 +1,73 @@
+"""`deployer model heldout` on the session platform: every set sent through the deployed mnist/infer, JSON out."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from deployer.cli import cli
+from mlcore.fonts import FontFamiliesError, split_families
+from mlcore.storage import Storage, StorageConfig
+from mlcore.train import publish_model
+
+
+@pytest.fixture(scope="module")
+def split():
+    try:
+        return split_families(min_each=2)
+    except FontFamiliesError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def user_env(platform, monkeypatch):
+    env = {**platform.storage_env, "S3_BUCKET": "heldout-cli-tests"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    storage = Storage(StorageConfig.from_env(env))
+    storage.ensure_bucket()
+    return storage
+
+
+def heldout(platform, *args):
+    return CliRunner().invoke(cli, ["--apihost", platform.apihost, "--auth", platform.auth, "model", "heldout", *args])
+
+
+def test_heldout_reports_each_set_through_the_action(platform, lenet5_small, split, user_env, tmp_path):
+    # Prepare: a small model published, with a record of a split that matches this machine's
+    state, metrics = lenet5_small
+    version = publish_model(user_env, state, dict(metrics, printed_fonts=split.to_dict()))
+    report_path = tmp_path / "heldout.json"
+    # Execute: a few digits of each set
+    result = heldout(platform, "--model", version, "--printed", "20", "--limit", "70", "--json", str(report_path))
+    # Assert
+    assert result.exit_code == 0, result.output
+    report = json.loads(report_path.read_text())
+    assert report["model"] == version and set(report["sets"]) == {
+        "mnist",
+        "printed_heldout",
+        "printed_training",
+        "sklearn",
+    }
+    totals = {name: s["total"] for name, s in report["sets"].items()}
+    assert totals == {"mnist": 70, "printed_heldout": 20, "printed_training": 20, "sklearn": 70}
+    assert report["sets"]["mnist"]["accuracy"] > 0.8  # the action really classified them
+    assert set(report["sets"]["printed_heldout"]["per_group"]) <= set(report["fonts"]["heldout_groups"])
+    assert report["fonts"]["heldout"] == [f.name for f in split.heldout]
+    assert "printed_heldout: " in result.output and "(target 97.0%" in result.output
+
+
+def test_a_model_that_printed_a_held_out_family_is_refused(platform, lenet5_small, split, user_env):
+    state, metrics = lenet5_small
+    record = dict(split.to_dict(), training=[f.name for f in split.training] + [split.heldout[0].name])
+    version = publish_model(user_env, state, dict(metrics, printed_fonts=record), mark_latest=False)
+    result = heldout(platform, "--model", version, "--sets", "printed_heldout", "--printed", "10")
+    assert result.exit_code == 1 and f"trained on {split.heldout[0].name}" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_bad_set_is_refused_naming_the_option(platform):
+    result = heldout(platform, "--sets", "mnist,fashion")
+    assert result.exit_code == 2 and "--sets" in result.output
