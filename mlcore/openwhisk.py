@@ -481,9 +481,16 @@ class OpenWhiskClient:
         return self._request("GET", self._url("activations", activation_id) + "/result")[1]
 
     def list_activations(
-        self, name: str | None = None, limit: int = 30, skip: int = 0, docs: bool = False
+        self,
+        name: str | None = None,
+        limit: int = 30,
+        skip: int = 0,
+        docs: bool = False,
+        since: int | None = None,
+        upto: int | None = None,
     ) -> list[dict]:
+        """The newest first; `since`/`upto` bound their start, in ms since the epoch, as the REST API's do."""
         params: dict[str, Any] = {"limit": limit, "skip": skip, "docs": str(docs).lower()}
-        if name:
-            params["name"] = name
+        bounds = {"name": name, "since": since, "upto": upto}
+        params.update({key: value for key, value in bounds.items() if value is not None and value != ""})
         return self._request("GET", self._url("activations"), params=params)[1]

@@ -73,86 +73,151 @@ def infer_view(report: dict) -> list[Block]:
 
 
 def train_view(report: dict) -> list[Block]:
-    """The single-process baseline's row first, then each serverless row with its ratio to it."""
-    return [Table.of("bench train", *_train_rows(report)), report["note"]]
+    """Each model's one-process baseline, every row with its ratios to it (×), then which topology won where."""
+    out: list[Block] = [Table.of("bench train: one process per model", *_baseline_rows(report))]
+    out.append(Table.of("bench train", *_train_rows(report)))
+    out.append(Table.of(f"which topology reaches {_target_label(report)} first", *_winner_rows(report)))
+    for model, entry in report["models"].items():
+        if entry.get("recipe_differs"):
+            changes = ", ".join(f"{k} {new} instead of {old}" for k, (old, new) in entry["recipe_differs"].items())
+            out.append(f"{model} trains with {changes}.")
+    out.append(report["note"])
+    return out
+
+
+def _target_label(report: dict) -> str:
+    return f"{float(report['targets'][-1]):.0%}" if report["targets"] else "the target"
+
+
+def _seconds(value, ratio=None) -> str:
+    return "not reached" if value is None else f"{value:.1f}" + (f" ({ratio:.2f}×)" if ratio else "")
+
+
+def _baseline_rows(report: dict) -> tuple[list[str], list[tuple]]:
+    targets = [str(t) for t in report["targets"]]
+    headers = ["model", "parameters", "epochs", "train images", "run", *[f"s to {float(t):.0%}" for t in targets]]
+    headers += ["train s", "GB-s", "final acc"]
+    rows = []
+    for model, entry in report["models"].items():
+        base, recipe = entry["baseline"], entry["recipe"]
+        rows.append(
+            (
+                model,
+                f"{entry['parameters']:,}",
+                recipe["epochs"],
+                recipe["train_limit"] or "all",
+                f"1 process ({base['threads']} threads, {base['precision']})",
+                *[_seconds(base["time_to_accuracy_s"][t]) for t in targets],
+                f"{base['train_seconds']:.1f}",
+                f"{base['gb_s']:.1f} ({base['memory_mb']} MB)",
+                f"{base['final_accuracy']:.4f}",
+            )
+        )
+    return headers, rows
 
 
 def _train_rows(report: dict) -> tuple[list[str], list[tuple]]:
     targets = [str(t) for t in report["targets"]]
-    base = report["baseline"]
     headers = [
-        "run",
+        "model",
+        "topology",
+        "mode",
         "workers",
-        *[f"s to {float(t):.0%} (× baseline)" for t in targets],
-        "communicating",
-        "per round: compute / get / put / wait ms",
+        *[f"s to {float(t):.0%} (×)" for t in targets],
+        "comm",
+        "KB / requests per step",
+        "round ms: compute / get / put / wait",
         "K",
-        "GB-s",
+        "GB-s (×)",
         "final acc",
     ]
-
-    def cell(value, ratio) -> str:
-        return "not reached" if value is None else f"{value:.1f}" + (f" ({ratio:.2f}×)" if ratio else "")
-
-    out = [
-        (
-            f"baseline ({base['threads']} threads, {base['precision']})",
-            1,
-            *[cell(base["time_to_accuracy_s"][t], None) for t in targets],
-            "-",
-            "-",
-            "-",
-            "-",
-            f"{base['final_accuracy']:.4f}",
-        )
-    ]
+    out = []
     for r in report["rows"]:
+        named = (r["model"], r["topology"], r["mode"], r["workers"])
+        if "error" in r:
+            out.append((*named, f"failed: {r['error'][:160]}", *[""] * (len(headers) - len(named) - 1)))
+            continue
         per = r["per_round"]
         split = " / ".join(f"{(per[k] or 0) * 1000:.1f}" for k in ("compute_s", "get_s", "put_s", "wait_s"))
+        ratio = r["gb_s_ratio_to_baseline"]
         out.append(
             (
-                r["mode"],
-                r["workers"],
-                *[cell(r["time_to_accuracy_s"][t], r["ratio_to_baseline"][t]) for t in targets],
+                *named,
+                *[_seconds(r["time_to_accuracy_s"][t], r["ratio_to_baseline"][t]) for t in targets],
                 f"{r['communication_fraction']:.0%}" if r["communication_fraction"] is not None else "-",
+                f"{r['per_step']['bytes'] / 1000:.1f} / {r['per_step']['requests']:.2f}",
                 split,
                 ",".join(map(str, r["local_steps"])) or "-",
-                f"{r['gb_s']['total']:.1f}",
+                f"{r['gb_s']['total']:.1f}" + (f" ({ratio:.2f}×)" if ratio else ""),
                 f"{r['final_accuracy']:.4f}" if r["final_accuracy"] is not None else "-",
             )
         )
     return headers, out
 
 
-def plot_train(report: dict, path: Path) -> Path:
-    """Test accuracy against wall time: the baseline and one line per row."""
-    import matplotlib
+def _winner_rows(report: dict) -> tuple[list[str], list[tuple]]:
+    from .training_speed import winners
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    found = winners(report)
+    topologies = list(dict.fromkeys(t for w in found for t in w["by_topology"]))
+    headers = ["model", "parameters", "workers", "mode", *[f"{t}: s (×)" for t in topologies], "fastest"]
+    rows = []
+    for w in found:
+        cells = []
+        for topology in topologies:
+            cell = w["by_topology"].get(topology)
+            if cell is None:
+                cells.append("-")
+            elif "error" in cell:
+                cells.append("failed")
+            else:
+                cells.append(_seconds(cell["seconds"], cell["ratio"]))
+        parameters = report["models"][w["model"]]["parameters"]
+        rows.append((w["model"], f"{parameters:,}", w["workers"], w["mode"], *cells, w["winner"] or "none reached it"))
+    return headers, rows
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    base = report["baseline"]["history"]
-    ax.plot(
-        [h["seconds"] for h in base], [h["accuracy"] for h in base], "k-o", label="baseline (1 process)", linewidth=2
-    )
+
+def plot_train(report: dict, path: Path) -> list[Path]:
+    """Accuracy against wall time (a panel per model, mode and workers, a line per topology) at `path`,
+    and each job's GB-s against its wall time (a panel per model) at <path>-cost.png."""
+    from .figures import plot_panels, plot_points
+
+    path = Path(path)
+    panels: dict[str, dict] = {}
+    costs: dict[str, dict] = {}
+    lowest = [0.97]
     for r in report["rows"]:
-        points = [(e["seconds"], e["accuracy"]) for e in r["evaluations"] if e.get("seconds") is not None]
-        if points:
-            ax.plot(*zip(*points), "-o", label=f"{r['mode']}, {r['workers']} workers", linewidth=1.3)
-    for t in report["targets"]:
-        ax.axhline(t, color="grey", linestyle="--", linewidth=0.8)
-    ax.set_ylim(max(0.9, min([h["accuracy"] for h in base] + [0.97]) - 0.01), 1.0)
-    ax.set_xlabel("wall time since the start (s), evaluation excluded")
-    ax.set_ylabel("test accuracy")
-    ax.set_title("bench train: accuracy against wall time")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+        base = report["models"][r["model"]]["baseline"]
+        name = f"{r['model']}, {r['mode']}, {r['workers']} workers"
+        lines = panels.setdefault(
+            name, {"baseline (1 process)": [(h["seconds"], h["accuracy"]) for h in base["history"]]}
+        )
+        lowest += [h["accuracy"] for h in base["history"]]
+        series = costs.setdefault(r["model"], {"baseline (1 process)": [(base["train_seconds"], base["gb_s"], "1")]})
+        if "error" in r:
+            continue
+        lines[r["topology"]] = [(e["seconds"], e["accuracy"]) for e in r["evaluations"] if e.get("seconds") is not None]
+        if r["elapsed_s"] is not None:
+            series.setdefault(f"{r['topology']}, {r['mode']}", []).append(
+                (r["elapsed_s"], r["gb_s"]["total"], f"×{r['workers']}")
+            )
+    accuracy = plot_panels(
+        panels,
+        path,
+        title="bench train: test accuracy against wall time, per topology",
+        xlabel="wall time since the start (s), evaluation excluded",
+        ylabel="test accuracy",
+        hlines=report["targets"],
+        floor=max(0.9, min(lowest) - 0.01),
+    )
+    cost = plot_points(
+        costs,
+        path.with_name(path.stem + "-cost.png"),
+        title="bench train: GB-s billed against wall time (×N: workers)",
+        xlabel="job wall time (s)",
+        ylabel="GB-s (workers + PS + coordinator)",
+    )
+    return [accuracy, cost]
 
 
 SCALE_SECTIONS = (

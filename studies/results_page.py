@@ -122,7 +122,8 @@ def _storage(report: dict) -> list:
 
 
 def _train(report: dict) -> list:
-    conditions = {"machine": report["machine"], "recipe": report["recipe"], "targets": report["targets"]}
+    recipes = {model: entry["recipe"] for model, entry in report["models"].items()}
+    conditions = {"machine": report["machine"], "recipes": recipes, "targets": report["targets"]}
     return [_conditions(conditions), *train_view(report)]
 
 
@@ -169,7 +170,7 @@ SECTIONS: dict[str, tuple[str, Callable[[dict], list]]] = {
     "platform": ("bench platform: a no-op action against calling it in-process", _platform),
     "infer": ("bench infer: mnist/infer on the platform against in-process and Flask + torch", _infer),
     "storage": ("bench storage: the durable embedded S3 against in-memory moto", _storage),
-    "train": ("bench train: serverless workers against one process on every core", _train),
+    "train": ("bench train: topologies, modes, workers and model sizes against one process on every core", _train),
     "fedavg": ("bench fedavg: executors against serial fp32, rounds to 99% against the paper", _fedavg),
     "fedavg-table": ("fedavg table: the FedAvg paper's table, ours beside the paper's", _fedavg_table),
     "hostnet": ("bench hostnet: virtio-net against vhost-user, and a live migration", _hostnet),

@@ -10,7 +10,7 @@ from .params import Number, OutputFile, OutputFolder, choices, integer, ints
 
 LAZY = {
     "infer": "deployer.commands.ml:bench_infer_command",
-    "train": "deployer.commands.train:bench_train_command",
+    "train": "deployer.commands.train_bench:bench_train_command",
     "fedavg": "deployer.commands.fedavg_bench:bench_command",
     "hostnet": "deployer.commands.hostnet:bench_command",
 }

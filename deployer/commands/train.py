@@ -1,14 +1,13 @@
-"""`deployer train` and `deployer bench train`: serverless distributed training with progress and reports."""
+"""`deployer train`: serverless distributed training with progress and reports (`bench train` is in train_bench)."""
 
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import click
 
-from .output import show, table, write_report
-from .params import JOB_NAME, MAX_WORKERS, Number, OutputFile, choices, floats, integer, ints, seconds, stacked
+from .output import table, write_report
+from .params import JOB_NAME, MAX_WORKERS, Number, OutputFile, integer, seconds, stacked
 from .progress import bar
 
 MODES = ("sync", "local")
@@ -290,76 +289,3 @@ def train_command(
     summary = run_job(obj, settings, driver, resume_job)
     _show(summary)
     write_report(json_path, summary)
-
-
-@click.command("train")
-@click.option("--workers", "workers_list", type=ints(1, MAX_WORKERS, example="2,4"), default="2,4", show_default=True)
-@click.option("--modes", type=choices(MODES, "local,sync"), default="local,sync", show_default=True)
-@job_options
-@click.option(
-    "--targets", type=floats(0.0, 1.0, low_open=True, example="0.98,0.99"), default="0.98,0.99", show_default=True
-)
-@click.option(
-    "--plot",
-    "plot_path",
-    type=OutputFile(),
-    default=None,
-    help="PNG of accuracy against wall time per row [default: beside --json]",
-)
-@click.option("--json", "json_path", type=OutputFile(), help="Write the report here.")
-@click.pass_obj
-def bench_train_command(obj, workers_list, modes, targets, plot_path, json_path, **job) -> None:
-    """Time to 98%/99% with 2 and 4 workers per mode, beside one process on every core, in one run."""
-    from studies import training_speed
-    from studies.bench_views import plot_train, train_view
-
-    counts, chosen, goal = list(workers_list), list(modes), list(targets)
-    recipe = _bench_recipe(**job)
-    if plot_path is None and json_path:
-        plot_path = str(Path(json_path).with_suffix(".png"))
-    result = training_speed.run(
-        _row_runner(obj, recipe, goal),
-        recipe,
-        counts,
-        chosen,
-        goal,
-        save=lambda report: write_report(json_path, report, quiet=True),
-        log=lambda line: click.echo(line, err=True),
-    )
-    if plot_path:
-        plot_train(result, Path(plot_path))
-        result["plot"] = plot_path
-    show(train_view(result))
-    write_report(json_path, result)
-
-
-def _bench_recipe(epochs, batch_size, lr, precision, compress, train_limit, eval_every) -> dict:
-    """The settings every row shares; by default a checkpoint every half epoch, where times to accuracy are read."""
-    if not eval_every:
-        from mlcore.mnist import TRAIN_SIZE
-
-        eval_every = max(1, (train_limit or TRAIN_SIZE) // batch_size // 2)
-    return dict(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        precision=precision,
-        compress=compress,
-        train_limit=train_limit,
-        eval_every=eval_every,
-    )
-
-
-def _row_runner(obj, recipe: dict, goal: list[float]):
-    """run_row(mode, workers, warm_up) for bench.run: the first row deploys the actions, the rest reuse them."""
-    deployed: list[bool] = []
-
-    def run_row(mode: str, workers: int, warm_up: bool = False) -> dict:
-        settings = dict(recipe, workers=workers, mode=mode, eval_live=False)
-        if warm_up:
-            settings.update(epochs=1, train_limit=workers * settings["batch_size"] * 4, eval_every=0)
-        summary = run_job(obj, settings, quiet=True, targets=goal, deploy=not deployed)
-        deployed.append(True)
-        return summary
-
-    return run_row

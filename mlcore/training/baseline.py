@@ -31,7 +31,7 @@ def run_baseline(config: JobConfig, storage=None, threads: int | None = None, ta
     size = data.train_size(single, len(labels))
     total, every = single.total_batches(size), single.checkpoint_every(size)
     trainer = Trainer(single, 0, images, labels, size)
-    vector = initial_vector(single.seed)
+    vector = initial_vector(single.seed, single.model)
     history, clock, batch = [], 0.0, 0
     while batch < total:
         steps = min(every - batch % every, total - batch)
@@ -40,7 +40,7 @@ def run_baseline(config: JobConfig, storage=None, threads: int | None = None, ta
         vector = vector + delta
         clock += time.perf_counter() - started
         batch += steps
-        result = evaluate(model_from_vector(vector), test_images, test_labels)
+        result = evaluate(model_from_vector(vector, single.model), test_images, test_labels)
         history.append(
             {
                 "batch": batch,
@@ -56,6 +56,8 @@ def run_baseline(config: JobConfig, storage=None, threads: int | None = None, ta
         "precision": resolve_precision(single.precision),
         "channels_last": single.channels_last,
         "batch_size": single.batch_size,
+        "model": single.model,
+        "parameters": vector.numel(),
         "history": history,
         "final_accuracy": history[-1]["accuracy"],
         "train_seconds": round(clock, 3),

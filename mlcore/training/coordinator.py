@@ -98,7 +98,7 @@ def create_job(storage, config: JobConfig) -> bool:
         return False
     storage.put_json(layout.config, config.as_dict())
     header = {"round": 0, "batch": 0, "k": config.first_local_steps, "time": time.time()}
-    storage.put_bytes(layout.checkpoint(0), state_blob(initial_vector(config.seed), None, header))
+    storage.put_bytes(layout.checkpoint(0), state_blob(initial_vector(config.seed, config.model), None, header))
     storage.put_json(layout.checkpoint_pointer, header)
     return True
 
@@ -112,9 +112,9 @@ def load_config(storage, job: str) -> JobConfig:
 
 
 def final_state_bytes(storage, config: JobConfig, number: int) -> bytes:
-    """checkpoints/<round> as an ordinary LeNet-5 state dict, loadable by inference."""
+    """checkpoints/<round> as an ordinary state dict of the job's model (LeNet-5's loads into inference)."""
     _, vector, _ = read_state(storage, JobLayout(config.job).checkpoint(number))
-    return weights.encode(model_from_vector(vector).state_dict())
+    return weights.encode(model_from_vector(vector, config.model).state_dict())
 
 
 @dataclass
@@ -327,7 +327,7 @@ class Coordinator:
             self.evaluated.add(number)
             images, labels = data.test_set(self.config, self.storage)
             started = time.perf_counter()
-            result = evaluate(model_from_vector(vector), images, labels)
+            result = evaluate(model_from_vector(vector, self.config.model), images, labels)
             self.metrics.append(
                 {
                     "event": "eval",

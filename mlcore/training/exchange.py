@@ -17,6 +17,7 @@ capped so that N workers waiting never make a request storm.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -50,7 +51,7 @@ def decode(blob: bytes, where: str = "a stored update") -> tuple[dict, torch.Ten
 
 
 class Timer:
-    """Seconds per phase and bytes per direction, summed over a worker's rounds."""
+    """Seconds per phase, bytes per direction and requests, summed over a worker's rounds."""
 
     PHASES = ("compute_s", "get_s", "put_s", "wait_s", "startup_s")
 
@@ -59,9 +60,17 @@ class Timer:
         self.bytes_in = 0
         self.bytes_out = 0
         self.misses = 0  # polls that found nothing yet: each costs the endpoint a request
+        self.requests = 0  # every PUT and GET the exchange sent, the misses included
+        self._lock = threading.Lock()  # the exchange's threads count at once
 
     def add(self, phase: str, seconds: float) -> None:
         self.seconds[phase] += seconds
+
+    def count(self, missed: bool = False) -> None:
+        """One request sent; `missed`: a GET that found nothing yet."""
+        with self._lock:
+            self.requests += 1
+            self.misses += missed
 
     def report(self) -> dict:
         return {
@@ -69,6 +78,7 @@ class Timer:
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
             "misses": self.misses,
+            "requests": self.requests,
         }
 
 
@@ -92,12 +102,14 @@ class Exchange:
 
     def _put(self, key: str, blob: bytes, scratch: bool) -> None:
         if scratch and self._scratch_class:
+            self.timer.count()
             try:
                 return self.storage.put_bytes(key, blob, storage_class=self._scratch_class)
             except StorageError as exc:
                 if "InvalidStorageClass" not in str(exc):
                     raise
                 self._scratch_class = None  # an endpoint with STANDARD only (Ceph RGW's default)
+        self.timer.count()
         self.storage.put_bytes(key, blob)
 
     def flush(self) -> None:
@@ -134,9 +146,11 @@ class Exchange:
         while True:
             started = time.perf_counter()
             try:
-                return self.storage.get_bytes(key), started
+                blob = self.storage.get_bytes(key)
+                self.timer.count()
+                return blob, started
             except ObjectNotFoundError:
-                self.timer.misses += 1
+                self.timer.count(missed=True)
             if time.monotonic() > deadline:
                 raise TrainingError(f"{key} did not appear in time")
             if stop():

@@ -14,7 +14,7 @@ worker rewrites the same object and reading the same keys gives every worker the
     jobs/<job>/workers/<worker>.stats.json rounds done and the time split, about every second
     jobs/<job>/workers/<worker>.handoff    the state a worker hands its successor at its deadline
     jobs/<job>/metrics.jsonl               the coordinator's events (start, eval, replaced, done, ...)
-    jobs/<job>/final.pt                    the finished model as a LeNet-5 state dict
+    jobs/<job>/final.pt                    the finished model as a state dict of `model` (LeNet-5 by default)
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ from dataclasses import asdict, dataclass, fields
 
 from ..compute import PRECISIONS
 from ..errors import MLCoreError
+from ..model import MODELS
 
 MODES = ("sync", "local")
+TOPOLOGIES = ("allreduce", "scatter", "ps")
 COMPRESSIONS = ("none", "fp16")
 DATA_SOURCES = ("s3", "local")
 _JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -98,6 +100,8 @@ class JobConfig:
     eval_every: int = 0
     eval_live: bool = True
     rounds_per_run: int = 0
+    topology: str = "allreduce"
+    model: str = "lenet5"
 
     @classmethod
     def from_dict(cls, raw: dict) -> JobConfig:
@@ -150,6 +154,8 @@ class JobConfig:
                 f"quorum must be between 1 and workers ({self.workers}), got {self.quorum}",
             ),
             (self.retries < 0, f"retries must be >= 0, got {self.retries}"),
+            (self.topology not in TOPOLOGIES, f"topology must be one of {TOPOLOGIES}, got {self.topology!r}"),
+            (self.model not in MODELS, f"model must be one of {tuple(MODELS)}, got {self.model!r}"),
             (self.data not in DATA_SOURCES, f"data must be one of {DATA_SOURCES}, got {self.data!r}"),
             (self.train_limit < 0 or self.test_limit < 0, "train/test limits must be >= 0 (0 = all)"),
             (self.eval_every < 0, f"eval_every must be >= 0 (0 = every epoch), got {self.eval_every}"),

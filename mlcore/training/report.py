@@ -27,7 +27,11 @@ def time_to_accuracy(events: list[dict], target: float) -> float | None:
 
 
 def worker_totals(workers: list[dict]) -> dict:
-    """Each phase summed over the workers' activations, plus the split per round and the communication share."""
+    """Each phase summed over the workers' activations, plus the split per round and the communication share.
+
+    `requests` are the exchange's S3 requests (PUTs, GETs and the polls that found nothing),
+    the load a round puts on the endpoint; a report written before they were counted has none.
+    """
     totals = {k: round(sum(w.get(k, 0.0) for w in workers), 4) for k in PHASES}
     rounds = sum(w.get("rounds", 0) for w in workers)
     active = sum(w.get("active_s", 0.0) for w in workers)
@@ -36,8 +40,9 @@ def worker_totals(workers: list[dict]) -> dict:
         active_s=round(active, 3),
         misses=sum(w.get("misses", 0) for w in workers),
         bytes=sum(w.get("bytes_in", 0) + w.get("bytes_out", 0) for w in workers),
+        requests=sum(w.get("requests", 0) for w in workers),
     )
-    per_round = {k: round(totals[k] / rounds, 5) if rounds else None for k in PHASES + ("bytes",)}
+    per_round = {k: round(totals[k] / rounds, 5) if rounds else None for k in PHASES + ("bytes", "requests")}
     fraction = round(1.0 - totals["compute_s"] / active, 4) if active else None
     return {"totals": totals, "per_round": per_round, "communication_fraction": fraction}
 

@@ -1,9 +1,9 @@
 """A worker's model, data and optimizer, and the flat vectors that travel between workers.
 
-One `Trainer` holds a LeNet-5, its shard of the data and the precision it computes in, and
-does either half of a round: the gradient of one batch (sync) or K SGD steps (local), both
-through mlcore.compute, the steps FedAvg and `model train` take too. Parameters go in and
-out as one flat fp32 vector, which is what travels through storage.
+One `Trainer` holds the job's model (LeNet-5 or a wider one), its shard of the data and the
+precision it computes in, and does either half of a round: the gradient of one batch (sync)
+or K SGD steps (local), both through mlcore.compute, the steps FedAvg and `model train` take
+too. Parameters go in and out as one flat fp32 vector, which is what travels through storage.
 """
 
 from __future__ import annotations
@@ -12,18 +12,22 @@ import torch
 from torch import nn
 
 from ..compute import batch_loss, flatten, mean, memory_format, resolve_precision, sgd_steps, unflatten_into
-from ..model import LeNet5, normalize
+from ..model import build_model, normalize
 from . import data
-from .job import JobConfig
+from .job import JobConfig, TrainingError
 
 
-def initial_vector(seed: int) -> torch.Tensor:
+def initial_vector(seed: int, name: str = "lenet5") -> torch.Tensor:
     torch.manual_seed(seed)
-    return flatten(LeNet5().parameters())
+    return flatten(build_model(name).parameters())
 
 
-def model_from_vector(vector: torch.Tensor) -> nn.Module:
-    model = LeNet5()
+def model_from_vector(vector: torch.Tensor, name: str = "lenet5") -> nn.Module:
+    """Raises MLCoreError for an unknown model name, TrainingError for a vector of another model's size."""
+    model = build_model(name)
+    size = sum(p.numel() for p in model.parameters())
+    if vector.numel() != size:
+        raise TrainingError(f"a vector of {vector.numel()} parameters is not a {name} ({size} parameters)")
     unflatten_into(vector, model.parameters())
     return model
 
@@ -59,7 +63,7 @@ class Trainer:
         self.images, self.labels = images, labels
         self.precision = resolve_precision(config.precision)
         self.channels_last = config.channels_last
-        self.model = LeNet5().to(memory_format=memory_format(self.channels_last))
+        self.model = build_model(config.model).to(memory_format=memory_format(self.channels_last))
         self.params = list(self.model.parameters())
         self.optimizer = torch.optim.SGD(
             self.params,

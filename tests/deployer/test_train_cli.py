@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 from click.testing import CliRunner
@@ -11,7 +10,6 @@ from click.testing import CliRunner
 from deployer.cli import cli
 from mlcore.storage import Storage, StorageConfig
 from mlcore.training.job import JobLayout
-from studies.results_page import render
 
 
 @pytest.fixture
@@ -72,46 +70,3 @@ def test_user_mistakes_end_in_one_line(remote_env, args, status, message):
     result = CliRunner().invoke(cli, ["train", *args])
     assert result.exit_code == status
     assert result.output.count("\n") == 1 and message in result.output and "Traceback" not in result.output
-
-
-def test_bench_train_puts_rows_beside_the_baseline_and_plots_them(remote_env, tmp_path):
-    out = tmp_path / "bench.json"
-    result = CliRunner().invoke(
-        cli,
-        [
-            "bench",
-            "train",
-            "--workers",
-            "2",
-            "--modes",
-            "local,sync",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "64",
-            "--train-limit",
-            "1024",
-            "--eval-every",
-            "8",
-            "--targets",
-            "0.3,0.99",
-            "--json",
-            str(out),
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    report = json.loads(out.read_text())
-    base = report["baseline"]
-    assert base["threads"] == os.cpu_count() and [h["batch"] for h in base["history"]] == [8, 16]
-    assert [(r["mode"], r["workers"]) for r in report["rows"]] == [("local", 2), ("sync", 2)]
-    for row in report["rows"]:
-        assert row["per_round"]["compute_s"] > 0 and row["gb_s"]["total"] > 0
-        assert row["time_to_accuracy_s"]["0.99"] is None and row["ratio_to_baseline"]["0.99"] is None
-        reached = row["time_to_accuracy_s"]["0.3"]
-        assert reached is None or row["ratio_to_baseline"]["0.3"] == pytest.approx(
-            reached / base["time_to_accuracy_s"]["0.3"], rel=0.01
-        )
-    assert report["complete"] and out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "baseline" in result.output and "not reached" in result.output
-    page = render(tmp_path, tmp_path / "results.md")  # the results page takes the report as it is
-    assert "## bench train" in page and f"| baseline ({base['threads']} threads" in page
