@@ -143,13 +143,92 @@ def run_task(
     return ClientResult(task.client_id, state, len(idx), loss, time.perf_counter() - started)
 
 
+class RunningAverage:
+    """`fedavg`'s floats, one update at a time: a round's memory is the running sum, not its m updates.
+
+    The weight of an update is n_k / total, with `total` the examples the round expects (the
+    sum over its tasks), so adding the updates in the order `fedavg` sums them gives its floats
+    exactly. When the updates added hold another total (a client reported other examples
+    than its task held), the sum is scaled by expected / actual at the end: the same weighted
+    mean, rounded once more in float64, so it may differ from `fedavg` in the last bit.
+    """
+
+    def __init__(self, expected_examples: int) -> None:
+        """Raises: AggregationError: expected_examples is not positive."""
+        if expected_examples <= 0:
+            raise AggregationError(f"a round must expect examples to weigh its updates by, got {expected_examples}")
+        self.expected_examples = int(expected_examples)
+        self.examples = 0
+        self.count = 0
+        self._first: State = {}
+        self._floating: list[str] = []
+        self._acc: torch.Tensor | None = None
+        self._term: torch.Tensor | None = None
+
+    def add(self, state: Mapping[str, torch.Tensor], num_examples: int) -> None:
+        """Folds one update in; the caller may drop it afterwards.
+
+        Raises:
+            AggregationError: a non-positive weight, or a state whose keys or shapes differ from the first's.
+        """
+        n = int(num_examples)
+        if n <= 0:
+            raise AggregationError(f"every update needs num_examples > 0, got {n}")
+        if self._acc is None:
+            self._first = {key: ref.detach() for key, ref in state.items()}
+            self._floating = [key for key, ref in self._first.items() if torch.is_floating_point(ref)]
+            self._acc = torch.zeros(sum(self._first[key].numel() for key in self._floating), dtype=torch.float64)
+            self._term = torch.empty_like(self._acc)
+        else:
+            for key, ref in self._first.items():
+                if key not in state or state[key].shape != ref.shape:
+                    raise AggregationError(f"updates disagree on {key!r}: shapes or keys differ")
+        offset = 0
+        for key in self._floating:
+            numel = self._first[key].numel()
+            self._term[offset : offset + numel].view(self._first[key].shape).copy_(state[key].detach())
+            offset += numel
+        self._acc.add_(self._term.mul_(n / self.expected_examples))
+        self.examples += n
+        self.count += 1
+        if self.count == 1:  # only the integer buffers and the layout are kept of the first
+            self._first = {key: _layout_of(ref) for key, ref in self._first.items()}
+
+    def result(self) -> State:
+        """The average of what was added; integer buffers are the first update's.
+
+        Raises:
+            AggregationError: nothing was added.
+        """
+        if self._acc is None:
+            raise AggregationError("no client updates to average")
+        acc = self._acc
+        if self.examples != self.expected_examples:
+            acc = acc * (self.expected_examples / self.examples)
+        out: State = {}
+        offset = 0
+        for key, ref in self._first.items():
+            if not torch.is_floating_point(ref):
+                out[key] = ref.clone()
+                continue
+            out[key] = acc[offset : offset + ref.numel()].view(ref.shape).to(ref.dtype, copy=True)
+            offset += ref.numel()
+        return out
+
+
+def _layout_of(ref: torch.Tensor) -> torch.Tensor:
+    """An integer buffer itself; a floating tensor's shape and dtype only (no storage), all the average needs."""
+    return torch.empty(ref.shape, dtype=ref.dtype, device="meta") if torch.is_floating_point(ref) else ref.clone()
+
+
 def fedavg(updates: Iterable[Update | ClientResult | tuple[Mapping[str, torch.Tensor], int]]) -> State:
     """w = sum_k n_k / n * w_k over the given updates (the server step of Algorithm 1).
 
     Floating tensors are averaged in float64 and cast back; integer buffers are taken
     from the first update. The floating tensors of an update are summed as one flat vector,
     element by element in the order of the updates, so it is a few large operations a
-    round instead of a few per tensor, with the same floats.
+    round instead of a few per tensor, with the same floats. `RunningAverage` gives the same
+    floats without holding the updates.
 
     Raises:
         AggregationError: no updates, a non-positive weight, or states that disagree.
@@ -162,31 +241,15 @@ def fedavg(updates: Iterable[Update | ClientResult | tuple[Mapping[str, torch.Te
         raise AggregationError("no client updates to average")
     if any(n <= 0 for _, n in pairs):
         raise AggregationError(f"every update needs num_examples > 0, got {[n for _, n in pairs]}")
-    total = sum(n for _, n in pairs)
     first = pairs[0][0]
     for key, ref in first.items():
         for state, _ in pairs[1:]:
             if key not in state or state[key].shape != ref.shape:
                 raise AggregationError(f"updates disagree on {key!r}: shapes or keys differ")
-    floating = [key for key, ref in first.items() if torch.is_floating_point(ref)]
-    acc = torch.zeros(sum(first[key].numel() for key in floating), dtype=torch.float64)
-    term = torch.empty_like(acc)
+    average = RunningAverage(sum(n for _, n in pairs))
     for state, n in pairs:
-        offset = 0
-        for key in floating:
-            numel = first[key].numel()
-            term[offset : offset + numel].view(first[key].shape).copy_(state[key].detach())
-            offset += numel
-        acc.add_(term.mul_(n / total))
-    out: State = {}
-    offset = 0
-    for key, ref in first.items():
-        if not torch.is_floating_point(ref):
-            out[key] = ref.clone()
-            continue
-        out[key] = acc[offset : offset + ref.numel()].view(ref.shape).to(ref.dtype, copy=True)
-        offset += ref.numel()
-    return out
+        average.add(state, n)
+    return average.result()
 
 
 def initial_state(model_name: str, seed: int) -> State:

@@ -29,6 +29,7 @@ from .core import (
     ClientFailure,
     ClientResult,
     ClientTask,
+    RunningAverage,
     client_seed,
     fedavg,
     initial_state,
@@ -306,10 +307,7 @@ def run(
         if stop_at_target and _reached(report):
             break
         started = time.perf_counter()
-        outcomes = sorted(
-            executor.run_round(configure_round(config, parts, round_index), state), key=lambda o: o.client_id
-        )
-        state, updated = aggregate_round(state, outcomes)
+        outcomes, state, updated = average_round(executor, configure_round(config, parts, round_index), state)
         idle_rounds = 0 if updated else idle_rounds + 1
         round_s = time.perf_counter() - started
         started = time.perf_counter()
@@ -404,6 +402,44 @@ def configure_round(config: RunConfig, parts: list[np.ndarray], round_index: int
         ClientTask(k, round_index, client_seed(config.seed, round_index, k), parts[k], client_config)
         for k in sample_clients(config.clients, config.frac, config.seed, round_index)
     ]
+
+
+def average_round(executor, tasks: list[ClientTask], state: dict) -> tuple[list, dict, bool]:
+    """(outcomes without their weights, new global weights, whether any client returned) of one round.
+
+    Each update is folded into a RunningAverage as the executor streams it, in client order
+    (the tasks' order, which is `fedavg`'s summation order), and dropped: the parent holds the
+    executor's window of updates, not the round's m. Weighted by the examples the tasks hold,
+    the average has `fedavg`'s floats whenever every client with examples returns. When one
+    fails midway, the weights of those folded before it were wrong and their updates are
+    gone, so the survivors run again (every update is a function of its task and seed) and
+    are folded over their own total: `fedavg`'s floats again, for the price of a second pass
+    in a round that lost a client. The outcomes recorded are the first pass's.
+    An executor with only `run_round` (a wrapper, a test double) is averaged the same way.
+    """
+    outcomes: dict[int, ClientResult | ClientFailure] = {}
+    expected = max(sum(len(task.indices) for task in tasks), 1)
+    while True:
+        average, failed = RunningAverage(expected), False
+        for outcome in _stream(executor, tasks, state):
+            if isinstance(outcome, ClientResult):
+                average.add(outcome.state, outcome.num_examples)
+                outcomes.setdefault(outcome.client_id, dataclasses.replace(outcome, state={}))
+            else:
+                failed = True
+                outcomes[outcome.client_id] = outcome
+        if not failed or average.examples == average.expected_examples or not average.count:
+            break
+        tasks = [task for task in tasks if isinstance(outcomes[task.client_id], ClientResult)]
+        expected = sum(outcomes[task.client_id].num_examples for task in tasks)
+    listed = sorted(outcomes.values(), key=lambda o: o.client_id)
+    return (listed, average.result(), True) if average.count else (listed, state, False)
+
+
+def _stream(executor, tasks: list[ClientTask], state: dict):
+    if hasattr(executor, "stream_round"):
+        return executor.stream_round(tasks, state)
+    return sorted(executor.run_round(tasks, state), key=lambda o: o.client_id)
 
 
 def aggregate_round(state: dict, outcomes: list) -> tuple[dict, bool]:

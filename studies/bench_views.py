@@ -268,3 +268,20 @@ def scale_view(report: dict) -> list[Block]:
         out.append(Table.of(f"bench scale: {title}", ["K", "m", *keys], rows))
         out.append(_growth_table(title, part["curves"]))
     return out
+
+
+def model_view(out: dict) -> list[Block]:
+    """`bench model`'s prediction: seconds per round against machines per curve, the parts it used, and where
+    each part was measured; its assumptions are the caller's to print (they are lines, not a table)."""
+    curves = out["curves"]
+    names = list(curves)
+    machines = [p["n"] for p in curves[names[0]]] if names else []
+    rows = [(n, *[f"{curves[name][i]['round_s']:.4g}" for name in names]) for i, n in enumerate(machines)]
+    parts_from = out.get("parts_from", {})
+    parts = [(k, v, parts_from.get(k, "default")) for k, v in out["parts"].items()]
+    fedavg = out.get("fedavg", {})
+    return [
+        Table.of("bench model: predicted seconds per round on N machines", ["N", *names], rows),
+        Table.of("bench model: the parts", ["part", "value", "measured as"], parts),
+        Table.of("bench model: FedAvg on OpenWhisk", ["setting", "value"], list(fedavg.items())),
+    ]

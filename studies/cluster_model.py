@@ -163,6 +163,7 @@ def predict(parts: Parts, machines: list[int], clients_per_round: int = 100, cli
         fedavg_openwhisk_round_s(parts, clients_per_round, n, 1, client_update_s) for n in machines
     ]
     return {
+        "benchmark": "model",
         "parts": {k: v for k, v in asdict(parts).items() if k != "notes"} | {"storage_bps": str(parts.storage_bps)},
         "parts_from": parts.notes,
         "fedavg": {"clients_per_round": clients_per_round, "client_update_s": client_update_s, "slots_per_machine": 1},

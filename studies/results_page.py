@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from .bench_views import infer_view, platform_view, storage_view, train_view
+from .bench_views import infer_view, model_view, platform_view, scale_view, storage_view, train_view
 from .errors import ReportError
 from .fedavg_views import executors_view
 from .tabular import Table
@@ -156,6 +156,15 @@ def _hostnet(report: dict) -> list:
     ]
 
 
+def _scale(report: dict) -> list:
+    return [_conditions(report["conditions"]), *_tables(scale_view(report))]
+
+
+def _model(report: dict) -> list:
+    assumptions = ["Assumptions:", "", *report["assumptions"]]  # numbered already: an ordered list
+    return [*model_view(report), "\n".join(assumptions)]
+
+
 # kind -> (section title, what the section shows), in the page's order
 SECTIONS: dict[str, tuple[str, Callable[[dict], list]]] = {
     "platform": ("bench platform: a no-op action against calling it in-process", _platform),
@@ -165,4 +174,6 @@ SECTIONS: dict[str, tuple[str, Callable[[dict], list]]] = {
     "fedavg": ("bench fedavg: executors against serial fp32, rounds to 99% against the paper", _fedavg),
     "fedavg-table": ("fedavg table: the FedAvg paper's table, ours beside the paper's", _fedavg_table),
     "hostnet": ("bench hostnet: virtio-net against vhost-user, and a live migration", _hostnet),
+    "scale": ("bench scale: how each cost grows with what is stored, sent at once or trained", _scale),
+    "model": ("bench model: a round on N machines, predicted from the parts measured on one", _model),
 }

@@ -1,23 +1,30 @@
 """Where ClientUpdates run: in this process, in a pool of worker processes, on Ray actors, or as OpenWhisk actions.
 
-Every executor has `run_round(tasks, global_state) -> list[ClientResult | ClientFailure]`
-(one entry per task, in task order) and is a context manager; a client that fails comes
-back as a ClientFailure, never as an exception, so the round loop can leave it out.
+Every executor has `stream_round(tasks, global_state)`, an iterator of one ClientResult or
+ClientFailure per task, in task order, and `run_round`, the same as a list; it is a context
+manager. A client that fails comes back as a ClientFailure, never as an exception, so the round
+loop can leave it out. The stream keeps at most a window of updates ahead of the one it yields
+next (the updates that finished early wait their turn), so a round's memory follows the
+window, not the clients: the round loop folds each update into a running average and drops it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # the CLI imports this package for EXECUTORS without paying for torch
     from ..core import ClientFailure, ClientResult, ClientTask, State
+
+    Outcome = ClientResult | ClientFailure
 
 EXECUTORS = ("serial", "process", "ray", "openwhisk")
 
 
 class Executor(Protocol):
     name: str
+
+    def stream_round(self, tasks: Sequence[ClientTask], global_state: State) -> Iterator[Outcome]: ...
 
     def run_round(self, tasks: Sequence[ClientTask], global_state: State) -> list[ClientResult | ClientFailure]: ...
 
@@ -26,6 +33,13 @@ class Executor(Protocol):
 
 class Managed:
     """An executor as a context manager: start() on entry, and close() on exit or when start() fails half-way."""
+
+    def stream_round(self, tasks: Sequence[ClientTask], global_state: State) -> Iterator[Outcome]:
+        raise NotImplementedError
+
+    def run_round(self, tasks: Sequence[ClientTask], global_state: State) -> list[ClientResult | ClientFailure]:
+        """Every outcome of the round at once (tests, callers that want them all); the round loop streams."""
+        return list(self.stream_round(tasks, global_state))
 
     def start(self):
         return None

@@ -11,9 +11,10 @@ the deployer; an invocation that fails leaves its FedAvg client out of the round
 
 from __future__ import annotations
 
+import collections
 import hashlib
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -121,22 +122,29 @@ class OpenWhiskExecutor(Managed):
             float(answer.get("duration_s", 0.0)),
         )
 
-    def run_round(self, tasks: Sequence[ClientTask], global_state: State) -> list[ClientResult | ClientFailure]:
+    def stream_round(self, tasks: Sequence[ClientTask], global_state: State) -> Iterator[ClientResult | ClientFailure]:
+        """`concurrency` invocations at a time; an update read from S3 ahead of its turn waits in a window of
+        2 x concurrency, so the parent holds that many updates, not the round's."""
         if not tasks:
-            return []
+            return
         global_key = f"{run_prefix(self.run_id)}/round-{tasks[0].round_index:05d}/global"
         self.storage.put_state(global_key, dict(global_state))
-        jobs, out = [], {}
-        for task in tasks:
-            try:
-                jobs.append((task, self._params(task, global_key)))
-            except (IndexError, MLCoreError) as exc:
-                out[task.client_id] = ClientFailure(task.client_id, f"uploading its data: {type(exc).__name__}: {exc}")
-        if jobs:
-            with ThreadPoolExecutor(min(self.concurrency, len(jobs))) as pool:
-                for task, result in zip((t for t, _ in jobs), pool.map(lambda j: self._one(*j), jobs)):
-                    out[task.client_id] = result
-        return [out[task.client_id] for task in tasks]
+        window, upcoming = 2 * self.concurrency, iter(tasks)
+        pending: collections.deque[tuple[ClientTask, Future | ClientFailure]] = collections.deque()
+        with ThreadPoolExecutor(min(self.concurrency, len(tasks))) as pool:
+            while True:
+                while len(pending) < window and (task := next(upcoming, None)) is not None:
+                    try:
+                        params = self._params(task, global_key)
+                    except (IndexError, MLCoreError) as exc:
+                        failure = ClientFailure(task.client_id, f"uploading its data: {type(exc).__name__}: {exc}")
+                        pending.append((task, failure))
+                        continue
+                    pending.append((task, pool.submit(self._one, task, params)))
+                if not pending:
+                    return
+                _, job = pending.popleft()
+                yield job.result() if isinstance(job, Future) else job
 
     def close(self) -> None:
         self._uploaded.clear()

@@ -1,21 +1,25 @@
 """ClientUpdates in a pool of worker processes sharing the data and the weights through shared memory.
 
 The training set is copied into shared memory once; each round the global weights are
-written once into a shared flat buffer and each worker writes its update into its own
-slot of a shared result buffer, so only small task descriptions travel through pipes
-(never a pickled model per client). Workers are spawned (not forked: OpenMP in a forked
-child can hang) and each sets its own torch thread count, so N workers times T threads
-can be matched to the cores.
+written once into a shared flat buffer and each worker writes its update into a slot of a
+shared result buffer, so only small task descriptions travel through pipes (never a
+pickled model per client). There are `window` slots, not one per client: a task is handed
+out when a slot is free, and a slot is free again once its update has been read in task
+order, so the parent holds `window` updates whatever the clients per round. Workers are
+spawned (not forked: OpenMP in a forked child can hang) and each sets its own torch thread
+count, so N workers times T threads can be matched to the cores.
 """
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import shared_memory
@@ -127,12 +131,22 @@ class ProcessExecutor(Managed):
     name = "process"
 
     def __init__(
-        self, images_uint8: torch.Tensor, labels: torch.Tensor, workers: int = 2, threads_per_worker: int = 1
+        self,
+        images_uint8: torch.Tensor,
+        labels: torch.Tensor,
+        workers: int = 2,
+        threads_per_worker: int = 1,
+        window: int | None = None,
     ) -> None:
+        """window: updates in flight or waiting to be read (2 per worker by default), so a slow client holds
+        up at most that many behind it."""
         if workers < 1 or threads_per_worker < 1:
             raise FedAvgError(f"need at least 1 worker and 1 thread each, got {workers} x {threads_per_worker}")
+        if window is not None and window < 1:
+            raise FedAvgError(f"the window must hold at least 1 update, got {window}")
         self.workers = workers
         self.threads_per_worker = threads_per_worker
+        self.window = window or 2 * workers
         n = len(labels)
         self._images = _Block(n * 28 * 28)
         self._labels = _Block(n * 8)
@@ -168,16 +182,6 @@ class ProcessExecutor(Managed):
             self._drop_pool()
         return self._ensure_pool()
 
-    def _submit_all(self, tasks: Sequence[ClientTask], shared: _Shared) -> list:
-        try:
-            pool = self._healthy_pool()
-            return [pool.submit(_worker_run, task, shared, slot) for slot, task in enumerate(tasks)]
-        except BrokenProcessPool:
-            # the pool broke between the health check and the submits: one fresh pool, once
-            self._drop_pool()
-            pool = self._ensure_pool()
-            return [pool.submit(_worker_run, task, shared, slot) for slot, task in enumerate(tasks)]
-
     def _ensure_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             context = multiprocessing.get_context("spawn")
@@ -202,13 +206,14 @@ class ProcessExecutor(Managed):
             self._results = _Block(slots * num_params * 4)
             self._slots = slots
 
-    def run_round(self, tasks: Sequence[ClientTask], global_state: State) -> list[ClientResult | ClientFailure]:
+    def stream_round(self, tasks: Sequence[ClientTask], global_state: State) -> Iterator[ClientResult | ClientFailure]:
         if not tasks:
-            return []
+            return
         keys = list(global_state)
         if any(global_state[k].dtype != torch.float32 for k in keys):
             raise FedAvgError("the process executor shares float32 weights only")
-        self._ensure_buffers(sum(global_state[k].numel() for k in keys), len(tasks))
+        window = min(self.window, len(tasks))
+        self._ensure_buffers(sum(global_state[k].numel() for k in keys), window)
         flatten((global_state[k] for k in keys), out=self._weights.tensor(np.float32, (self._num_params,)))
         shared = _Shared(
             self._images.shm.name,
@@ -218,25 +223,53 @@ class ProcessExecutor(Managed):
             self._results.shm.name,
             self._num_params,
         )
-        futures = self._submit_all(tasks, shared)
         results_view = self._results.tensor(np.float32, (self._slots, self._num_params))
-        out: list[ClientResult | ClientFailure] = []
-        broken = False
-        for slot, (task, future) in enumerate(zip(tasks, futures)):
-            try:
-                num_examples, loss, duration_s = future.result()
-            except BrokenProcessPool as exc:
-                broken = True
-                out.append(ClientFailure(task.client_id, f"worker process died: {exc}"))
-                continue
-            except CLIENT_ERRORS as exc:
-                out.append(ClientFailure(task.client_id, f"{type(exc).__name__}: {exc}"))
-                continue
-            state = _state_of(results_view[slot].clone(), global_state, keys)
-            out.append(ClientResult(task.client_id, state, num_examples, loss, duration_s))
-        if broken:
-            self._drop_pool()
-        return out
+        pool = self._healthy_pool()
+        free, upcoming = list(range(window)), iter(tasks)
+        pending: collections.deque[tuple[ClientTask, int, Future | str]] = collections.deque()
+        broken: str | None = None
+        try:
+            while True:
+                while free and (task := next(upcoming, None)) is not None:
+                    slot = free.pop()
+                    if broken is None:
+                        try:
+                            pending.append((task, slot, pool.submit(_worker_run, task, shared, slot)))
+                            continue
+                        except BrokenProcessPool as exc:
+                            if not pending and task is tasks[0]:
+                                # the pool broke between the health check and the first submit: one fresh pool, once
+                                self._drop_pool()
+                                pool = self._ensure_pool()
+                                pending.append((task, slot, pool.submit(_worker_run, task, shared, slot)))
+                                continue
+                            broken = str(exc)
+                    pending.append((task, slot, broken))
+                if not pending:
+                    return
+                task, slot, job = pending.popleft()
+                try:
+                    if isinstance(job, str):
+                        outcome = ClientFailure(task.client_id, f"worker process died: {job}")
+                    else:
+                        num_examples, loss, duration_s = job.result()
+                        state = _state_of(results_view[slot].clone(), global_state, keys)
+                        outcome = ClientResult(task.client_id, state, num_examples, loss, duration_s)
+                except BrokenProcessPool as exc:
+                    broken = broken or str(exc)
+                    outcome = ClientFailure(task.client_id, f"worker process died: {exc}")
+                except CLIENT_ERRORS as exc:
+                    outcome = ClientFailure(task.client_id, f"{type(exc).__name__}: {exc}")
+                free.append(slot)
+                yield outcome
+        finally:
+            # a stream left early still has workers writing into the slots: they finish before the next round
+            futures = [job for _, _, job in pending if isinstance(job, Future)]
+            for future in futures:
+                future.cancel()
+            concurrent.futures.wait(futures)
+            if broken is not None:
+                self._drop_pool()
 
     def close(self) -> None:
         self._drop_pool()

@@ -23,7 +23,7 @@ import os
 import socket
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import ray
@@ -165,14 +165,20 @@ class RayExecutor(Managed):
         ray_address: str | None = None,
         startup_timeout_s: float = 300.0,
         worker_cls: type = Worker,
+        window: int | None = None,
     ) -> None:
         """ray_address: None for a private local Ray, else `auto`, `host:6379` or `ray://host:10001`.
 
         Each actor asks Ray for threads_per_worker CPUs, so Ray places no more workers on a
         node than it has cores. worker_cls is a Worker subclass (instrumentation, tests).
+        window: clients handed out past the one whose update is due next (2 per worker by
+        default); the driver holds at most that many updates.
         """
         if workers < 1 or threads_per_worker < 1:
             raise FedAvgError(f"need at least 1 worker and 1 thread each, got {workers} x {threads_per_worker}")
+        if window is not None and window < 1:
+            raise FedAvgError(f"the window must hold at least 1 update, got {window}")
+        self.window = window or 2 * workers
         self.workers = workers
         self.threads_per_worker = threads_per_worker
         self.ray_address = ray_address
@@ -291,31 +297,36 @@ class RayExecutor(Managed):
                     ray.kill(slot.actor, no_restart=True)
                 self._slots[i] = self._spawn()
 
-    def run_round(self, tasks: Sequence[ClientTask], global_state: State) -> list[ClientResult | ClientFailure]:
+    def stream_round(self, tasks: Sequence[ClientTask], global_state: State) -> Iterator[ClientResult | ClientFailure]:
         if not tasks:
-            return []
+            return
         if not self._slots:
             self.start()
         self._replace_lost()
         weights = ray.put(dict(global_state))
-        out: list[ClientResult | ClientFailure | None] = [None] * len(tasks)
+        done_out: dict[int, ClientResult | ClientFailure] = {}  # finished ahead of their turn, within the window
         queue = collections.deque(range(len(tasks)))
         idle = [slot for slot in self._slots if slot.node]
         starting = {slot.started: slot for slot in self._slots if not slot.node}
         running: dict = {}
-        while queue or running:
-            while queue and idle:
+        turn = 0
+        while turn < len(tasks):
+            if turn in done_out:
+                yield done_out.pop(turn)
+                turn += 1
+                continue
+            while queue and idle and queue[0] < turn + self.window:
                 slot, i = idle.pop(0), queue.popleft()
                 running[slot.actor.run.remote(tasks[i], weights)] = (slot, i)
             if not running and not starting:
-                self._fail(tasks, queue, out, "every Ray worker of this round was lost")
-                break
+                self._fail(tasks, queue, done_out, "every Ray worker of this round was lost")
+                continue
             # with clients running, every wait ends (Ray settles a dead actor's calls as errors)
             timeout = None if running else self.startup_timeout_s
             done, _ = ray.wait([*running, *starting], num_returns=1, timeout=timeout)
             if not done:
-                self._fail(tasks, queue, out, f"no Ray worker could be placed within {self.startup_timeout_s:g} s")
-                break
+                self._fail(tasks, queue, done_out, f"no Ray worker could be placed within {self.startup_timeout_s:g} s")
+                continue
             ref = done[0]
             if ref in starting:
                 slot = starting.pop(ref)
@@ -327,19 +338,19 @@ class RayExecutor(Managed):
                 continue
             slot, i = running.pop(ref)
             try:
-                out[i] = ray.get(ref)
+                done_out[i] = ray.get(ref)
                 idle.append(slot)
             except WORKER_LOST as exc:
                 slot.lost = _first_line(exc)
-                out[i] = ClientFailure(
+                done_out[i] = ClientFailure(
                     tasks[i].client_id, f"Ray worker (pid {slot.pid} on node {slot.node}) lost: {slot.lost}"
                 )
-        return out
 
     @staticmethod
     def _fail(tasks, queue, out, why: str) -> None:
         for i in queue:
             out[i] = ClientFailure(tasks[i].client_id, why)
+        queue.clear()
 
     def close(self) -> None:
         """Stops the workers; stops the private Ray (or disconnects from the cluster) when this executor made it."""

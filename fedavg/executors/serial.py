@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -33,18 +33,17 @@ class SerialExecutor(Managed):
             self._models[name] = build_model(name)
         return self._models[name]
 
-    def run_round(self, tasks: Sequence[ClientTask], global_state: State) -> list[ClientResult | ClientFailure]:
+    def stream_round(self, tasks: Sequence[ClientTask], global_state: State) -> Iterator[ClientResult | ClientFailure]:
         before = torch.get_num_threads()
         if self.num_threads:
             torch.set_num_threads(self.num_threads)
         try:
-            out: list[ClientResult | ClientFailure] = []
             for task in tasks:
                 try:
-                    out.append(run_task(task, self._model(task.config.model), global_state, self.images, self.labels))
+                    outcome = run_task(task, self._model(task.config.model), global_state, self.images, self.labels)
                 except CLIENT_ERRORS as exc:
-                    out.append(ClientFailure(task.client_id, f"{type(exc).__name__}: {exc}"))
-            return out
+                    outcome = ClientFailure(task.client_id, f"{type(exc).__name__}: {exc}")
+                yield outcome
         finally:
             torch.set_num_threads(before)
 

@@ -183,7 +183,11 @@ def _register_packages(app: Flask, platform: Platform, authenticate: Auth) -> No
     @app.get("/api/v1/namespaces/<ns>/packages")
     def list_packages(ns):
         caller = authenticate(ns)
-        return list_or_count("packages", partial(platform.list_packages, caller.namespace, caller.subject))
+        return list_or_count(
+            "packages",
+            partial(platform.list_packages, caller.namespace, caller.subject),
+            partial(platform.count_packages, caller.namespace, caller.subject),
+        )
 
     @app.route("/api/v1/namespaces/<ns>/packages/<name>", methods=["GET", "PUT", "DELETE"])
     def package(ns, name):
@@ -201,7 +205,9 @@ def _register_actions(app: Flask, platform: Platform, authenticate: Auth) -> Non
     def list_actions(ns, pkg=None):
         caller = authenticate(ns, write=pkg is None)  # another namespace lists only its public packages' actions
         return list_or_count(
-            "actions", lambda limit, skip: platform.list_actions(caller.namespace, pkg, limit, skip, caller.subject)
+            "actions",
+            lambda limit, skip: platform.list_actions(caller.namespace, pkg, limit, skip, caller.subject),
+            partial(platform.count_actions, caller.namespace, pkg, caller.subject),
         )
 
     @app.route("/api/v1/namespaces/<ns>/actions/<path:path>", methods=["GET", "PUT", "DELETE", "POST"])

@@ -43,12 +43,15 @@ def register(app: Flask, platform, authenticate) -> None:
     @app.get("/api/v1/namespaces/<ns>/triggers")
     def list_triggers(ns):
         caller = authenticate(ns, write=True)
-        return api.list_or_count("triggers", partial(triggers.list_triggers, caller.namespace))
+        count = partial(triggers.count_triggers, caller.namespace)
+        return api.list_or_count("triggers", partial(triggers.list_triggers, caller.namespace), count)
 
     @app.get("/api/v1/namespaces/<ns>/rules")
     def list_rules(ns):
         caller = authenticate(ns, write=True)
-        return api.list_or_count("rules", partial(triggers.list_rules, caller.namespace))
+        return api.list_or_count(
+            "rules", partial(triggers.list_rules, caller.namespace), partial(triggers.count_rules, caller.namespace)
+        )
 
     def fire(caller, name):
         api.check_payload_size()

@@ -159,7 +159,7 @@ class Entities:
             raise NotFound()
         return doc
 
-    def list_packages(self, ns: str, subject: str | None = None, limit: int = 30, skip: int = 0) -> list[dict]:
+    def list_packages(self, ns: str, subject: str | None = None, limit: int | None = 30, skip: int = 0) -> list[dict]:
         """As OpenWhisk's packages views list them: without parameters, `binding` false for a package; another
         namespace's published packages only, not its bindings."""
         if ns == (subject or ns):
@@ -171,6 +171,13 @@ class Entities:
         return [
             {**{k: d[k] for k in _LISTED_PACKAGE_FIELDS if k in d}, "binding": d.get("binding") or False} for d in docs
         ]
+
+    def count_packages(self, ns: str, subject: str | None = None) -> int:
+        """How many `list_packages` would list without a limit: the namespace's own counted in the store's index;
+        another's published packages need their documents read (whether published is inside them)."""
+        if ns == (subject or ns):
+            return self.store.count(ns, "packages")
+        return len(self.list_packages(ns, subject, limit=None))
 
     def delete_package(self, ns: str, name: str, force: bool = False) -> dict:
         """As Packages.remove: a package with actions is deleted only with `force`, its actions first."""
@@ -337,16 +344,28 @@ class Entities:
             doc["exec"] = {k: v for k, v in doc["exec"].items() if k != "code"}
         return doc
 
-    def list_actions(
-        self, ns: str, pkg: str | None = None, limit: int = 30, skip: int = 0, subject: str | None = None
-    ) -> list[dict]:
-        owner = ns
+    def _listed_actions(self, ns: str, pkg: str | None, subject: str | None) -> tuple[str, str | None] | None:
+        """(namespace, package) whose actions a list of `ns`'s (package's) actions shows `subject`: a binding's
+        are the bound package's; None when it shows none (another namespace's actions outside a package)."""
         if pkg is not None:
             package = self._readable_package(ns, pkg, subject or ns)
             if package.get("binding"):
-                owner, pkg = package["binding"]["namespace"], package["binding"]["name"]
-        elif ns != (subject or ns):
+                return package["binding"]["namespace"], package["binding"]["name"]
+            return ns, pkg
+        return None if ns != (subject or ns) else (ns, None)
+
+    def count_actions(self, ns: str, pkg: str | None = None, subject: str | None = None) -> int:
+        """How many `list_actions` would list without a limit, counted in the store's index, no document read."""
+        listed = self._listed_actions(ns, pkg, subject)
+        return 0 if listed is None else self.store.count(listed[0], "actions", prefix=listed[1])
+
+    def list_actions(
+        self, ns: str, pkg: str | None = None, limit: int = 30, skip: int = 0, subject: str | None = None
+    ) -> list[dict]:
+        listed = self._listed_actions(ns, pkg, subject)
+        if listed is None:
             return []
+        owner, pkg = listed
         out = []
         for d in self.store.list(owner, "actions", prefix=pkg, limit=limit, skip=skip):
             d = dict(d)

@@ -94,6 +94,9 @@ class Triggers:
         docs = self.store.list(ns, "triggers", limit=limit, skip=skip)
         return [{k: v for k, v in self._public(d).items() if k not in ("parameters", "rules")} for d in docs]
 
+    def count_triggers(self, ns: str) -> int:
+        return self.store.count(ns, "triggers")
+
     def delete_trigger(self, ns: str, name: str) -> dict:
         doc, rev = self._trigger_revision(ns, name)
         self.store.delete(ns, "triggers", name, rev)
@@ -186,6 +189,9 @@ class Triggers:
     def list_rules(self, ns: str, limit: int | None, skip: int) -> list[dict]:
         docs = self.store.list(ns, "rules", limit=limit, skip=skip)
         return [{**d, "status": self._status(ns, d["name"], d)} for d in docs]
+
+    def count_rules(self, ns: str) -> int:
+        return self.store.count(ns, "rules")
 
     def set_rule_status(self, ns: str, name: str, status) -> dict:
         if status not in (ACTIVE, INACTIVE):

@@ -6,7 +6,16 @@ import pytest
 import torch
 from torch import nn
 
-from fedavg.core import ClientConfig, Update, client_update, fedavg, initial_state, sample_clients, state_distance
+from fedavg.core import (
+    ClientConfig,
+    RunningAverage,
+    Update,
+    client_update,
+    fedavg,
+    initial_state,
+    sample_clients,
+    state_distance,
+)
 from fedavg.errors import AggregationError, ClientError, FedAvgError
 from fedavg.models import MODELS, build_model, count_parameters
 from mlcore.model import normalize
@@ -32,6 +41,38 @@ def test_fedavg_rejects_what_cannot_be_averaged():
         fedavg([Update({"w": torch.zeros(2)}, 0)])
     with pytest.raises(AggregationError):
         fedavg([Update({"w": torch.zeros(2)}, 1), Update({"w": torch.zeros(3)}, 1)])
+
+
+def test_a_running_average_of_the_expected_clients_is_fedavg_and_of_fewer_their_weighted_mean():
+    # Prepare: three updates with an integer buffer; the round expected all three (1 + 3 + 4 examples)
+    torch.manual_seed(0)
+    states = [{"w": torch.randn(3, 4), "steps": torch.tensor([k])} for k in range(3)]
+    counts = [1, 3, 4]
+    whole, fewer = RunningAverage(8), RunningAverage(8)
+    # Execute: all three; then the second missing, as a client that failed
+    for state, n in zip(states, counts):
+        whole.add(state, n)
+    for i in (0, 2):
+        fewer.add(states[i], counts[i])
+    # Assert: the same floats as fedavg; without the second, the mean of the others weighted 1 : 4
+    expected = fedavg(list(zip(states, counts)))
+    assert all(torch.equal(whole.result()[k], expected[k]) for k in expected)
+    survivors = fedavg([(states[0], 1), (states[2], 4)])
+    assert torch.allclose(fewer.result()["w"], survivors["w"], rtol=1e-6, atol=0)
+    assert torch.equal(fewer.result()["steps"], torch.tensor([0]))
+
+
+def test_a_running_average_refuses_what_cannot_be_averaged():
+    with pytest.raises(AggregationError, match="expect examples"):
+        RunningAverage(0)
+    average = RunningAverage(4)
+    with pytest.raises(AggregationError, match="no client updates"):
+        average.result()
+    with pytest.raises(AggregationError, match="num_examples > 0"):
+        average.add({"w": torch.zeros(2)}, 0)
+    average.add({"w": torch.zeros(2)}, 2)
+    with pytest.raises(AggregationError, match="disagree"):
+        average.add({"w": torch.zeros(3)}, 2)
 
 
 def test_fedsgd_with_one_client_is_one_sgd_step(small_mnist):

@@ -115,6 +115,28 @@ def test_a_failing_client_is_left_out_and_the_average_reweighted(small_mnist, ex
     assert all(np.array_equal(state[k].numpy(), expected[k].numpy()) for k in expected)
 
 
+@pytest.mark.parametrize("executor_kind", ["serial", "process"])
+def test_a_client_failing_unforeseen_is_left_out_with_the_floats_of_fedavg_over_the_others(
+    small_mnist, executor_kind, request
+):
+    # Prepare: client 1 holds an index before the training set, so it fails only once it runs, after client 0 was folded
+    config = dataclasses.replace(SMALL, clients=4, frac=1.0, rounds=1)
+    parts = make_partition("iid", small_mnist.train_labels.numpy(), 4, seed=0)
+    parts[1] = np.array([0, -1], dtype=np.int64)
+    executor = serial(small_mnist) if executor_kind == "serial" else request.getfixturevalue("process_executor")
+    # Execute
+    report, state = run(config, executor, small_mnist, parts=parts)
+    # Assert: the others averaged over their own examples, exactly as fedavg of their updates
+    record = report["rounds"][0]
+    assert [f["client"] for f in record["failed"]] == [1] and "outside" in record["failed"][0]["error"]
+    assert record["num_examples"] == sum(len(parts[k]) for k in (0, 2, 3))
+    start = initial_state(config.model, config.seed)
+    with serial(small_mnist) as reference:
+        tasks = [ClientTask(k, 1, client_seed(config.seed, 1, k), parts[k], config.client_config()) for k in (0, 2, 3)]
+        expected = fedavg(reference.run_round(tasks, start))
+    assert all(torch.equal(state[k], expected[k]) for k in expected)
+
+
 def test_a_round_where_every_client_fails_keeps_the_weights(small_mnist):
     config = dataclasses.replace(SMALL, clients=2, frac=1.0, rounds=1)
     parts = [np.array([], dtype=np.int64), np.array([], dtype=np.int64)]

@@ -6,13 +6,18 @@ SQLite's own plan for each is checked, so a query changed without its index fail
 
 from __future__ import annotations
 
+import base64
 import sqlite3
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from werkzeug.test import Client
 
 from localwhisk.store import Store
+
+KEY = "0a0b0c0d-0e0f-4000-8000-000000000001:" + "k" * 64
+AUTH = {"Authorization": "Basic " + base64.b64encode(KEY.encode()).decode()}
 
 
 def _record(i: int, name: str) -> dict:
@@ -123,3 +128,49 @@ def test_entity_pages_are_the_slices_of_the_whole_list(entities, limit, skip, pr
     end = None if limit is None else skip + limit
     assert entities.list("guest", "actions", prefix=prefix, limit=limit, skip=skip) == matching[skip:end]
     assert entities.count("guest", "actions", prefix=prefix) == len(matching)
+
+
+COUNTED = {"actions": 5, "actions/cp/": 2, "actions/cb/": 2, "packages": 2, "triggers": 1, "rules": 1}
+
+
+@pytest.fixture(scope="module")
+def controller(tmp_path_factory):
+    """The controller's app over an in-process platform and its store, with two packages, actions, a rule."""
+    from localwhisk.controller.app import create_app
+    from localwhisk.core import Platform
+    from localwhisk.invoker.pool import Invoker
+
+    tmp = tmp_path_factory.mktemp("counts")
+    store = Store(tmp / "platform.db")
+    platform = Platform(store, Invoker(max_containers=1, work_root=tmp / "containers"), api_host="http://127.0.0.1:9")
+    app = create_app(platform, {"guest": KEY})
+    code = {"exec": {"kind": "python:3.11", "code": "def main(a):\n    return a\n"}}
+    platform.put_package("guest", "cp", {}, overwrite=False)
+    platform.put_package("guest", "cb", {"binding": {"namespace": "guest", "name": "cp"}}, overwrite=False)
+    for path in ("c0", "c1", "c2", "cp/c3", "cp/c4"):
+        platform.put_action("guest", path, code, overwrite=False)
+    client = Client(app)
+    assert client.put("/api/v1/namespaces/_/triggers/ct", json={}, headers=AUTH).status_code == 200
+    rule = {"trigger": "ct", "action": "c0"}
+    assert client.put("/api/v1/namespaces/_/rules/cr", json=rule, headers=AUTH).status_code == 200
+    yield client, store
+    platform.shutdown()
+    store.close()
+
+
+@pytest.mark.parametrize("path", COUNTED)
+def test_count_true_counts_in_the_index_without_reading_a_document(controller, path):
+    # Prepare
+    client, store = controller
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    # Execute
+    try:
+        got = client.get(f"/api/v1/namespaces/_/{path}", query_string={"count": "true", "skip": 1}, headers=AUTH)
+    finally:
+        store._db.set_trace_callback(None)
+    # Assert: the count past skip, from COUNT(*) alone (a package's own document may be read, to follow a binding)
+    collection = path.split("/")[0]
+    assert got.status_code == 200 and got.get_json() == {collection: COUNTED[path] - 1}
+    counted = [s for s in statements if "FROM entities" in s and f"collection='{collection}'" in s]
+    assert counted and all("COUNT(*)" in s for s in counted), f"?count=true read the documents it counts: {counted}"

@@ -85,3 +85,26 @@ def hostnet_report() -> dict:
     }
     bench = {"results": [row], "conditions": {**conditions, "guest": {"cpu_model": "qemu64"}}}
     return {"kind": "hostnet", "bench": bench, "migration": migration}
+
+
+def test_a_scale_report_and_the_model_render_with_their_growth_curves_and_assumptions(tmp_path):
+    # Prepare: the shapes `bench scale --json` and `bench model --json` write, at two sizes and three machine counts
+    from studies import cluster_model
+    from studies.scale import growth
+
+    points = [{"n": 1000, "get": {"p50_ms": 2.0}}, {"n": 100_000, "get": {"p50_ms": 0.5}}]
+    scale = {
+        "benchmark": "scale",
+        "conditions": {"host_cores": 2},
+        "activations": {"points": points, "curves": {"get": growth([1000, 100_000], [2.0, 0.5])}},
+    }
+    (tmp_path / "bench-scale.json").write_text(json.dumps(scale))
+    model = cluster_model.predict(cluster_model.Parts(), [1, 2, 64])
+    (tmp_path / "bench-model.json").write_text(json.dumps(model))
+    # Execute
+    page = render(tmp_path, tmp_path / "results.md")
+    # Assert: the scale section before the model's, each curve's growth named, the model's curves to 64 machines
+    assert page.index("## bench scale") < page.index("## bench model")
+    assert "| 100000 | 0.5 |" in page and "| get | falls | -0.301 |" in page
+    assert "| 64 | " in page and "allreduce" in page and "fedavg-openwhisk" in page
+    assert "\n7. Nothing fails; no retries.\n" in page

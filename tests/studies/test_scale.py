@@ -10,12 +10,18 @@ from studies.scale import growth
 
 ACTIVATION_MEASURES = {"get", "list_200", "list_200_name", "count", "count_name"}
 OBJECT_MEASURES = {"put", "get", "head", "list_first_page", "list_middle_page"}
-GROWTHS = {"flat", "sublinear", "linear", "worse"}
+GROWTHS = {"falls", "flat", "sublinear", "linear", "worse"}
 
 
 @pytest.mark.parametrize(
     ("values", "name"),
-    [([5.0, 5.2, 4.9], "flat"), ([1.0, 10.0, 100.0], "linear"), ([1.0, 100.0, 10_000.0], "worse")],
+    [
+        ([5.0, 5.2, 4.9], "flat"),
+        ([1.0, 10.0, 100.0], "linear"),
+        ([1.0, 100.0, 10_000.0], "worse"),
+        ([100.0, 30.0, 10.0], "falls"),  # exponent -0.5
+        ([10.0, 7.0, 5.0], "flat"),  # exponent -0.15: within noise of flat
+    ],
 )
 def test_growth_is_named_from_the_fitted_exponent(values, name):
     fitted = growth([1000, 10_000, 100_000], values)
