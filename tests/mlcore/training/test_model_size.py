@@ -16,8 +16,9 @@ from mlcore.training.baseline import run_baseline
 from mlcore.training.coordinator import create_job
 from mlcore.training.job import JobConfig, JobLayout, TrainingError
 from mlcore.training.report import worker_totals
+from mlcore.training.state import split_state
 from mlcore.training.trainer import initial_vector, model_from_vector
-from mlcore.training.worker import Worker, split_state
+from mlcore.training.worker import Worker
 
 TINY = dict(epochs=1, batch_size=64, lr=0.1, train_limit=256, test_limit=200, precision="fp32", compress="none")
 
