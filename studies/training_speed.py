@@ -24,12 +24,12 @@ import os
 import platform as host_platform
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from mlcore.compute import native_bf16 as cpu_has_bf16
 from mlcore.mnist import TRAIN_SIZE
 from mlcore.training import data
-from mlcore.training.baseline import run_baseline
+from mlcore.training.baseline import compute_floor, run_baseline
 from mlcore.training.coordinator import gb_s_of
 from mlcore.training.job import JobConfig
 
@@ -131,6 +131,8 @@ def run(
     for spec in rows:
         if spec.model not in report["models"]:
             model = _baseline(spec.model, recipes[spec.model], targets, memory_mb, log)
+            counts = sorted({r.workers for r in rows if r.model == spec.model})
+            model["compute_floor"] = _compute_floors(spec.model, recipes[spec.model], counts, model["baseline"], log)
             differs = {
                 k: [report["recipe"].get(k), v] for k, v in model["recipe"].items() if report["recipe"].get(k) != v
             }
@@ -155,6 +157,27 @@ def _baseline(model: str, recipe: dict, targets: list[float], memory_mb: int, lo
         "recipe": recipe,
         "baseline": {**baseline, "memory_mb": memory_mb, "gb_s": gb_s},
     }
+
+
+def _compute_floors(model: str, recipe: dict, counts: list[int], baseline: dict, log) -> dict:
+    """Per worker count, a sync step's compute alone with every worker computing at once (baseline.compute_floor).
+
+    Its ratio to the baseline's step bounds a sync row's ratio from below on this machine:
+    what a row takes beyond it is the exchange and its contention for the cores.
+    """
+    config = JobConfig(job="floor", data="local", model=model, **recipe)
+    total = config.total_batches(data.train_size(config, TRAIN_SIZE))
+    step = baseline["train_seconds"] / total
+    floors = {}
+    for workers in counts:
+        log(f"{model} compute floor: {workers} workers computing at once, no exchange")
+        floor = compute_floor(replace(config, workers=workers), steps=min(200, total))
+        floors[str(workers)] = {
+            **floor,
+            "baseline_step_s": round(step, 6),
+            "ratio_to_baseline": _ratio(floor["step_s"], step),
+        }
+    return floors
 
 
 def _row(run_row, spec: RowSpec, recipe: dict, report: dict, warmed: set, log) -> dict:

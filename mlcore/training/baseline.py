@@ -65,3 +65,51 @@ def run_baseline(config: JobConfig, storage=None, threads: int | None = None, ta
             str(t): next((h["seconds"] for h in history if h["accuracy"] >= t), None) for t in targets
         },
     }
+
+
+def _floor_worker(config: JobConfig, worker: int, steps: int, start, results) -> None:
+    torch.set_num_threads(1)
+    images, labels = data.load("local", None, train=True)
+    size = data.train_size(config, len(labels))
+    trainer = Trainer(config, worker, images, labels, size)
+    vector = initial_vector(config.seed, config.model)
+    for batch in range(5):
+        trainer.gradient(vector, batch)
+    start.wait()
+    started, cpu = time.perf_counter(), time.process_time()
+    for batch in range(5, 5 + steps):
+        trainer.gradient(vector, batch)
+    results.put((worker, time.perf_counter() - started, time.process_time() - cpu))
+
+
+def compute_floor(config: JobConfig, steps: int = 200) -> dict:
+    """What a sync step costs the job's workers in compute alone, all of them at once on this machine.
+
+    Each worker process computes its share of the global batch with one thread, as in a job,
+    and exchanges nothing; no exchange design can make a step cheaper than this. The ratio
+    to the baseline's step is the floor of a sync row's ratio on this machine.
+    """
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    start, results = context.Barrier(config.workers), context.Queue()
+    processes = [
+        context.Process(target=_floor_worker, args=(config, w, steps, start, results), daemon=True)
+        for w in range(config.workers)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        measured = [results.get(timeout=600) for _ in processes]
+    finally:
+        for process in processes:
+            process.join(10)
+            if process.is_alive():
+                process.kill()
+    wall = max(seconds for _, seconds, _ in measured)
+    return {
+        "workers": config.workers,
+        "steps": steps,
+        "step_s": round(wall / steps, 6),
+        "cpu_per_step_s": round(sum(cpu for _, _, cpu in measured) / steps, 6),
+    }

@@ -46,6 +46,10 @@ def test_a_tiny_sweep_names_every_row_keeps_the_failed_one_and_plots_both_figure
         base = entry["baseline"]
         assert base["threads"] == os.cpu_count() and base["model"] == model
         assert base["gb_s"] == pytest.approx(base["memory_mb"] / 1024 * base["train_seconds"], abs=0.001)
+        floors = entry["compute_floor"]
+        assert sorted(floors) == ["2", "8"] and all(
+            f["step_s"] > 0 and f["ratio_to_baseline"] > 0 for f in floors.values()
+        )
     named = [(r["model"], r["topology"], r["mode"], r["workers"]) for r in report["rows"]]
     assert named == [(m, "allreduce", "sync", n) for m in ("lenet5", "lenet5x4") for n in (2, 8)]
     ran, failed = [r for r in report["rows"] if "error" not in r], [r for r in report["rows"] if "error" in r]
