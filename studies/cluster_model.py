@@ -6,12 +6,15 @@ modelled as its critical path: one worker's compute, then the storage phases it 
 for, each phase the time of its requests on one machine.
 
 The assumptions are ASSUMPTIONS below, each a place where a real cluster may differ; every
-prediction carries them.
+prediction carries them, and where each part was measured (a placeholder says so). The same
+model told it runs on one shared host (assumption 8) is checked against this machine's
+measured rounds by studies.model_check.
 
 Topologies (request counts per worker per round; B the update's bytes):
 - allreduce: PUT its update (1 x B), GET the N-1 peers' (N-1 x B).
-- scatter (LambdaML's ScatterReduce): PUT N shards (N x B/N), GET its shard from the N-1
-  others (N-1 x B/N), PUT the reduced shard (1 x B/N), GET the N-1 other reduced shards.
+- scatter (LambdaML's ScatterReduce): PUT the N-1 shards the others reduce (N-1 x B/N), GET
+  its shard from the N-1 others (N-1 x B/N), PUT the reduced shard (1 x B/N), GET the N-1
+  other reduced shards.
 - ps: workers PUT their update (1 x B); the PS GETs N (N x B) and PUTs the weights
   (1 x B); workers GET the weights (1 x B). The PS's phase is on every worker's path.
 """
@@ -24,16 +27,58 @@ from dataclasses import asdict, dataclass, field
 TOPOLOGIES = ("allreduce", "scatter", "ps")
 ASSUMPTIONS = (
     "1. One worker per machine; workers are identical and start a round together (no stragglers).",
-    "2. A storage request costs latency_s + bytes / request_bps; a worker keeps up to parallel_requests in flight, "
-    "and its machine's link (nic_bps) caps their sum.",
+    "2. A storage request costs latency_s + bytes / request_bps (a PUT its own put_latency_s and put_bps where "
+    "measured apart); a worker keeps up to parallel_requests in flight, and its machine's link (nic_bps) caps their "
+    "sum.",
     "3. The storage service's aggregate throughput is storage_bps (infinite for S3 at these sizes: it scales per "
     "prefix); when finite, a phase lasts at least all its bytes over it.",
-    "4. Compute per step does not depend on N (data parallel, a fixed batch per worker).",
+    "4. Compute per step (step_s, one worker's share on one thread) is given per N; the curves keep it fixed "
+    "(a fixed batch per worker).",
     "5. Training workers are long-running invocations: a round pays no invocation; FedAvg's OpenWhisk executor pays "
     "one warm invocation per client update (invoke_s); cold starts fall in the first round only, not modelled.",
-    "6. Averaging and (de)serialising an update cost reduce_bps bytes per second of one core.",
-    "7. Nothing fails; no retries.",
+    "6. A round's CPU outside compute and requests (encoding one's update, decoding and averaging the others', the "
+    "optimizer's step) is encode_s, decode_s, average_s and apply_s per whole update, bytes / reduce_bps each "
+    "unless measured.",
+    "7. Nothing fails; no retries; polls that find nothing, progress reports and checkpoints are not counted.",
+    "8. Shared host (the check's mode, not the curves'): every process (workers, PS, storage endpoint, platform) "
+    "runs on `cores` cores. The only change from the cluster mode: N workers computing at once take "
+    "max(1, N / cores) times one's compute (and the same for their codec CPU), and a storage phase lasts at least "
+    "its requests' endpoint CPU on the endpoint's one core and its requests' client plus endpoint CPU over "
+    "`cores`.",
 )
+
+
+@dataclass(frozen=True)
+class Cost:
+    """A cost per request that grows with its size: fixed_s + bytes * per_byte_s."""
+
+    fixed_s: float = 0.0
+    per_byte_s: float = 0.0
+
+    def at(self, nbytes: float) -> float:
+        return self.fixed_s + nbytes * self.per_byte_s
+
+    @classmethod
+    def fit(cls, points: list[tuple[float, float]]) -> Cost:
+        """The least-squares line through (bytes, seconds) points, its slope and intercept kept at or above 0."""
+        if len(points) < 2:
+            raise ValueError(f"a fit needs at least 2 sizes, got {len(points)}")
+        n = len(points)
+        mx = sum(x for x, _ in points) / n
+        my = sum(y for _, y in points) / n
+        var = sum((x - mx) ** 2 for x, _ in points)
+        if var == 0:
+            raise ValueError("a fit needs at least 2 different sizes")
+        slope = max(0.0, sum((x - mx) * (y - my) for x, y in points) / var)
+        return cls(max(0.0, my - slope * mx), slope)
+
+
+@dataclass(frozen=True)
+class Host:
+    """The shared host of assumption 8: `cores` for every process, and the storage endpoint on one of them."""
+
+    cores: int = 2
+    endpoint_cores: int = 1
 
 
 @dataclass(frozen=True)
@@ -47,79 +92,123 @@ class Parts:
     parallel_requests: int = 8
     step_s: float = 0.02  # compute of one training step on one worker
     update_bytes: int = 4 * 199_210  # the 2NN's float32 weights
+    weights_bytes: int | None = None  # what the PS sends back (the update's bytes when None)
     reduce_bps: float = 2e9  # averaging and (de)serialising, bytes per second
     invoke_s: float = 0.003  # a warm blocking invocation, platform overhead only
     cold_start_s: float = 0.5
+    put_latency_s: float | None = None  # a PUT's own fixed cost and bandwidth where measured apart from a GET's
+    put_bps: float | None = None
+    encode_s: float | None = None  # assumption 6, per whole update; bytes / reduce_bps when None
+    decode_s: float | None = None
+    average_s: float | None = None
+    apply_s: float | None = None
+    client_cpu: dict = field(default_factory=dict)  # "put"/"get" -> Cost: the worker's CPU per request
+    endpoint_cpu: dict = field(default_factory=dict)  # "put"/"get" -> Cost: the storage endpoint's CPU per request
     notes: dict = field(default_factory=dict, compare=False)
 
+    def codec_s(self, name: str) -> float:
+        given = getattr(self, f"{name}_s")
+        return given if given is not None else self.update_bytes / self.reduce_bps
 
-def requests_s(parts: Parts, count: int, each_bytes: float) -> float:
+
+def requests_s(parts: Parts, count: int, each_bytes: float, op: str = "get") -> float:
     """`count` requests of `each_bytes` from one machine, `parallel_requests` at a time (assumption 2)."""
     if count <= 0:
         return 0.0
+    latency, bps = parts.latency_s, parts.request_bps
+    if op == "put":
+        latency = parts.put_latency_s if parts.put_latency_s is not None else latency
+        bps = parts.put_bps if parts.put_bps is not None else bps
     waves = math.ceil(count / parts.parallel_requests)
-    bandwidth = min(parts.parallel_requests * parts.request_bps, parts.nic_bps)
-    return waves * parts.latency_s + count * each_bytes / bandwidth
+    bandwidth = min(parts.parallel_requests * bps, parts.nic_bps)
+    return waves * latency + count * each_bytes / bandwidth
 
 
-def _phase(parts: Parts, machines: int, count: int, each_bytes: float) -> float:
-    """A phase where each of `machines` makes `count` requests: its own time, or the storage's (assumption 3)."""
-    own = requests_s(parts, count, each_bytes)
-    return max(own, machines * count * each_bytes / parts.storage_bps)
+def _phase(parts: Parts, machines: int, count: int, each_bytes: float, op: str, host: Host | None) -> float:
+    """A phase where each of `machines` makes `count` requests: its own time, or the storage's (assumption 3),
+    or on a shared host what the endpoint's core and all the cores take for its requests' CPU (assumption 8)."""
+    own = requests_s(parts, count, each_bytes, op)
+    bound = machines * count * each_bytes / parts.storage_bps
+    if host is not None and count > 0:
+        total = machines * count
+        endpoint = parts.endpoint_cpu.get(op, Cost()).at(each_bytes) * total
+        client = parts.client_cpu.get(op, Cost()).at(each_bytes) * total
+        bound = max(bound, endpoint / host.endpoint_cores, (endpoint + client) / host.cores)
+    return max(own, bound)
 
 
-def round_s(parts: Parts, topology: str, n: int) -> dict:
-    """The time of one synchronous step on `n` workers, split into compute, storage and reduce.
+def _shared(seconds: float, concurrent: int, host: Host | None) -> float:
+    """`concurrent` processes each needing `seconds` of one core: on their own machines, or on the shared host."""
+    return seconds if host is None else seconds * max(1.0, concurrent / host.cores)
+
+
+def round_s(parts: Parts, topology: str, n: int, host: Host | None = None, local_steps: float = 1.0) -> dict:
+    """The time of one round on `n` workers (one sync step, or `local_steps` local steps and their exchange), split
+    into compute, storage and reduce; on a cluster (host None) or all on one shared host (assumption 8).
 
     Raises:
-        ValueError: an unknown topology or n < 1.
+        ValueError: an unknown topology, n < 1 or local_steps < 1.
     """
     if n < 1:
         raise ValueError(f"need at least 1 worker, got {n}")
+    if local_steps < 1:
+        raise ValueError(f"a round takes at least 1 local step, got {local_steps}")
     b = parts.update_bytes
+    w = parts.weights_bytes if parts.weights_bytes is not None else b
+    enc, dec, avg, apply = (parts.codec_s(k) for k in ("encode", "decode", "average", "apply"))
+    ps_reduce = 0.0
     if topology == "allreduce":
-        storage = _phase(parts, n, 1, b) + _phase(parts, n, n - 1, b)
-        reduce = n * b / parts.reduce_bps
+        phases = [(n, 1, b, "put"), (n, n - 1, b, "get")]
+        reduce = enc + n * dec + n * avg + apply
     elif topology == "scatter":
         shard = b / n
-        storage = (
-            _phase(parts, n, n, shard)
-            + _phase(parts, n, n - 1, shard)
-            + _phase(parts, n, 1, shard)
-            + _phase(parts, n, n - 1, shard)
-        )
-        reduce = 2 * b / parts.reduce_bps
+        phases = [(n, n - 1, shard, "put"), (n, n - 1, shard, "get"), (n, 1, shard, "put"), (n, n - 1, shard, "get")]
+        reduce = enc * (1 + 1 / n) + 2 * dec + avg + apply
     elif topology == "ps":
-        storage = _phase(parts, n, 1, b) + _phase(parts, 1, n, b) + _phase(parts, 1, 1, b) + _phase(parts, n, 1, b)
-        reduce = n * b / parts.reduce_bps
+        phases = [(n, 1, b, "put"), (1, n, b, "get"), (1, 1, w, "put"), (n, 1, w, "get")]
+        reduce = enc + dec + dec * w / b
+        ps_reduce = n * dec + n * avg + apply + enc * w / b
     else:
         raise ValueError(f"unknown topology {topology!r}: one of {', '.join(TOPOLOGIES)}")
+    storage = sum(_phase(parts, machines, count, each, op, host) for machines, count, each, op in phases)
+    compute = local_steps * _shared(parts.step_s + (apply if local_steps > 1 else 0.0), n, host)
+    reduce = _shared(reduce, n, host) + ps_reduce
     return {
         "n": n,
-        "round_s": parts.step_s + storage + reduce,
-        "compute_s": parts.step_s,
+        "round_s": compute + storage + reduce,
+        "compute_s": compute,
         "storage_s": storage,
         "reduce_s": reduce,
     }
 
 
 def fedavg_openwhisk_round_s(
-    parts: Parts, clients_per_round: int, machines: int, slots_per_machine: int, client_update_s: float
+    parts: Parts,
+    clients_per_round: int,
+    machines: int,
+    slots_per_machine: int,
+    client_update_s: float,
+    host: Host | None = None,
+    data_bytes: int = 0,
 ) -> dict:
     """FedAvg's OpenWhisk executor: the parent PUTs the weights once; each client is a warm invocation that GETs
-    them, trains and PUTs its update, which the parent's thread then GETs; `machines * slots_per_machine` of
-    them at once (assumptions 1, 5); the parent averages the m updates."""
+    them (and its `data_bytes` of examples), trains and PUTs its update, which the parent's thread then GETs;
+    `machines * slots_per_machine` of them at once (assumptions 1, 5, and 8 on a shared host); the parent averages
+    the m updates."""
     if min(clients_per_round, machines, slots_per_machine) < 1:
         raise ValueError("clients, machines and slots must each be at least 1")
     b = parts.update_bytes
-    one = parts.invoke_s + 3 * requests_s(parts, 1, b) + client_update_s
+    concurrent = min(clients_per_round, machines * slots_per_machine)
+    requests = [(b, "get"), (b, "put"), (b, "get")] + ([(data_bytes, "get")] if data_bytes else [])
+    storage = sum(_phase(parts, concurrent if host else 1, 1, size, op, host) for size, op in requests)
+    one = parts.invoke_s + storage + _shared(client_update_s, concurrent, host)
     waves = math.ceil(clients_per_round / (machines * slots_per_machine))
     storage_floor = 3 * clients_per_round * b / parts.storage_bps
     clients = max(waves * one, storage_floor)
-    average = clients_per_round * b / parts.reduce_bps
+    average = clients_per_round * parts.codec_s("average")
     return {
         "n": machines,
-        "round_s": requests_s(parts, 1, b) + clients + average,
+        "round_s": requests_s(parts, 1, b, "put") + clients + average,
         "waves": waves,
         "client_s": one,
         "average_s": average,
@@ -165,7 +254,14 @@ def predict(parts: Parts, machines: list[int], clients_per_round: int = 100, cli
     return {
         "benchmark": "model",
         "parts": {k: v for k, v in asdict(parts).items() if k != "notes"} | {"storage_bps": str(parts.storage_bps)},
-        "parts_from": parts.notes,
+        "parts_from": {
+            name: parts.notes.get(name, "placeholder, not measured: give --from a bench scale report")
+            for name in ("latency_s", "request_bps", "invoke_s")
+        }
+        | {
+            "step_s, update_bytes": "--step-s and --update-bytes as given",
+            "nic_bps, storage_bps, parallel_requests, reduce_bps, cold_start_s": "assumed (Parts defaults)",
+        },
         "fedavg": {"clients_per_round": clients_per_round, "client_update_s": client_update_s, "slots_per_machine": 1},
         "assumptions": list(ASSUMPTIONS),
         "curves": curves,

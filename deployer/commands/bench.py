@@ -229,6 +229,27 @@ def _png_name(ctx, param, value):
     return value
 
 
+MODEL_CHECK_INPUTS = {
+    "train": ("docs/data/bench-train.json", "docs/data/bench-train-wide.json"),
+    "calibration": "docs/data/model-check/calibration.json",
+    "platform": "docs/data/bench-platform.json",
+    "fedavg": "docs/data/model-check/fedavg-timing.json",
+}
+
+
+def _read_json_object(path: str, what: str) -> dict:
+    import json
+    from pathlib import Path
+
+    try:
+        report = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot read {what} {path}: {exc}") from exc
+    if not isinstance(report, dict):
+        raise click.ClickException(f"{path} is not {what}: not a JSON object")
+    return report
+
+
 @bench.command("model")
 @click.option("--from", "from_path", type=click.Path(exists=True, dir_okay=False), help="A bench scale --json report.")
 @click.option("--machines", type=ints(1, 100_000, example="1,2,4"), default="1,2,4,8,16,32,64", show_default=True)
@@ -236,21 +257,134 @@ def _png_name(ctx, param, value):
 @click.option("--update-bytes", type=integer(1, 10_000_000_000), default=4 * 199_210, show_default=True)
 @click.option("--clients-per-round", type=integer(1, 100_000), default=100, show_default=True)
 @click.option("--client-update-s", type=Number(0.0, 3600.0, low_open=True), default=0.5, show_default=True)
-@click.option("--json", "json_path", type=OutputFile(), help="Write the predicted curves here.")
+@click.option("--json", "json_path", type=OutputFile(), help="Write the predicted curves (or the check) here.")
 @click.option("--png", "png_path", type=OutputFile(), callback=_png_name, help="Write their figure here (a .png).")
-def bench_model(from_path, machines, step_s, update_bytes, clients_per_round, client_update_s, json_path, png_path):
-    """Predicted seconds per round on N machines for each topology and FedAvg on OpenWhisk, from measured parts."""
-    import json
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Predict this machine's measured points (shared-host mode) from the calibration and tabulate the error.",
+)
+@click.option(
+    "--calibrate",
+    is_flag=True,
+    help="Measure the check's calibration parts (S3 requests by size, round CPU, compute floors) into --json.",
+)
+@click.option(
+    "--train",
+    "train_paths",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="--check: a bench train --json report (repeatable).  [default: the committed two]",
+)
+@click.option(
+    "--calibration",
+    "calibration_path",
+    type=click.Path(dir_okay=False),
+    default=MODEL_CHECK_INPUTS["calibration"],
+    show_default=True,
+    help="--check: a bench model --calibrate report.",
+)
+@click.option(
+    "--platform",
+    "platform_path",
+    type=click.Path(dir_okay=False),
+    default=MODEL_CHECK_INPUTS["platform"],
+    show_default=True,
+    help="--check: a bench platform report (the warm invoke).",
+)
+@click.option(
+    "--fedavg",
+    "fedavg_path",
+    type=click.Path(dir_okay=False),
+    default=MODEL_CHECK_INPUTS["fedavg"],
+    show_default=True,
+    help="--check: a bench fedavg report (the executors' timing).",
+)
+@click.option("--md", "md_path", type=OutputFile(), help="--check: write the table as markdown here.")
+@click.option(
+    "--requests", type=integer(2, 100_000), default=100, show_default=True, help="--calibrate: requests per size."
+)
+@click.option(
+    "--floor-steps", type=integer(5, 100_000), default=50, show_default=True, help="--calibrate: steps per floor."
+)
+@click.option(
+    "--floor-models",
+    type=choices(("lenet5", "lenet5x4")),
+    default="lenet5",
+    show_default=True,
+    help="--calibrate: models whose compute floor no committed study recorded.",
+)
+def bench_model(
+    from_path,
+    machines,
+    step_s,
+    update_bytes,
+    clients_per_round,
+    client_update_s,
+    json_path,
+    png_path,
+    check,
+    calibrate,
+    train_paths,
+    calibration_path,
+    platform_path,
+    fedavg_path,
+    md_path,
+    requests,
+    floor_steps,
+    floor_models,
+):
+    """Predicted seconds per round on N machines for each topology and FedAvg on OpenWhisk, from measured parts;
+    with --check, this machine's measured points against the model told it runs here; with --calibrate, the
+    parts the check needs."""
     from pathlib import Path
 
     from studies import cluster_model
 
+    if check and calibrate:
+        raise click.UsageError("--check reads a calibration; --calibrate measures one: pick one", ctx=None)
+    if calibrate:
+        from studies import model_calibration
+
+        report = model_calibration.calibrate(
+            floor_models=tuple(floor_models),
+            requests=requests,
+            floor_steps=floor_steps,
+            progress=lambda m: click.echo(f"... {m}", err=True),
+        )
+        click.echo(f"request costs at {', '.join(str(c['bytes']) for c in report['request_costs'])} bytes")
+        write_report(json_path, report)
+        return
+    if check:
+        from studies import model_check
+        from studies.errors import BenchError
+
+        train = {p: _read_json_object(p, "a bench train report") for p in train_paths or MODEL_CHECK_INPUTS["train"]}
+        try:
+            out = model_check.run_check(
+                train,
+                _read_json_object(calibration_path, "a bench model --calibrate report"),
+                _read_json_object(platform_path, "a bench platform report"),
+                _read_json_object(fedavg_path, "a bench fedavg report"),
+            )
+        except (BenchError, KeyError, TypeError, ValueError) as exc:
+            raise click.ClickException(f"the model check failed: {type(exc).__name__}: {exc}") from exc
+        text = model_check.markdown(out)
+        click.echo(text, nl=False)
+        write_report(json_path, out)
+        if md_path:
+            Path(md_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(md_path).write_text(text)
+            click.echo(f"wrote {md_path}", err=True)
+        if png_path:
+            from studies.scale_figures import write_model_figure
+
+            click.echo(f"wrote {write_model_figure(out, Path(png_path))}", err=True)
+        return
+    report = _read_json_object(from_path, "a `bench scale --json` report") if from_path else {}
     try:
-        report = json.loads(Path(from_path).read_text()) if from_path else {}
-        if not isinstance(report, dict):
-            raise TypeError("not a JSON object")
         parts = cluster_model.from_scale(report, step_s=step_s, update_bytes=update_bytes)
-    except (OSError, ValueError, TypeError, KeyError, IndexError) as exc:
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
         raise click.ClickException(
             f"{from_path} is not a `bench scale --json` report: {type(exc).__name__}: {exc}"
         ) from exc

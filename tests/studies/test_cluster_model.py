@@ -1,5 +1,6 @@
 """The cluster model's arithmetic on parts chosen so each phase can be counted by hand."""
 
+import dataclasses
 import math
 
 import pytest
@@ -24,8 +25,8 @@ UNIT = cm.Parts(
     [
         # PUT 1 x 4 bytes (5 s), GET 3 x 4 bytes (15 s)
         ("allreduce", 5 + 15),
-        # PUT 4 shards of 1 byte (8 s), GET 3 (6 s), PUT 1 (2 s), GET 3 (6 s)
-        ("scatter", 8 + 6 + 2 + 6),
+        # PUT the 3 shards the peers reduce, 1 byte each (6 s), GET 3 (6 s), PUT 1 (2 s), GET 3 (6 s)
+        ("scatter", 6 + 6 + 2 + 6),
         # PUT 1 x 4 (5 s), the PS GETs 4 x 4 (20 s) and PUTs 1 x 4 (5 s), GET 1 x 4 (5 s)
         ("ps", 5 + 20 + 5 + 5),
     ],
@@ -58,7 +59,7 @@ def test_the_prediction_names_its_assumptions_and_reaches_64_machines():
     out = cm.predict(cm.Parts(), [1, 2, 4, 64])
     assert set(out["curves"]) == {"allreduce", "scatter", "ps", "fedavg-openwhisk"}
     assert all([p["n"] for p in c] == [1, 2, 4, 64] for c in out["curves"].values())
-    assert len(out["assumptions"]) == 7
+    assert len(out["assumptions"]) == len(cm.ASSUMPTIONS) == 8
 
 
 def test_check_says_whether_within_the_tolerance():
@@ -70,3 +71,34 @@ def test_bad_input_is_refused():
         cm.round_s(UNIT, "ring", 2)
     with pytest.raises(ValueError, match="at least 1"):
         cm.round_s(UNIT, "ps", 0)
+
+
+def test_the_shared_host_differs_from_the_cluster_only_by_its_cores_and_its_endpoint():
+    # 4 workers, 2 cores; 1 s of compute each; each request 1 s of wall, 0.25 s of client and 0.5 s of endpoint CPU
+    parts = dataclasses.replace(
+        UNIT,
+        step_s=1.0,
+        request_bps=math.inf,
+        client_cpu={"put": cm.Cost(0.25), "get": cm.Cost(0.25)},
+        endpoint_cpu={"put": cm.Cost(0.5), "get": cm.Cost(0.5)},
+    )
+    cluster = cm.round_s(parts, "allreduce", 4)
+    shared = cm.round_s(parts, "allreduce", 4, cm.Host(cores=2))
+    # cluster: 1 s compute, PUT 1 x 1 s, GET 3 x 1 s (one at a time)
+    assert cluster["round_s"] == 1 + 1 + 3
+    # shared: compute 4/2 x 1 s; PUT: 4 requests' endpoint CPU on its one core (2 s) beats 1 s and 3 s / 2 cores;
+    # GET: 12 x 0.5 s on the endpoint's core (6 s)
+    assert shared["compute_s"] == 2 and shared["storage_s"] == 2 + 6
+
+
+def test_a_local_round_is_its_steps_then_one_exchange():
+    one = cm.round_s(UNIT, "ps", 2)
+    eight = cm.round_s(UNIT, "ps", 2, local_steps=8)
+    assert eight["compute_s"] == 8 * one["compute_s"] and eight["storage_s"] == one["storage_s"]
+
+
+def test_a_cost_line_is_fitted_through_its_sizes():
+    fit = cm.Cost.fit([(0, 1.0), (10, 2.0), (20, 3.0)])
+    assert fit.fixed_s == pytest.approx(1.0) and fit.at(30) == pytest.approx(4.0)
+    with pytest.raises(ValueError, match="2 different sizes"):
+        cm.Cost.fit([(5, 1.0), (5, 2.0)])

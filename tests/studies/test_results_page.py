@@ -107,4 +107,4 @@ def test_a_scale_report_and_the_model_render_with_their_growth_curves_and_assump
     assert page.index("## bench scale") < page.index("## bench model")
     assert "| 100000 | 0.5 |" in page and "| get | falls | -0.301 |" in page
     assert "| 64 | " in page and "allreduce" in page and "fedavg-openwhisk" in page
-    assert "\n7. Nothing fails; no retries.\n" in page
+    assert "\n7. Nothing fails; no retries;" in page and "\n8. Shared host" in page
