@@ -15,6 +15,7 @@ import torch
 
 from ..compute import evaluate, resolve_precision
 from . import data
+from .coordinator import eval_batch_size
 from .job import JobConfig
 from .trainer import Trainer, initial_vector, model_from_vector
 
@@ -40,7 +41,9 @@ def run_baseline(config: JobConfig, storage=None, threads: int | None = None, ta
         vector = vector + delta
         clock += time.perf_counter() - started
         batch += steps
-        result = evaluate(model_from_vector(vector, single.model), test_images, test_labels)
+        result = evaluate(
+            model_from_vector(vector, single.model), test_images, test_labels, eval_batch_size(single.model)
+        )
         history.append(
             {
                 "batch": batch,

@@ -13,6 +13,8 @@ PS still running and replaces the others.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -22,6 +24,7 @@ from .. import weights
 from ..compute import evaluate
 from ..errors import DamagedError, ObjectNotFoundError, OpenWhiskError
 from ..mnist import TRAIN_SIZE
+from ..model import MODELS
 from ..openwhisk import OpenWhiskClient, record_memory_mb, sibling_action
 from . import data
 from .job import PS, JobConfig, JobLayout, TrainingError
@@ -30,6 +33,33 @@ from .trainer import initial_vector, model_from_vector
 
 DEFAULT_MEMORY_MB = 256
 POLL_S = 0.5
+# LeNet-5's test images per forward pass; a wider model's activations grow with its width, so it
+# takes proportionally fewer, and an evaluation's transient stays LeNet-5's (about 60 MB) at any width
+EVAL_BATCH = 1000
+
+
+def eval_batch_size(model: str) -> int:
+    """Test images per forward pass for `model`: what keeps a coordinator's evaluation inside its memory limit."""
+    return max(1, EVAL_BATCH // MODELS[model])
+
+
+@functools.cache
+def _malloc_trim():
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+def return_free_memory() -> None:
+    """Gives the heap's free pages back to the system.
+
+    glibc keeps what an evaluation freed in the process, so a warm container would carry the
+    largest transient of every job it ran as resident memory into the next, which its limit counts.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 class MetricsLog:
@@ -339,7 +369,11 @@ class Coordinator:
             self.evaluated.add(number)
             images, labels = data.test_set(self.config, self.storage)
             started = time.perf_counter()
-            result = evaluate(model_from_vector(vector, self.config.model), images, labels)
+            model = model_from_vector(vector, self.config.model)
+            result = evaluate(model, images, labels, batch_size=eval_batch_size(self.config.model))
+            eval_s = round(time.perf_counter() - started, 3)
+            del model
+            return_free_memory()
             self.metrics.append(
                 {
                     "event": "eval",
@@ -350,7 +384,7 @@ class Coordinator:
                     "loss": result["loss"],
                     "n": result["n"],
                     "model_time": header["time"],
-                    "eval_s": round(time.perf_counter() - started, 3),
+                    "eval_s": eval_s,
                 },
                 flush=True,
             )
@@ -385,6 +419,7 @@ class Coordinator:
             raise
         finally:
             self.metrics.flush()
+            return_free_memory()
 
     def _run(self) -> dict:
         self._await_predecessor()
