@@ -342,13 +342,18 @@ class Container(ActionContract):
                 return
 
     def _rss_bytes(self) -> int:
-        """Resident memory of the process and its descendants (the action runs in a child and may fork)."""
-        page = os.sysconf("SC_PAGE_SIZE")
+        """Anonymous and shared-memory resident bytes of the process and its descendants (the action may fork).
+
+        File-backed pages (the shared libraries: about 330 MB for torch) are left out, as a container's
+        cgroup limit reclaims clean file pages before its OOM killer acts; what cannot be reclaimed counts.
+        """
         total = 0
         for pid in descendants(self.pid) if self.pid else []:
             try:
-                with open(f"/proc/{pid}/statm") as fh:
-                    total += int(fh.read().split()[1]) * page
+                with open(f"/proc/{pid}/status") as fh:
+                    for line in fh:
+                        if line.startswith(("RssAnon:", "RssShmem:")):
+                            total += int(line.split()[1]) * 1024
             except (OSError, ValueError, IndexError):
                 continue
         return total

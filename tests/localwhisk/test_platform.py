@@ -121,6 +121,25 @@ def test_memory_limit_aborts_action(platform):
     assert info.value.result["error"] == "The action exhausted its memory and was aborted."
 
 
+def test_memory_limit_counts_what_a_cgroup_could_not_reclaim(platform):
+    """Pages of a mapped file are reclaimable, as under a container's cgroup limit: 192 MB of them fit in 128."""
+    c = platform.client
+    reader = (
+        "import mmap, tempfile, time\n"
+        "def main(a):\n"
+        "    with tempfile.TemporaryFile(dir='.') as fh:\n"
+        "        for _ in range(192):\n"
+        "            fh.write(b'x' * (1 << 20))\n"
+        "        fh.flush()\n"
+        "        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m:\n"
+        "            total = sum(m[i] for i in range(0, len(m), 4096))\n"
+        "            time.sleep(0.5)  # held past the platform's 100 ms memory checks\n"
+        "    return {'pages': total // 120}\n"
+    )
+    c.create_action("mapper", _py(reader), limits={"memory": 128})
+    assert c.invoke("mapper", {}, result=True) == {"pages": 192 * 256}
+
+
 def test_oversized_payload_and_result(platform):
     c = platform.client
     c.create_action("echo", _py("def main(a):\n    return a\n"))
