@@ -154,7 +154,7 @@ def executor_options(f):
                 type=click.Choice(list(EXECUTORS)),
                 default="process",
                 show_default=True,
-                help="Where client updates run; process keeps both cores busy.",
+                help="Where client updates run; process keeps both cores busy, batched steps all clients at once.",
             ),
             click.option(
                 "--workers",
@@ -168,7 +168,7 @@ def executor_options(f):
                 default=1,
                 show_default=True,
                 type=THREADS,
-                help="Torch threads per process (this one for serial, each worker for process and ray).",
+                help="Torch threads per process (this one for serial and batched, each worker for process and ray).",
             ),
             click.option(
                 "--concurrency",

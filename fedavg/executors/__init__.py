@@ -1,4 +1,4 @@
-"""Where ClientUpdates run: in this process, in a pool of worker processes, on Ray actors, or as OpenWhisk actions.
+"""Where ClientUpdates run: in this process (one by one, or all in lockstep), in worker processes, on Ray, on OpenWhisk.
 
 Every executor has `stream_round(tasks, global_state)`, an iterator of one ClientResult or
 ClientFailure per task, in task order, and `run_round`, the same as a list; it is a context
@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # the CLI imports this package for EXECUTORS without paying f
 
     Outcome = ClientResult | ClientFailure
 
-EXECUTORS = ("serial", "process", "ray", "openwhisk")
+EXECUTORS = ("serial", "batched", "process", "ray", "openwhisk")
 
 
 class Executor(Protocol):
@@ -78,11 +78,14 @@ def make_factory(
     Raises:
         ImportError: `name` is ray and Ray is not installed.
     """
+    from .batched import BatchedExecutor
     from .process import ProcessExecutor
     from .serial import SerialExecutor
 
     if name == "serial":
         return lambda: SerialExecutor(data.train_images, data.train_labels, num_threads=threads)
+    if name == "batched":
+        return lambda: BatchedExecutor(data.train_images, data.train_labels, num_threads=threads)
     if name == "process":
         return lambda: ProcessExecutor(
             data.train_images, data.train_labels, workers=workers, threads_per_worker=threads

@@ -2,7 +2,8 @@
 
 Each update is folded into the running average as it arrives and dropped, so the parent's
 peak RSS over a round of 100 clients is that of a round of 10 (plus what an allocator keeps),
-where holding every update cost 100 x the 2NN's 0.8 MB. The peak is the kernel's high-water
+where holding every update cost 100 x the 2NN's 0.8 MB. The batched executor's window is its chunk of
+clients, which its memory budget bounds. The peak is the kernel's high-water
 mark (VmHWM), reset before each round through /proc/self/clear_refs.
 """
 
@@ -16,6 +17,7 @@ import pytest
 import torch
 
 from fedavg.core import ClientConfig, ClientTask, client_seed, fedavg, initial_state
+from fedavg.executors.batched import BatchedExecutor
 from fedavg.executors.process import ProcessExecutor
 from fedavg.executors.serial import SerialExecutor
 from fedavg.run import average_round
@@ -46,10 +48,12 @@ def _tasks(m: int) -> list[ClientTask]:
     return [ClientTask(k, 1, client_seed(3, 1, k), np.arange(10 * k, 10 * k + 10), CONFIG) for k in range(m)]
 
 
-@pytest.fixture(params=["serial", "process"])
+@pytest.fixture(params=["serial", "batched", "process"])
 def executor(request, small_mnist):
     if request.param == "serial":
         made = SerialExecutor(small_mnist.train_images, small_mnist.train_labels, num_threads=1)
+    elif request.param == "batched":  # chunks of 2 clients: its window, and what one lockstep chunk holds
+        made = BatchedExecutor(small_mnist.train_images, small_mnist.train_labels, num_threads=1, memory_mb=8)
     else:
         made = ProcessExecutor(small_mnist.train_images, small_mnist.train_labels, workers=2)
     with made:
