@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from mlcore.compute import batches, mean, memory_format, sgd_steps
-from mlcore.model import normalize
+from mlcore.model import model_input
 
 from .errors import AggregationError, ClientError
 from .models import build_model
@@ -36,6 +36,7 @@ class ClientConfig:
     mu: float = 0.0
     precision: str = "fp32"
     channels_last: bool = False
+    pixels: str = "standardized"
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,8 @@ def run_task(
     idx = torch.as_tensor(np.asarray(task.indices, dtype=np.int64))
     if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= len(labels)):
         raise ClientError(f"client {task.client_id}: indices outside the {len(labels)} training examples")
-    state, loss = client_update(model, global_state, normalize(images_uint8[idx]), labels[idx], task.config, task.seed)
+    inputs = model_input(images_uint8[idx], task.config.pixels)
+    state, loss = client_update(model, global_state, inputs, labels[idx], task.config, task.seed)
     return ClientResult(task.client_id, state, len(idx), loss, time.perf_counter() - started)
 
 

@@ -63,10 +63,11 @@ class RunConfig:
     test_limit: int | None = None
     precision: str = "fp32"
     channels_last: bool = False
+    pixels: str = "standardized"
 
     def client_config(self) -> ClientConfig:
         return ClientConfig(
-            self.model, self.epochs, self.batch_size, self.lr, self.mu, self.precision, self.channels_last
+            self.model, self.epochs, self.batch_size, self.lr, self.mu, self.precision, self.channels_last, self.pixels
         )
 
     def as_dict(self) -> dict:
@@ -83,6 +84,8 @@ class RunConfig:
         d.pop("target")
         if d["precision"] == "fp32" and not d["channels_last"]:
             del d["precision"], d["channels_last"]
+        if d["pixels"] == "standardized":
+            del d["pixels"]
         return d
 
     def run_id(self) -> str:
@@ -300,7 +303,7 @@ def run(
         for line in report.get("checkpoints_refused", []) if log else []:
             log(f"{line}; resumed after round {report['resumed_after_round']} instead")
     model = build_model(config.model)
-    test_inputs = compute.prepare_inputs(data.test_images, config.channels_last)
+    test_inputs = compute.prepare_inputs(data.test_images, config.channels_last, config.pixels)
     saved_json = ReportJSON(report["rounds"]) if checkpoint_dir is not None else None
     idle_rounds = 0
     for round_index in range(len(report["rounds"]) + 1, config.rounds + 1):

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .errors import MLCoreError
-from .model import normalize
+from .model import model_input
 
 PRECISIONS = ("fp32", "bf16")
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -147,9 +147,11 @@ def mean(values: Sequence[float], weights: Sequence[int] | None = None) -> float
     return total / max(count, 1)
 
 
-def prepare_inputs(images_uint8: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+def prepare_inputs(
+    images_uint8: torch.Tensor, channels_last: bool = False, pixels: str = "standardized"
+) -> torch.Tensor:
     """uint8 images [N,28,28] as the float model input `evaluate_inputs` takes, made once for many evaluations."""
-    return normalize(images_uint8).contiguous(memory_format=memory_format(channels_last))
+    return model_input(images_uint8, pixels).contiguous(memory_format=memory_format(channels_last))
 
 
 def evaluate_inputs(

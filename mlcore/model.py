@@ -80,3 +80,17 @@ def standardize(x_unit: torch.Tensor) -> torch.Tensor:
 def normalize(images_uint8: torch.Tensor) -> torch.Tensor:
     """uint8 [N,28,28] -> float [N,1,28,28] normalised exactly as in training."""
     return standardize(to_unit(images_uint8))
+
+
+PIXELS = ("standardized", "unit")
+
+
+def model_input(images_uint8: torch.Tensor, pixels: str = "standardized") -> torch.Tensor:
+    """uint8 [N,28,28] -> float [N,1,28,28], standardised (the project's models) or in 0..1.
+
+    The FedAvg paper does not say how it scaled pixels, and the choice moves its rounds to a
+    target about twofold, so its tables can be run either way.
+    """
+    if pixels not in PIXELS:
+        raise MLCoreError(f"pixels must be one of {', '.join(PIXELS)}, got {pixels!r}")
+    return normalize(images_uint8) if pixels == "standardized" else to_unit(images_uint8)

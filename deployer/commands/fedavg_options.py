@@ -90,6 +90,17 @@ def channels_last_option():
     )
 
 
+def pixels_option():
+    return click.option(
+        "--pixels",
+        type=click.Choice(["standardized", "unit"]),
+        default="standardized",
+        show_default=True,
+        help="Model input: pixels standardised over MNIST's training set, or scaled to 0..1 "
+        "(the paper does not say which it used).",
+    )
+
+
 def config_options(f, sweep: bool = False):
     """The options that make a RunConfig; a sweep takes --clients and --partition as lists instead."""
     options = {
@@ -135,6 +146,7 @@ def config_options(f, sweep: bool = False):
         ),
         "precision": precision_option(),
         "channels_last": channels_last_option(),
+        "pixels": pixels_option(),
     }
     if sweep:
         del options["num_clients"], options["partition_kind"]
@@ -208,6 +220,7 @@ def make_config(
     test_limit,
     precision="fp32",
     channels_last=False,
+    pixels="standardized",
 ):
     from fedavg.run import RunConfig
     from mlcore import compute
@@ -232,6 +245,7 @@ def make_config(
         test_limit=test_limit,
         precision=compute.resolve_precision(precision),
         channels_last=channels_last,
+        pixels=pixels,
     )
 
 

@@ -17,6 +17,7 @@ from .fedavg_options import (
     ExecutorChoice,
     channels_last_option,
     executor_options,
+    pixels_option,
     precision_option,
     rounds_progress,
     study_options,
@@ -124,6 +125,7 @@ def _table_spec(tables, number: str, model: str | None, rows: str | None, batche
 )
 @precision_option()
 @channels_last_option()
+@pixels_option()
 @executor_options
 @study_options
 @click.pass_obj
@@ -169,6 +171,7 @@ def _plan(
     out_dir,
     precision,
     channels_last,
+    pixels,
 ) -> TablePlan:
     """Checks the options and turns them into a TablePlan (click.BadParameter for one out of range)."""
     from fedavg import run as runner
@@ -195,6 +198,7 @@ def _plan(
         test_limit=test_limit,
         precision=compute.resolve_precision(precision),
         channels_last=channels_last,
+        pixels=pixels,
     )
     out = Path(out_dir or f"out/fedavg-table{table}")
     return TablePlan(table, spec, kinds, probes, budget, base, list(lrs) if lrs else None, out)

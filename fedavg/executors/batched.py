@@ -30,7 +30,7 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from mlcore.compute import mean
-from mlcore.model import normalize
+from mlcore.model import model_input
 
 from ..core import ClientFailure, ClientResult, ClientTask, State
 from ..errors import ClientError, FedAvgError
@@ -226,7 +226,7 @@ class BatchedExecutor(Managed):
         index, weight = _stack_steps(plans)
         losses = []
         for s in range(len(index)):
-            x = normalize(self.images[index[s].view(-1)])
+            x = model_input(self.images[index[s].view(-1)], config.pixels)
             x = x.view(m, -1, *x.shape[1:])
             grads, loss = step(params, x, self.labels[index[s]], weight[s], anchor)
             with torch.no_grad():
@@ -253,7 +253,7 @@ def _saved_bytes_per_example(model: nn.Module, images_uint8: torch.Tensor) -> in
             total += t.numel() * t.element_size()
             return t
 
-        x = normalize(images_uint8[:1].expand(count, *images_uint8.shape[1:]))
+        x = model_input(images_uint8[:1].expand(count, *images_uint8.shape[1:]))
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             model(x)
         return total

@@ -94,6 +94,7 @@ class OpenWhiskExecutor(Managed):
             "mu": c.mu,
             "precision": c.precision,
             "channels_last": c.channels_last,
+            "pixels": c.pixels,
             "threads": self.threads_per_client,
             "global_key": global_key,
             "data_key": self._data_key(task),

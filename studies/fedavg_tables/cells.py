@@ -192,6 +192,7 @@ def new_report(
         "config": base.as_dict(),
         "precision": base.precision,
         "channels_last": base.channels_last,
+        "pixels": base.pixels,
         "arithmetic": precisions.describe(),
         "executor": dict(executor or {}),
         "host": {"cpus": os.cpu_count()},

@@ -169,6 +169,8 @@ def markdown_notes(report: dict) -> list[str]:
         'best accuracy. The paper marks five large-batch runs of Table 1 as not reached "in the allowed time" '
         "(shown as —).",
         f"- Arithmetic: {_arithmetic(report)} on CPU; the paper does not state its own.",
+        f"- Pixels: {_pixels(report)}; the paper does not say how it scaled them, and standardised inputs "
+        "need fewer rounds (`--pixels` picks).",
     ]
     lines += _quick_check_notes(config) + _model_notes(report)
     return lines
@@ -190,6 +192,12 @@ def _executor_text(executor: dict) -> str:
         return name
     threads = executor["threads"]
     return f"process ({executor['workers']} workers x {threads} thread{'s' if threads != 1 else ''})"
+
+
+def _pixels(report: dict) -> str:
+    if report.get("pixels") == "unit":
+        return "scaled to 0..1"
+    return "standardised (mean and standard deviation of MNIST's training pixels)"
 
 
 def _arithmetic(report: dict) -> str:

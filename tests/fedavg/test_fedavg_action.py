@@ -80,6 +80,7 @@ def test_main_runs_one_client_update_through_s3(action, storage, small_mnist):
         ({"lr": "fast"}, "lr"),
         ({"precision": "fp16"}, "precision"),
         ({"channels_last": "yes"}, "channels_last"),
+        ({"pixels": "raw"}, "pixels"),
     ],
 )
 def test_bad_input_answers_an_error(action, storage, change, fragment):

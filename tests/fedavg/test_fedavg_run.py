@@ -18,9 +18,10 @@ from fedavg.core import ClientConfig, ClientFailure, ClientResult, ClientTask, c
 from fedavg.errors import CheckpointError, FedAvgError
 from fedavg.executors.process import ProcessExecutor
 from fedavg.executors.serial import SerialExecutor
+from fedavg.models import build_model
 from fedavg.partition import make_partition
 from fedavg.run import RunConfig, load_checkpoint, run
-from mlcore import weights
+from mlcore import compute, weights
 
 SMALL = RunConfig(
     model="2nn", clients=8, frac=0.5, epochs=1, batch_size=10, lr=0.05, partition="iid", rounds=3, seed=11
@@ -266,11 +267,31 @@ def test_bf16_trains_in_fp32_master_weights_and_learns_like_fp32(small_mnist):
     assert low["run_id"] != full["run_id"]
 
 
+def test_pixels_in_0_to_1_train_evaluate_and_checkpoint_as_their_own_run(small_mnist):
+    unit = dataclasses.replace(SMALL, pixels="unit", lr=0.2)
+    with serial(small_mnist) as executor:
+        got, state = run(unit, executor, small_mnist)
+        standard, _ = run(dataclasses.replace(unit, pixels="standardized"), executor, small_mnist)
+    assert got["config"]["pixels"] == "unit" and got["run_id"] != standard["run_id"]
+    assert "pixels" not in SMALL.identity()  # the default keeps the ids of runs made before the field
+    assert got["final_state_sha256"] != standard["final_state_sha256"]
+    model = build_model("2nn")
+    model.load_state_dict(state)
+    scored = {
+        pixels: compute.evaluate_inputs(
+            model, compute.prepare_inputs(small_mnist.test_images, pixels=pixels), small_mnist.test_labels
+        )["accuracy"]
+        for pixels in ("unit", "standardized")
+    }
+    assert scored["unit"] == got["final_acc"] and scored["standardized"] != got["final_acc"], scored
+    assert got["final_acc"] > 0.5, got["final_acc"]
+
+
 def test_a_checkpoint_from_before_the_precision_fields_still_resumes(small_mnist, tmp_path):
     with serial(small_mnist) as executor:
         run(dataclasses.replace(SMALL, rounds=1), executor, small_mnist, checkpoint_dir=tmp_path)
         state, report = load_checkpoint(tmp_path)
-        for key in ("precision", "channels_last"):
+        for key in ("precision", "channels_last", "pixels"):
             del report["config"][key]
         torch.save({"state": state, "report": json.dumps(report)}, tmp_path / "checkpoint.pt")
         resumed, _ = run(

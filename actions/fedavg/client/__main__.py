@@ -15,7 +15,7 @@ from fedavg.errors import FedAvgError
 from fedavg.models import MODELS, build_model
 from mlcore.compute import PRECISIONS
 from mlcore.errors import MLCoreError, ObjectNotFoundError
-from mlcore.model import normalize
+from mlcore.model import PIXELS, model_input
 from mlcore.storage import Storage, StorageConfig
 
 KEYS = ("global_key", "data_key", "update_key")
@@ -65,6 +65,9 @@ def _parse(args: dict) -> tuple[ClientConfig, dict]:
     channels_last = args.get("channels_last", False)
     if not isinstance(channels_last, bool):
         raise BadInput(f"parameter 'channels_last' must be true or false, got {channels_last!r}")
+    pixels = args.get("pixels", "standardized")
+    if pixels not in PIXELS:
+        raise BadInput(f"parameter 'pixels' must be one of {', '.join(PIXELS)}, got {pixels!r}")
     config = ClientConfig(
         model=model,
         epochs=_int(args, "epochs", 5, 1),
@@ -73,6 +76,7 @@ def _parse(args: dict) -> tuple[ClientConfig, dict]:
         mu=_float(args, "mu", 0.0, False),
         precision=precision,
         channels_last=channels_last,
+        pixels=pixels,
     )
     extra = {
         "seed": _int(args, "seed", 0),
@@ -95,7 +99,7 @@ def main(args: dict) -> dict:
         data = storage.get_state(args["data_key"])
         images, labels = data["images"], data["labels"]
         state, loss = client_update(
-            build_model(config.model), global_state, normalize(images), labels, config, extra["seed"]
+            build_model(config.model), global_state, model_input(images, config.pixels), labels, config, extra["seed"]
         )
         storage.put_state(args["update_key"], state)
     except ObjectNotFoundError as exc:
