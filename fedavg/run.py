@@ -279,6 +279,7 @@ def run(
     max_idle_rounds: int = 3,
     on_round: Callable[[dict], None] | None = None,
     log: Callable[[str], None] | None = None,
+    stop_when: Callable[[list[dict]], str | None] | None = None,
 ) -> tuple[dict, dict]:
     """Runs rounds 1..config.rounds (or continues a checkpointed run); returns (report, final weights).
 
@@ -287,7 +288,8 @@ def run(
     config.clients entries. C=0 runs one client a round, as the paper's m = max(C*K, 1)
     does. A round where every client fails keeps the weights; after max_idle_rounds such
     rounds in a row the cause is systemic (a broken executor), so the run stops with
-    FedAvgError instead of burning its budget.
+    FedAvgError instead of burning its budget. `stop_when` sees the rounds so far and may end
+    the run early with a reason (a study giving up on a diverged rate); it is in report["stopped"].
 
     Raises:
         CheckpointError: resume was asked but the checkpoint is missing or from another run.
@@ -308,6 +310,9 @@ def run(
     idle_rounds = 0
     for round_index in range(len(report["rounds"]) + 1, config.rounds + 1):
         if stop_at_target and _reached(report):
+            break
+        if stop_when is not None and (reason := stop_when(report["rounds"])):
+            report["stopped"] = reason
             break
         started = time.perf_counter()
         outcomes, state, updated = average_round(executor, configure_round(config, parts, round_index), state)
@@ -462,6 +467,7 @@ def run_resumable(
     *,
     stop_at_target: bool = True,
     on_round: Callable[[dict], None] | None = None,
+    stop_when: Callable[[list[dict]], str | None] | None = None,
 ) -> dict:
     """`run`, checkpointed under checkpoint_root/<run id> and continuing that checkpoint when there is one.
 
@@ -479,6 +485,7 @@ def run_resumable(
         resume=resume,
         stop_at_target=stop_at_target,
         on_round=on_round,
+        stop_when=stop_when,
     )
     if directory is not None:
         report["checkpoint_dir"] = str(directory)

@@ -42,8 +42,8 @@ def probe_record(lr: float, report: dict, probe_rounds: int, target: float) -> d
     }
 
 
-def choose_lr(probes: Sequence[dict]) -> dict:
-    """The probe to continue: reached the target soonest, else best accuracy, then lower loss, then lower lr.
+def rank_probes(probes: Sequence[dict]) -> list[dict]:
+    """Probes best first: reached the target soonest, else best accuracy, then lower loss, then lower lr.
 
     A diverged probe has a NaN loss; it ranks as an infinite one.
     """
@@ -55,7 +55,33 @@ def choose_lr(probes: Sequence[dict]) -> dict:
         reached = p["reached_at"] if p["reached_at"] is not None else math.inf
         return reached, -p["test_acc"], loss, p["lr"]
 
-    return min(probes, key=rank)
+    return sorted(probes, key=rank)
+
+
+def choose_lr(probes: Sequence[dict]) -> dict:
+    """The probe to continue first (`rank_probes`' best)."""
+    return rank_probes(probes)[0]
+
+
+COLLAPSE_ROUNDS = 20
+
+
+def collapsed(rounds: Sequence[dict], window: int = COLLAPSE_ROUNDS) -> str | None:
+    """Why a run has diverged, or None: a test loss that is not finite, or accuracy that fell to
+    below half its best and stayed there for `window` rounds. The paper kept a cell's best rate
+    from full runs, and a rate that diverges after a good start is not it, so the table gives up
+    on it instead of spending the cell's budget on a run that will not come back.
+    """
+    if rounds and not math.isfinite(rounds[-1]["test_loss"]):
+        return f"test loss {rounds[-1]['test_loss']} at round {rounds[-1]['round']}"
+    if len(rounds) <= window:
+        return None
+    best = max(r["test_acc"] for r in rounds[:-window])
+    recent = [r["test_acc"] for r in rounds[-window:]]
+    if max(recent) < best / 2:
+        last = rounds[-1]["round"]
+        return f"accuracy fell from {best:.4f} to at most {max(recent):.4f} for the {window} rounds to round {last}"
+    return None
 
 
 def _new_rounds(report: dict) -> int:
@@ -74,8 +100,10 @@ def run_cell(
     data: Data,
     checkpoint_root: Path | None,
     on_round: Callable[[str, dict], None] | None = None,
+    give_up: Callable[[list[dict]], str | None] = collapsed,
 ) -> dict:
-    """Probes each lr for probe_rounds, then continues the best one to base.target or max_rounds.
+    """Probes each lr for probe_rounds, then continues the best one to base.target or max_rounds;
+    if `give_up` says that run diverged, the next best probe is continued instead.
 
     Without a checkpoint_root the winner starts again from round 0, so callers that want no
     lasting checkpoints should pass a temporary folder instead.
@@ -99,16 +127,23 @@ def run_cell(
         )
         probes.append(probe_record(lr, report, probe_rounds, base.target))
         new_rounds += _new_rounds(report)
-    best = choose_lr(probes)
-    final = run_resumable(
-        config(best["lr"], max_rounds),
-        executor,
-        data,
-        checkpoint_root,
-        on_round=label_rounds(on_round, f"{row.key} {partition} lr={best['lr']:.3g}"),
-    )
-    new_rounds += _new_rounds(final)
-    return _cell(row, partition, probes, best, final, probe_rounds, max_rounds, new_rounds)
+    diverged = []
+    for best in rank_probes(probes):
+        final = run_resumable(
+            config(best["lr"], max_rounds),
+            executor,
+            data,
+            checkpoint_root,
+            on_round=label_rounds(on_round, f"{row.key} {partition} lr={best['lr']:.3g}"),
+            stop_when=give_up,
+        )
+        new_rounds += _new_rounds(final)
+        if "stopped" not in final:
+            break
+        diverged.append({"lr": best["lr"], "rounds_done": len(final["rounds"]), "why": final["stopped"]})
+    cell = _cell(row, partition, probes, best, final, probe_rounds, max_rounds, new_rounds)
+    cell["diverged"] = diverged
+    return cell
 
 
 def _cell(

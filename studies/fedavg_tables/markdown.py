@@ -120,9 +120,14 @@ def markdown_probes(report: dict) -> list[str]:
             if p["reached_at"] is not None:
                 text += f", target at round {p['reached_at']}"
             shown.append(f"**{text}**" if p["lr"] == cell["chosen_lr"] else text)
+        gave_up = "".join(
+            f" Continued lr {d['lr']:.3g} diverged after {rounds_text(d['rounds_done'])} ({d['why']}); "
+            "the next best went on."
+            for d in cell.get("diverged", [])
+        )
         lines.append(
             f"- {cell['label']}, {PARTITION_NAMES.get(cell['partition'], cell['partition'])}, after "
-            f"{rounds_text(cell['probe_rounds'])}: " + "; ".join(shown)
+            f"{rounds_text(cell['probe_rounds'])}: " + "; ".join(shown) + gave_up
         )
     return lines
 

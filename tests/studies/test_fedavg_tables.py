@@ -15,8 +15,8 @@ from deployer.cli import cli
 from fedavg.executors.serial import SerialExecutor
 from fedavg.run import RunConfig, load_checkpoint, load_data, run
 from studies import fedavg_executors as bench
-from studies.fedavg_tables.cells import choose_lr, new_report, run_cell, run_table
-from studies.fedavg_tables.markdown import markdown, markdown_differences
+from studies.fedavg_tables.cells import choose_lr, collapsed, new_report, run_cell, run_table
+from studies.fedavg_tables.markdown import markdown, markdown_differences, markdown_probes
 from studies.fedavg_tables.paper import PAPER_TABLE1, PAPER_TABLE2_CNN
 from studies.fedavg_tables.spec import TableSpec, cell_budget, table1_spec, table2_spec
 from studies.results_page import render
@@ -95,6 +95,47 @@ def test_the_best_probe_is_continued_from_its_own_first_rounds(tiny_mnist, tmp_p
     assert (cell["config"]["mu"], cell["config"]["seed"], cell["config"]["frac"]) == (0.001, 1, 0.5)
     assert (cell["config"]["precision"], cell["config"]["channels_last"]) == ("bf16", True)
     assert cell["verdict"].startswith("not reached in 3 rounds (best 0.")
+
+
+def _rounds(accuracy, loss=0.5):
+    return [{"round": i + 1, "test_acc": a, "test_loss": loss} for i, a in enumerate(accuracy)]
+
+
+def test_a_run_has_collapsed_when_its_loss_is_not_finite_or_its_accuracy_stays_below_half_its_best():
+    assert collapsed(_rounds([0.5, 0.9] + [0.91] * 30)) is None
+    assert collapsed(_rounds([0.9] * 5 + [0.11] * 19)) is None  # not for long enough yet
+    assert "fell from 0.9000 to at most 0.1100" in collapsed(_rounds([0.9] * 5 + [0.11] * 20))
+    assert collapsed(_rounds([0.9] * 5 + [0.11] * 19 + [0.5])) is None  # coming back
+    assert "test loss nan" in collapsed(_rounds([0.9], loss=math.nan))
+
+
+def test_a_continued_rate_that_diverges_gives_way_to_the_next_best_and_a_rerun_does_not_redo_it(tiny_mnist, tmp_path):
+    row = table1_spec("2nn", [0.5], [10]).rows[0]
+    base = dataclasses.replace(BASE, target=0.99)
+
+    def cell():
+        with serial(tiny_mnist) as executor:
+            return run_cell(
+                base,
+                row,
+                "iid",
+                lrs=(0.001, 0.1),
+                probe_rounds=1,
+                max_rounds=4,
+                executor=executor,
+                data=tiny_mnist,
+                checkpoint_root=tmp_path,
+                give_up=lambda rounds: "gave up" if len(rounds) >= 2 else None,
+            )
+
+    first = cell()
+    assert [d["lr"] for d in first["diverged"]] == [0.1, 0.001]  # best probe first, then the next
+    assert all(d["rounds_done"] == 2 and d["why"] == "gave up" for d in first["diverged"])
+    assert first["rounds_run_now"] == 2 + 2 and "Continued lr 0.1 diverged" in "\n".join(
+        markdown_probes({"cells": [first]})
+    )
+    again = cell()
+    assert again["rounds_run_now"] == 0 and again["diverged"] == first["diverged"]
 
 
 def test_c_zero_trains_one_client_a_round(tiny_mnist):
