@@ -142,6 +142,7 @@ class LongLived:
         process, main = self._cpu_started
         return {
             "pid": os.getpid(),
+            "threads": torch.get_num_threads(),
             "cpu_s": round(time.process_time() - process, 4),
             "main_cpu_s": round(time.thread_time() - main, 4),
         }
@@ -218,7 +219,13 @@ class LongLived:
         return bool(limit and self.rounds_run >= limit) or self._time_left_s() < 5.0 + 3 * recent
 
     def run(self) -> dict:
-        """Raises TrainingError when an update never arrives or storage holds damaged data."""
+        """Raises TrainingError when an update never arrives or storage holds damaged data.
+
+        The job's threads are set first: torch's default (every core) makes each op on a
+        flat vector a parallel region, and on a machine whose cores the other slots and the
+        endpoint share, its threads spend more CPU waiting for each other than computing.
+        """
+        torch.set_num_threads(self.config.threads)
         self._started = time.perf_counter()
         self._cpu_started = (time.process_time(), time.thread_time())
         try:
@@ -305,7 +312,6 @@ class Worker(LongLived):
         config, w = self.config, self.worker
         images, labels = data.load(config.data, self.storage, train=True)
         size = data.train_size(config, len(labels))
-        torch.set_num_threads(config.threads)
         trainer = Trainer(config, w, images, labels, size)
         start = start_point(self.storage, config, w)
         self._refused = start.refused
