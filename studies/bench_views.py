@@ -174,6 +174,7 @@ def _round_rows(report: dict) -> tuple[list[str], list[tuple]]:
         "get / put / wait",
         "CPU ms per round: workers / S3 / PS / coordinator+ / platform",
         "busiest (core share, peak)",
+        "cores busy",
     ]
     rows = []
     for r in report["rows"]:
@@ -205,6 +206,7 @@ def _round_rows(report: dict) -> tuple[list[str], list[tuple]]:
                     )
                 ),
                 f"{busiest} ({share['core_share']:.2f}, {share['peak_core_share']:.2f})" if busiest else "-",
+                f"{processes['cores_busy']:.2f} of {processes['cores']}" if "cores_busy" in processes else "-",
             )
         )
     return headers, rows

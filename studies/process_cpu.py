@@ -101,7 +101,9 @@ class ProcessCPU:
         """Per role: CPU seconds in [start, end] (default: all sampled), share of one core, busiest window's share.
 
         `roles` names pids (a worker's, the PS's); the rest are named by their kind (KINDS). A
-        process that started or ended inside the interval counts from its first to its last sample.
+        process born inside the interval counts from its birth, one that ended to its last sample.
+        `cores_busy` sums the shares: near the machine's cores, the tree used them all; well below
+        with no process near 1.0, the step waited on its chain of requests rather than on a core.
         """
         roles = roles or {}
         window = [(t, seen) for t, seen in self.samples if (start is None or t >= start) and (end is None or t <= end)]
@@ -133,4 +135,10 @@ class ProcessCPU:
             if e["cpu_s"] > 0
         }
         busiest = max(out, key=lambda role: out[role]["core_share"], default=None)
-        return {"seconds": round(wall, 3), "cores": os.cpu_count(), "busiest": busiest, "roles": out}
+        return {
+            "seconds": round(wall, 3),
+            "cores": os.cpu_count(),
+            "cores_busy": round(sum(r["core_share"] for r in out.values()), 3),
+            "busiest": busiest,
+            "roles": out,
+        }

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from studies.bench_views import train_view
 from studies.process_cpu import ProcessCPU
 from studies.tabular import Table
@@ -33,6 +35,7 @@ def test_a_child_born_while_sampling_is_counted_whole_and_named_by_its_pid():
     assert spinner["cpu_s"] >= 0.35 and spinner["processes"] == 1
     assert 0 < spinner["core_share"] <= spinner["peak_core_share"] <= 1.05
     assert report["cores"] == os.cpu_count() and report["busiest"] in report["roles"]
+    assert report["cores_busy"] == pytest.approx(sum(r["core_share"] for r in report["roles"].values()), abs=0.01)
     # an interval before anything was sampled holds nothing
     assert sampler.report(start=0, end=1) == {"seconds": 0.0, "roles": {}}
 
@@ -74,6 +77,7 @@ def _summary() -> dict:
     processes = {
         "seconds": 10.0,
         "cores": 2,
+        "cores_busy": 1.1,
         "busiest": "worker 0",
         "roles": {
             "worker 0": {"cpu_s": 5.0, "core_share": 0.5, "peak_core_share": 0.9, "processes": 1},
@@ -115,6 +119,6 @@ def test_the_view_has_a_table_of_where_the_rounds_go_naming_the_busiest_process(
     tables = {b.title: b for b in train_view(report) if isinstance(b, Table)}
     (line,) = next(t for title, t in tables.items() if title.startswith("where a round")).rows
     assert line[4:8] == ("16.0", "10.0 (6.0)", "2.0 / 1.5", "1.0 / 0.5 / 4.0")
-    assert line[8] == "9.0 / 2.0 / - / - / -" and line[9] == "worker 0 (0.50, 0.90)"
+    assert line[8] == "9.0 / 2.0 / - / - / -" and line[9:] == ("worker 0 (0.50, 0.90)", "1.10 of 2")
     titles = [b.title for b in train_view(_report([{}])) if isinstance(b, Table)]
     assert not any(title.startswith("where a round") for title in titles)  # rows from before it have none
