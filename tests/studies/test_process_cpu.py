@@ -33,7 +33,7 @@ def test_a_child_born_while_sampling_is_counted_whole_and_named_by_its_pid():
     report = sampler.report({child.pid: "spinner"})
     spinner = report["roles"]["spinner"]
     assert spinner["cpu_s"] >= 0.35 and spinner["processes"] == 1
-    assert 0 < spinner["core_share"] <= spinner["peak_core_share"] <= 1.05
+    assert 0 < spinner["core_share"] <= spinner["peak_core_share"]
     assert report["cores"] == os.cpu_count() and report["busiest"] in report["roles"]
     assert report["cores_busy"] == pytest.approx(sum(r["core_share"] for r in report["roles"].values()), abs=0.01)
     # an interval before anything was sampled holds nothing
