@@ -77,6 +77,9 @@ def train_view(report: dict) -> list[Block]:
     out: list[Block] = [Table.of("bench train: one process per model", *_baseline_rows(report))]
     out.append(Table.of("bench train", *_train_rows(report)))
     out.append(Table.of(f"which topology reaches {_target_label(report)} first", *_winner_rows(report)))
+    breakdown = _round_rows(report)
+    if breakdown[1]:
+        out.append(Table.of("where a round's milliseconds go (a worker's mean; CPU a round)", *breakdown))
     for model, entry in report["models"].items():
         if entry.get("recipe_differs"):
             changes = ", ".join(f"{k} {new} instead of {old}" for k, (old, new) in entry["recipe_differs"].items())
@@ -153,6 +156,64 @@ def _train_rows(report: dict) -> tuple[list[str], list[tuple]]:
             )
         )
     return headers, out
+
+
+def _round_rows(report: dict) -> tuple[list[str], list[tuple]]:
+    """Per row: a worker's round split into compute (its CPU), other CPU and waiting; each process's CPU per round.
+
+    The busiest process is the one nearest a whole core in its busiest second: what bounds the step.
+    """
+    headers = [
+        "model",
+        "topology",
+        "mode",
+        "workers",
+        "round ms",
+        "compute (CPU)",
+        "main / exchange CPU",
+        "get / put / wait",
+        "CPU ms per round: workers / S3 / PS / coordinator+ / platform",
+        "busiest (core share, peak)",
+        "cores busy",
+    ]
+    rows = []
+    for r in report["rows"]:
+        if "error" in r or "round_ms" not in r:
+            continue
+        w, cpu = r["round_ms"]["worker"], r["round_ms"]["cpu"]
+        processes = r.get("processes") or {}
+        busiest = processes.get("busiest")
+        share = processes.get("roles", {}).get(busiest, {})
+        workers = sum(v for k, v in cpu.items() if k.startswith("worker"))
+        rows.append(
+            (
+                r["model"],
+                r["topology"],
+                r["mode"],
+                r["workers"],
+                _ms(w["wall"]),
+                f"{_ms(w['compute'])} ({_ms(w['compute_cpu'])})",
+                f"{_ms(w['main_other_cpu'])} / {_ms(w['exchange_cpu'])}",
+                " / ".join(_ms(w[k]) for k in ("get", "put", "wait")),
+                " / ".join(
+                    _ms(v)
+                    for v in (
+                        workers if cpu else None,
+                        cpu.get("s3 endpoint"),
+                        cpu.get("ps"),
+                        cpu.get("other actions"),
+                        cpu.get("controller and invoker"),
+                    )
+                ),
+                f"{busiest} ({share['core_share']:.2f}, {share['peak_core_share']:.2f})" if busiest else "-",
+                f"{processes['cores_busy']:.2f} of {processes['cores']}" if "cores_busy" in processes else "-",
+            )
+        )
+    return headers, rows
+
+
+def _ms(value) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def _winner_rows(report: dict) -> tuple[list[str], list[tuple]]:

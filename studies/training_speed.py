@@ -225,6 +225,42 @@ def measures(spec: RowSpec, summary: dict, recipe: dict, baseline: dict, targets
         "gb_s_ratio_to_baseline": _ratio(gb_s["total"], baseline["gb_s"]),
         "replacements": summary["replacements"],
         "evaluations": summary["evaluations"],
+        "round_ms": round_breakdown(summary),
+        **({"processes": summary["processes"]} if summary.get("processes") else {}),
+    }
+
+
+def round_breakdown(summary: dict) -> dict:
+    """Where a round's milliseconds go (a round is a step in sync mode), for the issue's question of what bounds it.
+
+    `worker`: one worker's mean round: its wall, the compute's wall and CPU (their gap is the
+    time the compute waited for a core), the main thread's other CPU (encoding, decoding,
+    averaging, the optimizer step), the exchange threads' CPU (the requests' client side), and
+    the time blocked on gets, puts and peers. `cpu`: each process's CPU per round of the job,
+    from the platform's processes when they were sampled (the S3 endpoint's among them).
+    """
+    workers = summary["workers"]
+    totals, per = workers["totals"], workers["per_round"]
+
+    def ms(value) -> float | None:
+        return round(value * 1000, 3) if value is not None else None
+
+    cpu, main, compute_cpu = (per.get(k) for k in ("cpu_s", "main_cpu_s", "compute_cpu_s"))
+    worker = {
+        "wall": ms(totals["active_s"] / totals["rounds"]) if totals.get("rounds") else None,
+        "compute": ms(per["compute_s"]),
+        "compute_cpu": ms(compute_cpu),
+        "main_other_cpu": ms(main - compute_cpu) if main is not None and compute_cpu is not None else None,
+        "exchange_cpu": ms(cpu - main) if cpu is not None and main is not None else None,
+        "get": ms(per["get_s"]),
+        "put": ms(per["put_s"]),
+        "wait": ms(per["wait_s"]),
+    }
+    rounds = summary["per_step"]["rounds"]
+    roles = (summary.get("processes") or {}).get("roles", {})
+    return {
+        "worker": worker,
+        "cpu": {role: round(r["cpu_s"] / rounds * 1000, 3) for role, r in roles.items()} if rounds else {},
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -135,6 +136,19 @@ def _worker_memory_mb() -> int:
     return next((m for m in limits if m), 256)
 
 
+def _process_sampler(obj):
+    """A sampler of the local platform's processes (studies.process_cpu), or None for a remote target."""
+    from localwhisk import supervisor
+    from studies.process_cpu import ProcessCPU
+
+    from ..folders import platform_state_dir
+
+    if not obj.target.local:
+        return None
+    info = supervisor.read_info(platform_state_dir())
+    return ProcessCPU(info.pid) if info is not None else None
+
+
 def _row_runner(obj, goal: list[float]):
     """run_row(spec, recipe, warm_up) for training_speed.run: the first row deploys the actions, the rest reuse them.
 
@@ -155,14 +169,21 @@ def _row_runner(obj, goal: list[float]):
         if warm_up:
             settings.update(epochs=1, train_limit=spec.workers * settings["batch_size"] * 4, eval_every=0)
         since_ms = int(time.time() * 1000)
+        sampler = None if warm_up else _process_sampler(obj)
         try:
-            summary = run_job(obj, settings, quiet=True, targets=goal, deploy=not deployed)
+            with sampler or contextlib.nullcontext():
+                summary = run_job(obj, settings, quiet=True, targets=goal, deploy=not deployed)
         except (click.ClickException, MLCoreError, DeployerError) as exc:
             message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
             raise BenchError(message or type(exc).__name__) from exc
         deployed.append(True)
         if warm_up:
             return summary
+        trained = [e["seconds"] for e in summary.get("evaluations", []) if e.get("seconds") is not None]
+        if sampler is not None and summary.get("started_at") and trained:
+            # from the job's start to its last checkpoint: the training, without the evaluations after it
+            start = summary["started_at"]
+            summary["processes"] = sampler.report(summary["pids"], start, start + max(trained))
         try:
             with obj.target.client() as client:
                 summary["billed"] = billed(client, PACKAGE, since_ms)

@@ -40,7 +40,18 @@ SCRATCH_CLASS = "REDUCED_REDUNDANCY"
 
 def encode(vector: torch.Tensor, header: dict, compress: str = "none") -> bytes:
     """An update's blob; "fp16" halves it, and its peers read back exactly what it rounded to."""
-    return weights.encode({"update": vector.to(torch.float16 if compress == "fp16" else torch.float32)}, header)
+    return encode_read(vector, header, compress)[0]
+
+
+def encode_read(vector: torch.Tensor, header: dict, compress: str = "none") -> tuple[bytes, tuple[dict, torch.Tensor]]:
+    """(the blob, (header, vector) as a peer decodes it) without decoding it: the writer's own copy of its update.
+
+    The vector is the stored one widened back to fp32, as `decode` gives it, so every worker
+    averages the same values; the header is the one stored (JSON keeps its numbers exactly).
+    """
+    stored = vector.to(torch.float16 if compress == "fp16" else torch.float32)
+    blob = weights.encode({"update": stored}, header)
+    return blob, (header, stored.to(torch.float32) if stored.dtype != torch.float32 else stored.clone())
 
 
 def decode(blob: bytes, where: str = "a stored update") -> tuple[dict, torch.Tensor]:
@@ -58,7 +69,7 @@ def decode(blob: bytes, where: str = "a stored update") -> tuple[dict, torch.Ten
 class Timer:
     """Seconds per phase, bytes per direction and requests, summed over a worker's rounds."""
 
-    PHASES = ("compute_s", "get_s", "put_s", "wait_s", "startup_s")
+    PHASES = ("compute_s", "get_s", "put_s", "wait_s", "startup_s", "compute_cpu_s")
 
     def __init__(self) -> None:
         self.seconds = dict.fromkeys(self.PHASES, 0.0)
@@ -188,8 +199,11 @@ class Exchange:
         deadline = time.monotonic() + timeout_s
         # the peers' updates took about `_lag` to appear last round: asking much sooner only costs requests
         head_start = min(0.7 * self._lag, POLL_MAX_S)
-        futures = {key: self._pool.submit(self._poll, key, deadline, stop, head_start) for key in keys}
-        results = {key: future.result() for key, future in futures.items()}
+        if len(keys) == 1:  # waited for here: a hand-off to a pool thread and back costs CPU on the critical path
+            results = {keys[0]: self._poll(keys[0], deadline, stop, head_start)}
+        else:
+            futures = {key: self._pool.submit(self._poll, key, deadline, stop, head_start) for key in keys}
+            results = {key: future.result() for key, future in futures.items()}
         ended = time.perf_counter()
         last_found = max(found for _, found in results.values())
         self._lag = 0.5 * self._lag + 0.5 * (last_found - started)

@@ -6,6 +6,7 @@ from .coordinator import read_json, read_metrics
 from .job import PS, JobLayout
 
 PHASES = ("compute_s", "get_s", "put_s", "wait_s", "startup_s")
+CPU = ("compute_cpu_s", "cpu_s", "main_cpu_s")  # the main thread's CPU in compute, all threads', the main thread's
 
 
 def job_start(events: list[dict]) -> float | None:
@@ -32,7 +33,7 @@ def worker_totals(workers: list[dict]) -> dict:
     `requests` are every S3 request of the slot (the exchange's PUTs, GETs and polls that found
     nothing, and its claims, stats and checkpoints): the load a round puts on the endpoint.
     """
-    totals = {k: round(sum(w.get(k, 0.0) for w in workers), 4) for k in PHASES}
+    totals = {k: round(sum(w.get(k, 0.0) for w in workers), 4) for k in PHASES + CPU}
     rounds = sum(w.get("rounds", 0) for w in workers)
     active = sum(w.get("active_s", 0.0) for w in workers)
     totals.update(
@@ -42,7 +43,7 @@ def worker_totals(workers: list[dict]) -> dict:
         bytes=sum(w.get("bytes_in", 0) + w.get("bytes_out", 0) for w in workers),
         requests=sum(_requests(w) for w in workers),
     )
-    per_round = {k: round(totals[k] / rounds, 5) if rounds else None for k in PHASES + ("bytes", "requests")}
+    per_round = {k: round(totals[k] / rounds, 5) if rounds else None for k in PHASES + CPU + ("bytes", "requests")}
     fraction = round(1.0 - totals["compute_s"] / active, 4) if active else None
     return {"totals": totals, "per_round": per_round, "communication_fraction": fraction}
 
@@ -112,6 +113,12 @@ def summarise(storage, job: str, targets=(0.98, 0.99)) -> dict:
         "activation_s_workers": round(sum(e.get("duration_ms", 0) for e in of_workers) / 1000.0, 3),
         "activation_s_ps": round(sum(e.get("duration_ms", 0) for e in of_ps) / 1000.0, 3),
         "model_key": JobLayout(job).final,
+        "started_at": start,
+        # the processes that ran the slots' last activations, for a profile of the machine during the job
+        "pids": {
+            **{w["pid"]: f"worker {i}" for i, w in enumerate(workers) if w and w.get("pid")},
+            **({ps["pid"]: "ps"} if ps and ps.get("pid") else {}),
+        },
     }
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ObjectNotFoundError
-from .exchange import POLL_FIRST_S, POLL_MAX_S, Exchange, Timer, decode, encode
+from .exchange import POLL_FIRST_S, POLL_MAX_S, Exchange, Timer, decode, encode_read
 from .job import JobConfig, JobLayout, TrainingError
 from .state import split_state
 from .trainer import FlatSGD
@@ -146,9 +146,9 @@ class Topology:
 
     def put(self, number: int, update: torch.Tensor, header: dict) -> Update:
         """Puts this worker's update; returns it as the peers will read it, compression included."""
-        blob = encode(update, header, self.config.compress)
+        blob, own = encode_read(update, header, self.config.compress)
         self.link.exchange.put_async(self.layout.update(number, self.link.worker), blob, scratch=True)
-        return decode(blob)
+        return own
 
     def reduce(self, cursor: Cursor, own: Update | None, size: int, replay: bool) -> tuple[torch.Tensor, int]:
         """(the model after the round, the next round's K); `own` is None where storage held it (a replay).
@@ -264,9 +264,9 @@ class ScatterReduce(Topology):
         """Puts the shards the peers reduce; returns this worker's own shard, which only it reads."""
         me, own = self.link.worker, None
         for j, (start, end) in enumerate(shard_bounds(update.numel(), self.config.workers)):
-            blob = encode(update[start:end], header, self.config.compress)
+            blob, read = encode_read(update[start:end], header, self.config.compress)
             if j == me:
-                own = decode(blob)
+                own = read
             else:
                 self.link.exchange.put_async(self.layout.shard(number, me, j), blob, scratch=True)
         return own
@@ -302,9 +302,9 @@ class ScatterReduce(Topology):
         self.link.exchange.flush()  # this worker's shards are stored before its reduced shard
         ordered = in_worker_order(number, cursor.batch, cursor.k, parts)
         header = {"round": number, "shard": me, "updates": [h for h, _ in ordered]}
-        blob = encode(mean_of(ordered), header, self.config.compress)
+        blob, own = encode_read(mean_of(ordered), header, self.config.compress)
         self.link.exchange.put_async(self.layout.reduced(number, me), blob, scratch=True)
-        return decode(blob)
+        return own
 
 
 class ParameterServerClient(Topology):

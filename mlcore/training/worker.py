@@ -17,6 +17,7 @@ the deadline and hand-off, checkpoints.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -107,6 +108,7 @@ class LongLived:
         self._refused: list[str] = []
         self._checkpoint_write = None
         self._started = time.perf_counter()
+        self._cpu_started = (time.process_time(), time.thread_time())
         self.rounds_run = 0
 
     # -- ownership and progress -------------------------------------------------------------
@@ -132,6 +134,19 @@ class LongLived:
     def _extra_stats(self) -> dict:
         return {}
 
+    def _cpu(self) -> dict:
+        """CPU seconds of its rounds, all threads and the main one (the caller): the rest is the exchange's.
+
+        With the pid, a profile of the machine's processes during a job can tell which one is this slot.
+        """
+        process, main = self._cpu_started
+        return {
+            "pid": os.getpid(),
+            "threads": torch.get_num_threads(),
+            "cpu_s": round(time.process_time() - process, 4),
+            "main_cpu_s": round(time.thread_time() - main, 4),
+        }
+
     def _stats(self, state: str, position: dict, **extra) -> dict:
         return {
             "owner": self.owner,
@@ -139,6 +154,7 @@ class LongLived:
             "time": time.time(),
             "rounds": self.rounds_run,
             "active_s": round(time.perf_counter() - self._started, 3),
+            **self._cpu(),
             **position,
             **self.timer.report(),
             "requests": self.storage.report(),
@@ -203,8 +219,15 @@ class LongLived:
         return bool(limit and self.rounds_run >= limit) or self._time_left_s() < 5.0 + 3 * recent
 
     def run(self) -> dict:
-        """Raises TrainingError when an update never arrives or storage holds damaged data."""
+        """Raises TrainingError when an update never arrives or storage holds damaged data.
+
+        The job's threads are set first: torch's default (every core) makes each op on a
+        flat vector a parallel region, and on a machine whose cores the other slots and the
+        endpoint share, its threads spend more CPU waiting for each other than computing.
+        """
+        torch.set_num_threads(self.config.threads)
         self._started = time.perf_counter()
+        self._cpu_started = (time.process_time(), time.thread_time())
         try:
             return self._run()
         finally:
@@ -289,7 +312,6 @@ class Worker(LongLived):
         config, w = self.config, self.worker
         images, labels = data.load(config.data, self.storage, train=True)
         size = data.train_size(config, len(labels))
-        torch.set_num_threads(config.threads)
         trainer = Trainer(config, w, images, labels, size)
         start = start_point(self.storage, config, w)
         self._refused = start.refused
@@ -300,6 +322,7 @@ class Worker(LongLived):
         if config.mode == "local":
             trainer.set_momentum(start.momentum)
         self.timer.add("startup_s", time.perf_counter() - self._started)
+        self._cpu_started = (time.process_time(), time.thread_time())  # the rounds' CPU, without the data's loading
         return trainer, Cursor(start.round, start.batch, start.k, start.vector), size
 
     def _compute(self, trainer: Trainer, cursor: Cursor):
@@ -311,13 +334,14 @@ class Worker(LongLived):
         if (cursor.replaying or self.topology.must_check()) and self.topology.has_update(cursor.round):
             return None
         cursor.replaying = False
-        compute_started = time.perf_counter()
+        compute_started, cpu_started = time.perf_counter(), time.thread_time()
         if config.mode == "sync":
             update, loss = trainer.gradient(cursor.vector, cursor.batch)
         else:
             update, loss = trainer.local_steps(cursor.vector, cursor.batch, cursor.k)
         compute_s = time.perf_counter() - compute_started
         self.timer.add("compute_s", compute_s)
+        self.timer.add("compute_cpu_s", time.thread_time() - cpu_started)
         header = {
             "round": cursor.round,
             "worker": self.worker,
