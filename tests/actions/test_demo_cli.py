@@ -12,7 +12,7 @@ from mlcore.train import publish_model
 
 
 def test_demo_reuses_the_published_model_and_classifies_through_the_platform(
-    platform, lenet5_full, tmp_path, monkeypatch
+    platform, lenet5_augmented, tmp_path, monkeypatch
 ):
     # Prepare: the user's S3 settings exported, a model already published there
     env = {**platform.storage_env, "S3_BUCKET": "demo-cli-tests"}
@@ -20,7 +20,7 @@ def test_demo_reuses_the_published_model_and_classifies_through_the_platform(
         monkeypatch.setenv(key, value)
     storage = Storage(StorageConfig.from_env(env))
     storage.ensure_bucket()
-    version = publish_model(storage, *lenet5_full)
+    version = publish_model(storage, *lenet5_augmented)
     report_path = tmp_path / "demo.json"
     # Execute
     result = CliRunner().invoke(

@@ -35,9 +35,9 @@ def heldout(platform, *args):
     return CliRunner().invoke(cli, ["--apihost", platform.apihost, "--auth", platform.auth, "model", "heldout", *args])
 
 
-def test_heldout_reports_each_set_through_the_action(platform, lenet5_small, split, user_env, tmp_path):
-    # Prepare: a small model published, with a record of a split that matches this machine's
-    state, metrics = lenet5_small
+def test_heldout_reports_each_set_through_the_action(platform, lenet5_augmented, split, user_env, tmp_path):
+    # Prepare: the shared model published, with a record of a split that matches this machine's
+    state, metrics = lenet5_augmented
     version = publish_model(user_env, state, dict(metrics, printed_fonts=split.to_dict()))
     report_path = tmp_path / "heldout.json"
     # Execute: a few digits of each set
@@ -59,8 +59,8 @@ def test_heldout_reports_each_set_through_the_action(platform, lenet5_small, spl
     assert "printed_heldout: " in result.output and "(target 97.0%" in result.output
 
 
-def test_a_model_that_printed_a_held_out_family_is_refused(platform, lenet5_small, split, user_env):
-    state, metrics = lenet5_small
+def test_a_model_that_printed_a_held_out_family_is_refused(platform, lenet5_augmented, split, user_env):
+    state, metrics = lenet5_augmented
     record = dict(split.to_dict(), training=[f.name for f in split.training] + [split.heldout[0].name])
     version = publish_model(user_env, state, dict(metrics, printed_fonts=record), mark_latest=False)
     result = heldout(platform, "--model", version, "--sets", "printed_heldout", "--printed", "10")

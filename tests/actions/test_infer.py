@@ -45,8 +45,8 @@ def b64(data: bytes) -> str:
 
 
 @pytest.fixture
-def published(storage, lenet5_small):
-    state, metrics = lenet5_small
+def published(storage, lenet5_augmented):
+    state, metrics = lenet5_augmented
     return publish_model(storage, state, metrics)
 
 

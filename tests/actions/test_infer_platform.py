@@ -28,12 +28,12 @@ def png(array: np.ndarray) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def deployed(platform, lenet5_full):
-    """The manifest deployed with the platform's S3 settings and the full model published."""
+def deployed(platform, lenet5_augmented):
+    """The manifest deployed with the platform's S3 settings and the shared trained model published."""
     env = {**platform.storage_env, "S3_BUCKET": BUCKET}
     storage = Storage(StorageConfig.from_env(env))
     storage.ensure_bucket()
-    state, metrics = lenet5_full
+    state, metrics = lenet5_augmented
     version = publish_model(storage, state, metrics)
     names = manifest.deploy(platform.client, ROOT / "manifests" / "infer.yaml", env=env)
     try:

@@ -1,8 +1,8 @@
 """aws-cli end to end against the embedded S3: what users type, with the environment `deployer storage env` prints.
 
-Objects of 1 KB and 50 MB go local -> S3 -> S3 -> local through cp, mv and sync; S3 -> S3 of
-50 MB is a multipart UploadPartCopy (aws-cli switches at 8 MB), the case that once stored
-a 0-byte copy without an error. Every file that comes back is compared by SHA-256.
+Objects of 1 KB and 20 MB go local -> S3 -> S3 -> local through cp, mv and sync; S3 -> S3 of
+20 MB is a multipart UploadPartCopy of three parts (aws-cli switches at 8 MB and copies 8 MB parts),
+the case that once stored a 0-byte copy without an error. Every file that comes back is compared by SHA-256.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def test_cp_mv_and_sync_round_trip_small_and_large_objects_between_disk_and_s3(a
     src = tmp_path / "src"
     src.mkdir()
     (src / "small.bin").write_bytes(os.urandom(1024))
-    (src / "big.bin").write_bytes(os.urandom(50 * MB))
+    (src / "big.bin").write_bytes(os.urandom(20 * MB))
     want = {name: _sha(src / name) for name in ("small.bin", "big.bin")}
     aws("s3", "mb", "s3://cli-a")
     aws("s3", "mb", "s3://cli-b")
@@ -75,7 +75,7 @@ def test_cp_mv_and_sync_round_trip_small_and_large_objects_between_disk_and_s3(a
         aws("s3", "sync", remote, str(back))  # S3 -> disk
         assert {name: _sha(back / name) for name in want} == want, remote
     size = json.loads(aws("s3api", "head-object", "--bucket", "cli-a", "--key", "synced/big.bin"))["ContentLength"]
-    assert size == 50 * MB
+    assert size == 20 * MB
     aws("s3", "rm", "--recursive", "s3://cli-a")
     aws("s3", "rm", "--recursive", "s3://cli-b")
     assert aws("s3", "ls", "--recursive", "s3://cli-a") == ""

@@ -13,9 +13,9 @@ from mlcore.train import LATEST_KEY
 from studies import infer_paths as bi
 
 
-def test_bench_infer_measures_all_three_paths(platform, lenet5_small, mnist_root):
+def test_bench_infer_measures_all_three_paths(platform, lenet5_augmented, mnist_root):
     # Prepare
-    state, _ = lenet5_small
+    state, _ = lenet5_augmented
     env = {**platform.storage_env, "S3_BUCKET": "bench-infer-tests"}
     # Execute
     report = bi.run(
