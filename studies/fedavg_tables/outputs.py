@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
+
+from fedavg.run import RunConfig
 
 from .markdown import markdown, plot_table
 from .paper import PARTITIONS
@@ -23,7 +26,10 @@ CELL_FIELDS = ("epochs", "batch_size", "frac", "partition", "lr", "rounds")
 
 
 def _study(report: dict) -> tuple:
-    config = {k: v for k, v in report["config"].items() if k not in CELL_FIELDS}
+    """A field added to RunConfig since an earlier report was written takes its default there, so
+    the study it belongs to is still the same one."""
+    defaults = dataclasses.asdict(RunConfig())
+    config = {k: v for k, v in {**defaults, **report["config"]}.items() if k not in CELL_FIELDS}
     return report["table"], report["model"], report["target"], json.dumps(config, sort_keys=True)
 
 

@@ -17,6 +17,7 @@ from fedavg.run import RunConfig, load_checkpoint, load_data, run
 from studies import fedavg_executors as bench
 from studies.fedavg_tables.cells import choose_lr, collapsed, new_report, run_cell, run_table
 from studies.fedavg_tables.markdown import markdown, markdown_differences, markdown_probes
+from studies.fedavg_tables.outputs import merge_earlier
 from studies.fedavg_tables.paper import PAPER_TABLE1, PAPER_TABLE2_CNN
 from studies.fedavg_tables.spec import TableSpec, cell_budget, table1_spec, table2_spec
 from studies.results_page import render
@@ -136,6 +137,29 @@ def test_a_continued_rate_that_diverges_gives_way_to_the_next_best_and_a_rerun_d
     )
     again = cell()
     assert again["rounds_run_now"] == 0 and again["diverged"] == first["diverged"]
+
+
+def test_an_earlier_piece_written_before_a_config_field_existed_is_still_the_same_study():
+    def piece(key, config):
+        row = {"key": key, "batch_size": None, "frac": float(key)}
+        cell = {"row": key, "partition": "shards", "executor": {"name": "serial"}}
+        return {
+            "table": 1,
+            "model": "2nn",
+            "target": 0.97,
+            "config": config,
+            "rows": [row],
+            "partitions": ["shards"],
+            "cells": [cell],
+            "executor": {"name": "serial"},
+        }
+
+    now = dataclasses.asdict(dataclasses.replace(BASE, pixels="standardized"))
+    before = {k: v for k, v in now.items() if k != "pixels"}
+    merged = merge_earlier(piece("0.5", now), piece("0.1", before))
+    assert sorted(c["row"] for c in merged["cells"]) == ["0.1", "0.5"]
+    other = merge_earlier(piece("0.5", {**now, "pixels": "unit"}), piece("0.1", before))
+    assert [c["row"] for c in other["cells"]] == ["0.5"]
 
 
 def test_c_zero_trains_one_client_a_round(tiny_mnist):
