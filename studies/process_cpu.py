@@ -17,6 +17,8 @@ import threading
 import time
 from pathlib import Path
 
+from procs.tree import descendants
+
 _TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 KINDS = (
     ("embedded_s3", "s3 endpoint"),
@@ -33,19 +35,6 @@ def cpu_s(pid: int) -> float | None:
     except (OSError, IndexError):
         return None
     return (int(fields[11]) + int(fields[12])) * _TICK_S
-
-
-def descendants(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        found.append(p)
-        try:
-            for task in os.listdir(f"/proc/{p}/task"):
-                todo += [int(c) for c in Path(f"/proc/{p}/task/{task}/children").read_text().split()]
-        except OSError:
-            continue
-    return found
 
 
 def kind_of(pid: int) -> str:
