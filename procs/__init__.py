@@ -8,13 +8,13 @@ beside the proxy, so it stays standard library only.
 
 - `Child` (child.py): spawn, wait for a readiness sign (`ReadyLine`, `PortAccepts`, `ReadyWhen`),
   stop (SIGTERM, grace, SIGKILL), kill (the tree too); a context manager.
-- `popen(..., die_with_parent=True)`, `die_with_parent`, `watch_owner`, `become_subreaper` (owner.py).
+- `popen(..., die_with_parent=True)`, `die_with_parent`, `watch_owner`, `start_ticks`, `become_subreaper` (owner.py).
 - `descendants`, `kill_tree`, `gone`, `wait_gone`, `stop_process` (tree.py): process trees through /proc.
 """
 
 from .child import READY_FD, Child, PortAccepts, Ready, ReadyLine, ReadyWhen, wait_ready
 from .errors import NotReady, ProcsError
-from .owner import become_subreaper, die_with_parent, popen, watch_owner
+from .owner import become_subreaper, die_with_parent, popen, start_ticks, watch_owner
 from .tree import descendants, gone, kill_tree, stop_process, wait_gone
 
 __all__ = [
@@ -35,5 +35,6 @@ __all__ = [
     "stop_process",
     "wait_gone",
     "wait_ready",
+    "start_ticks",
     "watch_owner",
 ]

@@ -82,17 +82,30 @@ def _spawner_thread() -> ThreadPoolExecutor:
     return _spawner
 
 
-def watch_owner(owner_pid: int, on_exit: Callable[[], None], name: str = "owner-watch") -> bool:
+def start_ticks(pid: int) -> int | None:
+    """When the process started, in clock ticks since boot: with its pid, what tells it from a later one."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def watch_owner(
+    owner_pid: int, on_exit: Callable[[], None], name: str = "owner-watch", started: int | None = None
+) -> bool:
     """Calls `on_exit()` from a daemon thread once the owner ends, however it ends (SIGKILL, the OOM killer).
 
-    `owner_pid` must be this process's parent: that is how a pid reused after the owner died is told
-    apart. Returns False, without calling `on_exit`, when the owner has ended already.
+    `owner_pid` must be this process's parent, or `started` its `start_ticks`: that is how a pid
+    reused after the owner died is told apart (a process forked by a fork server has the server
+    as its parent, not its owner). Returns False, without calling `on_exit`, when the owner has
+    ended already.
     """
     try:
         fd = os.pidfd_open(owner_pid)
     except OSError:
         return False
-    if os.getppid() != owner_pid:
+    if (os.getppid() != owner_pid) if started is None else (start_ticks(owner_pid) != started):
         os.close(fd)
         return False
 

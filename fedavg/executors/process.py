@@ -5,9 +5,10 @@ written once into a shared flat buffer and each worker writes its update into a 
 shared result buffer, so only small task descriptions travel through pipes (never a
 pickled model per client). There are `window` slots, not one per client: a task is handed
 out when a slot is free, and a slot is free again once its update has been read in task
-order, so the parent holds `window` updates whatever the clients per round. Workers are
-spawned (not forked: OpenMP in a forked child can hang) and each sets its own torch thread
-count, so N workers times T threads can be matched to the cores.
+order, so the parent holds `window` updates whatever the clients per round. Workers come
+from a fork server that imported torch once and never computed (a child forked from a
+parent that ran OpenMP can hang; spawning each imports torch again, seconds a worker), and
+each sets its own torch thread count, so N workers times T threads can be matched to the cores.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from mlcore.compute import flatten
-from procs import watch_owner
+from procs import start_ticks, watch_owner
 
 from ..core import ClientFailure, ClientResult, ClientTask, State, run_task
 from ..errors import FedAvgError
@@ -69,19 +70,22 @@ _models: dict[str, torch.nn.Module] = {}
 _barrier = None
 
 
-def _exit_with(parent_pid: int) -> None:
-    """Ends this worker when the parent ends, however it ends.
+def _exit_with(owner: tuple[int, int]) -> None:
+    """Ends this worker when the executor's process ends, however it ends.
 
-    A parent killed outright (SIGKILL, the OOM killer) never shuts the pool down, and its
-    workers would wait on their task queue forever, holding the shared blocks alive.
+    An owner killed outright (SIGKILL, the OOM killer) never shuts the pool down, and its
+    workers would wait on their task queue forever, holding the shared blocks alive. The
+    worker's parent is the fork server, which outlives the owner as long as a worker lives,
+    so the owner is watched by its pid and start time.
     """
-    if not watch_owner(parent_pid, lambda: os._exit(1), name="parent-watch"):
+    pid, started = owner
+    if not watch_owner(pid, lambda: os._exit(1), name="owner-watch", started=started):
         os._exit(1)  # already gone
 
 
-def _init_worker(num_threads: int, barrier, parent_pid: int) -> None:
+def _init_worker(num_threads: int, barrier, owner: tuple[int, int]) -> None:
     global _barrier
-    _exit_with(parent_pid)
+    _exit_with(owner)
     torch.set_num_threads(num_threads)
     torch.set_num_interop_threads(1)
     # torch.optim's first optimizer imports torch._dynamo (seconds): pay it at start-up, not in round 1
@@ -184,12 +188,14 @@ class ProcessExecutor(Managed):
 
     def _ensure_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            context = multiprocessing.get_context("spawn")
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([__name__])
+            owner = (os.getpid(), start_ticks(os.getpid()))
             self._pool = ProcessPoolExecutor(
                 self.workers,
                 mp_context=context,
                 initializer=_init_worker,
-                initargs=(self.threads_per_worker, context.Barrier(self.workers), os.getpid()),
+                initargs=(self.threads_per_worker, context.Barrier(self.workers), owner),
             )
         return self._pool
 

@@ -94,7 +94,9 @@ def compute_floor(config: JobConfig, steps: int = 200) -> dict:
     """
     import multiprocessing
 
-    context = multiprocessing.get_context("spawn")
+    # forked from a server that imported torch once: 8 spawned workers spent longer importing than measuring
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
     start, results = context.Barrier(config.workers), context.Queue()
     processes = [
         context.Process(target=_floor_worker, args=(config, w, steps, start, results), daemon=True)

@@ -17,29 +17,19 @@ from pathlib import Path
 import pytest
 
 from fedavg.run import load_checkpoint
+from procs.tree import descendants
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = "--model 2nn --clients 4 --frac 0.5 --epochs 1 --batch 10 --train-limit 800 --test-limit 300 --seed 5"
 
 
-def _children(pid: int) -> set[int]:
-    out = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        out.update(int(p) for p in (task / "children").read_text().split())
-    return out
-
-
-def _workers_and_trackers(pids: set[int]) -> tuple[set[int], set[int]]:
-    """The executor's workers, and multiprocessing's resource tracker, which exits on its own once its parent's
-    end of their pipe closes: after the parent, never joined by it."""
-    trackers = set()
-    for pid in pids:
-        try:
-            if b"resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                trackers.add(pid)
-        except OSError:
-            pass
-    return pids - trackers, trackers
+def _workers_and_helpers(pid: int) -> tuple[set[int], set[int]]:
+    """The executor's workers, and the command's own children that serve multiprocessing: the fork server
+    (the workers' parent) and the resource tracker, which exit on their own once the command's end of their
+    pipes closes: after the command, never joined by it."""
+    helpers = set(descendants(pid)) - {pid}
+    workers = {p for helper in helpers for p in descendants(helper) if p != helper}
+    return workers, helpers - workers
 
 
 def _shared_blocks(pid: int) -> set[str]:
@@ -79,9 +69,9 @@ def running(tmp_path, mnist_root):
                 break
         else:
             pytest.fail("the run ended before round 2:\n" + "".join(seen))
-        children, blocks = _children(proc.pid), _shared_blocks(proc.pid)
-        assert len(_workers_and_trackers(children)[0]) >= 2 and blocks, (children, blocks)
-        yield proc, children, blocks, tmp_path / "ckpt"
+        (workers, helpers), blocks = _workers_and_helpers(proc.pid), _shared_blocks(proc.pid)
+        assert len(workers) >= 2 and blocks, (workers, helpers, blocks)
+        yield proc, (workers, helpers), blocks, tmp_path / "ckpt"
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -90,21 +80,20 @@ def running(tmp_path, mnist_root):
 
 
 def test_sigterm_stops_like_ctrl_c(running):
-    proc, children, blocks, ckpt = running
-    workers, trackers = _workers_and_trackers(children)
+    proc, (workers, helpers), blocks, ckpt = running
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 1
     rest = proc.stderr.read()
     assert "Aborted!" in rest and "leaked" not in rest, rest
     assert not _wait_exit(workers, 0.0), "workers outlived the command"
-    assert not _wait_exit(trackers, 30.0), "the resource tracker outlived the command"
+    assert not _wait_exit(helpers, 30.0), "the fork server or the resource tracker outlived the command"
     assert not [b for b in blocks if Path(b).exists()]
     assert len(load_checkpoint(ckpt)[1]["rounds"]) >= 2
 
 
 def test_a_killed_parent_takes_its_workers_and_blocks_with_it(running):
-    proc, children, blocks, _ = running
+    proc, (workers, helpers), blocks, _ = running
     proc.kill()
     proc.wait(timeout=60)
-    assert not _wait_exit(children, 60.0), "workers outlived a SIGKILLed parent"
+    assert not _wait_exit(workers | helpers, 60.0), "workers outlived a SIGKILLed parent"
     assert not [b for b in blocks if Path(b).exists()]

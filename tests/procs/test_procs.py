@@ -212,3 +212,46 @@ def test_an_owner_that_is_not_the_parent_or_gone_is_not_watched():
     dead.wait()
     assert procs.watch_owner(dead.pid, lambda: called.append(1)) is False
     assert called == []
+
+
+def test_an_owner_that_is_not_the_parent_is_watched_by_its_start_time(tmp_path):
+    # Prepare: a watcher whose parent is not its owner, as a worker forked by a fork server is
+    marker = tmp_path / "watched"
+    owner = subprocess.Popen(PY + [WAIT_FOREVER])
+    watcher_code = (
+        "import os, sys, threading, procs\n"
+        "pid, started = int(sys.argv[1]), int(sys.argv[2])\n"
+        "def gone():\n"
+        "    open(sys.argv[3], 'w').write('owner gone')\n"
+        "    os._exit(0)\n"
+        "print(procs.watch_owner(pid, gone, started=started), flush=True)\n"
+        "threading.Event().wait()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    started = procs.start_ticks(owner.pid)
+    watcher = subprocess.Popen(
+        PY + [watcher_code, str(owner.pid), str(started), str(marker)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        # Execute
+        watching = watcher.stdout.readline().strip()
+        owner.kill()
+        owner.wait(timeout=30)
+        # Assert
+        assert watching == "True"
+        assert _ended_within(watcher.pid, 60), "the watcher outlived its SIGKILLed owner"
+        assert marker.read_text() == "owner gone"
+    finally:
+        for process in (owner, watcher):
+            process.kill()
+            process.wait(timeout=30)
+        watcher.stdout.close()
+
+
+def test_an_owner_whose_start_time_differs_is_a_reused_pid_and_is_not_watched():
+    called = []
+    ticks = procs.start_ticks(os.getpid())
+    assert ticks is not None and procs.start_ticks(os.getpid()) == ticks
+    assert procs.watch_owner(os.getpid(), lambda: called.append(1), started=ticks + 1) is False
+    assert procs.start_ticks(2**22 + 12345) is None  # no such process
+    assert called == []
