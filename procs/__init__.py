@@ -10,11 +10,13 @@ beside the proxy, so it stays standard library only.
   stop (SIGTERM, grace, SIGKILL), kill (the tree too); a context manager.
 - `popen(..., die_with_parent=True)`, `die_with_parent`, `watch_owner`, `start_ticks`, `become_subreaper` (owner.py).
 - `descendants`, `kill_tree`, `gone`, `wait_gone`, `stop_process` (tree.py): process trees through /proc.
+- `stat_fields`, `cpu_s` (stat.py): one process's /proc/<pid>/stat.
 """
 
 from .child import READY_FD, Child, PortAccepts, Ready, ReadyLine, ReadyWhen, wait_ready
 from .errors import NotReady, ProcsError
 from .owner import become_subreaper, die_with_parent, popen, start_ticks, watch_owner
+from .stat import cpu_s, stat_fields
 from .tree import descendants, gone, kill_tree, stop_process, wait_gone
 
 __all__ = [
@@ -27,11 +29,13 @@ __all__ = [
     "ReadyLine",
     "ReadyWhen",
     "become_subreaper",
+    "cpu_s",
     "descendants",
     "die_with_parent",
     "gone",
     "kill_tree",
     "popen",
+    "stat_fields",
     "stop_process",
     "wait_gone",
     "wait_ready",

@@ -25,6 +25,8 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from .stat import STARTTIME, stat_fields
+
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 # resolved here, in the parent: a dlopen between fork and exec could wait forever on a lock another thread held
@@ -84,11 +86,8 @@ def _spawner_thread() -> ThreadPoolExecutor:
 
 def start_ticks(pid: int) -> int | None:
     """When the process started, in clock ticks since boot: with its pid, what tells it from a later one."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return int(fh.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
+    fields = stat_fields(pid)
+    return None if fields is None else int(fields[STARTTIME])
 
 
 def watch_owner(

@@ -7,6 +7,8 @@ import signal
 import subprocess
 import time
 
+from .stat import STATE, stat_fields
+
 
 def _children(pid: int) -> list[int]:
     out = []
@@ -57,11 +59,8 @@ def kill_tree(pid: int, timeout_s: float = 10.0) -> None:
 
 def gone(pid: int) -> bool:
     """Exited (a zombie holds no files or sockets any more) or never there."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except (OSError, IndexError):
-        return True
+    fields = stat_fields(pid)
+    return fields is None or fields[STATE] in ("Z", "X")
 
 
 def wait_gone(pids: list[int], timeout_s: float) -> list[int]:

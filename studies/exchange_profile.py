@@ -26,19 +26,21 @@ import threading
 import time
 from collections.abc import Callable
 
+from procs import cpu_s
+
 from .errors import BenchError
 
 BUCKET = "bench-exchange"
 LENET5_PARAMS = 61_706
 CLIENTS = ("boto3", "signed")
-_TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 
 
 def process_cpu_s(pid: int) -> float:
-    """User plus system CPU seconds of a process, from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * _TICK_S
+    """Raises BenchError when the process is gone: a profile that lost its endpoint measured nothing."""
+    used = cpu_s(pid)
+    if used is None:
+        raise BenchError(f"process {pid} ended during the profile")
+    return used
 
 
 class _Counted:

@@ -17,24 +17,14 @@ import threading
 import time
 from pathlib import Path
 
-from procs.tree import descendants
+from procs import cpu_s, descendants
 
-_TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 KINDS = (
     ("embedded_s3", "s3 endpoint"),
     ("localwhisk.server", "controller and invoker"),
     ("runtimes.proxy", "action proxies"),
     ("launcher", "other actions"),
 )
-
-
-def cpu_s(pid: int) -> float | None:
-    """User plus system CPU seconds of a process (its ended threads included), or None when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) * _TICK_S
 
 
 def kind_of(pid: int) -> str:

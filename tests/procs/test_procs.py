@@ -255,3 +255,26 @@ def test_an_owner_whose_start_time_differs_is_a_reused_pid_and_is_not_watched():
     assert procs.watch_owner(os.getpid(), lambda: called.append(1), started=ticks + 1) is False
     assert procs.start_ticks(2**22 + 12345) is None  # no such process
     assert called == []
+
+
+def test_a_process_named_with_parentheses_and_spaces_is_read_past_its_name_and_gone_once_reaped():
+    # Prepare: a command name that imitates the fields after it
+    named = "import threading; open('/proc/self/comm', 'w').write(') Z 1 (x'); print(flush=True); " + WAIT_FOREVER
+    child = subprocess.Popen(PY + [named], stdout=subprocess.PIPE)
+    try:
+        child.stdout.readline()
+        assert Path(f"/proc/{child.pid}/comm").read_text().strip() == ") Z 1 (x"
+        # Execute
+        fields = procs.stat_fields(child.pid)
+        used = procs.cpu_s(child.pid)
+        # Assert
+        assert fields is not None and fields[0] in ("S", "R")  # not the "Z" in its name
+        assert not procs.gone(child.pid)
+        assert procs.start_ticks(child.pid) == int(fields[19]) > 0
+        assert used is not None and used >= 0
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+        child.stdout.close()
+    assert procs.gone(child.pid)
+    assert procs.stat_fields(child.pid) is None and procs.cpu_s(child.pid) is None
