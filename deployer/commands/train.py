@@ -201,6 +201,13 @@ def job_options(command):
             default=0,
             help="Checkpoint and evaluate every N batches of a worker (0 = every epoch).",
         ),
+        click.option(
+            "--seed",
+            type=integer(0, 2**31 - 1),
+            default=0,
+            show_default=True,
+            help="Decides the initial model and each worker's images: the same seed and settings train the same model.",
+        ),
     ]
     return stacked(options)(command)
 
@@ -263,6 +270,7 @@ def train_command(
     compress,
     train_limit,
     eval_every,
+    seed,
     quorum,
     straggler_wait_s,
     data,
@@ -302,6 +310,7 @@ def train_command(
         data=data,
         train_limit=train_limit,
         eval_every=eval_every,
+        seed=seed,
     )
     summary = run_job(obj, settings, driver, resume_job)
     _show(summary)

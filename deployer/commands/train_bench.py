@@ -110,7 +110,7 @@ def bench_train_command(
     write_report(json_path, result)
 
 
-def _bench_recipe(epochs, batch_size, lr, precision, compress, train_limit, eval_every) -> dict:
+def _bench_recipe(epochs, batch_size, lr, precision, compress, train_limit, eval_every, seed) -> dict:
     """The settings a model's rows share; by default a checkpoint every half epoch, where times to accuracy are read."""
     if not eval_every:
         from mlcore.mnist import TRAIN_SIZE
@@ -124,6 +124,7 @@ def _bench_recipe(epochs, batch_size, lr, precision, compress, train_limit, eval
         compress=compress,
         train_limit=train_limit,
         eval_every=eval_every,
+        seed=seed,
     )
 
 

@@ -43,6 +43,8 @@ def test_train_runs_a_job_and_writes_the_report(remote_env, tmp_path, topology):
             "4",
             "--topology",
             topology,
+            "--seed",
+            "7",
             "--json",
             str(out),
         ],
@@ -55,6 +57,7 @@ def test_train_runs_a_job_and_writes_the_report(remote_env, tmp_path, topology):
     assert report["workers"]["per_round"]["compute_s"] > 0 and report["gb_s"]["workers"] > 0
     assert "test accuracy" in result.output and "GB-s billed" in result.output and "a step" in result.output
     assert report["config"]["topology"] == topology and report["per_step"]["requests"] > 0
+    assert report["config"]["seed"] == 7
     assert (report["gb_s"]["ps"] > 0) == (topology == "ps") and report["activation_s"]["workers"] > 0
     storage = Storage(StorageConfig.from_env(dict(remote_env.storage_env)))
     assert storage.exists(JobLayout(report["job"]).final)
@@ -70,6 +73,7 @@ def test_train_runs_a_job_and_writes_the_report(remote_env, tmp_path, topology):
         (["--resume", "no-such-job"], 1, "job 'no-such-job' does not exist"),
         (["--workers", "8"], 1, "runs at most 8 action containers and this job needs 9 at once"),
         (["--topology", "ring"], 2, "'--topology'"),
+        (["--seed", "-1"], 2, "'--seed'"),
         (
             ["--topology", "scatter", "--workers", "3", "--quorum", "2"],
             2,
