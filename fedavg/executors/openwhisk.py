@@ -4,7 +4,10 @@ OpenWhisk caps payloads at 1 MB, so invocations carry keys only: the global weig
 round r are written once under `fedavg/<run>/round-<r>/global`, each client's examples
 once per run under `fedavg/<run>/data/client-<k>-<digest>`, and each client writes its
 update under `fedavg/<run>/round-<r>/update/client-<k>` (versioned by round, so a
-retried invocation overwrites the same key with the same bytes). The transport is
+retried invocation overwrites the same key with the same bytes). A round's objects are
+deleted once its updates are read, the examples when the executor closes: the parent holds
+the run's state, and a thousand rounds of a CNN would otherwise leave tens of gigabytes in
+the bucket. The transport is
 mlcore's OpenWhisk client, the one the deployer uses too, so this module never imports
 the deployer; an invocation that fails leaves its FedAvg client out of the round.
 """
@@ -128,7 +131,8 @@ class OpenWhiskExecutor(Managed):
         2 x concurrency, so the parent holds that many updates, not the round's."""
         if not tasks:
             return
-        global_key = f"{run_prefix(self.run_id)}/round-{tasks[0].round_index:05d}/global"
+        round_prefix = f"{run_prefix(self.run_id)}/round-{tasks[0].round_index:05d}/"
+        global_key = round_prefix + "global"
         self.storage.put_state(global_key, dict(global_state))
         window, upcoming = 2 * self.concurrency, iter(tasks)
         pending: collections.deque[tuple[ClientTask, Future | ClientFailure]] = collections.deque()
@@ -143,9 +147,22 @@ class OpenWhiskExecutor(Managed):
                         continue
                     pending.append((task, pool.submit(self._one, task, params)))
                 if not pending:
-                    return
+                    break
                 _, job = pending.popleft()
                 yield job.result() if isinstance(job, Future) else job
+        self._delete(round_prefix)  # every invocation has ended (the pool waited) and every update is read
+
+    def _delete(self, prefix: str) -> None:
+        self.storage.delete_keys(list(self.storage.list_keys(prefix)))
 
     def close(self) -> None:
+        """Deletes the run's objects: the examples, and the round a failure or a stopped loop left.
+
+        Storage that cannot be reached keeps them (under `fedavg/<run>/`) rather than hide the error the run
+        is ending with.
+        """
         self._uploaded.clear()
+        try:
+            self._delete(run_prefix(self.run_id) + "/")
+        except MLCoreError:
+            pass

@@ -28,7 +28,7 @@ from ..model import MODELS
 from ..openwhisk import OpenWhiskClient, record_memory_mb, sibling_action
 from . import data
 from .job import PS, JobConfig, JobLayout, TrainingError
-from .state import read_state, state_blob
+from .state import delete_scratch, read_state, state_blob
 from .trainer import initial_vector, model_from_vector
 
 DEFAULT_MEMORY_MB = 256
@@ -455,11 +455,13 @@ class Coordinator:
             time.sleep(self.poll_s)
         pointer = self._get_json(self.layout.checkpoint_pointer)
         self.storage.put_bytes(self.layout.final, final_state_bytes(self.storage, self.config, pointer["round"]))
+        scratch = delete_scratch(self.storage, self.layout)
         self.metrics.append(
             {
                 "event": "done",
                 "batch": pointer["batch"],
                 "round": pointer["round"],
+                "scratch_deleted": scratch,
                 "workers": self._progress(),
                 **self._ps_progress(),
             },

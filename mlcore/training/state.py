@@ -15,6 +15,8 @@ from .. import weights
 from ..errors import DamagedError, ObjectNotFoundError
 from .job import JobConfig, JobLayout, TrainingError
 
+SCRATCH_FOLDERS = ("updates/", "rounds/", "reduced/", "weights/")  # what a replay can recompute
+
 
 @dataclass
 class StartPoint:
@@ -100,3 +102,20 @@ def start_point(storage, config: JobConfig, slot: int | str) -> StartPoint:
     except DamagedError as exc:
         refused.append(str(exc))
     return max(candidates, key=lambda c: (c.round, c.source == "handoff"))
+
+
+def delete_scratch(storage, layout: JobLayout, before: int | None = None) -> int:
+    """Deletes what replays recompute (updates, shards, published weights, decisions) of rounds before `before`,
+    or all of it (`before` None: a finished job replays nothing); returns how many objects went.
+
+    A job keeps its last two checkpoint intervals of exchanges while it runs, gigabytes for a wide model;
+    left behind, every finished job would keep them in the bucket for good.
+    """
+    stale = [
+        key
+        for prefix in SCRATCH_FOLDERS
+        for key in storage.list_keys(layout.prefix + prefix)
+        if before is None or layout.round_of(key) < before
+    ]
+    storage.delete_keys(stale)
+    return len(stale)

@@ -28,12 +28,11 @@ from ..errors import ObjectNotFoundError
 from . import data
 from .exchange import Exchange, Timer
 from .job import JobConfig, JobLayout, TrainingError
-from .state import start_point, state_blob
+from .state import delete_scratch, start_point, state_blob
 from .topology import Cursor, Link, Topology, for_worker, round_steps
 from .trainer import Trainer
 
 STATS_EVERY_S = 1.0
-SCRATCH_FOLDERS = ("updates/", "rounds/", "reduced/", "weights/")  # what a replay can recompute
 
 
 class CountedStorage:
@@ -194,17 +193,8 @@ class LongLived:
         self._checkpoint_write = self.exchange.background(write)
 
     def _prune(self, keep_from: int) -> None:
-        """Deletes what replays recompute (updates, shards, published weights, decisions) of rounds before `keep_from`.
-
-        `keep_from` is the previous checkpoint. Checkpoints are the coordinator's to delete, once it has evaluated them.
-        """
-        stale = [
-            key
-            for prefix in SCRATCH_FOLDERS
-            for key in self.storage.list_keys(self.layout.prefix + prefix)
-            if self.layout.round_of(key) < keep_from
-        ]
-        self.storage.delete_keys(stale)
+        """`keep_from` is the previous checkpoint. Checkpoints are the coordinator's to delete, once evaluated."""
+        delete_scratch(self.storage, self.layout, before=keep_from)
 
     # -- deadline and the end --------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from deployer.cli import cli
 from mlcore.storage import Storage, StorageConfig
 from mlcore.training.job import JobLayout
+from mlcore.training.state import SCRATCH_FOLDERS
 
 
 @pytest.fixture
@@ -60,7 +61,10 @@ def test_train_runs_a_job_and_writes_the_report(remote_env, tmp_path, topology):
     assert report["config"]["seed"] == 7
     assert (report["gb_s"]["ps"] > 0) == (topology == "ps") and report["activation_s"]["workers"] > 0
     storage = Storage(StorageConfig.from_env(dict(remote_env.storage_env)))
-    assert storage.exists(JobLayout(report["job"]).final)
+    layout = JobLayout(report["job"])
+    assert storage.exists(layout.final) and storage.exists(layout.checkpoint_pointer)
+    # a finished job replays nothing: its exchanges are gone from the bucket, its checkpoints and report stay
+    assert [k for f in SCRATCH_FOLDERS for k in storage.list_keys(layout.prefix + f)] == []
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from mlcore.storage import Storage
 from mlcore.training import data
 from mlcore.training.coordinator import read_metrics
 from mlcore.training.job import JobConfig, JobLayout
+from mlcore.training.state import SCRATCH_FOLDERS
 
 SMALL = dict(
     workers=2,
@@ -88,10 +89,12 @@ def test_a_job_through_the_platform_learns_reports_and_cleans_up(platform, deplo
     assert 0 < summary["workers"]["communication_fraction"] < 1
     layout = JobLayout(config.job)
     assert deployed.exists(layout.final)
-    # what no replacement can need any more is gone: rounds before the previous checkpoint
+    # while it ran, what no replacement could need went at each checkpoint (rounds before the previous one), so the
+    # end found at most two checkpoint intervals of updates (4 rounds of 2 workers each) and deleted them too
     checkpoints = sorted(layout.round_of(k) for k in deployed.list_keys(layout.prefix + "checkpoints/"))
-    updates = {layout.round_of(k) for k in deployed.list_keys(layout.prefix + "updates/")}
-    assert len(checkpoints) == 2 and min(updates) >= checkpoints[0]
+    deleted = next(e for e in events if e["event"] == "done")["scratch_deleted"]
+    assert len(checkpoints) == 2 and 0 < deleted <= 2 * 4 * 2
+    assert [k for f in SCRATCH_FOLDERS for k in deployed.list_keys(layout.prefix + f)] == []
 
 
 KILL_ONCE = '''
