@@ -339,7 +339,7 @@ def model_view(out: dict) -> list[Block]:
     machines = [p["n"] for p in curves[names[0]]] if names else []
     rows = [(n, *[f"{curves[name][i]['round_s']:.4g}" for name in names]) for i, n in enumerate(machines)]
     parts_from = out.get("parts_from", {})
-    parts = [(k, v, parts_from.get(k, "default")) for k, v in out["parts"].items()]
+    parts = [(k, v, parts_from.get(k, "assumed")) for k, v in out["parts"].items()]
     fedavg = out.get("fedavg", {})
     return [
         Table.of("bench model: predicted seconds per round on N machines", ["N", *names], rows),

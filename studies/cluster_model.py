@@ -254,14 +254,12 @@ def predict(parts: Parts, machines: list[int], clients_per_round: int = 100, cli
     return {
         "benchmark": "model",
         "parts": {k: v for k, v in asdict(parts).items() if k != "notes"} | {"storage_bps": str(parts.storage_bps)},
-        "parts_from": {
+        "parts_from": {name: "assumed (a Parts default)" for name in asdict(parts) if name != "notes"}
+        | {
             name: parts.notes.get(name, "placeholder, not measured: give --from a bench scale report")
             for name in ("latency_s", "request_bps", "invoke_s")
         }
-        | {
-            "step_s, update_bytes": "--step-s and --update-bytes as given",
-            "nic_bps, storage_bps, parallel_requests, reduce_bps, cold_start_s": "assumed (Parts defaults)",
-        },
+        | {name: parts.notes.get(name, f"--{name.replace('_', '-')} as given") for name in ("step_s", "update_bytes")},
         "fedavg": {"clients_per_round": clients_per_round, "client_update_s": client_update_s, "slots_per_machine": 1},
         "assumptions": list(ASSUMPTIONS),
         "curves": curves,

@@ -388,6 +388,11 @@ def bench_model(
         raise click.ClickException(
             f"{from_path} is not a `bench scale --json` report: {type(exc).__name__}: {exc}"
         ) from exc
+    source = click.get_current_context().get_parameter_source
+    for name in ("step_s", "update_bytes"):
+        option = "--" + name.replace("_", "-")
+        given = source(name) is not click.core.ParameterSource.DEFAULT
+        parts.notes[name] = f"{option} as given" if given else f"assumed ({option}'s default)"
     out = cluster_model.predict(parts, sorted(set(machines)), clients_per_round, client_update_s)
     for name, curve in out["curves"].items():
         click.echo(f"{name}: " + "  ".join(f"N={p['n']}: {p['round_s']:.4g} s" for p in curve))

@@ -1,10 +1,13 @@
 """The cluster model's arithmetic on parts chosen so each phase can be counted by hand."""
 
 import dataclasses
+import json
 import math
 
 import pytest
+from click.testing import CliRunner
 
+from deployer.cli import cli
 from studies import cluster_model as cm
 
 # 1 s a request, 1 byte/s, one request at a time, unlimited link: a phase's seconds are its requests plus its bytes
@@ -60,6 +63,12 @@ def test_the_prediction_names_its_assumptions_and_reaches_64_machines():
     assert set(out["curves"]) == {"allreduce", "scatter", "ps", "fedavg-openwhisk"}
     assert all([p["n"] for p in c] == [1, 2, 4, 64] for c in out["curves"].values())
     assert len(out["assumptions"]) == len(cm.ASSUMPTIONS) == 8
+    # every part says where it came from: a placeholder, an assumed default, or a value given
+    assert set(out["parts_from"]) == set(out["parts"])
+    assert (
+        out["parts_from"]["latency_s"].startswith("placeholder") and out["parts_from"]["step_s"] == "--step-s as given"
+    )
+    assert out["parts_from"]["nic_bps"] == "assumed (a Parts default)"
 
 
 def test_check_says_whether_within_the_tolerance():
@@ -102,3 +111,16 @@ def test_a_cost_line_is_fitted_through_its_sizes():
     assert fit.fixed_s == pytest.approx(1.0) and fit.at(30) == pytest.approx(4.0)
     with pytest.raises(ValueError, match="2 different sizes"):
         cm.Cost.fit([(5, 1.0), (5, 2.0)])
+
+
+def test_the_cli_says_which_parts_were_given_and_which_are_its_defaults(tmp_path):
+    given, default = tmp_path / "given.json", tmp_path / "default.json"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["bench", "model", "--step-s", "0.01", "--json", str(given)]).exit_code == 0
+    assert runner.invoke(cli, ["bench", "model", "--json", str(default)]).exit_code == 0
+    given_from, default_from = (json.loads(p.read_text())["parts_from"] for p in (given, default))
+    assert (
+        given_from["step_s"] == "--step-s as given"
+        and given_from["update_bytes"] == "assumed (--update-bytes's default)"
+    )
+    assert default_from["step_s"] == "assumed (--step-s's default)"
