@@ -238,10 +238,10 @@ def from_scale(report: dict, step_s: float | None = None, update_bytes: int | No
     if invokes:
         kwargs["invoke_s"] = invokes[0]["p50_ms"] / 1000
         notes["invoke_s"] = f"blocking no-op p50 at concurrency {invokes[0]['n']}"
-    if step_s is not None:
-        kwargs["step_s"] = step_s
-    if update_bytes is not None:
-        kwargs["update_bytes"] = update_bytes
+    for name, value in (("step_s", step_s), ("update_bytes", update_bytes)):
+        if value is not None:
+            kwargs[name] = value
+            notes[name] = f"--{name.replace('_', '-')} as given"
     return Parts(**kwargs, notes=notes)
 
 
@@ -254,12 +254,16 @@ def predict(parts: Parts, machines: list[int], clients_per_round: int = 100, cli
     return {
         "benchmark": "model",
         "parts": {k: v for k, v in asdict(parts).items() if k != "notes"} | {"storage_bps": str(parts.storage_bps)},
-        "parts_from": {name: "assumed (a Parts default)" for name in asdict(parts) if name != "notes"}
-        | {
-            name: parts.notes.get(name, "placeholder, not measured: give --from a bench scale report")
-            for name in ("latency_s", "request_bps", "invoke_s")
-        }
-        | {name: parts.notes.get(name, f"--{name.replace('_', '-')} as given") for name in ("step_s", "update_bytes")},
+        "parts_from": {
+            name: parts.notes.get(
+                name,
+                "placeholder, not measured: give --from a bench scale report"
+                if name in ("latency_s", "request_bps", "invoke_s")
+                else "assumed (a Parts default)",
+            )
+            for name in asdict(parts)
+            if name != "notes"
+        },
         "fedavg": {"clients_per_round": clients_per_round, "client_update_s": client_update_s, "slots_per_machine": 1},
         "assumptions": list(ASSUMPTIONS),
         "curves": curves,

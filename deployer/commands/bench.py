@@ -382,17 +382,17 @@ def bench_model(
             click.echo(f"wrote {write_model_figure(out, Path(png_path))}", err=True)
         return
     report = _read_json_object(from_path, "a `bench scale --json` report") if from_path else {}
+    given = click.get_current_context().get_parameter_source
     try:
-        parts = cluster_model.from_scale(report, step_s=step_s, update_bytes=update_bytes)
+        parts = cluster_model.from_scale(
+            report,
+            step_s=step_s if given("step_s") is not click.core.ParameterSource.DEFAULT else None,
+            update_bytes=update_bytes if given("update_bytes") is not click.core.ParameterSource.DEFAULT else None,
+        )
     except (ValueError, TypeError, KeyError, IndexError) as exc:
         raise click.ClickException(
             f"{from_path} is not a `bench scale --json` report: {type(exc).__name__}: {exc}"
         ) from exc
-    source = click.get_current_context().get_parameter_source
-    for name in ("step_s", "update_bytes"):
-        option = "--" + name.replace("_", "-")
-        given = source(name) is not click.core.ParameterSource.DEFAULT
-        parts.notes[name] = f"{option} as given" if given else f"assumed ({option}'s default)"
     out = cluster_model.predict(parts, sorted(set(machines)), clients_per_round, client_update_s)
     for name, curve in out["curves"].items():
         click.echo(f"{name}: " + "  ".join(f"N={p['n']}: {p['round_s']:.4g} s" for p in curve))
