@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 import pytest
 
@@ -23,6 +25,34 @@ def test_sklearn_digits_become_upscaled_dark_on_white_pictures_and_mnist_shaped_
     images = np.stack([preprocess_bytes(p) for p in pictures[:50]])
     assert images.shape == (50, 28, 28) and images.dtype == np.uint8
     assert images.max() == 255 and (images[:, :2].max() == 0) and (images[:, :, :2].max() == 0)
+
+
+def test_an_mnist_digit_becomes_8x8_blocks_as_the_sklearn_digits_were_made():
+    # Prepare: a thin upright bar (a 1) and a square ring (a 0), white on black as in MNIST
+    one = np.zeros((28, 28), np.uint8)
+    one[4:24, 13:15] = 255
+    zero = np.zeros((28, 28), np.uint8)
+    zero[6:22, 6:22] = 255
+    zero[9:19, 9:19] = 0
+    # Execute
+    blocks_one, blocks_zero = heldout_digits.optdigits_blocks(one), heldout_digits.optdigits_blocks(zero)
+    # Assert: counts 0-16 of 4x4 blocks; the ink fills the 32 rows and keeps its aspect up to the
+    # middle 6 columns, so the bar stays a bar and the square ring (32 wide by aspect) is held to
+    # 24 px, leaving the first and last block columns empty, its hole empty
+    assert blocks_one.shape == (8, 8) and blocks_one.min() >= 0 and blocks_one.max() <= 16
+    assert (blocks_one.sum(axis=1) > 0).all() and (blocks_one.sum(axis=0) > 0).sum() <= 2
+    assert blocks_one.sum() == 32 * 3  # 20x2 scaled by 1.6: a 32x3 bar
+    assert (blocks_zero.sum(axis=1) > 0).all() and (blocks_zero.sum(axis=0) > 0).tolist() == [0] + [1] * 6 + [0]
+    assert blocks_zero[0, 1:7].min() > 0 and blocks_zero[3:5, 3:5].max() == 0
+    assert heldout_digits.optdigits_blocks(np.zeros((28, 28), np.uint8)).sum() == 0
+
+
+def test_mnist_8x8_pictures_are_the_test_digits_pictured_as_the_sklearn_set(mnist_root):
+    pictures, labels = heldout_digits.mnist_8x8_pictures(mnist_root, limit=20)
+    mnist, mnist_labels = heldout_digits.mnist_pictures(mnist_root, limit=20)
+    assert labels.tolist() == mnist_labels.tolist() and len(pictures) == 20
+    first = np.asarray(decode_image(pictures[0]))
+    assert first.shape == (64, 64) and np.median(first[:, :4]) == 255 and first.min() < 40
 
 
 def test_a_limit_takes_the_first_digits():
@@ -49,6 +79,31 @@ def test_classify_sends_batches_of_the_actions_limit_in_order():
     assert sorted(sent) == [22, 64, 64] and len(digits) == 150
     with pytest.raises(BenchError, match="2 predictions for a batch of 64"):
         heldout_digits.classify(lambda batch: [0, 0], pictures, workers=1)
+
+
+def test_a_picture_the_action_refuses_is_a_miss_and_the_rest_of_its_batch_is_answered():
+    # Prepare: an action that, like mnist/infer, refuses a whole batch for its first empty picture
+    calls = []
+
+    def invoke(batch):
+        calls.append(len(batch))
+        for i, picture in enumerate(batch):
+            if picture == "":
+                raise heldout_digits.Refused(i, "no digit found")
+        return [len(base64.b64decode(p)) % 10 for p in batch]
+
+    pictures = [b"x" * (i % 9 + 1) for i in range(70)]
+    pictures[3] = pictures[5] = pictures[66] = b""
+    # Execute
+    digits = heldout_digits.classify(invoke, pictures, workers=1)
+    # Assert: the three are refused, every other picture has its answer, in order
+    assert [i for i, d in enumerate(digits) if d == heldout_digits.REFUSED] == [3, 5, 66]
+    assert all(d == len(p) % 10 for d, p in zip(digits, pictures) if p)
+    assert calls == [64, 63, 62, 6, 5]
+    result = heldout_digits.score(digits, np.array([len(p) % 10 for p in pictures]))
+    assert (result["correct"], result["refused"], result["accuracy_answered"]) == (67, 3, 1.0)
+    with pytest.raises(BenchError, match="refused picture 9 of a batch of 2"):
+        heldout_digits.classify(lambda batch: (_ for _ in ()).throw(heldout_digits.Refused(9, "x")), [b"a", b"b"])
 
 
 def test_a_model_that_trained_on_a_held_out_family_is_refused():
