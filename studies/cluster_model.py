@@ -44,7 +44,9 @@ ASSUMPTIONS = (
     "runs on `cores` cores. The only change from the cluster mode: N workers computing at once take "
     "max(1, N / cores) times one's compute (and the same for their codec CPU), and a storage phase lasts at least "
     "its requests' endpoint CPU on the endpoint's one core and its requests' client plus endpoint CPU over "
-    "`cores`.",
+    "`cores`. Where the topology's exchange floor was measured on the host (exchange_s: its own sync round, no "
+    "compute, N processes and the endpoint), a round's storage phases and reduce are that floor, after the "
+    "compute.",
 )
 
 
@@ -104,6 +106,7 @@ class Parts:
     apply_s: float | None = None
     client_cpu: dict = field(default_factory=dict)  # "put"/"get" -> Cost: the worker's CPU per request
     endpoint_cpu: dict = field(default_factory=dict)  # "put"/"get" -> Cost: the storage endpoint's CPU per request
+    exchange_s: dict = field(default_factory=dict)  # topology -> a round's exchange on the shared host, measured
     notes: dict = field(default_factory=dict, compare=False)
 
     def codec_s(self, name: str) -> float:
@@ -170,8 +173,11 @@ def round_s(parts: Parts, topology: str, n: int, host: Host | None = None, local
         ps_reduce = n * dec + n * avg + apply + enc * w / b
     else:
         raise ValueError(f"unknown topology {topology!r}: one of {', '.join(TOPOLOGIES)}")
-    storage = sum(_phase(parts, machines, count, each, op, host) for machines, count, each, op in phases)
     compute = local_steps * _shared(parts.step_s + (apply if local_steps > 1 else 0.0), n, host)
+    if host is not None and topology in parts.exchange_s:
+        exchange = parts.exchange_s[topology]
+        return {"n": n, "round_s": compute + exchange, "compute_s": compute, "exchange_s": exchange}
+    storage = sum(_phase(parts, machines, count, each, op, host) for machines, count, each, op in phases)
     reduce = _shared(reduce, n, host) + ps_reduce
     return {
         "n": n,

@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from mlcore.mnist import TRAIN_SIZE
 from procs import cpu_s
 
 from .errors import BenchError
@@ -78,33 +79,64 @@ def _storage(endpoint: str, access_key: str, secret_key: str, client: str):
 
 
 def _worker(args: dict) -> dict:  # pragma: no cover - runs in a child, `python -m studies.exchange_profile`
-    """One worker's steps, timed from the moment its parent says go (a line on stdin)."""
+    """One worker's steps (or, with role "ps", the parameter server's rounds), timed from the moment its parent says
+    go (a line on stdin); the topology is mlcore.training.topology's own, with a spin in place of the gradient."""
     import torch
 
-    from mlcore.training.exchange import Exchange, Timer, decode, encode
+    from mlcore.training.exchange import Exchange, Timer
+    from mlcore.training.job import JobConfig, JobLayout
+    from mlcore.training.topology import Cursor, Link, for_worker
 
     torch.set_num_threads(1)
-    index, n, steps = args["index"], args["workers"], args["steps"]
+    n, steps = args["workers"], args["steps"]
+    config = JobConfig(args["run"], workers=n, mode="sync", topology=args["topology"], compress=args["compress"])
     storage = _Counted(_storage(args["endpoint"], args["access_key"], args["secret_key"], args["client"]))
     timer = Timer()
     exchange = Exchange(storage, timer, threads=n + 3)
-    vector = torch.randn(args["params"], generator=torch.Generator().manual_seed(index))
-    prefix = f"{args['run']}/"
+    index = args["index"]
+    vector = torch.randn(args["params"], generator=torch.Generator().manual_seed(index if index != "ps" else n))
+    if index == "ps":
+        serve = _ps_rounds(config, storage, exchange, vector)
+    else:
+        link = Link(config, JobLayout(config.job), index, storage, exchange, timer, lambda: False)
+        topology = for_worker(link, None)
     print("ready", flush=True)
     sys.stdin.readline()
     wall0, cpu0, main0 = time.perf_counter(), time.process_time(), time.thread_time()
     for step in range(steps):
+        if index == "ps":
+            serve(step)
+            continue
         _spin(args["compute_ms"] / 1000 / n)  # the global batch's compute, split as sync training splits it
-        blob = encode(vector, {"round": step, "worker": index}, args["compress"])
-        exchange.put_async(f"{prefix}{step}/{index}", blob, scratch=True)
-        keys = [f"{prefix}{step}/{j}" for j in range(n) if j != index]
-        for key, peer in exchange.gather(keys, timeout_s=60.0).items():
-            decode(peer, key)
-        exchange.flush()
+        header = {"round": step, "batch": step, "k": 1, "worker": index}
+        own = topology.put(step, vector, header)
+        topology.reduce(Cursor(step, step, 1, vector, replaying=False), own, TRAIN_SIZE, False)
     exchange.finish()
     wall, cpu, main = time.perf_counter() - wall0, time.process_time() - cpu0, time.thread_time() - main0
     exchange.close()
     return {"wall_s": wall, "cpu_s": cpu, "main_cpu_s": main, "requests": storage.requests, **timer.report()}
+
+
+def _ps_rounds(config, storage, exchange, vector):  # pragma: no cover - runs in a child
+    """mlcore.training.ps's round without its checkpoints and progress: gather, mean, SGD step, publish."""
+    from mlcore.training.exchange import decode
+    from mlcore.training.job import JobLayout
+    from mlcore.training.state import state_blob
+    from mlcore.training.topology import in_worker_order, mean_of
+    from mlcore.training.trainer import FlatSGD
+
+    layout, sgd = JobLayout(config.job), FlatSGD(config)
+
+    def serve(step: int) -> None:
+        keys = [layout.update(step, w) for w in range(config.workers)]
+        blobs = exchange.gather(keys, config.worker_timeout_s)
+        exchange.flush()
+        updates = {int(key.rsplit("/", 1)[1]): decode(blob, key) for key, blob in blobs.items()}
+        model = sgd.step(vector, mean_of(in_worker_order(step, step, 1, updates)), config.lr)
+        header = {"round": step + 1, "batch": step + 1, "k": 1}
+        exchange.put_async(layout.weights(step + 1), state_blob(model, None, header), scratch=True)
+
+    return serve
 
 
 def profile_exchange(
@@ -115,9 +147,12 @@ def profile_exchange(
     compress: str = "fp16",
     compute_ms: float = 0.0,
     params: int = LENET5_PARAMS,
+    topology: str = "allreduce",
 ) -> dict:
-    """One row: `workers` processes running `steps` sync exchanges against `s3` (an EmbeddedS3), per step."""
+    """One row: `workers` processes (and with `ps` the parameter server's) running `steps` sync rounds of
+    `topology` against `s3` (an EmbeddedS3), per step."""
     base = {
+        "topology": topology,
         "workers": workers,
         "steps": steps,
         "client": client,
@@ -127,11 +162,12 @@ def profile_exchange(
         "endpoint": s3.endpoint_url,
         "access_key": s3.access_key,
         "secret_key": s3.secret_key,
-        "run": f"run-{client}-{workers}-{time.monotonic_ns()}",
+        "run": f"run-{topology}-{client}-{workers}-{time.monotonic_ns()}",
     }
+    roles = [*range(workers), *(["ps"] if topology == "ps" else [])]
     procs: list[subprocess.Popen] = []
     try:
-        for i in range(workers):
+        for i in roles:
             procs.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "studies.exchange_profile", json.dumps({**base, "index": i})],
@@ -158,14 +194,16 @@ def profile_exchange(
     if failed:
         raise BenchError(f"exchange profile ({client}, {workers} workers): a worker exited {failed[0]}; see stderr")
     rows = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
+    server = rows.pop() if topology == "ps" else None
     wall = max(r["wall_s"] for r in rows)  # the slowest worker's steps, without its start and exit
     per_step = 1000.0 / steps
 
     def mean(field: str) -> float:
         return round(sum(r[field] for r in rows) / len(rows) * per_step, 3)
 
-    client_cpu = sum(r["cpu_s"] for r in rows)
+    client_cpu = sum(r["cpu_s"] for r in rows) + (server["cpu_s"] if server else 0.0)
     return {
+        "topology": topology,
         "client": client,
         "workers": workers,
         "steps": steps,
@@ -173,14 +211,14 @@ def profile_exchange(
         "compute_ms": compute_ms,
         "wall_ms": round(wall * per_step, 3),
         "endpoint_cpu_ms": round(endpoint * per_step, 3),
-        "client_cpu_ms": round(client_cpu * per_step, 3),  # all workers together
+        "client_cpu_ms": round(client_cpu * per_step, 3),  # all workers (and the PS) together
         "worker_cpu_ms": mean("cpu_s"),
         "worker_main_cpu_ms": mean("main_cpu_s"),
         "worker_wait_ms": mean("wait_s"),
         "worker_get_ms": mean("get_s"),
         "worker_put_ms": mean("put_s"),
-        "requests": round(sum(r["requests"] for r in rows) / steps, 2),
-        "misses": round(sum(r["misses"] for r in rows) / steps, 2),
+        "requests": round(sum(r["requests"] for r in (*rows, *([server] if server else []))) / steps, 2),
+        "misses": round(sum(r["misses"] for r in (*rows, *([server] if server else []))) / steps, 2),
         "bytes_out": round(sum(r["bytes_out"] for r in rows) / steps),
         "bytes_in": round(sum(r["bytes_in"] for r in rows) / steps),
         "cores_busy": round((endpoint + client_cpu) / wall, 2),
@@ -224,8 +262,9 @@ def run(
     compute_ms: float = 6.0,
     requests: int = 200,
     progress: Callable[[str], None] = lambda _m: None,
+    topologies: tuple[str, ...] = ("allreduce",),
 ) -> dict:
-    """Request costs per client, then a row per client and worker count, all against one embedded S3."""
+    """Request costs per client, then a row per topology, client and worker count, all against one embedded S3."""
     import torch
 
     from localwhisk.s3 import EmbeddedS3
@@ -242,7 +281,8 @@ def run(
             "compress": compress,
             "compute_ms": compute_ms,
             "steps": steps,
-            "pattern": "sync all-reduce: put own update in the background, gather every peer's, decode, flush",
+            "pattern": "mlcore.training.topology's sync round with a spin for the gradient: put the update, reduce "
+            "(gather, decode, mean, SGD step); ps adds mlcore.training.ps's round without checkpoints",
             "endpoint": "embedded S3 in its own process, REDUCED_REDUNDANCY updates; CPU from /proc/<pid>/stat",
             "per_step": "ms per step; client_cpu_ms sums the workers, worker_* are one worker's mean",
         },
@@ -254,10 +294,13 @@ def run(
         for client in clients:
             progress(f"request costs through {client}")
             report["request_costs"].append(request_costs(s3, client, requests, blob))
-        for n in workers:
-            for client in clients:
-                progress(f"{n} workers through {client}")
-                report["rows"].append(profile_exchange(s3, n, steps, client, compress, compute_ms))
+        for topology in topologies:
+            for n in workers:
+                for client in clients:
+                    progress(f"{topology}, {n} workers through {client}")
+                    report["rows"].append(
+                        profile_exchange(s3, n, steps, client, compress, compute_ms, topology=topology)
+                    )
     return report
 
 
@@ -281,12 +324,15 @@ def view(report: dict) -> list:
         "cores_busy",
         "vs_one_process",
     )
-    rows = [(r["client"], r["workers"], *(r[f] for f in fields)) for r in report["rows"]]
+    rows = [
+        (r.get("topology", "allreduce"), r["client"], r["workers"], *(r[f] for f in fields)) for r in report["rows"]
+    ]
     return [
         Table.of("one request at a time, ms each", ["client", "op", "client CPU", "endpoint CPU", "wall"], costs),
         Table.of(
             f"sync exchange per step ({report['conditions']['update_bytes']} bytes an update)",
-            ["client", "workers", "wall", "client CPU", "endpoint CPU", "wait", "get", "requests", "misses"]
+            ["topology", "client", "workers", "wall", "client CPU", "endpoint CPU", "wait", "get", "requests"]
+            + ["misses"]
             + ["cores", "x one process"],
             rows,
         ),

@@ -10,7 +10,12 @@ no FedAvg round runs here):
   model's size with mlcore's own functions;
 - a model's compute floor (mlcore.training.baseline.compute_floor: N workers computing
   their share of the global batch at once, exchanging nothing), for the models whose study
-  did not record it.
+  did not record it;
+- each topology's exchange floor: N processes running the topology's own sync round
+  (mlcore.training.topology, and the parameter server's round) with no compute at all,
+  against an embedded S3 on this host (studies.exchange_profile). On a shared host a round's
+  exchange costs more than its requests and codec add up to (wake-ups, threads and processes
+  taking turns on the cores); this measures it whole, with no model and no platform.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from collections.abc import Callable
 
 REQUEST_SIZES = (65_536, 524_288, 4_194_304)
 MODEL_PARAMS = {"lenet5": 61_706, "lenet5x4": 972_554}
+TOPOLOGIES = ("allreduce", "scatter", "ps")
 
 
 def request_costs_by_size(requests: int, sizes: tuple[int, ...] = REQUEST_SIZES) -> list[dict]:
@@ -86,15 +92,40 @@ def compute_floors(model: str, workers: tuple[int, ...], steps: int) -> dict:
     return {str(n): compute_floor(replace(config, workers=n), steps=steps) for n in workers}
 
 
+def exchange_floors(workers: tuple[int, ...], steps: int, progress: Callable[[str], None] = lambda _m: None) -> dict:
+    """Per model, worker count and topology: ms of wall per sync round with no compute, and the round's CPU."""
+    from localwhisk.s3 import EmbeddedS3
+
+    from .exchange_profile import _storage, profile_exchange
+
+    out: dict = {}
+    with EmbeddedS3() as s3:
+        _storage(s3.endpoint_url, s3.access_key, s3.secret_key, "boto3").ensure_bucket()
+        for model, params in MODEL_PARAMS.items():
+            for n in workers:
+                progress(f"{model} exchange floor, {n} workers")
+                for topology in TOPOLOGIES:
+                    row = profile_exchange(s3, n, steps, "signed", "fp16", 0.0, params=params, topology=topology)
+                    out.setdefault(model, {}).setdefault(str(n), {})[topology] = {
+                        k: row[k] for k in ("wall_ms", "client_cpu_ms", "endpoint_cpu_ms", "requests", "steps")
+                    }
+    return out
+
+
 def calibrate(
     floor_models: tuple[str, ...] = ("lenet5",),
     workers: tuple[int, ...] = (2, 4),
     requests: int = 30,
     floor_steps: int = 50,
     repeats: int = 20,
+    exchange_steps: int = 100,
     progress: Callable[[str], None] = lambda _m: None,
 ) -> dict:
-    """Every part above, as one report (`deployer bench model --calibrate --json ...`)."""
+    """Every part above, as one report (`deployer bench model --calibrate --json ...`).
+
+    The load average is read before the first part: after, it counts the calibration's own processes.
+    """
+    load = os.getloadavg()
     progress("S3 request costs by size")
     costs = request_costs_by_size(requests)
     progress("a round's CPU outside compute")
@@ -103,17 +134,18 @@ def calibrate(
     for model in floor_models:
         progress(f"{model} compute floor at {', '.join(map(str, workers))} workers")
         floors[model] = compute_floors(model, workers, floor_steps)
-    load = os.getloadavg()
+    exchange = exchange_floors(workers, exchange_steps, progress)
     return {
         "benchmark": "model-calibration",
         "conditions": {
             "host_cores": os.cpu_count(),
             "python": pyplatform.python_version(),
-            "load_average_1m": round(load[0], 2),
+            "load_average_1m": round(load[0], 2),  # before it started
             "client": "signed (the training workers' storage client)",
             "note": "one request at a time; CPU from thread_time (client) and /proc/<pid>/stat (endpoint)",
         },
         "request_costs": costs,
         "round_cpu": codec,
         "compute_floor": floors,
+        "exchange_floor": exchange,
     }

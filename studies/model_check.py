@@ -117,6 +117,9 @@ def calibrate(train_reports: dict, calibration: dict, platform: dict | None, fed
         "put_latency_s, put_bps": f"{loaded}: PUT wall by size, fitted",
         "client_cpu, endpoint_cpu": f"{loaded}: client thread CPU and endpoint process CPU per request by size",
         "encode_s, decode_s, average_s, apply_s": f"{loaded}: round_cpu, one thread, per model",
+        "exchange_s": f"{loaded}: exchange_floor, each topology's sync round with no compute, per model and N"
+        if calibration.get("exchange_floor")
+        else "not calibrated: a round's storage phases and reduce from the request costs and codec",
         "nic_bps": "loopback: unbounded",
         "parallel_requests": "cluster_model default (8)",
     }
@@ -144,8 +147,16 @@ def calibrate(train_reports: dict, calibration: dict, platform: dict | None, fed
                 average_s=codec["average_one_ms"] / 1000,
                 apply_s=codec["sgd_step_ms"] / 1000,
             )
+            exchange = calibration.get("exchange_floor", {}).get(name, {})
             models[name] = {
-                "parts": {int(n): replace(base, step_s=f["cpu_per_step_s"] / int(n)) for n, f in floors.items()},
+                "parts": {
+                    int(n): replace(
+                        base,
+                        step_s=f["cpu_per_step_s"] / int(n),
+                        exchange_s={t: e["wall_ms"] / 1000 for t, e in exchange.get(n, {}).items()},
+                    )
+                    for n, f in floors.items()
+                },
                 "step_s_from": f"{floor_source}: cpu_per_step_s / N",
             }
     out = {"models": models, "sources": sources, "fedavg": None}

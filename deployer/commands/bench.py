@@ -314,6 +314,13 @@ def _read_json_object(path: str, what: str) -> dict:
     show_default=True,
     help="--calibrate: models whose compute floor no committed study recorded.",
 )
+@click.option(
+    "--exchange-steps",
+    type=integer(5, 100_000),
+    default=100,
+    show_default=True,
+    help="--calibrate: sync rounds per exchange floor (each topology, model and worker count).",
+)
 def bench_model(
     from_path,
     machines,
@@ -333,6 +340,7 @@ def bench_model(
     requests,
     floor_steps,
     floor_models,
+    exchange_steps,
 ):
     """Predicted seconds per round on N machines for each topology and FedAvg on OpenWhisk, from measured parts;
     with --check, this machine's measured points against the model told it runs here; with --calibrate, the
@@ -350,6 +358,7 @@ def bench_model(
             floor_models=tuple(floor_models),
             requests=requests,
             floor_steps=floor_steps,
+            exchange_steps=exchange_steps,
             progress=lambda m: click.echo(f"... {m}", err=True),
         )
         click.echo(f"request costs at {', '.join(str(c['bytes']) for c in report['request_costs'])} bytes")
@@ -420,6 +429,13 @@ def bench_model(
     show_default=True,
     help="S3 clients to compare: boto3 alone, or storage's signed GET/PUT path.",
 )
+@click.option(
+    "--topologies",
+    type=choices(("allreduce", "scatter", "ps")),
+    default="allreduce",
+    show_default=True,
+    help="The training topologies' own exchanges to run (ps adds the parameter server's process).",
+)
 @click.option("--compress", type=click.Choice(["none", "fp16"]), default="fp16", show_default=True)
 @click.option(
     "--compute-ms",
@@ -436,7 +452,9 @@ def bench_model(
     type=integer(1, 100_000),
     help="Single PUTs (then GETs) per client for the per-request costs.",
 )
-def bench_exchange(json_path, workers, steps: int, clients, compress: str, compute_ms: int, requests: int) -> None:
+def bench_exchange(
+    json_path, workers, steps: int, clients, topologies, compress: str, compute_ms: int, requests: int
+) -> None:
     """Where a sync step's exchange goes: client CPU, endpoint CPU, waiting, requests and misses per step."""
     from studies import exchange_profile
 
@@ -447,6 +465,7 @@ def bench_exchange(json_path, workers, steps: int, clients, compress: str, compu
         compress,
         float(compute_ms),
         requests,
+        topologies=tuple(topologies),
         progress=lambda m: click.echo(f"... {m}", err=True),
     )
     show(exchange_profile.view(report))

@@ -82,6 +82,9 @@ def test_bad_input_is_refused():
         cm.round_s(UNIT, "ps", 0)
 
 
+UNIT_WITH_STEP = dataclasses.replace(UNIT, step_s=1.0)
+
+
 def test_the_shared_host_differs_from_the_cluster_only_by_its_cores_and_its_endpoint():
     # 4 workers, 2 cores; 1 s of compute each; each request 1 s of wall, 0.25 s of client and 0.5 s of endpoint CPU
     parts = dataclasses.replace(
@@ -98,6 +101,19 @@ def test_the_shared_host_differs_from_the_cluster_only_by_its_cores_and_its_endp
     # shared: compute 4/2 x 1 s; PUT: 4 requests' endpoint CPU on its one core (2 s) beats 1 s and 3 s / 2 cores;
     # GET: 12 x 0.5 s on the endpoint's core (6 s)
     assert shared["compute_s"] == 2 and shared["storage_s"] == 2 + 6
+
+
+def test_a_measured_exchange_floor_is_the_shared_hosts_exchange_and_the_cluster_ignores_it():
+    # Prepare: parts whose requests would cost 4 s a round, and a measured 0.75 s floor for allreduce alone
+    parts = dataclasses.replace(UNIT, step_s=1.0, exchange_s={"allreduce": 0.75})
+    host = cm.Host(cores=2)
+    # Execute
+    floored, local = cm.round_s(parts, "allreduce", 4, host), cm.round_s(parts, "allreduce", 4, host, local_steps=3)
+    # Assert: compute (4 workers on 2 cores) then the floor; a topology without one, and the cluster, use the parts
+    assert floored == {"n": 4, "round_s": 2.0 + 0.75, "compute_s": 2.0, "exchange_s": 0.75}
+    assert local["round_s"] == 3 * 2.0 + 0.75
+    assert cm.round_s(parts, "ps", 4, host) == cm.round_s(UNIT_WITH_STEP, "ps", 4, host)
+    assert cm.round_s(parts, "allreduce", 4) == cm.round_s(UNIT_WITH_STEP, "allreduce", 4)
 
 
 def test_a_local_round_is_its_steps_then_one_exchange():

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from studies import model_calibration
 from studies import model_check as mc
 
 DATA = Path(__file__).resolve().parents[2] / "docs" / "data"
@@ -59,6 +60,22 @@ def test_the_calibration_never_reads_a_checked_point():
     assert points and not any(mc.FEDAVG_SERIAL in p for p in points)
 
 
+def test_a_calibrated_exchange_floor_becomes_each_worker_counts_shared_host_exchange():
+    # Prepare: the committed calibration with a floor for lenet5 at 2 workers only
+    train, calibration, platform, fedavg = _inputs()
+    floor = {"lenet5": {"2": {t: {"wall_ms": ms} for t, ms in (("allreduce", 7.0), ("scatter", 13.0), ("ps", 15.0))}}}
+    # Execute
+    with_floor = mc.calibrate(train, dict(calibration, exchange_floor=floor), platform, fedavg)
+    without = mc.calibrate(train, {k: v for k, v in calibration.items() if k != "exchange_floor"}, platform, fedavg)
+    # Assert
+    parts = with_floor["models"]["lenet5"]["parts"]
+    assert parts[2].exchange_s == {"allreduce": 0.007, "scatter": 0.013, "ps": 0.015} and parts[4].exchange_s == {}
+    point = {"kind": "train", "model": "lenet5", "workers": 2, "topology": "ps", "local_steps": 1.0}
+    assert mc.predict_point(point, with_floor)["exchange_s"] == 0.015
+    assert "exchange_s" not in mc.predict_point(point, without)
+    assert "no compute" in with_floor["sources"]["exchange_s"] and "not calibrated" in without["sources"]["exchange_s"]
+
+
 def test_every_committed_point_is_predicted_with_its_calibration_sources():
     train, calibration, platform, fedavg = _inputs()
     report = mc.run_check(train, calibration, platform, fedavg)
@@ -66,3 +83,17 @@ def test_every_committed_point_is_predicted_with_its_calibration_sources():
     assert len(report["points"]) + len(report["not_measured"]) == rows + 3
     assert all(p["predicted_s"] > 0 for p in report["points"])
     assert any("compute_floor" in v for v in report["calibration"].values())
+
+
+def test_the_exchange_floors_run_each_topology_at_each_worker_count(monkeypatch):
+    # Prepare: one small model, so the three topologies' rows stay a few seconds
+    monkeypatch.setattr(model_calibration, "MODEL_PARAMS", {"tiny": 1_000})
+    # Execute
+    floors = model_calibration.exchange_floors((2,), steps=5)
+    # Assert: what the check reads, per model, worker count and topology
+    assert set(floors) == {"tiny"} and set(floors["tiny"]) == {"2"}
+    rows = floors["tiny"]["2"]
+    assert set(rows) == {"allreduce", "scatter", "ps"} and all(
+        r["wall_ms"] > 0 and r["steps"] == 5 for r in rows.values()
+    )
+    assert rows["ps"]["requests"] >= 7 and rows["allreduce"]["requests"] >= 4
