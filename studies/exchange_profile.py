@@ -193,15 +193,15 @@ def profile_exchange(
     failed = [p.returncode for p in procs if p.returncode]
     if failed:
         raise BenchError(f"exchange profile ({client}, {workers} workers): a worker exited {failed[0]}; see stderr")
-    rows = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
-    server = rows.pop() if topology == "ps" else None
+    everyone = [json.loads(out.strip().splitlines()[-1]) for out in outputs]  # the workers, then any PS
+    rows = everyone[:workers]
     wall = max(r["wall_s"] for r in rows)  # the slowest worker's steps, without its start and exit
     per_step = 1000.0 / steps
 
     def mean(field: str) -> float:
         return round(sum(r[field] for r in rows) / len(rows) * per_step, 3)
 
-    client_cpu = sum(r["cpu_s"] for r in rows) + (server["cpu_s"] if server else 0.0)
+    client_cpu = sum(r["cpu_s"] for r in everyone)
     return {
         "topology": topology,
         "client": client,
@@ -217,8 +217,8 @@ def profile_exchange(
         "worker_wait_ms": mean("wait_s"),
         "worker_get_ms": mean("get_s"),
         "worker_put_ms": mean("put_s"),
-        "requests": round(sum(r["requests"] for r in (*rows, *([server] if server else []))) / steps, 2),
-        "misses": round(sum(r["misses"] for r in (*rows, *([server] if server else []))) / steps, 2),
+        "requests": round(sum(r["requests"] for r in everyone) / steps, 2),
+        "misses": round(sum(r["misses"] for r in everyone) / steps, 2),
         "bytes_out": round(sum(r["bytes_out"] for r in rows) / steps),
         "bytes_in": round(sum(r["bytes_in"] for r in rows) / steps),
         "cores_busy": round((endpoint + client_cpu) / wall, 2),
